@@ -1,0 +1,3 @@
+"""Trellis: a distributed platform for WebAssembly components."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""Routing of control-interface requests to typed handlers.
+
+A handler gets a validated request model and returns a reply payload (or a
+CtlReply). Malformed or unknown requests get an error reply that says what was
+wrong; a handler that raises gets an ``internal`` error reply; the host keeps
+running either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from interfaces import subjects
+from interfaces.control import CtlReply, parse_request
+from interfaces.errors import ErrorCode, TrellisError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+class ControlRouter:
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, str], tuple[type[BaseModel], Handler]] = {}
+
+    def add(self, area: str, op: str, model: type[BaseModel], handler: Handler) -> None:
+        self._routes[(area, op)] = (model, handler)
+
+    def ops(self, area: str) -> list[str]:
+        return sorted(op for a, op in self._routes if a == area)
+
+    async def handle(self, subject: str, data: bytes) -> CtlReply:
+        area = subjects.area_of(subject)
+        op = "ping" if subject.endswith(".ctl.host.ping") else subjects.op_of(subject)
+        route = self._routes.get((area, op))
+        if route is None:
+            known = ", ".join(self.ops(area)) or "none"
+            return CtlReply.fail(
+                ErrorCode.UNKNOWN_OPERATION, f"unknown {area} operation {op!r} (known: {known})"
+            )
+        model, handler = route
+        try:
+            request = parse_request(model, data)
+        except ValueError as exc:
+            return CtlReply.fail(ErrorCode.BAD_REQUEST, str(exc))
+        try:
+            result = await handler(request)
+        except TrellisError as exc:
+            return CtlReply.fail(exc.code, exc.message)
+        except Exception as exc:
+            log.exception("control %s.%s failed", area, op)
+            return CtlReply.fail(ErrorCode.INTERNAL, f"{area} {op} failed: {exc}")
+        if isinstance(result, CtlReply):
+            return result
+        return CtlReply.ok(result)

@@ -1,0 +1,198 @@
+"""The host: joins a lattice, announces itself, heartbeats, answers control requests."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import time
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+import trellis
+from interfaces import subjects
+from interfaces.control import (
+    Capacity,
+    CtlReply,
+    Empty,
+    HostInfo,
+    HostOp,
+    LabelDel,
+    LabelPut,
+    StopHost,
+)
+from interfaces.errors import ErrorCode, TrellisError
+from interfaces.events import Event, EventType
+from interfaces.connection import connect
+from trellis.service import Service
+
+from .capacity import read_capacity
+from .control import ControlRouter
+from .identity import Identity
+from .labels import BUILTIN_KEYS, LabelError, builtin_labels, check_user_label
+from .settings import HostSettings
+
+log = logging.getLogger(__name__)
+
+
+class Host(Service):
+    name = "host"
+
+    def __init__(self, settings: HostSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        subjects.check_lattice(settings.lattice)
+        if settings.seed:
+            self.identity = Identity.from_seed(settings.seed)
+        elif settings.seed_file:
+            self.identity = Identity.load_or_create(settings.seed_file)
+        else:
+            self.identity = Identity.generate()
+        self.id = self.identity.public_key
+        self.friendly_name = settings.name or self.identity.friendly_name
+        self.lattice = settings.lattice
+        for k in settings.labels:
+            check_user_label(k)
+        self.labels: dict[str, str] = {**builtin_labels(), **settings.labels}
+        self.nc: Client | None = None
+        self.router = ControlRouter()
+        self._subs: list[Any] = []
+        self._started_mono = time.monotonic()
+        self._started_at = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        self._stop_requested = asyncio.Event()
+        self._stopper: asyncio.Task[None] | None = None  # close() outlives the request task
+        self._register_routes()
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def _start(self) -> None:
+        self.nc = await connect(self.settings.nats, name=f"trellis-host-{self.friendly_name}")
+        for subject in subjects.ctl_wildcard_for_host(self.lattice, self.id):
+            self._subs.append(await self.nc.subscribe(subject, cb=self._on_control))
+        await self.nc.flush()
+        await self.publish_event(EventType.HOST_STARTED, self._host_event_data())
+        self.tasks.spawn(self._heartbeat_loop(), "heartbeat")
+        log.info("host %s (%s) joined lattice %s", self.friendly_name, self.id, self.lattice)
+
+    async def _close(self) -> None:
+        nc = self.nc
+        if nc is None or nc.is_closed:
+            return
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # connection may already be gone
+                pass
+        self._subs.clear()
+        await self.drain_workloads(self.settings.stop_timeout_s)
+        try:
+            await self.publish_event(
+                EventType.HOST_STOPPED, {"host_id": self.id, "reason": self.close_reason or ""}
+            )
+            await nc.flush(timeout=2)
+        except Exception as exc:
+            log.warning("could not announce host_stopped: %r", exc)
+        try:
+            await asyncio.wait_for(nc.drain(), 5)
+        except Exception:
+            await nc.close()
+
+    async def drain_workloads(self, timeout_s: float) -> None:
+        """Stop serving and wind down workloads (extended by the component and provider managers)."""
+
+    # --- description ---------------------------------------------------------------
+
+    def capacity(self) -> Capacity:
+        return Capacity(**read_capacity())
+
+    def info(self) -> HostInfo:
+        return HostInfo(
+            id=self.id,
+            name=self.friendly_name,
+            lattice=self.lattice,
+            labels=dict(self.labels),
+            version=trellis.__version__,
+            uptime_s=round(time.monotonic() - self._started_mono, 3),
+            started_at=self._started_at,
+            capacity=self.capacity(),
+            heartbeat_interval_s=self.settings.heartbeat_interval_s,
+        )
+
+    def _host_event_data(self) -> dict[str, Any]:
+        return self.info().model_dump(mode="json")
+
+    # --- events ----------------------------------------------------------------------
+
+    async def publish_event(self, event_type: str, data: dict[str, Any]) -> None:
+        assert self.nc is not None
+        ev = Event.new(event_type, source=self.id, data=data)
+        await self.nc.publish(subjects.event(self.lattice, event_type), ev.encode())
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.heartbeat_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.publish_event(EventType.HOST_HEARTBEAT, self._host_event_data())
+            except Exception as exc:  # disconnected: nats-py buffers or raises; keep beating
+                log.debug("heartbeat not sent: %r", exc)
+
+    # --- control interface -----------------------------------------------------------
+
+    def _register_routes(self) -> None:
+        r = self.router
+        r.add("host", "ping", Empty, self._op_ping)
+        r.add("host", HostOp.INVENTORY, Empty, self._op_inventory)
+        r.add("host", HostOp.LABEL_PUT, LabelPut, self._op_label_put)
+        r.add("host", HostOp.LABEL_DEL, LabelDel, self._op_label_del)
+        r.add("host", HostOp.STOP, StopHost, self._op_stop)
+
+    async def _on_control(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        self.tasks.spawn(self._answer(msg), "control")
+
+    async def _answer(self, msg: Msg) -> None:
+        try:
+            reply = await self.router.handle(msg.subject, msg.data)
+        except Exception as exc:  # the router already maps errors; this is a last resort
+            reply = CtlReply.fail(ErrorCode.INTERNAL, repr(exc))
+        try:
+            await msg.respond(reply.encode())
+        except Exception as exc:
+            log.debug("control reply lost: %r", exc)
+
+    async def _op_ping(self, _: Empty) -> HostInfo:
+        return self.info()
+
+    async def _op_inventory(self, _: Empty) -> HostInfo:
+        return self.info()
+
+    async def _op_label_put(self, req: LabelPut) -> HostInfo:
+        try:
+            check_user_label(req.key)
+        except LabelError as exc:
+            code = ErrorCode.READ_ONLY if req.key in BUILTIN_KEYS else ErrorCode.BAD_REQUEST
+            raise TrellisError(str(exc), code) from None
+        self.labels[req.key] = req.value
+        await self.publish_event(EventType.LABELS_CHANGED, {"host_id": self.id, "labels": self.labels})
+        return self.info()
+
+    async def _op_label_del(self, req: LabelDel) -> HostInfo:
+        if req.key in BUILTIN_KEYS:
+            raise TrellisError(f"label {req.key!r} is built in and read-only", ErrorCode.READ_ONLY)
+        if req.key not in self.labels:
+            raise TrellisError(f"host has no label {req.key!r}", ErrorCode.NOT_FOUND)
+        del self.labels[req.key]
+        await self.publish_event(EventType.LABELS_CHANGED, {"host_id": self.id, "labels": self.labels})
+        return self.info()
+
+    async def _op_stop(self, req: StopHost) -> CtlReply:
+        timeout = self.settings.stop_timeout_s if req.timeout_s is None else req.timeout_s
+        self.settings.stop_timeout_s = timeout
+        self._stop_requested.set()
+        # Reply first, then stop outside this request's task (close cancels owned tasks).
+        self._stopper = asyncio.get_running_loop().create_task(self.close(reason="stop requested"))
+        return CtlReply.ok({"host_id": self.id}, message=f"host stopping (drain timeout {timeout}s)")

@@ -1,0 +1,35 @@
+"""Host settings: grouped, documented, each default with its reason."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from interfaces.connection import NatsSettings
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("TRELLIS_STATE_DIR", "~/.trellis")).expanduser()
+
+
+class HostSettings(BaseModel):
+    model_config = {"arbitrary_types_allowed": True}
+
+    lattice: str = Field("default", description="lattice to join (TRELLIS_LATTICE)")
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    seed: str | None = Field(None, description="nkeys server seed; generated when unset")
+    seed_file: Path | None = Field(
+        None, description="where a generated seed is kept so the host keeps its id across restarts"
+    )
+    name: str | None = Field(None, description="friendly name; derived from the key when unset")
+    labels: dict[str, str] = Field(default_factory=dict, description="user labels")
+    heartbeat_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="heartbeat period; a host silent for 3 periods is considered gone, "
+        "so 1 s notices a dead host in about 3 s",
+    )
+    stop_timeout_s: float = Field(10.0, ge=0, description="graceful drain deadline on stop")
+    state_dir: Path = Field(default_factory=default_state_dir)

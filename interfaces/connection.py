@@ -1,0 +1,85 @@
+"""NATS connection settings shared by every process that connects to the lattice.
+
+Credentials (user/password, token, nkey seed or ``.creds`` file) and TLS come
+from flags or environment (``TRELLIS_NATS_*``) and are handed to nats-py.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+@dataclass
+class NatsSettings:
+    url: str = DEFAULT_URL
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    nkey_seed_file: str | None = None
+    creds_file: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_required: bool = False
+    name: str = field(default="trellis")
+
+    ENV = {
+        "url": "TRELLIS_NATS_URL",
+        "user": "TRELLIS_NATS_USER",
+        "password": "TRELLIS_NATS_PASSWORD",
+        "token": "TRELLIS_NATS_TOKEN",
+        "nkey_seed_file": "TRELLIS_NATS_NKEY",
+        "creds_file": "TRELLIS_NATS_CREDS",
+        "tls_ca": "TRELLIS_NATS_TLS_CA",
+        "tls_cert": "TRELLIS_NATS_TLS_CERT",
+        "tls_key": "TRELLIS_NATS_TLS_KEY",
+    }
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "NatsSettings":
+        values: dict[str, Any] = {}
+        for attr, var in cls.ENV.items():
+            if os.environ.get(var):
+                values[attr] = os.environ[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, False)}
+
+    def connect_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"servers": [u.strip() for u in self.url.split(",")], "name": self.name}
+        if self.user:
+            opts["user"] = self.user
+            opts["password"] = self.password or ""
+        if self.token:
+            opts["token"] = self.token
+        if self.nkey_seed_file:
+            opts["nkeys_seed"] = self.nkey_seed_file
+        if self.creds_file:
+            opts["user_credentials"] = self.creds_file
+        if self.tls_ca or self.tls_cert or self.tls_required or self.url.startswith("tls://"):
+            ctx = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert:
+                ctx.load_cert_chain(self.tls_cert, self.tls_key)
+            opts["tls"] = ctx
+        return opts
+
+
+async def connect(settings: NatsSettings, *, name: str | None = None, **extra: Any) -> Client:
+    opts = settings.connect_options()
+    if name:
+        opts["name"] = name
+    opts.setdefault("max_reconnect_attempts", -1)
+    opts.setdefault("reconnect_time_wait", 0.5)
+    opts.setdefault("connect_timeout", 2)
+    opts.update(extra)
+    return await nats.connect(**opts)

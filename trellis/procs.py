@@ -1,0 +1,66 @@
+"""Child processes that die with their parent and stop along a ladder (TERM → wait → KILL)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def spawn(argv: list[str], *, log: Path | None = None, env: dict[str, str] | None = None,
+          stdin: Any = subprocess.DEVNULL, new_session: bool = True) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (Ctrl-C reaches only the supervisor) that dies with us."""
+    out: IO[bytes] | int = subprocess.DEVNULL
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log, "ab")
+    try:
+        return subprocess.Popen(
+            argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+            env=env, start_new_session=new_session,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+    finally:
+        if not isinstance(out, int):
+            out.close()
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> int:
+    """SIGTERM, wait up to ``grace_s``, then SIGKILL. Returns the exit code."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def trellis_argv(*args: str) -> list[str]:
+    """Run a trellis subcommand with this interpreter (no reliance on PATH)."""
+    return [sys.executable, "-m", "trellis.cli.main", *args]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,213 @@
+"""`trellis up`: an embedded lattice on one machine, as one supervised process tree.
+
+nats-server (JetStream, data under the state directory), one host and (when
+present) the wadm controller run as children. Children that die are restarted
+with backoff; Ctrl-C or SIGTERM stops them in reverse order, each along the
+TERM → grace → KILL ladder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TextIO
+
+from host.identity import Identity
+
+from . import procs
+from .natsserver import NatsServer, NatsServerError
+
+
+class UpError(RuntimeError):
+    pass
+
+
+@dataclass
+class UpSettings:
+    state_dir: Path
+    nats_host: str = "127.0.0.1"
+    nats_port: int = 4222
+    lattice: str = "default"
+    labels: list[str] = field(default_factory=list)
+    with_wadm: bool = True
+    stop_grace_s: float = 15.0
+
+
+class StateLock:
+    """One `trellis up` per state directory; a second one learns who holds it."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "up.lock"
+        self._fh: TextIO | None = None
+
+    def acquire(self, info: dict[str, object]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            held = fh.read().strip()
+            fh.close()
+            try:
+                other = json.loads(held)
+                detail = f" (pid {other.get('pid')}, NATS at {other.get('nats_url')})"
+            except ValueError:
+                detail = ""
+            raise UpError(
+                f"trellis up is already running for {self.path.parent}{detail}; "
+                "stop it first, or use another --state-dir and --nats-port"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps(info))
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh:
+            self._fh.seek(0)
+            self._fh.truncate()
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+
+    def start(self) -> None:
+        self.proc = procs.spawn(self.argv, log=self.log)
+
+    def backoff(self) -> float:
+        return min(30.0, 0.5 * (2 ** min(self.restarts, 6)))
+
+
+class Up:
+    def __init__(self, settings: UpSettings, say: Callable[[str], None] = print) -> None:
+        self.s = settings
+        self.say = say
+        self.state = settings.state_dir.expanduser()
+        self.lock = StateLock(self.state)
+        self.nats: NatsServer | None = None
+        self.children: list[Child] = []
+        self._stop = threading.Event()
+
+    @property
+    def nats_url(self) -> str:
+        host = "127.0.0.1" if self.s.nats_host in ("0.0.0.0", "") else self.s.nats_host
+        return f"nats://{host}:{self.s.nats_port}"
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        self.lock.acquire({"pid": os.getpid(), "nats_url": self.nats_url, "lattice": self.s.lattice})
+        try:
+            if not port_free(self.s.nats_host, self.s.nats_port):
+                raise UpError(
+                    f"port {self.s.nats_port} on {self.s.nats_host} is already in use "
+                    "(another NATS server?); pick another with --nats-port"
+                )
+            signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGTERM, self.request_stop)
+            self._start_all()
+            self._supervise()
+            return 0
+        finally:
+            self._stop_all()
+            self.lock.release()
+
+    def _start_all(self) -> None:
+        logs = self.state / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.nats = NatsServer(
+            host=self.s.nats_host, port=self.s.nats_port, store_dir=self.state / "nats",
+            server_name="trellis-embedded", log_file=logs / "nats.log",
+        )
+        try:
+            self.nats.start()
+        except NatsServerError as exc:
+            raise UpError(str(exc)) from None
+        seed_file = self.state / "host.seed"
+        ident = Identity.load_or_create(seed_file)
+        common = ["--nats-url", self.nats_url, "--lattice", self.s.lattice]
+        host_argv = procs.trellis_argv("host", *common, "--seed-file", str(seed_file),
+                                       "--state-dir", str(self.state))
+        for label in self.s.labels:
+            host_argv += ["--label", label]
+        self.children.append(Child("host", host_argv, logs / "host.log"))
+        if self.s.with_wadm and _wadm_available():
+            self.children.append(Child("wadm", procs.trellis_argv("wadm", *common), logs / "wadm.log"))
+        for c in self.children:
+            c.start()
+        self.say(
+            f"Trellis is up (lattice {self.s.lattice!r}).\n"
+            f"  NATS       {self.nats_url}  JetStream data in {self.state / 'nats'}\n"
+            f"  host       {ident.friendly_name}  {ident.public_key}\n"
+            + ("  wadm       controller running\n" if any(c.name == "wadm" for c in self.children) else "")
+            + f"  logs       {logs}\n"
+            f"Try: trellis get hosts{'' if self.s.nats_port == 4222 else ' --nats-url ' + self.nats_url}\n"
+            "Press Ctrl-C to stop."
+        )
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(0.2):
+            if self.nats and not self.nats.running():
+                self.say("nats-server exited; restarting it")
+                self.nats.start()
+            now = time.monotonic()
+            for c in self.children:
+                assert c.proc is not None
+                if c.proc.poll() is None:
+                    continue
+                if c.next_start == 0.0:
+                    c.next_start = now + c.backoff()
+                    self.say(f"{c.name} exited with {c.proc.returncode}; restarting in {c.backoff():.1f}s "
+                             f"(see {c.log})")
+                elif now >= c.next_start:
+                    c.restarts += 1
+                    c.next_start = 0.0
+                    c.start()
+
+    def _stop_all(self) -> None:
+        if self.nats is None:
+            return
+        for c in reversed(self.children):
+            if c.proc is not None:
+                procs.stop(c.proc, self.s.stop_grace_s)
+        if self.nats:
+            self.nats.stop()
+        self.say("Trellis stopped.")
+
+
+def _wadm_available() -> bool:
+    try:
+        import wadm.controller  # noqa: F401
+    except ImportError:
+        return False
+    return True

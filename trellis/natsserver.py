@@ -92,6 +92,7 @@ class NatsServer:
         return cmd
 
     def start(self, timeout: float = 15.0) -> "NatsServer":
+        self._ready.clear()
         if self.store_dir:
             self.store_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
@@ -145,16 +146,24 @@ class NatsServer:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._reap()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if not self.proc or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reap()
+
+    def _reap(self) -> None:
+        if self._reader is not None:
+            self._reader.join(5)
+            self._reader = None
+        if self.proc and self.proc.stderr and not self.proc.stderr.closed:
+            self.proc.stderr.close()
 
     def __enter__(self) -> "NatsServer":
         return self.start()

@@ -1,0 +1,165 @@
+"""Serving invocations for one target (a component on a host, or a provider).
+
+Subscribes in the target's queue group, decodes each envelope, admits it under
+a concurrency cap with a bounded wait queue (past it: a ``busy`` error the
+caller retries elsewhere), sends progress frames while a call runs long, and
+replies exactly once. Malformed frames get an error reply (or are dropped when
+they carry no reply subject); nothing a caller sends can take the server down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from opentelemetry import trace as otel_trace
+
+from . import subjects, tracing
+from .envelope import EnvelopeError, Invocation, Reply, progress_frame
+from .errors import ErrorCode, TrellisError
+from .rpc_client import PROGRESS_INTERVAL_S, RpcError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Invocation], Awaitable[Any]]
+
+
+class RpcServer:
+    def __init__(
+        self,
+        nc: Client,
+        lattice: str,
+        target: str,
+        handler: Handler,
+        *,
+        served_by: str = "",
+        max_concurrent: int = 64,
+        max_queue: int = 256,
+    ) -> None:
+        self.nc = nc
+        self.lattice = lattice
+        self.target = target
+        self.handler = handler
+        self.served_by = served_by
+        self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._waiting = 0
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._sub: Any = None
+        self.stats = {"served": 0, "failed": 0, "busy": 0, "malformed": 0}
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(
+            subjects.rpc(self.lattice, self.target), queue=subjects.rpc_queue_group(self.target),
+            cb=self._on_msg, pending_msgs_limit=65536,
+        )
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Stop taking calls, let those in flight finish (up to the timeout), cancel the rest."""
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:
+                pass
+            self._sub = None
+        if self._inflight:
+            done, pending = await asyncio.wait(set(self._inflight), timeout=drain_timeout_s)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _serve(self, msg: Msg) -> None:
+        try:
+            inv = Invocation.decode(msg.data)
+        except EnvelopeError as exc:
+            self.stats["malformed"] += 1
+            if msg.reply:
+                await self._respond(msg, Reply.failure("", ErrorCode.BAD_REQUEST, f"malformed invocation: {exc}"))
+            return
+        if inv.remaining_s() <= 0:
+            await self._respond(msg, Reply.failure(inv.id, ErrorCode.TIMEOUT, "deadline passed before the call started", "timeout"))
+            return
+        if self._slots.locked() and self._waiting >= self.max_queue:
+            self.stats["busy"] += 1
+            await self._respond(msg, Reply.failure(
+                inv.id, ErrorCode.BUSY,
+                f"{self.target} is busy on {self.served_by or 'this host'}: {self.max_concurrent} running, "
+                f"{self._waiting} waiting"))
+            return
+        self._waiting += 1
+        keepalive = asyncio.get_running_loop().create_task(self._keepalive(msg, inv.id))
+        try:
+            try:
+                await asyncio.wait_for(self._slots.acquire(), max(inv.remaining_s(), 0.001))
+            except asyncio.TimeoutError:
+                await self._respond(msg, Reply.failure(inv.id, ErrorCode.TIMEOUT, f"{self.target}: deadline passed while queued", "timeout"))
+                return
+            finally:
+                self._waiting -= 1
+            try:
+                reply = await self._run(inv)
+            finally:
+                self._slots.release()
+        finally:
+            keepalive.cancel()
+        await self._respond(msg, reply)
+
+    async def _run(self, inv: Invocation) -> Reply:
+        ctx = tracing.extract(inv.trace)
+        with tracing.tracer().start_as_current_span(
+            f"serve {inv.target} {inv.operation}", context=ctx, kind=otel_trace.SpanKind.SERVER,
+            attributes={"trellis.invocation_id": inv.id, "trellis.source": inv.source, "trellis.attempt": inv.attempt},
+        ):
+            try:
+                result = await self.handler(inv)
+            except RpcError as exc:
+                self.stats["failed"] += 1
+                return Reply.failure(inv.id, exc.code, exc.message, exc.kind)
+            except TrellisError as exc:
+                self.stats["failed"] += 1
+                return Reply.failure(inv.id, exc.code, exc.message)
+            except Exception as exc:
+                self.stats["failed"] += 1
+                log.exception("invocation %s %s failed", inv.id, inv.operation)
+                return Reply.failure(inv.id, ErrorCode.INTERNAL, f"{exc.__class__.__name__}: {exc}")
+        self.stats["served"] += 1
+        return Reply(id=inv.id, ok=True, result=result)
+
+    async def _keepalive(self, msg: Msg, inv_id: str) -> None:
+        if not msg.reply:
+            return
+        frame = progress_frame(inv_id, self.served_by)
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+            try:
+                await self.nc.publish(msg.reply, frame)
+            except Exception:
+                return
+
+    async def _respond(self, msg: Msg, reply: Reply) -> None:
+        if not msg.reply:
+            return
+        reply.served_by = self.served_by
+        try:
+            frame = reply.encode()
+        except EnvelopeError as exc:
+            frame = Reply.failure(reply.id, ErrorCode.INTERNAL, f"result cannot be encoded: {exc}").encode()
+        try:
+            await self.nc.publish(msg.reply, frame)
+        except Exception as exc:
+            log.debug("reply for %s lost: %r", reply.id, exc)

@@ -1,0 +1,211 @@
+"""The RPC layer: envelope codec, queue groups, busy, failover on silence and no responders."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgpack
+import nats
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from interfaces import subjects
+from interfaces.envelope import EnvelopeError, Invocation, Reply
+from interfaces.errors import ErrorCode
+from interfaces.rpc_client import RpcClient, RpcError
+from interfaces.rpc_server import RpcServer
+
+
+def test_envelope_round_trip():
+    inv = Invocation("comp", "ns:pkg/iface", "f", [1, "x", b"\x00", {"a": [None]}], deadline_ms=123, trace={"traceparent": "00-x"})
+    assert Invocation.decode(inv.encode()) == inv
+    r = Reply(id="i", ok=True, result={"k": b"v"})
+    assert Reply.decode(r.encode()).result == {"k": b"v"}
+
+
+@pytest.mark.parametrize("frame,words", [
+    (b"", "not valid msgpack"),
+    (b"\x93\x01\x02\x03", "must be a msgpack map"),
+    (msgpack.packb({"v": 99}), "unsupported envelope version 99"),
+    (msgpack.packb({"v": 1, "id": "x"}), "'source' is missing"),
+    (msgpack.packb({"v": 1, "id": 5, "source": "", "target": "", "interface": "", "function": "f", "args": [], "deadline_ms": 1}), "'id' must be str"),
+    (msgpack.packb({"v": 1, "id": "x", "source": "", "target": "", "interface": "", "function": "f", "args": [], "deadline_ms": True}), "'deadline_ms' must be int"),
+])
+def test_envelope_rejects_bad_frames(frame, words):
+    with pytest.raises(EnvelopeError) as err:
+        Invocation.decode(frame)
+    assert words in str(err.value)
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_envelope_never_crashes_on_garbage(frame):
+    try:
+        Invocation.decode(frame)
+    except EnvelopeError:
+        pass
+
+
+async def _server(nc, lattice, target, handler, **kw):
+    s = RpcServer(nc, lattice, target, handler, **kw)
+    await s.start()
+    return s
+
+
+async def test_call_spreads_over_queue_group_and_returns(nats_server, lattice):
+    nc = await nats.connect(nats_server.url)
+    seen = []
+
+    def make(name):
+        async def handler(inv):
+            seen.append(name)
+            return {"sum": sum(inv.args), "by": name}
+        return handler
+
+    servers = [await _server(nc, lattice, "adder", make(n), served_by=n) for n in ("a", "b")]
+    client = RpcClient(nc, lattice)
+    try:
+        for _ in range(40):
+            assert (await client.call("adder", "t:t/math.add", [1, 2], timeout_s=5))["sum"] == 3
+        assert set(seen) == {"a", "b"}
+    finally:
+        for s in servers:
+            await s.stop()
+        await client.close()
+        await nc.close()
+
+
+async def test_errors_are_typed_and_not_retried(nats_server, lattice):
+    nc = await nats.connect(nats_server.url)
+    calls = 0
+
+    async def handler(inv):
+        nonlocal calls
+        calls += 1
+        raise RpcError("it trapped", ErrorCode.INVOCATION_FAILED, "trap")
+
+    s = await _server(nc, lattice, "boom", handler)
+    client = RpcClient(nc, lattice)
+    try:
+        with pytest.raises(RpcError) as err:
+            await client.call("boom", "x:y/z.f", [], timeout_s=5)
+        assert err.value.kind == "trap" and "it trapped" in err.value.message and calls == 1
+    finally:
+        await s.stop()
+        await client.close()
+        await nc.close()
+
+
+async def test_no_responders_waits_for_an_instance_then_times_out(nats_server, lattice):
+    nc = await nats.connect(nats_server.url)
+    client = RpcClient(nc, lattice)
+    try:
+        with pytest.raises(RpcError) as err:
+            await client.call("nobody", "x:y/z.f", [], timeout_s=0.5)
+        assert err.value.code == ErrorCode.TIMEOUT and "nobody serves 'nobody'" in err.value.message
+        assert client.stats["no_responders"] >= 1
+
+        # an instance that appears while the caller retries is found
+        async def start_later():
+            await asyncio.sleep(0.3)
+            return await _server(nc, lattice, "late", _echo)
+        starter = asyncio.create_task(start_later())
+        assert await client.call("late", "x:y/z.f", ["hi"], timeout_s=5) == ["hi"]
+        await (await starter).stop()
+    finally:
+        await client.close()
+        await nc.close()
+
+
+async def _echo(inv):
+    return inv.args
+
+
+async def test_busy_beyond_queue_and_failover_to_free_instance(nats_server, lattice):
+    nc = await nats.connect(nats_server.url)
+    gate = asyncio.Event()
+
+    async def slow(inv):
+        await gate.wait()
+        return "slow"
+
+    s = await _server(nc, lattice, "svc", slow, max_concurrent=1, max_queue=0, served_by="slow")
+    client = RpcClient(nc, lattice)
+    try:
+        first = asyncio.create_task(client.call("svc", "x:y/z.f", timeout_s=10))
+        await asyncio.sleep(0)  # let it be sent
+        await _wait(lambda: s.inflight == 1)
+        # only a busy instance: the caller keeps trying, then reports busy at the deadline
+        with pytest.raises(RpcError) as err:
+            await client.call("svc", "x:y/z.f", timeout_s=0.5)
+        assert "busy" in err.value.message
+        # a free instance appears: busy replies are retried elsewhere
+        other = await _server(nc, lattice, "svc", _echo, served_by="free")
+        assert await client.call("svc", "x:y/z.f", ["ok"], timeout_s=10) == ["ok"]
+        gate.set()
+        assert await first == "slow"
+        await other.stop()
+    finally:
+        gate.set()
+        await s.stop()
+        await client.close()
+        await nc.close()
+
+
+async def _wait(cond, timeout=5.0):
+    from ..harness import eventually
+    await eventually(cond, timeout)
+
+
+async def test_in_flight_loss_is_retried_unless_non_retryable(nats_server, lattice):
+    """An instance that goes silent mid-call (its host died) is given up on; another answers."""
+    dead_nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url)
+    hang = asyncio.Event()
+
+    async def swallow(inv):
+        hang.set()
+        await asyncio.Event().wait()  # never answers
+
+    dying = await _server(dead_nc, lattice, "svc2", swallow, served_by="dying")
+    client = RpcClient(nc, lattice, silence_s=0.6)
+    try:
+        call = asyncio.create_task(client.call("svc2", "x:y/z.f", ["v"], timeout_s=10))
+        await asyncio.wait_for(hang.wait(), 5)
+        healthy = await _server(nc, lattice, "svc2", _echo, served_by="healthy")
+        await dead_nc.close()  # the host vanishes: no progress frames any more
+        assert await call == ["v"]
+        assert client.stats["lost"] >= 1
+
+        # non-retryable: lost in flight is reported, not repeated
+        dead2 = await nats.connect(nats_server.url)
+        hang.clear()
+        await healthy.stop()
+        d2 = await _server(dead2, lattice, "svc2", swallow)
+        call = asyncio.create_task(client.call("svc2", "x:y/z.f", [], timeout_s=10, retryable=False))
+        await asyncio.wait_for(hang.wait(), 5)
+        await dead2.close()
+        with pytest.raises(RpcError) as err:
+            await call
+        assert err.value.kind == "lost"
+        del d2
+    finally:
+        await client.close()
+        await nc.close()
+
+
+async def test_malformed_frames_answered_and_server_survives(nats_server, lattice):
+    nc = await nats.connect(nats_server.url)
+    s = await _server(nc, lattice, "tough", _echo)
+    try:
+        for frame in (b"", b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"v": 2}), b"x" * 100_000):
+            msg = await nc.request(subjects.rpc(lattice, "tough"), frame, timeout=2)
+            rep = Reply.decode(msg.data)
+            assert not rep.ok and rep.error.code == ErrorCode.BAD_REQUEST
+        client = RpcClient(nc, lattice)
+        assert await client.call("tough", "a:b/c.d", [1]) == [1]
+        await client.close()
+    finally:
+        await s.stop()
+        await nc.close()

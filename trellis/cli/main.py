@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -42,10 +43,15 @@ def up_command(
     settings = UpSettings(state_dir=state_dir, nats_host=nats_host, nats_port=nats_port,
                           lattice=lattice, labels=label, with_wadm=not no_wadm)
     try:
-        code = Up(settings, say=lambda s: typer.echo(s)).run()
+        code = Up(settings, say=_say).run()
     except UpError as exc:
         raise fail(str(exc)) from None
     raise typer.Exit(code)
+
+
+def _say(text: str) -> None:
+    typer.echo(text)
+    sys.stdout.flush()
 
 
 @app.command("version")

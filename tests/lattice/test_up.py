@@ -1,0 +1,83 @@
+"""`trellis up`: the embedded lattice as one supervised process tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import time
+
+import psutil
+
+from trellis import procs
+
+from ..harness import run_cli
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _read_until(proc: subprocess.Popen[bytes], needle: str, timeout: float) -> str:
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    out = ""
+    deadline = time.monotonic() + timeout
+    while needle not in out and time.monotonic() < deadline:
+        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            out += chunk.decode()
+    sel.close()
+    assert needle in out, f"no {needle!r} in output:\n{out}"
+    return out
+
+
+def test_up_runs_nats_and_host_and_stops_cleanly(tmp_path):
+    port = _free_port()
+    state = tmp_path / "state"
+    argv = procs.trellis_argv("up", "--state-dir", str(state), "--nats-port", str(port), "--no-wadm")
+    up = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          start_new_session=True)
+    try:
+        banner = _read_until(up, "Press Ctrl-C", 30)
+        url = f"nats://127.0.0.1:{port}"
+        assert url in banner and "host" in banner
+        children = psutil.Process(up.pid).children(recursive=True)
+        assert any("nats-server" in " ".join(c.cmdline()) for c in children)
+
+        env = {"TRELLIS_NATS_URL": url}
+        deadline = time.monotonic() + 20
+        hosts: list = []
+        while not hosts and time.monotonic() < deadline:
+            out = run_cli("get", "hosts", "-o", "json", env=env)
+            hosts = json.loads(out.stdout) if out.returncode == 0 else []
+        assert len(hosts) == 1 and hosts[0]["id"] in banner
+
+        again = run_cli("up", "--state-dir", str(state), "--nats-port", str(port + 1), "--no-wadm")
+        assert again.returncode != 0 and "already running" in again.stderr
+
+        busy = run_cli("up", "--state-dir", str(tmp_path / "other"), "--nats-port", str(port), "--no-wadm")
+        assert busy.returncode != 0 and "already in use" in busy.stderr
+
+        os.kill(up.pid, signal.SIGTERM)
+        assert up.wait(30) == 0
+        _read_until(up, "Trellis stopped.", 5)
+        for c in children:
+            assert not c.is_running() or c.status() == psutil.STATUS_ZOMBIE, c.cmdline()
+
+        # the host keeps its identity across restarts (seed kept in the state dir)
+        assert (state / "host.seed").exists()
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+        if up.stdout:
+            up.stdout.close()

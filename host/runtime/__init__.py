@@ -1,0 +1,54 @@
+"""Trellis Wasm execution library: compile, introspect and invoke components.
+
+No networking here: the host runs this inside worker processes. See
+``docs/runtime.md`` for the execution model and value conventions.
+"""
+
+from .cache import CacheStats, CompileCache, wasm_digest
+from .codec import CodecError, Plain, ResourceCodec, from_plain, to_plain
+from .component import (
+    FunctionInfo,
+    FunctionNotFound,
+    InterfaceInfo,
+    LoadedComponent,
+    WorldSide,
+    load_component,
+)
+from .engine import EngineSettings, RuntimeEngine, make_engine
+from .errors import ErrorKind, ImportFailed, InvocationError, MissingLink
+from .imports import HostResource, ImportHandler, deny_all
+from .invoke import Invoker, InvokerStats
+from .settings import Limits, Preopen, ReusePolicy, WasiGrants
+
+__all__ = [
+    "CacheStats",
+    "CodecError",
+    "CompileCache",
+    "EngineSettings",
+    "ErrorKind",
+    "FunctionInfo",
+    "FunctionNotFound",
+    "HostResource",
+    "ImportFailed",
+    "ImportHandler",
+    "InterfaceInfo",
+    "InvocationError",
+    "Invoker",
+    "InvokerStats",
+    "Limits",
+    "LoadedComponent",
+    "MissingLink",
+    "Plain",
+    "Preopen",
+    "ResourceCodec",
+    "ReusePolicy",
+    "RuntimeEngine",
+    "WasiGrants",
+    "WorldSide",
+    "deny_all",
+    "from_plain",
+    "load_component",
+    "make_engine",
+    "to_plain",
+    "wasm_digest",
+]

@@ -1,0 +1,453 @@
+"""Plain values: the contract for component values on the wire and in JSON.
+
+A *plain* value is built only from ``None``, ``bool``, ``int``, ``float``,
+``str``, ``bytes``, ``list`` and ``dict`` with ``str`` keys, so it encodes
+directly to msgpack (and to JSON, apart from ``bytes``). Conversion is
+driven by the WIT type, never guessed from the Python value.
+
+Conventions (also the CLI's JSON form):
+
+=====================  ======================================================
+WIT                    plain
+=====================  ======================================================
+bool                   ``bool``
+s8..s64, u8..u64       ``int`` (range-checked when lowering)
+f32, f64               ``float`` (an ``int`` is accepted when lowering)
+char                   1-character ``str`` (no surrogates)
+string                 ``str``
+list<u8>               ``bytes`` (a list of ints 0..255 is accepted)
+list<T>                ``list``
+record                 ``dict`` keyed by the WIT field names exactly as
+                       written in WIT (kebab-case: ``"order-number"``); all
+                       fields required, unknown keys rejected
+tuple<...>             ``list`` (a ``tuple`` is accepted)
+enum                   case name ``str``
+flags                  ``list`` of the set flag names, in declaration order
+                       (any iterable of names is accepted)
+option<T>              ``None`` or the plain payload; when ``T`` is itself
+                       an option (so ``None`` would be ambiguous), ``some(x)``
+                       is ``{"some": x}``
+result<T, E>           ``{"ok": v}`` or ``{"err": e}``; the payload is
+                       ``None`` for a case without a type
+variant                ``{"<case-name>": payload}``, payload ``None`` for a
+                       case without a type; when lowering, a bare
+                       ``"<case-name>"`` string is accepted for such cases
+own<R>, borrow<R>      only through a :class:`ResourceCodec` (host resources
+                       in import calls); otherwise a :class:`CodecError`
+=====================  ======================================================
+
+wasmtime-py's side of the conversion: it lifts a variant, option or result
+*untagged* (the bare payload) when the Python classes of its cases do not
+overlap, and as ``Variant(tag, payload)`` only when they do (see
+:attr:`host.runtime.wit.VariantLike.tagged`). :func:`to_plain` therefore
+decides the case of an untagged value by checking it against each case type
+(``bool`` is not taken for an integer), and :func:`from_plain` produces
+exactly the Python shape wasmtime-py lowers, refusing the rare values that
+wasmtime-py would lower as the wrong case (``variant { a(u32), b(bool) }``
+with ``b(true)``: ``True`` is an ``int`` to it).
+
+Both functions are pure; errors are :class:`CodecError` naming the path of
+the offending value, e.g. ``args[0].line-items[2].price: expected u32, got
+str``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from wasmtime import component as wc
+
+from .wit import (
+    INT_RANGES,
+    BorrowT,
+    EnumT,
+    FlagsT,
+    ListT,
+    OptionT,
+    OwnT,
+    Prim,
+    RecordT,
+    ResultT,
+    TupleT,
+    VariantLike,
+    VariantT,
+    WitType,
+    from_valtype,
+    py_classes,
+    render,
+)
+
+__all__ = ["Plain", "CodecError", "ResourceCodec", "to_plain", "from_plain", "as_wit"]
+
+Plain = Any
+"""A plain value (see the module docstring). ``Any`` because the shape is
+recursive and checked at run time by the codec."""
+
+
+class CodecError(ValueError):
+    """A value does not fit its WIT type. ``path`` locates it."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+class ResourceCodec(Protocol):
+    """Converts resource handles, which have no plain form of their own."""
+
+    def lift(self, ty: OwnT | BorrowT, value: Any, path: str) -> Any:
+        """wasmtime ``ResourceAny`` -> the value handed to Python code."""
+        ...
+
+    def lower(self, ty: OwnT | BorrowT, value: Any, path: str) -> Any:
+        """Python value -> something wasmtime-py lowers (``ResourceHost``)."""
+        ...
+
+
+_WIT_CLASSES = (Prim, ListT, RecordT, TupleT, VariantT, EnumT, OptionT, ResultT, FlagsT, OwnT, BorrowT)
+
+
+def as_wit(ty: WitType | wc.ValType) -> WitType:
+    """Accept either a snapshot type or a wasmtime-py ``ValType``."""
+    if isinstance(ty, _WIT_CLASSES):
+        return ty
+    return from_valtype(ty)
+
+
+def _type_name(value: Any) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------
+# wasmtime-py Python value -> plain
+
+
+def to_plain(
+    ty: WitType | wc.ValType,
+    value: Any,
+    *,
+    resources: ResourceCodec | None = None,
+    path: str = "value",
+) -> Plain:
+    """Convert a value lifted by wasmtime-py into its plain form."""
+    return _to_plain(as_wit(ty), value, resources, path)
+
+
+def _to_plain(ty: WitType, value: Any, res: ResourceCodec | None, path: str) -> Plain:
+    if isinstance(ty, Prim):
+        return _prim_to_plain(ty.name, value, path)
+    if isinstance(ty, ListT):
+        if ty.is_bytes:
+            if isinstance(value, (bytes, bytearray)):
+                return bytes(value)
+            raise CodecError(path, f"expected bytes, got {_type_name(value)}")
+        if not isinstance(value, (list, tuple)):
+            raise CodecError(path, f"expected list, got {_type_name(value)}")
+        el = ty.element
+        return [_to_plain(el, v, res, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(ty, RecordT):
+        out: dict[str, Plain] = {}
+        for name, fty in ty.fields:
+            try:
+                field = getattr(value, name)
+            except AttributeError:
+                raise CodecError(path, f"record value lacks field {name!r}") from None
+            out[name] = _to_plain(fty, field, res, f"{path}.{name}")
+        return out
+    if isinstance(ty, TupleT):
+        if not isinstance(value, (tuple, list)) or len(value) != len(ty.elements):
+            raise CodecError(path, f"expected {render(ty)}, got {_type_name(value)}")
+        return [_to_plain(t, v, res, f"{path}[{i}]") for i, (t, v) in enumerate(zip(ty.elements, value))]
+    if isinstance(ty, EnumT):
+        if isinstance(value, str) and value in ty.names:
+            return value
+        raise CodecError(path, f"expected one of {list(ty.names)}, got {value!r}")
+    if isinstance(ty, FlagsT):
+        if not isinstance(value, (set, frozenset)):
+            raise CodecError(path, f"expected set of flags, got {_type_name(value)}")
+        unknown = set(value) - set(ty.names)
+        if unknown:
+            raise CodecError(path, f"unknown flags {sorted(map(str, unknown))}")
+        return [n for n in ty.names if n in value]
+    if isinstance(ty, (OwnT, BorrowT)):
+        if res is None:
+            raise CodecError(path, f"{render(ty)} has no plain form")
+        return res.lift(ty, value, path)
+    return _variant_to_plain(ty, value, res, path)
+
+
+def _prim_to_plain(name: str, value: Any, path: str) -> Plain:
+    if name in INT_RANGES:
+        if _is_int(value):
+            return value
+    elif name == "bool":
+        if isinstance(value, bool):
+            return value
+    elif name in ("f32", "f64"):
+        if isinstance(value, float):
+            return value
+    elif isinstance(value, str):  # char, string
+        return value
+    raise CodecError(path, f"expected {name}, got {_type_name(value)}")
+
+
+def _case_index(ty: VariantLike, value: Any, path: str) -> tuple[int, Any]:
+    """Which case an untagged or tagged wasmtime-py value belongs to."""
+    cases = ty.case_types()
+    if ty.tagged:
+        if not isinstance(value, wc.Variant):
+            raise CodecError(path, f"expected Variant, got {_type_name(value)}")
+        for i, (name, _) in enumerate(cases):
+            if name == value.tag:
+                return i, value.payload
+        raise CodecError(path, f"unknown case {value.tag!r}")
+    for i, (_, case) in enumerate(cases):
+        if case is None:
+            if value is None:
+                return i, None
+        elif _strict_instance(value, py_classes(case)):
+            return i, value
+    raise CodecError(path, f"value of type {_type_name(value)} fits no case of {render(ty)}")  # type: ignore[arg-type]
+
+
+_CLASS_BY_NAME: dict[str, type] = {
+    "bool": bool,
+    "int": int,
+    "float": float,
+    "str": str,
+    "bytes": bytes,
+    "list": list,
+    "tuple": tuple,
+    "set": set,
+    "Record": wc.Record,
+    "Variant": wc.Variant,
+    "ResourceAny": wc.ResourceAny,
+    "ResourceHost": wc.ResourceHost,
+    "object": object,
+}
+
+
+def _classes(names: frozenset[str]) -> tuple[type, ...]:
+    return tuple(_CLASS_BY_NAME[n] for n in names)
+
+
+def _strict_instance(value: Any, names: frozenset[str]) -> bool:
+    """isinstance, except that a bool is not an int."""
+    if isinstance(value, bool) and "bool" not in names and "object" not in names:
+        return False
+    return isinstance(value, _classes(names))
+
+
+def _variant_to_plain(ty: WitType, value: Any, res: ResourceCodec | None, path: str) -> Plain:
+    assert isinstance(ty, (VariantT, OptionT, ResultT))
+    index, payload = _case_index(ty, value, path)
+    name, case = ty.case_types()[index]
+    inner = None if case is None else _to_plain(case, payload, res, f"{path}.{name}")
+    if isinstance(ty, OptionT):
+        if name == "none":
+            return None
+        return {"some": inner} if _nullable(ty.payload) else inner
+    return {name: inner}
+
+
+def _nullable(ty: WitType) -> bool:
+    """Whether ``None`` is a plain value of ``ty``."""
+    return isinstance(ty, OptionT)
+
+
+# --------------------------------------------------------------------------
+# plain -> wasmtime-py Python value
+
+
+def from_plain(
+    ty: WitType | wc.ValType,
+    plain: Plain,
+    *,
+    resources: ResourceCodec | None = None,
+    path: str = "value",
+) -> Any:
+    """Validate a plain value and convert it to what wasmtime-py lowers."""
+    return _from_plain(as_wit(ty), plain, resources, path)
+
+
+def _from_plain(ty: WitType, plain: Plain, res: ResourceCodec | None, path: str) -> Any:
+    if isinstance(ty, Prim):
+        return _prim_from_plain(ty.name, plain, path)
+    if isinstance(ty, ListT):
+        if ty.is_bytes:
+            return _bytes_from_plain(plain, path)
+        if not isinstance(plain, (list, tuple)):
+            raise CodecError(path, f"expected list, got {_type_name(plain)}")
+        el = ty.element
+        return [_from_plain(el, v, res, f"{path}[{i}]") for i, v in enumerate(plain)]
+    if isinstance(ty, RecordT):
+        return _record_from_plain(ty, plain, res, path)
+    if isinstance(ty, TupleT):
+        n = len(ty.elements)
+        if not isinstance(plain, (list, tuple)) or len(plain) != n:
+            raise CodecError(path, f"expected a list of {n} values for {render(ty)}, got {_describe(plain)}")
+        return tuple(_from_plain(t, v, res, f"{path}[{i}]") for i, (t, v) in enumerate(zip(ty.elements, plain)))
+    if isinstance(ty, EnumT):
+        if isinstance(plain, str) and plain in ty.names:
+            return plain
+        raise CodecError(path, f"expected one of {list(ty.names)}, got {plain!r}")
+    if isinstance(ty, FlagsT):
+        return _flags_from_plain(ty, plain, path)
+    if isinstance(ty, (OwnT, BorrowT)):
+        if res is None:
+            raise CodecError(path, f"{render(ty)} cannot be given as a plain value")
+        return res.lower(ty, plain, path)
+    return _variant_from_plain(ty, plain, res, path)
+
+
+def _describe(plain: Plain) -> str:
+    if isinstance(plain, (list, tuple)):
+        return f"{len(plain)} values"
+    return _type_name(plain)
+
+
+def _prim_from_plain(name: str, plain: Plain, path: str) -> Any:
+    bounds = INT_RANGES.get(name)
+    if bounds is not None:
+        if not _is_int(plain):
+            raise CodecError(path, f"expected {name}, got {_type_name(plain)}")
+        lo, hi = bounds
+        if not lo <= plain <= hi:
+            raise CodecError(path, f"{plain} out of range for {name} [{lo}, {hi}]")
+        return plain
+    if name == "bool":
+        if isinstance(plain, bool):
+            return plain
+    elif name in ("f32", "f64"):
+        if isinstance(plain, float):
+            return plain
+        if _is_int(plain):
+            try:
+                return float(plain)
+            except OverflowError:
+                raise CodecError(path, f"{plain} out of range for {name}") from None
+    elif name == "char":
+        if isinstance(plain, str) and len(plain) == 1:
+            if 0xD800 <= ord(plain) <= 0xDFFF:
+                raise CodecError(path, "a surrogate code point is not a valid char")
+            return plain
+        if isinstance(plain, str):
+            raise CodecError(path, f"expected a single character, got {len(plain)} characters")
+    elif isinstance(plain, str):  # string
+        if not plain.isascii():
+            try:
+                plain.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise CodecError(path, f"string is not valid Unicode: {e.reason}") from None
+        return plain
+    raise CodecError(path, f"expected {name}, got {_type_name(plain)}")
+
+
+def _bytes_from_plain(plain: Plain, path: str) -> bytes:
+    if isinstance(plain, bytes):
+        return plain
+    if isinstance(plain, (bytearray, memoryview)):
+        return bytes(plain)
+    if isinstance(plain, (list, tuple)):
+        for i, v in enumerate(plain):
+            if not _is_int(v) or not 0 <= v <= 255:
+                raise CodecError(f"{path}[{i}]", f"expected u8, got {v!r}")
+        return bytes(plain)
+    raise CodecError(path, f"expected bytes, got {_type_name(plain)}")
+
+
+def _record_from_plain(ty: RecordT, plain: Plain, res: ResourceCodec | None, path: str) -> wc.Record:
+    if not isinstance(plain, dict):
+        raise CodecError(path, f"expected record (a dict), got {_type_name(plain)}")
+    names = [n for n, _ in ty.fields]
+    unknown = [k for k in plain if k not in names]
+    if unknown:
+        raise CodecError(path, f"unknown field(s) {unknown}; fields are {names}")
+    record = wc.Record()
+    for name, fty in ty.fields:
+        if name not in plain:
+            raise CodecError(path, f"missing field {name!r}")
+        setattr(record, name, _from_plain(fty, plain[name], res, f"{path}.{name}"))
+    return record
+
+
+def _flags_from_plain(ty: FlagsT, plain: Plain, path: str) -> set[str]:
+    if isinstance(plain, (str, bytes, dict)) or not hasattr(plain, "__iter__"):
+        raise CodecError(path, f"expected a list of flag names, got {_type_name(plain)}")
+    out: set[str] = set()
+    for v in plain:
+        if not isinstance(v, str) or v not in ty.names:
+            raise CodecError(path, f"unknown flag {v!r}; flags are {list(ty.names)}")
+        out.add(v)
+    return out
+
+
+def _variant_from_plain(ty: WitType, plain: Plain, res: ResourceCodec | None, path: str) -> Any:
+    assert isinstance(ty, (VariantT, OptionT, ResultT))
+    cases = ty.case_types()
+    index, payload = _plain_case(ty, plain, path)
+    name, case = cases[index]
+    if case is None:
+        if payload is not None:
+            raise CodecError(f"{path}.{name}", f"case {name!r} has no payload, got {_type_name(payload)}")
+        value = None
+    else:
+        value = _from_plain(case, payload, res, f"{path}.{name}")
+    if ty.tagged:
+        return wc.Variant(name, value)
+    chosen = _wasmtime_case(cases, value)
+    if chosen != index:
+        other = cases[chosen][0] if chosen >= 0 else "no case"
+        raise CodecError(
+            path,
+            f"wasmtime-py would lower this {name!r} payload as {other!r} "
+            f"of {render(ty)}; the value cannot be passed faithfully",
+        )
+    return value
+
+
+def _plain_case(ty: VariantT | OptionT | ResultT, plain: Plain, path: str) -> tuple[int, Plain]:
+    cases = ty.case_types()
+    if isinstance(ty, OptionT):
+        if plain is None:
+            return 0, None
+        if _nullable(ty.payload):
+            if not (isinstance(plain, dict) and list(plain) == ["some"]):
+                raise CodecError(path, 'expected None or {"some": value} for a nested option')
+            return 1, plain["some"]
+        return 1, plain
+    names = [n for n, _ in cases]
+    if isinstance(ty, VariantT) and isinstance(plain, str):
+        if plain in names and cases[names.index(plain)][1] is None:
+            return names.index(plain), None
+        raise CodecError(path, f"expected a payload-less case of {names} or a dict, got {plain!r}")
+    if not isinstance(plain, dict) or len(plain) != 1:
+        want = '{"ok": v} or {"err": e}' if isinstance(ty, ResultT) else f'{{"<case>": payload}} with a case in {names}'
+        raise CodecError(path, f"expected {want}, got {_describe_dict(plain)}")
+    (key, payload), = plain.items()
+    if key not in names:
+        raise CodecError(path, f"unknown case {key!r}; cases are {names}")
+    return names.index(key), payload
+
+
+def _describe_dict(plain: Plain) -> str:
+    if isinstance(plain, dict):
+        return f"a dict with keys {list(plain)}"
+    return _type_name(plain)
+
+
+def _wasmtime_case(cases: tuple[tuple[str, WitType | None], ...], value: Any) -> int:
+    """The case wasmtime-py's untagged lowering picks for ``value``."""
+    for i, (_, case) in enumerate(cases):
+        if case is None:
+            if value is None:
+                return i
+        elif isinstance(value, _classes(py_classes(case))):
+            return i
+    return -1
+

@@ -1,0 +1,126 @@
+"""Errors of the runtime and the pure classification of wasmtime failures."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+__all__ = [
+    "ErrorKind",
+    "InvocationError",
+    "MissingLink",
+    "ImportFailed",
+    "classify_failure",
+    "summarize_wasmtime_error",
+]
+
+
+class ErrorKind(str, Enum):
+    """Why an invocation failed. The string values are part of the wire
+    contract (error replies carry them)."""
+
+    TIMEOUT = "timeout"
+    OUT_OF_FUEL = "out_of_fuel"
+    OUT_OF_MEMORY = "out_of_memory"
+    STACK_OVERFLOW = "stack_overflow"
+    TRAP = "trap"
+    MISSING_LINK = "missing_link"
+    IMPORT_FAILED = "import_failed"
+    BAD_ARGUMENT = "bad_argument"
+    BAD_RESULT = "bad_result"
+    NOT_FOUND = "not_found"
+    INSTANTIATION = "instantiation"
+
+
+class InvocationError(Exception):
+    """A call failed; the process and other calls are unaffected.
+
+    Attributes:
+        kind: Which budget or rule was hit (:class:`ErrorKind`).
+        message: Human-readable cause, without the wasm backtrace.
+        detail: wasmtime's full message (with backtrace) or ``""``.
+        interface, function: The import involved, for import failures.
+    """
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        detail: str = "",
+        interface: str | None = None,
+        function: str | None = None,
+    ) -> None:
+        super().__init__(f"{kind.value}: {message}")
+        self.kind = kind
+        self.message = message
+        self.detail = detail
+        self.interface = interface
+        self.function = function
+
+
+class MissingLink(Exception):
+    """Raised by an import handler: nothing is linked to serve this import."""
+
+    def __init__(self, interface: str, function: str, message: str = "") -> None:
+        super().__init__(message or f"no link for {interface}.{function}")
+        self.interface = interface
+        self.function = function
+
+
+class ImportFailed(Exception):
+    """Raised by an import handler: the linked target failed."""
+
+    def __init__(self, interface: str, function: str, message: str) -> None:
+        super().__init__(message)
+        self.interface = interface
+        self.function = function
+
+
+_CAUSES: tuple[tuple[re.Pattern[str], ErrorKind], ...] = (
+    (re.compile(r"wasm trap: interrupt"), ErrorKind.TIMEOUT),
+    (re.compile(r"all fuel consumed"), ErrorKind.OUT_OF_FUEL),
+    (re.compile(r"call stack exhausted"), ErrorKind.STACK_OVERFLOW),
+    (re.compile(r"exceeds memory limits|memory minimum size|allocation too large"), ErrorKind.OUT_OF_MEMORY),
+)
+
+# Signs, in the backtrace or the guest's stderr, that a trap is the guest
+# giving up after memory.grow was refused by the store's memory cap: Rust's
+# alloc-error path, CPython's MemoryError, dlmalloc/wasi-libc failure text.
+_OOM_SIGNS = re.compile(
+    r"alloc_error|memory allocation of \d+ bytes failed|MemoryError|out of memory",
+    re.IGNORECASE,
+)
+
+
+def classify_failure(message: str, guest_stderr: str = "") -> ErrorKind:
+    """Map a wasmtime error message (and the guest's stderr tail) to a kind.
+
+    wasmtime-py raises a plain ``WasmtimeError`` whose text is the only
+    structured signal, so this matches the trap descriptions wasmtime prints.
+    Out-of-memory has no trap of its own: a refused ``memory.grow`` returns
+    -1 and the guest traps however it chooses, so it is recognised from the
+    guest's own allocation-failure path.
+    """
+    for pattern, kind in _CAUSES:
+        if pattern.search(message):
+            return kind
+    if _OOM_SIGNS.search(message) or _OOM_SIGNS.search(guest_stderr):
+        return ErrorKind.OUT_OF_MEMORY
+    return ErrorKind.TRAP
+
+
+def summarize_wasmtime_error(message: str, max_frames: int = 5) -> str:
+    """The cause of a wasmtime error plus its first few backtrace frames."""
+    head, sep, cause = message.partition("Caused by:")
+    cause = " ".join(cause.split()) if sep else " ".join(head.split())
+    frames = [
+        line.strip()
+        for line in head.splitlines()
+        if re.match(r"\s*\d+:", line)
+    ]
+    if not sep or not frames:
+        return cause
+    shown = frames[:max_frames]
+    more = f" (+{len(frames) - max_frames} frames)" if len(frames) > max_frames else ""
+    return f"{cause} [at {'; '.join(shown)}{more}]"

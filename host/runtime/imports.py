@@ -1,0 +1,282 @@
+"""Generic binding of a component's imports to one Python callback.
+
+Every import that wasmtime's WASI p2 implementation does not provide is
+bound from the component's own types, with no generated code: each imported
+function becomes a host function that converts its arguments to plain values
+(:mod:`host.runtime.codec`), calls the invocation's :class:`ImportHandler`
+as ``handler(interface, function, args)`` and lowers the plain result back.
+
+* ``interface`` is the import name as the component spells it
+  (``"wasi:keyvalue/store@0.2.0-draft"``), ``""`` for world-level functions;
+  ``function`` is the WIT function name, including resource prefixes
+  (``"[static]bucket.open"``, ``"[method]bucket.get"``,
+  ``"[constructor]bucket"``).
+* Raising :class:`~host.runtime.errors.MissingLink` or
+  :class:`~host.runtime.errors.ImportFailed` (or any exception) traps the
+  guest; the invocation then fails with an ``InvocationError`` naming the
+  interface and function.
+
+Host resources: imported resource types are defined as host resources. A
+handler returns ``HostResource(obj)`` where the WIT type is ``own<R>``; the
+runtime stores ``obj`` in the instance's :class:`ResourceTable` under a new
+``rep`` and hands the guest a handle. When the guest passes a ``borrow<R>``
+or ``own<R>`` back, the handler receives ``obj`` itself. When the guest drops
+its handle, the entry is removed and the handler is told with function
+``"[resource-drop]R"`` and ``args == [obj]`` (a ``MissingLink`` from that
+notification is ignored).
+
+The linker is built once per component; per-call state (handler, resource
+table) is found through a context variable that the invoker sets around each
+call, so nested invocations on one thread are safe.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from wasmtime import StoreContext, WasmtimeError
+from wasmtime import component as wc
+
+from .codec import CodecError, Plain, from_plain, to_plain
+from .component import FunctionInfo, LoadedComponent
+from .engine import RuntimeEngine
+from .errors import MissingLink
+from .wit import BorrowT, ListT, OptionT, OwnT, RecordT, ResourceRef, TupleT, VariantLike, WitType
+
+__all__ = [
+    "HostResource",
+    "ImportHandler",
+    "ResourceTable",
+    "CallContext",
+    "deny_all",
+    "build_linker",
+    "is_wasip2_interface",
+    "WASIP2_PACKAGES",
+    "CURRENT_CALL",
+    "mentions_resources",
+]
+
+# Interfaces that ``Linker.add_wasip2()`` implements.
+WASIP2_PACKAGES: tuple[str, ...] = (
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:random/",
+    "wasi:sockets/",
+)
+
+
+def is_wasip2_interface(name: str) -> bool:
+    return name.startswith(WASIP2_PACKAGES)
+
+
+@dataclass(frozen=True)
+class HostResource:
+    """Return this from a handler where the WIT type is ``own<R>``."""
+
+    obj: Any
+
+
+class ImportHandler(Protocol):
+    def __call__(self, interface: str, function: str, args: list[Plain]) -> Plain: ...
+
+
+def deny_all(interface: str, function: str, args: list[Plain]) -> Plain:
+    """The default handler: nothing is linked."""
+    raise MissingLink(interface, function)
+
+
+class ResourceTable:
+    """Host resources handed to one instance: ``rep -> (resource, obj)``."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[ResourceRef, Any]] = {}
+        self._reps = itertools.count(1)
+
+    def add(self, ref: ResourceRef, obj: Any) -> int:
+        rep = next(self._reps)
+        self._entries[rep] = (ref, obj)
+        return rep
+
+    def get(self, rep: int) -> tuple[ResourceRef, Any] | None:
+        return self._entries.get(rep)
+
+    def remove(self, rep: int) -> tuple[ResourceRef, Any] | None:
+        return self._entries.pop(rep, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass
+class CallContext:
+    """Per-invocation state visible to host functions."""
+
+    handler: ImportHandler
+    table: ResourceTable
+    failure: BaseException | None = None
+    failed_import: tuple[str, str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def record(self, interface: str, function: str, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = error
+            self.failed_import = (interface, function)
+
+
+CURRENT_CALL: ContextVar[CallContext | None] = ContextVar("trellis_current_call", default=None)
+
+
+class _ResourceTypeIds:
+    """Process-wide ids for host resource types (``ResourceType.host(id)``)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[ResourceRef, int] = {}
+        self._lock = threading.Lock()
+
+    def id_for(self, ref: ResourceRef) -> int:
+        with self._lock:
+            return self._ids.setdefault(ref, len(self._ids) + 1)
+
+
+RESOURCE_TYPE_IDS = _ResourceTypeIds()
+
+
+class _ResourceBridge:
+    """:class:`~host.runtime.codec.ResourceCodec` for one host-function call."""
+
+    def __init__(self, store: StoreContext, table: ResourceTable) -> None:
+        self.store = store
+        self.table = table
+        self.borrows: list[wc.ResourceAny] = []
+
+    def lift(self, ty: OwnT | BorrowT, value: Any, path: str) -> Any:
+        if not isinstance(value, wc.ResourceAny):
+            raise CodecError(path, f"expected a resource handle, got {type(value).__name__}")
+        if isinstance(ty, BorrowT):
+            # The borrow must end before the host function returns.
+            self.borrows.append(value)
+        try:
+            host = value.to_host(self.store)
+        except WasmtimeError:
+            raise CodecError(path, "guest-defined resources cannot be passed to the host") from None
+        entry = self.table.get(host.rep) if isinstance(ty, BorrowT) else self.table.remove(host.rep)
+        if entry is None or host.type != RESOURCE_TYPE_IDS.id_for(ty.resource):
+            raise CodecError(path, f"unknown {ty.resource.name} handle (rep {host.rep})")
+        return entry[1]
+
+    def lower(self, ty: OwnT | BorrowT, value: Any, path: str) -> Any:
+        if not isinstance(ty, OwnT):
+            raise CodecError(path, "a host function cannot return a borrow")
+        if not isinstance(value, HostResource):
+            raise CodecError(path, f"expected HostResource(obj) for {ty.resource.name}, got {type(value).__name__}")
+        rep = self.table.add(ty.resource, value.obj)
+        return wc.ResourceHost.own(rep, RESOURCE_TYPE_IDS.id_for(ty.resource))
+
+    def end(self) -> None:
+        borrows, self.borrows = self.borrows, []
+        for b in borrows:
+            b.drop(self.store)
+
+
+def mentions_resources(ty: WitType | None) -> bool:
+    if ty is None:
+        return False
+    if isinstance(ty, (OwnT, BorrowT)):
+        return True
+    if isinstance(ty, ListT):
+        return mentions_resources(ty.element)
+    if isinstance(ty, RecordT):
+        return any(mentions_resources(t) for _, t in ty.fields)
+    if isinstance(ty, TupleT):
+        return any(mentions_resources(t) for t in ty.elements)
+    if isinstance(ty, VariantLike):
+        return any(mentions_resources(t) for _, t in ty.case_types())
+    return False
+
+
+def _host_function(fn: FunctionInfo) -> Callable[..., Any]:
+    interface = fn.interface or ""
+    name = fn.name
+    params = [t for _, t in fn.params]
+    result = fn.result
+    with_resources = any(mentions_resources(t) for t in params) or mentions_resources(result)
+    where = f"{interface}.{name}" if interface else name
+
+    def host_function(store: StoreContext, *args: Any) -> Any:
+        ctx = CURRENT_CALL.get()
+        if ctx is None:
+            raise WasmtimeError(f"import {where} called outside an invocation")
+        bridge = _ResourceBridge(store, ctx.table) if with_resources else None
+        try:
+            try:
+                plain = [
+                    to_plain(t, a, resources=bridge, path=f"{where} args[{i}]")
+                    for i, (t, a) in enumerate(zip(params, args))
+                ]
+                out = ctx.handler(interface, name, plain)
+                value = None if result is None else from_plain(
+                    result, out, resources=bridge, path=f"{where} result"
+                )
+            finally:
+                if bridge is not None:
+                    bridge.end()
+        except BaseException as e:  # noqa: BLE001 - every failure must trap the guest
+            ctx.record(interface, name, e)
+            raise WasmtimeError(f"import {where} failed: {type(e).__name__}: {e}") from None
+        return value
+
+    return host_function
+
+
+def _resource_dtor(ref: ResourceRef) -> Callable[[StoreContext, int], None]:
+    function = f"[resource-drop]{ref.name}"
+
+    def dtor(store: StoreContext, rep: int) -> None:
+        ctx = CURRENT_CALL.get()
+        if ctx is None:
+            return
+        entry = ctx.table.remove(rep)
+        if entry is None:
+            return
+        try:
+            ctx.handler(ref.interface, function, [entry[1]])
+        except MissingLink:
+            pass
+        except BaseException as e:  # noqa: BLE001
+            ctx.record(ref.interface, function, e)
+            raise WasmtimeError(f"import {ref.interface}.{function} failed: {e}") from None
+
+    return dtor
+
+
+def build_linker(engine: RuntimeEngine, loaded: LoadedComponent) -> wc.Linker:
+    """A linker with WASI p2 plus generic bindings for every other import.
+
+    Built once per component and reused for every store.
+    """
+    linker = wc.Linker(engine.engine)
+    linker.add_wasip2()
+    imports = loaded.imports
+    with linker.root() as root:
+        for iface in imports.interfaces.values():
+            if is_wasip2_interface(iface.name):
+                continue
+            with root.add_instance(iface.name) as inst:
+                for res in iface.resources:
+                    ref = ResourceRef(iface.name, res)
+                    inst.add_resource(res, wc.ResourceType.host(RESOURCE_TYPE_IDS.id_for(ref)), _resource_dtor(ref))
+                for fn in iface.functions.values():
+                    inst.add_func(fn.name, _host_function(fn))
+        for res in imports.resources:
+            ref = ResourceRef("", res)
+            root.add_resource(res, wc.ResourceType.host(RESOURCE_TYPE_IDS.id_for(ref)), _resource_dtor(ref))
+        for fn in imports.functions.values():
+            root.add_func(fn.name, _host_function(fn))
+    return linker
+

@@ -1,0 +1,315 @@
+"""Running exported functions: stores, instances, limits and failures.
+
+An :class:`Invoker` serves calls to one loaded component with fixed
+:class:`~host.runtime.settings.Limits`, WASI grants and reuse policy. Per
+call it
+
+1. resolves the function address and lowers the plain arguments through the
+   codec (a bad argument fails before any wasm runs);
+2. takes a warm instance or instantiates a fresh one: a new ``Store`` with
+   its own WASI context (deny-by-default), memory cap, fuel and epoch
+   deadline, instantiated by the component's linker, which is built once;
+3. calls the function with the invocation's import handler installed, and
+   lifts the result to a plain value.
+
+Every failure surfaces as an :class:`~host.runtime.errors.InvocationError`
+whose ``kind`` says what happened; the failed instance is discarded and the
+invoker keeps serving. An ``Invoker`` may be used from several threads: a
+warm instance serves one call at a time and a concurrent (or re-entrant)
+call gets a fresh instance of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import wasmtime
+from wasmtime import component as wc
+
+from .codec import CodecError, Plain, from_plain, to_plain
+from .component import FunctionInfo, FunctionNotFound, LoadedComponent
+from .errors import (
+    ErrorKind,
+    ImportFailed,
+    InvocationError,
+    MissingLink,
+    classify_failure,
+    summarize_wasmtime_error,
+)
+from .imports import CURRENT_CALL, CallContext, ImportHandler, ResourceTable, build_linker, deny_all
+from .settings import Limits, ReusePolicy, WasiGrants
+
+__all__ = ["Invoker", "InvokerStats"]
+
+_UNLIMITED_FUEL = 2**63 - 1
+_STDERR_TAIL_BYTES = 4096
+
+
+class _StderrTail:
+    """Keeps the last few KiB the guest wrote to stderr, for error messages."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) > _STDERR_TAIL_BYTES:
+            del self._buf[: len(self._buf) - _STDERR_TAIL_BYTES]
+
+    def text(self) -> str:
+        return self._buf.decode("utf-8", "replace")
+
+
+@dataclass
+class _Live:
+    """A store and its instance, with what is cached per instance."""
+
+    store: wasmtime.Store
+    instance: wc.Instance
+    table: ResourceTable
+    stderr: _StderrTail | None
+    calls: int = 0
+    last_used: float = 0.0
+    busy: bool = False
+    funcs: dict[FunctionInfo, wc.Func] = field(default_factory=dict)
+
+    def func(self, loaded: LoadedComponent, fn: FunctionInfo) -> wc.Func:
+        f = self.funcs.get(fn)
+        if f is None:
+            f = self.instance.get_func(self.store, loaded.export_index(fn))
+            if f is None:  # pragma: no cover - the index comes from the type
+                raise InvocationError(ErrorKind.NOT_FOUND, f"{fn.address} is not a function")
+            self.funcs[fn] = f
+        return f
+
+    def close(self) -> None:
+        self.funcs.clear()
+        self.store.close()
+
+
+@dataclass
+class InvokerStats:
+    """Counters for tests and metrics."""
+
+    instantiations: int = 0
+    calls: int = 0
+    failures: int = 0
+
+
+class Invoker:
+    """Calls exported functions of one component under fixed settings."""
+
+    def __init__(
+        self,
+        loaded: LoadedComponent,
+        *,
+        limits: Limits | None = None,
+        grants: WasiGrants | None = None,
+        reuse: ReusePolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.loaded = loaded
+        self.engine = loaded.engine
+        self.limits = limits or Limits()
+        self.grants = grants or WasiGrants()
+        self.reuse = reuse or ReusePolicy()
+        self.stats = InvokerStats()
+        self._clock = clock
+        self._linker = build_linker(self.engine, loaded)
+        self._warm: _Live | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- public -----------------------------------------------------------
+
+    def invoke(
+        self,
+        function: str | FunctionInfo,
+        args: Sequence[Plain] = (),
+        handler: ImportHandler = deny_all,
+    ) -> Plain:
+        """Call ``function`` with plain ``args``; return the plain result.
+
+        Raises :class:`InvocationError` for every failure.
+        """
+        if self._closed:
+            raise RuntimeError("invoker is closed")
+        fn = self._resolve(function)
+        lowered = self._lower_args(fn, args)
+        ctx = CallContext(handler=handler, table=ResourceTable())
+        live = self._acquire(ctx)
+        ctx.table = live.table
+        keep = False
+        try:
+            raw = self._call(live, fn, lowered, ctx)
+            keep = True
+        finally:
+            self._release(live, keep)
+        return self._lift_result(fn, raw)
+
+    def close(self) -> None:
+        """Drop the warm instance and refuse further calls. Idempotent."""
+        with self._lock:
+            self._closed = True
+            warm, self._warm = self._warm, None
+        if warm is not None and not warm.busy:
+            warm.close()
+
+    @property
+    def has_warm_instance(self) -> bool:
+        return self._warm is not None
+
+    # -- steps --------------------------------------------------------------
+
+    def _resolve(self, function: str | FunctionInfo) -> FunctionInfo:
+        if isinstance(function, FunctionInfo):
+            return function
+        try:
+            return self.loaded.function(function)
+        except FunctionNotFound as e:
+            raise InvocationError(ErrorKind.NOT_FOUND, str(e)) from None
+
+    def _lower_args(self, fn: FunctionInfo, args: Sequence[Plain]) -> list[object]:
+        if len(args) != len(fn.params):
+            names = [n for n, _ in fn.params]
+            raise InvocationError(
+                ErrorKind.BAD_ARGUMENT,
+                f"{fn.address} takes {len(fn.params)} argument(s) {names}, got {len(args)}",
+            )
+        try:
+            return [from_plain(t, a, path=f"args[{i}]") for i, ((_, t), a) in enumerate(zip(fn.params, args))]
+        except CodecError as e:
+            raise InvocationError(ErrorKind.BAD_ARGUMENT, str(e)) from None
+
+    def _lift_result(self, fn: FunctionInfo, raw: object) -> Plain:
+        if fn.result is None:
+            return None
+        try:
+            return to_plain(fn.result, raw, path="result")
+        except CodecError as e:
+            raise InvocationError(ErrorKind.BAD_RESULT, str(e)) from None
+
+    def _acquire(self, ctx: CallContext) -> _Live:
+        stale: _Live | None = None
+        with self._lock:
+            warm = self._warm
+            if warm is not None and not warm.busy:
+                idle = self.reuse.max_idle_s
+                if idle is not None and self._clock() - warm.last_used > idle:
+                    stale, self._warm = warm, None
+                else:
+                    warm.busy = True
+                    return warm
+        if stale is not None:
+            stale.close()
+        return self._instantiate(ctx)
+
+    def _release(self, live: _Live, healthy: bool) -> None:
+        live.calls += 1
+        live.last_used = self._clock()
+        live.busy = False
+        reusable = healthy and not self._closed and live.calls < self.reuse.max_invocations
+        with self._lock:
+            if reusable and (self._warm is None or self._warm is live):
+                self._warm = live
+                return
+            if self._warm is live:
+                self._warm = None
+        live.close()
+
+    def _new_store(self) -> tuple[wasmtime.Store, _StderrTail | None]:
+        store = wasmtime.Store(self.engine.engine)
+        wasi = self.grants.wasi_config()
+        tail = None
+        if not self.grants.inherit_stderr:
+            tail = _StderrTail()
+            wasi.stderr_custom = tail.write
+        store.set_wasi(wasi)  # required before instantiating with add_wasip2()
+        if self.limits.memory_bytes is not None:
+            store.set_limits(memory_size=self.limits.memory_bytes)
+        return store, tail
+
+    def _arm(self, store: wasmtime.Store) -> None:
+        """Give the store this call's fuel and deadline."""
+        store.set_fuel(_UNLIMITED_FUEL if self.limits.fuel is None else self.limits.fuel)
+        store.set_epoch_deadline(self.engine.deadline_ticks(self.limits.timeout_s))
+
+    def _instantiate(self, ctx: CallContext) -> _Live:
+        store, tail = self._new_store()
+        self._arm(store)
+        token = CURRENT_CALL.set(ctx)
+        try:
+            instance = self._linker.instantiate(store, self.loaded.component)
+        except wasmtime.WasmtimeError as e:
+            store.close()
+            self.stats.failures += 1
+            raise self._failure(e, ctx, tail, instantiating=True) from None
+        finally:
+            CURRENT_CALL.reset(token)
+        self.stats.instantiations += 1
+        return _Live(store, instance, ctx.table, tail, busy=True)
+
+    def _call(self, live: _Live, fn: FunctionInfo, lowered: list[object], ctx: CallContext) -> object:
+        func = live.func(self.loaded, fn)
+        self._arm(live.store)
+        token = CURRENT_CALL.set(ctx)
+        self.stats.calls += 1
+        try:
+            return func(live.store, *lowered)
+        except Exception as e:
+            self.stats.failures += 1
+            raise self._failure(e, ctx, live.stderr, instantiating=False) from None
+        finally:
+            CURRENT_CALL.reset(token)
+
+    # -- failures -----------------------------------------------------------
+
+    def _failure(
+        self,
+        error: Exception,
+        ctx: CallContext,
+        tail: _StderrTail | None,
+        *,
+        instantiating: bool,
+    ) -> InvocationError:
+        detail = str(error)
+        if ctx.failure is not None:
+            return _import_failure(ctx, detail)
+        stderr = tail.text() if tail is not None else ""
+        if not isinstance(error, wasmtime.WasmtimeError):
+            # wasmtime-py raised while converting values (a codec gap).
+            return InvocationError(ErrorKind.TRAP, f"{type(error).__name__}: {error}", detail=detail)
+        kind = classify_failure(detail, stderr)
+        message = summarize_wasmtime_error(detail)
+        if instantiating and kind is ErrorKind.TRAP and "wasm trap" not in detail:
+            kind = ErrorKind.INSTANTIATION
+        if kind is ErrorKind.TIMEOUT:
+            message = f"deadline of {self.limits.timeout_s}s exceeded ({message})"
+        elif kind is ErrorKind.OUT_OF_FUEL:
+            message = f"fuel budget of {self.limits.fuel} exhausted ({message})"
+        elif kind is ErrorKind.OUT_OF_MEMORY:
+            message = f"memory cap of {self.limits.memory_bytes} bytes reached ({message})"
+        elif kind is ErrorKind.STACK_OVERFLOW:
+            message = f"wasm stack of {self.engine.settings.max_wasm_stack_bytes} bytes exhausted ({message})"
+        if stderr.strip():
+            message = f"{message}; guest stderr: {stderr.strip()[-1000:]}"
+        return InvocationError(kind, message, detail=detail)
+
+
+def _import_failure(ctx: CallContext, detail: str) -> InvocationError:
+    assert ctx.failure is not None and ctx.failed_import is not None
+    interface, function = ctx.failed_import
+    where = f"{interface}.{function}" if interface else function
+    err = ctx.failure
+    if isinstance(err, MissingLink):
+        kind, what = ErrorKind.MISSING_LINK, f"import {where} is not linked: {err}"
+    elif isinstance(err, ImportFailed):
+        kind, what = ErrorKind.IMPORT_FAILED, f"import {where} failed: {err}"
+    elif isinstance(err, CodecError):
+        kind, what = ErrorKind.IMPORT_FAILED, f"import {where} returned a bad value: {err}"
+    else:
+        kind, what = ErrorKind.IMPORT_FAILED, f"import {where} raised {type(err).__name__}: {err}"
+    return InvocationError(kind, what, detail=detail, interface=interface, function=function)

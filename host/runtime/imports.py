@@ -158,12 +158,13 @@ class _ResourceBridge:
     def lift(self, ty: OwnT | BorrowT, value: Any, path: str) -> Any:
         if not isinstance(value, wc.ResourceAny):
             raise CodecError(path, f"expected a resource handle, got {type(value).__name__}")
-        if isinstance(ty, BorrowT):
-            # The borrow must end before the host function returns.
-            self.borrows.append(value)
         try:
+            # For a borrow, to_host() also ends the borrow: wasmtime fails the
+            # call if a borrow is still open when the host function returns.
             host = value.to_host(self.store)
         except WasmtimeError:
+            if isinstance(ty, BorrowT):
+                self.borrows.append(value)  # still has to be released
             raise CodecError(path, "guest-defined resources cannot be passed to the host") from None
         entry = self.table.get(host.rep) if isinstance(ty, BorrowT) else self.table.remove(host.rep)
         if entry is None or host.type != RESOURCE_TYPE_IDS.id_for(ty.resource):

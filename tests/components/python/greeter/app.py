@@ -34,6 +34,10 @@ class WitWorld(wit_world.WitWorld):
             held.append(bytearray(1024 * 1024))
         return len(held)
 
+    def spin(self) -> None:
+        while True:
+            pass
+
     def fail(self, message: str) -> None:
         print(message, file=sys.stderr)
         raise RuntimeError(message)

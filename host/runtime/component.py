@@ -47,9 +47,13 @@ def split_version(name: str) -> tuple[str, str | None]:
     return base, (ver if sep else None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FunctionInfo:
-    """One function of an interface or of the world itself."""
+    """One function of an interface or of the world itself.
+
+    Compared and hashed by identity: each is unique within its component,
+    and per-call dict lookups must not hash the whole type tree.
+    """
 
     interface: str | None
     name: str

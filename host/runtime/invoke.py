@@ -119,6 +119,8 @@ class Invoker:
         self.stats = InvokerStats()
         self._clock = clock
         self._linker = build_linker(self.engine, loaded)
+        self._fuel = _UNLIMITED_FUEL if self.limits.fuel is None else self.limits.fuel
+        self._deadline_ticks = self.engine.deadline_ticks(self.limits.timeout_s)
         self._warm: _Live | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -140,7 +142,9 @@ class Invoker:
         fn = self._resolve(function)
         lowered = self._lower_args(fn, args)
         ctx = CallContext(handler=handler, table=ResourceTable())
-        live = self._acquire(ctx)
+        live, fresh = self._acquire(ctx)
+        if not fresh:
+            self._arm(live.store)  # a warm instance gets this call's budgets
         ctx.table = live.table
         keep = False
         try:
@@ -192,7 +196,8 @@ class Invoker:
         except CodecError as e:
             raise InvocationError(ErrorKind.BAD_RESULT, str(e)) from None
 
-    def _acquire(self, ctx: CallContext) -> _Live:
+    def _acquire(self, ctx: CallContext) -> tuple[_Live, bool]:
+        """A warm instance if one is free, else a fresh one; and which."""
         stale: _Live | None = None
         with self._lock:
             warm = self._warm
@@ -202,10 +207,10 @@ class Invoker:
                     stale, self._warm = warm, None
                 else:
                     warm.busy = True
-                    return warm
+                    return warm, False
         if stale is not None:
             stale.close()
-        return self._instantiate(ctx)
+        return self._instantiate(ctx), True
 
     def _release(self, live: _Live, healthy: bool) -> None:
         live.calls += 1
@@ -233,9 +238,10 @@ class Invoker:
         return store, tail
 
     def _arm(self, store: wasmtime.Store) -> None:
-        """Give the store this call's fuel and deadline."""
-        store.set_fuel(_UNLIMITED_FUEL if self.limits.fuel is None else self.limits.fuel)
-        store.set_epoch_deadline(self.engine.deadline_ticks(self.limits.timeout_s))
+        """Give the store this call's fuel and deadline. A fresh instance is
+        armed once, so instantiation counts against the call's budgets."""
+        store.set_fuel(self._fuel)
+        store.set_epoch_deadline(self._deadline_ticks)
 
     def _instantiate(self, ctx: CallContext) -> _Live:
         store, tail = self._new_store()
@@ -254,7 +260,6 @@ class Invoker:
 
     def _call(self, live: _Live, fn: FunctionInfo, lowered: list[object], ctx: CallContext) -> object:
         func = live.func(self.loaded, fn)
-        self._arm(live.store)
         token = CURRENT_CALL.set(ctx)
         self.stats.calls += 1
         try:

@@ -111,16 +111,29 @@ def classify_failure(message: str, guest_stderr: str = "") -> ErrorKind:
 
 
 def summarize_wasmtime_error(message: str, max_frames: int = 5) -> str:
-    """The cause of a wasmtime error plus its first few backtrace frames."""
-    head, sep, cause = message.partition("Caused by:")
-    cause = " ".join(cause.split()) if sep else " ".join(head.split())
-    frames = [
-        line.strip()
-        for line in head.splitlines()
-        if re.match(r"\s*\d+:", line)
-    ]
-    if not sep or not frames:
-        return cause
-    shown = frames[:max_frames]
+    """wasmtime's context and cause on one line, plus the first few wasm
+    backtrace frames.
+
+    wasmtime formats errors as context lines (for a trap: "error while
+    executing at wasm backtrace:" and numbered frames), then "Caused by:"
+    and numbered causes.
+    """
+    head, _, cause = message.partition("Caused by:")
+    context: list[str] = []
+    frames: list[str] = []
+    for line in head.splitlines():
+        line = " ".join(line.split())
+        if not line or line.startswith("error while executing at wasm backtrace"):
+            continue
+        (frames if _NUMBERED.match(line) else context).append(line)
+    parts = [*context]
+    if cause.strip():
+        parts.append(" ".join(cause.split()))
+    summary = "; ".join(parts)
+    if not frames:
+        return summary
     more = f" (+{len(frames) - max_frames} frames)" if len(frames) > max_frames else ""
-    return f"{cause} [at {'; '.join(shown)}{more}]"
+    return f"{summary} [at {'; '.join(frames[:max_frames])}{more}]"
+
+
+_NUMBERED = re.compile(r"\d+:")

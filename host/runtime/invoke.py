@@ -213,12 +213,12 @@ class Invoker:
         return self._instantiate(ctx), True
 
     def _release(self, live: _Live, healthy: bool) -> None:
-        live.calls += 1
-        live.last_used = self._clock()
-        live.busy = False
-        reusable = healthy and not self._closed and live.calls < self.reuse.max_invocations
         with self._lock:
+            live.calls += 1
+            live.last_used = self._clock()
+            reusable = healthy and not self._closed and live.calls < self.reuse.max_invocations
             if reusable and (self._warm is None or self._warm is live):
+                live.busy = False
                 self._warm = live
                 return
             if self._warm is live:

@@ -13,6 +13,8 @@ from host.runtime import (
     Invoker,
     MissingLink,
     ReusePolicy,
+    RuntimeEngine,
+    load_component,
 )
 from host.runtime.codec import Plain
 
@@ -179,3 +181,18 @@ def test_closed_invoker_refuses_calls(components: TestComponents) -> None:
     inv.close()
     with pytest.raises(RuntimeError):
         inv.invoke("add", [1, 1])
+
+
+def test_unsatisfiable_import_is_an_instantiation_error(engine: RuntimeEngine) -> None:
+    # A WASI interface wasmtime does not provide: left unbound, so the
+    # linker cannot instantiate the component.
+    wat = """(component
+      (import "wasi:cli/telepathy@0.2.0" (instance (export "read-mind" (func (result u32)))))
+      (core module $m (func (export "f") (result i32) i32.const 1))
+      (core instance $i (instantiate $m))
+      (func (export "f") (result u32) (canon lift (core func $i "f"))))"""
+    inv = Invoker(load_component(engine, wat.encode()))
+    with pytest.raises(InvocationError) as e:
+        inv.invoke("f")
+    assert e.value.kind is ErrorKind.INSTANTIATION
+    assert "wasi:cli/telepathy" in e.value.message

@@ -1,0 +1,37 @@
+"""Pure classification of wasmtime failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from host.runtime.errors import ErrorKind, classify_failure, summarize_wasmtime_error
+
+TRAP = "error while executing at wasm backtrace:\n    0:     0x71 - m!f\n\nCaused by:\n    wasm trap: {}\n"
+
+
+@pytest.mark.parametrize(
+    ("cause", "stderr", "kind"),
+    [
+        ("interrupt", "", ErrorKind.TIMEOUT),
+        ("all fuel consumed by WebAssembly", "", ErrorKind.OUT_OF_FUEL),
+        ("call stack exhausted", "", ErrorKind.STACK_OVERFLOW),
+        ("wasm `unreachable` instruction executed", "", ErrorKind.TRAP),
+        ("wasm `unreachable` instruction executed", "memory allocation of 1048576 bytes failed", ErrorKind.OUT_OF_MEMORY),
+        ("wasm `unreachable` instruction executed", "object type name: MemoryError", ErrorKind.OUT_OF_MEMORY),
+        ("out of bounds memory access", "", ErrorKind.TRAP),
+    ],
+)
+def test_classify(cause: str, stderr: str, kind: ErrorKind) -> None:
+    assert classify_failure(TRAP.format(cause), stderr) is kind
+
+
+def test_oom_from_backtrace_frame_names() -> None:
+    message = TRAP.replace("m!f", "m!__rust_alloc_error_handler").format("wasm `unreachable` instruction executed")
+    assert classify_failure(message) is ErrorKind.OUT_OF_MEMORY
+
+
+def test_summary_keeps_cause_and_few_frames() -> None:
+    frames = "".join(f"   {i}:     0x{i:x} - m!rec\n" for i in range(20))
+    message = f"error while executing at wasm backtrace:\n{frames}\nCaused by:\n    wasm trap: call stack exhausted\n"
+    summary = summarize_wasmtime_error(message, max_frames=2)
+    assert summary == "wasm trap: call stack exhausted [at 0: 0x0 - m!rec; 1: 0x1 - m!rec (+18 frames)]"

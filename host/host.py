@@ -29,6 +29,7 @@ from interfaces.connection import connect
 from trellis.service import Service
 
 from .capacity import read_capacity
+from .components import ComponentManager
 from .control import ControlRouter
 from .identity import Identity
 from .labels import BUILTIN_KEYS, LabelError, builtin_labels, check_user_label
@@ -64,6 +65,7 @@ class Host(Service):
         self._stop_requested = asyncio.Event()
         self._stopper: asyncio.Task[None] | None = None  # close() outlives the request task
         self._register_routes()
+        self.components = ComponentManager(self)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -71,6 +73,7 @@ class Host(Service):
         self.nc = await connect(self.settings.nats, name=f"trellis-host-{self.friendly_name}")
         for subject in subjects.ctl_wildcard_for_host(self.lattice, self.id):
             self._subs.append(await self.nc.subscribe(subject, cb=self._on_control))
+        await self.components.start()
         await self.nc.flush()
         await self.publish_event(EventType.HOST_STARTED, self._host_event_data())
         self.tasks.spawn(self._heartbeat_loop(), "heartbeat")
@@ -100,12 +103,16 @@ class Host(Service):
             await nc.close()
 
     async def drain_workloads(self, timeout_s: float) -> None:
-        """Stop serving and wind down workloads (extended by the component and provider managers)."""
+        """Stop taking invocations, let those in flight finish (up to the timeout), stop workers."""
+        await self.components.close(timeout_s)
 
     # --- description ---------------------------------------------------------------
 
     def capacity(self) -> Capacity:
-        return Capacity(**read_capacity())
+        comps = self.components.describe()
+        pool = self.components.pool
+        return Capacity(**read_capacity(), workers=pool.count if pool else 0, components=len(comps),
+                        instances_max=sum(c.max_instances for c in comps))
 
     def info(self) -> HostInfo:
         return HostInfo(
@@ -118,6 +125,7 @@ class Host(Service):
             started_at=self._started_at,
             capacity=self.capacity(),
             heartbeat_interval_s=self.settings.heartbeat_interval_s,
+            components=self.components.describe(),
         )
 
     def _host_event_data(self) -> dict[str, Any]:

@@ -33,3 +33,9 @@ class HostSettings(BaseModel):
     )
     stop_timeout_s: float = Field(10.0, ge=0, description="graceful drain deadline on stop")
     state_dir: Path = Field(default_factory=default_state_dir)
+    workers: int = Field(
+        0, ge=0, description="Wasm worker processes; 0 = one per CPU (processes, not threads, scale Wasm)"
+    )
+    worker_threads: int = Field(
+        8, ge=1, description="threads per worker, so calls blocked in imports do not stall others"
+    )

@@ -17,12 +17,35 @@ from pydantic import BaseModel
 
 from . import subjects
 from .connection import NatsSettings, connect
-from .control import CtlReply, HostInfo, HostOp, LabelDel, LabelPut, StopHost
+from .control import (
+    M,
+    ComponentOp,
+    CtlReply,
+    HostInfo,
+    HostOp,
+    LabelDel,
+    LabelPut,
+    ScaleComponent,
+    StartComponent,
+    StopComponent,
+    StopHost,
+    UpdateComponent,
+    build,
+)
+from .events import Event, EventType
+from .rpc_client import RpcClient
 from .errors import ErrorCode, TrellisError
 
 
 class ControlError(TrellisError):
     """A control request failed; ``code`` says how."""
+
+
+def _build(model: type[M], **raw: Any) -> M:
+    try:
+        return build(model, raw)
+    except ValueError as exc:
+        raise ControlError(str(exc), ErrorCode.BAD_REQUEST) from None
 
 
 class LatticeClient:
@@ -42,6 +65,7 @@ class LatticeClient:
         self.timeout_s = timeout_s
         self.nc = nc
         self._own_nc = nc is None
+        self._rpc: RpcClient | None = None
 
     async def __aenter__(self) -> "LatticeClient":
         if self.nc is None:
@@ -54,6 +78,8 @@ class LatticeClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._rpc is not None:
+            await self._rpc.close()
         if self._own_nc and self.nc is not None and not self.nc.is_closed:
             await self.nc.close()
 
@@ -125,3 +151,150 @@ class LatticeClient:
     async def stop_host(self, host_id: str, timeout_s: float | None = None) -> Any:
         return await self.request(subjects.host_op(self.lattice, host_id, HostOp.STOP),
                                   StopHost(timeout_s=timeout_s))
+
+    # --- components ----------------------------------------------------------------
+
+    async def pick_host(self, constraints: dict[str, str] | None = None) -> HostInfo:
+        """The live host best placed for new work among those carrying ``constraints`` labels."""
+        hosts = await self.get_hosts()
+        eligible = [h for h in hosts if all(h.labels.get(k) == v for k, v in (constraints or {}).items())]
+        if not eligible:
+            want = ", ".join(f"{k}={v}" for k, v in (constraints or {}).items())
+            raise ControlError(f"no host in lattice {self.lattice!r}" + (f" has labels {want}" if want else ""),
+                               ErrorCode.NOT_FOUND)
+        return min(eligible, key=lambda h: (len(h.components), -h.capacity.memory_available_bytes, h.id))
+
+    async def _component_op(self, host_id: str, op: str, body: BaseModel, component_id: str,
+                            wait: bool, timeout_s: float) -> dict[str, Any]:
+        """Send a component operation; with ``wait``, return its outcome event's data."""
+        assert self.nc is not None
+        if not wait:
+            return await self.request(subjects.component_op(self.lattice, host_id, op), body)
+        outcome: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+
+        async def on_event(msg: Any) -> None:
+            try:
+                ev = Event.decode(msg.data)
+            except ValueError:
+                return
+            if ev.data.get("component_id") == component_id and ev.data.get("host_id") == host_id \
+                    and not outcome.done():
+                outcome.set_result(ev)
+
+        subs = [await self.nc.subscribe(subjects.event(self.lattice, t), cb=on_event)
+                for t in (EventType.COMPONENT_SCALED, EventType.COMPONENT_SCALE_FAILED)]
+        try:
+            await self.request(subjects.component_op(self.lattice, host_id, op), body)
+            try:
+                ev = await asyncio.wait_for(outcome, timeout_s)
+            except asyncio.TimeoutError:
+                raise ControlError(f"component {component_id} on {host_id}: no outcome within {timeout_s}s",
+                                   ErrorCode.TIMEOUT) from None
+        finally:
+            for sub in subs:
+                await sub.unsubscribe()
+        if ev.type == EventType.COMPONENT_SCALE_FAILED:
+            raise ControlError(f"component {component_id} {ev.data.get('operation', '')} failed on "
+                               f"{host_id}: {ev.data.get('error')}", ErrorCode.INVOCATION_FAILED)
+        return ev.data
+
+    async def start_component(self, image: str, component_id: str, *, max_instances: int = 1,
+                              host_id: str | None = None, constraints: dict[str, str] | None = None,
+                              wait: bool = True, timeout_s: float = 120.0, **spec: Any) -> dict[str, Any]:
+        req = _build(StartComponent, component_id=component_id, image=image, max_instances=max_instances, **spec)
+        if host_id is None:
+            host_id = (await self.pick_host(constraints)).id
+        data = await self._component_op(host_id, ComponentOp.START, req, component_id, wait, timeout_s)
+        return {**data, "host_id": host_id}
+
+    async def _hosts_running(self, component_id: str, host_id: str | None) -> list[str]:
+        if host_id:
+            return [host_id]
+        found = [h.id for h in await self.get_hosts() if any(c.id == component_id for c in h.components)]
+        if not found:
+            raise ControlError(f"component {component_id} is not running on any host", ErrorCode.NOT_FOUND)
+        return found
+
+    async def stop_component(self, component_id: str, *, host_id: str | None = None, wait: bool = True,
+                             timeout_s: float = 60.0) -> list[str]:
+        hosts = await self._hosts_running(component_id, host_id)
+        for h in hosts:
+            await self._component_op(h, ComponentOp.STOP, StopComponent(component_id=component_id),
+                                     component_id, wait, timeout_s)
+        return hosts
+
+    async def scale_component(self, component_id: str, max_instances: int, *, host_id: str | None = None,
+                              wait: bool = True, timeout_s: float = 60.0) -> list[str]:
+        hosts = await self._hosts_running(component_id, host_id)
+        req = _build(ScaleComponent, component_id=component_id, max_instances=max_instances)
+        for h in hosts:
+            await self._component_op(h, ComponentOp.SCALE, req, component_id, wait, timeout_s)
+        return hosts
+
+    async def update_component(self, component_id: str, image: str, *, host_id: str | None = None,
+                               wait: bool = True, timeout_s: float = 120.0) -> list[str]:
+        hosts = await self._hosts_running(component_id, host_id)
+        req = _build(UpdateComponent, component_id=component_id, image=image)
+        for h in hosts:
+            await self._component_op(h, ComponentOp.UPDATE, req, component_id, wait, timeout_s)
+        return hosts
+
+    # --- calls and artifacts -------------------------------------------------------------
+
+    @property
+    def rpc(self) -> RpcClient:
+        assert self.nc is not None, "use 'async with LatticeClient(...)'"
+        if self._rpc is None:
+            self._rpc = RpcClient(self.nc, self.lattice, source="client")
+        return self._rpc
+
+    async def call(self, component_id: str, operation: str, *args: Any, timeout_s: float = 30.0,
+                   retryable: bool = True) -> Any:
+        """Invoke ``ns:pkg/iface.func`` on a component; arguments and result are plain values."""
+        return await self.rpc.call(component_id, operation, list(args), timeout_s=timeout_s, retryable=retryable)
+
+    async def push(self, data: bytes) -> str:
+        """Put a .wasm into the lattice's artifact store; returns ``lattice://sha256:…``."""
+        from .artifacts import push
+
+        assert self.nc is not None
+        return await push(self.nc, self.lattice, data)
+
+    # --- links and named config (JetStream KV; see interfaces/store.py) --------------
+    # Imports stay local so this block only adds methods to the class.
+
+    def lattice_store(self) -> Any:
+        """The :class:`interfaces.store.LatticeStore` on this client's connection."""
+        from .store import LatticeStore
+
+        assert self.nc is not None, "use 'async with LatticeClient(...)'"
+        store = getattr(self, "_lattice_store", None)
+        if store is None or store.nc is not self.nc:
+            store = LatticeStore(self.nc, self.lattice, source="trellis-client")
+            self._lattice_store = store
+        return store
+
+    async def put_link(self, link: Any) -> Any:
+        """Store an :class:`interfaces.links.Link`; raises LinkError (bad_request / conflict)."""
+        return await self.lattice_store().put_link(link)
+
+    async def del_link(self, source_id: str, namespace: str, package: str, link_name: str = "default",
+                       target: str | None = None) -> list[Any]:
+        """Delete links (only to ``target`` if given); returns the links removed (may be empty)."""
+        return await self.lattice_store().delete_link(source_id, namespace, package, link_name, target)  # type: ignore[no-any-return]
+
+    async def get_links(self, source: str | None = None, target: str | None = None) -> list[Any]:
+        """Links of the lattice, optionally only those from ``source`` / to ``target``."""
+        return await self.lattice_store().list_links(source=source, target=target)  # type: ignore[no-any-return]
+
+    async def put_config(self, name: str, values: dict[str, str]) -> dict[str, str]:
+        """Store (replace) a named config; raises ConfigError on a bad name or value."""
+        return await self.lattice_store().put_config(name, values)  # type: ignore[no-any-return]
+
+    async def get_config(self, name: str) -> dict[str, str]:
+        """A named config; raises StoreError (not_found) when there is none."""
+        return await self.lattice_store().get_config(name)  # type: ignore[no-any-return]
+
+    async def del_config(self, name: str) -> bool:
+        """Delete a named config; False when there was none."""
+        return await self.lattice_store().delete_config(name)  # type: ignore[no-any-return]

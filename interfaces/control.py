@@ -124,6 +124,11 @@ def parse_request(model: type[M], data: bytes) -> M:
         raise ValueError(f"request is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"request must be a JSON object, got {type(raw).__name__}")
+    return build(model, raw)
+
+
+def build(model: type[M], raw: dict[str, Any]) -> M:
+    """Validate ``raw`` as ``model``, raising ValueError that names each field at fault."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -131,3 +136,61 @@ def parse_request(model: type[M], data: bytes) -> M:
             f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors()
         )
         raise ValueError(f"invalid {model.__name__} request: {problems}") from None
+
+
+# --- components -------------------------------------------------------------------
+
+class ReuseSpec(Model):
+    """Opt-in instance reuse; the default is a fresh instance per invocation."""
+
+    max_invocations: int = Field(1, ge=1, description="calls one instance serves before it is dropped")
+    max_idle_s: float | None = Field(None, ge=0, description="drop an instance idle this long")
+
+
+class LimitsSpec(Model):
+    timeout_s: float | None = Field(10.0, gt=0, description="per-invocation deadline inside the component")
+    fuel: int | None = Field(None, ge=0, description="instruction budget per invocation; unset = unlimited")
+    memory_bytes: int | None = Field(256 * 1024 * 1024, gt=0, description="linear-memory cap per instance")
+
+
+class WasiSpec(Model):
+    """WASI grants: deny-by-default."""
+
+    env: dict[str, str] = {}
+    preopens: list[dict[str, Any]] = Field(default_factory=list, description="[{host_path, guest_path, writable}]")
+    inherit_stdio: bool = False
+
+
+class StartComponent(Model):
+    component_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")
+    image: str = Field(min_length=1)
+    max_instances: int = Field(1, ge=1, le=100_000)
+    annotations: dict[str, str] = {}
+    config: list[str] = Field(default_factory=list, description="named configs the component reads")
+    reuse: ReuseSpec = Field(default_factory=ReuseSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    wasi: WasiSpec = Field(default_factory=WasiSpec)
+    digest: str | None = Field(None, description="expected sha256 of the artifact (pinning)")
+
+
+class StopComponent(Model):
+    component_id: str = Field(min_length=1, max_length=128)
+
+
+class ScaleComponent(Model):
+    component_id: str = Field(min_length=1, max_length=128)
+    max_instances: int = Field(ge=0, le=100_000, description="0 stops the component")
+    annotations: dict[str, str] | None = None
+
+
+class UpdateComponent(Model):
+    component_id: str = Field(min_length=1, max_length=128)
+    image: str = Field(min_length=1)
+    digest: str | None = None
+
+
+class ComponentOp:
+    START = "start"
+    STOP = "stop"
+    SCALE = "scale"
+    UPDATE = "update"

@@ -59,6 +59,7 @@ class HostFactory:
             lattice=overrides.pop("lattice", self.lattice),
             nats=NatsSettings(url=overrides.pop("nats_url", self.nats_url)),
             heartbeat_interval_s=overrides.pop("heartbeat_interval_s", 0.5),
+            workers=overrides.pop("workers", 1),
             state_dir=self.tmp / f"host{len(self.hosts)}",
             **overrides,
         )

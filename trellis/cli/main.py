@@ -9,8 +9,10 @@ import typer
 
 from host.settings import default_state_dir
 
+from .components import call_command, push_command, scale_app, start_app, update_app
 from .host_cmd import host_command
 from .hosts import get_app, label_app, stop_app
+from .links import config_app, link_app  # also registers 'get links' on get_app
 from .output import fail
 
 app = typer.Typer(
@@ -23,7 +25,14 @@ app = typer.Typer(
 app.add_typer(get_app, name="get")
 app.add_typer(label_app, name="label")
 app.add_typer(stop_app, name="stop")
+app.add_typer(link_app, name="link")
+app.add_typer(config_app, name="config")
+app.add_typer(start_app, name="start")
+app.add_typer(scale_app, name="scale")
+app.add_typer(update_app, name="update")
 app.command("host")(host_command)
+app.command("call")(call_command)
+app.command("push")(push_command)
 
 
 @app.command("up")

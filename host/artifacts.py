@@ -1,0 +1,71 @@
+"""Fetching component artifacts, checked by digest and kept on disk by digest."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from nats.aio.client import Client
+
+from interfaces.artifacts import ArtifactError, fetch_lattice, parse_ref, sha256_digest
+from interfaces.errors import ErrorCode
+
+MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
+
+
+class ArtifactFetcher:
+    def __init__(self, nc: Client, lattice: str, directory: Path) -> None:
+        self.nc = nc
+        self.lattice = lattice
+        self.directory = directory
+
+    def _cached(self, digest: str) -> Path:
+        return self.directory / f"{digest.replace(':', '-')}.wasm"
+
+    async def fetch(self, image: str, expected_digest: str | None = None) -> tuple[Path, str]:
+        """Return (path on disk, sha256 digest) of the artifact ``image`` names."""
+        ref = parse_ref(image)
+        want = expected_digest or ref.digest
+        if want and not want.startswith("sha256:"):
+            want = "sha256:" + want
+        if want and self._cached(want).exists():
+            return self._cached(want), want
+        if ref.kind == "file":
+            try:
+                data = await asyncio.to_thread(Path(ref.location).read_bytes)
+            except OSError as exc:
+                raise ArtifactError(f"cannot read {ref.location}: {exc.strerror}", ErrorCode.NOT_FOUND) from None
+        elif ref.kind == "http":
+            data = await self._http(ref.location)
+        elif ref.kind == "lattice":
+            data = await fetch_lattice(self.nc, self.lattice, ref.location and f"sha256:{ref.location}")
+        elif ref.kind == "builtin":
+            raise ArtifactError(f"{image!r} names a built-in provider, not a component")
+        else:
+            raise ArtifactError(f"cannot fetch {image!r}: OCI registries are not supported; use a file, "
+                                "an http(s) URL, or 'trellis push' it into the lattice")
+        digest = sha256_digest(data)
+        if want and digest != want:
+            raise ArtifactError(f"digest mismatch for {image}: expected {want}, got {digest}")
+        if not data.startswith(b"\x00asm"):
+            raise ArtifactError(f"{image} is not a WebAssembly binary")
+        path = self._cached(digest)
+        if not path.exists():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            await asyncio.to_thread(tmp.write_bytes, data)
+            tmp.replace(path)
+        return path, digest
+
+    async def _http(self, url: str) -> bytes:
+        try:
+            async with httpx.AsyncClient(timeout=60, follow_redirects=True) as client:
+                resp = await client.get(url)
+        except httpx.HTTPError as exc:
+            raise ArtifactError(f"cannot fetch {url}: {exc}", ErrorCode.NOT_FOUND) from None
+        if resp.status_code != 200:
+            raise ArtifactError(f"cannot fetch {url}: HTTP {resp.status_code}", ErrorCode.NOT_FOUND)
+        if len(resp.content) > MAX_ARTIFACT_BYTES:
+            raise ArtifactError(f"{url} is larger than {MAX_ARTIFACT_BYTES} bytes")
+        return resp.content

@@ -1,0 +1,173 @@
+"""Components on one host: the control operations and their events.
+
+The manager owns the host's worker pool. A start/scale/stop/update request is
+validated and acknowledged at once; the work (fetch, compile, load into the
+workers) continues in the background and ends in a ``component_scaled`` or
+``component_scale_failed`` event. Operations on one component are serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from interfaces.artifacts import ArtifactError
+from interfaces.control import (
+    ComponentDescription,
+    ComponentOp,
+    ScaleComponent,
+    StartComponent,
+    StopComponent,
+    UpdateComponent,
+)
+from interfaces.errors import ErrorCode, TrellisError
+from interfaces.events import EventType
+
+from .artifacts import ArtifactFetcher
+from .workers import WorkerPool
+
+if TYPE_CHECKING:
+    from .host import Host
+
+log = logging.getLogger(__name__)
+
+
+class ComponentManager:
+    def __init__(self, host: "Host") -> None:
+        self.host = host
+        self.running: dict[str, ComponentDescription] = {}
+        self.specs: dict[str, StartComponent] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.pool: WorkerPool | None = None
+        self.fetcher: ArtifactFetcher | None = None
+        r = host.router
+        r.add("component", ComponentOp.START, StartComponent, self._op_start)
+        r.add("component", ComponentOp.STOP, StopComponent, self._op_stop)
+        r.add("component", ComponentOp.SCALE, ScaleComponent, self._op_scale)
+        r.add("component", ComponentOp.UPDATE, UpdateComponent, self._op_update)
+
+    async def start(self) -> None:
+        s = self.host.settings
+        assert self.host.nc is not None
+        self.fetcher = ArtifactFetcher(self.host.nc, self.host.lattice, s.state_dir / "artifacts")
+        boot = {
+            "nats": s.nats.to_dict(), "lattice": self.host.lattice, "host_id": self.host.id,
+            "cache_dir": str(s.state_dir / "compiled"), "threads": s.worker_threads,
+        }
+        self.pool = WorkerPool(boot, s.workers or (os.cpu_count() or 1), self.host.tasks,
+                               log_dir=s.state_dir / "logs")
+        await self.pool.start()
+
+    async def close(self, grace_s: float) -> None:
+        if self.pool is not None:
+            await self.pool.close(grace_s)
+
+    def describe(self) -> list[ComponentDescription]:
+        return sorted(self.running.values(), key=lambda c: c.id)
+
+    def _lock(self, cid: str) -> asyncio.Lock:
+        return self._locks.setdefault(cid, asyncio.Lock())
+
+    def _background(self, cid: str, work: Any, what: str) -> None:
+        async def run() -> None:
+            async with self._lock(cid):
+                try:
+                    await work()
+                except Exception as exc:
+                    reason = exc.message if isinstance(exc, TrellisError) else f"{exc}"
+                    log.warning("component %s %s failed: %s", cid, what, reason)
+                    await self.host.publish_event(EventType.COMPONENT_SCALE_FAILED, {
+                        "host_id": self.host.id, "component_id": cid, "operation": what, "error": reason,
+                    })
+
+        self.host.tasks.spawn(run(), f"component-{what}-{cid}")
+
+    async def _scaled(self, desc: ComponentDescription | None, cid: str, image: str) -> None:
+        await self.host.publish_event(EventType.COMPONENT_SCALED, {
+            "host_id": self.host.id, "component_id": cid, "image": image,
+            "max_instances": desc.max_instances if desc else 0,
+            "annotations": desc.annotations if desc else {}, "digest": desc.digest if desc else "",
+        })
+
+    # --- operations ------------------------------------------------------------------
+
+    async def _op_start(self, req: StartComponent) -> dict[str, Any]:
+        current = self.running.get(req.component_id)
+        if current is not None and current.image != req.image:
+            raise TrellisError(
+                f"component {req.component_id} already runs {current.image} on this host; "
+                "use 'trellis update component' to change its image", ErrorCode.CONFLICT)
+
+        async def work() -> None:
+            await self._load(req)
+
+        self._background(req.component_id, work, "start")
+        return {"accepted": True, "host_id": self.host.id, "component_id": req.component_id}
+
+    async def _load(self, req: StartComponent) -> None:
+        assert self.fetcher is not None and self.pool is not None
+        try:
+            path, digest = await self.fetcher.fetch(req.image, req.digest)
+        except ArtifactError:
+            raise
+        cmd = {
+            "component_id": req.component_id, "path": str(path), "digest": digest,
+            "max_instances": req.max_instances, "reuse": req.reuse.model_dump(),
+            "limits": req.limits.model_dump(), "wasi": req.wasi.model_dump(),
+        }
+        await self.pool.load(cmd)
+        prev = self.running.get(req.component_id)
+        desc = ComponentDescription(
+            id=req.component_id, image=req.image, digest=digest, max_instances=req.max_instances,
+            annotations=req.annotations, revision=(prev.revision + 1) if prev else 0,
+        )
+        self.running[req.component_id] = desc
+        self.specs[req.component_id] = req
+        await self._scaled(desc, req.component_id, req.image)
+
+    async def _op_scale(self, req: ScaleComponent) -> dict[str, Any]:
+        if req.component_id not in self.running:
+            raise TrellisError(f"component {req.component_id} is not running on this host", ErrorCode.NOT_FOUND)
+        if req.max_instances == 0:
+            return await self._op_stop(StopComponent(component_id=req.component_id))
+
+        async def work() -> None:
+            assert self.pool is not None
+            desc = self.running[req.component_id]
+            await self.pool.scale(req.component_id, req.max_instances)
+            desc.max_instances = req.max_instances
+            if req.annotations is not None:
+                desc.annotations = req.annotations
+            self.specs[req.component_id].max_instances = req.max_instances
+            await self._scaled(desc, req.component_id, desc.image)
+
+        self._background(req.component_id, work, "scale")
+        return {"accepted": True, "host_id": self.host.id, "component_id": req.component_id}
+
+    async def _op_stop(self, req: StopComponent) -> dict[str, Any]:
+        if req.component_id not in self.running:
+            raise TrellisError(f"component {req.component_id} is not running on this host", ErrorCode.NOT_FOUND)
+
+        async def work() -> None:
+            assert self.pool is not None
+            desc = self.running.pop(req.component_id)
+            self.specs.pop(req.component_id, None)
+            await self.pool.unload(req.component_id, self.host.settings.stop_timeout_s)
+            await self._scaled(None, req.component_id, desc.image)
+
+        self._background(req.component_id, work, "stop")
+        return {"accepted": True, "host_id": self.host.id, "component_id": req.component_id}
+
+    async def _op_update(self, req: UpdateComponent) -> dict[str, Any]:
+        spec = self.specs.get(req.component_id)
+        if spec is None:
+            raise TrellisError(f"component {req.component_id} is not running on this host", ErrorCode.NOT_FOUND)
+        new = spec.model_copy(update={"image": req.image, "digest": req.digest})
+
+        async def work() -> None:
+            await self._load(new)
+
+        self._background(req.component_id, work, "update")
+        return {"accepted": True, "host_id": self.host.id, "component_id": req.component_id}

@@ -1,0 +1,169 @@
+"""The host side of its worker processes: spawn, command, supervise, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trellis.service import TaskGroup
+
+log = logging.getLogger(__name__)
+
+
+def split_share(max_instances: int, workers: int) -> list[int]:
+    """Split a component's concurrency cap across workers; the shares add up exactly."""
+    base, extra = divmod(max_instances, workers)
+    return [base + (1 if i < extra else 0) for i in range(workers)]
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+@dataclass
+class _Worker:
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    restarts: int = 0
+
+
+class WorkerPool:
+    def __init__(self, boot: dict[str, Any], count: int, tasks: TaskGroup, log_dir: Path | None = None) -> None:
+        self.boot = boot
+        self.count = max(1, count)
+        self.tasks = tasks
+        self.log_dir = log_dir
+        self.workers = [_Worker(i) for i in range(self.count)]
+        self._ids = itertools.count(1)
+        self._closing = False
+        # component_id -> load command (without the per-worker share), replayed on restart
+        self.loaded: dict[str, dict[str, Any]] = {}
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        await asyncio.gather(*(self._spawn(w) for w in self.workers))
+        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in self.workers)), timeout_s)
+
+    async def _spawn(self, w: _Worker) -> None:
+        w.ready = asyncio.Event()
+        stderr: Any = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            stderr = open(self.log_dir / f"worker-{w.index}.log", "ab")
+        env = {k: v for k, v in os.environ.items()}
+        try:
+            w.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "host.workers", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env, limit=16 * 1024 * 1024,
+            )
+        finally:
+            if stderr is not None:
+                stderr.close()
+        assert w.proc.stdin is not None
+        w.proc.stdin.write((json.dumps({**self.boot, "worker_index": w.index}) + "\n").encode())
+        await w.proc.stdin.drain()
+        self.tasks.spawn(self._read(w, w.proc), f"worker-{w.index}-reader")
+
+    async def _read(self, w: _Worker, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                break
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("event") == "ready":
+                w.ready.set()
+                continue
+            fut = w.pending.pop(msg.get("id"), None)
+            if fut is not None and not fut.done():
+                if msg.get("ok"):
+                    fut.set_result(msg.get("result"))
+                else:
+                    fut.set_exception(WorkerError(msg.get("error", "worker command failed")))
+        code = await proc.wait()
+        for fut in w.pending.values():
+            if not fut.done():
+                fut.set_exception(WorkerError(f"worker {w.index} exited with {code}"))
+        w.pending.clear()
+        if not self._closing:
+            log.warning("worker %d exited with %s; restarting", w.index, code)
+            self.tasks.spawn(self._restart(w), f"worker-{w.index}-restart")
+
+    async def _restart(self, w: _Worker) -> None:
+        w.restarts += 1
+        await asyncio.sleep(min(5.0, 0.1 * 2 ** min(w.restarts, 6)))
+        if self._closing:
+            return
+        await self._spawn(w)
+        await asyncio.wait_for(w.ready.wait(), 30)
+        for cid, cmd in list(self.loaded.items()):
+            share = split_share(cmd["max_instances"], self.count)[w.index]
+            try:
+                await self._command(w, {**cmd, "op": "load", "share": share})
+            except WorkerError as exc:
+                log.error("worker %d could not reload %s: %s", w.index, cid, exc)
+
+    async def _command(self, w: _Worker, cmd: dict[str, Any], timeout_s: float = 120.0) -> Any:
+        if w.proc is None or w.proc.returncode is not None or w.proc.stdin is None:
+            raise WorkerError(f"worker {w.index} is not running")
+        cid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        w.pending[cid] = fut
+        w.proc.stdin.write((json.dumps({**cmd, "id": cid}) + "\n").encode())
+        await w.proc.stdin.drain()
+        return await asyncio.wait_for(fut, timeout_s)
+
+    async def _all(self, make: Any) -> list[Any]:
+        return await asyncio.gather(*(self._command(w, make(w)) for w in self.workers))
+
+    # --- what the host asks for ------------------------------------------------------
+
+    async def load(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Serve a component (or a new version of it) with ``cmd['max_instances']`` per host."""
+        shares = split_share(cmd["max_instances"], self.count)
+        results = await self._all(lambda w: {**cmd, "op": "load", "share": shares[w.index]})
+        self.loaded[cmd["component_id"]] = dict(cmd)
+        return results[0]
+
+    async def scale(self, component_id: str, max_instances: int) -> None:
+        shares = split_share(max_instances, self.count)
+        await self._all(lambda w: {"op": "scale", "component_id": component_id, "share": shares[w.index]})
+        self.loaded[component_id]["max_instances"] = max_instances
+
+    async def unload(self, component_id: str, grace_s: float = 10.0) -> None:
+        self.loaded.pop(component_id, None)
+        await self._all(lambda w: {"op": "unload", "component_id": component_id, "grace_s": grace_s})
+
+    async def stats(self) -> list[Any]:
+        return await self._all(lambda w: {"op": "stats"})
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self.workers if w.proc and w.proc.returncode is None]
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        self._closing = True
+        for w in self.workers:
+            if w.proc and w.proc.returncode is None:
+                try:
+                    await self._command(w, {"op": "shutdown", "grace_s": grace_s}, timeout_s=2)
+                except Exception:
+                    pass
+        for w in self.workers:
+            if w.proc is None:
+                continue
+            try:
+                await asyncio.wait_for(w.proc.wait(), grace_s + 5)
+            except asyncio.TimeoutError:
+                w.proc.kill()
+                await w.proc.wait()

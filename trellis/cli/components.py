@@ -1,0 +1,260 @@
+"""`trellis start|stop|scale|update component`, `trellis call`, `trellis push`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from interfaces.artifacts import parse_ref
+from interfaces.client import LatticeClient
+from interfaces.rpc_client import RpcError
+
+from .hosts import stop_app
+from .options import Conn, with_conn
+from .output import err_console, fail, print_json, run
+
+start_app = typer.Typer(help="Start components and providers.", no_args_is_help=True)
+scale_app = typer.Typer(help="Scale components.", no_args_is_help=True)
+update_app = typer.Typer(help="Update components to a new image.", no_args_is_help=True)
+
+
+def _constraints(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise typer.BadParameter(f"constraint {p!r} must be key=value")
+        k, v = p.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _image(ref: str) -> str:
+    """Files are sent as absolute file:// references so any local host can read them."""
+    kind = parse_ref(ref)
+    if kind.kind == "file":
+        if not Path(kind.location).exists():
+            raise typer.BadParameter(f"{ref}: no such file")
+        return "file://" + kind.location
+    return ref
+
+
+@start_app.command("component")
+@with_conn
+def start_component(
+    ref: str = typer.Argument(..., help="path, file://, http(s):// or lattice://sha256:… reference"),
+    component_id: str = typer.Argument(..., metavar="ID", help="the component's id on the lattice"),
+    max_instances: int = typer.Option(1, "--max-instances", help="concurrent invocations per host"),
+    host_id: Optional[str] = typer.Option(None, "--host-id", help="run on this host"),
+    constraint: list[str] = typer.Option([], "--constraint", help="pick a host with label key=value"),
+    reuse: int = typer.Option(1, "--reuse", help="invocations one instance serves (1 = fresh per call)"),
+    reuse_idle: Optional[float] = typer.Option(None, "--reuse-idle", help="drop a reused instance idle this long (s)"),
+    timeout_ms: Optional[int] = typer.Option(None, "--timeout-ms", help="per-invocation deadline in the component"),
+    fuel: Optional[int] = typer.Option(None, "--fuel", help="instruction budget per invocation"),
+    memory_mb: Optional[int] = typer.Option(None, "--memory-mb", help="linear-memory cap per instance"),
+    annotation: list[str] = typer.Option([], "--annotation", help="key=value annotation"),
+    no_wait: bool = typer.Option(False, "--no-wait", help="return once the host accepted the request"),
+    wait_timeout: float = typer.Option(120.0, "--wait-timeout"),
+    *,
+    conn: Conn,
+) -> None:
+    """Start a component on a host (chosen by capacity unless --host-id or --constraint)."""
+    limits: dict[str, Any] = {}
+    if timeout_ms is not None:
+        limits["timeout_s"] = timeout_ms / 1000
+    if fuel is not None:
+        limits["fuel"] = fuel
+    if memory_mb is not None:
+        limits["memory_bytes"] = memory_mb * 1024 * 1024
+    image = _image(ref)
+
+    async def go() -> dict[str, Any]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await c.start_component(
+                image, component_id, max_instances=max_instances, host_id=host_id,
+                constraints=_constraints(constraint), wait=not no_wait, timeout_s=wait_timeout,
+                annotations=_constraints(annotation),
+                reuse={"max_invocations": reuse, "max_idle_s": reuse_idle}, limits=limits)
+
+    data = run(go())
+    typer.echo(f"component {component_id} {'starting' if no_wait else 'running'} on host {data['host_id']}"
+               + (f" (max {data.get('max_instances')} instances)" if not no_wait else ""))
+
+
+@stop_app.command("component")
+@with_conn
+def stop_component(
+    component_id: str = typer.Argument(..., metavar="ID"),
+    host_id: Optional[str] = typer.Option(None, "--host-id", help="only on this host (default: everywhere)"),
+    no_wait: bool = typer.Option(False, "--no-wait"),
+    *,
+    conn: Conn,
+) -> None:
+    """Stop a component (on every host running it, or on one)."""
+
+    async def go() -> list[str]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await c.stop_component(component_id, host_id=host_id, wait=not no_wait)
+
+    hosts = run(go())
+    typer.echo(f"component {component_id} stopped on {len(hosts)} host(s)")
+
+
+@scale_app.command("component")
+@with_conn
+def scale_component(
+    component_id: str = typer.Argument(..., metavar="ID"),
+    max_instances: int = typer.Option(..., "--max-instances", help="0 stops it"),
+    host_id: Optional[str] = typer.Option(None, "--host-id"),
+    no_wait: bool = typer.Option(False, "--no-wait"),
+    *,
+    conn: Conn,
+) -> None:
+    """Change how many concurrent invocations a component may serve per host."""
+
+    async def go() -> list[str]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await c.scale_component(component_id, max_instances, host_id=host_id, wait=not no_wait)
+
+    hosts = run(go())
+    typer.echo(f"component {component_id} scaled to {max_instances} on {len(hosts)} host(s)")
+
+
+@update_app.command("component")
+@with_conn
+def update_component(
+    component_id: str = typer.Argument(..., metavar="ID"),
+    new_ref: str = typer.Argument(..., metavar="NEW_REF"),
+    host_id: Optional[str] = typer.Option(None, "--host-id"),
+    no_wait: bool = typer.Option(False, "--no-wait"),
+    *,
+    conn: Conn,
+) -> None:
+    """Replace a running component's image; the new version serves before the old one drains."""
+    image = _image(new_ref)
+
+    async def go() -> list[str]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await c.update_component(component_id, image, host_id=host_id, wait=not no_wait)
+
+    hosts = run(go())
+    typer.echo(f"component {component_id} updated to {new_ref} on {len(hosts)} host(s)")
+
+
+def to_json(value: Any) -> Any:
+    """Plain WIT values as JSON: list<u8> (bytes) becomes a list of integers."""
+    if isinstance(value, bytes):
+        return list(value)
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    return value
+
+
+def is_err(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and "err" in value
+
+
+@with_conn
+def call_command(
+    component_id: str = typer.Argument(..., metavar="ID"),
+    operation: str = typer.Argument(..., metavar="ns:pkg/iface.func"),
+    args: str = typer.Argument("[]", metavar="[JSON_ARGS]", help="the arguments as a JSON array"),
+    timeout: float = typer.Option(30.0, "--timeout", help="seconds"),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="call N times and print a JSON summary"),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="calls in flight with --repeat"),
+    no_retry: bool = typer.Option(False, "--no-retry", help="at-most-once: do not resend a call lost in flight"),
+    *,
+    conn: Conn,
+) -> None:
+    """Invoke a component's function and print the result as JSON."""
+    try:
+        parsed = json.loads(args)
+    except ValueError as exc:
+        raise fail(f"arguments must be a JSON array: {exc}") from None
+    if not isinstance(parsed, list):
+        raise fail("arguments must be a JSON array, e.g. '[1, \"two\"]'")
+
+    if repeat == 1:
+        async def once() -> Any:
+            async with LatticeClient(conn.nats, conn.lattice) as c:
+                return await c.call(component_id, operation, *parsed, timeout_s=timeout, retryable=not no_retry)
+
+        try:
+            result = asyncio.run(once())
+        except RpcError as exc:
+            err_console.print(f"[red]error[/red] ({exc.code.value}{', ' + exc.kind if exc.kind else ''}): "
+                              f"{exc.message}", highlight=False)
+            raise typer.Exit(1) from None
+        except Exception:
+            result = run(once())  # same errors, mapped to messages
+        if is_err(result):
+            sys.stderr.write(json.dumps(to_json(result["err"])) + "\n")
+            raise typer.Exit(1)
+        sys.stdout.write(json.dumps(to_json(result)) + "\n")
+        return
+
+    summary = run(_load(conn, component_id, operation, parsed, timeout, repeat, concurrency, not no_retry))
+    print_json(summary)
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+async def _load(conn: Conn, cid: str, op: str, args: list[Any], timeout: float, repeat: int,
+                concurrency: int, retryable: bool) -> dict[str, Any]:
+    latencies: list[float] = []
+    failed = 0
+    errors: dict[str, int] = {}
+    async with LatticeClient(conn.nats, conn.lattice) as c:
+        remaining = repeat
+
+        async def worker() -> None:
+            nonlocal remaining, failed
+            while remaining > 0:
+                remaining -= 1
+                t0 = time.perf_counter()
+                try:
+                    result = await c.call(cid, op, *args, timeout_s=timeout, retryable=retryable)
+                    if is_err(result):
+                        raise RpcError(json.dumps(to_json(result["err"])))
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                except RpcError as exc:
+                    failed += 1
+                    errors[exc.message[:120]] = errors.get(exc.message[:120], 0) + 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, repeat))))
+        elapsed = time.perf_counter() - start
+        stats = dict(c.rpc.stats)
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 3) if latencies else 0.0
+
+    return {"ok": len(latencies), "failed": failed, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "rps": round(repeat / elapsed, 1) if elapsed else 0.0, "elapsed_s": round(elapsed, 3),
+            "concurrency": concurrency, "retries": stats.get("retries", 0), "errors": errors}
+
+
+@with_conn
+def push_command(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a .wasm file"),
+    *,
+    conn: Conn,
+) -> None:
+    """Put a .wasm into the lattice's artifact store and print its content address."""
+    data = file.read_bytes()
+    if not data.startswith(b"\x00asm"):
+        raise fail(f"{file} is not a WebAssembly binary")
+
+    async def go() -> str:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await c.push(data)
+
+    typer.echo(run(go()))

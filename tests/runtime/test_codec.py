@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from wasmtime import component as wc
 
 from host.runtime import CodecError, from_plain, to_plain
@@ -166,7 +166,7 @@ def test_render() -> None:
     assert render(OptionT(TupleT((Prim("u8"), Prim("bool"))))) == "option<tuple<u8, bool>>"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(typed_values())
 def test_round_trip(case: tuple[Any, Any]) -> None:
     ty, plain = case

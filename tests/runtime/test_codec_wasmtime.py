@@ -108,7 +108,7 @@ def _cases(draw: st.DrawFn) -> list[tuple[WitType, Plain]]:
     return [(t, draw(plain_values(t))) for t in types]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(_cases())
 def test_generated_types_round_trip_through_wasmtime(engine: RuntimeEngine, cases: list[tuple[WitType, Plain]]) -> None:
     for ty, plain in cases:

@@ -32,6 +32,10 @@ def host_command(
     heartbeat: float = typer.Option(1.0, "--heartbeat-interval", envvar="TRELLIS_HEARTBEAT_INTERVAL",
                                     help="seconds between heartbeats"),
     stop_timeout: float = typer.Option(10.0, "--stop-timeout", help="seconds to drain on stop"),
+    workers: int = typer.Option(0, "--workers", envvar="TRELLIS_WORKERS",
+                                help="Wasm worker processes (0 = one per CPU)"),
+    worker_threads: int = typer.Option(8, "--worker-threads", envvar="TRELLIS_WORKER_THREADS",
+                                       help="threads per worker for calls blocked in imports"),
     state_dir: Path = typer.Option(default_state_dir(), "--state-dir", envvar="TRELLIS_STATE_DIR"),
     log_level: str = typer.Option("info", "--log-level", envvar="TRELLIS_LOG_LEVEL"),
     *,
@@ -44,7 +48,7 @@ def host_command(
         settings = HostSettings(
             lattice=conn.lattice, nats=conn.nats, seed=seed, seed_file=seed_file, name=name,
             labels=labels, heartbeat_interval_s=heartbeat, stop_timeout_s=stop_timeout,
-            state_dir=state_dir.expanduser(),
+            state_dir=state_dir.expanduser(), workers=workers, worker_threads=worker_threads,
         )
         host = Host(settings)
     except (LabelError, ValueError) as exc:

@@ -346,3 +346,14 @@ def test_validation_report_texts(tmp_path: Path) -> None:
     assert "invalid manifest" in text and "error:" in text and "duplicate component name" in text
     ok, text = validation_report(tmp_path / "absent.yaml")
     assert not ok and "no such file" in text
+
+
+def test_names_the_lattice_cannot_store_are_errors() -> None:
+    bad_link = link("target: kv\nnamespace: wasi\npackage: key_value\ninterfaces: [Store]\nname: 'bad name'")
+    errs = errors_of(app(HELLO + bad_link + LINKED.replace(HELLO, "")))
+    assert any("package 'key_value' is not a WIT identifier" in e for e in errs)
+    assert any("link name 'bad name'" in e for e in errs)
+    bad_id = HELLO.replace("    image: ghcr.io/acme/hello:1.0", "    image: ghcr.io/acme/hello:1.0\n    id: 'a b'")
+    assert any("id 'a b' must be" in e for e in errors_of(app(bad_id)))
+    bad_cfg = HELLO.replace("    image: ghcr.io/acme/hello:1.0", "    image: ghcr.io/acme/hello:1.0\n    config: [{name: 'x/y'}]")
+    assert any("config name 'x/y'" in e for e in errors_of(app(bad_cfg)))

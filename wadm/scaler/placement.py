@@ -1,0 +1,289 @@
+"""Placing one workload on hosts, given how many instances each spread wants.
+
+Shared by the spreadscaler (`spread.py`) and the daemonscaler (`daemon.py`), which
+differ only in how a spread's wish becomes per-host shares (a ``SharesFn``).
+
+Rules, in order (all deterministic):
+
+1. **Whose placements.** On each host the workload's id is either free, ours
+   (annotation ``trellis.app`` is this app), or foreign (anything else: never
+   touched, and that host is not used for this workload).
+2. **Claiming.** Our placement belongs to the spread named in its
+   ``trellis.spread`` annotation if its host still matches that spread; otherwise
+   to the first spread (in order) whose requirements its host matches (so renaming
+   a spread restarts nothing); otherwise it is *left over*.
+3. **Fresh or stale.** A placement is fresh if it runs the desired image with the
+   desired config names, stale otherwise (a new version changed them).
+4. **Choosing hosts** for a spread that wants shares ``[s1 ≥ s2 ≥ …]``: fresh
+   holders first (largest current share, then the ranking below), then free hosts
+   by capacity ranking, then stale holders (to be replaced in place). The capacity
+   ranking is: most memory available, then lowest 1-minute load, then host id.
+   Fresh holders beyond the shares are *extra* and are stopped: the ones with the
+   smallest share and least room go first. So a host that comes back with its old
+   placement never duplicates work.
+5. **Commands.** Free chosen hosts get a start; fresh ones a scale when their share
+   or annotations differ. Replacing a stale placement is *disruptive*, so it waits
+   until nothing else for this workload is starting or scaling up, and happens on
+   one host per pass: an image change is an in-place update; a config change (and
+   any provider change) is a stop, after which the freed host gets a start.
+6. **Retiring.** Stale placements that are not needed and left-over ones are
+   stopped only once the workload has converged (nothing starting, scaling up or
+   being replaced) and has no failure: old placements keep serving until new ones
+   are running, and stay if the new ones cannot be placed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..commands import (
+    Command,
+    ScaleComponent,
+    StartComponent,
+    StartProvider,
+    StopComponent,
+    StopProvider,
+    UpdateComponent,
+)
+from ..manifest import Spread
+from ..observed import (
+    APP_ANNOTATION,
+    CONFIG_ANNOTATION,
+    SPREAD_ANNOTATION,
+    VERSION_ANNOTATION,
+    FrozenMap,
+    Observed,
+    ObservedHost,
+)
+from .workload import Context, Workload
+
+SharesFn = Callable[[Workload, int, int], list[int]]
+"""(workload, what the spread wants, number of usable hosts) → one share per host to use, largest first."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One placement of the workload on a host."""
+
+    host: ObservedHost
+    count: int
+    image: str
+    annotations: Mapping[str, str]
+
+    @property
+    def spread(self) -> str | None:
+        return self.annotations.get(SPREAD_ANNOTATION)
+
+    @property
+    def config(self) -> tuple[str, ...] | None:
+        raw = self.annotations.get(CONFIG_ANNOTATION)
+        if raw is None:
+            return None
+        return tuple(x for x in raw.split(",") if x)
+
+
+@dataclass
+class Outcome:
+    """What placing one workload decided, and how it stands."""
+
+    workload: Workload
+    starts: list[Command] = field(default_factory=list)
+    """Starts, scales and in-place replacements."""
+    stops: list[Command] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    desired: int = 0
+    running: int = 0
+    pending: bool = False
+    """Something is starting, scaling up or being replaced: the workload has not converged."""
+    waiting: int = 0
+    """Stale or left-over placements still running, to be retired once converged."""
+
+
+def capacity_key(host: ObservedHost) -> tuple[int, float, str]:
+    return (-host.capacity.memory_available_bytes, host.capacity.load_1m, host.id)
+
+
+def desired_annotations(ctx: Context, w: Workload, spread: str) -> FrozenMap[str, str]:
+    return FrozenMap(
+        {
+            APP_ANNOTATION: ctx.app,
+            VERSION_ANNOTATION: ctx.version,
+            SPREAD_ANNOTATION: spread,
+            CONFIG_ANNOTATION: ",".join(w.config),
+        }
+    )
+
+
+def _same_tags(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
+    return all(have.get(k) == v for k, v in want.items())
+
+
+def slots_of(w: Workload, observed: Observed, app: str) -> tuple[dict[str, Slot], set[str]]:
+    """Our placements of `w` by host id, and the ids of hosts where someone else runs `w.id`."""
+    ours: dict[str, Slot] = {}
+    foreign: set[str] = set()
+    for host in observed.sorted_hosts:
+        if w.is_provider:
+            prov = host.providers.get(w.id)
+            entry = (prov.image, 1, prov.annotations) if prov is not None else None
+        else:
+            comp = host.components.get(w.id)
+            entry = (comp.image, comp.max_instances, comp.annotations) if comp is not None else None
+        if entry is None:
+            continue
+        image, count, annotations = entry
+        if annotations.get(APP_ANNOTATION) == app:
+            ours[host.id] = Slot(host, count, image, annotations)
+        else:
+            foreign.add(host.id)
+    return ours, foreign
+
+
+def is_fresh(w: Workload, slot: Slot) -> bool:
+    config = slot.config
+    return slot.image == w.image and (config is None or config == w.config)
+
+
+def _claim(spreads: Sequence[Spread], ours: Mapping[str, Slot]) -> tuple[dict[str, dict[str, Slot]], dict[str, Slot]]:
+    claimed: dict[str, dict[str, Slot]] = {s.name: {} for s in spreads}
+    by_name = {s.name: s for s in spreads}
+    rest: dict[str, Slot] = {}
+    for host_id, slot in ours.items():
+        spread = by_name.get(slot.spread or "")
+        if spread is not None and slot.host.matches(spread.requirements):
+            claimed[spread.name][host_id] = slot
+        else:
+            rest[host_id] = slot
+    leftovers: dict[str, Slot] = {}
+    for host_id, slot in rest.items():
+        for spread in spreads:
+            if slot.host.matches(spread.requirements):
+                claimed[spread.name][host_id] = slot
+                break
+        else:
+            leftovers[host_id] = slot
+    return claimed, leftovers
+
+
+def _no_host_message(w: Workload, spread: Spread, eligible: list[ObservedHost], observed: Observed) -> str:
+    if not observed.hosts:
+        return "no eligible host: there are no hosts in the lattice"
+    if not eligible:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(spread.requirements.items()))
+        return f"no eligible host for spread '{spread.name}': no host has labels {labels}"
+    ids = ", ".join(h.id for h in eligible)
+    return f"no eligible host for spread '{spread.name}': {w.id} already runs on {ids} for another application"
+
+
+def place(
+    w: Workload,
+    wants: Sequence[tuple[Spread, int]],
+    shares_fn: SharesFn,
+    observed: Observed,
+    ctx: Context,
+) -> Outcome:
+    """Plan `w` given what each spread wants (see the module doc for the rules)."""
+    out = Outcome(w)
+    ours, foreign = slots_of(w, observed, ctx.app)
+    claimed, leftovers = _claim([s for s, _ in wants], ours)
+    used: set[str] = set(ours)  # a host runs one placement of an id
+    replace: list[tuple[Slot, str]] = []  # stale chosen holders, with their spread
+    retire: list[Slot] = list(leftovers.values())
+    scale_ups = 0
+
+    for spread, want in wants:
+        mine = claimed[spread.name]
+        eligible = [h for h in observed.sorted_hosts if h.matches(spread.requirements)]
+        free = sorted(
+            (h for h in eligible if h.id not in foreign and h.id not in used), key=capacity_key
+        )
+        fresh = sorted(
+            (s for s in mine.values() if is_fresh(w, s)),
+            key=lambda s: (-s.count, *capacity_key(s.host)),
+        )
+        stale = sorted((s for s in mine.values() if not is_fresh(w, s)), key=lambda s: capacity_key(s.host))
+        usable = len(fresh) + len(free) + len(stale)
+        shares = shares_fn(w, want, usable)
+        out.desired += sum(shares) if w.scaler == "daemonscaler" else want
+        out.running += sum(s.count for s in fresh)
+        if want > 0 and usable == 0:
+            out.failures.append(_no_host_message(w, spread, eligible, observed))
+        elif len(shares) < want and w.is_provider and w.scaler == "spreadscaler":
+            out.failures.append(
+                f"spread '{spread.name}' wants provider {w.id} on {want} host(s) but only {usable} eligible host(s) can run it"
+            )
+        elif w.scaler == "spreadscaler" and not w.is_provider and want > 1 and usable == 1:
+            out.notes.append(f"spread '{spread.name}' has one eligible host: losing it stops {w.name}")
+
+        tags = desired_annotations(ctx, w, spread.name)
+        chosen_fresh = fresh[: len(shares)]
+        chosen_free = free[: len(shares) - len(chosen_fresh)]
+        chosen_stale = stale[: len(shares) - len(chosen_fresh) - len(chosen_free)]
+        share_iter = iter(shares)
+        for slot in chosen_fresh:
+            share = next(share_iter)
+            if w.is_provider:
+                continue  # providers have no instance count; their tags are set at start
+            if slot.count != share or not _same_tags(slot.annotations, tags):
+                scale_ups += share > slot.count
+                why = (
+                    f"spread '{spread.name}' gives {slot.host.id} {share} of {want} (has {slot.count})"
+                    if slot.count != share
+                    else f"retag as {ctx.app} {ctx.version}, spread '{spread.name}'"
+                )
+                out.starts.append(
+                    ScaleComponent(host_id=slot.host.id, component_id=w.id, max_instances=share,
+                                   annotations=tags, app=ctx.app, reason=why, pass_id=ctx.pass_id)
+                )
+        for host in chosen_free:
+            share = next(share_iter)
+            used.add(host.id)
+            why = f"spread '{spread.name}' places {share} of {want} on {host.id}"
+            out.starts.append(_start(w, host.id, share, tags, ctx, why))
+        for slot in chosen_stale:
+            replace.append((slot, spread.name))
+        for slot in fresh[len(shares):]:
+            out.stops.append(_stop(w, slot.host.id, ctx, f"extra: spread '{spread.name}' wants {want}, on {len(shares)} host(s)"))
+        retire.extend(stale[len(chosen_stale):])
+
+    surging = scale_ups > 0 or any(isinstance(c, StartComponent | StartProvider) for c in out.starts)
+    if replace and not surging:
+        slot, spread_name = replace[0]  # one disruptive replacement per pass
+        out.starts.append(_replace(w, slot, ctx, spread_name))
+    out.pending = surging or bool(replace)
+    out.waiting = len(replace) + len(retire)
+    if not out.pending and not out.failures:
+        for slot in retire:
+            out.stops.append(_stop(w, slot.host.id, ctx, _retire_reason(w, slot, ctx)))
+    return out
+
+
+def _start(w: Workload, host_id: str, share: int, tags: FrozenMap[str, str], ctx: Context, why: str) -> Command:
+    if w.is_provider:
+        return StartProvider(host_id=host_id, provider_id=w.id, image=w.image, config=w.config,
+                             annotations=tags, app=ctx.app, reason=why, pass_id=ctx.pass_id)
+    return StartComponent(host_id=host_id, component_id=w.id, image=w.image, max_instances=share,
+                          annotations=tags, config=w.config, app=ctx.app, reason=why, pass_id=ctx.pass_id)
+
+
+def _stop(w: Workload, host_id: str, ctx: Context, why: str) -> Command:
+    if w.is_provider:
+        return StopProvider(host_id=host_id, provider_id=w.id, app=ctx.app, reason=why, pass_id=ctx.pass_id)
+    return StopComponent(host_id=host_id, component_id=w.id, app=ctx.app, reason=why, pass_id=ctx.pass_id)
+
+
+def _replace(w: Workload, slot: Slot, ctx: Context, spread: str) -> Command:
+    if not w.is_provider and (slot.config is None or slot.config == w.config):
+        return UpdateComponent(host_id=slot.host.id, component_id=w.id, image=w.image, app=ctx.app,
+                               reason=f"roll {slot.image} -> {w.image} in place (spread '{spread}')",
+                               pass_id=ctx.pass_id)
+    return _stop(w, slot.host.id, ctx, f"roll over to {ctx.version}: replace on {slot.host.id} (spread '{spread}')")
+
+
+def _retire_reason(w: Workload, slot: Slot, ctx: Context) -> str:
+    if is_fresh(w, slot):
+        return f"left over: {slot.host.id} matches no spread of {w.name}"
+    old = slot.annotations.get(VERSION_ANNOTATION, "an older version")
+    return f"retire {old} placement now that {ctx.version} is running"

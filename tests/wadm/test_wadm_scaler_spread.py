@@ -2,53 +2,13 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
-from wadm_sim import add_host, apply, converge, drop_host, host, lattice, manifest, placements, providers_on
+from wadm_sim import CID, ZONES, add_host, app, apply, converge, drop_host, host, lattice, manifest, placements, providers_on
 
 from wadm.commands import ScaleComponent, StartComponent, StartProvider, StopComponent
 from wadm.manifest import Spread
 from wadm.observed import APP_ANNOTATION, SPREAD_ANNOTATION, VERSION_ANNOTATION, ObservedHost, RunningComponent
 from wadm.scaler import AppState, compute_spread, reconcile, status
-
-CID = "demo-hello"
-
-
-def app(instances: int = 4, spread: str = "", *, image: str = "ghcr.io/acme/hello:1.0", version: str = "v1",
-        kind: str = "component", scaler: str = "spreadscaler", extra: str = "") -> str:
-    spread_block = ("spread:\n" + textwrap.indent(textwrap.dedent(spread).strip("\n"), "  ")) if spread else ""
-    return f"""
-apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata:
-  name: demo
-  annotations:
-    version: {version}
-spec:
-  components:
-    - name: hello
-      type: {kind}
-      properties:
-        image: {image}
-      traits:
-        - type: {scaler}
-          properties:
-            instances: {instances}
-{textwrap.indent(spread_block, " " * 12)}
-{extra}
-"""
-
-
-ZONES = """
-- name: east
-  requirements: {zone: east}
-  weight: 80
-- name: west
-  requirements: {zone: west}
-  weight: 20
-"""
-
 
 # --- compute_spread: wadm's rounding ------------------------------------------------------
 

@@ -7,6 +7,7 @@ shows up as an `InvalidCommand`, not as a quietly wrong state.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 
 from wadm.commands import (
@@ -166,3 +167,43 @@ def providers_on(obs: Observed, pid: str) -> list[str]:
 
 def manifest(text: str) -> Manifest:
     return load_manifest(text)
+
+
+# --- a one-component app, for scaler tests ------------------------------------------------
+
+CID = "demo-hello"
+
+
+def app(instances: int = 4, spread: str = "", *, image: str = "ghcr.io/acme/hello:1.0", version: str = "v1",
+        kind: str = "component", scaler: str = "spreadscaler", extra: str = "") -> str:
+    spread_block = ("spread:\n" + textwrap.indent(textwrap.dedent(spread).strip("\n"), "  ")) if spread else ""
+    return f"""
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: demo
+  annotations:
+    version: {version}
+spec:
+  components:
+    - name: hello
+      type: {kind}
+      properties:
+        image: {image}
+      traits:
+        - type: {scaler}
+          properties:
+            instances: {instances}
+{textwrap.indent(spread_block, " " * 12)}
+{extra}
+"""
+
+
+ZONES = """
+- name: east
+  requirements: {zone: east}
+  weight: 80
+- name: west
+  requirements: {zone: west}
+  weight: 20
+"""

@@ -45,7 +45,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     loader.flatten_mapping(node)
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         try:
             duplicate = key in seen
             seen.add(key)
@@ -191,7 +191,9 @@ def _resolve_images(data: dict[str, Any], base_dir: Path) -> None:
         return
     for comp in comps:
         props = comp.get("properties") if isinstance(comp, dict) else None
-        image = props.get("image") if isinstance(props, dict) else None
+        if not isinstance(props, dict):
+            continue
+        image = props.get("image")
         if not isinstance(image, str):
             continue
         if not (image.startswith("file://") or looks_like_path(image)):

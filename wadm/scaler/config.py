@@ -58,8 +58,9 @@ def configs_in_use(observed: Observed) -> set[str]:
         used.update(link.source_config)
         used.update(link.target_config)
     for host in observed.hosts.values():
-        for placed in (*host.components.values(), *host.providers.values()):
-            raw = placed.annotations.get(CONFIG_ANNOTATION, "")
+        tags = [c.annotations for c in host.components.values()] + [p.annotations for p in host.providers.values()]
+        for annotations in tags:
+            raw = annotations.get(CONFIG_ANNOTATION, "")
             used.update(x for x in raw.split(",") if x)
     return used
 

@@ -108,11 +108,11 @@ def plan_links(
 ) -> LinkOutcome:
     out = LinkOutcome()
     wanted = {d.link.identity for d in desired}
-    for have in sorted(observed.links, key=lambda lk: lk.identity):
-        if have.app == app_name and have.identity not in wanted:
+    for old in sorted(observed.links, key=lambda lk: lk.identity):
+        if old.app == app_name and old.identity not in wanted:
             out.deletes.append(
-                DeleteLink(source_id=have.source_id, target=have.target, namespace=have.namespace,
-                           package=have.package, name=have.name, app=app_name,
+                DeleteLink(source_id=old.source_id, target=old.target, namespace=old.namespace,
+                           package=old.package, name=old.name, app=app_name,
                            reason="no longer in the manifest", pass_id=ctx.pass_id)
             )
     deleted = {d.identity for d in out.deletes}

@@ -357,3 +357,13 @@ def test_names_the_lattice_cannot_store_are_errors() -> None:
     assert any("id 'a b' must be" in e for e in errors_of(app(bad_id)))
     bad_cfg = HELLO.replace("    image: ghcr.io/acme/hello:1.0", "    image: ghcr.io/acme/hello:1.0\n    config: [{name: 'x/y'}]")
     assert any("config name 'x/y'" in e for e in errors_of(app(bad_cfg)))
+
+
+def test_the_example_in_the_user_docs_is_valid() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "manifests.md"
+    if not docs.exists():
+        pytest.skip("docs/manifests.md not present")
+    example = docs.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
+    manifest = load_manifest(example, base_dir="/srv/shop")
+    assert validate(manifest) == []
+    assert manifest.component("cart").image == "file:///srv/shop/build/cart.wasm"  # type: ignore[union-attr]

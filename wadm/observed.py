@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 APP_ANNOTATION = "trellis.app"
@@ -212,9 +213,10 @@ class Observed:
         _set(self, "links", tuple(self.links))
         _set(self, "configs", FrozenMap({k: _config(v) for k, v in self.configs.items()}))
 
-    @property
-    def sorted_hosts(self) -> list[ObservedHost]:
-        return [self.hosts[k] for k in sorted(self.hosts)]
+    @cached_property
+    def sorted_hosts(self) -> tuple[ObservedHost, ...]:
+        """Hosts in host-id order (computed once per snapshot)."""
+        return tuple(self.hosts[k] for k in sorted(self.hosts))
 
     def managed_by(self, app: str) -> bool:
         """Whether anything in the lattice belongs to application `app`."""

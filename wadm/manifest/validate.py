@@ -59,6 +59,11 @@ and wasmcloud:postgres). In these namespaces an unknown package or interface is
 probably a typo, so it gets a warning; other namespaces are custom and not checked."""
 
 _MANIFEST_NAME = re.compile(r"[-\w]+")
+# What the Trellis lattice accepts (interfaces.subjects / links / lattice_config):
+_ENTITY_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_WIT_ID = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z][A-Za-z0-9]*)*")
+_LINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _DNS_PART = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _LABEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 
@@ -164,8 +169,8 @@ def _check_component_identity(m: Manifest) -> list[Problem]:
             )
         else:
             explicit[cid] = comp.name
-        if not cid.strip():
-            out.append(error(where_component(comp), "id must not be empty"))
+        if not _ENTITY_ID.fullmatch(cid):
+            out.append(error(where_component(comp), f"id '{cid}' must be 1-128 letters, digits, '_' or '-'"))
     # ids Trellis computes (or shares) must not collide either
     resolved: dict[str, str] = {}
     for comp in m.components:
@@ -307,6 +312,11 @@ def _check_links(m: Manifest) -> list[Problem]:
                 )
             elif comp.is_capability and target.is_capability:
                 out.append(warning(where, f"a capability provider can only link to a component, not to provider \"{target.name}\"; this link is ignored"))
+            for what, value in (("namespace", link.namespace), ("package", link.package), *(("interface", i) for i in link.interfaces)):
+                if len(value) > 64 or not _WIT_ID.fullmatch(value):
+                    out.append(error(where, f"{what} '{value}' is not a WIT identifier (kebab-case words of letters and digits, each starting with a letter)"))
+            if link.name is not None and not _LINK_NAME.fullmatch(link.name):
+                out.append(error(where, f"link name '{link.name}' must be 1-64 letters, digits, '_' or '-', starting with a letter or digit"))
             for iface in link.interfaces:
                 msg = _check_interface(link.namespace, link.package, iface)
                 if msg:
@@ -368,6 +378,9 @@ def _check_inline_configs(m: Manifest) -> list[Problem]:
                 error(where, f"config '{cfg.name}' is defined with different properties at {prior[0]}; both would be stored as '{stored}'")
             )
         inline.setdefault(stored, (where, cfg))
+    for where, cfg in configs:
+        if not _CONFIG_NAME.fullmatch(config_name(m.name, cfg)):
+            out.append(error(where, f"config name '{cfg.name}' must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"))
     inline_names = {cfg.name for _, cfg in inline.values()}
     for where, cfg in configs:
         if not cfg.inline and cfg.name in inline_names:

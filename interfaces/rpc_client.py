@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from . import subjects, tracing
 from .envelope import EnvelopeError, Invocation, Reply
 from .errors import ErrorCode, TrellisError
+from .resources import parse_address
 
 PROGRESS_INTERVAL_S = 0.25
 DEFAULT_SILENCE_S = 1.0
@@ -94,7 +95,10 @@ class RpcClient:
         trace: dict[str, str] | None = None,
     ) -> Any:
         """Call ``ns:pkg/iface.func`` (or a bare world function) on ``target``."""
-        interface, _, function = operation.rpartition(".")
+        try:
+            interface, function = parse_address(operation)
+        except ValueError as exc:
+            raise RpcError(str(exc), ErrorCode.BAD_REQUEST, "bad_address") from None
         inv = Invocation(
             target=subjects.check_id("target", target), interface=interface, function=function,
             args=list(args or []), source=self.source, link=link,

@@ -120,3 +120,16 @@ def rpc_queue_group(target_id: str) -> str:
 def bucket(lattice: str, what: str) -> str:
     """KV / object-store bucket name for a lattice (``TRELLIS_<lattice>_<what>``)."""
     return f"TRELLIS_{check_lattice(lattice)}_{what}"
+
+
+# --- provider instances ------------------------------------------------------
+
+def provider_ping(lattice: str, provider_id: str) -> str:
+    """Every instance of a provider answers (scatter-gather)."""
+    return f"{lattice_prefix(lattice)}.prov.{check_id('provider', provider_id)}.ping"
+
+
+def provider_health(lattice: str, provider_id: str, host_id: str) -> str:
+    """The instance of a provider that one host runs answers its health check."""
+    return (f"{lattice_prefix(lattice)}.prov.{check_id('provider', provider_id)}."
+            f"{check_id('host', host_id)}.health")

@@ -1,0 +1,1 @@
+"""Internals of the provider SDK; import the public names from ``providers.sdk``."""

@@ -1,0 +1,117 @@
+"""Per-call context (``ctx``) and per-instance information (``info``).
+
+Handlers get the context as ``ctx=``; code deeper down can read it with
+:func:`context` (a contextvar, like Temporal's ``activity.info()``). Sync
+handlers run in a thread that sees the same context.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from interfaces.links import Link
+
+
+class Instance(Protocol):
+    """What runs a provider: the lattice runtime, or the test environment."""
+
+    @property
+    def info(self) -> "ProviderInfo": ...
+
+    async def call(self, target: "str | Link", operation: str, args: list[Any], *,
+                   timeout_s: float | None = None, link_name: str | None = None,
+                   deadline_ms: int | None = None, trace: dict[str, str] | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """Who and where this provider instance is; passed to lifecycle callbacks as ``info=``."""
+
+    provider_id: str
+    host_id: str
+    lattice: str
+    instance_id: str
+    #: this provider's own config (from its named configs), not a link's
+    config: Mapping[str, str] = field(default_factory=dict)
+    #: links with this provider as source or target, as last applied
+    links: tuple[Link, ...] = ()
+
+
+@dataclass(frozen=True)
+class Context:
+    """One invocation of an exported function, as its handler sees it."""
+
+    provider_id: str
+    host_id: str
+    lattice: str
+    #: id of the component (or provider) that made the call
+    source: str
+    #: link name the call came over
+    link_name: str
+    #: the link the call came over, when one from ``source`` to this provider covers the interface
+    link: Link | None
+    #: this provider's side of that link: its ``target_config`` names resolved and merged
+    config: Mapping[str, str]
+    interface: str
+    function: str
+    invocation_id: str
+    #: W3C trace context of the caller (``traceparent``, ``tracestate``)
+    trace: Mapping[str, str]
+    #: the caller's deadline, unix seconds
+    deadline: float
+    #: 1 on the first delivery; higher when the caller retried after losing an instance
+    attempt: int = 1
+    _instance: Instance | None = field(default=None, repr=False, compare=False)
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.deadline - time.time())
+
+    @property
+    def operation(self) -> str:
+        return f"{self.interface}.{self.function}"
+
+    async def call(self, target: str | Link, operation: str, *args: Any, timeout_s: float | None = None,
+                   link_name: str | None = None) -> Any:
+        """Call a linked component from inside this invocation (same trace, never past its deadline)."""
+        if self._instance is None:
+            raise RuntimeError("this context is not attached to a running provider")
+        limit = self.remaining_s() if timeout_s is None else min(timeout_s, self.remaining_s())
+        return await self._instance.call(target, operation, list(args), timeout_s=limit, link_name=link_name,
+                                         deadline_ms=int((time.time() + limit) * 1000))
+
+
+def make_context(*, info: ProviderInfo, source: str, link_name: str, link: Link | None,
+                 config: Mapping[str, str], interface: str, function: str, invocation_id: str,
+                 trace: Mapping[str, str], deadline: float, attempt: int = 1,
+                 instance: Instance | None = None) -> Context:
+    return Context(
+        provider_id=info.provider_id, host_id=info.host_id, lattice=info.lattice, source=source,
+        link_name=link_name, link=link, config=MappingProxyType(dict(config)), interface=interface,
+        function=function, invocation_id=invocation_id, trace=MappingProxyType(dict(trace)),
+        deadline=deadline, attempt=attempt, _instance=instance,
+    )
+
+
+_current_context: contextvars.ContextVar[Context] = contextvars.ContextVar("trellis_provider_context")
+_current_instance: contextvars.ContextVar[Instance] = contextvars.ContextVar("trellis_provider_instance")
+
+
+def context() -> Context:
+    """The context of the invocation being handled (raises outside a handler)."""
+    try:
+        return _current_context.get()
+    except LookupError:
+        raise RuntimeError("providers.sdk.context() is only available while a handler runs") from None
+
+
+def in_handler() -> bool:
+    return _current_context.get(None) is not None
+
+
+def current_instance() -> Instance | None:
+    return _current_instance.get(None)

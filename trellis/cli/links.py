@@ -1,0 +1,205 @@
+"""`trellis link put|del`, `trellis get links`, `trellis config put|get|del|list`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from interfaces.client import LatticeClient
+from interfaces.lattice_config import ConfigError, parse_pairs
+from interfaces.links import DEFAULT_LINK_NAME, Link, LinkError
+
+from .hosts import get_app
+from .options import Conn, with_conn
+from .output import Output, fail, print_json, run, table
+
+link_app = typer.Typer(help="Connect a component's imports to the component or provider that answers them.",
+                       no_args_is_help=True)
+config_app = typer.Typer(help="Named configuration (key=value maps) that links and providers refer to.",
+                         no_args_is_help=True)
+
+OutputOpt = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts")
+
+
+def _split(values: list[str]) -> list[str]:
+    """Repeatable options also accept comma-separated lists: ``--interface store,atomics``."""
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+@link_app.command("put")
+@with_conn
+def link_put(
+    source_id: str = typer.Argument(..., help="component or provider that makes the calls"),
+    target_id: str = typer.Argument(..., help="component or provider that answers them"),
+    namespace: str = typer.Argument(..., help="WIT namespace, e.g. wasi"),
+    package: str = typer.Argument(..., help="WIT package, e.g. keyvalue"),
+    interface: list[str] = typer.Option([], "--interface", help="WIT interface of the package (repeatable)"),
+    link_name: str = typer.Option(DEFAULT_LINK_NAME, "--link-name", help="link name"),
+    source_config: list[str] = typer.Option([], "--source-config", help="named config for the source (repeatable)"),
+    target_config: list[str] = typer.Option([], "--target-config", help="named config for the target (repeatable)"),
+    output: Output = OutputOpt,
+    *,
+    conn: Conn,
+) -> None:
+    """Create or replace a link: SOURCE_ID's calls to NAMESPACE:PACKAGE/INTERFACE go to TARGET_ID."""
+    try:
+        link = Link.build(
+            source_id=source_id, target=target_id, name=link_name, wit_namespace=namespace,
+            wit_package=package, interfaces=_split(interface), source_config=_split(source_config),
+            target_config=_split(target_config),
+        )
+    except LinkError as exc:
+        raise fail(exc.message) from None
+
+    async def go() -> Link:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            stored: Link = await c.put_link(link)
+            return stored
+
+    stored = run(go())
+    if output is Output.json:
+        print_json(stored)
+    else:
+        typer.echo(f"link put: {stored.describe()}")
+
+
+@link_app.command("del")
+@with_conn
+def link_del(
+    source_id: str = typer.Argument(...),
+    namespace: str = typer.Argument(...),
+    package: str = typer.Argument(...),
+    link_name: str = typer.Option(DEFAULT_LINK_NAME, "--link-name", help="link name"),
+    target: Optional[str] = typer.Option(None, "--target", help="delete only the link to this target"),
+    *,
+    conn: Conn,
+) -> None:
+    """Delete the link(s) of SOURCE_ID for NAMESPACE:PACKAGE under a link name."""
+
+    async def go() -> list[Link]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            gone: list[Link] = await c.del_link(source_id, namespace, package, link_name, target)
+            return gone
+
+    gone = run(go())
+    if not gone:
+        to = f" to {target}" if target else ""
+        raise fail(f"no link from {source_id} for {namespace}:{package} named {link_name!r}{to} "
+                   f"in lattice {conn.lattice!r}")
+    for lk in gone:
+        typer.echo(f"link deleted: {lk.describe()}")
+
+
+@get_app.command("links")
+@with_conn
+def get_links(
+    source: Optional[str] = typer.Option(None, "--source", help="only links from this source"),
+    target: Optional[str] = typer.Option(None, "--target", help="only links to this target"),
+    output: Output = OutputOpt,
+    *,
+    conn: Conn,
+) -> None:
+    """List the links of the lattice."""
+
+    async def go() -> list[Link]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            found: list[Link] = await c.get_links(source=source, target=target)
+            return found
+
+    links = run(go())
+    if output is Output.json:
+        print_json(links)
+        return
+    table(
+        f"links in lattice {conn.lattice!r}",
+        ["SOURCE", "TARGET", "WIT", "INTERFACES", "NAME", "SOURCE CONFIG", "TARGET CONFIG"],
+        [
+            (lk.source_id, lk.target, f"{lk.wit_namespace}:{lk.wit_package}", ",".join(lk.interfaces),
+             lk.name, ",".join(lk.source_config), ",".join(lk.target_config))
+            for lk in links
+        ],
+    )
+
+
+@config_app.command("put")
+@with_conn
+def config_put(
+    name: str = typer.Argument(..., help="config name"),
+    pairs: list[str] = typer.Argument(..., metavar="KEY=VALUE...", help="the whole config (replaces it)"),
+    *,
+    conn: Conn,
+) -> None:
+    """Create or replace a named config."""
+    try:
+        values = parse_pairs(pairs)
+    except ConfigError as exc:
+        raise fail(exc.message) from None
+
+    async def go() -> dict[str, str]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await c.put_config(name, values)
+
+    stored = run(go())
+    typer.echo(f"config {name!r} put: {', '.join(sorted(stored))}")
+
+
+@config_app.command("get")
+@with_conn
+def config_get(
+    name: str = typer.Argument(..., help="config name"),
+    output: Output = OutputOpt,
+    *,
+    conn: Conn,
+) -> None:
+    """Show a named config."""
+
+    async def go() -> dict[str, str]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await c.get_config(name)
+
+    values = run(go())
+    if output is Output.json:
+        print_json(values)
+        return
+    table(f"config {name!r}", ["KEY", "VALUE"], sorted(values.items()))
+
+
+@config_app.command("del")
+@with_conn
+def config_del(
+    name: str = typer.Argument(..., help="config name"),
+    *,
+    conn: Conn,
+) -> None:
+    """Delete a named config."""
+
+    async def go() -> bool:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await c.del_config(name)
+
+    if not run(go()):
+        raise fail(f"config {name!r} not found in lattice {conn.lattice!r}")
+    typer.echo(f"config {name!r} deleted")
+
+
+@config_app.command("list")
+@with_conn
+def config_list(
+    output: Output = OutputOpt,
+    *,
+    conn: Conn,
+) -> None:
+    """List the named configs of the lattice (names and keys; values with -o json)."""
+
+    async def go() -> dict[str, dict[str, str]]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            found: dict[str, dict[str, str]] = await c.lattice_store().list_configs()
+            return found
+
+    configs = run(go())
+    if output is Output.json:
+        print_json(configs)
+        return
+    table(f"configs in lattice {conn.lattice!r}", ["NAME", "KEYS"],
+          [(n, ",".join(sorted(v))) for n, v in configs.items()])

@@ -9,6 +9,7 @@ import typer
 
 from host.settings import default_state_dir
 
+from .build_cmd import build_command
 from .components import call_command, push_command, scale_app, start_app, update_app
 from .host_cmd import host_command
 from .hosts import get_app, label_app, stop_app
@@ -33,6 +34,7 @@ app.add_typer(update_app, name="update")
 app.command("host")(host_command)
 app.command("call")(call_command)
 app.command("push")(push_command)
+app.command("build")(build_command)
 
 
 @app.command("up")

@@ -127,3 +127,9 @@ def test_proxy_world_imports_logging_and_config(tmp_path: Path) -> None:
     assert "import wasi:logging/logging@0.1.0-draft;" in proxy
     assert "import wasi:config/runtime@0.2.0-draft;" in proxy
     assert "export incoming-handler;" in proxy
+
+
+def test_every_package_is_documented() -> None:
+    docs = (WIT_DIR.parents[1] / "docs" / "components.md").read_text()
+    for name in PACKAGES:
+        assert f"`{name}`" in docs, f"docs/components.md does not describe {name}"

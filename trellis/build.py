@@ -71,6 +71,8 @@ DEFAULT_MODULE = "app"
 OUTPUT_DIR = "build"
 # Folders never searched for apps, nor copied or hashed as app sources.
 _SKIP_DIRS = frozenset({OUTPUT_DIR, "deps", "wit", "__pycache__", "node_modules", "venv", "dist", "target"})
+# Folders inside an app that are never bundled or hashed.
+_NOT_SOURCES = frozenset({"__pycache__", "node_modules", "venv"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _QUALIFIED_WORLD = re.compile(r"^(?P<pkg>[a-z0-9-]+:[a-z0-9-]+)/(?P<world>[a-z0-9-]+)(?:@(?P<version>[0-9A-Za-z.+-]+))?$")
@@ -383,7 +385,7 @@ def _source_files(root: Path, skip: Iterable[Path] = ()) -> list[Path]:
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__"
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _NOT_SOURCES
                              and not (here == root and d == OUTPUT_DIR)
                              and (here / d).resolve() not in skipped)
         files.extend(here / f for f in sorted(filenames)

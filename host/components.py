@@ -54,7 +54,7 @@ class ComponentManager:
         self.fetcher = ArtifactFetcher(self.host.nc, self.host.lattice, s.state_dir / "artifacts")
         boot = {
             "nats": s.nats.to_dict(), "lattice": self.host.lattice, "host_id": self.host.id,
-            "cache_dir": str(s.state_dir / "compiled"), "threads": s.worker_threads,
+            "cache_dir": str(s.compile_cache_dir or s.state_dir / "compiled"), "threads": s.worker_threads,
         }
         self.pool = WorkerPool(boot, s.workers or (os.cpu_count() or 1), self.host.tasks,
                                log_dir=s.state_dir / "logs")
@@ -115,7 +115,7 @@ class ComponentManager:
         cmd = {
             "component_id": req.component_id, "path": str(path), "digest": digest,
             "max_instances": req.max_instances, "reuse": req.reuse.model_dump(),
-            "limits": req.limits.model_dump(), "wasi": req.wasi.model_dump(),
+            "limits": req.limits.model_dump(), "wasi": req.wasi.model_dump(), "config": req.config,
         }
         await self.pool.load(cmd)
         prev = self.running.get(req.component_id)

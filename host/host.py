@@ -30,6 +30,7 @@ from trellis.service import Service
 
 from .capacity import read_capacity
 from .components import ComponentManager
+from .providers import ProviderManager
 from .control import ControlRouter
 from .identity import Identity
 from .labels import BUILTIN_KEYS, LabelError, builtin_labels, check_user_label
@@ -66,6 +67,7 @@ class Host(Service):
         self._stopper: asyncio.Task[None] | None = None  # close() outlives the request task
         self._register_routes()
         self.components = ComponentManager(self)
+        self.providers = ProviderManager(self)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -104,7 +106,7 @@ class Host(Service):
 
     async def drain_workloads(self, timeout_s: float) -> None:
         """Stop taking invocations, let those in flight finish (up to the timeout), stop workers."""
-        await self.components.close(timeout_s)
+        await asyncio.gather(self.components.close(timeout_s), self.providers.close(timeout_s))
 
     # --- description ---------------------------------------------------------------
 
@@ -112,7 +114,7 @@ class Host(Service):
         comps = self.components.describe()
         pool = self.components.pool
         return Capacity(**read_capacity(), workers=pool.count if pool else 0, components=len(comps),
-                        instances_max=sum(c.max_instances for c in comps))
+                        providers=len(self.providers.running), instances_max=sum(c.max_instances for c in comps))
 
     def info(self) -> HostInfo:
         return HostInfo(
@@ -126,6 +128,7 @@ class Host(Service):
             capacity=self.capacity(),
             heartbeat_interval_s=self.settings.heartbeat_interval_s,
             components=self.components.describe(),
+            providers=self.providers.describe(),
         )
 
     def _host_event_data(self) -> dict[str, Any]:

@@ -33,6 +33,9 @@ class HostSettings(BaseModel):
     )
     stop_timeout_s: float = Field(10.0, ge=0, description="graceful drain deadline on stop")
     state_dir: Path = Field(default_factory=default_state_dir)
+    compile_cache_dir: Path | None = Field(
+        None, description="compiled-code cache (keyed by digest and wasmtime version); default STATE_DIR/compiled"
+    )
     workers: int = Field(
         0, ge=0, description="Wasm worker processes; 0 = one per CPU (processes, not threads, scale Wasm)"
     )

@@ -28,7 +28,10 @@ from .control import (
     ScaleComponent,
     StartComponent,
     StopComponent,
+    ProviderOp,
+    StartProvider,
     StopHost,
+    StopProvider,
     UpdateComponent,
     build,
 )
@@ -164,12 +167,13 @@ class LatticeClient:
                                ErrorCode.NOT_FOUND)
         return min(eligible, key=lambda h: (len(h.components), -h.capacity.memory_available_bytes, h.id))
 
-    async def _component_op(self, host_id: str, op: str, body: BaseModel, component_id: str,
-                            wait: bool, timeout_s: float) -> dict[str, Any]:
-        """Send a component operation; with ``wait``, return its outcome event's data."""
+    async def request_and_wait(self, subject: str, body: BaseModel, match: dict[str, str],
+                               ok: tuple[str, ...], failed: tuple[str, ...], timeout_s: float) -> Event:
+        """Send a request, then wait for the event that reports its outcome.
+
+        The subscription is made before the request is sent, so the event cannot be missed.
+        """
         assert self.nc is not None
-        if not wait:
-            return await self.request(subjects.component_op(self.lattice, host_id, op), body)
         outcome: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
 
         async def on_event(msg: Any) -> None:
@@ -177,22 +181,30 @@ class LatticeClient:
                 ev = Event.decode(msg.data)
             except ValueError:
                 return
-            if ev.data.get("component_id") == component_id and ev.data.get("host_id") == host_id \
-                    and not outcome.done():
+            if all(ev.data.get(k) == v for k, v in match.items()) and not outcome.done():
                 outcome.set_result(ev)
 
-        subs = [await self.nc.subscribe(subjects.event(self.lattice, t), cb=on_event)
-                for t in (EventType.COMPONENT_SCALED, EventType.COMPONENT_SCALE_FAILED)]
+        subs = [await self.nc.subscribe(subjects.event(self.lattice, t), cb=on_event) for t in ok + failed]
         try:
-            await self.request(subjects.component_op(self.lattice, host_id, op), body)
+            await self.request(subject, body)
             try:
-                ev = await asyncio.wait_for(outcome, timeout_s)
+                return await asyncio.wait_for(outcome, timeout_s)
             except asyncio.TimeoutError:
-                raise ControlError(f"component {component_id} on {host_id}: no outcome within {timeout_s}s",
-                                   ErrorCode.TIMEOUT) from None
+                what = " ".join(f"{k}={v}" for k, v in match.items())
+                raise ControlError(f"{what}: no outcome within {timeout_s}s", ErrorCode.TIMEOUT) from None
         finally:
             for sub in subs:
                 await sub.unsubscribe()
+
+    async def _component_op(self, host_id: str, op: str, body: BaseModel, component_id: str,
+                            wait: bool, timeout_s: float) -> dict[str, Any]:
+        """Send a component operation; with ``wait``, return its outcome event's data."""
+        subject = subjects.component_op(self.lattice, host_id, op)
+        if not wait:
+            return await self.request(subject, body)
+        ev = await self.request_and_wait(
+            subject, body, {"component_id": component_id, "host_id": host_id},
+            (EventType.COMPONENT_SCALED,), (EventType.COMPONENT_SCALE_FAILED,), timeout_s)
         if ev.type == EventType.COMPONENT_SCALE_FAILED:
             raise ControlError(f"component {component_id} {ev.data.get('operation', '')} failed on "
                                f"{host_id}: {ev.data.get('error')}", ErrorCode.INVOCATION_FAILED)
@@ -237,6 +249,45 @@ class LatticeClient:
         req = _build(UpdateComponent, component_id=component_id, image=image)
         for h in hosts:
             await self._component_op(h, ComponentOp.UPDATE, req, component_id, wait, timeout_s)
+        return hosts
+
+    # --- providers ------------------------------------------------------------------
+
+    async def start_provider(self, image: str, provider_id: str, *, host_id: str | None = None,
+                             constraints: dict[str, str] | None = None, config: list[str] | None = None,
+                             inline_config: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
+                             wait: bool = True, timeout_s: float = 60.0) -> dict[str, Any]:
+        req = _build(StartProvider, provider_id=provider_id, image=image, config=config or [],
+                     inline_config=inline_config or {}, annotations=annotations or {})
+        if host_id is None:
+            host_id = (await self.pick_host(constraints)).id
+        subject = subjects.provider_op(self.lattice, host_id, ProviderOp.START)
+        if not wait:
+            return {**await self.request(subject, req), "host_id": host_id}
+        ev = await self.request_and_wait(
+            subject, req, {"provider_id": provider_id, "host_id": host_id},
+            (EventType.PROVIDER_STARTED,), (EventType.PROVIDER_START_FAILED,), timeout_s)
+        if ev.type == EventType.PROVIDER_START_FAILED:
+            raise ControlError(f"provider {provider_id} failed to start on {host_id}: {ev.data.get('error')}",
+                               ErrorCode.INVOCATION_FAILED)
+        return {**ev.data, "host_id": host_id}
+
+    async def stop_provider(self, provider_id: str, *, host_id: str | None = None, wait: bool = True,
+                            timeout_s: float = 60.0) -> list[str]:
+        if host_id:
+            hosts = [host_id]
+        else:
+            hosts = [h.id for h in await self.get_hosts() if any(p.id == provider_id for p in h.providers)]
+            if not hosts:
+                raise ControlError(f"provider {provider_id} is not running on any host", ErrorCode.NOT_FOUND)
+        for h in hosts:
+            req = StopProvider(provider_id=provider_id)
+            subject = subjects.provider_op(self.lattice, h, ProviderOp.STOP)
+            if wait:
+                await self.request_and_wait(subject, req, {"provider_id": provider_id, "host_id": h},
+                                            (EventType.PROVIDER_STOPPED,), (), timeout_s)
+            else:
+                await self.request(subject, req)
         return hosts
 
     # --- calls and artifacts -------------------------------------------------------------

@@ -194,3 +194,23 @@ class ComponentOp:
     STOP = "stop"
     SCALE = "scale"
     UPDATE = "update"
+
+
+# --- providers --------------------------------------------------------------------
+
+class StartProvider(Model):
+    provider_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")
+    image: str = Field(min_length=1, description="builtin:NAME, python:MODULE, a .py file, or file://….py")
+    config: list[str] = Field(default_factory=list, description="named configs, merged in order")
+    inline_config: dict[str, str] = Field(default_factory=dict, description="values under the named ones")
+    annotations: dict[str, str] = {}
+
+
+class StopProvider(Model):
+    provider_id: str = Field(min_length=1, max_length=128)
+    timeout_s: float | None = Field(None, ge=0, description="grace period before the process is killed")
+
+
+class ProviderOp:
+    START = "start"
+    STOP = "stop"

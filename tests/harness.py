@@ -22,6 +22,8 @@ from trellis import procs
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
+#: compiled code is keyed by digest and wasmtime version, so every test host may share it
+COMPILE_CACHE = Path(os.environ.get("TRELLIS_TEST_COMPILE_CACHE", Path.home() / ".cache" / "trellis-test-compiled"))
 
 
 async def eventually(cond: Callable[[], Awaitable[T] | T], timeout: float = 10.0,
@@ -60,6 +62,7 @@ class HostFactory:
             nats=NatsSettings(url=overrides.pop("nats_url", self.nats_url)),
             heartbeat_interval_s=overrides.pop("heartbeat_interval_s", 0.5),
             workers=overrides.pop("workers", 1),
+            compile_cache_dir=overrides.pop("compile_cache_dir", COMPILE_CACHE),
             state_dir=self.tmp / f"host{len(self.hosts)}",
             **overrides,
         )

@@ -13,7 +13,11 @@ from typing import Any
 
 from host.runtime import ImportFailed, MissingLink
 from interfaces.envelope import Invocation
+from interfaces.resources import unversioned, wire_function
 from interfaces.rpc_client import RpcClient, RpcError
+
+from .local import LocalImports
+from .resources import RemoteResource, mentions_own, tokens_in, wrap_owned
 
 log = logging.getLogger(__name__)
 
@@ -38,33 +42,44 @@ class ImportRouter:
         self.links: dict[tuple[str, str, str, str], tuple[str, frozenset[str]]] = {}
         self._watch: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        try:
-            from interfaces.store import LatticeStore  # links live in JetStream KV
-        except ImportError:  # pragma: no cover - during bring-up
-            return
-        self.store = LatticeStore(self.nc, self.lattice)
-        await self._reload()
-        self._watch = asyncio.get_running_loop().create_task(self._follow(), name="links-watch")
+    async def start(self, sync_timeout_s: float = 10.0) -> None:
+        from interfaces.store import LatticeStore, LinkChange  # links live in JetStream KV
 
-    async def _reload(self) -> None:
-        links = await self.store.list_links()
-        table = {}
-        for link in links:
-            table[(link.source_id, link.wit_namespace, link.wit_package, link.name)] = (
-                link.target, frozenset(link.interfaces))
-        self.links = table
+        self.store = LatticeStore(self.nc, self.lattice)
+        self._LinkChange = LinkChange
+        self._synced = asyncio.Event()
+        self._watch = asyncio.get_running_loop().create_task(self._follow(), name="links-watch")
+        try:
+            await asyncio.wait_for(self._synced.wait(), sync_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("links not synced within %ss; resolving on demand", sync_timeout_s)
+
+    def _apply(self, link: Any, present: bool) -> None:
+        key = (link.source_id, link.wit_namespace, link.wit_package, link.name)
+        if present:
+            self.links[key] = (link.target, frozenset(link.interfaces))
+        else:
+            self.links.pop(key, None)
 
     async def _follow(self) -> None:
         while True:
             try:
-                async for _ in self.store.watch_links():
-                    await self._reload()
+                async for change in self.store.watch_links():
+                    if isinstance(change, self._LinkChange):
+                        self._apply(change.link, change.kind == "put")
+                    else:
+                        self._synced.set()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # reconnects etc.: reload and watch again
+            except Exception as exc:  # reconnects etc.: watch again from the current state
                 log.warning("link watch interrupted: %r", exc)
-                await asyncio.sleep(1.0)
+                self.links.clear()
+                await asyncio.sleep(0.5)
+
+    async def refresh(self, source: str) -> None:
+        """Read a source's links straight from the store (a link put a moment ago)."""
+        for link in await self.store.list_links(source=source):
+            self._apply(link, True)
 
     async def stop(self) -> None:
         if self._watch:
@@ -77,22 +92,62 @@ class ImportRouter:
             return None
         return hit[0]
 
-    def handler_for(self, component_id: str, inv: Invocation) -> Any:
+    def resolve_fresh(self, source: str, interface: str, link_name: str, timeout_s: float) -> str | None:
+        """From the Wasm thread: resolve, and on a miss re-read the store once before giving up."""
+        target = self.resolve(source, interface, link_name)
+        if target is None:
+            fut = asyncio.run_coroutine_threadsafe(self.refresh(source), self.loop)
+            try:
+                fut.result(timeout=max(0.05, min(timeout_s, 2.0)))
+            except Exception:
+                fut.cancel()
+            target = self.resolve(source, interface, link_name)
+        return target
+
+    def handler_for(self, component_id: str, inv: Invocation, loaded: Any = None,
+                    local: "LocalImports | None" = None, link_name: str = "default") -> Any:
+        """The import handler for one invocation of ``component_id``."""
+
         def handler(interface: str, function: str, args: list[Any]) -> Any:
             if function.startswith("[resource-drop]"):
-                return None
-            target = self.resolve(component_id, interface, "default")
+                return None  # handles are plain tokens: nothing to release remotely
+            if local is not None:
+                served, value = local.serve(interface, function, args)
+                if served:
+                    return value
+            if args and isinstance(args[0], RemoteResource):
+                target = args[0].target  # a method goes where its resource lives
+            else:
+                target = self.resolve_fresh(component_id, interface, link_name, inv.remaining_s())
             if target is None:
-                raise MissingLink(interface, function)
-            op = f"{interface.split('@', 1)[0]}.{function}"
-            fut = asyncio.run_coroutine_threadsafe(
-                self.rpc.call(target, op, args, deadline_ms=inv.deadline_ms, trace=inv.trace), self.loop)
+                ns, pkg, iface = split_interface(interface)
+                raise MissingLink(interface, function,
+                                  f"no link from {component_id} for {ns}:{pkg}/{iface} (link name "
+                                  f"'{link_name}'); add one with 'trellis link put {component_id} TARGET {ns} {pkg} "
+                                  f"--interface {iface}'")
+            call = Invocation(
+                target=target, interface=unversioned(interface), function=wire_function(function),
+                args=tokens_in(args), source=component_id, deadline_ms=inv.deadline_ms, link=link_name,
+                trace=inv.trace,
+            )
+            fut = asyncio.run_coroutine_threadsafe(self.rpc.invoke(call), self.loop)
             try:
-                return fut.result(timeout=max(inv.remaining_s(), 0.001) + 1.0)
+                result = fut.result(timeout=max(inv.remaining_s(), 0.001) + 1.0)
             except RpcError as exc:
                 raise ImportFailed(interface, function, f"{target}: {exc.message}") from None
             except TimeoutError:
                 fut.cancel()
                 raise ImportFailed(interface, function, f"{target}: deadline passed") from None
+            info = _import_info(loaded, interface, function)
+            if info is not None and mentions_own(info.result):
+                return wrap_owned(info.result, result, target)
+            return result
 
         return handler
+
+
+def _import_info(loaded: Any, interface: str, function: str) -> Any:
+    if loaded is None:
+        return None
+    iface = loaded.imports.interfaces.get(interface)
+    return iface.functions.get(function) if iface is not None else None

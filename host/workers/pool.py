@@ -132,9 +132,13 @@ class WorkerPool:
     async def load(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """Serve a component (or a new version of it) with ``cmd['max_instances']`` per host."""
         shares = split_share(cmd["max_instances"], self.count)
-        results = await self._all(lambda w: {**cmd, "op": "load", "share": shares[w.index]})
+        # One worker compiles (or reads the compile cache); the others then load from the cache
+        # rather than compiling the same code side by side on every core.
+        first, *rest = self.workers
+        result = await self._command(first, {**cmd, "op": "load", "share": shares[first.index]})
+        await asyncio.gather(*(self._command(w, {**cmd, "op": "load", "share": shares[w.index]}) for w in rest))
         self.loaded[cmd["component_id"]] = dict(cmd)
-        return results[0]
+        return result
 
     async def scale(self, component_id: str, max_instances: int) -> None:
         shares = split_share(max_instances, self.count)

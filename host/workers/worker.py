@@ -38,6 +38,7 @@ from interfaces.rpc_server import RpcServer
 from interfaces.tracing import setup_tracing
 
 from .imports import ImportRouter
+from .local import LocalImports
 
 log = logging.getLogger("trellis.worker")
 
@@ -55,6 +56,9 @@ class Served:
     invoker: Invoker
     server: RpcServer | None
     share: int
+    local: LocalImports | None = None
+    config_names: tuple[str, ...] = ()
+    config: dict[str, str] | None = None
 
 
 class Worker:
@@ -81,6 +85,7 @@ class Worker:
         self.rpc = RpcClient(self.nc, self.lattice, source=self.host_id)
         self.imports = ImportRouter(self.nc, self.lattice, self.rpc, self.loop)
         await self.imports.start()
+        self._config_watch = asyncio.create_task(self._follow_config())
         stop = asyncio.Event()
         self.loop.add_signal_handler(signal.SIGTERM, stop.set)
         self.loop.add_signal_handler(signal.SIGINT, lambda: None)  # the host decides when we stop
@@ -140,7 +145,9 @@ class Worker:
         invoker = Invoker(loaded, limits=limits, grants=grants, reuse=reuse)
         old = self.served.get(cid)
         share = int(cmd["share"])
-        served = Served(cid, loaded.digest, invoker, None, share)
+        served = Served(cid, loaded.digest, invoker, None, share, config_names=tuple(cmd.get("config", [])))
+        served.config = await self._resolve_config(served.config_names)
+        served.local = LocalImports(cid, lambda: served.config or {})
         if share > 0:
             served.server = self._server(cid, invoker, share, cmd.get("queue"))
             await served.server.start()
@@ -148,6 +155,30 @@ class Worker:
         if old is not None:  # an update: the new version already serves, the old one drains
             await self._retire(old, cmd.get("grace_s", 10.0))
         return {"digest": loaded.digest, "exports": loaded.describe()["exports"]}
+
+    async def _resolve_config(self, names: tuple[str, ...]) -> dict[str, str]:
+        if not names or self.imports is None:
+            return {}
+        return await self.imports.store.resolve_config(names)
+
+    async def _follow_config(self) -> None:
+        """Named configs change at run time: re-resolve what each component reads."""
+        assert self.imports is not None
+        from interfaces.store import ConfigChange
+
+        while True:
+            try:
+                async for change in self.imports.store.watch_config(include_existing=False):
+                    if not isinstance(change, ConfigChange):
+                        continue
+                    for served in list(self.served.values()):
+                        if change.name in served.config_names:
+                            served.config = await self._resolve_config(served.config_names)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("config watch interrupted: %r", exc)
+                await asyncio.sleep(0.5)
 
     def _server(self, cid: str, invoker: Invoker, share: int, queue: int | None) -> RpcServer:
         async def handle(inv: Invocation) -> Any:
@@ -158,7 +189,8 @@ class Worker:
 
     async def _invoke(self, cid: str, invoker: Invoker, inv: Invocation) -> Any:
         assert self.imports is not None
-        handler = self.imports.handler_for(cid, inv)
+        served = self.served.get(cid)
+        handler = self.imports.handler_for(cid, inv, invoker.loaded, served.local if served else None)
         operation = inv.operation
         try:
             return await asyncio.get_running_loop().run_in_executor(
@@ -200,6 +232,7 @@ class Worker:
         await asyncio.gather(*(self._retire(s, grace_s) for s in self.served.values()), return_exceptions=True)
         self.served.clear()
         if self.imports:
+            self._config_watch.cancel()
             await self.imports.stop()
         if self.rpc:
             await self.rpc.close()

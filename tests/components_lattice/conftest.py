@@ -11,4 +11,4 @@ from tests.components.build import build_wat
 
 @pytest.fixture(scope="session")
 def wasm() -> dict[str, Path]:
-    return {name: build_wat(name) for name in ("adder", "hostile", "chain")}
+    return {name: build_wat(name) for name in ("adder", "hostile", "chain", "middle", "tail")}

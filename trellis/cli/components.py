@@ -258,3 +258,50 @@ def push_command(
             return await c.push(data)
 
     typer.echo(run(go()))
+
+
+@start_app.command("provider")
+@with_conn
+def start_provider(
+    ref: str = typer.Argument(..., help="builtin:NAME, python:MODULE, or a path to a provider .py file"),
+    provider_id: str = typer.Argument(..., metavar="ID"),
+    host_id: Optional[str] = typer.Option(None, "--host-id"),
+    constraint: list[str] = typer.Option([], "--constraint", help="pick a host with label key=value"),
+    config: list[str] = typer.Option([], "--config", help="named config (repeatable, merged in order)"),
+    annotation: list[str] = typer.Option([], "--annotation", help="key=value annotation"),
+    no_wait: bool = typer.Option(False, "--no-wait"),
+    wait_timeout: float = typer.Option(60.0, "--wait-timeout"),
+    *,
+    conn: Conn,
+) -> None:
+    """Start a capability provider process on a host."""
+    if ref.endswith(".py") and not ref.startswith("file://"):
+        ref = str(Path(ref).expanduser().resolve())
+
+    async def go() -> dict[str, Any]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await c.start_provider(ref, provider_id, host_id=host_id, constraints=_constraints(constraint),
+                                          config=config, annotations=_constraints(annotation),
+                                          wait=not no_wait, timeout_s=wait_timeout)
+
+    data = run(go())
+    typer.echo(f"provider {provider_id} {'starting' if no_wait else 'running'} on host {data['host_id']}")
+
+
+@stop_app.command("provider")
+@with_conn
+def stop_provider(
+    provider_id: str = typer.Argument(..., metavar="ID"),
+    host_id: Optional[str] = typer.Option(None, "--host-id", help="only on this host (default: everywhere)"),
+    no_wait: bool = typer.Option(False, "--no-wait"),
+    *,
+    conn: Conn,
+) -> None:
+    """Stop a provider (on every host running it, or on one)."""
+
+    async def go() -> list[str]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await c.stop_provider(provider_id, host_id=host_id, wait=not no_wait)
+
+    hosts = run(go())
+    typer.echo(f"provider {provider_id} stopped on {len(hosts)} host(s)")

@@ -1,0 +1,225 @@
+"""Provider processes on one host, supervised the way a nanny supervises workers.
+
+Each provider runs as its own process with a clean environment; the host
+writes its bootstrap (lattice, NATS connection, identity, config, links) to the
+process's stdin, checks its health periodically, restarts it with backoff when
+it dies, and stops it along the ladder SIGTERM → grace period → SIGKILL.
+Events: ``provider_started`` (first healthy answer), ``provider_start_failed``,
+``provider_stopped``, ``health_check_passed`` / ``health_check_failed``
+(on changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from interfaces import subjects
+from interfaces.control import CtlReply, ProviderDescription, ProviderOp, StartProvider, StopProvider
+from interfaces.errors import ErrorCode, TrellisError
+from interfaces.events import EventType
+
+from .provider_refs import provider_argv
+
+if TYPE_CHECKING:
+    from .host import Host
+
+log = logging.getLogger(__name__)
+
+_PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TRELLIS_LOG_LEVEL", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+def clean_env() -> dict[str, str]:
+    """What a provider process sees: no secrets from the host's environment."""
+    env = {k: v for k, v in os.environ.items() if k in _PASS_ENV or k.startswith("OTEL_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Supervised:
+    spec: StartProvider
+    argv: list[str]
+    proc: asyncio.subprocess.Process | None = None
+    status: str = "starting"  # starting | running | unhealthy | restarting | stopping | failed
+    healthy: bool | None = None
+    restarts: int = 0
+    started_once: bool = False
+    stopping: bool = False
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ProviderManager:
+    health_interval_s = 2.0
+    start_timeout_s = 30.0
+    stop_grace_s = 10.0
+
+    def __init__(self, host: "Host") -> None:
+        self.host = host
+        self.running: dict[str, Supervised] = {}
+        host.router.add("provider", ProviderOp.START, StartProvider, self._op_start)
+        host.router.add("provider", ProviderOp.STOP, StopProvider, self._op_stop)
+
+    def describe(self) -> list[ProviderDescription]:
+        return [ProviderDescription(id=pid, image=s.spec.image, annotations=s.spec.annotations, status=s.status)
+                for pid, s in sorted(self.running.items())]
+
+    async def _event(self, event_type: str, sup: Supervised, **extra: Any) -> None:
+        await self.host.publish_event(event_type, {
+            "host_id": self.host.id, "provider_id": sup.spec.provider_id, "image": sup.spec.image,
+            "annotations": sup.spec.annotations, **extra})
+
+    # --- control ---------------------------------------------------------------------
+
+    async def _op_start(self, req: StartProvider) -> dict[str, Any]:
+        current = self.running.get(req.provider_id)
+        if current is not None:
+            if current.spec.image == req.image:
+                return {"accepted": True, "host_id": self.host.id, "provider_id": req.provider_id,
+                        "already_running": True}
+            raise TrellisError(f"provider {req.provider_id} already runs {current.spec.image} on this host",
+                               ErrorCode.CONFLICT)
+        argv = provider_argv(req.image)  # a bad reference is refused at once
+        sup = Supervised(spec=req, argv=argv)
+        self.running[req.provider_id] = sup
+        self.host.tasks.spawn(self._supervise(sup), f"provider-{req.provider_id}")
+        return {"accepted": True, "host_id": self.host.id, "provider_id": req.provider_id}
+
+    async def _op_stop(self, req: StopProvider) -> CtlReply:
+        sup = self.running.get(req.provider_id)
+        if sup is None:
+            raise TrellisError(f"provider {req.provider_id} is not running on this host", ErrorCode.NOT_FOUND)
+        grace = self.stop_grace_s if req.timeout_s is None else req.timeout_s
+        self.host.tasks.spawn(self._stop(sup, grace), f"provider-stop-{req.provider_id}")
+        return CtlReply.ok({"host_id": self.host.id, "provider_id": req.provider_id}, message="stopping")
+
+    # --- supervision -----------------------------------------------------------------
+
+    async def _bootstrap(self, sup: Supervised) -> bytes:
+        s = self.host.settings
+        boot: dict[str, Any] = {
+            "version": 1, "lattice": self.host.lattice, "provider_id": sup.spec.provider_id,
+            "host_id": self.host.id, "nats": s.nats.to_dict(), "config": sup.spec.inline_config,
+            "config_names": sup.spec.config,
+        }
+        return json.dumps(boot).encode()
+
+    async def _spawn(self, sup: Supervised) -> None:
+        log_dir = self.host.settings.state_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(log_dir / f"provider-{sup.spec.provider_id}.log", "ab")
+        try:
+            sup.proc = await asyncio.create_subprocess_exec(
+                *sup.argv, stdin=asyncio.subprocess.PIPE, stdout=out, stderr=out, env=clean_env(),
+                start_new_session=True)
+        finally:
+            out.close()
+        assert sup.proc.stdin is not None
+        sup.proc.stdin.write(await self._bootstrap(sup))
+        await sup.proc.stdin.drain()
+        sup.proc.stdin.close()
+        sup.exited = asyncio.Event()
+
+    async def _supervise(self, sup: Supervised) -> None:
+        pid = sup.spec.provider_id
+        while not sup.stopping:
+            try:
+                await self._spawn(sup)
+            except OSError as exc:
+                sup.status = "failed"
+                await self._event(EventType.PROVIDER_START_FAILED, sup, error=f"cannot start: {exc}")
+                self.running.pop(pid, None)
+                return
+            assert sup.proc is not None
+            health = self.host.tasks.spawn(self._health_loop(sup, sup.proc), f"provider-health-{pid}")
+            code = await sup.proc.wait()
+            sup.exited.set()
+            health.cancel()
+            if sup.stopping:
+                break
+            if not sup.started_once:
+                sup.status = "failed"
+                await self._event(EventType.PROVIDER_START_FAILED, sup,
+                                  error=f"process exited with {code} before it became healthy "
+                                        f"(see {self.host.settings.state_dir / 'logs'}/provider-{pid}.log)")
+                self.running.pop(pid, None)
+                return
+            sup.restarts += 1
+            sup.status = "restarting"
+            delay = min(30.0, 0.5 * 2 ** min(sup.restarts - 1, 6))
+            await self._event(EventType.PROVIDER_STOPPED, sup, reason=f"exited with {code}; restarting in {delay}s",
+                              restarts=sup.restarts)
+            log.warning("provider %s exited with %s; restart %d in %.1fs", pid, code, sup.restarts, delay)
+            await asyncio.sleep(delay)
+        self.running.pop(pid, None)
+
+    async def _check(self, sup: Supervised, timeout: float = 2.0) -> tuple[bool, str]:
+        assert self.host.nc is not None
+        subject = subjects.provider_health(self.host.lattice, sup.spec.provider_id, self.host.id)
+        try:
+            msg = await self.host.nc.request(subject, b"{}", timeout=timeout)
+            reply = CtlReply.model_validate_json(msg.data)
+        except Exception as exc:
+            return False, f"no health answer: {exc.__class__.__name__}"
+        data = reply.response or {}
+        return bool(reply.success and data.get("healthy", True)), str(data.get("message", reply.message))
+
+    async def _health_loop(self, sup: Supervised, proc: asyncio.subprocess.Process) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout_s
+        # until the first healthy answer: poll quickly (the process is starting)
+        while not sup.started_once and proc.returncode is None:
+            ok, message = await self._check(sup, timeout=0.5)
+            if ok:
+                break
+            if loop.time() > deadline:
+                await self._event(EventType.PROVIDER_START_FAILED, sup,
+                                  error=f"not healthy within {self.start_timeout_s}s: {message}")
+                sup.stopping = True
+                await self._terminate(sup, self.stop_grace_s)
+                return
+            await asyncio.sleep(0.1)
+        if proc.returncode is not None:
+            return
+        first = not sup.started_once
+        sup.started_once = True
+        sup.status, sup.healthy = "running", True
+        if first or sup.restarts:
+            await self._event(EventType.PROVIDER_STARTED, sup, restarts=sup.restarts)
+        while proc.returncode is None:
+            await asyncio.sleep(self.health_interval_s)
+            ok, message = await self._check(sup)
+            if ok != sup.healthy:
+                sup.healthy = ok
+                sup.status = "running" if ok else "unhealthy"
+                await self._event(EventType.HEALTH_CHECK_PASSED if ok else EventType.HEALTH_CHECK_FAILED,
+                                  sup, message=message)
+
+    async def _terminate(self, sup: Supervised, grace_s: float) -> None:
+        proc = sup.proc
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), grace_s)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+        except ProcessLookupError:
+            pass
+
+    async def _stop(self, sup: Supervised, grace_s: float) -> None:
+        sup.stopping = True
+        sup.status = "stopping"
+        await self._terminate(sup, grace_s)
+        self.running.pop(sup.spec.provider_id, None)
+        await self._event(EventType.PROVIDER_STOPPED, sup, reason="stopped")
+
+    async def close(self, grace_s: float) -> None:
+        await asyncio.gather(*(self._stop(s, grace_s) for s in list(self.running.values())),
+                             return_exceptions=True)

@@ -1,0 +1,44 @@
+"""Imports the host answers itself, without a link: logging and runtime config.
+
+* ``wasi:logging/logging.log(level, context, message)`` goes to the worker's log,
+  tagged with the component id.
+* ``wasi:config/runtime`` (and its later name ``wasi:config/store``): ``get(key)``
+  and ``get-all()`` read the component's named configs (merged in order), as
+  given when the component was started.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from interfaces.resources import unversioned
+
+log = logging.getLogger("trellis.component")
+
+_LEVELS = {
+    "trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+    "error": logging.ERROR, "critical": logging.CRITICAL,
+}
+_CONFIG = {"wasi:config/runtime", "wasi:config/store"}
+
+
+class LocalImports:
+    def __init__(self, component_id: str, config: Callable[[], dict[str, str]]) -> None:
+        self.component_id = component_id
+        self.config = config
+
+    def serve(self, interface: str, function: str, args: list[Any]) -> tuple[bool, Any]:
+        name = unversioned(interface)
+        if name == "wasi:logging/logging" and function == "log":
+            level, context, message = args
+            log.log(_LEVELS.get(str(level), logging.INFO), "[%s] %s: %s", self.component_id, context, message)
+            return True, None
+        if name in _CONFIG:
+            values = self.config()
+            if function == "get":
+                return True, {"ok": values.get(args[0])}
+            if function == "get-all":
+                return True, {"ok": [[k, v] for k, v in sorted(values.items())]}
+        return False, None

@@ -113,7 +113,7 @@ class Link(BaseModel):
 
     source_id: str = Field(description="component or provider that makes the calls")
     target: str = Field(description="component or provider that answers them")
-    name: str = Field(DEFAULT_LINK_NAME, description="link name; lets one source have several targets per package")
+    name: str = Field(default=DEFAULT_LINK_NAME, description="link name; lets one source have several targets per package")
     wit_namespace: str = Field(description="e.g. 'wasi'")
     wit_package: str = Field(description="e.g. 'keyvalue'")
     interfaces: list[str] = Field(description="interface names within the package, e.g. ['store', 'atomics']")

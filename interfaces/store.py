@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,7 +39,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue, StopIterSentinel
 from pydantic import ValidationError
 
 from . import subjects
@@ -50,8 +50,8 @@ from .links import DEFAULT_LINK_NAME, Link, check_conflicts, check_link_name, ch
 
 log = logging.getLogger(__name__)
 
-LINKS = "links"
-CONFIG = "config"
+LINKS: Literal["links"] = "links"
+CONFIG: Literal["config"] = "config"
 _SAFE = re.compile(r"[A-Za-z0-9_\-]")
 _CAS_ATTEMPTS = 25
 
@@ -374,17 +374,34 @@ class LatticeStore:
     # --- watching --------------------------------------------------------------------
 
     async def watch_links(self, *, source: str | None = None, target: str | None = None,
-                          include_existing: bool = True) -> AsyncIterator[LinkChange | Synced]:
-        """Link changes (optionally only for a source / target): current links, Synced, then changes."""
+                          include_existing: bool = True) -> AsyncGenerator[LinkChange | Synced, None]:
+        """Link changes (optionally only for a source / target): current links, Synced, then changes.
+
+        After a reconnect the bucket is read again and only real differences are
+        yielded, so a consumer never misses a change made while NATS was away.
+        """
         kv = await self.bucket(LINKS)
         pattern = f"{encode_token(source)}.>" if source else ">"
-        known: dict[str, dict[tuple[str, ...], Link]] = {}
+        known: dict[str, dict[tuple[str, str, str, str, str], Link]] = {}
         synced = False
-        async for entry in _watch(kv, pattern):
-            if entry is None:
-                synced = True
-                yield Synced(LINKS)
+        fresh: set[str] | None = None  # keys seen since a resubscription
+        async for entry in _watch(self.nc, kv, pattern):
+            if entry is _RESUBSCRIBED:
+                fresh = set()
                 continue
+            if entry is None:
+                if fresh is not None:  # keys gone while we were away
+                    for key in [k for k in known if k not in fresh]:
+                        for lk in known.pop(key).values():
+                            yield LinkChange("deleted", lk)
+                    fresh = None
+                if not synced:
+                    synced = True
+                    yield Synced(LINKS)
+                continue
+            assert isinstance(entry, KeyValue.Entry)
+            if fresh is not None:
+                fresh.add(entry.key)
             old = known.get(entry.key, {})
             new = {} if _is_delete(entry) else {
                 lk.identity: lk for lk in _decode_group(entry.key, entry.value or b"")
@@ -404,32 +421,50 @@ class LatticeStore:
                 if old.get(ident) != lk:
                     yield LinkChange("put", lk, rev)
 
-    async def watch_config(self, *, include_existing: bool = True) -> AsyncIterator[ConfigChange | Synced]:
-        """Config changes: current configs, Synced, then changes."""
+    async def watch_config(self, *, include_existing: bool = True) -> AsyncGenerator[ConfigChange | Synced, None]:
+        """Config changes: current configs, Synced, then changes (re-read after a reconnect)."""
         kv = await self.bucket(CONFIG)
+        known: dict[str, dict[str, str]] = {}
         synced = False
-        async for entry in _watch(kv, ">"):
+        fresh: set[str] | None = None
+        async for entry in _watch(self.nc, kv, ">"):
+            if entry is _RESUBSCRIBED:
+                fresh = set()
+                continue
             if entry is None:
-                synced = True
-                yield Synced(CONFIG)
+                if fresh is not None:
+                    for name in [n for n in known if n not in fresh]:
+                        del known[name]
+                        yield ConfigChange("deleted", name, {})
+                    fresh = None
+                if not synced:
+                    synced = True
+                    yield Synced(CONFIG)
                 continue
-            if not synced and (not include_existing or _is_delete(entry)):
-                continue
+            assert isinstance(entry, KeyValue.Entry)
             name = decode_token(entry.key)
-            if _is_delete(entry):
-                yield ConfigChange("deleted", name, {}, entry.revision or 0)
+            if fresh is not None:
+                fresh.add(name)
+            values = None if _is_delete(entry) else _decode_config(entry.key, entry.value or b"")
+            before = known.get(name)
+            if values is None:
+                known.pop(name, None)
+            else:
+                known[name] = values
+            if (not synced and not include_existing) or before == values:
                 continue
-            values = _decode_config(entry.key, entry.value or b"")
-            if values is not None:
+            if values is None:
+                yield ConfigChange("deleted", name, {}, entry.revision or 0)
+            else:
                 yield ConfigChange("put", name, values, entry.revision or 0)
 
-    async def watch(self, *, include_existing: bool = True) -> AsyncIterator[Change]:
+    async def watch(self, *, include_existing: bool = True) -> AsyncGenerator[Change, None]:
         """Links and config changes merged (two Synced markers, one per bucket)."""
         queue: asyncio.Queue[tuple[Change | None, BaseException | None]] = asyncio.Queue()
 
-        async def pump(it: AsyncIterator[Any]) -> None:
+        async def pump(it: AsyncGenerator[Any, None]) -> None:
             try:
-                async with contextlib.aclosing(it):  # type: ignore[type-var]
+                async with contextlib.aclosing(it):
                     async for change in it:
                         await queue.put((change, None))
             except asyncio.CancelledError:
@@ -458,21 +493,60 @@ class LatticeStore:
 
     async def _snapshot(self, kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
         out: list[KeyValue.Entry] = []
-        async for entry in _watch(kv, pattern, ignore_deletes=True):
+        async for entry in _watch(self.nc, kv, pattern, ignore_deletes=True, resubscribe=False):
             if entry is None:
                 break
+            assert isinstance(entry, KeyValue.Entry)
             out.append(entry)
         return out
 
 
-async def _watch(kv: KeyValue, pattern: str, *, ignore_deletes: bool = False) -> AsyncIterator[KeyValue.Entry | None]:
-    """Entries of ``kv`` matching ``pattern``: the latest of each, ``None``, then updates. Stops its watcher."""
-    watcher = await kv.watch(pattern, ignore_deletes=ignore_deletes)
-    try:
-        async for entry in watcher:
-            yield entry
-    finally:
+class _Marker:
+    pass
+
+
+#: yielded by _watch before it reads the bucket again after a reconnect
+_RESUBSCRIBED = _Marker()
+#: how often a quiet watch checks whether the connection reconnected (seconds)
+RECHECK_S = 1.0
+
+
+async def _watch(nc: Client, kv: KeyValue, pattern: str, *, ignore_deletes: bool = False,
+                 resubscribe: bool = True) -> AsyncGenerator[KeyValue.Entry | _Marker | None, None]:
+    """Entries of ``kv`` matching ``pattern``: the latest of each, ``None``, then updates.
+
+    nats-py's watcher (an ordered consumer) notices a server restart only after
+    missed heartbeats, tens of seconds later; so after every reconnect of ``nc``
+    the watcher is replaced (``_RESUBSCRIBED``, then a fresh snapshot and ``None``).
+    """
+    first = True
+    backoff = 0.1
+    while True:
+        reconnects = nc.stats["reconnects"]
         try:
-            await watcher.stop()
-        except Exception:  # the connection may be gone already
-            pass
+            watcher = await kv.watch(pattern, ignore_deletes=ignore_deletes)
+        except Exception:
+            if first:
+                raise
+            await asyncio.sleep(backoff)  # JetStream may need a moment after a restart
+            backoff = min(backoff * 2, 2.0)
+            continue
+        if not first:
+            yield _RESUBSCRIBED
+        first, backoff = False, 0.1
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=RECHECK_S)  # type: ignore[no-untyped-call]
+                except nats.errors.TimeoutError:
+                    if resubscribe and nc.stats["reconnects"] != reconnects:
+                        break
+                    continue
+                if isinstance(entry, StopIterSentinel):
+                    return
+                yield entry
+        finally:
+            try:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+            except Exception:  # the connection may be gone already
+                pass

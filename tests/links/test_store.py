@@ -229,3 +229,40 @@ async def test_without_jetstream_the_error_says_so(tmp_path, lattice):
             await nc.close()
     finally:
         server.stop()
+
+
+async def test_watch_catches_up_after_a_server_restart(fresh_nats, lattice):
+    """nats-py's own watcher would notice a restart only after missed heartbeats; ours re-reads at once."""
+    nc = await nats.connect(fresh_nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    store = LatticeStore(nc, lattice)
+    kept, dropped = mk(), mk(source_id="gone")
+    await store.put_link(kept)
+    await store.put_link(dropped)
+    got: list[object] = []
+
+    async def watch():
+        async with contextlib.aclosing(store.watch_links()) as it:
+            async for change in it:
+                got.append(change)
+
+    task = asyncio.create_task(watch())
+    other = None
+    try:
+        await eventually(lambda: Synced("links") in got, what="first read")
+        got.clear()
+        fresh_nats.stop()
+        fresh_nats.start()
+        other = await nats.connect(fresh_nats.url)
+        writer = LatticeStore(other, lattice)
+        await writer.delete_link("gone", "wasi", "keyvalue")
+        await writer.put_link(mk(source_id="new"))
+        await eventually(lambda: len(got) >= 2, timeout=10, what="changes after the restart")
+        assert sorted((c.kind, c.link.source_id) for c in got) == [("deleted", "gone"), ("put", "new")]
+        assert all(c.link.source_id != "comp" for c in got)  # unchanged links are not repeated
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if other is not None:
+            await other.close()
+        await nc.close()

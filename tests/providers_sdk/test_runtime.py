@@ -287,3 +287,23 @@ async def test_on_start_failure_fails_the_start(boot):
         await rt.start()
     assert rt.status.value == "closed"
     assert len(rt.tasks) == 0
+
+
+async def test_provider_rides_out_a_nats_restart(fresh_nats, lattice):
+    rec = Recorder()
+    b = Bootstrap(lattice=lattice, provider_id="echo", host_id="host-a", nats={"url": fresh_nats.url},
+                  shutdown_grace_s=1.0)
+    async with ProviderRuntime(make_provider(rec), b):
+        fresh_nats.stop()
+        fresh_nats.start()
+        nc = await nats.connect(fresh_nats.url)
+        client = RpcClient(nc, lattice, source="comp")
+        try:
+            await LatticeStore(nc, lattice).put_link(link())
+            await eventually(lambda: ("put", "comp", "echo", {}) in rec.events, timeout=10,
+                             what="link put seen after the restart")
+            r = await client.call("echo", f"{API}.echo", [1], timeout_s=10)
+            assert r["link"] == "echo"
+        finally:
+            await client.close()
+            await nc.close()

@@ -39,7 +39,7 @@ class NatsBootstrap(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    url: str = Field(DEFAULT_URL, description="NATS server URL(s), comma separated")
+    url: str = Field(default=DEFAULT_URL, description="NATS server URL(s), comma separated")
     user: str | None = None
     password: str | None = None
     token: str | None = None
@@ -49,8 +49,8 @@ class NatsBootstrap(BaseModel):
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_required: bool = False
-    creds: str | None = Field(None, description="contents of a .creds file (JWT + seed)")
-    nkey_seed: str | None = Field(None, description="an nkey seed (S…)")
+    creds: str | None = Field(default=None, description="contents of a .creds file (JWT + seed)")
+    nkey_seed: str | None = Field(default=None, description="an nkey seed (S…)")
 
     def settings(self, name: str) -> NatsSettings:
         return NatsSettings(
@@ -76,12 +76,12 @@ class Bootstrap(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    version: int = Field(BOOTSTRAP_VERSION, description="bootstrap schema version")
-    lattice: str = Field("default", description="lattice to join")
+    version: int = Field(default=BOOTSTRAP_VERSION, description="bootstrap schema version")
+    lattice: str = Field(default="default", description="lattice to join")
     provider_id: str = Field(description="the id this provider serves invocations for (its queue group)")
-    host_id: str = Field("dev", description="the host that started this instance")
+    host_id: str = Field(default="dev", description="the host that started this instance")
     instance_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="this process")
-    nats: NatsBootstrap = Field(default_factory=NatsBootstrap)
+    nats: NatsBootstrap = Field(default_factory=lambda: NatsBootstrap())
     config: dict[str, str] = Field(default_factory=dict, description="inline config, under the named ones")
     config_names: list[str] = Field(default_factory=list, description="the provider's own named configs, in order")
     configs: dict[str, dict[str, str]] = Field(
@@ -89,10 +89,10 @@ class Bootstrap(BaseModel):
         description="values of named configs the provider uses (its own and its links'); "
                     "names missing here are read from the lattice at start")
     links: list[Link] = Field(default_factory=list, description="links with this provider as source or target")
-    log_level: str = Field("info", description="logging level of the provider process")
-    shutdown_grace_s: float = Field(10.0, ge=0, description="how long in-flight calls may take to finish on "
+    log_level: str = Field(default="info", description="logging level of the provider process")
+    shutdown_grace_s: float = Field(default=10.0, ge=0, description="how long in-flight calls may take to finish on "
                                                             "SIGTERM; the host kills after this plus a margin")
-    max_concurrent: int | None = Field(None, ge=1, description="overrides the provider's own limit")
+    max_concurrent: int | None = Field(default=None, ge=1, description="overrides the provider's own limit")
     otel: dict[str, str] = Field(default_factory=dict,
                                  description="OTEL_* variables for tracing (the environment is clean)")
 

@@ -21,6 +21,9 @@ class Instance(Protocol):
     """What runs a provider: the lattice runtime, or the test environment."""
 
     @property
+    def provider(self) -> Any: ...  # the Provider it runs
+
+    @property
     def info(self) -> "ProviderInfo": ...
 
     async def call(self, target: "str | Link", operation: str, args: list[Any], *,

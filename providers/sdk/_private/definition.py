@@ -303,7 +303,7 @@ class Provider:
         prefer ``ctx.call`` (it keeps the caller's deadline and trace).
         """
         instance = current_instance()
-        if instance is None or not hasattr(instance, "provider") or instance.provider is not self:  # type: ignore[attr-defined]
+        if instance is None or instance.provider is not self:
             raise RuntimeError(f"provider {self.name} is not running here: call() works inside its handlers, "
                                "callbacks and tasks they start")
         return await instance.call(target, operation, list(args), timeout_s=timeout_s, link_name=link_name)

@@ -126,3 +126,16 @@ def test_imports_are_declared_and_checked():
     assert p.check_import("wasi:http/incoming-handler.handle") == ("wasi:http/incoming-handler", "handle")
     with pytest.raises(ValueError, match="does not import wasi:keyvalue/store"):
         p.check_import("wasi:keyvalue/store.get")
+
+
+def test_provider_subjects_match_the_shared_subject_module():
+    """The SDK spells its health/ping subjects locally until interfaces/subjects.py has them; never differently."""
+    from interfaces import subjects
+    from providers.sdk import provider_health, provider_ping
+
+    assert provider_ping("lat", "kv") == "trellis.lat.prov.kv.ping"
+    assert provider_health("lat", "kv", "h1") == "trellis.lat.prov.kv.h1.health"
+    if hasattr(subjects, "provider_ping"):
+        assert subjects.provider_ping("lat", "kv") == provider_ping("lat", "kv")
+    if hasattr(subjects, "provider_health"):
+        assert subjects.provider_health("lat", "kv", "h1") == provider_health("lat", "kv", "h1")

@@ -116,6 +116,7 @@ class ComponentManager:
             "component_id": req.component_id, "path": str(path), "digest": digest,
             "max_instances": req.max_instances, "reuse": req.reuse.model_dump(),
             "limits": req.limits.model_dump(), "wasi": req.wasi.model_dump(), "config": req.config,
+            "non_retryable": req.non_retryable,
         }
         await self.pool.load(cmd)
         prev = self.running.get(req.component_id)

@@ -171,6 +171,10 @@ class StartComponent(Model):
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     wasi: WasiSpec = Field(default_factory=WasiSpec)
     digest: str | None = Field(None, description="expected sha256 of the artifact (pinning)")
+    non_retryable: list[str] = Field(
+        default_factory=list,
+        description="functions that run at most once: a call lost in flight is reported, not re-sent",
+    )
 
 
 class StopComponent(Model):

@@ -103,11 +103,15 @@ class Reply:
     error: RemoteError | None = None
     progress: bool = False
     served_by: str = ""
+    #: on a progress frame: the call has started and must not be sent again if it is lost
+    no_retry: bool = False
 
     def encode(self) -> bytes:
         m: dict[str, Any] = {"v": VERSION, "id": self.id}
         if self.progress:
             m["progress"] = True
+            if self.no_retry:
+                m["nr"] = True
         elif self.ok:
             m["ok"] = True
             m["result"] = self.result
@@ -126,7 +130,7 @@ class Reply:
         rid = _field(m, "id", str)
         by = _field(m, "by", str, default="")
         if m.get("progress"):
-            return cls(id=rid, progress=True, served_by=by)
+            return cls(id=rid, progress=True, served_by=by, no_retry=bool(m.get("nr")))
         if _field(m, "ok", bool):
             return cls(id=rid, ok=True, result=m.get("result"), served_by=by)
         err = _field(m, "error", dict)
@@ -141,8 +145,8 @@ class Reply:
         return cls(id=inv_id, ok=False, error=RemoteError(code, message, kind))
 
 
-def progress_frame(inv_id: str, served_by: str = "") -> bytes:
-    return Reply(id=inv_id, progress=True, served_by=served_by).encode()
+def progress_frame(inv_id: str, served_by: str = "", no_retry: bool = False) -> bytes:
+    return Reply(id=inv_id, progress=True, served_by=served_by, no_retry=no_retry).encode()
 
 
 # --- helpers -------------------------------------------------------------------

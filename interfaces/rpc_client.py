@@ -48,7 +48,9 @@ class RpcError(TrellisError):
 
 
 class _Lost(Exception):
-    pass
+    def __init__(self, started_at_most_once: bool = False) -> None:
+        super().__init__()
+        self.started_at_most_once = started_at_most_once
 
 
 class RpcClient:
@@ -62,7 +64,8 @@ class RpcClient:
         self._pending: dict[str, asyncio.Queue[Msg]] = {}
         self._sub: Any = None
         self._seq = 0
-        self.stats = {"attempts": 0, "retries": 0, "no_responders": 0, "lost": 0, "busy": 0}
+        self.stats = {"attempts": 0, "retries": 0, "no_responders": 0, "lost": 0, "busy": 0,
+                      "started_at_most_once": 0}
 
     async def _ensure_inbox(self) -> None:
         if self._sub is None:
@@ -131,10 +134,10 @@ class RpcClient:
             except _NoResponders:
                 self.stats["no_responders"] += 1
                 last_problem = f"nobody serves {inv.target!r}"
-            except _Lost:
+            except _Lost as lost:
                 self.stats["lost"] += 1
                 last_problem = "the instance serving it went silent"
-                if not retryable:
+                if not retryable or lost.started_at_most_once:
                     raise RpcError(f"call to {inv.target} {inv.operation} was lost in flight "
                                    "(not retried: marked non-retryable)", ErrorCode.INVOCATION_FAILED, "lost") from None
                 backoff = 0.0  # a different instance may answer at once
@@ -155,6 +158,7 @@ class RpcClient:
             backoff = min(max(backoff * 2, 0.02), 0.25)
 
     async def _await_reply(self, q: "asyncio.Queue[Msg]", inv: Invocation, silence: float) -> Reply:
+        at_most_once = False
         while True:
             wait = min(self.silence_s, max(inv.remaining_s(), 0.001))
             try:
@@ -163,7 +167,7 @@ class RpcClient:
                 if inv.remaining_s() <= 0:
                     raise RpcError(f"call to {inv.target} {inv.operation} timed out", ErrorCode.TIMEOUT,
                                    "timeout") from None
-                raise _Lost() from None
+                raise _Lost(at_most_once) from None
             if msg.headers and msg.headers.get("Status") == "503":
                 raise _NoResponders()
             try:
@@ -171,6 +175,9 @@ class RpcClient:
             except EnvelopeError as exc:
                 raise RpcError(f"bad reply from {inv.target}: {exc}", ErrorCode.INTERNAL) from None
             if reply.progress:
+                if reply.no_retry and not at_most_once:
+                    at_most_once = True
+                    self.stats["started_at_most_once"] += 1
                 continue
             return reply
 

@@ -39,6 +39,7 @@ class RpcServer:
         served_by: str = "",
         max_concurrent: int = 64,
         max_queue: int = 256,
+        non_retryable: frozenset[str] = frozenset(),
     ) -> None:
         self.nc = nc
         self.lattice = lattice
@@ -47,6 +48,8 @@ class RpcServer:
         self.served_by = served_by
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
+        #: functions (``func`` or ``ns:pkg/iface.func``) that must run at most once
+        self.non_retryable = non_retryable
         self._slots = asyncio.Semaphore(max_concurrent)
         self._waiting = 0
         self._inflight: set[asyncio.Task[None]] = set()
@@ -111,6 +114,10 @@ class RpcServer:
                 return
             finally:
                 self._waiting -= 1
+            if self.non_retryable and msg.reply and (
+                    inv.function in self.non_retryable or inv.operation in self.non_retryable):
+                # tell the caller the call has started: if it is lost now, it is not sent again
+                await self.nc.publish(msg.reply, progress_frame(inv.id, self.served_by, no_retry=True))
             try:
                 reply = await self._run(inv)
             finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -32,7 +33,8 @@ def setup_tracing(service_name: str) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}))
     exporter: Any
     if exporter_name == "console":
-        exporter = ConsoleSpanExporter()
+        # stderr, one JSON object a line: stdout may be a process's command channel
+        exporter = ConsoleSpanExporter(out=sys.stderr, formatter=lambda span: span.to_json(indent=None) + "\n")
     elif exporter_name == "otlp":
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

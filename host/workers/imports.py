@@ -105,7 +105,8 @@ class ImportRouter:
         return target
 
     def handler_for(self, component_id: str, inv: Invocation, loaded: Any = None,
-                    local: "LocalImports | None" = None, link_name: str = "default") -> Any:
+                    local: "LocalImports | None" = None, link_name: str = "default",
+                    trace: dict[str, str] | None = None) -> Any:
         """The import handler for one invocation of ``component_id``."""
 
         def handler(interface: str, function: str, args: list[Any]) -> Any:
@@ -128,7 +129,7 @@ class ImportRouter:
             call = Invocation(
                 target=target, interface=unversioned(interface), function=wire_function(function),
                 args=tokens_in(args), source=component_id, deadline_ms=inv.deadline_ms, link=link_name,
-                trace=inv.trace,
+                trace=trace if trace else inv.trace,
             )
             fut = asyncio.run_coroutine_threadsafe(self.rpc.invoke(call), self.loop)
             try:

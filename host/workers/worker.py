@@ -35,6 +35,7 @@ from interfaces.envelope import Invocation
 from interfaces.errors import ErrorCode
 from interfaces.rpc_client import RpcClient, RpcError
 from interfaces.rpc_server import RpcServer
+from interfaces import tracing
 from interfaces.tracing import setup_tracing
 
 from .imports import ImportRouter
@@ -59,6 +60,7 @@ class Served:
     local: LocalImports | None = None
     config_names: tuple[str, ...] = ()
     config: dict[str, str] | None = None
+    non_retryable: tuple[str, ...] = ()
 
 
 class Worker:
@@ -145,11 +147,12 @@ class Worker:
         invoker = Invoker(loaded, limits=limits, grants=grants, reuse=reuse)
         old = self.served.get(cid)
         share = int(cmd["share"])
-        served = Served(cid, loaded.digest, invoker, None, share, config_names=tuple(cmd.get("config", [])))
+        served = Served(cid, loaded.digest, invoker, None, share, config_names=tuple(cmd.get("config", [])),
+                        non_retryable=tuple(cmd.get("non_retryable", [])))
         served.config = await self._resolve_config(served.config_names)
         served.local = LocalImports(cid, lambda: served.config or {})
         if share > 0:
-            served.server = self._server(cid, invoker, share, cmd.get("queue"))
+            served.server = self._server(cid, invoker, share, cmd.get("queue"), cmd.get("non_retryable", []))
             await served.server.start()
         self.served[cid] = served
         if old is not None:  # an update: the new version already serves, the old one drains
@@ -180,17 +183,21 @@ class Worker:
                 log.warning("config watch interrupted: %r", exc)
                 await asyncio.sleep(0.5)
 
-    def _server(self, cid: str, invoker: Invoker, share: int, queue: int | None) -> RpcServer:
+    def _server(self, cid: str, invoker: Invoker, share: int, queue: int | None,
+                non_retryable: list[str] | tuple[str, ...] = ()) -> RpcServer:
         async def handle(inv: Invocation) -> Any:
             return await self._invoke(cid, invoker, inv)
 
         return RpcServer(self.nc, self.lattice, cid, handle, served_by=f"{self.host_id}/{self.index}",
-                         max_concurrent=share, max_queue=queue if queue is not None else max(16, 4 * share))
+                         max_concurrent=share, max_queue=queue if queue is not None else max(16, 4 * share),
+                         non_retryable=frozenset(non_retryable))
 
     async def _invoke(self, cid: str, invoker: Invoker, inv: Invocation) -> Any:
         assert self.imports is not None
         served = self.served.get(cid)
-        handler = self.imports.handler_for(cid, inv, invoker.loaded, served.local if served else None)
+        # calls this invocation makes are children of its server span (the current context here)
+        handler = self.imports.handler_for(cid, inv, invoker.loaded, served.local if served else None,
+                                           trace=tracing.inject())
         operation = inv.operation
         try:
             return await asyncio.get_running_loop().run_in_executor(
@@ -212,7 +219,8 @@ class Worker:
             return
         old_server = served.server
         served.share = share
-        served.server = self._server(cid, served.invoker, share, None) if share > 0 else None
+        served.server = (self._server(cid, served.invoker, share, None, served.non_retryable)
+                         if share > 0 else None)
         if served.server:
             await served.server.start()
         if old_server:

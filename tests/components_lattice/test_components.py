@@ -177,3 +177,55 @@ def test_failover_when_a_host_is_killed_mid_load(nats_server, lattice, cli, tmp_
     finally:
         a.kill()
         b.stop()
+
+
+async def test_http_image_and_digest_pinning(nats_server, lattice, hosts, wasm, tmp_path):
+    """An http(s) image is fetched by the host; a pinned digest that does not match is refused."""
+    import functools
+    import http.server
+    import threading
+
+    from interfaces.artifacts import sha256_digest
+
+    (tmp_path / "adder.wasm").write_bytes(wasm["adder"].read_bytes())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/adder.wasm"
+    try:
+        await hosts.start()
+        async with LatticeClient(nats_server.url, lattice) as c:
+            digest = sha256_digest(wasm["adder"].read_bytes())
+            await c.start_component(url, "web", digest=digest)
+            assert await c.call("web", "add", 1, 2) == 3
+            with pytest.raises(ControlError) as err:
+                await c.start_component(url, "pinned", digest="sha256:" + "ab" * 32)
+            assert "digest mismatch" in err.value.message
+            with pytest.raises(ControlError) as err:
+                await c.start_component(url + ".missing", "missing")
+            assert "HTTP 404" in err.value.message
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+async def test_non_retryable_function_is_not_resent_when_lost(nats_server, lattice, tmp_path, wasm):
+    """A host dies while running an at-most-once function: the caller is told, not re-sent."""
+    a = HostProcess(nats_server.url, lattice, "--state-dir", str(tmp_path / "a"), "--workers", "1").wait_started()
+    try:
+        async with LatticeClient(nats_server.url, lattice) as c:
+            await c.start_component(str(wasm["hostile"]), "once", host_id=a.id, non_retryable=["spin"],
+                                    limits={"timeout_s": 30})
+            call = asyncio.create_task(c.call("once", "spin", timeout_s=20))
+            # the host says the call has started (at most once) before it runs
+            await eventually(lambda: c.rpc.stats["started_at_most_once"] >= 1, 5, what="call started")
+            a.kill()
+            with pytest.raises(RpcError) as err:
+                await call
+            assert err.value.kind == "lost", err.value.message
+            # an ordinary (retryable) call is the default: covered by the failover test
+    finally:
+        a.kill()

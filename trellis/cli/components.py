@@ -58,12 +58,29 @@ def start_component(
     fuel: Optional[int] = typer.Option(None, "--fuel", help="instruction budget per invocation"),
     memory_mb: Optional[int] = typer.Option(None, "--memory-mb", help="linear-memory cap per instance"),
     annotation: list[str] = typer.Option([], "--annotation", help="key=value annotation"),
+    config: list[str] = typer.Option([], "--config", help="named config the component reads (repeatable)"),
+    digest: Optional[str] = typer.Option(None, "--digest", help="pin the artifact: sha256:<hex>"),
+    env: list[str] = typer.Option([], "--env", help="WASI: environment variable KEY=VALUE to grant"),
+    preopen: list[str] = typer.Option([], "--preopen", help="WASI: HOST_DIR:GUEST_DIR[:rw] to grant"),
+    inherit_stdio: bool = typer.Option(False, "--inherit-stdio", help="WASI: guest stdout/stderr to the host log"),
+    non_retryable: list[str] = typer.Option([], "--non-retryable",
+                                            help="function that must run at most once (repeatable)"),
     no_wait: bool = typer.Option(False, "--no-wait", help="return once the host accepted the request"),
     wait_timeout: float = typer.Option(120.0, "--wait-timeout"),
     *,
     conn: Conn,
 ) -> None:
-    """Start a component on a host (chosen by capacity unless --host-id or --constraint)."""
+    """Start a component on a host (chosen by capacity unless --host-id or --constraint).
+
+    WASI is deny-by-default: no environment, files or stdio unless granted here.
+    """
+    preopens = []
+    for p in preopen:
+        parts = p.split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise typer.BadParameter(f"--preopen {p!r}: use HOST_DIR:GUEST_DIR or HOST_DIR:GUEST_DIR:rw")
+        preopens.append({"host_path": str(Path(parts[0]).resolve()), "guest_path": parts[1],
+                         "writable": len(parts) == 3 and parts[2] == "rw"})
     limits: dict[str, Any] = {}
     if timeout_ms is not None:
         limits["timeout_s"] = timeout_ms / 1000
@@ -78,7 +95,9 @@ def start_component(
             return await c.start_component(
                 image, component_id, max_instances=max_instances, host_id=host_id,
                 constraints=_constraints(constraint), wait=not no_wait, timeout_s=wait_timeout,
-                annotations=_constraints(annotation),
+                annotations=_constraints(annotation), config=config, digest=digest,
+                non_retryable=non_retryable,
+                wasi={"env": _constraints(env), "preopens": preopens, "inherit_stdio": inherit_stdio},
                 reuse={"max_invocations": reuse, "max_idle_s": reuse_idle}, limits=limits)
 
     data = run(go())

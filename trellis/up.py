@@ -99,6 +99,7 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
+    done: bool = False
 
     def start(self) -> None:
         self.proc = procs.spawn(self.argv, log=self.log)
@@ -183,7 +184,12 @@ class Up:
             now = time.monotonic()
             for c in self.children:
                 assert c.proc is not None
-                if c.proc.poll() is None:
+                if c.proc.poll() is None or c.done:
+                    continue
+                if c.proc.returncode == 0:
+                    # asked to stop (e.g. 'trellis stop host'): respect it
+                    c.done = True
+                    self.say(f"{c.name} stopped (exit 0); not restarting it")
                     continue
                 if c.next_start == 0.0:
                     c.next_start = now + c.backoff()

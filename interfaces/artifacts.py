@@ -69,9 +69,18 @@ def object_name(digest: str) -> str:
     return digest.replace(":", "-")
 
 
-async def push(nc: Client, lattice: str, data: bytes, *, replicas: int = 1) -> str:
-    """Store an artifact in the lattice's object store; return its ``lattice://`` reference."""
+async def push(nc: Client, lattice: str, data: bytes, *, replicas: int | None = None) -> str:
+    """Store an artifact in the lattice's object store; return its ``lattice://`` reference.
+
+    The store is made on first use with ``replicas`` copies (default: the lattice-wide
+    ``TRELLIS_KV_REPLICAS``, as every bucket Trellis makes).
+    """
     from nats.js.api import ObjectStoreConfig
+
+    from .store import StoreSettings
+
+    if replicas is None:
+        replicas = StoreSettings.from_env().replicas
 
     js = nc.jetstream()
     bucket = subjects.bucket(lattice, "artifacts")

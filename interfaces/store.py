@@ -64,8 +64,10 @@ class StoreError(TrellisError):
 class StoreSettings:
     """How the buckets are created (only the first creator's settings count)."""
 
-    replicas: int = field(default=1, metadata={"doc": "JetStream replicas; 1 on one server, 3 in a cluster "
-                                                       "of 3+ so links survive a server loss (TRELLIS_KV_REPLICAS)"})
+    replicas: int = field(default=1, metadata={"doc": "JetStream replicas of every bucket Trellis makes "
+                                                       "(links, config, apps, lease, artifacts); 1 on one "
+                                                       "server, 3 in a cluster of 3+ so nothing is lost with "
+                                                       "a server (TRELLIS_KV_REPLICAS)"})
     history: int = field(default=1, metadata={"doc": "revisions kept per key; 1 is enough, the current "
                                                       "value is what matters (TRELLIS_KV_HISTORY)"})
     timeout_s: float = field(default=5.0, metadata={"doc": "JetStream API timeout in seconds"})
@@ -180,7 +182,7 @@ class LatticeStore:
         self.nc = nc
         self.lattice = subjects.check_lattice(lattice)
         self.source = source
-        self.settings = settings or StoreSettings()
+        self.settings = settings or StoreSettings.from_env()
         self._kv: dict[str, KeyValue] = {}
         self._open_lock = asyncio.Lock()
 

@@ -133,3 +133,22 @@ def provider_health(lattice: str, provider_id: str, host_id: str) -> str:
     """The instance of a provider that one host runs answers its health check."""
     return (f"{lattice_prefix(lattice)}.prov.{check_id('provider', provider_id)}."
             f"{check_id('host', host_id)}.health")
+
+
+# --- wadm (the deployment controller) -------------------------------------------
+
+def wadm_api(lattice: str, op: str) -> str:
+    """The wadm API: request/reply, answered by the leading controller (queue group `wadm-api`)."""
+    return f"{lattice_prefix(lattice)}.wadm.api.{op}"
+
+
+def wadm_api_wildcard(lattice: str) -> str:
+    return f"{lattice_prefix(lattice)}.wadm.api.>"
+
+
+def wadm_ping(lattice: str) -> str:
+    """Scatter-gather: every wadm controller (leader and followers) answers with its role."""
+    return f"{lattice_prefix(lattice)}.wadm.ping"
+
+
+WADM_API_QUEUE = "wadm-api"

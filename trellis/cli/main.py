@@ -15,6 +15,8 @@ from .host_cmd import host_command
 from .hosts import get_app, label_app, stop_app
 from .links import config_app, link_app  # also registers 'get links' on get_app
 from .output import fail
+from .apps import app_app
+from .wadm_cmd import wadm_app
 
 app = typer.Typer(
     name="trellis",
@@ -31,6 +33,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(start_app, name="start")
 app.add_typer(scale_app, name="scale")
 app.add_typer(update_app, name="update")
+app.add_typer(app_app, name="app")
+app.add_typer(wadm_app, name="wadm")
 app.command("host")(host_command)
 app.command("call")(call_command)
 app.command("push")(push_command)

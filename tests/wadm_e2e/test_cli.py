@@ -1,0 +1,99 @@
+"""The `trellis app` / `trellis wadm` contract, through the real command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+
+from .helpers import component_app
+
+
+def _run(cli, *args: str, **kw):  # type: ignore[no-untyped-def]
+    return asyncio.to_thread(cli, *args, **kw)
+
+
+async def test_validate_exit_codes(cli, write_manifest, tmp_path):
+    good = write_manifest(component_app("ok", "./adder.wasm"), "good.yaml")
+    out = await _run(cli, "app", "validate", str(good))
+    assert out.returncode == 0, out.stderr
+    assert "valid manifest for application 'ok'" in out.stdout
+    assert "does not exist" in out.stdout  # warning: the image file is not there
+
+    bad = write_manifest(component_app("Not Valid", "./adder.wasm", instances=-1), "bad.yaml")
+    out = await _run(cli, "app", "validate", str(bad))
+    assert out.returncode != 0
+    assert "invalid manifest" in out.stderr and "error:" in out.stderr and "instances" in out.stderr
+
+    out = await _run(cli, "app", "validate", str(tmp_path / "nope.yaml"))
+    assert out.returncode != 0 and "no such file" in out.stderr
+
+
+async def test_deploy_wait_status_json_list_and_undeploy(cli, hosts, controllers, wasm, write_manifest, tmp_path):
+    shutil.copy(wasm["adder"], tmp_path / "adder.wasm")
+    await hosts.start(labels={"zone": "eu"})
+    await hosts.start(labels={"zone": "eu"})
+    ctl = await controllers.start()
+    path = write_manifest(component_app("shop", "./adder.wasm", instances=3), "shop.yaml")
+
+    out = await _run(cli, "app", "deploy", str(path), "--wait")
+    assert out.returncode == 0, out.stderr
+    assert "deploying shop v1" in out.stdout and "deployed" in out.stdout
+
+    out = await _run(cli, "app", "status", "shop", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    st = json.loads(out.stdout)
+    assert st["status"] == "deployed" and st["name"] == "shop" and st["version"] == "v1"
+    [comp] = st["components"]
+    assert {k: comp[k] for k in ("name", "id", "kind", "status", "desired", "running")} == {
+        "name": "adder", "id": "shop-adder", "kind": "component", "status": "deployed", "desired": 3, "running": 3}
+
+    out = await _run(cli, "app", "status", "shop")
+    assert out.returncode == 0 and "shop v1: deployed" in out.stdout and "shop-adder" in out.stdout
+
+    out = await _run(cli, "app", "list", "-o", "json")
+    listed = json.loads(out.stdout)
+    assert [(a["name"], a["deployed_version"], a["status"]) for a in listed["apps"]] == [("shop", "v1", "deployed")]
+    assert listed["controller"]["id"] == ctl.id and listed["controller"]["role"] == "leader"
+
+    out = await _run(cli, "wadm", "status", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["leader"] == ctl.id
+
+    out = await _run(cli, "app", "get", "shop")
+    assert out.returncode == 0 and f"file://{tmp_path / 'adder.wasm'}" in out.stdout
+
+    out = await _run(cli, "app", "versions", "shop", "-o", "json")
+    assert [v["version"] for v in json.loads(out.stdout)["versions"]] == ["v1"]
+
+    out = await _run(cli, "app", "delete", "shop")
+    assert out.returncode != 0 and "undeploy" in out.stderr
+
+    out = await _run(cli, "app", "undeploy", "shop", "--wait", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "undeployed"
+
+    out = await _run(cli, "app", "delete", "shop")
+    assert out.returncode == 0, out.stderr
+    out = await _run(cli, "app", "status", "shop", "-o", "json")
+    assert out.returncode != 0 and "no application 'shop'" in out.stderr
+
+
+async def test_deploy_wait_fails_with_the_reason(cli, hosts, controllers, wasm, write_manifest):
+    await hosts.start()
+    await controllers.start()
+    path = write_manifest(component_app("nowhere", wasm["adder"], instances=1, spread="""
+        - name: gpu
+          requirements: {gpu: "yes"}
+    """))
+    out = await _run(cli, "app", "deploy", str(path), "--wait", "--timeout", "20")
+    assert out.returncode == 1
+    assert "nowhere is failed" in out.stderr and "no eligible host for spread 'gpu'" in out.stderr
+
+    out = await _run(cli, "app", "put", str(write_manifest(component_app("Bad!", "x.wasm"), "bad.yaml")))
+    assert out.returncode == 1 and "invalid manifest" in out.stderr and "error:" in out.stderr
+
+
+async def test_no_controller_is_a_clear_error(cli):
+    out = await _run(cli, "app", "list")
+    assert out.returncode == 1 and "no wadm controller answers" in out.stderr

@@ -1,0 +1,76 @@
+"""The leader lease in JetStream KV: one holder, takeover after expiry, step-down on a lost renewal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nats
+
+from interfaces import subjects
+from wadm.controller.lease import LEASE_BUCKET, LEASE_KEY, Lease
+
+from ..harness import eventually
+
+
+class _Crashing(Lease):
+    """A holder that dies without giving the lease up."""
+
+    async def _release(self) -> None:
+        self._held = False
+
+
+async def test_one_holder_takeover_after_expiry_and_step_down(nats_server, lattice):
+    nc = await nats.connect(nats_server.url)
+    changes: list[tuple[str, bool]] = []
+    a = _Crashing(nc, lattice, "a", ttl_s=1.5, poll_s=0.1, on_change=lambda h: changes.append(("a", h)))
+    b = Lease(nc, lattice, "b", ttl_s=1.5, poll_s=0.1, on_change=lambda h: changes.append(("b", h)))
+    await a.open()
+    await b.open()
+    ta = asyncio.create_task(a.run())
+    await eventually(lambda: a.held, 5, what="a to take the lease")
+    tb = asyncio.create_task(b.run())
+    try:
+        for _ in range(10):  # a renews; b never gets it meanwhile
+            await asyncio.sleep(0.2)
+            assert a.held and not b.held and b.leader == "a"
+
+        t0 = time.monotonic()
+        ta.cancel()  # a dies without a word
+        await asyncio.gather(ta, return_exceptions=True)
+        await eventually(lambda: b.held, 5, interval=0.02, what="b to take over")
+        took = time.monotonic() - t0
+        assert 1.0 < took < 3.0, took  # not before the TTL, soon after it
+
+        # someone else overwrites the lease: b's next revision-checked renewal fails and it steps down
+        kv = await nc.jetstream().key_value(subjects.bucket(lattice, LEASE_BUCKET))
+        await kv.put(LEASE_KEY, b'{"holder": "intruder"}')
+        await eventually(lambda: not b.held, 3, interval=0.02, what="b to step down")
+        assert b.leader == "intruder"
+    finally:
+        tb.cancel()
+        await asyncio.gather(tb, return_exceptions=True)
+        await nc.close()
+    assert changes[:3] == [("a", True), ("b", True), ("b", False)]
+
+
+async def test_clean_release_hands_over_at_once(nats_server, lattice):
+    nc = await nats.connect(nats_server.url)
+    a = Lease(nc, lattice, "a", ttl_s=3, poll_s=0.05)
+    b = Lease(nc, lattice, "b", ttl_s=3, poll_s=0.05)
+    await a.open()
+    await b.open()
+    ta = asyncio.create_task(a.run())
+    await eventually(lambda: a.held, 5)
+    tb = asyncio.create_task(b.run())
+    try:
+        await asyncio.sleep(0.3)
+        t0 = time.monotonic()
+        ta.cancel()
+        await asyncio.gather(ta, return_exceptions=True)
+        await eventually(lambda: b.held, 2, interval=0.01, what="b to take over")
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        tb.cancel()
+        await asyncio.gather(tb, return_exceptions=True)
+        await nc.close()

@@ -1,0 +1,314 @@
+"""`trellis app put|deploy|undeploy|delete|list|get|versions|status|validate`: applications via wadm.
+
+Tables for people, ``-o json`` for scripts. The JSON shapes are the API models of
+`interfaces.wadm_api` (``status -o json`` prints an `AppStatusReply`: ``status`` is
+one of ``undeployed``, ``reconciling``, ``deployed``, ``failed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+import yaml
+
+from interfaces.client import LatticeClient
+from interfaces.wadm_api import AppStatusReply, StatusState
+from interfaces.wadm_client import WadmClient, WadmError
+
+from .options import Conn, with_conn
+from .output import Output, console, err_console, fail, print_json, run, table
+
+T = TypeVar("T")
+
+app_app = typer.Typer(help="Applications: declare them in manifests; wadm places them and keeps them placed.",
+                      no_args_is_help=True)
+
+OutputOpt = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts")
+WaitOpt = typer.Option(False, "--wait", help="show progress until the app is deployed (exit 0) or failed (exit 1)")
+TimeoutOpt = typer.Option(120.0, "--timeout", help="seconds --wait waits at most")
+
+
+def _wadm_run(conn: Conn, fn: Callable[[WadmClient], Awaitable[T]]) -> T:
+    """Run one wadm exchange; an error prints its message and every manifest problem, then exits 1."""
+
+    async def go() -> T:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await fn(WadmClient(c))
+
+    try:
+        return run(_wrap(go()))
+    except _Problems as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        for p in exc.problems:
+            err_console.print(f"  {p}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+class _Problems(Exception):
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = problems
+
+
+async def _wrap(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await coro
+    except WadmError as exc:
+        if exc.problems:
+            raise _Problems(exc.message, exc.problems) from None
+        raise
+
+
+def _read(file: Path) -> tuple[str, str]:
+    try:
+        return file.read_text(encoding="utf-8-sig"), str(file.resolve().parent)
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
+
+
+def _is_file_arg(arg: str) -> bool:
+    return Path(arg).is_file() or arg.endswith((".yaml", ".yml", ".json"))
+
+
+# --- validate (local) ----------------------------------------------------------------------
+
+
+@app_app.command("validate")
+def validate_command(file: Path = typer.Argument(..., help="manifest file (YAML or JSON)")) -> None:
+    """Check a manifest: exit 0 when valid (warnings printed), 1 with every error when not."""
+    from wadm.manifest import validation_report
+
+    ok, text = validation_report(file)
+    (console if ok else err_console).print(text, highlight=False, markup=False)
+    raise typer.Exit(0 if ok else 1)
+
+
+# --- put / deploy ----------------------------------------------------------------------------
+
+
+@app_app.command("put")
+@with_conn
+def put_command(
+    file: Path = typer.Argument(..., help="manifest file (YAML or JSON)"),
+    output: Output = OutputOpt,
+    *,
+    conn: Conn,
+) -> None:
+    """Store a new version of an application (not deployed yet)."""
+    text, base = _read(file)
+    reply = _wadm_run(conn, lambda w: w.put(text, base_dir=base))
+    if output is Output.json:
+        print_json(reply)
+        return
+    for w in reply.warnings:
+        err_console.print(f"  {w}", highlight=False, markup=False)
+    typer.echo(f"{reply.name} {reply.version} " + ("stored" if reply.created else "was already stored"))
+
+
+@app_app.command("deploy")
+@with_conn
+def deploy_command(
+    app: str = typer.Argument(..., metavar="FILE_OR_NAME", help="a manifest file (stored, then deployed) "
+                                                              "or the name of a stored application"),
+    version: Optional[str] = typer.Option(None, "--version", help="deploy this stored version (default: latest)"),
+    wait: bool = WaitOpt,
+    timeout: float = TimeoutOpt,
+    output: Output = OutputOpt,
+    *,
+    conn: Conn,
+) -> None:
+    """Deploy an application (a file is stored as a new version first)."""
+
+    async def go(w: WadmClient) -> tuple[Any, Any, AppStatusReply | None]:
+        put = None
+        name, ver = app, version
+        if _is_file_arg(app):
+            text, base = _read(Path(app))
+            put = await w.put(text, base_dir=base)
+            name, ver = put.name, version or put.version
+        dep = await w.deploy(name, ver)
+        final = await _follow(w, name, StatusState.DEPLOYED, timeout, output) if wait else None
+        return put, dep, final
+
+    put, dep, final = _wadm_run(conn, go)
+    if output is Output.json:
+        print_json(final if final is not None else dep)
+    else:
+        if put is not None:
+            for warning in put.warnings:
+                err_console.print(f"  {warning}", highlight=False, markup=False)
+        typer.echo(dep.message)
+    _exit_for(final, StatusState.DEPLOYED, output)
+
+
+@app_app.command("undeploy")
+@with_conn
+def undeploy_command(
+    name: str = typer.Argument(..., help="application name"),
+    wait: bool = WaitOpt,
+    timeout: float = TimeoutOpt,
+    output: Output = OutputOpt,
+    *,
+    conn: Conn,
+) -> None:
+    """Stop everything an application placed (its manifests stay stored)."""
+
+    async def go(w: WadmClient) -> tuple[Any, AppStatusReply | None]:
+        dep = await w.undeploy(name)
+        final = await _follow(w, name, StatusState.UNDEPLOYED, timeout, output) if wait else None
+        return dep, final
+
+    dep, final = _wadm_run(conn, go)
+    if output is Output.json:
+        print_json(final if final is not None else dep)
+    else:
+        typer.echo(dep.message)
+    _exit_for(final, StatusState.UNDEPLOYED, output)
+
+
+@app_app.command("delete")
+@with_conn
+def delete_command(
+    name: str = typer.Argument(..., help="application name"),
+    version: Optional[str] = typer.Option(None, "--version", help="delete only this (undeployed) version"),
+    undeploy: bool = typer.Option(False, "--undeploy", "--force",
+                                  help="undeploy first if deployed (otherwise a deployed app is refused)"),
+    output: Output = OutputOpt,
+    *,
+    conn: Conn,
+) -> None:
+    """Delete an application's stored manifests (a deployed one only with --undeploy)."""
+    reply = _wadm_run(conn, lambda w: w.delete(name, version, undeploy=undeploy))
+    if output is Output.json:
+        print_json(reply)
+    else:
+        typer.echo(reply.message)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+@app_app.command("list")
+@with_conn
+def list_command(output: Output = OutputOpt, *, conn: Conn) -> None:
+    """List the applications, their versions and status (and which controller leads)."""
+    reply = _wadm_run(conn, lambda w: w.list())
+    if output is Output.json:
+        print_json(reply)
+        return
+    table(f"applications in lattice {conn.lattice!r}", ["NAME", "DEPLOYED", "LATEST", "STATUS", "MESSAGE"],
+          [(a.name, a.deployed_version or "-", a.latest_version, a.status.value, a.message) for a in reply.apps])
+    console.print(f"controller {reply.controller.id} ({reply.controller.role.value})", highlight=False)
+
+
+@app_app.command("get")
+@with_conn
+def get_command(
+    name: str = typer.Argument(..., help="application name"),
+    version: Optional[str] = typer.Option(None, "--version", help="a stored version (default: latest)"),
+    output: Output = typer.Option(Output.table, "-o", "--output", help="table prints YAML; json for scripts"),
+    *,
+    conn: Conn,
+) -> None:
+    """Print a stored manifest (image paths as resolved when it was stored)."""
+    reply = _wadm_run(conn, lambda w: w.get(name, version))
+    if output is Output.json:
+        print_json(reply)
+        return
+    sys.stdout.write(f"# {reply.name} {reply.version}{' (deployed)' if reply.deployed else ''}\n")
+    sys.stdout.write(yaml.safe_dump(reply.manifest, sort_keys=False))
+
+
+@app_app.command("versions")
+@with_conn
+def versions_command(name: str = typer.Argument(..., help="application name"), output: Output = OutputOpt,
+                     *, conn: Conn) -> None:
+    """List the stored versions of an application, oldest first."""
+    reply = _wadm_run(conn, lambda w: w.versions(name))
+    if output is Output.json:
+        print_json(reply)
+        return
+    table(f"versions of {name}", ["VERSION", "CREATED", "DEPLOYED"],
+          [(v.version, v.created_at, "yes" if v.deployed else "") for v in reply.versions])
+
+
+@app_app.command("status")
+@with_conn
+def status_command(name: str = typer.Argument(..., help="application name"), output: Output = OutputOpt,
+                   *, conn: Conn) -> None:
+    """How an application stands: undeployed, reconciling, deployed or failed, per component and link."""
+    st = _wadm_run(conn, lambda w: w.status(name))
+    if output is Output.json:
+        print_json(st)
+        return
+    print_status(st)
+
+
+def print_status(st: AppStatusReply) -> None:
+    colour = {"deployed": "green", "failed": "red", "reconciling": "yellow"}.get(st.status.value, "white")
+    head = f"{st.name} {st.version or ''}".strip()
+    console.print(f"{head}: [{colour}]{st.status.value}[/{colour}]" + (f"  {st.message}" if st.message else ""),
+                  highlight=False)
+    if st.components:
+        table(None, ["COMPONENT", "ID", "KIND", "STATUS", "RUNNING", "MESSAGE"],
+              [(c.name, c.id, c.kind, c.status.value, f"{c.running}/{c.desired}", c.message)
+               for c in st.components])
+    if st.links:
+        table(None, ["LINK", "STATUS", "MESSAGE"], [(lk.description, lk.status.value, lk.message) for lk in st.links])
+
+
+# --- waiting --------------------------------------------------------------------------------
+
+
+async def _follow(w: WadmClient, name: str, goal: StatusState, timeout_s: float, output: Output) -> AppStatusReply:
+    """Poll the status until it reaches `goal` or fails; show progress (on stderr) meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    live = output is not Output.json and err_console.is_terminal
+    spinner = err_console.status(f"waiting for {name}…") if live else None
+    if spinner is not None:
+        spinner.start()
+    try:
+        while True:
+            st = await w.status(name)
+            line = _progress_line(st)
+            if line != last:
+                if spinner is not None:
+                    spinner.update(line)
+                elif output is not Output.json:
+                    err_console.print(line, highlight=False, markup=False)
+                last = line
+            if st.status is goal or st.status is StatusState.FAILED:
+                return st
+            if time.monotonic() >= deadline:
+                return st.model_copy(update={"message": f"timed out after {timeout_s:g}s: {st.message}"})
+            await asyncio.sleep(0.3)
+    finally:
+        if spinner is not None:
+            spinner.stop()
+
+
+def _progress_line(st: AppStatusReply) -> str:
+    parts = [f"{c.name} {c.running}/{c.desired}" for c in st.components]
+    detail = f" [{', '.join(parts)}]" if parts else ""
+    return f"{st.name}: {st.status.value}{detail}" + (f" - {st.message}" if st.message else "")
+
+
+def _exit_for(final: AppStatusReply | None, goal: StatusState, output: Output) -> None:
+    if final is None:
+        return
+    if final.status is goal:
+        if output is not Output.json:
+            print_status(final)
+        return
+    if output is not Output.json:
+        print_status(final)
+    reason = final.message or final.status.value
+    raise fail(f"{final.name} is {final.status.value}: {reason}")

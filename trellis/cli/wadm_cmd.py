@@ -1,0 +1,104 @@
+"""`trellis wadm`: run the wadm controller; `trellis wadm status`: which controllers run and who leads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from interfaces.client import LatticeClient
+from interfaces.wadm_api import ControllerInfo
+from interfaces.wadm_client import WadmClient
+
+from .options import Conn, with_conn
+from .output import Output, fail, print_json, run, table
+
+if TYPE_CHECKING:
+    from wadm.controller import Controller
+
+wadm_app = typer.Typer(
+    help="The wadm controller: run it (no subcommand), or see which controllers run and who leads.",
+    invoke_without_command=True,
+)
+
+
+@wadm_app.callback()
+@with_conn
+def wadm_command(
+    ctx: typer.Context,
+    tick: float = typer.Option(1.0, "--tick", envvar="TRELLIS_WADM_TICK",
+                               help="seconds between reconcile passes when nothing happens"),
+    lease_ttl: float = typer.Option(3.0, "--lease-ttl", envvar="TRELLIS_WADM_LEASE_TTL",
+                                    help="leader lease lifetime in seconds (takeover time after a leader dies)"),
+    controller_id: Optional[str] = typer.Option(None, "--id", envvar="TRELLIS_WADM_ID",
+                                                help="this controller's id (generated when unset)"),
+    log_level: str = typer.Option("info", "--log-level", envvar="TRELLIS_LOG_LEVEL"),
+    *,
+    conn: Conn,
+) -> None:
+    """Run the wadm controller until Ctrl-C or SIGTERM (several may run: one leads at a time)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from wadm.controller import Controller, ControllerSettings
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = ControllerSettings(lattice=conn.lattice, nats=conn.nats, controller_id=controller_id,
+                                      tick_s=tick, lease_ttl_s=lease_ttl)
+        controller = Controller(settings)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(asyncio.run(_run(controller)))
+
+
+async def _run(controller: "Controller") -> int:
+    loop = asyncio.get_running_loop()
+    stopper: list[asyncio.Task[None]] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stopper:
+            stopper.append(loop.create_task(controller.close(reason=f"signal {sig.name}")))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await controller.start()
+    except Exception as exc:
+        print(f"error: wadm could not start: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"event": "wadm_started", "id": controller.id, "lattice": controller.lattice}), flush=True)
+    await controller.finished()
+    if stopper:
+        await stopper[0]
+    print(json.dumps({"event": "wadm_stopped", "id": controller.id, "reason": controller.close_reason}), flush=True)
+    return 0
+
+
+@wadm_app.command("status")
+@with_conn
+def wadm_status(
+    output: Output = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts"),
+    timeout: float = typer.Option(1.0, help="seconds to wait for controllers to answer"),
+    *,
+    conn: Conn,
+) -> None:
+    """Every running controller of the lattice, and which one leads."""
+
+    async def go() -> list[ControllerInfo]:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await WadmClient(c).controllers(timeout_s=timeout)
+
+    found = run(go())
+    if output is Output.json:
+        leader = next((c.id for c in found if c.role == "leader"), None)
+        print_json({"leader": leader, "controllers": found})
+        return
+    if not found:
+        raise fail(f"no wadm controller answers in lattice {conn.lattice!r}")
+    table(f"wadm controllers in lattice {conn.lattice!r}", ["ID", "ROLE", "LEADER SINCE", "STARTED", "LEASE TTL"],
+          [(c.id, c.role.value, c.leader_since or "", c.started_at, f"{c.lease_ttl_s:g}s") for c in found])

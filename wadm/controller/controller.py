@@ -1,0 +1,319 @@
+"""The wadm controller: keeps every deployed application the way its manifest says.
+
+Parts (each in its own module):
+
+* `Observer` keeps a `LatticeView` of hosts, placements, links, configs and owners;
+* the scalers (`wadm.scaler`, pure) compare a manifest with a snapshot of that view
+  and return commands;
+* `Executor` applies one pass's commands and waits for their outcomes;
+* `Lease` decides which of several controllers acts;
+* `WadmApi` answers the API (leader only); `AppStore` keeps manifests in KV.
+
+Reconciliation is level-triggered: one `AppWorker` per application runs a pass
+whenever it is woken, which happens every ``tick_s`` and at once after any
+relevant change (a host joining or going, something starting or stopping, a
+link or config changing, a new version deployed). A pass takes a fresh snapshot,
+so no pass depends on having seen every event. A worker runs one pass at a time
+and the executor returns only once the pass's effects are in the view, so the
+next pass never repeats or undoes them. Applications are independent: a slow
+start in one does not hold up another.
+
+Anything the lattice still holds for an application that is not deployed
+(placements tagged ``trellis.app=<name>``, links and configs it owns) is
+removed, pass after pass, until nothing is left: this is how undeploy, delete
+``--undeploy`` and a controller crash in the middle of either all end the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+import trellis
+from interfaces import subjects
+from interfaces.client import LatticeClient
+from interfaces.connection import connect
+from interfaces.control import CtlReply
+from interfaces.store import LatticeStore, StoreSettings
+from interfaces.wadm_api import AppStatusReply, ControllerInfo, Role
+from trellis.service import Service
+
+from ..manifest import Manifest, ManifestError, manifest_from_data
+from ..scaler import AppState, plan, undeploy
+from .api import WadmApi
+from .app_store import AppStore, RecordChange, StoreSynced
+from .executor import Executor
+from .lease import Lease
+from .observer import Observer
+from .records import AppRecord, now_iso
+from .settings import ControllerSettings
+from .status import deployed_status, undeployed_status
+
+log = logging.getLogger(__name__)
+
+
+class AppWorker:
+    """Runs the passes of one application, one at a time, whenever woken."""
+
+    def __init__(self, ctl: "Controller", name: str) -> None:
+        self.ctl = ctl
+        self.name = name
+        self.wake = asyncio.Event()
+        self.busy = False
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if not self.ctl.may_act():
+                continue
+            self.busy = True
+            try:
+                await self.ctl.reconcile_app(self.name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pass for %s failed", self.name)
+                await asyncio.sleep(self.ctl.settings.backoff_base_s)
+            finally:
+                self.busy = False
+
+
+class Controller(Service):
+    name = "wadm"
+
+    def __init__(self, settings: ControllerSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.lattice = subjects.check_lattice(settings.lattice)
+        self.id = settings.controller_id or f"wadm-{uuid.uuid4().hex[:8]}"
+        self.started_at = now_iso()
+        self.records: dict[str, AppRecord] = {}
+        self.last_pass: dict[str, str] = {}
+        self.workers: dict[str, AppWorker] = {}
+        self._records_synced = asyncio.Event()
+        self._manifests: dict[tuple[str, str], Manifest] = {}
+        self._passes = itertools.count(1)
+        self._housekeeping_wake = asyncio.Event()
+        self._ping_sub: Any = None
+        self.nc: Client
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        s = self.settings
+        self.nc = await connect(s.nats, name=f"trellis-{self.id}")
+        store_settings = StoreSettings.from_env()
+        self.client = LatticeClient(lattice=self.lattice, nc=self.nc)
+        self.store = LatticeStore(self.nc, self.lattice, source=self.id, settings=store_settings)
+        self.apps = AppStore(self.nc, self.lattice, store_settings)
+        await self.apps.kv()
+        self.lease = Lease(self.nc, self.lattice, self.id, ttl_s=s.lease_ttl_s, poll_s=s.lease_poll_s,
+                           settings=store_settings, on_change=self._on_leadership)
+        await self.lease.open()
+        self.observer = Observer(self.nc, self.lattice, self.client, self.store, self.apps, self.tasks,
+                                 expiry_intervals=s.host_expiry_intervals, ping_timeout_s=s.ping_timeout_s,
+                                 on_change=self._on_view_change)
+        self.executor = Executor(self.client, self.store, self.apps, self.observer, s, self.may_act)
+        self.api = WadmApi(self)
+        self._ping_sub = await self.nc.subscribe(subjects.wadm_ping(self.lattice), cb=self._on_ping)
+        await self.observer.start()
+        self.tasks.spawn(self._watch_records(), "watch-apps")
+        await self.observer.wait_ready()
+        await self._records_synced.wait()
+        self.tasks.spawn(self._housekeeping(), "housekeeping")
+        self.tasks.spawn(self.lease.run(), "lease")
+        log.info("wadm controller %s watching lattice %s", self.id, self.lattice)
+
+    async def _close(self) -> None:
+        await self.tasks.close()  # workers, lease (given up on the way out), watches, API handlers
+        if not hasattr(self, "nc") or self.nc.is_closed:
+            return
+        if hasattr(self, "api"):
+            await self.api.stop()
+        if self._ping_sub is not None:
+            try:
+                await self._ping_sub.unsubscribe()
+            except Exception:
+                pass
+        if hasattr(self, "observer"):
+            await self.observer.close()
+        try:
+            await asyncio.wait_for(self.nc.drain(), 5)
+        except Exception:
+            await self.nc.close()
+
+    def may_act(self) -> bool:
+        """Leader, and the view and the application records are loaded."""
+        return (hasattr(self, "lease") and self.lease.held and self.observer.ready
+                and self._records_synced.is_set())
+
+    @property
+    def role(self) -> Role:
+        return Role.LEADER if hasattr(self, "lease") and self.lease.held else Role.FOLLOWER
+
+    def info(self) -> ControllerInfo:
+        return ControllerInfo(id=self.id, lattice=self.lattice, role=self.role,
+                              leader=self.lease.leader if hasattr(self, "lease") else None,
+                              leader_since=self.lease.since if self.role is Role.LEADER else None,
+                              started_at=self.started_at, lease_ttl_s=self.settings.lease_ttl_s,
+                              version=trellis.__version__)
+
+    async def _on_ping(self, msg: Msg) -> None:
+        if msg.reply:
+            try:
+                await msg.respond(CtlReply.ok(self.info()).encode())
+            except Exception as exc:
+                log.debug("ping reply lost: %r", exc)
+
+    # --- triggers ----------------------------------------------------------------------
+
+    def _on_leadership(self, held: bool) -> None:
+        self._housekeeping_wake.set()
+        if held:
+            self.wake_all()
+
+    def _on_view_change(self, why: str) -> None:
+        self.wake_all()
+
+    def wake_all(self) -> None:
+        for w in self.workers.values():
+            w.wake.set()
+
+    def record_changed(self, name: str, record: AppRecord | None) -> None:
+        """An API handler changed a record: act on it now (the watch confirms it later)."""
+        if record is None:
+            self.records.pop(name, None)
+        else:
+            self.records[name] = record
+        self._ensure_workers()
+        worker = self.workers.get(name)
+        if worker is not None:
+            worker.wake.set()
+
+    async def _watch_records(self) -> None:
+        async for change in self.apps.watch_records():
+            if isinstance(change, StoreSynced):
+                log.info("%d application(s) in the store", len(self.records))
+                self._records_synced.set()
+            elif isinstance(change, RecordChange):
+                if change.record is None:
+                    self.records.pop(change.name, None)
+                else:
+                    self.records[change.name] = change.record
+                if self._records_synced.is_set():
+                    self._ensure_workers()
+                    worker = self.workers.get(change.name)
+                    if worker is not None:
+                        worker.wake.set()
+
+    async def _housekeeping(self) -> None:
+        """Expire silent hosts, follow leadership, keep one worker per app, tick."""
+        loop = asyncio.get_running_loop()
+        next_tick = 0.0
+        while True:
+            try:
+                await asyncio.wait_for(self._housekeeping_wake.wait(), min(0.25, self.settings.tick_s))
+            except asyncio.TimeoutError:
+                pass
+            self._housekeeping_wake.clear()
+            self.observer.expire_hosts()
+            if self.may_act() and not self.api.serving:
+                await self.api.serve()
+            elif not self.may_act() and self.api.serving:
+                await self.api.stop()
+            self._ensure_workers()
+            if loop.time() >= next_tick:
+                next_tick = loop.time() + self.settings.tick_s
+                self.wake_all()
+
+    def _ensure_workers(self) -> None:
+        wanted = {n for n, r in self.records.items() if r.deployed}
+        if hasattr(self, "observer"):
+            wanted |= self.observer.view.app_names()
+        for name in sorted(wanted - set(self.workers)):
+            worker = AppWorker(self, name)
+            worker.task = self.tasks.spawn(worker.run(), f"app-{name}")
+            worker.wake.set()
+            self.workers[name] = worker
+        for name in list(self.workers):
+            worker = self.workers[name]
+            if name not in wanted and not worker.busy and not worker.wake.is_set():
+                if worker.task is not None:
+                    worker.task.cancel()
+                del self.workers[name]
+
+    # --- manifests ---------------------------------------------------------------------
+
+    async def manifest(self, name: str, version: str) -> Manifest | None:
+        key = (name, version)
+        found = self._manifests.get(key)
+        if found is None:
+            data = await self.apps.get_manifest(name, version)
+            if data is None:
+                return None
+            try:
+                found = manifest_from_data(data)
+            except ManifestError as exc:
+                log.error("stored manifest %s %s is unreadable: %s", name, version, exc)
+                return None
+            self._manifests[key] = found
+        return found
+
+    async def deployed_manifests(self) -> dict[str, Manifest]:
+        out: dict[str, Manifest] = {}
+        for name, record in sorted(self.records.items()):
+            if record.deployed_version is not None:
+                m = await self.manifest(name, record.deployed_version)
+                if m is not None:
+                    out[name] = m
+        return out
+
+    async def shared_apps(self) -> dict[str, Manifest]:
+        return {n: m for n, m in (await self.deployed_manifests()).items() if m.shared}
+
+    # --- passes ------------------------------------------------------------------------
+
+    async def reconcile_app(self, name: str) -> None:
+        """One pass for one application: plan against a fresh snapshot, apply, remember."""
+        record = self.records.get(name)
+        observed = self.observer.view.snapshot()
+        pass_id = f"{self.id}.{next(self._passes)}"
+        manifest: Manifest | None = None
+        shared: dict[str, Manifest] = {}
+        if record is not None and record.deployed_version is not None:
+            manifest = await self.manifest(name, record.deployed_version)
+            if manifest is None:
+                log.error("cannot reconcile %s: manifest %s is missing from the store", name,
+                          record.deployed_version)
+                return
+            shared = await self.shared_apps()
+            commands = plan(manifest, observed, pass_id=pass_id, shared_apps=shared).commands
+        else:
+            commands = tuple(undeploy(name, observed, pass_id=pass_id))
+        if commands:
+            what = f"{manifest.version}" if manifest is not None else "undeploy"
+            log.info("[%s] %s (%s): %d command(s)", pass_id, name, what, len(commands))
+            result = await self.executor.run(commands, pass_id)
+            if result.applied or result.failed:
+                self.last_pass[name] = pass_id
+        if manifest is not None:  # forget failures of what has since reached its desired state
+            st = plan(manifest, self.observer.view.snapshot(), shared_apps=shared).status
+            self.executor.book.clear_subjects(name, [c.id for c in st.components if c.state is AppState.DEPLOYED])
+
+    async def app_status(self, name: str, record: AppRecord) -> AppStatusReply:
+        observed = self.observer.view.snapshot()
+        last = self.last_pass.get(name)
+        if record.deployed_version is not None:
+            manifest = await self.manifest(name, record.deployed_version)
+            if manifest is not None:
+                return deployed_status(manifest, observed, self.executor.book.for_app(name),
+                                       shared_apps=await self.shared_apps(), last_pass=last)
+        return undeployed_status(name, observed, last_pass=last)

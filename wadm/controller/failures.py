@@ -1,0 +1,114 @@
+"""Failed commands: backoff before retrying them, and reasons for the status. Pure.
+
+A command that fails (a host refuses it, the host reports ``component_scale_failed``
+because the image cannot be fetched, a provider does not become healthy, …) is
+remembered under a key naming what it acts on. Until its backoff expires, the
+same command is left out of later passes (the scalers keep asking for it: they
+are level-triggered); then it is tried again, with a delay doubling up to a
+maximum. A success, or the thing reaching its desired state, forgets the failure.
+The status reports a remembered failure as the reason a component or link is
+``failed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..commands import (
+    Command,
+    DeleteConfig,
+    DeleteLink,
+    PutConfig,
+    PutLink,
+    ScaleComponent,
+    StartComponent,
+    StartProvider,
+    StopComponent,
+    StopProvider,
+    UpdateComponent,
+)
+
+FailureKey = tuple[str, ...]
+
+
+def subject_of(cmd: Command) -> str:
+    """What the command acts on: a component/provider id, a link, or a config name."""
+    if isinstance(cmd, StartComponent | ScaleComponent | UpdateComponent | StopComponent):
+        return cmd.component_id
+    if isinstance(cmd, StartProvider | StopProvider):
+        return cmd.provider_id
+    if isinstance(cmd, PutLink | DeleteLink):
+        return "link:" + "/".join(cmd.identity)
+    return "config:" + cmd.name
+
+
+def host_of(cmd: Command) -> str | None:
+    return getattr(cmd, "host_id", None)
+
+
+def verb_of(cmd: Command) -> str:
+    return {
+        StartComponent: "start", ScaleComponent: "scale", UpdateComponent: "update", StopComponent: "stop",
+        StartProvider: "start", StopProvider: "stop", PutLink: "put link", DeleteLink: "delete link",
+        PutConfig: "put config", DeleteConfig: "delete config",
+    }[type(cmd)]
+
+
+def key_of(cmd: Command) -> FailureKey:
+    return (cmd.app, type(cmd).__name__, host_of(cmd) or "", subject_of(cmd))
+
+
+@dataclass
+class Failure:
+    app: str
+    subject: str
+    verb: str
+    host_id: str | None
+    error: str
+    attempts: int
+    failed_at: float
+    retry_at: float
+
+    def describe(self) -> str:
+        where = f" on host {self.host_id}" if self.host_id else ""
+        tries = f" ({self.attempts} attempts)" if self.attempts > 1 else ""
+        return f"{self.verb}{where} failed{tries}: {self.error}"
+
+
+@dataclass
+class FailureBook:
+    base_s: float = 0.5
+    max_s: float = 10.0
+    failures: dict[FailureKey, Failure] = field(default_factory=dict)
+
+    def delay(self, attempts: int) -> float:
+        return float(min(self.max_s, self.base_s * 2 ** max(0, attempts - 1)))
+
+    def allowed(self, cmd: Command, now: float) -> bool:
+        f = self.failures.get(key_of(cmd))
+        return f is None or now >= f.retry_at
+
+    def failed(self, cmd: Command, error: str, now: float) -> Failure:
+        key = key_of(cmd)
+        prior = self.failures.get(key)
+        attempts = (prior.attempts if prior else 0) + 1
+        f = Failure(cmd.app, subject_of(cmd), verb_of(cmd), host_of(cmd), error, attempts, now,
+                    now + self.delay(attempts))
+        self.failures[key] = f
+        return f
+
+    def succeeded(self, cmd: Command) -> None:
+        self.failures.pop(key_of(cmd), None)
+
+    def for_app(self, app: str) -> list[Failure]:
+        return [f for f in self.failures.values() if f.app == app]
+
+    def clear_app(self, app: str) -> None:
+        for key in [k for k, f in self.failures.items() if f.app == app]:
+            del self.failures[key]
+
+    def clear_subjects(self, app: str, subjects: Iterable[str]) -> None:
+        done = set(subjects)
+        for key in [k for k, f in self.failures.items() if f.app == app and f.subject in done]:
+            del self.failures[key]

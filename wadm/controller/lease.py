@@ -1,0 +1,175 @@
+"""Leader election: one lease in JetStream KV, so exactly one controller acts at a time.
+
+Bucket ``TRELLIS_<lattice>_wadm_lease`` has a max age (TTL) of a few seconds and
+one key, ``leader``, whose value names the holder. The lease is:
+
+* **taken** with *create*, which only succeeds when the key does not exist: when
+  nobody holds it, when the holder let it go, or when the holder stopped renewing
+  and JetStream expired the key after the TTL;
+* **renewed** every TTL/3 with an *update* checked against the revision the holder
+  last wrote; any other write in between makes the renewal fail and the holder
+  steps down at once;
+* **given up** on a clean shutdown with a revision-checked delete, so a follower
+  takes over within one poll instead of one TTL.
+
+A holder also steps down by itself once ``TTL - safety`` has passed since it
+*sent* its last successful renewal, so even cut off from NATS it stops acting
+before the key can expire and someone else can take it (the server counts the
+TTL from when it stored that renewal, which is later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+from interfaces import subjects
+from interfaces.store import StoreSettings
+
+from .app_store import open_bucket
+from .records import now_iso
+
+log = logging.getLogger(__name__)
+
+LEASE_BUCKET = "wadm_lease"
+LEASE_KEY = "leader"
+
+
+class Lease:
+    def __init__(self, nc: Client, lattice: str, holder: str, *, ttl_s: float = 3.0, poll_s: float = 0.25,
+                 settings: StoreSettings | None = None,
+                 on_change: Callable[[bool], None] | None = None) -> None:
+        self.nc = nc
+        self.lattice = lattice
+        self.holder = holder
+        self.ttl_s = ttl_s
+        self.poll_s = poll_s
+        self.settings = settings or StoreSettings.from_env()
+        self.on_change = on_change
+        self._kv: KeyValue | None = None
+        self._revision = 0
+        self._valid_until = 0.0  # loop time until which we may act
+        self._held = False
+        self.leader: str | None = None
+        """Who holds the lease, as last seen (ourselves included)."""
+        self.since: str | None = None
+        """When we took the lease (ISO 8601), while we hold it."""
+
+    @property
+    def held(self) -> bool:
+        """Whether this controller may act now."""
+        return self._held and asyncio.get_running_loop().time() < self._valid_until
+
+    @property
+    def safety_s(self) -> float:
+        return min(1.0, self.ttl_s / 4)
+
+    async def open(self) -> None:
+        self._kv = await open_bucket(self.nc, subjects.bucket(self.lattice, LEASE_BUCKET),
+                                     f"Trellis wadm leader lease of lattice {self.lattice}", self.settings,
+                                     ttl_s=self.ttl_s)
+        try:  # the first creator's TTL is the one that counts
+            ttl = (await self._kv.status()).ttl
+            if ttl and abs(ttl - self.ttl_s) > 1e-3:
+                log.info("lease TTL is %.1fs (set by whoever created the bucket), not %.1fs", ttl, self.ttl_s)
+                self.ttl_s = float(ttl)
+        except Exception as exc:  # informational only
+            log.debug("could not read the lease bucket's TTL: %r", exc)
+
+    def _value(self, taken_at: str) -> bytes:
+        return json.dumps({"holder": self.holder, "taken_at": taken_at, "ttl_s": self.ttl_s}).encode()
+
+    def _set(self, held: bool, taken_at: str | None = None) -> None:
+        if held == self._held:
+            return
+        self._held = held
+        if held:
+            self.since = taken_at or now_iso()
+            log.info("controller %s is now the leader of lattice %s", self.holder, self.lattice)
+        else:
+            self.since = None
+            log.warning("controller %s is no longer the leader of lattice %s", self.holder, self.lattice)
+        if self.on_change is not None:
+            self.on_change(held)
+
+    async def run(self) -> None:
+        """Take and keep the lease until cancelled (then give it up)."""
+        assert self._kv is not None, "open() first"
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if self._held:
+                    await self._renew(loop)
+                    if self._held:
+                        await asyncio.sleep(min(self.ttl_s / 3, max(0.0, self._valid_until - loop.time())))
+                        if loop.time() >= self._valid_until:
+                            log.warning("lease not renewed in time: stepping down")
+                            self._set(False)
+                        continue
+                await self._try_take(loop)
+                if not self._held:
+                    await asyncio.sleep(self.poll_s)
+        finally:
+            await self._release()
+
+    async def _try_take(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._kv is not None
+        sent = loop.time()
+        taken_at = now_iso()
+        try:
+            self._revision = await asyncio.wait_for(self._kv.create(LEASE_KEY, self._value(taken_at)),
+                                                    self.ttl_s / 3)
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+            await self._read_leader()  # held by someone else
+            return
+        except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+            log.debug("could not try the lease: %r", exc)
+            return
+        self._valid_until = sent + self.ttl_s - self.safety_s
+        self.leader = self.holder
+        self._set(True, taken_at)
+
+    async def _renew(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._kv is not None
+        sent = loop.time()
+        try:
+            self._revision = await asyncio.wait_for(
+                self._kv.update(LEASE_KEY, self._value(self.since or now_iso()), last=self._revision),
+                self.ttl_s / 3)
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError) as exc:
+            log.warning("lease taken by someone else (%s)", exc)
+            self._set(False)
+            await self._read_leader()
+            return
+        except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+            log.warning("lease renewal failed: %r", exc)
+            if loop.time() >= self._valid_until:
+                self._set(False)
+            return
+        self._valid_until = sent + self.ttl_s - self.safety_s
+
+    async def _read_leader(self) -> None:
+        assert self._kv is not None
+        try:
+            entry = await self._kv.get(LEASE_KEY)
+            self.leader = str(json.loads(entry.value or b"{}").get("holder") or "") or None
+        except Exception:
+            self.leader = None
+
+    async def _release(self) -> None:
+        was = self._held
+        self._set(False)
+        if not was or self._kv is None or self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self._kv.delete(LEASE_KEY, last=self._revision), 2.0)
+            log.info("controller %s gave up the lease", self.holder)
+        except Exception as exc:  # expired or taken already; it lapses by itself anyway
+            log.debug("lease not released: %r", exc)

@@ -1,0 +1,235 @@
+"""The observer: keeps a `LatticeView` current from the lattice, and tells waiters.
+
+Sources, all folded into one view on the event loop (so a snapshot is never half
+updated):
+
+* ``trellis.<lattice>.evt.>``: one subscription, so events from one host are
+  applied in the order the host sent them (a heartbeat never overtakes the
+  outcome event it follows);
+* an initial ping of every host (``LatticeClient.get_hosts``) at start, so a
+  fresh controller knows the lattice before its first pass;
+* the link and config buckets (``LatticeStore.watch``) and the ownership records
+  (``AppStore.watch_owners``).
+
+The executor waits on outcomes through `expect` (an event matching some fields)
+and `wait_until` (a predicate on the view); both are resolved *after* the view
+has applied the change, so once a command's wait returns, the next snapshot
+includes its effect. Waits on a host fail as soon as that host is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from interfaces import subjects
+from interfaces.client import LatticeClient
+from interfaces.events import Event, EventType
+from interfaces.store import ConfigChange, LatticeStore, LinkChange, Synced
+from trellis.service import TaskGroup
+
+from .app_store import AppStore, OwnerChange, StoreSynced
+from .view import LatticeView
+
+log = logging.getLogger(__name__)
+
+
+class HostGone(Exception):
+    """The host a wait was about went away."""
+
+
+@dataclass
+class _Expectation:
+    match: dict[str, Any]
+    ok: tuple[str, ...]
+    failed: tuple[str, ...]
+    host_id: str | None
+    future: asyncio.Future[Event] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def matches(self, ev: Event) -> bool:
+        return ev.type in self.ok + self.failed and all(ev.data.get(k) == v for k, v in self.match.items())
+
+
+@dataclass
+class _Condition:
+    predicate: Callable[[LatticeView], bool]
+    future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Observer:
+    def __init__(self, nc: Client, lattice: str, client: LatticeClient, store: LatticeStore, apps: AppStore,
+                 tasks: TaskGroup, *, expiry_intervals: float = 3.0, ping_timeout_s: float = 1.0,
+                 on_change: Callable[[str], None] | None = None) -> None:
+        self.nc = nc
+        self.lattice = lattice
+        self.client = client
+        self.store = store
+        self.apps = apps
+        self.tasks = tasks
+        self.view = LatticeView(expiry_intervals=expiry_intervals)
+        self.ping_timeout_s = ping_timeout_s
+        self.on_change = on_change or (lambda why: None)
+        self._expectations: list[_Expectation] = []
+        self._conditions: list[_Condition] = []
+        self._synced: set[str] = set()
+        self._ready = asyncio.Event()
+        self._sub: Any = None
+        self.events_seen = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe first (so nothing after the ping is missed), then ping, then watch the stores."""
+        self._sub = await self.nc.subscribe(subjects.events_wildcard(self.lattice), cb=self._on_msg)
+        await self.nc.flush()
+        for info in await self.client.get_hosts(timeout_s=self.ping_timeout_s):
+            self.view.host_seen(info, self._now())
+        log.info("observer: %d host(s) answered the initial ping", len(self.view.hosts))
+        self.tasks.spawn(self._watch_store(), "watch-links-config")
+        self.tasks.spawn(self._watch_owners(), "watch-owners")
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:
+                pass
+            self._sub = None
+        for e in self._expectations:
+            if not e.future.done():
+                e.future.cancel()
+        for c in self._conditions:
+            if not c.future.done():
+                c.future.cancel()
+
+    def _mark_synced(self, what: str) -> None:
+        self._synced.add(what)
+        if {"links", "config", "owners"} <= self._synced and not self._ready.is_set():
+            log.info("observer: links, configs and owners loaded")
+            self._ready.set()
+            self._changed("synced")
+
+    # --- sources -----------------------------------------------------------------------
+
+    async def _on_msg(self, msg: Msg) -> None:
+        try:
+            ev = Event.decode(msg.data)
+        except ValueError:
+            return
+        self.events_seen += 1
+        changed = self.view.apply_event(ev, self._now())
+        host_id = ev.data.get("host_id") or (ev.data.get("id") if ev.type in (
+            EventType.HOST_STARTED, EventType.HOST_HEARTBEAT) else None)
+        if ev.type == EventType.HOST_STOPPED and host_id:
+            self._fail_host(str(host_id), "host stopped")
+        for e in list(self._expectations):
+            if not e.future.done() and e.matches(ev):
+                e.future.set_result(ev)
+        self._expectations = [e for e in self._expectations if not e.future.done()]
+        if changed:
+            self._changed(ev.type)
+
+    async def _watch_store(self) -> None:
+        async for change in self.store.watch():
+            if isinstance(change, Synced):
+                self._mark_synced(change.bucket)
+                continue
+            if isinstance(change, LinkChange):
+                changed = (self.view.put_link(change.link) if change.kind == "put"
+                           else self.view.delete_link(change.link.identity))
+            elif isinstance(change, ConfigChange):
+                changed = (self.view.put_config(change.name, change.values) if change.kind == "put"
+                           else self.view.delete_config(change.name))
+            else:
+                continue
+            if changed:
+                self._changed("store")
+
+    async def _watch_owners(self) -> None:
+        async for change in self.apps.watch_owners():
+            if isinstance(change, StoreSynced):
+                self._mark_synced("owners")
+                continue
+            assert isinstance(change, OwnerChange)
+            if change.kind == "link":
+                changed = self.view.set_link_owner(change.key, change.app)
+            else:
+                changed = self.view.set_config_owner(change.key, change.app)
+            if changed:
+                self._changed("owners")
+
+    def expire_hosts(self) -> list[str]:
+        gone = self.view.expire(self._now())
+        for host_id in gone:
+            self._fail_host(host_id, "host stopped sending heartbeats")
+        if gone:
+            self._changed("host expired")
+        return gone
+
+    # --- waiting -----------------------------------------------------------------------
+
+    def _changed(self, why: str) -> None:
+        for c in list(self._conditions):
+            if c.future.done():
+                continue
+            try:
+                if c.predicate(self.view):
+                    c.future.set_result(None)
+            except Exception as exc:
+                c.future.set_exception(exc)
+        self._conditions = [c for c in self._conditions if not c.future.done()]
+        self.on_change(why)
+
+    def _fail_host(self, host_id: str, why: str) -> None:
+        for e in self._expectations:
+            if e.host_id == host_id and not e.future.done():
+                e.future.set_exception(HostGone(f"host {host_id} is gone ({why})"))
+
+    def expect(self, match: dict[str, Any], ok: Iterable[str], failed: Iterable[str] = (),
+               host_id: str | None = None) -> asyncio.Future[Event]:
+        """A future for the next event of types `ok`/`failed` whose data has the `match` fields.
+
+        Register it *before* sending the request whose outcome it waits for.
+        """
+        e = _Expectation(dict(match), tuple(ok), tuple(failed), host_id)
+        if host_id is not None and host_id not in self.view.hosts:
+            e.future.set_exception(HostGone(f"host {host_id} is not in the lattice"))
+        self._expectations.append(e)
+        return e.future
+
+    def forget(self, future: asyncio.Future[Any]) -> None:
+        """Stop waiting on an `expect` future (its outcome, if any, is dropped)."""
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()  # mark a HostGone as seen
+        self._expectations = [e for e in self._expectations if e.future is not future]
+
+    async def wait_until(self, predicate: Callable[[LatticeView], bool], timeout_s: float) -> None:
+        """Return once `predicate(view)` holds (checked now and after every change)."""
+        if predicate(self.view):
+            return
+        c = _Condition(predicate)
+        self._conditions.append(c)
+        try:
+            await asyncio.wait_for(asyncio.shield(c.future), timeout_s)
+        finally:
+            if not c.future.done():
+                c.future.cancel()
+            self._conditions = [x for x in self._conditions if x is not c]

@@ -1,0 +1,46 @@
+"""Controller settings: grouped, documented, each default with its reason."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from interfaces.connection import NatsSettings
+
+
+class ControllerSettings(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    lattice: str = Field(default="default", description="lattice to manage (TRELLIS_LATTICE)")
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    controller_id: str | None = Field(default=None, description="this controller's id; generated when unset")
+
+    # --- reconciliation -------------------------------------------------------------
+    tick_s: float = Field(
+        default=1.0, gt=0,
+        description="every deployed app is reconciled at least this often, whatever events were missed "
+        "(level-triggered); relevant events trigger a pass at once",
+    )
+    host_expiry_intervals: float = Field(
+        default=3.0, gt=1,
+        description="a host not heard from for this many of its own heartbeat intervals is gone "
+        "(1 s heartbeats: about 3 s)",
+    )
+    ping_timeout_s: float = Field(default=1.0, gt=0, description="how long the initial ping waits for hosts to answer")
+
+    # --- executing commands -------------------------------------------------------------
+    start_timeout_s: float = Field(
+        default=120.0, gt=0, description="wait for a component start/update (fetch + compile) or provider start")
+    op_timeout_s: float = Field(default=60.0, gt=0, description="wait for scale and stop outcomes")
+    store_timeout_s: float = Field(
+        default=5.0, gt=0, description="wait for a link/config write to show up in the controller's own view")
+    backoff_base_s: float = Field(default=0.5, gt=0, description="first retry delay after a failed command")
+    backoff_max_s: float = Field(
+        default=10.0, gt=0, description="longest retry delay: a fixed image is picked up within this long")
+
+    # --- high availability ---------------------------------------------------------------
+    lease_ttl_s: float = Field(
+        default=3.0, ge=1.0,
+        description="leader lease lifetime in JetStream KV; a dead leader is replaced after about this "
+        "long (only the first controller to create the lease bucket sets it)",
+    )
+    lease_poll_s: float = Field(default=0.25, gt=0, description="how often a follower tries to take the lease")

@@ -22,7 +22,8 @@ from interfaces.connection import NatsSettings
 
 async def run(args: argparse.Namespace) -> None:
     host = Host(HostSettings(lattice=args.lattice, nats=NatsSettings(url=args.nats_url),
-                             state_dir=Path(args.state_dir), workers=args.workers))
+                             state_dir=Path(args.state_dir), workers=args.workers,
+                             worker_threads=args.worker_threads))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: loop.create_task(host.close(reason="signal")))
@@ -37,6 +38,7 @@ def main() -> None:
     p.add_argument("--lattice", required=True)
     p.add_argument("--state-dir", required=True)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--worker-threads", type=int, default=8)
     p.add_argument("--log-level", default="warning")
     args = p.parse_args()
     logging.basicConfig(level=args.log_level.upper())

@@ -40,6 +40,19 @@ def _nats_server_version() -> str:
         return f"? ({exc.__class__.__name__})"
 
 
+def _git() -> dict[str, object]:
+    """The commit measured, and whether the platform's code differed from it."""
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    try:
+        dirty = git("status", "--porcelain", "--", "host", "interfaces", "trellis")
+        return {"commit": git("rev-parse", "--short", "HEAD"), "platform_dirty": bool(dirty)}
+    except Exception:
+        return {}
+
+
 def machine_info() -> dict[str, object]:
     """Cores, memory, CPU model, versions and current load, for every result file."""
     return {
@@ -54,6 +67,7 @@ def machine_info() -> dict[str, object]:
         "uvloop": _pkg("uvloop"),
         "componentize_py": _pkg("componentize-py"),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "git": _git(),
     }
 
 

@@ -48,9 +48,12 @@ class HostProc:
     they have joined the lattice; ``boot_s`` is the time from spawn to that line.
     """
 
-    def __init__(self, nats_url: str, lattice: str, state_dir: Path, workers: int, log: Path) -> None:
+    def __init__(self, nats_url: str, lattice: str, state_dir: Path, workers: int, log: Path,
+                 threads: int | None = None) -> None:
         args = ["--nats-url", nats_url, "--lattice", lattice, "--state-dir", str(state_dir),
                 "--workers", str(workers), "--log-level", "warning"]
+        if threads is not None:
+            args += ["--worker-threads", str(threads)]
         if host_has_workers_flag():
             argv = procs.trellis_argv("host", *args)
         else:
@@ -145,7 +148,7 @@ class Processes:
         return server
 
     def host(self, nats_url: str, lattice: str, workers: int, state_dir: Path | None = None,
-             label: str = "host", warm_cache: bool = True) -> HostProc:
+             label: str = "host", warm_cache: bool = True, threads: int | None = None) -> HostProc:
         """Start a host; with ``warm_cache`` its compile cache starts as a copy of the bench's."""
         state = state_dir or self.workdir / f"state-{label}"
         if warm_cache:
@@ -154,7 +157,7 @@ class Processes:
             for art in ensure_compiled().glob("*.cwasm"):
                 if not (compiled / art.name).exists():
                     shutil.copyfile(art, compiled / art.name)
-        h = HostProc(nats_url, lattice, state, workers, self.workdir / "logs" / f"{label}.log")
+        h = HostProc(nats_url, lattice, state, workers, self.workdir / "logs" / f"{label}.log", threads)
         self._stack.append(h)
         return h.wait_started()
 

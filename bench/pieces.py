@@ -96,6 +96,12 @@ async def _pieces(n: int) -> list[dict[str, Any]]:
     async def serve_task() -> None:
         await loop.create_task(inline())
 
+    async def inject_eager() -> None:
+        tracing.inject()
+
+    async def nothing() -> None:
+        pass
+
     async def client_envelope() -> None:
         i = Invocation(target="adder", interface="", function="add", args=[1, 2], source="client",
                        deadline_ms=int((time.time() + 30) * 1000))
@@ -133,6 +139,8 @@ async def _pieces(n: int) -> list[dict[str, Any]]:
          "acquire directly when a slot is free (wait_for only when queued)"),
         ("worker", "Wasm call handed to the 8-thread pool (no-op function)", in_executor, inline,
          "inline on the event loop, as the minimal worker does (for short, import-free calls)"),
+        ("worker", "trace context for imports computed for every call (Worker._invoke)", inject_eager, nothing,
+         "compute it in the import handler, only when an import is called"),
         ("worker", "a task per message (RpcServer._on_msg)", serve_task, inline, "(kept: needed for concurrency)"),
         ("client", "Invocation with uuid4 + client span + inject + encode", client_envelope, client_envelope_lean,
          "per-client id prefix + counter, span only when tracing is configured"),

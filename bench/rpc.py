@@ -86,9 +86,9 @@ async def run(ctx: Context) -> None:
             n = ctx.pick(300, 2000)
             budget = ctx.pick(3.0, 12.0)
             window = ctx.pick(2.0, 6.0)
-            lat = await alternate_sequential(targets, n, budget, rounds=2)
+            lat = await alternate_sequential(targets, n, budget, rounds=ctx.pick(2, 4))
             thr = await alternate({k: targets[k] for k in ("echo", "adder-min", "adder")}, CONCURRENCY, window,
-                                  rounds=2, warmup_s=0.3)
+                                  rounds=ctx.pick(2, 3), warmup_s=0.3)
             ctx.details.update(payload_bytes=len(payload), latency=lat, throughput=thr,
                                client_rpc_stats=dict(c.rpc.stats), host_boot_s=round(host.boot_s, 2))
         echo_is = "raw nats-py request → echo responder"
@@ -99,10 +99,16 @@ async def run(ctx: Context) -> None:
                 ctx.row(f"cross-host call, {comp} (fresh), sequential {q}", "µs", t[f"{q}_us"], e[f"{q}_us"], echo_is)
             ctx.row(f"cross-host call, {comp} (fresh), sequential p50", "µs", t["p50_us"], m["p50_us"], min_is)
         cpu = {k: v.get("cpu", {}).get("cpu_us_per_call_total") for k, v in thr.items()}
+        serving = {k: sum(c for r, c in v.get("cpu", {}).get("cpu_us_per_call", {}).items()
+                          if r in ("echo", "minimal", "worker", "host")) for k, v in thr.items()}
+        ctx.details["serving_cpu_us_per_call"] = serving
         ctx.row(f"cross-host calls, adder (fresh), concurrency {CONCURRENCY}", "calls/s", thr["adder"]["rps"],
                 thr["echo"]["rps"], echo_is, cpu_us_per_call=cpu["adder"], baseline_cpu_us_per_call=cpu["echo"])
         ctx.row(f"cross-host calls, adder (fresh), concurrency {CONCURRENCY}", "calls/s", thr["adder"]["rps"],
                 thr["adder-min"]["rps"], min_is, cpu_us_per_call=cpu["adder"],
                 baseline_cpu_us_per_call=cpu["adder-min"])
+        ctx.row(f"cross-host calls, adder (fresh), concurrency {CONCURRENCY}: serving process CPU per call", "CPU µs",
+                round(serving["adder"], 1), round(serving["adder-min"], 1), min_is,
+                echo_cpu_us=round(serving["echo"], 1))
     finally:
         procs.close()

@@ -1,0 +1,220 @@
+"""Calling the linked component for one HTTP request, and saying how it went.
+
+The front's own lean path over NATS, built from the lattice's envelope codec
+and subject names (``interfaces``): one wildcard reply subscription, one
+future per call, no task per call. It follows the lattice's failover rules
+(docs/architecture.md, "Retries") with one difference HTTP needs: waiting for
+an instance is bounded separately from the call, so a request to a component
+nothing serves ends in a prompt ``503`` instead of a ``504`` after the whole
+timeout. A failure is a :class:`CallFailed` carrying the HTTP status:
+
+* no responders, or every instance busy, for ``instance_wait`` → 503;
+* the deadline passed (here, or inside the component: kind ``timeout``) → 504;
+* the serving instance went silent (no progress frames for ``silence_s``): sent
+  again for idempotent methods (at-least-once), else 502 (at-most-once);
+* any error the component or its host returned (a trap, ``bad_argument``, …) → 502.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from interfaces import subjects
+from interfaces.envelope import EnvelopeError, Invocation, Reply
+from interfaces.errors import ErrorCode
+
+from . import wire
+
+log = logging.getLogger("providers.http_server")
+
+INTERFACE = "trellis:http/incoming-handler"
+FUNCTION = "handle"
+#: no progress frame for this long: the instance is presumed dead (the lattice's default)
+SILENCE_S = 1.0
+_NO_RESPONDERS = object()
+_DEADLINE = object()
+
+
+class CallFailed(Exception):
+    """The call gave no response; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Pending:
+    __slots__ = ("future", "reply", "progress_at")
+
+    def __init__(self, future: asyncio.Future[Any], now: float) -> None:
+        self.future = future
+        self.reply: Any = None
+        self.progress_at = now
+
+
+class NatsCaller:
+    """Invokes ``trellis:http/incoming-handler.handle`` on components, on one NATS connection."""
+
+    def __init__(self, nc: Any, lattice: str, source: str, *, silence_s: float = SILENCE_S) -> None:
+        self.nc = nc
+        self.lattice = subjects.check_lattice(lattice)
+        self.source = source
+        self.silence_s = silence_s
+        self._prefix = ""
+        self._sub: Any = None
+        self._pending: dict[str, _Pending] = {}
+        self._seq = itertools.count(1)
+        self._ids = itertools.count(1)
+        self._id_prefix = uuid.uuid4().hex[:16] + "-"  # ids unique across instances, cheap per call
+        self._subjects: dict[str, str] = {}
+        self.stats = {"calls": 0, "retries": 0, "no_responders": 0, "busy": 0, "lost": 0}
+
+    async def start(self) -> None:
+        self._prefix = self.nc.new_inbox() + "."
+        self._sub = await self.nc.subscribe(self._prefix + "*", cb=self._on_reply, pending_msgs_limit=65536)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:
+                pass
+            self._sub = None
+        for p in self._pending.values():
+            if not p.future.done():
+                p.future.cancel()
+        self._pending.clear()
+
+    @property
+    def max_payload(self) -> int:
+        return int(getattr(self.nc, "max_payload", 0) or 1024 * 1024)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        p = self._pending.get(msg.subject[len(self._prefix):])
+        if p is None or p.reply is not None:
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            reply: Any = _NO_RESPONDERS
+        else:
+            try:
+                reply = Reply.decode(msg.data)
+            except EnvelopeError as exc:
+                reply = Reply.failure("", ErrorCode.INTERNAL, f"bad reply: {exc}")
+            if reply.progress:
+                p.progress_at = time.monotonic()
+                return
+        p.reply = reply
+        if not p.future.done():
+            p.future.set_result(None)
+
+    def new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids)}"
+
+    def _subject(self, target: str) -> str:
+        s = self._subjects.get(target)
+        if s is None:
+            s = self._subjects[target] = subjects.rpc(self.lattice, target)
+        return s
+
+    async def call(self, target: str, link_name: str, request: dict[str, Any], *, timeout_s: float,
+                   instance_wait_s: float, retry_lost: bool, trace: dict[str, str] | None = None,
+                   invocation_id: str | None = None) -> Any:
+        """The component's response record (plain), or :class:`CallFailed`."""
+        self.stats["calls"] += 1
+        now = time.time()
+        inv = Invocation(
+            target=target, interface=INTERFACE, function=FUNCTION, args=[request], source=self.source,
+            id=invocation_id or self.new_id(), deadline_ms=int((now + timeout_s) * 1000), link=link_name,
+            trace=trace or {},
+        )
+        deadline = time.monotonic() + timeout_s
+        wait_until = time.monotonic() + instance_wait_s
+        subject = self._subject(target)
+        backoff = 0.01
+        unavailable = ""
+        while True:
+            frame = inv.encode()
+            if len(frame) > self.max_payload:
+                raise CallFailed(wire.TOO_LARGE, f"the request is {len(frame)} bytes encoded, over the lattice's "
+                                                 f"message limit of {self.max_payload} bytes (NATS max_payload)")
+            token = str(next(self._seq))
+            pending = _Pending(asyncio.get_running_loop().create_future(), time.monotonic())
+            self._pending[token] = pending
+            try:
+                try:
+                    await self.nc.publish(subject, frame, reply=self._prefix + token)
+                except Exception as exc:  # closed, or the reconnect buffer is full
+                    raise CallFailed(wire.UNAVAILABLE, f"cannot reach the lattice: {exc or type(exc).__name__}")
+                reply = await self._await(pending, deadline)
+            finally:
+                self._pending.pop(token, None)
+            if reply is _DEADLINE:
+                raise CallFailed(wire.TIMED_OUT, f"component {target!r} did not answer within {timeout_s * 1000:.0f} ms")
+            if reply is None:  # silence: the instance is presumed dead
+                self.stats["lost"] += 1
+                if not retry_lost:
+                    raise CallFailed(wire.FAILED, f"the instance serving {target!r} stopped answering; "
+                                                  f"{inv.operation} was not sent again (method not idempotent)")
+                backoff = 0.0
+            elif reply is _NO_RESPONDERS:
+                self.stats["no_responders"] += 1
+                unavailable = f"no instance of component {target!r} is running"
+            elif reply.ok:
+                return reply.result
+            else:
+                err = reply.error
+                assert err is not None
+                if err.code != ErrorCode.BUSY:
+                    raise _failure(target, err.code, err.kind, err.message, inv.id)
+                self.stats["busy"] += 1
+                unavailable = f"every instance of component {target!r} is busy"
+            mono = time.monotonic()
+            if reply is not None and mono + backoff >= min(wait_until, deadline):  # never started: 503
+                raise CallFailed(wire.UNAVAILABLE, unavailable)
+            if mono >= deadline:
+                raise CallFailed(wire.TIMED_OUT, f"component {target!r} did not answer within {timeout_s * 1000:.0f} ms")
+            self.stats["retries"] += 1
+            inv.attempt += 1
+            if backoff:
+                await asyncio.sleep(min(backoff, deadline - mono))
+            backoff = min(max(backoff * 2, 0.01), 0.25)
+
+    async def _await(self, p: _Pending, deadline: float) -> Any:
+        """The reply; None when the instance went silent; _DEADLINE when time is up."""
+        while True:
+            now = time.monotonic()
+            left = deadline - now
+            if left <= 0:
+                return _DEADLINE
+            window = min(left, self.silence_s - (now - p.progress_at))
+            if window > 0:
+                try:
+                    async with asyncio.timeout(window):
+                        await p.future
+                except TimeoutError:
+                    pass
+            if p.reply is not None:
+                return p.reply
+            if p.future.done():  # cancelled by the timeout: wait on a fresh one
+                p.future = asyncio.get_running_loop().create_future()
+            if time.monotonic() >= deadline:
+                return _DEADLINE
+            if time.monotonic() - p.progress_at >= self.silence_s:
+                return None
+
+
+def _failure(target: str, code: str, kind: str, message: str, inv_id: str) -> CallFailed:
+    """A component's error reply as an HTTP status and a short reason (details go to the log)."""
+    log.warning("invocation %s of %s failed: [%s/%s] %s", inv_id, target, code, kind, message)
+    if code == ErrorCode.TIMEOUT or kind == "timeout":
+        return CallFailed(wire.TIMED_OUT, f"component {target!r} did not finish in time ({kind or code}); "
+                                          f"invocation {inv_id}")
+    return CallFailed(wire.FAILED, f"component {target!r} failed ({kind or code}); invocation {inv_id}")

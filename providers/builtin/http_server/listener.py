@@ -1,0 +1,152 @@
+"""One listening socket: its routes, its connections, and how a request is answered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Protocol
+
+from opentelemetry import trace as otel_trace
+
+from interfaces import tracing
+
+from . import wire
+from .config import ServerConfig, format_address
+from .gateway import CallFailed
+from .protocol import HttpConnection, Request
+from .routes import RouteTable
+
+log = logging.getLogger("providers.http_server")
+
+
+class Caller(Protocol):
+    """What answers a request: the lattice (:class:`.gateway.NatsCaller`), or a test double."""
+
+    async def call(self, target: str, link_name: str, request: dict[str, Any], *, timeout_s: float,
+                   instance_wait_s: float, retry_lost: bool, trace: dict[str, str] | None = None,
+                   invocation_id: str | None = None) -> Any: ...
+
+
+def tracing_enabled() -> bool:
+    """True when an OpenTelemetry SDK is installed (``OTEL_TRACES_EXPORTER``); otherwise spans
+    are skipped and an incoming ``traceparent`` is passed through to the component as is."""
+    return not isinstance(otel_trace.get_tracer_provider(),
+                          (otel_trace.ProxyTracerProvider, otel_trace.NoOpTracerProvider))
+
+
+class Listener:
+    """Serves ``table``'s routes on ``address`` until closed."""
+
+    def __init__(self, address: tuple[str, int], table: RouteTable, caller: Caller, settings: ServerConfig) -> None:
+        self.address = address
+        self.table = table
+        self.caller = caller
+        self.idle_timeout_s = settings.idle_timeout_ms / 1000
+        self.read_timeout_s = settings.read_timeout_ms / 1000
+        self.max_header_bytes = settings.max_header_bytes
+        self.connections: set[HttpConnection] = set()
+        self.date = wire.DateHeader()
+        self.server: asyncio.Server | None = None
+        self.traced = tracing_enabled()
+        self.stats = {"requests": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0}
+        self._new_id = getattr(caller, "new_id", None) or (lambda: uuid.uuid4().hex)
+
+    @property
+    def text(self) -> str:
+        return format_address(self.address)
+
+    async def open(self) -> None:
+        """Bind and listen; raises OSError (address in use, permission denied, ...)."""
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: HttpConnection(self), self.address[0], self.address[1],
+                                               reuse_address=True, backlog=1024)
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def close(self, grace_s: float) -> None:
+        """Stop accepting; idle connections close now, busy ones after their answer (at most ``grace_s``)."""
+        self.stop_accepting()
+        for conn in list(self.connections):
+            conn.drain()
+        deadline = time.monotonic() + grace_s
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            conn.abort()
+        if self.server is not None:
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), 1.0)
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
+            self.server = None
+
+    # --- answering ----------------------------------------------------------------------
+
+    async def answer(self, req: Request, conn: HttpConnection) -> tuple[bytes, bytes, bool]:
+        """(head, body, keep the connection) for one request; never raises but for cancellation."""
+        self.stats["requests"] += 1
+        head_only = req.method == "HEAD"
+        if req.reject is not None:
+            return self._error(req.reject[0], req.reject[1], req, req.keep_alive and not conn.closing())
+        route = req.route
+        assert route is not None
+        cfg = route.config
+        inv_id = self._new_id()
+        record = wire.request_record(req.method, req.target, req.headers, req.body)
+        try:
+            if self.traced:
+                result = await self._traced_call(req, route.target, route.link_name, record, inv_id)
+            else:
+                result = await self.caller.call(
+                    route.target, route.link_name, record, timeout_s=cfg.timeout_ms / 1000,
+                    instance_wait_s=cfg.instance_wait_ms / 1000, retry_lost=req.method in wire.IDEMPOTENT,
+                    trace=req.trace, invocation_id=inv_id)
+        except CallFailed as failed:
+            keep_alive = req.keep_alive and not conn.closing() and failed.status != wire.TOO_LARGE
+            return self._error(failed.status, failed.message, req, keep_alive)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("answering %s %s on %s failed", req.method, req.target[:200], self.text)
+            return self._error(500, f"the HTTP front failed; invocation {inv_id}", req, False)
+        keep_alive = req.keep_alive and not conn.closing()  # asked now: the listener may be closing
+        try:
+            head, body, keep = wire.response_head(result, head_only=head_only, keep_alive=keep_alive,
+                                                  http10=req.http10, date=self.date)
+        except wire.InvalidResponse as exc:
+            log.warning("invocation %s: %s sent an invalid response: %s", inv_id, route.target, exc)
+            return self._error(wire.FAILED, f"component {route.target!r} sent an invalid response ({exc}); "
+                                            f"invocation {inv_id}", req, keep_alive)
+        self._count(result["status"])
+        return head, body, keep
+
+    async def _traced_call(self, req: Request, target: str, link_name: str, record: dict[str, Any],
+                           inv_id: str) -> Any:
+        cfg = req.route.config  # type: ignore[union-attr]
+        with tracing.tracer().start_as_current_span(
+            f"HTTP {req.method}", context=tracing.extract(req.trace or {}), kind=otel_trace.SpanKind.SERVER,
+            attributes={"http.request.method": req.method, "url.path": req.target[:500],
+                        "trellis.target": target, "trellis.invocation_id": inv_id},
+        ) as span:
+            result = await self.caller.call(
+                target, link_name, record, timeout_s=cfg.timeout_ms / 1000,
+                instance_wait_s=cfg.instance_wait_ms / 1000, retry_lost=req.method in wire.IDEMPOTENT,
+                trace=tracing.inject(), invocation_id=inv_id)
+            if isinstance(result, dict) and isinstance(result.get("status"), int):
+                span.set_attribute("http.response.status_code", result["status"])
+            return result
+
+    def _error(self, status: int, message: str, req: Request, keep_alive: bool) -> tuple[bytes, bytes, bool]:
+        self._count(status)
+        head, body = wire.error_head(status, message, head_only=req.method == "HEAD", keep_alive=keep_alive,
+                                     http10=req.http10, date=self.date)
+        return head, body, keep_alive
+
+    def _count(self, status: int) -> None:
+        key = ("1xx", "2xx", "3xx", "4xx", "5xx")[min(max(status // 100, 1), 5) - 1]
+        if key in self.stats:
+            self.stats[key] += 1

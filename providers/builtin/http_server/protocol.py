@@ -1,0 +1,367 @@
+"""One HTTP/1.1 connection: httptools parses, the listener answers, responses go out in order.
+
+An ``asyncio.Protocol`` on httptools (llhttp, the parser of Node.js) rather than
+a framework: this is the hot path of the platform's HTTP benchmark, and a
+framework's request objects cost more than the rest of the front together (see
+docs/http.md, "Why httptools"). What a framework would otherwise do is here:
+
+* keep-alive (HTTP/1.1 by default, HTTP/1.0 on request) and pipelining: requests
+  are answered one at a time, in order; reading pauses while 8 wait;
+* limits decided as early as possible: the request line and headers
+  (``max_header_bytes`` → 431), the body (``Content-Length`` over the route's
+  ``max_body_bytes`` → 413 before a byte of it is read, a chunked body as it
+  grows), a request that does not arrive whole in time (→ 408), an idle
+  keep-alive connection (closed);
+* ``Expect: 100-continue`` answered when the body is welcome; an ``Upgrade`` is
+  not switched to: the request is answered as plain HTTP/1.1, then the
+  connection closed;
+* a malformed request (as llhttp judges it, e.g. both ``Content-Length`` and
+  ``Transfer-Encoding``) gets 400 and the connection is closed;
+* backpressure: a client that does not read its responses stops the connection
+  from taking more requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from . import wire
+
+if TYPE_CHECKING:
+    from .listener import Listener
+    from .routes import Route
+
+log = logging.getLogger("providers.http_server")
+
+MAX_PIPELINE = 8
+#: after a refusal, how long the rest of the request is read and dropped before closing
+LINGER_S = 2.0
+#: body bytes read and dropped for a request refused early (no route) before closing instead
+MAX_DISCARD = 64 * 1024
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SMALL = 64 * 1024
+_METHODS: dict[bytes, str] = {}
+_NAMES: dict[bytes, str] = {}
+
+
+class Request:
+    """One parsed request, waiting for its answer."""
+
+    __slots__ = ("method", "target", "headers", "body", "keep_alive", "http10", "route", "reject", "trace")
+
+    def __init__(self, method: str, target: str, headers: list[list[Any]], body: bytes, keep_alive: bool,
+                 http10: bool, route: "Route | None", reject: tuple[int, str] | None,
+                 trace: dict[str, str] | None) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.http10 = http10
+        self.route = route
+        self.reject = reject
+        self.trace = trace
+
+
+class HttpConnection(asyncio.Protocol):
+    __slots__ = (
+        "listener", "loop", "transport", "parser", "_url", "_headers", "_host", "_length", "_expect", "_trace",
+        "_body", "_size", "_head_size", "_route", "_reject", "_close_after", "_parsing", "_stopped",
+        "_queue", "_task", "_timer", "_reading_paused", "_write_ready", "draining", "_unread",
+    )
+
+    def __init__(self, listener: "Listener") -> None:
+        self.listener = listener
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self._queue: deque[Request] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reading_paused = False
+        self._write_ready: asyncio.Future[None] | None = None
+        self._parsing = False
+        self._stopped = False  # no more requests are read on this connection
+        self._unread = False  # stopped mid-request: the client may still be sending its body
+        self.draining = False  # the listener is closing: answer what was asked, then close
+        self._reset()
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: list[list[Any]] = []
+        self._host: bytes | None = None
+        self._length: int | None = None
+        self._expect = False
+        self._trace: dict[str, str] | None = None
+        self._body: list[bytes] = []
+        self._size = 0
+        self._head_size = 0
+        self._route: Route | None = None
+        self._reject: tuple[int, str] | None = None
+        self._close_after = False
+
+    # --- transport events ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
+        self.listener.connections.add(self)
+        self._arm(self.listener.idle_timeout_s, self._idle_expired)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._stopped = True
+        self.listener.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._queue.clear()
+        if self._write_ready is not None and not self._write_ready.done():
+            self._write_ready.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._write_ready is None or self._write_ready.done():
+            self._write_ready = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._write_ready is not None and not self._write_ready.done():
+            self._write_ready.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return  # lingering after a refusal: what the client still sends is dropped
+        if self._timer is not None and self._task is None and not self._parsing:
+            self._timer.cancel()  # idle no more
+            self._timer = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # the request is complete: it is answered as HTTP/1.1, without switching, then the
+            # connection closes (what follows the request is in the other protocol)
+            self._stop_reading()
+        except httptools.HttpParserError as exc:
+            if not self._stopped:
+                self._refuse(wire.BAD_REQUEST, f"malformed request: {exc}")
+
+    # --- parser callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._stopped:
+            return
+        self._parsing = True
+        self._reset()
+        if self._task is None:
+            self._arm(self.listener.read_timeout_s, self._read_expired)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > self.listener.max_header_bytes:
+            self._head_too_large()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.listener.max_header_bytes:
+            self._head_too_large()
+            return
+        key = _NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_NAMES) < 256:
+                _NAMES[name] = key
+        if key == "host":
+            self._host = value
+        elif key == "content-length":
+            try:
+                self._length = int(value)
+            except ValueError:
+                pass  # llhttp rejects it
+        elif key == "expect":
+            self._expect = value.lower() == b"100-continue"
+        elif key == "traceparent" or key == "tracestate":
+            if self._trace is None:
+                self._trace = {}
+            self._trace[key] = value.decode("latin-1")
+        self._headers.append([key, value])
+
+    def _head_too_large(self) -> None:
+        if not self._stopped:
+            self._refuse(wire.HEADERS_TOO_LARGE,
+                         f"request line and headers exceed {self.listener.max_header_bytes} bytes")
+
+    def on_headers_complete(self) -> None:
+        if self._stopped:
+            return
+        try:
+            _, path = wire.origin_form(self._url)
+        except (ValueError, UnicodeError) as exc:
+            self._refuse(wire.BAD_REQUEST, f"bad request target: {exc}")
+            return
+        route = self.listener.table.match(self._host, path)
+        if route is None:
+            host = _host_text(self._host)
+            self._reject = (wire.NO_ROUTE, f"nothing is served at {host}{path[:200]}")
+            if self._length is not None and self._length > MAX_DISCARD:
+                self._close_after = True
+            return
+        self._route = route
+        limit = route.config.max_body_bytes
+        if self._length is not None and self._length > limit:
+            self._refuse(wire.TOO_LARGE, f"the request body is {self._length} bytes, over the limit of {limit}")
+            return
+        if self._expect and self._task is None and not self._queue and self.transport is not None:
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        if self._stopped:
+            return
+        self._size += len(body)
+        if self._reject is not None:
+            if self._size > MAX_DISCARD:
+                self._close_after = True
+            return
+        assert self._route is not None
+        limit = self._route.config.max_body_bytes
+        if self._size > limit:
+            self._refuse(wire.TOO_LARGE, f"the request body exceeds the limit of {limit} bytes")
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._stopped:
+            return
+        self._parsing = False
+        parser = self.parser
+        method = _METHODS.get(raw := parser.get_method())
+        if method is None:
+            method = raw.decode("ascii")
+            if len(_METHODS) < 64:
+                _METHODS[raw] = method
+        try:
+            target, _ = wire.origin_form(self._url)
+        except (ValueError, UnicodeError):  # refused in on_headers_complete already
+            target = "/"
+        keep_alive = parser.should_keep_alive() and not self._close_after
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._enqueue(Request(method, target, self._headers, body, keep_alive, parser.get_http_version() == "1.0",
+                              self._route, self._reject, self._trace))
+        if self._close_after:
+            self._stop_reading()
+
+    # --- answering --------------------------------------------------------------------
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` (after anything queued before it), read nothing more, close."""
+        self._parsing = False
+        self._unread = True
+        self._enqueue(Request("GET", "/", [], b"", False, False, None, (status, message), None))
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        self._stopped = True
+        if self.transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _enqueue(self, request: Request) -> None:
+        if self._task is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._task = self.loop.create_task(self._serve(request))
+            return
+        self._queue.append(request)
+        if len(self._queue) >= MAX_PIPELINE and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    async def _serve(self, request: Request) -> None:
+        listener = self.listener
+        while True:
+            head, body, keep_alive = await listener.answer(request, self)
+            transport = self.transport
+            if transport is None:
+                return
+            if len(body) <= _SMALL:
+                transport.write(head + body if body else head)
+            else:
+                transport.write(head)
+                transport.write(body)
+            if not keep_alive:
+                self._stopped = True
+                if self._unread:
+                    self._linger(transport)
+                else:
+                    transport.close()
+                return
+            if self._write_ready is not None and not self._write_ready.done():
+                await self._write_ready
+                if self.transport is None:
+                    return
+            if self._queue:
+                request = self._queue.popleft()
+                if self._reading_paused and not self._stopped and len(self._queue) < MAX_PIPELINE // 2:
+                    self._reading_paused = False
+                    transport.resume_reading()
+                continue
+            self._task = None
+            if self.draining:
+                transport.close()
+            elif self._parsing:
+                self._arm(listener.read_timeout_s, self._read_expired)
+            else:
+                self._arm(listener.idle_timeout_s, self._idle_expired)
+            return
+
+    # --- timers and closing ---------------------------------------------------------------
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close after a refusal without losing the answer: a socket closed with unread data
+        sends RST, and the client may discard the answer it has not read yet. So: send FIN,
+        keep reading (and dropping) what the client still sends, close after ``LINGER_S``
+        or when it closes (nginx's "lingering close")."""
+        if transport.can_write_eof():
+            transport.write_eof()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        self._arm(LINGER_S, transport.close)
+
+    def _arm(self, delay: float, callback: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(delay, callback)
+
+    def _idle_expired(self) -> None:
+        self._timer = None
+        if self.transport is not None and self._task is None and not self._parsing:
+            self.transport.close()
+
+    def _read_expired(self) -> None:
+        self._timer = None
+        if self.transport is not None and self._task is None and self._parsing:
+            self._refuse(wire.READ_TIMEOUT, "the request did not arrive in time")
+
+    def closing(self) -> bool:
+        """Whether the answer being written is this connection's last (asked when it is ready)."""
+        return self.draining or (self._stopped and not self._queue)
+
+    def drain(self) -> None:
+        """The listener is closing: close now if idle, else after the answers in progress."""
+        self.draining = True
+        if self.transport is not None and self._task is None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _host_text(host: bytes | None) -> str:
+    return host.decode("latin-1")[:200] if host else ""

@@ -187,3 +187,14 @@ def test_status_reports_a_failed_start_as_the_reason():
     # scale commands have their own key
     scale = ScaleComponent(host_id="H1", component_id="a-adder", max_instances=2, app="a")
     assert book.allowed(scale, 0)
+
+
+def test_heartbeats_from_newer_hosts_with_extra_fields_are_understood():
+    data = _info("H1", components=[{"id": "c", "image": "i", "max_instances": 2}]).model_dump(mode="json")
+    data["future"] = {"x": 1}
+    data["capacity"]["gpus"] = 2
+    data["components"][0]["future_field"] = 1
+    v = LatticeView()
+    assert v.apply_event(_event(EventType.HOST_HEARTBEAT, data), now=0)
+    assert v.snapshot().hosts["H1"].components["c"].max_instances == 2
+    assert not v.apply_event(_event(EventType.HOST_HEARTBEAT, {"id": 3}), now=0)

@@ -34,12 +34,17 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from interfaces import subjects
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.store import StoreSettings, decode_token, encode_token
+# The lattice store's own ordered-consumer watch: it ends the snapshot correctly (nats-py's
+# KeyValue.watch can report it complete too early) and re-reads the bucket after a reconnect.
+from interfaces.store import _RESUBSCRIBED as RESUBSCRIBED
+from interfaces.store import _Entry as BucketEntry
+from interfaces.store import _watch as bucket_watch
 
 from .records import AppRecord
 from .view import LinkIdentity
@@ -131,10 +136,6 @@ async def open_bucket(nc: Client, name: str, description: str, settings: StoreSe
                             ErrorCode.TIMEOUT) from None
 
 
-def _is_delete(entry: KeyValue.Entry) -> bool:
-    return entry.operation in (KV_DEL, KV_PURGE)
-
-
 class AppStore:
     """The apps bucket of one lattice."""
 
@@ -190,14 +191,17 @@ class AppStore:
         raise AppStoreError(f"application {name!r} kept changing; try again", ErrorCode.CONFLICT)
 
     async def records(self) -> dict[str, AppRecord]:
-        kv = await self.kv()
+        """Every record, read now."""
+        await self.kv()
         out: dict[str, AppRecord] = {}
-        async for entry in _watch(kv, "app.*", ignore_deletes=True):
+        async for entry in bucket_watch(self.nc, subjects.bucket(self.lattice, APPS), "app.*",
+                                        ignore_deletes=True, resubscribe=False):
             if entry is None:
                 break
-            rec = _decode_record(entry.key, entry.value or b"")
-            if rec is not None:
-                out[rec.name] = rec
+            if isinstance(entry, BucketEntry):
+                rec = _decode_record(entry.key, entry.value)
+                if rec is not None:
+                    out[rec.name] = rec
         return out
 
     # --- manifests ---------------------------------------------------------------------
@@ -253,33 +257,64 @@ class AppStore:
     # --- watching ----------------------------------------------------------------------
 
     async def watch_records(self) -> AsyncIterator[RecordChange | StoreSynced]:
-        """Every record, `StoreSynced("apps")`, then changes as they happen."""
-        kv = await self.kv()
-        async for entry in _watch(kv, "app.*"):
-            if entry is None:
-                yield StoreSynced("apps")
+        """Every record, `StoreSynced("apps")`, then changes (re-read after a reconnect)."""
+        async for key, value in self._watch_keys("app.*", "apps"):
+            if isinstance(value, StoreSynced):
+                yield value
                 continue
-            name = entry.key.split(".", 1)[1]
-            yield RecordChange(name, None if _is_delete(entry) else _decode_record(entry.key, entry.value or b""))
+            name = key.split(".", 1)[1]
+            yield RecordChange(name, None if value is None else _decode_record(key, value))
 
     async def watch_owners(self) -> AsyncIterator[OwnerChange | StoreSynced]:
-        """Every ownership record, `StoreSynced("owners")`, then changes."""
-        kv = await self.kv()
-        async for entry in _watch(kv, "owner.>"):
-            if entry is None:
-                yield StoreSynced("owners")
+        """Every ownership record, `StoreSynced("owners")`, then changes (re-read after a reconnect)."""
+        async for key, value in self._watch_keys("owner.>", "owners"):
+            if isinstance(value, StoreSynced):
+                yield value
                 continue
-            parsed = parse_owner_key(entry.key)
+            parsed = parse_owner_key(key)
             if parsed is None:
                 continue
             app: str | None = None
-            if not _is_delete(entry):
+            if value is not None:
                 try:
-                    app = str(json.loads(entry.value or b"")["app"])
+                    app = str(json.loads(value)["app"])
                 except (ValueError, KeyError, TypeError):
-                    log.warning("ignoring unreadable owner record %s", entry.key)
+                    log.warning("ignoring unreadable owner record %s", key)
                     continue
             yield OwnerChange(parsed[0], parsed[1], app)
+
+    async def _watch_keys(self, pattern: str, what: Literal["apps", "owners"]
+                          ) -> AsyncIterator[tuple[str, bytes | StoreSynced | None]]:
+        """(key, value) for every key matching `pattern`, then (``""``, StoreSynced), then changes;
+        value None is a deletion. After a reconnect the keys are read again and keys that went
+        away meanwhile come out as deletions, so the caller never keeps a stale entry."""
+        await self.kv()
+        known: set[str] = set()
+        fresh: set[str] | None = None
+        synced = False
+        async for entry in bucket_watch(self.nc, subjects.bucket(self.lattice, APPS), pattern):
+            if entry is RESUBSCRIBED:
+                fresh = set()
+                continue
+            if entry is None:
+                if fresh is not None:
+                    for key in sorted(known - fresh):
+                        known.discard(key)
+                        yield key, None
+                    fresh = None
+                if not synced:
+                    synced = True
+                    yield "", StoreSynced(what)
+                continue
+            assert isinstance(entry, BucketEntry)
+            if fresh is not None:
+                fresh.add(entry.key)
+            if entry.deleted:
+                known.discard(entry.key)
+                yield entry.key, None
+            else:
+                known.add(entry.key)
+                yield entry.key, entry.value
 
 
 def _decode_record(key: str, data: bytes) -> AppRecord | None:
@@ -288,16 +323,3 @@ def _decode_record(key: str, data: bytes) -> AppRecord | None:
     except ValidationError as exc:
         log.warning("ignoring unreadable application record %s: %s", key, exc)
         return None
-
-
-async def _watch(kv: KeyValue, pattern: str, *, ignore_deletes: bool = False) -> AsyncIterator[KeyValue.Entry | None]:
-    """Entries matching `pattern`: the latest of each, None (caught up), then updates."""
-    watcher = await kv.watch(pattern, ignore_deletes=ignore_deletes)
-    try:
-        async for entry in watcher:
-            yield entry
-    finally:
-        try:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        except Exception:  # the connection may be gone already
-            pass

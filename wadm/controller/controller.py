@@ -133,18 +133,18 @@ class Controller(Service):
         log.info("wadm controller %s watching lattice %s", self.id, self.lattice)
 
     async def _close(self) -> None:
-        await self.tasks.close()  # workers, lease (given up on the way out), watches, API handlers
-        if not hasattr(self, "nc") or self.nc.is_closed:
-            return
         if hasattr(self, "api"):
-            await self.api.stop()
+            await self.api.stop()  # no new API requests
         if self._ping_sub is not None:
             try:
                 await self._ping_sub.unsubscribe()
             except Exception:
                 pass
+        await self.tasks.close()  # workers, lease (given up on the way out), watches, API handlers
         if hasattr(self, "observer"):
             await self.observer.close()
+        if not hasattr(self, "nc") or self.nc.is_closed:
+            return
         try:
             await asyncio.wait_for(self.nc.drain(), 5)
         except Exception:

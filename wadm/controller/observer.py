@@ -133,7 +133,11 @@ class Observer:
         except ValueError:
             return
         self.events_seen += 1
-        changed = self.view.apply_event(ev, self._now())
+        try:
+            changed = self.view.apply_event(ev, self._now())
+        except (ValueError, TypeError) as exc:  # malformed data in an event: skip it, keep observing
+            log.warning("ignoring malformed %s event from %s: %r", ev.type, ev.source, exc)
+            return
         host_id = ev.data.get("host_id") or (ev.data.get("id") if ev.type in (
             EventType.HOST_STARTED, EventType.HOST_HEARTBEAT) else None)
         if ev.type == EventType.HOST_STOPPED and host_id:

@@ -25,9 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from interfaces.control import HostInfo
+from interfaces.control import Capacity, ComponentDescription, HostInfo, ProviderDescription
 from interfaces.events import Event, EventType
 from interfaces.links import Link
 
@@ -61,6 +61,31 @@ class HostEntry:
     def placement_state(self) -> tuple[Any, ...]:
         """What placement depends on (copies: the entry's dicts change in place)."""
         return (dict(self.labels), dict(self.components), dict(self.providers))
+
+
+def _known(model: type[BaseModel], data: Any) -> Any:
+    """`data` without keys `model` does not know (a newer host may send more)."""
+    if not isinstance(data, Mapping):
+        return data
+    return {k: v for k, v in data.items() if k in model.model_fields}
+
+
+def host_info(data: Any) -> HostInfo | None:
+    """A host's self-description from an event, tolerating fields added by newer hosts."""
+    try:
+        return HostInfo.model_validate(data)
+    except ValidationError:
+        pass
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        lenient = dict(_known(HostInfo, data))
+        lenient["capacity"] = _known(Capacity, lenient.get("capacity"))
+        lenient["components"] = [_known(ComponentDescription, c) for c in lenient.get("components") or []]
+        lenient["providers"] = [_known(ProviderDescription, p) for p in lenient.get("providers") or []]
+        return HostInfo.model_validate(lenient)
+    except ValidationError:
+        return None
 
 
 def _entry_from_info(info: HostInfo, now: float) -> HostEntry:
@@ -120,10 +145,9 @@ class LatticeView:
         """Fold one lattice event in; True if it changed what placement depends on."""
         t, data = ev.type, ev.data
         if t in (EventType.HOST_STARTED, EventType.HOST_HEARTBEAT):
-            try:
-                info = HostInfo.model_validate(data)
-            except ValidationError as exc:
-                log.warning("ignoring unreadable %s from %s: %s", t, ev.source, exc)
+            info = host_info(data)
+            if info is None:
+                log.warning("ignoring unreadable %s from %s", t, ev.source)
                 return False
             return self.host_seen(info, now)
         if t == EventType.HOST_STOPPED:

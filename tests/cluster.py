@@ -133,12 +133,14 @@ class NatsNode:
         routes = ", ".join(f'"nats-route://{p}:{ROUTE_PORT}"' for p in self.peers)
         # Short pings on client and route connections: a pulled cable is noticed in
         # seconds, not the default 2 minutes x 2 (see docs/operations.md).
-        return (
+        conf = (
             f'server_name: "{self.name}"\n'
             'ping_interval: "1s"\nping_max: 3\nwrite_deadline: "2s"\n'
             'jetstream { max_memory_store: 64MB, max_file_store: 1GB }\n'
-            f'cluster {{ name: "trellis", listen: "{self.machine.address}:{ROUTE_PORT}", routes: [{routes}] }}\n'
         )
+        if self.peers:
+            conf += f'cluster {{ name: "trellis", listen: "{self.machine.address}:{ROUTE_PORT}", routes: [{routes}] }}\n'
+        return conf
 
     def start(self) -> "NatsNode":
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -178,6 +180,55 @@ def _enter_netns(ns: str) -> None:
             raise OSError(ctypes.get_errno(), f"setns into {ns} failed")
     finally:
         os.close(fd)
+
+
+class NetnsLoop:
+    """An event loop running in a thread inside a namespace, for many short pieces of async code.
+
+    ``run(coro)`` blocks until ``coro`` is done on that loop; ``close()`` ends the loop.
+    """
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=f"netns-loop-{ns}", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+
+    def _main(self) -> None:
+        try:
+            _enter_netns(self.ns)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self.loop).result(timeout + 5)
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        async def cancel_rest() -> None:
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        with contextlib.suppress(Exception):
+            self.run(cancel_rest(), 10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 def run_in_netns(ns: str, coro: Coroutine[Any, Any, T], timeout: float) -> T:
@@ -334,6 +385,10 @@ class Cluster:
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
         """Run ``coro`` inside the client machine (its own event loop, in a thread)."""
         return run_in_netns(self.client_machine.ns, coro, timeout)
+
+    def loop(self) -> NetnsLoop:
+        """A lasting event loop inside the client machine (close it when done)."""
+        return NetnsLoop(self.client_machine.ns)
 
     @contextlib.asynccontextmanager
     async def client(self, via: Machine | None = None, timeout_s: float = 5.0) -> AsyncIterator[LatticeClient]:

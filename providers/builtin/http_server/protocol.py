@@ -282,6 +282,16 @@ class HttpConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     async def _serve(self, request: Request) -> None:
+        try:
+            await self._answer_in_order(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: never leave the client hanging on a connection nobody serves
+            log.exception("connection on %s failed", self.listener.text)
+            if self.transport is not None:
+                self.transport.abort()
+
+    async def _answer_in_order(self, request: Request) -> None:
         listener = self.listener
         while True:
             head, body, keep_alive = await listener.answer(request, self)

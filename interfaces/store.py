@@ -20,7 +20,8 @@ Every change is also announced as an event (``linkdef_set``, ``linkdef_deleted``
 ``config_set``, ``config_deleted``) on ``subjects.event(...)``; ``watch_links``,
 ``watch_config`` and ``watch`` give the changes as an async iterator to hosts
 and providers that must react (the current state first, then a :class:`Synced`
-marker, then changes as they happen).
+marker, then changes as they happen; after a reconnect they read the buckets
+again and yield only what differs, so nothing changed meanwhile is missed).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from typing import Any, Literal
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.js.api import KeyValueConfig
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue, StopIterSentinel
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy, KeyValueConfig
+from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from . import subjects
@@ -168,10 +170,6 @@ def _decode_config(key: str, data: bytes) -> dict[str, str] | None:
         return None
 
 
-def _is_delete(entry: KeyValue.Entry) -> bool:
-    return entry.operation in (KV_DEL, KV_PURGE)
-
-
 # --- the store -----------------------------------------------------------------------------
 
 class LatticeStore:
@@ -289,11 +287,10 @@ class LatticeStore:
                          ErrorCode.CONFLICT)
 
     async def list_links(self, source: str | None = None, target: str | None = None) -> list[Link]:
-        kv = await self.bucket(LINKS)
         pattern = f"{encode_token(source)}.>" if source else ">"
         out: list[Link] = []
-        for entry in await self._snapshot(kv, pattern):
-            out += [lk for lk in _decode_group(entry.key, entry.value or b"")
+        for entry in await self._snapshot(LINKS, pattern):
+            out += [lk for lk in _decode_group(entry.key, entry.value)
                     if target is None or lk.target == target]
         return sorted(out, key=lambda lk: lk.identity)
 
@@ -354,10 +351,9 @@ class LatticeStore:
         return True
 
     async def list_configs(self) -> dict[str, dict[str, str]]:
-        kv = await self.bucket(CONFIG)
         out: dict[str, dict[str, str]] = {}
-        for entry in await self._snapshot(kv, ">"):
-            values = _decode_config(entry.key, entry.value or b"")
+        for entry in await self._snapshot(CONFIG, ">"):
+            values = _decode_config(entry.key, entry.value)
             if values is not None:
                 out[decode_token(entry.key)] = values
         return dict(sorted(out.items()))
@@ -382,12 +378,12 @@ class LatticeStore:
         After a reconnect the bucket is read again and only real differences are
         yielded, so a consumer never misses a change made while NATS was away.
         """
-        kv = await self.bucket(LINKS)
+        await self.bucket(LINKS)
         pattern = f"{encode_token(source)}.>" if source else ">"
         known: dict[str, dict[tuple[str, str, str, str, str], Link]] = {}
         synced = False
         fresh: set[str] | None = None  # keys seen since a resubscription
-        async for entry in _watch(self.nc, kv, pattern):
+        async for entry in _watch(self.nc, subjects.bucket(self.lattice, LINKS), pattern):
             if entry is _RESUBSCRIBED:
                 fresh = set()
                 continue
@@ -401,12 +397,12 @@ class LatticeStore:
                     synced = True
                     yield Synced(LINKS)
                 continue
-            assert isinstance(entry, KeyValue.Entry)
+            assert isinstance(entry, _Entry)
             if fresh is not None:
                 fresh.add(entry.key)
             old = known.get(entry.key, {})
-            new = {} if _is_delete(entry) else {
-                lk.identity: lk for lk in _decode_group(entry.key, entry.value or b"")
+            new = {} if entry.deleted else {
+                lk.identity: lk for lk in _decode_group(entry.key, entry.value)
                 if target is None or lk.target == target
             }
             if new:
@@ -415,7 +411,7 @@ class LatticeStore:
                 known.pop(entry.key, None)
             if not synced and not include_existing:
                 continue
-            rev = entry.revision or 0
+            rev = entry.revision
             for ident, lk in old.items():
                 if ident not in new:
                     yield LinkChange("deleted", lk, rev)
@@ -425,11 +421,11 @@ class LatticeStore:
 
     async def watch_config(self, *, include_existing: bool = True) -> AsyncGenerator[ConfigChange | Synced, None]:
         """Config changes: current configs, Synced, then changes (re-read after a reconnect)."""
-        kv = await self.bucket(CONFIG)
+        await self.bucket(CONFIG)
         known: dict[str, dict[str, str]] = {}
         synced = False
         fresh: set[str] | None = None
-        async for entry in _watch(self.nc, kv, ">"):
+        async for entry in _watch(self.nc, subjects.bucket(self.lattice, CONFIG), ">"):
             if entry is _RESUBSCRIBED:
                 fresh = set()
                 continue
@@ -443,11 +439,11 @@ class LatticeStore:
                     synced = True
                     yield Synced(CONFIG)
                 continue
-            assert isinstance(entry, KeyValue.Entry)
+            assert isinstance(entry, _Entry)
             name = decode_token(entry.key)
             if fresh is not None:
                 fresh.add(name)
-            values = None if _is_delete(entry) else _decode_config(entry.key, entry.value or b"")
+            values = None if entry.deleted else _decode_config(entry.key, entry.value)
             before = known.get(name)
             if values is None:
                 known.pop(name, None)
@@ -456,9 +452,9 @@ class LatticeStore:
             if (not synced and not include_existing) or before == values:
                 continue
             if values is None:
-                yield ConfigChange("deleted", name, {}, entry.revision or 0)
+                yield ConfigChange("deleted", name, {}, entry.revision)
             else:
-                yield ConfigChange("put", name, values, entry.revision or 0)
+                yield ConfigChange("put", name, values, entry.revision)
 
     async def watch(self, *, include_existing: bool = True) -> AsyncGenerator[Change, None]:
         """Links and config changes merged (two Synced markers, one per bucket)."""
@@ -493,12 +489,14 @@ class LatticeStore:
 
     # --- helpers ---------------------------------------------------------------------
 
-    async def _snapshot(self, kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
-        out: list[KeyValue.Entry] = []
-        async for entry in _watch(self.nc, kv, pattern, ignore_deletes=True, resubscribe=False):
+    async def _snapshot(self, what: str, pattern: str) -> list[_Entry]:
+        await self.bucket(what)
+        out: list[_Entry] = []
+        async for entry in _watch(self.nc, subjects.bucket(self.lattice, what), pattern, ignore_deletes=True,
+                                  resubscribe=False):
             if entry is None:
                 break
-            assert isinstance(entry, KeyValue.Entry)
+            assert isinstance(entry, _Entry)
             out.append(entry)
         return out
 
@@ -513,21 +511,54 @@ _RESUBSCRIBED = _Marker()
 RECHECK_S = 1.0
 
 
-async def _watch(nc: Client, kv: KeyValue, pattern: str, *, ignore_deletes: bool = False,
-                 resubscribe: bool = True) -> AsyncGenerator[KeyValue.Entry | _Marker | None, None]:
+@dataclass(frozen=True)
+class _Entry:
+    key: str
+    value: bytes
+    revision: int
+    deleted: bool
+
+
+async def _watch(nc: Client, bucket: str, pattern: str, *, ignore_deletes: bool = False,
+                 resubscribe: bool = True) -> AsyncGenerator[_Entry | _Marker | None, None]:
     """Entries of ``kv`` matching ``pattern``: the latest of each, ``None``, then updates.
 
-    nats-py's watcher (an ordered consumer) notices a server restart only after
-    missed heartbeats, tens of seconds later; so after every reconnect of ``nc``
-    the watcher is replaced (``_RESUBSCRIBED``, then a fresh snapshot and ``None``).
+    Our own ordered consumer rather than nats-py's ``KeyValue.watch``, for two reasons:
+
+    * nats-py decides the snapshot is complete by comparing the server's pending
+      count with the messages *it has processed*; messages already delivered but
+      not yet processed make it report an empty snapshot. Here the end of the
+      snapshot is the entry the server sent with nothing pending after it (or,
+      when the server has delivered nothing and nothing is pending, at once).
+    * its watcher notices a server restart only after missed heartbeats, tens of
+      seconds later; here the watch is replaced after every reconnect of ``nc``
+      (``_RESUBSCRIBED``, then a fresh snapshot and ``None``).
     """
+    js = nc.jetstream()
+    pre, stream = f"$KV.{bucket}.", f"KV_{bucket}"
     first = True
     backoff = 0.1
     while True:
         reconnects = nc.stats["reconnects"]
+        queue: asyncio.Queue[tuple[_Entry, int]] = asyncio.Queue()
+
+        async def on_msg(msg: Msg) -> None:
+            meta = msg.metadata
+            headers = msg.headers or {}
+            deleted = headers.get(KV_OP) in (KV_DEL, KV_PURGE) or headers.get(KV_MARKER_REASON) in (
+                "MaxAge", "Purge", "Remove")
+            queue.put_nowait((_Entry(msg.subject[len(pre):], msg.data, meta.sequence.stream, deleted),
+                              meta.num_pending))
+
+        sub = None
         try:
-            watcher = await kv.watch(pattern, ignore_deletes=ignore_deletes)
+            sub = await js.subscribe(pre + pattern, stream=stream, cb=on_msg, ordered_consumer=True,
+                                     deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, inactive_threshold=300)
+            info = await sub.consumer_info()
         except Exception:
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
             if first:
                 raise
             await asyncio.sleep(backoff)  # JetStream may need a moment after a restart
@@ -536,19 +567,22 @@ async def _watch(nc: Client, kv: KeyValue, pattern: str, *, ignore_deletes: bool
         if not first:
             yield _RESUBSCRIBED
         first, backoff = False, 0.1
+        snapshot_done = info.num_pending == 0 and (info.delivered is None or info.delivered.consumer_seq == 0)
         try:
+            if snapshot_done:
+                yield None
             while True:
                 try:
-                    entry = await watcher.updates(timeout=RECHECK_S)  # type: ignore[no-untyped-call]
-                except nats.errors.TimeoutError:
+                    entry, pending = await asyncio.wait_for(queue.get(), RECHECK_S)
+                except asyncio.TimeoutError:
                     if resubscribe and nc.stats["reconnects"] != reconnects:
                         break
                     continue
-                if isinstance(entry, StopIterSentinel):
-                    return
-                yield entry
+                if not (ignore_deletes and entry.deleted):
+                    yield entry
+                if not snapshot_done and pending == 0:
+                    snapshot_done = True
+                    yield None
         finally:
-            try:
-                await watcher.stop()  # type: ignore[no-untyped-call]
-            except Exception:  # the connection may be gone already
-                pass
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await sub.unsubscribe()

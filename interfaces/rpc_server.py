@@ -166,6 +166,13 @@ class RpcServer:
             frame = reply.encode()
         except EnvelopeError as exc:
             frame = Reply.failure(reply.id, ErrorCode.INTERNAL, f"result cannot be encoded: {exc}").encode()
+        limit = self.nc.max_payload
+        if limit and len(frame) > limit:
+            # NATS would drop it and the caller would see a lost instance: say what happened instead
+            frame = Reply.failure(
+                reply.id, ErrorCode.INVOCATION_FAILED,
+                f"{self.target}: reply of {len(frame)} bytes exceeds the NATS max payload of {limit} bytes",
+                "too_large").encode()
         try:
             await self.nc.publish(msg.reply, frame)
         except Exception as exc:

@@ -121,7 +121,8 @@ class Invoker:
         self._linker = build_linker(self.engine, loaded)
         self._fuel = _UNLIMITED_FUEL if self.limits.fuel is None else self.limits.fuel
         self._deadline_ticks = self.engine.deadline_ticks(self.limits.timeout_s)
-        self._warm: _Live | None = None
+        #: idle warm instances, most recently used last (a pool: concurrent calls each keep theirs)
+        self._idle: list[_Live] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -155,16 +156,16 @@ class Invoker:
         return self._lift_result(fn, raw)
 
     def close(self) -> None:
-        """Drop the warm instance and refuse further calls. Idempotent."""
+        """Drop the warm instances and refuse further calls. Idempotent."""
         with self._lock:
             self._closed = True
-            warm, self._warm = self._warm, None
-        if warm is not None and not warm.busy:
-            warm.close()
+            idle, self._idle = self._idle, []
+        for live in idle:
+            live.close()
 
     @property
     def has_warm_instance(self) -> bool:
-        return self._warm is not None
+        return bool(self._idle)
 
     # -- steps --------------------------------------------------------------
 
@@ -197,19 +198,28 @@ class Invoker:
             raise InvocationError(ErrorKind.BAD_RESULT, str(e)) from None
 
     def _acquire(self, ctx: CallContext) -> tuple[_Live, bool]:
-        """A warm instance if one is free, else a fresh one; and which."""
-        stale: _Live | None = None
+        """A warm instance if one is idle, else a fresh one; and which."""
+        stale: list[_Live] = []
+        found: _Live | None = None
         with self._lock:
-            warm = self._warm
-            if warm is not None and not warm.busy:
-                idle = self.reuse.max_idle_s
-                if idle is not None and self._clock() - warm.last_used > idle:
-                    stale, self._warm = warm, None
-                else:
-                    warm.busy = True
-                    return warm, False
-        if stale is not None:
-            stale.close()
+            idle_limit = self.reuse.max_idle_s
+            now = self._clock()
+            while self._idle:
+                live = self._idle.pop()
+                if idle_limit is not None and now - live.last_used > idle_limit:
+                    stale.append(live)
+                    continue
+                live.busy = True
+                found = live
+                break
+            if idle_limit is not None:  # older ones below are staler still
+                keep = [w for w in self._idle if now - w.last_used <= idle_limit]
+                stale += [w for w in self._idle if now - w.last_used > idle_limit]
+                self._idle = keep
+        for live in stale:
+            live.close()
+        if found is not None:
+            return found, False
         return self._instantiate(ctx), True
 
     def _release(self, live: _Live, healthy: bool) -> None:
@@ -217,12 +227,10 @@ class Invoker:
             live.calls += 1
             live.last_used = self._clock()
             reusable = healthy and not self._closed and live.calls < self.reuse.max_invocations
-            if reusable and (self._warm is None or self._warm is live):
+            if reusable and len(self._idle) < self.reuse.max_warm:
                 live.busy = False
-                self._warm = live
+                self._idle.append(live)
                 return
-            if self._warm is live:
-                self._warm = None
         live.close()
 
     def _new_store(self) -> tuple[wasmtime.Store, _StderrTail | None]:

@@ -56,6 +56,9 @@ class ReusePolicy:
             between calls, at the cost of one instantiation per call.
         max_idle_s: Drop a warm instance unused for this long (seconds);
             ``None`` keeps it until ``max_invocations``.
+        max_warm: Idle warm instances kept at most. Concurrent calls each take
+            their own, so a component under load keeps about as many as it has
+            calls in flight (never more than its concurrency cap allows).
 
     A call that fails with a trap or an import failure always discards its
     instance, whatever the policy.
@@ -63,12 +66,15 @@ class ReusePolicy:
 
     max_invocations: int = 1
     max_idle_s: float | None = None
+    max_warm: int = 64
 
     def __post_init__(self) -> None:
         if self.max_invocations < 1:
             raise ValueError("max_invocations must be >= 1")
         if self.max_idle_s is not None and self.max_idle_s < 0:
             raise ValueError("max_idle_s must be >= 0 or None")
+        if self.max_warm < 0:
+            raise ValueError("max_warm must be >= 0")
 
 
 @dataclass(frozen=True)

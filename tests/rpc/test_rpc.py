@@ -209,3 +209,22 @@ async def test_malformed_frames_answered_and_server_survives(nats_server, lattic
     finally:
         await s.stop()
         await nc.close()
+
+
+async def test_reply_larger_than_max_payload_is_an_error_not_a_loss(nats_server, lattice):
+    nc = await nats.connect(nats_server.url)
+
+    async def huge(inv):
+        return b"x" * (nc.max_payload + 1)
+
+    s = await _server(nc, lattice, "huge", huge)
+    client = RpcClient(nc, lattice)
+    try:
+        with pytest.raises(RpcError) as err:
+            await client.call("huge", "a:b/c.d", timeout_s=5)
+        assert err.value.kind == "too_large" and "max payload" in err.value.message
+        assert client.stats["lost"] == 0
+    finally:
+        await s.stop()
+        await client.close()
+        await nc.close()

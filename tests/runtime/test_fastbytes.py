@@ -1,0 +1,30 @@
+"""list<u8> crosses into and out of Wasm in bulk, byte-exact."""
+
+from __future__ import annotations
+
+import os
+
+from host.runtime import Invoker, RuntimeEngine, fastbytes, load_component
+from host.runtime.wit import ListT, Prim, RecordT, TupleT
+from tests.components.echo import echo_component_wat
+
+
+def test_bulk_path_is_active_and_exact(engine: RuntimeEngine) -> None:
+    assert fastbytes.apply()
+    types = [ListT(Prim("u8")), RecordT((("body", ListT(Prim("u8"))), ("n", Prim("u32")))),
+             ListT(TupleT((Prim("string"), ListT(Prim("u8")))))]
+    inv = Invoker(load_component(engine, echo_component_wat(types).encode()))
+    seen = []
+
+    def handler(interface, function, args):
+        seen.append(args[0])
+        return args[0]
+
+    for size in (0, 1, 255, 4096, 1024 * 1024):
+        data = os.urandom(size)
+        assert inv.invoke("echo0", [data], handler) == data
+        assert seen[-1] == data and isinstance(seen[-1], bytes)
+    rec = {"body": b"\x00\xff" * 1000, "n": 7}
+    assert inv.invoke("echo1", [rec], handler) == rec
+    headers = [["content-type", b"text/plain"], ["x-empty", b""]]
+    assert inv.invoke("echo2", [headers], handler) == headers

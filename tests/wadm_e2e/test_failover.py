@@ -165,3 +165,46 @@ async def test_graceful_handover_is_immediate(nats_server, lattice, hosts, contr
     await eventually(lambda: second.role == "leader", 5, interval=0.02, what="the second controller to lead")
     assert time.monotonic() - t0 < 1.5  # the lease was given up, not left to expire
     await wait_status(wadm_client, "hand", "deployed")
+
+
+async def test_nats_restart_nothing_duplicated_and_the_controller_acts_again(fresh_nats, lattice, wasm, tmp_path):
+    from ..harness import HostFactory
+    from .conftest import Controllers
+
+    hosts = HostFactory(fresh_nats.url, lattice, tmp_path)
+    ctls = Controllers(fresh_nats.url, lattice)
+    try:
+        h1 = await hosts.start()
+        h2 = await hosts.start()
+        await ctls.start()
+        async with LatticeClient(fresh_nats.url, lattice) as c:
+            from interfaces.wadm_client import WadmClient
+
+            w = WadmClient(c)
+            await w.put(component_app("steady", wasm["adder"], instances=4))
+            await w.deploy("steady")
+            await wait_status(w, "steady", "deployed")
+            before = await placements(c, "steady-adder")
+            assert before == {h1.id: 2, h2.id: 2}
+
+        fresh_nats.stop()
+        fresh_nats.start()
+
+        async with LatticeClient(fresh_nats.url, lattice) as c:
+            w = WadmClient(c, wait_leader_s=20)
+            await eventually(lambda: _both_back(c, {h1.id, h2.id}), 30, what="hosts back after the restart")
+            await wait_status(w, "steady", "deployed", timeout=30)
+            for _ in range(15):  # nothing was placed twice while the view was stale
+                await asyncio.sleep(0.2)
+                assert await placements(c, "steady-adder") == before
+            await w.put(component_app("steady", wasm["adder"], version="v2", instances=6))
+            await w.deploy("steady")
+            st = await wait_status(w, "steady", "deployed", timeout=30)
+            assert st.version == "v2" and sum((await placements(c, "steady-adder")).values()) == 6
+    finally:
+        await ctls.close()
+        await hosts.close()
+
+
+async def _both_back(c: LatticeClient, ids: set[str]) -> bool:
+    return {h.id for h in await c.get_hosts(timeout_s=0.5)} == ids

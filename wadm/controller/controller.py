@@ -109,7 +109,8 @@ class Controller(Service):
 
     async def _start(self) -> None:
         s = self.settings
-        self.nc = await connect(s.nats, name=f"trellis-{self.id}")
+        self.nc = await connect(s.nats, name=f"trellis-{self.id}", disconnected_cb=self._on_disconnected,
+                                reconnected_cb=self._on_reconnected)
         store_settings = StoreSettings.from_env()
         self.client = LatticeClient(lattice=self.lattice, nc=self.nc)
         self.store = LatticeStore(self.nc, self.lattice, source=self.id, settings=store_settings)
@@ -149,6 +150,15 @@ class Controller(Service):
             await asyncio.wait_for(self.nc.drain(), 5)
         except Exception:
             await self.nc.close()
+
+    async def _on_disconnected(self) -> None:
+        if hasattr(self, "observer"):
+            self.observer.disconnected()
+        self._housekeeping_wake.set()
+
+    async def _on_reconnected(self) -> None:
+        if hasattr(self, "observer") and self.status.value == "running":
+            self.observer.reconnected()
 
     def may_act(self) -> bool:
         """Leader, and the view and the application records are loaded."""

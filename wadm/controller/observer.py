@@ -80,6 +80,7 @@ class Observer:
         self._synced: set[str] = set()
         self._ready = asyncio.Event()
         self._sub: Any = None
+        self._connected = True
         self.events_seen = 0
 
     @property
@@ -117,6 +118,38 @@ class Observer:
         for c in self._conditions:
             if not c.future.done():
                 c.future.cancel()
+
+    # --- connection loss ----------------------------------------------------------------
+
+    def disconnected(self) -> None:
+        """NATS is gone: the view goes stale (events are missed), so stop acting, and stop
+        expiring hosts (their silence is ours, not theirs)."""
+        if self._ready.is_set():
+            log.warning("observer: disconnected from NATS; not acting until the view is fresh again")
+        self._connected = False
+        self._ready.clear()
+
+    def reconnected(self) -> None:
+        """Back: give every host a full expiry window to be heard from again, ping them, and
+        act again once the window has passed (the store watches re-read by themselves)."""
+        self._connected = True
+        now = self._now()
+        for h in self.view.hosts.values():
+            h.last_seen = now
+        self.tasks.spawn(self._resync(), "resync")
+
+    async def _resync(self) -> None:
+        loop = asyncio.get_running_loop()
+        window = min(5.0, max([h.heartbeat_interval_s for h in self.view.hosts.values()] + [1.0])
+                     * self.view.expiry_intervals)
+        until = loop.time() + window
+        for info in await self.client.get_hosts(timeout_s=self.ping_timeout_s):
+            self.view.host_seen(info, self._now())
+        await asyncio.sleep(max(0.0, until - loop.time()))
+        if self._connected and {"links", "config", "owners"} <= self._synced:
+            log.info("observer: view fresh again after a reconnect (%d host(s))", len(self.view.hosts))
+            self._ready.set()
+            self._changed("resynced")
 
     def _mark_synced(self, what: str) -> None:
         self._synced.add(what)
@@ -179,6 +212,8 @@ class Observer:
                 self._changed("owners")
 
     def expire_hosts(self) -> list[str]:
+        if not self._connected:
+            return []
         gone = self.view.expire(self._now())
         for host_id in gone:
             self._fail_host(host_id, "host stopped sending heartbeats")

@@ -21,7 +21,7 @@ from interfaces.links import Link
 
 from ._private.bootstrap import Bootstrap, BootstrapError, NatsBootstrap, read_bootstrap
 from ._private.cli import main, run, serve
-from ._private.context import Context, ProviderInfo, context
+from ._private.context import Context, ProviderInfo, context, nats_connection
 from ._private.definition import DefinitionError, ExportDefinition, Provider, export
 from ._private.errors import CallError, ProviderError
 from ._private.runtime import ProviderRuntime, ProviderStartError
@@ -44,6 +44,7 @@ __all__ = [
     "context",
     "export",
     "main",
+    "nats_connection",
     "provider_health",
     "provider_ping",
     "read_bootstrap",

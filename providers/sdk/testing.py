@@ -79,6 +79,11 @@ class ProviderEnvironment:
             links=tuple(a.link for _, a in sorted(self.state.applied.items())),
         )
 
+    @property
+    def connection(self) -> None:
+        """No NATS here: ``nats_connection()`` returns None in tests."""
+        return None
+
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:

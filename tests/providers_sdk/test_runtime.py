@@ -15,7 +15,7 @@ from interfaces.links import Link
 from interfaces.rpc_client import RpcClient, RpcError
 from interfaces.rpc_server import RpcServer
 from interfaces.store import LatticeStore
-from providers.sdk import Bootstrap, Provider, ProviderError, ProviderRuntime, ProviderStartError
+from providers.sdk import Bootstrap, Provider, ProviderError, ProviderRuntime, ProviderStartError, nats_connection
 from providers.sdk import provider_health, provider_ping
 
 from ..harness import eventually
@@ -30,6 +30,7 @@ class Recorder:
         self.events: list[tuple] = []
         self.release = asyncio.Event()
         self.entered = asyncio.Event()
+        self.nats_url: str | None = None
 
 
 def make_provider(rec: Recorder) -> Provider:
@@ -73,9 +74,14 @@ def make_provider(rec: Recorder) -> Provider:
     async def undeclared(target, *, ctx, **kwargs):
         return await ctx.call(target, "example:other/api.f")
 
+    @p.export(API)
+    def max_payload(**kwargs):  # the escape hatch for providers that speak NATS themselves
+        return nats_connection().max_payload
+
     @p.on_start
     def started(*, info, **kwargs):
         rec.events.append(("start", info.host_id, dict(info.config)))
+        rec.nats_url = info.nats.url if info.nats else None
 
     @p.on_link_put
     def link_put(link, config, **kwargs):
@@ -148,6 +154,8 @@ async def test_calls_reach_sync_and_async_handlers_with_context(boot, client, nc
         finally:
             await other.close()
         assert rt.info.config == {"mode": "x"}
+        assert rec.nats_url == rt.bootstrap.nats.url
+        assert await client.call("echo", f"{API}.max-payload", [], timeout_s=5) >= 1024 * 1024
     assert rec.events[0] == ("start", "host-a", {"mode": "x"})
     assert rec.events[-1] == ("shutdown",)
 

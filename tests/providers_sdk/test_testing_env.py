@@ -10,7 +10,7 @@ import pytest
 
 from interfaces.errors import ErrorCode
 from interfaces.rpc_client import RpcError
-from providers.sdk import Link, Provider, ProviderError, context
+from providers.sdk import Link, Provider, ProviderError, context, nats_connection
 from providers.sdk.testing import OutgoingCall, ProviderEnvironment
 
 
@@ -54,6 +54,7 @@ def make_provider(events: list) -> Provider:
 
     @p.on_start
     def started(*, info, **kwargs):
+        assert info.nats is None and nats_connection() is None  # no lattice here
         events.append(("start", info.provider_id, dict(info.config)))
 
     @p.on_link_put

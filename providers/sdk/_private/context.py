@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from interfaces.links import Link
 
+from .bootstrap import NatsBootstrap
+
 
 class Instance(Protocol):
     """What runs a provider: the lattice runtime, or the test environment."""
@@ -25,6 +27,9 @@ class Instance(Protocol):
 
     @property
     def info(self) -> "ProviderInfo": ...
+
+    @property
+    def connection(self) -> Any: ...  # the NATS client, None without a lattice
 
     async def call(self, target: "str | Link", operation: str, args: list[Any], *,
                    timeout_s: float | None = None, link_name: str | None = None,
@@ -43,6 +48,8 @@ class ProviderInfo:
     config: Mapping[str, str] = field(default_factory=dict)
     #: links with this provider as source or target, as last applied
     links: tuple[Link, ...] = ()
+    #: how this instance reached NATS (the bootstrap's ``nats``); None without a lattice (tests)
+    nats: NatsBootstrap | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,17 @@ def context() -> Context:
         return _current_context.get()
     except LookupError:
         raise RuntimeError("providers.sdk.context() is only available while a handler runs") from None
+
+
+def nats_connection() -> Any:
+    """The running instance's NATS client (``nats.aio.client.Client``), or None without a lattice.
+
+    An escape hatch for providers that speak NATS themselves (messaging, NATS KV)
+    or need its limits (``max_payload``); calls to components go through
+    ``ctx.call`` / ``provider.call``. Works in handlers, callbacks and tasks they start.
+    """
+    instance = _current_instance.get(None)
+    return instance.connection if instance is not None else None
 
 
 def in_handler() -> bool:

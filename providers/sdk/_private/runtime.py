@@ -85,8 +85,12 @@ class ProviderRuntime(Service):
         return ProviderInfo(
             provider_id=self.id, host_id=self.host_id, lattice=self.lattice,
             instance_id=self.bootstrap.instance_id, config=MappingProxyType(self.state.own_config()),
-            links=tuple(a.link for _, a in sorted(self.state.applied.items())),
+            links=tuple(a.link for _, a in sorted(self.state.applied.items())), nats=self.bootstrap.nats,
         )
+
+    @property
+    def connection(self) -> Client | None:
+        return self.nc
 
     # --- lifecycle ---------------------------------------------------------------------
 

@@ -1,7 +1,4 @@
-"""Subjects a provider instance answers besides its invocations.
-
-Built on :func:`interfaces.subjects.lattice_prefix` until they move into
-``interfaces/subjects.py`` (the one place subjects are spelled)::
+"""Subjects a provider instance answers besides its invocations (spelled in interfaces.subjects)::
 
     trellis.<lattice>.prov.<provider_id>.ping               every instance answers (scatter-gather)
     trellis.<lattice>.prov.<provider_id>.<host_id>.health   the instance a host runs answers
@@ -9,16 +6,6 @@ Built on :func:`interfaces.subjects.lattice_prefix` until they move into
 
 from __future__ import annotations
 
-from interfaces import subjects
+from interfaces.subjects import provider_health, provider_ping
 
-
-def _prefix(lattice: str, provider_id: str) -> str:
-    return f"{subjects.lattice_prefix(lattice)}.prov.{subjects.check_id('provider', provider_id)}"
-
-
-def provider_ping(lattice: str, provider_id: str) -> str:
-    return f"{_prefix(lattice, provider_id)}.ping"
-
-
-def provider_health(lattice: str, provider_id: str, host_id: str) -> str:
-    return f"{_prefix(lattice, provider_id)}.{subjects.check_id('host', host_id)}.health"
+__all__ = ["provider_health", "provider_ping"]

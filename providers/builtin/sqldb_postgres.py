@@ -1,0 +1,235 @@
+"""``builtin:sqldb-postgres``: ``trellis:sql/query`` on a PostgreSQL server (asyncpg, pooled).
+
+Parameters are always bound (asyncpg's extended protocol), never spliced into
+the SQL text. Each call is its own transaction: one statement with parameters,
+or, for ``execute`` without parameters, a script of several statements (one
+implicit transaction). Types the WIT has no case for (numeric, dates and times,
+uuid, json, network addresses) travel as PostgreSQL's own text form, both ways:
+a component passes ``text("2024-05-01 12:00:00+00")`` for a ``timestamptz``.
+
+One pool per distinct connection settings, shared by the links that use them,
+opened on first use. See docs/builtin-providers.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from providers.builtin._common import config as cfgs
+from providers.builtin._common.health import probe_each
+from providers.builtin._common.lifecycle import LinkedBackend
+from providers.builtin._common.shared import Shared
+from providers.builtin._common.sql import (
+    CONNECTION_FAILED,
+    CONSTRAINT_VIOLATION,
+    INVALID_QUERY,
+    OTHER,
+    SqlError,
+    SqlFront,
+    row,
+)
+from providers.sdk import Link, Provider, run
+
+log = logging.getLogger("providers.builtin.sqldb_postgres")
+
+NAME = "sqldb-postgres"
+KEYS = ("url", "host", "port", "user", "password", "database", "ssl", "pool_min", "pool_max", "connect_timeout_s",
+        "statement_cache_size")
+#: types that travel as their PostgreSQL text form (the WIT has no case for them)
+TEXT_TYPES = ("numeric", "date", "time", "timetz", "timestamp", "timestamptz", "interval", "uuid", "json", "jsonb",
+              "inet", "cidr", "macaddr")
+#: command tags whose last number counts changed rows
+_CHANGING = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY"})
+#: pool.close() waits this long for connections in use before terminating them
+POOL_CLOSE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    """Connection settings: links with equal keys share one pool."""
+
+    url: str | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+    database: str | None = None
+    ssl: str | None = None
+    pool_min: int = 1
+    pool_max: int = 10
+    connect_timeout_s: float = 5.0
+    statement_cache_size: int = 100
+
+    def describe(self) -> str:
+        if self.url:
+            return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", self.url)
+        return f"postgresql://{self.user or ''}@{self.host or 'localhost'}:{self.port or 5432}/{self.database or ''}"
+
+
+def pool_key(cfg: Mapping[str, str]) -> PoolKey:
+    cfgs.unknown_keys(cfg, KEYS, NAME)
+    url = cfgs.text(cfg, "url")
+    if url is not None and not url.startswith(("postgres://", "postgresql://")):
+        raise cfgs.ConfigError(f"url must start with postgresql:// or postgres://; got {url.split('@')[-1]!r}")
+    host = cfgs.text(cfg, "host")
+    if url is None and host is None:
+        raise cfgs.ConfigError("give url=postgresql://USER:PASSWORD@HOST:PORT/DATABASE, or host (with port, "
+                               "user, password, database)")
+    pool_min = cfgs.integer(cfg, "pool_min", 1, minimum=0)
+    return PoolKey(
+        url=url, host=host, port=cfgs.integer(cfg, "port", 0, minimum=0, maximum=65535) or None,
+        user=cfgs.text(cfg, "user"), password=cfg.get("password") or None, database=cfgs.text(cfg, "database"),
+        ssl=cfgs.choice(cfg, "ssl", "", ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"))
+        or None,
+        pool_min=pool_min, pool_max=cfgs.integer(cfg, "pool_max", max(10, pool_min), minimum=max(1, pool_min)),
+        connect_timeout_s=cfgs.number(cfg, "connect_timeout_s", 5.0, minimum=0.1),
+        statement_cache_size=cfgs.integer(cfg, "statement_cache_size", 100, minimum=0),
+    )
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _number_text(value: object) -> str:
+    """numeric accepts int and float parameters too (as their decimal text)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"expected text, int or float, got {type(value).__name__}")
+    return str(value)
+
+
+async def _text_codecs(conn: asyncpg.Connection) -> None:
+    for name in TEXT_TYPES:
+        encoder = _number_text if name == "numeric" else _text
+        await conn.set_type_codec(name, schema="pg_catalog", encoder=encoder, decoder=str, format="text")
+
+
+async def open_pool(k: PoolKey) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn=k.url, host=k.host, port=k.port, user=k.user, password=k.password, database=k.database, ssl=k.ssl,
+        min_size=k.pool_min, max_size=k.pool_max, timeout=k.connect_timeout_s,
+        statement_cache_size=k.statement_cache_size, init=_text_codecs)
+    assert pool is not None
+    return pool
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        pool.terminate()
+
+
+def classify(exc: BaseException) -> SqlError:
+    """An asyncpg (or socket) exception → the WIT ``sql-error`` case, with the server's message."""
+    message = str(exc) or exc.__class__.__name__
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        if isinstance(exc, asyncpg.PostgresConnectionError) or state.startswith(("08", "57P", "28")) or state in (
+                "3D000", "53300"):
+            return SqlError(CONNECTION_FAILED, message)  # cannot connect, auth, no such database, shut down
+        if state.startswith("23"):
+            return SqlError(CONSTRAINT_VIOLATION, message)
+        if state.startswith("42"):
+            return SqlError(INVALID_QUERY, message)  # syntax, unknown table or column, wrong types
+        if type(exc) is asyncpg.DataError and "query argument" in message:
+            return SqlError(INVALID_QUERY, message)  # a parameter that does not fit its placeholder's type
+        return SqlError(OTHER, message)
+    if isinstance(exc, asyncpg.InterfaceError):
+        if "argument" in message:  # "the server expects 2 arguments for this query, 1 was passed"
+            return SqlError(INVALID_QUERY, message)
+        return SqlError(OTHER, message)
+    if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError)):
+        return SqlError(CONNECTION_FAILED, message)
+    return SqlError(OTHER, message)
+
+
+def rows_changed(status: str) -> int:
+    """``"INSERT 0 3"`` → 3, ``"UPDATE 2"`` → 2, ``"CREATE TABLE"`` → 0."""
+    parts = status.split()
+    if parts and parts[0] in _CHANGING and parts[-1].isdigit():
+        return int(parts[-1])
+    return 0
+
+
+class PostgresLink:
+    """One link's database."""
+
+    def __init__(self, key: PoolKey, pools: Shared[PoolKey, asyncpg.Pool]) -> None:
+        self.key = key
+        self._pools = pools
+
+    async def _pool(self) -> asyncpg.Pool:
+        try:
+            return await self._pools.get(self.key)
+        except Exception as exc:
+            raise classify(exc) from None
+
+    async def query(self, sql: str, params: list[Any]) -> list[list[list[Any]]]:
+        pool = await self._pool()
+        try:
+            async with pool.acquire() as conn:
+                records = await conn.fetch(sql, *params)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise classify(exc) from None
+        return [row(list(r.keys()), list(r.values())) for r in records]
+
+    async def execute(self, sql: str, params: list[Any]) -> int:
+        pool = await self._pool()
+        try:
+            async with pool.acquire() as conn:
+                status = await conn.execute(sql, *params)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise classify(exc) from None
+        return rows_changed(status)
+
+
+class SqldbPostgres(LinkedBackend[PostgresLink]):
+    name = NAME
+
+    def __init__(self) -> None:
+        self.pools: Shared[PoolKey, asyncpg.Pool] = Shared(f"{NAME} pool", open_pool, close_pool)
+        super().__init__()
+
+    async def build_link(self, link: Link, config: dict[str, str]) -> PostgresLink:
+        key = pool_key(config)
+        self.pools.attach(key)
+        return PostgresLink(key, self.pools)
+
+    async def teardown_link(self, state: PostgresLink) -> None:
+        await self.pools.detach(state.key)
+
+    async def probe(self) -> tuple[bool, str]:
+        keys = self.pools.keys()
+
+        async def check(k: PoolKey) -> None:
+            await (await self.pools.get(k)).fetchval("SELECT 1")
+
+        down = await probe_each([(k.describe(), partial(check, k)) for k in keys])
+        summary = f"{len(self.links)} link(s), {len(keys)} database(s)"
+        return not down, "; ".join([summary, *down, *self.link_problems()])
+
+    async def close_backends(self) -> None:
+        await self.pools.close_all()
+
+
+def build() -> Provider:
+    """A fresh provider (each test builds its own, so no state leaks between them)."""
+    impl = SqldbPostgres()
+    return impl.provider([SqlFront(NAME, impl.links)], "trellis:sql on PostgreSQL")
+
+
+provider = build()
+
+if __name__ == "__main__":
+    run(provider)

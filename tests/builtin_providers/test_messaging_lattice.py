@@ -1,0 +1,85 @@
+"""Through builtin:messaging-nats on a lattice: one component publishes, another handles (and replies)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from interfaces.client import LatticeClient
+from interfaces.links import Link
+from tests.harness import eventually
+from trellis.natsserver import NatsServer
+
+from .harness_lattice import deploy
+
+
+def consumer(source: str) -> Link:
+    return Link(source_id=source, target="msg", wit_namespace="wasmcloud", wit_package="messaging",
+                interfaces=["consumer"])
+
+
+async def test_a_message_published_by_one_component_is_handled_by_another(
+        nats_server: NatsServer, lattice: str, hosts, tmp_path: Path, publisher: Path, subscriber: Path) -> None:
+    root = f"{lattice}.demo"  # the NATS server is shared by every test: subjects of this test's own
+    h = await hosts.start()
+    async with LatticeClient(nats_server.url, lattice) as c:
+        seen: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+        async def on_seen(msg) -> None:  # type: ignore[no-untyped-def]
+            await seen.put((msg.subject, msg.data))
+
+        await c.nc.subscribe(f"seen.{root}.>", cb=on_seen)
+        await deploy(c, [h.id], providers={"msg": "builtin:messaging-nats"},
+                     components={"pub": publisher, "sub": subscriber})
+        await c.put_config("sub-in", {"subscriptions": f"{root}.>", "handler_timeout_ms": "5000"})
+        for source in ("pub", "sub"):
+            await c.put_link(consumer(source))
+        await c.put_link(Link(source_id="msg", target="sub", wit_namespace="wasmcloud", wit_package="messaging",
+                              interfaces=["handler"], source_config=["sub-in"]))
+
+        async def delivered() -> bool:  # the provider subscribes once it has seen the link
+            assert await c.call("pub", "send", f"{root}.ready", b"?") == {"ok": None}
+            try:
+                await asyncio.wait_for(seen.get(), 0.5)
+                return True
+            except asyncio.TimeoutError:
+                return False
+
+        await eventually(delivered, timeout=20, what="the subscriber to handle a message")
+        while not seen.empty():
+            seen.get_nowait()
+
+        # publish → the provider delivers to sub → sub publishes on seen.<subject>
+        assert await c.call("pub", "send", f"{root}.hello", b"hi there") == {"ok": None}
+        assert await asyncio.wait_for(seen.get(), 10) == (f"seen.{root}.hello", b"hi there")
+
+        # request → sub replies through its own consumer link → pub gets the reply
+        assert await c.call("pub", "ask", f"{root}.shout", b"ping", 5000) == {"ok": b"PING"}
+        assert await c.call("pub", "ask", f"{lattice}.nobody", b"ping", 300) == {
+            "err": f"no responders on '{lattice}.nobody'"}
+
+        # a handler that fails: logged by the provider, not redelivered
+        assert await c.call("pub", "send", f"{root}.broken", b"fail") == {"ok": None}
+        log = tmp_path / "host0" / "logs" / "provider-msg.log"
+        await eventually(lambda: log.exists() and "not handled, dropped" in log.read_text(), what="the failure logged")
+        assert f"refusing {root}.broken" in log.read_text()
+
+        # the lattice's own subjects are off limits
+        denied = await c.call("pub", "send", f"trellis.{lattice}.ctl.host.ping", b"{}")
+        assert "reserved" in denied["err"], denied
+
+
+@pytest.mark.parametrize("subjects", ["trellis.>", ">"])
+async def test_subscriptions_to_lattice_subjects_are_refused(
+        nats_server: NatsServer, lattice: str, hosts, tmp_path: Path, subscriber: Path, subjects: str) -> None:
+    h = await hosts.start()
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await deploy(c, [h.id], providers={"msg": "builtin:messaging-nats"}, components={"sub": subscriber})
+        await c.put_config("sub-in", {"subscriptions": subjects})
+        await c.put_link(Link(source_id="msg", target="sub", wit_namespace="wasmcloud", wit_package="messaging",
+                              interfaces=["handler"], source_config=["sub-in"]))
+        log = tmp_path / "host0" / "logs" / "provider-msg.log"
+        await eventually(lambda: log.exists() and "reserved on the lattice's NATS server" in log.read_text(),
+                         what="the refusal logged")

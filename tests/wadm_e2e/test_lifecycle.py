@@ -147,3 +147,17 @@ async def test_invalid_manifests_are_refused_with_every_problem(controllers, wad
     with pytest.raises(WadmError) as err:
         await wadm_client.deploy("nope")
     assert err.value.code == ErrorCode.NOT_FOUND
+
+
+async def test_a_broken_watch_is_fatal_not_silent(controllers, monkeypatch):
+    from interfaces.store import LatticeStore
+
+    async def broken(self, **kw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("JetStream went away")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(LatticeStore, "watch", broken)
+    with pytest.raises(RuntimeError) as err:
+        await controllers.start()
+    assert "link and config watch" in str(err.value) and "JetStream went away" in str(err.value)
+    assert controllers.started[0].status.value == "closed"

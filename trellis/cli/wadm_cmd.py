@@ -75,8 +75,9 @@ async def _run(controller: "Controller") -> int:
     await controller.finished()
     if stopper:
         await stopper[0]
-    print(json.dumps({"event": "wadm_stopped", "id": controller.id, "reason": controller.close_reason}), flush=True)
-    return 0
+    reason = controller.close_reason or ""
+    print(json.dumps({"event": "wadm_stopped", "id": controller.id, "reason": reason}), flush=True)
+    return 1 if reason.startswith("fatal") else 0
 
 
 @wadm_app.command("status")

@@ -50,7 +50,7 @@ from .api import WadmApi
 from .app_store import AppStore, RecordChange, StoreSynced
 from .executor import Executor
 from .lease import Lease
-from .observer import Observer
+from .observer import Observer, essential
 from .records import AppRecord, now_iso
 from .settings import ControllerSettings
 from .status import deployed_status, undeployed_status
@@ -103,6 +103,7 @@ class Controller(Service):
         self._passes = itertools.count(1)
         self._housekeeping_wake = asyncio.Event()
         self._ping_sub: Any = None
+        self._stopper: asyncio.Task[None] | None = None  # close() after a fatal failure outlives the tasks
         self.nc: Client
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -121,17 +122,34 @@ class Controller(Service):
         await self.lease.open()
         self.observer = Observer(self.nc, self.lattice, self.client, self.store, self.apps, self.tasks,
                                  expiry_intervals=s.host_expiry_intervals, ping_timeout_s=s.ping_timeout_s,
-                                 on_change=self._on_view_change)
+                                 on_change=self._on_view_change, on_fatal=self._fatal)
         self.executor = Executor(self.client, self.store, self.apps, self.observer, s, self.may_act)
         self.api = WadmApi(self)
         self._ping_sub = await self.nc.subscribe(subjects.wadm_ping(self.lattice), cb=self._on_ping)
         await self.observer.start()
-        self.tasks.spawn(self._watch_records(), "watch-apps")
-        await self.observer.wait_ready()
-        await self._records_synced.wait()
-        self.tasks.spawn(self._housekeeping(), "housekeeping")
-        self.tasks.spawn(self.lease.run(), "lease")
+        self.tasks.spawn(essential(self._watch_records(), "the application record watch", self._fatal),
+                         "watch-apps")
+        await self._until_loaded()
+        self.tasks.spawn(essential(self._housekeeping(), "housekeeping", self._fatal), "housekeeping")
+        self.tasks.spawn(essential(self.lease.run(), "the lease", self._fatal), "lease")
         log.info("wadm controller %s watching lattice %s", self.id, self.lattice)
+
+    async def _until_loaded(self) -> None:
+        """Wait for the view and the records, unless a fatal failure closes us first."""
+        async def loading() -> None:
+            await self.observer.wait_ready()
+            await self._records_synced.wait()
+
+        loaded = asyncio.ensure_future(loading())
+        closed: asyncio.Future[Any] = asyncio.ensure_future(self._closed_event.wait())
+        try:
+            await asyncio.wait([loaded, closed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (loaded, closed):
+                f.cancel()
+            await asyncio.gather(loaded, closed, return_exceptions=True)
+        if not loaded.done() or loaded.cancelled() or self._closed_event.is_set():
+            raise RuntimeError(f"wadm closed while loading: {self.close_reason}")
 
     async def _close(self) -> None:
         if hasattr(self, "api"):
@@ -159,6 +177,12 @@ class Controller(Service):
     async def _on_reconnected(self) -> None:
         if hasattr(self, "observer") and self.status.value == "running":
             self.observer.reconnected()
+
+    def _fatal(self, what: str, exc: BaseException) -> None:
+        """Something the controller cannot work without failed: close (a supervisor restarts us)."""
+        if self._stopper is None:
+            self._stopper = asyncio.get_running_loop().create_task(
+                self.close(reason=f"fatal: {what} failed: {exc!r}"))
 
     def may_act(self) -> bool:
         """Leader, and the view and the application records are loaded."""
@@ -234,12 +258,15 @@ class Controller(Service):
             except asyncio.TimeoutError:
                 pass
             self._housekeeping_wake.clear()
-            self.observer.expire_hosts()
-            if self.may_act() and not self.api.serving:
-                await self.api.serve()
-            elif not self.may_act() and self.api.serving:
-                await self.api.stop()
-            self._ensure_workers()
+            try:
+                self.observer.expire_hosts()
+                if self.may_act() and not self.api.serving:
+                    await self.api.serve()
+                elif not self.may_act() and self.api.serving:
+                    await self.api.stop()
+                self._ensure_workers()
+            except Exception:  # e.g. NATS away for a moment: try again on the next round
+                log.exception("housekeeping failed")
             if loop.time() >= next_tick:
                 next_tick = loop.time() + self.settings.tick_s
                 self.wake_all()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,19 @@ from .app_store import AppStore, OwnerChange, StoreSynced
 from .view import LatticeView
 
 log = logging.getLogger(__name__)
+
+
+async def essential(coro: Coroutine[Any, Any, None], what: str,
+                    on_fatal: Callable[[str, BaseException], None]) -> None:
+    """Run a task the controller cannot do without; if it ends or fails, report it as fatal."""
+    try:
+        await coro
+        raise RuntimeError(f"{what} ended")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("%s failed: %r", what, exc)
+        on_fatal(what, exc)
 
 
 class HostGone(Exception):
@@ -65,7 +78,8 @@ class _Condition:
 class Observer:
     def __init__(self, nc: Client, lattice: str, client: LatticeClient, store: LatticeStore, apps: AppStore,
                  tasks: TaskGroup, *, expiry_intervals: float = 3.0, ping_timeout_s: float = 1.0,
-                 on_change: Callable[[str], None] | None = None) -> None:
+                 on_change: Callable[[str], None] | None = None,
+                 on_fatal: Callable[[str, BaseException], None] | None = None) -> None:
         self.nc = nc
         self.lattice = lattice
         self.client = client
@@ -75,6 +89,7 @@ class Observer:
         self.view = LatticeView(expiry_intervals=expiry_intervals)
         self.ping_timeout_s = ping_timeout_s
         self.on_change = on_change or (lambda why: None)
+        self.on_fatal = on_fatal or (lambda what, exc: None)
         self._expectations: list[_Expectation] = []
         self._conditions: list[_Condition] = []
         self._synced: set[str] = set()
@@ -102,8 +117,8 @@ class Observer:
         for info in await self.client.get_hosts(timeout_s=self.ping_timeout_s):
             self.view.host_seen(info, self._now())
         log.info("observer: %d host(s) answered the initial ping", len(self.view.hosts))
-        self.tasks.spawn(self._watch_store(), "watch-links-config")
-        self.tasks.spawn(self._watch_owners(), "watch-owners")
+        self.tasks.spawn(essential(self._watch_store(), "the link and config watch", self.on_fatal), "watch-links-config")
+        self.tasks.spawn(essential(self._watch_owners(), "the owner watch", self.on_fatal), "watch-owners")
 
     async def close(self) -> None:
         if self._sub is not None:

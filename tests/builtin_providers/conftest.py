@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from providers.builtin._common import links
+
 from .backends import PostgresServer, RedisServer
 from .components.build import build
 
@@ -55,3 +57,9 @@ def subscriber() -> Path:
 @pytest.fixture(scope="session")
 def sqltool() -> Path:
     return build("sqltool")
+
+
+@pytest.fixture(autouse=True)
+def short_link_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process providers refuse unlinked callers after 50 ms instead of 1 s (tests of the grace set it)."""
+    monkeypatch.setattr(links, "LINK_GRACE_S", 0.05)

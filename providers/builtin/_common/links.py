@@ -6,6 +6,11 @@ call finds it with :meth:`LinkTable.for_call`. A call can arrive a moment
 before this instance has seen the link (the caller's host saw it first): the
 call carries the link and its config, so the state is built then, the same way.
 
+A call can also arrive before this instance has seen its link *at all* (the
+link was put a moment ago, and the caller's host read it first): a call
+without a link waits up to :data:`LINK_GRACE_S` for ``on_link_put`` before it
+is refused.
+
 Builds do no I/O (connections are opened on first use, see
 :mod:`.shared`), so a backend that is down never fails a link; a config that
 cannot be used does: the link is kept with its error, and every call over it
@@ -26,6 +31,9 @@ from .config import ConfigError, merged
 
 S = TypeVar("S")
 LinkKey = tuple[str, str]
+
+#: how long a call from an unknown caller waits for its link to arrive before it is refused
+LINK_GRACE_S = 1.0
 
 log = logging.getLogger("providers.builtin")
 
@@ -66,6 +74,8 @@ class LinkTable(Generic[S]):
         self.base: dict[str, str] = {}
         self._slots: dict[LinkKey, _Slot[S]] = {}
         self._locks: dict[LinkKey, asyncio.Lock] = {}
+        self._arrivals: dict[LinkKey, asyncio.Event] = {}  # calls waiting for their link
+        self._waiting: dict[LinkKey, int] = {}
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -93,6 +103,9 @@ class LinkTable(Generic[S]):
             except ConfigError as exc:
                 new.error = f"link {link.describe()}: {exc}"
             self._slots[key] = new
+            arrived = self._arrivals.pop(key, None)
+            if arrived is not None:
+                arrived.set()
             if slot is not None and slot.state is not None:
                 await self._safe_close(slot.state)
         if new.error:
@@ -124,15 +137,35 @@ class LinkTable(Generic[S]):
 
     async def for_call(self, ctx: Any) -> S:
         """The state for the link a call came over; raises NotLinked or LinkUnusable."""
-        slot = self._slots.get((ctx.source, ctx.link_name))
-        if slot is not None and slot.state is not None and (ctx.link is None or slot.link == ctx.link):
+        key = (ctx.source, ctx.link_name)
+        slot = self._slots.get(key)
+        if ctx.link is not None:
+            if slot is not None and slot.state is not None and slot.link == ctx.link:
+                return slot.state
+            return await self.put(ctx.link, ctx.config, ctx.provider_id)
+        if slot is None:  # maybe the link is on its way: give on_link_put a moment
+            await self._await_arrival(key, min(LINK_GRACE_S, max(0.0, ctx.remaining_s() / 2)))
+            slot = self._slots.get(key)
+        if slot is not None and slot.state is not None:
             return slot.state
-        if ctx.link is None:
-            if slot is not None and slot.error:
-                raise LinkUnusable(slot.error)
-            raise NotLinked(f"{ctx.source} has no link to provider {ctx.provider_id} for {ctx.interface} "
-                            f"(link name {ctx.link_name!r})")
-        return await self.put(ctx.link, ctx.config, ctx.provider_id)
+        if slot is not None and slot.error:
+            raise LinkUnusable(slot.error)
+        raise NotLinked(f"{ctx.source} has no link to provider {ctx.provider_id} for {ctx.interface} "
+                        f"(link name {ctx.link_name!r})")
+
+    async def _await_arrival(self, key: LinkKey, timeout_s: float) -> None:
+        arrived = self._arrivals.setdefault(key, asyncio.Event())
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            await asyncio.wait_for(arrived.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:  # the last waiter: forget the key (callers without links come and go)
+                del self._waiting[key]
+                if self._arrivals.get(key) is arrived:
+                    del self._arrivals[key]
 
     async def close_all(self) -> None:
         slots = list(self._slots.values())

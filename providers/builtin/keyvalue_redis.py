@@ -48,6 +48,9 @@ class ClientSettings:
     max_connections: int
     timeout_s: float
 
+    def __repr__(self) -> str:  # never a password in logs
+        return f"ClientSettings({self.describe()})"
+
     def describe(self) -> str:
         return re.sub(r"//[^@/]*@", "//***@", self.url)  # no password in logs or health
 

@@ -68,6 +68,9 @@ class PoolKey:
     connect_timeout_s: float = 5.0
     statement_cache_size: int = 100
 
+    def __repr__(self) -> str:  # never a password in logs
+        return f"PoolKey({self.describe()})"
+
     def describe(self) -> str:
         if self.url:
             return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", self.url)

@@ -15,6 +15,7 @@ hosts or rewrite links.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +54,11 @@ class NatsTarget:
         return str(dict(self.settings).get("url", ""))
 
     def describe(self) -> str:
-        return f"{self.url} (lattice)" if self.is_lattice else self.url
+        shown = ",".join(re.sub(r"//[^@/]*@", "//***@", u) for u in self.url.split(","))
+        return f"{shown} (lattice)" if self.is_lattice else shown
+
+    def __repr__(self) -> str:  # never a password or token in logs
+        return f"NatsTarget({self.describe()})"
 
 
 def lattice_nats(info: Any) -> NatsBootstrap | None:

@@ -170,7 +170,7 @@ class Controller(Service):
             await self.nc.close()
 
     async def _on_disconnected(self) -> None:
-        if hasattr(self, "observer"):
+        if hasattr(self, "observer") and self.status.value == "running":
             self.observer.disconnected()
         self._housekeeping_wake.set()
 

@@ -79,6 +79,10 @@ class Load:
         if self._tasks:
             await asyncio.gather(*self._tasks)
 
+    async def finished(self) -> None:
+        """Until every caller has stopped by itself (``max_calls`` made or ``max_s`` passed)."""
+        await asyncio.gather(*self._tasks)
+
     @property
     def ok(self) -> int:
         return sum(1 for o in self.outcomes if o.error is None)

@@ -236,9 +236,11 @@ class LatticeClient:
         return hosts
 
     async def scale_component(self, component_id: str, max_instances: int, *, host_id: str | None = None,
-                              wait: bool = True, timeout_s: float = 60.0) -> list[str]:
+                              annotations: dict[str, str] | None = None, wait: bool = True,
+                              timeout_s: float = 60.0) -> list[str]:
         hosts = await self._hosts_running(component_id, host_id)
-        req = _build(ScaleComponent, component_id=component_id, max_instances=max_instances)
+        req = _build(ScaleComponent, component_id=component_id, max_instances=max_instances,
+                     annotations=annotations)
         for h in hosts:
             await self._component_op(h, ComponentOp.SCALE, req, component_id, wait, timeout_s)
         return hosts

@@ -43,7 +43,13 @@ class CtlReply(BaseModel):
 
 # --- host description ----------------------------------------------------------
 
-class Capacity(Model):
+class Description(BaseModel):
+    """What a host reports: unknown fields from a newer host are ignored, not refused."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Capacity(Description):
     cpus: int = Field(description="logical CPUs the host may use")
     memory_total_bytes: int
     memory_available_bytes: int
@@ -56,7 +62,7 @@ class Capacity(Model):
     instances_max: int = Field(0, description="sum of max_instances over components")
 
 
-class ComponentDescription(Model):
+class ComponentDescription(Description):
     id: str
     image: str
     digest: str = ""
@@ -65,14 +71,14 @@ class ComponentDescription(Model):
     revision: int = 0
 
 
-class ProviderDescription(Model):
+class ProviderDescription(Description):
     id: str
     image: str
     annotations: dict[str, str] = {}
     status: str = "running"
 
 
-class HostInfo(Model):
+class HostInfo(Description):
     id: str
     name: str
     lattice: str

@@ -32,21 +32,21 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy, KeyValueConfig
-from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from . import subjects
 from .errors import ErrorCode, TrellisError
 from .events import Event, EventType
+from .kv_watch import RESUBSCRIBED, BucketEntry, watch_bucket
 from .lattice_config import check_config_name, check_config_values, merge_configs
 from .links import DEFAULT_LINK_NAME, Link, check_conflicts, check_link_name, check_wit_id
 
@@ -383,8 +383,8 @@ class LatticeStore:
         known: dict[str, dict[tuple[str, str, str, str, str], Link]] = {}
         synced = False
         fresh: set[str] | None = None  # keys seen since a resubscription
-        async for entry in _watch(self.nc, subjects.bucket(self.lattice, LINKS), pattern):
-            if entry is _RESUBSCRIBED:
+        async for entry in watch_bucket(self.nc, subjects.bucket(self.lattice, LINKS), pattern):
+            if entry is RESUBSCRIBED:
                 fresh = set()
                 continue
             if entry is None:
@@ -397,7 +397,7 @@ class LatticeStore:
                     synced = True
                     yield Synced(LINKS)
                 continue
-            assert isinstance(entry, _Entry)
+            assert isinstance(entry, BucketEntry)
             if fresh is not None:
                 fresh.add(entry.key)
             old = known.get(entry.key, {})
@@ -425,8 +425,8 @@ class LatticeStore:
         known: dict[str, dict[str, str]] = {}
         synced = False
         fresh: set[str] | None = None
-        async for entry in _watch(self.nc, subjects.bucket(self.lattice, CONFIG), ">"):
-            if entry is _RESUBSCRIBED:
+        async for entry in watch_bucket(self.nc, subjects.bucket(self.lattice, CONFIG), ">"):
+            if entry is RESUBSCRIBED:
                 fresh = set()
                 continue
             if entry is None:
@@ -439,7 +439,7 @@ class LatticeStore:
                     synced = True
                     yield Synced(CONFIG)
                 continue
-            assert isinstance(entry, _Entry)
+            assert isinstance(entry, BucketEntry)
             name = decode_token(entry.key)
             if fresh is not None:
                 fresh.add(name)
@@ -489,100 +489,13 @@ class LatticeStore:
 
     # --- helpers ---------------------------------------------------------------------
 
-    async def _snapshot(self, what: str, pattern: str) -> list[_Entry]:
+    async def _snapshot(self, what: str, pattern: str) -> list[BucketEntry]:
         await self.bucket(what)
-        out: list[_Entry] = []
-        async for entry in _watch(self.nc, subjects.bucket(self.lattice, what), pattern, ignore_deletes=True,
+        out: list[BucketEntry] = []
+        async for entry in watch_bucket(self.nc, subjects.bucket(self.lattice, what), pattern, ignore_deletes=True,
                                   resubscribe=False):
             if entry is None:
                 break
-            assert isinstance(entry, _Entry)
+            assert isinstance(entry, BucketEntry)
             out.append(entry)
         return out
-
-
-class _Marker:
-    pass
-
-
-#: yielded by _watch before it reads the bucket again after a reconnect
-_RESUBSCRIBED = _Marker()
-#: how often a quiet watch checks whether the connection reconnected (seconds)
-RECHECK_S = 1.0
-
-
-@dataclass(frozen=True)
-class _Entry:
-    key: str
-    value: bytes
-    revision: int
-    deleted: bool
-
-
-async def _watch(nc: Client, bucket: str, pattern: str, *, ignore_deletes: bool = False,
-                 resubscribe: bool = True) -> AsyncGenerator[_Entry | _Marker | None, None]:
-    """Entries of ``kv`` matching ``pattern``: the latest of each, ``None``, then updates.
-
-    Our own ordered consumer rather than nats-py's ``KeyValue.watch``, for two reasons:
-
-    * nats-py decides the snapshot is complete by comparing the server's pending
-      count with the messages *it has processed*; messages already delivered but
-      not yet processed make it report an empty snapshot. Here the end of the
-      snapshot is the entry the server sent with nothing pending after it (or,
-      when the server has delivered nothing and nothing is pending, at once).
-    * its watcher notices a server restart only after missed heartbeats, tens of
-      seconds later; here the watch is replaced after every reconnect of ``nc``
-      (``_RESUBSCRIBED``, then a fresh snapshot and ``None``).
-    """
-    js = nc.jetstream()
-    pre, stream = f"$KV.{bucket}.", f"KV_{bucket}"
-    first = True
-    backoff = 0.1
-    while True:
-        reconnects = nc.stats["reconnects"]
-        queue: asyncio.Queue[tuple[_Entry, int]] = asyncio.Queue()
-
-        async def on_msg(msg: Msg) -> None:
-            meta = msg.metadata
-            headers = msg.headers or {}
-            deleted = headers.get(KV_OP) in (KV_DEL, KV_PURGE) or headers.get(KV_MARKER_REASON) in (
-                "MaxAge", "Purge", "Remove")
-            queue.put_nowait((_Entry(msg.subject[len(pre):], msg.data, meta.sequence.stream, deleted),
-                              meta.num_pending))
-
-        sub = None
-        try:
-            sub = await js.subscribe(pre + pattern, stream=stream, cb=on_msg, ordered_consumer=True,
-                                     deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, inactive_threshold=300)
-            info = await sub.consumer_info()
-        except Exception:
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-            if first:
-                raise
-            await asyncio.sleep(backoff)  # JetStream may need a moment after a restart
-            backoff = min(backoff * 2, 2.0)
-            continue
-        if not first:
-            yield _RESUBSCRIBED
-        first, backoff = False, 0.1
-        snapshot_done = info.num_pending == 0 and (info.delivered is None or info.delivered.consumer_seq == 0)
-        try:
-            if snapshot_done:
-                yield None
-            while True:
-                try:
-                    entry, pending = await asyncio.wait_for(queue.get(), RECHECK_S)
-                except asyncio.TimeoutError:
-                    if resubscribe and nc.stats["reconnects"] != reconnects:
-                        break
-                    continue
-                if not (ignore_deletes and entry.deleted):
-                    yield entry
-                if not snapshot_done and pending == 0:
-                    snapshot_done = True
-                    yield None
-        finally:
-            with contextlib.suppress(Exception):  # the connection may be gone already
-                await sub.unsubscribe()

@@ -42,9 +42,8 @@ from interfaces.errors import ErrorCode, TrellisError
 from interfaces.store import StoreSettings, decode_token, encode_token
 # The lattice store's own ordered-consumer watch: it ends the snapshot correctly (nats-py's
 # KeyValue.watch can report it complete too early) and re-reads the bucket after a reconnect.
-from interfaces.store import _RESUBSCRIBED as RESUBSCRIBED
-from interfaces.store import _Entry as BucketEntry
-from interfaces.store import _watch as bucket_watch
+from interfaces.kv_watch import RESUBSCRIBED, BucketEntry
+from interfaces.kv_watch import watch_bucket as bucket_watch
 
 from .records import AppRecord
 from .view import LinkIdentity

@@ -321,8 +321,11 @@ class TrellisSingle(System):
     family = "trellis"
     MAX_INSTANCES = 20  # one per connection
 
-    def __init__(self, workdir: Path, wasm: Path, workers: int, reuse: int) -> None:
+    def __init__(self, workdir: Path, wasm: Path, workers: int, reuse: int, max_instances: int | None = None) -> None:
         self.name = f"trellis-{'fresh' if reuse == 1 else 'reuse'}-w{workers}"
+        if max_instances is not None:
+            self.MAX_INSTANCES = max_instances
+            self.name += f"-i{max_instances}"
         super().__init__(workdir)
         self.wasm = wasm
         self.workers = workers

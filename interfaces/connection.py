@@ -74,6 +74,13 @@ class NatsSettings:
         return opts
 
 
+#: seconds between client pings; with MAX_OUTSTANDING_PINGS unanswered the connection is
+#: stale and the client reconnects to another server. nats-py's defaults (120 s, 2) leave a
+#: process attached to a server behind a pulled cable (no reset, only silence) for minutes.
+PING_INTERVAL_S = 2
+MAX_OUTSTANDING_PINGS = 2
+
+
 async def connect(settings: NatsSettings, *, name: str | None = None, **extra: Any) -> Client:
     opts = settings.connect_options()
     if name:
@@ -81,5 +88,7 @@ async def connect(settings: NatsSettings, *, name: str | None = None, **extra: A
     opts.setdefault("max_reconnect_attempts", -1)
     opts.setdefault("reconnect_time_wait", 0.5)
     opts.setdefault("connect_timeout", 2)
+    opts.setdefault("ping_interval", PING_INTERVAL_S)
+    opts.setdefault("max_outstanding_pings", MAX_OUTSTANDING_PINGS)
     opts.update(extra)
     return await nats.connect(**opts)

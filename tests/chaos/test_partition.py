@@ -46,16 +46,21 @@ def test_machine_cut_off_and_healed_under_load(cluster: Cluster, wasm):
 
     async def scenario() -> dict:
         # through the spare machine's node: it has no local subscriber, so calls go to both placed hosts
-        async with cluster.client(via=spare) as c:
+        # and a second client attached to the node on the machine about to be cut off: its
+        # calls fail over once it notices (pings) and reconnects to another node
+        async with cluster.client(via=spare) as c, cluster.client(via=victim) as stranded, \
+                Load(stranded, "spread-svc", "ok", expect=42, concurrency=5, max_s=150) as load_b:
             w = WadmClient(c, wait_leader_s=20)
             async with Load(c, "spread-svc", "ok", expect=42, concurrency=20, max_s=150) as load:
                 await load.wait_ok(300)
+                await load_b.wait_ok(50)
                 cut_at = time.monotonic()
                 cluster.cut(victim)
                 moved = {kept: 3, ids[spare.name]: 3}
                 _, replaced_s = await until(lambda: _placed(c, lambda p: p == moved), 40,
                                             "the cut host's share on the spare machine", interval=0.1)
                 await load.wait_ok(300)
+                await load_b.wait_ok(50, timeout=60)
                 during = load.summary(since=cut_at)
                 healed_at = time.monotonic()
                 cluster.heal(victim)
@@ -102,7 +107,8 @@ def test_machine_cut_off_and_healed_under_load(cluster: Cluster, wasm):
                     return False
 
             await until(deployed, 30, "status deployed", interval=0.2)
-            return {"load": load.summary(), "during_cut": during, "after_heal": load.summary(since=healed_at),
+            await load_b.stop()
+            return {"load": load.summary(), "stranded": load_b.summary(), "during_cut": during, "after_heal": load.summary(since=healed_at),
                     "replaced_s": replaced_s, "rejoined_s": rejoined_s, "settled_s": settled_s, "peak": peak,
                     "window": window, "api_errors": api_errors, "rpc": dict(c.rpc.stats), "back_with": back_with}
 
@@ -110,6 +116,7 @@ def test_machine_cut_off_and_healed_under_load(cluster: Cluster, wasm):
     record("machine-cut-heal", failed_calls=result["load"]["failed"], calls=result["load"]["calls"],
            acting_controller_on_cut_machine=leader_machine == victim.name,
            failed_during_cut=result["during_cut"]["failed"], worst_latency_ms_during_cut=result["during_cut"]["max_ms"],
+           stranded_client={k: result["stranded"][k] for k in ("calls", "failed", "max_ms")},
            replaced_after_s=round(result["replaced_s"], 2), healed_host_back_after_s=round(result["rejoined_s"], 2),
            exactly_6_after_heal_s=round(result["settled_s"], 2), most_instances_seen_after_heal=result["peak"],
            instances_in_window=sorted(set(result["window"])), retries=result["rpc"]["retries"],
@@ -121,9 +128,39 @@ def test_machine_cut_off_and_healed_under_load(cluster: Cluster, wasm):
     # JetStream leader of a bucket the controller reads; otherwise takeover and stream elections add
     # up to ~10 s (docs/reliability.md). The bound here catches anything worse.
     assert result["replaced_s"] <= 15.0, f"re-placement took {result['replaced_s']:.2f}s"
-    assert result["load"]["failed"] == 0, result
+    assert result["load"]["failed"] == 0 and result["stranded"]["failed"] == 0, result
 
 
 async def _placed(c, ok) -> dict[str, int] | None:  # type: ignore[no-untyped-def]
     found = await placements(c, "spread-svc")
     return found if ok(found) else None
+
+
+def test_connection_to_a_cut_off_node_moves_to_another(cluster: Cluster):
+    """A Trellis process whose NATS node is cut off (no reset, just silence) reconnects elsewhere.
+
+    Only pings can tell a silent TCP connection from a quiet one; the interval bounds how
+    long a host or client stays attached to a node nobody else can reach.
+    """
+    from interfaces.connection import NatsSettings, connect
+
+    node = cluster.nats[0]
+
+    async def scenario() -> float:
+        nc = await connect(NatsSettings(url=node.url), name="cut-probe")
+        try:
+            assert nc.connected_url is not None and nc.connected_url.netloc == node.url.removeprefix("nats://")
+            cluster.cut(node.machine)
+
+            def moved() -> bool:
+                url = nc.connected_url
+                return nc.is_connected and url is not None and url.netloc != node.url.removeprefix("nats://")
+
+            _, took = await until(moved, 60, "a connection to another node")
+            return took
+        finally:
+            await nc.close()
+
+    took = cluster.run(scenario())
+    record("connection-moves-off-cut-node", reconnected_elsewhere_after_s=round(took, 2))
+    assert took <= 10.0, f"stayed on the cut-off node for {took:.1f}s"

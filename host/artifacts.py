@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import httpx
@@ -53,7 +54,7 @@ class ArtifactFetcher:
         path = self._cached(digest)
         if not path.exists():
             self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")  # concurrent fetches of one digest
             await asyncio.to_thread(tmp.write_bytes, data)
             tmp.replace(path)
         return path, digest

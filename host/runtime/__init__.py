@@ -4,7 +4,7 @@ No networking here: the host runs this inside worker processes. See
 ``docs/runtime.md`` for the execution model and value conventions.
 """
 
-from . import fastbytes
+from . import wasmtime_patches
 from .cache import CacheStats, CompileCache, wasm_digest
 from .codec import CodecError, Plain, ResourceCodec, from_plain, to_plain
 from .component import (
@@ -21,7 +21,7 @@ from .imports import HostResource, ImportHandler, deny_all
 from .invoke import Invoker, InvokerStats
 from .settings import Limits, Preopen, ReusePolicy, WasiGrants
 
-fastbytes.apply()
+wasmtime_patches.apply()
 
 __all__ = [
     "CacheStats",

@@ -206,13 +206,21 @@ def _case_index(ty: VariantLike, value: Any, path: str) -> tuple[int, Any]:
             if name == value.tag:
                 return i, value.payload
         raise CodecError(path, f"unknown case {value.tag!r}")
-    for i, (_, case) in enumerate(cases):
+    for i in untagged_order(cases):
+        case = cases[i][1]
         if case is None:
             if value is None:
                 return i, None
         elif _strict_instance(value, py_classes(case)):
             return i, value
     raise CodecError(path, f"value of type {_type_name(value)} fits no case of {render(ty)}")  # type: ignore[arg-type]
+
+
+def untagged_order(cases: tuple[tuple[str, WitType | None], ...]) -> list[int]:
+    """Case indices in the order an untagged value is matched: cases that could match any
+    value (their classes include ``object``) last, as the patched wasmtime-py lowers them
+    (see :mod:`host.runtime.wasmtime_patches`)."""
+    return sorted(range(len(cases)), key=lambda i: cases[i][1] is not None and "object" in py_classes(cases[i][1]))
 
 
 _CLASS_BY_NAME: dict[str, type] = {
@@ -443,7 +451,8 @@ def _describe_dict(plain: Plain) -> str:
 
 def _wasmtime_case(cases: tuple[tuple[str, WitType | None], ...], value: Any) -> int:
     """The case wasmtime-py's untagged lowering picks for ``value``."""
-    for i, (_, case) in enumerate(cases):
+    for i in untagged_order(cases):
+        case = cases[i][1]
         if case is None:
             if value is None:
                 return i

@@ -79,6 +79,9 @@ class InterfaceInfo:
     name: str
     functions: Mapping[str, FunctionInfo]
     resources: tuple[str, ...] = ()
+    #: the declaring interface of each resource: a resource ``use``d from another
+    #: interface (``atomics`` using ``store``'s ``bucket``) is that interface's type
+    canonical: Mapping[str, ResourceRef] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -217,13 +220,15 @@ def _side(items: Mapping[str, Any], engine: RuntimeEngine, namer: _ResourceNamer
         elif isinstance(ty, wc.ComponentInstanceType):
             fns: dict[str, FunctionInfo] = {}
             res: list[str] = []
+            canonical: dict[str, ResourceRef] = {}
             for item_name, item in ty.exports(engine.engine).items():
                 item_ty = item.ty
                 if isinstance(item_ty, wc.FuncType):
                     fns[item_name] = _function(name, item_name, item_ty, namer)
                 elif isinstance(item_ty, wc.ResourceType):
                     res.append(item_name)
-            interfaces[name] = InterfaceInfo(name, fns, tuple(res))
+                    canonical[item_name] = namer(item_ty)
+            interfaces[name] = InterfaceInfo(name, fns, tuple(res), canonical)
     return WorldSide(interfaces, functions, tuple(resources))
 
 

@@ -270,7 +270,7 @@ def build_linker(engine: RuntimeEngine, loaded: LoadedComponent) -> wc.Linker:
                 continue
             with root.add_instance(iface.name) as inst:
                 for res in iface.resources:
-                    ref = ResourceRef(iface.name, res)
+                    ref = iface.canonical.get(res, ResourceRef(iface.name, res))
                     inst.add_resource(res, wc.ResourceType.host(RESOURCE_TYPE_IDS.id_for(ref)), _resource_dtor(ref))
                 for fn in iface.functions.values():
                     inst.add_func(fn.name, _host_function(fn))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from interfaces.resources import parse_address
 from interfaces.envelope import EnvelopeError, Reply
 from interfaces.errors import ErrorCode
 from interfaces.links import Link, parse_wit_interface
@@ -139,7 +140,7 @@ class ProviderEnvironment:
                 link_name: str = "default", link: Link | None = None, config: Mapping[str, str] | None = None,
                 timeout_s: float = 30.0, trace: Mapping[str, str] | None = None, attempt: int = 1) -> Context:
         """A context as a handler would get it (for calling handlers by hand)."""
-        interface, _, function = operation.rpartition(".")
+        interface, function = parse_address(operation)
         applied = self._applied_for(source, interface, link_name) if link is None else None
         if applied is not None:
             link = applied.link
@@ -155,7 +156,7 @@ class ProviderEnvironment:
                      link: Link | None = None, config: Mapping[str, str] | None = None, timeout_s: float = 30.0,
                      trace: Mapping[str, str] | None = None) -> Any:
         """Call an exported function as a component would; the result must be encodable for the wire."""
-        interface, _, function = operation.rpartition(".")
+        interface, function = parse_address(operation)
         defn = self.provider.find(interface, function)
         if defn is None:
             known = ", ".join(sorted(self.provider.exports)) or "nothing"

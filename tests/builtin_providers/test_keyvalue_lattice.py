@@ -22,14 +22,6 @@ from .backends import RedisServer
 from .harness_lattice import deploy
 from .helpers import kv_link
 
-# The host gives the `bucket` that wasi:keyvalue/atomics and /batch `use` from /store a resource
-# type of its own, so a component importing them fails to instantiate ("mismatched resource types",
-# host/runtime/imports.py build_linker). These tests pass once that is fixed; strict, so they say so.
-ATOMICS_IMPORT_BUG = pytest.mark.xfail(
-    raises=RpcError, strict=True,
-    reason="host runtime: resource types used from another interface get their own host type")
-
-
 @pytest.fixture(params=["nats", "redis"])
 def kv_backend(request: pytest.FixtureRequest, redis_server: RedisServer) -> tuple[str, dict[str, str]]:
     """(provider image, link config)."""
@@ -63,7 +55,6 @@ async def test_component_uses_buckets_across_two_provider_instances(
         assert bad["err"].startswith("other: invalid bucket identifier"), bad
 
 
-@ATOMICS_IMPORT_BUG
 async def test_component_counts_in_kv_across_two_provider_instances(
         nats_server: NatsServer, lattice: str, hosts, kvtool: Path, kv_backend: tuple[str, dict[str, str]]) -> None:
     image, config = kv_backend
@@ -80,7 +71,6 @@ async def test_component_counts_in_kv_across_two_provider_instances(
         assert await c.call("counter", "count", bucket, "never") == {"ok": None}
 
 
-@ATOMICS_IMPORT_BUG
 async def test_every_kv_function_through_a_component(
         nats_server: NatsServer, lattice: str, hosts, kvtool: Path, kv_backend: tuple[str, dict[str, str]]) -> None:
     image, config = kv_backend

@@ -1,4 +1,6 @@
-"""A bulk path for ``list<u8>`` through wasmtime-py.
+"""Two corrections to wasmtime-py's component value conversion, applied at import.
+
+1. A bulk path for ``list<u8>``.
 
 wasmtime-py converts a ``list<u8>`` element by element: each byte becomes a
 32-byte ``wasmtime_component_val_t`` built in Python, about 2–3.5 µs a byte (a
@@ -6,6 +8,16 @@ wasmtime-py converts a ``list<u8>`` element by element: each byte becomes a
 so the whole array can be written and read with two slice assignments at C
 speed. The patch checks the struct layout first and leaves wasmtime-py alone
 when it is not the one this code was written for.
+
+2. The case order of *untagged* variants when lowering. wasmtime-py passes a
+variant, option or result untagged when its cases' Python classes do not
+overlap, counting a payload-less case as ``object``; but it then lowers by
+trying the cases in order with ``isinstance``, and a case whose classes include
+``object`` (an ``option<…>`` inside, say) accepts anything. So
+``result<option<list<u8>>, string>`` could not carry ``err("x")``: the string
+was tried as the ``ok`` option first. Here the cases that cannot match
+everything are tried first; the order is the one
+:func:`host.runtime.codec` uses to decide the case of an untagged value.
 """
 
 from __future__ import annotations
@@ -28,6 +40,44 @@ _U8 = ffi.WASMTIME_COMPONENT_U8.value
 _original_to_c = _types.ListType.convert_to_c
 _original_from_c = _types.ListType.convert_from_c
 _applied = False
+
+
+def _matches_anything(ty: Any) -> bool:
+    if ty is None:
+        return False  # a payload-less case matches only None
+    classes: set[type] = set()
+    ty.add_classes(classes)
+    return object in classes
+
+
+def untagged_order(cases: list[Any]) -> list[Any]:
+    """Cases in the order an untagged value is matched against them."""
+    return sorted(cases, key=lambda c: _matches_anything(c[1]))
+
+
+def _lower(self: Any, store: Any, val: Any) -> Any:
+    tagged = self._tagged()
+    if tagged and not isinstance(val, _types.Variant):
+        raise TypeError("expected Variant type")
+    cases = self._cases() if tagged else untagged_order(self._cases())
+    for name, ty in cases:
+        if tagged:
+            if name != val.tag:
+                continue
+        elif ty is None:
+            if val is not None:
+                continue
+        else:
+            classes: set[type] = set()
+            ty.add_classes(classes)
+            if not isinstance(val, tuple(classes)):
+                continue
+        if ty is None:
+            return (name, None)
+        raw = ffi.wasmtime_component_val_t()
+        ty.convert_to_c(store, val.payload if tagged else val, ctypes.pointer(raw))
+        return (name, ffi.wasmtime_component_val_new(ctypes.byref(raw)))
+    raise ValueError("value not valid for this variant")
 
 
 def _to_c(self: Any, store: Any, val: Any, ptr: Any) -> None:
@@ -68,10 +118,12 @@ def _layout_ok() -> bool:
 
 
 def apply() -> bool:
-    """Install the bulk path (idempotent). Returns whether it is active."""
+    """Install both corrections (idempotent). Returns whether the bulk byte path is active."""
     global _applied
     if _applied:
         return True
+    if hasattr(_types, "VariantLikeType") and hasattr(_types.VariantLikeType, "_lower"):
+        _types.VariantLikeType._lower = _lower  # type: ignore[method-assign]
     if not _layout_ok():
         log.warning("wasmtime-py component value layout not recognised; list<u8> stays per-element")
         return False

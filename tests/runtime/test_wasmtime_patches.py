@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
-from host.runtime import Invoker, RuntimeEngine, fastbytes, load_component
+from host.runtime import Invoker, RuntimeEngine, load_component, wasmtime_patches
 from host.runtime.wit import ListT, Prim, RecordT, TupleT
 from tests.components.echo import echo_component_wat
 
 
 def test_bulk_path_is_active_and_exact(engine: RuntimeEngine) -> None:
-    assert fastbytes.apply()
+    assert wasmtime_patches.apply()
     types = [ListT(Prim("u8")), RecordT((("body", ListT(Prim("u8"))), ("n", Prim("u32")))),
              ListT(TupleT((Prim("string"), ListT(Prim("u8")))))]
     inv = Invoker(load_component(engine, echo_component_wat(types).encode()))
@@ -28,3 +28,13 @@ def test_bulk_path_is_active_and_exact(engine: RuntimeEngine) -> None:
     assert inv.invoke("echo1", [rec], handler) == rec
     headers = [["content-type", b"text/plain"], ["x-empty", b""]]
     assert inv.invoke("echo2", [headers], handler) == headers
+
+
+def test_untagged_result_with_option_ok_carries_err(engine: RuntimeEngine) -> None:
+    """result<option<list<u8>>, string>: an err string is not mistaken for the ok option."""
+    from host.runtime.wit import OptionT, ResultT
+
+    ty = ResultT(OptionT(ListT(Prim("u8"))), Prim("string"))
+    inv = Invoker(load_component(engine, echo_component_wat([ty]).encode()))
+    for value in ({"err": "no such key"}, {"ok": None}, {"ok": b"v"}, {"ok": b""}, {"err": ""}):
+        assert inv.invoke("echo0", [value], lambda i, f, a: a[0]) == value

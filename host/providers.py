@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from interfaces import subjects
 from interfaces.control import CtlReply, ProviderDescription, ProviderOp, StartProvider, StopProvider
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.events import EventType
+from trellis.procs import die_with_parent
 
 from .provider_refs import provider_argv
 
@@ -114,9 +116,11 @@ class ProviderManager:
         log_dir.mkdir(parents=True, exist_ok=True)
         out = open(log_dir / f"provider-{sup.spec.provider_id}.log", "ab")
         try:
+            # its own session (a Ctrl-C at the host's terminal is the host's to handle), but it
+            # dies with the host: a SIGKILLed host must not leave it serving calls as an orphan
             sup.proc = await asyncio.create_subprocess_exec(
                 *sup.argv, stdin=asyncio.subprocess.PIPE, stdout=out, stderr=out, env=clean_env(),
-                start_new_session=True)
+                start_new_session=True, preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         finally:
             out.close()
         assert sup.proc.stdin is not None

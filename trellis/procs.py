@@ -13,12 +13,21 @@ from typing import IO, Any
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _load_prctl() -> Any:
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+#: resolved once here, so the child does no library loading between fork and exec
+_prctl = _load_prctl() if sys.platform.startswith("linux") else None
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a child that must not outlive us: SIGTERM when our thread dies (Linux)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn(argv: list[str], *, log: Path | None = None, env: dict[str, str] | None = None,
@@ -32,7 +41,7 @@ def spawn(argv: list[str], *, log: Path | None = None, env: dict[str, str] | Non
         return subprocess.Popen(
             argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
             env=env, start_new_session=new_session,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
     finally:
         if not isinstance(out, int):

@@ -8,6 +8,7 @@ meanwhile (none fails).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -16,16 +17,21 @@ from pathlib import Path
 import psutil
 import pytest
 
+from interfaces.client import LatticeClient
 from interfaces.links import Link
+from interfaces.rpc_client import RpcError
 from interfaces.store import LatticeStore
 from tests.cluster import Cluster
 from tests.components.build import build_python
+from trellis.procs import pid_alive
+
+from ..harness import HostProcess
 
 from .apps import until
 from .figures import record
 from .load import Load
 
-pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
+pytestmark = pytest.mark.timeout(240)
 
 KV = str(Path(__file__).resolve().parents[1] / "providers_host" / "kv_provider.py")
 KILLS = 4
@@ -41,6 +47,7 @@ def _provider_pid(cluster: Cluster, machine) -> int | None:  # type: ignore[no-u
     return None
 
 
+@pytest.mark.netns
 def test_provider_killed_repeatedly(cluster: Cluster):
     kvclient = build_python("kvclient")
     m0, m1, m2 = cluster.machines
@@ -88,3 +95,28 @@ def test_provider_killed_repeatedly(cluster: Cluster):
     assert all(b > a for a, b in zip(delays, delays[1:])), f"restarts without growing backoff: {delays}"
     assert result["links"], "the link changed"
     assert result["load"]["failed"] == 0, result
+
+
+ECHO = str(Path(__file__).resolve().parents[1] / "providers_host" / "echo_provider.py")
+
+
+async def test_provider_dies_with_its_host(nats_server, lattice, tmp_path):
+    """SIGKILL the host process alone: its provider must not live on as an orphan still serving calls."""
+    host = HostProcess(nats_server.url, lattice, "--workers", "1", "--state-dir", str(tmp_path / "h"),
+                       log=tmp_path / "host.log")
+    pid = 0
+    try:
+        await asyncio.to_thread(host.wait_started)
+        async with LatticeClient(nats_server.url, lattice) as c:
+            await c.start_provider(ECHO, "echo", host_id=host.id)
+            pid = await c.call("echo", "test:echo/echo.pid")
+            os.kill(host.proc.pid, signal.SIGKILL)  # the host only: not its process group
+            await asyncio.to_thread(host.proc.wait, 10)
+            _, gone_s = await until(lambda: not pid_alive(pid), 15, "the provider gone with its host")
+            with pytest.raises(RpcError):
+                await c.call("echo", "test:echo/echo.pid", timeout_s=1)
+        record("provider-dies-with-host", provider_gone_after_s=round(gone_s, 2))
+    finally:
+        host.kill()
+        if pid and pid_alive(pid):  # the orphan this test is about: do not leave it behind
+            os.kill(pid, signal.SIGKILL)

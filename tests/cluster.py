@@ -481,7 +481,9 @@ def _quietly(fn: Any) -> None:
 def _short_cmd(p: psutil.Process) -> str:
     cmd = p.cmdline()
     for part in reversed(cmd):
-        if part.endswith(".py") or part.startswith(("host.", "providers.")):
+        if part.startswith(("host.", "providers.")):  # python -m MODULE
+            return part
+        if part.endswith(".py"):
             return Path(part).stem
     return Path(cmd[0]).name if cmd else "?"
 

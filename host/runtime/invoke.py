@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 import wasmtime
 from wasmtime import component as wc
 
+from .call import TypedCall
 from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, FunctionNotFound, LoadedComponent
 from .errors import (
@@ -74,15 +75,15 @@ class _Live:
     calls: int = 0
     last_used: float = 0.0
     busy: bool = False
-    funcs: dict[FunctionInfo, wc.Func] = field(default_factory=dict)
+    funcs: dict[FunctionInfo, TypedCall] = field(default_factory=dict)
 
-    def func(self, loaded: LoadedComponent, fn: FunctionInfo) -> wc.Func:
+    def func(self, loaded: LoadedComponent, fn: FunctionInfo) -> TypedCall:
         f = self.funcs.get(fn)
         if f is None:
-            f = self.instance.get_func(self.store, loaded.export_index(fn))
-            if f is None:  # pragma: no cover - the index comes from the type
+            raw = self.instance.get_func(self.store, loaded.export_index(fn))
+            if raw is None:  # pragma: no cover - the index comes from the type
                 raise InvocationError(ErrorKind.NOT_FOUND, f"{fn.address} is not a function")
-            self.funcs[fn] = f
+            f = self.funcs[fn] = TypedCall(raw, self.store)
         return f
 
     def close(self) -> None:
@@ -120,6 +121,9 @@ class Invoker:
         self._clock = clock
         self._linker = build_linker(self.engine, loaded)
         self._fuel = _UNLIMITED_FUEL if self.limits.fuel is None else self.limits.fuel
+        self._metered = self.engine.settings.consume_fuel
+        if self.limits.fuel is not None and not self._metered:
+            raise ValueError("a fuel limit needs an engine with consume_fuel=True")
         self._deadline_ticks = self.engine.deadline_ticks(self.limits.timeout_s)
         #: idle warm instances, most recently used last (a pool: concurrent calls each keep theirs)
         self._idle: list[_Live] = []
@@ -248,7 +252,8 @@ class Invoker:
     def _arm(self, store: wasmtime.Store) -> None:
         """Give the store this call's fuel and deadline. A fresh instance is
         armed once, so instantiation counts against the call's budgets."""
-        store.set_fuel(self._fuel)
+        if self._metered:
+            store.set_fuel(self._fuel)
         store.set_epoch_deadline(self._deadline_ticks)
 
     def _instantiate(self, ctx: CallContext) -> _Live:

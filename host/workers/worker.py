@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from host.runtime import (
     CompileCache,
+    EngineSettings,
     InvocationError,
     Invoker,
     Limits,
@@ -70,9 +72,16 @@ class Worker:
         self.host_id: str = boot["host_id"]
         self.index: int = boot["worker_index"]
         self.threads: int = boot.get("threads", 8)
-        self.engine = make_engine()
+        # fuel metering costs every call: only components with a fuel budget run metered
+        self.engine = make_engine(EngineSettings(consume_fuel=False))
+        self.metered_engine: Any = None
         self.cache = CompileCache(boot.get("cache_dir"))
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="wasm")
+        # One thread executes Wasm at a time: instances created, run and dropped from several
+        # threads of one process contend on its address space (TLB shootdowns) and run slower
+        # than one after another. Threads exist for calls waiting in imports, which let go of
+        # the lock while they wait. Processes (workers) are how a host uses more cores.
+        self.exec_lock = threading.Lock()
         self.served: dict[str, Served] = {}
         self.nc: Any = None
         self.rpc: RpcClient | None = None
@@ -135,8 +144,13 @@ class Worker:
     async def _load(self, cmd: dict[str, Any]) -> dict[str, Any]:
         cid = cmd["component_id"]
         wasm = await asyncio.to_thread(Path(cmd["path"]).read_bytes)
-        loaded = await asyncio.to_thread(load_component, self.engine, wasm, self.cache)
         limits = Limits(**cmd.get("limits", {}))
+        engine = self.engine
+        if limits.fuel is not None:
+            if self.metered_engine is None:
+                self.metered_engine = make_engine()
+            engine = self.metered_engine
+        loaded = await asyncio.to_thread(load_component, engine, wasm, self.cache)
         reuse = ReusePolicy(**cmd.get("reuse", {}))
         wasi = cmd.get("wasi", {})
         grants = WasiGrants(
@@ -197,11 +211,11 @@ class Worker:
         served = self.served.get(cid)
         # calls this invocation makes are children of its server span (the current context here)
         handler = self.imports.handler_for(cid, inv, invoker.loaded, served.local if served else None,
-                                           trace=tracing.inject())
+                                           trace=tracing.inject(), unlock=self.exec_lock)
         operation = inv.operation
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self.executor, invoker.invoke, operation, inv.args, handler)
+                self.executor, self._run_locked, invoker, operation, inv.args, handler)
         except InvocationError as exc:
             kind = exc.kind.value
             code = _CODES.get(kind, ErrorCode.INVOCATION_FAILED)
@@ -210,6 +224,10 @@ class Worker:
             raise RpcError(f"{cid}: {exc}", ErrorCode.NOT_FOUND, "no_such_function") from None
         except (ValueError, TypeError) as exc:  # arguments that do not fit the WIT types
             raise RpcError(f"{cid}: bad arguments for {operation}: {exc}", ErrorCode.BAD_REQUEST, "bad_arguments") from None
+
+    def _run_locked(self, invoker: Invoker, operation: str, args: list[Any], handler: Any) -> Any:
+        with self.exec_lock:
+            return invoker.invoke(operation, args, handler)
 
     async def _scale(self, cid: str, share: int) -> None:
         served = self.served.get(cid)
@@ -250,6 +268,8 @@ class Worker:
             pass
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.engine.close()
+        if self.metered_engine is not None:
+            self.metered_engine.close()
 
 
 def _send(msg: dict[str, Any]) -> None:

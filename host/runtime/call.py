@@ -1,0 +1,55 @@
+"""Calling an exported function with its types read once.
+
+wasmtime-py's ``component.Func.__call__`` asks the C API for the function's type
+on every call and builds fresh ``ValType`` objects for every parameter; on a
+reused instance that was about a quarter of a call's CPU. ``TypedCall`` reads
+the types once per instance and then does exactly what ``__call__`` does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import byref, pointer
+from typing import Any
+
+from wasmtime import _ffi as ffi
+from wasmtime import component as wc
+from wasmtime.component._enter import enter_wasm
+
+
+class TypedCall:
+    __slots__ = ("func", "param_tys", "result_ty")
+
+    def __init__(self, func: wc.Func, store: Any) -> None:
+        fty = func.type(store)
+        self.func = func
+        self.param_tys = [ty for _, ty in fty.params]
+        self.result_ty = fty.result
+
+    def __call__(self, store: Any, *params: Any) -> Any:
+        if len(params) != len(self.param_tys):
+            raise TypeError(f"wrong number of parameters provided: given {len(params)}, "
+                            f"expected {len(self.param_tys)}")
+        param_capi = (ffi.wasmtime_component_val_t * len(params))()
+        n = 0
+        try:
+            for ty, val in zip(self.param_tys, params):
+                ty.convert_to_c(store, val, pointer(param_capi[n]))
+                n += 1
+            result_ty = self.result_ty
+            result_space = ffi.wasmtime_component_val_t() if result_ty is not None else None
+            result_capi = byref(result_space) if result_space is not None else None
+            func = self.func
+
+            def run() -> "ctypes._Pointer[ffi.wasmtime_error_t]":
+                return ffi.wasmtime_component_func_call(byref(func._func), store._context(), param_capi, n,
+                                                        result_capi, 1 if result_space is not None else 0)
+
+            enter_wasm(run)
+            if result_space is None:
+                return None
+            assert result_ty is not None
+            return result_ty.convert_from_c(result_space)
+        finally:
+            for i in range(n):
+                ffi.wasmtime_component_val_delete(byref(param_capi[i]))

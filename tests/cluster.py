@@ -79,14 +79,15 @@ def _read_started(proc: subprocess.Popen[bytes], event: str, timeout: float, log
 
 
 class ControllerProcess:
-    """A real ``trellis wadm`` process inside a machine's namespace."""
+    """A real ``trellis wadm`` process (inside a machine's namespace, when given one)."""
 
-    def __init__(self, machine: Machine, nats_url: str, lattice: str, log: Path, env: dict[str, str],
+    def __init__(self, machine: Machine | None, nats_url: str, lattice: str, log: Path, env: dict[str, str],
                  *args: str) -> None:
         self.machine = machine
         self.log = log
-        argv = ["ip", "netns", "exec", machine.ns,
-                *procs.trellis_argv("wadm", "--nats-url", nats_url, "--lattice", lattice, *args)]
+        argv = procs.trellis_argv("wadm", "--nats-url", nats_url, "--lattice", lattice, *args)
+        if machine is not None:
+            argv = ["ip", "netns", "exec", machine.ns, *argv]
         with open(log, "ab") as err:
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True)

@@ -86,9 +86,15 @@ class _Live:
             f = self.funcs[fn] = TypedCall(raw, self.store)
         return f
 
+    lifecycle: threading.Lock | None = None
+
     def close(self) -> None:
         self.funcs.clear()
-        self.store.close()
+        if self.lifecycle is None:
+            self.store.close()
+        else:
+            with self.lifecycle:
+                self.store.close()
 
 
 @dataclass
@@ -111,8 +117,11 @@ class Invoker:
         grants: WasiGrants | None = None,
         reuse: ReusePolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        lifecycle_lock: threading.Lock | None = None,
     ) -> None:
         self.loaded = loaded
+        #: when given, instances are created and dropped one at a time (see Worker.lifecycle_lock)
+        self._lifecycle = lifecycle_lock
         self.engine = loaded.engine
         self.limits = limits or Limits()
         self.grants = grants or WasiGrants()
@@ -257,19 +266,26 @@ class Invoker:
         store.set_epoch_deadline(self._deadline_ticks)
 
     def _instantiate(self, ctx: CallContext) -> _Live:
-        store, tail = self._new_store()
-        self._arm(store)
-        token = CURRENT_CALL.set(ctx)
+        lock = self._lifecycle
+        if lock is not None:
+            lock.acquire()
         try:
-            instance = self._linker.instantiate(store, self.loaded.component)
-        except wasmtime.WasmtimeError as e:
-            store.close()
-            self.stats.failures += 1
-            raise self._failure(e, ctx, tail, instantiating=True) from None
+            store, tail = self._new_store()
+            self._arm(store)
+            token = CURRENT_CALL.set(ctx)
+            try:
+                instance = self._linker.instantiate(store, self.loaded.component)
+            except wasmtime.WasmtimeError as e:
+                store.close()
+                self.stats.failures += 1
+                raise self._failure(e, ctx, tail, instantiating=True) from None
+            finally:
+                CURRENT_CALL.reset(token)
         finally:
-            CURRENT_CALL.reset(token)
+            if lock is not None:
+                lock.release()
         self.stats.instantiations += 1
-        return _Live(store, instance, ctx.table, tail, busy=True)
+        return _Live(store, instance, ctx.table, tail, busy=True, lifecycle=lock)
 
     def _call(self, live: _Live, fn: FunctionInfo, lowered: list[object], ctx: CallContext) -> object:
         func = live.func(self.loaded, fn)

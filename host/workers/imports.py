@@ -92,27 +92,21 @@ class ImportRouter:
             return None
         return hit[0]
 
-    def resolve_fresh(self, source: str, interface: str, link_name: str, timeout_s: float,
-                      unlock: Any = None) -> str | None:
+    def resolve_fresh(self, source: str, interface: str, link_name: str, timeout_s: float) -> str | None:
         """From the Wasm thread: resolve, and on a miss re-read the store once before giving up."""
         target = self.resolve(source, interface, link_name)
         if target is None:
             fut = asyncio.run_coroutine_threadsafe(self.refresh(source), self.loop)
-            if unlock is not None:
-                unlock.release()
             try:
                 fut.result(timeout=max(0.05, min(timeout_s, 2.0)))
             except Exception:
                 fut.cancel()
-            finally:
-                if unlock is not None:
-                    unlock.acquire()
             target = self.resolve(source, interface, link_name)
         return target
 
     def handler_for(self, component_id: str, inv: Invocation, loaded: Any = None,
                     local: "LocalImports | None" = None, link_name: str = "default",
-                    trace: dict[str, str] | None = None, unlock: Any = None) -> Any:
+                    trace: dict[str, str] | None = None) -> Any:
         """The import handler for one invocation of ``component_id``."""
 
         def handler(interface: str, function: str, args: list[Any]) -> Any:
@@ -125,7 +119,7 @@ class ImportRouter:
             if args and isinstance(args[0], RemoteResource):
                 target = args[0].target  # a method goes where its resource lives
             else:
-                target = self.resolve_fresh(component_id, interface, link_name, inv.remaining_s(), unlock)
+                target = self.resolve_fresh(component_id, interface, link_name, inv.remaining_s())
             if target is None:
                 ns, pkg, iface = split_interface(interface)
                 raise MissingLink(interface, function,
@@ -138,8 +132,6 @@ class ImportRouter:
                 trace=trace if trace else inv.trace,
             )
             fut = asyncio.run_coroutine_threadsafe(self.rpc.invoke(call), self.loop)
-            if unlock is not None:
-                unlock.release()  # others may run Wasm while this call waits on the network
             try:
                 result = fut.result(timeout=max(inv.remaining_s(), 0.001) + 1.0)
             except RpcError as exc:
@@ -147,9 +139,6 @@ class ImportRouter:
             except TimeoutError:
                 fut.cancel()
                 raise ImportFailed(interface, function, f"{target}: deadline passed") from None
-            finally:
-                if unlock is not None:
-                    unlock.acquire()
             info = _import_info(loaded, interface, function)
             if info is not None and mentions_own(info.result):
                 return wrap_owned(info.result, result, target)

@@ -77,11 +77,11 @@ class Worker:
         self.metered_engine: Any = None
         self.cache = CompileCache(boot.get("cache_dir"))
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="wasm")
-        # One thread executes Wasm at a time: instances created, run and dropped from several
-        # threads of one process contend on its address space (TLB shootdowns) and run slower
-        # than one after another. Threads exist for calls waiting in imports, which let go of
-        # the lock while they wait. Processes (workers) are how a host uses more cores.
-        self.exec_lock = threading.Lock()
+        # Instances are created and dropped one at a time: mapping and unmapping instance memory
+        # from several threads of one process contends on its address space (TLB shootdowns).
+        # Calls themselves run side by side, so a slow or hostile call does not hold up its
+        # neighbours; processes (workers) are how a host uses more cores.
+        self.lifecycle_lock = threading.Lock()
         self.served: dict[str, Served] = {}
         self.nc: Any = None
         self.rpc: RpcClient | None = None
@@ -158,7 +158,7 @@ class Worker:
             preopens=tuple(Preopen(**p) for p in wasi.get("preopens", [])),
             inherit_stdout=wasi.get("inherit_stdio", False), inherit_stderr=wasi.get("inherit_stdio", False),
         )
-        invoker = Invoker(loaded, limits=limits, grants=grants, reuse=reuse)
+        invoker = Invoker(loaded, limits=limits, grants=grants, reuse=reuse, lifecycle_lock=self.lifecycle_lock)
         old = self.served.get(cid)
         share = int(cmd["share"])
         served = Served(cid, loaded.digest, invoker, None, share, config_names=tuple(cmd.get("config", [])),
@@ -211,11 +211,11 @@ class Worker:
         served = self.served.get(cid)
         # calls this invocation makes are children of its server span (the current context here)
         handler = self.imports.handler_for(cid, inv, invoker.loaded, served.local if served else None,
-                                           trace=tracing.inject(), unlock=self.exec_lock)
+                                           trace=tracing.inject())
         operation = inv.operation
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._run_locked, invoker, operation, inv.args, handler)
+                self.executor, invoker.invoke, operation, inv.args, handler)
         except InvocationError as exc:
             kind = exc.kind.value
             code = _CODES.get(kind, ErrorCode.INVOCATION_FAILED)
@@ -224,10 +224,6 @@ class Worker:
             raise RpcError(f"{cid}: {exc}", ErrorCode.NOT_FOUND, "no_such_function") from None
         except (ValueError, TypeError) as exc:  # arguments that do not fit the WIT types
             raise RpcError(f"{cid}: bad arguments for {operation}: {exc}", ErrorCode.BAD_REQUEST, "bad_arguments") from None
-
-    def _run_locked(self, invoker: Invoker, operation: str, args: list[Any], handler: Any) -> Any:
-        with self.exec_lock:
-            return invoker.invoke(operation, args, handler)
 
     async def _scale(self, cid: str, share: int) -> None:
         served = self.served.get(cid)

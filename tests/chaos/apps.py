@@ -64,3 +64,11 @@ async def stream_replicas(c: LatticeClient, lattice: str) -> dict[str, int]:
         if f"TRELLIS_{lattice}_" in name:
             out[name] = info.config.num_replicas or 1
     return out
+
+
+async def stream_consumers(c: LatticeClient, lattice: str) -> dict[str, int]:
+    """Every JetStream stream of the lattice → how many consumers it has now (watches, readers)."""
+    assert c.nc is not None
+    js = c.nc.jetstream(timeout=5)
+    return {info.config.name or "": info.state.consumer_count for info in await js.streams_info()
+            if f"TRELLIS_{lattice}_" in (info.config.name or "")}

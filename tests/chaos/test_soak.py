@@ -24,7 +24,7 @@ import pytest
 from interfaces.wadm_client import WadmClient
 from tests.cluster import Cluster, rss_bytes
 
-from .apps import placements, until
+from .apps import placements, stream_consumers, until
 from .figures import record
 from .load import Load
 
@@ -109,6 +109,7 @@ def test_soak_hosts_restart_in_turn(cluster: Cluster, wasm):
                             max_s=SOAK_S + 200, keep_all=False) as load:
                 await load.wait_ok(1000)
                 mem_start = long_lived()
+                consumers_start = await stream_consumers(c, cluster.lattice)
                 hosts_start = _mb(rss_bytes({k: v for k, v in cluster.processes().items() if k.startswith("host-")}))
                 end = time.monotonic() + SOAK_S
                 turn = 0
@@ -126,11 +127,13 @@ def test_soak_hosts_restart_in_turn(cluster: Cluster, wasm):
                     await load.wait_ok(1500, timeout=60)
                     turn += 1
                 mem_end = long_lived()
+                consumers_end = await stream_consumers(c, cluster.lattice)
                 hosts_end = _mb(rss_bytes({k: v for k, v in cluster.processes().items() if k.startswith("host-")}))
             status = (await w.status("soak")).status
             return {"load": load.summary(), "restarts": restarts, "mem_start": mem_start, "mem_end": mem_end,
                     "hosts_start": hosts_start, "hosts_end": hosts_end, "status": status,
-                    "strays": strays(), "placed": await placements(c, "soak-svc")}
+                    "strays": strays(), "placed": await placements(c, "soak-svc"),
+                    "consumers": {"start": consumers_start, "end": consumers_end}}
 
     result = cluster.run(scenario(), timeout=SOAK_S + 240)
     growth = {k: round((result["mem_end"].get(k, 0) - v) / 2**20, 1) for k, v in result["mem_start"].items()}
@@ -138,7 +141,7 @@ def test_soak_hosts_restart_in_turn(cluster: Cluster, wasm):
            errors=result["load"]["errors"], p50_ms=result["load"]["p50_ms"], p99_ms=result["load"]["p99_ms"],
            restarts=result["restarts"], rss_mb_start=_mb(result["mem_start"]), rss_mb_end=_mb(result["mem_end"]),
            growth_mb=growth, hosts_rss_mb_start=result["hosts_start"], hosts_rss_mb_end=result["hosts_end"],
-           strays=result["strays"])
+           strays=result["strays"], jetstream_consumers=result["consumers"])
     assert result["status"] == "deployed" and sum(result["placed"].values()) == 6, result
     assert not result["strays"], f"processes left behind by restarted hosts: {result['strays']}"
     assert result["load"]["failed"] == 0, result["load"]

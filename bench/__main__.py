@@ -76,7 +76,7 @@ def run_one(name: str, quick: bool, keep: bool) -> dict[str, Any]:
     module = importlib.import_module(BENCHMARKS[name][0])
     workdir = Path(tempfile.mkdtemp(prefix=f"trellis-bench-{name}-"))
     ctx = Context(quick=quick, workdir=workdir)
-    load_before = wait_quiet(10 if quick else 60)
+    load_before = wait_quiet(5 if quick else 20)
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t = time.perf_counter()
     try:

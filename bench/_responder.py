@@ -46,7 +46,11 @@ def invoke_handler(wasm: str, cache_dir: str, reuse: int) -> Any:
     from host.runtime import CompileCache, InvocationError, Invoker, ReusePolicy, load_component, make_engine
     from interfaces.envelope import Invocation, Reply
 
-    engine = make_engine()
+    from host.runtime.engine import EngineSettings
+
+    # the engine a worker runs a component without a fuel budget on (unmetered where supported)
+    unmetered = "consume_fuel" in EngineSettings.__dataclass_fields__
+    engine = make_engine(EngineSettings(consume_fuel=False) if unmetered else None)  # type: ignore[call-arg]
     invoker = Invoker(load_component(engine, Path(wasm).read_bytes(), CompileCache(cache_dir)),
                       reuse=ReusePolicy(max_invocations=reuse))
 

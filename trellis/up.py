@@ -4,6 +4,10 @@ nats-server (JetStream, data under the state directory), one host and (when
 present) the wadm controller run as children. Children that die are restarted
 with backoff; Ctrl-C or SIGTERM stops them in reverse order, each along the
 TERM → grace → KILL ladder.
+
+With ``--deploy`` it also deploys an application once the lattice is up: a
+manifest, or a folder of apps, which is built first and whose ``wadm.yaml`` is
+deployed (``trellis up --deploy examples/platform-poc``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
+
+import yaml
 
 from host.identity import Identity
 
@@ -39,6 +45,10 @@ class UpSettings:
     labels: list[str] = field(default_factory=list)
     with_wadm: bool = True
     stop_grace_s: float = 15.0
+    #: a manifest, or a folder of apps with a wadm.yaml, to deploy once the lattice is up
+    deploy: Path | None = None
+    #: how long the deploy may take: the host's first start of a Python component compiles it (~10 s each)
+    deploy_timeout_s: float = 900.0
 
 
 class StateLock:
@@ -117,6 +127,7 @@ class Up:
         self.nats: NatsServer | None = None
         self.children: list[Child] = []
         self._stop = threading.Event()
+        self._deployer: subprocess.Popen[bytes] | None = None
 
     @property
     def nats_url(self) -> str:
@@ -134,9 +145,12 @@ class Up:
                     f"port {self.s.nats_port} on {self.s.nats_host} is already in use "
                     "(another NATS server?); pick another with --nats-port"
                 )
+            manifest = self._prepare_deploy()
             signal.signal(signal.SIGINT, self.request_stop)
             signal.signal(signal.SIGTERM, self.request_stop)
             self._start_all()
+            if manifest is not None:
+                threading.Thread(target=self._deploy, args=(manifest,), name="deploy", daemon=True).start()
             self._supervise()
             return 0
         finally:
@@ -200,7 +214,66 @@ class Up:
                     c.next_start = 0.0
                     c.start()
 
+    def _prepare_deploy(self) -> Path | None:
+        """``--deploy``: the manifest to deploy. A folder's apps are built first, before anything starts."""
+        path = self.s.deploy
+        if path is None:
+            return None
+        if path.is_dir():
+            manifest = path / "wadm.yaml"
+            if not manifest.is_file():
+                raise UpError(f"--deploy {path}: the folder has no wadm.yaml to deploy")
+            self.say(f"Building {path} ...")
+            if subprocess.run(procs.trellis_argv("build", str(path))).returncode != 0:
+                raise UpError(f"--deploy {path}: the build failed (see above)")
+            return manifest
+        if not path.is_file():
+            raise UpError(f"--deploy {path}: no such manifest or folder")
+        return path
+
+    def _deploy(self, manifest: Path) -> None:
+        """In a thread: once wadm answers, ``trellis app deploy MANIFEST --wait``, its output on ours."""
+        common = ["--nats-url", self.nats_url, "--lattice", self.s.lattice]
+        deadline = time.monotonic() + 60
+        while subprocess.run(procs.trellis_argv("app", "list", *common), capture_output=True).returncode != 0:
+            if self._stop.wait(0.5):
+                return
+            if time.monotonic() > deadline:
+                self.say(f"Not deploying {manifest}: no wadm controller answered within 60 s "
+                         f"(see {self.state / 'logs' / 'wadm.log'})")
+                return
+        self.say(f"Deploying {manifest} ...")
+        self._deployer = subprocess.Popen(
+            procs.trellis_argv("app", "deploy", str(manifest), "--wait", "--timeout",
+                               str(self.s.deploy_timeout_s), *common),
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        code = self._deployer.wait()
+        if code != 0 and not self._stop.is_set():
+            # wadm retries what failed (a first compile can outlast a start's deadline on a slow machine)
+            self.say("Not deployed yet; wadm keeps trying. Waiting for it ...")
+            code = self._wait_deployed(manifest, common)
+        if not self._stop.is_set():
+            self.say(f"Deployed {manifest}." if code == 0 else
+                     f"Deploying {manifest} did not finish (exit {code}); the lattice keeps running: "
+                     f"see 'trellis app status{'' if self.s.nats_port == 4222 else ' --nats-url ' + self.nats_url}'")
+
+    def _wait_deployed(self, manifest: Path, common: list[str]) -> int:
+        """0 once the manifest's application is deployed; 1 if it never was (refused) or the time ran out."""
+        try:
+            name = str(yaml.safe_load(manifest.read_text())["metadata"]["name"])
+        except (OSError, yaml.YAMLError, TypeError, KeyError):
+            return 1
+        deadline = time.monotonic() + self.s.deploy_timeout_s
+        while not self._stop.wait(2.0) and time.monotonic() < deadline:
+            r = subprocess.run(procs.trellis_argv("app", "status", name, "-o", "json", *common), capture_output=True)
+            status = json.loads(r.stdout).get("status") if r.returncode == 0 else "undeployed"
+            if status in ("deployed", "undeployed"):
+                return 0 if status == "deployed" else 1
+        return 1
+
     def _stop_all(self) -> None:
+        if self._deployer is not None:
+            procs.stop(self._deployer, 5.0)
         if self.nats is None:
             return
         for c in reversed(self.children):

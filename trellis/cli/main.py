@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -51,12 +52,14 @@ def up_command(
     lattice: str = typer.Option("default", "--lattice", envvar="TRELLIS_LATTICE"),
     label: list[str] = typer.Option([], "--label", "-l", help="label for the embedded host"),
     no_wadm: bool = typer.Option(False, "--no-wadm", help="do not start the wadm controller"),
+    deploy: Optional[Path] = typer.Option(None, "--deploy", help="once up, deploy this manifest; or build this "
+                                          "folder of apps and deploy its wadm.yaml"),
 ) -> None:
     """Run NATS, a host and wadm on this machine until Ctrl-C."""
     from trellis.up import Up, UpError, UpSettings
 
     settings = UpSettings(state_dir=state_dir, nats_host=nats_host, nats_port=nats_port,
-                          lattice=lattice, labels=label, with_wadm=not no_wadm)
+                          lattice=lattice, labels=label, with_wadm=not no_wadm, deploy=deploy)
     try:
         code = Up(settings, say=_say).run()
     except UpError as exc:

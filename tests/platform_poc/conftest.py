@@ -1,0 +1,100 @@
+"""The orders application deployed from its manifests on a real `trellis up`, once per backend.
+
+* ``nats-sqlite``: ``wadm.yaml`` (NATS JetStream key-value + SQLite), started the way
+  the README says: ``trellis up --deploy FOLDER`` builds a copy of the example and
+  deploys its ``wadm.yaml``.
+* ``redis-postgres``: ``wadm-redis-postgres.yaml`` on a redis-server and a PostgreSQL
+  of the test's own (Debian's packages), deployed with ``trellis app deploy --wait``.
+
+Each backend's lattice serves every test of a module (deploying compiles six
+components), so tests never assume an empty database: they make their own
+orders and products and look for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.builtin_providers.backends import PostgresServer, RedisServer
+from tests.components.build import default_cache_dir
+from trellis.build import BuildOptions, build_all
+
+from .lattice import COMPONENTS, EXAMPLE, TrellisUp, copy_example, free_port, render_manifest, wait_http
+
+BACKENDS = ("nats-sqlite", "redis-postgres")
+BUILD_CACHE = default_cache_dir() / "trellis-build"
+
+
+@pytest.fixture(scope="session")
+def poc_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``trellis build examples/platform-poc`` into a folder of the session's (cached across sessions)."""
+    out = tmp_path_factory.mktemp("platform-poc-build")
+    results = build_all(EXAMPLE, out, BuildOptions(cache_dir=BUILD_CACHE))
+    assert sorted(r.app.name for r in results) == sorted(COMPONENTS)
+    return out
+
+
+@dataclass
+class Deployed:
+    """The application as a client sees it."""
+
+    backend: str
+    base_url: str
+    up: TrellisUp
+
+    def request(self, method: str, path: str, body: Any = None, *, content: bytes | str | None = None,
+                params: dict[str, str] | None = None, timeout: float = 30.0) -> httpx.Response:
+        return httpx.request(method, self.base_url + path, json=body, content=content, params=params,
+                             timeout=timeout)
+
+    def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None, *, content: bytes | str | None = None) -> httpx.Response:
+        return self.request("POST", path, body, content=content)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def poc(request: pytest.FixtureRequest, poc_wasm: Path, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[Deployed]:
+    backend: str = request.param
+    root = tmp_path_factory.mktemp(f"poc-{backend}")
+    http_port = free_port()
+    servers: list[Any] = []
+    up: TrellisUp | None = None
+    try:
+        if backend == "nats-sqlite":
+            example = copy_example(root / "platform-poc")
+            render_manifest(example / "wadm.yaml", example / "wadm.yaml", wasm_dir=None, http_port=http_port,
+                            provider_config={"sqldb": {"path": str(root / "platform-poc.db")}})
+            # poc_wasm has filled the build cache, so the build `trellis up` runs only copies from it
+            up = TrellisUp(root, deploy=example, env={"TRELLIS_BUILD_CACHE": str(BUILD_CACHE)})
+            up.wait_deployed()
+        else:
+            redis = RedisServer()
+            servers.append(redis)
+            postgres = PostgresServer()
+            servers.append(postgres)
+            db_url = postgres.create_database("platform_poc")
+            manifest = render_manifest(EXAMPLE / "wadm-redis-postgres.yaml", root / "wadm.yaml",
+                                       wasm_dir=poc_wasm, http_port=http_port,
+                                       provider_config={"keyvalue": {"url": redis.url}, "sqldb": {"url": db_url}})
+            up = TrellisUp(root)
+            up.wait_ready()
+            up.deploy(manifest)
+        deployed = Deployed(backend, f"http://127.0.0.1:{http_port}", up)
+        wait_http(deployed.base_url)
+        seeded = deployed.get("/data-init/all")
+        assert seeded.status_code == 200, f"{seeded.status_code} {seeded.text}\n{up.logs()}"
+        yield deployed
+    finally:
+        if up is not None:
+            up.stop()
+        for server in reversed(servers):
+            server.stop()

@@ -400,8 +400,9 @@ class Cluster:
     async def client(self, via: Machine | None = None, timeout_s: float = 5.0) -> AsyncIterator[LatticeClient]:
         """A lattice client that reconnects for as long as it lives (use inside :meth:`run`).
 
-        ``via``: connect first to that machine's NATS node (NATS hands a queue-group message
-        to a subscriber on the same node when there is one, so this decides who serves).
+        ``via``: connect to that machine's NATS node (then to the others the cluster names,
+        when it dies); by default to any node. Who serves a call does not depend on it: NATS
+        spreads a queue group's messages over its members on every node.
         """
         url = self.local_url(via) if via is not None else self.url
         nc = await connect(NatsSettings(url=url), name="trellis-chaos-client")
@@ -496,3 +497,47 @@ def rss_bytes(pids: dict[str, int]) -> dict[str, int]:
         with contextlib.suppress(psutil.Error):
             out[name] = psutil.Process(pid).memory_info().rss
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """By hand: ``sudo python -m tests.cluster [--machines 3] [--controllers 2]``, Ctrl-C ends it."""
+    import argparse
+    import signal as _signal
+    import tempfile
+    import uuid
+
+    from .netns import netns_unavailable
+
+    p = argparse.ArgumentParser(description="A Trellis lattice on network-namespace machines (needs root)")
+    p.add_argument("--machines", type=int, default=3)
+    p.add_argument("--controllers", type=int, default=2)
+    p.add_argument("--lattice", default="default")
+    args = p.parse_args(argv)
+    why = netns_unavailable()
+    if why:
+        print(f"cannot run: {why}")
+        return 1
+    tmp = Path(tempfile.mkdtemp(prefix="trellis-cluster-"))
+    cl = Cluster.create(tmp, args.lattice or f"t{uuid.uuid4().hex[:8]}", machines=args.machines)
+    try:
+        cl.start_hosts()
+        cl.start_controllers(args.controllers)
+        c = cl.client_machine
+        print(f"lattice {cl.lattice!r} on {len(cl.machines)} machines; logs in {tmp}")
+        for m in cl.machines:
+            print(f"  {m.name}: namespace {m.ns}, address {m.address}, host {cl.hosts[m.name].id}")
+        print(f"try:  sudo ip netns exec {c.ns} trellis get hosts --nats-url {cl.url} --lattice {cl.lattice}")
+        print(f"cut:  sudo ip -n {cl.network.switch} link set {cl.machines[-1].switch_port} down   (up to heal)")
+        print("Ctrl-C stops everything", flush=True)
+        stop = {_signal.SIGINT, _signal.SIGTERM}
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, stop)
+        _signal.sigwait(stop)
+    finally:
+        for sig in (_signal.SIGINT, _signal.SIGTERM):  # a second Ctrl-C must not cut teardown short
+            _signal.signal(sig, _signal.SIG_IGN)
+        cl.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,12 +19,12 @@ pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 def test_host_killed_under_load_placed_by_hand(cluster: Cluster, wasm):
     """Placed by hand on every machine: the calls in flight on the dead host fail over; none fails."""
     hosts = cluster.start_hosts()
-    # NATS gives a queue-group message to a subscriber on the publisher's own node when it
-    # can: the client talks through m0's node, so m0's host serves the calls, and dies.
+    # NATS spreads a queue group's messages over all its members, whatever node they are
+    # on: about a third of the calls in flight are on the victim when it dies
     victim = cluster.machines[0]
 
     async def scenario() -> dict:
-        async with cluster.client(via=victim) as c:
+        async with cluster.client() as c:
             for h in hosts:
                 await c.start_component(str(wasm["hostile"]), "svc", host_id=h.id, max_instances=20)
             async with Load(c, "svc", "ok", expect=42, concurrency=20, max_s=60) as load:
@@ -60,11 +60,11 @@ def test_host_killed_under_load_wadm_replaces(cluster: Cluster, wasm):
 
     placed = cluster.run(deploy())
     by_id = {i: m for m, i in ids.items()}
-    victim = cluster.machine(by_id[sorted(placed)[0]])  # serves the client's calls (see above)
+    victim = cluster.machine(by_id[sorted(placed)[0]])  # serves about half the calls
     spare = next(i for i in ids.values() if i not in placed)
 
     async def scenario() -> dict:
-        async with cluster.client(via=victim) as c:
+        async with cluster.client() as c:
             wadm = WadmClient(c)
             async with Load(c, "spread-svc", "ok", expect=42, concurrency=20, max_s=90) as load:
                 await load.wait_ok(300)

@@ -45,7 +45,7 @@ def test_machine_cut_off_and_healed_under_load(cluster: Cluster, wasm):
     kept = next(i for i in placed if i != ids[victim.name])
 
     async def scenario() -> dict:
-        # through the spare machine's node: it has no local subscriber, so calls go to both placed hosts
+        # through the spare machine's node, so that the cut does not cut off the test's own client
         # and a second client attached to the node on the machine about to be cut off: its
         # calls fail over once it notices (pings) and reconnects to another node
         async with cluster.client(via=spare) as c, cluster.client(via=victim) as stranded, \

@@ -32,7 +32,7 @@ async def sequential(call: Call, n: int, budget_s: float, roles: dict[str, int] 
             lat.append(time.perf_counter() - t)
             if t > deadline:
                 break
-    out = {**latency_summary_us(lat), "errors": errors}
+    out: dict[str, Any] = {**latency_summary_us(lat), "errors": errors}
     if first_error:
         out["first_error"] = first_error[:300]
     if roles:

@@ -55,6 +55,7 @@ def _in_process_rates(quick: bool) -> dict[str, float]:
         linker = wc.Linker(engine.engine)
         linker.add_wasip2()
         idx = loaded.component.get_export_index(fn)
+        assert idx is not None
 
         def new() -> tuple[wasmtime.Store, Any]:
             store = wasmtime.Store(engine.engine)

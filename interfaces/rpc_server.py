@@ -105,10 +105,13 @@ class RpcServer:
                 f"{self._waiting} waiting"))
             return
         self._waiting += 1
-        keepalive = asyncio.get_running_loop().create_task(self._keepalive(msg, inv.id))
+        keepalive = _Keepalive(self.nc, msg.reply, progress_frame(inv.id, self.served_by)) if msg.reply else None
         try:
             try:
-                await asyncio.wait_for(self._slots.acquire(), max(inv.remaining_s(), 0.001))
+                if self._slots.locked():
+                    await asyncio.wait_for(self._slots.acquire(), max(inv.remaining_s(), 0.001))
+                else:
+                    await self._slots.acquire()  # a free slot: no timer needed
             except asyncio.TimeoutError:
                 await self._respond(msg, Reply.failure(inv.id, ErrorCode.TIMEOUT, f"{self.target}: deadline passed while queued", "timeout"))
                 return
@@ -123,11 +126,12 @@ class RpcServer:
             finally:
                 self._slots.release()
         finally:
-            keepalive.cancel()
+            if keepalive is not None:
+                keepalive.cancel()
         await self._respond(msg, reply)
 
     async def _run(self, inv: Invocation) -> Reply:
-        ctx = tracing.extract(inv.trace)
+        ctx = tracing.extract(inv.trace) if inv.trace else None
         with tracing.tracer().start_as_current_span(
             f"serve {inv.target} {inv.operation}", context=ctx, kind=otel_trace.SpanKind.SERVER,
             attributes={"trellis.invocation_id": inv.id, "trellis.source": inv.source, "trellis.attempt": inv.attempt},
@@ -146,17 +150,6 @@ class RpcServer:
                 return Reply.failure(inv.id, ErrorCode.INTERNAL, f"{exc.__class__.__name__}: {exc}")
         self.stats["served"] += 1
         return Reply(id=inv.id, ok=True, result=result)
-
-    async def _keepalive(self, msg: Msg, inv_id: str) -> None:
-        if not msg.reply:
-            return
-        frame = progress_frame(inv_id, self.served_by)
-        while True:
-            await asyncio.sleep(PROGRESS_INTERVAL_S)
-            try:
-                await self.nc.publish(msg.reply, frame)
-            except Exception:
-                return
 
     async def _respond(self, msg: Msg, reply: Reply) -> None:
         if not msg.reply:
@@ -177,3 +170,30 @@ class RpcServer:
             await self.nc.publish(msg.reply, frame)
         except Exception as exc:
             log.debug("reply for %s lost: %r", reply.id, exc)
+
+
+class _Keepalive:
+    """Progress frames every PROGRESS_INTERVAL_S while a call runs: a timer, not a task per call."""
+
+    __slots__ = ("nc", "reply", "frame", "handle")
+
+    def __init__(self, nc: Client, reply: str, frame: bytes) -> None:
+        self.nc, self.reply, self.frame = nc, reply, frame
+        self.handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            PROGRESS_INTERVAL_S, self._tick)
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._send())
+        self.handle = loop.call_later(PROGRESS_INTERVAL_S, self._tick)
+
+    async def _send(self) -> None:
+        try:
+            await self.nc.publish(self.reply, self.frame)
+        except Exception:
+            self.cancel()
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None

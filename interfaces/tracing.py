@@ -49,8 +49,15 @@ def setup_tracing(service_name: str) -> None:
     trace.set_tracer_provider(provider)
 
 
+_tracer: trace.Tracer | None = None
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("trellis")
+    """The process's tracer (a proxy until an SDK is configured, then the real one)."""
+    global _tracer
+    if _tracer is None:
+        _tracer = trace.get_tracer("trellis")
+    return _tracer
 
 
 def inject() -> dict[str, str]:

@@ -114,7 +114,7 @@ class WorkerPool:
             except WorkerError as exc:
                 log.error("worker %d could not reload %s: %s", w.index, cid, exc)
 
-    async def _command(self, w: _Worker, cmd: dict[str, Any], timeout_s: float = 120.0) -> Any:
+    async def _command(self, w: _Worker, cmd: dict[str, Any], timeout_s: float = 900.0) -> Any:
         if w.proc is None or w.proc.returncode is not None or w.proc.stdin is None:
             raise WorkerError(f"worker {w.index} is not running")
         cid = next(self._ids)
@@ -122,7 +122,12 @@ class WorkerPool:
         w.pending[cid] = fut
         w.proc.stdin.write((json.dumps({**cmd, "id": cid}) + "\n").encode())
         await w.proc.stdin.drain()
-        return await asyncio.wait_for(fut, timeout_s)
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            w.pending.pop(cid, None)
+            raise WorkerError(f"worker {w.index} did not finish '{cmd.get('op')}' of "
+                              f"{cmd.get('component_id', '')} within {timeout_s:.0f}s") from None
 
     async def _all(self, make: Any) -> list[Any]:
         return await asyncio.gather(*(self._command(w, make(w)) for w in self.workers))

@@ -77,6 +77,7 @@ class Worker:
         self.metered_engine: Any = None
         self.cache = CompileCache(boot.get("cache_dir"))
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="wasm")
+        self.executor_size = self.threads
         # Instances are created and dropped one at a time: mapping and unmapping instance memory
         # from several threads of one process contends on its address space (TLB shootdowns).
         # Calls themselves run side by side, so a slow or hostile call does not hold up its
@@ -169,6 +170,7 @@ class Worker:
             served.server = self._server(cid, invoker, share, cmd.get("queue"), cmd.get("non_retryable", []))
             await served.server.start()
         self.served[cid] = served
+        self._ensure_threads()
         if old is not None:  # an update: the new version already serves, the old one drains
             await self._retire(old, cmd.get("grace_s", 10.0))
         return {"digest": loaded.digest, "exports": loaded.describe()["exports"]}
@@ -196,6 +198,16 @@ class Worker:
             except Exception as exc:
                 log.warning("config watch interrupted: %r", exc)
                 await asyncio.sleep(0.5)
+
+    def _ensure_threads(self) -> None:
+        """Enough threads for every admitted call at once: a call waiting in an import (on another
+        component, maybe on this worker) holds its thread, so fewer threads than admitted calls
+        could starve the very calls it waits for. Idle threads cost nothing; they start lazily."""
+        needed = max(self.threads, sum(s.share for s in self.served.values()) + 1)
+        if needed > self.executor_size:
+            old, self.executor = self.executor, ThreadPoolExecutor(needed, thread_name_prefix="wasm")
+            self.executor_size = needed
+            old.shutdown(wait=False)  # calls already running there finish
 
     def _server(self, cid: str, invoker: Invoker, share: int, queue: int | None,
                 non_retryable: list[str] | tuple[str, ...] = ()) -> RpcServer:
@@ -233,6 +245,7 @@ class Worker:
             return
         old_server = served.server
         served.share = share
+        self._ensure_threads()
         served.server = (self._server(cid, served.invoker, share, None, served.non_retryable)
                          if share > 0 else None)
         if served.server:

@@ -49,3 +49,23 @@ async def test_chain_across_three_hosts_and_missing_link(nats_server, lattice, h
         err = await eventually(fails, 5, what="the deleted link to take effect")
         assert "second" in err.message and "test:chain/runner" in err.message
         assert err.code != ErrorCode.TIMEOUT
+
+
+async def test_nested_calls_on_one_worker_do_not_starve(nats_server, lattice, hosts, wasm):
+    """20 calls in flight through A → B → C, all on one worker: waiting callers never take the
+    threads their callees need (a fixed pool of 8 threads used to time out here)."""
+    import asyncio
+
+    await hosts.start(workers=1)
+    async with LatticeClient(nats_server.url, lattice) as c:
+        store = LatticeStore(c.nc, lattice)
+        for image, cid in (("chain", "first"), ("middle", "second"), ("tail", "third")):
+            await c.start_component(str(wasm[image]), cid, max_instances=20)
+        await store.put_link(Link(source_id="first", target="second", wit_namespace="test",
+                                  wit_package="chain", interfaces=["next"]))
+        await store.put_link(Link(source_id="second", target="third", wit_namespace="test",
+                                  wit_package="chain", interfaces=["runner"]))
+        assert await c.call("first", "test:chain/runner.run", "warm") == "warm"
+        results = await asyncio.gather(*(c.call("first", "test:chain/runner.run", f"m{i}", timeout_s=10)
+                                         for i in range(60)))
+        assert results == [f"m{i}" for i in range(60)]

@@ -163,4 +163,6 @@ def test_connection_to_a_cut_off_node_moves_to_another(cluster: Cluster):
 
     took = cluster.run(scenario())
     record("connection-moves-off-cut-node", reconnected_elsewhere_after_s=round(took, 2))
-    assert took <= 10.0, f"stayed on the cut-off node for {took:.1f}s"
+    # 2 s pings, stale after 2 unanswered (≈ 6 s), then a connect attempt that may try the
+    # silent node first (2 s connect timeout)
+    assert took <= 12.0, f"stayed on the cut-off node for {took:.1f}s"

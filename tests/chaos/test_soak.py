@@ -8,7 +8,7 @@ of every process is sampled after warm-up and at the end: the long-lived ones (N
 nodes, controllers, this test's client) must not grow without bound, and no process
 may be left behind (a provider or worker of a killed host).
 
-``TRELLIS_SOAK_S`` sets the length (default 120 s; docs/reliability.md records longer runs).
+``TRELLIS_SOAK_S`` sets the length (default 90 s; docs/reliability.md records longer runs).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .apps import placements, stream_consumers, until
 from .figures import record
 from .load import Load
 
-SOAK_S = float(os.environ.get("TRELLIS_SOAK_S", "120"))
+SOAK_S = float(os.environ.get("TRELLIS_SOAK_S", "90"))
 KV = str(Path(__file__).resolve().parents[1] / "providers_host" / "kv_provider.py")
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(SOAK_S + 300)]

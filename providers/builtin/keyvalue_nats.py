@@ -15,6 +15,7 @@ By default the provider uses the lattice's NATS server and credentials; ``url``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from functools import partial
 import random
@@ -33,6 +34,8 @@ from nats.js.errors import (
     NoKeysError,
 )
 from nats.js.kv import KeyValue
+
+from interfaces.kv_watch import BucketEntry, watch_bucket
 
 from providers.builtin._common import config as cfgs
 from providers.builtin._common.health import probe_each
@@ -119,6 +122,17 @@ def _bad_key(key: str) -> KvError:
                    "(not starting or ending with '.')")
 
 
+async def _current_keys(nc: Client, bucket: str) -> list[str]:
+    keys: list[str] = []
+    async with contextlib.aclosing(watch_bucket(nc, bucket, ">", ignore_deletes=True, resubscribe=False)) as it:
+        async for entry in it:
+            if entry is None:  # the end of the snapshot
+                break
+            if isinstance(entry, BucketEntry):
+                keys.append(entry.key)
+    return keys
+
+
 class NatsKvLink:
     """One link's buckets on one NATS server."""
 
@@ -182,10 +196,16 @@ class NatsKvLink:
     async def list_keys(self, name: str, cursor: int | None) -> tuple[list[str], int | None]:
         """JetStream lists every key at once: pages are slices of the sorted keys; the cursor is an offset."""
         kv = await self._kv(name)
-        try:
-            keys = sorted(await kv.keys())
-        except NoKeysError:
-            keys = []
+        if self.settings.js_domain:
+            try:
+                keys = sorted(await kv.keys())
+            except NoKeysError:
+                keys = []
+        else:
+            # not kv.keys(): under load nats-py can call its snapshot complete before it has
+            # processed what the server delivered, and list nothing (interfaces/kv_watch.py)
+            nc = await self._connections.get(self.settings.target)
+            keys = sorted(await _current_keys(nc, name))
         start = cursor or 0
         end = start + self.settings.page_size
         return keys[start:end], (end if end < len(keys) else None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import re
 import uuid
 from pathlib import Path
@@ -23,6 +24,7 @@ from interfaces.connection import NatsSettings
 from interfaces.links import Link
 from interfaces.store import LatticeStore, StoreSettings
 from interfaces.wadm_client import WadmClient
+from tests.cluster import ControllerProcess
 from trellis.natsserver import NatsServer
 
 from ..harness import HostProcess
@@ -71,10 +73,7 @@ accounts {{
     wadm = None
     try:
         host.wait_started()
-        from tests.cluster import ControllerProcess
-
-        wadm = ControllerProcess(None, server.url, a, tmp_path / "wadm.log",
-                                 {**__import__("os").environ, **member_env}).wait_started()
+        wadm = ControllerProcess(None, server.url, a, tmp_path / "wadm.log", {**os.environ, **member_env}).wait_started()
 
         def as_(user: str, password: str) -> NatsSettings:
             return NatsSettings(url=server.url, user=user, password=password)

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
 _PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TRELLIS_LOG_LEVEL", "PYTHONPATH", "VIRTUAL_ENV")
 
 
@@ -51,6 +55,7 @@ class Supervised:
     status: str = "starting"  # starting | running | unhealthy | restarting | stopping | failed
     healthy: bool | None = None
     restarts: int = 0
+    backoff_step: int = 0
     started_once: bool = False
     stopping: bool = False
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -58,6 +63,7 @@ class Supervised:
 
 class ProviderManager:
     health_interval_s = 2.0
+    stable_after_s = 60.0  # a provider that ran this long before crashing restarts without delay build-up
     start_timeout_s = 30.0
     stop_grace_s = 10.0
 
@@ -140,6 +146,7 @@ class ProviderManager:
                 self.running.pop(pid, None)
                 return
             assert sup.proc is not None
+            started_at = loop_time()
             health = self.host.tasks.spawn(self._health_loop(sup, sup.proc), f"provider-health-{pid}")
             code = await sup.proc.wait()
             sup.exited.set()
@@ -153,9 +160,12 @@ class ProviderManager:
                                         f"(see {self.host.settings.state_dir / 'logs'}/provider-{pid}.log)")
                 self.running.pop(pid, None)
                 return
+            if loop_time() - started_at > self.stable_after_s:
+                sup.backoff_step = 0  # it ran well for a while: this crash starts the ladder again
             sup.restarts += 1
+            sup.backoff_step += 1
             sup.status = "restarting"
-            delay = min(30.0, 0.5 * 2 ** min(sup.restarts - 1, 6))
+            delay = min(30.0, 0.5 * 2 ** min(sup.backoff_step - 1, 6))
             await self._event(EventType.PROVIDER_STOPPED, sup, reason=f"exited with {code}; restarting in {delay}s",
                               restarts=sup.restarts)
             log.warning("provider %s exited with %s; restart %d in %.1fs", pid, code, sup.restarts, delay)

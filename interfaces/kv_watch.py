@@ -24,6 +24,9 @@ class _Marker:
 
 #: yielded by watch_bucket before it reads the bucket again after a reconnect
 RESUBSCRIBED = _Marker()
+#: how long the server keeps a watch's consumer after its process is gone (seconds): short, so
+#: processes that die or restart do not pile up consumers (the ordered consumer heartbeats while alive)
+INACTIVE_S = 30
 #: how often a quiet watch checks whether the connection reconnected (seconds)
 RECHECK_S = 1.0
 
@@ -70,7 +73,8 @@ async def watch_bucket(nc: Client, bucket: str, pattern: str, *, ignore_deletes:
         sub = None
         try:
             sub = await js.subscribe(pre + pattern, stream=stream, cb=on_msg, ordered_consumer=True,
-                                     deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, inactive_threshold=300)
+                                     deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                                     inactive_threshold=INACTIVE_S)
             info = await sub.consumer_info()
         except Exception:
             if sub is not None:

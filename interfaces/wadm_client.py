@@ -55,6 +55,10 @@ class WadmError(TrellisError):
         self.problems = problems or []
 
 
+#: one attempt of an API request (seconds); attempts repeat until the request's timeout
+ATTEMPT_S = 3.0
+
+
 class WadmClient:
     def __init__(self, client: LatticeClient, *, timeout_s: float = 10.0, wait_leader_s: float = 8.0) -> None:
         self.client = client
@@ -69,9 +73,14 @@ class WadmClient:
         payload = body.model_dump_json().encode()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_leader_s
+        # Short attempts, repeated until the caller's timeout: a leader that died or stalled may
+        # still hold the API's queue subscription for a few seconds, and every operation is safe
+        # to send again (puts of one version, deploys and deletes are idempotent).
+        answer_by = loop.time() + max(self.timeout_s, self.wait_leader_s)
+        attempt_s = min(self.timeout_s, ATTEMPT_S)
         while True:
             try:
-                msg = await nc.request(subject, payload, timeout=self.timeout_s)
+                msg = await nc.request(subject, payload, timeout=max(0.1, min(attempt_s, answer_by - loop.time())))
                 break
             except NoRespondersError:
                 # No leader serves the API. If no controller runs at all, say so at once; if some
@@ -82,7 +91,10 @@ class WadmClient:
                         "'trellis wadm' (or 'trellis up')", ErrorCode.NO_RESPONDERS) from None
                 await asyncio.sleep(0.1)
             except (NatsTimeout, asyncio.TimeoutError):
-                raise WadmError(f"wadm did not answer {op} within {self.timeout_s}s", ErrorCode.TIMEOUT) from None
+                if loop.time() < answer_by:
+                    continue
+                raise WadmError(f"wadm did not answer {op} within {max(self.timeout_s, self.wait_leader_s)}s",
+                                ErrorCode.TIMEOUT) from None
         ctl = CtlReply.model_validate_json(msg.data)
         if not ctl.success:
             problems: list[str] = []

@@ -69,10 +69,6 @@ class PatientWadm(WadmClient):
         raise AssertionError(f"{op}: no answer in 15 attempts")
 
 
-@pytest.mark.xfail(raises=LostRequests, strict=False, reason=(
-    "platform: a stalled leader's API queue subscription takes requests until NATS drops its connection as "
-    "stale (ping_interval x ping_max), and WadmClient gives up after one timeout instead of retrying; "
-    "see docs/reliability.md"))
 def test_acting_controller_killed_then_stalled(cluster: Cluster, wasm):
     cluster.start_hosts()
     cluster.start_controllers(2)

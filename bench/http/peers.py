@@ -474,6 +474,11 @@ class TrellisFullApp(System):
         manifest = re.sub(r"image: \./build/([\w-]+)\.wasm", lambda m: f"image: {wasms[m.group(1)]}", manifest)
         manifest = manifest.replace("127.0.0.1:8080", f"127.0.0.1:{self.port}")
         (self.workdir / "wadm.yaml").write_text(manifest)
+        deadline = time.monotonic() + 60  # the controller needs a moment to take the lease
+        while subprocess.run(procs.trellis_argv("app", "list", *conn), capture_output=True, timeout=30).returncode:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no wadm controller answered within 60 s\n{self.log_tail()}")
+            time.sleep(0.5)
         res = subprocess.run(procs.trellis_argv("app", "deploy", str(self.workdir / "wadm.yaml"), "--wait",
                                                 "--timeout", "300", *conn),
                              capture_output=True, text=True, timeout=360)

@@ -31,7 +31,7 @@ from . import peers, tools
 from .load import lua_script, run_wrk
 
 
-def _roles(system: peers.TrellisSingle) -> dict[str, int]:
+def _roles(system: Any) -> dict[str, int]:
     roles: dict[str, int] = {"host": system.host.proc.pid}
     for child in psutil.Process(system.host.proc.pid).children(recursive=True):
         try:
@@ -40,14 +40,19 @@ def _roles(system: peers.TrellisSingle) -> dict[str, int]:
             continue
         if "host.workers" in cmd:
             roles[f"worker-{len([r for r in roles if r.startswith('worker')])}"] = child.pid
-        elif "http_server" in cmd or "http-server" in cmd or "providers" in cmd:
+        elif "http_server" in cmd or "http-server" in cmd:
             roles["http-server"] = child.pid
+        elif "providers" in cmd:
+            name = next((w.rsplit(".", 1)[-1] for w in child.cmdline() if "providers." in w), f"provider-{child.pid}")
+            roles[name] = child.pid
+    if getattr(system, "nats", None) is not None and system.nats.proc is not None:
+        roles["nats-server"] = system.nats.proc.pid
     return roles
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.http.profile", description=__doc__.splitlines()[0])
-    p.add_argument("--mode", choices=["fresh", "reuse"], default="fresh")
+    p.add_argument("--mode", choices=["fresh", "reuse", "full-app"], default="fresh")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--native", action="store_true", help="include native frames (wasmtime)")
@@ -57,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         print("py-spy not found: pip install py-spy")
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="trellis-bench-http-profile-"))
-    system = peers.TrellisSingle(workdir, tools.build_trellis_component(), args.workers,
-                                 1 if args.mode == "fresh" else 1_000_000)
+    if args.mode == "full-app":
+        system: Any = peers.TrellisFullApp(workdir, args.workers)
+    else:
+        system = peers.TrellisSingle(workdir, tools.build_trellis_component(), args.workers,
+                                     1 if args.mode == "fresh" else 1_000_000)
     out: dict[str, Any] = {"mode": args.mode, "workers": args.workers, "native": args.native}
     try:
         system.start()

@@ -17,7 +17,7 @@ from interfaces.rpc_client import RpcError
 
 from .hosts import stop_app
 from .options import Conn, with_conn
-from .output import err_console, fail, print_json, run
+from .output import err_console, fail, print_json, run, run_on
 
 start_app = typer.Typer(help="Start components and providers.", no_args_is_help=True)
 scale_app = typer.Typer(help="Scale components.", no_args_is_help=True)
@@ -90,17 +90,13 @@ def start_component(
         limits["memory_bytes"] = memory_mb * 1024 * 1024
     image = _image(ref)
 
-    async def go() -> dict[str, Any]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await c.start_component(
-                image, component_id, max_instances=max_instances, host_id=host_id,
-                constraints=_constraints(constraint), wait=not no_wait, timeout_s=wait_timeout,
-                annotations=_constraints(annotation), config=config, digest=digest,
-                non_retryable=non_retryable,
-                wasi={"env": _constraints(env), "preopens": preopens, "inherit_stdio": inherit_stdio},
-                reuse={"max_invocations": reuse, "max_idle_s": reuse_idle}, limits=limits)
-
-    data = run(go())
+    data = run_on(conn, lambda c: c.start_component(
+        image, component_id, max_instances=max_instances, host_id=host_id,
+        constraints=_constraints(constraint), wait=not no_wait, timeout_s=wait_timeout,
+        annotations=_constraints(annotation), config=config, digest=digest,
+        non_retryable=non_retryable,
+        wasi={"env": _constraints(env), "preopens": preopens, "inherit_stdio": inherit_stdio},
+        reuse={"max_invocations": reuse, "max_idle_s": reuse_idle}, limits=limits))
     typer.echo(f"component {component_id} {'starting' if no_wait else 'running'} on host {data['host_id']}"
                + (f" (max {data.get('max_instances')} instances)" if not no_wait else ""))
 
@@ -116,11 +112,7 @@ def stop_component(
 ) -> None:
     """Stop a component (on every host running it, or on one)."""
 
-    async def go() -> list[str]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await c.stop_component(component_id, host_id=host_id, wait=not no_wait)
-
-    hosts = run(go())
+    hosts = run_on(conn, lambda c: c.stop_component(component_id, host_id=host_id, wait=not no_wait))
     typer.echo(f"component {component_id} stopped on {len(hosts)} host(s)")
 
 
@@ -136,11 +128,7 @@ def scale_component(
 ) -> None:
     """Change how many concurrent invocations a component may serve per host."""
 
-    async def go() -> list[str]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await c.scale_component(component_id, max_instances, host_id=host_id, wait=not no_wait)
-
-    hosts = run(go())
+    hosts = run_on(conn, lambda c: c.scale_component(component_id, max_instances, host_id=host_id, wait=not no_wait))
     typer.echo(f"component {component_id} scaled to {max_instances} on {len(hosts)} host(s)")
 
 
@@ -157,11 +145,7 @@ def update_component(
     """Replace a running component's image; the new version serves before the old one drains."""
     image = _image(new_ref)
 
-    async def go() -> list[str]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await c.update_component(component_id, image, host_id=host_id, wait=not no_wait)
-
-    hosts = run(go())
+    hosts = run_on(conn, lambda c: c.update_component(component_id, image, host_id=host_id, wait=not no_wait))
     typer.echo(f"component {component_id} updated to {new_ref} on {len(hosts)} host(s)")
 
 
@@ -272,11 +256,7 @@ def push_command(
     if not data.startswith(b"\x00asm"):
         raise fail(f"{file} is not a WebAssembly binary")
 
-    async def go() -> str:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await c.push(data)
-
-    typer.echo(run(go()))
+    typer.echo(run_on(conn, lambda c: c.push(data)))
 
 
 @start_app.command("provider")
@@ -297,13 +277,9 @@ def start_provider(
     if ref.endswith(".py") and not ref.startswith("file://"):
         ref = str(Path(ref).expanduser().resolve())
 
-    async def go() -> dict[str, Any]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await c.start_provider(ref, provider_id, host_id=host_id, constraints=_constraints(constraint),
-                                          config=config, annotations=_constraints(annotation),
-                                          wait=not no_wait, timeout_s=wait_timeout)
-
-    data = run(go())
+    data = run_on(conn, lambda c: c.start_provider(ref, provider_id, host_id=host_id, constraints=_constraints(constraint),
+                                  config=config, annotations=_constraints(annotation),
+                                  wait=not no_wait, timeout_s=wait_timeout))
     typer.echo(f"provider {provider_id} {'starting' if no_wait else 'running'} on host {data['host_id']}")
 
 
@@ -318,9 +294,5 @@ def stop_provider(
 ) -> None:
     """Stop a provider (on every host running it, or on one)."""
 
-    async def go() -> list[str]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await c.stop_provider(provider_id, host_id=host_id, wait=not no_wait)
-
-    hosts = run(go())
+    hosts = run_on(conn, lambda c: c.stop_provider(provider_id, host_id=host_id, wait=not no_wait))
     typer.echo(f"provider {provider_id} stopped on {len(hosts)} host(s)")

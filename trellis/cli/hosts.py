@@ -8,7 +8,7 @@ from interfaces.client import LatticeClient
 from interfaces.control import HostInfo
 
 from .options import Conn, with_conn
-from .output import Output, human_bytes, human_duration, print_json, run, table
+from .output import Output, human_bytes, human_duration, print_json, run, run_on, table
 
 get_app = typer.Typer(help="Show what runs on the lattice.", no_args_is_help=True)
 label_app = typer.Typer(help="Change a host's labels at run time.", no_args_is_help=True)
@@ -32,11 +32,7 @@ def get_hosts(
 ) -> None:
     """List the hosts of the lattice (every live host answers a ping)."""
 
-    async def go() -> list[HostInfo]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await c.get_hosts(timeout_s=timeout)
-
-    hosts = run(go())
+    hosts = run_on(conn, lambda c: c.get_hosts(timeout_s=timeout))
     if output is Output.json:
         print_json(hosts)
         return
@@ -64,11 +60,7 @@ def get_inventory(
 ) -> None:
     """One host's labels, capacity, components and providers."""
 
-    async def go() -> HostInfo:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await c.get_inventory(host_id)
-
-    h = run(go())
+    h = run_on(conn, lambda c: c.get_inventory(host_id))
     if output is Output.json:
         print_json(h)
         return
@@ -143,9 +135,5 @@ def stop_host(
 ) -> None:
     """Stop a host gracefully: it drains, announces host_stopped and exits."""
 
-    async def go() -> None:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            await c.stop_host(host_id, timeout)
-
-    run(go())
+    run_on(conn, lambda c: c.stop_host(host_id, timeout))
     typer.echo(f"host {host_id} is stopping")

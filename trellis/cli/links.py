@@ -6,13 +6,12 @@ from typing import Optional
 
 import typer
 
-from interfaces.client import LatticeClient
 from interfaces.lattice_config import ConfigError, parse_pairs
 from interfaces.links import DEFAULT_LINK_NAME, Link, LinkError
 
 from .hosts import get_app
 from .options import Conn, with_conn
-from .output import Output, fail, print_json, run, table
+from .output import Output, fail, print_json, run_on, table
 
 link_app = typer.Typer(help="Connect a component's imports to the component or provider that answers them.",
                        no_args_is_help=True)
@@ -52,12 +51,7 @@ def link_put(
     except LinkError as exc:
         raise fail(exc.message) from None
 
-    async def go() -> Link:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            stored: Link = await c.put_link(link)
-            return stored
-
-    stored = run(go())
+    stored = run_on(conn, lambda c: c.put_link(link))
     if output is Output.json:
         print_json(stored)
     else:
@@ -77,12 +71,7 @@ def link_del(
 ) -> None:
     """Delete the link(s) of SOURCE_ID for NAMESPACE:PACKAGE under a link name."""
 
-    async def go() -> list[Link]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            gone: list[Link] = await c.del_link(source_id, namespace, package, link_name, target)
-            return gone
-
-    gone = run(go())
+    gone = run_on(conn, lambda c: c.del_link(source_id, namespace, package, link_name, target))
     if not gone:
         to = f" to {target}" if target else ""
         raise fail(f"no link from {source_id} for {namespace}:{package} named {link_name!r}{to} "
@@ -102,12 +91,7 @@ def get_links(
 ) -> None:
     """List the links of the lattice."""
 
-    async def go() -> list[Link]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            found: list[Link] = await c.get_links(source=source, target=target)
-            return found
-
-    links = run(go())
+    links = run_on(conn, lambda c: c.get_links(source=source, target=target))
     if output is Output.json:
         print_json(links)
         return
@@ -136,11 +120,7 @@ def config_put(
     except ConfigError as exc:
         raise fail(exc.message) from None
 
-    async def go() -> dict[str, str]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await c.put_config(name, values)
-
-    stored = run(go())
+    stored = run_on(conn, lambda c: c.put_config(name, values))
     typer.echo(f"config {name!r} put: {', '.join(sorted(stored))}")
 
 
@@ -154,11 +134,7 @@ def config_get(
 ) -> None:
     """Show a named config."""
 
-    async def go() -> dict[str, str]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await c.get_config(name)
-
-    values = run(go())
+    values = run_on(conn, lambda c: c.get_config(name))
     if output is Output.json:
         print_json(values)
         return
@@ -174,11 +150,7 @@ def config_del(
 ) -> None:
     """Delete a named config."""
 
-    async def go() -> bool:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await c.del_config(name)
-
-    if not run(go()):
+    if not run_on(conn, lambda c: c.del_config(name)):
         raise fail(f"config {name!r} not found in lattice {conn.lattice!r}")
     typer.echo(f"config {name!r} deleted")
 
@@ -192,12 +164,7 @@ def config_list(
 ) -> None:
     """List the named configs of the lattice (names and keys; values with -o json)."""
 
-    async def go() -> dict[str, dict[str, str]]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            found: dict[str, dict[str, str]] = await c.lattice_store().list_configs()
-            return found
-
-    configs = run(go())
+    configs = run_on(conn, lambda c: c.lattice_store().list_configs())
     if output is Output.json:
         print_json(configs)
         return

@@ -6,8 +6,8 @@ import asyncio
 import enum
 import json
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -15,6 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from interfaces.errors import TrellisError
+
+if TYPE_CHECKING:
+    from interfaces.client import LatticeClient
+
+    from .options import Conn
 
 T = TypeVar("T")
 # Piped output keeps whole ids on one line rather than folding to 80 columns.
@@ -67,6 +72,17 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         if exc.__class__.__module__.startswith("nats"):
             raise fail(f"NATS: {exc.__class__.__name__}: {exc}") from None
         raise
+
+
+def run_on(conn: "Conn", fn: "Callable[[LatticeClient], Awaitable[T]]") -> T:
+    """Connect to the lattice, run ``fn(client)``, disconnect; errors as in :func:`run`."""
+    from interfaces.client import LatticeClient
+
+    async def go() -> T:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            return await fn(c)
+
+    return run(go())
 
 
 def human_bytes(n: int | float) -> str:

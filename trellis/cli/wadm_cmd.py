@@ -11,12 +11,10 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from interfaces.client import LatticeClient
-from interfaces.wadm_api import ControllerInfo
 from interfaces.wadm_client import WadmClient
 
 from .options import Conn, with_conn
-from .output import Output, fail, print_json, run, table
+from .output import Output, fail, print_json, run_on, table
 
 if TYPE_CHECKING:
     from wadm.controller import Controller
@@ -90,11 +88,7 @@ def wadm_status(
 ) -> None:
     """Every running controller of the lattice, and which one leads."""
 
-    async def go() -> list[ControllerInfo]:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            return await WadmClient(c).controllers(timeout_s=timeout)
-
-    found = run(go())
+    found = run_on(conn, lambda c: WadmClient(c).controllers(timeout_s=timeout))
     if output is Output.json:
         leader = next((c.id for c in found if c.role == "leader"), None)
         print_json({"leader": leader, "controllers": found})

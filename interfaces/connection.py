@@ -6,13 +6,15 @@ from flags or environment (``TRELLIS_NATS_*``) and are handed to nats-py.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
+import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nats
-from nats.aio.client import Client
+if TYPE_CHECKING:  # nats-py is imported on first connect: settings and CLI help stay light
+    from nats.aio.client import Client
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
@@ -81,8 +83,24 @@ PING_INTERVAL_S = 2
 MAX_OUTSTANDING_PINGS = 2
 
 
+log = logging.getLogger("trellis.nats")
+_last_logged: dict[str, float] = {}
+
+
+async def _log_error(exc: Exception) -> None:
+    """nats-py's own error callback prints a traceback per failed (re)connect attempt, every
+    half second while a server is down; log one line instead, each distinct message at most
+    every 10 s."""
+    text = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+    now = time.monotonic()
+    if now - _last_logged.get(text, -1e9) >= 10.0:
+        _last_logged[text] = now
+        log.warning("NATS: %s", text)
+
+
 async def connect(settings: NatsSettings, *, name: str | None = None, **extra: Any) -> Client:
     opts = settings.connect_options()
+    opts.setdefault("error_cb", _log_error)
     if name:
         opts["name"] = name
     opts.setdefault("max_reconnect_attempts", -1)
@@ -91,4 +109,6 @@ async def connect(settings: NatsSettings, *, name: str | None = None, **extra: A
     opts.setdefault("ping_interval", PING_INTERVAL_S)
     opts.setdefault("max_outstanding_pings", MAX_OUTSTANDING_PINGS)
     opts.update(extra)
+    import nats
+
     return await nats.connect(**opts)

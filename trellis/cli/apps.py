@@ -12,14 +12,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import typer
-import yaml
 
-from interfaces.client import LatticeClient
-from interfaces.wadm_api import AppStatusReply, StatusState
-from interfaces.wadm_client import WadmClient, WadmError
+if TYPE_CHECKING:  # imported where used: `trellis --help` stays quick
+    from interfaces.wadm_api import AppStatusReply, StatusState
+    from interfaces.wadm_client import WadmClient
 
 from .options import Conn, with_conn
 from .output import Output, console, err_console, fail, print_json, run, table
@@ -37,12 +36,15 @@ TimeoutOpt = typer.Option(120.0, "--timeout", help="seconds --wait waits at most
 def _wadm_run(conn: Conn, fn: Callable[[WadmClient], Awaitable[T]]) -> T:
     """Run one wadm exchange; an error prints its message and every manifest problem, then exits 1."""
 
+    from interfaces.client import LatticeClient
+    from interfaces.wadm_client import WadmClient
+
     async def go() -> T:
         async with LatticeClient(conn.nats, conn.lattice) as c:
             return await fn(WadmClient(c))
 
     try:
-        return run(_wrap(go()))
+        return run(_wrap(go()), conn.nats.url)
     except _Problems as exc:
         err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
         for p in exc.problems:
@@ -58,6 +60,8 @@ class _Problems(Exception):
 
 
 async def _wrap(coro: Coroutine[Any, Any, T]) -> T:
+    from interfaces.wadm_client import WadmError
+
     try:
         return await coro
     except WadmError as exc:
@@ -125,6 +129,7 @@ def deploy_command(
     conn: Conn,
 ) -> None:
     """Deploy an application (a file is stored as a new version first)."""
+    from interfaces.wadm_api import StatusState
 
     async def go(w: WadmClient) -> tuple[Any, Any, AppStatusReply | None]:
         put = None
@@ -159,6 +164,7 @@ def undeploy_command(
     conn: Conn,
 ) -> None:
     """Stop everything an application placed (its manifests stay stored)."""
+    from interfaces.wadm_api import StatusState
 
     async def go(w: WadmClient) -> tuple[Any, AppStatusReply | None]:
         dep = await w.undeploy(name)
@@ -223,6 +229,8 @@ def get_command(
         print_json(reply)
         return
     sys.stdout.write(f"# {reply.name} {reply.version}{' (deployed)' if reply.deployed else ''}\n")
+    import yaml
+
     sys.stdout.write(yaml.safe_dump(reply.manifest, sort_keys=False))
 
 
@@ -269,6 +277,8 @@ def print_status(st: AppStatusReply) -> None:
 
 async def _follow(w: WadmClient, name: str, goal: StatusState, timeout_s: float, output: Output) -> AppStatusReply:
     """Poll the status until it reaches `goal` or fails; show progress (on stderr) meanwhile."""
+    from interfaces.wadm_api import StatusState
+
     deadline = time.monotonic() + timeout_s
     last = ""
     live = output is not Output.json and err_console.is_terminal

@@ -7,13 +7,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from interfaces.artifacts import parse_ref
-from interfaces.client import LatticeClient
-from interfaces.rpc_client import RpcError
+if TYPE_CHECKING:
+    from interfaces.client import LatticeClient
 
 from .hosts import stop_app
 from .options import Conn, with_conn
@@ -36,6 +35,8 @@ def _constraints(pairs: list[str]) -> dict[str, str]:
 
 def _image(ref: str) -> str:
     """Files are sent as absolute file:// references so any local host can read them."""
+    from interfaces.artifacts import parse_ref
+
     kind = parse_ref(ref)
     if kind.kind == "file":
         if not Path(kind.location).exists():
@@ -185,25 +186,26 @@ def call_command(
         raise fail("arguments must be a JSON array, e.g. '[1, \"two\"]'")
 
     if repeat == 1:
-        async def once() -> Any:
-            async with LatticeClient(conn.nats, conn.lattice) as c:
-                return await c.call(component_id, operation, *parsed, timeout_s=timeout, retryable=not no_retry)
+        from interfaces.rpc_client import RpcError
 
-        try:
-            result = asyncio.run(once())
-        except RpcError as exc:
-            err_console.print(f"[red]error[/red] ({exc.code.value}{', ' + exc.kind if exc.kind else ''}): "
-                              f"{exc.message}", highlight=False)
-            raise typer.Exit(1) from None
-        except Exception:
-            result = run(once())  # same errors, mapped to messages
+        async def once(c: LatticeClient) -> Any:
+            try:
+                return await c.call(component_id, operation, *parsed, timeout_s=timeout, retryable=not no_retry)
+            except RpcError as exc:  # the call's own failure, with its code and kind
+                return exc
+
+        result = run_on(conn, once)  # connection and lattice errors: a message, exit 1
+        if isinstance(result, RpcError):
+            err_console.print(f"[red]error[/red] ({result.code.value}{', ' + result.kind if result.kind else ''}): "
+                              f"{result.message}", highlight=False)
+            raise typer.Exit(1)
         if is_err(result):
             sys.stderr.write(json.dumps(to_json(result["err"])) + "\n")
             raise typer.Exit(1)
         sys.stdout.write(json.dumps(to_json(result)) + "\n")
         return
 
-    summary = run(_load(conn, component_id, operation, parsed, timeout, repeat, concurrency, not no_retry))
+    summary = run(_load(conn, component_id, operation, parsed, timeout, repeat, concurrency, not no_retry), conn.nats.url)
     print_json(summary)
     if summary["failed"]:
         raise typer.Exit(1)
@@ -211,6 +213,9 @@ def call_command(
 
 async def _load(conn: Conn, cid: str, op: str, args: list[Any], timeout: float, repeat: int,
                 concurrency: int, retryable: bool) -> dict[str, Any]:
+    from interfaces.client import LatticeClient
+    from interfaces.rpc_client import RpcError
+
     latencies: list[float] = []
     failed = 0
     errors: dict[str, int] = {}

@@ -8,13 +8,14 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from host.host import Host
-from host.labels import LabelError, parse_label_args
-from host.settings import HostSettings, default_state_dir
+from host.settings import default_state_dir
+
+if TYPE_CHECKING:
+    from host.host import Host
 
 from .options import Conn, with_conn
 from .output import fail
@@ -42,6 +43,10 @@ def host_command(
     conn: Conn,
 ) -> None:
     """Run a host that joins the lattice (until Ctrl-C, SIGTERM or 'trellis stop host')."""
+    from host.host import Host
+    from host.labels import LabelError, parse_label_args
+    from host.settings import HostSettings
+
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         labels = parse_label_args(label)

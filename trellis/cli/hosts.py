@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from interfaces.client import LatticeClient
-from interfaces.control import HostInfo
+if TYPE_CHECKING:
+    from interfaces.control import HostInfo
 
 from .options import Conn, with_conn
 from .output import Output, human_bytes, human_duration, print_json, run, run_on, table
@@ -91,6 +93,8 @@ def label_put(
         k, v = pair.split("=", 1)
         parsed.append((k, v))
 
+    from interfaces.client import LatticeClient
+
     async def go() -> HostInfo:
         async with LatticeClient(conn.nats, conn.lattice) as c:
             info = None
@@ -99,7 +103,7 @@ def label_put(
             assert info is not None
             return info
 
-    h = run(go())
+    h = run(go(), conn.nats.url)
     typer.echo(f"labels of {h.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(h.labels.items())))
 
 
@@ -113,6 +117,8 @@ def label_del(
 ) -> None:
     """Remove labels from a host."""
 
+    from interfaces.client import LatticeClient
+
     async def go() -> HostInfo:
         async with LatticeClient(conn.nats, conn.lattice) as c:
             info = None
@@ -121,7 +127,7 @@ def label_del(
             assert info is not None
             return info
 
-    h = run(go())
+    h = run(go(), conn.nats.url)
     typer.echo(f"labels of {h.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(h.labels.items())))
 
 

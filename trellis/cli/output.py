@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,15 +61,21 @@ def fail(message: str, code: int = 1) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
+def run(coro: Coroutine[Any, Any, T], nats_url: str | None = None) -> T:
     """Run a command's coroutine; turn lattice errors into a clear message and exit 1."""
+    where = f" at {nats_url}" if nats_url else ""
+    # a one-shot command reports a failed connection once, below, not per attempt in the log
+    logging.getLogger("trellis.nats").setLevel(logging.ERROR)
     try:
         return asyncio.run(coro)
     except TrellisError as exc:
         raise fail(exc.message) from None
     except (ConnectionError, OSError) as exc:
-        raise fail(f"cannot reach NATS: {exc}") from None
+        raise fail(f"cannot reach NATS{where}: {exc}") from None
     except Exception as exc:
+        if exc.__class__.__name__ == "NoServersError":
+            raise fail(f"cannot reach NATS{where}: no server answered (is 'trellis up' running? "
+                       "--nats-url or TRELLIS_NATS_URL says where)") from None
         if exc.__class__.__module__.startswith("nats"):
             raise fail(f"NATS: {exc.__class__.__name__}: {exc}") from None
         raise
@@ -82,7 +89,7 @@ def run_on(conn: "Conn", fn: "Callable[[LatticeClient], Awaitable[T]]") -> T:
         async with LatticeClient(conn.nats, conn.lattice) as c:
             return await fn(c)
 
-    return run(go())
+    return run(go(), conn.nats.url)
 
 
 def human_bytes(n: int | float) -> str:

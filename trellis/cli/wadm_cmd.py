@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from interfaces.wadm_client import WadmClient
-
 from .options import Conn, with_conn
 from .output import Output, fail, print_json, run_on, table
 
@@ -87,6 +85,8 @@ def wadm_status(
     conn: Conn,
 ) -> None:
     """Every running controller of the lattice, and which one leads."""
+
+    from interfaces.wadm_client import WadmClient
 
     found = run_on(conn, lambda c: WadmClient(c).controllers(timeout_s=timeout))
     if output is Output.json:

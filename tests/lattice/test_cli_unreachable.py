@@ -1,0 +1,26 @@
+"""Every lattice command says plainly when NATS cannot be reached: one line, no traceback, exit 1."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.harness import run_cli
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again when this returns: nothing listens there
+
+
+@pytest.mark.parametrize("args", [["get", "hosts"], ["app", "list"], ["call", "svc", "op"],
+                                  ["label", "put", "HOST", "a=b"]])
+def test_unreachable_nats_is_one_clear_line(args: list[str]) -> None:
+    url = f"nats://127.0.0.1:{_closed_port()}"
+    out = run_cli(*args, env={"TRELLIS_NATS_URL": url})
+    assert out.returncode == 1, out
+    assert out.stderr.strip() == (f"error: cannot reach NATS at {url}: no server answered "
+                                  "(is 'trellis up' running? --nats-url or TRELLIS_NATS_URL says where)"), out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""

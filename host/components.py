@@ -17,6 +17,7 @@ from interfaces.artifacts import ArtifactError
 from interfaces.control import (
     ComponentDescription,
     ComponentOp,
+    ReuseDescription,
     ScaleComponent,
     StartComponent,
     StopComponent,
@@ -89,6 +90,7 @@ class ComponentManager:
             "host_id": self.host.id, "component_id": cid, "image": image,
             "max_instances": desc.max_instances if desc else 0,
             "annotations": desc.annotations if desc else {}, "digest": desc.digest if desc else "",
+            "reuse": desc.reuse.model_dump() if desc and desc.reuse else None,
         })
 
     # --- operations ------------------------------------------------------------------
@@ -123,6 +125,7 @@ class ComponentManager:
         desc = ComponentDescription(
             id=req.component_id, image=req.image, digest=digest, max_instances=req.max_instances,
             annotations=req.annotations, revision=(prev.revision + 1) if prev else 0,
+            reuse=ReuseDescription(max_invocations=req.reuse.max_invocations, max_idle_s=req.reuse.max_idle_s),
         )
         self.running[req.component_id] = desc
         self.specs[req.component_id] = req
@@ -165,7 +168,10 @@ class ComponentManager:
         spec = self.specs.get(req.component_id)
         if spec is None:
             raise TrellisError(f"component {req.component_id} is not running on this host", ErrorCode.NOT_FOUND)
-        new = spec.model_copy(update={"image": req.image, "digest": req.digest})
+        changes: dict[str, Any] = {"image": req.image, "digest": req.digest}
+        if req.reuse is not None:
+            changes["reuse"] = req.reuse
+        new = spec.model_copy(update=changes)
 
         async def work() -> None:
             await self._load(new)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from .errors import ErrorCode
 
@@ -62,6 +62,13 @@ class Capacity(Description):
     instances_max: int = Field(0, description="sum of max_instances over components")
 
 
+class ReuseDescription(Description):
+    """The instance reuse a component runs with (see `ReuseSpec`), as a host reports it."""
+
+    max_invocations: int = 1
+    max_idle_s: float | None = None
+
+
 class ComponentDescription(Description):
     id: str
     image: str
@@ -69,6 +76,8 @@ class ComponentDescription(Description):
     max_instances: int = 1
     annotations: dict[str, str] = {}
     revision: int = 0
+    reuse: ReuseDescription | None = Field(
+        None, description="the instance reuse it runs with; None from hosts that do not report it")
 
 
 class ProviderDescription(Description):
@@ -197,6 +206,15 @@ class UpdateComponent(Model):
     component_id: str = Field(min_length=1, max_length=128)
     image: str = Field(min_length=1)
     digest: str | None = None
+    reuse: ReuseSpec | None = Field(None, description="a new instance reuse policy; unset keeps the current one")
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_reuse(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # hosts from before `reuse` refuse the key even as null: send it only when set
+        data = handler(self)
+        if isinstance(data, dict) and data.get("reuse") is None:
+            data.pop("reuse", None)
+        return data
 
 
 class ComponentOp:

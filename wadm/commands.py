@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .observed import FrozenMap, frozen_str_map
+from .observed import FrozenMap, Reuse, frozen_str_map
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,13 +44,16 @@ class StartComponent(_Command):
     max_instances: int
     annotations: Mapping[str, str] = field(default_factory=FrozenMap)
     config: tuple[str, ...] = ()
+    reuse: Reuse = field(default_factory=Reuse)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "annotations", frozen_str_map(self.annotations))
         object.__setattr__(self, "config", tuple(self.config))
 
     def describe(self) -> str:
-        return f"start component {self.component_id} ({self.image}) on {self.host_id} with max {self.max_instances}"
+        reuse = "" if self.reuse.is_default else f", {self.reuse.describe()}"
+        return (f"start component {self.component_id} ({self.image}) on {self.host_id} "
+                f"with max {self.max_instances}{reuse}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,14 +74,17 @@ class ScaleComponent(_Command):
 
 @dataclass(frozen=True, kw_only=True)
 class UpdateComponent(_Command):
-    """Replace a running component's image in place (same id, same config)."""
+    """Replace a running component's image, and with `reuse` its instance reuse, in place
+    (same id, same config). `reuse` None leaves the reuse as it is."""
 
     host_id: str
     component_id: str
     image: str
+    reuse: Reuse | None = None
 
     def describe(self) -> str:
-        return f"update component {self.component_id} on {self.host_id} to {self.image}"
+        reuse = "" if self.reuse is None else f" ({self.reuse.describe()})"
+        return f"update component {self.component_id} on {self.host_id} to {self.image}{reuse}"
 
 
 @dataclass(frozen=True, kw_only=True)

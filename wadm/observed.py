@@ -96,15 +96,54 @@ class HostCapacity:
 
 
 @dataclass(frozen=True)
+class Reuse:
+    """A component's instance reuse: how many calls one instance serves and how long an
+    idle one is kept (seconds; None: until it has served them). The default, one call
+    per instance, is a fresh instance per call."""
+
+    max_invocations: int = 1
+    max_idle_s: float | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "max_invocations", int(self.max_invocations))
+        if self.max_idle_s is not None:
+            _set(self, "max_idle_s", float(self.max_idle_s))
+
+    @property
+    def is_default(self) -> bool:
+        return self == Reuse()
+
+    def describe(self) -> str:
+        if self.max_invocations == 1:
+            text = "a fresh instance per call"
+        else:
+            text = f"reuse up to {self.max_invocations} calls per instance"
+        if self.max_idle_s is not None:
+            text += f", idle {self.max_idle_s:g}s"
+        return text
+
+    @classmethod
+    def of(cls, data: Reuse | Mapping[str, Any] | None) -> Reuse | None:
+        """`data` (a `Reuse`, or a mapping with its fields and maybe more) as a `Reuse`; None stays None."""
+        if data is None or isinstance(data, Reuse):
+            return data
+        idle = data.get("max_idle_s")
+        return cls(int(data.get("max_invocations") or 1), None if idle is None else float(idle))
+
+
+@dataclass(frozen=True)
 class RunningComponent:
-    """A component running on a host: its image, instance cap and annotations."""
+    """A component running on a host: its image, instance cap, annotations and instance
+    reuse (None: the host does not report it, as hosts before reuse reporting did not)."""
 
     image: str
     max_instances: int
     annotations: Mapping[str, str] = field(default_factory=FrozenMap)
+    reuse: Reuse | None = None
 
     def __post_init__(self) -> None:
         _set(self, "annotations", frozen_str_map(self.annotations))
+        _set(self, "reuse", Reuse.of(self.reuse))
 
 
 @dataclass(frozen=True)
@@ -245,6 +284,7 @@ __all__ = [
     "ObservedConfig",
     "ObservedHost",
     "ObservedLink",
+    "Reuse",
     "RunningComponent",
     "RunningProvider",
 ]

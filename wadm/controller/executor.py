@@ -55,7 +55,7 @@ from ..commands import (
     StopProvider,
     UpdateComponent,
 )
-from ..observed import PASS_ANNOTATION
+from ..observed import PASS_ANNOTATION, Reuse
 from .app_store import AppStore
 from .failures import FailureBook, host_of, subject_of
 from .observer import HostGone, Observer
@@ -172,14 +172,16 @@ class Executor:
         if isinstance(cmd, StartComponent):
             req: BaseModel = ctl.StartComponent(
                 component_id=cmd.component_id, image=cmd.image, max_instances=cmd.max_instances,
-                annotations=self._tags(cmd.annotations, cmd.pass_id), config=list(cmd.config), digest=None)
+                annotations=self._tags(cmd.annotations, cmd.pass_id), config=list(cmd.config), digest=None,
+                reuse=self._reuse(cmd.reuse))
             await self._component(cmd.host_id, cmd.component_id, ctl.ComponentOp.START, req, s.start_timeout_s)
         elif isinstance(cmd, ScaleComponent):
             req = ctl.ScaleComponent(component_id=cmd.component_id, max_instances=cmd.max_instances,
                                      annotations=self._tags(cmd.annotations, cmd.pass_id))
             await self._component(cmd.host_id, cmd.component_id, ctl.ComponentOp.SCALE, req, s.op_timeout_s)
         elif isinstance(cmd, UpdateComponent):
-            req = ctl.UpdateComponent(component_id=cmd.component_id, image=cmd.image)
+            req = ctl.UpdateComponent(component_id=cmd.component_id, image=cmd.image,
+                                      reuse=None if cmd.reuse is None else self._reuse(cmd.reuse))
             await self._component(cmd.host_id, cmd.component_id, ctl.ComponentOp.UPDATE, req, s.start_timeout_s)
         elif isinstance(cmd, StopComponent):
             req = ctl.StopComponent(component_id=cmd.component_id)
@@ -203,6 +205,10 @@ class Executor:
             await self._delete_config(cmd)
         else:  # pragma: no cover - the union is closed
             raise CommandFailed(f"unknown command {cmd!r}")
+
+    @staticmethod
+    def _reuse(reuse: Reuse) -> ctl.ReuseSpec:
+        return ctl.ReuseSpec(max_invocations=reuse.max_invocations, max_idle_s=reuse.max_idle_s)
 
     @staticmethod
     def _tags(annotations: Any, pass_id: str) -> dict[str, str]:

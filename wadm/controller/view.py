@@ -38,6 +38,7 @@ from ..observed import (
     ObservedConfig,
     ObservedHost,
     ObservedLink,
+    Reuse,
     RunningComponent,
     RunningProvider,
 )
@@ -88,13 +89,27 @@ def host_info(data: Any) -> HostInfo | None:
         return None
 
 
+def _reuse(data: Any) -> Reuse | None:
+    """The reuse a host reports for a component (a `ReuseDescription` or its JSON); None if it
+    reports none (an older host) or something unreadable."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump()
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return Reuse.of(data)
+    except (TypeError, ValueError):
+        return None
+
+
 def _entry_from_info(info: HostInfo, now: float) -> HostEntry:
     return HostEntry(
         id=info.id,
         labels=dict(info.labels),
         capacity=HostCapacity(cpus=info.capacity.cpus, memory_available_bytes=info.capacity.memory_available_bytes,
                               load_1m=info.capacity.load_1m),
-        components={c.id: RunningComponent(c.image, c.max_instances, c.annotations) for c in info.components},
+        components={c.id: RunningComponent(c.image, c.max_instances, c.annotations, _reuse(c.reuse))
+                    for c in info.components},
         providers={p.id: RunningProvider(p.image, p.annotations) for p in info.providers},
         heartbeat_interval_s=info.heartbeat_interval_s,
         last_seen=now,
@@ -165,7 +180,8 @@ class LatticeView:
                 host.components.pop(cid, None)
             else:
                 host.components[cid] = RunningComponent(
-                    str(data.get("image", "")), int(data["max_instances"]), dict(data.get("annotations") or {}))
+                    str(data.get("image", "")), int(data["max_instances"]), dict(data.get("annotations") or {}),
+                    _reuse(data.get("reuse")))
         elif t == EventType.PROVIDER_STARTED:
             pid = str(data.get("provider_id", ""))
             host.providers[pid] = RunningProvider(str(data.get("image", "")), dict(data.get("annotations") or {}))

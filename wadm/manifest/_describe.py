@@ -90,6 +90,17 @@ def _suggest(key: str) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _unquote_hint(value: Any) -> str:
+    """A hint for a number written as text (``"30"``)."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (write it without quotes)"
+    return ""
+
+
 def problem_from_error(
     data: Any, err: ErrorDetails, prefix: Sequence[Any] = (), where_prefix: str = ""
 ) -> Problem:
@@ -122,9 +133,16 @@ def problem_from_error(
         hint = " (quote it)" if isinstance(value, int | float | bool) else ""
         return error(where, f"expected text, got {describe_value(value)}{hint}")
     if kind in ("int_type", "int_parsing", "int_from_float"):
-        return error(where, f"expected a whole number, got {describe_value(value)}")
+        return error(where, f"expected a whole number, got {describe_value(value)}{_unquote_hint(value)}")
+    if kind in ("float_type", "float_parsing"):
+        return error(where, f"expected a number, got {describe_value(value)}{_unquote_hint(value)}")
+    if kind == "finite_number":
+        return error(where, f"expected a finite number, got {describe_value(value)}")
     if kind == "greater_than_equal":
-        return error(where, f"must be 0 or more, got {describe_value(value)}")
+        least = err.get("ctx", {}).get("ge", 0)
+        if isinstance(least, float) and least.is_integer():
+            least = int(least)
+        return error(where, f"must be {least} or more, got {describe_value(value)}")
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return error(where, f"expected a mapping, got {describe_value(value)}")
     if kind in ("list_type", "tuple_type"):

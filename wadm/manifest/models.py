@@ -1,8 +1,9 @@
 """The wadm application manifest (OAM ``core.oam.dev/v1beta1`` ``Application``) as pydantic models.
 
-The format is wadm's, unchanged. Unknown keys are rejected where wadm rejects them
-(the manifest root, component properties, traits, scaler properties, spreads,
-config entries); Trellis also rejects them on components and link properties,
+The format is wadm's, with one Trellis addition: a component's ``properties.reuse``
+(`ReuseProperties`: instance reuse, which wadm's format cannot express). Unknown
+keys are rejected where wadm rejects them (the manifest root, component
+properties, traits, scaler properties, spreads, config entries); Trellis also rejects them on components and link properties,
 where wadm means to but its parser silently drops them. Where wadm ignores unknown
 keys (metadata, spec, policies, link target/source blocks, secrets) they are kept
 and `validate()` warns about them.
@@ -27,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictFloat,
     StrictInt,
     ValidationError,
     field_serializer,
@@ -108,12 +110,31 @@ class SharedApplication(_Lenient):
     component: str
 
 
+class ReuseProperties(_Strict):
+    """``properties.reuse`` (a Trellis extension; wadm has no such key): instance reuse for a
+    WebAssembly component, as ``trellis start component --reuse N --reuse-idle S`` sets it.
+    Without it every call gets a fresh instance."""
+
+    max_invocations: Annotated[StrictInt, Field(ge=1)] = 1
+    """Calls one instance serves before it is dropped (``--reuse``); 1 is a fresh instance per call."""
+    max_idle_s: Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)] | None = None
+    """Drop an instance idle this many seconds (``--reuse-idle``); unset keeps it until it has served them."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        if isinstance(data, int) and not isinstance(data, bool):
+            raise ValueError(f"expected a mapping such as {{max_invocations: {data}}}, got the number {data}")
+        return data
+
+
 class ComponentProperties(_Strict):
     image: str | None = None
     application: SharedApplication | None = None
     id: str | None = None
     config: tuple[ConfigProperty, ...] = ()
     secrets: tuple[SecretProperty, ...] = ()
+    reuse: ReuseProperties | None = None
 
 
 # --- trait properties -------------------------------------------------------------------
@@ -462,6 +483,7 @@ KNOWN_KEYS: frozenset[str] = frozenset(
         "id", "config", "secrets", "component", "instances", "replicas", "spread",
         "requirements", "weight", "target", "source", "namespace", "package", "interfaces",
         "source_config", "target_config", "policy", "key", "field", "version",
+        "reuse", "max_invocations", "max_idle_s",
     }
 )
 """Every key the format knows, for "did you mean" hints."""

@@ -5,7 +5,8 @@ deploy-time checks of its API handler), with the same outcome for every manifest
 wadm's own test corpus. Trellis adds a few errors for manifests that wadm accepts
 but cannot run (two scaler traits on one component, repeated spread names, all
 spread weights zero, two components that resolve to the same id, the same inline
-config defined twice with different values) and a few warnings.
+config defined twice with different values) and a few warnings, and checks its
+own extension, ``properties.reuse``.
 """
 
 from __future__ import annotations
@@ -205,10 +206,15 @@ def _check_component(m: Manifest, comp: Component) -> list[Problem]:
                 out.append(error(where, f"image '{props.image}': builtin: images are capability providers; use type: capability"))
         except ImageError as exc:
             out.append(error(where, str(exc)))
+    if props.reuse is not None:
+        out += _check_reuse(comp, where)
     if props.application is not None and props.image is None:
         shared = props.application
         if props.config:
             out.append(error(where, f"shared component '{shared.name}' cannot specify additional 'config'"))
+        if props.reuse is not None:
+            out.append(error(where, f"shared component '{shared.name}' cannot specify 'reuse': "
+                                    f"application '{shared.name}' sets it"))
         if props.secrets:
             out.append(error(where, f"shared component '{shared.name}' cannot specify additional 'secrets'"))
         if comp.scaler_traits:
@@ -239,6 +245,19 @@ def _check_component(m: Manifest, comp: Component) -> list[Problem]:
     ):
         out.append(warning(where, "has no spreadscaler or daemonscaler trait, so it will not be started"))
     return out
+
+
+def _check_reuse(comp: Component, where: str) -> list[Problem]:
+    """``properties.reuse``: components only; an idle limit needs reuse to mean anything."""
+    reuse = comp.properties.reuse
+    assert reuse is not None
+    if comp.is_capability:
+        return [error(f"{where} > properties.reuse", "instance reuse applies to WebAssembly components "
+                      "(type: component), not to capability providers")]
+    if reuse.max_idle_s is not None and reuse.max_invocations == 1:
+        return [warning(f"{where} > properties.reuse",
+                        "max_idle_s has no effect while max_invocations is 1 (every call gets a fresh instance)")]
+    return []
 
 
 def _check_custom_trait(

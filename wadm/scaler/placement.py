@@ -13,7 +13,8 @@ Rules, in order (all deterministic):
    to the first spread (in order) whose requirements its host matches (so renaming
    a spread restarts nothing); otherwise it is *left over*.
 3. **Fresh or stale.** A placement is fresh if it runs the desired image with the
-   desired config names, stale otherwise (a new version changed them).
+   desired config names and (for a component whose host reports it) the desired
+   instance reuse, stale otherwise (a new version changed them).
 4. **Choosing hosts** for a spread that wants shares ``[s1 ≥ s2 ≥ …]``: fresh
    holders first (largest current share, then the ranking below), then free hosts
    by capacity ranking, then stale holders (to be replaced in place). The capacity
@@ -24,8 +25,8 @@ Rules, in order (all deterministic):
 5. **Commands.** Free chosen hosts get a start; fresh ones a scale when their share
    or annotations differ. Replacing a stale placement is *disruptive*, so it waits
    until nothing else for this workload is starting or scaling up, and happens on
-   one host per pass: an image change is an in-place update; a config change (and
-   any provider change) is a stop, after which the freed host gets a start.
+   one host per pass: an image or reuse change is an in-place update; a config
+   change (and any provider change) is a stop, after which the freed host gets a start.
 6. **Retiring.** Stale placements that are not needed and left-over ones are
    stopped only once the workload has converged (nothing starting, scaling up or
    being replaced) and has no failure: old placements keep serving until new ones
@@ -55,6 +56,7 @@ from ..observed import (
     FrozenMap,
     Observed,
     ObservedHost,
+    Reuse,
 )
 from .workload import Context, Workload
 
@@ -70,6 +72,8 @@ class Slot:
     count: int
     image: str
     annotations: Mapping[str, str]
+    reuse: Reuse | None = None
+    """A component's instance reuse as its host reports it (None: not reported)."""
 
     @property
     def spread(self) -> str | None:
@@ -125,17 +129,18 @@ def slots_of(w: Workload, observed: Observed, app: str) -> tuple[dict[str, Slot]
     ours: dict[str, Slot] = {}
     foreign: set[str] = set()
     for host in observed.sorted_hosts:
+        entry: tuple[str, int, Mapping[str, str], Reuse | None] | None
         if w.is_provider:
             prov = host.providers.get(w.id)
-            entry = (prov.image, 1, prov.annotations) if prov is not None else None
+            entry = (prov.image, 1, prov.annotations, None) if prov is not None else None
         else:
             comp = host.components.get(w.id)
-            entry = (comp.image, comp.max_instances, comp.annotations) if comp is not None else None
+            entry = (comp.image, comp.max_instances, comp.annotations, comp.reuse) if comp is not None else None
         if entry is None:
             continue
-        image, count, annotations = entry
+        image, count, annotations, reuse = entry
         if annotations.get(APP_ANNOTATION) == app:
-            ours[host.id] = Slot(host, count, image, annotations)
+            ours[host.id] = Slot(host, count, image, annotations, reuse)
         else:
             foreign.add(host.id)
     return ours, foreign
@@ -143,7 +148,11 @@ def slots_of(w: Workload, observed: Observed, app: str) -> tuple[dict[str, Slot]
 
 def is_fresh(w: Workload, slot: Slot) -> bool:
     config = slot.config
-    return slot.image == w.image and (config is None or config == w.config)
+    return (
+        slot.image == w.image
+        and (config is None or config == w.config)
+        and (slot.reuse is None or slot.reuse == w.reuse)
+    )
 
 
 def _claim(spreads: Sequence[Spread], ours: Mapping[str, Slot]) -> tuple[dict[str, dict[str, Slot]], dict[str, Slot]]:
@@ -265,7 +274,8 @@ def _start(w: Workload, host_id: str, share: int, tags: FrozenMap[str, str], ctx
         return StartProvider(host_id=host_id, provider_id=w.id, image=w.image, config=w.config,
                              annotations=tags, app=ctx.app, reason=why, pass_id=ctx.pass_id)
     return StartComponent(host_id=host_id, component_id=w.id, image=w.image, max_instances=share,
-                          annotations=tags, config=w.config, app=ctx.app, reason=why, pass_id=ctx.pass_id)
+                          annotations=tags, config=w.config, reuse=w.reuse, app=ctx.app, reason=why,
+                          pass_id=ctx.pass_id)
 
 
 def _stop(w: Workload, host_id: str, ctx: Context, why: str) -> Command:
@@ -276,8 +286,13 @@ def _stop(w: Workload, host_id: str, ctx: Context, why: str) -> Command:
 
 def _replace(w: Workload, slot: Slot, ctx: Context, spread: str) -> Command:
     if not w.is_provider and (slot.config is None or slot.config == w.config):
-        return UpdateComponent(host_id=slot.host.id, component_id=w.id, image=w.image, app=ctx.app,
-                               reason=f"roll {slot.image} -> {w.image} in place (spread '{spread}')",
+        # a host that reports reuse understands a new one; to one that does not, send only the image
+        reuse = w.reuse if slot.reuse is not None else None
+        changes = [f"{slot.image} -> {w.image}"] if slot.image != w.image else []
+        if slot.reuse is not None and slot.reuse != w.reuse:
+            changes.append(f"{slot.reuse.describe()} -> {w.reuse.describe()}")
+        return UpdateComponent(host_id=slot.host.id, component_id=w.id, image=w.image, reuse=reuse, app=ctx.app,
+                               reason=f"roll {'; '.join(changes)} in place (spread '{spread}')",
                                pass_id=ctx.pass_id)
     return _stop(w, slot.host.id, ctx, f"roll over to {ctx.version}: replace on {slot.host.id} (spread '{spread}')")
 

@@ -16,6 +16,7 @@ from ..manifest import (
     config_name,
     generated_id,
 )
+from ..observed import Reuse
 
 Kind = Literal["component", "capability"]
 ScalerKind = Literal["spreadscaler", "daemonscaler"]
@@ -45,6 +46,8 @@ class Workload:
     instances: int
     spreads: tuple[Spread, ...]
     """As written; empty means one spread over all hosts."""
+    reuse: Reuse = Reuse()
+    """Instance reuse (components; ``properties.reuse``); the default is a fresh instance per call."""
 
     @property
     def is_provider(self) -> bool:
@@ -72,6 +75,13 @@ def component_configs(app: Manifest, comp: Component) -> tuple[str, ...]:
     return tuple(config_name(app.name, c) for c in comp.properties.config)
 
 
+def component_reuse(comp: Component) -> Reuse:
+    props = comp.properties.reuse
+    if props is None or comp.is_capability:
+        return Reuse()
+    return Reuse(props.max_invocations, props.max_idle_s)
+
+
 def workload_of(app: Manifest, comp: Component) -> Workload | None:
     """How `comp` is placed, or None if this app does not place it: shared components
     (their own app does), and components with no scaler trait (wadm starts those
@@ -97,4 +107,5 @@ def workload_of(app: Manifest, comp: Component) -> Workload | None:
         scaler=scaler,  # type: ignore[arg-type]
         instances=props.instances,
         spreads=props.spread,
+        reuse=component_reuse(comp),
     )

@@ -56,6 +56,7 @@ def plan(workdir: Path, quick: bool, only: set[str] | None = None) -> tuple[list
         systems.append(peers.TrellisSingle(workdir, trellis_wasm, w, REUSE))
     if peers.platform_poc_landed():
         systems.append(peers.TrellisFullApp(workdir, cores))
+        systems.append(peers.TrellisFullApp(workdir, cores, REUSE))
     else:
         skipped["trellis-full-app"] = "examples/platform-poc is not committed yet (git log -- examples/platform-poc)"
     try:

@@ -431,13 +431,16 @@ class TrellisFullApp(System):
     family = "trellis"
     full_app = True
 
-    def __init__(self, workdir: Path, workers: int) -> None:
-        self.name = f"trellis-full-app-w{workers}"
+    def __init__(self, workdir: Path, workers: int, reuse: int = 1) -> None:
+        self.name = f"trellis-full-app-{'reuse' if reuse > 1 else 'fresh'}-w{workers}"
         super().__init__(workdir)
         self.workers = workers
+        self.reuse = reuse
         self.nats: Any = None
         self.host: Any = None
-        self.info = {"mode": "fresh instance per call (the manifest's default; wadm manifests have no reuse setting)",
+        mode = (f"instance reuse (every component's manifest properties: reuse.max_invocations {reuse})"
+                if reuse > 1 else "fresh instance per call (the manifest's default)")
+        self.info = {"mode": mode,
                      "processes": f"host + {workers} worker process(es) + 4 providers + nats-server (+ wadm, idle)",
                      "workers": workers}
 
@@ -471,7 +474,10 @@ class TrellisFullApp(System):
         conn = ["--nats-url", self.nats.url, "--lattice", lattice]
         self.spawn(procs.trellis_argv("wadm", *conn, "--log-level", "warning"), "wadm")
         manifest = (POC / "wadm.yaml").read_text()
-        manifest = re.sub(r"image: \./build/([\w-]+)\.wasm", lambda m: f"image: {wasms[m.group(1)]}", manifest)
+        manifest = re.sub(r"( *)image: \./build/([\w-]+)\.wasm",
+                          lambda m: f"{m.group(1)}image: {wasms[m.group(2)]}" + (
+                              f"\n{m.group(1)}reuse: {{max_invocations: {self.reuse}}}" if self.reuse > 1 else ""),
+                          manifest)
         manifest = manifest.replace("127.0.0.1:8080", f"127.0.0.1:{self.port}")
         (self.workdir / "wadm.yaml").write_text(manifest)
         deadline = time.monotonic() + 60  # the controller needs a moment to take the lease

@@ -52,7 +52,7 @@ def _roles(system: Any) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.http.profile", description=__doc__.splitlines()[0])
-    p.add_argument("--mode", choices=["fresh", "reuse", "full-app"], default="fresh")
+    p.add_argument("--mode", choices=["fresh", "reuse", "full-app", "full-app-reuse"], default="fresh")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--native", action="store_true", help="include native frames (wasmtime)")
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print("py-spy not found: pip install py-spy")
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="trellis-bench-http-profile-"))
-    if args.mode == "full-app":
-        system: Any = peers.TrellisFullApp(workdir, args.workers)
+    if args.mode.startswith("full-app"):
+        system: Any = peers.TrellisFullApp(workdir, args.workers, 1_000_000 if args.mode.endswith("reuse") else 1)
     else:
         system = peers.TrellisSingle(workdir, tools.build_trellis_component(), args.workers,
                                      1 if args.mode == "fresh" else 1_000_000)

@@ -10,17 +10,25 @@ A component's ``image`` may be:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
+from nats.js.client import JetStreamContext
+from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE
 
 from . import subjects
 from .errors import ErrorCode, TrellisError
 
+log = logging.getLogger(__name__)
 _LATTICE = re.compile(r"^lattice://sha256:([0-9a-f]{64})$")
 
 
@@ -93,13 +101,106 @@ async def push(nc: Client, lattice: str, data: bytes, *, replicas: int | None = 
     return "lattice://" + digest
 
 
-async def fetch_lattice(nc: Client, lattice: str, digest: str) -> bytes:
-    js = nc.jetstream()
+#: how long `fetch_lattice` keeps trying while the lattice's store cannot answer (seconds)
+FETCH_TIMEOUT_S = 30.0
+#: one attempt of `fetch_lattice`: a request, or the wait for the next chunk, that takes longer is tried again
+FETCH_ATTEMPT_S = 2.0
+#: JetStream error code "JetStream not enabled for account": a 503 that waiting does not cure
+_JS_NOT_ENABLED_FOR_ACCOUNT = 10039
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a read of the store may succeed if simply tried again a moment later: no answer in
+    time, or ``503 JetStream system temporarily unavailable`` (a stream or the cluster electing a
+    leader after a node was lost), or the connection moving to another node."""
+    if isinstance(exc, (nats.errors.TimeoutError, asyncio.TimeoutError, nats.errors.ConnectionReconnectingError)):
+        return True
+    if isinstance(exc, nats.js.errors.APIError):
+        return exc.code == 503 and exc.err_code != _JS_NOT_ENABLED_FOR_ACCOUNT
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, nats.js.errors.APIError) and exc.description:
+        return f"{exc.code} {exc.description}"
+    if isinstance(exc, (nats.errors.TimeoutError, asyncio.TimeoutError)):
+        return "no answer"
+    return str(exc) or exc.__class__.__name__
+
+
+async def fetch_lattice(nc: Client, lattice: str, digest: str, *, timeout_s: float = FETCH_TIMEOUT_S,
+                        attempt_s: float = FETCH_ATTEMPT_S) -> bytes:
+    """The artifact ``digest`` (``sha256:<hex>``) from the lattice's object store.
+
+    While the store cannot answer (its stream electing a leader after a NATS node was lost:
+    503 or no answer; the connection moving to another node) the read is made again, each
+    attempt bounded by ``attempt_s`` (a request, or the wait for the next chunk), with a short
+    backoff, until ``timeout_s``; then `ArtifactError` ``timeout`` says the store is
+    unavailable. An artifact that is not in the store is ``not_found`` at once.
+    """
+    bucket = subjects.bucket(lattice, "artifacts")
+    js = nc.jetstream(timeout=attempt_s)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = 0.1
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            data = await _read_object(js, bucket, object_name(digest), attempt_s)
+        except (nats.js.errors.BucketNotFoundError, nats.js.errors.ObjectNotFoundError,
+                nats.js.errors.ObjectDeletedError):
+            raise ArtifactError(f"artifact {digest} is not in lattice {lattice!r}'s store; "
+                                "push it with 'trellis push FILE'", ErrorCode.NOT_FOUND) from None
+        except nats.errors.NoRespondersError:
+            raise ArtifactError(f"cannot fetch artifact {digest}: JetStream is not available on the NATS server "
+                                "(the lattice's artifact store needs it)", ErrorCode.NO_RESPONDERS) from None
+        except ArtifactError:
+            raise
+        except Exception as exc:
+            if not _transient(exc):
+                raise ArtifactError(f"cannot read artifact {digest} from lattice {lattice!r}'s store: "
+                                    f"{_describe(exc)}", ErrorCode.INTERNAL) from None
+            if loop.time() + delay >= deadline:
+                raise ArtifactError(
+                    f"lattice {lattice!r}'s artifact store is unavailable ({_describe(exc)}; {attempts} attempts "
+                    f"over {timeout_s:g}s) fetching {digest}: is the NATS cluster electing a leader, or missing "
+                    "a majority of its nodes? Try again", ErrorCode.TIMEOUT) from None
+            log.info("artifact store of lattice %s unavailable (%s, attempt %d) fetching %s; retrying in %.1fs",
+                     lattice, _describe(exc), attempts, digest, delay)
+        else:
+            if digest.startswith("sha256:") and sha256_digest(data) != digest:
+                raise ArtifactError(f"artifact {digest} in lattice {lattice!r}'s store is corrupt "
+                                    f"(its content is {sha256_digest(data)})", ErrorCode.INTERNAL)
+            return data
+        await asyncio.sleep(delay)  # backoff: JetStream does not say when it is back
+        delay = min(delay * 2, 1.0)
+
+
+async def _read_object(js: JetStreamContext, bucket: str, name: str, attempt_s: float) -> bytes:
+    """One attempt at an object: its meta, then its chunks, none of them slower than ``attempt_s``.
+
+    (nats-py's ``ObjectStore.get`` waits for chunks without a bound, and leaves its
+    subscription behind when cancelled.)
+    """
+    store = await js.object_store(bucket)
+    info = await store.get_info(name)
+    if not info.nuid:
+        raise ArtifactError(f"unreadable entry for {name} in the artifact store", ErrorCode.INTERNAL)
+    if not info.size:
+        return b""
+    sub = await js.subscribe(OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=info.nuid), ordered_consumer=True)
     try:
-        store = await js.object_store(subjects.bucket(lattice, "artifacts"))
-        result = await store.get(object_name(digest))
-    except Exception as exc:
-        raise ArtifactError(f"artifact {digest} is not in lattice {lattice!r}'s store ({exc.__class__.__name__}); "
-                            "push it with 'trellis push FILE'", ErrorCode.NOT_FOUND) from None
-    assert result.data is not None
-    return bytes(result.data)
+        chunks: list[bytes] = []
+        while True:
+            msg = await sub.next_msg(timeout=attempt_s)
+            chunks.append(msg.data)
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    data = b"".join(chunks)
+    if len(data) != info.size:
+        raise ArtifactError(f"{name} in the artifact store: read {len(data)} bytes of {info.size}", ErrorCode.INTERNAL)
+    return data

@@ -8,6 +8,7 @@ import time
 import nats
 
 from interfaces import subjects
+from wadm.controller.cancel import stop_if_cancelled
 from wadm.controller.lease import LEASE_BUCKET, LEASE_KEY, Lease
 
 from ..harness import eventually
@@ -75,3 +76,32 @@ async def test_clean_release_hands_over_at_once(nats_server, lattice):
         tb.cancel()
         await asyncio.gather(tb, return_exceptions=True)
         await nc.close()
+
+
+async def test_a_loop_stops_even_when_wait_for_swallows_its_cancel():
+    """On Python 3.11, a cancel that arrives as the awaited result does is swallowed by
+    `asyncio.wait_for` (nats-py waits for every reply with it): the lease loop went on after
+    being cancelled and whoever awaited it hung (seen once in a few full test runs). The
+    controller's loops check for a pending cancel every round (`stop_if_cancelled`)."""
+    loop = asyncio.get_running_loop()
+    replies: list[asyncio.Future[int]] = []
+    rounds = 0
+    sent = asyncio.Event()
+
+    async def renewing() -> None:  # the shape of Lease.run: a request, then the next round
+        nonlocal rounds
+        while True:
+            stop_if_cancelled()
+            rounds += 1
+            reply: asyncio.Future[int] = loop.create_future()
+            replies.append(reply)
+            sent.set()
+            await asyncio.wait_for(reply, 5)
+            sent.clear()
+
+    task = asyncio.create_task(renewing())
+    await sent.wait()
+    replies[-1].set_result(1)  # the reply and the cancel arrive together
+    task.cancel()
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
+    assert task.cancelled() and rounds in (1, 2)

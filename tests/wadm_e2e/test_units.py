@@ -9,9 +9,11 @@ from interfaces.events import Event, EventType
 from interfaces.links import Link
 from wadm.commands import PutConfig, PutLink, ScaleComponent, StartComponent, StopComponent, UpdateComponent
 from wadm.controller import records as rec
-from wadm.controller.app_store import config_owner_key, link_owner_key, parse_owner_key
+from wadm.controller.app_store import (config_owner_key, link_owner_key, manifest_key, parse_manifest_key,
+                                      parse_owner_key)
 from wadm.controller.executor import chains, phases
 from wadm.controller.failures import FailureBook
+from wadm.controller.memory import AppMemory
 from wadm.controller.records import RecordError
 from wadm.controller.status import deployed_status
 from wadm.controller.view import LatticeView
@@ -158,6 +160,40 @@ def test_owner_keys_round_trip():
     assert key.count(".") == 6 and parse_owner_key(key) == ("link", ident)
     assert parse_owner_key(config_owner_key("a.b c")) == ("config", "a.b c")
     assert parse_owner_key("owner.other.x") is None
+
+
+def test_manifest_keys_round_trip():
+    assert parse_manifest_key(manifest_key("shop", "v1.2.0+build/7")) == ("shop", "v1.2.0+build/7")
+    assert parse_manifest_key("app.shop") is None and parse_manifest_key("manifest.shop") is None
+
+
+def test_app_memory_keeps_the_newest_entry_of_each_key(tmp_path):
+    mem = AppMemory()
+    v1 = rec.add_version(None, "shop", "v1", "sha256:1", "t0")[0]
+    deployed = rec.deploy(v1, "v1", "t1")
+    # the controller's own write (revision 7) is applied before the watch delivers the older one (6)
+    assert mem.set_record("shop", deployed, 7)
+    assert not mem.set_record("shop", v1, 6)
+    assert mem.records["shop"].deployed_version == "v1"
+    assert mem.set_record("shop", v1, 8)  # newer: applied
+    assert mem.records["shop"].deployed_version is None
+    # deleted by this controller after reading revision 9: the late entry 9 does not bring it back
+    mem.set_record("shop", deployed, 9)
+    mem.record_deleted("shop", 9)
+    assert not mem.set_record("shop", deployed, 9) and "shop" not in mem.records
+    assert mem.set_record("shop", v1, 11) and "shop" in mem.records  # made again later
+
+    m1 = load_manifest(component_app("shop", "./a.wasm", instances=1).encode(), base_dir=tmp_path)
+    m2 = load_manifest(component_app("shop", "./a.wasm", instances=5).encode(), base_dir=tmp_path)
+    assert mem.manifest("shop", "v1") is None
+    mem.set_manifest("shop", "v1", m1.to_data(), 3)
+    assert mem.manifest("shop", "v1") == m1
+    # the version deleted and stored again with other content: the parsed copy is not kept
+    mem.set_manifest("shop", "v1", None, 4)
+    assert mem.manifest("shop", "v1") is None and mem.manifest_data("shop", "v1") is None
+    mem.set_manifest("shop", "v1", m2.to_data(), 5)
+    assert not mem.set_manifest("shop", "v1", m1.to_data(), 3)
+    assert mem.manifest("shop", "v1") == m2 and mem.manifest_count == 1
 
 
 def test_stored_manifests_read_back_as_the_same_version(tmp_path):

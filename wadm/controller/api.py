@@ -5,6 +5,12 @@ Only the leader subscribes to ``trellis.<lattice>.wadm.api.>`` (queue group
 controller answers ``trellis.<lattice>.wadm.ping``. Malformed requests, unknown
 operations, invalid manifests and refused changes get a `CtlReply` error with a
 stable code and a message; manifest problems are listed in ``response.problems``.
+
+Changes (put, deploy, undeploy, delete) read and write the apps bucket, with a
+compare-and-set on every record. Reads (status, list, get, versions) answer from
+the controller's memory of the bucket (`AppMemory`, kept by a watch and by the
+changes this controller makes), so they keep working while the bucket's stream
+elects a leader.
 """
 
 from __future__ import annotations
@@ -129,8 +135,9 @@ class WadmApi:
 
     # --- helpers --------------------------------------------------------------------
 
-    async def _record(self, name: str) -> AppRecord:
-        record, _ = await self.ctl.apps.get(name)
+    async def _record(self, name: str, *, stored: bool = False) -> AppRecord:
+        """The record of ``name``: from memory, or read from the bucket (``stored``)."""
+        record = (await self.ctl.apps.get(name))[0] if stored else self.ctl.records.get(name)
         if record is None or not record.versions:
             raise ApiError(f"no application {name!r} in lattice {self.ctl.lattice!r}", ErrorCode.NOT_FOUND)
         return record
@@ -162,7 +169,9 @@ class WadmApi:
         if existing is not None and existing.digest != digest:
             rec.add_version(record, name, version, digest, rec.now_iso())  # raises the conflict
         if existing is None:
-            await self.ctl.apps.put_manifest(name, version, manifest.to_data())
+            data = manifest.to_data()
+            revision = await self.ctl.apps.put_manifest(name, version, data)
+            self.ctl.memory.set_manifest(name, version, data, revision)
         now = rec.now_iso()
         created: list[bool] = []
         dropped: list[str] = []
@@ -182,10 +191,10 @@ class WadmApi:
     async def _change(self, name: str,
                       fn: Callable[[AppRecord | None], AppRecord | None]) -> tuple[AppRecord | None, AppRecord | None]:
         try:
-            before, after = await self.ctl.apps.change(name, fn)
+            before, after, revision = await self.ctl.apps.change(name, fn)
         except RecordError as exc:
             raise ApiError(exc.message, exc.code) from None
-        self.ctl.record_changed(name, after)
+        self.ctl.record_changed(name, after, revision)
         return before, after
 
     async def get(self, req: AppRef) -> AppManifest:
@@ -194,7 +203,9 @@ class WadmApi:
             entry = record.require(req.version)
         except RecordError as exc:
             raise ApiError(exc.message, exc.code) from None
-        data = await self.ctl.apps.get_manifest(req.name, entry.version)
+        data = self.ctl.memory.manifest_data(req.name, entry.version)
+        if data is None:
+            data = await self.ctl.apps.get_manifest(req.name, entry.version)
         if data is None:
             raise ApiError(f"the manifest of {req.name} {entry.version} is missing from the store",
                            ErrorCode.NOT_FOUND)
@@ -203,7 +214,7 @@ class WadmApi:
 
     async def list(self, _: ListApps) -> AppList:
         apps: list[AppSummary] = []
-        for name, record in sorted((await self.ctl.apps.records()).items()):
+        for name, record in sorted(self.ctl.records.items()):
             if not record.versions:
                 continue
             st = await self.ctl.app_status(name, record)
@@ -222,7 +233,7 @@ class WadmApi:
         ])
 
     async def deploy(self, req: DeployApp) -> DeployReply:
-        record = await self._record(req.name)
+        record = await self._record(req.name, stored=True)
         try:
             entry = record.require(req.version)
         except RecordError as exc:
@@ -246,7 +257,7 @@ class WadmApi:
         return DeployReply(name=req.name, version=entry.version, message=message)
 
     async def undeploy(self, req: AppRef) -> DeployReply:
-        record = await self._record(req.name)
+        record = await self._record(req.name, stored=True)
         now = rec.now_iso()
         await self._change(req.name, lambda r: rec.undeploy(r, now) if r else r)
         self.ctl.executor.book.clear_app(req.name)
@@ -256,7 +267,7 @@ class WadmApi:
         return DeployReply(name=req.name, version=record.deployed_version, message=message)
 
     async def delete(self, req: DeleteApp) -> DeleteReply:
-        record = await self._record(req.name)
+        record = await self._record(req.name, stored=True)
         now = rec.now_iso()
         if req.version is not None:
             await self._change(req.name, lambda r: rec.delete_version(r, req.version or "", now) if r else r)

@@ -26,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from interfaces import subjects
 from interfaces.errors import ErrorCode, TrellisError
-from interfaces.store import StoreSettings, decode_token, encode_token
+from interfaces.store import StoreError, StoreSettings, decode_token, encode_token
 # The lattice store's own ordered-consumer watch: it ends the snapshot correctly (nats-py's
 # KeyValue.watch can report it complete too early) and re-reads the bucket after a reconnect.
 from interfaces.kv_watch import RESUBSCRIBED, BucketEntry
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 APPS = "apps"
 _CAS_ATTEMPTS = 25
+T = TypeVar("T")
 
 
 class AppStoreError(TrellisError):
@@ -97,7 +98,18 @@ def parse_owner_key(key: str) -> tuple[Literal["link"], LinkIdentity] | tuple[Li
 class RecordChange:
     name: str
     record: AppRecord | None
-    """None: deleted."""
+    """None: deleted (or unreadable)."""
+    revision: int | None = None
+    """The entry's revision in the bucket; None for a key found gone after a reconnect."""
+
+
+@dataclass(frozen=True)
+class ManifestChange:
+    name: str
+    version: str
+    data: dict[str, Any] | None
+    """The stored manifest; None: deleted (or unreadable)."""
+    revision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,11 +125,79 @@ class StoreSynced:
     what: Literal["apps", "owners"]
 
 
+# --- JetStream that is briefly away ------------------------------------------------------
+
+#: JetStream error code "JetStream not enabled for account": a 503 that waiting does not cure
+_JS_NOT_ENABLED_FOR_ACCOUNT = 10039
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a JetStream request may succeed if simply tried again a moment later.
+
+    A cluster electing a meta or stream leader (a node lost, restarted or cut off)
+    answers ``503 JetStream system temporarily unavailable`` or nothing at all (a
+    timeout) for a few seconds; a client whose node just died is reconnecting. No
+    responders (JetStream not enabled) or any other error is not transient.
+    """
+    if isinstance(exc, (nats.errors.TimeoutError, asyncio.TimeoutError, nats.errors.ConnectionReconnectingError,
+                        nats.js.errors.NoStreamResponseError)):
+        return True
+    if isinstance(exc, nats.js.errors.APIError):
+        return exc.code == 503 and exc.err_code != _JS_NOT_ENABLED_FOR_ACCOUNT
+    if isinstance(exc, TrellisError):  # interfaces.store translates JetStream's errors into these
+        return exc.code == ErrorCode.TIMEOUT
+    return False
+
+
+def store_transient(exc: BaseException) -> bool:
+    """`transient`, also for `interfaces.store`'s errors, which report a 503 as NO_RESPONDERS: used
+    once the controller has opened its own buckets, so JetStream is known to be there."""
+    return transient(exc) or (isinstance(exc, StoreError) and exc.code in (ErrorCode.TIMEOUT,
+                                                                            ErrorCode.NO_RESPONDERS))
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, nats.js.errors.APIError) and exc.description:
+        return f"{exc.code} {exc.description}"
+    if isinstance(exc, (nats.errors.TimeoutError, asyncio.TimeoutError)):
+        return "no answer"
+    return str(exc) or exc.__class__.__name__
+
+
+async def retry_transient(what: str, attempt: Callable[[], Awaitable[T]], retry_s: float, *,
+                          first_delay_s: float = 0.1, max_delay_s: float = 2.0,
+                          retryable: Callable[[BaseException], bool] = transient) -> T:
+    """``attempt()``, tried again with backoff (``first_delay_s`` doubling up to ``max_delay_s``)
+    while it fails with a transient JetStream error, for up to ``retry_s`` seconds; then the
+    last error is raised. ``retry_s`` 0: one attempt."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry_s
+    delay = first_delay_s
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not retryable(exc) or loop.time() + delay > deadline:
+                raise
+            log.warning("%s: JetStream unavailable (%s, attempt %d); retrying in %.1fs", what, describe(exc),
+                        tries, delay)
+        await asyncio.sleep(delay)  # backoff, not synchronisation: JetStream says nothing when it is back
+        delay = min(delay * 2, max_delay_s)
+
+
 async def open_bucket(nc: Client, name: str, description: str, settings: StoreSettings,
-                      ttl_s: float | None = None) -> KeyValue:
-    """Bind to a KV bucket, creating it (with these settings) when it does not exist."""
+                      ttl_s: float | None = None, *, retry_s: float = 0.0) -> KeyValue:
+    """Bind to a KV bucket, creating it (with these settings) when it does not exist.
+
+    While JetStream is briefly unavailable (a cluster electing a leader: 503, or no answer)
+    the attempt is repeated with backoff for up to ``retry_s`` seconds; two processes racing
+    to create the bucket both end up bound to it.
+    """
     js = nc.jetstream(timeout=settings.timeout_s)
-    try:
+
+    async def attempt() -> KeyValue:
         try:
             return await js.key_value(name)
         except nats.js.errors.BucketNotFoundError:
@@ -127,21 +207,35 @@ async def open_bucket(nc: Client, name: str, description: str, settings: StoreSe
                 bucket=name, history=1, replicas=settings.replicas, ttl=ttl_s, description=description))
         except nats.js.errors.BadRequestError:
             return await js.key_value(name)  # created by someone else meanwhile: use theirs
-    except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
+
+    try:
+        return await retry_transient(f"opening bucket {name}", attempt, retry_s)
+    except nats.errors.NoRespondersError:
         raise AppStoreError(f"JetStream is not available on the NATS server (needed for {name}): "
                             "start nats-server with -js", ErrorCode.NO_RESPONDERS) from None
+    except nats.js.errors.ServiceUnavailableError as exc:
+        if exc.err_code == _JS_NOT_ENABLED_FOR_ACCOUNT:
+            raise AppStoreError(f"JetStream is not enabled for this NATS account (needed for {name})",
+                                ErrorCode.NO_RESPONDERS) from None
+        raise AppStoreError(f"JetStream stayed unavailable ({describe(exc)}) for {retry_s:.0f}s opening bucket "
+                            f"{name}: is the NATS cluster missing a majority of its nodes?",
+                            ErrorCode.NO_RESPONDERS) from None
     except (nats.errors.TimeoutError, asyncio.TimeoutError):
-        raise AppStoreError(f"JetStream did not answer within {settings.timeout_s}s opening bucket {name}",
-                            ErrorCode.TIMEOUT) from None
+        raise AppStoreError(f"JetStream did not answer within {settings.timeout_s}s opening bucket {name}"
+                            + (f" (tried for {retry_s:.0f}s): is the NATS cluster missing a majority of its nodes?"
+                               if retry_s else ""), ErrorCode.TIMEOUT) from None
 
 
 class AppStore:
     """The apps bucket of one lattice."""
 
-    def __init__(self, nc: Client, lattice: str, settings: StoreSettings | None = None) -> None:
+    def __init__(self, nc: Client, lattice: str, settings: StoreSettings | None = None, *,
+                 retry_s: float = 0.0) -> None:
         self.nc = nc
         self.lattice = subjects.check_lattice(lattice)
         self.settings = settings or StoreSettings.from_env()
+        self.retry_s = retry_s
+        """How long opening the bucket and starting a watch are retried while JetStream is unavailable."""
         self._kv: KeyValue | None = None
         self._lock = asyncio.Lock()
 
@@ -149,7 +243,8 @@ class AppStore:
         async with self._lock:
             if self._kv is None:
                 self._kv = await open_bucket(self.nc, subjects.bucket(self.lattice, APPS),
-                                             f"Trellis wadm applications of lattice {self.lattice}", self.settings)
+                                             f"Trellis wadm applications of lattice {self.lattice}", self.settings,
+                                             retry_s=self.retry_s)
             return self._kv
 
     # --- records -----------------------------------------------------------------------
@@ -164,50 +259,39 @@ class AppStore:
             return None, (tomb.revision if tomb is not None and tomb.revision else 0)
         return _decode_record(entry.key, entry.value or b""), entry.revision or 0
 
-    async def change(self, name: str,
-                     fn: Callable[[AppRecord | None], AppRecord | None]) -> tuple[AppRecord | None, AppRecord | None]:
-        """Apply `fn` to the record with compare-and-set; returns (before, after). `fn` may raise."""
+    async def change(self, name: str, fn: Callable[[AppRecord | None], AppRecord | None]
+                     ) -> tuple[AppRecord | None, AppRecord | None, int]:
+        """Apply `fn` to the record with compare-and-set; returns (before, after, revision). `fn` may raise.
+
+        The revision is the one written (for a deletion, or no change, the one read)."""
         kv = await self.kv()
         for _ in range(_CAS_ATTEMPTS):
             before, revision = await self.get(name)
             after = fn(before)
             if after == before:
-                return before, after
+                return before, after, revision
             try:
                 if after is None:
                     await kv.delete(app_key(name), last=revision or None)
                 elif before is None:
-                    await kv.create(app_key(name), after.model_dump_json().encode())
+                    revision = await kv.create(app_key(name), after.model_dump_json().encode())
                 else:
-                    await kv.update(app_key(name), after.model_dump_json().encode(), last=revision)
+                    revision = await kv.update(app_key(name), after.model_dump_json().encode(), last=revision)
             except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
                 continue
             except nats.js.errors.APIError as exc:
                 if exc.err_code in (10071, 10164):  # wrong last sequence / key exists
                     continue
                 raise
-            return before, after
+            return before, after, revision
         raise AppStoreError(f"application {name!r} kept changing; try again", ErrorCode.CONFLICT)
-
-    async def records(self) -> dict[str, AppRecord]:
-        """Every record, read now."""
-        await self.kv()
-        out: dict[str, AppRecord] = {}
-        async for entry in bucket_watch(self.nc, subjects.bucket(self.lattice, APPS), "app.*",
-                                        ignore_deletes=True, resubscribe=False):
-            if entry is None:
-                break
-            if isinstance(entry, BucketEntry):
-                rec = _decode_record(entry.key, entry.value)
-                if rec is not None:
-                    out[rec.name] = rec
-        return out
 
     # --- manifests ---------------------------------------------------------------------
 
-    async def put_manifest(self, name: str, version: str, data: dict[str, Any]) -> None:
+    async def put_manifest(self, name: str, version: str, data: dict[str, Any]) -> int:
+        """Store a manifest; returns its revision."""
         kv = await self.kv()
-        await kv.put(manifest_key(name, version), json.dumps(data, sort_keys=True).encode())
+        return await kv.put(manifest_key(name, version), json.dumps(data, sort_keys=True).encode())
 
     async def get_manifest(self, name: str, version: str) -> dict[str, Any] | None:
         kv = await self.kv()
@@ -215,12 +299,7 @@ class AppStore:
             entry = await kv.get(manifest_key(name, version))
         except nats.js.errors.KeyNotFoundError:
             return None
-        try:
-            data = json.loads(entry.value or b"")
-        except ValueError:
-            log.warning("unreadable manifest %s %s in the store", name, version)
-            return None
-        return data if isinstance(data, dict) else None
+        return _decode_manifest(entry.key, entry.value or b"")
 
     async def delete_manifests(self, name: str, versions: list[str]) -> None:
         kv = await self.kv()
@@ -255,18 +334,26 @@ class AppStore:
 
     # --- watching ----------------------------------------------------------------------
 
-    async def watch_records(self) -> AsyncIterator[RecordChange | StoreSynced]:
-        """Every record, `StoreSynced("apps")`, then changes (re-read after a reconnect)."""
-        async for key, value in self._watch_keys("app.*", "apps"):
+    async def watch_apps(self) -> AsyncIterator[RecordChange | ManifestChange | StoreSynced]:
+        """Every record and manifest, `StoreSynced("apps")`, then changes (re-read after a reconnect).
+
+        One watch of the whole bucket (ownership records skipped), so changes come in the
+        order they were written: a version's manifest always before the record naming it.
+        """
+        async for key, value, revision in self._watch_keys(">", "apps"):
             if isinstance(value, StoreSynced):
                 yield value
-                continue
-            name = key.split(".", 1)[1]
-            yield RecordChange(name, None if value is None else _decode_record(key, value))
+            elif key.startswith("app."):
+                name = key.split(".", 1)[1]
+                yield RecordChange(name, None if value is None else _decode_record(key, value), revision)
+            elif key.startswith("manifest."):
+                parsed = parse_manifest_key(key)
+                if parsed is not None:
+                    yield ManifestChange(*parsed, None if value is None else _decode_manifest(key, value), revision)
 
     async def watch_owners(self) -> AsyncIterator[OwnerChange | StoreSynced]:
         """Every ownership record, `StoreSynced("owners")`, then changes (re-read after a reconnect)."""
-        async for key, value in self._watch_keys("owner.>", "owners"):
+        async for key, value, _ in self._watch_keys("owner.>", "owners"):
             if isinstance(value, StoreSynced):
                 yield value
                 continue
@@ -283,15 +370,16 @@ class AppStore:
             yield OwnerChange(parsed[0], parsed[1], app)
 
     async def _watch_keys(self, pattern: str, what: Literal["apps", "owners"]
-                          ) -> AsyncIterator[tuple[str, bytes | StoreSynced | None]]:
-        """(key, value) for every key matching `pattern`, then (``""``, StoreSynced), then changes;
-        value None is a deletion. After a reconnect the keys are read again and keys that went
-        away meanwhile come out as deletions, so the caller never keeps a stale entry."""
+                          ) -> AsyncIterator[tuple[str, bytes | StoreSynced | None, int | None]]:
+        """(key, value, revision) for every key matching `pattern`, then (``""``, StoreSynced, None),
+        then changes; value None is a deletion. After a reconnect the keys are read again and keys
+        that went away meanwhile come out as deletions (revision None), so the caller never keeps
+        a stale entry."""
         await self.kv()
         known: set[str] = set()
         fresh: set[str] | None = None
         synced = False
-        async for entry in bucket_watch(self.nc, subjects.bucket(self.lattice, APPS), pattern):
+        async for entry in self._bucket_watch(pattern):
             if entry is RESUBSCRIBED:
                 fresh = set()
                 continue
@@ -299,21 +387,66 @@ class AppStore:
                 if fresh is not None:
                     for key in sorted(known - fresh):
                         known.discard(key)
-                        yield key, None
+                        yield key, None, None
                     fresh = None
                 if not synced:
                     synced = True
-                    yield "", StoreSynced(what)
+                    yield "", StoreSynced(what), None
                 continue
             assert isinstance(entry, BucketEntry)
             if fresh is not None:
                 fresh.add(entry.key)
             if entry.deleted:
                 known.discard(entry.key)
-                yield entry.key, None
+                yield entry.key, None, entry.revision
             else:
                 known.add(entry.key)
-                yield entry.key, entry.value
+                yield entry.key, entry.value, entry.revision
+
+    async def _bucket_watch(self, pattern: str) -> AsyncIterator[Any]:
+        """`interfaces.kv_watch.watch_bucket`, whose first subscription is retried with backoff for
+        up to ``retry_s`` while JetStream is unavailable (once subscribed, it resubscribes by itself)."""
+        name = subjects.bucket(self.lattice, APPS)
+        watch: Any = None
+
+        async def subscribed() -> Any:
+            nonlocal watch
+            watch = bucket_watch(self.nc, name, pattern)
+            try:
+                return await watch.__anext__()  # the subscription is made before anything is yielded
+            except BaseException:
+                await watch.aclose()
+                raise
+
+        first = await retry_transient(f"watching {name} {pattern}", subscribed, self.retry_s)
+        try:
+            yield first
+            async for entry in watch:
+                yield entry
+        finally:
+            await watch.aclose()
+
+
+def parse_manifest_key(key: str) -> tuple[str, str] | None:
+    """(name, version) of a ``manifest.<name>.<version>`` key."""
+    parts = key.split(".")
+    if len(parts) != 3 or parts[0] != "manifest":
+        return None
+    try:
+        return parts[1], decode_token(parts[2])
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _decode_manifest(key: str, data: bytes) -> dict[str, Any] | None:
+    try:
+        found = json.loads(data)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        log.warning("ignoring unreadable manifest %s", key)
+        return None
+    return found
 
 
 def _decode_record(key: str, data: bytes) -> AppRecord | None:

@@ -7,7 +7,9 @@ Parts (each in its own module):
   and return commands;
 * `Executor` applies one pass's commands and waits for their outcomes;
 * `Lease` decides which of several controllers acts;
-* `WadmApi` answers the API (leader only); `AppStore` keeps manifests in KV.
+* `WadmApi` answers the API (leader only); `AppStore` keeps manifests in KV, and
+  `AppMemory` holds all of them (records and manifests) in every controller, from a
+  watch of the bucket, so a new leader acts at once from memory.
 
 Reconciliation is level-triggered: one `AppWorker` per application runs a pass
 whenever it is woken, which happens every ``tick_s`` and at once after any
@@ -44,12 +46,14 @@ from interfaces.store import LatticeStore, StoreSettings
 from interfaces.wadm_api import AppStatusReply, ControllerInfo, Role
 from trellis.service import Service
 
-from ..manifest import Manifest, ManifestError, manifest_from_data
+from ..manifest import Manifest
 from ..scaler import AppState, plan, undeploy
 from .api import WadmApi
-from .app_store import AppStore, RecordChange, StoreSynced
+from .cancel import stop_if_cancelled
+from .app_store import AppStore, ManifestChange, RecordChange, StoreSynced, retry_transient, store_transient
 from .executor import Executor
 from .lease import Lease
+from .memory import AppMemory
 from .observer import Observer, essential
 from .records import AppRecord, now_iso
 from .settings import ControllerSettings
@@ -70,6 +74,7 @@ class AppWorker:
 
     async def run(self) -> None:
         while True:
+            stop_if_cancelled()
             await self.wake.wait()
             self.wake.clear()
             if not self.ctl.may_act():
@@ -95,11 +100,12 @@ class Controller(Service):
         self.lattice = subjects.check_lattice(settings.lattice)
         self.id = settings.controller_id or f"wadm-{uuid.uuid4().hex[:8]}"
         self.started_at = now_iso()
-        self.records: dict[str, AppRecord] = {}
+        self.memory = AppMemory()
+        self.records: dict[str, AppRecord] = self.memory.records
+        """Every application's record, as last seen (`memory`)."""
         self.last_pass: dict[str, str] = {}
         self.workers: dict[str, AppWorker] = {}
         self._records_synced = asyncio.Event()
-        self._manifests: dict[tuple[str, str], Manifest] = {}
         self._passes = itertools.count(1)
         self._housekeeping_wake = asyncio.Event()
         self._ping_sub: Any = None
@@ -115,20 +121,25 @@ class Controller(Service):
         store_settings = StoreSettings.from_env()
         self.client = LatticeClient(lattice=self.lattice, nc=self.nc)
         self.store = LatticeStore(self.nc, self.lattice, source=self.id, settings=store_settings)
-        self.apps = AppStore(self.nc, self.lattice, store_settings)
+        # JetStream may be briefly unavailable (a cluster electing its meta leader answers 503,
+        # or nothing): every bucket is opened, and every watch started, with bounded retries
+        self.apps = AppStore(self.nc, self.lattice, store_settings, retry_s=s.store_retry_s)
         await self.apps.kv()
         self.lease = Lease(self.nc, self.lattice, self.id, ttl_s=s.lease_ttl_s, poll_s=s.lease_poll_s,
-                           settings=store_settings, on_change=self._on_leadership)
+                           settings=store_settings, on_change=self._on_leadership, retry_s=s.store_retry_s)
         await self.lease.open()
+        for what in ("links", "config"):
+            await retry_transient(f"opening the {what} bucket", lambda: self.store.bucket(what), s.store_retry_s,
+                                  retryable=store_transient)
         self.observer = Observer(self.nc, self.lattice, self.client, self.store, self.apps, self.tasks,
                                  expiry_intervals=s.host_expiry_intervals, ping_timeout_s=s.ping_timeout_s,
-                                 on_change=self._on_view_change, on_fatal=self._fatal)
+                                 on_change=self._on_view_change, on_fatal=self._fatal,
+                                 store_retry_s=s.store_retry_s)
         self.executor = Executor(self.client, self.store, self.apps, self.observer, s, self.may_act)
         self.api = WadmApi(self)
         self._ping_sub = await self.nc.subscribe(subjects.wadm_ping(self.lattice), cb=self._on_ping)
         await self.observer.start()
-        self.tasks.spawn(essential(self._watch_records(), "the application record watch", self._fatal),
-                         "watch-apps")
+        self.tasks.spawn(essential(self._watch_apps(), "the application watch", self._fatal), "watch-apps")
         await self._until_loaded()
         self.tasks.spawn(essential(self._housekeeping(), "housekeeping", self._fatal), "housekeeping")
         self.tasks.spawn(essential(self.lease.run(), "the lease", self._fatal), "lease")
@@ -221,28 +232,31 @@ class Controller(Service):
         for w in self.workers.values():
             w.wake.set()
 
-    def record_changed(self, name: str, record: AppRecord | None) -> None:
-        """An API handler changed a record: act on it now (the watch confirms it later)."""
+    def record_changed(self, name: str, record: AppRecord | None, revision: int) -> None:
+        """An API handler wrote a record (at ``revision``; a deletion: the one it read before), so act
+        on it now (the watch confirms it later)."""
         if record is None:
-            self.records.pop(name, None)
+            self.memory.record_deleted(name, revision)
         else:
-            self.records[name] = record
+            self.memory.set_record(name, record, revision)
         self._ensure_workers()
         worker = self.workers.get(name)
         if worker is not None:
             worker.wake.set()
 
-    async def _watch_records(self) -> None:
-        async for change in self.apps.watch_records():
+    async def _watch_apps(self) -> None:
+        """Keep `memory` (records and manifests) as the bucket holds them, leader or not."""
+        async for change in self.apps.watch_apps():
+            stop_if_cancelled()  # (the watch waits with wait_for, which can swallow our cancel)
             if isinstance(change, StoreSynced):
-                log.info("%d application(s) in the store", len(self.records))
+                log.info("%d application(s), %d manifest(s) in the store", len(self.records),
+                         self.memory.manifest_count)
                 self._records_synced.set()
+            elif isinstance(change, ManifestChange):
+                self.memory.set_manifest(change.name, change.version, change.data, change.revision)
             elif isinstance(change, RecordChange):
-                if change.record is None:
-                    self.records.pop(change.name, None)
-                else:
-                    self.records[change.name] = change.record
-                if self._records_synced.is_set():
+                if self.memory.set_record(change.name, change.record, change.revision) and \
+                        self._records_synced.is_set():
                     self._ensure_workers()
                     worker = self.workers.get(change.name)
                     if worker is not None:
@@ -253,9 +267,11 @@ class Controller(Service):
         loop = asyncio.get_running_loop()
         next_tick = 0.0
         while True:
-            try:
-                await asyncio.wait_for(self._housekeeping_wake.wait(), min(0.25, self.settings.tick_s))
-            except asyncio.TimeoutError:
+            stop_if_cancelled()
+            try:  # (not wait_for: on Python 3.11 it can swallow the cancel that stops us)
+                async with asyncio.timeout(min(0.25, self.settings.tick_s)):
+                    await self._housekeeping_wake.wait()
+            except TimeoutError:
                 pass
             self._housekeeping_wake.clear()
             try:
@@ -290,18 +306,14 @@ class Controller(Service):
     # --- manifests ---------------------------------------------------------------------
 
     async def manifest(self, name: str, version: str) -> Manifest | None:
-        key = (name, version)
-        found = self._manifests.get(key)
-        if found is None:
+        """A stored manifest, from memory; read from the store only when memory does not have it
+        (yet): the watch is behind, which a version this controller just stored never is."""
+        found = self.memory.manifest(name, version)
+        if found is None and self.memory.manifest_data(name, version) is None:
             data = await self.apps.get_manifest(name, version)
-            if data is None:
-                return None
-            try:
-                found = manifest_from_data(data)
-            except ManifestError as exc:
-                log.error("stored manifest %s %s is unreadable: %s", name, version, exc)
-                return None
-            self._manifests[key] = found
+            if data is not None:
+                self.memory.set_manifest(name, version, data, None)
+                found = self.memory.manifest(name, version)
         return found
 
     async def deployed_manifests(self) -> dict[str, Manifest]:

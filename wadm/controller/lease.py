@@ -34,18 +34,20 @@ from interfaces import subjects
 from interfaces.store import StoreSettings
 
 from .app_store import open_bucket
+from .cancel import stop_if_cancelled
 from .records import now_iso
 
 log = logging.getLogger(__name__)
 
 LEASE_BUCKET = "wadm_lease"
 LEASE_KEY = "leader"
+_WRONG_LAST_SEQUENCE = 10071
 
 
 class Lease:
     def __init__(self, nc: Client, lattice: str, holder: str, *, ttl_s: float = 3.0, poll_s: float = 0.25,
                  settings: StoreSettings | None = None,
-                 on_change: Callable[[bool], None] | None = None) -> None:
+                 on_change: Callable[[bool], None] | None = None, retry_s: float = 0.0) -> None:
         self.nc = nc
         self.lattice = lattice
         self.holder = holder
@@ -53,6 +55,8 @@ class Lease:
         self.poll_s = poll_s
         self.settings = settings or StoreSettings.from_env()
         self.on_change = on_change
+        self.retry_s = retry_s
+        """How long `open` retries while JetStream is unavailable."""
         self._kv: KeyValue | None = None
         self._revision = 0
         self._valid_until = 0.0  # loop time until which we may act
@@ -74,7 +78,7 @@ class Lease:
     async def open(self) -> None:
         self._kv = await open_bucket(self.nc, subjects.bucket(self.lattice, LEASE_BUCKET),
                                      f"Trellis wadm leader lease of lattice {self.lattice}", self.settings,
-                                     ttl_s=self.ttl_s)
+                                     ttl_s=self.ttl_s, retry_s=self.retry_s)
         try:  # the first creator's TTL is the one that counts
             ttl = (await self._kv.status()).ttl
             if ttl and abs(ttl - self.ttl_s) > 1e-3:
@@ -105,6 +109,7 @@ class Lease:
         loop = asyncio.get_running_loop()
         try:
             while True:
+                stop_if_cancelled()
                 if self._held:
                     await self._renew(loop)
                     if self._held:
@@ -124,8 +129,8 @@ class Lease:
         sent = loop.time()
         taken_at = now_iso()
         try:
-            self._revision = await asyncio.wait_for(self._kv.create(LEASE_KEY, self._value(taken_at)),
-                                                    self.ttl_s / 3)
+            async with asyncio.timeout(self.ttl_s / 3):  # (not wait_for: on 3.11 it can swallow a cancel)
+                self._revision = await self._kv.create(LEASE_KEY, self._value(taken_at))
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
             await self._read_leader()  # held by someone else
             return
@@ -140,13 +145,20 @@ class Lease:
         assert self._kv is not None
         sent = loop.time()
         try:
-            self._revision = await asyncio.wait_for(
-                self._kv.update(LEASE_KEY, self._value(self.since or now_iso()), last=self._revision),
-                self.ttl_s / 3)
-        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError) as exc:
-            log.warning("lease taken by someone else (%s)", exc)
-            self._set(False)
-            await self._read_leader()
+            async with asyncio.timeout(self.ttl_s / 3):
+                self._revision = await self._kv.update(LEASE_KEY, self._value(self.since or now_iso()),
+                                                       last=self._revision)
+        except nats.js.errors.APIError as exc:
+            if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or exc.err_code == _WRONG_LAST_SEQUENCE:
+                log.warning("lease taken by someone else (%s)", exc)
+                self._set(False)
+                await self._read_leader()
+                return
+            # e.g. 503 while the lease stream elects a leader: nothing was written; like a timeout,
+            # keep acting until the lease we hold runs out
+            log.warning("lease renewal failed: %r", exc)
+            if loop.time() >= self._valid_until:
+                self._set(False)
             return
         except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
             log.warning("lease renewal failed: %r", exc)
@@ -169,7 +181,8 @@ class Lease:
         if not was or self._kv is None or self.nc.is_closed:
             return
         try:
-            await asyncio.wait_for(self._kv.delete(LEASE_KEY, last=self._revision), 2.0)
+            async with asyncio.timeout(2.0):
+                await self._kv.delete(LEASE_KEY, last=self._revision)
             log.info("controller %s gave up the lease", self.holder)
         except Exception as exc:  # expired or taken already; it lapses by itself anyway
             log.debug("lease not released: %r", exc)

@@ -34,7 +34,8 @@ from interfaces.events import Event, EventType
 from interfaces.store import ConfigChange, LatticeStore, LinkChange, Synced
 from trellis.service import TaskGroup
 
-from .app_store import AppStore, OwnerChange, StoreSynced
+from .app_store import AppStore, OwnerChange, StoreSynced, store_transient
+from .cancel import stop_if_cancelled
 from .view import LatticeView
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class Observer:
     def __init__(self, nc: Client, lattice: str, client: LatticeClient, store: LatticeStore, apps: AppStore,
                  tasks: TaskGroup, *, expiry_intervals: float = 3.0, ping_timeout_s: float = 1.0,
                  on_change: Callable[[str], None] | None = None,
-                 on_fatal: Callable[[str, BaseException], None] | None = None) -> None:
+                 on_fatal: Callable[[str, BaseException], None] | None = None, store_retry_s: float = 0.0) -> None:
         self.nc = nc
         self.lattice = lattice
         self.client = client
@@ -90,6 +91,8 @@ class Observer:
         self.ping_timeout_s = ping_timeout_s
         self.on_change = on_change or (lambda why: None)
         self.on_fatal = on_fatal or (lambda what, exc: None)
+        self.store_retry_s = store_retry_s
+        """How long the link and config watch is retried while it cannot start (JetStream unavailable)."""
         self._expectations: list[_Expectation] = []
         self._conditions: list[_Condition] = []
         self._synced: set[str] = set()
@@ -198,23 +201,55 @@ class Observer:
             self._changed(ev.type)
 
     async def _watch_store(self) -> None:
-        async for change in self.store.watch():
-            if isinstance(change, Synced):
-                self._mark_synced(change.bucket)
-                continue
-            if isinstance(change, LinkChange):
-                changed = (self.view.put_link(change.link) if change.kind == "put"
-                           else self.view.delete_link(change.link.identity))
-            elif isinstance(change, ConfigChange):
-                changed = (self.view.put_config(change.name, change.values) if change.kind == "put"
-                           else self.view.delete_config(change.name))
-            else:
-                continue
-            if changed:
-                self._changed("store")
+        """Links and configs into the view. Until both are loaded, a watch that fails to start
+        (JetStream unavailable: 503 or no answer while a cluster elects a leader) is started
+        again with backoff for up to ``store_retry_s``, and what a failed start put in the view
+        is taken out again first; once loaded, the watches resubscribe by themselves."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.store_retry_s
+        delay = 0.1
+        while True:
+            links: set[Any] = set()
+            configs: set[str] = set()
+            try:
+                async for change in self.store.watch():
+                    stop_if_cancelled()  # (the watch waits with wait_for, which can swallow our cancel)
+                    if isinstance(change, Synced):
+                        self._mark_synced(change.bucket)
+                        continue
+                    loading = not {"links", "config"} <= self._synced
+                    if isinstance(change, LinkChange):
+                        if loading and change.kind == "put":
+                            links.add(change.link.identity)
+                        changed = (self.view.put_link(change.link) if change.kind == "put"
+                                   else self.view.delete_link(change.link.identity))
+                    elif isinstance(change, ConfigChange):
+                        if loading and change.kind == "put":
+                            configs.add(change.name)
+                        changed = (self.view.put_config(change.name, change.values) if change.kind == "put"
+                                   else self.view.delete_config(change.name))
+                    else:
+                        continue
+                    if changed:
+                        self._changed("store")
+                return
+            except Exception as exc:
+                if {"links", "config"} <= self._synced or not store_transient(exc) \
+                        or loop.time() + delay > deadline:
+                    raise
+                log.warning("observer: the link and config watch could not start (%r); retrying in %.1fs",
+                            exc, delay)
+                self._synced -= {"links", "config"}
+                for identity in links:
+                    self.view.delete_link(identity)
+                for name in configs:
+                    self.view.delete_config(name)
+            await asyncio.sleep(delay)  # backoff: JetStream does not say when it is back
+            delay = min(delay * 2, 2.0)
 
     async def _watch_owners(self) -> None:
         async for change in self.apps.watch_owners():
+            stop_if_cancelled()
             if isinstance(change, StoreSynced):
                 self._mark_synced("owners")
                 continue

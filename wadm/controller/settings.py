@@ -26,6 +26,12 @@ class ControllerSettings(BaseModel):
         "(1 s heartbeats: about 3 s)",
     )
     ping_timeout_s: float = Field(default=1.0, gt=0, description="how long the initial ping waits for hosts to answer")
+    store_retry_s: float = Field(
+        default=60.0, ge=0,
+        description="at start, how long opening the JetStream buckets (apps, lease, links, config) and starting "
+        "their watches is retried while JetStream is unavailable (a cluster electing a leader answers 503, or "
+        "nothing, for a few seconds); then the controller gives up with the reason",
+    )
 
     # --- executing commands -------------------------------------------------------------
     start_timeout_s: float = Field(

@@ -11,17 +11,31 @@ Request (``Invocation``)::
      "function": "name", "args": [...], "deadline_ms": <unix ms>, "link": "default",
      "trace": {"traceparent": "…"}, "attempt": 1}
 
+``link``, ``trace`` and ``attempt`` may be left out (defaults: ``"default"``,
+``{}``, ``1``). ``id`` is opaque to receivers; Trellis writes 32 hex digits, a
+random prefix per client (or process) and a counter (:class:`IdSource`).
+
 Reply (``Reply``), any number of ``{"v":1,"id":…,"progress":true}`` keep-alives
-followed by exactly one of::
+(``"nr": true`` on one that says an at-most-once call has started) followed by
+exactly one of (each with ``"by": "<host/worker>"`` when the server names itself)::
 
     {"v": 1, "id": "…", "ok": true, "result": <plain>}
     {"v": 1, "id": "…", "ok": false, "error": {"code": "…", "message": "…", "kind": "…"}}
+
+Maps, not arrays, and the keys above in this order: a map costs ~1.5 µs more
+to decode than an array of the same fields, but it is the format every
+Trellis process speaks; changing it would need a version 2 that both sides
+accept during an upgrade. Decoding checks every field's type in one pass and
+falls back to field-by-field checks (which say what is wrong) only for a bad
+frame; encoding reuses one msgpack ``Packer`` per thread.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,14 +49,50 @@ class EnvelopeError(ValueError):
     """A frame that is not a valid envelope; the message says what is wrong."""
 
 
-@dataclass
+# --- invocation ids -------------------------------------------------------------
+
+class IdSource:
+    """Invocation ids: 32 hex digits, a random 64-bit prefix and a 64-bit counter.
+
+    As unique as ``uuid4().hex`` for practical purposes (prefixes are drawn from
+    the OS's random source, one per source), at a tenth of the cost: no system
+    call per id.
+    """
+
+    __slots__ = ("prefix", "_count")
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self._count = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self._count):016x}"
+
+
+_ids = IdSource()
+
+
+def _new_prefix_after_fork() -> None:
+    global _ids
+    _ids = IdSource()  # a forked child must not repeat its parent's ids
+
+
+os.register_at_fork(after_in_child=_new_prefix_after_fork)
+
+
+def new_id() -> str:
+    """A fresh invocation id (process-wide source; :class:`IdSource` for one of your own)."""
+    return _ids()
+
+
+@dataclass(slots=True)
 class Invocation:
     target: str
     interface: str
     function: str
     args: list[Any] = field(default_factory=list)
     source: str = "cli"
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=new_id)
     deadline_ms: int = 0
     link: str = "default"
     trace: dict[str, str] = field(default_factory=dict)
@@ -67,6 +117,18 @@ class Invocation:
     @classmethod
     def decode(cls, frame: bytes) -> "Invocation":
         m = _unpack(frame)
+        # fast path: every field present (or defaulted) with its exact type, as every sender writes them
+        g = m.get
+        iid, source, target, interface, function, args, deadline_ms = (
+            g("id"), g("source"), g("target"), g("interface"), g("function"), g("args"), g("deadline_ms"))
+        link, trace, attempt = g("link", "default"), g("trace", _NO_TRACE), g("attempt", 1)
+        if (g("v") == VERSION and type(iid) is str and type(source) is str and type(target) is str
+                and type(interface) is str and type(function) is str and function and type(args) is list
+                and type(deadline_ms) is int and type(link) is str and type(trace) is dict
+                and type(attempt) is int):
+            return cls(target, interface, function, args, source, iid, deadline_ms, link,
+                       {} if trace is _NO_TRACE else trace, attempt)
+        # anything else: the field-by-field checks, which say what is wrong
         _check_version(m)
         return cls(
             id=_field(m, "id", str),
@@ -82,7 +144,10 @@ class Invocation:
         )
 
 
-@dataclass
+_NO_TRACE: dict[str, str] = {}  # sentinel: never handed out
+
+
+@dataclass(slots=True)
 class RemoteError:
     code: str
     message: str
@@ -95,7 +160,7 @@ class RemoteError:
         return d
 
 
-@dataclass
+@dataclass(slots=True)
 class Reply:
     id: str
     ok: bool = True
@@ -107,18 +172,12 @@ class Reply:
     no_retry: bool = False
 
     def encode(self) -> bytes:
-        m: dict[str, Any] = {"v": VERSION, "id": self.id}
         if self.progress:
-            m["progress"] = True
-            if self.no_retry:
-                m["nr"] = True
-        elif self.ok:
-            m["ok"] = True
-            m["result"] = self.result
-        else:
-            assert self.error is not None
-            m["ok"] = False
-            m["error"] = self.error.to_plain()
+            return progress_frame(self.id, self.served_by, self.no_retry)
+        if self.ok:
+            return ok_frame(self.id, self.result, self.served_by)
+        assert self.error is not None
+        m: dict[str, Any] = {"v": VERSION, "id": self.id, "ok": False, "error": self.error.to_plain()}
         if self.served_by:
             m["by"] = self.served_by
         return _pack(m)
@@ -126,6 +185,13 @@ class Reply:
     @classmethod
     def decode(cls, frame: bytes) -> "Reply":
         m = _unpack(frame)
+        g = m.get
+        rid, by, ok = g("id"), g("by", ""), g("ok")
+        if g("v") == VERSION and type(rid) is str and type(by) is str:  # fast path
+            if ok is True and "progress" not in m:
+                return cls(rid, True, g("result"), None, False, by)
+            if g("progress") is True:
+                return cls(rid, True, None, None, True, by, bool(g("nr")))
         _check_version(m)
         rid = _field(m, "id", str)
         by = _field(m, "by", str, default="")
@@ -145,17 +211,39 @@ class Reply:
         return cls(id=inv_id, ok=False, error=RemoteError(code, message, kind))
 
 
+def ok_frame(inv_id: str, result: Any, served_by: str = "") -> bytes:
+    """The encoded success reply, without building a :class:`Reply` (the server's common path)."""
+    if served_by:
+        return _pack({"v": VERSION, "id": inv_id, "ok": True, "result": result, "by": served_by})
+    return _pack({"v": VERSION, "id": inv_id, "ok": True, "result": result})
+
+
 def progress_frame(inv_id: str, served_by: str = "", no_retry: bool = False) -> bytes:
-    return Reply(id=inv_id, progress=True, served_by=served_by, no_retry=no_retry).encode()
+    m: dict[str, Any] = {"v": VERSION, "id": inv_id, "progress": True}
+    if no_retry:
+        m["nr"] = True
+    if served_by:
+        m["by"] = served_by
+    return _pack(m)
 
 
 # --- helpers -------------------------------------------------------------------
 
+_tls = threading.local()  # one msgpack Packer per thread: packb() builds a new one per call
+_KEEP_PACKER_BELOW = 1 << 20  # a packer that grew its buffer past this is dropped, not kept
+
+
 def _pack(m: dict[str, Any]) -> bytes:
+    packer = getattr(_tls, "packer", None)
+    if packer is None:
+        packer = _tls.packer = msgpack.Packer(use_bin_type=True)
     try:
-        return msgpack.packb(m, use_bin_type=True)
+        frame: bytes = packer.pack(m)  # resets itself when it raises
     except (TypeError, ValueError, OverflowError) as exc:
         raise EnvelopeError(f"value cannot be encoded: {exc}") from None
+    if len(frame) >= _KEEP_PACKER_BELOW:
+        _tls.packer = None
+    return frame
 
 
 def _unpack(frame: bytes) -> dict[str, Any]:
@@ -165,7 +253,7 @@ def _unpack(frame: bytes) -> dict[str, Any]:
         m = msgpack.unpackb(frame, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise EnvelopeError(f"frame is not valid msgpack: {exc.__class__.__name__}: {exc}") from None
-    if not isinstance(m, dict):
+    if type(m) is not dict:
         raise EnvelopeError(f"frame must be a msgpack map, got {type(m).__name__}")
     return m
 

@@ -15,11 +15,19 @@ Failover rules (docs/architecture.md, "Retries"):
   default) is then sent again — at-least-once; a call marked non-retryable
   fails with ``lost`` instead — at-most-once.
 * Errors raised by the callee (a trap, a WIT ``err``) are never retried.
+
+Per attempt the client keeps one future, resolved by the reply subscription's
+callback (which also absorbs progress frames) or by one ``call_later`` timer
+that fires at the end of the silence window or at the deadline, whichever is
+first, and re-arms itself when progress came meanwhile. Invocation ids come
+from a per-client random prefix and a counter; a span is made only when
+tracing is configured (:func:`interfaces.tracing.enabled`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -27,13 +35,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from . import subjects, tracing
-from .envelope import EnvelopeError, Invocation, Reply
+from .envelope import EnvelopeError, IdSource, Invocation, Reply
 from .errors import ErrorCode, TrellisError
 from .resources import parse_address
 
 PROGRESS_INTERVAL_S = 0.25
 DEFAULT_SILENCE_S = 1.0
 DEFAULT_TIMEOUT_S = 30.0
+_CACHE_MAX = 4096  # per client: subjects of targets, parsed operation names
 
 
 class RpcError(TrellisError):
@@ -47,10 +56,23 @@ class RpcError(TrellisError):
         self.kind = kind
 
 
-class _Lost(Exception):
-    def __init__(self, started_at_most_once: bool = False) -> None:
-        super().__init__()
-        self.started_at_most_once = started_at_most_once
+# how an attempt ended, besides a Reply (or an RpcError for a reply that cannot be read)
+_NO_RESPONDERS = object()
+_LOST = object()
+_TIMED_OUT = object()
+
+
+class _Attempt:
+    """One send of an invocation: a future the reply callback or the silence timer resolves."""
+
+    __slots__ = ("fut", "inv", "heard_at", "at_most_once", "timer")
+
+    def __init__(self, fut: asyncio.Future[Any], inv: Invocation, now: float) -> None:
+        self.fut = fut
+        self.inv = inv
+        self.heard_at = now  # loop time of the send, then of the latest progress frame
+        self.at_most_once = False
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class RpcClient:
@@ -61,21 +83,63 @@ class RpcClient:
         self.source = source
         self.silence_s = silence_s
         self._prefix = ""
-        self._pending: dict[str, asyncio.Queue[Msg]] = {}
+        self._pending: dict[str, _Attempt] = {}
         self._sub: Any = None
-        self._seq = 0
+        self._subscribing = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tokens = itertools.count(1)
+        #: invocation ids of this client's calls: a random prefix of its own and a counter
+        self.new_id = IdSource()
+        self._subjects: dict[str, str] = {}
+        self._operations: dict[str, tuple[str, str]] = {}
         self.stats = {"attempts": 0, "retries": 0, "no_responders": 0, "lost": 0, "busy": 0,
                       "started_at_most_once": 0}
 
     async def _ensure_inbox(self) -> None:
-        if self._sub is None:
-            self._prefix = self.nc.new_inbox() + "."
-            self._sub = await self.nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        """One wildcard reply subscription per client, made by the first call (once, even
+        when several calls start together)."""
+        async with self._subscribing:
+            if self._sub is None:
+                self._loop = asyncio.get_running_loop()  # the connection's: replies and timers run on it
+                prefix = self.nc.new_inbox() + "."
+                self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+                self._prefix = prefix
 
     async def _on_reply(self, msg: Msg) -> None:
-        q = self._pending.get(msg.subject[len(self._prefix):])
-        if q is not None:
-            q.put_nowait(msg)
+        a = self._pending.get(msg.subject[len(self._prefix):])
+        if a is None or a.fut.done():
+            return  # a late frame of an attempt already over
+        if msg.headers and msg.headers.get("Status") == "503":
+            a.fut.set_result(_NO_RESPONDERS)
+            return
+        try:
+            reply = Reply.decode(msg.data)
+        except EnvelopeError as exc:
+            a.fut.set_result(RpcError(f"bad reply from {a.inv.target}: {exc}", ErrorCode.INTERNAL))
+            return
+        if reply.progress:
+            a.heard_at = asyncio.get_running_loop().time()  # the silence timer looks at this when it fires
+            if reply.no_retry and not a.at_most_once:
+                a.at_most_once = True
+                self.stats["started_at_most_once"] += 1
+            return
+        a.fut.set_result(reply)
+
+    def _silence(self, a: _Attempt) -> None:
+        """The attempt's timer: lost after ``silence_s`` without a frame, timed out at the deadline."""
+        a.timer = None
+        if a.fut.done():
+            return
+        remaining = a.inv.remaining_s()
+        if remaining <= 0:
+            a.fut.set_result(_TIMED_OUT)
+            return
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - a.heard_at
+        if quiet >= self.silence_s:
+            a.fut.set_result(_LOST)
+            return
+        a.timer = loop.call_later(min(self.silence_s - quiet, remaining), self._silence, a)
 
     async def close(self) -> None:
         if self._sub is not None:
@@ -84,6 +148,27 @@ class RpcClient:
             except Exception:
                 pass
             self._sub = None
+
+    def _subject(self, target: str) -> str:
+        subject = self._subjects.get(target)
+        if subject is None:
+            subject = subjects.rpc(self.lattice, target)  # validates the id
+            if len(self._subjects) >= _CACHE_MAX:
+                self._subjects.clear()
+            self._subjects[target] = subject
+        return subject
+
+    def _operation(self, operation: str) -> tuple[str, str]:
+        parsed = self._operations.get(operation)
+        if parsed is None:
+            try:
+                parsed = parse_address(operation)
+            except ValueError as exc:
+                raise RpcError(str(exc), ErrorCode.BAD_REQUEST, "bad_address") from None
+            if len(self._operations) >= _CACHE_MAX:
+                self._operations.clear()
+            self._operations[operation] = parsed
+        return parsed
 
     async def call(
         self,
@@ -98,15 +183,13 @@ class RpcClient:
         trace: dict[str, str] | None = None,
     ) -> Any:
         """Call ``ns:pkg/iface.func`` (or a bare world function) on ``target``."""
-        try:
-            interface, function = parse_address(operation)
-        except ValueError as exc:
-            raise RpcError(str(exc), ErrorCode.BAD_REQUEST, "bad_address") from None
-        inv = Invocation(
-            target=subjects.check_id("target", target), interface=interface, function=function,
-            args=list(args or []), source=self.source, link=link,
-            deadline_ms=deadline_ms or int((time.time() + timeout_s) * 1000),
-        )
+        interface, function = self._operation(operation)
+        self._subject(target)
+        inv = Invocation(target, interface, function, list(args) if args else [], self.source, self.new_id(),
+                         deadline_ms or int((time.time() + timeout_s) * 1000), link)
+        if not tracing.enabled():  # no span to make; a context being passed through still travels on
+            inv.trace = trace if trace is not None else tracing.inject()
+            return await self.invoke(inv, retryable=retryable)
         with tracing.tracer().start_as_current_span(
             f"call {target} {operation}", attributes={"trellis.invocation_id": inv.id, "trellis.target": target},
         ):
@@ -114,8 +197,12 @@ class RpcClient:
             return await self.invoke(inv, retryable=retryable)
 
     async def invoke(self, inv: Invocation, *, retryable: bool = True) -> Any:
-        await self._ensure_inbox()
-        subject = subjects.rpc(self.lattice, inv.target)
+        if self._sub is None:
+            await self._ensure_inbox()
+        subject = self._subject(inv.target)
+        loop = self._loop or asyncio.get_running_loop()
+        pending = self._pending
+        stats = self.stats
         backoff = 0.02
         last_problem = "no instance answered"
         while True:
@@ -123,64 +210,42 @@ class RpcClient:
             if remaining <= 0:
                 raise RpcError(f"call to {inv.target} {inv.operation} timed out: {last_problem}",
                                ErrorCode.TIMEOUT, "timeout")
-            self._seq += 1
-            token = f"{self._seq}"
-            q: asyncio.Queue[Msg] = asyncio.Queue()
-            self._pending[token] = q
-            self.stats["attempts"] += 1
+            token = f"{next(self._tokens):x}"
+            a = _Attempt(loop.create_future(), inv, loop.time())
+            pending[token] = a
+            stats["attempts"] += 1
             try:
                 await self.nc.publish(subject, inv.encode(), reply=self._prefix + token)
-                reply = await self._await_reply(q, inv, min(remaining, self.silence_s))
-            except _NoResponders:
-                self.stats["no_responders"] += 1
-                last_problem = f"nobody serves {inv.target!r}"
-            except _Lost as lost:
-                self.stats["lost"] += 1
-                last_problem = "the instance serving it went silent"
-                if not retryable or lost.started_at_most_once:
-                    raise RpcError(f"call to {inv.target} {inv.operation} was lost in flight "
-                                   "(not retried: marked non-retryable)", ErrorCode.INVOCATION_FAILED, "lost") from None
-                backoff = 0.0  # a different instance may answer at once
-            else:
-                if reply.ok:
-                    return reply.result
-                assert reply.error is not None
-                if reply.error.code == ErrorCode.BUSY:
-                    self.stats["busy"] += 1
-                    last_problem = reply.error.message
-                else:
-                    raise RpcError(reply.error.message, reply.error.code, reply.error.kind)
+                a.timer = loop.call_later(min(self.silence_s, max(remaining, 0.001)), self._silence, a)
+                outcome = await a.fut
             finally:
-                self._pending.pop(token, None)
-            self.stats["retries"] += 1
+                del pending[token]
+                if a.timer is not None:
+                    a.timer.cancel()
+            if outcome.__class__ is Reply:
+                if outcome.ok:
+                    return outcome.result
+                err = outcome.error
+                assert err is not None
+                if err.code != ErrorCode.BUSY:
+                    raise RpcError(err.message, err.code, err.kind)
+                stats["busy"] += 1
+                last_problem = err.message
+            elif outcome is _NO_RESPONDERS:
+                stats["no_responders"] += 1
+                last_problem = f"nobody serves {inv.target!r}"
+            elif outcome is _LOST:
+                stats["lost"] += 1
+                last_problem = "the instance serving it went silent"
+                if not retryable or a.at_most_once:
+                    raise RpcError(f"call to {inv.target} {inv.operation} was lost in flight "
+                                   "(not retried: marked non-retryable)", ErrorCode.INVOCATION_FAILED, "lost")
+                backoff = 0.0  # a different instance may answer at once
+            elif outcome is _TIMED_OUT:
+                raise RpcError(f"call to {inv.target} {inv.operation} timed out", ErrorCode.TIMEOUT, "timeout")
+            else:
+                raise outcome  # an RpcError: a reply that could not be read
+            stats["retries"] += 1
             inv.attempt += 1
             await asyncio.sleep(min(backoff, max(0.0, inv.remaining_s())))
             backoff = min(max(backoff * 2, 0.02), 0.25)
-
-    async def _await_reply(self, q: "asyncio.Queue[Msg]", inv: Invocation, silence: float) -> Reply:
-        at_most_once = False
-        while True:
-            wait = min(self.silence_s, max(inv.remaining_s(), 0.001))
-            try:
-                msg = await asyncio.wait_for(q.get(), wait)
-            except asyncio.TimeoutError:
-                if inv.remaining_s() <= 0:
-                    raise RpcError(f"call to {inv.target} {inv.operation} timed out", ErrorCode.TIMEOUT,
-                                   "timeout") from None
-                raise _Lost(at_most_once) from None
-            if msg.headers and msg.headers.get("Status") == "503":
-                raise _NoResponders()
-            try:
-                reply = Reply.decode(msg.data)
-            except EnvelopeError as exc:
-                raise RpcError(f"bad reply from {inv.target}: {exc}", ErrorCode.INTERNAL) from None
-            if reply.progress:
-                if reply.no_retry and not at_most_once:
-                    at_most_once = True
-                    self.stats["started_at_most_once"] += 1
-                continue
-            return reply
-
-
-class _NoResponders(Exception):
-    pass

@@ -5,6 +5,11 @@ a concurrency cap with a bounded wait queue (past it: a ``busy`` error the
 caller retries elsewhere), sends progress frames while a call runs long, and
 replies exactly once. Malformed frames get an error reply (or are dropped when
 they carry no reply subject); nothing a caller sends can take the server down.
+
+Per call it does little beyond decode, handler and encode: a free slot is
+taken without a timer (``wait_for`` only for a call that must queue); one timer
+per server, not per call, sends the progress frames of every call that has
+been here a while; a span only when tracing is configured.
 """
 
 from __future__ import annotations
@@ -19,13 +24,17 @@ from nats.aio.msg import Msg
 from opentelemetry import trace as otel_trace
 
 from . import subjects, tracing
-from .envelope import EnvelopeError, Invocation, Reply, progress_frame
+from .envelope import EnvelopeError, Invocation, Reply, ok_frame, progress_frame
 from .errors import ErrorCode, TrellisError
 from .rpc_client import PROGRESS_INTERVAL_S, RpcError
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Invocation], Awaitable[Any]]
+
+_SERVER = otel_trace.SpanKind.SERVER
+#: a call gets progress frames once it has been in this server this long (then every interval)
+_PROGRESS_AFTER_S = PROGRESS_INTERVAL_S / 2
 
 
 class RpcServer:
@@ -53,10 +62,16 @@ class RpcServer:
         self._slots = asyncio.Semaphore(max_concurrent)
         self._waiting = 0
         self._inflight: set[asyncio.Task[None]] = set()
+        #: calls that want progress frames: id(inv) -> (reply subject, invocation id, arrived at)
+        self._live: dict[int, tuple[str, str, float]] = {}
+        self._ticker: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the connection's, from start()
+        self._chores: set[asyncio.Task[None]] = set()  # progress sends under way
         self._sub: Any = None
         self.stats = {"served": 0, "failed": 0, "busy": 0, "malformed": 0}
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._sub = await self.nc.subscribe(
             subjects.rpc(self.lattice, self.target), queue=subjects.rpc_queue_group(self.target),
             cb=self._on_msg, pending_msgs_limit=65536,
@@ -80,9 +95,12 @@ class RpcServer:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
 
     async def _on_msg(self, msg: Msg) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(msg))
+        task = (self._loop or asyncio.get_running_loop()).create_task(self._serve(msg))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
@@ -94,106 +112,128 @@ class RpcServer:
             if msg.reply:
                 await self._respond(msg, Reply.failure("", ErrorCode.BAD_REQUEST, f"malformed invocation: {exc}"))
             return
-        if inv.remaining_s() <= 0:
+        remaining = inv.remaining_s()
+        if remaining <= 0:
             await self._respond(msg, Reply.failure(inv.id, ErrorCode.TIMEOUT, "deadline passed before the call started", "timeout"))
             return
-        if self._slots.locked() and self._waiting >= self.max_queue:
+        slots = self._slots
+        queued = slots.locked()
+        if queued and self._waiting >= self.max_queue:
             self.stats["busy"] += 1
             await self._respond(msg, Reply.failure(
                 inv.id, ErrorCode.BUSY,
                 f"{self.target} is busy on {self.served_by or 'this host'}: {self.max_concurrent} running, "
                 f"{self._waiting} waiting"))
             return
-        self._waiting += 1
-        keepalive = _Keepalive(self.nc, msg.reply, progress_frame(inv.id, self.served_by)) if msg.reply else None
+        key = id(inv)
+        reply_to = msg.reply
+        if reply_to:  # progress frames while it waits and runs (one timer for the whole server)
+            loop = self._loop or asyncio.get_running_loop()
+            self._live[key] = (reply_to, inv.id, loop.time())
+            if self._ticker is None:
+                self._ticker = loop.call_later(PROGRESS_INTERVAL_S, self._tick)
         try:
+            if queued:
+                self._waiting += 1
+                try:
+                    await asyncio.wait_for(slots.acquire(), max(remaining, 0.001))
+                except asyncio.TimeoutError:
+                    await self._respond(msg, Reply.failure(inv.id, ErrorCode.TIMEOUT, f"{self.target}: deadline passed while queued", "timeout"))
+                    return
+                finally:
+                    self._waiting -= 1
+            else:
+                await slots.acquire()  # a slot is free: returns at once, no timer
             try:
-                if self._slots.locked():
-                    await asyncio.wait_for(self._slots.acquire(), max(inv.remaining_s(), 0.001))
+                if self.non_retryable and reply_to and (
+                        inv.function in self.non_retryable or inv.operation in self.non_retryable):
+                    # tell the caller the call has started: if it is lost now, it is not sent again
+                    await self.nc.publish(reply_to, progress_frame(inv.id, self.served_by, no_retry=True))
+                if tracing.enabled():
+                    frame = await self._run_traced(inv)
                 else:
-                    await self._slots.acquire()  # a free slot: no timer needed
-            except asyncio.TimeoutError:
-                await self._respond(msg, Reply.failure(inv.id, ErrorCode.TIMEOUT, f"{self.target}: deadline passed while queued", "timeout"))
-                return
+                    if inv.trace:  # no span: calls made while serving carry the caller's context on
+                        tracing.pass_through(inv.trace)
+                    frame = await self._call(inv)
             finally:
-                self._waiting -= 1
-            if self.non_retryable and msg.reply and (
-                    inv.function in self.non_retryable or inv.operation in self.non_retryable):
-                # tell the caller the call has started: if it is lost now, it is not sent again
-                await self.nc.publish(msg.reply, progress_frame(inv.id, self.served_by, no_retry=True))
-            try:
-                reply = await self._run(inv)
-            finally:
-                self._slots.release()
+                slots.release()
         finally:
-            if keepalive is not None:
-                keepalive.cancel()
-        await self._respond(msg, reply)
+            self._live.pop(key, None)
+        if reply_to:
+            await self._send(reply_to, inv.id, frame)
 
-    async def _run(self, inv: Invocation) -> Reply:
-        ctx = tracing.extract(inv.trace) if inv.trace else None
+    async def _run_traced(self, inv: Invocation) -> bytes | Reply:
         with tracing.tracer().start_as_current_span(
-            f"serve {inv.target} {inv.operation}", context=ctx, kind=otel_trace.SpanKind.SERVER,
+            f"serve {inv.target} {inv.operation}", context=tracing.extract(inv.trace) if inv.trace else None,
+            kind=_SERVER,
             attributes={"trellis.invocation_id": inv.id, "trellis.source": inv.source, "trellis.attempt": inv.attempt},
         ):
-            try:
-                result = await self.handler(inv)
-            except RpcError as exc:
-                self.stats["failed"] += 1
-                return Reply.failure(inv.id, exc.code, exc.message, exc.kind)
-            except TrellisError as exc:
-                self.stats["failed"] += 1
-                return Reply.failure(inv.id, exc.code, exc.message)
-            except Exception as exc:
-                self.stats["failed"] += 1
-                log.exception("invocation %s %s failed", inv.id, inv.operation)
-                return Reply.failure(inv.id, ErrorCode.INTERNAL, f"{exc.__class__.__name__}: {exc}")
+            return await self._call(inv)
+
+    async def _call(self, inv: Invocation) -> bytes | Reply:
+        """Run the handler: the encoded success reply, or a failure :class:`Reply`."""
+        try:
+            result = await self.handler(inv)
+        except RpcError as exc:
+            self.stats["failed"] += 1
+            return Reply.failure(inv.id, exc.code, exc.message, exc.kind)
+        except TrellisError as exc:
+            self.stats["failed"] += 1
+            return Reply.failure(inv.id, exc.code, exc.message)
+        except Exception as exc:
+            self.stats["failed"] += 1
+            log.exception("invocation %s %s failed", inv.id, inv.operation)
+            return Reply.failure(inv.id, ErrorCode.INTERNAL, f"{exc.__class__.__name__}: {exc}")
         self.stats["served"] += 1
-        return Reply(id=inv.id, ok=True, result=result)
+        try:
+            return ok_frame(inv.id, result, self.served_by)
+        except EnvelopeError as exc:
+            return Reply.failure(inv.id, ErrorCode.INTERNAL, f"result cannot be encoded: {exc}")
 
     async def _respond(self, msg: Msg, reply: Reply) -> None:
-        if not msg.reply:
-            return
-        reply.served_by = self.served_by
-        try:
-            frame = reply.encode()
-        except EnvelopeError as exc:
-            frame = Reply.failure(reply.id, ErrorCode.INTERNAL, f"result cannot be encoded: {exc}").encode()
+        if msg.reply:
+            await self._send(msg.reply, reply.id, reply)
+
+    async def _send(self, subject: str, inv_id: str, reply: bytes | Reply) -> None:
+        """Reply exactly once: the frame, or an error that says why it could not be sent."""
+        if isinstance(reply, Reply):
+            reply.served_by = self.served_by
+            try:
+                frame = reply.encode()
+            except EnvelopeError as exc:
+                frame = Reply.failure(inv_id, ErrorCode.INTERNAL, f"result cannot be encoded: {exc}").encode()
+        else:
+            frame = reply
         limit = self.nc.max_payload
         if limit and len(frame) > limit:
             # NATS would drop it and the caller would see a lost instance: say what happened instead
             frame = Reply.failure(
-                reply.id, ErrorCode.INVOCATION_FAILED,
+                inv_id, ErrorCode.INVOCATION_FAILED,
                 f"{self.target}: reply of {len(frame)} bytes exceeds the NATS max payload of {limit} bytes",
                 "too_large").encode()
         try:
-            await self.nc.publish(msg.reply, frame)
+            await self.nc.publish(subject, frame)
         except Exception as exc:
-            log.debug("reply for %s lost: %r", reply.id, exc)
-
-
-class _Keepalive:
-    """Progress frames every PROGRESS_INTERVAL_S while a call runs: a timer, not a task per call."""
-
-    __slots__ = ("nc", "reply", "frame", "handle")
-
-    def __init__(self, nc: Client, reply: str, frame: bytes) -> None:
-        self.nc, self.reply, self.frame = nc, reply, frame
-        self.handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
-            PROGRESS_INTERVAL_S, self._tick)
+            log.debug("reply for %s lost: %r", inv_id, exc)
 
     def _tick(self) -> None:
+        """Every PROGRESS_INTERVAL_S while calls are here: a progress frame to each that has
+        been here a while (a call that ends sooner never gets one)."""
+        self._ticker = None
+        if not self._live:
+            return  # idle: the next call re-arms it
         loop = asyncio.get_running_loop()
-        loop.create_task(self._send())
-        self.handle = loop.call_later(PROGRESS_INTERVAL_S, self._tick)
+        self._ticker = loop.call_later(PROGRESS_INTERVAL_S, self._tick)
+        old = loop.time() - _PROGRESS_AFTER_S
+        due = [(reply, inv_id) for reply, inv_id, at in self._live.values() if at <= old]
+        if due:
+            task = loop.create_task(self._progress(due))
+            self._chores.add(task)
+            task.add_done_callback(self._chores.discard)
 
-    async def _send(self) -> None:
-        try:
-            await self.nc.publish(self.reply, self.frame)
-        except Exception:
-            self.cancel()
-
-    def cancel(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
+    async def _progress(self, due: list[tuple[str, str]]) -> None:
+        for reply, inv_id in due:
+            try:
+                await self.nc.publish(reply, progress_frame(inv_id, self.served_by))
+            except Exception:
+                return  # connection closed or draining: the caller will see silence, as it should

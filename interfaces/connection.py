@@ -98,9 +98,28 @@ async def _log_error(exc: Exception) -> None:
         log.warning("NATS: %s", text)
 
 
+class NatsUnreachable(ConnectionError):
+    """No NATS server accepted the connection; says why the last attempt failed."""
+
+    def __init__(self, url: str, last: BaseException | None) -> None:
+        self.url = url
+        self.last = last
+        why = f"{last.__class__.__name__}: {last}" if last is not None and str(last) else (
+            last.__class__.__name__ if last is not None else "no server answered")
+        if isinstance(last, ConnectionRefusedError) or last is None:
+            why += " (is 'trellis up' running? --nats-url or TRELLIS_NATS_URL says where)"
+        super().__init__(why)
+
+
 async def connect(settings: NatsSettings, *, name: str | None = None, **extra: Any) -> Client:
     opts = settings.connect_options()
-    opts.setdefault("error_cb", _log_error)
+    errors: list[BaseException] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors[:] = [exc]
+        await _log_error(exc)
+
+    opts.setdefault("error_cb", on_error)
     if name:
         opts["name"] = name
     opts.setdefault("max_reconnect_attempts", -1)
@@ -110,5 +129,9 @@ async def connect(settings: NatsSettings, *, name: str | None = None, **extra: A
     opts.setdefault("max_outstanding_pings", MAX_OUTSTANDING_PINGS)
     opts.update(extra)
     import nats
+    from nats.errors import NoServersError
 
-    return await nats.connect(**opts)
+    try:
+        return await nats.connect(**opts)
+    except NoServersError:
+        raise NatsUnreachable(settings.url, errors[-1] if errors else None) from None

@@ -15,6 +15,8 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE
 
+from .cancel import stop_if_cancelled
+
 __all__ = ["BucketEntry", "RESUBSCRIBED", "RECHECK_S", "watch_bucket"]
 
 
@@ -93,6 +95,7 @@ async def watch_bucket(nc: Client, bucket: str, pattern: str, *, ignore_deletes:
             if snapshot_done:
                 yield None
             while True:
+                stop_if_cancelled()  # wait_for below may have swallowed a cancel (Python 3.11)
                 try:
                     entry, pending = await asyncio.wait_for(queue.get(), RECHECK_S)
                 except asyncio.TimeoutError:

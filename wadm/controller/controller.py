@@ -49,7 +49,7 @@ from trellis.service import Service
 from ..manifest import Manifest
 from ..scaler import AppState, plan, undeploy
 from .api import WadmApi
-from .cancel import stop_if_cancelled
+from interfaces.cancel import stop_if_cancelled
 from .app_store import AppStore, ManifestChange, RecordChange, StoreSynced, retry_transient, store_transient
 from .executor import Executor
 from .lease import Lease

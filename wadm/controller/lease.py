@@ -34,7 +34,7 @@ from interfaces import subjects
 from interfaces.store import StoreSettings
 
 from .app_store import open_bucket
-from .cancel import stop_if_cancelled
+from interfaces.cancel import stop_if_cancelled
 from .records import now_iso
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from interfaces.store import ConfigChange, LatticeStore, LinkChange, Synced
 from trellis.service import TaskGroup
 
 from .app_store import AppStore, OwnerChange, StoreSynced, store_transient
-from .cancel import stop_if_cancelled
+from interfaces.cancel import stop_if_cancelled
 from .view import LatticeView
 
 log = logging.getLogger(__name__)

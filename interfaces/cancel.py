@@ -12,7 +12,7 @@ def stop_if_cancelled() -> None:
     result instead of raising when a cancel arrives just as the result does, and the
     cancel is gone: a loop that only counts on the CancelledError reaching it then goes on
     forever after being cancelled, and whoever awaits it hangs (seen with the lease loop,
-    once in a few runs). Every long-running loop of the controller calls this once a round;
+    once in a few runs). Every long-running loop (the controller's, bucket watches) calls this once a round;
     the request stays counted in `Task.cancelling()`.
     """
     task = asyncio.current_task()

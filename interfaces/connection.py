@@ -116,7 +116,8 @@ async def connect(settings: NatsSettings, *, name: str | None = None, **extra: A
     errors: list[BaseException] = []
 
     async def on_error(exc: Exception) -> None:
-        errors[:] = [exc]
+        errors.append(exc)
+        del errors[:-20]
         await _log_error(exc)
 
     opts.setdefault("error_cb", on_error)
@@ -134,4 +135,6 @@ async def connect(settings: NatsSettings, *, name: str | None = None, **extra: A
     try:
         return await nats.connect(**opts)
     except NoServersError:
-        raise NatsUnreachable(settings.url, errors[-1] if errors else None) from None
+        # what the server said (e.g. 'Authorization Violation') beats the reset that follows it
+        said = [e for e in errors if not isinstance(e, OSError)]
+        raise NatsUnreachable(settings.url, (said or errors or [None])[-1]) from None

@@ -40,7 +40,15 @@ from .errors import (
     classify_failure,
     summarize_wasmtime_error,
 )
-from .imports import CURRENT_CALL, CallContext, ImportHandler, ResourceTable, build_linker, deny_all
+from .imports import (
+    CURRENT_CALL,
+    CallContext,
+    ImportHandler,
+    ResourceTable,
+    build_linker,
+    deny_all,
+    mentions_resources,
+)
 from .settings import Limits, ReusePolicy, WasiGrants
 
 __all__ = ["Invoker", "InvokerStats"]
@@ -77,13 +85,26 @@ class _Live:
     busy: bool = False
     funcs: dict[FunctionInfo, TypedCall] = field(default_factory=dict)
 
-    def func(self, loaded: LoadedComponent, fn: FunctionInfo) -> TypedCall:
+    def func(self, loaded: LoadedComponent, fn: FunctionInfo,
+             types: dict[FunctionInfo, tuple[list[object], object]] | None = None) -> TypedCall:
+        """The export as a :class:`TypedCall`. ``types`` keeps the export types of the component
+        (they do not depend on the store), so a fresh instance does not read them again."""
         f = self.funcs.get(fn)
         if f is None:
             raw = self.instance.get_func(self.store, loaded.export_index(fn))
             if raw is None:  # pragma: no cover - the index comes from the type
                 raise InvocationError(ErrorKind.NOT_FOUND, f"{fn.address} is not a function")
-            f = self.funcs[fn] = TypedCall(raw, self.store)
+            known = types.get(fn) if types is not None else None
+            if known is None:
+                f = TypedCall(raw, self.store)
+                # resource types may belong to one instance: only resource-free signatures are shared
+                if types is not None and not _mentions_resources(fn):
+                    types[fn] = (f.param_tys, f.result_ty)
+            else:
+                f = TypedCall.__new__(TypedCall)
+                f.func = raw
+                f.param_tys, f.result_ty = known  # type: ignore[assignment]
+            self.funcs[fn] = f
         return f
 
     lifecycle: threading.Lock | None = None
@@ -138,6 +159,8 @@ class Invoker:
         self._idle: list[_Live] = []
         self._lock = threading.Lock()
         self._closed = False
+        #: export types read once per component (see _Live.func)
+        self._types: dict[FunctionInfo, tuple[list[object], object]] = {}
 
     # -- public -----------------------------------------------------------
 
@@ -146,9 +169,13 @@ class Invoker:
         function: str | FunctionInfo,
         args: Sequence[Plain] = (),
         handler: ImportHandler = deny_all,
+        *,
+        timeout_s: float | None = None,
     ) -> Plain:
         """Call ``function`` with plain ``args``; return the plain result.
 
+        ``timeout_s`` shortens this call's deadline (the caller's own deadline, when the call is
+        nested in another component's import); it never extends ``Limits.timeout_s``.
         Raises :class:`InvocationError` for every failure.
         """
         if self._closed:
@@ -156,9 +183,12 @@ class Invoker:
         fn = self._resolve(function)
         lowered = self._lower_args(fn, args)
         ctx = CallContext(handler=handler, table=ResourceTable())
-        live, fresh = self._acquire(ctx)
+        ticks = self._deadline_ticks
+        if timeout_s is not None:
+            ticks = min(ticks, self.engine.deadline_ticks(max(timeout_s, 0.0)))
+        live, fresh = self._acquire(ctx, ticks)
         if not fresh:
-            self._arm(live.store)  # a warm instance gets this call's budgets
+            self._arm(live.store, ticks)  # a warm instance gets this call's budgets
         ctx.table = live.table
         keep = False
         try:
@@ -179,6 +209,10 @@ class Invoker:
     @property
     def has_warm_instance(self) -> bool:
         return bool(self._idle)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # -- steps --------------------------------------------------------------
 
@@ -210,7 +244,7 @@ class Invoker:
         except CodecError as e:
             raise InvocationError(ErrorKind.BAD_RESULT, str(e)) from None
 
-    def _acquire(self, ctx: CallContext) -> tuple[_Live, bool]:
+    def _acquire(self, ctx: CallContext, ticks: int | None = None) -> tuple[_Live, bool]:
         """A warm instance if one is idle, else a fresh one; and which."""
         stale: list[_Live] = []
         found: _Live | None = None
@@ -233,7 +267,7 @@ class Invoker:
             live.close()
         if found is not None:
             return found, False
-        return self._instantiate(ctx), True
+        return self._instantiate(ctx, ticks), True
 
     def _release(self, live: _Live, healthy: bool) -> None:
         with self._lock:
@@ -258,20 +292,20 @@ class Invoker:
             store.set_limits(memory_size=self.limits.memory_bytes)
         return store, tail
 
-    def _arm(self, store: wasmtime.Store) -> None:
+    def _arm(self, store: wasmtime.Store, ticks: int | None = None) -> None:
         """Give the store this call's fuel and deadline. A fresh instance is
         armed once, so instantiation counts against the call's budgets."""
         if self._metered:
             store.set_fuel(self._fuel)
-        store.set_epoch_deadline(self._deadline_ticks)
+        store.set_epoch_deadline(self._deadline_ticks if ticks is None else ticks)
 
-    def _instantiate(self, ctx: CallContext) -> _Live:
+    def _instantiate(self, ctx: CallContext, ticks: int | None = None) -> _Live:
         lock = self._lifecycle
         if lock is not None:
             lock.acquire()
         try:
             store, tail = self._new_store()
-            self._arm(store)
+            self._arm(store, ticks)
             token = CURRENT_CALL.set(ctx)
             try:
                 instance = self._linker.instantiate(store, self.loaded.component)
@@ -288,7 +322,7 @@ class Invoker:
         return _Live(store, instance, ctx.table, tail, busy=True, lifecycle=lock)
 
     def _call(self, live: _Live, fn: FunctionInfo, lowered: list[object], ctx: CallContext) -> object:
-        func = live.func(self.loaded, fn)
+        func = live.func(self.loaded, fn, self._types)
         token = CURRENT_CALL.set(ctx)
         self.stats.calls += 1
         try:
@@ -331,6 +365,10 @@ class Invoker:
         if stderr.strip():
             message = f"{message}; guest stderr: {stderr.strip()[-1000:]}"
         return InvocationError(kind, message, detail=detail)
+
+
+def _mentions_resources(fn: FunctionInfo) -> bool:
+    return any(mentions_resources(t) for _, t in fn.params) or mentions_resources(fn.result)
 
 
 def _import_failure(ctx: CallContext, detail: str) -> InvocationError:

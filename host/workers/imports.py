@@ -2,13 +2,18 @@
 
 Runs the network part on the worker's event loop while the Wasm thread waits:
 host functions are synchronous, so the import handler submits the call to the
-loop and blocks on its result, bounded by the invocation's own deadline.
+loop and blocks on its result, bounded by the invocation's own deadline. A call
+to a component this worker serves itself runs nested on the calling thread
+instead (``colocated.py``), when the target has a free slot here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from host.runtime import ImportFailed, MissingLink
@@ -16,10 +21,15 @@ from interfaces.envelope import Invocation
 from interfaces.resources import unversioned, wire_function
 from interfaces.rpc_client import RpcClient, RpcError
 
+from .colocated import REMOTE
 from .local import LocalImports
 from .resources import RemoteResource, mentions_own, tokens_in, wrap_owned
 
 log = logging.getLogger(__name__)
+
+#: invocation ids: unique per process and cheap (no uuid4 per call)
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ids = itertools.count(1)
 
 
 def split_interface(interface: str) -> tuple[str, str, str]:
@@ -41,6 +51,9 @@ class ImportRouter:
         # (source, namespace, package, link name) -> (target, interfaces)
         self.links: dict[tuple[str, str, str, str], tuple[str, frozenset[str]]] = {}
         self._watch: asyncio.Task[None] | None = None
+        #: runs a call in this process when its target is served here (the worker sets it), or
+        #: returns ``colocated.REMOTE``; None sends every call over the lattice
+        self.colocated: Callable[[Invocation], Any] | None = None
 
     async def start(self, sync_timeout_s: float = 10.0) -> None:
         from interfaces.store import LatticeStore, LinkChange  # links live in JetStream KV
@@ -128,17 +141,21 @@ class ImportRouter:
                                   f"--interface {iface}'")
             call = Invocation(
                 target=target, interface=unversioned(interface), function=wire_function(function),
-                args=tokens_in(args), source=component_id, deadline_ms=inv.deadline_ms, link=link_name,
-                trace=trace if trace else inv.trace,
+                args=tokens_in(args), source=component_id, id=f"{_ID_PREFIX}{next(_ids):x}",
+                deadline_ms=inv.deadline_ms, link=link_name, trace=trace if trace else inv.trace,
             )
-            fut = asyncio.run_coroutine_threadsafe(self.rpc.invoke(call), self.loop)
+            colocated = self.colocated
             try:
-                result = fut.result(timeout=max(inv.remaining_s(), 0.001) + 1.0)
+                result = REMOTE if colocated is None else colocated(call)
+                if result is REMOTE:
+                    fut = asyncio.run_coroutine_threadsafe(self.rpc.invoke(call), self.loop)
+                    try:
+                        result = fut.result(timeout=max(inv.remaining_s(), 0.001) + 1.0)
+                    except TimeoutError:
+                        fut.cancel()
+                        raise ImportFailed(interface, function, f"{target}: deadline passed") from None
             except RpcError as exc:
                 raise ImportFailed(interface, function, f"{target}: {exc.message}") from None
-            except TimeoutError:
-                fut.cancel()
-                raise ImportFailed(interface, function, f"{target}: deadline passed") from None
             info = _import_info(loaded, interface, function)
             if info is not None and mentions_own(info.result):
                 return wrap_owned(info.result, result, target)

@@ -22,6 +22,8 @@ _LEVELS = {
     "error": logging.ERROR, "critical": logging.CRITICAL,
 }
 _CONFIG = {"wasi:config/runtime", "wasi:config/store"}
+#: interfaces (unversioned) answered here, never over the lattice
+SERVED_HERE = frozenset({"wasi:logging/logging", *_CONFIG})
 
 
 class LocalImports:

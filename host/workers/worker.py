@@ -2,8 +2,10 @@
 
 The asyncio loop (NATS, RPC servers) runs in the main thread; Wasm runs in a
 small thread pool so a call blocked in an import (a call to another component
-or provider) does not stall the others. Commands from the host arrive as JSON
-lines on stdin and are answered as JSON lines on stdout.
+or provider) does not stall the others. A call to a component this worker also
+serves runs nested on the calling thread instead of over NATS (``colocated.py``).
+Commands from the host arrive as JSON lines on stdin and are answered as JSON
+lines on stdout.
 """
 
 from __future__ import annotations
@@ -16,22 +18,26 @@ import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from host.runtime import (
     CompileCache,
     EngineSettings,
+    ImportHandler,
     InvocationError,
     Invoker,
     Limits,
+    LoadedComponent,
     Preopen,
     ReusePolicy,
     WasiGrants,
+    deny_all,
     load_component,
     make_engine,
 )
+from host.runtime.imports import is_wasip2_interface
 from interfaces.connection import NatsSettings, connect
 from interfaces.envelope import Invocation
 from interfaces.errors import ErrorCode
@@ -40,8 +46,10 @@ from interfaces.rpc_server import RpcServer
 from interfaces import tracing
 from interfaces.tracing import setup_tracing
 
+from . import colocated
+from .colocated import Colocated, Slots
 from .imports import ImportRouter
-from .local import LocalImports
+from .local import SERVED_HERE, LocalImports
 
 log = logging.getLogger("trellis.worker")
 
@@ -63,6 +71,35 @@ class Served:
     config_names: tuple[str, ...] = ()
     config: dict[str, str] | None = None
     non_retryable: tuple[str, ...] = ()
+    #: the admission slots of ``server``, shared with co-located calls (None: no share here)
+    slots: Slots | None = None
+    #: imports other than WASI p2: calls need an import handler
+    needs_handler: bool = True
+    #: imports answered over the lattice (not logging/config): calls need a trace context
+    lattice_imports: bool = True
+    #: co-located calls to this component: run here, failed, sent remote for want of a slot / depth
+    colocated: dict[str, int] = field(default_factory=lambda: {"served": 0, "failed": 0, "no_slot": 0,
+                                                               "too_deep": 0})
+
+
+def import_needs(loaded: LoadedComponent) -> tuple[bool, bool]:
+    """(needs an import handler, makes calls over the lattice), read once from the import table."""
+    imports = loaded.imports
+    names = [n for n in imports.interfaces if not is_wasip2_interface(n)]
+    world_level = bool(imports.functions or imports.resources)
+    lattice = world_level or any(n.split("@", 1)[0] not in SERVED_HERE for n in names)
+    return bool(names) or world_level, lattice
+
+
+class _Server(RpcServer):
+    """A component's RPC server whose admission slots co-located calls share (``Slots``)."""
+
+    def __init__(self, *args: Any, slots: Slots, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(getattr(self, "_slots", None), asyncio.Semaphore):  # pragma: no cover
+            raise RuntimeError("RpcServer no longer admits calls through self._slots; "
+                               "host/workers/colocated.Slots must follow it")
+        self._slots = slots  # type: ignore[assignment]
 
 
 class Worker:
@@ -76,18 +113,24 @@ class Worker:
         self.engine = make_engine(EngineSettings(consume_fuel=False))
         self.metered_engine: Any = None
         self.cache = CompileCache(boot.get("cache_dir"))
+        # nested co-located calls stack one store's Wasm (up to 512 KiB each) per level on a thread
+        threading.stack_size(colocated.WASM_THREAD_STACK)
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="wasm")
         self.executor_size = self.threads
         # Instances are created and dropped one at a time: mapping and unmapping instance memory
         # from several threads of one process contends on its address space (TLB shootdowns).
         # Calls themselves run side by side, so a slow or hostile call does not hold up its
-        # neighbours; processes (workers) are how a host uses more cores.
-        self.lifecycle_lock = threading.Lock()
+        # neighbours; processes (workers) are how a host uses more cores. Re-entrant: an import
+        # called while instantiating may run another component's instantiation nested (colocated).
+        self.lifecycle_lock = threading.RLock()
         self.served: dict[str, Served] = {}
         self.nc: Any = None
         self.rpc: RpcClient | None = None
         self.imports: ImportRouter | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.served_by = f"{self.host_id}/{self.index}"
+        self.colocated: Colocated | None = (
+            Colocated(self, colocated.max_depth(boot)) if colocated.enabled(boot) else None)
 
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -96,6 +139,8 @@ class Worker:
         self.nc = await connect(nats, name=f"trellis-worker-{self.host_id[:8]}-{self.index}")
         self.rpc = RpcClient(self.nc, self.lattice, source=self.host_id)
         self.imports = ImportRouter(self.nc, self.lattice, self.rpc, self.loop)
+        if self.colocated is not None:
+            self.imports.colocated = self._colocated_call
         await self.imports.start()
         self._config_watch = asyncio.create_task(self._follow_config())
         stop = asyncio.Event()
@@ -135,7 +180,10 @@ class Worker:
         if op == "scale":
             return await self._scale(cmd["component_id"], cmd["share"])
         if op == "stats":
-            return {cid: {"share": s.share, **(s.server.stats if s.server else {})} for cid, s in self.served.items()}
+            return {cid: {"share": s.share, **(s.server.stats if s.server else {}),
+                          "inflight": s.server.inflight if s.server else 0,
+                          "slots_in_use": s.slots.in_use if s.slots else 0, "colocated": dict(s.colocated)}
+                    for cid, s in self.served.items()}
         if op == "shutdown":
             self.boot["grace_s"] = cmd.get("grace_s", 10.0)
             stop.set()
@@ -166,8 +214,10 @@ class Worker:
                         non_retryable=tuple(cmd.get("non_retryable", [])))
         served.config = await self._resolve_config(served.config_names)
         served.local = LocalImports(cid, lambda: served.config or {})
+        served.needs_handler, served.lattice_imports = import_needs(loaded)
         if share > 0:
-            served.server = self._server(cid, invoker, share, cmd.get("queue"), cmd.get("non_retryable", []))
+            served.server, served.slots = self._server(served, share, cmd.get("queue"),
+                                                       cmd.get("non_retryable", []))
             await served.server.start()
         self.served[cid] = served
         self._ensure_threads()
@@ -209,33 +259,58 @@ class Worker:
             self.executor_size = needed
             old.shutdown(wait=False)  # calls already running there finish
 
-    def _server(self, cid: str, invoker: Invoker, share: int, queue: int | None,
-                non_retryable: list[str] | tuple[str, ...] = ()) -> RpcServer:
+    def _server(self, served: Served, share: int, queue: int | None,
+                non_retryable: list[str] | tuple[str, ...] = ()) -> tuple[RpcServer, Slots]:
         async def handle(inv: Invocation) -> Any:
-            return await self._invoke(cid, invoker, inv)
+            return await self._invoke(served, inv)
 
-        return RpcServer(self.nc, self.lattice, cid, handle, served_by=f"{self.host_id}/{self.index}",
+        assert self.loop is not None
+        slots = Slots(share, self.loop)
+        server = _Server(self.nc, self.lattice, served.component_id, handle, served_by=self.served_by,
                          max_concurrent=share, max_queue=queue if queue is not None else max(16, 4 * share),
-                         non_retryable=frozenset(non_retryable))
+                         non_retryable=frozenset(non_retryable), slots=slots)
+        return server, slots
 
-    async def _invoke(self, cid: str, invoker: Invoker, inv: Invocation) -> Any:
+    def handler(self, served: Served, inv: Invocation, trace: dict[str, str] | None = None) -> ImportHandler:
+        """The import handler for one call of ``served``; its lattice calls carry ``trace``, by
+        default the current span's (the call's server span, on the loop or on a Wasm thread)."""
+        if not served.needs_handler:
+            return deny_all
         assert self.imports is not None
-        served = self.served.get(cid)
-        # calls this invocation makes are children of its server span (the current context here)
-        handler = self.imports.handler_for(cid, inv, invoker.loaded, served.local if served else None,
-                                           trace=tracing.inject())
-        operation = inv.operation
+        if trace is None and served.lattice_imports:
+            trace = tracing.inject()
+        return self.imports.handler_for(served.component_id, inv, served.invoker.loaded, served.local,
+                                        trace=trace)
+
+    @staticmethod
+    def execute(served: Served, inv: Invocation, handler: ImportHandler, timeout_s: float | None = None) -> Any:
+        """Run one call on this thread; failures as the ``RpcError`` its caller gets."""
+        cid, operation = served.component_id, inv.operation
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self.executor, invoker.invoke, operation, inv.args, handler)
+            return served.invoker.invoke(operation, inv.args, handler, timeout_s=timeout_s)
         except InvocationError as exc:
             kind = exc.kind.value
+            if kind == "timeout" and timeout_s is not None and inv.remaining_s() <= 0:
+                # the caller's deadline, not the component's timeout: as the RPC client reports it
+                raise RpcError(f"call to {inv.target} {operation} timed out", ErrorCode.TIMEOUT,
+                               "timeout") from None
             code = _CODES.get(kind, ErrorCode.INVOCATION_FAILED)
             raise RpcError(f"{cid}: {exc.message}", code, kind) from None
         except LookupError as exc:  # unknown function
             raise RpcError(f"{cid}: {exc}", ErrorCode.NOT_FOUND, "no_such_function") from None
         except (ValueError, TypeError) as exc:  # arguments that do not fit the WIT types
-            raise RpcError(f"{cid}: bad arguments for {operation}: {exc}", ErrorCode.BAD_REQUEST, "bad_arguments") from None
+            raise RpcError(f"{cid}: bad arguments for {operation}: {exc}", ErrorCode.BAD_REQUEST,
+                           "bad_arguments") from None
+
+    async def _invoke(self, served: Served, inv: Invocation) -> Any:
+        # calls this invocation makes are children of its server span (the current context here)
+        handler = self.handler(served, inv)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.execute, served, inv, handler)
+
+    def _colocated_call(self, call: Invocation) -> Any:
+        """For the import router, on a Wasm thread: run ``call`` here if its target is served here."""
+        assert self.colocated is not None
+        return self.colocated.call(call, self.nc.max_payload)
 
     async def _scale(self, cid: str, share: int) -> None:
         served = self.served.get(cid)
@@ -246,8 +321,8 @@ class Worker:
         old_server = served.server
         served.share = share
         self._ensure_threads()
-        served.server = (self._server(cid, served.invoker, share, None, served.non_retryable)
-                         if share > 0 else None)
+        served.server, served.slots = (self._server(served, share, None, served.non_retryable)
+                                       if share > 0 else (None, None))
         if served.server:
             await served.server.start()
         if old_server:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import wasmtime
 from wasmtime import component as wc
@@ -86,7 +86,7 @@ class _Live:
     funcs: dict[FunctionInfo, TypedCall] = field(default_factory=dict)
 
     def func(self, loaded: LoadedComponent, fn: FunctionInfo,
-             types: dict[FunctionInfo, tuple[list[object], object]] | None = None) -> TypedCall:
+             types: dict[FunctionInfo, tuple[list[Any], Any]] | None = None) -> TypedCall:
         """The export as a :class:`TypedCall`. ``types`` keeps the export types of the component
         (they do not depend on the store), so a fresh instance does not read them again."""
         f = self.funcs.get(fn)
@@ -103,11 +103,11 @@ class _Live:
             else:
                 f = TypedCall.__new__(TypedCall)
                 f.func = raw
-                f.param_tys, f.result_ty = known  # type: ignore[assignment]
+                f.param_tys, f.result_ty = known
             self.funcs[fn] = f
         return f
 
-    lifecycle: threading.Lock | None = None
+    lifecycle: threading.Lock | threading.RLock | None = None
 
     def close(self) -> None:
         self.funcs.clear()
@@ -138,7 +138,7 @@ class Invoker:
         grants: WasiGrants | None = None,
         reuse: ReusePolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
-        lifecycle_lock: threading.Lock | None = None,
+        lifecycle_lock: threading.Lock | threading.RLock | None = None,
     ) -> None:
         self.loaded = loaded
         #: when given, instances are created and dropped one at a time (see Worker.lifecycle_lock)
@@ -160,7 +160,7 @@ class Invoker:
         self._lock = threading.Lock()
         self._closed = False
         #: export types read once per component (see _Live.func)
-        self._types: dict[FunctionInfo, tuple[list[object], object]] = {}
+        self._types: dict[FunctionInfo, tuple[list[Any], Any]] = {}
 
     # -- public -----------------------------------------------------------
 
@@ -205,6 +205,25 @@ class Invoker:
             idle, self._idle = self._idle, []
         for live in idle:
             live.close()
+
+    def drop_idle(self) -> int:
+        """Drop the warm instances idle longer than ``max_idle_s``; how many were dropped.
+
+        Called periodically by the worker, so a component nobody calls holds no instance
+        (scale to zero) instead of keeping its warm ones until the next call.
+        """
+        limit = self.reuse.max_idle_s
+        if limit is None or not self._idle:
+            return 0
+        now = self._clock()
+        with self._lock:
+            stale = [w for w in self._idle if now - w.last_used > limit]
+            if not stale:
+                return 0
+            self._idle = [w for w in self._idle if now - w.last_used <= limit]
+        for live in stale:
+            live.close()
+        return len(stale)
 
     @property
     def has_warm_instance(self) -> bool:

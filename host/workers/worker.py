@@ -52,6 +52,8 @@ from .imports import ImportRouter
 from .local import SERVED_HERE, LocalImports
 
 log = logging.getLogger("trellis.worker")
+#: how often warm instances past their max_idle_s are looked for and dropped
+IDLE_SWEEP_S = 1.0
 
 _CODES = {
     "missing_link": ErrorCode.MISSING_LINK,
@@ -143,6 +145,7 @@ class Worker:
             self.imports.colocated = self._colocated_call
         await self.imports.start()
         self._config_watch = asyncio.create_task(self._follow_config())
+        self._reaper = asyncio.create_task(self._drop_idle_instances())
         stop = asyncio.Event()
         self.loop.add_signal_handler(signal.SIGTERM, stop.set)
         self.loop.add_signal_handler(signal.SIGINT, lambda: None)  # the host decides when we stop
@@ -224,6 +227,21 @@ class Worker:
         if old is not None:  # an update: the new version already serves, the old one drains
             await self._retire(old, cmd.get("grace_s", 10.0))
         return {"digest": loaded.digest, "exports": loaded.describe()["exports"]}
+
+    async def _drop_idle_instances(self) -> None:
+        """Every second: warm instances idle past their component's ``max_idle_s`` are dropped."""
+        assert self.loop is not None
+        while True:
+            await asyncio.sleep(IDLE_SWEEP_S)
+            for served in list(self.served.values()):
+                inv = served.invoker
+                if inv.reuse.max_idle_s is not None and inv.has_warm_instance and not inv.closed:
+                    try:
+                        await self.loop.run_in_executor(self.executor, inv.drop_idle)
+                    except RuntimeError:  # the executor is being replaced or shut down
+                        pass
+                    except Exception:  # never let one component stop the sweep for all
+                        log.exception("dropping idle instances of %s failed", served.component_id)
 
     async def _resolve_config(self, names: tuple[str, ...]) -> dict[str, str]:
         if not names or self.imports is None:

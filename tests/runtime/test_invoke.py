@@ -131,6 +131,21 @@ def test_reuse_drops_idle_instances(components: TestComponents) -> None:
     assert inv.invoke("counter") == 1
 
 
+def test_idle_instances_are_dropped_without_waiting_for_a_call(components: TestComponents) -> None:
+    """The worker's periodic sweep: an idle component holds no instance (scale to zero)."""
+    now = [0.0]
+    inv = Invoker(
+        components.wat("hostile"),
+        reuse=ReusePolicy(max_invocations=100, max_idle_s=5.0),
+        clock=lambda: now[0],
+    )
+    assert inv.invoke("counter") == 1
+    assert inv.has_warm_instance and inv.drop_idle() == 0
+    now[0] = 6.0
+    assert inv.drop_idle() == 1 and not inv.has_warm_instance
+    assert inv.invoke("counter") == 1  # a fresh instance
+
+
 def test_trap_discards_a_reused_instance(components: TestComponents) -> None:
     inv = Invoker(components.wat("hostile"), reuse=ReusePolicy(max_invocations=100))
     assert inv.invoke("counter") == 1

@@ -217,6 +217,47 @@ async def test_link_callbacks_fire_with_resolved_config(boot, nc, lattice, clien
         assert r["link"] is None  # the call's link is gone
 
 
+async def test_each_call_sees_the_links_and_config_of_the_moment(boot, nc, lattice, client):
+    """The per-call link lookup is an index rebuilt on changes: a change shows in the very next call,
+    whatever spelling of the interface (with a version) the caller uses."""
+    store = LatticeStore(nc, lattice)
+    await store.put_config("cfg-a", {"k": "1"})
+    await store.put_link(link(target_config=["cfg-a"]))
+    async with ProviderRuntime(make_provider(Recorder()), boot()) as rt:
+        versioned = "example:echo/api@0.1.0.echo"
+        for op in (f"{API}.echo", versioned):
+            r = await client.call("echo", op, [1], timeout_s=5)
+            assert (r["link"], r["config"]) == ("echo", {"k": "1"}), op
+        await store.put_config("cfg-a", {"k": "2"})
+        await eventually(lambda: [a.config for a in rt.state.applied.values()] == [{"k": "2"}],
+                         what="the link applied again with the new config")
+        r = await client.call("echo", versioned, [1], timeout_s=5)
+        assert r["config"] == {"k": "2"}
+        await store.put_link(link(name="other", target_config=[]))
+        await eventually(lambda: len(rt.info.links) == 2, what="second link")
+        other = await client.call("echo", f"{API}.echo", [1], timeout_s=5, link="other")
+        assert (other["link"], other["link_name"], other["config"]) == ("echo", "other", {})
+        await store.delete_link("comp", "example", "echo")
+        await eventually(lambda: len(rt.info.links) == 1, what="link deleted")
+        r = await client.call("echo", f"{API}.echo", [1], timeout_s=5)
+        assert (r["link"], r["config"]) == (None, {})
+
+
+async def test_deadlines_of_calls_in_flight_are_kept_by_one_timer(boot, client):
+    """Calls with different deadlines at once: each times out at its own, the others are untouched."""
+    async with ProviderRuntime(make_provider(Recorder()), boot()) as rt:
+        async def slow(timeout_s: float, seconds: float) -> object:
+            try:
+                return await client.call("echo", f"{API}.slow", [seconds], timeout_s=timeout_s)
+            except RpcError as exc:
+                return exc.code
+
+        results = await asyncio.gather(slow(0.6, 30), slow(0.3, 30), slow(5, 0.01), slow(0.9, 30), slow(5, 1.2))
+        assert results == [ErrorCode.TIMEOUT, ErrorCode.TIMEOUT, "done", ErrorCode.TIMEOUT, "done"]
+        assert not rt._deadlines._calls  # nothing left behind
+        assert await client.call("echo", f"{API}.add", [2, 2], timeout_s=5) == {"sum": 4, "host": "host-a"}
+
+
 async def test_two_instances_share_load_and_fail_over(boot, nc, lattice, client):
     rec_a, rec_b = Recorder(), Recorder()
     a = await ProviderRuntime(make_provider(rec_a), boot("host-a")).start()

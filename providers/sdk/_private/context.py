@@ -99,12 +99,29 @@ def make_context(*, info: ProviderInfo, source: str, link_name: str, link: Link 
                  config: Mapping[str, str], interface: str, function: str, invocation_id: str,
                  trace: Mapping[str, str], deadline: float, attempt: int = 1,
                  instance: Instance | None = None) -> Context:
-    return Context(
-        provider_id=info.provider_id, host_id=info.host_id, lattice=info.lattice, source=source,
-        link_name=link_name, link=link, config=MappingProxyType(dict(config)), interface=interface,
-        function=function, invocation_id=invocation_id, trace=MappingProxyType(dict(trace)),
-        deadline=deadline, attempt=attempt, _instance=instance,
-    )
+    return new_context(info.provider_id, info.host_id, info.lattice, source, link_name, link,
+                       MappingProxyType(dict(config)), interface, function, invocation_id,
+                       MappingProxyType(dict(trace)), deadline, attempt, instance)
+
+
+_new = object.__new__
+_setattr = object.__setattr__
+
+
+def new_context(provider_id: str, host_id: str, lattice: str, source: str, link_name: str, link: Link | None,
+                config: Mapping[str, str], interface: str, function: str, invocation_id: str,
+                trace: Mapping[str, str], deadline: float, attempt: int, instance: Instance | None) -> Context:
+    """A :class:`Context` for one call, built on every invocation: without the frozen dataclass's
+    field-by-field ``__init__`` (five times the cost). ``config`` and ``trace`` are used as given:
+    read-only views nobody changes afterwards."""
+    ctx = _new(Context)
+    _setattr(ctx, "__dict__", {
+        "provider_id": provider_id, "host_id": host_id, "lattice": lattice, "source": source,
+        "link_name": link_name, "link": link, "config": config, "interface": interface, "function": function,
+        "invocation_id": invocation_id, "trace": trace, "deadline": deadline, "attempt": attempt,
+        "_instance": instance,
+    })
+    return ctx
 
 
 _current_context: contextvars.ContextVar[Context] = contextvars.ContextVar("trellis_provider_context")

@@ -25,6 +25,8 @@ from .context import current_instance
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ATTR = "__trellis_export__"
+#: entries kept in a provider's lookup caches (callers choose the names: keep the memory bounded)
+_CACHE_MAX = 1024
 _WIT_FUNC = re.compile(r"^(\[[a-z\-]+\])?[A-Za-z][A-Za-z0-9]*(-[A-Za-z][A-Za-z0-9]*)*(\.[A-Za-z][A-Za-z0-9\-]*)?$")
 
 
@@ -187,6 +189,9 @@ class Provider:
         self._exports: dict[str, ExportDefinition] = {}
         self._imports: dict[str, str] = {}
         self._callbacks: dict[str, Callable[..., Any]] = {}
+        # per-call lookups, by the names as callers spell them (with or without a version)
+        self._found: dict[tuple[str, str], ExportDefinition] = {}
+        self._checked_imports: dict[str, tuple[str, str]] = {}
         self.add(*exports)
         self.imports(*imports)
 
@@ -254,17 +259,29 @@ class Provider:
             raise DefinitionError(f"provider {self.name}: {defn.operation} is exported twice "
                                   f"({_name_of(self._exports[defn.operation].handler)} and {_name_of(defn.handler)})")
         self._exports[defn.operation] = defn
+        self._found.clear()
 
     @property
     def exports(self) -> Mapping[str, ExportDefinition]:
         return MappingProxyType(self._exports)
 
     def find(self, interface: str, function: str) -> ExportDefinition | None:
+        """The export a call names (``interface`` may carry a version), or None. Called on every
+        invocation: hits are remembered, so the interface is parsed once per spelling."""
+        key = (interface, function)
+        defn = self._found.get(key)
+        if defn is not None:
+            return defn
         try:
             wi = parse_wit_interface(interface)
         except ValueError:
             return None
-        return self._exports.get(f"{_unversioned(wi)}.{function}")
+        defn = self._exports.get(f"{_unversioned(wi)}.{function}")
+        if defn is not None:
+            if len(self._found) >= _CACHE_MAX:
+                self._found.clear()
+            self._found[key] = defn
+        return defn
 
     # --- imports ---------------------------------------------------------------------
 
@@ -275,6 +292,7 @@ class Provider:
                 self._imports[_unversioned(parse_wit_interface(i))] = i
             except ValueError as exc:
                 raise DefinitionError(f"provider {self.name} import: {exc}") from None
+        self._checked_imports.clear()
         return self
 
     @property
@@ -283,6 +301,9 @@ class Provider:
 
     def check_import(self, operation: str) -> tuple[str, str]:
         """Split ``ns:pkg/iface.func``; raise if the interface was not declared in ``imports``."""
+        checked = self._checked_imports.get(operation)
+        if checked is not None:
+            return checked
         interface, _, function = operation.rpartition(".")
         try:
             wi = parse_wit_interface(interface)
@@ -293,6 +314,9 @@ class Provider:
             raise ValueError(f"provider {self.name} calls {operation} but does not import "
                              f"{_unversioned(wi)} (declared imports: {known}); add it with "
                              f"Provider(..., imports=[{str(_unversioned(wi))!r}])")
+        if len(self._checked_imports) >= _CACHE_MAX:
+            self._checked_imports.clear()
+        self._checked_imports[operation] = (interface, function)
         return interface, function
 
     async def call(self, target: str | Link, operation: str, *args: Any, timeout_s: float | None = None,

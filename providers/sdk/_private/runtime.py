@@ -26,7 +26,7 @@ from interfaces.connection import connect
 from interfaces.control import CtlReply
 from interfaces.envelope import Invocation
 from interfaces.errors import ErrorCode
-from interfaces.links import Link, parse_wit_interface
+from interfaces.links import Link
 from interfaces.rpc_client import RpcClient, RpcError
 from interfaces.rpc_server import RpcServer
 from interfaces.store import ConfigChange, LatticeStore, LinkChange, StoreSettings, Synced
@@ -34,11 +34,11 @@ from trellis.service import Service
 
 from . import subjects as psubjects
 from .bootstrap import Bootstrap
-from .context import ProviderInfo, make_context
+from .context import ProviderInfo, new_context
 from .definition import Provider
-from .dispatch import health_result, invoke_export, run_callback
+from .dispatch import Deadlines, health_result, invoke_export, run_callback
 from .errors import ProviderError
-from .state import Action, ConfigUpdated, LinkDeleted, LinkPut, LinkState
+from .state import Action, CallLinks, ConfigUpdated, LinkDeleted, LinkPut, LinkState, wit_key
 
 log = logging.getLogger("providers.sdk")
 
@@ -68,6 +68,10 @@ class ProviderRuntime(Service):
         self.host_id = bootstrap.host_id
         self.lattice = bootstrap.lattice
         self.state = LinkState(self.id, tuple(bootstrap.config_names), dict(bootstrap.config))
+        self._call_links = CallLinks(self.state)
+        self._deadlines = Deadlines()
+        self._info: ProviderInfo | None = None
+        self._info_generation = -1
         self.nc: Client | None = nc
         self._own_nc = nc is None
         self._store_settings = store_settings
@@ -82,11 +86,15 @@ class ProviderRuntime(Service):
 
     @property
     def info(self) -> ProviderInfo:
-        return ProviderInfo(
-            provider_id=self.id, host_id=self.host_id, lattice=self.lattice,
-            instance_id=self.bootstrap.instance_id, config=MappingProxyType(self.state.own_config()),
-            links=tuple(a.link for _, a in sorted(self.state.applied.items())), nats=self.bootstrap.nats,
-        )
+        """Built again only when links or config changed (callbacks and tasks read it often)."""
+        if self._info is None or self._info_generation != self.state.generation:
+            self._info = ProviderInfo(
+                provider_id=self.id, host_id=self.host_id, lattice=self.lattice,
+                instance_id=self.bootstrap.instance_id, config=MappingProxyType(self.state.own_config()),
+                links=tuple(a.link for _, a in sorted(self.state.applied.items())), nats=self.bootstrap.nats,
+            )
+            self._info_generation = self.state.generation
+        return self._info
 
     @property
     def connection(self) -> Client | None:
@@ -141,6 +149,7 @@ class ProviderRuntime(Service):
         began = time.monotonic()
         if self.server is not None:
             await self.server.stop(drain_timeout_s=grace)
+        self._deadlines.close()
         if self._started_callbacks:
             left = max(0.5, grace - (time.monotonic() - began))
             await run_callback(self.provider, "on_shutdown", left, info=self.info, instance=self, timeout_s=left)
@@ -170,34 +179,20 @@ class ProviderRuntime(Service):
     # --- invocations -------------------------------------------------------------------
 
     async def _handle(self, inv: Invocation) -> Any:
+        """One invocation, the per-call path: every lookup is a dict hit, the deadline a shared timer."""
         defn = self.provider.find(inv.interface, inv.function)
         if defn is None:
             known = ", ".join(sorted(self.provider.exports)) or "nothing"
             raise RpcError(f"provider {self.id} does not export {inv.operation} (it exports {known})",
                            ErrorCode.UNKNOWN_OPERATION)
-        applied = self._link_for_call(inv)
-        ctx = make_context(
-            info=self.info, source=inv.source, link_name=inv.link, link=applied.link if applied else None,
-            config=applied.config if applied else {}, interface=inv.interface, function=inv.function,
-            invocation_id=inv.id, trace=inv.trace, deadline=inv.deadline_ms / 1000.0, attempt=inv.attempt,
-            instance=self,
-        )
+        link, config = self._call_links.find(inv.source, inv.link, inv.interface)
+        ctx = new_context(self.id, self.host_id, self.lattice, inv.source, inv.link, link, config, inv.interface,
+                          inv.function, inv.id, MappingProxyType(inv.trace), inv.deadline_ms / 1000.0, inv.attempt,
+                          self)
         try:
-            return await invoke_export(defn, inv.args, ctx, self)
+            return await invoke_export(defn, inv.args, ctx, self, self._deadlines)
         except ProviderError as exc:
             raise exc.to_rpc_error() from None
-
-    def _link_for_call(self, inv: Invocation) -> LinkPut | None:
-        try:
-            wi = parse_wit_interface(inv.interface)
-        except ValueError:
-            return None
-        for a in self.state.applied.values():
-            lk = a.link
-            if (lk.source_id == inv.source and lk.target == self.id and lk.name == inv.link
-                    and lk.covers(wi.namespace, wi.package, wi.interface)):
-                return a
-        return None
 
     async def call(self, target: str | Link, operation: str, args: list[Any], *,
                    timeout_s: float | None = None, link_name: str | None = None,
@@ -211,10 +206,10 @@ class ProviderRuntime(Service):
         else:
             target_id = target
             if link_name is None:
-                wi = parse_wit_interface(interface)
+                key = wit_key(interface)
                 link_name = next((a.link.name for a in self.state.applied.values()
-                                  if a.link.source_id == self.id and a.link.target == target_id
-                                  and a.link.covers(wi.namespace, wi.package, wi.interface)), "default")
+                                  if key is not None and a.link.source_id == self.id and a.link.target == target_id
+                                  and a.link.covers(*key)), "default")
         return await self.rpc.call(target_id, operation, args, timeout_s=timeout_s or 30.0, link=link_name,
                                    deadline_ms=deadline_ms, trace=trace)
 

@@ -18,23 +18,19 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
 from providers.builtin._common import config as cfgs
-from providers.builtin._common.health import probe_each
-from providers.builtin._common.lifecycle import LinkedBackend
-from providers.builtin._common.shared import Shared
 from providers.builtin._common.sql import (
     CONNECTION_FAILED,
     CONSTRAINT_VIOLATION,
     INVALID_QUERY,
     OTHER,
+    SqlBackend,
     SqlError,
-    SqlFront,
-    row,
+    rows,
 )
 from providers.sdk import Link, Provider, run
 
@@ -165,71 +161,59 @@ def rows_changed(status: str) -> int:
     return 0
 
 
-class PostgresLink:
-    """One link's database."""
-
-    def __init__(self, key: PoolKey, pools: Shared[PoolKey, asyncpg.Pool]) -> None:
-        self.key = key
-        self._pools = pools
-
-    async def _pool(self) -> asyncpg.Pool:
-        try:
-            return await self._pools.get(self.key)
-        except Exception as exc:
-            raise classify(exc) from None
-
-    async def query(self, sql: str, params: list[Any]) -> list[list[list[Any]]]:
-        pool = await self._pool()
-        try:
-            async with pool.acquire() as conn:
-                records = await conn.fetch(sql, *params)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise classify(exc) from None
-        return [row(list(r.keys()), list(r.values())) for r in records]
-
-    async def execute(self, sql: str, params: list[Any]) -> int:
-        pool = await self._pool()
-        try:
-            async with pool.acquire() as conn:
-                status = await conn.execute(sql, *params)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise classify(exc) from None
-        return rows_changed(status)
+#: what a statement can fail with, besides the server's errors
+_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
-class SqldbPostgres(LinkedBackend[PostgresLink]):
+class SqldbPostgres(SqlBackend[PoolKey, asyncpg.Pool]):
     name = NAME
+    resource_kind = "pool"
 
-    def __init__(self) -> None:
-        self.pools: Shared[PoolKey, asyncpg.Pool] = Shared(f"{NAME} pool", open_pool, close_pool)
-        super().__init__()
+    @property
+    def pools(self) -> Any:
+        return self.resources
 
-    async def build_link(self, link: Link, config: dict[str, str]) -> PostgresLink:
-        key = pool_key(config)
-        self.pools.attach(key)
-        return PostgresLink(key, self.pools)
+    def link_key(self, link: Link, config: dict[str, str]) -> PoolKey:
+        return pool_key(config)
 
-    async def teardown_link(self, state: PostgresLink) -> None:
-        await self.pools.detach(state.key)
+    async def open(self, key: PoolKey) -> asyncpg.Pool:
+        return await open_pool(key)
 
-    async def probe(self) -> tuple[bool, str]:
-        keys = self.pools.keys()
+    async def close(self, resource: asyncpg.Pool) -> None:
+        await close_pool(resource)
 
-        async def check(k: PoolKey) -> None:
-            await (await self.pools.get(k)).fetchval("SELECT 1")
+    def describe(self, key: PoolKey) -> str:
+        return key.describe()
 
-        down = await probe_each([(k.describe(), partial(check, k)) for k in keys])
-        summary = f"{len(self.links)} link(s), {len(keys)} database(s)"
-        return not down, "; ".join([summary, *down, *self.link_problems()])
+    async def ping(self, resource: asyncpg.Pool) -> None:
+        await resource.fetchval("SELECT 1")
 
-    async def close_backends(self) -> None:
-        await self.pools.close_all()
+    def open_error(self, key: PoolKey, exc: Exception) -> SqlError | None:
+        return classify(exc)
+
+    async def query(self, resource: asyncpg.Pool, sql: str, params: list[Any],
+                    timeout_s: float) -> list[list[list[Any]]]:
+        async with asyncio.timeout(timeout_s):  # outside: its TimeoutError is the deadline, not a failure
+            try:
+                async with resource.acquire() as conn:
+                    records = await conn.fetch(sql, *params)
+            except _FAILURES as exc:
+                raise classify(exc) from None
+        return rows(list(records[0].keys()) if records else (), records)
+
+    async def execute(self, resource: asyncpg.Pool, sql: str, params: list[Any], timeout_s: float) -> int:
+        async with asyncio.timeout(timeout_s):
+            try:
+                async with resource.acquire() as conn:
+                    status = await conn.execute(sql, *params)
+            except _FAILURES as exc:
+                raise classify(exc) from None
+        return rows_changed(status)
 
 
 def build() -> Provider:
     """A fresh provider (each test builds its own, so no state leaks between them)."""
-    impl = SqldbPostgres()
-    return impl.provider([SqlFront(NAME, impl.links)], "trellis:sql on PostgreSQL")
+    return SqldbPostgres().sql_provider("trellis:sql on PostgreSQL")
 
 
 provider = build()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from providers.builtin._common.sql import sqlite_placeholders
 from providers.sdk import Provider
 from providers.sdk.testing import ProviderEnvironment
 
+from ..harness import eventually
 from .backends import PostgresServer, free_port
 from .helpers import prober_of, sql_link
 
@@ -177,6 +179,59 @@ async def test_sqlite_statement_past_the_deadline_is_interrupted(tmp_path: Path)
         assert "deadline" in result["err"]["other"], result
         # the database's thread is free again at once
         assert await env.invoke(Q, "SELECT 2 AS two", [], source="comp", timeout_s=2) == {"ok": [[["two", i(2)]]]}
+
+
+async def test_sqlite_reads_run_on_the_loop_and_the_rest_on_the_databases_thread(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    provider = sqldb_sqlite.build()
+    configs = {"sqlcfg": {"path": str(path), "busy_timeout_ms": "10000"},
+               "impatient": {"path": str(path), "busy_timeout_ms": "50"},
+               "rollback": {"path": str(tmp_path / "r.db"), "journal_mode": "delete"}}
+    links = [sql_link(), sql_link("impatient", config="impatient"), sql_link("rollback", config="rollback")]
+    async with ProviderEnvironment(provider, provider_id="sql", configs=configs, links=links) as env:
+        impl = provider.callback("health").__self__  # type: ignore[union-attr]
+
+        def db(path_: Path, busy: int = 5000) -> sqldb_sqlite.SqliteDb:
+            return next(impl.dbs.opened(k) for k in impl.dbs.keys()
+                        if k.path == str(path_) and k.busy_timeout_ms == busy)
+
+        assert await env.invoke(X, "CREATE TABLE t (x BIGINT)", [], source="comp") == {"ok": 0}
+        assert await env.invoke(Q, "SELECT count(*) AS n FROM t", [], source="comp") == {"ok": [[["n", i(0)]]]}
+        main = db(path, 10000)
+        assert main.stats == {"loop_reads": 1, "moved_reads": 0, "busy_waits": 0}
+        # a read far over the loop's budget is stopped there and run again on the thread: same answer
+        big = ("SELECT count(*) AS c FROM (WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n "
+               "WHERE k < 300000) SELECT k FROM n)")
+        assert await env.invoke(Q, big, [], source="comp") == {"ok": [[["c", i(300000)]]]}
+        assert main.stats["moved_reads"] == 1
+        # another process holds the write lock: a write waits on the thread (up to busy_timeout_ms) ...
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            holder.execute("INSERT INTO t VALUES (1)")
+            write = asyncio.create_task(env.invoke(X, "INSERT INTO t VALUES ($1)", [i(2)], source="comp"))
+            await eventually(lambda: main.stats["busy_waits"] > 0, what="the write to wait for the lock")
+            # ... while one with a short busy timeout gives up
+            given_up = await env.invoke(X, "INSERT INTO t VALUES ($1)", [i(3)], source="impatient")
+            assert "locked" in given_up["err"]["other"], given_up
+            holder.execute("COMMIT")
+            assert await write == {"ok": 1}
+        finally:
+            holder.close()
+        assert await env.invoke(Q, "SELECT x FROM t ORDER BY x", [], source="comp") == {
+            "ok": [[["x", i(1)]], [["x", i(2)]]]}
+        # a rollback-journal database: readers wait for writers, so everything runs on its thread
+        await env.invoke(X, "CREATE TABLE r (y BIGINT)", [], source="rollback")
+        assert await env.invoke(Q, "SELECT count(*) AS n FROM r", [], source="rollback") == {"ok": [[["n", i(0)]]]}
+        assert db(tmp_path / "r.db").stats["loop_reads"] == 0
+
+
+def test_sqlite_reads_only() -> None:
+    reads = sqldb_sqlite.reads_only
+    assert all(reads(q) for q in ("SELECT 1", " select a from t", "(SELECT 1) UNION SELECT 2", "-- c\nSELECT 1",
+                                  "/* c */ VALUES (1)"))
+    assert not any(reads(q) for q in ("WITH x AS (SELECT 1) SELECT * FROM x", "INSERT INTO t SELECT 1",
+                                      "UPDATE t SET a = 1 RETURNING a", "SELECTED", "PRAGMA x", ""))
 
 
 def test_sqlite_placeholders() -> None:

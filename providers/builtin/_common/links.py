@@ -139,10 +139,12 @@ class LinkTable(Generic[S]):
         """The state for the link a call came over; raises NotLinked or LinkUnusable."""
         key = (ctx.source, ctx.link_name)
         slot = self._slots.get(key)
-        if ctx.link is not None:
-            if slot is not None and slot.state is not None and slot.link == ctx.link:
+        link = ctx.link
+        if link is not None:
+            # the SDK hands over the very Link object on_link_put got: identity first (no field compare)
+            if slot is not None and slot.state is not None and (slot.link is link or slot.link == link):
                 return slot.state
-            return await self.put(ctx.link, ctx.config, ctx.provider_id)
+            return await self.put(link, ctx.config, ctx.provider_id)
         if slot is None:  # maybe the link is on its way: give on_link_put a moment
             await self._await_arrival(key, min(LINK_GRACE_S, max(0.0, ctx.remaining_s() / 2)))
             slot = self._slots.get(key)

@@ -1,30 +1,39 @@
 """``trellis:sql/query`` on any database: the part both SQL providers share.
 
 * Values: ``sql-value`` on the wire is a one-key dict (``{"int": 5}``,
-  ``{"null": None}``, or the bare case name ``"null"``); :func:`param` turns it
-  into a Python value for the driver and :func:`value` turns a driver's value
-  back. Types the WIT has no case for come back as text.
+  ``{"null": None}``, or the bare case name ``"null"``); :func:`params` turns
+  them into Python values for the driver and :func:`rows` turns a result back
+  (types the WIT has no case for come back as text).
 * Placeholders: SQL is written with ``$1, $2, ...`` for every backend
   (PostgreSQL's own style). :func:`sqlite_placeholders` rewrites them to
   SQLite's numbered ``?1, ?2, ...``, leaving string literals, quoted
   identifiers and comments alone, so one SQL text means the same on both.
 * Errors: a backend raises :class:`SqlError` with a WIT ``sql-error`` case.
-* :class:`SqlFront` holds the exported handlers: link lookup, deadline, errors.
+* :class:`SqlBackend`: links mapped to connection settings, a database (or
+  pool) per distinct settings shared by its links and opened on first use,
+  health probes, shutdown; :class:`SqlFront` holds the exported handlers
+  (link lookup, the caller's deadline, errors as WIT values).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
-from collections.abc import Sequence
+from abc import abstractmethod
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Generic, TypeVar
 
-from providers.sdk import Context, export
+from providers.sdk import Context, Link, Provider, export
 
-from .calls import before_deadline
-from .links import LinkTable, LinkUnusable, NotLinked
+from .calls import time_left
+from .health import probe_each
+from .lifecycle import LinkedBackend
+from .links import LinkUnusable, NotLinked
+from .shared import Shared
 
 log = logging.getLogger("providers.builtin")
 
@@ -35,6 +44,9 @@ CONNECTION_FAILED = "connection-failed"
 OTHER = "other"
 
 S64_MIN, S64_MAX = -(2**63), 2**63 - 1
+
+K = TypeVar("K")  # connection settings: links with equal keys share one resource
+R = TypeVar("R")  # the resource: a database, a pool
 
 
 class SqlError(Exception):
@@ -51,43 +63,68 @@ class SqlError(Exception):
 
 # --- values ----------------------------------------------------------------------------
 
+def _no_value(index: int, v: Any) -> SqlError:
+    return SqlError(INVALID_QUERY, f"parameter ${index}: {v!r} is not a sql-value")
+
+
 def param(index: int, v: Any) -> Any:
     """A ``sql-value`` from the wire → a Python value for the driver."""
-    if v == "null" or v is None:
-        return None
-    if isinstance(v, dict) and len(v) == 1:
+    if type(v) is dict and len(v) == 1:
         (case, payload), = v.items()
-        if case == "null":
+        kind = type(payload)
+        if case == "text":
+            if kind is str:
+                return payload
+        elif case == "int":
+            if kind is int:
+                return payload
+        elif case == "null":
             return None
-        if case == "bool" and isinstance(payload, bool):
-            return payload
-        if case == "int" and isinstance(payload, int) and not isinstance(payload, bool):
-            return payload
-        if case == "float" and isinstance(payload, (int, float)) and not isinstance(payload, bool):
-            return float(payload)
-        if case == "text" and isinstance(payload, str):
-            return payload
-        if case == "blob" and isinstance(payload, (bytes, bytearray, memoryview, list)):
-            return bytes(payload)
-    raise SqlError(INVALID_QUERY, f"parameter ${index}: {v!r} is not a sql-value")
+        elif case == "float":
+            if kind is float or kind is int:
+                return float(payload)
+        elif case == "bool":
+            if kind is bool:
+                return payload
+        elif case == "blob":
+            if kind is bytes:
+                return payload
+            if isinstance(payload, (bytes, bytearray, memoryview, list)):
+                return bytes(payload)
+        raise _no_value(index, v)
+    if v is None or v == "null":
+        return None
+    raise _no_value(index, v)
 
 
 def params(values: Sequence[Any]) -> list[Any]:
+    """The parameters of one statement, for the driver; an invalid one is ``invalid-query``."""
+    if not values:
+        return []
     return [param(i, v) for i, v in enumerate(values, start=1)]
 
 
 def value(v: Any) -> dict[str, Any]:
     """A driver's value → a ``sql-value`` for the wire (text for types the WIT has no case for)."""
+    kind = type(v)
+    if kind is str:
+        return {"text": v}
+    if kind is int:
+        return {"int": v} if S64_MIN <= v <= S64_MAX else {"text": str(v)}
     if v is None:
         return {"null": None}
+    if kind is float:
+        return {"float": v}
+    if kind is bytes:
+        return {"blob": v}
     if isinstance(v, bool):
         return {"bool": v}
     if isinstance(v, int):
-        return {"int": v} if S64_MIN <= v <= S64_MAX else {"text": str(v)}
+        return {"int": int(v)} if S64_MIN <= v <= S64_MAX else {"text": str(v)}
     if isinstance(v, float):
-        return {"float": v}
+        return {"float": float(v)}
     if isinstance(v, str):
-        return {"text": v}
+        return {"text": str(v)}
     if isinstance(v, (bytes, bytearray, memoryview)):
         return {"blob": bytes(v)}
     if isinstance(v, Decimal):
@@ -97,8 +134,14 @@ def value(v: Any) -> dict[str, Any]:
     return {"text": str(v)}
 
 
-def row(columns: Sequence[str], values: Sequence[Any]) -> list[list[Any]]:
+def row(columns: Sequence[str], values: Iterable[Any]) -> list[list[Any]]:
     return [[c, value(v)] for c, v in zip(columns, values)]
+
+
+def rows(columns: Sequence[str], records: Iterable[Iterable[Any]]) -> list[list[list[Any]]]:
+    """A result for the wire: each row a list of ``[column, sql-value]`` (records are sequences of
+    values in column order: sqlite3 tuples, asyncpg Records)."""
+    return [[[c, value(v)] for c, v in zip(columns, r)] for r in records]
 
 
 # --- placeholders ------------------------------------------------------------------------
@@ -153,29 +196,114 @@ def sqlite_placeholders(sql: str) -> str:
     return "".join(out)
 
 
-# --- the exported functions ------------------------------------------------------------
+# --- the providers --------------------------------------------------------------------------
 
-class SqlBackend(Protocol):
-    """One link's database. Raises SqlError for anything that goes wrong."""
+class SqlBackend(LinkedBackend[K], Generic[K, R]):
+    """What both SQL providers do alike around their database driver.
 
-    async def query(self, sql: str, params: list[Any]) -> list[list[list[Any]]]: ...
-    async def execute(self, sql: str, params: list[Any]) -> int: ...
+    A link's config becomes a key (the connection settings, no I/O); links with equal
+    keys share one resource (a SQLite database, a PostgreSQL pool), opened on first
+    use and closed with its last link. Health probes every resource in use.
+    Subclasses open, close and ping resources, classify failures to open them, and
+    run statements (:meth:`query`, :meth:`execute`), each bounded by ``timeout_s``:
+    past it they raise ``TimeoutError``.
+    """
+
+    #: what a resource is, in messages ("database", "pool")
+    resource_kind = "database"
+
+    def __init__(self) -> None:
+        self.resources: Shared[K, R] = Shared(f"{self.name} {self.resource_kind}", self.open, self.close)
+        super().__init__()
+
+    # --- what a backend provides -------------------------------------------------------------
+
+    @abstractmethod
+    def link_key(self, link: Link, config: dict[str, str]) -> K:
+        """The connection settings of a link's merged config; ConfigError if they cannot be used."""
+
+    @abstractmethod
+    async def open(self, key: K) -> R: ...
+
+    @abstractmethod
+    async def close(self, resource: R) -> None: ...
+
+    @abstractmethod
+    def describe(self, key: K) -> str:
+        """The resource in health messages (no secrets)."""
+
+    @abstractmethod
+    async def ping(self, resource: R) -> None: ...
+
+    @abstractmethod
+    def open_error(self, key: K, exc: Exception) -> SqlError | None:
+        """The ``sql-error`` for a failure to open ``key`` (None: not the database's fault, re-raised)."""
+
+    @abstractmethod
+    async def query(self, resource: R, sql: str, params: list[Any], timeout_s: float) -> list[list[list[Any]]]: ...
+
+    @abstractmethod
+    async def execute(self, resource: R, sql: str, params: list[Any], timeout_s: float) -> int: ...
+
+    # --- shared --------------------------------------------------------------------------------
+
+    async def build_link(self, link: Link, config: dict[str, str]) -> K:
+        key = self.link_key(link, config)
+        self.resources.attach(key)
+        return key
+
+    async def teardown_link(self, state: K) -> None:
+        await self.resources.detach(state)
+
+    async def resource(self, key: K, timeout_s: float) -> R:
+        """The open resource of a link: at once when it is open, else opened (within ``timeout_s``)."""
+        opened = self.resources.opened(key)
+        if opened is not None:
+            return opened
+        async with asyncio.timeout(timeout_s):  # outside: its TimeoutError is the deadline, not a failure
+            try:
+                return await self.resources.get(key)
+            except Exception as exc:
+                error = self.open_error(key, exc)
+                if error is None:
+                    raise
+                raise error from None
+
+    async def probe(self) -> tuple[bool, str]:
+        keys = self.resources.keys()
+
+        async def check(k: K) -> None:
+            await self.ping(await self.resources.get(k))
+
+        down = await probe_each([(self.describe(k), partial(check, k)) for k in keys])
+        summary = f"{len(self.links)} link(s), {len(keys)} database(s)"
+        return not down, "; ".join([summary, *down, *self.link_problems()])
+
+    async def close_backends(self) -> None:
+        await self.resources.close_all()
+
+    def sql_provider(self, description: str) -> Provider:
+        return self.provider([SqlFront(self)], description)
 
 
 class SqlFront:
     """The exported ``trellis:sql/query`` functions; pass an instance to ``Provider(exports=[...])``."""
 
-    def __init__(self, name: str, links: LinkTable[Any]) -> None:
-        self.name = name
-        self.links = links
+    def __init__(self, backend: SqlBackend[Any, Any]) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.links = backend.links
 
-    async def _run(self, ctx: Context, sql: str, values: list[Any], what: str) -> dict[str, Any]:
+    async def _run(self, ctx: Context, sql: str, values: list[Any], is_query: bool) -> dict[str, Any]:
         try:
-            backend: SqlBackend = await self.links.for_call(ctx)
+            key = await self.links.for_call(ctx)
             bound = params(values)
-            async with before_deadline(ctx):
-                method = backend.query if what == "query" else backend.execute
-                return {"ok": await method(sql, bound)}
+            left = time_left(ctx)  # answer with a WIT error shortly before the caller gives up
+            backend = self.backend
+            resource = await backend.resource(key, left)
+            if is_query:
+                return {"ok": await backend.query(resource, sql, bound, left)}
+            return {"ok": await backend.execute(resource, sql, bound, left)}
         except SqlError as exc:
             return exc.wire()
         except (NotLinked, LinkUnusable) as exc:
@@ -184,13 +312,14 @@ class SqlFront:
             return SqlError(OTHER, f"{self.name}: the statement did not finish before the caller's deadline "
                                    "and was cancelled").wire()
         except Exception as exc:
-            log.warning("%s: %s from %s failed: %r", self.name, what, ctx.source, exc)
+            log.warning("%s: %s from %s failed: %r", self.name, "query" if is_query else "execute", ctx.source,
+                        exc)
             return SqlError(OTHER, f"{exc.__class__.__name__}: {exc}").wire()
 
     @export(QUERY, "query")
     async def query(self, sql: str, params: list[Any], *, ctx: Context, **kwargs: Any) -> dict[str, Any]:
-        return await self._run(ctx, sql, params, "query")
+        return await self._run(ctx, sql, params, True)
 
     @export(QUERY, "execute")
     async def execute(self, sql: str, params: list[Any], *, ctx: Context, **kwargs: Any) -> dict[str, Any]:
-        return await self._run(ctx, sql, params, "execute")
+        return await self._run(ctx, sql, params, False)

@@ -25,6 +25,7 @@ lattice's server, subjects under ``trellis.`` and ``$`` are refused (see
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from functools import partial
 from collections.abc import Mapping
@@ -57,6 +58,7 @@ log = logging.getLogger("providers.builtin.messaging_nats")
 NAME = "messaging-nats"
 CONSUMER = "wasmcloud:messaging/consumer"
 HANDLER = "wasmcloud:messaging/handler"
+HANDLE_MESSAGE = f"{HANDLER}.handle-message"
 CONSUMER_KEYS = NATS_KEYS
 HANDLER_KEYS = (*NATS_KEYS, "subscriptions", "queue_group", "max_concurrent", "handler_timeout_ms")
 #: how long in-flight deliveries may finish when a handler link goes away
@@ -69,17 +71,26 @@ class SubjectError(Exception):
 
 def check_subject(subject: str, target: NatsTarget, *, pattern: bool = False) -> str:
     """A subject to publish on (or, with ``pattern``, to subscribe to)."""
+    problem = _subject_problem(subject, target.is_lattice, pattern)
+    if problem is not None:
+        raise SubjectError(problem)
+    return subject
+
+
+@functools.lru_cache(maxsize=1024)
+def _subject_problem(subject: str, on_lattice: bool, pattern: bool) -> str | None:
+    """Why a subject may not be used, or None; remembered (components publish on a few subjects)."""
     tokens = subject.split(".")
     if not subject or any(not t or any(c.isspace() for c in t) for t in tokens):
-        raise SubjectError(f"invalid subject {subject!r}: dot-separated tokens without spaces")
+        return f"invalid subject {subject!r}: dot-separated tokens without spaces"
     if not pattern and any(t in ("*", ">") for t in tokens):
-        raise SubjectError(f"cannot publish on {subject!r}: wildcards are for subscriptions")
+        return f"cannot publish on {subject!r}: wildcards are for subscriptions"
     if pattern and ">" in tokens[:-1]:
-        raise SubjectError(f"invalid subscription {subject!r}: '>' must be the last token")
-    if target.is_lattice and reserved_subject(subject):
-        raise SubjectError(f"subject {subject!r} is reserved on the lattice's NATS server (trellis.>, $...); "
-                           "link the provider to another server with url=... to use it")
-    return subject
+        return f"invalid subscription {subject!r}: '>' must be the last token"
+    if on_lattice and reserved_subject(subject):
+        return (f"subject {subject!r} is reserved on the lattice's NATS server (trellis.>, $...); "
+                "link the provider to another server with url=... to use it")
+    return None
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,10 @@ class Delivery:
     client resubscribes by itself after a reconnect). Started from
     ``on_link_put``, so its tasks run where the provider may call components
     (tasks copy the SDK's calling context from where they are created).
+
+    Per message: the NATS client hands it to :meth:`_on_message` (a callback,
+    not an iterator: no task or wait set per message), which takes a slot and
+    starts the one task that calls the component.
     """
 
     def __init__(self, provider: Provider, link: Link, settings: HandlerSettings,
@@ -147,7 +162,7 @@ class Delivery:
         nc = await self.connections.get(self.settings.target)
         try:
             for subject in self.settings.subscriptions:
-                self.subs.append(await nc.subscribe(subject, queue=self.settings.queue_group))
+                self.subs.append(await nc.subscribe(subject, queue=self.settings.queue_group, cb=self._on_message))
             await nc.flush(timeout=5)
         except BaseException:
             await self._unsubscribe()
@@ -170,24 +185,18 @@ class Delivery:
         self.subscribed.set()
         log.info("%s: delivering %s to %s (queue group %s)", NAME, ", ".join(self.settings.subscriptions),
                  self.link.target, self.settings.queue_group)
-        await asyncio.gather(*(self._read(sub) for sub in self.subs))
 
-    async def _read(self, sub: Any) -> None:
-        try:
-            async for msg in sub.messages:
-                await self.gate.acquire()  # back-pressure: NATS buffers (then drops) what waits here
-                task = asyncio.get_running_loop().create_task(self._deliver(msg), name="deliver")
-                self.inflight.add(task)
-                task.add_done_callback(self.inflight.discard)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: reading %s for %s stopped", NAME, sub.subject, self.link.target)
+    async def _on_message(self, msg: Msg) -> None:
+        """The subscription's callback (the NATS client awaits it before handing over the next message)."""
+        await self.gate.acquire()  # back-pressure: NATS buffers (then drops) what waits here
+        task = asyncio.get_running_loop().create_task(self._deliver(msg))
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
 
     async def _deliver(self, msg: Msg) -> None:
         wire = {"subject": msg.subject, "body": msg.data, "reply-to": msg.reply or None}
         try:
-            result = await self.provider.call(self.link, f"{HANDLER}.handle-message", wire,
+            result = await self.provider.call(self.link, HANDLE_MESSAGE, wire,
                                               timeout_s=self.settings.handler_timeout_s)
             if isinstance(result, dict) and "err" in result:
                 self._failed(msg, f"handler returned err: {result['err']}")
@@ -230,8 +239,9 @@ class MessagingNats:
     """Connections shared by links with the same server; consumer links and handler deliveries."""
 
     def __init__(self) -> None:
+        # the lattice's server over the runtime's own connection: a publish leaves with the call's reply
         self.connections: Shared[NatsTarget, Client] = Shared(
-            f"{NAME} connection", lambda t: open_nats(t, f"trellis-{NAME}"), close_nats)
+            f"{NAME} connection", lambda t: open_nats(t, f"trellis-{NAME}", share_lattice=True), close_nats)
         self.consumers: LinkTable[ConsumerLink] = LinkTable(f"{NAME} consumer", self._build_consumer,
                                                             self._drop_consumer)
         self.handlers: LinkTable[Delivery] = LinkTable(f"{NAME} handler", self._build_handler, self._drop_handler)
@@ -266,8 +276,9 @@ class MessagingNats:
     # --- wasmcloud:messaging/consumer ------------------------------------------------
 
     async def _nc(self, ctx: Context) -> tuple[Client, NatsTarget]:
-        state = await self.consumers.for_call(ctx)
-        return await self.connections.get(state.target), state.target
+        target = (await self.consumers.for_call(ctx)).target
+        nc = self.connections.opened(target)
+        return (nc if nc is not None else await self.connections.get(target)), target
 
     @export(CONSUMER, "publish")
     async def publish(self, msg: dict[str, Any], *, ctx: Context, **kwargs: Any) -> dict[str, Any]:

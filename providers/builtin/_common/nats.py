@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from nats.aio.client import Client
 
 from interfaces.connection import NatsSettings, connect
 from interfaces.subjects import ROOT
-from providers.sdk import NatsBootstrap
+from providers.sdk import NatsBootstrap, nats_connection
 
 from .config import ConfigError, text
 
@@ -81,8 +82,23 @@ def nats_target(cfg: Mapping[str, str], lattice: NatsBootstrap | None) -> NatsTa
     return NatsTarget(tuple(sorted(settings.items())), tuple(sorted(secrets.items())), is_lattice=True)
 
 
-async def open_nats(target: NatsTarget, name: str) -> Client:
-    """Connect (a few attempts), then reconnect for ever after any later drop."""
+#: connections open_nats lent out rather than opened: the provider runtime's own (close_nats leaves them)
+_borrowed: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+async def open_nats(target: NatsTarget, name: str, *, share_lattice: bool = False) -> Client:
+    """Connect (a few attempts), then reconnect for ever after any later drop.
+
+    With ``share_lattice``, the lattice's own server is reached over the connection
+    the provider runtime already has (the same server and credentials, from the
+    bootstrap) when there is one: no second socket, and what a handler publishes
+    leaves in the same write as the reply to its call.
+    """
+    if share_lattice and target.is_lattice:
+        own = nats_connection()
+        if own is not None and not own.is_closed:
+            _borrowed.add(own)
+            return own  # type: ignore[no-any-return]
     settings = NatsSettings(**dict(target.settings), name=name)
     extra: dict[str, Any] = {}
     secrets = dict(target.secrets)
@@ -109,6 +125,8 @@ async def open_nats(target: NatsTarget, name: str) -> Client:
 
 
 async def close_nats(nc: Client) -> None:
+    if nc in _borrowed:
+        return  # the provider runtime's: it drains it when it stops
     if not nc.is_closed:
         try:
             await nc.drain()

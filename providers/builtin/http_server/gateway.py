@@ -52,12 +52,16 @@ class CallFailed(Exception):
 
 
 class _Pending:
-    __slots__ = ("future", "reply", "progress_at")
+    """One attempt: its future is resolved by the reply (or a 503) or by its timer (silence, deadline)."""
 
-    def __init__(self, future: asyncio.Future[Any], now: float) -> None:
+    __slots__ = ("future", "reply", "progress_at", "deadline", "timer")
+
+    def __init__(self, future: asyncio.Future[Any], now: float, deadline: float) -> None:
         self.future = future
         self.reply: Any = None
         self.progress_at = now
+        self.deadline = deadline
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class NatsCaller:
@@ -109,11 +113,11 @@ class NatsCaller:
             except EnvelopeError as exc:
                 reply = Reply.failure("", ErrorCode.INTERNAL, f"bad reply: {exc}")
             if reply.progress:
-                p.progress_at = time.monotonic()
+                p.progress_at = time.monotonic()  # the timer looks at this when it fires
                 return
         p.reply = reply
         if not p.future.done():
-            p.future.set_result(None)
+            p.future.set_result(reply)
 
     def new_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids)}"
@@ -146,16 +150,18 @@ class NatsCaller:
                 raise CallFailed(wire.TOO_LARGE, f"the request is {len(frame)} bytes encoded, over the lattice's "
                                                  f"message limit of {self.max_payload} bytes (NATS max_payload)")
             token = str(next(self._seq))
-            pending = _Pending(asyncio.get_running_loop().create_future(), time.monotonic())
+            pending = _Pending(asyncio.get_running_loop().create_future(), time.monotonic(), deadline)
             self._pending[token] = pending
             try:
                 try:
                     await self.nc.publish(subject, frame, reply=self._prefix + token)
                 except Exception as exc:  # closed, or the reconnect buffer is full
                     raise CallFailed(wire.UNAVAILABLE, f"cannot reach the lattice: {exc or type(exc).__name__}")
-                reply = await self._await(pending, deadline)
+                reply = await self._await(pending)
             finally:
                 self._pending.pop(token, None)
+                if pending.timer is not None:
+                    pending.timer.cancel()
             if reply is _DEADLINE:
                 raise CallFailed(wire.TIMED_OUT, f"component {target!r} did not answer within {timeout_s * 1000:.0f} ms")
             if reply is None:  # silence: the instance is presumed dead
@@ -187,28 +193,28 @@ class NatsCaller:
                 await asyncio.sleep(min(backoff, deadline - mono))
             backoff = min(max(backoff * 2, 0.01), 0.25)
 
-    async def _await(self, p: _Pending, deadline: float) -> Any:
-        """The reply; None when the instance went silent; _DEADLINE when time is up."""
-        while True:
-            now = time.monotonic()
-            left = deadline - now
-            if left <= 0:
-                return _DEADLINE
-            window = min(left, self.silence_s - (now - p.progress_at))
-            if window > 0:
-                try:
-                    async with asyncio.timeout(window):
-                        await p.future
-                except TimeoutError:
-                    pass
-            if p.reply is not None:
-                return p.reply
-            if p.future.done():  # cancelled by the timeout: wait on a fresh one
-                p.future = asyncio.get_running_loop().create_future()
-            if time.monotonic() >= deadline:
-                return _DEADLINE
-            if time.monotonic() - p.progress_at >= self.silence_s:
-                return None
+    async def _await(self, p: _Pending) -> Any:
+        """The reply; None when the instance went silent; _DEADLINE when time is up.
+
+        One timer per attempt, re-armed only when it fires while progress frames keep
+        coming (a call longer than ``silence_s``); a reply cancels it.
+        """
+        p.timer = asyncio.get_running_loop().call_later(
+            max(0.0, min(p.deadline, p.progress_at + self.silence_s) - time.monotonic()), self._check, p)
+        return await p.future
+
+    def _check(self, p: _Pending) -> None:
+        p.timer = None
+        if p.future.done():
+            return
+        now = time.monotonic()
+        if now >= p.deadline:
+            p.future.set_result(_DEADLINE)
+        elif now - p.progress_at >= self.silence_s:
+            p.future.set_result(None)
+        else:
+            p.timer = asyncio.get_running_loop().call_later(
+                min(p.deadline, p.progress_at + self.silence_s) - now, self._check, p)
 
 
 def _failure(target: str, code: str, kind: str, message: str, inv_id: str) -> CallFailed:

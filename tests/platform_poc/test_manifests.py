@@ -53,10 +53,10 @@ def test_http_listens_on_8080() -> None:
     assert link["source"]["config"][0]["properties"] == {"address": "127.0.0.1:8080"}
 
 
-def test_components_that_wait_on_components_leave_a_worker_thread_free() -> None:
-    """With a host's default 8 threads per worker (see the note in wadm.yaml)."""
+def test_the_request_path_is_sized_for_twenty_requests_in_flight() -> None:
+    """POST /orders holds http-controller, orders-service and inventory-service calls at once."""
     comps = components(DEFAULT)
-    assert instances(comps["http-controller"]) + instances(comps["orders-service"]) <= 7
+    assert all(instances(comps[c]) >= 20 for c in ("http-controller", "orders-service", "inventory-service"))
 
 
 def test_sql_placeholders_are_only_placeholders() -> None:

@@ -113,7 +113,7 @@ class ProviderManager:
         boot: dict[str, Any] = {
             "version": 1, "lattice": self.host.lattice, "provider_id": sup.spec.provider_id,
             "host_id": self.host.id, "nats": s.nats.to_dict(), "config": sup.spec.inline_config,
-            "config_names": sup.spec.config,
+            "config_names": sup.spec.config, "state_dir": str(s.state_dir),
         }
         return json.dumps(boot).encode()
 

@@ -58,3 +58,15 @@ async def test_sql_through_a_component(nats_server: NatsServer, lattice: str, ho
         assert list(invalid["err"]) == ["invalid-query"], invalid
         assert await c.call("shop", "run-execute", "UPDATE orders SET total = total + $1", [{"float": 1.0}]) == {
             "ok": 2}
+
+
+async def test_sqlite_files_live_under_the_hosts_state_dir(nats_server: NatsServer, lattice: str, hosts,
+                                                          sqltool: Path) -> None:
+    """A relative database path is under the state directory of the host that runs the provider."""
+    h = await hosts.start()
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await deploy(c, [h.id], providers={"sql": "builtin:sqldb-sqlite"}, components={"shop": sqltool})
+        await c.put_config("shop-db", {"path": "shop.db"})
+        await c.put_link(sql_link("shop", "sql", config="shop-db"))
+        assert await c.call("shop", "run-execute", "CREATE TABLE t (id BIGINT)", []) == {"ok": 0}
+    assert (h.settings.state_dir / "sqlite" / "shop.db").is_file()

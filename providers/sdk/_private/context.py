@@ -50,6 +50,8 @@ class ProviderInfo:
     links: tuple[Link, ...] = ()
     #: how this instance reached NATS (the bootstrap's ``nats``); None without a lattice (tests)
     nats: NatsBootstrap | None = None
+    #: the host's state directory (its --state-dir), for providers that keep files; None if unknown
+    state_dir: str | None = None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE
 
 from . import subjects
 from .errors import ErrorCode, TrellisError
+from .jetstream_errors import describe, transient
 
 log = logging.getLogger(__name__)
 _LATTICE = re.compile(r"^lattice://sha256:([0-9a-f]{64})$")
@@ -105,29 +106,6 @@ async def push(nc: Client, lattice: str, data: bytes, *, replicas: int | None = 
 FETCH_TIMEOUT_S = 30.0
 #: one attempt of `fetch_lattice`: a request, or the wait for the next chunk, that takes longer is tried again
 FETCH_ATTEMPT_S = 2.0
-#: JetStream error code "JetStream not enabled for account": a 503 that waiting does not cure
-_JS_NOT_ENABLED_FOR_ACCOUNT = 10039
-
-
-def _transient(exc: BaseException) -> bool:
-    """Whether a read of the store may succeed if simply tried again a moment later: no answer in
-    time, or ``503 JetStream system temporarily unavailable`` (a stream or the cluster electing a
-    leader after a node was lost), or the connection moving to another node."""
-    if isinstance(exc, (nats.errors.TimeoutError, asyncio.TimeoutError, nats.errors.ConnectionReconnectingError)):
-        return True
-    if isinstance(exc, nats.js.errors.APIError):
-        return exc.code == 503 and exc.err_code != _JS_NOT_ENABLED_FOR_ACCOUNT
-    return False
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, nats.js.errors.APIError) and exc.description:
-        return f"{exc.code} {exc.description}"
-    if isinstance(exc, (nats.errors.TimeoutError, asyncio.TimeoutError)):
-        return "no answer"
-    return str(exc) or exc.__class__.__name__
-
-
 async def fetch_lattice(nc: Client, lattice: str, digest: str, *, timeout_s: float = FETCH_TIMEOUT_S,
                         attempt_s: float = FETCH_ATTEMPT_S) -> bytes:
     """The artifact ``digest`` (``sha256:<hex>``) from the lattice's object store.
@@ -158,16 +136,16 @@ async def fetch_lattice(nc: Client, lattice: str, digest: str, *, timeout_s: flo
         except ArtifactError:
             raise
         except Exception as exc:
-            if not _transient(exc):
+            if not transient(exc):
                 raise ArtifactError(f"cannot read artifact {digest} from lattice {lattice!r}'s store: "
-                                    f"{_describe(exc)}", ErrorCode.INTERNAL) from None
+                                    f"{describe(exc)}", ErrorCode.INTERNAL) from None
             if loop.time() + delay >= deadline:
                 raise ArtifactError(
-                    f"lattice {lattice!r}'s artifact store is unavailable ({_describe(exc)}; {attempts} attempts "
+                    f"lattice {lattice!r}'s artifact store is unavailable ({describe(exc)}; {attempts} attempts "
                     f"over {timeout_s:g}s) fetching {digest}: is the NATS cluster electing a leader, or missing "
                     "a majority of its nodes? Try again", ErrorCode.TIMEOUT) from None
             log.info("artifact store of lattice %s unavailable (%s, attempt %d) fetching %s; retrying in %.1fs",
-                     lattice, _describe(exc), attempts, digest, delay)
+                     lattice, describe(exc), attempts, digest, delay)
         else:
             if digest.startswith("sha256:") and sha256_digest(data) != digest:
                 raise ArtifactError(f"artifact {digest} in lattice {lattice!r}'s store is corrupt "

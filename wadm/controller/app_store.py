@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from interfaces import subjects
 from interfaces.errors import ErrorCode, TrellisError
+from interfaces.jetstream_errors import JS_NOT_ENABLED_FOR_ACCOUNT, describe, transient
 from interfaces.store import StoreError, StoreSettings, decode_token, encode_token
 # The lattice store's own ordered-consumer watch: it ends the snapshot correctly (nats-py's
 # KeyValue.watch can report it complete too early) and re-reads the bucket after a reconnect.
@@ -127,41 +128,11 @@ class StoreSynced:
 
 # --- JetStream that is briefly away ------------------------------------------------------
 
-#: JetStream error code "JetStream not enabled for account": a 503 that waiting does not cure
-_JS_NOT_ENABLED_FOR_ACCOUNT = 10039
-
-
-def transient(exc: BaseException) -> bool:
-    """Whether a JetStream request may succeed if simply tried again a moment later.
-
-    A cluster electing a meta or stream leader (a node lost, restarted or cut off)
-    answers ``503 JetStream system temporarily unavailable`` or nothing at all (a
-    timeout) for a few seconds; a client whose node just died is reconnecting. No
-    responders (JetStream not enabled) or any other error is not transient.
-    """
-    if isinstance(exc, (nats.errors.TimeoutError, asyncio.TimeoutError, nats.errors.ConnectionReconnectingError,
-                        nats.js.errors.NoStreamResponseError)):
-        return True
-    if isinstance(exc, nats.js.errors.APIError):
-        return exc.code == 503 and exc.err_code != _JS_NOT_ENABLED_FOR_ACCOUNT
-    if isinstance(exc, TrellisError):  # interfaces.store translates JetStream's errors into these
-        return exc.code == ErrorCode.TIMEOUT
-    return False
-
-
 def store_transient(exc: BaseException) -> bool:
     """`transient`, also for `interfaces.store`'s errors, which report a 503 as NO_RESPONDERS: used
     once the controller has opened its own buckets, so JetStream is known to be there."""
     return transient(exc) or (isinstance(exc, StoreError) and exc.code in (ErrorCode.TIMEOUT,
                                                                             ErrorCode.NO_RESPONDERS))
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, nats.js.errors.APIError) and exc.description:
-        return f"{exc.code} {exc.description}"
-    if isinstance(exc, (nats.errors.TimeoutError, asyncio.TimeoutError)):
-        return "no answer"
-    return str(exc) or exc.__class__.__name__
 
 
 async def retry_transient(what: str, attempt: Callable[[], Awaitable[T]], retry_s: float, *,
@@ -214,7 +185,7 @@ async def open_bucket(nc: Client, name: str, description: str, settings: StoreSe
         raise AppStoreError(f"JetStream is not available on the NATS server (needed for {name}): "
                             "start nats-server with -js", ErrorCode.NO_RESPONDERS) from None
     except nats.js.errors.ServiceUnavailableError as exc:
-        if exc.err_code == _JS_NOT_ENABLED_FOR_ACCOUNT:
+        if exc.err_code == JS_NOT_ENABLED_FOR_ACCOUNT:
             raise AppStoreError(f"JetStream is not enabled for this NATS account (needed for {name})",
                                 ErrorCode.NO_RESPONDERS) from None
         raise AppStoreError(f"JetStream stayed unavailable ({describe(exc)}) for {retry_s:.0f}s opening bucket "

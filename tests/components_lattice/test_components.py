@@ -72,8 +72,9 @@ async def test_hostile_components_fail_their_own_calls(nats_server, lattice, hos
 async def test_busy_when_queue_is_full(nats_server, lattice, hosts, wasm):
     h = await hosts.start()
     async with LatticeClient(nats_server.url, lattice) as c:
-        await c.start_component(str(wasm["hostile"]), "hostile", max_instances=1, limits={"timeout_s": 0.3})
-        # occupy the only instance, fill the queue (16 places), then one more is refused
+        await c.start_component(str(wasm["hostile"]), "hostile", max_instances=1, limits={"timeout_s": 1.0})
+        # occupy the only instance (each spin runs 1 s: time for the rest to arrive, even under load),
+        # fill the queue (16 places), then one more is refused
         spinners = [asyncio.create_task(c.call("hostile", "spin", timeout_s=30)) for _ in range(17)]
         await eventually(lambda: c.rpc.stats["attempts"] >= 17, 5, what="spinners sent")
         with pytest.raises(RpcError) as err:

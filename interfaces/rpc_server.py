@@ -37,6 +37,16 @@ _SERVER = otel_trace.SpanKind.SERVER
 _PROGRESS_AFTER_S = PROGRESS_INTERVAL_S / 2
 
 
+def serve_span(inv: Invocation, **attributes: Any) -> Any:
+    """The server span of serving ``inv``, a child of the caller's (here, or co-located in a worker)."""
+    return tracing.tracer().start_as_current_span(
+        f"serve {inv.target} {inv.operation}", context=tracing.extract(inv.trace) if inv.trace else None,
+        kind=_SERVER,
+        attributes={"trellis.invocation_id": inv.id, "trellis.source": inv.source, "trellis.attempt": inv.attempt,
+                    **attributes},
+    )
+
+
 class RpcServer:
     def __init__(
         self,
@@ -163,11 +173,7 @@ class RpcServer:
             await self._send(reply_to, inv.id, frame)
 
     async def _run_traced(self, inv: Invocation) -> bytes | Reply:
-        with tracing.tracer().start_as_current_span(
-            f"serve {inv.target} {inv.operation}", context=tracing.extract(inv.trace) if inv.trace else None,
-            kind=_SERVER,
-            attributes={"trellis.invocation_id": inv.id, "trellis.source": inv.source, "trellis.attempt": inv.attempt},
-        ):
+        with serve_span(inv):
             return await self._call(inv)
 
     async def _call(self, inv: Invocation) -> bytes | Reply:

@@ -43,13 +43,12 @@ from collections import deque
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace as otel_trace
-
 from host.runtime.imports import CURRENT_CALL
 from interfaces import tracing
 from interfaces.envelope import EnvelopeError, Invocation, Reply
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.rpc_client import RpcError
+from interfaces.rpc_server import serve_span
 
 if TYPE_CHECKING:
     from .worker import Served, Worker
@@ -66,13 +65,6 @@ WASM_THREAD_STACK = 16 * 1024 * 1024
 REMOTE: Any = object()
 
 _DEPTH: ContextVar[int] = ContextVar("trellis_colocated_depth", default=0)
-
-
-def _spans() -> bool:
-    """Whether to make a server span: always, unless ``interfaces.tracing`` can tell that no SDK
-    records them (then the RPC server makes none either)."""
-    enabled = getattr(tracing, "enabled", None)
-    return True if enabled is None else bool(enabled())
 
 
 def enabled(boot: dict[str, Any]) -> bool:
@@ -212,13 +204,8 @@ class Colocated:
         """What ``RpcServer`` and ``Worker._invoke`` do for a remote call, then the reply's round trip."""
         stats = served.colocated
         try:
-            if _spans():
-                with tracing.tracer().start_as_current_span(
-                    f"serve {inv.target} {inv.operation}", context=tracing.extract(inv.trace) if inv.trace else None,
-                    kind=otel_trace.SpanKind.SERVER,
-                    attributes={"trellis.invocation_id": inv.id, "trellis.source": inv.source,
-                                "trellis.attempt": inv.attempt, "trellis.colocated": True},
-                ):
+            if tracing.enabled():  # as the RPC server: a span only when something records it
+                with serve_span(inv, **{"trellis.colocated": True}):
                     handler = self.worker.handler(served, inv)  # its calls: children of this span
                     result = self.worker.execute(served, inv, handler, timeout_s=inv.remaining_s())
             else:  # no span: the calls it makes carry the caller's trace context on

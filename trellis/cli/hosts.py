@@ -7,10 +7,13 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from interfaces.client import LatticeClient
     from interfaces.control import HostInfo
 
 from .options import Conn, with_conn
-from .output import Output, human_bytes, human_duration, print_json, run, run_on, table
+from .output import Output, human_bytes, human_duration, print_json, run_on, table
 
 get_app = typer.Typer(help="Show what runs on the lattice.", no_args_is_help=True)
 label_app = typer.Typer(help="Change a host's labels at run time.", no_args_is_help=True)
@@ -93,18 +96,7 @@ def label_put(
         k, v = pair.split("=", 1)
         parsed.append((k, v))
 
-    from interfaces.client import LatticeClient
-
-    async def go() -> HostInfo:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            info = None
-            for k, v in parsed:
-                info = await c.put_label(host_id, k, v)
-            assert info is not None
-            return info
-
-    h = run(go(), conn.nats.url)
-    typer.echo(f"labels of {h.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(h.labels.items())))
+    _change_labels(conn, [lambda c, k=k, v=v: c.put_label(host_id, k, v) for k, v in parsed])
 
 
 @label_app.command("del")
@@ -116,18 +108,20 @@ def label_del(
     conn: Conn,
 ) -> None:
     """Remove labels from a host."""
+    _change_labels(conn, [lambda c, k=k: c.del_label(host_id, k) for k in keys])
 
-    from interfaces.client import LatticeClient
 
-    async def go() -> HostInfo:
-        async with LatticeClient(conn.nats, conn.lattice) as c:
-            info = None
-            for k in keys:
-                info = await c.del_label(host_id, k)
-            assert info is not None
-            return info
+def _change_labels(conn: Conn, changes: list[Callable[[LatticeClient], Awaitable[HostInfo]]]) -> None:
+    """Apply label changes one after another; print the host's labels after the last."""
 
-    h = run(go(), conn.nats.url)
+    async def apply(c: LatticeClient) -> HostInfo:
+        info = None
+        for change in changes:
+            info = await change(c)
+        assert info is not None
+        return info
+
+    h = run_on(conn, apply)
     typer.echo(f"labels of {h.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(h.labels.items())))
 
 

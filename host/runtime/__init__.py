@@ -16,7 +16,7 @@ from .component import (
     load_component,
 )
 from .engine import EngineSettings, RuntimeEngine, make_engine
-from .errors import ErrorKind, ImportFailed, InvocationError, MissingLink
+from .errors import ErrorKind, ImportFailed, InvocationError, MissingLink, Reroute
 from .imports import HostResource, ImportHandler, deny_all
 from .invoke import Invoker, InvokerStats
 from .settings import Limits, Preopen, ReusePolicy, WasiGrants
@@ -44,6 +44,7 @@ __all__ = [
     "Plain",
     "Preopen",
     "ResourceCodec",
+    "Reroute",
     "ReusePolicy",
     "RuntimeEngine",
     "WasiGrants",

@@ -10,6 +10,7 @@ __all__ = [
     "InvocationError",
     "MissingLink",
     "ImportFailed",
+    "Reroute",
     "classify_failure",
     "summarize_wasmtime_error",
 ]
@@ -75,6 +76,22 @@ class ImportFailed(Exception):
         super().__init__(message)
         self.interface = interface
         self.function = function
+
+
+class Reroute(Exception):
+    """This call cannot go on where it runs; run it again elsewhere. Raised (by an import
+    handler, or by the invoker itself) before anything outside the instance happened, so
+    running the call again from the start is safe.
+
+    ``sticky`` says the reason will hold for the next calls of this function too (it calls
+    an import that needs the network, or runs longer than the place allows); a transient
+    reason (a lock another thread holds) says nothing about the next call.
+    """
+
+    def __init__(self, reason: str, *, sticky: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sticky = sticky
 
 
 _CAUSES: tuple[tuple[re.Pattern[str], ErrorKind], ...] = (

@@ -17,6 +17,12 @@ whose ``kind`` says what happened; the failed instance is discarded and the
 invoker keeps serving. An ``Invoker`` may be used from several threads: a
 warm instance serves one call at a time and a concurrent (or re-entrant)
 call gets a fresh instance of its own.
+
+A call may also run *inline*, on a thread that must not wait (the worker's
+event loop): it never blocks on the lock that serialises instance creation
+and disposal (:class:`~host.runtime.errors.Reroute` instead, to be run again
+on a thread), and an instance it cannot drop at once is dropped by the next
+call that can.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from .errors import (
     ImportFailed,
     InvocationError,
     MissingLink,
+    Reroute,
     classify_failure,
     summarize_wasmtime_error,
 )
@@ -109,13 +116,20 @@ class _Live:
 
     lifecycle: threading.Lock | threading.RLock | None = None
 
-    def close(self) -> None:
-        self.funcs.clear()
+    def close(self, wait: bool = True) -> bool:
+        """Drop the store; False (and nothing done) when ``wait`` is off and another thread
+        holds the lifecycle lock."""
         if self.lifecycle is None:
             self.store.close()
-        else:
-            with self.lifecycle:
+        elif self.lifecycle.acquire(blocking=wait):
+            try:
                 self.store.close()
+            finally:
+                self.lifecycle.release()
+        else:
+            return False
+        self.funcs.clear()
+        return True
 
 
 @dataclass
@@ -161,6 +175,8 @@ class Invoker:
         self._closed = False
         #: export types read once per component (see _Live.func)
         self._types: dict[FunctionInfo, tuple[list[Any], Any]] = {}
+        #: instances an inline call could not drop (the lifecycle lock was taken): dropped later
+        self._orphans: list[_Live] = []
 
     # -- public -----------------------------------------------------------
 
@@ -171,12 +187,15 @@ class Invoker:
         handler: ImportHandler = deny_all,
         *,
         timeout_s: float | None = None,
+        inline: bool = False,
     ) -> Plain:
         """Call ``function`` with plain ``args``; return the plain result.
 
         ``timeout_s`` shortens this call's deadline (the caller's own deadline, when the call is
         nested in another component's import); it never extends ``Limits.timeout_s``.
-        Raises :class:`InvocationError` for every failure.
+        ``inline``: the calling thread must not wait on other threads (see the module's notes).
+        Raises :class:`InvocationError` for every failure, and :class:`Reroute` when the call
+        must run again elsewhere (raised by the handler, or for ``inline`` calls).
         """
         if self._closed:
             raise RuntimeError("invoker is closed")
@@ -186,7 +205,7 @@ class Invoker:
         ticks = self._deadline_ticks
         if timeout_s is not None:
             ticks = min(ticks, self.engine.deadline_ticks(max(timeout_s, 0.0)))
-        live, fresh = self._acquire(ctx, ticks)
+        live, fresh = self._acquire(ctx, ticks, inline)
         if not fresh:
             self._arm(live.store, ticks)  # a warm instance gets this call's budgets
         ctx.table = live.table
@@ -195,7 +214,7 @@ class Invoker:
             raw = self._call(live, fn, lowered, ctx)
             keep = True
         finally:
-            self._release(live, keep)
+            self._release(live, keep, inline)
         return self._lift_result(fn, raw)
 
     def close(self) -> None:
@@ -203,6 +222,8 @@ class Invoker:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            idle += self._orphans
+            self._orphans = []
         for live in idle:
             live.close()
 
@@ -212,6 +233,7 @@ class Invoker:
         Called periodically by the worker, so a component nobody calls holds no instance
         (scale to zero) instead of keeping its warm ones until the next call.
         """
+        self._drop_orphans()
         limit = self.reuse.max_idle_s
         if limit is None or not self._idle:
             return 0
@@ -227,7 +249,7 @@ class Invoker:
 
     @property
     def has_warm_instance(self) -> bool:
-        return bool(self._idle)
+        return bool(self._idle or self._orphans)
 
     @property
     def closed(self) -> bool:
@@ -263,7 +285,7 @@ class Invoker:
         except CodecError as e:
             raise InvocationError(ErrorKind.BAD_RESULT, str(e)) from None
 
-    def _acquire(self, ctx: CallContext, ticks: int | None = None) -> tuple[_Live, bool]:
+    def _acquire(self, ctx: CallContext, ticks: int | None = None, inline: bool = False) -> tuple[_Live, bool]:
         """A warm instance if one is idle, else a fresh one; and which."""
         stale: list[_Live] = []
         found: _Live | None = None
@@ -283,12 +305,12 @@ class Invoker:
                 stale += [w for w in self._idle if now - w.last_used > idle_limit]
                 self._idle = keep
         for live in stale:
-            live.close()
+            self._drop(live, inline)
         if found is not None:
             return found, False
-        return self._instantiate(ctx, ticks), True
+        return self._instantiate(ctx, ticks, inline), True
 
-    def _release(self, live: _Live, healthy: bool) -> None:
+    def _release(self, live: _Live, healthy: bool, inline: bool = False) -> None:
         with self._lock:
             live.calls += 1
             live.last_used = self._clock()
@@ -297,7 +319,22 @@ class Invoker:
                 live.busy = False
                 self._idle.append(live)
                 return
-        live.close()
+        self._drop(live, inline)
+
+    def _drop(self, live: _Live, inline: bool) -> None:
+        """Close ``live``; an inline caller leaves it for later if the lifecycle lock is taken."""
+        if live.close(wait=not inline):
+            return
+        with self._lock:
+            self._orphans.append(live)
+
+    def _drop_orphans(self) -> None:
+        if not self._orphans:
+            return
+        with self._lock:
+            orphans, self._orphans = self._orphans, []
+        for live in orphans:
+            live.close()
 
     def _new_store(self) -> tuple[wasmtime.Store, _StderrTail | None]:
         store = wasmtime.Store(self.engine.engine)
@@ -318,10 +355,12 @@ class Invoker:
             store.set_fuel(self._fuel)
         store.set_epoch_deadline(self._deadline_ticks if ticks is None else ticks)
 
-    def _instantiate(self, ctx: CallContext, ticks: int | None = None) -> _Live:
+    def _instantiate(self, ctx: CallContext, ticks: int | None = None, inline: bool = False) -> _Live:
+        if self._orphans and not inline:
+            self._drop_orphans()
         lock = self._lifecycle
-        if lock is not None:
-            lock.acquire()
+        if lock is not None and not lock.acquire(blocking=not inline):
+            raise Reroute("another thread is creating or dropping an instance", sticky=False)
         try:
             store, tail = self._new_store()
             self._arm(store, ticks)
@@ -361,8 +400,10 @@ class Invoker:
         tail: _StderrTail | None,
         *,
         instantiating: bool,
-    ) -> InvocationError:
+    ) -> InvocationError | Reroute:
         detail = str(error)
+        if isinstance(ctx.failure, Reroute):
+            return ctx.failure
         if ctx.failure is not None:
             return _import_failure(ctx, detail)
         stderr = tail.text() if tail is not None else ""

@@ -31,11 +31,18 @@ class LocalImports:
         self.component_id = component_id
         self.config = config
 
-    def serve(self, interface: str, function: str, args: list[Any]) -> tuple[bool, Any]:
+    def serve(self, interface: str, function: str, args: list[Any],
+              held: list[tuple[Any, ...]] | None = None) -> tuple[bool, Any]:
+        """(served here, result). Log lines go to ``held`` instead of the log when given
+        (a call that may be run again logs once: see ``emit``)."""
         name = unversioned(interface)
         if name == "wasi:logging/logging" and function == "log":
             level, context, message = args
-            log.log(_LEVELS.get(str(level), logging.INFO), "[%s] %s: %s", self.component_id, context, message)
+            line = (_LEVELS.get(str(level), logging.INFO), "[%s] %s: %s", self.component_id, context, message)
+            if held is None:
+                log.log(*line)
+            else:
+                held.append(line)
             return True, None
         if name in _CONFIG:
             values = self.config()
@@ -44,3 +51,9 @@ class LocalImports:
             if function == "get-all":
                 return True, {"ok": [[k, v] for k, v in sorted(values.items())]}
         return False, None
+
+    @staticmethod
+    def emit(held: list[tuple[Any, ...]]) -> None:
+        """Log the lines ``serve`` held back."""
+        for line in held:
+            log.log(*line)

@@ -1,8 +1,9 @@
 """One worker process: loads components and serves their invocations from NATS.
 
-The asyncio loop (NATS, RPC servers) runs in the main thread; Wasm runs in a
-small thread pool so a call blocked in an import (a call to another component
-or provider) does not stall the others. A call to a component this worker also
+The asyncio loop (NATS, RPC servers) runs in the main thread. A short call that
+needs nothing from the loop runs right there (``inline.py``); the others run in
+a thread pool, so a call blocked in an import (a call to another component or
+provider) does not stall the rest. A call to a component this worker also
 serves runs nested on the calling thread instead of over NATS (``colocated.py``).
 Commands from the host arrive as JSON lines on stdin and are answered as JSON
 lines on stdout.
@@ -31,6 +32,7 @@ from host.runtime import (
     Limits,
     LoadedComponent,
     Preopen,
+    Reroute,
     ReusePolicy,
     WasiGrants,
     deny_all,
@@ -46,7 +48,7 @@ from interfaces.rpc_server import RpcServer
 from interfaces import tracing
 from interfaces.tracing import setup_tracing
 
-from . import colocated
+from . import colocated, inline
 from .colocated import Colocated, Slots
 from .imports import ImportRouter
 from .local import SERVED_HERE, LocalImports
@@ -82,6 +84,11 @@ class Served:
     #: co-located calls to this component: run here, failed, sent remote for want of a slot / depth
     colocated: dict[str, int] = field(default_factory=lambda: {"served": 0, "failed": 0, "no_slot": 0,
                                                                "too_deep": 0})
+    #: calls may run on the event loop (inline.py); functions seen to need a Wasm thread
+    inline: bool = False
+    needs_thread: set[str] = field(default_factory=set)
+    #: calls run inline, and cut short to run on a Wasm thread
+    inline_stats: dict[str, int] = field(default_factory=lambda: {"served": 0, "rerouted": 0})
 
 
 def import_needs(loaded: LoadedComponent) -> tuple[bool, bool]:
@@ -133,6 +140,8 @@ class Worker:
         self.served_by = f"{self.host_id}/{self.index}"
         self.colocated: Colocated | None = (
             Colocated(self, colocated.max_depth(boot)) if colocated.enabled(boot) else None)
+        #: how long a call may hold the event loop (None: never run calls there)
+        self.inline_budget_s = inline.budget_s(boot)
 
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -185,7 +194,9 @@ class Worker:
         if op == "stats":
             return {cid: {"share": s.share, **(s.server.stats if s.server else {}),
                           "inflight": s.server.inflight if s.server else 0,
-                          "slots_in_use": s.slots.in_use if s.slots else 0, "colocated": dict(s.colocated)}
+                          "slots_in_use": s.slots.in_use if s.slots else 0, "colocated": dict(s.colocated),
+                          "inline": {**s.inline_stats, "enabled": s.inline,
+                                     "needs_thread": sorted(s.needs_thread)}}
                     for cid, s in self.served.items()}
         if op == "shutdown":
             self.boot["grace_s"] = cmd.get("grace_s", 10.0)
@@ -218,6 +229,7 @@ class Worker:
         served.config = await self._resolve_config(served.config_names)
         served.local = LocalImports(cid, lambda: served.config or {})
         served.needs_handler, served.lattice_imports = import_needs(loaded)
+        served.inline = self.inline_budget_s is not None and inline.eligible(grants)
         if share > 0:
             served.server, served.slots = self._server(served, share, cmd.get("queue"),
                                                        cmd.get("non_retryable", []))
@@ -303,24 +315,34 @@ class Worker:
     @staticmethod
     def execute(served: Served, inv: Invocation, handler: ImportHandler, timeout_s: float | None = None) -> Any:
         """Run one call on this thread; failures as the ``RpcError`` its caller gets."""
-        cid, operation = served.component_id, inv.operation
         try:
-            return served.invoker.invoke(operation, inv.args, handler, timeout_s=timeout_s)
-        except InvocationError as exc:
-            kind = exc.kind.value
-            if kind == "timeout" and timeout_s is not None and inv.remaining_s() <= 0:
-                # the caller's deadline, not the component's timeout: as the RPC client reports it
-                raise RpcError(f"call to {inv.target} {operation} timed out", ErrorCode.TIMEOUT,
-                               "timeout") from None
-            code = _CODES.get(kind, ErrorCode.INVOCATION_FAILED)
-            raise RpcError(f"{cid}: {exc.message}", code, kind) from None
-        except LookupError as exc:  # unknown function
-            raise RpcError(f"{cid}: {exc}", ErrorCode.NOT_FOUND, "no_such_function") from None
-        except (ValueError, TypeError) as exc:  # arguments that do not fit the WIT types
-            raise RpcError(f"{cid}: bad arguments for {operation}: {exc}", ErrorCode.BAD_REQUEST,
-                           "bad_arguments") from None
+            return served.invoker.invoke(inv.operation, inv.args, handler, timeout_s=timeout_s)
+        except Exception as exc:
+            raise _as_rpc_error(served, inv, exc, timeout_s) from None
+
+    def _run_inline(self, served: Served, inv: Invocation) -> Any:
+        """Run one call on the event loop (``inline.py``); ``Reroute`` when it needs a thread."""
+        assert self.inline_budget_s is not None
+        try:
+            result = inline.run(served, inv, self.inline_budget_s)
+        except Reroute as why:
+            served.inline_stats["rerouted"] += 1
+            if why.sticky:
+                served.needs_thread.add(inv.operation)
+                log.debug("%s %s runs on a Wasm thread from now on: %s", served.component_id,
+                          inv.operation, why.reason)
+            raise
+        except Exception as exc:
+            raise _as_rpc_error(served, inv, exc, inv.remaining_s()) from None
+        served.inline_stats["served"] += 1
+        return result
 
     async def _invoke(self, served: Served, inv: Invocation) -> Any:
+        if served.inline and inv.operation not in served.needs_thread:
+            try:
+                return self._run_inline(served, inv)
+            except Reroute:
+                pass  # cut short before anything left the instance: run it again on a thread
         # calls this invocation makes are children of its server span (the current context here)
         handler = self.handler(served, inv)
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.execute, served, inv, handler)
@@ -372,6 +394,22 @@ class Worker:
         self.engine.close()
         if self.metered_engine is not None:
             self.metered_engine.close()
+
+
+def _as_rpc_error(served: Served, inv: Invocation, exc: Exception, timeout_s: float | None) -> Exception:
+    """A failed call as the ``RpcError`` its caller gets (other exceptions unchanged)."""
+    cid, operation = served.component_id, inv.operation
+    if isinstance(exc, InvocationError):
+        kind = exc.kind.value
+        if kind == "timeout" and timeout_s is not None and inv.remaining_s() <= 0:
+            # the caller's deadline, not the component's timeout: as the RPC client reports it
+            return RpcError(f"call to {inv.target} {operation} timed out", ErrorCode.TIMEOUT, "timeout")
+        return RpcError(f"{cid}: {exc.message}", _CODES.get(kind, ErrorCode.INVOCATION_FAILED), kind)
+    if isinstance(exc, LookupError):  # unknown function
+        return RpcError(f"{cid}: {exc}", ErrorCode.NOT_FOUND, "no_such_function")
+    if isinstance(exc, (ValueError, TypeError)):  # arguments that do not fit the WIT types
+        return RpcError(f"{cid}: bad arguments for {operation}: {exc}", ErrorCode.BAD_REQUEST, "bad_arguments")
+    return exc
 
 
 def _send(msg: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
-"""Components for co-located call tests: the shared chain (first → second → third), plus
-`selfcall` (imports and exports test:chain/runner) and `spintail` (a runner that never returns)."""
+"""Components for co-located and inline call tests: the shared chain (first → second → third),
+plus `selfcall` (imports and exports test:chain/runner), `spintail` (a runner that never returns)
+and `logchain` (logs, then calls next like chain)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,6 @@ def _build(name: str, out: Path) -> Path:
 def wasm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     built = {name: build_wat(name) for name in ("adder", "chain", "middle", "tail")}
     out = tmp_path_factory.mktemp("local-calls")
-    for name in ("selfcall", "spintail"):
+    for name in ("selfcall", "spintail", "logchain"):
         built[name] = _build(name, out)
     return built

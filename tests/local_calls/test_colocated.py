@@ -38,12 +38,14 @@ async def chain(c: LatticeClient, wasm: dict, suffix: str = "", **start: Any) ->
 
 async def stats(host: Any, cid: str) -> dict[str, Any]:
     """A component's worker stats on one host, summed over its workers."""
-    total: dict[str, Any] = {"colocated": {}}
+    total: dict[str, Any] = {"colocated": {}, "inline": {}}
     for per_worker in await host.components.pool.stats():
         for key, value in per_worker.get(cid, {}).items():
-            if key == "colocated":
+            if isinstance(value, dict):  # counters by name; other facts (flags, lists) are left out
+                into = total.setdefault(key, {})
                 for k, v in value.items():
-                    total["colocated"][k] = total["colocated"].get(k, 0) + v
+                    if isinstance(v, int) and not isinstance(v, bool):
+                        into[k] = into.get(k, 0) + v
             else:
                 total[key] = total.get(key, 0) + value
     return total

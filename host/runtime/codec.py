@@ -198,7 +198,7 @@ def _prim_to_plain(name: str, value: Any, path: str) -> Plain:
 
 def _case_index(ty: VariantLike, value: Any, path: str) -> tuple[int, Any]:
     """Which case an untagged or tagged wasmtime-py value belongs to."""
-    cases = ty.case_types()
+    cases, order = _cases_in_order(ty)
     if ty.tagged:
         if not isinstance(value, wc.Variant):
             raise CodecError(path, f"expected Variant, got {_type_name(value)}")
@@ -206,7 +206,7 @@ def _case_index(ty: VariantLike, value: Any, path: str) -> tuple[int, Any]:
             if name == value.tag:
                 return i, value.payload
         raise CodecError(path, f"unknown case {value.tag!r}")
-    for i in untagged_order(cases):
+    for i in order:
         case = cases[i][1]
         if case is None:
             if value is None:
@@ -221,6 +221,16 @@ def untagged_order(cases: tuple[tuple[str, WitType | None], ...]) -> list[int]:
     value (their classes include ``object``) last, as the patched wasmtime-py lowers them
     (see :mod:`host.runtime.wasmtime_patches`)."""
     return sorted(range(len(cases)), key=lambda i: cases[i][1] is not None and "object" in py_classes(cases[i][1]))
+
+
+def _cases_in_order(ty: VariantLike) -> tuple[tuple[tuple[str, WitType | None], ...], list[int]]:
+    """``ty``'s cases and their untagged_order, kept on the type (asked per value)."""
+    try:
+        return ty.__dict__["_cases_in_order"]  # type: ignore[no-any-return]
+    except KeyError:
+        cases = ty.case_types()
+        found = ty.__dict__["_cases_in_order"] = (cases, untagged_order(cases))
+        return found
 
 
 _CLASS_BY_NAME: dict[str, type] = {

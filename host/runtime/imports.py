@@ -45,6 +45,7 @@ from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, LoadedComponent
 from .engine import RuntimeEngine
 from .errors import MissingLink
+from .wasmtime_patches import KEEP_TYPES
 from .wit import BorrowT, ListT, OptionT, OwnT, RecordT, ResourceRef, TupleT, VariantLike, WitType
 
 __all__ = [
@@ -232,6 +233,8 @@ def _host_function(fn: FunctionInfo) -> Callable[..., Any]:
             raise WasmtimeError(f"import {where} failed: {type(e).__name__}: {e}") from None
         return value
 
+    if not with_resources:  # its types are the same on every call: read them once
+        setattr(host_function, KEEP_TYPES, True)
     return host_function
 
 

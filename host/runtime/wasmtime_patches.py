@@ -1,4 +1,4 @@
-"""Two corrections to wasmtime-py's component value conversion, applied at import.
+"""Corrections to wasmtime-py's component value conversion, applied at import.
 
 1. A bulk path for ``list<u8>``.
 
@@ -18,6 +18,23 @@ trying the cases in order with ``isinstance``, and a case whose classes include
 was tried as the ``ok`` option first. Here the cases that cannot match
 everything are tried first; the order is the one
 :func:`host.runtime.codec` uses to decide the case of an untagged value.
+
+3. Types read once. wasmtime-py answers ``record.fields``, ``variant.cases``,
+``list.element``, ``result.ok``, ... by asking the C API again on every access
+and wrapping new Python objects, and its conversions ask on every value: an
+``sql-value`` (a variant of six cases) in a row of a query result cost ~35 µs
+to lift, mostly rebuilding its case list. A type never changes, so each answer
+(and the Python classes a type accepts, and an untagged variant's case order)
+is kept on the type object the first time. Long-lived roots (an export's
+parameter and result types, kept per component) then carry their whole tree.
+
+4. Host imports read their types once. wasmtime-py's callback for a host
+function wraps the function's type afresh on every call and reads its
+parameter and result types again (through 3, a new tree each time). A host
+function marked with :data:`KEEP_TYPES` (set by ``host.runtime.imports`` on
+imports whose signature has no resources: a resource type may belong to one
+instance) keeps the types of its first call: a linker, and so each of its
+host functions, serves one component, whose import types do not change.
 """
 
 from __future__ import annotations
@@ -27,7 +44,8 @@ import logging
 from typing import Any
 
 from wasmtime import _ffi as ffi
-from wasmtime.component import _types
+from wasmtime.component import _linker, _types
+from wasmtime.component._enter import catch_exceptions
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +55,29 @@ _KIND_OFF = _VAL.kind.offset
 _VALUE_OFF = _VAL.of.offset
 _U8 = ffi.WASMTIME_COMPONENT_U8.value
 
+#: attribute a host function sets (true) to have its parameter and result types kept (4)
+KEEP_TYPES = "_trellis_keep_types"
+_TYPES = "_trellis_types"
+
 _original_to_c = _types.ListType.convert_to_c
 _original_from_c = _types.ListType.convert_from_c
 _applied = False
 
 
+def _classes(ty: Any) -> frozenset[type]:
+    """The Python classes a value of ``ty`` may have (wasmtime-py's ``add_classes``), kept."""
+    memo = ty.__dict__.get("_trellis_classes")
+    if memo is None:
+        found: set[type] = set()
+        ty.add_classes(found)
+        memo = ty.__dict__["_trellis_classes"] = frozenset(found)
+    return memo
+
+
 def _matches_anything(ty: Any) -> bool:
     if ty is None:
         return False  # a payload-less case matches only None
-    classes: set[type] = set()
-    ty.add_classes(classes)
-    return object in classes
+    return object in _classes(ty)
 
 
 def untagged_order(cases: list[Any]) -> list[Any]:
@@ -55,23 +85,29 @@ def untagged_order(cases: list[Any]) -> list[Any]:
     return sorted(cases, key=lambda c: _matches_anything(c[1]))
 
 
+def _untagged_cases(self: Any) -> list[tuple[str, Any, tuple[type, ...]]]:
+    """(name, type, classes) of an untagged variant's cases, in matching order; kept."""
+    memo = self.__dict__.get("_trellis_untagged")
+    if memo is None:
+        memo = self.__dict__["_trellis_untagged"] = [
+            (name, ty, () if ty is None else tuple(_classes(ty))) for name, ty in untagged_order(self._cases())]
+    return memo
+
+
 def _lower(self: Any, store: Any, val: Any) -> Any:
     tagged = self._tagged()
     if tagged and not isinstance(val, _types.Variant):
         raise TypeError("expected Variant type")
-    cases = self._cases() if tagged else untagged_order(self._cases())
-    for name, ty in cases:
+    cases = [(n, t, ()) for n, t in self._cases()] if tagged else _untagged_cases(self)
+    for name, ty, classes in cases:
         if tagged:
             if name != val.tag:
                 continue
         elif ty is None:
             if val is not None:
                 continue
-        else:
-            classes: set[type] = set()
-            ty.add_classes(classes)
-            if not isinstance(val, tuple(classes)):
-                continue
+        elif not isinstance(val, classes):
+            continue
         if ty is None:
             return (name, None)
         raw = ffi.wasmtime_component_val_t()
@@ -112,6 +148,84 @@ def _from_c(self: Any, c: Any) -> Any:
         ffi.wasmtime_component_valtuple_delete(ctypes.byref(c.of.tuple))
 
 
+#: per class: the properties and argument-less methods whose answers are kept on the type
+_KEPT = {
+    "ListType": ("element", "_is_bytes"),
+    "RecordType": ("fields",),
+    "TupleType": ("elements",),
+    "VariantType": ("cases", "_cases"),
+    "OptionType": ("payload", "_cases"),
+    "ResultType": ("ok", "err", "_cases"),
+    "EnumType": ("names", "names_count"),
+    "FlagsType": ("names",),
+    "VariantLikeType": ("_tagged",),
+}
+
+
+def _kept(fn: Any, key: str) -> Any:
+    def get(self: Any) -> Any:
+        d = self.__dict__
+        try:
+            return d[key]
+        except KeyError:
+            value = d[key] = fn(self)
+            return value
+    get.__doc__ = fn.__doc__
+    return get
+
+
+def _keep_types() -> bool:
+    """Install 3 (once). False when wasmtime-py's classes are not the expected ones."""
+    if getattr(_types, "_trellis_kept", False):
+        return True
+    plan = []
+    for cls_name, names in _KEPT.items():
+        cls = getattr(_types, cls_name, None)
+        if cls is None:
+            return False
+        for name in names:
+            attr = cls.__dict__.get(name)
+            if isinstance(attr, property) and attr.fget is not None and attr.fset is None:
+                plan.append((cls, name, property(_kept(attr.fget, f"_trellis_{name}"))))
+            elif callable(attr):
+                plan.append((cls, name, _kept(attr, f"_trellis_{name}")))
+            else:
+                return False
+    for cls, name, value in plan:
+        setattr(cls, name, value)
+    _types._trellis_kept = True  # type: ignore[attr-defined]
+    return True
+
+
+@ffi.wasmtime_component_func_callback_t  # type: ignore[misc]
+def _func_impl(idx, context, ty_raw, args, nargs, results, nresults):  # type: ignore[no-untyped-def]
+    """wasmtime-py's ``_linker.func_impl``, with the types of a :data:`KEEP_TYPES` function kept."""
+    def run(store: Any) -> None:
+        func = _linker.FUNCTIONS.get(idx or 0)
+        types = getattr(func, _TYPES, None)
+        if types is None:
+            with _types.FuncType._from_ptr(ty_raw, owner=store) as fty:
+                types = ([ty for _, ty in fty.params], fty.result)
+            if getattr(func, KEEP_TYPES, False):
+                setattr(func, _TYPES, types)
+        param_tys, result_ty = types
+        assert len(param_tys) == nargs and nresults == (0 if result_ty is None else 1)
+        result = func(store, *[ty.convert_from_c(args[i]) for i, ty in enumerate(param_tys)])
+        if result_ty is None:
+            assert result is None
+        else:
+            result_ty.convert_to_c(store, result, results)
+    return catch_exceptions(context, run)
+
+
+def _keep_import_types() -> bool:
+    """Install 4. False when wasmtime-py's linker is not the one this was written for."""
+    if not all(hasattr(_linker, n) for n in ("func_impl", "FUNCTIONS")) or not hasattr(_types, "FuncType"):
+        return False
+    _linker.func_impl = _func_impl  # add_func passes the module's func_impl to the C API
+    return True
+
+
 def _layout_ok() -> bool:
     return _STRIDE >= 16 and _KIND_OFF == 0 and ctypes.sizeof(_VAL.kind.size * ctypes.c_char) == 1 \
         and _VALUE_OFF >= 1 and hasattr(_types.ListType, "_is_bytes")
@@ -124,6 +238,10 @@ def apply() -> bool:
         return True
     if hasattr(_types, "VariantLikeType") and hasattr(_types.VariantLikeType, "_lower"):
         _types.VariantLikeType._lower = _lower  # type: ignore[method-assign]
+    if not _keep_types():
+        log.warning("wasmtime-py component types not recognised; their shapes are read on every value")
+    elif not _keep_import_types():
+        log.warning("wasmtime-py linker not recognised; host imports read their types on every call")
     if not _layout_ok():
         log.warning("wasmtime-py component value layout not recognised; list<u8> stays per-element")
         return False

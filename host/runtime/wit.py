@@ -181,7 +181,15 @@ _PRIM_CLASSES: dict[str, str] = {
 
 
 def py_classes(ty: WitType) -> frozenset[str]:
-    """Names of the Python classes wasmtime-py lifts ``ty`` to."""
+    """Names of the Python classes wasmtime-py lifts ``ty`` to (kept on the type: asked per value)."""
+    try:
+        return ty.__dict__["_py_classes"]  # type: ignore[no-any-return]
+    except KeyError:
+        found = ty.__dict__["_py_classes"] = _py_classes(ty)  # frozen, but a cache is no field
+        return found
+
+
+def _py_classes(ty: WitType) -> frozenset[str]:
     if isinstance(ty, Prim):
         return frozenset({_PRIM_CLASSES[ty.name]})
     if isinstance(ty, ListT):

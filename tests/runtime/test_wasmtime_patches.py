@@ -38,3 +38,32 @@ def test_untagged_result_with_option_ok_carries_err(engine: RuntimeEngine) -> No
     inv = Invoker(load_component(engine, echo_component_wat([ty]).encode()))
     for value in ({"err": "no such key"}, {"ok": None}, {"ok": b"v"}, {"ok": b""}, {"err": ""}):
         assert inv.invoke("echo0", [value], lambda i, f, a: a[0]) == value
+
+
+def test_types_are_read_once_not_per_value(engine: RuntimeEngine, monkeypatch) -> None:
+    """After the first call, neither the export nor the host import reads a type from the C API
+    again (wasmtime-py otherwise re-reads every record, variant and list type per value), and the
+    kept types still convert every case right."""
+    from wasmtime.component import _types
+
+    from host.runtime.wit import OptionT, ResultT, VariantT
+
+    value = VariantT((("null", None), ("int", Prim("s64")), ("text", Prim("string")), ("blob", ListT(Prim("u8")))))
+    row = ListT(TupleT((Prim("string"), value)))
+    ty = ResultT(ListT(row), VariantT((("invalid", Prim("string")), ("other", Prim("string")))))
+    inv = Invoker(load_component(engine, echo_component_wat([ty, OptionT(RecordT((("n", Prim("u32")),)))]).encode()))
+    rows = {"ok": [[["a", {"int": 1}], ["b", {"text": "x"}], ["c", {"null": None}], ["d", {"blob": b"\x00"}]]]}
+    assert inv.invoke("echo0", [rows], lambda i, f, a: a[0]) == rows  # the first call reads the types
+
+    reads = []
+    original = _types.valtype_from_ptr
+    monkeypatch.setattr(_types, "valtype_from_ptr", lambda p: reads.append(1) or original(p))
+    for v in (rows, {"err": {"invalid": "bad sql"}}, {"err": {"other": ""}}, {"ok": []}, {"ok": [[]]}):
+        assert inv.invoke("echo0", [v], lambda i, f, a: a[0]) == v
+    for v in (None, {"n": 7}):
+        assert inv.invoke("echo1", [v], lambda i, f, a: a[0]) == v  # its first call reads them
+    n = len(reads)
+    assert inv.invoke("echo1", [{"n": 8}], lambda i, f, a: a[0]) == {"n": 8}
+    assert len(reads) == n and n > 0
+    assert inv.invoke("echo0", [rows], lambda i, f, a: a[0]) == rows
+    assert len(reads) == n

@@ -1,6 +1,6 @@
 """Where a Trellis HTTP request's time goes: py-spy on every process of one system under the wrk load.
 
-``python -m bench.http.profile [--mode fresh|reuse] [--workers W] [--seconds S] [--native]``
+``python -m bench.http.profile [--mode fresh|reuse|full-app|full-app-reuse] [--workers W] [--seconds S] [--native] [--gil]``
 
 Starts one Trellis system (as ``bench.http`` does), runs wrk for ``S``
 seconds and meanwhile ``py-spy record``s the http-server provider and each
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--native", action="store_true", help="include native frames (wasmtime)")
+    p.add_argument("--gil", action="store_true",
+                   help="only samples of threads holding the GIL: where Python code spends CPU, no waiting")
     args = p.parse_args(argv)
     spy = shutil.which("py-spy")
     if spy is None:
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         spies = {}
         for role, pid in roles.items():
             raw = workdir / f"{role}.txt"
-            extra = ["--native"] if args.native else []
+            extra = (["--native"] if args.native else []) + (["--gil"] if args.gil else [])
             spies[role] = (raw, subprocess.Popen(
                 [spy, "record", "--pid", str(pid), "--duration", str(args.seconds), "--rate", "200", "--format", "raw",
                  "--threads", *([] if args.native else ["--nonblocking"]), "--output", str(raw), *extra],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 from nats.aio.client import Client
@@ -38,6 +39,10 @@ from .control import (
 from .events import Event, EventType
 from .rpc_client import RpcClient
 from .errors import ErrorCode, TrellisError
+
+
+#: a host's id: an nkeys server public key ("N" and 55 base32 characters)
+_FULL_HOST_ID = re.compile(r"N[A-Z2-7]{55}")
 
 
 class ControlError(TrellisError):
@@ -137,23 +142,38 @@ class LatticeClient:
         hosts = [HostInfo.model_validate(r.response) for r in replies if r.success]
         return sorted(hosts, key=lambda h: (h.name, h.id))
 
+    async def resolve_host(self, ref: str) -> str:
+        """The id of the live host ``ref`` names: its id, its name, or a unique prefix of its id.
+        A full host id is taken as it is (no lookup)."""
+        if _FULL_HOST_ID.fullmatch(ref):
+            return ref
+        hosts = await self.get_hosts()
+        matches = [h for h in hosts if ref in (h.id, h.name)] or [h for h in hosts if h.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0].id
+        known = ", ".join(f"{h.name} ({h.id[:10]}…)" for h in hosts) or "none answers"
+        if not matches:
+            raise ControlError(f"no live host in lattice {self.lattice!r} has the id or name {ref!r}; "
+                               f"hosts: {known}", ErrorCode.NOT_FOUND)
+        raise ControlError(f"{ref!r} names {len(matches)} hosts ({', '.join(h.id for h in matches)}): "
+                           "give more of the id", ErrorCode.BAD_REQUEST)
+
+    async def host_request(self, host: str, op: HostOp, body: BaseModel | None = None) -> Any:
+        """A control request to the host ``host`` names (see :meth:`resolve_host`)."""
+        return await self.request(subjects.host_op(self.lattice, await self.resolve_host(host), op), body)
+
     async def get_inventory(self, host_id: str) -> HostInfo:
-        data = await self.request(subjects.host_op(self.lattice, host_id, HostOp.INVENTORY))
-        return HostInfo.model_validate(data)
+        return HostInfo.model_validate(await self.host_request(host_id, HostOp.INVENTORY))
 
     async def put_label(self, host_id: str, key: str, value: str) -> HostInfo:
-        data = await self.request(subjects.host_op(self.lattice, host_id, HostOp.LABEL_PUT),
-                                  LabelPut(key=key, value=value))
-        return HostInfo.model_validate(data)
+        return HostInfo.model_validate(await self.host_request(host_id, HostOp.LABEL_PUT,
+                                                               LabelPut(key=key, value=value)))
 
     async def del_label(self, host_id: str, key: str) -> HostInfo:
-        data = await self.request(subjects.host_op(self.lattice, host_id, HostOp.LABEL_DEL),
-                                  LabelDel(key=key))
-        return HostInfo.model_validate(data)
+        return HostInfo.model_validate(await self.host_request(host_id, HostOp.LABEL_DEL, LabelDel(key=key)))
 
     async def stop_host(self, host_id: str, timeout_s: float | None = None) -> Any:
-        return await self.request(subjects.host_op(self.lattice, host_id, HostOp.STOP),
-                                  StopHost(timeout_s=timeout_s))
+        return await self.host_request(host_id, HostOp.STOP, StopHost(timeout_s=timeout_s))
 
     # --- components ----------------------------------------------------------------
 
@@ -214,14 +234,13 @@ class LatticeClient:
                               host_id: str | None = None, constraints: dict[str, str] | None = None,
                               wait: bool = True, timeout_s: float = 120.0, **spec: Any) -> dict[str, Any]:
         req = _build(StartComponent, component_id=component_id, image=image, max_instances=max_instances, **spec)
-        if host_id is None:
-            host_id = (await self.pick_host(constraints)).id
+        host_id = (await self.pick_host(constraints)).id if host_id is None else await self.resolve_host(host_id)
         data = await self._component_op(host_id, ComponentOp.START, req, component_id, wait, timeout_s)
         return {**data, "host_id": host_id}
 
     async def _hosts_running(self, component_id: str, host_id: str | None) -> list[str]:
         if host_id:
-            return [host_id]
+            return [await self.resolve_host(host_id)]
         found = [h.id for h in await self.get_hosts() if any(c.id == component_id for c in h.components)]
         if not found:
             raise ControlError(f"component {component_id} is not running on any host", ErrorCode.NOT_FOUND)
@@ -261,8 +280,7 @@ class LatticeClient:
                              wait: bool = True, timeout_s: float = 60.0) -> dict[str, Any]:
         req = _build(StartProvider, provider_id=provider_id, image=image, config=config or [],
                      inline_config=inline_config or {}, annotations=annotations or {})
-        if host_id is None:
-            host_id = (await self.pick_host(constraints)).id
+        host_id = (await self.pick_host(constraints)).id if host_id is None else await self.resolve_host(host_id)
         subject = subjects.provider_op(self.lattice, host_id, ProviderOp.START)
         if not wait:
             return {**await self.request(subject, req), "host_id": host_id}
@@ -277,7 +295,7 @@ class LatticeClient:
     async def stop_provider(self, provider_id: str, *, host_id: str | None = None, wait: bool = True,
                             timeout_s: float = 60.0) -> list[str]:
         if host_id:
-            hosts = [host_id]
+            hosts = [await self.resolve_host(host_id)]
         else:
             hosts = [h.id for h in await self.get_hosts() if any(p.id == provider_id for p in h.providers)]
             if not hosts:

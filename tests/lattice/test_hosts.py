@@ -168,3 +168,22 @@ def test_cli_host_process_sigkill_and_stop(nats_server, lattice, cli, tmp_path):
     finally:
         a.kill()
         b.kill()
+
+
+async def test_hosts_named_by_name_or_id_prefix(nats_server, lattice, hosts):
+    a = await hosts.start()
+    b = await hosts.start()
+    async with LatticeClient(nats_server.url, lattice) as c:
+        by_id = {h.id: h for h in await c.get_hosts()}
+        name_a = by_id[a.id].name
+        assert (await c.get_inventory(name_a)).id == a.id
+        assert (await c.get_inventory(b.id[:12])).id == b.id
+        assert (await c.put_label(name_a, "zone", "eu-1")).labels["zone"] == "eu-1"
+        assert (await c.del_label(a.id[:12], "zone")).labels.get("zone") is None
+        with pytest.raises(ControlError) as err:
+            await c.get_inventory("no-such-host")
+        assert err.value.code == ErrorCode.NOT_FOUND
+        assert "no-such-host" in err.value.message and name_a in err.value.message
+        with pytest.raises(ControlError) as err:
+            await c.get_inventory("N")  # every host id starts so
+        assert err.value.code == ErrorCode.BAD_REQUEST and "names 2 hosts" in err.value.message

@@ -51,7 +51,7 @@ def start_component(
     ref: str = typer.Argument(..., help="path, file://, http(s):// or lattice://sha256:… reference"),
     component_id: str = typer.Argument(..., metavar="ID", help="the component's id on the lattice"),
     max_instances: int = typer.Option(1, "--max-instances", help="concurrent invocations per host"),
-    host_id: Optional[str] = typer.Option(None, "--host-id", help="run on this host"),
+    host_id: Optional[str] = typer.Option(None, "--host-id", help="run on this host (id, name or unique id prefix)"),
     constraint: list[str] = typer.Option([], "--constraint", help="pick a host with label key=value"),
     reuse: int = typer.Option(1, "--reuse", help="invocations one instance serves (1 = fresh per call)"),
     reuse_idle: Optional[float] = typer.Option(None, "--reuse-idle", help="drop a reused instance idle this long (s)"),
@@ -106,7 +106,7 @@ def start_component(
 @with_conn
 def stop_component(
     component_id: str = typer.Argument(..., metavar="ID"),
-    host_id: Optional[str] = typer.Option(None, "--host-id", help="only on this host (default: everywhere)"),
+    host_id: Optional[str] = typer.Option(None, "--host-id", help="only on this host (id, name or unique id prefix; default: everywhere)"),
     no_wait: bool = typer.Option(False, "--no-wait"),
     *,
     conn: Conn,
@@ -122,7 +122,7 @@ def stop_component(
 def scale_component(
     component_id: str = typer.Argument(..., metavar="ID"),
     max_instances: int = typer.Option(..., "--max-instances", help="0 stops it"),
-    host_id: Optional[str] = typer.Option(None, "--host-id"),
+    host_id: Optional[str] = typer.Option(None, "--host-id", help="only on this host (id, name or unique id prefix)"),
     no_wait: bool = typer.Option(False, "--no-wait"),
     *,
     conn: Conn,
@@ -138,7 +138,7 @@ def scale_component(
 def update_component(
     component_id: str = typer.Argument(..., metavar="ID"),
     new_ref: str = typer.Argument(..., metavar="NEW_REF"),
-    host_id: Optional[str] = typer.Option(None, "--host-id"),
+    host_id: Optional[str] = typer.Option(None, "--host-id", help="only on this host (id, name or unique id prefix)"),
     no_wait: bool = typer.Option(False, "--no-wait"),
     *,
     conn: Conn,
@@ -269,7 +269,7 @@ def push_command(
 def start_provider(
     ref: str = typer.Argument(..., help="builtin:NAME, python:MODULE, or a path to a provider .py file"),
     provider_id: str = typer.Argument(..., metavar="ID"),
-    host_id: Optional[str] = typer.Option(None, "--host-id"),
+    host_id: Optional[str] = typer.Option(None, "--host-id", help="run on this host (id, name or unique id prefix)"),
     constraint: list[str] = typer.Option([], "--constraint", help="pick a host with label key=value"),
     config: list[str] = typer.Option([], "--config", help="named config (repeatable, merged in order)"),
     annotation: list[str] = typer.Option([], "--annotation", help="key=value annotation"),
@@ -292,7 +292,7 @@ def start_provider(
 @with_conn
 def stop_provider(
     provider_id: str = typer.Argument(..., metavar="ID"),
-    host_id: Optional[str] = typer.Option(None, "--host-id", help="only on this host (default: everywhere)"),
+    host_id: Optional[str] = typer.Option(None, "--host-id", help="only on this host (id, name or unique id prefix; default: everywhere)"),
     no_wait: bool = typer.Option(False, "--no-wait"),
     *,
     conn: Conn,

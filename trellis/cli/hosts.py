@@ -20,6 +20,7 @@ label_app = typer.Typer(help="Change a host's labels at run time.", no_args_is_h
 stop_app = typer.Typer(help="Stop hosts, components and providers.", no_args_is_help=True)
 
 OutputOpt = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts")
+_HOST_HELP = "the host: its id, its name, or a unique prefix of its id (see 'trellis get hosts')"
 
 
 def _user_labels(h: HostInfo) -> str:
@@ -58,7 +59,7 @@ def get_hosts(
 @get_app.command("inventory")
 @with_conn
 def get_inventory(
-    host_id: str = typer.Argument(..., help="the host's id (see 'trellis get hosts')"),
+    host_id: str = typer.Argument(..., help=_HOST_HELP),
     output: Output = OutputOpt,
     *,
     conn: Conn,
@@ -83,7 +84,7 @@ def get_inventory(
 @label_app.command("put")
 @with_conn
 def label_put(
-    host_id: str = typer.Argument(...),
+    host_id: str = typer.Argument(..., help=_HOST_HELP),
     pairs: list[str] = typer.Argument(..., metavar="KEY=VALUE..."),
     *,
     conn: Conn,
@@ -102,7 +103,7 @@ def label_put(
 @label_app.command("del")
 @with_conn
 def label_del(
-    host_id: str = typer.Argument(...),
+    host_id: str = typer.Argument(..., help=_HOST_HELP),
     keys: list[str] = typer.Argument(..., metavar="KEY..."),
     *,
     conn: Conn,
@@ -128,12 +129,16 @@ def _change_labels(conn: Conn, changes: list[Callable[[LatticeClient], Awaitable
 @stop_app.command("host")
 @with_conn
 def stop_host(
-    host_id: str = typer.Argument(...),
+    host_id: str = typer.Argument(..., help=_HOST_HELP),
     timeout: float = typer.Option(None, "--timeout", help="seconds the host may take to drain"),
     *,
     conn: Conn,
 ) -> None:
     """Stop a host gracefully: it drains, announces host_stopped and exits."""
 
-    run_on(conn, lambda c: c.stop_host(host_id, timeout))
-    typer.echo(f"host {host_id} is stopping")
+    async def stop(c: LatticeClient) -> str:
+        hid = await c.resolve_host(host_id)
+        await c.stop_host(hid, timeout)
+        return hid
+
+    typer.echo(f"host {run_on(conn, stop)} is stopping")

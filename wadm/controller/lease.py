@@ -90,7 +90,8 @@ class Lease:
     def _value(self, taken_at: str) -> bytes:
         return json.dumps({"holder": self.holder, "taken_at": taken_at, "ttl_s": self.ttl_s}).encode()
 
-    def _set(self, held: bool, taken_at: str | None = None) -> None:
+    def _set(self, held: bool, taken_at: str | None = None, *, stepping_down: bool = False) -> None:
+        """Record holding the lease or not; ``stepping_down``: given up on purpose (shutdown)."""
         if held == self._held:
             return
         self._held = held
@@ -99,7 +100,8 @@ class Lease:
             log.info("controller %s is now the leader of lattice %s", self.holder, self.lattice)
         else:
             self.since = None
-            log.warning("controller %s is no longer the leader of lattice %s", self.holder, self.lattice)
+            (log.info if stepping_down else log.warning)(
+                "controller %s is no longer the leader of lattice %s", self.holder, self.lattice)
         if self.on_change is not None:
             self.on_change(held)
 
@@ -177,7 +179,7 @@ class Lease:
 
     async def _release(self) -> None:
         was = self._held
-        self._set(False)
+        self._set(False, stepping_down=True)
         if not was or self._kv is None or self.nc.is_closed:
             return
         try:

@@ -30,6 +30,7 @@ from providers.builtin._common.sql import (
     OTHER,
     SqlBackend,
     SqlError,
+    numbered,
     rows,
 )
 from providers.sdk import Link, Provider, run
@@ -209,6 +210,20 @@ class SqldbPostgres(SqlBackend[PoolKey, asyncpg.Pool]):
             except _FAILURES as exc:
                 raise classify(exc) from None
         return rows_changed(status)
+
+    async def execute_batch(self, resource: asyncpg.Pool, statements: list[tuple[str, list[Any]]],
+                            timeout_s: float) -> list[int]:
+        counts: list[int] = []
+        n = 0  # the statement running (0: none yet; == len(counts): committing)
+        async with asyncio.timeout(timeout_s):
+            try:
+                async with resource.acquire() as conn, conn.transaction():
+                    for n, (sql, params) in enumerate(statements, start=1):
+                        counts.append(rows_changed(await conn.execute(sql, *params)))
+            except _FAILURES as exc:
+                error = classify(exc)
+                raise (numbered(n, error) if len(counts) < n else error) from None
+        return counts
 
 
 def build() -> Provider:

@@ -54,6 +54,7 @@ from providers.builtin._common.sql import (
     OTHER,
     SqlBackend,
     SqlError,
+    numbered,
     rows,
     sqlite_placeholders,
 )
@@ -231,6 +232,36 @@ def _run_script(conn: sqlite3.Connection, statements: tuple[str, ...]) -> int:
         raise
 
 
+class _Failed(Exception):
+    """Statement ``n`` of a batch failed with ``error`` (the transaction is rolled back)."""
+
+    def __init__(self, n: int, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.n = n
+        self.error = error
+
+
+def _run_batch(conn: sqlite3.Connection, statements: list[tuple[str, list[Any]]]) -> list[int]:
+    """Statements in one transaction: all or none. A lock or an interrupt stays as it is (the
+    thread runs the whole batch again, or gives up); other failures name their statement."""
+    conn.execute("BEGIN")
+    try:
+        counts = []
+        for n, (sql, params) in enumerate(statements, start=1):
+            try:
+                counts.append(_execute(conn, sql, params))
+            except (sqlite3.Error, OverflowError) as exc:
+                if _busy(exc) or _interrupted(exc):
+                    raise
+                raise _Failed(n, exc) from None
+        conn.execute("COMMIT")
+        return counts
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 class _Job:
     """Work for the database's thread. ``running``/``cancelled`` are written by one thread and read
     by the other (each writes its own flag before reading the other's, so one of them sees it)."""
@@ -331,6 +362,13 @@ class SqliteDb:
         if script is not None:
             return await self._on_thread(_run_script, (script,), timeout_s)  # type: ignore[no-any-return]
         return await self._on_thread(_execute, (sql, params), timeout_s)  # type: ignore[no-any-return]
+
+    async def execute_batch(self, statements: list[tuple[str, list[Any]]], timeout_s: float | None) -> list[int]:
+        self._conn()
+        try:
+            return await self._on_thread(_run_batch, (statements,), timeout_s)  # type: ignore[no-any-return]
+        except _Failed as failed:
+            raise numbered(failed.n, classify(failed.error)) from None
 
     def _on_loop(self, conn: sqlite3.Connection, fn: Callable[..., Any], sql: str,
                  params: list[Any]) -> tuple[bool, Any]:
@@ -486,6 +524,10 @@ class SqldbSqlite(SqlBackend[DbKey, SqliteDb]):
 
     async def execute(self, resource: SqliteDb, sql: str, params: list[Any], timeout_s: float) -> int:
         return await resource.execute(sql, params, timeout_s)
+
+    async def execute_batch(self, resource: SqliteDb, statements: list[tuple[str, list[Any]]],
+                            timeout_s: float) -> list[int]:
+        return await resource.execute_batch(statements, timeout_s)
 
 
 def build() -> Provider:

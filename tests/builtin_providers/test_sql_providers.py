@@ -284,3 +284,30 @@ async def test_postgres_links_with_equal_settings_share_a_pool(pg_url: str) -> N
             assert await env.invoke(Q, "SELECT 1 AS one", [], source=source) == {"ok": [[["one", i(1)]]]}
         impl = provider.callback("health").__self__  # type: ignore[union-attr]
         assert len(impl.pools.keys()) == 1
+
+
+B = "trellis:sql/query.execute-batch"
+
+
+def st(sql: str, *params: Any) -> dict[str, Any]:
+    return {"sql": sql, "params": list(params)}
+
+
+async def test_batch_is_one_transaction(env: ProviderEnvironment, backend: Backend) -> None:
+    """execute-batch: every statement or none; a failure names its statement."""
+    assert await env.invoke(X, USERS, [], source="comp") == {"ok": 0}
+    user = "INSERT INTO users (id, email) VALUES ($1, $2)"
+    assert await env.invoke(B, [st(user, i(1), t("a@x")), st(user, i(2), t("b@x")),
+                                st("UPDATE users SET age = $1", i(7))], source="comp") == {"ok": [1, 1, 2]}
+    # the second statement breaks the unique email: the first is rolled back with it
+    out = await env.invoke(B, [st(user, i(3), t("c@x")), st(user, i(4), t("a@x"))], source="comp")
+    assert list(out["err"]) == ["constraint-violation"], out
+    assert out["err"]["constraint-violation"].startswith("statement 2: "), out
+    rows = await env.invoke(Q, "SELECT id FROM users ORDER BY id", [], source="comp")
+    assert rows == {"ok": [[["id", i(1)]], [["id", i(2)]]]}
+    out = await env.invoke(B, [st(user, i(5), t("e@x")), st("INSERT INTO nope VALUES ($1)", i(1))], source="comp")
+    assert list(out["err"]) == ["invalid-query"] and out["err"]["invalid-query"].startswith("statement 2: ")
+    out = await env.invoke(B, [st(user, i(5), {"nope": 1})], source="comp")  # a bad value, before running
+    assert out == {"err": {"invalid-query": "statement 1: parameter $2: {'nope': 1} is not a sql-value"}}
+    assert await env.invoke(B, [], source="comp") == {"ok": []}
+    assert (await env.invoke(Q, "SELECT count(*) AS n FROM users", [], source="comp"))["ok"] == [[["n", i(2)]]]

@@ -18,7 +18,7 @@ from wit_world import exports
 from wit_world.imports import consumer, inventory, query
 from wit_world.imports.logging import Level, log
 from wit_world.imports.platform_poc_orders_types import Error_Internal, LineItem, Order
-from wit_world.imports.trellis_sql_types import SqlValue, SqlValue_Int, SqlValue_Text
+from wit_world.imports.trellis_sql_types import SqlValue, SqlValue_Int, SqlValue_Text, Statement
 from wit_world.imports.wasmcloud_messaging_types import BrokerMessage
 
 CONTEXT = "orders-service"
@@ -38,13 +38,6 @@ def internal(what: str, e: Err[Any]) -> Err[Any]:
     return Err(Error_Internal(f"{what}: {type(e.value).__name__}: {detail}"))
 
 
-def execute(what: str, sql: str, params: list[SqlValue]) -> None:
-    try:
-        query.execute(sql, params)
-    except Err as e:
-        raise internal(what, e) from None
-
-
 def check_stock(items: list[LineItem]) -> None:
     skus = sorted({item.sku for item in items})
     try:
@@ -59,18 +52,22 @@ def check_stock(items: list[LineItem]) -> None:
 
 
 def store(order_number: str, items: list[LineItem], total: int) -> None:
-    """Line items first, then the order's row: readers join from the order, so they never see half an order."""
+    """The line items and the order's row in one transaction (one call): all of the order or none."""
+    statements = []
     for start in range(0, len(items), ITEMS_PER_INSERT):
         chunk = items[start:start + ITEMS_PER_INSERT]
         params: list[SqlValue] = []
         for line, item in enumerate(chunk, start):
             params += [SqlValue_Text(order_number), SqlValue_Int(line), SqlValue_Text(item.sku),
                        SqlValue_Int(item.price), SqlValue_Int(item.quantity)]
-        execute("storing line items",
-                f"INSERT INTO {LINE_ITEMS} (order_number, line, sku, price, quantity) "
-                f"VALUES {placeholders(len(chunk), 5)}", params)
-    execute("storing the order", f"INSERT INTO {ORDERS} (order_number, total) VALUES ($1, $2)",
-            [SqlValue_Text(order_number), SqlValue_Int(total)])
+        statements.append(Statement(f"INSERT INTO {LINE_ITEMS} (order_number, line, sku, price, quantity) "
+                                    f"VALUES {placeholders(len(chunk), 5)}", params))
+    statements.append(Statement(f"INSERT INTO {ORDERS} (order_number, total) VALUES ($1, $2)",
+                                [SqlValue_Text(order_number), SqlValue_Int(total)]))
+    try:
+        query.execute_batch(statements)
+    except Err as e:
+        raise internal("storing the order", e) from None
 
 
 def announce(order_number: str) -> None:

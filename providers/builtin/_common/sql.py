@@ -104,6 +104,25 @@ def params(values: Sequence[Any]) -> list[Any]:
     return [param(i, v) for i, v in enumerate(values, start=1)]
 
 
+def batch(statements: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+    """The statements of a batch (``{sql, params}`` records), bound for the driver; an invalid one
+    is ``invalid-query`` naming it."""
+    out = []
+    for n, st in enumerate(statements, start=1):
+        if not (isinstance(st, dict) and isinstance(st.get("sql"), str) and isinstance(st.get("params", []), list)):
+            raise SqlError(INVALID_QUERY, f"statement {n}: expected {{sql, params}}, got {st!r}")
+        try:
+            out.append((st["sql"], params(st.get("params") or [])))
+        except SqlError as exc:
+            raise SqlError(exc.case, f"statement {n}: {exc.message}") from None
+    return out
+
+
+def numbered(n: int, error: SqlError) -> SqlError:
+    """``error`` as the failure of statement ``n`` of a batch."""
+    return SqlError(error.case, f"statement {n}: {error.message}")
+
+
 def value(v: Any) -> dict[str, Any]:
     """A driver's value → a ``sql-value`` for the wire (text for types the WIT has no case for)."""
     kind = type(v)
@@ -245,6 +264,11 @@ class SqlBackend(LinkedBackend[K], Generic[K, R]):
     @abstractmethod
     async def execute(self, resource: R, sql: str, params: list[Any], timeout_s: float) -> int: ...
 
+    @abstractmethod
+    async def execute_batch(self, resource: R, statements: list[tuple[str, list[Any]]], timeout_s: float) -> list[int]:
+        """Run ``statements`` in order in one transaction; all or none. A failure names its
+        statement (``statement N: ...``, from 1)."""
+
     # --- shared --------------------------------------------------------------------------------
 
     async def build_link(self, link: Link, config: dict[str, str]) -> K:
@@ -294,13 +318,16 @@ class SqlFront:
         self.name = backend.name
         self.links = backend.links
 
-    async def _run(self, ctx: Context, sql: str, values: list[Any], is_query: bool) -> dict[str, Any]:
+    async def _run(self, ctx: Context, sql: str | None, values: list[Any], is_query: bool) -> dict[str, Any]:
+        """One statement (``sql``), or a batch: ``sql`` None and ``values`` the statements."""
         try:
             key = await self.links.for_call(ctx)
-            bound = params(values)
+            bound = params(values) if sql is not None else batch(values)
             left = time_left(ctx)  # answer with a WIT error shortly before the caller gives up
             backend = self.backend
             resource = await backend.resource(key, left)
+            if sql is None:
+                return {"ok": await backend.execute_batch(resource, bound, left) if bound else []}
             if is_query:
                 return {"ok": await backend.query(resource, sql, bound, left)}
             return {"ok": await backend.execute(resource, sql, bound, left)}
@@ -312,8 +339,8 @@ class SqlFront:
             return SqlError(OTHER, f"{self.name}: the statement did not finish before the caller's deadline "
                                    "and was cancelled").wire()
         except Exception as exc:
-            log.warning("%s: %s from %s failed: %r", self.name, "query" if is_query else "execute", ctx.source,
-                        exc)
+            what = "execute-batch" if sql is None else "query" if is_query else "execute"
+            log.warning("%s: %s from %s failed: %r", self.name, what, ctx.source, exc)
             return SqlError(OTHER, f"{exc.__class__.__name__}: {exc}").wire()
 
     @export(QUERY, "query")
@@ -323,3 +350,7 @@ class SqlFront:
     @export(QUERY, "execute")
     async def execute(self, sql: str, params: list[Any], *, ctx: Context, **kwargs: Any) -> dict[str, Any]:
         return await self._run(ctx, sql, params, False)
+
+    @export(QUERY, "execute-batch")
+    async def execute_batch(self, statements: list[Any], *, ctx: Context, **kwargs: Any) -> dict[str, Any]:
+        return await self._run(ctx, None, statements, False)

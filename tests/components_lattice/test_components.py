@@ -135,6 +135,9 @@ def test_cli_call_errors_and_load_summary(nats_server, lattice, cli, tmp_path, w
         assert bad.returncode == 1 and "expected u32" in bad.stderr
         notjson = cli("call", "adder", "add", "{oops")
         assert notjson.returncode != 0 and "JSON array" in notjson.stderr
+        # nothing runs "addr": said after a short look, not at the end of the 120 s deadline
+        typo = cli("call", "addr", "add", "[1, 2]", "--timeout", "120", timeout=60)
+        assert typo.returncode == 1 and "nothing on lattice" in typo.stderr and "'addr'" in typo.stderr, typo.stderr
         load = cli("call", "adder", "add", "[1, 2]", "--repeat", "200", "--concurrency", "8")
         assert load.returncode == 0, load.stderr
         summary = json.loads(load.stdout)

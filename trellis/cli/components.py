@@ -186,13 +186,26 @@ def call_command(
         raise fail("arguments must be a JSON array, e.g. '[1, \"two\"]'")
 
     if repeat == 1:
+        from interfaces.errors import ErrorCode
         from interfaces.rpc_client import RpcError
 
         async def once(c: LatticeClient) -> Any:
+            call = asyncio.ensure_future(c.call(component_id, operation, *parsed, timeout_s=timeout,
+                                                retryable=not no_retry))
             try:
-                return await c.call(component_id, operation, *parsed, timeout_s=timeout, retryable=not no_retry)
+                # a call nobody answers waits for an instance (one may be starting, or failing over)
+                # until its deadline; a typo or a stopped component should not take that long
+                done, _ = await asyncio.wait({call}, timeout=min(NOT_SERVED_GRACE_S, timeout))
+                if not done and not await _served_anywhere(c, component_id):
+                    call.cancel()
+                    return RpcError(f"nothing on lattice {conn.lattice!r} runs {component_id!r}: no host has a "
+                                    "component or provider with that id (see 'trellis get hosts')",
+                                    ErrorCode.NOT_FOUND, "not_running")
+                return await call
             except RpcError as exc:  # the call's own failure, with its code and kind
                 return exc
+            finally:
+                call.cancel()
 
         result = run_on(conn, once)  # connection and lattice errors: a message, exit 1
         if isinstance(result, RpcError):
@@ -209,6 +222,19 @@ def call_command(
     print_json(summary)
     if summary["failed"]:
         raise typer.Exit(1)
+
+
+#: seconds a CLI call waits before checking that something on the lattice runs its target
+NOT_SERVED_GRACE_S = 3.0
+
+
+async def _served_anywhere(c: LatticeClient, target: str) -> bool:
+    """Whether a live host runs a component or provider ``target`` (a failed look counts as yes)."""
+    try:
+        hosts = await c.get_hosts(timeout_s=0.5)
+    except Exception:
+        return True
+    return any(target in {x.id for x in h.components} | {p.id for p in h.providers} for h in hosts)
 
 
 async def _load(conn: Conn, cid: str, op: str, args: list[Any], timeout: float, repeat: int,

@@ -67,11 +67,11 @@ def plan(workdir: Path, quick: bool, only: set[str] | None = None) -> tuple[list
         systems.append(peers.WashHost(workdir, wasi, pool_size=CONNECTIONS, label="pool-p2"))
         if not quick:
             systems.append(peers.WashDev(workdir, wasi))
+        wasi_p3 = tools.build_wasi_component("order-wasi-http-p3", tools.WASI_HTTP_P3_WORLD)
+        systems.append(peers.WashHost(workdir, wasi_p3, pool_size=CONNECTIONS, http_version="0.3.0",
+                                      label="pool-p3"))
     except tools.ToolMissing as exc:
         skipped["wasmtime/wasmCloud"] = str(exc)
-    skipped["wash-host-pool-p3"] = (
-        "needs the handler as a wasi:http@0.3.0 component: componentize-py 0.25 can target it (spin-sdk ships "
-        "wasi:http@0.3.0), but this benchmark's component is written against 0.2.0; see docs/performance.md")
     systems.append(peers.Uvicorn(workdir, 1))
     if only:
         systems = [s for s in systems if any(o in s.name for o in only)]

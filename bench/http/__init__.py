@@ -11,7 +11,9 @@ system serves ``POST /orders`` with the body
 * ``wasmtime serve`` with the same logic as a ``wasi:http`` component
   (``bench/components/order-wasi-http``), fresh and reused;
 * wasmCloud 2.x: ``wash dev``, and ``wash host`` driven over NATS with the
-  component pulled from a local OCI registry, fresh and with ``poolSize``;
+  component pulled from a local OCI registry, fresh and with ``poolSize``
+  (a warm pool only for the ``wasi:http@0.3.0`` variant,
+  ``bench/components/order-wasi-http-p3``: ``wash-host-pool-p3``);
 * uvicorn running the logic as plain Python: the ceiling.
 
 All systems are started first, then measured in alternating windows (rounds

@@ -43,7 +43,7 @@ from interfaces.connection import NatsSettings, connect
 from trellis import procs
 from trellis.natsserver import NatsServer
 
-from .harness import COMPILE_CACHE, HostProcess
+from .harness import COMPILE_CACHE, HostProcess, eventually
 from .netns import Machine, Network
 
 T = TypeVar("T")
@@ -416,20 +416,22 @@ class Cluster:
         from nats.js.api import KeyValueConfig
 
         nc = await connect(NatsSettings(url=self.url), name="trellis-cluster-probe")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        last: BaseException | None = None
+        js = nc.jetstream(timeout=2)
+        last: list[BaseException] = []
+
+        async def r3_bucket() -> bool:
+            try:
+                await js.create_key_value(KeyValueConfig(bucket="TRELLIS_probe", replicas=len(self.nats)))
+                await js.delete_key_value("TRELLIS_probe")
+                return True
+            except Exception as exc:  # not yet: no meta leader, or peers still joining
+                last[:] = [exc]
+                return False
+
         try:
-            js = nc.jetstream(timeout=2)
-            while loop.time() < deadline:
-                try:
-                    await js.create_key_value(KeyValueConfig(bucket="TRELLIS_probe", replicas=len(self.nats)))
-                    await js.delete_key_value("TRELLIS_probe")
-                    return
-                except Exception as exc:  # not yet: no meta leader, or peers still joining
-                    last = exc
-                    await asyncio.sleep(0.2)
-            raise AssertionError(f"JetStream not ready after {timeout}s: {last!r}\n{self.logs()}")
+            await eventually(r3_bucket, timeout, interval=0.2, what="JetStream to make an R3 bucket")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {last[0] if last else None!r}\n{self.logs()}") from None
         finally:
             await nc.close()
 

@@ -25,6 +25,8 @@ import nats
 
 from trellis.natsserver import NatsServer
 
+from ..harness import eventually
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -94,15 +96,17 @@ class LocalCluster:
             if not n.running:
                 continue
             nc = await nats.connect(n.url)
+
+            async def answers() -> bool:
+                try:
+                    await nc.jetstream(timeout=1).account_info()
+                    return True
+                except Exception:  # no meta leader yet
+                    return False
+
             try:
-                while True:
-                    try:
-                        await nc.jetstream(timeout=1).account_info()
-                        break
-                    except Exception:
-                        if loop.time() > deadline:
-                            raise AssertionError(f"JetStream not ready through {n.name} after {timeout}s") from None
-                        await asyncio.sleep(0.2)
+                await eventually(answers, max(0.0, deadline - loop.time()), interval=0.2,
+                                 what=f"JetStream through {n.name}")
             finally:
                 await nc.close()
 

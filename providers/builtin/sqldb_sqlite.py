@@ -34,6 +34,7 @@ docs/builtin-providers.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -41,7 +42,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,21 +216,28 @@ def _execute(conn: sqlite3.Connection, sql: str, params: list[Any]) -> int:
     return max(cur.rowcount, 0)
 
 
-def _run_script(conn: sqlite3.Connection, statements: tuple[str, ...]) -> int:
-    """Several statements, one transaction (as PostgreSQL runs a multi-statement string)."""
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN, then COMMIT, or ROLLBACK when the body raises."""
     conn.execute("BEGIN")
     try:
-        count = 0
-        for statement in statements:
-            cur = conn.execute(statement)
-            cur.fetchall()
-            count = max(cur.rowcount, 0)
+        yield
         conn.execute("COMMIT")
-        return count
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _run_script(conn: sqlite3.Connection, statements: tuple[str, ...]) -> int:
+    """Several statements, one transaction (as PostgreSQL runs a multi-statement string)."""
+    count = 0
+    with _transaction(conn):
+        for statement in statements:
+            cur = conn.execute(statement)
+            cur.fetchall()
+            count = max(cur.rowcount, 0)
+    return count
 
 
 class _Failed(Exception):
@@ -244,9 +252,8 @@ class _Failed(Exception):
 def _run_batch(conn: sqlite3.Connection, statements: list[tuple[str, list[Any]]]) -> list[int]:
     """Statements in one transaction: all or none. A lock or an interrupt stays as it is (the
     thread runs the whole batch again, or gives up); other failures name their statement."""
-    conn.execute("BEGIN")
-    try:
-        counts = []
+    counts = []
+    with _transaction(conn):
         for n, (sql, params) in enumerate(statements, start=1):
             try:
                 counts.append(_execute(conn, sql, params))
@@ -254,12 +261,7 @@ def _run_batch(conn: sqlite3.Connection, statements: list[tuple[str, list[Any]]]
                 if _busy(exc) or _interrupted(exc):
                     raise
                 raise _Failed(n, exc) from None
-        conn.execute("COMMIT")
-        return counts
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    return counts
 
 
 class _Job:

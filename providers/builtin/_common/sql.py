@@ -22,7 +22,7 @@ import functools
 import json
 import logging
 from abc import abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from decimal import Decimal
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -318,19 +318,15 @@ class SqlFront:
         self.name = backend.name
         self.links = backend.links
 
-    async def _run(self, ctx: Context, sql: str | None, values: list[Any], is_query: bool) -> dict[str, Any]:
-        """One statement (``sql``), or a batch: ``sql`` None and ``values`` the statements."""
+    async def _run(self, ctx: Context, what: str, bind: Callable[[], Any],
+                   run: Callable[[Any, Any, float], Awaitable[Any]]) -> dict[str, Any]:
+        """One exported call: the link's database, ``bind()`` the parameters, ``run(resource,
+        bound, seconds left)``; failures as WIT ``sql-error`` values."""
         try:
             key = await self.links.for_call(ctx)
-            bound = params(values) if sql is not None else batch(values)
+            bound = bind()
             left = time_left(ctx)  # answer with a WIT error shortly before the caller gives up
-            backend = self.backend
-            resource = await backend.resource(key, left)
-            if sql is None:
-                return {"ok": await backend.execute_batch(resource, bound, left) if bound else []}
-            if is_query:
-                return {"ok": await backend.query(resource, sql, bound, left)}
-            return {"ok": await backend.execute(resource, sql, bound, left)}
+            return {"ok": await run(await self.backend.resource(key, left), bound, left)}
         except SqlError as exc:
             return exc.wire()
         except (NotLinked, LinkUnusable) as exc:
@@ -339,18 +335,25 @@ class SqlFront:
             return SqlError(OTHER, f"{self.name}: the statement did not finish before the caller's deadline "
                                    "and was cancelled").wire()
         except Exception as exc:
-            what = "execute-batch" if sql is None else "query" if is_query else "execute"
             log.warning("%s: %s from %s failed: %r", self.name, what, ctx.source, exc)
             return SqlError(OTHER, f"{exc.__class__.__name__}: {exc}").wire()
 
     @export(QUERY, "query")
     async def query(self, sql: str, params: list[Any], *, ctx: Context, **kwargs: Any) -> dict[str, Any]:
-        return await self._run(ctx, sql, params, True)
+        backend = self.backend
+        return await self._run(ctx, "query", partial(_bind, params),
+                               lambda db, bound, left: backend.query(db, sql, bound, left))
 
     @export(QUERY, "execute")
     async def execute(self, sql: str, params: list[Any], *, ctx: Context, **kwargs: Any) -> dict[str, Any]:
-        return await self._run(ctx, sql, params, False)
+        backend = self.backend
+        return await self._run(ctx, "execute", partial(_bind, params),
+                               lambda db, bound, left: backend.execute(db, sql, bound, left))
 
     @export(QUERY, "execute-batch")
     async def execute_batch(self, statements: list[Any], *, ctx: Context, **kwargs: Any) -> dict[str, Any]:
-        return await self._run(ctx, None, statements, False)
+        return await self._run(ctx, "execute-batch", partial(batch, statements), self.backend.execute_batch)
+
+
+#: ``params`` under a name the exported handlers' own ``params`` argument does not hide
+_bind = params

@@ -95,25 +95,23 @@ def _untagged_cases(self: Any) -> list[tuple[str, Any, tuple[type, ...]]]:
 
 
 def _lower(self: Any, store: Any, val: Any) -> Any:
-    tagged = self._tagged()
-    if tagged and not isinstance(val, _types.Variant):
-        raise TypeError("expected Variant type")
-    cases = [(n, t, ()) for n, t in self._cases()] if tagged else _untagged_cases(self)
-    for name, ty, classes in cases:
-        if tagged:
-            if name != val.tag:
-                continue
-        elif ty is None:
-            if val is not None:
-                continue
-        elif not isinstance(val, classes):
-            continue
-        if ty is None:
-            return (name, None)
-        raw = ffi.wasmtime_component_val_t()
-        ty.convert_to_c(store, val.payload if tagged else val, ctypes.pointer(raw))
-        return (name, ffi.wasmtime_component_val_new(ctypes.byref(raw)))
-    raise ValueError("value not valid for this variant")
+    if self._tagged():
+        if not isinstance(val, _types.Variant):
+            raise TypeError("expected Variant type")
+        case = next(((name, ty) for name, ty in self._cases() if name == val.tag), None)
+        payload = val.payload if case is not None else None
+    else:
+        case = next(((name, ty) for name, ty, classes in _untagged_cases(self)
+                     if (val is None if ty is None else isinstance(val, classes))), None)
+        payload = val
+    if case is None:
+        raise ValueError("value not valid for this variant")
+    name, ty = case
+    if ty is None:
+        return (name, None)
+    raw = ffi.wasmtime_component_val_t()
+    ty.convert_to_c(store, payload, ctypes.pointer(raw))
+    return (name, ffi.wasmtime_component_val_new(ctypes.byref(raw)))
 
 
 def _to_c(self: Any, store: Any, val: Any, ptr: Any) -> None:

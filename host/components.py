@@ -13,6 +13,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from interfaces import handoff
 from interfaces.artifacts import ArtifactError
 from interfaces.control import (
     ComponentDescription,
@@ -56,10 +57,17 @@ class ComponentManager:
         boot = {
             "nats": s.nats.to_dict(), "lattice": self.host.lattice, "host_id": self.host.id,
             "cache_dir": str(s.compile_cache_dir or s.state_dir / "compiled"), "threads": s.worker_threads,
+            "handoff": handoff.enabled(),
         }
         self.pool = WorkerPool(boot, s.workers or (os.cpu_count() or 1), self.host.tasks,
                                log_dir=s.state_dir / "logs")
         await self.pool.start()
+
+    def worker_addresses(self) -> list[str]:
+        """Where this host's workers take HTTP connections handed to them (none when turned off)."""
+        if self.pool is None or not self.pool.boot.get("handoff"):
+            return []
+        return [handoff.worker_address(self.host.lattice, self.host.id, i) for i in range(self.pool.count)]
 
     async def close(self, grace_s: float) -> None:
         if self.pool is not None:

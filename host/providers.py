@@ -114,6 +114,7 @@ class ProviderManager:
             "version": 1, "lattice": self.host.lattice, "provider_id": sup.spec.provider_id,
             "host_id": self.host.id, "nats": s.nats.to_dict(), "config": sup.spec.inline_config,
             "config_names": sup.spec.config, "state_dir": str(s.state_dir),
+            "local_workers": self.host.components.worker_addresses(),
         }
         return json.dumps(boot).encode()
 

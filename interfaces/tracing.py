@@ -99,11 +99,16 @@ def tracer() -> trace.Tracer:
 _passed: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("trellis_trace_passed", default=None)
 
 
-def pass_through(carrier: dict[str, str]) -> None:
+def pass_through(carrier: dict[str, str]) -> contextvars.Token[dict[str, str] | None]:
     """Serving ``carrier``'s invocation without a span (tracing off): calls made from the
-    current context carry it on unchanged (:func:`inject`), as a no-op span would."""
-    if carrier and all(type(k) is str and type(v) is str for k, v in carrier.items()):
-        _passed.set(carrier)
+    current context carry it on unchanged (:func:`inject`), as a no-op span would. A context
+    that serves one call after another ends each with :func:`end_pass_through`."""
+    valid = bool(carrier) and all(type(k) is str and type(v) is str for k, v in carrier.items())
+    return _passed.set(carrier if valid else None)
+
+
+def end_pass_through(token: contextvars.Token[dict[str, str] | None]) -> None:
+    _passed.reset(token)
 
 
 def inject() -> dict[str, str]:

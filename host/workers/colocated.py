@@ -201,7 +201,7 @@ class Colocated:
             slots.release()
 
     def _serve(self, served: "Served", inv: Invocation, max_payload: int) -> Any:
-        """What ``RpcServer`` and ``Worker._invoke`` do for a remote call, then the reply's round trip."""
+        """What ``RpcServer`` and ``Worker.invoke`` do for a remote call, then the reply's round trip."""
         stats = served.colocated
         try:
             if tracing.enabled():  # as the RPC server: a span only when something records it

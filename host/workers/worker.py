@@ -50,6 +50,7 @@ from interfaces.tracing import setup_tracing
 
 from . import colocated, inline
 from .colocated import Colocated, Slots
+from .handoff import HandoffServer
 from .imports import ImportRouter
 from .local import SERVED_HERE, LocalImports
 
@@ -89,6 +90,8 @@ class Served:
     needs_thread: set[str] = field(default_factory=set)
     #: calls run inline, and cut short to run on a Wasm thread
     inline_stats: dict[str, int] = field(default_factory=lambda: {"served": 0, "rerouted": 0})
+    #: HTTP requests on connections handed to this worker (handoff.py): answered here, failed, sent over NATS
+    handoff: dict[str, int] = field(default_factory=lambda: {"served": 0, "failed": 0, "remote": 0})
 
 
 def import_needs(loaded: LoadedComponent) -> tuple[bool, bool]:
@@ -142,6 +145,9 @@ class Worker:
             Colocated(self, colocated.max_depth(boot)) if colocated.enabled(boot) else None)
         #: how long a call may hold the event loop (None: never run calls there)
         self.inline_budget_s = inline.budget_s(boot)
+        #: HTTP connections handed here by the host's http-server (None: off)
+        self.handoff: HandoffServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -155,6 +161,9 @@ class Worker:
         await self.imports.start()
         self._config_watch = asyncio.create_task(self._follow_config())
         self._reaper = asyncio.create_task(self._drop_idle_instances())
+        if self.boot.get("handoff"):
+            self.handoff = HandoffServer(self)
+            self.handoff.start()
         stop = asyncio.Event()
         self.loop.add_signal_handler(signal.SIGTERM, stop.set)
         self.loop.add_signal_handler(signal.SIGINT, lambda: None)  # the host decides when we stop
@@ -185,18 +194,24 @@ class Worker:
     async def _handle(self, cmd: dict[str, Any], stop: asyncio.Event) -> Any:
         op = cmd["op"]
         if op == "load":
-            return await self._load(cmd)
+            result = await self._load(cmd)
+            self._served_changed()
+            return result
         if op == "unload":
             await self._unload(cmd["component_id"], cmd.get("grace_s", 10.0))
+            self._served_changed()
             return None
         if op == "scale":
-            return await self._scale(cmd["component_id"], cmd["share"])
+            result = await self._scale(cmd["component_id"], cmd["share"])
+            self._served_changed()
+            return result
         if op == "stats":
             return {cid: {"share": s.share, **(s.server.stats if s.server else {}),
                           "inflight": s.server.inflight if s.server else 0,
                           "slots_in_use": s.slots.in_use if s.slots else 0, "colocated": dict(s.colocated),
                           "inline": {**s.inline_stats, "enabled": s.inline,
-                                     "needs_thread": sorted(s.needs_thread)}}
+                                     "needs_thread": sorted(s.needs_thread)},
+                          "handoff": dict(s.handoff)}
                     for cid, s in self.served.items()}
         if op == "shutdown":
             self.boot["grace_s"] = cmd.get("grace_s", 10.0)
@@ -239,6 +254,16 @@ class Worker:
         if old is not None:  # an update: the new version already serves, the old one drains
             await self._retire(old, cmd.get("grace_s", 10.0))
         return {"digest": loaded.digest, "exports": loaded.describe()["exports"]}
+
+    def _served_changed(self) -> None:
+        if self.handoff is not None:
+            self.handoff.changed()
+
+    def spawn(self, coro: Any, name: str) -> None:
+        """A background task of this worker, kept until it ends."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _drop_idle_instances(self) -> None:
         """Every second: warm instances idle past their component's ``max_idle_s`` are dropped."""
@@ -292,7 +317,7 @@ class Worker:
     def _server(self, served: Served, share: int, queue: int | None,
                 non_retryable: list[str] | tuple[str, ...] = ()) -> tuple[RpcServer, Slots]:
         async def handle(inv: Invocation) -> Any:
-            return await self._invoke(served, inv)
+            return await self.invoke(served, inv)
 
         assert self.loop is not None
         slots = Slots(share, self.loop)
@@ -337,7 +362,9 @@ class Worker:
         served.inline_stats["served"] += 1
         return result
 
-    async def _invoke(self, served: Served, inv: Invocation) -> Any:
+    async def invoke(self, served: Served, inv: Invocation, timeout_s: float | None = None) -> Any:
+        """Run one call of ``served`` (its slot already taken): inline when it can, else on a Wasm
+        thread, cut short after ``timeout_s``; failures as the ``RpcError`` its caller gets."""
         if served.inline and inv.operation not in served.needs_thread:
             try:
                 return self._run_inline(served, inv)
@@ -345,7 +372,8 @@ class Worker:
                 pass  # cut short before anything left the instance: run it again on a thread
         # calls this invocation makes are children of its server span (the current context here)
         handler = self.handler(served, inv)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.execute, served, inv, handler)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.execute, served, inv, handler,
+                                                                timeout_s)
 
     def _colocated_call(self, call: Invocation) -> Any:
         """For the import router, on a Wasm thread: run ``call`` here if its target is served here."""
@@ -379,6 +407,8 @@ class Worker:
         served.invoker.close()
 
     async def _shutdown(self, grace_s: float) -> None:
+        if self.handoff is not None:  # answers in progress are written first: they need the components
+            await self.handoff.close(grace_s)
         await asyncio.gather(*(self._retire(s, grace_s) for s in self.served.values()), return_exceptions=True)
         self.served.clear()
         if self.imports:

@@ -1,5 +1,6 @@
 """HTTP through the real parts: a host runs builtin:http-server (and builtin:http-client) and the
-`httpapp` component (componentize-py); requests go HTTP → provider → NATS → worker → back.
+`httpapp` component (componentize-py); requests go HTTP → provider → NATS → worker → back, or,
+on a connection the provider handed to the worker, HTTP → worker → back (test_handoff.py).
 
 The NATS server here allows 8 MiB messages (NATS's default is 1 MiB), so bodies over 1 MiB can travel.
 """
@@ -84,7 +85,15 @@ async def start_app(c: LatticeClient, host_id: str, wasm: Path, component_id: st
                             reuse={"max_invocations": 10_000}, limits={"timeout_s": 10})
 
 
-async def test_requests_through_the_lattice(lattice_client, httpapp):
+@pytest.fixture(params=["handoff", "nats"])
+def front_path(request, monkeypatch) -> str:
+    """Both ways a request reaches a component on the provider's own host: on a connection handed
+    to the worker (the default, test_handoff.py), or from the provider over NATS."""
+    monkeypatch.setenv("TRELLIS_HTTP_HANDOFF", "1" if request.param == "handoff" else "0")
+    return request.param
+
+
+async def test_requests_through_the_lattice(front_path, lattice_client, httpapp):
     c, host_id = lattice_client
     await start_app(c, host_id, httpapp)
     await c.start_provider("builtin:http-server", "http-server", host_id=host_id)

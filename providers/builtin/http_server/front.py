@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from trellis.service import Service
 
@@ -28,10 +29,12 @@ CLOSE_GRACE_S = 5.0
 class HttpFront(Service):
     name = "http-front"
 
-    def __init__(self, caller: Caller, settings: ServerConfig | None = None) -> None:
+    def __init__(self, caller: Caller, settings: ServerConfig | None = None, handoff: Any = None) -> None:
         super().__init__()
         self.caller = caller
         self.settings = settings or ServerConfig()
+        #: hands accepted connections to this host's workers (:mod:`.handoff`); None: never
+        self.handoff = handoff
         self.listeners: dict[tuple[str, int], Listener] = {}
         #: address -> why it could not be opened (retried)
         self.bind_errors: dict[tuple[str, int], str] = {}
@@ -91,7 +94,7 @@ class HttpFront(Service):
                 if existing is not None:
                     existing.table = table  # requests in progress keep the route they matched
                     continue
-                listener = Listener(address, table, self.caller, self.settings)
+                listener = Listener(address, table, self.caller, self.settings, self.handoff)
                 try:
                     await listener.open()
                 except OSError as exc:
@@ -120,6 +123,8 @@ class HttpFront(Service):
         problems = [f"cannot listen on {format_address(a)}: {why}" for a, why in self.bind_errors.items()]
         problems += [f"link {'/'.join(k)}: {why}" for k, why in self.refused.items()]
         summary = ("listening on " + ", ".join(parts)) if parts else "no listeners (no links)"
+        if self.handoff is not None and parts:
+            summary += "; " + self.handoff.describe()
         if problems:
             return False, summary + "; " + "; ".join(problems)
         return True, summary

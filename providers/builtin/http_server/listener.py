@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
@@ -19,6 +20,7 @@ from .protocol import HttpConnection, Request
 from .routes import RouteTable
 
 log = logging.getLogger("providers.http_server")
+_ids = itertools.count(1)
 
 
 class Caller(Protocol):
@@ -37,12 +39,21 @@ def tracing_enabled() -> bool:
 
 
 class Listener:
-    """Serves ``table``'s routes on ``address`` until closed."""
+    """Serves ``table``'s routes on ``address`` until closed.
 
-    def __init__(self, address: tuple[str, int], table: RouteTable, caller: Caller, settings: ServerConfig) -> None:
+    With a ``handoff`` (:mod:`.handoff`), a connection it accepts may be handed to a worker
+    process of this host that serves the routes' components, which then answers its requests.
+    A worker builds its own ``Listener`` for connections it was handed (never opened).
+    """
+
+    def __init__(self, address: tuple[str, int], table: RouteTable, caller: Caller, settings: ServerConfig,
+                 handoff: Any = None) -> None:
+        self.id = next(_ids)
         self.address = address
-        self.table = table
+        self._table = table
         self.caller = caller
+        self.handoff = handoff
+        self.settings = settings
         self.idle_timeout_s = settings.idle_timeout_ms / 1000
         self.read_timeout_s = settings.read_timeout_ms / 1000
         self.max_header_bytes = settings.max_header_bytes
@@ -52,6 +63,32 @@ class Listener:
         self.traced = tracing_enabled()
         self.stats = {"requests": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0}
         self._new_id = getattr(caller, "new_id", None) or (lambda: uuid.uuid4().hex)
+
+    @property
+    def table(self) -> RouteTable:
+        return self._table
+
+    @table.setter
+    def table(self, table: RouteTable) -> None:
+        changed = table != self._table
+        self._table = table
+        if changed and self.handoff is not None:
+            self.handoff.changed(self)
+
+    def hand_off(self, transport: asyncio.BaseTransport) -> bool:
+        """A connection just accepted: True when a worker took it (``transport`` is then closed
+        here without a byte read or written; the worker owns the connection)."""
+        if self.handoff is None:
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        transport.pause_reading()  # type: ignore[attr-defined]
+        if self.handoff.take(self, sock):
+            transport.abort()
+            return True
+        transport.resume_reading()  # type: ignore[attr-defined]
+        return False
 
     @property
     def text(self) -> str:
@@ -66,6 +103,8 @@ class Listener:
     def stop_accepting(self) -> None:
         if self.server is not None:
             self.server.close()
+        if self.handoff is not None:
+            self.handoff.closed(self)  # workers close the connections they were handed
 
     async def close(self, grace_s: float) -> None:
         """Stop accepting; idle connections close now, busy ones after their answer (at most ``grace_s``)."""

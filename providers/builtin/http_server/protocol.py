@@ -108,6 +108,9 @@ class HttpConnection(asyncio.Protocol):
     # --- transport events ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.listener.hand_off(transport):  # a worker of this host serves it
+            self._stopped = True
+            return
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
         self.listener.connections.add(self)
         self._arm(self.listener.idle_timeout_s, self._idle_expired)

@@ -17,8 +17,11 @@ from providers.sdk import Link, Provider, ProviderInfo
 from providers.sdk._private.context import current_instance
 
 from .config import ConfigError, ServerConfig, parse_route, parse_server
+from interfaces import handoff as connection_handoff
+
 from .front import HttpFront
 from .gateway import NatsCaller
+from .handoff import Handoff
 from .listener import Caller
 from .routes import Route
 
@@ -46,6 +49,7 @@ class HttpServer:
         self.caller_factory = caller_factory
         self.front: HttpFront | None = None
         self.caller: Any = None
+        self.handoff: Handoff | None = None
         self.links: dict[tuple[str, ...], tuple[Link, dict[str, str]]] = {}
         self.defaults: dict[str, str] = {}
         self.config_error: str | None = None
@@ -68,7 +72,11 @@ class HttpServer:
         self.caller = self.caller_factory(info)
         if hasattr(self.caller, "start"):
             await self.caller.start()
-        self.front = HttpFront(self.caller, self._settings(info.config))
+        if info.local_workers and connection_handoff.enabled():
+            # connections to components this host's workers serve are answered by those workers
+            self.handoff = Handoff(info.local_workers, source=info.provider_id)
+            await self.handoff.start()
+        self.front = HttpFront(self.caller, self._settings(info.config), self.handoff)
         await self.front.start()
 
     async def link_put(self, link: Link, config: dict[str, str], *, info: ProviderInfo, **kwargs: Any) -> None:
@@ -104,6 +112,8 @@ class HttpServer:
     async def shutdown(self, grace_s: float, **kwargs: Any) -> None:
         if self.front is not None:
             await self.front.close(reason="provider shutting down")
+        if self.handoff is not None:
+            await self.handoff.close()
         if self.caller is not None and hasattr(self.caller, "close"):
             await self.caller.close()
 

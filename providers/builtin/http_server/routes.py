@@ -38,11 +38,13 @@ class RouteTable:
     path prefix wins. An exact host beats a ``*.`` pattern.
     """
 
-    __slots__ = ("routes", "_only", "_ordered")
+    __slots__ = ("routes", "targets", "_only", "_ordered")
 
     def __init__(self, routes: Iterable[Route]) -> None:
         # most specific first: exact host, wildcard host, any host; then longer paths
         self.routes: tuple[Route, ...] = tuple(sorted(routes, key=_specificity))
+        #: the components this table routes to
+        self.targets: frozenset[str] = frozenset(r.target for r in self.routes)
         only = self.routes[0] if len(self.routes) == 1 else None
         # the common case: one link on its own port, no host or path: no matching at all
         self._only = only if only is not None and only.config.host is None and only.config.path == "/" else None

@@ -52,6 +52,8 @@ class ProviderInfo:
     nats: NatsBootstrap | None = None
     #: the host's state directory (its --state-dir), for providers that keep files; None if unknown
     state_dir: str | None = None
+    #: where the host's worker processes take handed-off connections (``interfaces/handoff.py``)
+    local_workers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

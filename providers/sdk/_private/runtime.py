@@ -92,7 +92,7 @@ class ProviderRuntime(Service):
                 provider_id=self.id, host_id=self.host_id, lattice=self.lattice,
                 instance_id=self.bootstrap.instance_id, config=MappingProxyType(self.state.own_config()),
                 links=tuple(a.link for _, a in sorted(self.state.applied.items())), nats=self.bootstrap.nats,
-                state_dir=self.bootstrap.state_dir,
+                state_dir=self.bootstrap.state_dir, local_workers=tuple(self.bootstrap.local_workers),
             )
             self._info_generation = self.state.generation
         return self._info

@@ -1,0 +1,270 @@
+"""HTTP connections handed to this worker by the host's ``builtin:http-server`` (``interfaces/handoff.py``).
+
+The provider accepts a connection on a listener whose components this worker
+serves and passes the socket here; the worker reads its requests with the
+provider's own HTTP code (``providers/builtin/http_server``: parsing, limits,
+timeouts, keep-alive, errors) and answers each by calling the component in
+process, on the event loop when it can (``inline.py``), without NATS. What the
+client sees is what the provider would have answered:
+
+* **Admission.** A request takes one of the component's slots on this worker
+  (:class:`~.colocated.Slots`, shared with its RPC server). With none free, or
+  with the component no longer served here, the request goes over NATS, as the
+  provider would have sent it, to any instance on the lattice.
+* **Limits.** A request body the lattice could not carry (over NATS's
+  ``max_payload``) goes the NATS way, to fail there as it always did; a
+  response too large for it fails as an RPC reply would.
+* **Errors** map to the same statuses and texts (``gateway._failure``).
+* **Tracing.** The request's server span (``HTTP POST``) and the component's
+  (``serve …``) are made as on the two ends of the remote path, when something
+  records spans; otherwise the caller's ``traceparent`` is passed on.
+
+The provider stays in charge: a listener's route changes reach its connections
+here; when it closes, or the provider goes away, they close once their answers
+are written. Stats, per component: ``handoff: {served, failed, remote}`` (answered here;
+failed here; sent over NATS for want of a slot or for size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from interfaces import handoff, tracing
+from interfaces.envelope import Invocation
+from interfaces.errors import ErrorCode, TrellisError
+from interfaces.rpc_client import RpcError
+from interfaces.rpc_server import serve_span
+from providers.builtin.http_server import wire
+from providers.builtin.http_server.config import RouteConfig, ServerConfig
+from providers.builtin.http_server.gateway import FUNCTION, INTERFACE, CallFailed, NatsCaller, _failure
+from providers.builtin.http_server.listener import Listener
+from providers.builtin.http_server.protocol import HttpConnection
+from providers.builtin.http_server.routes import Route, RouteTable
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("trellis.worker.handoff")
+
+#: room left in a NATS message for the envelope around a request's body
+_ENVELOPE_ROOM = 64 * 1024
+
+
+class LocalCaller:
+    """The HTTP front's caller inside a worker: in process when it can, else over NATS."""
+
+    def __init__(self, worker: "Worker", source: str) -> None:
+        self.worker = worker
+        self.source = source
+        self.remote = NatsCaller(worker.nc, worker.lattice, source)
+        self.new_id = self.remote.new_id
+
+    async def start(self) -> None:
+        await self.remote.start()
+
+    async def close(self) -> None:
+        await self.remote.close()
+
+    async def call(self, target: str, link_name: str, request: dict[str, Any], *, timeout_s: float,
+                   instance_wait_s: float, retry_lost: bool, trace: dict[str, str] | None = None,
+                   invocation_id: str | None = None) -> Any:
+        served = self.worker.served.get(target)
+        slots = served.slots if served is not None else None
+        limit = self.remote.max_payload
+        body = request.get("body") or b""
+        if (served is None or slots is None or served.invoker.closed or len(body) > limit - _ENVELOPE_ROOM
+                or not slots.try_acquire()):
+            if served is not None:
+                served.handoff["remote"] += 1
+            return await self.remote.call(target, link_name, request, timeout_s=timeout_s,
+                                          instance_wait_s=instance_wait_s, retry_lost=retry_lost, trace=trace,
+                                          invocation_id=invocation_id)
+        inv = Invocation(target=target, interface=INTERFACE, function=FUNCTION, args=[request], source=self.source,
+                         id=invocation_id or self.new_id(), deadline_ms=int((time.time() + timeout_s) * 1000),
+                         link=link_name, trace=trace or {})
+        try:
+            if tracing.enabled():
+                with serve_span(inv, **{"trellis.handoff": True}):
+                    result = await self.worker.invoke(served, inv, timeout_s)
+            else:  # no span: calls the component makes carry the request's trace context on
+                token = tracing.pass_through(inv.trace)
+                try:
+                    result = await self.worker.invoke(served, inv, timeout_s)
+                finally:
+                    tracing.end_pass_through(token)
+        except RpcError as exc:
+            served.handoff["failed"] += 1
+            if exc.code == ErrorCode.TIMEOUT and inv.remaining_s() <= 0:  # the request's deadline
+                raise CallFailed(wire.TIMED_OUT, f"component {target!r} did not answer within "
+                                                 f"{timeout_s * 1000:.0f} ms") from None
+            raise _failure(target, exc.code, exc.kind, exc.message, inv.id) from None
+        except TrellisError as exc:
+            served.handoff["failed"] += 1
+            raise _failure(target, exc.code, "", exc.message, inv.id) from None
+        except Exception as exc:  # as the RPC server answers a handler's bug
+            served.handoff["failed"] += 1
+            log.exception("invocation %s %s failed", inv.id, inv.operation)
+            raise _failure(target, ErrorCode.INTERNAL, "", f"{exc.__class__.__name__}: {exc}", inv.id) from None
+        finally:
+            slots.release()
+        served.handoff["served"] += 1
+        if isinstance(result, dict) and len(result.get("body") or b"") > limit - _ENVELOPE_ROOM:
+            raise CallFailed(wire.FAILED, f"component {target!r} failed (too_large); invocation {inv.id}")
+        return result
+
+
+class _Provider:
+    """One http-server provider of this host, connected: its listeners and their connections here."""
+
+    def __init__(self, door: "HandoffServer", sock: socket.socket) -> None:
+        self.door = door
+        self.listeners: dict[int, Listener] = {}
+        self.caller: LocalCaller | None = None
+        self.channel = handoff.Channel(sock, self._on_message, self._on_close)
+
+    def _on_message(self, msg: dict[str, Any], fds: list[int]) -> None:
+        op = msg.get("op")
+        if op == "conn":
+            listener = self.listeners.get(msg.get("listener"))  # type: ignore[arg-type]
+            if listener is None or len(fds) != 1 or self.door.closing:
+                handoff._close_fds(fds)
+                log.warning("a handed connection for unknown listener %s was dropped", msg.get("listener"))
+                return
+            self.door.adopt(listener, fds[0])
+            return
+        handoff._close_fds(fds)
+        if op == "listener":
+            self._listener(msg)
+        elif op == "close":
+            gone = self.listeners.pop(msg.get("id"), None)  # type: ignore[arg-type]
+            if gone is not None:
+                _drain(gone)
+
+    def _listener(self, msg: dict[str, Any]) -> None:
+        if self.caller is None:
+            self.caller = LocalCaller(self.door.worker, str(msg["source"]))
+            self.door.worker.spawn(self.caller.start(), "handoff-caller")
+        table = RouteTable(Route(tuple(r["key"]), r["target"], r["link_name"],
+                                 RouteConfig(**{**r["config"], "address": tuple(r["config"]["address"])}))
+                           for r in msg["routes"])
+        listener = self.listeners.get(msg["id"])
+        if listener is not None:
+            listener.table = table  # requests in progress keep the route they matched
+            return
+        self.listeners[msg["id"]] = Listener(tuple(msg["address"]), table, self.caller,  # type: ignore[arg-type]
+                                             ServerConfig(**msg["settings"]))
+
+    def _on_close(self) -> None:
+        """The provider went away (or closed the channel): its connections close once answered."""
+        for listener in self.listeners.values():
+            _drain(listener)
+        self.door.worker.spawn(self._finish(), "handoff-provider-gone")
+
+    async def _finish(self) -> None:
+        # requests in progress may still go over NATS: the caller closes once they are answered
+        while any(lst.connections for lst in self.listeners.values()):
+            await asyncio.sleep(0.1)
+        self.door.providers.discard(self)
+        self.listeners.clear()
+        if self.caller is not None:
+            await self.caller.close()
+
+    def serving(self, components: list[str]) -> None:
+        self.channel.send({"op": "serving", "components": components})
+
+
+def _drain(listener: Listener) -> None:
+    for conn in list(listener.connections):
+        conn.drain()
+
+
+class HandoffServer:
+    """This worker's end of connection handoff: providers of its host connect and hand connections."""
+
+    def __init__(self, worker: "Worker") -> None:
+        self.worker = worker
+        self.address = handoff.worker_address(worker.lattice, worker.host_id, worker.index)
+        self.providers: set[_Provider] = set()
+        self.closing = False
+        self._sock: socket.socket | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def start(self) -> None:
+        try:
+            self._sock = handoff.listen(self.address)
+        except OSError as exc:
+            log.warning("connection handoff is off for this worker: cannot listen on %r: %s",
+                        self.address[1:], exc)
+            return
+        self._loop.add_reader(self._sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                sock, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("handoff accept failed: %r", exc)
+                return
+            if not handoff.same_user(sock):
+                sock.close()
+                continue
+            sock.setblocking(False)
+            provider = _Provider(self, sock)
+            self.providers.add(provider)
+            provider.serving(self.serving())
+
+    def serving(self) -> list[str]:
+        if self.closing:
+            return []
+        return sorted(cid for cid, s in self.worker.served.items() if s.slots is not None)
+
+    def changed(self) -> None:
+        """The components served here changed: every provider learns which it may hand over."""
+        components = self.serving()
+        for provider in list(self.providers):
+            provider.serving(components)
+
+    def adopt(self, listener: Listener, fd: int) -> None:
+        try:
+            sock = socket.socket(fileno=fd)
+            sock.setblocking(False)
+        except OSError:
+            handoff._close_fds([fd])
+            return
+        self.worker.spawn(self._adopt(listener, sock), "handoff-adopt")
+
+    async def _adopt(self, listener: Listener, sock: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(lambda: HttpConnection(listener), sock)
+        except OSError as exc:
+            log.debug("a handed connection could not be served: %r", exc)
+            sock.close()
+
+    def connections(self) -> list[HttpConnection]:
+        return [conn for p in self.providers for lst in p.listeners.values() for conn in lst.connections]
+
+    async def close(self, grace_s: float) -> None:
+        """Stop taking connections; those handed here close once their answers are written."""
+        self.closing = True
+        self.changed()  # providers stop handing connections here
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for provider in list(self.providers):
+            for listener in provider.listeners.values():
+                _drain(listener)
+        deadline = time.monotonic() + grace_s
+        while self.connections() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in self.connections():
+            conn.abort()
+        for provider in list(self.providers):
+            provider.channel.close()

@@ -128,3 +128,33 @@ async def test_a_component_on_another_host_is_reached_over_nats(hosts, httpapp):
             assert (await conn.response()).status == 202
         assert (await stats(back, "httpapp"))["handoff"] == {"served": 0, "failed": 0, "remote": 0}
         assert "0 connections handed" in (await health(c, front.id))["message"]
+
+
+async def test_a_dead_worker_takes_only_its_own_connections(hosts, httpapp):
+    h = await hosts.start(workers=2)
+    async with _client(hosts) as c:
+        await start_app(c, h.id, httpapp)
+        await c.start_provider("builtin:http-server", "http-server", host_id=h.id)
+        port = await route(c, "httpapp", "web")
+        conns = [await Conn.open(port) for _ in range(2)]  # one per worker: they take turns
+        for conn in conns:
+            await conn.send(get("/status/200"))
+            assert (await conn.response()).status == 200
+        per_worker = [w["httpapp"]["handoff"]["served"] for w in await h.components.pool.stats()]
+        assert per_worker == [1, 1]
+        dead = h.components.pool.workers[0].proc
+        dead.kill()
+        await dead.wait()
+        # one of the two connections dies with its worker; the other keeps being answered
+        alive = []
+        for conn in conns:
+            try:
+                await conn.send(get("/status/201"))
+                alive.append((await conn.response()).status)
+            except (AssertionError, ConnectionError):
+                pass
+        assert alive == [201]
+        # a new connection is answered (by the surviving worker, or by the restarted one)
+        fresh = await Conn.open(port)
+        await fresh.send(get("/status/202"))
+        assert (await fresh.response()).status == 202

@@ -26,6 +26,7 @@ from opentelemetry import trace as otel_trace
 from . import subjects, tracing
 from .envelope import EnvelopeError, Invocation, Reply, ok_frame, progress_frame
 from .errors import ErrorCode, TrellisError
+from .local_rpc import REPLY_PREFIX as _LOCAL_PREFIX
 from .rpc_client import PROGRESS_INTERVAL_S, RpcError
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,17 @@ Handler = Callable[[Invocation], Awaitable[Any]]
 _SERVER = otel_trace.SpanKind.SERVER
 #: a call gets progress frames once it has been in this server this long (then every interval)
 _PROGRESS_AFTER_S = PROGRESS_INTERVAL_S / 2
+
+
+class _LocalMsg:
+    """What :meth:`RpcServer._serve` reads of a NATS message, for a call from a local socket."""
+
+    __slots__ = ("data", "reply", "headers")
+
+    def __init__(self, data: bytes, reply: str) -> None:
+        self.data = data
+        self.reply = reply
+        self.headers = None
 
 
 def serve_span(inv: Invocation, **attributes: Any) -> Any:
@@ -79,6 +91,8 @@ class RpcServer:
         self._chores: set[asyncio.Task[None]] = set()  # progress sends under way
         self._sub: Any = None
         self.stats = {"served": 0, "failed": 0, "busy": 0, "malformed": 0}
+        #: sends frames to calls that came over a local socket (``interfaces/local_rpc.py``)
+        self.local_send: Callable[[str, bytes], None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -113,6 +127,23 @@ class RpcServer:
         task = (self._loop or asyncio.get_running_loop()).create_task(self._serve(msg))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+
+    def take_local(self, frame: bytes, reply_to: str) -> bool:
+        """A call that came over a local socket: served as one from NATS, answered through
+        :attr:`local_send` (its ``reply_to`` starts with ``local_rpc.REPLY_PREFIX``).
+        False when this server has stopped taking calls."""
+        if self._sub is None:
+            return False
+        task = (self._loop or asyncio.get_running_loop()).create_task(self._serve(_LocalMsg(frame, reply_to)))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return True
+
+    async def _publish(self, subject: str, frame: bytes) -> None:
+        if self.local_send is not None and subject.startswith(_LOCAL_PREFIX):
+            self.local_send(subject, frame)
+        else:
+            await self.nc.publish(subject, frame)
 
     async def _serve(self, msg: Msg) -> None:
         try:
@@ -158,7 +189,7 @@ class RpcServer:
                 if self.non_retryable and reply_to and (
                         inv.function in self.non_retryable or inv.operation in self.non_retryable):
                     # tell the caller the call has started: if it is lost now, it is not sent again
-                    await self.nc.publish(reply_to, progress_frame(inv.id, self.served_by, no_retry=True))
+                    await self._publish(reply_to, progress_frame(inv.id, self.served_by, no_retry=True))
                 if tracing.enabled():
                     frame = await self._run_traced(inv)
                 else:
@@ -218,7 +249,7 @@ class RpcServer:
                 f"{self.target}: reply of {len(frame)} bytes exceeds the NATS max payload of {limit} bytes",
                 "too_large").encode()
         try:
-            await self.nc.publish(subject, frame)
+            await self._publish(subject, frame)
         except Exception as exc:
             log.debug("reply for %s lost: %r", inv_id, exc)
 
@@ -240,6 +271,6 @@ class RpcServer:
     async def _progress(self, due: list[tuple[str, str]]) -> None:
         for reply, inv_id in due:
             try:
-                await self.nc.publish(reply, progress_frame(inv_id, self.served_by))
+                await self._publish(reply, progress_frame(inv_id, self.served_by))
             except Exception:
                 return  # connection closed or draining: the caller will see silence, as it should

@@ -4,7 +4,9 @@ Runs the network part on the worker's event loop while the Wasm thread waits:
 host functions are synchronous, so the import handler submits the call to the
 loop and blocks on its result, bounded by the invocation's own deadline. A call
 to a component this worker serves itself runs nested on the calling thread
-instead (``colocated.py``), when the target has a free slot here.
+instead (``colocated.py``), when the target has a free slot here; a call to a
+provider of this host is written to the provider's socket by the Wasm thread
+itself, which blocks reading the reply (``interfaces/local_rpc.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from host.runtime import ImportFailed, MissingLink
-from interfaces.envelope import Invocation
+from interfaces.envelope import EnvelopeError, Invocation
+from interfaces import local_rpc
+from interfaces.local_rpc import LocalRpcClient
 from interfaces.resources import unversioned, wire_function
 from interfaces.rpc_client import RpcClient, RpcError
 
@@ -54,6 +58,8 @@ class ImportRouter:
         #: runs a call in this process when its target is served here (the worker sets it), or
         #: returns ``colocated.REMOTE``; None sends every call over the lattice
         self.colocated: Callable[[Invocation], Any] | None = None
+        #: calls providers of this host over their sockets (``interfaces/local_rpc.py``); None: never
+        self.direct: LocalRpcClient | None = None
 
     async def start(self, sync_timeout_s: float = 10.0) -> None:
         from interfaces.store import LatticeStore, LinkChange  # links live in JetStream KV
@@ -117,10 +123,24 @@ class ImportRouter:
             target = self.resolve(source, interface, link_name)
         return target
 
+    def _direct(self, call: Invocation) -> Any:
+        """``call`` to a provider of this host over its socket, or ``REMOTE`` (see local_rpc)."""
+        assert self.direct is not None
+        try:
+            frame = call.encode()
+        except EnvelopeError:
+            return REMOTE  # fails over NATS the same way
+        limit = getattr(self.nc, "max_payload", 0)
+        if limit and len(frame) > limit:
+            return REMOTE
+        result = self.direct.call(call, frame)
+        return REMOTE if result is local_rpc.REMOTE else result
+
     def handler_for(self, component_id: str, inv: Invocation, loaded: Any = None,
                     local: "LocalImports | None" = None, link_name: str = "default",
-                    trace: dict[str, str] | None = None) -> Any:
-        """The import handler for one invocation of ``component_id``."""
+                    trace: dict[str, str] | None = None, counts: dict[str, int] | None = None) -> Any:
+        """The import handler for one invocation of ``component_id``; ``counts['direct']``
+        counts its calls answered by a provider of this host over its socket."""
 
         def handler(interface: str, function: str, args: list[Any]) -> Any:
             if function.startswith("[resource-drop]"):
@@ -147,6 +167,10 @@ class ImportRouter:
             colocated = self.colocated
             try:
                 result = REMOTE if colocated is None else colocated(call)
+                if result is REMOTE and self.direct is not None:
+                    result = self._direct(call)
+                    if result is not REMOTE and counts is not None:
+                        counts["direct"] += 1
                 if result is REMOTE:
                     fut = asyncio.run_coroutine_threadsafe(self.rpc.invoke(call), self.loop)
                     try:

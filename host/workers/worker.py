@@ -41,7 +41,9 @@ from host.runtime import (
 )
 from host.runtime.imports import is_wasip2_interface
 from interfaces.connection import NatsSettings, connect
+from interfaces import local_rpc
 from interfaces.envelope import Invocation
+from interfaces.local_rpc import LocalRpcClient
 from interfaces.errors import ErrorCode
 from interfaces.rpc_client import RpcClient, RpcError
 from interfaces.rpc_server import RpcServer
@@ -90,6 +92,8 @@ class Served:
     needs_thread: set[str] = field(default_factory=set)
     #: calls run inline, and cut short to run on a Wasm thread
     inline_stats: dict[str, int] = field(default_factory=lambda: {"served": 0, "rerouted": 0})
+    #: its calls answered by a provider of this host over the provider's socket (local_rpc)
+    provider_calls: dict[str, int] = field(default_factory=lambda: {"direct": 0})
     #: HTTP requests on connections handed to this worker (handoff.py): answered here, failed, sent over NATS
     handoff: dict[str, int] = field(default_factory=lambda: {"served": 0, "failed": 0, "remote": 0})
 
@@ -158,6 +162,8 @@ class Worker:
         self.imports = ImportRouter(self.nc, self.lattice, self.rpc, self.loop)
         if self.colocated is not None:
             self.imports.colocated = self._colocated_call
+        if local_rpc.enabled():
+            self.imports.direct = LocalRpcClient(self.lattice, self.host_id)
         await self.imports.start()
         self._config_watch = asyncio.create_task(self._follow_config())
         self._reaper = asyncio.create_task(self._drop_idle_instances())
@@ -211,7 +217,7 @@ class Worker:
                           "slots_in_use": s.slots.in_use if s.slots else 0, "colocated": dict(s.colocated),
                           "inline": {**s.inline_stats, "enabled": s.inline,
                                      "needs_thread": sorted(s.needs_thread)},
-                          "handoff": dict(s.handoff)}
+                          "handoff": dict(s.handoff), "provider_calls": dict(s.provider_calls)}
                     for cid, s in self.served.items()}
         if op == "shutdown":
             self.boot["grace_s"] = cmd.get("grace_s", 10.0)
@@ -335,7 +341,7 @@ class Worker:
         if trace is None and served.lattice_imports:
             trace = tracing.inject()
         return self.imports.handler_for(served.component_id, inv, served.invoker.loaded, served.local,
-                                        trace=trace)
+                                        trace=trace, counts=served.provider_calls)
 
     @staticmethod
     def execute(served: Served, inv: Invocation, handler: ImportHandler, timeout_s: float | None = None) -> Any:

@@ -28,6 +28,7 @@ from interfaces.envelope import Invocation
 from interfaces.errors import ErrorCode
 from interfaces.links import Link
 from interfaces.rpc_client import RpcClient, RpcError
+from interfaces.local_rpc import LocalRpcDoor, provider_address
 from interfaces.rpc_server import RpcServer
 from interfaces.store import ConfigChange, LatticeStore, LinkChange, StoreSettings, Synced
 from trellis.service import Service
@@ -78,6 +79,7 @@ class ProviderRuntime(Service):
         self.store: LatticeStore | None = None
         self.rpc: RpcClient | None = None
         self.server: RpcServer | None = None
+        self.door: LocalRpcDoor | None = None
         self._subs: list[Any] = []
         self._callbacks = asyncio.Lock()  # lifecycle callbacks run one at a time, in order
         self._started_callbacks = False  # on_start ran: on_shutdown is owed
@@ -140,6 +142,10 @@ class ProviderRuntime(Service):
         self.server = RpcServer(nc, self.lattice, self.id, self._handle, served_by=self.host_id,
                                 max_concurrent=b.max_concurrent or self.provider.max_concurrent)
         await self.server.start()
+        if b.local_workers:  # started by a host: its workers may call here without NATS
+            door = LocalRpcDoor(self.server, provider_address(self.lattice, self.host_id, self.id))
+            if await door.start():
+                self.door = door
         await nc.flush()
         log.info("provider %s (%s) serving on lattice %s for host %s", self.id, self.provider.name,
                  self.lattice, self.host_id)
@@ -148,8 +154,12 @@ class ProviderRuntime(Service):
         await self.tasks.close()  # stop watching first: no callbacks during shutdown
         grace = self.bootstrap.shutdown_grace_s
         began = time.monotonic()
+        if self.door is not None:
+            await self.door.close()  # calls under way are answered; then the workers go over NATS
         if self.server is not None:
             await self.server.stop(drain_timeout_s=grace)
+        if self.door is not None:
+            self.door.close_connections()
         self._deadlines.close()
         if self._started_callbacks:
             left = max(0.5, grace - (time.monotonic() - began))

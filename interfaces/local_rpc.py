@@ -1,0 +1,290 @@
+"""RPC to a provider on the same host, over a Unix socket instead of NATS.
+
+A call from a component to a provider travels worker → NATS → provider and back:
+two trips through nats-server, and on the worker the Wasm thread hands the call
+to the event loop and waits to be woken. When the provider runs on the worker's
+own host, the Wasm thread can instead write the invocation to the provider's
+socket and block reading its reply: no server in between, no event loop, no
+thread switch. The frames are the lattice's own (``interfaces/envelope.py``),
+so the provider's :class:`~interfaces.rpc_server.RpcServer` serves them exactly
+as it serves NATS messages: the same admission, queue, progress frames, errors
+and spans.
+
+* **Where.** Each provider instance a host starts listens on the Linux abstract
+  Unix socket :func:`provider_address` (per network namespace; peers of another
+  user are refused). A worker that cannot connect there sends the call over
+  NATS, and tries again after :data:`RETRY_S`.
+* **Frames.** A 4-byte big-endian length, then an envelope frame: the
+  ``Invocation`` one way; progress frames and the ``Reply`` the other. One call
+  at a time per connection (one connection per Wasm thread and provider).
+* **Failover** is the RPC client's: a reply of ``busy``, or a call lost before
+  it started (the provider went away), is sent again over NATS, where another
+  instance may take it; a call lost after its provider marked it at-most-once
+  is not; silence for ``silence_s`` (no progress frame) counts as lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from typing import Any
+
+from . import handoff
+from .envelope import EnvelopeError, Invocation, Reply
+from .errors import ErrorCode
+
+log = logging.getLogger(__name__)
+
+ENABLE_ENV = "TRELLIS_LOCAL_PROVIDERS"
+#: after a failed connect, how long calls to that target go over NATS before trying again
+RETRY_S = 2.0
+#: the reply subject that tells an RpcServer a call came over this socket
+REPLY_PREFIX = "_LOCAL."
+_LEN = struct.Struct(">I")
+MAX_FRAME = 64 * 1024 * 1024
+
+#: returned by :meth:`LocalRpcClient.call` when the call must go over NATS
+REMOTE: Any = object()
+
+
+def enabled() -> bool:
+    """On unless ``TRELLIS_LOCAL_PROVIDERS`` says 0/false/no/off (and only where abstract sockets are)."""
+    value = os.environ.get(ENABLE_ENV, "1").strip().lower()
+    return handoff.available() and value not in ("0", "false", "no", "off")
+
+
+def provider_address(lattice: str, host_id: str, provider_id: str) -> str:
+    return f"\0trellis/{lattice}/{host_id}/provider/{provider_id}"
+
+
+# --- the provider's side -----------------------------------------------------------------
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, door: "LocalRpcDoor") -> None:
+        self.door = door
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.key = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is None or not handoff.same_user(sock):
+            transport.close()
+            return
+        self.transport = transport  # type: ignore[assignment]
+        self.key = self.door.register(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.key:
+            self.door.unregister(self.key)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        while len(buf) >= 4:
+            (n,) = _LEN.unpack_from(buf)
+            if n > MAX_FRAME:
+                log.warning("local RPC: a frame of %d bytes: closing the connection", n)
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            if len(buf) < 4 + n:
+                return
+            frame = bytes(buf[4:4 + n])
+            del buf[:4 + n]
+            if not self.door.server.take_local(frame, REPLY_PREFIX + self.key):
+                # stopping: the caller sees the connection close before its call began, and
+                # sends it over NATS (one call at a time per connection: none is under way)
+                if self.transport is not None:
+                    self.transport.close()
+                return
+
+    def send(self, frame: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(_LEN.pack(len(frame)) + frame)
+
+
+class LocalRpcDoor:
+    """Serves ``server``'s calls from this host's workers on :func:`provider_address`."""
+
+    def __init__(self, server: Any, address: str) -> None:
+        self.server = server
+        self.address = address
+        self._conns: dict[str, _Conn] = {}
+        self._seq = 0
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> bool:
+        if not handoff.available():
+            return False
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(self.address)
+        except OSError as exc:
+            sock.close()
+            log.warning("calls from this host's workers go over NATS: cannot listen on %r: %s",
+                        self.address[1:], exc)
+            return False
+        self.server.local_send = self.send
+        self._server = await asyncio.get_running_loop().create_unix_server(lambda: _Conn(self), sock=sock,
+                                                                          backlog=128)
+        return True
+
+    def register(self, conn: _Conn) -> str:
+        self._seq += 1
+        key = f"{self._seq:x}"
+        self._conns[key] = conn
+        return key
+
+    def unregister(self, key: str) -> None:
+        self._conns.pop(key, None)
+
+    def send(self, reply_to: str, frame: bytes) -> None:
+        conn = self._conns.get(reply_to[len(REPLY_PREFIX):])
+        if conn is not None:  # gone: the caller saw the connection close
+            conn.send(frame)
+
+    async def close(self) -> None:
+        """Stop taking calls (those under way are answered: the server drains them)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def close_connections(self) -> None:
+        for conn in list(self._conns.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+
+
+# --- the caller's side (blocking: a Wasm thread) -------------------------------------------
+
+class LocalRpcClient:
+    """Calls providers of this host from Wasm threads; one blocking connection per thread and target."""
+
+    def __init__(self, lattice: str, host_id: str, silence_s: float = 1.0) -> None:
+        """``silence_s``: as the RPC client's (``DEFAULT_SILENCE_S``)."""
+        self.lattice = lattice
+        self.host_id = host_id
+        self.silence_s = silence_s
+        self._tls = threading.local()
+        #: target -> monotonic time before which it is not tried (nothing listened there)
+        self._absent: dict[str, float] = {}
+        self.stats = {"calls": 0, "remote": 0, "lost": 0}
+
+    def _conn(self, target: str) -> socket.socket | None:
+        conns: dict[str, socket.socket] | None = getattr(self._tls, "conns", None)
+        if conns is None:
+            conns = self._tls.conns = {}
+        sock = conns.get(target)
+        if sock is not None:
+            return sock
+        until = self._absent.get(target)
+        if until is not None and time.monotonic() < until:
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(provider_address(self.lattice, self.host_id, target))
+            if not handoff.same_user(sock):
+                raise PermissionError("another user's socket")
+        except OSError:
+            sock.close()
+            self._absent[target] = time.monotonic() + RETRY_S
+            return None
+        self._absent.pop(target, None)
+        conns[target] = sock
+        return sock
+
+    def _drop(self, target: str) -> None:
+        sock = self._tls.conns.pop(target, None)
+        if sock is not None:
+            sock.close()
+
+    def call(self, inv: Invocation, frame: bytes) -> Any:
+        """The call's result; :data:`REMOTE` to send it over NATS instead; raises ``RpcError`` as
+        the RPC client would (an error reply, at-most-once lost, deadline)."""
+        from .rpc_client import RpcError
+
+        sock = self._conn(inv.target)
+        if sock is None:
+            return REMOTE
+        self.stats["calls"] += 1
+        try:
+            sock.settimeout(max(inv.remaining_s(), 0.001))
+            sock.sendall(_LEN.pack(len(frame)) + frame)
+        except OSError:  # gone, or not reading: a frame not wholly sent is never served
+            self._drop(inv.target)
+            self.stats["remote"] += 1
+            return REMOTE
+        at_most_once = False
+        while True:
+            remaining = inv.remaining_s()
+            if remaining <= 0:
+                self._drop(inv.target)  # its reply may still come: never read it as another's
+                raise RpcError(f"call to {inv.target} {inv.operation} timed out", ErrorCode.TIMEOUT, "timeout")
+            try:
+                sock.settimeout(min(self.silence_s, remaining))
+                data = _read_frame(sock)
+            except (TimeoutError, socket.timeout):
+                if inv.remaining_s() <= 0:
+                    continue  # reported as the deadline above
+                data = None
+            except OSError:
+                data = None
+            if data is None:  # closed, or silent past silence_s: lost
+                self._drop(inv.target)
+                self.stats["lost"] += 1
+                if at_most_once:
+                    raise RpcError(f"call to {inv.target} {inv.operation} was lost in flight "
+                                   "(not retried: marked non-retryable)", ErrorCode.INVOCATION_FAILED, "lost")
+                self.stats["remote"] += 1
+                return REMOTE
+            try:
+                reply = Reply.decode(data)
+            except EnvelopeError as exc:
+                self._drop(inv.target)
+                raise RpcError(f"bad reply from {inv.target}: {exc}", ErrorCode.INTERNAL) from None
+            if reply.id != inv.id:
+                continue  # not this call's (cannot happen on a connection dropped after a failure)
+            if reply.progress:
+                at_most_once = at_most_once or reply.no_retry
+                continue
+            if reply.ok:
+                return reply.result
+            err = reply.error
+            assert err is not None
+            if err.code == ErrorCode.BUSY:
+                self.stats["remote"] += 1
+                return REMOTE  # another instance, over NATS, may be free
+            raise RpcError(err.message, err.code, err.kind)
+
+    def close_thread(self) -> None:
+        """Close this thread's connections."""
+        for target in list(getattr(self._tls, "conns", {})):
+            self._drop(target)
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _read_frame(sock: socket.socket) -> bytes | None:
+    head = _read_exactly(sock, 4)
+    if head is None:
+        return None
+    (n,) = _LEN.unpack(head)
+    if n > MAX_FRAME:
+        return None
+    return _read_exactly(sock, n)

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--native", action="store_true", help="include native frames (wasmtime)")
+    p.add_argument("--raw-dir", type=Path, help="keep py-spy's raw stacks (one file per process) here")
     p.add_argument("--gil", action="store_true",
                    help="only samples of threads holding the GIL: where Python code spends CPU, no waiting")
     args = p.parse_args(argv)
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                 _, err = proc.communicate()
             if raw.exists():
                 out[role] = summarize(raw.read_text(), top=20)
+                if args.raw_dir is not None:
+                    args.raw_dir.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(raw, args.raw_dir / raw.name)
             else:
                 out[f"{role}_error"] = err.decode(errors="replace")[-400:]
     finally:

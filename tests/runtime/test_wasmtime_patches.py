@@ -67,3 +67,32 @@ def test_types_are_read_once_not_per_value(engine: RuntimeEngine, monkeypatch) -
     assert len(reads) == n and n > 0
     assert inv.invoke("echo0", [rows], lambda i, f, a: a[0]) == rows
     assert len(reads) == n
+
+
+def test_strings_are_lowered_in_one_copy_and_exactly(engine: RuntimeEngine) -> None:
+    """5: strings (values, field names, case names) go into C with one copy; NUL, non-ASCII and
+    empty strings survive, and wrong types are refused as wasmtime-py refuses them."""
+    import ctypes
+
+    import pytest
+    from wasmtime import _ffi as ffi
+
+    from host.runtime.wit import VariantT
+
+    assert getattr(ffi, "_trellis_fast_vecs", False)
+    for text in ("", "a", "nul\x00inside", "ü∂€𝄞" * 100):
+        vec = ffi.str_to_capi(text)
+        assert ffi.to_str(vec) == text
+        ffi.wasm_byte_vec_delete(ctypes.byref(vec))
+    for data in (b"", b"\x00\xff", bytearray(b"ba")):
+        vec = ffi.bytes_to_capi(data)
+        assert bytes(ffi.to_bytes(vec)) == bytes(data)
+        ffi.wasm_byte_vec_delete(ctypes.byref(vec))
+    with pytest.raises(TypeError):
+        ffi.str_to_capi(b"bytes")
+    with pytest.raises(TypeError):
+        ffi.bytes_to_capi("text")
+    types = [RecordT((("name", Prim("string")), ("tag", VariantT((("empty", None), ("text", Prim("string")))))))]
+    inv = Invoker(load_component(engine, echo_component_wat(types).encode()))
+    for value in ({"name": "x\x00y", "tag": {"text": "ü"}}, {"name": "", "tag": {"empty": None}}):
+        assert inv.invoke("echo0", [value], lambda i, f, a: a[0]) == value

@@ -64,8 +64,9 @@ class ComponentManager:
         await self.pool.start()
 
     def worker_addresses(self) -> list[str]:
-        """Where this host's workers take HTTP connections handed to them (none when turned off)."""
-        if self.pool is None or not self.pool.boot.get("handoff"):
+        """Where this host's workers take HTTP connections handed to them (a worker with handoff
+        turned off does not listen there). Providers given these also take calls from the workers."""
+        if self.pool is None:
             return []
         return [handoff.worker_address(self.host.lattice, self.host.id, i) for i in range(self.pool.count)]
 

@@ -48,7 +48,7 @@ async def test_a_worker_answers_the_connections_it_is_handed(hosts, httpapp, mon
         assert "connections handed to workers (2/2 reachable)" in report["message"]
     else:
         assert counted == {"served": 0, "failed": 0, "remote": 0}
-        assert "handed" not in report["message"]
+        assert "0 connections handed to workers (0/2 reachable)" in report["message"]
 
 
 async def test_route_changes_and_closing_reach_handed_connections(hosts, httpapp):

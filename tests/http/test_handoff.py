@@ -26,14 +26,28 @@ def _client(hosts: HostFactory) -> LatticeClient:
     return LatticeClient(hosts.nats_url, hosts.lattice)
 
 
+async def _front(c: LatticeClient, host_id: str, httpapp, name: str = "web") -> int:  # type: ignore[no-untyped-def]
+    """httpapp and http-server on one host, linked on a fresh port: the port."""
+    await start_app(c, host_id, httpapp)
+    await c.start_provider("builtin:http-server", "http-server", host_id=host_id)
+    return await route(c, "httpapp", name)
+
+
+async def _handed(h, port: int, path: str, status: int, host: str = "localhost") -> Conn:  # type: ignore[no-untyped-def]
+    """A connection whose first request (``path``, answered ``status``) the worker answered."""
+    conn = await Conn.open(port)
+    await conn.send(get(path, host=host))
+    assert (await conn.response()).status == status
+    assert (await stats(h, "httpapp"))["handoff"]["served"] == 1
+    return conn
+
+
 @pytest.mark.parametrize("on", [True, False], ids=["handoff", "TRELLIS_HTTP_HANDOFF=0"])
 async def test_a_worker_answers_the_connections_it_is_handed(hosts, httpapp, monkeypatch, on):
     monkeypatch.setenv("TRELLIS_HTTP_HANDOFF", "1" if on else "0")
     h = await hosts.start(workers=2)
     async with _client(hosts) as c:
-        await start_app(c, h.id, httpapp)
-        await c.start_provider("builtin:http-server", "http-server", host_id=h.id)
-        port = await route(c, "httpapp", "web")
+        port = await _front(c, h.id, httpapp)
         conns = [await Conn.open(port) for _ in range(4)]
         for n in range(5):
             for i, conn in enumerate(conns):
@@ -54,13 +68,8 @@ async def test_a_worker_answers_the_connections_it_is_handed(hosts, httpapp, mon
 async def test_route_changes_and_closing_reach_handed_connections(hosts, httpapp):
     h = await hosts.start(workers=1)
     async with _client(hosts) as c:
-        await start_app(c, h.id, httpapp)
-        await c.start_provider("builtin:http-server", "http-server", host_id=h.id)
-        port = await route(c, "httpapp", "one")
-        conn = await Conn.open(port)
-        await conn.send(get("/status/203", host="example.com"))
-        assert (await conn.response()).status == 203
-        assert (await stats(h, "httpapp"))["handoff"]["served"] == 1
+        port = await _front(c, h.id, httpapp, "one")
+        conn = await _handed(h, port, "/status/203", 203, host="example.com")
         # a second link on the same address, for one Host, to a component nothing serves:
         # the connection already in the worker routes by the new table
         await c.put_config("http-ghost", {"address": f"127.0.0.1:{port}", "host": "example.com",
@@ -83,13 +92,8 @@ async def test_route_changes_and_closing_reach_handed_connections(hosts, httpapp
 async def test_stopping_the_provider_closes_handed_connections(hosts, httpapp):
     h = await hosts.start(workers=1)
     async with _client(hosts) as c:
-        await start_app(c, h.id, httpapp)
-        await c.start_provider("builtin:http-server", "http-server", host_id=h.id)
-        port = await route(c, "httpapp", "web")
-        conn = await Conn.open(port)
-        await conn.send(get("/count"))
-        assert (await conn.response()).status == 200
-        assert (await stats(h, "httpapp"))["handoff"]["served"] == 1
+        port = await _front(c, h.id, httpapp)
+        conn = await _handed(h, port, "/count", 200)
         await c.stop_provider("http-server", host_id=h.id)
         assert await conn.wait_closed(15)
 
@@ -133,9 +137,7 @@ async def test_a_component_on_another_host_is_reached_over_nats(hosts, httpapp):
 async def test_a_dead_worker_takes_only_its_own_connections(hosts, httpapp):
     h = await hosts.start(workers=2)
     async with _client(hosts) as c:
-        await start_app(c, h.id, httpapp)
-        await c.start_provider("builtin:http-server", "http-server", host_id=h.id)
-        port = await route(c, "httpapp", "web")
+        port = await _front(c, h.id, httpapp)
         conns = [await Conn.open(port) for _ in range(2)]  # one per worker: they take turns
         for conn in conns:
             await conn.send(get("/status/200"))

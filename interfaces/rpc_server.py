@@ -145,7 +145,7 @@ class RpcServer:
         else:
             await self.nc.publish(subject, frame)
 
-    async def _serve(self, msg: Msg) -> None:
+    async def _serve(self, msg: "Msg | _LocalMsg") -> None:
         try:
             inv = Invocation.decode(msg.data)
         except EnvelopeError as exc:
@@ -227,7 +227,7 @@ class RpcServer:
         except EnvelopeError as exc:
             return Reply.failure(inv.id, ErrorCode.INTERNAL, f"result cannot be encoded: {exc}")
 
-    async def _respond(self, msg: Msg, reply: Reply) -> None:
+    async def _respond(self, msg: "Msg | _LocalMsg", reply: Reply) -> None:
         if msg.reply:
             await self._send(msg.reply, reply.id, reply)
 

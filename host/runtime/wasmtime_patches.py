@@ -270,7 +270,7 @@ def _fast_byte_vecs() -> bool:
         ffi.wasm_byte_vec_delete(byref(probe))
     ffi.bytes_to_capi = bytes_to_capi
     ffi.str_to_capi = str_to_capi
-    ffi._trellis_fast_vecs = True
+    ffi._trellis_fast_vecs = True  # type: ignore[attr-defined]
     return True
 
 

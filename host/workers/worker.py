@@ -208,9 +208,9 @@ class Worker:
             self._served_changed()
             return None
         if op == "scale":
-            result = await self._scale(cmd["component_id"], cmd["share"])
+            await self._scale(cmd["component_id"], cmd["share"])
             self._served_changed()
-            return result
+            return None
         if op == "stats":
             return {cid: {"share": s.share, **(s.server.stats if s.server else {}),
                           "inflight": s.server.inflight if s.server else 0,

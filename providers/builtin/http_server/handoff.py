@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 from collections.abc import Sequence
@@ -75,8 +76,8 @@ class Handoff:
                 continue
             w.known = {}
             w.serving = frozenset()
-            w.channel = handoff.Channel(sock, lambda msg, fds, w=w: self._on_message(w, msg, fds),
-                                        lambda w=w: self._on_close(w))
+            w.channel = handoff.Channel(sock, functools.partial(self._on_message, w),
+                                        functools.partial(self._on_close, w))
 
     async def _reconnect(self) -> None:
         while True:

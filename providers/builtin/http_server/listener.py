@@ -85,7 +85,7 @@ class Listener:
             return False
         transport.pause_reading()  # type: ignore[attr-defined]
         if self.handoff.take(self, sock):
-            transport.abort()
+            transport.abort()  # type: ignore[attr-defined]
             return True
         transport.resume_reading()  # type: ignore[attr-defined]
         return False

@@ -36,6 +36,8 @@ from typing import Any
 
 import msgpack
 
+from .switches import switched_on
+
 log = logging.getLogger(__name__)
 
 ENABLE_ENV = "TRELLIS_HTTP_HANDOFF"
@@ -50,8 +52,7 @@ def available() -> bool:
 
 def enabled() -> bool:
     """On unless ``TRELLIS_HTTP_HANDOFF`` says 0/false/no/off (and only where :func:`available`)."""
-    value = os.environ.get(ENABLE_ENV, "1").strip().lower()
-    return available() and value not in ("0", "false", "no", "off")
+    return available() and switched_on(ENABLE_ENV)
 
 
 def worker_address(lattice: str, host_id: str, index: int) -> str:
@@ -138,11 +139,11 @@ class Channel:
                 self.close()
                 return
             if not data:  # the peer closed (no message here is ever empty)
-                _close_fds(fds)
+                close_fds(fds)
                 self.close()
                 return
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                _close_fds(fds)
+                close_fds(fds)
                 log.warning("handoff: a message was truncated; dropped")
                 continue
             try:
@@ -150,7 +151,7 @@ class Channel:
                 if not isinstance(message, dict):
                     raise ValueError("not a map")
             except Exception:
-                _close_fds(fds)
+                close_fds(fds)
                 log.warning("handoff: a malformed message was dropped")
                 continue
             try:
@@ -170,7 +171,7 @@ class Channel:
         self.on_close()
 
 
-def _close_fds(fds: Sequence[int]) -> None:
+def close_fds(fds: Sequence[int]) -> None:
     for fd in fds:
         try:
             os.close(fd)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import struct
 import threading
@@ -37,6 +36,7 @@ from typing import Any
 from . import handoff
 from .envelope import EnvelopeError, Invocation, Reply
 from .errors import ErrorCode
+from .switches import switched_on
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ REMOTE: Any = object()
 
 def enabled() -> bool:
     """On unless ``TRELLIS_LOCAL_PROVIDERS`` says 0/false/no/off (and only where abstract sockets are)."""
-    value = os.environ.get(ENABLE_ENV, "1").strip().lower()
-    return handoff.available() and value not in ("0", "false", "no", "off")
+    return handoff.available() and switched_on(ENABLE_ENV)
 
 
 def provider_address(lattice: str, host_id: str, provider_id: str) -> str:
@@ -86,6 +85,9 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
+        if not buf and len(data) >= 4 and len(data) == 4 + _LEN.unpack_from(data)[0]:
+            self._take(data[4:])  # the common case: one whole frame, nothing left over
+            return
         buf += data
         while len(buf) >= 4:
             (n,) = _LEN.unpack_from(buf)
@@ -98,12 +100,17 @@ class _Conn(asyncio.Protocol):
                 return
             frame = bytes(buf[4:4 + n])
             del buf[:4 + n]
-            if not self.door.server.take_local(frame, REPLY_PREFIX + self.key):
-                # stopping: the caller sees the connection close before its call began, and
-                # sends it over NATS (one call at a time per connection: none is under way)
-                if self.transport is not None:
-                    self.transport.close()
+            if not self._take(frame):
                 return
+
+    def _take(self, frame: bytes) -> bool:
+        if self.door.server.take_local(frame, REPLY_PREFIX + self.key):
+            return True
+        # stopping: the caller sees the connection close before its call began, and sends it
+        # over NATS (one call at a time per connection: none is under way)
+        if self.transport is not None:
+            self.transport.close()
+        return False
 
     def send(self, frame: bytes) -> None:
         if self.transport is not None:

@@ -124,9 +124,7 @@ class RpcServer:
             self._ticker = None
 
     async def _on_msg(self, msg: Msg) -> None:
-        task = (self._loop or asyncio.get_running_loop()).create_task(self._serve(msg))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        self._spawn(msg)
 
     def take_local(self, frame: bytes, reply_to: str) -> bool:
         """A call that came over a local socket: served as one from NATS, answered through
@@ -134,10 +132,13 @@ class RpcServer:
         False when this server has stopped taking calls."""
         if self._sub is None:
             return False
-        task = (self._loop or asyncio.get_running_loop()).create_task(self._serve(_LocalMsg(frame, reply_to)))
+        self._spawn(_LocalMsg(frame, reply_to))
+        return True
+
+    def _spawn(self, msg: "Msg | _LocalMsg") -> None:
+        task = (self._loop or asyncio.get_running_loop()).create_task(self._serve(msg))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
-        return True
 
     async def _publish(self, subject: str, frame: bytes) -> None:
         if self.local_send is not None and subject.startswith(_LOCAL_PREFIX):

@@ -49,6 +49,7 @@ from interfaces.envelope import EnvelopeError, Invocation, Reply
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.rpc_client import RpcError
 from interfaces.rpc_server import serve_span
+from interfaces.switches import switched_on
 
 if TYPE_CHECKING:
     from .worker import Served, Worker
@@ -69,10 +70,7 @@ _DEPTH: ContextVar[int] = ContextVar("trellis_colocated_depth", default=0)
 
 def enabled(boot: dict[str, Any]) -> bool:
     """Co-located calls are on unless the boot or ``TRELLIS_LOCAL_CALLS`` says 0/false/no/off."""
-    value = boot.get("local_calls")
-    if value is None:
-        value = os.environ.get(ENABLE_ENV, "1")
-    return str(value).strip().lower() not in ("0", "false", "no", "off")
+    return switched_on(ENABLE_ENV, boot.get("local_calls"))
 
 
 def max_depth(boot: dict[str, Any]) -> int:

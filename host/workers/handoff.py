@@ -39,8 +39,8 @@ from interfaces.errors import ErrorCode, TrellisError
 from interfaces.rpc_client import RpcError
 from interfaces.rpc_server import serve_span
 from providers.builtin.http_server import wire
-from providers.builtin.http_server.config import RouteConfig, ServerConfig
-from providers.builtin.http_server.gateway import FUNCTION, INTERFACE, CallFailed, NatsCaller, _failure
+from providers.builtin.http_server.config import ServerConfig
+from providers.builtin.http_server.gateway import FUNCTION, INTERFACE, CallFailed, NatsCaller, call_failure
 from providers.builtin.http_server.listener import Listener
 from providers.builtin.http_server.protocol import HttpConnection
 from providers.builtin.http_server.routes import Route, RouteTable
@@ -101,14 +101,14 @@ class LocalCaller:
             if exc.code == ErrorCode.TIMEOUT and inv.remaining_s() <= 0:  # the request's deadline
                 raise CallFailed(wire.TIMED_OUT, f"component {target!r} did not answer within "
                                                  f"{timeout_s * 1000:.0f} ms") from None
-            raise _failure(target, exc.code, exc.kind, exc.message, inv.id) from None
+            raise call_failure(target, exc.code, exc.kind, exc.message, inv.id) from None
         except TrellisError as exc:
             served.handoff["failed"] += 1
-            raise _failure(target, exc.code, "", exc.message, inv.id) from None
+            raise call_failure(target, exc.code, "", exc.message, inv.id) from None
         except Exception as exc:  # as the RPC server answers a handler's bug
             served.handoff["failed"] += 1
             log.exception("invocation %s %s failed", inv.id, inv.operation)
-            raise _failure(target, ErrorCode.INTERNAL, "", f"{exc.__class__.__name__}: {exc}", inv.id) from None
+            raise call_failure(target, ErrorCode.INTERNAL, "", f"{exc.__class__.__name__}: {exc}", inv.id) from None
         finally:
             slots.release()
         served.handoff["served"] += 1
@@ -131,12 +131,12 @@ class _Provider:
         if op == "conn":
             listener = self.listeners.get(msg.get("listener"))  # type: ignore[arg-type]
             if listener is None or len(fds) != 1 or self.door.closing:
-                handoff._close_fds(fds)
+                handoff.close_fds(fds)
                 log.warning("a handed connection for unknown listener %s was dropped", msg.get("listener"))
                 return
             self.door.adopt(listener, fds[0])
             return
-        handoff._close_fds(fds)
+        handoff.close_fds(fds)
         if op == "listener":
             self._listener(msg)
         elif op == "close":
@@ -148,9 +148,7 @@ class _Provider:
         if self.caller is None:
             self.caller = LocalCaller(self.door.worker, str(msg["source"]))
             self.door.worker.spawn(self.caller.start(), "handoff-caller")
-        table = RouteTable(Route(tuple(r["key"]), r["target"], r["link_name"],
-                                 RouteConfig(**{**r["config"], "address": tuple(r["config"]["address"])}))
-                           for r in msg["routes"])
+        table = RouteTable(Route.from_wire(r) for r in msg["routes"])
         listener = self.listeners.get(msg["id"])
         if listener is not None:
             listener.table = table  # requests in progress keep the route they matched
@@ -236,7 +234,7 @@ class HandoffServer:
             sock = socket.socket(fileno=fd)
             sock.setblocking(False)
         except OSError:
-            handoff._close_fds([fd])
+            handoff.close_fds([fd])
             return
         self.worker.spawn(self._adopt(listener, sock), "handoff-adopt")
 

@@ -37,6 +37,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from host.runtime import ErrorKind, InvocationError, Reroute, WasiGrants
+from interfaces.switches import switched_on
 
 from .local import LocalImports
 
@@ -52,8 +53,7 @@ DEFAULT_BUDGET_MS = 20.0
 
 def budget_s(boot: dict[str, Any]) -> float | None:
     """The inline budget in seconds, or None when inline calls are off (boot, then environment)."""
-    on = boot.get("inline_calls", os.environ.get(ENABLE_ENV, "1"))
-    if str(on).strip().lower() in ("0", "false", "no", "off"):
+    if not switched_on(ENABLE_ENV, boot.get("inline_calls")):
         return None
     raw = boot.get("inline_budget_ms", os.environ.get(BUDGET_ENV))
     try:

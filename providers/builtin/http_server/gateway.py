@@ -179,7 +179,7 @@ class NatsCaller:
                 err = reply.error
                 assert err is not None
                 if err.code != ErrorCode.BUSY:
-                    raise _failure(target, err.code, err.kind, err.message, inv.id)
+                    raise call_failure(target, err.code, err.kind, err.message, inv.id)
                 self.stats["busy"] += 1
                 unavailable = f"every instance of component {target!r} is busy"
             mono = time.monotonic()
@@ -217,7 +217,7 @@ class NatsCaller:
                 min(p.deadline, p.progress_at + self.silence_s) - now, self._check, p)
 
 
-def _failure(target: str, code: str, kind: str, message: str, inv_id: str) -> CallFailed:
+def call_failure(target: str, code: str, kind: str, message: str, inv_id: str) -> CallFailed:
     """A component's error reply as an HTTP status and a short reason (details go to the log)."""
     log.warning("invocation %s of %s failed: [%s/%s] %s", inv_id, target, code, kind, message)
     if code == ErrorCode.TIMEOUT or kind == "timeout":

@@ -86,7 +86,7 @@ class Handoff:
 
     @staticmethod
     def _on_message(w: _Worker, msg: dict[str, Any], fds: list[int]) -> None:
-        handoff._close_fds(fds)  # workers send none
+        handoff.close_fds(fds)  # workers send none
         if msg.get("op") == "serving":
             w.serving = frozenset(msg.get("components") or ())
 
@@ -121,9 +121,7 @@ class Handoff:
         ok = w.channel.send({
             "op": "listener", "id": listener.id, "address": list(listener.address), "source": self.source,
             "settings": dataclasses.asdict(listener.settings),
-            "routes": [{"key": list(r.key), "target": r.target, "link_name": r.link_name,
-                        "config": {**dataclasses.asdict(r.config), "address": list(r.config.address)}}
-                       for r in table.routes],
+            "routes": [r.to_wire() for r in table.routes],
         })
         if ok:
             w.known[listener.id] = table

@@ -16,9 +16,9 @@ from typing import Any
 from providers.sdk import Link, Provider, ProviderInfo
 from providers.sdk._private.context import current_instance
 
-from .config import ConfigError, ServerConfig, parse_route, parse_server
 from interfaces import handoff as connection_handoff
 
+from .config import ConfigError, ServerConfig, parse_route, parse_server
 from .front import HttpFront
 from .gateway import NatsCaller
 from .handoff import Handoff
@@ -72,7 +72,7 @@ class HttpServer:
         self.caller = self.caller_factory(info)
         if hasattr(self.caller, "start"):
             await self.caller.start()
-        if info.local_workers and connection_handoff.enabled():
+        if info.local_workers and connection_handoff.available():  # workers with handoff off do not listen
             # connections to components this host's workers serve are answered by those workers
             self.handoff = Handoff(info.local_workers, source=info.provider_id)
             await self.handoff.start()

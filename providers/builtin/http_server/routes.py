@@ -8,8 +8,10 @@ gives the same plan, so a reconcile after a missed change catches up.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .config import RouteConfig
 
@@ -29,6 +31,16 @@ class Route:
     def describe(self) -> str:
         where = (self.config.host or "*") + self.config.path
         return f"{where} -> {self.target} (link {self.link_name!r})"
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain values, for the worker a connection is handed to (:mod:`.handoff`)."""
+        return {"key": list(self.key), "target": self.target, "link_name": self.link_name,
+                "config": {**dataclasses.asdict(self.config), "address": list(self.config.address)}}
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> "Route":
+        config = {**m["config"], "address": tuple(m["config"]["address"])}
+        return cls(tuple(m["key"]), m["target"], m["link_name"], RouteConfig(**config))
 
 
 class RouteTable:

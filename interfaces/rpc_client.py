@@ -42,6 +42,8 @@ from .resources import parse_address
 PROGRESS_INTERVAL_S = 0.25
 DEFAULT_SILENCE_S = 1.0
 DEFAULT_TIMEOUT_S = 30.0
+#: a silence timer this late means the caller's own loop stalled; it reads its sockets before judging
+_STALLED_S = 0.1
 _CACHE_MAX = 4096  # per client: subjects of targets, parsed operation names
 
 
@@ -126,8 +128,13 @@ class RpcClient:
         a.fut.set_result(reply)
 
     def _silence(self, a: _Attempt) -> None:
-        """The attempt's timer: lost after ``silence_s`` without a frame, timed out at the deadline."""
-        a.timer = None
+        """The attempt's timer: lost after ``silence_s`` without a frame, timed out at the deadline.
+
+        A timer that fires late means this loop itself was stalled (a long GC, a busy CPU, a
+        handler that blocked it): frames that arrived meanwhile are still unread in the socket,
+        so the silence is this process's, not the callee's. It looks again a moment later.
+        """
+        timer, a.timer = a.timer, None
         if a.fut.done():
             return
         remaining = a.inv.remaining_s()
@@ -135,7 +142,11 @@ class RpcClient:
             a.fut.set_result(_TIMED_OUT)
             return
         loop = asyncio.get_running_loop()
-        quiet = loop.time() - a.heard_at
+        now = loop.time()
+        if timer is not None and now - timer.when() > _STALLED_S:
+            a.timer = loop.call_later(min(_STALLED_S, remaining), self._silence, a)
+            return
+        quiet = now - a.heard_at
         if quiet >= self.silence_s:
             a.fut.set_result(_LOST)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import msgpack
 import nats
@@ -191,6 +192,28 @@ async def test_in_flight_loss_is_retried_unless_non_retryable(nats_server, latti
         assert err.value.kind == "lost"
         del d2
     finally:
+        await client.close()
+        await nc.close()
+
+
+async def test_a_stall_of_the_callers_own_loop_is_not_taken_for_a_lost_call(nats_server, lattice):
+    """The caller's loop blocked past the silence window (here by the handler sharing it): the
+    reply that came meanwhile is read before the silence is judged, so there is no second attempt."""
+    nc = await nats.connect(nats_server.url)
+    calls = []
+
+    async def blocking(inv):
+        calls.append(inv.attempt)
+        time.sleep(0.8)  # blocks the one loop the server and the caller share
+        return "done"
+
+    s = await _server(nc, lattice, "stalls", blocking)
+    client = RpcClient(nc, lattice, silence_s=0.3)
+    try:
+        assert await client.call("stalls", "x:y/z.f", [], timeout_s=10) == "done"
+        assert calls == [1] and client.stats["lost"] == 0
+    finally:
+        await s.stop()
         await client.close()
         await nc.close()
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import hashlib
 import os
 import socket
 import struct
@@ -55,9 +56,24 @@ def enabled() -> bool:
     return available() and switched_on(ENABLE_ENV)
 
 
+#: an abstract name's bytes after the leading NUL (``sun_path`` is 108 bytes)
+_NAME_MAX = 107
+
+
+def abstract_address(lattice: str, host_id: str, what: str) -> str:
+    """The abstract Unix socket name for ``what`` of one host (per network namespace):
+    ``trellis/LATTICE/HOST/WHAT`` when it fits, else the same name's digest (a host id alone
+    is 56 characters, so a long lattice or provider id would not fit)."""
+    name = f"trellis/{lattice}/{host_id}/{what}"
+    if len(name.encode()) > _NAME_MAX:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:40]
+        name = f"trellis/{digest}/{what}"[:_NAME_MAX]
+    return "\0" + name
+
+
 def worker_address(lattice: str, host_id: str, index: int) -> str:
-    """The abstract socket name of one worker of one host (per network namespace)."""
-    return f"\0trellis/{lattice}/{host_id}/worker-{index}"
+    """The abstract socket name of one worker of one host."""
+    return abstract_address(lattice, host_id, f"worker-{index}")
 
 
 def same_user(sock: socket.socket) -> bool:

@@ -58,7 +58,7 @@ def enabled() -> bool:
 
 
 def provider_address(lattice: str, host_id: str, provider_id: str) -> str:
-    return f"\0trellis/{lattice}/{host_id}/provider/{provider_id}"
+    return handoff.abstract_address(lattice, host_id, f"provider/{provider_id}")
 
 
 # --- the provider's side -----------------------------------------------------------------

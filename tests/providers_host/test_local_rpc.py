@@ -18,27 +18,32 @@ from ..local_calls.test_colocated import stats
 from .test_capability_calls import KV, kvclient  # noqa: F401  (fixture)
 
 
-async def _link(c: LatticeClient) -> None:
+async def _link(c: LatticeClient, target: str = "kvmem") -> None:
     await LatticeStore(c.nc, c.lattice).put_link(Link(
-        source_id="kvclient", target="kvmem", wit_namespace="test", wit_package="kv", interfaces=["store"]))
+        source_id="kvclient", target=target, wit_namespace="test", wit_package="kv", interfaces=["store"]))
 
 
 async def _direct(host) -> int:  # type: ignore[no-untyped-def]
     return (await stats(host, "kvclient")).get("provider_calls", {}).get("direct", 0)
 
 
-@pytest.mark.parametrize("on", [True, False], ids=["local", "TRELLIS_LOCAL_PROVIDERS=0"])
-async def test_calls_to_a_provider_on_the_same_host(nats_server, lattice, hosts, kvclient, monkeypatch, on):  # noqa: F811
+# a host id is 56 characters: with a long provider id the socket's name needs its digest form
+LONG_ID = "a-key-value-provider-whose-id-is-long-enough-to-overflow-sun-path"
+
+
+@pytest.mark.parametrize("on,provider", [(True, "kvmem"), (True, LONG_ID), (False, "kvmem")],
+                         ids=["local", "local, long provider id", "TRELLIS_LOCAL_PROVIDERS=0"])
+async def test_calls_to_a_provider_on_the_same_host(nats_server, lattice, hosts, kvclient, monkeypatch, on, provider):  # noqa: F811
     monkeypatch.setenv("TRELLIS_LOCAL_PROVIDERS", "1" if on else "0")
     h = await hosts.start(workers=1)
     async with LatticeClient(nats_server.url, lattice) as c:
-        await c.start_provider(KV, "kvmem", host_id=h.id)
+        await c.start_provider(KV, provider, host_id=h.id)
         await c.start_component(str(kvclient), "kvclient", host_id=h.id, max_instances=4)
-        await _link(c)
+        await _link(c, provider)
         # resources, results and typed errors as over NATS (test_capability_calls.py)
         assert await c.call("kvclient", "lookup", "b", "k") == {"ok": None}
         assert await c.call("kvclient", "copy", "b", "k", "k2") == {"err": "no key 'k'"}
-        await c.call("kvmem", "test:kv/store.bucket.set", "b", "k", "v")
+        await c.call(provider, "test:kv/store.bucket.set", "b", "k", "v")
         assert await c.call("kvclient", "copy", "b", "k", "k2") == {"ok": "v"}
         assert await c.call("kvclient", "lookup", "b", "k2") == {"ok": "v"}
         assert await c.call("kvclient", "lookup", "forbidden", "k") == {"err": "AccessDenied"}

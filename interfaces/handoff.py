@@ -27,8 +27,8 @@ provider → worker
 from __future__ import annotations
 
 import asyncio
-import logging
 import hashlib
+import logging
 import os
 import socket
 import struct

@@ -36,6 +36,7 @@ from typing import Any
 from . import handoff
 from .envelope import EnvelopeError, Invocation, Reply
 from .errors import ErrorCode
+from .rpc_client import LOST, TIMED_OUT, Attempt, RpcError
 from .switches import switched_on
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,19 @@ def provider_address(lattice: str, host_id: str, provider_id: str) -> str:
     return handoff.abstract_address(lattice, host_id, f"provider/{provider_id}")
 
 
+def component_address(lattice: str, host_id: str, worker: int, component_id: str) -> str:
+    """Where worker ``worker`` of a host takes calls to ``component_id`` from the host's providers."""
+    return handoff.abstract_address(lattice, host_id, f"worker-{worker}/component/{component_id}")
+
+
 # --- the provider's side -----------------------------------------------------------------
 
-class _Conn(asyncio.Protocol):
-    def __init__(self, door: "LocalRpcDoor") -> None:
-        self.door = door
+class _Frames(asyncio.Protocol):
+    """An asyncio end of a local RPC connection: length-prefixed frames in, each to :meth:`_take`."""
+
+    def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
-        self.key = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         sock = transport.get_extra_info("socket")
@@ -76,12 +82,6 @@ class _Conn(asyncio.Protocol):
             transport.close()
             return
         self.transport = transport  # type: ignore[assignment]
-        self.key = self.door.register(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        if self.key:
-            self.door.unregister(self.key)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -104,7 +104,35 @@ class _Conn(asyncio.Protocol):
                 return
 
     def _take(self, frame: bytes) -> bool:
+        """One whole frame; False when the connection is closing (the rest is not read)."""
+        raise NotImplementedError
+
+    def send(self, frame: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(_LEN.pack(len(frame)) + frame)
+
+
+class _Conn(_Frames):
+    """The door's end of one caller's connection."""
+
+    def __init__(self, door: "LocalRpcDoor") -> None:
+        super().__init__()
+        self.door = door
+        self.key = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.transport is not None:
+            self.key = self.door.register(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.key:
+            self.door.unregister(self.key)
+
+    def _take(self, frame: bytes) -> bool:
         if self.door.server.take_local(frame, REPLY_PREFIX + self.key):
+            self.door.taken += 1
             return True
         # stopping: the caller sees the connection close before its call began, and sends it
         # over NATS (one call at a time per connection: none is under way)
@@ -112,13 +140,10 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
         return False
 
-    def send(self, frame: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(_LEN.pack(len(frame)) + frame)
-
 
 class LocalRpcDoor:
-    """Serves ``server``'s calls from this host's workers on :func:`provider_address`."""
+    """Serves ``server``'s calls from this host's other processes on an abstract socket
+    (:func:`provider_address`, :func:`component_address`)."""
 
     def __init__(self, server: Any, address: str) -> None:
         self.server = server
@@ -126,6 +151,8 @@ class LocalRpcDoor:
         self._conns: dict[str, _Conn] = {}
         self._seq = 0
         self._server: asyncio.AbstractServer | None = None
+        #: calls taken through this door
+        self.taken = 0
 
     async def start(self) -> bool:
         if not handoff.available():
@@ -135,13 +162,19 @@ class LocalRpcDoor:
             sock.bind(self.address)
         except OSError as exc:
             sock.close()
-            log.warning("calls from this host's workers go over NATS: cannot listen on %r: %s",
+            log.warning("calls from this host's other processes go over NATS: cannot listen on %r: %s",
                         self.address[1:], exc)
             return False
         self.server.local_send = self.send
         self._server = await asyncio.get_running_loop().create_unix_server(lambda: _Conn(self), sock=sock,
                                                                           backlog=128)
         return True
+
+    def switch(self, server: Any) -> None:
+        """Serve new calls with ``server`` (a component's new version or scale); calls the old
+        server still runs are answered through this door as before."""
+        self.server = server
+        server.local_send = self.send
 
     def register(self, conn: _Conn) -> str:
         self._seq += 1
@@ -167,6 +200,160 @@ class LocalRpcDoor:
         for conn in list(self._conns.values()):
             if conn.transport is not None:
                 conn.transport.close()
+
+
+# --- a provider's calls to the components of its host (asyncio) ---------------------------
+
+_CLOSED: Any = object()
+
+
+class _CallerConn(_Frames):
+    """A provider's connection to one worker's door for one component; calls share it, their
+    replies told apart by invocation id."""
+
+    def __init__(self, owner: "LocalComponentCaller", key: tuple[str, int]) -> None:
+        super().__init__()
+        self.owner = owner
+        self.key = key
+        self.calls: dict[str, Attempt] = {}
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.owner.forget(self.key, self)
+        for a in self.calls.values():
+            if not a.fut.done():
+                a.fut.set_result(_CLOSED)
+        self.calls.clear()
+
+    def _take(self, frame: bytes) -> bool:
+        try:
+            reply = Reply.decode(frame)
+        except EnvelopeError as exc:
+            log.warning("local RPC: a bad reply from %s: %s; closing the connection", self.key[0], exc)
+            if self.transport is not None:
+                self.transport.close()
+            return False
+        a = self.calls.get(reply.id)
+        if a is None or a.fut.done():
+            return True  # a late frame of a call already over
+        if reply.progress:
+            a.heard(reply, asyncio.get_running_loop().time())
+        else:
+            a.fut.set_result(reply)
+        return True
+
+
+class LocalComponentCaller:
+    """A provider's calls to components served by its host's workers: each worker that serves
+    a component takes its calls on :func:`component_address` (a door in front of the worker's
+    RPC server for it). The workers are tried in turn; :data:`REMOTE` (send it over NATS)
+    when none serves the component, all are busy, or a call was lost before it started."""
+
+    REMOTE = REMOTE
+
+    def __init__(self, lattice: str, host_id: str, workers: int, silence_s: float = 1.0) -> None:
+        self.lattice = lattice
+        self.host_id = host_id
+        self.workers = workers
+        self.silence_s = silence_s
+        self._conns: dict[tuple[str, int], _CallerConn] = {}
+        self._connecting: dict[tuple[str, int], asyncio.Future[_CallerConn | None]] = {}
+        #: (component, worker) -> monotonic time before which it is not tried (nothing listened there)
+        self._absent: dict[tuple[str, int], float] = {}
+        self._turn = 0
+        self.stats = {"calls": 0, "remote": 0, "lost": 0}
+
+    def forget(self, key: tuple[str, int], conn: _CallerConn) -> None:
+        if self._conns.get(key) is conn:
+            del self._conns[key]
+
+    async def _conn(self, key: tuple[str, int]) -> _CallerConn | None:
+        conn = self._conns.get(key)
+        if conn is not None:
+            return conn
+        until = self._absent.get(key)
+        if until is not None and time.monotonic() < until:
+            return None
+        pending = self._connecting.get(key)
+        if pending is not None:  # another call is connecting there: share its connection
+            return await asyncio.shield(pending)
+        loop = asyncio.get_running_loop()
+        pending = self._connecting[key] = loop.create_future()
+        conn = None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # connected here: uvloop cannot connect to an abstract name itself. A Unix socket's
+            # connect does not wait, but with a full backlog: then EAGAIN, and NATS
+            sock.setblocking(False)
+            sock.connect(component_address(self.lattice, self.host_id, key[1], key[0]))
+            _, made = await loop.create_unix_connection(lambda: _CallerConn(self, key), sock=sock)
+            conn = made if made.transport is not None else None  # None: another user's socket
+        except OSError:
+            sock.close()
+        finally:
+            del self._connecting[key]
+            if conn is None:
+                self._absent[key] = time.monotonic() + RETRY_S
+            else:
+                self._absent.pop(key, None)
+                self._conns[key] = conn
+            pending.set_result(conn)
+        return conn
+
+    async def call(self, inv: Invocation, retryable: bool = True) -> Any:
+        """The call's result, :data:`REMOTE`, or an ``RpcError`` as the RPC client raises it."""
+        if self.workers <= 0:
+            return REMOTE
+        try:
+            frame = inv.encode()
+        except EnvelopeError:
+            return REMOTE  # fails over NATS the same way
+        self._turn = first = (self._turn + 1) % self.workers
+        for k in range(self.workers):
+            conn = await self._conn((inv.target, (first + k) % self.workers))
+            if conn is not None:
+                result = await self._call_on(conn, inv, frame, retryable)
+                if result is not REMOTE:
+                    return result
+        return REMOTE
+
+    async def _call_on(self, conn: _CallerConn, inv: Invocation, frame: bytes, retryable: bool) -> Any:
+        loop = asyncio.get_running_loop()
+        a = Attempt(loop.create_future(), inv, loop.time())
+        conn.calls[inv.id] = a
+        self.stats["calls"] += 1
+        try:
+            conn.send(frame)
+            a.watch(loop, self.silence_s)
+            outcome = await a.fut
+        finally:
+            conn.calls.pop(inv.id, None)
+            a.stop_watching()
+        if outcome is TIMED_OUT:
+            raise RpcError(f"call to {inv.target} {inv.operation} timed out", ErrorCode.TIMEOUT, "timeout")
+        if outcome is LOST or outcome is _CLOSED:
+            if outcome is LOST:
+                self.stats["lost"] += 1
+            if a.at_most_once or not retryable:  # closed: the worker may have died mid-call
+                raise RpcError(f"call to {inv.target} {inv.operation} was lost in flight "
+                               "(not retried: marked non-retryable)", ErrorCode.INVOCATION_FAILED, "lost")
+            self.stats["remote"] += 1
+            return REMOTE
+        reply: Reply = outcome
+        if reply.ok:
+            return reply.result
+        err = reply.error
+        assert err is not None
+        if err.code == ErrorCode.BUSY:
+            self.stats["remote"] += 1
+            return REMOTE  # another worker, or another host over NATS, may be free
+        raise RpcError(err.message, err.code, err.kind)
+
+    def close(self) -> None:
+        for conn in list(self._conns.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        self._conns.clear()
 
 
 # --- the caller's side (blocking: a Wasm thread) -------------------------------------------
@@ -215,8 +402,6 @@ class LocalRpcClient:
     def call(self, inv: Invocation, frame: bytes) -> Any:
         """The call's result; :data:`REMOTE` to send it over NATS instead; raises ``RpcError`` as
         the RPC client would (an error reply, at-most-once lost, deadline)."""
-        from .rpc_client import RpcError
-
         sock = self._conn(inv.target)
         if sock is None:
             return REMOTE

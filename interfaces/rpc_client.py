@@ -59,12 +59,12 @@ class RpcError(TrellisError):
 
 
 # how an attempt ended, besides a Reply (or an RpcError for a reply that cannot be read)
-_NO_RESPONDERS = object()
-_LOST = object()
-_TIMED_OUT = object()
+NO_RESPONDERS = object()
+LOST = object()
+TIMED_OUT = object()
 
 
-class _Attempt:
+class Attempt:
     """One send of an invocation: a future the reply callback or the silence timer resolves."""
 
     __slots__ = ("fut", "inv", "heard_at", "at_most_once", "timer")
@@ -76,6 +76,46 @@ class _Attempt:
         self.at_most_once = False
         self.timer: asyncio.TimerHandle | None = None
 
+    def heard(self, reply: Reply, now: float) -> None:
+        """A progress frame came: the callee is alive (and, when it says so, at-most-once)."""
+        self.heard_at = now
+        if reply.no_retry:
+            self.at_most_once = True
+
+    def watch(self, loop: asyncio.AbstractEventLoop, silence_s: float) -> None:
+        """Arm the timer that ends the attempt as :data:`LOST` after ``silence_s`` without a
+        frame, or :data:`TIMED_OUT` at the deadline (whichever is first); it re-arms itself
+        when progress came meanwhile."""
+        self.timer = loop.call_later(min(silence_s, max(self.inv.remaining_s(), 0.001)), self._silence, silence_s)
+
+    def stop_watching(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _silence(self, silence_s: float) -> None:
+        """A timer that fires late means this loop itself was stalled (a long GC, a busy CPU, a
+        handler that blocked it): frames that arrived meanwhile may still be unread (uvloop runs
+        timers before reading sockets), so the silence is this process's, not the callee's. It
+        looks again a moment later."""
+        timer, self.timer = self.timer, None
+        if self.fut.done():
+            return
+        remaining = self.inv.remaining_s()
+        if remaining <= 0:
+            self.fut.set_result(TIMED_OUT)
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if timer is not None and now - timer.when() > _STALLED_S:
+            self.timer = loop.call_later(min(_STALLED_S, remaining), self._silence, silence_s)
+            return
+        quiet = now - self.heard_at
+        if quiet >= silence_s:
+            self.fut.set_result(LOST)
+            return
+        self.timer = loop.call_later(min(silence_s - quiet, remaining), self._silence, silence_s)
+
 
 class RpcClient:
     def __init__(self, nc: Client, lattice: str, *, source: str = "cli",
@@ -85,7 +125,7 @@ class RpcClient:
         self.source = source
         self.silence_s = silence_s
         self._prefix = ""
-        self._pending: dict[str, _Attempt] = {}
+        self._pending: dict[str, Attempt] = {}
         self._sub: Any = None
         self._subscribing = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,6 +136,9 @@ class RpcClient:
         self._operations: dict[str, tuple[str, str]] = {}
         self.stats = {"attempts": 0, "retries": 0, "no_responders": 0, "lost": 0, "busy": 0,
                       "started_at_most_once": 0}
+        #: tried before NATS: a ``local_rpc.LocalComponentCaller`` (a provider's calls to the
+        #: components of its own host); it answers ``local_rpc.REMOTE`` for a call to send here
+        self.local: Any = None
 
     async def _ensure_inbox(self) -> None:
         """One wildcard reply subscription per client, made by the first call (once, even
@@ -112,7 +155,7 @@ class RpcClient:
         if a is None or a.fut.done():
             return  # a late frame of an attempt already over
         if msg.headers and msg.headers.get("Status") == "503":
-            a.fut.set_result(_NO_RESPONDERS)
+            a.fut.set_result(NO_RESPONDERS)
             return
         try:
             reply = Reply.decode(msg.data)
@@ -120,37 +163,11 @@ class RpcClient:
             a.fut.set_result(RpcError(f"bad reply from {a.inv.target}: {exc}", ErrorCode.INTERNAL))
             return
         if reply.progress:
-            a.heard_at = asyncio.get_running_loop().time()  # the silence timer looks at this when it fires
             if reply.no_retry and not a.at_most_once:
-                a.at_most_once = True
                 self.stats["started_at_most_once"] += 1
+            a.heard(reply, asyncio.get_running_loop().time())  # the silence timer looks at this when it fires
             return
         a.fut.set_result(reply)
-
-    def _silence(self, a: _Attempt) -> None:
-        """The attempt's timer: lost after ``silence_s`` without a frame, timed out at the deadline.
-
-        A timer that fires late means this loop itself was stalled (a long GC, a busy CPU, a
-        handler that blocked it): frames that arrived meanwhile are still unread in the socket,
-        so the silence is this process's, not the callee's. It looks again a moment later.
-        """
-        timer, a.timer = a.timer, None
-        if a.fut.done():
-            return
-        remaining = a.inv.remaining_s()
-        if remaining <= 0:
-            a.fut.set_result(_TIMED_OUT)
-            return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if timer is not None and now - timer.when() > _STALLED_S:
-            a.timer = loop.call_later(min(_STALLED_S, remaining), self._silence, a)
-            return
-        quiet = now - a.heard_at
-        if quiet >= self.silence_s:
-            a.fut.set_result(_LOST)
-            return
-        a.timer = loop.call_later(min(self.silence_s - quiet, remaining), self._silence, a)
 
     async def close(self) -> None:
         if self._sub is not None:
@@ -208,6 +225,10 @@ class RpcClient:
             return await self.invoke(inv, retryable=retryable)
 
     async def invoke(self, inv: Invocation, *, retryable: bool = True) -> Any:
+        if self.local is not None:
+            result = await self.local.call(inv, retryable)
+            if result is not self.local.REMOTE:
+                return result
         if self._sub is None:
             await self._ensure_inbox()
         subject = self._subject(inv.target)
@@ -222,17 +243,16 @@ class RpcClient:
                 raise RpcError(f"call to {inv.target} {inv.operation} timed out: {last_problem}",
                                ErrorCode.TIMEOUT, "timeout")
             token = f"{next(self._tokens):x}"
-            a = _Attempt(loop.create_future(), inv, loop.time())
+            a = Attempt(loop.create_future(), inv, loop.time())
             pending[token] = a
             stats["attempts"] += 1
             try:
                 await self.nc.publish(subject, inv.encode(), reply=self._prefix + token)
-                a.timer = loop.call_later(min(self.silence_s, max(remaining, 0.001)), self._silence, a)
+                a.watch(loop, self.silence_s)
                 outcome = await a.fut
             finally:
                 del pending[token]
-                if a.timer is not None:
-                    a.timer.cancel()
+                a.stop_watching()
             if outcome.__class__ is Reply:
                 if outcome.ok:
                     return outcome.result
@@ -242,17 +262,17 @@ class RpcClient:
                     raise RpcError(err.message, err.code, err.kind)
                 stats["busy"] += 1
                 last_problem = err.message
-            elif outcome is _NO_RESPONDERS:
+            elif outcome is NO_RESPONDERS:
                 stats["no_responders"] += 1
                 last_problem = f"nobody serves {inv.target!r}"
-            elif outcome is _LOST:
+            elif outcome is LOST:
                 stats["lost"] += 1
                 last_problem = "the instance serving it went silent"
                 if not retryable or a.at_most_once:
                     raise RpcError(f"call to {inv.target} {inv.operation} was lost in flight "
                                    "(not retried: marked non-retryable)", ErrorCode.INVOCATION_FAILED, "lost")
                 backoff = 0.0  # a different instance may answer at once
-            elif outcome is _TIMED_OUT:
+            elif outcome is TIMED_OUT:
                 raise RpcError(f"call to {inv.target} {inv.operation} timed out", ErrorCode.TIMEOUT, "timeout")
             else:
                 raise outcome  # an RpcError: a reply that could not be read

@@ -43,7 +43,7 @@ from host.runtime.imports import is_wasip2_interface
 from interfaces.connection import NatsSettings, connect
 from interfaces import local_rpc
 from interfaces.envelope import Invocation
-from interfaces.local_rpc import LocalRpcClient
+from interfaces.local_rpc import LocalRpcClient, LocalRpcDoor
 from interfaces.errors import ErrorCode
 from interfaces.rpc_client import RpcClient, RpcError
 from interfaces.rpc_server import RpcServer
@@ -151,6 +151,8 @@ class Worker:
         self.inline_budget_s = inline.budget_s(boot)
         #: HTTP connections handed here by the host's http-server (None: off)
         self.handoff: HandoffServer | None = None
+        #: component id -> where this host's providers call it (local_rpc); None: switched off
+        self.doors: dict[str, LocalRpcDoor] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def run(self) -> None:
@@ -164,6 +166,7 @@ class Worker:
             self.imports.colocated = self._colocated_call
         if local_rpc.enabled():
             self.imports.direct = LocalRpcClient(self.lattice, self.host_id)
+            self.doors = {}  # and providers of this host call the components here without NATS
         await self.imports.start()
         self._config_watch = asyncio.create_task(self._follow_config())
         self._reaper = asyncio.create_task(self._drop_idle_instances())
@@ -217,7 +220,8 @@ class Worker:
                           "slots_in_use": s.slots.in_use if s.slots else 0, "colocated": dict(s.colocated),
                           "inline": {**s.inline_stats, "enabled": s.inline,
                                      "needs_thread": sorted(s.needs_thread)},
-                          "handoff": dict(s.handoff), "provider_calls": dict(s.provider_calls)}
+                          "handoff": dict(s.handoff), "provider_calls": dict(s.provider_calls),
+                          "from_local_providers": self.doors[cid].taken if self.doors and cid in self.doors else 0}
                     for cid, s in self.served.items()}
         if op == "shutdown":
             self.boot["grace_s"] = cmd.get("grace_s", 10.0)
@@ -256,6 +260,7 @@ class Worker:
                                                        cmd.get("non_retryable", []))
             await served.server.start()
         self.served[cid] = served
+        await self._door_to(served)
         self._ensure_threads()
         if old is not None:  # an update: the new version already serves, the old one drains
             await self._retire(old, cmd.get("grace_s", 10.0))
@@ -399,13 +404,33 @@ class Worker:
                                        if share > 0 else (None, None))
         if served.server:
             await served.server.start()
+            await self._door_to(served)
         if old_server:
             await old_server.stop(10.0)
 
+    async def _door_to(self, served: Served) -> None:
+        """Point the component's door (where this host's providers call it) at its current
+        server, opening the door on first use; calls the old server has are answered there."""
+        if self.doors is None or served.server is None:
+            return  # a component scaled to 0 here: its stopped server refuses, callers use NATS
+        cid = served.component_id
+        door = self.doors.get(cid)
+        if door is not None:
+            door.switch(served.server)
+            return
+        door = LocalRpcDoor(served.server, local_rpc.component_address(self.lattice, self.host_id, self.index, cid))
+        if await door.start():
+            self.doors[cid] = door
+
     async def _unload(self, cid: str, grace_s: float) -> None:
         served = self.served.pop(cid, None)
+        door = self.doors.pop(cid, None) if self.doors else None
+        if door is not None:
+            await door.close()  # no new callers; those connected are refused once the server stops
         if served is not None:
             await self._retire(served, grace_s)
+        if door is not None:
+            door.close_connections()
 
     async def _retire(self, served: Served, grace_s: float) -> None:
         if served.server:
@@ -415,8 +440,13 @@ class Worker:
     async def _shutdown(self, grace_s: float) -> None:
         if self.handoff is not None:  # answers in progress are written first: they need the components
             await self.handoff.close(grace_s)
+        doors = list((self.doors or {}).values())
+        for door in doors:
+            await door.close()
         await asyncio.gather(*(self._retire(s, grace_s) for s in self.served.values()), return_exceptions=True)
         self.served.clear()
+        for door in doors:
+            door.close_connections()
         if self.imports:
             self._config_watch.cancel()
             await self.imports.stop()

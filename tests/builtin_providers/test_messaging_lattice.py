@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,16 @@ from interfaces.links import Link
 from tests.harness import eventually
 from trellis.natsserver import NatsServer
 
+from tests.local_calls.test_colocated import stats
+
 from .harness_lattice import deploy
+
+
+async def _taken(host) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        return (await stats(host, "sub")).get("from_local_providers", 0) > 0
+    except Exception:
+        return False
 
 
 def consumer(source: str) -> Link:
@@ -20,8 +31,13 @@ def consumer(source: str) -> Link:
                 interfaces=["consumer"])
 
 
+@pytest.mark.parametrize("local", [True, False], ids=["local", "TRELLIS_LOCAL_PROVIDERS=0"])
 async def test_a_message_published_by_one_component_is_handled_by_another(
-        nats_server: NatsServer, lattice: str, hosts, tmp_path: Path, publisher: Path, subscriber: Path) -> None:
+        nats_server: NatsServer, lattice: str, hosts, tmp_path: Path, publisher: Path, subscriber: Path,
+        monkeypatch: pytest.MonkeyPatch, local: bool) -> None:
+    """The provider and both components on one host: the deliveries to ``sub`` come through its
+    worker's socket (local_rpc), or over NATS with the switch off; the outcomes are the same."""
+    monkeypatch.setenv("TRELLIS_LOCAL_PROVIDERS", "1" if local else "0")
     root = f"{lattice}.demo"  # the NATS server is shared by every test: subjects of this test's own
     h = await hosts.start()
     async with LatticeClient(nats_server.url, lattice) as c:
@@ -69,6 +85,59 @@ async def test_a_message_published_by_one_component_is_handled_by_another(
         # the lattice's own subjects are off limits
         denied = await c.call("pub", "send", f"trellis.{lattice}.ctl.host.ping", b"{}")
         assert "reserved" in denied["err"], denied
+
+        taken = (await stats(h, "sub"))["from_local_providers"]
+        assert (taken >= 4) if local else (taken == 0), taken
+
+
+async def test_deliveries_to_a_component_elsewhere_or_gone_go_over_nats(
+        nats_server: NatsServer, lattice: str, hosts, publisher: Path, subscriber: Path) -> None:
+    """``sub`` only on another host: delivered over NATS. Then ``sub`` also on the provider's
+    host, whose worker is killed: the provider's calls there fail over to the other host."""
+    root = f"{lattice}.away"
+    a, b = await hosts.start(), await hosts.start()
+    async with LatticeClient(nats_server.url, lattice) as c:
+        seen: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+        async def on_seen(msg) -> None:  # type: ignore[no-untyped-def]
+            await seen.put((msg.subject, msg.data))
+
+        await c.nc.subscribe(f"seen.{root}.>", cb=on_seen)
+        await deploy(c, [a.id], providers={"msg": "builtin:messaging-nats"})
+        await deploy(c, [b.id], components={"pub": publisher, "sub": subscriber})
+        await c.put_config("sub-in", {"subscriptions": f"{root}.>", "handler_timeout_ms": "5000"})
+        await c.put_link(consumer("pub"))
+        await c.put_link(consumer("sub"))
+        await c.put_link(Link(source_id="msg", target="sub", wit_namespace="wasmcloud", wit_package="messaging",
+                              interfaces=["handler"], source_config=["sub-in"]))
+
+        async def delivered(n: int) -> bool:
+            assert await c.call("pub", "send", f"{root}.m{n}", b"x") == {"ok": None}
+            try:
+                await asyncio.wait_for(seen.get(), 0.5)
+                return True
+            except asyncio.TimeoutError:
+                return False
+
+        tries = iter(range(1000))
+        await eventually(lambda: delivered(next(tries)), timeout=20, what="delivery to sub on the other host")
+        assert (await stats(b, "sub"))["from_local_providers"] == 0
+
+        await c.start_component(str(subscriber), "sub", host_id=a.id)
+
+        async def through_a(n: int) -> bool:
+            await delivered(n)
+            return await _taken(a)
+
+        await eventually(lambda: through_a(next(tries)), timeout=20, what="a delivery through a's worker socket")
+        for pid in a.components.pool.pids():
+            os.kill(pid, signal.SIGKILL)
+        while not seen.empty():
+            seen.get_nowait()
+        for n in range(5):  # every one is delivered: by b over NATS, or by a's restarted worker
+            assert await c.call("pub", "send", f"{root}.after{n}", b"y") == {"ok": None}
+        got = {(await asyncio.wait_for(seen.get(), 20))[0] for _ in range(5)}
+        assert got == {f"seen.{root}.after{n}" for n in range(5)}
 
 
 @pytest.mark.parametrize("subjects", ["trellis.>", ">"])

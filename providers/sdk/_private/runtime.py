@@ -27,8 +27,9 @@ from interfaces.control import CtlReply
 from interfaces.envelope import Invocation
 from interfaces.errors import ErrorCode
 from interfaces.links import Link
+from interfaces import handoff
+from interfaces.local_rpc import LocalComponentCaller, LocalRpcDoor, provider_address
 from interfaces.rpc_client import RpcClient, RpcError
-from interfaces.local_rpc import LocalRpcDoor, provider_address
 from interfaces.rpc_server import RpcServer
 from interfaces.store import ConfigChange, LatticeStore, LinkChange, StoreSettings, Synced
 from trellis.service import Service
@@ -122,6 +123,8 @@ class ProviderRuntime(Service):
         nc = self.nc
         self.store = LatticeStore(nc, self.lattice, source=self.id, settings=self._store_settings)
         self.rpc = RpcClient(nc, self.lattice, source=self.id)
+        if b.local_workers and handoff.available():  # calls to components of this host skip NATS
+            self.rpc.local = LocalComponentCaller(self.lattice, self.host_id, len(b.local_workers))
         configs = dict(b.configs)
         await self._fetch_missing_configs(configs)
         actions = self.state.seed_applied(b.links, configs)
@@ -170,6 +173,8 @@ class ProviderRuntime(Service):
         self._subs.clear()
         if self.rpc is not None:
             await self.rpc.close()
+            if self.rpc.local is not None:
+                self.rpc.local.close()
         if self._own_nc and self.nc is not None and not self.nc.is_closed:
             try:
                 await asyncio.wait_for(self.nc.drain(), 5)

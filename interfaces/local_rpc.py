@@ -21,6 +21,11 @@ and spans.
   it started (the provider went away), is sent again over NATS, where another
   instance may take it; a call lost after its provider marked it at-most-once
   is not; silence for ``silence_s`` (no progress frame) counts as lost.
+* **The other way round.** A provider's calls to a component served by a worker
+  of its host go to :func:`component_address` (each worker has a door per
+  component it serves, in front of its RPC server for it), from the provider's
+  event loop (:class:`LocalComponentCaller`, tried by ``RpcClient`` before NATS):
+  calls share a connection per worker and component, replies told apart by id.
 """
 
 from __future__ import annotations

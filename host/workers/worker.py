@@ -90,6 +90,8 @@ class Served:
     #: calls may run on the event loop (inline.py); functions seen to need a Wasm thread
     inline: bool = False
     needs_thread: set[str] = field(default_factory=set)
+    #: function -> runs past the inline budget in a row (inline.OVERRUNS_TO_STICK)
+    overruns: dict[str, int] = field(default_factory=dict)
     #: calls run inline, and cut short to run on a Wasm thread
     inline_stats: dict[str, int] = field(default_factory=lambda: {"served": 0, "rerouted": 0})
     #: its calls answered by a provider of this host over the provider's socket (local_rpc)
@@ -359,17 +361,26 @@ class Worker:
     def _run_inline(self, served: Served, inv: Invocation) -> Any:
         """Run one call on the event loop (``inline.py``); ``Reroute`` when it needs a thread."""
         assert self.inline_budget_s is not None
+        overruns = served.overruns
         try:
             result = inline.run(served, inv, self.inline_budget_s)
         except Reroute as why:
             served.inline_stats["rerouted"] += 1
-            if why.sticky:
+            sticky = why.sticky
+            if isinstance(why, inline.BudgetOverrun):
+                overruns[inv.operation] = n = overruns.get(inv.operation, 0) + 1
+                sticky = n >= inline.OVERRUNS_TO_STICK
+            if sticky:
                 served.needs_thread.add(inv.operation)
                 log.debug("%s %s runs on a Wasm thread from now on: %s", served.component_id,
                           inv.operation, why.reason)
             raise
         except Exception as exc:
+            if overruns:
+                overruns.pop(inv.operation, None)
             raise _as_rpc_error(served, inv, exc, inv.remaining_s()) from None
+        if overruns:
+            overruns.pop(inv.operation, None)
         served.inline_stats["served"] += 1
         return result
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from host.workers import inline
 from interfaces.client import LatticeClient
 from interfaces.rpc_client import RpcError
 from interfaces.store import LatticeStore
@@ -84,12 +85,36 @@ async def test_long_call_moves_to_a_thread_and_leaves_the_loop_free(nats_server,
         with pytest.raises(RpcError) as err:
             await spinning
         assert err.value.kind == "timeout" and "deadline of 3" in err.value.message, err.value.message
-        with pytest.raises(RpcError):  # from now on straight to a thread: no second cut
-            await c.call("spin", RUN, "again", timeout_s=0.5)
+        spin = await stats(h, "spin")
+        assert spin["inline"] == {"served": 0, "rerouted": 1}
+
+        # cut short OVERRUNS_TO_STICK times in a row: from then on straight to a thread
+        await c.start_component(str(wasm["spintail"]), "spin-short", limits={"timeout_s": 0.2})
+        for _ in range(inline.OVERRUNS_TO_STICK + 1):
+            with pytest.raises(RpcError) as err:
+                await c.call("spin-short", RUN, "again", timeout_s=5)
+            assert err.value.kind == "timeout", err.value.message
+        short = await stats(h, "spin-short")
+        (per_worker,) = await raw_stats(h, "spin-short")
+    assert short["inline"] == {"served": 0, "rerouted": inline.OVERRUNS_TO_STICK}
+    assert per_worker["inline"]["needs_thread"] == ["test:chain/runner.run"]
+
+
+async def test_an_overrun_now_and_then_keeps_a_function_on_the_loop(nats_server, lattice, hosts, wasm):
+    """A quick function cut short once (a descheduled worker looks the same) stays inline: only
+    runs past the budget several times in a row send it to a thread for good."""
+    h = await hosts.start(workers=1)
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.start_component(str(wasm["spintail"]), "spin", limits={"timeout_s": 0.2})
+        for _ in range(3):
+            for _ in range(inline.OVERRUNS_TO_STICK - 1):
+                with pytest.raises(RpcError):  # spins: cut at the budget, then times out on a thread
+                    await c.call("spin", RUN, "s", timeout_s=5)
+            assert await c.call("spin", RUN, "") == ""  # returns at once, inline
         spin = await stats(h, "spin")
         (per_worker,) = await raw_stats(h, "spin")
-    assert spin["inline"] == {"served": 0, "rerouted": 1}
-    assert per_worker["inline"]["needs_thread"] == ["test:chain/runner.run"]
+    assert spin["inline"] == {"served": 3, "rerouted": 3 * (inline.OVERRUNS_TO_STICK - 1)}
+    assert per_worker["inline"]["needs_thread"] == []
 
 
 async def test_own_timeout_below_the_budget_fails_inline_as_a_timeout(nats_server, lattice, hosts, wasm):

@@ -1,4 +1,5 @@
-;; spintail: runner.run(s) loops forever (until the epoch deadline interrupts it).
+;; spintail: runner.run(s) loops forever (until the epoch deadline interrupts it);
+;; runner.run("") returns "" at once.
 (module
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 1024))
@@ -23,6 +24,7 @@
     (local.get $ptr))
 
   (func (export "test:chain/runner#run") (param $ptr i32) (param $len i32) (result i32)
-    (loop $spin (br $spin))
+    (if (local.get $len)
+      (then (loop $spin (br $spin))))
     (i32.const 16))
 )

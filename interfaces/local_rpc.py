@@ -207,6 +207,26 @@ class LocalRpcDoor:
                 conn.transport.close()
 
 
+# --- the callers' side ------------------------------------------------------------------
+
+def _answer(reply: Reply, stats: dict[str, int]) -> Any:
+    """A final reply's result; :data:`REMOTE` for ``busy`` (another instance, over NATS, may
+    be free); raises the callee's error as the RPC client would."""
+    if reply.ok:
+        return reply.result
+    err = reply.error
+    assert err is not None
+    if err.code == ErrorCode.BUSY:
+        stats["remote"] += 1
+        return REMOTE
+    raise RpcError(err.message, err.code, err.kind)
+
+
+def _lost(inv: Invocation) -> RpcError:
+    return RpcError(f"call to {inv.target} {inv.operation} was lost in flight (not retried: marked "
+                    "non-retryable)", ErrorCode.INVOCATION_FAILED, "lost")
+
+
 # --- a provider's calls to the components of its host (asyncio) ---------------------------
 
 _CLOSED: Any = object()
@@ -340,19 +360,10 @@ class LocalComponentCaller:
             if outcome is LOST:
                 self.stats["lost"] += 1
             if a.at_most_once or not retryable:  # closed: the worker may have died mid-call
-                raise RpcError(f"call to {inv.target} {inv.operation} was lost in flight "
-                               "(not retried: marked non-retryable)", ErrorCode.INVOCATION_FAILED, "lost")
+                raise _lost(inv)
             self.stats["remote"] += 1
             return REMOTE
-        reply: Reply = outcome
-        if reply.ok:
-            return reply.result
-        err = reply.error
-        assert err is not None
-        if err.code == ErrorCode.BUSY:
-            self.stats["remote"] += 1
-            return REMOTE  # another worker, or another host over NATS, may be free
-        raise RpcError(err.message, err.code, err.kind)
+        return _answer(outcome, self.stats)
 
     def close(self) -> None:
         for conn in list(self._conns.values()):
@@ -437,8 +448,7 @@ class LocalRpcClient:
                 self._drop(inv.target)
                 self.stats["lost"] += 1
                 if at_most_once:
-                    raise RpcError(f"call to {inv.target} {inv.operation} was lost in flight "
-                                   "(not retried: marked non-retryable)", ErrorCode.INVOCATION_FAILED, "lost")
+                    raise _lost(inv)
                 self.stats["remote"] += 1
                 return REMOTE
             try:
@@ -451,14 +461,7 @@ class LocalRpcClient:
             if reply.progress:
                 at_most_once = at_most_once or reply.no_retry
                 continue
-            if reply.ok:
-                return reply.result
-            err = reply.error
-            assert err is not None
-            if err.code == ErrorCode.BUSY:
-                self.stats["remote"] += 1
-                return REMOTE  # another instance, over NATS, may be free
-            raise RpcError(err.message, err.code, err.kind)
+            return _answer(reply, self.stats)
 
     def close_thread(self) -> None:
         """Close this thread's connections."""

@@ -139,11 +139,16 @@ class _Conn(_Frames):
         if self.door.server.take_local(frame, REPLY_PREFIX + self.key):
             self.door.taken += 1
             return True
-        # stopping: the caller sees the connection close before its call began, and sends it
-        # over NATS (one call at a time per connection: none is under way)
-        if self.transport is not None:
-            self.transport.close()
-        return False
+        # the server stopped taking calls: this one is answered busy, so its caller sends it over
+        # NATS; the connection stays, for the answers of calls the server is still finishing
+        try:
+            inv_id = Invocation.decode(frame).id
+        except EnvelopeError:
+            if self.transport is not None:
+                self.transport.close()
+            return False
+        self.send(Reply.failure(inv_id, ErrorCode.BUSY, f"{self.door.server.target} is stopping here").encode())
+        return True
 
 
 class LocalRpcDoor:

@@ -42,7 +42,11 @@ from typing import Any
 import msgpack
 
 VERSION = 1
-MAX_FRAME = 8 * 1024 * 1024  # bytes; NATS's default max payload is 1 MiB, servers may raise it
+#: the largest frame read (bytes). A reply larger than the NATS server's max payload (1 MiB by
+#: default) crosses NATS in parts (:data:`PART_HEADER`); a request must fit in one message.
+MAX_FRAME = 64 * 1024 * 1024
+#: NATS header on each part of a reply sent in several messages: "i/n", 1-based, in order
+PART_HEADER = "Trellis-Part"
 
 
 class EnvelopeError(ValueError):

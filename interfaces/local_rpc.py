@@ -39,7 +39,7 @@ import time
 from typing import Any
 
 from . import handoff
-from .envelope import EnvelopeError, Invocation, Reply
+from .envelope import MAX_FRAME, EnvelopeError, Invocation, Reply
 from .errors import ErrorCode
 from .rpc_client import LOST, TIMED_OUT, Attempt, RpcError
 from .switches import switched_on
@@ -52,7 +52,6 @@ RETRY_S = 2.0
 #: the reply subject that tells an RpcServer a call came over this socket
 REPLY_PREFIX = "_LOCAL."
 _LEN = struct.Struct(">I")
-MAX_FRAME = 64 * 1024 * 1024
 
 #: returned by :meth:`LocalRpcClient.call` when the call must go over NATS
 REMOTE: Any = object()

@@ -35,7 +35,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from . import subjects, tracing
-from .envelope import EnvelopeError, IdSource, Invocation, Reply
+from .envelope import MAX_FRAME, PART_HEADER, EnvelopeError, IdSource, Invocation, Reply
 from .errors import ErrorCode, TrellisError
 from .resources import parse_address
 
@@ -67,7 +67,7 @@ TIMED_OUT = object()
 class Attempt:
     """One send of an invocation: a future the reply callback or the silence timer resolves."""
 
-    __slots__ = ("fut", "inv", "heard_at", "at_most_once", "timer")
+    __slots__ = ("fut", "inv", "heard_at", "at_most_once", "timer", "parts")
 
     def __init__(self, fut: asyncio.Future[Any], inv: Invocation, now: float) -> None:
         self.fut = fut
@@ -75,6 +75,8 @@ class Attempt:
         self.heard_at = now  # loop time of the send, then of the latest progress frame
         self.at_most_once = False
         self.timer: asyncio.TimerHandle | None = None
+        #: the parts so far of a reply too large for one NATS message
+        self.parts: list[bytes] | None = None
 
     def heard(self, reply: Reply, now: float) -> None:
         """A progress frame came: the callee is alive (and, when it says so, at-most-once)."""
@@ -154,11 +156,18 @@ class RpcClient:
         a = self._pending.get(msg.subject[len(self._prefix):])
         if a is None or a.fut.done():
             return  # a late frame of an attempt already over
-        if msg.headers and msg.headers.get("Status") == "503":
-            a.fut.set_result(NO_RESPONDERS)
-            return
+        data = msg.data
+        if msg.headers:
+            if msg.headers.get("Status") == "503":
+                a.fut.set_result(NO_RESPONDERS)
+                return
+            part = msg.headers.get(PART_HEADER)
+            if part is not None:
+                data = self._join(a, part, data)
+                if data is None:
+                    return
         try:
-            reply = Reply.decode(msg.data)
+            reply = Reply.decode(data)
         except EnvelopeError as exc:
             a.fut.set_result(RpcError(f"bad reply from {a.inv.target}: {exc}", ErrorCode.INTERNAL))
             return
@@ -168,6 +177,28 @@ class RpcClient:
             a.heard(reply, asyncio.get_running_loop().time())  # the silence timer looks at this when it fires
             return
         a.fut.set_result(reply)
+
+    @staticmethod
+    def _join(a: Attempt, part: str, data: bytes) -> bytes | None:
+        """One part of a reply sent in several NATS messages: the whole frame once the last
+        came, else None (each part counts as a sign of life)."""
+        try:
+            i, n = (int(x) for x in part.split("/"))
+        except ValueError:
+            i = n = 0
+        parts = a.parts if a.parts is not None else []
+        if not 1 <= i <= n or i != len(parts) + 1 or sum(map(len, parts)) + len(data) > MAX_FRAME:
+            a.parts = None
+            a.fut.set_result(RpcError(f"bad reply from {a.inv.target}: part {part!r} out of order or too large",
+                                      ErrorCode.INTERNAL))
+            return None
+        parts.append(data)
+        a.heard_at = asyncio.get_running_loop().time()
+        if i < n:
+            a.parts = parts
+            return None
+        a.parts = None
+        return b"".join(parts)
 
     async def close(self) -> None:
         if self._sub is not None:

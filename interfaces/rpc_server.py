@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from opentelemetry import trace as otel_trace
 
 from . import subjects, tracing
-from .envelope import EnvelopeError, Invocation, Reply, ok_frame, progress_frame
+from .envelope import MAX_FRAME, PART_HEADER, EnvelopeError, Invocation, Reply, ok_frame, progress_frame
 from .errors import ErrorCode, TrellisError
 from .local_rpc import REPLY_PREFIX as _LOCAL_PREFIX
 from .rpc_client import PROGRESS_INTERVAL_S, RpcError
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Invocation], Awaitable[Any]]
 
 _SERVER = otel_trace.SpanKind.SERVER
+#: room left in each NATS message of a reply sent in parts, for its headers
+_PART_ROOM = 1024
 #: a call gets progress frames once it has been in this server this long (then every interval)
 _PROGRESS_AFTER_S = PROGRESS_INTERVAL_S / 2
 
@@ -242,17 +244,29 @@ class RpcServer:
                 frame = Reply.failure(inv_id, ErrorCode.INTERNAL, f"result cannot be encoded: {exc}").encode()
         else:
             frame = reply
-        limit = self.nc.max_payload
-        if limit and len(frame) > limit:
-            # NATS would drop it and the caller would see a lost instance: say what happened instead
+        if len(frame) > MAX_FRAME:
+            # the caller would refuse it (or NATS drop it) and see a lost instance: say what happened
             frame = Reply.failure(
                 inv_id, ErrorCode.INVOCATION_FAILED,
-                f"{self.target}: reply of {len(frame)} bytes exceeds the NATS max payload of {limit} bytes",
+                f"{self.target}: reply of {len(frame)} bytes exceeds the {MAX_FRAME}-byte frame limit",
                 "too_large").encode()
         try:
-            await self._publish(subject, frame)
+            limit = self.nc.max_payload
+            if limit and len(frame) > limit and not subject.startswith(_LOCAL_PREFIX):
+                await self._publish_parts(subject, frame, limit)
+            else:
+                await self._publish(subject, frame)
         except Exception as exc:
             log.debug("reply for %s lost: %r", inv_id, exc)
+
+    async def _publish_parts(self, subject: str, frame: bytes, limit: int) -> None:
+        """A reply larger than one NATS message, in order, in parts the caller joins."""
+        size = max(limit - _PART_ROOM, 1024)
+        view = memoryview(frame)
+        n = -(-len(frame) // size)
+        for i in range(n):
+            await self.nc.publish(subject, bytes(view[i * size:(i + 1) * size]),
+                                  headers={PART_HEADER: f"{i + 1}/{n}"})
 
     def _tick(self) -> None:
         """Every PROGRESS_INTERVAL_S while calls are here: a progress frame to each that has

@@ -13,8 +13,9 @@ sees is what the remote path gives it:
   so another worker's or host's instance can take it.
 * **Values.** Arguments are encoded to the wire ``Invocation`` and decoded again,
   the result to a ``Reply`` and back: the values the target and the caller see
-  are those of a msgpack round trip (tuples become lists, ...), and a frame too
-  large for NATS goes the remote way, failing as it would there.
+  are those of a msgpack round trip (tuples become lists, ...). A request too
+  large for one NATS message goes the remote way, failing as it would there; a
+  reply may be as large as a frame (``envelope.MAX_FRAME``), as over NATS.
 * **Errors** carry the same message and code as the remote reply would.
 * **Limits.** The target's own timeout, memory cap and fuel apply; its deadline
   is also capped by the invocation's, and a call that outlives it fails as the
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from host.runtime.imports import CURRENT_CALL
 from interfaces import tracing
-from interfaces.envelope import EnvelopeError, Invocation, Reply
+from interfaces.envelope import MAX_FRAME, EnvelopeError, Invocation, Reply
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.rpc_client import RpcError
 from interfaces.rpc_server import serve_span
@@ -192,13 +193,13 @@ class Colocated:
         # the target's instance must not see the caller's call context (resource drops, ...)
         call_token = CURRENT_CALL.set(None)
         try:
-            return self._serve(served, Invocation.decode(frame), max_payload)
+            return self._serve(served, Invocation.decode(frame))
         finally:
             CURRENT_CALL.reset(call_token)
             _DEPTH.reset(depth_token)
             slots.release()
 
-    def _serve(self, served: "Served", inv: Invocation, max_payload: int) -> Any:
+    def _serve(self, served: "Served", inv: Invocation) -> Any:
         """What ``RpcServer`` and ``Worker.invoke`` do for a remote call, then the reply's round trip."""
         stats = served.colocated
         try:
@@ -224,7 +225,7 @@ class Colocated:
             reply = Reply(id=inv.id, ok=True, result=result, served_by=self.worker.served_by).encode()
         except EnvelopeError as exc:
             raise RpcError(f"result cannot be encoded: {exc}", ErrorCode.INTERNAL) from None
-        if max_payload and len(reply) > max_payload:
-            raise RpcError(f"{inv.target}: reply of {len(reply)} bytes exceeds the NATS max payload of "
-                           f"{max_payload} bytes", ErrorCode.INVOCATION_FAILED, "too_large")
+        if len(reply) > MAX_FRAME:  # a larger reply than fits one NATS message crosses it in parts
+            raise RpcError(f"{inv.target}: reply of {len(reply)} bytes exceeds the {MAX_FRAME}-byte frame "
+                           "limit", ErrorCode.INVOCATION_FAILED, "too_large")
         return Reply.decode(reply).result

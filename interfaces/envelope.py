@@ -53,6 +53,25 @@ class EnvelopeError(ValueError):
     """A frame that is not a valid envelope; the message says what is wrong."""
 
 
+def join_part(parts: list[bytes] | None, part: str, data: bytes) -> tuple[list[bytes] | None, bytes | None]:
+    """One NATS message of a reply sent in parts (its :data:`PART_HEADER` is ``part``), given
+    the parts so far: ``(parts, None)`` while more are to come, ``(None, frame)`` with the last.
+    Raises :class:`EnvelopeError` for a part out of order or a frame past :data:`MAX_FRAME`."""
+    try:
+        i, n = (int(x) for x in part.split("/"))
+    except ValueError:
+        raise EnvelopeError(f"bad {PART_HEADER} header {part!r}") from None
+    parts = parts if parts is not None else []
+    if not 1 <= i <= n or i != len(parts) + 1:
+        raise EnvelopeError(f"reply part {part} out of order (after {len(parts)} parts)")
+    if sum(map(len, parts)) + len(data) > MAX_FRAME:
+        raise EnvelopeError(f"reply in parts exceeds the {MAX_FRAME}-byte limit")
+    parts.append(data)
+    if i < n:
+        return parts, None
+    return None, b"".join(parts)
+
+
 # --- invocation ids -------------------------------------------------------------
 
 class IdSource:

@@ -35,7 +35,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from . import subjects, tracing
-from .envelope import MAX_FRAME, PART_HEADER, EnvelopeError, IdSource, Invocation, Reply
+from .envelope import PART_HEADER, EnvelopeError, IdSource, Invocation, Reply, join_part
 from .errors import ErrorCode, TrellisError
 from .resources import parse_address
 
@@ -183,22 +183,13 @@ class RpcClient:
         """One part of a reply sent in several NATS messages: the whole frame once the last
         came, else None (each part counts as a sign of life)."""
         try:
-            i, n = (int(x) for x in part.split("/"))
-        except ValueError:
-            i = n = 0
-        parts = a.parts if a.parts is not None else []
-        if not 1 <= i <= n or i != len(parts) + 1 or sum(map(len, parts)) + len(data) > MAX_FRAME:
+            a.parts, whole = join_part(a.parts, part, data)
+        except EnvelopeError as exc:
             a.parts = None
-            a.fut.set_result(RpcError(f"bad reply from {a.inv.target}: part {part!r} out of order or too large",
-                                      ErrorCode.INTERNAL))
+            a.fut.set_result(RpcError(f"bad reply from {a.inv.target}: {exc}", ErrorCode.INTERNAL))
             return None
-        parts.append(data)
         a.heard_at = asyncio.get_running_loop().time()
-        if i < n:
-            a.parts = parts
-            return None
-        a.parts = None
-        return b"".join(parts)
+        return whole
 
     async def close(self) -> None:
         if self._sub is not None:

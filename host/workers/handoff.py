@@ -13,7 +13,8 @@ client sees is what the provider would have answered:
   provider would have sent it, to any instance on the lattice.
 * **Limits.** A request body the lattice could not carry (over NATS's
   ``max_payload``) goes the NATS way, to fail there as it always did; a
-  response too large for it fails as an RPC reply would.
+  response past the envelope's frame limit fails as an RPC reply would (a
+  smaller one crosses NATS in parts, so it is answered here too).
 * **Errors** map to the same statuses and texts (``gateway._failure``).
 * **Tracing.** The request's server span (``HTTP POST``) and the component's
   (``serve …``) are made as on the two ends of the remote path, when something
@@ -34,7 +35,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from interfaces import handoff, tracing
-from interfaces.envelope import Invocation
+from interfaces.envelope import MAX_FRAME, Invocation
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.rpc_client import RpcError
 from interfaces.rpc_server import serve_span
@@ -112,7 +113,7 @@ class LocalCaller:
         finally:
             slots.release()
         served.handoff["served"] += 1
-        if isinstance(result, dict) and len(result.get("body") or b"") > limit - _ENVELOPE_ROOM:
+        if isinstance(result, dict) and len(result.get("body") or b"") > MAX_FRAME - _ENVELOPE_ROOM:
             raise CallFailed(wire.FAILED, f"component {target!r} failed (too_large); invocation {inv.id}")
         return result
 

@@ -169,3 +169,16 @@ async def test_a_request_over_the_message_limit_is_413(caller, nc):
     with pytest.raises(CallFailed) as err:
         await call(caller, request=big)
     assert err.value.status == 413 and "max_payload" in err.value.message
+
+
+async def test_a_response_larger_than_one_nats_message_arrives_whole(nc, lattice, caller):
+    big = dict(OK, body=bytes(range(256)) * (nc.max_payload // 256 * 2 + 3))  # three messages
+
+    async def handler(inv: Invocation):
+        return big
+
+    server = await serving(nc, lattice, handler)
+    try:
+        assert await call(caller) == big
+    finally:
+        await server.stop()

@@ -27,7 +27,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from interfaces import subjects
-from interfaces.envelope import EnvelopeError, Invocation, Reply
+from interfaces.envelope import PART_HEADER, EnvelopeError, Invocation, Reply, join_part
 from interfaces.errors import ErrorCode
 
 from . import wire
@@ -54,7 +54,7 @@ class CallFailed(Exception):
 class _Pending:
     """One attempt: its future is resolved by the reply (or a 503) or by its timer (silence, deadline)."""
 
-    __slots__ = ("future", "reply", "progress_at", "deadline", "timer")
+    __slots__ = ("future", "reply", "progress_at", "deadline", "timer", "parts")
 
     def __init__(self, future: asyncio.Future[Any], now: float, deadline: float) -> None:
         self.future = future
@@ -62,6 +62,7 @@ class _Pending:
         self.progress_at = now
         self.deadline = deadline
         self.timer: asyncio.TimerHandle | None = None
+        self.parts: list[bytes] | None = None  # a reply in several NATS messages, so far
 
 
 class NatsCaller:
@@ -109,7 +110,14 @@ class NatsCaller:
             reply: Any = _NO_RESPONDERS
         else:
             try:
-                reply = Reply.decode(msg.data)
+                data = msg.data
+                part = msg.headers.get(PART_HEADER) if msg.headers else None
+                if part is not None:
+                    p.parts, data = join_part(p.parts, part, data)
+                    if data is None:
+                        p.progress_at = time.monotonic()
+                        return
+                reply = Reply.decode(data)
             except EnvelopeError as exc:
                 reply = Reply.failure("", ErrorCode.INTERNAL, f"bad reply: {exc}")
             if reply.progress:

@@ -15,8 +15,9 @@ and spans.
   user are refused). A worker that cannot connect there sends the call over
   NATS, and tries again after :data:`RETRY_S`.
 * **Frames.** A 4-byte big-endian length, then an envelope frame: the
-  ``Invocation`` one way; progress frames and the ``Reply`` the other. One call
-  at a time per connection (one connection per Wasm thread and provider).
+  ``Invocation`` one way; progress frames and the ``Reply`` the other. A Wasm
+  thread makes one call at a time on its connection (one per thread and
+  provider); the door serves any number at once, replies carrying their id.
 * **Failover** is the RPC client's: a reply of ``busy``, or a call lost before
   it started (the provider went away), is sent again over NATS, where another
   instance may take it; a call lost after its provider marked it at-most-once
@@ -36,6 +37,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from . import handoff
@@ -71,7 +73,7 @@ def component_address(lattice: str, host_id: str, worker: int, component_id: str
     return handoff.abstract_address(lattice, host_id, f"worker-{worker}/component/{component_id}")
 
 
-# --- the provider's side -----------------------------------------------------------------
+# --- the door: a server's side ------------------------------------------------------------
 
 class _Frames(asyncio.Protocol):
     """An asyncio end of a local RPC connection: length-prefixed frames in, each to :meth:`_take`."""
@@ -199,16 +201,19 @@ class LocalRpcDoor:
         if conn is not None:  # gone: the caller saw the connection close
             conn.send(frame)
 
-    async def close(self) -> None:
-        """Stop taking calls (those under way are answered: the server drains them)."""
+    async def close(self, stopping: Awaitable[Any]) -> None:
+        """Close the door around its server's stop: no new connections; meanwhile ``stopping``
+        (the server draining) answers the calls under way here, and new ones on open
+        connections are answered busy; then the connections close."""
         if self._server is not None:
             self._server.close()
             self._server = None
-
-    def close_connections(self) -> None:
-        for conn in list(self._conns.values()):
-            if conn.transport is not None:
-                conn.transport.close()
+        try:
+            await stopping
+        finally:
+            for conn in list(self._conns.values()):
+                if conn.transport is not None:
+                    conn.transport.close()
 
 
 # --- the callers' side ------------------------------------------------------------------
@@ -333,14 +338,16 @@ class LocalComponentCaller:
         """The call's result, :data:`REMOTE`, or an ``RpcError`` as the RPC client raises it."""
         if self.workers <= 0:
             return REMOTE
-        try:
-            frame = inv.encode()
-        except EnvelopeError:
-            return REMOTE  # fails over NATS the same way
+        frame = b""  # encoded once a door is found (most targets of a provider's calls have none)
         self._turn = first = (self._turn + 1) % self.workers
         for k in range(self.workers):
             conn = await self._conn((inv.target, (first + k) % self.workers))
             if conn is not None:
+                if not frame:
+                    try:
+                        frame = inv.encode()
+                    except EnvelopeError:
+                        return REMOTE  # fails over NATS the same way
                 result = await self._call_on(conn, inv, frame, retryable)
                 if result is not REMOTE:
                     return result

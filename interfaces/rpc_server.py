@@ -143,8 +143,13 @@ class RpcServer:
         task.add_done_callback(self._inflight.discard)
 
     async def _publish(self, subject: str, frame: bytes) -> None:
+        """``frame`` to a caller: over its local socket, or NATS (in parts past its max payload)."""
         if self.local_send is not None and subject.startswith(_LOCAL_PREFIX):
             self.local_send(subject, frame)
+            return
+        limit = self.nc.max_payload
+        if limit and len(frame) > limit:
+            await self._publish_parts(subject, frame, limit)
         else:
             await self.nc.publish(subject, frame)
 
@@ -251,11 +256,7 @@ class RpcServer:
                 f"{self.target}: reply of {len(frame)} bytes exceeds the {MAX_FRAME}-byte frame limit",
                 "too_large").encode()
         try:
-            limit = self.nc.max_payload
-            if limit and len(frame) > limit and not subject.startswith(_LOCAL_PREFIX):
-                await self._publish_parts(subject, frame, limit)
-            else:
-                await self._publish(subject, frame)
+            await self._publish(subject, frame)
         except Exception as exc:
             log.debug("reply for %s lost: %r", inv_id, exc)
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from host.runtime import ImportFailed, MissingLink
-from interfaces.envelope import EnvelopeError, Invocation
 from interfaces import local_rpc
+from interfaces.envelope import EnvelopeError, Invocation
 from interfaces.local_rpc import LocalRpcClient
 from interfaces.resources import unversioned, wire_function
 from interfaces.rpc_client import RpcClient, RpcError

@@ -436,28 +436,23 @@ class Worker:
     async def _unload(self, cid: str, grace_s: float) -> None:
         served = self.served.pop(cid, None)
         door = self.doors.pop(cid, None) if self.doors else None
-        if door is not None:
-            await door.close()  # no new callers; those connected are refused once the server stops
         if served is not None:
-            await self._retire(served, grace_s)
-        if door is not None:
-            door.close_connections()
+            await self._retire(served, grace_s, door)
 
-    async def _retire(self, served: Served, grace_s: float) -> None:
-        if served.server:
-            await served.server.stop(grace_s)
+    async def _retire(self, served: Served, grace_s: float, door: LocalRpcDoor | None = None) -> None:
+        """Stop ``served``'s server (its calls drain) and close it; ``door``, when it is its last,
+        closes around the drain."""
+        stopping = served.server.stop(grace_s) if served.server else asyncio.sleep(0)
+        await (door.close(stopping) if door is not None else stopping)
         served.invoker.close()
 
     async def _shutdown(self, grace_s: float) -> None:
         if self.handoff is not None:  # answers in progress are written first: they need the components
             await self.handoff.close(grace_s)
-        doors = list((self.doors or {}).values())
-        for door in doors:
-            await door.close()
-        await asyncio.gather(*(self._retire(s, grace_s) for s in self.served.values()), return_exceptions=True)
+        doors = self.doors or {}
+        await asyncio.gather(*(self._retire(s, grace_s, doors.get(cid)) for cid, s in self.served.items()),
+                             return_exceptions=True)
         self.served.clear()
-        for door in doors:
-            door.close_connections()
         if self.imports:
             self._config_watch.cancel()
             await self.imports.stop()

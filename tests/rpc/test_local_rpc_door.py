@@ -65,8 +65,7 @@ async def test_calls_share_the_door_and_a_stopping_server_answers_busy(nats_serv
     finally:
         release.set()
         caller.close()
-        await door.close()
-        door.close_connections()
+        await door.close(asyncio.sleep(0))
         await nc.close()
 
 

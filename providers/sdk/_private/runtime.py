@@ -157,12 +157,9 @@ class ProviderRuntime(Service):
         await self.tasks.close()  # stop watching first: no callbacks during shutdown
         grace = self.bootstrap.shutdown_grace_s
         began = time.monotonic()
-        if self.door is not None:
-            await self.door.close()  # calls under way are answered; then the workers go over NATS
-        if self.server is not None:
-            await self.server.stop(drain_timeout_s=grace)
-        if self.door is not None:
-            self.door.close_connections()
+        if self.server is not None:  # calls under way are answered, at the door too; then workers use NATS
+            stopping = self.server.stop(drain_timeout_s=grace)
+            await (self.door.close(stopping) if self.door is not None else stopping)
         self._deadlines.close()
         if self._started_callbacks:
             left = max(0.5, grace - (time.monotonic() - began))

@@ -42,17 +42,33 @@ ctypes array type per string, copied into it and then into the vector: ~4 µs a
 string, a tenth of a reused HTTP call. ``wasm_byte_vec_new`` copies straight
 from the ``bytes`` object (~1.3 µs), through a function pointer of its own whose
 argument types accept ``bytes``.
+
+6. Quick C calls keep the GIL. wasmtime-py loads its library with
+``ctypes.CDLL``, whose functions release the GIL around every call, even one
+that only builds or frees a value in a few nanoseconds. With several Wasm
+threads in a worker, each release handed the GIL to another thread and each
+return waited to get it back: one worker serving 20 full-app orders at once made
+~190 context switches per order, and half its CPU was the kernel's. The
+functions that only build, read or free values, types and resource handles
+(:data:`QUICK`) are bound again through ``ctypes.PyDLL``, which keeps the GIL;
+those that run Wasm, compile, instantiate, drop a guest resource or free a
+store still release it, so other threads (the epoch ticker, the event loop)
+run while Wasm does. ``TRELLIS_HOLD_GIL=0`` leaves wasmtime-py's bindings as
+they are (for comparison).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import re
 from typing import Any
 
 from wasmtime import _ffi as ffi
 from wasmtime.component import _linker, _types
 from wasmtime.component._enter import catch_exceptions
+
+from interfaces.switches import switched_on
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +81,8 @@ _U8 = ffi.WASMTIME_COMPONENT_U8.value
 #: attribute a host function sets (true) to have its parameter and result types kept (4)
 KEEP_TYPES = "_trellis_keep_types"
 _TYPES = "_trellis_types"
+
+HOLD_GIL_ENV = "TRELLIS_HOLD_GIL"
 
 _original_to_c = _types.ListType.convert_to_c
 _original_from_c = _types.ListType.convert_from_c
@@ -238,7 +256,7 @@ def _fast_byte_vecs() -> bool:
     if not all(hasattr(ffi, n) for n in ("str_to_capi", "bytes_to_capi", "wasm_byte_vec_t", "dll")):
         return False
     try:
-        new = ffi.dll["wasm_byte_vec_new"]  # a function object of our own: its argtypes are ours
+        new = _library()["wasm_byte_vec_new"]  # a function object of our own: its argtypes are ours
     except (AttributeError, KeyError):
         return False
     new.restype = None
@@ -274,13 +292,48 @@ def _fast_byte_vecs() -> bool:
     return True
 
 
+def _library() -> ctypes.CDLL:
+    """wasmtime's library again: through ``PyDLL`` (calls keep the GIL, 6) unless switched off."""
+    return (ctypes.PyDLL if switched_on(HOLD_GIL_ENV) else ctypes.CDLL)(str(ffi.filename))
+
+
+#: C functions that only build, read or free values, types and handles: quick, never run Wasm (6)
+QUICK = re.compile(r"^(wasm_byte_vec_|wasm_name_|wasmtime_component_val|wasmtime_component_resource_(type|host)_"
+                    r"|wasmtime_component_resource_any_(type|clone|owned|delete|to_host)$"
+                    r"|wasmtime_component_[a-z]+_type_|wasmtime_component_func_type"
+                    r"|wasmtime_error_(message|delete)$|wasmtime_store_context$"
+                    r"|wasmtime_context_set_epoch_deadline$|wasmtime_component_instance_get_)")
+
+
+def _hold_gil() -> int:
+    """Install 6. How many of wasmtime-py's C functions now keep the GIL (0: not recognised)."""
+    if getattr(ffi, "_trellis_gil_held", 0):
+        return int(getattr(ffi, "_trellis_gil_held"))
+    from wasmtime import _bindings
+
+    if not hasattr(ffi, "filename"):
+        return 0
+    lib = _library()
+    count = 0
+    for name, fn in list(vars(_bindings).items()):
+        cname = name[1:]
+        if not (name.startswith("_") and isinstance(fn, ctypes._CFuncPtr) and QUICK.match(cname)):  # type: ignore[attr-defined]
+            continue
+        held = lib[cname]
+        held.restype, held.argtypes = fn.restype, fn.argtypes
+        setattr(_bindings, name, held)
+        count += 1
+    ffi._trellis_gil_held = count  # type: ignore[attr-defined]
+    return count
+
+
 def _layout_ok() -> bool:
     return _STRIDE >= 16 and _KIND_OFF == 0 and ctypes.sizeof(_VAL.kind.size * ctypes.c_char) == 1 \
         and _VALUE_OFF >= 1 and hasattr(_types.ListType, "_is_bytes")
 
 
 def apply() -> bool:
-    """Install both corrections (idempotent). Returns whether the bulk byte path is active."""
+    """Install the corrections above (idempotent). Returns whether the bulk byte path is active."""
     global _applied
     if _applied:
         return True
@@ -290,6 +343,8 @@ def apply() -> bool:
         log.warning("wasmtime-py component types not recognised; their shapes are read on every value")
     elif not _keep_import_types():
         log.warning("wasmtime-py linker not recognised; host imports read their types on every call")
+    if switched_on(HOLD_GIL_ENV) and not _hold_gil():
+        log.warning("wasmtime-py bindings not recognised; every C call releases the GIL")
     if not _fast_byte_vecs():
         log.warning("wasmtime-py byte vectors not recognised; strings are lowered the slow way")
     if not _layout_ok():

@@ -96,3 +96,41 @@ def test_strings_are_lowered_in_one_copy_and_exactly(engine: RuntimeEngine) -> N
     inv = Invoker(load_component(engine, echo_component_wat(types).encode()))
     for value in ({"name": "x\x00y", "tag": {"text": "ü"}}, {"name": "", "tag": {"empty": None}}):
         assert inv.invoke("echo0", [value], lambda i, f, a: a[0]) == value
+
+
+def test_value_functions_keep_the_gil_and_wasm_runs_without_it(components) -> None:
+    """6: the C calls that only build, read or free values keep the GIL (with many Wasm threads in
+    one worker, releasing it around each of them handed it to another thread every few µs: ~190
+    context switches per full-app order on one worker); the calls that run Wasm still release it,
+    so other threads (the epoch ticker, the event loop) run meanwhile."""
+    import ctypes
+    import threading
+    import time
+
+    import pytest
+    from wasmtime import _bindings
+
+    from host.runtime import ErrorKind, InvocationError, Limits
+
+    held = ctypes._FUNCFLAG_PYTHONAPI  # type: ignore[attr-defined]
+    assert wasmtime_patches.apply()
+    for name in ("wasmtime_component_val_new", "wasmtime_component_val_delete", "wasmtime_component_vallist_new_uninit",
+                 "wasmtime_component_valrecord_new_uninit", "wasm_byte_vec_new", "wasm_byte_vec_delete",
+                 "wasmtime_component_record_type_field_nth", "wasmtime_component_resource_host_rep"):
+        assert getattr(_bindings, "_" + name)._flags_ & held, f"{name} releases the GIL"
+    for name in ("wasmtime_component_func_call", "wasmtime_component_func_post_return",
+                 "wasmtime_component_linker_instantiate", "wasmtime_component_resource_any_drop",
+                 "wasmtime_component_new", "wasmtime_store_delete", "wasmtime_engine_increment_epoch"):
+        assert not getattr(_bindings, "_" + name)._flags_ & held, f"{name} keeps the GIL"
+
+    # fuel ends the spin after seconds if the epoch ticker (a Python thread) cannot run meanwhile
+    inv = Invoker(components.wat("hostile"), limits=Limits(timeout_s=0.5, fuel=2_000_000_000))
+    errors: list[InvocationError] = []
+    spinning = threading.Thread(target=lambda: errors.append(pytest.raises(InvocationError, inv.invoke, "spin").value))
+    spinning.start()
+    try:
+        time.sleep(0.1)  # needs the GIL back while the guest spins on the other thread
+        assert spinning.is_alive()
+    finally:
+        spinning.join(30)
+    assert not spinning.is_alive() and errors[0].kind is ErrorKind.TIMEOUT

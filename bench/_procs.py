@@ -49,7 +49,7 @@ class HostProc:
     """
 
     def __init__(self, nats_url: str, lattice: str, state_dir: Path, workers: int, log: Path,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, env: dict[str, str] | None = None) -> None:
         args = ["--nats-url", nats_url, "--lattice", lattice, "--state-dir", str(state_dir),
                 "--workers", str(workers), "--log-level", "warning"]
         if threads is not None:
@@ -65,7 +65,7 @@ class HostProc:
         with open(log, "ab") as err:
             self._t0 = time.perf_counter()
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **BENCH_ENV}, start_new_session=True)
+                                         env={**os.environ, **BENCH_ENV, **(env or {})}, start_new_session=True)
         self.id = ""
         self.boot_s = float("nan")
 

@@ -45,8 +45,10 @@ GOAL_FULL_APP_P99_MS = 50.0
 REUSE = 1_000_000
 
 
-def plan(workdir: Path, quick: bool, only: set[str] | None = None) -> tuple[list[peers.System], dict[str, str]]:
-    """The systems to run, and those that cannot run here with the reason."""
+def plan(workdir: Path, quick: bool, only: set[str] | None = None,
+         ab: dict[str, str] | None = None) -> tuple[list[peers.System], dict[str, str]]:
+    """The systems to run, and those that cannot run here with the reason. With ``ab``, each Trellis
+    system also runs a twin whose host has those environment variables set, measured beside it."""
     cores = os.cpu_count() or 1
     worker_counts = sorted({1, cores})
     skipped: dict[str, str] = {}
@@ -58,7 +60,8 @@ def plan(workdir: Path, quick: bool, only: set[str] | None = None) -> tuple[list
         systems.append(peers.TrellisSingle(workdir, trellis_wasm, w, REUSE))
     if peers.platform_poc_landed():
         systems.append(peers.TrellisFullApp(workdir, cores))
-        systems.append(peers.TrellisFullApp(workdir, cores, REUSE))
+        for w in worker_counts if not quick else [cores]:
+            systems.append(peers.TrellisFullApp(workdir, w, REUSE))
     else:
         skipped["trellis-full-app"] = "examples/platform-poc is not committed yet (git log -- examples/platform-poc)"
     try:
@@ -77,6 +80,8 @@ def plan(workdir: Path, quick: bool, only: set[str] | None = None) -> tuple[list
     systems.append(peers.Uvicorn(workdir, 1))
     if only:
         systems = [s for s in systems if any(o in s.name for o in only)]
+    if ab:
+        systems = [t for s in systems for t in (s, peers.twin(s, ab)) if t is not None]
     return systems, skipped
 
 
@@ -120,7 +125,7 @@ def measure(systems: list[peers.System], workdir: Path, window_s: float, rounds:
 
 
 def _best(results: dict[str, dict[str, Any]], prefix: str) -> tuple[str, dict[str, Any]] | None:
-    found = [(k, v) for k, v in results.items() if k.startswith(prefix)]
+    found = [(k, v) for k, v in results.items() if k.startswith(prefix) and "@" not in k]  # not --ab twins
     return max(found, key=lambda kv: kv[1]["rps"]) if found else None
 
 
@@ -158,6 +163,13 @@ def add_rows(ctx: Context, results: dict[str, dict[str, Any]]) -> None:
                 GOAL_FULL_APP_RPS, "2,316 req/s (oha, c=20, the talk)", goal_ratio=1.0,
                 trellis_p99_ms=full[1]["p99_ms"], p99_goal_ms=GOAL_FULL_APP_P99_MS,
                 meets_goal=full[1]["rps"] >= GOAL_FULL_APP_RPS and full[1]["p99_ms"] <= GOAL_FULL_APP_P99_MS)
+    for name, res in results.items():  # --ab: each twin beside the system it varies
+        base = name.split("@", 1)[0]
+        if base != name and base in results:
+            ctx.row(f"A/B: {name} vs {base}", "req/s", res["rps"], results[base]["rps"], base,
+                    trellis_p99_ms=res["p99_ms"], baseline_p99_ms=results[base]["p99_ms"],
+                    trellis_cpu_ms=res.get("cpu_ms_per_request"),
+                    baseline_cpu_ms=results[base].get("cpu_ms_per_request"))
     for r in ctx.rows:
         if "meets_goal" not in r and r.get("goal_ratio") and "ratio" in r:
             r["meets_goal"] = r["ratio"] >= r["goal_ratio"]
@@ -175,11 +187,11 @@ def systems_table(results: dict[str, dict[str, Any]], info: dict[str, dict[str, 
 
 
 def run(ctx: Context, only: set[str] | None = None, window_s: float | None = None,
-        rounds: int | None = None) -> None:
+        rounds: int | None = None, ab: dict[str, str] | None = None) -> None:
     """Build, start every system, measure in alternating windows, stop everything by pid."""
     window = window_s or ctx.pick(3.0, 8.0)
     rounds = rounds or ctx.pick(1, 3)
-    systems, skipped = plan(ctx.workdir, ctx.quick, only)
+    systems, skipped = plan(ctx.workdir, ctx.quick, only, ab)
     started: list[peers.System] = []
     info: dict[str, dict[str, Any]] = {}
     try:

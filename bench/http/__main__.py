@@ -4,7 +4,10 @@ The same run as ``python -m bench http``, with options: ``--only`` keeps the
 systems whose name contains any of the given words (``trellis``, ``wash``,
 ``wasmtime``, ``uvicorn``, ``fresh``, ``reuse`` …). Results go to
 ``bench/results/http.json`` (``http-quick.json``; ``http-only.json`` when
-``--only`` is given).
+``--only`` is given). ``--ab NAME=VALUE …`` runs every selected Trellis system
+twice, as is and with those environment variables set for its host, in the same
+alternating windows: an A/B of a switch (``TRELLIS_HOLD_GIL=0``,
+``TRELLIS_LOCAL_CALLS=0``, …) in one sitting, reported as ``A/B`` rows.
 """
 
 from __future__ import annotations
@@ -31,15 +34,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=None, help="seconds per measured window (default 8; quick 3)")
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 3; quick 1)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (every process's log)")
+    p.add_argument("--ab", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="also run each Trellis system with these environment variables set, side by side "
+                        "(an A/B in one sitting: e.g. --ab TRELLIS_LOCAL_CALLS=0)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    ab = {}
+    for item in args.ab:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            p.error(f"--ab takes NAME=VALUE, not {item!r}")
+        ab[name] = value
     workdir = Path(tempfile.mkdtemp(prefix="trellis-bench-http-"))
     ctx = Context(quick=args.quick, workdir=workdir)
     load_before = wait_quiet(10 if args.quick else 60)
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t = time.perf_counter()
     try:
-        run(ctx, set(args.only) if args.only else None, args.window, args.rounds)
+        run(ctx, set(args.only) if args.only else None, args.window, args.rounds, ab)
     finally:
         if args.keep:
             print(f"   logs kept in {workdir}")

@@ -308,6 +308,21 @@ class WashHost(System):
             self.nats = None
 
 
+def env_suffix(env: dict[str, str]) -> str:
+    """A system's name suffix for the environment it runs with (``bench.http --ab``): ``@NAME=VALUE``."""
+    return "".join(f"@{k}={v}" for k, v in sorted(env.items()))
+
+
+def twin(system: "System", env: dict[str, str]) -> "System | None":
+    """The same Trellis system with ``env`` added to its host's environment (None for other systems)."""
+    if isinstance(system, TrellisSingle):
+        return TrellisSingle(system.workdir.parent, system.wasm, system.workers, system.reuse,
+                             system.MAX_INSTANCES if "-i" in system.name else None, {**system.env, **env})
+    if isinstance(system, TrellisFullApp):
+        return TrellisFullApp(system.workdir.parent, system.workers, system.reuse, {**system.env, **env})
+    return None
+
+
 class TrellisSingle(System):
     """Trellis: ``builtin:http-server`` → NATS → ``trellis host --workers W`` running the order component.
 
@@ -321,11 +336,14 @@ class TrellisSingle(System):
     family = "trellis"
     MAX_INSTANCES = 20  # one per connection
 
-    def __init__(self, workdir: Path, wasm: Path, workers: int, reuse: int, max_instances: int | None = None) -> None:
+    def __init__(self, workdir: Path, wasm: Path, workers: int, reuse: int, max_instances: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.name = f"trellis-{'fresh' if reuse == 1 else 'reuse'}-w{workers}"
         if max_instances is not None:
             self.MAX_INSTANCES = max_instances
             self.name += f"-i{max_instances}"
+        self.env = dict(env or {})
+        self.name += env_suffix(self.env)
         super().__init__(workdir)
         self.wasm = wasm
         self.workers = workers
@@ -357,7 +375,8 @@ class TrellisSingle(System):
         lattice = new_lattice()
         state = self.workdir / "state"
         _seed_compile_cache(self.wasm, state / "compiled")
-        self.host = HostProc(self.nats.url, lattice, state, self.workers, self.workdir / "host.log").wait_started()
+        self.host = HostProc(self.nats.url, lattice, state, self.workers, self.workdir / "host.log",
+                             env=self.env).wait_started()
         self.host.wait_workers()
         asyncio.run(self._deploy(lattice))
         self.wait_ready(120)
@@ -431,8 +450,10 @@ class TrellisFullApp(System):
     family = "trellis"
     full_app = True
 
-    def __init__(self, workdir: Path, workers: int, reuse: int = 1) -> None:
+    def __init__(self, workdir: Path, workers: int, reuse: int = 1, env: dict[str, str] | None = None) -> None:
         self.name = f"trellis-full-app-{'reuse' if reuse > 1 else 'fresh'}-w{workers}"
+        self.env = dict(env or {})
+        self.name += env_suffix(self.env)
         super().__init__(workdir)
         self.workers = workers
         self.reuse = reuse
@@ -469,7 +490,8 @@ class TrellisFullApp(System):
         state = self.workdir / "state"
         for wasm in wasms.values():
             _seed_compile_cache(wasm, state / "compiled")
-        self.host = HostProc(self.nats.url, lattice, state, self.workers, self.workdir / "host.log").wait_started()
+        self.host = HostProc(self.nats.url, lattice, state, self.workers, self.workdir / "host.log",
+                             env=self.env).wait_started()
         self.host.wait_workers()
         conn = ["--nats-url", self.nats.url, "--lattice", lattice]
         self.spawn(procs.trellis_argv("wadm", *conn, "--log-level", "warning"), "wadm")

@@ -1,6 +1,6 @@
 """Where a Trellis HTTP request's time goes: py-spy on every process of one system under the wrk load.
 
-``python -m bench.http.profile [--mode fresh|reuse|full-app|full-app-reuse] [--workers W] [--seconds S] [--native] [--gil]``
+``python -m bench.http.profile [--mode fresh|reuse|full-app|full-app-reuse] [--workers W] [--seconds S] [--native] [--gil] [--perf]``
 
 Starts one Trellis system (as ``bench.http`` does), runs wrk for ``S``
 seconds and meanwhile ``py-spy record``s the http-server provider and each
@@ -9,6 +9,12 @@ memory setup). Prints, per process, the functions with the most samples
 (self and inclusive, via ``bench.profile.summarize``), and the CPU each
 process used per request. Results: ``bench/results/http-profile-MODE.json``.
 Needs py-spy (``pip install py-spy``) and ptrace permission (root here).
+
+``--perf`` uses Linux ``perf record`` instead and answers a coarser question:
+per process, how its CPU splits between the Python interpreter, the kernel,
+Wasm code (compiled guest code: perf's ``[JIT]``), wasmtime's runtime and
+libc, in CPU-ms per request, and how many context switches each process
+makes per request (``/proc/PID/task/*/status``).
 """
 
 from __future__ import annotations
@@ -50,6 +56,42 @@ def _roles(system: Any) -> dict[str, int]:
     return roles
 
 
+#: perf's DSO names, by what runs there
+_DSO_KINDS = (("wasm code", ("[JIT]", ".cwasm", "//anon", "[anon")), ("kernel", ("[kernel", "[vdso]")), ("wasmtime", ("_libwasmtime",)),
+              ("python", ("libpython", ".cpython-", "python3")), ("libc", ("libc.so", "libm.so", "ld-linux")))
+
+
+def _dso_kind(dso: str) -> str:
+    return next((kind for kind, marks in _DSO_KINDS if any(m in dso for m in marks)), "other")
+
+
+def _switches(pid: int) -> int:
+    """Context switches (voluntary and not) of all of a process's threads so far."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            for line in status.read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split(":")[1])
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def _perf_shares(data: Path) -> dict[str, float]:
+    """Share (%) of a ``perf record`` file's samples per DSO (compiled Wasm is mapped anonymously,
+    perf's ``[JIT]``, or from the compile cache's ``.cwasm`` file)."""
+    out = subprocess.run(["perf", "report", "-i", str(data), "--sort", "dso", "--stdio", "--percentage", "relative"],
+                         capture_output=True, text=True, timeout=120).stdout
+    shares: dict[str, float] = {}
+    for line in out.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[0].endswith("%") and not line.lstrip().startswith("#"):
+            dso = parts[1].strip()
+            shares[dso] = shares.get(dso, 0.0) + float(parts[0].rstrip("%"))
+    return shares
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.http.profile", description=__doc__.splitlines()[0])
     p.add_argument("--mode", choices=["fresh", "reuse", "full-app", "full-app-reuse"], default="fresh")
@@ -57,12 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--native", action="store_true", help="include native frames (wasmtime)")
     p.add_argument("--raw-dir", type=Path, help="keep py-spy's raw stacks (one file per process) here")
+    p.add_argument("--perf", action="store_true",
+                   help="perf record instead of py-spy: CPU per request by kind of code, and context switches")
     p.add_argument("--gil", action="store_true",
                    help="only samples of threads holding the GIL: where Python code spends CPU, no waiting")
     args = p.parse_args(argv)
-    spy = shutil.which("py-spy")
+    spy = shutil.which("perf" if args.perf else "py-spy")
     if spy is None:
-        print("py-spy not found: pip install py-spy")
+        print("perf not found (Debian: linux-perf)" if args.perf else "py-spy not found: pip install py-spy")
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="trellis-bench-http-profile-"))
     if args.mode.startswith("full-app"):
@@ -77,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         script = lua_script(workdir / "p.lua")
         run_wrk(system.url, script, 2, system.roots)  # warm-up
         cpu0 = {r: sum(psutil.Process(pid).cpu_times()[:2]) for r, pid in roles.items()}
+        if args.perf:
+            out.update(_perf_run(system, script, roles, cpu0, args.seconds, workdir))
+            roles = {}
         spies = {}
         for role, pid in roles.items():
             raw = workdir / f"{role}.txt"
@@ -86,10 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                  "--threads", *([] if args.native else ["--nonblocking"]), "--output", str(raw), *extra],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         time.sleep(0.5)
-        load = run_wrk(system.url, script, args.seconds, system.roots)
-        cpu1 = {r: sum(psutil.Process(pid).cpu_times()[:2]) for r, pid in roles.items()}
-        out["load"] = load
-        out["cpu_ms_per_request"] = {r: round((cpu1[r] - cpu0[r]) / max(1, load["requests"]) * 1e3, 3) for r in roles}
+        if not args.perf:
+            load = run_wrk(system.url, script, args.seconds, system.roots)
+            cpu1 = {r: sum(psutil.Process(pid).cpu_times()[:2]) for r, pid in roles.items()}
+            out["load"] = load
+            out["cpu_ms_per_request"] = {r: round((cpu1[r] - cpu0[r]) / max(1, load["requests"]) * 1e3, 3)
+                                         for r in roles}
         for role, (raw, proc) in spies.items():
             try:
                 _, err = proc.communicate(timeout=args.seconds + 60)
@@ -106,10 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         system.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    path = RESULTS / f"http-profile-{args.mode}{'-native' if args.native else ''}.json"
+    path = RESULTS / f"http-profile-{args.mode}{'-native' if args.native else ''}{'-perf' if args.perf else ''}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"{args.mode}, {args.workers} worker(s): {out['load']['rps']:.0f} req/s, CPU ms/request "
           + ", ".join(f"{r} {v:.2f}" for r, v in out["cpu_ms_per_request"].items()))
+    for role, kinds in out.get("cpu_ms_per_request_by_code", {}).items():
+        print(f"   {role:16s} {out['switches_per_request'][role]:6.1f} switches/req   "
+              + "  ".join(f"{k} {v:.2f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])))
     for role in out:
         if isinstance(out[role], dict) and any(isinstance(v, dict) and "self" in v for v in out[role].values()):
             for kind, g in out[role].items():
@@ -121,6 +173,37 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"   {pct:5.1f}%  {f}")
     print(f"\n({path})")
     return 0
+
+
+def _perf_run(system: Any, script: Path, roles: dict[str, int], cpu0: dict[str, float], seconds: int,
+              workdir: Path) -> dict[str, Any]:
+    """``perf record`` every process during one wrk window: CPU-ms per request by kind of code."""
+    sw0 = {r: _switches(pid) for r, pid in roles.items()}
+    perfs = {r: subprocess.Popen(["perf", "record", "-F", "499", "-o", str(workdir / f"{r}.perf"), "-p", str(pid),
+                                  "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for r, pid in roles.items()}
+    load = run_wrk(system.url, script, seconds, system.roots)
+    cpu1 = {r: sum(psutil.Process(pid).cpu_times()[:2]) for r, pid in roles.items()}
+    sw1 = {r: _switches(pid) for r, pid in roles.items()}
+    n = max(1, load["requests"])
+    cpu = {r: (cpu1[r] - cpu0[r]) / n * 1e3 for r in roles}
+    by_code: dict[str, dict[str, float]] = {}
+    by_dso: dict[str, dict[str, float]] = {}
+    for role, proc in perfs.items():
+        try:
+            proc.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        shares = _perf_shares(workdir / f"{role}.perf")
+        kinds: dict[str, float] = {}
+        for dso, pct in shares.items():
+            kinds[_dso_kind(dso)] = kinds.get(_dso_kind(dso), 0.0) + cpu[role] * pct / 100
+        by_code[role] = {k: round(v, 3) for k, v in kinds.items()}
+        by_dso[role] = {dso: round(pct, 2) for dso, pct in sorted(shares.items(), key=lambda kv: -kv[1])[:12]}
+    return {"load": load, "cpu_ms_per_request": {r: round(v, 3) for r, v in cpu.items()},
+            "cpu_ms_per_request_by_code": by_code, "perf_percent_by_dso": by_dso,
+            "switches_per_request": {r: round((sw1[r] - sw0[r]) / n, 1) for r in roles}}
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ class ErrorKind(str, Enum):
     BAD_RESULT = "bad_result"
     NOT_FOUND = "not_found"
     INSTANTIATION = "instantiation"
+    #: the call's values are more than wasmtime copies into or out of Wasm in one call
+    #: (:mod:`interfaces.wasm_limits`)
+    TOO_LARGE = "too_large"
 
 
 class InvocationError(Exception):
@@ -99,6 +102,7 @@ _CAUSES: tuple[tuple[re.Pattern[str], ErrorKind], ...] = (
     (re.compile(r"all fuel consumed"), ErrorKind.OUT_OF_FUEL),
     (re.compile(r"call stack exhausted"), ErrorKind.STACK_OVERFLOW),
     (re.compile(r"exceeds memory limits|memory minimum size|allocation too large"), ErrorKind.OUT_OF_MEMORY),
+    (re.compile(r"too much data is being copied between the host and the guest"), ErrorKind.TOO_LARGE),
 )
 
 # Signs, in the backtrace or the guest's stderr, that a trap is the guest

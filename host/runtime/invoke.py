@@ -35,6 +35,8 @@ from typing import Any, Callable, Sequence
 import wasmtime
 from wasmtime import component as wc
 
+from interfaces.wasm_limits import FUEL_PER_ELEMENT, HOSTCALL_FUEL, MAX_BYTES_PER_CALL
+
 from .call import TypedCall
 from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, FunctionNotFound, LoadedComponent
@@ -422,6 +424,10 @@ class Invoker:
             message = f"memory cap of {self.limits.memory_bytes} bytes reached ({message})"
         elif kind is ErrorKind.STACK_OVERFLOW:
             message = f"wasm stack of {self.engine.settings.max_wasm_stack_bytes} bytes exhausted ({message})"
+        elif kind is ErrorKind.TOO_LARGE:
+            message = (f"the call's values are too large to cross into or out of Wasm: wasmtime copies at most "
+                       f"{HOSTCALL_FUEL >> 20} MiB of host-side values per call, {FUEL_PER_ELEMENT} bytes per list "
+                       f"element, so a list<u8> of about {MAX_BYTES_PER_CALL / 1e6:.1f} MB at most ({message})")
         if stderr.strip():
             message = f"{message}; guest stderr: {stderr.strip()[-1000:]}"
         return InvocationError(kind, message, detail=detail)

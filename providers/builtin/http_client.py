@@ -13,8 +13,10 @@ Config: the link's ``target_config`` over the provider's own config.
                         options say otherwise; never past the caller's deadline.
                         Default 30 000.
 ``max_response_bytes``  largest response body (as received, not decompressed).
-                        Default 10 MiB, and never more than the lattice's message
-                        limit allows (NATS ``max_payload``).
+                        Default and ceiling 2,600,000 bytes (~2.5 MiB), the most one
+                        call can carry into a component (``interfaces.wasm_limits``),
+                        and never more than the lattice's message limit allows
+                        (NATS ``max_payload``).
 ``max_redirects``       redirects followed when the options ask to. Default 10.
 ``allowed_hosts``       comma-separated host names (``*.example.com`` for subdomains)
                         the component may reach, redirects included. Default: any.
@@ -37,6 +39,7 @@ from typing import Any
 
 import httpx
 
+from interfaces.wasm_limits import MAX_BYTES_PER_CALL
 from providers.sdk import Context, Provider, ProviderInfo, run
 from providers.sdk._private.context import current_instance
 
@@ -44,7 +47,6 @@ log = logging.getLogger("providers.http_client")
 
 NAME = "http-client"
 INTERFACE = "trellis:http/outgoing-handler"
-MIB = 1024 * 1024
 #: room left in a NATS message for the reply's envelope and headers
 ENVELOPE_ROOM = 64 * 1024
 #: time kept back from the caller's deadline, so a timeout is an err the component sees, not a trap
@@ -60,7 +62,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     timeout_ms: int = 30_000
-    max_response_bytes: int = 10 * MIB
+    max_response_bytes: int = MAX_BYTES_PER_CALL
     max_redirects: int = 10
     allowed_hosts: tuple[str, ...] = ()
 
@@ -189,7 +191,7 @@ class HttpClient:
                                             timeout=httpx.Timeout(timeout_s))
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError) as exc:
             raise _Refused(f"cannot send {request.get('method')!r:.20} {request.get('url')!r:.200}: {exc}") from None
-        limit = settings.max_response_bytes
+        limit = min(settings.max_response_bytes, MAX_BYTES_PER_CALL)  # more would trap the caller
         if self.max_payload:
             limit = min(limit, max(0, self.max_payload - ENVELOPE_ROOM))
         redirects = 0

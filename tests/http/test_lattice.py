@@ -93,6 +93,28 @@ def front_path(request, monkeypatch) -> str:
     return request.param
 
 
+
+async def test_bodies_past_what_one_call_carries_into_wasm(front_path, lattice_client, httpapp):
+    """wasmtime copies ~2.7 MB of list<u8> into or out of a component per call: a request body past
+    that is refused with 413 before the component is called, even when the route allows more, and
+    a larger response ends in a 502 that says why (kind too_large), not a bare trap."""
+    from interfaces.wasm_limits import MAX_BYTES_PER_CALL
+
+    c, host_id = lattice_client
+    await start_app(c, host_id, httpapp)
+    await c.start_provider("builtin:http-server", "http-server", host_id=host_id)
+    port = await route(c, "httpapp", "web", max_body_bytes=str(8 * MIB))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+        body = bytes(range(256)) * (MAX_BYTES_PER_CALL // 256)
+        r = await http.put("/echo", content=body)  # the most a request may carry: served whole
+        assert r.status_code == 200 and r.content == body
+        r = await http.put("/echo", content=b"x" * (MAX_BYTES_PER_CALL + 1))
+        assert r.status_code == 413 and f"over the limit of {MAX_BYTES_PER_CALL}" in r.text
+        r = await http.get(f"/big/{MAX_BYTES_PER_CALL + 400_000}")
+        assert r.status_code == 502 and "too_large" in r.text and "into or out of Wasm" in r.text
+        r = await http.get(f"/big/{MAX_BYTES_PER_CALL}")
+        assert r.status_code == 200 and len(r.content) == MAX_BYTES_PER_CALL
+
 async def test_requests_through_the_lattice(front_path, lattice_client, httpapp):
     c, host_id = lattice_client
     await start_app(c, host_id, httpapp)

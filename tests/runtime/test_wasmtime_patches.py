@@ -134,3 +134,23 @@ def test_value_functions_keep_the_gil_and_wasm_runs_without_it(components) -> No
     finally:
         spinning.join(30)
     assert not spinning.is_alive() and errors[0].kind is ErrorKind.TIMEOUT
+
+
+def test_values_past_what_one_call_carries_fail_as_too_large(engine: RuntimeEngine) -> None:
+    """wasmtime's hostcall fuel: 48 bytes per list element, 128 MiB per direction of a call.
+    ``interfaces.wasm_limits.MAX_BYTES_PER_CALL`` crosses; a little more fails with kind
+    ``too_large`` and a message that says what the bound is, in both directions of an import."""
+    import pytest
+
+    from host.runtime import ErrorKind, InvocationError
+    from interfaces.wasm_limits import MAX_BYTES_PER_CALL
+
+    inv = Invoker(load_component(engine, echo_component_wat([ListT(Prim("u8"))]).encode()))
+    data = os.urandom(MAX_BYTES_PER_CALL)
+    assert inv.invoke("echo0", [data], lambda i, f, a: a[0]) == data
+    over = data + b"\x00" * 400_000
+    for handler, arg in ((lambda i, f, a: b"", over), (lambda i, f, a: over, b"x")):  # import args; its result
+        with pytest.raises(InvocationError) as err:
+            inv.invoke("echo0", [arg], handler)
+        assert err.value.kind is ErrorKind.TOO_LARGE and "into or out of Wasm" in err.value.message
+    assert inv.invoke("echo0", [b"ok"], lambda i, f, a: a[0]) == b"ok"

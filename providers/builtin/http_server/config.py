@@ -15,7 +15,10 @@ Per link (the link's ``source_config``; the provider's own config gives defaults
 ``path``               serve only paths under this prefix (``/api`` matches ``/api``,
                        ``/api/…`` and ``/api?…``, not ``/apix``). Default ``/``.
 ``timeout_ms``         the whole call to the component; past it: 504. Default 30 000.
-``max_body_bytes``     largest request body; past it: 413. Default 10 MiB.
+``max_body_bytes``     largest request body; past it: 413. Default and ceiling
+                       2,600,000 bytes (~2.5 MiB): the most a component can take in
+                       one call (``interfaces.wasm_limits``); a larger value is held
+                       to it.
 ``instance_wait_ms``   how long a request waits for an instance of the component when
                        none answers (nothing serves it, or all are busy); past it: 503.
                        Default 2 000 (a rolling update leaves short gaps).
@@ -36,10 +39,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from interfaces.wasm_limits import MAX_BYTES_PER_CALL
+
 DEFAULT_ADDRESS = "127.0.0.1:8000"
 MIB = 1024 * 1024
 TIMEOUT_MS = 30_000
-MAX_BODY_BYTES = 10 * MIB
+MAX_BODY_BYTES = MAX_BYTES_PER_CALL
 INSTANCE_WAIT_MS = 2_000
 IDLE_TIMEOUT_MS = 60_000
 READ_TIMEOUT_MS = 30_000
@@ -67,6 +72,12 @@ class RouteConfig:
     @property
     def address_text(self) -> str:
         return format_address(self.address)
+
+    @property
+    def body_limit(self) -> int:
+        """The request body limit in force: ``max_body_bytes``, held to what one call to a component
+        can carry (a larger body could only fail inside the host, as ``too_large``)."""
+        return min(self.max_body_bytes, MAX_BYTES_PER_CALL)
 
 
 @dataclass(frozen=True, slots=True)

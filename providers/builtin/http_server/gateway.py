@@ -28,6 +28,7 @@ from nats.aio.msg import Msg
 
 from interfaces import subjects
 from interfaces.envelope import PART_HEADER, EnvelopeError, Invocation, Reply, join_part
+from interfaces.wasm_limits import MAX_BYTES_PER_CALL
 from interfaces.errors import ErrorCode
 
 from . import wire
@@ -231,4 +232,8 @@ def call_failure(target: str, code: str, kind: str, message: str, inv_id: str) -
     if code == ErrorCode.TIMEOUT or kind == "timeout":
         return CallFailed(wire.TIMED_OUT, f"component {target!r} did not finish in time ({kind or code}); "
                                           f"invocation {inv_id}")
+    if kind == "too_large":
+        return CallFailed(wire.FAILED, f"component {target!r} failed (too_large: more data than one call can "
+                                       f"carry into or out of Wasm, about {MAX_BYTES_PER_CALL / 1e6:.1f} MB); "
+                                       f"invocation {inv_id}")
     return CallFailed(wire.FAILED, f"component {target!r} failed ({kind or code}); invocation {inv_id}")

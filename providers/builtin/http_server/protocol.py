@@ -214,7 +214,7 @@ class HttpConnection(asyncio.Protocol):
                 self._close_after = True
             return
         self._route = route
-        limit = route.config.max_body_bytes
+        limit = route.config.body_limit
         if self._length is not None and self._length > limit:
             self._refuse(wire.TOO_LARGE, f"the request body is {self._length} bytes, over the limit of {limit}")
             return
@@ -230,7 +230,7 @@ class HttpConnection(asyncio.Protocol):
                 self._close_after = True
             return
         assert self._route is not None
-        limit = self._route.config.max_body_bytes
+        limit = self._route.config.body_limit
         if self._size > limit:
             self._refuse(wire.TOO_LARGE, f"the request body exceeds the limit of {limit} bytes")
             return

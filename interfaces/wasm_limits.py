@@ -8,7 +8,8 @@ for every element of a list, so one crossing carries at most ~2.8 million
 list elements in all: a ``list<u8>`` (an HTTP body, a key-value value, a
 message) of about 2.7 MB. Strings count one per byte (up to ~128 MiB).
 Past the bound the call traps with "too much data is being copied between the
-host and the guest", which the runtime reports as kind ``too_large``.
+host and the guest", which the runtime reports as kind ``too_large``. An HTTP
+handler sends a larger response body in pieces (``trellis:http/response-body``).
 wasmtime-py's C API cannot raise it (wasmtime's ``Store::set_hostcall_fuel``
 has no C binding yet).
 """

@@ -130,11 +130,12 @@ class LoadedComponent:
         if fn is None and "#" in address:
             fn = self._addresses.get(address.replace("#", ".", 1))
         if fn is None:
-            known = sorted(f.address for f in self._all_exported())
+            known = sorted(f.address for f in self.all_exported())
             raise FunctionNotFound(f"no exported function {address!r}; exports: {known}")
         return fn
 
-    def _all_exported(self) -> list[FunctionInfo]:
+    def all_exported(self) -> list[FunctionInfo]:
+        """Every exported function: world-level ones, then those of each exported interface."""
         fns = list(self.exports.functions.values())
         for iface in self.exports.interfaces.values():
             fns.extend(iface.functions.values())

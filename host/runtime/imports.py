@@ -41,6 +41,8 @@ from typing import Any, Callable, Protocol
 from wasmtime import StoreContext, WasmtimeError
 from wasmtime import component as wc
 
+from interfaces.envelope import MAX_FRAME
+
 from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, LoadedComponent
 from .engine import RuntimeEngine
@@ -114,6 +116,12 @@ class ResourceTable:
         return len(self._entries)
 
 
+#: the largest body ``trellis:http/response-body.append`` builds: a reply frame, less room for the rest
+MAX_RESPONSE_BODY = MAX_FRAME - 64 * 1024
+#: the export whose calls may append a response body
+HTTP_HANDLER = ("trellis:http/incoming-handler", "handle")
+
+
 @dataclass
 class CallContext:
     """Per-invocation state visible to host functions."""
@@ -123,11 +131,26 @@ class CallContext:
     failure: BaseException | None = None
     failed_import: tuple[str, str] | None = None
     notes: list[str] = field(default_factory=list)
+    #: the call is an HTTP handler's (``trellis:http/incoming-handler.handle``): it may append body
+    takes_body: bool = False
+    #: ``trellis:http/response-body.append``'s pieces, put before the returned response's body
+    body: list[bytes] = field(default_factory=list)
+    body_size: int = 0
 
     def record(self, interface: str, function: str, error: BaseException) -> None:
         if self.failure is None:
             self.failure = error
             self.failed_import = (interface, function)
+
+    def append_body(self, chunk: bytes) -> dict[str, Any]:
+        """``trellis:http/response-body.append``: ``{"ok": None}`` or ``{"err": why}``."""
+        if not self.takes_body:
+            return {"err": "response-body.append works only during incoming-handler.handle"}
+        if self.body_size + len(chunk) > MAX_RESPONSE_BODY:
+            return {"err": f"the response body would pass {MAX_RESPONSE_BODY} bytes"}
+        self.body.append(chunk)
+        self.body_size += len(chunk)
+        return {"ok": None}
 
 
 CURRENT_CALL: ContextVar[CallContext | None] = ContextVar("trellis_current_call", default=None)

@@ -51,6 +51,7 @@ from .errors import (
 )
 from .imports import (
     CURRENT_CALL,
+    HTTP_HANDLER,
     CallContext,
     ImportHandler,
     ResourceTable,
@@ -171,6 +172,10 @@ class Invoker:
         if self.limits.fuel is not None and not self._metered:
             raise ValueError("a fuel limit needs an engine with consume_fuel=True")
         self._deadline_ticks = self.engine.deadline_ticks(self.limits.timeout_s)
+        #: exports whose calls may append a response body (trellis:http/response-body)
+        self._http_handlers = frozenset(
+            fn for fn in loaded.all_exported()
+            if fn.interface is not None and (fn.interface.split("@", 1)[0], fn.name) == HTTP_HANDLER)
         #: idle warm instances, most recently used last (a pool: concurrent calls each keep theirs)
         self._idle: list[_Live] = []
         self._lock = threading.Lock()
@@ -203,7 +208,7 @@ class Invoker:
             raise RuntimeError("invoker is closed")
         fn = self._resolve(function)
         lowered = self._lower_args(fn, args)
-        ctx = CallContext(handler=handler, table=ResourceTable())
+        ctx = CallContext(handler=handler, table=ResourceTable(), takes_body=fn in self._http_handlers)
         ticks = self._deadline_ticks
         if timeout_s is not None:
             ticks = min(ticks, self.engine.deadline_ticks(max(timeout_s, 0.0)))
@@ -217,7 +222,10 @@ class Invoker:
             keep = True
         finally:
             self._release(live, keep, inline)
-        return self._lift_result(fn, raw)
+        result = self._lift_result(fn, raw)
+        if ctx.body and isinstance(result, dict):  # trellis:http/response-body.append's pieces come first
+            result["body"] = b"".join([*ctx.body, bytes(result.get("body") or b"")])
+        return result
 
     def close(self) -> None:
         """Drop the warm instances and refuse further calls. Idempotent."""

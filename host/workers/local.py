@@ -5,6 +5,8 @@
 * ``wasi:config/runtime`` (and its later name ``wasi:config/store``): ``get(key)``
   and ``get-all()`` read the component's named configs (merged in order), as
   given when the component was started.
+* ``trellis:http/response-body.append(chunk)`` adds to the body of the response
+  the running ``incoming-handler.handle`` call returns (``CallContext.append_body``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from host.runtime.imports import CURRENT_CALL
 from interfaces.resources import unversioned
 
 log = logging.getLogger("trellis.component")
@@ -23,7 +26,8 @@ _LEVELS = {
 }
 _CONFIG = {"wasi:config/runtime", "wasi:config/store"}
 #: interfaces (unversioned) answered here, never over the lattice
-SERVED_HERE = frozenset({"wasi:logging/logging", *_CONFIG})
+_BODY = "trellis:http/response-body"
+SERVED_HERE = frozenset({"wasi:logging/logging", *_CONFIG, _BODY})
 
 
 class LocalImports:
@@ -44,6 +48,11 @@ class LocalImports:
             else:
                 held.append(line)
             return True, None
+        if name == _BODY and function == "append":
+            ctx = CURRENT_CALL.get()
+            if ctx is None:
+                return True, {"err": "response-body.append works only during incoming-handler.handle"}
+            return True, ctx.append_body(bytes(args[0]))
         if name in _CONFIG:
             values = self.config()
             if function == "get":

@@ -114,6 +114,14 @@ async def test_bodies_past_what_one_call_carries_into_wasm(front_path, lattice_c
         assert r.status_code == 502 and "too_large" in r.text and "into or out of Wasm" in r.text
         r = await http.get(f"/big/{MAX_BYTES_PER_CALL}")
         assert r.status_code == 200 and len(r.content) == MAX_BYTES_PER_CALL
+        # larger bodies go out in pieces (trellis:http/response-body), each under the bound
+        size = 3 * MAX_BYTES_PER_CALL + 12_345
+        r = await http.get(f"/pieces/{size}/{MIB}")
+        assert r.status_code == 200 and r.content == (b"0123456789" * (size // 10 + 1))[:size]
+        r = await http.get(f"/pieces/{size}/{5 * MIB}")  # one piece too large: that call fails, says why
+        assert r.status_code == 502 and "too_large" in r.text
+        r = await http.get("/pieces/25/10")  # small pieces, and the instance is fine after the failure
+        assert r.status_code == 200 and r.content == b"0123456789012345678901234"
 
 async def test_requests_through_the_lattice(front_path, lattice_client, httpapp):
     c, host_id = lattice_client

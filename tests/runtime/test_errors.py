@@ -35,3 +35,17 @@ def test_summary_keeps_cause_and_few_frames() -> None:
     message = f"error while executing at wasm backtrace:\n{frames}\nCaused by:\n    wasm trap: call stack exhausted\n"
     summary = summarize_wasmtime_error(message, max_frames=2)
     assert summary == "wasm trap: call stack exhausted [at 0: 0x0 - m!rec; 1: 0x1 - m!rec (+18 frames)]"
+
+
+def test_a_response_body_is_appended_only_by_an_http_handler_and_within_the_frame() -> None:
+    """trellis:http/response-body.append: pieces collect on the running call's context; a call that
+    is not incoming-handler.handle, or a body past a reply frame, gets err, not a trap."""
+    from host.runtime.imports import MAX_RESPONSE_BODY, CallContext, ResourceTable, deny_all
+
+    other = CallContext(handler=deny_all, table=ResourceTable())
+    assert "only during incoming-handler.handle" in other.append_body(b"x")["err"] and not other.body
+    ctx = CallContext(handler=deny_all, table=ResourceTable(), takes_body=True)
+    assert ctx.append_body(b"ab") == {"ok": None} and ctx.append_body(b"") == {"ok": None}
+    assert "would pass" in ctx.append_body(b"x" * (MAX_RESPONSE_BODY - 1))["err"]
+    assert ctx.append_body(b"x" * (MAX_RESPONSE_BODY - 2)) == {"ok": None}
+    assert ctx.body_size == MAX_RESPONSE_BODY and b"".join(ctx.body)[:3] == b"abx"

@@ -4,6 +4,8 @@
                        every ``x-*`` request header repeated as ``x-echo-*``
 * ``/status/N``        status N, body ``status N``
 * ``/big/N``           200, N bytes (``0123456789`` repeated)
+* ``/pieces/N/K``      200, the same N bytes, all but the last K-byte piece sent with
+                       ``response-body.append`` (its ``err`` text in ``x-append-error``)
 * ``/sleep/MS``        busy-waits MS milliseconds, then 200
 * ``/fail``            raises: the call traps
 * ``/count``           how many requests this instance has served (reuse shows)
@@ -21,7 +23,7 @@ import time
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import outgoing_handler, runtime
+from wit_world.imports import outgoing_handler, response_body, runtime
 from wit_world.imports.types import OutgoingRequest, Request, RequestOptions, Response
 
 _served = 0
@@ -73,6 +75,17 @@ class IncomingHandler(exports.IncomingHandler):
         if head == "big" and len(parts) == 2:
             n = int(parts[1])
             return Response(status=200, headers=[], body=(b"0123456789" * (n // 10 + 1))[:n])
+        if head == "pieces" and len(parts) == 3:
+            n, k = int(parts[1]), int(parts[2])
+            data = (b"0123456789" * (n // 10 + 1))[:n]
+            start = 0
+            while n - start > k:
+                try:
+                    response_body.append(data[start:start + k])
+                except Err as e:
+                    return Response(status=200, headers=[("x-append-error", str(e.value).encode())], body=b"")
+                start += k
+            return Response(status=200, headers=[], body=data[start:])
         if head == "sleep" and len(parts) == 2:
             end = time.monotonic() + int(parts[1]) / 1000
             while time.monotonic() < end:

@@ -9,7 +9,8 @@ list elements in all: a ``list<u8>`` (an HTTP body, a key-value value, a
 message) of about 2.7 MB. Strings count one per byte (up to ~128 MiB).
 Past the bound the call traps with "too much data is being copied between the
 host and the guest", which the runtime reports as kind ``too_large``. An HTTP
-handler sends a larger response body in pieces (``trellis:http/response-body``).
+handler sends a larger response body in pieces (``trellis:http/response-body``)
+and reads a larger request body in pieces (``trellis:http/request-body``).
 wasmtime-py's C API cannot raise it (wasmtime's ``Store::set_hostcall_fuel``
 has no C binding yet).
 """

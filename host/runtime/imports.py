@@ -42,6 +42,7 @@ from wasmtime import StoreContext, WasmtimeError
 from wasmtime import component as wc
 
 from interfaces.envelope import MAX_FRAME
+from interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
 from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, LoadedComponent
@@ -118,8 +119,10 @@ class ResourceTable:
 
 #: the largest body ``trellis:http/response-body.append`` builds: a reply frame, less room for the rest
 MAX_RESPONSE_BODY = MAX_FRAME - 64 * 1024
-#: the export whose calls may append a response body
+#: the export whose calls may append a response body and read a withheld request body
 HTTP_HANDLER = ("trellis:http/incoming-handler", "handle")
+#: the import with which an HTTP handler reads a request body too large to pass whole
+REQUEST_BODY = "trellis:http/request-body"
 
 
 @dataclass
@@ -136,6 +139,9 @@ class CallContext:
     #: ``trellis:http/response-body.append``'s pieces, put before the returned response's body
     body: list[bytes] = field(default_factory=list)
     body_size: int = 0
+    #: a request body too large to pass whole, read in pieces (``trellis:http/request-body``)
+    request_body: bytes = b""
+    request_read: int = 0
 
     def record(self, interface: str, function: str, error: BaseException) -> None:
         if self.failure is None:
@@ -151,6 +157,14 @@ class CallContext:
         self.body.append(chunk)
         self.body_size += len(chunk)
         return {"ok": None}
+
+    def read_request_body(self, most: int) -> bytes:
+        """``trellis:http/request-body.read``: the next piece of the withheld body, at most ``most``
+        bytes and never more than one call carries; ``b""`` at the end (or when nothing was withheld)."""
+        most = max(0, min(int(most), MAX_BYTES_PER_CALL))
+        piece = self.request_body[self.request_read:self.request_read + most]
+        self.request_read += len(piece)
+        return piece
 
 
 CURRENT_CALL: ContextVar[CallContext | None] = ContextVar("trellis_current_call", default=None)

@@ -52,6 +52,7 @@ from .errors import (
 from .imports import (
     CURRENT_CALL,
     HTTP_HANDLER,
+    REQUEST_BODY,
     CallContext,
     ImportHandler,
     ResourceTable,
@@ -176,6 +177,8 @@ class Invoker:
         self._http_handlers = frozenset(
             fn for fn in loaded.all_exported()
             if fn.interface is not None and (fn.interface.split("@", 1)[0], fn.name) == HTTP_HANDLER)
+        #: whether the component reads large request bodies in pieces (trellis:http/request-body)
+        self._reads_body = any(n.split("@", 1)[0] == REQUEST_BODY for n in loaded.imports.interfaces)
         #: idle warm instances, most recently used last (a pool: concurrent calls each keep theirs)
         self._idle: list[_Live] = []
         self._lock = threading.Lock()
@@ -207,8 +210,12 @@ class Invoker:
         if self._closed:
             raise RuntimeError("invoker is closed")
         fn = self._resolve(function)
+        takes_body = fn in self._http_handlers
+        withheld = b""
+        if takes_body:
+            args, withheld = self._withhold_body(args)
         lowered = self._lower_args(fn, args)
-        ctx = CallContext(handler=handler, table=ResourceTable(), takes_body=fn in self._http_handlers)
+        ctx = CallContext(handler=handler, table=ResourceTable(), takes_body=takes_body, request_body=withheld)
         ticks = self._deadline_ticks
         if timeout_s is not None:
             ticks = min(ticks, self.engine.deadline_ticks(max(timeout_s, 0.0)))
@@ -274,6 +281,23 @@ class Invoker:
             return self.loaded.function(function)
         except FunctionNotFound as e:
             raise InvocationError(ErrorKind.NOT_FOUND, str(e)) from None
+
+    def _withhold_body(self, args: Sequence[Plain]) -> tuple[Sequence[Plain], bytes]:
+        """An HTTP request whose body is more than one call carries into Wasm: passed with an empty
+        body, the body kept for ``trellis:http/request-body.read``; or refused as too large when the
+        component does not read bodies in pieces."""
+        request = args[0] if len(args) == 1 else None
+        if not isinstance(request, dict):
+            return args, b""
+        body = request.get("body")
+        if not isinstance(body, (bytes, bytearray)) or len(body) <= MAX_BYTES_PER_CALL:
+            return args, b""
+        if not self._reads_body:
+            raise InvocationError(
+                ErrorKind.REQUEST_TOO_LARGE,
+                f"the request body of {len(body)} bytes is more than one call carries into Wasm "
+                f"({MAX_BYTES_PER_CALL} bytes); a component reads a larger one with {REQUEST_BODY}")
+        return [{**request, "body": b""}], bytes(body)
 
     def _lower_args(self, fn: FunctionInfo, args: Sequence[Plain]) -> list[object]:
         if len(args) != len(fn.params):

@@ -6,7 +6,9 @@
   and ``get-all()`` read the component's named configs (merged in order), as
   given when the component was started.
 * ``trellis:http/response-body.append(chunk)`` adds to the body of the response
-  the running ``incoming-handler.handle`` call returns (``CallContext.append_body``).
+  the running ``incoming-handler.handle`` call returns (``CallContext.append_body``);
+  ``trellis:http/request-body.read(max)`` reads a request body too large to pass
+  whole (``CallContext.read_request_body``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ _LEVELS = {
 _CONFIG = {"wasi:config/runtime", "wasi:config/store"}
 #: interfaces (unversioned) answered here, never over the lattice
 _BODY = "trellis:http/response-body"
-SERVED_HERE = frozenset({"wasi:logging/logging", *_CONFIG, _BODY})
+_REQUEST_BODY = "trellis:http/request-body"
+SERVED_HERE = frozenset({"wasi:logging/logging", *_CONFIG, _BODY, _REQUEST_BODY})
 
 
 class LocalImports:
@@ -53,6 +56,9 @@ class LocalImports:
             if ctx is None:
                 return True, {"err": "response-body.append works only during incoming-handler.handle"}
             return True, ctx.append_body(bytes(args[0]))
+        if name == _REQUEST_BODY and function == "read":
+            ctx = CURRENT_CALL.get()
+            return True, b"" if ctx is None else ctx.read_request_body(args[0])
         if name in _CONFIG:
             values = self.config()
             if function == "get":

@@ -45,6 +45,12 @@ def httpapp() -> Path:
     return build_component("httpapp")
 
 
+@pytest.fixture(scope="session")
+def bodyapp() -> Path:
+    """The `bodyapp` test component: reads and writes bodies of any size in pieces."""
+    return build_component("bodyapp")
+
+
 @pytest.fixture(autouse=True)
 async def close_client_connections() -> AsyncIterator[None]:
     """Connections a test opened with ``Conn.open`` are closed when it ends, pass or fail."""

@@ -95,15 +95,16 @@ def front_path(request, monkeypatch) -> str:
 
 
 async def test_bodies_past_what_one_call_carries_into_wasm(front_path, lattice_client, httpapp):
-    """wasmtime copies ~2.7 MB of list<u8> into or out of a component per call: a request body past
-    that is refused with 413 before the component is called, even when the route allows more, and
-    a larger response ends in a 502 that says why (kind too_large), not a bare trap."""
+    """wasmtime copies ~2.7 MB of list<u8> into or out of a component per call: past that, a request
+    body is refused with 413 by default (max_body_bytes), before the component is called, and a
+    larger response ends in a 502 that says why (kind too_large), not a bare trap, unless it is
+    sent in pieces (trellis:http/response-body)."""
     from interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
     c, host_id = lattice_client
     await start_app(c, host_id, httpapp)
     await c.start_provider("builtin:http-server", "http-server", host_id=host_id)
-    port = await route(c, "httpapp", "web", max_body_bytes=str(8 * MIB))
+    port = await route(c, "httpapp", "web")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
         body = bytes(range(256)) * (MAX_BYTES_PER_CALL // 256)
         r = await http.put("/echo", content=body)  # the most a request may carry: served whole
@@ -122,6 +123,32 @@ async def test_bodies_past_what_one_call_carries_into_wasm(front_path, lattice_c
         assert r.status_code == 502 and "too_large" in r.text
         r = await http.get("/pieces/25/10")  # small pieces, and the instance is fine after the failure
         assert r.status_code == 200 and r.content == b"0123456789012345678901234"
+
+
+async def test_request_bodies_past_one_call_reach_components_that_read_them_in_pieces(
+        front_path, lattice_client, httpapp, bodyapp):
+    """With max_body_bytes raised (and NATS's max_payload, for the NATS path), a body past what one
+    call carries reaches a component importing trellis:http/request-body whole, in pieces; one
+    without that import is never called with it: 413 that says why."""
+    from interfaces.wasm_limits import MAX_BYTES_PER_CALL
+
+    c, host_id = lattice_client
+    await start_app(c, host_id, httpapp)
+    await start_app(c, host_id, bodyapp, "bodyapp")
+    await c.start_provider("builtin:http-server", "http-server", host_id=host_id)
+    plain = await route(c, "httpapp", "web", max_body_bytes=str(7 * MIB))
+    reader = await route(c, "bodyapp", "big", max_body_bytes=str(7 * MIB))
+    big = bytes(range(256)) * (5 * MIB // 256) + b"tail"
+    async with httpx.AsyncClient(timeout=60) as http:
+        r = await http.put(f"http://127.0.0.1:{reader}/", content=big)
+        assert r.status_code == 200 and r.content == big and r.headers["x-pieces"] == "6"
+        small = b"x" * 1000  # a body that fits comes whole in `body`; read() then returns nothing
+        r = await http.put(f"http://127.0.0.1:{reader}/", content=small)
+        assert r.status_code == 200 and r.content == small and r.headers["x-pieces"] == "0"
+        r = await http.put(f"http://127.0.0.1:{plain}/echo", content=big)
+        assert r.status_code == 413 and f"more than component 'httpapp' takes: {MAX_BYTES_PER_CALL}" in r.text
+        r = await http.put(f"http://127.0.0.1:{plain}/echo", content=small)
+        assert r.status_code == 200 and r.content == small
 
 async def test_requests_through_the_lattice(front_path, lattice_client, httpapp):
     c, host_id = lattice_client

@@ -49,3 +49,17 @@ def test_a_response_body_is_appended_only_by_an_http_handler_and_within_the_fram
     assert "would pass" in ctx.append_body(b"x" * (MAX_RESPONSE_BODY - 1))["err"]
     assert ctx.append_body(b"x" * (MAX_RESPONSE_BODY - 2)) == {"ok": None}
     assert ctx.body_size == MAX_RESPONSE_BODY and b"".join(ctx.body)[:3] == b"abx"
+
+
+def test_a_withheld_request_body_is_read_in_pieces_of_at_most_one_calls_worth() -> None:
+    from host.runtime.imports import CallContext, ResourceTable, deny_all
+    from interfaces.wasm_limits import MAX_BYTES_PER_CALL
+
+    body = bytes(range(256)) * (3 * MAX_BYTES_PER_CALL // 256)
+    ctx = CallContext(handler=deny_all, table=ResourceTable(), takes_body=True, request_body=body)
+    pieces = [ctx.read_request_body(10 * MAX_BYTES_PER_CALL)]  # asked for more: one call's worth
+    assert len(pieces[0]) == MAX_BYTES_PER_CALL
+    while piece := ctx.read_request_body(1 << 20):
+        pieces.append(piece)
+    assert b"".join(pieces) == body and ctx.read_request_body(5) == b"" and ctx.read_request_body(-1) == b""
+    assert CallContext(handler=deny_all, table=ResourceTable()).read_request_body(100) == b""

@@ -15,10 +15,11 @@ Per link (the link's ``source_config``; the provider's own config gives defaults
 ``path``               serve only paths under this prefix (``/api`` matches ``/api``,
                        ``/api/…`` and ``/api?…``, not ``/apix``). Default ``/``.
 ``timeout_ms``         the whole call to the component; past it: 504. Default 30 000.
-``max_body_bytes``     largest request body; past it: 413. Default and ceiling
-                       2,600,000 bytes (~2.5 MiB): the most a component can take in
-                       one call (``interfaces.wasm_limits``); a larger value is held
-                       to it.
+``max_body_bytes``     largest request body; past it: 413. Default 2,600,000 bytes
+                       (~2.5 MiB), the most one call carries into a component
+                       (``interfaces.wasm_limits``). A larger value (up to 64 MiB)
+                       lets larger bodies through to components that read them in
+                       pieces (``trellis:http/request-body``); others answer 413.
 ``instance_wait_ms``   how long a request waits for an instance of the component when
                        none answers (nothing serves it, or all are busy); past it: 503.
                        Default 2 000 (a rolling update leaves short gaps).
@@ -39,12 +40,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from interfaces.envelope import MAX_FRAME
 from interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
 DEFAULT_ADDRESS = "127.0.0.1:8000"
 MIB = 1024 * 1024
 TIMEOUT_MS = 30_000
 MAX_BODY_BYTES = MAX_BYTES_PER_CALL
+#: the most ``max_body_bytes`` lets through: a frame, less room for the rest of the request
+MAX_BODY_CEILING = MAX_FRAME - 64 * 1024
 INSTANCE_WAIT_MS = 2_000
 IDLE_TIMEOUT_MS = 60_000
 READ_TIMEOUT_MS = 30_000
@@ -75,9 +79,8 @@ class RouteConfig:
 
     @property
     def body_limit(self) -> int:
-        """The request body limit in force: ``max_body_bytes``, held to what one call to a component
-        can carry (a larger body could only fail inside the host, as ``too_large``)."""
-        return min(self.max_body_bytes, MAX_BYTES_PER_CALL)
+        """The request body limit in force: ``max_body_bytes``, held to what a reply frame holds."""
+        return min(self.max_body_bytes, MAX_BODY_CEILING)
 
 
 @dataclass(frozen=True, slots=True)

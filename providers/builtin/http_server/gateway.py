@@ -232,6 +232,9 @@ def call_failure(target: str, code: str, kind: str, message: str, inv_id: str) -
     if code == ErrorCode.TIMEOUT or kind == "timeout":
         return CallFailed(wire.TIMED_OUT, f"component {target!r} did not finish in time ({kind or code}); "
                                           f"invocation {inv_id}")
+    if kind == "request_too_large":  # the component takes no body this large (trellis:http/request-body)
+        return CallFailed(wire.TOO_LARGE, f"the request body is more than component {target!r} takes: "
+                                          f"{MAX_BYTES_PER_CALL} bytes, unless it reads the body in pieces")
     if kind == "too_large":
         return CallFailed(wire.FAILED, f"component {target!r} failed (too_large: more data than one call can "
                                        f"carry into or out of Wasm, about {MAX_BYTES_PER_CALL / 1e6:.1f} MB); "

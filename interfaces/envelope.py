@@ -45,6 +45,10 @@ VERSION = 1
 #: the largest frame read (bytes). A reply larger than the NATS server's max payload (1 MiB by
 #: default) crosses NATS in parts (:data:`PART_HEADER`); a request must fit in one message.
 MAX_FRAME = 64 * 1024 * 1024
+#: room kept in a frame or NATS message for the envelope around a body (headers, ids, ...)
+ENVELOPE_ROOM = 64 * 1024
+#: the largest body (HTTP request or response) a frame carries
+MAX_BODY = MAX_FRAME - ENVELOPE_ROOM
 #: NATS header on each part of a reply sent in several messages: "i/n", 1-based, in order
 PART_HEADER = "Trellis-Part"
 

@@ -317,7 +317,7 @@ def twin(system: "System", env: dict[str, str]) -> "System | None":
     """The same Trellis system with ``env`` added to its host's environment (None for other systems)."""
     if isinstance(system, TrellisSingle):
         return TrellisSingle(system.workdir.parent, system.wasm, system.workers, system.reuse,
-                             system.MAX_INSTANCES if "-i" in system.name else None, {**system.env, **env})
+                             system.max_instances, {**system.env, **env})
     if isinstance(system, TrellisFullApp):
         return TrellisFullApp(system.workdir.parent, system.workers, system.reuse, {**system.env, **env})
     return None
@@ -342,6 +342,7 @@ class TrellisSingle(System):
         if max_instances is not None:
             self.MAX_INSTANCES = max_instances
             self.name += f"-i{max_instances}"
+        self.max_instances = max_instances
         self.env = dict(env or {})
         self.name += env_suffix(self.env)
         super().__init__(workdir)

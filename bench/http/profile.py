@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gil", action="store_true",
                    help="only samples of threads holding the GIL: where Python code spends CPU, no waiting")
     args = p.parse_args(argv)
-    spy = shutil.which("perf" if args.perf else "py-spy")
-    if spy is None:
+    if shutil.which("perf" if args.perf else "py-spy") is None:
         print("perf not found (Debian: linux-perf)" if args.perf else "py-spy not found: pip install py-spy")
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="trellis-bench-http-profile-"))
@@ -121,37 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         script = lua_script(workdir / "p.lua")
         run_wrk(system.url, script, 2, system.roots)  # warm-up
         cpu0 = {r: sum(psutil.Process(pid).cpu_times()[:2]) for r, pid in roles.items()}
-        if args.perf:
-            out.update(_perf_run(system, script, roles, cpu0, args.seconds, workdir))
-            roles = {}
-        spies = {}
-        for role, pid in roles.items():
-            raw = workdir / f"{role}.txt"
-            extra = (["--native"] if args.native else []) + (["--gil"] if args.gil else [])
-            spies[role] = (raw, subprocess.Popen(
-                [spy, "record", "--pid", str(pid), "--duration", str(args.seconds), "--rate", "200", "--format", "raw",
-                 "--threads", *([] if args.native else ["--nonblocking"]), "--output", str(raw), *extra],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        time.sleep(0.5)
-        if not args.perf:
-            load = run_wrk(system.url, script, args.seconds, system.roots)
-            cpu1 = {r: sum(psutil.Process(pid).cpu_times()[:2]) for r, pid in roles.items()}
-            out["load"] = load
-            out["cpu_ms_per_request"] = {r: round((cpu1[r] - cpu0[r]) / max(1, load["requests"]) * 1e3, 3)
-                                         for r in roles}
-        for role, (raw, proc) in spies.items():
-            try:
-                _, err = proc.communicate(timeout=args.seconds + 60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                _, err = proc.communicate()
-            if raw.exists():
-                out[role] = summarize(raw.read_text(), top=20)
-                if args.raw_dir is not None:
-                    args.raw_dir.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(raw, args.raw_dir / raw.name)
-            else:
-                out[f"{role}_error"] = err.decode(errors="replace")[-400:]
+        run = _perf_run if args.perf else _spy_run
+        out.update(run(system, script, roles, cpu0, args, workdir))
     finally:
         system.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -175,9 +145,43 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _perf_run(system: Any, script: Path, roles: dict[str, int], cpu0: dict[str, float], seconds: int,
+def _spy_run(system: Any, script: Path, roles: dict[str, int], cpu0: dict[str, float], args: Any,
+             workdir: Path) -> dict[str, Any]:
+    """``py-spy record`` every process during one wrk window: the functions with the most samples."""
+    spies = {}
+    for role, pid in roles.items():
+        raw = workdir / f"{role}.txt"
+        extra = (["--native"] if args.native else []) + (["--gil"] if args.gil else [])
+        spies[role] = (raw, subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pid), "--duration", str(args.seconds), "--rate", "200", "--format",
+             "raw", "--threads", *([] if args.native else ["--nonblocking"]), "--output", str(raw), *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    time.sleep(0.5)
+    load = run_wrk(system.url, script, args.seconds, system.roots)
+    cpu1 = {r: sum(psutil.Process(pid).cpu_times()[:2]) for r, pid in roles.items()}
+    out: dict[str, Any] = {
+        "load": load,
+        "cpu_ms_per_request": {r: round((cpu1[r] - cpu0[r]) / max(1, load["requests"]) * 1e3, 3) for r in roles}}
+    for role, (raw, proc) in spies.items():
+        try:
+            _, err = proc.communicate(timeout=args.seconds + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        if raw.exists():
+            out[role] = summarize(raw.read_text(), top=20)
+            if args.raw_dir is not None:
+                args.raw_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy(raw, args.raw_dir / raw.name)
+        else:
+            out[f"{role}_error"] = err.decode(errors="replace")[-400:]
+    return out
+
+
+def _perf_run(system: Any, script: Path, roles: dict[str, int], cpu0: dict[str, float], args: Any,
               workdir: Path) -> dict[str, Any]:
     """``perf record`` every process during one wrk window: CPU-ms per request by kind of code."""
+    seconds = args.seconds
     sw0 = {r: _switches(pid) for r, pid in roles.items()}
     perfs = {r: subprocess.Popen(["perf", "record", "-F", "499", "-o", str(workdir / f"{r}.perf"), "-p", str(pid),
                                   "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -41,7 +41,7 @@ from typing import Any, Callable, Protocol
 from wasmtime import StoreContext, WasmtimeError
 from wasmtime import component as wc
 
-from interfaces.envelope import MAX_FRAME
+from interfaces.envelope import MAX_BODY
 from interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
 from .codec import CodecError, Plain, from_plain, to_plain
@@ -117,12 +117,14 @@ class ResourceTable:
         return len(self._entries)
 
 
-#: the largest body ``trellis:http/response-body.append`` builds: a reply frame, less room for the rest
-MAX_RESPONSE_BODY = MAX_FRAME - 64 * 1024
+#: the largest body ``trellis:http/response-body.append`` builds
+MAX_RESPONSE_BODY = MAX_BODY
 #: the export whose calls may append a response body and read a withheld request body
 HTTP_HANDLER = ("trellis:http/incoming-handler", "handle")
-#: the import with which an HTTP handler reads a request body too large to pass whole
+#: the imports with which an HTTP handler writes and reads bodies too large for one call (the host answers)
+RESPONSE_BODY = "trellis:http/response-body"
 REQUEST_BODY = "trellis:http/request-body"
+NOT_IN_HANDLER = "response-body.append works only during incoming-handler.handle"
 
 
 @dataclass
@@ -151,7 +153,7 @@ class CallContext:
     def append_body(self, chunk: bytes) -> dict[str, Any]:
         """``trellis:http/response-body.append``: ``{"ok": None}`` or ``{"err": why}``."""
         if not self.takes_body:
-            return {"err": "response-body.append works only during incoming-handler.handle"}
+            return {"err": NOT_IN_HANDLER}
         if self.body_size + len(chunk) > MAX_RESPONSE_BODY:
             return {"err": f"the response body would pass {MAX_RESPONSE_BODY} bytes"}
         self.body.append(chunk)

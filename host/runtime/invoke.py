@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 import wasmtime
 from wasmtime import component as wc
 
+from interfaces.resources import unversioned
 from interfaces.wasm_limits import FUEL_PER_ELEMENT, HOSTCALL_FUEL, MAX_BYTES_PER_CALL
 
 from .call import TypedCall
@@ -176,9 +177,9 @@ class Invoker:
         #: exports whose calls may append a response body (trellis:http/response-body)
         self._http_handlers = frozenset(
             fn for fn in loaded.all_exported()
-            if fn.interface is not None and (fn.interface.split("@", 1)[0], fn.name) == HTTP_HANDLER)
+            if fn.interface is not None and (unversioned(fn.interface), fn.name) == HTTP_HANDLER)
         #: whether the component reads large request bodies in pieces (trellis:http/request-body)
-        self._reads_body = any(n.split("@", 1)[0] == REQUEST_BODY for n in loaded.imports.interfaces)
+        self._reads_body = any(unversioned(n) == REQUEST_BODY for n in loaded.imports.interfaces)
         #: idle warm instances, most recently used last (a pool: concurrent calls each keep theirs)
         self._idle: list[_Live] = []
         self._lock = threading.Lock()

@@ -35,7 +35,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from interfaces import handoff, tracing
-from interfaces.envelope import MAX_FRAME, Invocation
+from interfaces.envelope import ENVELOPE_ROOM, MAX_BODY, Invocation
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.rpc_client import RpcError
 from interfaces.rpc_server import serve_span
@@ -50,9 +50,6 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger("trellis.worker.handoff")
-
-#: room left in a NATS message for the envelope around a request's body
-_ENVELOPE_ROOM = 64 * 1024
 
 
 class LocalCaller:
@@ -77,7 +74,7 @@ class LocalCaller:
         slots = served.slots if served is not None else None
         limit = self.remote.max_payload
         body = request.get("body") or b""
-        if (served is None or slots is None or served.invoker.closed or len(body) > limit - _ENVELOPE_ROOM
+        if (served is None or slots is None or served.invoker.closed or len(body) > limit - ENVELOPE_ROOM
                 or not slots.try_acquire()):
             if served is not None:
                 served.handoff["remote"] += 1
@@ -113,7 +110,7 @@ class LocalCaller:
         finally:
             slots.release()
         served.handoff["served"] += 1
-        if isinstance(result, dict) and len(result.get("body") or b"") > MAX_FRAME - _ENVELOPE_ROOM:
+        if isinstance(result, dict) and len(result.get("body") or b"") > MAX_BODY:
             raise CallFailed(wire.FAILED, f"component {target!r} failed (too_large); invocation {inv.id}")
         return result
 

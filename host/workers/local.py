@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from host.runtime.imports import CURRENT_CALL
+from host.runtime.imports import CURRENT_CALL, NOT_IN_HANDLER, REQUEST_BODY, RESPONSE_BODY
 from interfaces.resources import unversioned
 
 log = logging.getLogger("trellis.component")
@@ -28,9 +28,7 @@ _LEVELS = {
 }
 _CONFIG = {"wasi:config/runtime", "wasi:config/store"}
 #: interfaces (unversioned) answered here, never over the lattice
-_BODY = "trellis:http/response-body"
-_REQUEST_BODY = "trellis:http/request-body"
-SERVED_HERE = frozenset({"wasi:logging/logging", *_CONFIG, _BODY, _REQUEST_BODY})
+SERVED_HERE = frozenset({"wasi:logging/logging", *_CONFIG, RESPONSE_BODY, REQUEST_BODY})
 
 
 class LocalImports:
@@ -51,12 +49,10 @@ class LocalImports:
             else:
                 held.append(line)
             return True, None
-        if name == _BODY and function == "append":
+        if name == RESPONSE_BODY and function == "append":
             ctx = CURRENT_CALL.get()
-            if ctx is None:
-                return True, {"err": "response-body.append works only during incoming-handler.handle"}
-            return True, ctx.append_body(bytes(args[0]))
-        if name == _REQUEST_BODY and function == "read":
+            return True, {"err": NOT_IN_HANDLER} if ctx is None else ctx.append_body(bytes(args[0]))
+        if name == REQUEST_BODY and function == "read":
             ctx = CURRENT_CALL.get()
             return True, b"" if ctx is None else ctx.read_request_body(args[0])
         if name in _CONFIG:

@@ -39,6 +39,7 @@ from typing import Any
 
 import httpx
 
+from interfaces.envelope import ENVELOPE_ROOM
 from interfaces.wasm_limits import MAX_BYTES_PER_CALL
 from providers.sdk import Context, Provider, ProviderInfo, run
 from providers.sdk._private.context import current_instance
@@ -47,8 +48,6 @@ log = logging.getLogger("providers.http_client")
 
 NAME = "http-client"
 INTERFACE = "trellis:http/outgoing-handler"
-#: room left in a NATS message for the reply's envelope and headers
-ENVELOPE_ROOM = 64 * 1024
 #: time kept back from the caller's deadline, so a timeout is an err the component sees, not a trap
 DEADLINE_MARGIN_S = 0.05
 _DROP = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})

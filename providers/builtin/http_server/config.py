@@ -40,15 +40,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from interfaces.envelope import MAX_FRAME
+from interfaces.envelope import MAX_BODY
 from interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
 DEFAULT_ADDRESS = "127.0.0.1:8000"
 MIB = 1024 * 1024
 TIMEOUT_MS = 30_000
 MAX_BODY_BYTES = MAX_BYTES_PER_CALL
-#: the most ``max_body_bytes`` lets through: a frame, less room for the rest of the request
-MAX_BODY_CEILING = MAX_FRAME - 64 * 1024
+#: the most ``max_body_bytes`` lets through
+MAX_BODY_CEILING = MAX_BODY
 INSTANCE_WAIT_MS = 2_000
 IDLE_TIMEOUT_MS = 60_000
 READ_TIMEOUT_MS = 30_000

@@ -98,8 +98,9 @@ class Attempt:
     def _silence(self, silence_s: float) -> None:
         """A timer that fires late means this loop itself was stalled (a long GC, a busy CPU, a
         handler that blocked it): frames that arrived meanwhile may still be unread (uvloop runs
-        timers before reading sockets), so the silence is this process's, not the callee's. It
-        looks again a moment later."""
+        timers before reading sockets), so the silence is this process's, not the callee's: the
+        window starts again from now. A stall just after the send would otherwise leave the
+        callee (whose request may not even have left this process) a fraction of its window."""
         timer, self.timer = self.timer, None
         if self.fut.done():
             return
@@ -110,7 +111,8 @@ class Attempt:
         loop = asyncio.get_running_loop()
         now = loop.time()
         if timer is not None and now - timer.when() > _STALLED_S:
-            self.timer = loop.call_later(min(_STALLED_S, remaining), self._silence, silence_s)
+            self.heard_at = now
+            self.timer = loop.call_later(min(silence_s, remaining), self._silence, silence_s)
             return
         quiet = now - self.heard_at
         if quiet >= silence_s:

@@ -218,6 +218,34 @@ async def test_a_stall_of_the_callers_own_loop_is_not_taken_for_a_lost_call(nats
         await nc.close()
 
 
+async def test_a_stall_right_after_the_send_leaves_the_callee_its_whole_silence_window(nats_server, lattice):
+    """The caller's loop blocks past the silence window before the request has reached the callee
+    (which shares the loop): the callee's progress and reply come well after the stall ends, and
+    still count, because the window starts again when the stall is seen."""
+    nc = await nats.connect(nats_server.url)
+    calls = []
+
+    async def slowish(inv):
+        calls.append(inv.attempt)
+        await asyncio.sleep(0.2)  # longer than the caller's look right after a stall used to be
+        return "done"
+
+    s = await _server(nc, lattice, "late", slowish)
+    client = RpcClient(nc, lattice, silence_s=0.3)
+    try:
+        await client.call("late", "x:y/z.f", [], timeout_s=10)  # inbox and caches ready
+        calls.clear()
+        loop = asyncio.get_running_loop()
+        call = asyncio.ensure_future(client.call("late", "x:y/z.f", [], timeout_s=10))
+        loop.call_soon(time.sleep, 0.5)  # the process stalls before the request has left it
+        assert await call == "done"
+        assert calls == [1] and client.stats["lost"] == 0
+    finally:
+        await s.stop()
+        await client.close()
+        await nc.close()
+
+
 async def test_malformed_frames_answered_and_server_survives(nats_server, lattice):
     nc = await nats.connect(nats_server.url)
     s = await _server(nc, lattice, "tough", _echo)

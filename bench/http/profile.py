@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--native", action="store_true", help="include native frames (wasmtime)")
-    p.add_argument("--raw-dir", type=Path, help="keep py-spy's raw stacks (one file per process) here")
+    p.add_argument("--raw-dir", type=Path, help="keep the raw samples here: py-spy's stacks, or with --perf the perf.data files "
+                        "(one per process; `perf report -i F --sort sym` names guest functions)")
     p.add_argument("--perf", action="store_true",
                    help="perf record instead of py-spy: CPU per request by kind of code, and context switches")
     p.add_argument("--gil", action="store_true",
@@ -200,6 +201,9 @@ def _perf_run(system: Any, script: Path, roles: dict[str, int], cpu0: dict[str, 
             proc.kill()
             proc.communicate()
         shares = _perf_shares(workdir / f"{role}.perf")
+        if args.raw_dir is not None:
+            args.raw_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(workdir / f"{role}.perf", args.raw_dir / f"{role}.perf")
         kinds: dict[str, float] = {}
         for dso, pct in shares.items():
             kinds[_dso_kind(dso)] = kinds.get(_dso_kind(dso), 0.0) + cpu[role] * pct / 100

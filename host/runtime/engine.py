@@ -14,6 +14,7 @@ first use and stopped by :meth:`RuntimeEngine.close`.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -23,6 +24,8 @@ import wasmtime
 __all__ = ["EngineSettings", "RuntimeEngine", "make_engine", "WASMTIME_VERSION"]
 
 WASMTIME_VERSION: str = version("wasmtime")
+#: wasmtime's profiling strategy (``perfmap``, ``jitdump``, ``vtune``), for profiling guests
+PROFILER_ENV = "TRELLIS_WASM_PROFILER"
 
 
 @dataclass(frozen=True)
@@ -133,4 +136,6 @@ def make_engine(settings: EngineSettings | None = None) -> RuntimeEngine:
     config.max_wasm_stack = settings.max_wasm_stack_bytes
     config.parallel_compilation = settings.parallel_compilation
     config.wasm_component_model = True
+    if os.environ.get(PROFILER_ENV):  # e.g. perfmap: perf then names the guest's functions
+        config.profiler = os.environ[PROFILER_ENV]
     return RuntimeEngine(engine=wasmtime.Engine(config), settings=settings)

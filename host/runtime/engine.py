@@ -13,6 +13,7 @@ first use and stopped by :meth:`RuntimeEngine.close`.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -22,6 +23,8 @@ from importlib.metadata import version
 import wasmtime
 
 __all__ = ["EngineSettings", "RuntimeEngine", "make_engine", "WASMTIME_VERSION"]
+
+log = logging.getLogger(__name__)
 
 WASMTIME_VERSION: str = version("wasmtime")
 #: wasmtime's profiling strategy (``perfmap``, ``jitdump``, ``vtune``), for profiling guests
@@ -136,6 +139,10 @@ def make_engine(settings: EngineSettings | None = None) -> RuntimeEngine:
     config.max_wasm_stack = settings.max_wasm_stack_bytes
     config.parallel_compilation = settings.parallel_compilation
     config.wasm_component_model = True
-    if os.environ.get(PROFILER_ENV):  # e.g. perfmap: perf then names the guest's functions
-        config.profiler = os.environ[PROFILER_ENV]
+    profiler = os.environ.get(PROFILER_ENV)
+    if profiler:  # e.g. perfmap: perf then names the guest's functions
+        try:
+            config.profiler = profiler
+        except wasmtime.WasmtimeError as exc:
+            log.warning("%s=%s ignored: %s (perfmap, jitdump or vtune)", PROFILER_ENV, profiler, exc)
     return RuntimeEngine(engine=wasmtime.Engine(config), settings=settings)

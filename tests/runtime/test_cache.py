@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from host.runtime import CompileCache, EngineSettings, Invoker, RuntimeEngine, load_component, make_engine
+from host.runtime.engine import PROFILER_ENV
 from tests.components.build import build_wat
 
 
@@ -66,3 +68,23 @@ def test_memory_only_cache(engine: RuntimeEngine) -> None:
     cache.load(engine, wasm)
     cache.load(engine, wasm)
     assert (cache.stats.compiled, cache.stats.memory_hits) == (1, 1)
+
+
+def test_a_profiler_engine_runs_cached_code_and_a_bad_profiler_is_ignored(
+        engine: RuntimeEngine, tmp_path: Path, monkeypatch, caplog) -> None:
+    """TRELLIS_WASM_PROFILER=perfmap describes code to perf without changing it (the cached code
+    loads and runs); an unknown name is logged and ignored, not a worker that cannot start."""
+    wasm = build_wat("adder").read_bytes()
+    CompileCache(tmp_path).load(engine, wasm)
+    for name in ("perfmap", "bogus"):
+        monkeypatch.setenv(PROFILER_ENV, name)
+        other = make_engine()
+        try:
+            cache = CompileCache(tmp_path)
+            loaded = load_component(other, wasm, cache)
+            assert (cache.stats.compiled, cache.stats.disk_hits) == (0, 1)
+            assert Invoker(loaded).invoke("add", [2, 3]) == 5
+        finally:
+            other.close()
+    assert f"{PROFILER_ENV}=bogus ignored" in caplog.text
+    Path(f"/tmp/perf-{os.getpid()}.map").unlink(missing_ok=True)  # what perfmap wrote

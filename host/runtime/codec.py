@@ -53,7 +53,8 @@ str``.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from functools import lru_cache
+from typing import Any, Callable, Protocol
 
 from wasmtime import component as wc
 
@@ -73,6 +74,7 @@ from .wit import (
     VariantT,
     WitType,
     from_valtype,
+    mentions_resources,
     py_classes,
     render,
 )
@@ -250,6 +252,7 @@ _CLASS_BY_NAME: dict[str, type] = {
 }
 
 
+@lru_cache(maxsize=None)
 def _classes(names: frozenset[str]) -> tuple[type, ...]:
     return tuple(_CLASS_BY_NAME[n] for n in names)
 
@@ -290,37 +293,194 @@ def from_plain(
     path: str = "value",
 ) -> Any:
     """Validate a plain value and convert it to what wasmtime-py lowers."""
-    return _from_plain(as_wit(ty), plain, resources, path)
+    try:
+        return _lowerer(as_wit(ty))(plain, resources)
+    except CodecError as e:  # raised with the path below this value; name it from the top
+        raise CodecError(path + e.path, e.message) from None
 
 
-def _from_plain(ty: WitType, plain: Plain, res: ResourceCodec | None, path: str) -> Any:
+# Lowering runs a converter built once per type and kept on it (a query result is a
+# list of rows of cells; the checks are decided by the type, not asked again per
+# value). A converter raises CodecError with the path *below* the value it was
+# given; each container adds its own step as the error passes, so paths are built
+# only for a value that fails.
+
+Lowerer = Callable[[Plain, "ResourceCodec | None"], Any]
+
+
+def _lowerer(ty: WitType) -> Lowerer:
+    try:
+        return ty.__dict__["_lowerer"]  # type: ignore[no-any-return]
+    except KeyError:
+        conv = ty.__dict__["_lowerer"] = _build_lowerer(ty)  # frozen, but a cache is no field
+        return conv
+
+
+def _step(step: str, e: CodecError) -> CodecError:
+    return CodecError(step + e.path, e.message)
+
+
+def _build_lowerer(ty: WitType) -> Lowerer:
     if isinstance(ty, Prim):
-        return _prim_from_plain(ty.name, plain, path)
+        return _prim_lowerer(ty.name)
     if isinstance(ty, ListT):
-        if ty.is_bytes:
-            return _bytes_from_plain(plain, path)
-        if not isinstance(plain, (list, tuple)):
-            raise CodecError(path, f"expected list, got {_type_name(plain)}")
-        el = ty.element
-        return [_from_plain(el, v, res, f"{path}[{i}]") for i, v in enumerate(plain)]
+        return _bytes_lowerer if ty.is_bytes else _list_lowerer(ty)
     if isinstance(ty, RecordT):
-        return _record_from_plain(ty, plain, res, path)
+        return _record_lowerer(ty)
     if isinstance(ty, TupleT):
-        n = len(ty.elements)
-        if not isinstance(plain, (list, tuple)) or len(plain) != n:
-            raise CodecError(path, f"expected a list of {n} values for {render(ty)}, got {_describe(plain)}")
-        return tuple(_from_plain(t, v, res, f"{path}[{i}]") for i, (t, v) in enumerate(zip(ty.elements, plain)))
+        return _tuple_lowerer(ty)
     if isinstance(ty, EnumT):
-        if isinstance(plain, str) and plain in ty.names:
-            return plain
-        raise CodecError(path, f"expected one of {list(ty.names)}, got {plain!r}")
+        names = frozenset(ty.names)
+
+        def enum(plain: Plain, res: ResourceCodec | None) -> Any:
+            if isinstance(plain, str) and plain in names:
+                return plain
+            raise CodecError("", f"expected one of {list(ty.names)}, got {plain!r}")
+        return enum
     if isinstance(ty, FlagsT):
-        return _flags_from_plain(ty, plain, path)
+        return lambda plain, res: _flags_from_plain(ty, plain, "")
     if isinstance(ty, (OwnT, BorrowT)):
-        if res is None:
-            raise CodecError(path, f"{render(ty)} cannot be given as a plain value")
-        return res.lower(ty, plain, path)
-    return _variant_from_plain(ty, plain, res, path)
+        def resource(plain: Plain, res: ResourceCodec | None) -> Any:
+            if res is None:
+                raise CodecError("", f"{render(ty)} cannot be given as a plain value")
+            return res.lower(ty, plain, "")
+        return resource
+    assert isinstance(ty, (VariantT, OptionT, ResultT))
+    return _variant_lowerer(ty)
+
+
+def _prim_lowerer(name: str) -> Lowerer:
+    """The common, valid value passes on a class check; anything else takes the full check."""
+    bounds = INT_RANGES.get(name)
+    if bounds is not None:
+        lo, hi = bounds
+
+        def integer(plain: Plain, res: ResourceCodec | None) -> Any:
+            if plain.__class__ is int and lo <= plain <= hi:
+                return plain
+            return _prim_from_plain(name, plain, "")
+        return integer
+    if name == "string":
+        def string(plain: Plain, res: ResourceCodec | None) -> Any:
+            if plain.__class__ is str and plain.isascii():
+                return plain
+            return _prim_from_plain(name, plain, "")
+        return string
+    return lambda plain, res: _prim_from_plain(name, plain, "")
+
+
+def _bytes_lowerer(plain: Plain, res: ResourceCodec | None) -> Any:
+    return plain if plain.__class__ is bytes else _bytes_from_plain(plain, "")
+
+
+def _list_lowerer(ty: ListT) -> Lowerer:
+    el = _lowerer(ty.element)
+    effects = mentions_resources(ty.element)  # lowering a resource has effects: never run twice
+
+    def lst(plain: Plain, res: ResourceCodec | None) -> Any:
+        if not isinstance(plain, (list, tuple)):
+            raise CodecError("", f"expected list, got {_type_name(plain)}")
+        if effects:
+            out = []
+            for i, v in enumerate(plain):
+                try:
+                    out.append(el(v, res))
+                except CodecError as e:
+                    raise _step(f"[{i}]", e) from None
+            return out
+        try:
+            return [el(v, res) for v in plain]
+        except CodecError:  # pure: find the element that fails, to name it
+            for i, v in enumerate(plain):
+                try:
+                    el(v, res)
+                except CodecError as e:
+                    raise _step(f"[{i}]", e) from None
+            raise
+    return lst
+
+
+def _record_lowerer(ty: RecordT) -> Lowerer:
+    fields = [(name, _lowerer(fty)) for name, fty in ty.fields]
+    names = [n for n, _ in ty.fields]
+    keys = frozenset(names)
+    record_class = wc.Record
+
+    def record(plain: Plain, res: ResourceCodec | None) -> Any:
+        if not isinstance(plain, dict):
+            raise CodecError("", f"expected record (a dict), got {_type_name(plain)}")
+        if plain.keys() != keys:
+            unknown = [k for k in plain if k not in keys]
+            if unknown:
+                raise CodecError("", f"unknown field(s) {unknown}; fields are {names}")
+            missing = next(n for n in names if n not in plain)
+            raise CodecError("", f"missing field {missing!r}")
+        out = record_class()
+        for name, conv in fields:
+            try:
+                setattr(out, name, conv(plain[name], res))
+            except CodecError as e:
+                raise _step(f".{name}", e) from None
+        return out
+    return record
+
+
+def _tuple_lowerer(ty: TupleT) -> Lowerer:
+    convs = [_lowerer(t) for t in ty.elements]
+    n = len(convs)
+
+    def tup(plain: Plain, res: ResourceCodec | None) -> Any:
+        if not isinstance(plain, (list, tuple)) or len(plain) != n:
+            raise CodecError("", f"expected a list of {n} values for {render(ty)}, got {_describe(plain)}")
+        out = []
+        for i, conv in enumerate(convs):
+            try:
+                out.append(conv(plain[i], res))
+            except CodecError as e:
+                raise _step(f"[{i}]", e) from None
+        return tuple(out)
+    return tup
+
+
+def _variant_lowerer(ty: VariantT | OptionT | ResultT) -> Lowerer:
+    """``_plain_case`` finds the case; an untagged value is refused when wasmtime-py would
+    take it for another case (:func:`_wasmtime_case`, with the classes read once here)."""
+    cases = ty.case_types()
+    convs = [None if case is None else _lowerer(case) for _, case in cases]
+    tagged = ty.tagged
+    variant_class = wc.Variant
+    order = [(i, None if cases[i][1] is None else _classes(py_classes(cases[i][1])))  # type: ignore[arg-type]
+             for i in untagged_order(cases)]
+
+    def variant(plain: Plain, res: ResourceCodec | None) -> Any:
+        index, payload = _plain_case(ty, plain, "")
+        name = cases[index][0]
+        conv = convs[index]
+        if conv is None:
+            if payload is not None:
+                raise CodecError(f".{name}", f"case {name!r} has no payload, got {_type_name(payload)}")
+            value = None
+        else:
+            try:
+                value = conv(payload, res)
+            except CodecError as e:
+                raise _step(f".{name}", e) from None
+        if tagged:
+            return variant_class(name, value)
+        for chosen, classes in order:
+            if value is None if classes is None else isinstance(value, classes):
+                break
+        else:
+            chosen = -1
+        if chosen != index:
+            other = cases[chosen][0] if chosen >= 0 else "no case"
+            raise CodecError(
+                "",
+                f"wasmtime-py would lower this {name!r} payload as {other!r} "
+                f"of {render(ty)}; the value cannot be passed faithfully",
+            )
+        return value
+    return variant
 
 
 def _describe(plain: Plain) -> str:
@@ -379,21 +539,6 @@ def _bytes_from_plain(plain: Plain, path: str) -> bytes:
     raise CodecError(path, f"expected bytes, got {_type_name(plain)}")
 
 
-def _record_from_plain(ty: RecordT, plain: Plain, res: ResourceCodec | None, path: str) -> wc.Record:
-    if not isinstance(plain, dict):
-        raise CodecError(path, f"expected record (a dict), got {_type_name(plain)}")
-    names = [n for n, _ in ty.fields]
-    unknown = [k for k in plain if k not in names]
-    if unknown:
-        raise CodecError(path, f"unknown field(s) {unknown}; fields are {names}")
-    record = wc.Record()
-    for name, fty in ty.fields:
-        if name not in plain:
-            raise CodecError(path, f"missing field {name!r}")
-        setattr(record, name, _from_plain(fty, plain[name], res, f"{path}.{name}"))
-    return record
-
-
 def _flags_from_plain(ty: FlagsT, plain: Plain, path: str) -> set[str]:
     if isinstance(plain, (str, bytes, dict)) or not hasattr(plain, "__iter__"):
         raise CodecError(path, f"expected a list of flag names, got {_type_name(plain)}")
@@ -403,30 +548,6 @@ def _flags_from_plain(ty: FlagsT, plain: Plain, path: str) -> set[str]:
             raise CodecError(path, f"unknown flag {v!r}; flags are {list(ty.names)}")
         out.add(v)
     return out
-
-
-def _variant_from_plain(ty: WitType, plain: Plain, res: ResourceCodec | None, path: str) -> Any:
-    assert isinstance(ty, (VariantT, OptionT, ResultT))
-    cases = ty.case_types()
-    index, payload = _plain_case(ty, plain, path)
-    name, case = cases[index]
-    if case is None:
-        if payload is not None:
-            raise CodecError(f"{path}.{name}", f"case {name!r} has no payload, got {_type_name(payload)}")
-        value = None
-    else:
-        value = _from_plain(case, payload, res, f"{path}.{name}")
-    if ty.tagged:
-        return wc.Variant(name, value)
-    chosen = _wasmtime_case(cases, value)
-    if chosen != index:
-        other = cases[chosen][0] if chosen >= 0 else "no case"
-        raise CodecError(
-            path,
-            f"wasmtime-py would lower this {name!r} payload as {other!r} "
-            f"of {render(ty)}; the value cannot be passed faithfully",
-        )
-    return value
 
 
 def _plain_case(ty: VariantT | OptionT | ResultT, plain: Plain, path: str) -> tuple[int, Plain]:
@@ -457,16 +578,3 @@ def _describe_dict(plain: Plain) -> str:
     if isinstance(plain, dict):
         return f"a dict with keys {list(plain)}"
     return _type_name(plain)
-
-
-def _wasmtime_case(cases: tuple[tuple[str, WitType | None], ...], value: Any) -> int:
-    """The case wasmtime-py's untagged lowering picks for ``value``."""
-    for i in untagged_order(cases):
-        case = cases[i][1]
-        if case is None:
-            if value is None:
-                return i
-        elif isinstance(value, _classes(py_classes(case))):
-            return i
-    return -1
-

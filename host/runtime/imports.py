@@ -49,7 +49,7 @@ from .component import FunctionInfo, LoadedComponent
 from .engine import RuntimeEngine
 from .errors import MissingLink
 from .wasmtime_patches import KEEP_TYPES
-from .wit import BorrowT, ListT, OptionT, OwnT, RecordT, ResourceRef, TupleT, VariantLike, WitType
+from .wit import BorrowT, OwnT, ResourceRef, mentions_resources
 
 __all__ = [
     "HostResource",
@@ -223,22 +223,6 @@ class _ResourceBridge:
         borrows, self.borrows = self.borrows, []
         for b in borrows:
             b.drop(self.store)
-
-
-def mentions_resources(ty: WitType | None) -> bool:
-    if ty is None:
-        return False
-    if isinstance(ty, (OwnT, BorrowT)):
-        return True
-    if isinstance(ty, ListT):
-        return mentions_resources(ty.element)
-    if isinstance(ty, RecordT):
-        return any(mentions_resources(t) for _, t in ty.fields)
-    if isinstance(ty, TupleT):
-        return any(mentions_resources(t) for t in ty.elements)
-    if isinstance(ty, VariantLike):
-        return any(mentions_resources(t) for _, t in ty.case_types())
-    return False
 
 
 def _host_function(fn: FunctionInfo) -> Callable[..., Any]:

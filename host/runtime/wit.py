@@ -42,6 +42,7 @@ __all__ = [
     "from_valtype",
     "render",
     "py_classes",
+    "mentions_resources",
 ]
 
 PRIMITIVES: tuple[str, ...] = (
@@ -312,3 +313,20 @@ def render(ty: WitType | None) -> str:
 
 def _resource_name(ref: ResourceRef) -> str:
     return f"{ref.interface}.{ref.name}" if ref.interface else ref.name
+
+
+def mentions_resources(ty: WitType | None) -> bool:
+    """Whether a value of ``ty`` may hold a resource handle."""
+    if ty is None:
+        return False
+    if isinstance(ty, (OwnT, BorrowT)):
+        return True
+    if isinstance(ty, ListT):
+        return mentions_resources(ty.element)
+    if isinstance(ty, RecordT):
+        return any(mentions_resources(t) for _, t in ty.fields)
+    if isinstance(ty, TupleT):
+        return any(mentions_resources(t) for t in ty.elements)
+    if isinstance(ty, VariantLike):
+        return any(mentions_resources(t) for _, t in ty.case_types())
+    return False

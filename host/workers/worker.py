@@ -47,7 +47,7 @@ from interfaces.local_rpc import LocalRpcClient, LocalRpcDoor
 from interfaces.errors import ErrorCode
 from interfaces.rpc_client import RpcClient, RpcError
 from interfaces.rpc_server import RpcServer
-from interfaces import tracing
+from interfaces import gc_tuning, tracing
 from interfaces.tracing import setup_tracing
 
 from . import colocated, inline
@@ -494,6 +494,7 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s worker %(name)s: %(message)s")
     boot = json.loads(sys.stdin.readline())
     worker = Worker(boot)
+    gc_tuning.tune()
     try:
         import uvloop
         uvloop.run(worker.run())

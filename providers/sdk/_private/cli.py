@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from interfaces import tracing
+from interfaces import gc_tuning, tracing
 
 from .bootstrap import Bootstrap, BootstrapError, arg_parser, bootstrap_from_args, read_bootstrap
 from .definition import Provider
@@ -52,6 +52,7 @@ def main(provider: Provider, argv: Sequence[str] | None = None) -> int:
         if key.startswith("OTEL_"):
             os.environ.setdefault(key, value)
     tracing.setup_tracing(f"provider-{bootstrap.provider_id}")
+    gc_tuning.tune()
     try:
         import uvloop
 

@@ -137,50 +137,180 @@ def to_plain(
     path: str = "value",
 ) -> Plain:
     """Convert a value lifted by wasmtime-py into its plain form."""
-    return _to_plain(as_wit(ty), value, resources, path)
+    try:
+        return _lifter(as_wit(ty))(value, resources)
+    except CodecError as e:  # raised with the path below this value; name it from the top
+        raise CodecError(path + e.path, e.message) from None
 
 
-def _to_plain(ty: WitType, value: Any, res: ResourceCodec | None, path: str) -> Plain:
+# Lifting, like lowering (below), runs a converter built once per type and kept on
+# it, and builds a path only for a value that fails.
+
+Lifter = Callable[[Any, "ResourceCodec | None"], Plain]
+
+
+def _lifter(ty: WitType) -> Lifter:
+    try:
+        return ty.__dict__["_lifter"]  # type: ignore[no-any-return]
+    except KeyError:
+        conv = ty.__dict__["_lifter"] = _build_lifter(ty)  # frozen, but a cache is no field
+        return conv
+
+
+def _build_lifter(ty: WitType) -> Lifter:
     if isinstance(ty, Prim):
-        return _prim_to_plain(ty.name, value, path)
+        return _prim_lifter(ty.name)
     if isinstance(ty, ListT):
         if ty.is_bytes:
-            if isinstance(value, (bytes, bytearray)):
-                return bytes(value)
-            raise CodecError(path, f"expected bytes, got {_type_name(value)}")
-        if not isinstance(value, (list, tuple)):
-            raise CodecError(path, f"expected list, got {_type_name(value)}")
-        el = ty.element
-        return [_to_plain(el, v, res, f"{path}[{i}]") for i, v in enumerate(value)]
+            def lift_bytes(value: Any, res: ResourceCodec | None) -> Plain:
+                if value.__class__ is bytes:
+                    return value
+                if isinstance(value, (bytes, bytearray)):
+                    return bytes(value)
+                raise CodecError("", f"expected bytes, got {_type_name(value)}")
+            return lift_bytes
+        return _list_lifter(ty)
     if isinstance(ty, RecordT):
+        return _record_lifter(ty)
+    if isinstance(ty, TupleT):
+        return _tuple_lifter(ty)
+    if isinstance(ty, EnumT):
+        names = frozenset(ty.names)
+
+        def enum(value: Any, res: ResourceCodec | None) -> Plain:
+            if isinstance(value, str) and value in names:
+                return value
+            raise CodecError("", f"expected one of {list(ty.names)}, got {value!r}")
+        return enum
+    if isinstance(ty, FlagsT):
+        def flags(value: Any, res: ResourceCodec | None) -> Plain:
+            if not isinstance(value, (set, frozenset)):
+                raise CodecError("", f"expected set of flags, got {_type_name(value)}")
+            unknown = set(value) - set(ty.names)
+            if unknown:
+                raise CodecError("", f"unknown flags {sorted(map(str, unknown))}")
+            return [n for n in ty.names if n in value]
+        return flags
+    if isinstance(ty, (OwnT, BorrowT)):
+        def resource(value: Any, res: ResourceCodec | None) -> Plain:
+            if res is None:
+                raise CodecError("", f"{render(ty)} has no plain form")
+            return res.lift(ty, value, "")
+        return resource
+    assert isinstance(ty, (VariantT, OptionT, ResultT))
+    return _variant_lifter(ty)
+
+
+def _prim_lifter(name: str) -> Lifter:
+    cls = {"bool": bool, "f32": float, "f64": float, "char": str, "string": str}.get(name, int)
+
+    def prim(value: Any, res: ResourceCodec | None) -> Plain:
+        if value.__class__ is cls:
+            return value
+        return _prim_to_plain(name, value, "")
+    return prim
+
+
+def _list_lifter(ty: ListT) -> Lifter:
+    el = _lifter(ty.element)
+    effects = mentions_resources(ty.element)  # lifting a resource has effects: never run twice
+
+    def lst(value: Any, res: ResourceCodec | None) -> Plain:
+        if not isinstance(value, (list, tuple)):
+            raise CodecError("", f"expected list, got {_type_name(value)}")
+        if effects:
+            out = []
+            for i, v in enumerate(value):
+                try:
+                    out.append(el(v, res))
+                except CodecError as e:
+                    raise _step(f"[{i}]", e) from None
+            return out
+        try:
+            return [el(v, res) for v in value]
+        except CodecError:  # pure: find the element that fails, to name it
+            for i, v in enumerate(value):
+                try:
+                    el(v, res)
+                except CodecError as e:
+                    raise _step(f"[{i}]", e) from None
+            raise
+    return lst
+
+
+def _record_lifter(ty: RecordT) -> Lifter:
+    fields = [(name, _lifter(fty)) for name, fty in ty.fields]
+
+    def record(value: Any, res: ResourceCodec | None) -> Plain:
         out: dict[str, Plain] = {}
-        for name, fty in ty.fields:
+        for name, conv in fields:
             try:
                 field = getattr(value, name)
             except AttributeError:
-                raise CodecError(path, f"record value lacks field {name!r}") from None
-            out[name] = _to_plain(fty, field, res, f"{path}.{name}")
+                raise CodecError("", f"record value lacks field {name!r}") from None
+            try:
+                out[name] = conv(field, res)
+            except CodecError as e:
+                raise _step(f".{name}", e) from None
         return out
-    if isinstance(ty, TupleT):
-        if not isinstance(value, (tuple, list)) or len(value) != len(ty.elements):
-            raise CodecError(path, f"expected {render(ty)}, got {_type_name(value)}")
-        return [_to_plain(t, v, res, f"{path}[{i}]") for i, (t, v) in enumerate(zip(ty.elements, value))]
-    if isinstance(ty, EnumT):
-        if isinstance(value, str) and value in ty.names:
-            return value
-        raise CodecError(path, f"expected one of {list(ty.names)}, got {value!r}")
-    if isinstance(ty, FlagsT):
-        if not isinstance(value, (set, frozenset)):
-            raise CodecError(path, f"expected set of flags, got {_type_name(value)}")
-        unknown = set(value) - set(ty.names)
-        if unknown:
-            raise CodecError(path, f"unknown flags {sorted(map(str, unknown))}")
-        return [n for n in ty.names if n in value]
-    if isinstance(ty, (OwnT, BorrowT)):
-        if res is None:
-            raise CodecError(path, f"{render(ty)} has no plain form")
-        return res.lift(ty, value, path)
-    return _variant_to_plain(ty, value, res, path)
+    return record
+
+
+def _tuple_lifter(ty: TupleT) -> Lifter:
+    convs = [_lifter(t) for t in ty.elements]
+    n = len(convs)
+
+    def tup(value: Any, res: ResourceCodec | None) -> Plain:
+        if not isinstance(value, (tuple, list)) or len(value) != n:
+            raise CodecError("", f"expected {render(ty)}, got {_type_name(value)}")
+        out = []
+        for i, conv in enumerate(convs):
+            try:
+                out.append(conv(value[i], res))
+            except CodecError as e:
+                raise _step(f"[{i}]", e) from None
+        return out
+    return tup
+
+
+def _variant_lifter(ty: VariantT | OptionT | ResultT) -> Lifter:
+    """The case of an untagged value is the first, in :func:`untagged_order`, whose classes it
+    has (a bool is not taken for an integer); a tagged one names its case."""
+    cases, order = _cases_in_order(ty)
+    convs = [None if case is None else _lifter(case) for _, case in cases]
+    by_tag = {name: i for i, (name, _) in enumerate(cases)}
+    untagged = [(i, None if cases[i][1] is None else py_classes(cases[i][1])) for i in order]  # type: ignore[arg-type]
+    option = isinstance(ty, OptionT)
+    nested = option and _nullable(ty.payload)  # type: ignore[union-attr]
+    tagged = ty.tagged
+
+    def variant(value: Any, res: ResourceCodec | None) -> Plain:
+        if tagged:
+            if not isinstance(value, wc.Variant):
+                raise CodecError("", f"expected Variant, got {_type_name(value)}")
+            index = by_tag.get(value.tag)
+            if index is None:
+                raise CodecError("", f"unknown case {value.tag!r}")
+            payload = value.payload
+        else:
+            for index, names in untagged:
+                if value is None if names is None else _strict_instance(value, names):
+                    break
+            else:
+                raise CodecError("", f"value of type {_type_name(value)} fits no case of {render(ty)}")
+            payload = value
+        name = cases[index][0]
+        conv = convs[index]
+        try:
+            inner = None if conv is None else conv(payload, res)
+        except CodecError as e:
+            raise _step(f".{name}", e) from None
+        if option:
+            if index == 0:
+                return None
+            return {"some": inner} if nested else inner
+        return {name: inner}
+    return variant
 
 
 def _prim_to_plain(name: str, value: Any, path: str) -> Plain:
@@ -196,26 +326,6 @@ def _prim_to_plain(name: str, value: Any, path: str) -> Plain:
     elif isinstance(value, str):  # char, string
         return value
     raise CodecError(path, f"expected {name}, got {_type_name(value)}")
-
-
-def _case_index(ty: VariantLike, value: Any, path: str) -> tuple[int, Any]:
-    """Which case an untagged or tagged wasmtime-py value belongs to."""
-    cases, order = _cases_in_order(ty)
-    if ty.tagged:
-        if not isinstance(value, wc.Variant):
-            raise CodecError(path, f"expected Variant, got {_type_name(value)}")
-        for i, (name, _) in enumerate(cases):
-            if name == value.tag:
-                return i, value.payload
-        raise CodecError(path, f"unknown case {value.tag!r}")
-    for i in order:
-        case = cases[i][1]
-        if case is None:
-            if value is None:
-                return i, None
-        elif _strict_instance(value, py_classes(case)):
-            return i, value
-    raise CodecError(path, f"value of type {_type_name(value)} fits no case of {render(ty)}")  # type: ignore[arg-type]
 
 
 def untagged_order(cases: tuple[tuple[str, WitType | None], ...]) -> list[int]:
@@ -262,18 +372,6 @@ def _strict_instance(value: Any, names: frozenset[str]) -> bool:
     if isinstance(value, bool) and "bool" not in names and "object" not in names:
         return False
     return isinstance(value, _classes(names))
-
-
-def _variant_to_plain(ty: WitType, value: Any, res: ResourceCodec | None, path: str) -> Plain:
-    assert isinstance(ty, (VariantT, OptionT, ResultT))
-    index, payload = _case_index(ty, value, path)
-    name, case = ty.case_types()[index]
-    inner = None if case is None else _to_plain(case, payload, res, f"{path}.{name}")
-    if isinstance(ty, OptionT):
-        if name == "none":
-            return None
-        return {"some": inner} if _nullable(ty.payload) else inner
-    return {name: inner}
 
 
 def _nullable(ty: WitType) -> bool:

@@ -55,6 +55,9 @@ those that run Wasm, compile, instantiate, drop a guest resource or free a
 store still release it, so other threads (the epoch ticker, the event loop)
 run while Wasm does. ``TRELLIS_HOLD_GIL=0`` leaves wasmtime-py's bindings as
 they are (for comparison).
+
+7. Lists, tuples, records, variants, options and results are lowered in place:
+see :mod:`host.runtime.lower_in_place` (``TRELLIS_LOWER_IN_PLACE=0`` turns it off).
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ from wasmtime.component import _linker, _types
 from wasmtime.component._enter import catch_exceptions
 
 from interfaces.switches import switched_on
+
+from . import lower_in_place
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +115,7 @@ def untagged_order(cases: list[Any]) -> list[Any]:
     return sorted(cases, key=lambda c: _matches_anything(c[1]))
 
 
-def _untagged_cases(self: Any) -> list[tuple[str, Any, tuple[type, ...]]]:
+def untagged_cases(self: Any) -> list[tuple[str, Any, tuple[type, ...]]]:
     """(name, type, classes) of an untagged variant's cases, in matching order; kept."""
     memo = self.__dict__.get("_trellis_untagged")
     if memo is None:
@@ -119,19 +124,24 @@ def _untagged_cases(self: Any) -> list[tuple[str, Any, tuple[type, ...]]]:
     return memo
 
 
-def _lower(self: Any, store: Any, val: Any) -> Any:
+def pick_case(self: Any, val: Any) -> tuple[str, Any, Any]:
+    """(case name, case type, payload) of a variant, option or result value, as it is lowered."""
     if self._tagged():
         if not isinstance(val, _types.Variant):
             raise TypeError("expected Variant type")
         case = next(((name, ty) for name, ty in self._cases() if name == val.tag), None)
         payload = val.payload if case is not None else None
     else:
-        case = next(((name, ty) for name, ty, classes in _untagged_cases(self)
+        case = next(((name, ty) for name, ty, classes in untagged_cases(self)
                      if (val is None if ty is None else isinstance(val, classes))), None)
         payload = val
     if case is None:
         raise ValueError("value not valid for this variant")
-    name, ty = case
+    return case[0], case[1], payload
+
+
+def _lower(self: Any, store: Any, val: Any) -> Any:
+    name, ty, payload = pick_case(self, val)
     if ty is None:
         return (name, None)
     raw = ffi.wasmtime_component_val_t()
@@ -352,5 +362,18 @@ def apply() -> bool:
         return False
     _types.ListType.convert_to_c = _to_c  # type: ignore[method-assign]
     _types.ListType.convert_from_c = _from_c  # type: ignore[method-assign]
+    if lower_in_place.apply(_library()):
+        for cls in (_types.ListType, _types.TupleType, _types.RecordType, _types.VariantType,
+                    _types.OptionType, _types.ResultType):
+            cls.convert_to_c = _in_place(cls.convert_to_c)  # type: ignore[method-assign]
     _applied = True
     return True
+
+
+def _in_place(original: Any) -> Any:
+    """7: a container or variant is lowered by :mod:`host.runtime.lower_in_place`, unless its
+    type holds what only wasmtime-py lowers (a resource, flags)."""
+    def convert_to_c(self: Any, store: Any, val: Any, ptr: Any) -> None:
+        if not lower_in_place.lower_root(self, store, val, ptr):
+            original(self, store, val, ptr)
+    return convert_to_c

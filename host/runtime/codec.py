@@ -137,24 +137,36 @@ def to_plain(
     path: str = "value",
 ) -> Plain:
     """Convert a value lifted by wasmtime-py into its plain form."""
+    return _run(_lifter(as_wit(ty)), value, resources, path)
+
+
+# Both directions run a converter built once per type and kept on it (a query result
+# is a list of rows of cells; the checks are decided by the type, not asked again per
+# value). A converter raises CodecError with the path *below* the value it was given;
+# each container adds its own step as the error passes, so paths are built only for
+# a value that fails.
+
+Lifter = Callable[[Any, "ResourceCodec | None"], Plain]
+Lowerer = Callable[[Plain, "ResourceCodec | None"], Any]
+
+
+def _run(conv: Callable[[Any, Any], Any], value: Any, res: ResourceCodec | None, path: str) -> Any:
     try:
-        return _lifter(as_wit(ty))(value, resources)
+        return conv(value, res)
     except CodecError as e:  # raised with the path below this value; name it from the top
         raise CodecError(path + e.path, e.message) from None
 
 
-# Lifting, like lowering (below), runs a converter built once per type and kept on
-# it, and builds a path only for a value that fails.
-
-Lifter = Callable[[Any, "ResourceCodec | None"], Plain]
+def _kept(ty: WitType, key: str, build: Callable[[Any], Any]) -> Any:
+    try:
+        return ty.__dict__[key]
+    except KeyError:
+        conv = ty.__dict__[key] = build(ty)  # frozen, but a cache is no field
+        return conv
 
 
 def _lifter(ty: WitType) -> Lifter:
-    try:
-        return ty.__dict__["_lifter"]  # type: ignore[no-any-return]
-    except KeyError:
-        conv = ty.__dict__["_lifter"] = _build_lifter(ty)  # frozen, but a cache is no field
-        return conv
+    return _kept(ty, "_lifter", _build_lifter)  # type: ignore[no-any-return]
 
 
 def _build_lifter(ty: WitType) -> Lifter:
@@ -175,13 +187,7 @@ def _build_lifter(ty: WitType) -> Lifter:
     if isinstance(ty, TupleT):
         return _tuple_lifter(ty)
     if isinstance(ty, EnumT):
-        names = frozenset(ty.names)
-
-        def enum(value: Any, res: ResourceCodec | None) -> Plain:
-            if isinstance(value, str) and value in names:
-                return value
-            raise CodecError("", f"expected one of {list(ty.names)}, got {value!r}")
-        return enum
+        return _enum_converter(ty)
     if isinstance(ty, FlagsT):
         def flags(value: Any, res: ResourceCodec | None) -> Plain:
             if not isinstance(value, (set, frozenset)):
@@ -201,6 +207,17 @@ def _build_lifter(ty: WitType) -> Lifter:
     return _variant_lifter(ty)
 
 
+def _enum_converter(ty: EnumT) -> Callable[[Any, Any], Any]:
+    """An enum's case name, the same in both directions."""
+    names = frozenset(ty.names)
+
+    def enum(value: Any, res: ResourceCodec | None) -> Any:
+        if isinstance(value, str) and value in names:
+            return value
+        raise CodecError("", f"expected one of {list(ty.names)}, got {value!r}")
+    return enum
+
+
 def _prim_lifter(name: str) -> Lifter:
     cls = {"bool": bool, "f32": float, "f64": float, "char": str, "string": str}.get(name, int)
 
@@ -212,10 +229,14 @@ def _prim_lifter(name: str) -> Lifter:
 
 
 def _list_lifter(ty: ListT) -> Lifter:
-    el = _lifter(ty.element)
-    effects = mentions_resources(ty.element)  # lifting a resource has effects: never run twice
+    return _list_of(_lifter(ty.element), mentions_resources(ty.element))
 
-    def lst(value: Any, res: ResourceCodec | None) -> Plain:
+
+def _list_of(el: Callable[[Any, Any], Any], effects: bool) -> Callable[[Any, Any], list[Any]]:
+    """A list (or tuple) converted element by element with ``el``; a failing element is named
+    by its index. Converting a resource has effects (a handle taken from a table, a borrow
+    ended), so with ``effects`` no element is converted twice."""
+    def lst(value: Any, res: ResourceCodec | None) -> list[Any]:
         if not isinstance(value, (list, tuple)):
             raise CodecError("", f"expected list, got {_type_name(value)}")
         if effects:
@@ -263,14 +284,19 @@ def _tuple_lifter(ty: TupleT) -> Lifter:
     def tup(value: Any, res: ResourceCodec | None) -> Plain:
         if not isinstance(value, (tuple, list)) or len(value) != n:
             raise CodecError("", f"expected {render(ty)}, got {_type_name(value)}")
-        out = []
-        for i, conv in enumerate(convs):
-            try:
-                out.append(conv(value[i], res))
-            except CodecError as e:
-                raise _step(f"[{i}]", e) from None
-        return out
+        return _each_of(convs, value, res)
     return tup
+
+
+def _each_of(convs: list[Callable[[Any, Any], Any]], values: Any, res: ResourceCodec | None) -> list[Any]:
+    """A tuple's elements, each converted by its own converter (a failing one named by index)."""
+    out = []
+    for i, conv in enumerate(convs):
+        try:
+            out.append(conv(values[i], res))
+        except CodecError as e:
+            raise _step(f"[{i}]", e) from None
+    return out
 
 
 def _variant_lifter(ty: VariantT | OptionT | ResultT) -> Lifter:
@@ -391,27 +417,11 @@ def from_plain(
     path: str = "value",
 ) -> Any:
     """Validate a plain value and convert it to what wasmtime-py lowers."""
-    try:
-        return _lowerer(as_wit(ty))(plain, resources)
-    except CodecError as e:  # raised with the path below this value; name it from the top
-        raise CodecError(path + e.path, e.message) from None
-
-
-# Lowering runs a converter built once per type and kept on it (a query result is a
-# list of rows of cells; the checks are decided by the type, not asked again per
-# value). A converter raises CodecError with the path *below* the value it was
-# given; each container adds its own step as the error passes, so paths are built
-# only for a value that fails.
-
-Lowerer = Callable[[Plain, "ResourceCodec | None"], Any]
+    return _run(_lowerer(as_wit(ty)), plain, resources, path)
 
 
 def _lowerer(ty: WitType) -> Lowerer:
-    try:
-        return ty.__dict__["_lowerer"]  # type: ignore[no-any-return]
-    except KeyError:
-        conv = ty.__dict__["_lowerer"] = _build_lowerer(ty)  # frozen, but a cache is no field
-        return conv
+    return _kept(ty, "_lowerer", _build_lowerer)  # type: ignore[no-any-return]
 
 
 def _step(step: str, e: CodecError) -> CodecError:
@@ -428,13 +438,7 @@ def _build_lowerer(ty: WitType) -> Lowerer:
     if isinstance(ty, TupleT):
         return _tuple_lowerer(ty)
     if isinstance(ty, EnumT):
-        names = frozenset(ty.names)
-
-        def enum(plain: Plain, res: ResourceCodec | None) -> Any:
-            if isinstance(plain, str) and plain in names:
-                return plain
-            raise CodecError("", f"expected one of {list(ty.names)}, got {plain!r}")
-        return enum
+        return _enum_converter(ty)
     if isinstance(ty, FlagsT):
         return lambda plain, res: _flags_from_plain(ty, plain, "")
     if isinstance(ty, (OwnT, BorrowT)):
@@ -472,30 +476,7 @@ def _bytes_lowerer(plain: Plain, res: ResourceCodec | None) -> Any:
 
 
 def _list_lowerer(ty: ListT) -> Lowerer:
-    el = _lowerer(ty.element)
-    effects = mentions_resources(ty.element)  # lowering a resource has effects: never run twice
-
-    def lst(plain: Plain, res: ResourceCodec | None) -> Any:
-        if not isinstance(plain, (list, tuple)):
-            raise CodecError("", f"expected list, got {_type_name(plain)}")
-        if effects:
-            out = []
-            for i, v in enumerate(plain):
-                try:
-                    out.append(el(v, res))
-                except CodecError as e:
-                    raise _step(f"[{i}]", e) from None
-            return out
-        try:
-            return [el(v, res) for v in plain]
-        except CodecError:  # pure: find the element that fails, to name it
-            for i, v in enumerate(plain):
-                try:
-                    el(v, res)
-                except CodecError as e:
-                    raise _step(f"[{i}]", e) from None
-            raise
-    return lst
+    return _list_of(_lowerer(ty.element), mentions_resources(ty.element))
 
 
 def _record_lowerer(ty: RecordT) -> Lowerer:
@@ -530,13 +511,7 @@ def _tuple_lowerer(ty: TupleT) -> Lowerer:
     def tup(plain: Plain, res: ResourceCodec | None) -> Any:
         if not isinstance(plain, (list, tuple)) or len(plain) != n:
             raise CodecError("", f"expected a list of {n} values for {render(ty)}, got {_describe(plain)}")
-        out = []
-        for i, conv in enumerate(convs):
-            try:
-                out.append(conv(plain[i], res))
-            except CodecError as e:
-                raise _step(f"[{i}]", e) from None
-        return tuple(out)
+        return tuple(_each_of(convs, plain, res))
     return tup
 
 

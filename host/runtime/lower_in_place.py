@@ -221,6 +221,15 @@ def _bytes(store: Any, val: Any, buf: Any, base: int, off: int) -> None:
         _lib.copy(_read_ptr(buf, off + 8)[0], bytes(image), len(image))  # type: ignore[union-attr]
 
 
+def _allocate(new: Any, buf: Any, base: int, off: int, n: int, image: bytes, arr: Any) -> tuple[int, Any]:
+    """A tuple's or record's ``n`` elements allocated into the slot at ``off`` and set from
+    ``image`` (their kinds, zero payloads): their address and a ctypes array over them."""
+    new(base + off, n)
+    data = _read_ptr(buf, off + 8)[0]
+    _lib.copy(data, image, len(image))  # type: ignore[union-attr]
+    return data, arr.from_address(data)
+
+
 def _tuple(ty: Any, kind: int) -> tuple[int, Writer] | None:
     children = _children(list(ty.elements))
     if children is None:
@@ -235,12 +244,7 @@ def _tuple(ty: Any, kind: int) -> tuple[int, Writer] | None:
             raise TypeError("expected tuple type")
         if len(val) != n:
             raise TypeError("tuple length mismatch")
-        _lib.tuple_new(base + off, n)  # type: ignore[union-attr]
-        if not n:
-            return
-        data = _read_ptr(buf, off + 8)[0]
-        _lib.copy(data, image, size)  # type: ignore[union-attr]
-        region = arr.from_address(data)
+        data, region = _allocate(_lib.tuple_new, buf, base, off, n, image, arr)  # type: ignore[union-attr]
         for v, (o, w) in zip(val, writers):
             w(store, v, region, data, o)
     return kind, tup
@@ -259,12 +263,7 @@ def _record(ty: Any, kind: int) -> tuple[int, Writer] | None:
 
     def record(store: Any, val: Any, buf: Any, base: int, off: int) -> None:
         lib = _lib
-        lib.record_new(base + off, n)  # type: ignore[union-attr]
-        if not n:
-            return
-        data = _read_ptr(buf, off + 8)[0]
-        lib.copy(data, image, size)  # type: ignore[union-attr]
-        region = arr.from_address(data)
+        data, region = _allocate(lib.record_new, buf, base, off, n, image, arr)  # type: ignore[union-attr]
         for name, encoded, name_off, val_off, w in entries:
             lib.vec_new(data + name_off, len(encoded), encoded)  # type: ignore[union-attr]
             w(store, getattr(val, name), region, data, val_off)

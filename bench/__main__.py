@@ -28,9 +28,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "workers": ("bench.workers", "throughput at concurrency 20 with 1 vs N worker processes"),
     "profile": ("bench.profile", "py-spy profile of the cross-host call path (needs py-spy)"),
     "pieces": ("bench.pieces", "per-call cost of each RPC-layer step vs a leaner form, in process"),
+    "values": ("bench.values", "a query result of 12,000 rows across the host-guest boundary: lowering in place, GC settings"),
     "http": ("bench.http", "HTTP POST /orders, wrk c=20: Trellis vs wasmCloud 2.x, wasmtime serve, uvicorn"),
 }
-DEFAULT = ["invoke", "rpc", "coldstart", "workers", "pieces", "profile"]
+DEFAULT = ["invoke", "rpc", "coldstart", "workers", "pieces", "values", "profile"]
 DEFAULT_QUICK = [n for n in DEFAULT if n != "profile"]  # keeps --quick near 2 minutes
 
 

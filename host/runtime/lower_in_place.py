@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import struct
+from functools import lru_cache
 from typing import Any, Callable
 
 from wasmtime import _ffi as ffi
@@ -41,8 +42,9 @@ log = logging.getLogger(__name__)
 ENV = "TRELLIS_LOWER_IN_PLACE"
 
 _VAL = ffi.wasmtime_component_val_t
-_STRIDE = ctypes.sizeof(_VAL)
-_VOFF = _VAL.of.offset
+#: a component value in wasmtime's C API: its size, and where its payload starts (after the kind)
+STRIDE = _STRIDE = ctypes.sizeof(_VAL)
+VALUE_OFF = _VOFF = _VAL.of.offset
 _ENTRY = ctypes.sizeof(ffi.wasmtime_component_valrecord_entry_t)
 _ENTRY_VAL = ffi.wasmtime_component_valrecord_entry_t.val.offset
 _VARIANT_VAL = ffi.wasmtime_component_valvariant_t.val.offset
@@ -90,6 +92,7 @@ def _region(addr: int, size: int) -> Any:
     return _ARRAYS[max(size - 1, 1).bit_length()].from_address(addr)
 
 
+@lru_cache(maxsize=None)
 def _slot(kind: int) -> bytes:
     """A value slot of ``kind`` with a zero payload."""
     return bytes((kind,)) + bytes(_STRIDE - 1)
@@ -208,17 +211,22 @@ def _list(ty: Any, kind: int) -> tuple[int, Writer] | None:
     return kind, lst
 
 
+def byte_list_image(data: bytes) -> bytes:
+    """The elements of a ``list<u8>`` as wasmtime lays them out: one ``u8`` value per byte."""
+    image = bytearray(len(data) * _STRIDE)
+    image[_VAL.kind.offset::_STRIDE] = bytes((ffi.WASMTIME_COMPONENT_U8.value,)) * len(data)
+    image[_VOFF::_STRIDE] = data
+    return bytes(image)
+
+
 def _bytes(store: Any, val: Any, buf: Any, base: int, off: int) -> None:
     if not isinstance(val, (bytes, bytearray, memoryview)):
         raise TypeError("expected bytes value")
     data = bytes(val)
-    n = len(data)
-    _lib.list_new(base + off, n)  # type: ignore[union-attr]
-    if n:
-        image = bytearray(n * _STRIDE)
-        image[0::_STRIDE] = bytes((ffi.WASMTIME_COMPONENT_U8.value,)) * n
-        image[_VOFF::_STRIDE] = data
-        _lib.copy(_read_ptr(buf, off + 8)[0], bytes(image), len(image))  # type: ignore[union-attr]
+    _lib.list_new(base + off, len(data))  # type: ignore[union-attr]
+    if data:
+        image = byte_list_image(data)
+        _lib.copy(_read_ptr(buf, off + 8)[0], image, len(image))  # type: ignore[union-attr]
 
 
 def _allocate(new: Any, buf: Any, base: int, off: int, n: int, image: bytes, arr: Any) -> tuple[int, Any]:

@@ -78,10 +78,9 @@ from . import lower_in_place
 log = logging.getLogger(__name__)
 
 _VAL = ffi.wasmtime_component_val_t
-_STRIDE = ctypes.sizeof(_VAL)
+_STRIDE = lower_in_place.STRIDE
 _KIND_OFF = _VAL.kind.offset
-_VALUE_OFF = _VAL.of.offset
-_U8 = ffi.WASMTIME_COMPONENT_U8.value
+_VALUE_OFF = lower_in_place.VALUE_OFF
 
 #: attribute a host function sets (true) to have its parameter and result types kept (4)
 KEEP_TYPES = "_trellis_keep_types"
@@ -159,10 +158,8 @@ def _to_c(self: Any, store: Any, val: Any, ptr: Any) -> None:
     raw = ffi.wasmtime_component_vallist_t()
     ffi.wasmtime_component_vallist_new_uninit(raw, n)
     if n:
-        buf = bytearray(n * _STRIDE)
-        buf[_KIND_OFF::_STRIDE] = bytes((_U8,)) * n
-        buf[_VALUE_OFF::_STRIDE] = data
-        ctypes.memmove(raw.data, (ctypes.c_char * len(buf)).from_buffer(buf), len(buf))
+        image = lower_in_place.byte_list_image(data)
+        ctypes.memmove(raw.data, image, len(image))
     ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
     ptr.contents.of.list = raw
 

@@ -19,6 +19,26 @@ class ProviderRefError(TrellisError):
     code = ErrorCode.BAD_REQUEST
 
 
+#: built-in providers whose client library comes with an optional extra: name -> (module, extra)
+BUILTIN_EXTRAS: dict[str, tuple[str, str]] = {
+    "sqldb-postgres": ("asyncpg", "postgres"),
+    "keyvalue-redis": ("redis", "redis"),
+}
+
+#: ``python -P``: the child does not put its working directory first on sys.path, so a folder
+#: named like one of Trellis's packages where the user stands cannot shadow them
+SAFE_PATH = "-P"
+
+
+def _missing_extra(name: str) -> str | None:
+    needed = BUILTIN_EXTRAS.get(name)
+    if needed is None or importlib.util.find_spec(needed[0]) is not None:
+        return None
+    module, extra = needed
+    return (f"built-in provider {name!r} needs {module}, which is not installed on this host: "
+            f"pip install 'trellis-wasm[{extra}]'")
+
+
 def provider_argv(image: str) -> list[str]:
     image = image.strip()
     if image.startswith("builtin:"):
@@ -26,7 +46,10 @@ def provider_argv(image: str) -> list[str]:
         module = "providers.builtin." + name.replace("-", "_")
         if not name or importlib.util.find_spec(module) is None:
             raise ProviderRefError(f"no built-in provider {name!r} (module {module} not found)", ErrorCode.NOT_FOUND)
-        return [sys.executable, "-m", module]
+        missing = _missing_extra(name)
+        if missing:
+            raise ProviderRefError(missing, ErrorCode.NOT_FOUND)
+        return [sys.executable, SAFE_PATH, "-m", module]
     if image.startswith("python:"):
         module = image[len("python:"):]
         try:
@@ -35,7 +58,7 @@ def provider_argv(image: str) -> list[str]:
             found = None
         if found is None:
             raise ProviderRefError(f"python module {module!r} is not importable on this host", ErrorCode.NOT_FOUND)
-        return [sys.executable, "-m", module]
+        return [sys.executable, SAFE_PATH, "-m", module]
     path = unquote(urlparse(image).path) if image.startswith("file://") else image
     if path.endswith(".py"):
         p = Path(path).expanduser().resolve()

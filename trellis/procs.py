@@ -61,8 +61,12 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> int:
 
 
 def trellis_argv(*args: str) -> list[str]:
-    """Run a trellis subcommand with this interpreter (no reliance on PATH)."""
-    return [sys.executable, "-m", "trellis.cli.main", *args]
+    """Run a trellis subcommand with this interpreter (no reliance on PATH).
+
+    ``-P``: the working directory is not put first on sys.path, so a folder there named like one
+    of Trellis's packages (``trellis/``, ``providers/``) cannot shadow them.
+    """
+    return [sys.executable, "-P", "-m", "trellis.cli.main", *args]
 
 
 def pid_alive(pid: int) -> bool:

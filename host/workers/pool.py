@@ -61,7 +61,7 @@ class WorkerPool:
         env = {k: v for k, v in os.environ.items()}
         try:
             w.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "host.workers", stdin=asyncio.subprocess.PIPE,
+                sys.executable, "-P", "-m", "host.workers", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env, limit=16 * 1024 * 1024,
             )
         finally:

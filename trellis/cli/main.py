@@ -26,6 +26,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import trellis
+
+        typer.echo(f"trellis {trellis.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                  help="Print the Trellis version and exit."),
+) -> None:
+    """Trellis: run WebAssembly components across a lattice of hosts."""
+
+
 app.add_typer(get_app, name="get")
 app.add_typer(label_app, name="label")
 app.add_typer(stop_app, name="stop")

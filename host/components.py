@@ -128,6 +128,8 @@ class ComponentManager:
             "max_instances": req.max_instances, "reuse": req.reuse.model_dump(),
             "limits": req.limits.model_dump(), "wasi": req.wasi.model_dump(), "config": req.config,
             "non_retryable": req.non_retryable,
+            # the app it belongs to, for its invocation records (wadm's APP_ANNOTATION)
+            "app": req.annotations.get("trellis.app", ""),
         }
         await self.pool.load(cmd)
         prev = self.running.get(req.component_id)

@@ -19,12 +19,14 @@ from .engine import EngineSettings, RuntimeEngine, make_engine
 from .errors import ErrorKind, ImportFailed, InvocationError, MissingLink, Reroute
 from .imports import HostResource, ImportHandler, deny_all
 from .invoke import Invoker, InvokerStats
+from .probe import CallProbe
 from .settings import Limits, Preopen, ReusePolicy, WasiGrants
 
 wasmtime_patches.apply()
 
 __all__ = [
     "CacheStats",
+    "CallProbe",
     "CodecError",
     "CompileCache",
     "EngineSettings",

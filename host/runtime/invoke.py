@@ -61,6 +61,7 @@ from .imports import (
     deny_all,
     mentions_resources,
 )
+from .probe import CallProbe
 from .settings import Limits, ReusePolicy, WasiGrants
 
 __all__ = ["Invoker", "InvokerStats"]
@@ -95,6 +96,10 @@ class _Live:
     calls: int = 0
     last_used: float = 0.0
     busy: bool = False
+    #: bytes of memory its calls touched (``probe.py``): its peak linear memory, roughly
+    touched: int = 0
+    #: fuel its last call used (metered components, when probed)
+    fuel_used: int | None = None
     funcs: dict[FunctionInfo, TypedCall] = field(default_factory=dict)
 
     def func(self, loaded: LoadedComponent, fn: FunctionInfo,
@@ -199,6 +204,7 @@ class Invoker:
         *,
         timeout_s: float | None = None,
         inline: bool = False,
+        probe: CallProbe | None = None,
     ) -> Plain:
         """Call ``function`` with plain ``args``; return the plain result.
 
@@ -207,9 +213,30 @@ class Invoker:
         ``inline``: the calling thread must not wait on other threads (see the module's notes).
         Raises :class:`InvocationError` for every failure, and :class:`Reroute` when the call
         must run again elsewhere (raised by the handler, or for ``inline`` calls).
+        ``probe``, when given, is filled in with what the call cost (``probe.py``).
         """
         if self._closed:
             raise RuntimeError("invoker is closed")
+        if probe is None:
+            return self._invoke(function, args, handler, timeout_s, inline, None)
+        probe.begin()
+        slot: list[_Live] = []
+        try:
+            return self._invoke(function, args, handler, timeout_s, inline, slot)
+        finally:
+            touched = probe.end()
+            if slot:
+                live = slot[0]
+                live.touched += touched
+                probe.memory_bytes = live.touched
+                probe.cold = live.calls <= 1
+                if self._metered:
+                    probe.fuel = live.fuel_used
+            else:
+                probe.memory_bytes = touched
+
+    def _invoke(self, function: str | FunctionInfo, args: Sequence[Plain], handler: ImportHandler,
+                timeout_s: float | None, inline: bool, slot: list[_Live] | None) -> Plain:
         fn = self._resolve(function)
         takes_body = fn in self._http_handlers
         withheld = b""
@@ -224,11 +251,15 @@ class Invoker:
         if not fresh:
             self._arm(live.store, ticks)  # a warm instance gets this call's budgets
         ctx.table = live.table
+        if slot is not None:
+            slot.append(live)
         keep = False
         try:
             raw = self._call(live, fn, lowered, ctx)
             keep = True
         finally:
+            if slot is not None and self._metered:
+                live.fuel_used = self._fuel_used(live)
             self._release(live, keep, inline)
         result = self._lift_result(fn, raw)
         if ctx.body and isinstance(result, dict):  # trellis:http/response-body.append's pieces come first
@@ -382,6 +413,12 @@ class Invoker:
         if self.limits.memory_bytes is not None:
             store.set_limits(memory_size=self.limits.memory_bytes)
         return store, tail
+
+    def _fuel_used(self, live: _Live) -> int | None:
+        try:
+            return self._fuel - live.store.get_fuel()
+        except wasmtime.WasmtimeError:
+            return None
 
     def _arm(self, store: wasmtime.Store, ticks: int | None = None) -> None:
         """Give the store this call's fuel and deadline. A fresh instance is

@@ -40,6 +40,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections import deque
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,8 @@ from interfaces.errors import ErrorCode, TrellisError
 from interfaces.rpc_client import RpcError
 from interfaces.rpc_server import serve_span
 from interfaces.switches import switched_on
+
+from .records import VIA_COLOCATED
 
 if TYPE_CHECKING:
     from .worker import Served, Worker
@@ -202,24 +205,31 @@ class Colocated:
     def _serve(self, served: "Served", inv: Invocation) -> Any:
         """What ``RpcServer`` and ``Worker.invoke`` do for a remote call, then the reply's round trip."""
         stats = served.colocated
+        worker = self.worker
+        probe = worker.probe()
+        start, t0 = time.time(), time.perf_counter()
         try:
             if tracing.enabled():  # as the RPC server: a span only when something records it
                 with serve_span(inv, **{"trellis.colocated": True}):
-                    handler = self.worker.handler(served, inv)  # its calls: children of this span
-                    result = self.worker.execute(served, inv, handler, timeout_s=inv.remaining_s())
+                    handler = worker.handler(served, inv)  # its calls: children of this span
+                    result = worker.execute(served, inv, handler, inv.remaining_s(), probe)
             else:  # no span: the calls it makes carry the caller's trace context on
-                handler = self.worker.handler(served, inv, trace=inv.trace)
-                result = self.worker.execute(served, inv, handler, timeout_s=inv.remaining_s())
-        except RpcError:
+                handler = worker.handler(served, inv, trace=inv.trace)
+                result = worker.execute(served, inv, handler, inv.remaining_s(), probe)
+        except RpcError as exc:
             stats["failed"] += 1
+            worker.record(served, inv, VIA_COLOCATED, False, probe, start, t0, exc)
             raise
         except TrellisError as exc:
             stats["failed"] += 1
+            worker.record(served, inv, VIA_COLOCATED, False, probe, start, t0, exc)
             raise RpcError(exc.message, exc.code) from None
         except Exception as exc:
             stats["failed"] += 1
+            worker.record(served, inv, VIA_COLOCATED, False, probe, start, t0, exc)
             log.exception("invocation %s %s failed", inv.id, inv.operation)
             raise RpcError(f"{exc.__class__.__name__}: {exc}", ErrorCode.INTERNAL) from None
+        worker.record(served, inv, VIA_COLOCATED, False, probe, start, t0)
         stats["served"] += 1
         try:
             reply = Reply(id=inv.id, ok=True, result=result, served_by=self.worker.served_by).encode()

@@ -46,6 +46,8 @@ from providers.builtin.http_server.listener import Listener
 from providers.builtin.http_server.protocol import HttpConnection
 from providers.builtin.http_server.routes import Route, RouteTable
 
+from .records import VIA_HANDOFF
+
 if TYPE_CHECKING:
     from .worker import Worker
 
@@ -87,11 +89,11 @@ class LocalCaller:
         try:
             if tracing.enabled():
                 with serve_span(inv, **{"trellis.handoff": True}):
-                    result = await self.worker.invoke(served, inv, timeout_s)
+                    result = await self.worker.invoke(served, inv, timeout_s, VIA_HANDOFF)
             else:  # no span: calls the component makes carry the request's trace context on
                 token = tracing.pass_through(inv.trace)
                 try:
-                    result = await self.worker.invoke(served, inv, timeout_s)
+                    result = await self.worker.invoke(served, inv, timeout_s, VIA_HANDOFF)
                 finally:
                     tracing.end_pass_through(token)
         except RpcError as exc:

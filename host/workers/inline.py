@@ -47,6 +47,7 @@ from interfaces.switches import switched_on
 from .local import LocalImports
 
 if TYPE_CHECKING:
+    from host.runtime import CallProbe
     from interfaces.envelope import Invocation
 
     from .worker import Served
@@ -82,7 +83,7 @@ def eligible(grants: WasiGrants) -> bool:
     return not (grants.preopens or grants.inherit_stdout or grants.inherit_stderr)
 
 
-def run(served: "Served", inv: "Invocation", budget: float) -> Any:
+def run(served: "Served", inv: "Invocation", budget: float, probe: "CallProbe | None" = None) -> Any:
     """Run ``inv`` on this thread within ``budget`` seconds; raises :class:`Reroute` when it
     has to run on a Wasm thread instead, else what ``Invoker.invoke`` returns or raises."""
     local = served.local
@@ -103,7 +104,7 @@ def run(served: "Served", inv: "Invocation", budget: float) -> Any:
     own = remaining if limit is None else min(remaining, limit)  # the deadline it has anyway
     try:
         result = invoker.invoke(inv.operation, inv.args, handler, timeout_s=min(budget, remaining),
-                                inline=True)
+                                inline=True, probe=probe)
     except InvocationError as exc:
         if exc.kind is ErrorKind.TIMEOUT and budget < own:
             raise BudgetOverrun(f"ran past the inline budget of {budget * 1000:g} ms") from None

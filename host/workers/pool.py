@@ -157,6 +157,10 @@ class WorkerPool:
     async def stats(self) -> list[Any]:
         return await self._all(lambda w: {"op": "stats"})
 
+    async def usage(self) -> list[dict[str, Any]]:
+        """Each worker's usage tally per component (``usage.py``), cumulative since it started."""
+        return await self._all(lambda w: {"op": "usage"})
+
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self.workers if w.proc and w.proc.returncode is None]
 

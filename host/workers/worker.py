@@ -18,12 +18,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from host.runtime import (
+    CallProbe,
     CompileCache,
     EngineSettings,
     ImportHandler,
@@ -55,6 +57,8 @@ from .colocated import Colocated, Slots
 from .handoff import HandoffServer
 from .imports import ImportRouter
 from .local import SERVED_HERE, LocalImports
+from .records import VIA_RPC, Observers, build
+from .usage import UsageTally
 
 log = logging.getLogger("trellis.worker")
 #: how often warm instances past their max_idle_s are looked for and dropped
@@ -74,6 +78,8 @@ class Served:
     invoker: Invoker
     server: RpcServer | None
     share: int
+    #: the app it belongs to (its ``trellis.app`` annotation), "" for one started by hand
+    app: str = ""
     local: LocalImports | None = None
     config_names: tuple[str, ...] = ()
     config: dict[str, str] | None = None
@@ -156,6 +162,11 @@ class Worker:
         #: component id -> where this host's providers call it (local_rpc); None: switched off
         self.doors: dict[str, LocalRpcDoor] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: called with an InvocationRecord for every invocation this worker finishes (records.py)
+        self.observers = Observers()
+        #: what each component's calls cost here (usage.py), for metrics and ``trellis app usage``
+        self.usage = UsageTally()
+        self.observers.add(self.usage)
 
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -225,6 +236,8 @@ class Worker:
                           "handoff": dict(s.handoff), "provider_calls": dict(s.provider_calls),
                           "from_local_providers": self.doors[cid].taken if self.doors and cid in self.doors else 0}
                     for cid, s in self.served.items()}
+        if op == "usage":
+            return self.usage.snapshot()
         if op == "shutdown":
             self.boot["grace_s"] = cmd.get("grace_s", 10.0)
             stop.set()
@@ -251,7 +264,8 @@ class Worker:
         invoker = Invoker(loaded, limits=limits, grants=grants, reuse=reuse, lifecycle_lock=self.lifecycle_lock)
         old = self.served.get(cid)
         share = int(cmd["share"])
-        served = Served(cid, loaded.digest, invoker, None, share, config_names=tuple(cmd.get("config", [])),
+        served = Served(cid, loaded.digest, invoker, None, share, app=str(cmd.get("app") or ""),
+                        config_names=tuple(cmd.get("config", [])),
                         non_retryable=tuple(cmd.get("non_retryable", [])))
         served.config = await self._resolve_config(served.config_names)
         served.local = LocalImports(cid, lambda: served.config or {})
@@ -351,19 +365,30 @@ class Worker:
                                         trace=trace, counts=served.provider_calls)
 
     @staticmethod
-    def execute(served: Served, inv: Invocation, handler: ImportHandler, timeout_s: float | None = None) -> Any:
+    def execute(served: Served, inv: Invocation, handler: ImportHandler, timeout_s: float | None = None,
+                probe: CallProbe | None = None) -> Any:
         """Run one call on this thread; failures as the ``RpcError`` its caller gets."""
         try:
-            return served.invoker.invoke(inv.operation, inv.args, handler, timeout_s=timeout_s)
+            return served.invoker.invoke(inv.operation, inv.args, handler, timeout_s=timeout_s, probe=probe)
         except Exception as exc:
             raise _as_rpc_error(served, inv, exc, timeout_s) from None
 
-    def _run_inline(self, served: Served, inv: Invocation) -> Any:
+    def probe(self) -> CallProbe | None:
+        """A probe for one call, when anybody observes calls (else None: nothing is measured)."""
+        return CallProbe() if self.observers else None
+
+    def record(self, served: Served, inv: Invocation, via: str, ran_inline: bool, probe: CallProbe | None,
+               start: float, t0: float, exc: BaseException | None = None) -> None:
+        """Hand the record of a finished call to the observers (``records.py``)."""
+        if probe is not None:
+            self.observers.emit(build(served, inv, self.host_id, self.index, via, ran_inline, probe, start, t0, exc))
+
+    def _run_inline(self, served: Served, inv: Invocation, probe: CallProbe | None = None) -> Any:
         """Run one call on the event loop (``inline.py``); ``Reroute`` when it needs a thread."""
         assert self.inline_budget_s is not None
         overruns = served.overruns
         try:
-            result = inline.run(served, inv, self.inline_budget_s)
+            result = inline.run(served, inv, self.inline_budget_s, probe)
         except Reroute as why:
             served.inline_stats["rerouted"] += 1
             sticky = why.sticky
@@ -384,18 +409,33 @@ class Worker:
         served.inline_stats["served"] += 1
         return result
 
-    async def invoke(self, served: Served, inv: Invocation, timeout_s: float | None = None) -> Any:
+    async def invoke(self, served: Served, inv: Invocation, timeout_s: float | None = None,
+                     via: str = VIA_RPC) -> Any:
         """Run one call of ``served`` (its slot already taken): inline when it can, else on a Wasm
-        thread, cut short after ``timeout_s``; failures as the ``RpcError`` its caller gets."""
-        if served.inline and inv.operation not in served.needs_thread:
-            try:
-                return self._run_inline(served, inv)
-            except Reroute:
-                pass  # cut short before anything left the instance: run it again on a thread
-        # calls this invocation makes are children of its server span (the current context here)
-        handler = self.handler(served, inv)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.execute, served, inv, handler,
-                                                                timeout_s)
+        thread, cut short after ``timeout_s``; failures as the ``RpcError`` its caller gets.
+        ``via`` says how it came in, for its record (``records.py``)."""
+        probe = CallProbe() if self.observers else None
+        start, t0 = time.time(), time.perf_counter()
+        ran_inline = False
+        try:
+            if served.inline and inv.operation not in served.needs_thread:
+                ran_inline = True
+                try:
+                    result = self._run_inline(served, inv, probe)
+                except Reroute:
+                    ran_inline = False  # cut short before anything left the instance: run it again on a thread
+                else:
+                    self.record(served, inv, via, True, probe, start, t0)
+                    return result
+            # calls this invocation makes are children of its server span (the current context here)
+            handler = self.handler(served, inv)
+            result = await asyncio.get_running_loop().run_in_executor(self.executor, self.execute, served, inv,
+                                                                      handler, timeout_s, probe)
+        except BaseException as exc:
+            self.record(served, inv, via, ran_inline, probe, start, t0, exc)
+            raise
+        self.record(served, inv, via, False, probe, start, t0)
+        return result
 
     def _colocated_call(self, call: Invocation) -> Any:
         """For the import router, on a Wasm thread: run ``call`` here if its target is served here."""

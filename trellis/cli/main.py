@@ -15,6 +15,8 @@ from .components import call_command, push_command, scale_app, start_app, update
 from .host_cmd import host_command
 from .hosts import get_app, label_app, stop_app
 from .links import config_app, link_app  # also registers 'get links' on get_app
+from .views import events_command  # also registers 'get components|providers' on get_app
+from .options import with_conn
 from .output import fail
 from .apps import app_app
 from .wadm_cmd import wadm_app
@@ -58,6 +60,7 @@ app.command("host")(host_command)
 app.command("call")(call_command)
 app.command("push")(push_command)
 app.command("build")(build_command)
+app.command("events")(with_conn(events_command))
 
 
 @app.command("up")

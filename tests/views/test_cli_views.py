@@ -1,0 +1,69 @@
+"""`trellis get components|providers` and `trellis events` against real hosts, components and providers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from interfaces.client import LatticeClient
+from tests.harness import HostProcess
+
+from .conftest import ECHO_PROVIDER
+
+
+async def test_get_components_and_providers_lattice_wide(nats_server, lattice, hosts, cli, adder):
+    a = await hosts.start()
+    b = await hosts.start()
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.start_component(str(adder), "adder", max_instances=2, host_id=a.id)
+        await c.start_component(str(adder), "adder", max_instances=3, host_id=b.id)
+        await c.start_provider(str(ECHO_PROVIDER), "echo", host_id=b.id)
+
+    out = await asyncio.to_thread(cli, "get", "components", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["id"] for r in rows] == ["adder"]
+    assert rows[0]["max_instances"] == 5 and rows[0]["image"] == str(adder)
+    assert sorted((p["host_name"], p["max_instances"]) for p in rows[0]["hosts"]) == sorted(
+        [(a.friendly_name, 2), (b.friendly_name, 3)])
+
+    out = await asyncio.to_thread(cli, "get", "providers", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [(r["id"], r["status"]) for r in rows] == [("echo", "running")]
+    assert [p["host_id"] for p in rows[0]["hosts"]] == [b.id]
+
+    table = (await asyncio.to_thread(cli, "get", "components")).stdout
+    assert "adder" in table and a.friendly_name in table and b.friendly_name in table
+
+
+async def test_events_follow_hosts_placements_and_a_killed_host(nats_server, lattice, hosts, follow, adder, tmp_path):
+    events = follow("events", "-o", "json")
+    lines = follow("events", "--type", "host_started,host_lost")
+    a = await hosts.start()
+    ev = await events.wait_for(lambda e: e["type"] == "host_started")
+    assert ev["source"] == a.id and ev["data"]["name"] == a.friendly_name
+
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.start_component(str(adder), "adder", max_instances=2, host_id=a.id)
+        ev = await events.wait_for(lambda e: e["type"] == "component_scaled")
+        assert ev["data"]["component_id"] == "adder" and ev["data"]["max_instances"] == 2
+        await c.put_label(a.id, "zone", "eu-1")
+        ev = await events.wait_for(lambda e: e["type"] == "labels_changed")
+        assert ev["data"]["labels"]["zone"] == "eu-1"
+
+    # a host killed without a word: the watcher reports it lost after three missed heartbeats
+    proc = HostProcess(nats_server.url, lattice, "--heartbeat-interval", "0.5", log=tmp_path / "h.log").wait_started()
+    try:
+        await events.wait_for(lambda e: e["type"] == "host_started" and e["source"] == proc.id)
+        proc.kill()
+        lost = await events.wait_for(lambda e: e["type"] == "host_lost", timeout=15)
+        assert lost["data"]["host_id"] == proc.id and lost["data"]["name"] == proc.name
+    finally:
+        proc.kill()
+    assert all(e["type"] != "host_heartbeat" for e in [lost])  # heartbeats only with --heartbeats
+
+    # the table: one line per event, filtered by type
+    line = await lines.wait_for(lambda s: "host_started" in s and a.friendly_name in s, json_lines=False)
+    assert "host_heartbeat" not in line
+    await lines.wait_for(lambda s: "host_lost" in s and proc.name in s, json_lines=False)

@@ -1,0 +1,124 @@
+"""`trellis get components|providers` (lattice-wide) and `trellis events` (follow the lattice)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from interfaces.client import LatticeClient
+
+from .hosts import get_app
+from .options import Conn, with_conn
+from .output import Output, err_console, print_json, run, run_on, table
+
+OutputOpt = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts")
+TimeoutOpt = typer.Option(1.0, "--timeout", help="seconds to wait for hosts to answer")
+
+
+def _placed(hosts: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{name} ({n})" if n else name for name, n in hosts)
+
+
+@get_app.command("components")
+@with_conn
+def get_components(output: Output = OutputOpt, timeout: float = TimeoutOpt, *, conn: Conn) -> None:
+    """List the components running in the lattice, with the hosts that run them."""
+    from trellis.views.inventory import components
+
+    rows = components(run_on(conn, lambda c: c.get_hosts(timeout_s=timeout)))
+    if output is Output.json:
+        print_json(rows)
+        return
+    table(f"components in lattice {conn.lattice!r}", ["ID", "APP", "IMAGE", "MAX INSTANCES", "HOSTS"], [
+        (r.id, f"{r.app} {r.app_version or ''}".strip() if r.app else "", r.image, r.max_instances,
+         _placed([(p.host_name, str(p.max_instances)) for p in r.hosts]))
+        for r in rows
+    ])
+
+
+@get_app.command("providers")
+@with_conn
+def get_providers(output: Output = OutputOpt, timeout: float = TimeoutOpt, *, conn: Conn) -> None:
+    """List the capability providers running in the lattice, with their hosts and health."""
+    from trellis.views.inventory import providers
+
+    rows = providers(run_on(conn, lambda c: c.get_hosts(timeout_s=timeout)))
+    if output is Output.json:
+        print_json(rows)
+        return
+    table(f"providers in lattice {conn.lattice!r}", ["ID", "APP", "IMAGE", "STATUS", "HOSTS"], [
+        (r.id, f"{r.app} {r.app_version or ''}".strip() if r.app else "", r.image, r.status,
+         _placed([(p.host_name, p.status or "") for p in r.hosts]))
+        for r in rows
+    ])
+
+
+def events_command(
+    output: Output = typer.Option(Output.table, "-o", "--output",
+                                  help="table: one line per event for people; json: one JSON object per line"),
+    types: list[str] = typer.Option([], "--type", "-t", help="only events of this type (repeatable; "
+                                    "e.g. host_started, component_scaled, host_lost)"),
+    heartbeats: bool = typer.Option(False, "--heartbeats", help="also show host_heartbeat events (every second per host)"),
+    count: Optional[int] = typer.Option(None, "--count", min=1, help="exit after this many events"),
+    *,
+    conn: Conn,
+) -> None:
+    """Follow the lattice's events as they happen (hosts up/down, placements, app status,
+    provider health, links); Ctrl-C stops. A host that dies without a word shows as host_lost."""
+    from interfaces.events import Event, EventType
+    from trellis.views.feed import EventFeed, local_time, summarize
+
+    wanted = {t for item in types for t in item.split(",") if t}
+
+    def show(ev: Event) -> bool:
+        if wanted:
+            return ev.type in wanted
+        return heartbeats or ev.type != EventType.HOST_HEARTBEAT
+
+    async def follow(c: LatticeClient) -> None:
+        assert c.nc is not None
+        async with EventFeed(c.nc, c.lattice) as feed:
+            err_console.print(f"following events of lattice {c.lattice!r} (Ctrl-C to stop)", highlight=False)
+            seen = 0
+            async for ev in feed.events():
+                if not show(ev):
+                    continue
+                if output is Output.json:
+                    sys.stdout.write(json.dumps(ev.model_dump(mode="json"), separators=(",", ":")) + "\n")
+                else:
+                    src = feed.host_name(ev.source)
+                    src = src if len(src) <= 24 else src[:23] + "…"
+                    sys.stdout.write(f"{local_time(ev.time)}  {ev.type:<22} {src:<24} "
+                                     f"{summarize(ev, feed.host_name)}\n")
+                sys.stdout.flush()
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+
+    _follow(conn, follow)
+
+
+def _follow(conn: Conn, fn: "Callable[[LatticeClient], Awaitable[None]]") -> None:
+    """Run a following command until it ends or Ctrl-C (exit 0, no traceback)."""
+    from interfaces.client import LatticeClient
+
+    async def go() -> None:
+        async with LatticeClient(conn.nats, conn.lattice) as c:
+            await fn(c)
+
+    try:
+        run(go(), conn.nats.url)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except BrokenPipeError:  # `trellis events | head`
+        raise typer.Exit(0) from None
+
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ["events_command", "get_components", "get_providers"]

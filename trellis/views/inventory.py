@@ -1,0 +1,73 @@
+"""Components and providers lattice-wide: the hosts' inventories folded by id.
+
+A component or provider may run on several hosts; each row says where, with how many
+instances (components) or in which state (providers), and which app placed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import BaseModel
+
+from interfaces.control import HostInfo
+
+#: the annotations wadm puts on what it places (wadm/observed.py spells them too)
+APP_ANNOTATION = "trellis.app"
+VERSION_ANNOTATION = "trellis.app.version"
+
+
+class Placement(BaseModel):
+    host_id: str
+    host_name: str
+    max_instances: int | None = None
+    status: str | None = None
+
+
+class ComponentRow(BaseModel):
+    id: str
+    image: str
+    digest: str = ""
+    app: str | None = None
+    app_version: str | None = None
+    max_instances: int
+    hosts: list[Placement]
+
+
+class ProviderRow(BaseModel):
+    id: str
+    image: str
+    app: str | None = None
+    app_version: str | None = None
+    status: str
+    hosts: list[Placement]
+
+
+def components(hosts: Iterable[HostInfo]) -> list[ComponentRow]:
+    rows: dict[str, ComponentRow] = {}
+    for h in hosts:
+        for c in h.components:
+            row = rows.get(c.id)
+            if row is None:
+                row = rows[c.id] = ComponentRow(
+                    id=c.id, image=c.image, digest=c.digest, app=c.annotations.get(APP_ANNOTATION),
+                    app_version=c.annotations.get(VERSION_ANNOTATION), max_instances=0, hosts=[])
+            row.max_instances += c.max_instances
+            row.hosts.append(Placement(host_id=h.id, host_name=h.name, max_instances=c.max_instances))
+    return sorted(rows.values(), key=lambda r: (r.app or "", r.id))
+
+
+def providers(hosts: Iterable[HostInfo]) -> list[ProviderRow]:
+    rows: dict[str, ProviderRow] = {}
+    for h in hosts:
+        for p in h.providers:
+            row = rows.get(p.id)
+            if row is None:
+                row = rows[p.id] = ProviderRow(
+                    id=p.id, image=p.image, app=p.annotations.get(APP_ANNOTATION),
+                    app_version=p.annotations.get(VERSION_ANNOTATION), status=p.status, hosts=[])
+            row.hosts.append(Placement(host_id=h.id, host_name=h.name, status=p.status))
+    for row in rows.values():
+        states = sorted({pl.status or "" for pl in row.hosts})
+        row.status = states[0] if len(states) == 1 else "mixed (" + ", ".join(states) + ")"
+    return sorted(rows.values(), key=lambda r: (r.app or "", r.id))

@@ -53,7 +53,8 @@ class ComponentManager:
     async def start(self) -> None:
         s = self.host.settings
         assert self.host.nc is not None
-        self.fetcher = ArtifactFetcher(self.host.nc, self.host.lattice, s.state_dir / "artifacts")
+        self.fetcher = ArtifactFetcher(self.host.nc, self.host.lattice, s.state_dir / "artifacts",
+                                       insecure_registries=s.insecure_registries)
         boot = {
             "nats": s.nats.to_dict(), "lattice": self.host.lattice, "host_id": self.host.id,
             "cache_dir": str(s.compile_cache_dir or s.state_dir / "compiled"), "threads": s.worker_threads,

@@ -32,6 +32,11 @@ class HostSettings(BaseModel):
         "so 1 s notices a dead host in about 3 s",
     )
     stop_timeout_s: float = Field(10.0, ge=0, description="graceful drain deadline on stop")
+    insecure_registries: list[str] = Field(
+        default_factory=list,
+        description="OCI registries (host or host:port) pulled from over plain HTTP; '*' allows every "
+        "registry. Empty by default: a registry speaks TLS unless the operator says otherwise",
+    )
     state_dir: Path = Field(default_factory=default_state_dir)
     compile_cache_dir: Path | None = Field(
         None, description="compiled-code cache (keyed by digest and wasmtime version); default STATE_DIR/compiled"

@@ -5,6 +5,7 @@ A component's ``image`` may be:
 * a file path or ``file:///abs/path.wasm``
 * an ``http(s)://`` URL
 * ``lattice://sha256:<hex>`` — pushed with ``trellis push``; any host fetches it from NATS
+* ``REGISTRY/REPO:TAG``, ``REGISTRY/REPO@sha256:<hex>`` or ``oci://…`` — an OCI registry (host/oci.py)
 * any of the above pinned by digest: the fetcher checks the sha256 of what it got
 """
 
@@ -64,14 +65,23 @@ def parse_ref(image: str, base_dir: Path | None = None) -> ArtifactRef:
     if image.startswith("file://"):
         path = unquote(urlparse(image).path)
         return ArtifactRef("file", path)
+    if image.startswith("oci://"):
+        return ArtifactRef("oci", image[len("oci://"):])
     if "://" in image:
-        raise ArtifactError(f"unsupported image scheme in {image!r} (use a path, file://, http(s):// or lattice://)")
+        raise ArtifactError(f"unsupported image scheme in {image!r} "
+                            "(use a path, file://, http(s)://, lattice:// or oci://)")
     p = Path(image).expanduser()
     if not p.is_absolute() and base_dir is not None:
         p = base_dir / p
-    if p.suffix == ".wasm" or p.exists() or "/" in image or image.startswith("."):
+    if p.suffix == ".wasm" or p.exists() or image.startswith((".", "/", "~")):
         return ArtifactRef("file", str(p.resolve()))
-    return ArtifactRef("oci", image)
+    first = image.split("/", 1)[0]
+    if "/" in image and ("." in first or ":" in first or first == "localhost"):
+        return ArtifactRef("oci", image)  # REGISTRY/REPO[:TAG][@sha256:…], as wadm and wash write them
+    if "/" in image:
+        return ArtifactRef("file", str(p.resolve()))
+    raise ArtifactError(f"cannot tell what {image!r} is: name a file (./{image}), a registry "
+                        "(REGISTRY/REPO:TAG), lattice://sha256:… or an http(s) URL")
 
 
 def object_name(digest: str) -> str:

@@ -43,6 +43,7 @@ class UpSettings:
     nats_port: int = 4222
     lattice: str = "default"
     labels: list[str] = field(default_factory=list)
+    insecure_registries: list[str] = field(default_factory=list)
     with_wadm: bool = True
     stop_grace_s: float = 15.0
     #: a manifest, or a folder of apps with a wadm.yaml, to deploy once the lattice is up
@@ -175,6 +176,8 @@ class Up:
                                        "--state-dir", str(self.state))
         for label in self.s.labels:
             host_argv += ["--label", label]
+        for registry in self.s.insecure_registries:
+            host_argv += ["--allow-insecure-registries", registry]
         self.children.append(Child("host", host_argv, logs / "host.log"))
         if self.s.with_wadm and _wadm_available():
             self.children.append(Child("wadm", procs.trellis_argv("wadm", *common), logs / "wadm.log"))

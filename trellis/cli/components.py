@@ -14,6 +14,8 @@ import typer
 if TYPE_CHECKING:
     from interfaces.client import LatticeClient
 
+from host.oci import Credentials
+
 from .hosts import stop_app
 from .options import Conn, with_conn
 from .output import err_console, fail, print_json, run, run_on
@@ -278,16 +280,51 @@ async def _load(conn: Conn, cid: str, op: str, args: list[Any], timeout: float, 
 
 @with_conn
 def push_command(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a .wasm file"),
+    target: str = typer.Argument(..., metavar="[oci://REGISTRY/REPO:TAG] FILE",
+                                 help="a .wasm file, or oci://REGISTRY/REPO:TAG followed by the file"),
+    file: Optional[Path] = typer.Argument(None, metavar="", dir_okay=False, show_default=False),
+    insecure: bool = typer.Option(False, "--insecure", help="OCI: talk plain HTTP to the registry"),
+    user: Optional[str] = typer.Option(None, "--user", envvar="TRELLIS_OCI_USER", help="OCI: registry user"),
+    password: Optional[str] = typer.Option(None, "--password", envvar="TRELLIS_OCI_PASSWORD",
+                                           help="OCI: registry password"),
+    token: Optional[str] = typer.Option(None, "--token", envvar="TRELLIS_OCI_TOKEN", help="OCI: bearer token"),
     *,
     conn: Conn,
 ) -> None:
-    """Put a .wasm into the lattice's artifact store and print its content address."""
-    data = file.read_bytes()
+    """Put a .wasm into the lattice's artifact store (prints lattice://sha256:…), or publish it to an
+    OCI registry in the format wash and wkg use (prints REGISTRY/REPO:TAG@sha256:…)."""
+    if target.startswith("oci://"):
+        if file is None:
+            raise fail("push oci://REGISTRY/REPO:TAG FILE: name the .wasm file to publish")
+        typer.echo(_push_oci(target, file, insecure, Credentials(user, password, token)))
+        return
+    if file is not None:
+        raise fail(f"push takes one file, or oci://REGISTRY/REPO:TAG and a file (got {target!r} and {str(file)!r})")
+    data = _wasm_bytes(Path(target))
+    typer.echo(run_on(conn, lambda c: c.push(data)))
+
+
+def _wasm_bytes(file: Path) -> bytes:
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror}") from None
     if not data.startswith(b"\x00asm"):
         raise fail(f"{file} is not a WebAssembly binary")
+    return data
 
-    typer.echo(run_on(conn, lambda c: c.push(data)))
+
+def _push_oci(target: str, file: Path, insecure: bool, creds: "Credentials") -> str:
+    from host import oci
+    from interfaces.artifacts import ArtifactError
+
+    data = _wasm_bytes(file)
+    try:
+        ref = oci.parse_oci(target)
+        digest = oci.push(ref, data, insecure=insecure, creds=creds)
+    except ArtifactError as exc:
+        raise fail(str(exc)) from None
+    return f"{ref}@{digest}"
 
 
 @start_app.command("provider")

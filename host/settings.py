@@ -47,3 +47,11 @@ class HostSettings(BaseModel):
     worker_threads: int = Field(
         8, ge=1, description="threads per worker, so calls blocked in imports do not stall others"
     )
+    trusted_issuers: tuple[str, ...] = Field(
+        (), description="issuer public keys (nkeys A…) whose signed artifacts this host runs; when set, "
+        "unsigned artifacts and those of other issuers are refused (TRELLIS_TRUSTED_ISSUERS)"
+    )
+    allow_python_providers: tuple[str, ...] = Field(
+        (), description="modules this host may run as python:MODULE providers ('*' = any); python:MODULE "
+        "runs code from the host's own environment, so none is allowed unless listed"
+    )

@@ -78,6 +78,7 @@ class ComponentDescription(Description):
     revision: int = 0
     reuse: ReuseDescription | None = Field(
         None, description="the instance reuse it runs with; None from hosts that do not report it")
+    issuer: str | None = Field(None, description="the trusted issuer that signed it, on hosts that require signatures")
 
 
 class ProviderDescription(Description):

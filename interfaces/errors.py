@@ -16,6 +16,7 @@ class ErrorCode(StrEnum):
     NO_RESPONDERS = "no_responders"
     MISSING_LINK = "missing_link"
     INVOCATION_FAILED = "invocation_failed"
+    FORBIDDEN = "forbidden"            # refused by a signature check or the policy service
     INTERNAL = "internal"
 
 

@@ -50,6 +50,10 @@ class UpSettings:
     deploy: Path | None = None
     #: how long the deploy may take: the host's first start of a Python component compiles it (~10 s each)
     deploy_timeout_s: float = 900.0
+    #: issuer public keys the host trusts (it then runs only artifacts they signed)
+    trusted_issuers: tuple[str, ...] = ()
+    #: modules the host may run as python:MODULE providers
+    allow_python_providers: tuple[str, ...] = ()
 
 
 class StateLock:
@@ -178,6 +182,10 @@ class Up:
             host_argv += ["--label", label]
         for registry in self.s.insecure_registries:
             host_argv += ["--allow-insecure-registries", registry]
+        for key in self.s.trusted_issuers:
+            host_argv += ["--trusted-issuer", key]
+        for module in self.s.allow_python_providers:
+            host_argv += ["--allow-python-provider", module]
         self.children.append(Child("host", host_argv, logs / "host.log"))
         if self.s.with_wadm and _wadm_available():
             self.children.append(Child("wadm", procs.trellis_argv("wadm", *common), logs / "wadm.log"))

@@ -13,6 +13,7 @@ import typer
 
 if TYPE_CHECKING:
     from interfaces.client import LatticeClient
+    from interfaces.signing import IssuerKey
 
 from host.oci import Credentials
 
@@ -288,37 +289,49 @@ def push_command(
     password: Optional[str] = typer.Option(None, "--password", envvar="TRELLIS_OCI_PASSWORD",
                                            help="OCI: registry password"),
     token: Optional[str] = typer.Option(None, "--token", envvar="TRELLIS_OCI_TOKEN", help="OCI: bearer token"),
+    key_file: Optional[Path] = typer.Option(None, "--issuer-key", envvar="TRELLIS_ISSUER_KEY",
+                                            help="sign it with this issuer key on the way (see 'trellis sign')"),
+    new_key_file: Optional[Path] = typer.Option(None, "--new-issuer-key",
+                                                help="create an issuer key in this file and sign with it"),
     *,
     conn: Conn,
 ) -> None:
     """Put a .wasm into the lattice's artifact store (prints lattice://sha256:…), or publish it to an
     OCI registry in the format wash and wkg use (prints REGISTRY/REPO:TAG@sha256:…)."""
+    from .sign_cmd import issuer_key
+
+    key = issuer_key(key_file, new_key_file)
     if target.startswith("oci://"):
         if file is None:
             raise fail("push oci://REGISTRY/REPO:TAG FILE: name the .wasm file to publish")
-        typer.echo(_push_oci(target, file, insecure, Credentials(user, password, token)))
+        typer.echo(_push_oci(target, file, insecure, Credentials(user, password, token), key))
         return
     if file is not None:
         raise fail(f"push takes one file, or oci://REGISTRY/REPO:TAG and a file (got {target!r} and {str(file)!r})")
-    data = _wasm_bytes(Path(target))
+    data = _wasm_bytes(Path(target), key)
     typer.echo(run_on(conn, lambda c: c.push(data)))
 
 
-def _wasm_bytes(file: Path) -> bytes:
+def _wasm_bytes(file: Path, key: "IssuerKey | None" = None) -> bytes:
+    """The file's bytes, signed with ``key`` when one is given."""
     try:
         data = file.read_bytes()
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror}") from None
     if not data.startswith(b"\x00asm"):
         raise fail(f"{file} is not a WebAssembly binary")
+    if key is not None:
+        from .sign_cmd import sign_bytes
+
+        data = sign_bytes(data, "wasm", key, name=file.stem)
     return data
 
 
-def _push_oci(target: str, file: Path, insecure: bool, creds: "Credentials") -> str:
+def _push_oci(target: str, file: Path, insecure: bool, creds: "Credentials", key: "IssuerKey | None") -> str:
     from host import oci
     from interfaces.artifacts import ArtifactError
 
-    data = _wasm_bytes(file)
+    data = _wasm_bytes(file, key)
     try:
         ref = oci.parse_oci(target)
         digest = oci.push(ref, data, insecure=insecure, creds=creds)

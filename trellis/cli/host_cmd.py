@@ -43,6 +43,13 @@ def host_command(
         [], "--allow-insecure-registries", envvar="TRELLIS_ALLOW_INSECURE_REGISTRIES",
         help="OCI registry (host or host:port) to pull from over plain HTTP (repeatable or comma-separated; "
              "'*' for all)"),
+    trusted_issuer: list[str] = typer.Option(
+        [], "--trusted-issuer", envvar="TRELLIS_TRUSTED_ISSUERS", metavar="KEY",
+        help="run only artifacts signed by this issuer (public key A…; repeatable; the variable takes a "
+             "comma/space separated list)"),
+    allow_python_provider: list[str] = typer.Option(
+        [], "--allow-python-provider", envvar="TRELLIS_ALLOW_PYTHON_PROVIDERS", metavar="MODULE",
+        help="let python:MODULE providers run this module ('*' = any; repeatable); none by default"),
     *,
     conn: Conn,
 ) -> None:
@@ -50,6 +57,7 @@ def host_command(
     from host.host import Host
     from host.labels import LabelError, parse_label_args
     from host.settings import HostSettings
+    from interfaces.signing import parse_issuers
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -59,6 +67,8 @@ def host_command(
             labels=labels, heartbeat_interval_s=heartbeat, stop_timeout_s=stop_timeout,
             state_dir=state_dir.expanduser(), workers=workers, worker_threads=worker_threads,
             insecure_registries=split_list(allow_insecure_registries),
+            trusted_issuers=parse_issuers(trusted_issuer),
+            allow_python_providers=tuple(split_list(allow_python_provider)),
         )
         host = Host(settings)
     except (LabelError, ValueError) as exc:

@@ -18,6 +18,7 @@ from .links import config_app, link_app  # also registers 'get links' on get_app
 from .views import events_command  # also registers 'get components|providers' on get_app
 from .options import with_conn
 from .output import fail, split_list
+from .sign_cmd import sign_command
 from .apps import app_app
 from .wadm_cmd import wadm_app
 
@@ -61,6 +62,7 @@ app.command("call")(call_command)
 app.command("push")(push_command)
 app.command("build")(build_command)
 app.command("events")(with_conn(events_command))
+app.command("sign")(sign_command)
 
 
 @app.command("up")
@@ -79,13 +81,25 @@ def up_command(
         [], "--allow-insecure-registries", envvar="TRELLIS_ALLOW_INSECURE_REGISTRIES",
         help="OCI registry (host or host:port) the host pulls from over plain HTTP (repeatable or "
              "comma-separated; '*' for all)"),
+    trusted_issuer: list[str] = typer.Option(
+        [], "--trusted-issuer", envvar="TRELLIS_TRUSTED_ISSUERS", metavar="KEY",
+        help="the host runs only artifacts signed by this issuer (public key A…; repeatable)"),
+    allow_python_provider: list[str] = typer.Option(
+        [], "--allow-python-provider", envvar="TRELLIS_ALLOW_PYTHON_PROVIDERS", metavar="MODULE",
+        help="let python:MODULE providers run this module ('*' = any; repeatable)"),
 ) -> None:
     """Run NATS, a host and wadm on this machine until Ctrl-C."""
+    from interfaces.signing import parse_issuers
     from trellis.up import Up, UpError, UpSettings
 
+    try:
+        issuers = parse_issuers(trusted_issuer)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     settings = UpSettings(state_dir=state_dir, nats_host=nats_host, nats_port=nats_port,
                           lattice=lattice, labels=label, with_wadm=not no_wadm, deploy=deploy,
-                          insecure_registries=split_list(allow_insecure_registries))
+                          insecure_registries=split_list(allow_insecure_registries),
+                          trusted_issuers=issuers, allow_python_providers=tuple(split_list(allow_python_provider)))
     try:
         code = Up(settings, say=_say).run()
     except UpError as exc:

@@ -34,7 +34,7 @@ from .capacity import read_capacity
 from .components import ComponentManager
 from .providers import ProviderManager
 from .control import ControlRouter
-from .identity import Identity
+from .identity import Identity, state_id
 from .labels import BUILTIN_KEYS, LabelError, builtin_labels, check_user_label
 from .settings import HostSettings
 
@@ -57,6 +57,7 @@ class Host(Service):
         self.id = self.identity.public_key
         self.friendly_name = settings.name or self.identity.friendly_name
         self.lattice = settings.lattice
+        self.state_id = ""  # read from the state dir at start
         for k in settings.labels:
             check_user_label(k)
         self.labels: dict[str, str] = {**builtin_labels(), **settings.labels}
@@ -76,6 +77,7 @@ class Host(Service):
     # --- lifecycle ---------------------------------------------------------------
 
     async def _start(self) -> None:
+        self.state_id = state_id(self.settings.state_dir)
         self.nc = await connect(self.settings.nats, name=f"trellis-host-{self.friendly_name}")
         for subject in subjects.ctl_wildcard_for_host(self.lattice, self.id):
             self._subs.append(await self.nc.subscribe(subject, cb=self._on_control))
@@ -133,6 +135,7 @@ class Host(Service):
             heartbeat_interval_s=self.settings.heartbeat_interval_s,
             components=self.components.describe(),
             providers=self.providers.describe(),
+            state_id=self.state_id,
         )
 
     def _host_event_data(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,3 +59,28 @@ class Identity:
         with os.fdopen(fd, "w") as f:
             f.write(ident.seed + "\n")
         return ident
+
+
+STATE_ID_FILE = "state-id"
+
+
+def state_id(state_dir: Path) -> str:
+    """The stable id of a state dir (where local data such as SQLite files lives), kept in
+    ``STATE_DIR/state-id``: a host restarted on the same state dir (even with a new host id)
+    reports the same one, so wadm can tell which host holds a provider's data."""
+    path = state_dir / STATE_ID_FILE
+    try:
+        found = path.read_text().strip()
+        if found:
+            return found
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = uuid.uuid4().hex
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:  # another host on this state dir made it meanwhile
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(new + "\n")
+    return new

@@ -54,6 +54,9 @@ class Supervised:
     proc: asyncio.subprocess.Process | None = None
     status: str = "starting"  # starting | running | unhealthy | restarting | stopping | failed
     healthy: bool | None = None
+    health_message: str = ""
+    local_state: bool = False
+    """The provider declared (in its health answers) that its data lives on this host."""
     restarts: int = 0
     backoff_step: int = 0
     started_once: bool = False
@@ -74,13 +77,14 @@ class ProviderManager:
         host.router.add("provider", ProviderOp.STOP, StopProvider, self._op_stop)
 
     def describe(self) -> list[ProviderDescription]:
-        return [ProviderDescription(id=pid, image=s.spec.image, annotations=s.spec.annotations, status=s.status)
+        return [ProviderDescription(id=pid, image=s.spec.image, annotations=s.spec.annotations, status=s.status,
+                                    health_message=s.health_message, local_state=s.local_state)
                 for pid, s in sorted(self.running.items())]
 
     async def _event(self, event_type: str, sup: Supervised, **extra: Any) -> None:
         await self.host.publish_event(event_type, {
             "host_id": self.host.id, "provider_id": sup.spec.provider_id, "image": sup.spec.image,
-            "annotations": sup.spec.annotations, **extra})
+            "annotations": sup.spec.annotations, "local_state": sup.local_state, **extra})
 
     # --- control ---------------------------------------------------------------------
 
@@ -187,6 +191,8 @@ class ProviderManager:
         except Exception as exc:
             return False, f"no health answer: {exc.__class__.__name__}"
         data = reply.response or {}
+        if isinstance(data, dict) and "local_state" in data:
+            sup.local_state = bool(data["local_state"])
         return bool(reply.success and data.get("healthy", True)), str(data.get("message", reply.message))
 
     async def _health_loop(self, sup: Supervised, proc: asyncio.subprocess.Process) -> None:
@@ -195,6 +201,7 @@ class ProviderManager:
         # until the first healthy answer: poll quickly (the process is starting)
         while not sup.started_once and proc.returncode is None:
             ok, message = await self._check(sup, timeout=0.5)
+            sup.health_message = "" if ok else message
             if ok:
                 break
             if loop.time() > deadline:
@@ -214,6 +221,7 @@ class ProviderManager:
         while proc.returncode is None:
             await asyncio.sleep(self.health_interval_s)
             ok, message = await self._check(sup)
+            sup.health_message = "" if ok else message
             if ok != sup.healthy:
                 sup.healthy = ok
                 sup.status = "running" if ok else "unhealthy"

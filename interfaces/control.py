@@ -86,6 +86,9 @@ class ProviderDescription(Description):
     image: str
     annotations: dict[str, str] = {}
     status: str = "running"
+    """starting | running | unhealthy | restarting | stopping | failed"""
+    health_message: str = Field("", description="what the provider's last health answer said (why it is unhealthy)")
+    local_state: bool = Field(False, description="the provider declares that its data lives on this host")
 
 
 class HostInfo(Description):
@@ -100,6 +103,8 @@ class HostInfo(Description):
     components: list[ComponentDescription] = []
     providers: list[ProviderDescription] = []
     heartbeat_interval_s: float = 1.0
+    state_id: str = Field("", description="stable id of the host's state dir (where local data lives); "
+                                         "the same across restarts of a host on the same state dir")
 
 
 # --- host operations -------------------------------------------------------------

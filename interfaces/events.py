@@ -26,6 +26,8 @@ class EventType:
     LINKDEF_DELETED = "linkdef_deleted"
     CONFIG_SET = "config_set"
     CONFIG_DELETED = "config_deleted"
+    APP_STATUS_CHANGED = "app_status_changed"
+    """wadm: an application's status changed (``data``: the `interfaces.wadm_api.AppStatusReply`)."""
 
 
 class Event(BaseModel):

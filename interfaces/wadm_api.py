@@ -54,6 +54,9 @@ class StatusState(StrEnum):
     UNDEPLOYED = "undeployed"
     RECONCILING = "reconciling"
     DEPLOYED = "deployed"
+    DEGRADED = "degraded"
+    """running, but not all of it as declared: a provider unhealthy, a part waiting for the host that holds
+    its data, fewer instances than declared; ``message`` names the part, the host and the cause"""
     FAILED = "failed"
 
 
@@ -155,6 +158,15 @@ class DeleteReply(_Reply):
     message: str = ""
 
 
+class PartProblem(_Reply):
+    """One thing that keeps a part of the application from running as declared."""
+
+    component: str = Field(description="the component's name in the manifest")
+    host_id: str | None = None
+    host_name: str | None = None
+    cause: str
+
+
 class ComponentDetail(_Reply):
     name: str
     id: str
@@ -162,8 +174,12 @@ class ComponentDetail(_Reply):
     scaler: str | None = None
     status: StatusState
     desired: int = Field(default=0, description="components: total max_instances; providers: hosts")
-    running: int = 0
+    running: int = Field(default=0, description="the same, counting only placements that run as declared "
+                                                 "(providers: healthy)")
     message: str = ""
+    local_state: bool = Field(default=False, description="a provider whose data lives on its host")
+    data_host: str | None = Field(default=None, description="local state: the host (id) that holds the data")
+    problems: list[PartProblem] = []
 
 
 class LinkDetail(_Reply):
@@ -182,6 +198,7 @@ class AppStatusReply(_Reply):
     components: list[ComponentDetail] = []
     links: list[LinkDetail] = []
     last_pass: str | None = Field(default=None, description="id of the last reconcile pass that acted on the app")
+    problems: list[PartProblem] = Field(default=[], description="every part that does not run as declared, where, why")
 
 
 class AppSummary(_Reply):

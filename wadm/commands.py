@@ -184,6 +184,24 @@ class DeleteConfig(_Command):
         return f"delete config {self.name}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class PinState(_Command):
+    """Record that the local data of provider `provider_id` (of `app`) lives on the host with state
+    dir id `state_id` (wadm keeps the provider there)."""
+
+    provider_id: str
+    state_id: str
+    host_id: str
+    host_name: str = ""
+    labels: Mapping[str, str] = field(default_factory=FrozenMap)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", frozen_str_map(self.labels))
+
+    def describe(self) -> str:
+        return f"pin the data of {self.provider_id} to host {self.host_name or self.host_id} ({self.host_id})"
+
+
 Command = (
     StartComponent
     | ScaleComponent
@@ -195,12 +213,14 @@ Command = (
     | DeleteLink
     | PutConfig
     | DeleteConfig
+    | PinState
 )
 
 __all__ = [
     "Command",
     "DeleteConfig",
     "DeleteLink",
+    "PinState",
     "PutConfig",
     "PutLink",
     "ScaleComponent",

@@ -146,15 +146,59 @@ class RunningComponent:
         _set(self, "reuse", Reuse.of(self.reuse))
 
 
+PROVIDER_HEALTHY = "running"
+PROVIDER_PENDING = frozenset({"starting", "stopping"})
+"""Provider statuses (as its host reports them) that are on their way, not a problem yet."""
+
+
 @dataclass(frozen=True)
 class RunningProvider:
-    """A capability provider running on a host."""
+    """A capability provider running on a host, and how its host says it is: `status` is one of
+    starting | running (healthy) | unhealthy | restarting | stopping | failed; `message` is
+    why it is not healthy (its last health answer)."""
 
     image: str
     annotations: Mapping[str, str] = field(default_factory=FrozenMap)
+    status: str = PROVIDER_HEALTHY
+    message: str = ""
+    local_state: bool = False
+    """The provider declared that its data lives on this host."""
 
     def __post_init__(self) -> None:
         _set(self, "annotations", frozen_str_map(self.annotations))
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == PROVIDER_HEALTHY
+
+    def problem(self) -> str | None:
+        """Why it does not run as it should, in words; None when healthy or merely on its way
+        (starting with nothing wrong said yet)."""
+        if self.healthy:
+            return None
+        if self.status in PROVIDER_PENDING and not self.message:
+            return None
+        what = {"starting": "not healthy yet", "restarting": "restarting after a crash",
+                "unhealthy": "unhealthy", "failed": "failed"}.get(self.status, self.status)
+        return f"{what}: {self.message}" if self.message else what
+
+
+@dataclass(frozen=True)
+class StatePin:
+    """Where the data of a provider with local state lives: the host (by its state dir's id)
+    that ran it. wadm keeps the provider there instead of starting it empty elsewhere."""
+
+    state_id: str
+    host_id: str
+    host_name: str = ""
+    labels: Mapping[str, str] = field(default_factory=FrozenMap)
+    """The labels that host had, to tell whether a manifest's spread still allows it while it is gone."""
+
+    def __post_init__(self) -> None:
+        _set(self, "labels", frozen_str_map(self.labels))
+
+    def describe(self) -> str:
+        return f"{self.host_name} ({self.host_id})" if self.host_name else self.host_id
 
 
 def _component(value: RunningComponent | Mapping[str, Any]) -> RunningComponent:
@@ -174,6 +218,10 @@ class ObservedHost:
     capacity: HostCapacity = field(default_factory=HostCapacity)
     components: Mapping[str, RunningComponent] = field(default_factory=FrozenMap)
     providers: Mapping[str, RunningProvider] = field(default_factory=FrozenMap)
+    name: str = ""
+    """Its friendly name (for messages)."""
+    state_id: str = ""
+    """The id of its state dir (the same across restarts on that dir); "" from older hosts."""
 
     def __post_init__(self) -> None:
         _set(self, "labels", frozen_str_map(self.labels))
@@ -185,6 +233,14 @@ class ObservedHost:
     def matches(self, requirements: Mapping[str, str]) -> bool:
         """Whether the host has every label in `requirements` with that value."""
         return all(self.labels.get(k) == v for k, v in requirements.items())
+
+    @property
+    def data_key(self) -> str:
+        """What identifies the data it holds: its state dir's id (its host id for older hosts)."""
+        return self.state_id or self.id
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.id})" if self.name else self.id
 
 
 @dataclass(frozen=True)
@@ -243,6 +299,8 @@ class Observed:
     hosts: Mapping[str, ObservedHost] = field(default_factory=FrozenMap)
     links: tuple[ObservedLink, ...] = ()
     configs: Mapping[str, ObservedConfig] = field(default_factory=FrozenMap)
+    pins: Mapping[tuple[str, str], StatePin] = field(default_factory=FrozenMap)
+    """(app, provider id) → where that provider's local data lives."""
 
     def __post_init__(self) -> None:
         hosts = self.hosts
@@ -251,6 +309,7 @@ class Observed:
         _set(self, "hosts", FrozenMap(hosts))
         _set(self, "links", tuple(self.links))
         _set(self, "configs", FrozenMap({k: _config(v) for k, v in self.configs.items()}))
+        _set(self, "pins", FrozenMap(self.pins))
 
     @cached_property
     def sorted_hosts(self) -> tuple[ObservedHost, ...]:
@@ -287,4 +346,5 @@ __all__ = [
     "Reuse",
     "RunningComponent",
     "RunningProvider",
+    "StatePin",
 ]

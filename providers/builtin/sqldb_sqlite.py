@@ -534,7 +534,9 @@ class SqldbSqlite(SqlBackend[DbKey, SqliteDb]):
 
 def build() -> Provider:
     """A fresh provider (each test builds its own, so no state leaks between them)."""
-    return SqldbSqlite().sql_provider("trellis:sql on embedded SQLite databases")
+    p = SqldbSqlite().sql_provider("trellis:sql on embedded SQLite databases")
+    p.local_state = True  # the database files live under this host's state dir
+    return p
 
 
 provider = build()

@@ -14,6 +14,7 @@ from wadm.commands import (
     Command,
     DeleteConfig,
     DeleteLink,
+    PinState,
     PutConfig,
     PutLink,
     ScaleComponent,
@@ -32,6 +33,7 @@ from wadm.observed import (
     ObservedLink,
     RunningComponent,
     RunningProvider,
+    StatePin,
 )
 from wadm.scaler import reconcile
 
@@ -51,7 +53,7 @@ def lattice(*hosts: ObservedHost, links: Sequence[ObservedLink] = (), configs: M
 def _replace_host(obs: Observed, new: ObservedHost) -> Observed:
     hosts = dict(obs.hosts)
     hosts[new.id] = new
-    return Observed(hosts=hosts, links=obs.links, configs=obs.configs)
+    return Observed(hosts=hosts, links=obs.links, configs=obs.configs, pins=obs.pins)
 
 
 def _host(obs: Observed, host_id: str) -> ObservedHost:
@@ -64,7 +66,7 @@ def _with(h: ObservedHost, *, components: Mapping[str, RunningComponent] | None 
           providers: Mapping[str, RunningProvider] | None = None) -> ObservedHost:
     return ObservedHost(id=h.id, labels=h.labels, capacity=h.capacity,
                         components=h.components if components is None else components,
-                        providers=h.providers if providers is None else providers)
+                        providers=h.providers if providers is None else providers, name=h.name, state_id=h.state_id)
 
 
 def apply(obs: Observed, commands: Iterable[Command]) -> Observed:
@@ -118,16 +120,19 @@ def apply_one(obs: Observed, cmd: Command) -> Observed:  # noqa: C901 - one bran
             if lk.group == new.group and lk.target != new.target and set(lk.interfaces) & set(new.interfaces):
                 raise InvalidCommand(f"{cmd}: conflicts with {lk}")
         links = tuple(lk for lk in obs.links if lk.identity != new.identity) + (new,)
-        return Observed(hosts=obs.hosts, links=links, configs=obs.configs)
+        return Observed(hosts=obs.hosts, links=links, configs=obs.configs, pins=obs.pins)
     if isinstance(cmd, DeleteLink):
         links = tuple(lk for lk in obs.links if lk.identity != cmd.identity)
-        return Observed(hosts=obs.hosts, links=links, configs=obs.configs)
+        return Observed(hosts=obs.hosts, links=links, configs=obs.configs, pins=obs.pins)
     if isinstance(cmd, PutConfig):
         configs = {**obs.configs, cmd.name: ObservedConfig(values=cmd.values, app=cmd.app)}
-        return Observed(hosts=obs.hosts, links=obs.links, configs=configs)
+        return Observed(hosts=obs.hosts, links=obs.links, configs=configs, pins=obs.pins)
     if isinstance(cmd, DeleteConfig):
         configs = {k: v for k, v in obs.configs.items() if k != cmd.name}
-        return Observed(hosts=obs.hosts, links=obs.links, configs=configs)
+        return Observed(hosts=obs.hosts, links=obs.links, configs=configs, pins=obs.pins)
+    if isinstance(cmd, PinState):
+        pins = {**obs.pins, (cmd.app, cmd.provider_id): StatePin(cmd.state_id, cmd.host_id, cmd.host_name, cmd.labels)}
+        return Observed(hosts=obs.hosts, links=obs.links, configs=obs.configs, pins=pins)
     raise InvalidCommand(f"unknown command {cmd!r}")
 
 
@@ -145,7 +150,8 @@ def converge(app: Manifest, obs: Observed, *, max_passes: int = 20,
 
 
 def drop_host(obs: Observed, host_id: str) -> Observed:
-    return Observed(hosts={k: v for k, v in obs.hosts.items() if k != host_id}, links=obs.links, configs=obs.configs)
+    return Observed(hosts={k: v for k, v in obs.hosts.items() if k != host_id}, links=obs.links, configs=obs.configs,
+                    pins=obs.pins)
 
 
 def add_host(obs: Observed, h: ObservedHost) -> Observed:

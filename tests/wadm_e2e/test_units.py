@@ -69,9 +69,16 @@ def test_view_host_stopped_and_providers():
     v.host_seen(_info("H1"), now=0)
     started = {"host_id": "H1", "provider_id": "p", "image": "builtin:x", "annotations": {}}
     assert v.apply_event(_event(EventType.PROVIDER_STARTED, started), now=1)
-    # a restart (not a stop) keeps it
-    assert not v.apply_event(_event(EventType.PROVIDER_STOPPED, {**started, "reason": "exited with 1; restarting"}),
-                             now=1)
+    # a restart (not a stop) keeps it, as restarting (not healthy: the status says so)
+    assert v.apply_event(_event(EventType.PROVIDER_STOPPED, {**started, "reason": "exited with 1; restarting"}),
+                         now=1)
+    assert v.snapshot().hosts["H1"].providers["p"].status == "restarting"
+    # health outcomes are applied at once, with their message
+    assert v.apply_event(_event(EventType.HEALTH_CHECK_FAILED, {**started, "message": "cannot listen on :80"}), now=1)
+    prov = v.snapshot().hosts["H1"].providers["p"]
+    assert (prov.healthy, prov.problem()) == (False, "unhealthy: cannot listen on :80")
+    assert v.apply_event(_event(EventType.HEALTH_CHECK_PASSED, {**started, "message": "ok"}), now=1)
+    assert v.snapshot().hosts["H1"].providers["p"].healthy
     assert v.apply_event(_event(EventType.PROVIDER_STOPPED, {**started, "reason": "stopped"}), now=1)
     assert v.apply_event(_event(EventType.HOST_STOPPED, {"host_id": "H1"}), now=2)
     assert v.hosts == {}

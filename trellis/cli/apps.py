@@ -260,7 +260,8 @@ def status_command(name: str = typer.Argument(..., help="application name"), out
 
 
 def print_status(st: AppStatusReply) -> None:
-    colour = {"deployed": "green", "failed": "red", "reconciling": "yellow"}.get(st.status.value, "white")
+    colour = {"deployed": "green", "failed": "red", "reconciling": "yellow",
+              "degraded": "dark_orange"}.get(st.status.value, "white")
     head = f"{st.name} {st.version or ''}".strip()
     console.print(f"{head}: [{colour}]{st.status.value}[/{colour}]" + (f"  {st.message}" if st.message else ""),
                   highlight=False)

@@ -10,6 +10,8 @@ key                                                value (JSON)
                                                    data, image paths resolved)
 ``owner.link.<src>.<ns>.<pkg>.<name>.<target>``    ``{"app": NAME}``: the app that put the link
 ``owner.config.<name>``                            ``{"app": NAME}``: the app that put the config
+``owner.state.<app>.<provider id>``                ``{"app", "state_id", "host_id", "host_name",
+                                                   "labels"}``: where a provider's local data lives
 =================================================  ==========================================
 
 Tokens other than the app name are encoded with `interfaces.store.encode_token`
@@ -79,9 +81,16 @@ def config_owner_key(name: str) -> str:
     return "owner.config." + encode_token(name)
 
 
-def parse_owner_key(key: str) -> tuple[Literal["link"], LinkIdentity] | tuple[Literal["config"], str] | None:
+def state_pin_key(app: str, provider_id: str) -> str:
+    return f"owner.state.{encode_token(app)}.{encode_token(provider_id)}"
+
+
+def parse_owner_key(key: str) -> (tuple[Literal["link"], LinkIdentity] | tuple[Literal["config"], str]
+                                  | tuple[Literal["state"], tuple[str, str]] | None):
     parts = key.split(".")
     try:
+        if len(parts) == 4 and parts[:2] == ["owner", "state"]:
+            return "state", (decode_token(parts[2]), decode_token(parts[3]))
         if len(parts) == 7 and parts[:2] == ["owner", "link"]:
             s, ns, pkg, name, target = (decode_token(p) for p in parts[2:])
             return "link", (s, ns, pkg, name, target)
@@ -115,10 +124,12 @@ class ManifestChange:
 
 @dataclass(frozen=True)
 class OwnerChange:
-    kind: Literal["link", "config"]
+    kind: Literal["link", "config", "state"]
     key: Any
-    """A `LinkIdentity` or a config name."""
+    """A `LinkIdentity`, a config name, or (app, provider id) for a state pin."""
     app: str | None
+    data: dict[str, Any] | None = None
+    """The whole record (state pins carry where the data lives)."""
 
 
 @dataclass(frozen=True)
@@ -296,6 +307,13 @@ class AppStore:
     async def clear_config_owner(self, name: str) -> None:
         await self._clear(config_owner_key(name))
 
+    async def set_state_pin(self, app: str, provider_id: str, pin: dict[str, Any]) -> None:
+        kv = await self.kv()
+        await kv.put(state_pin_key(app, provider_id), json.dumps({"app": app, **pin}, sort_keys=True).encode())
+
+    async def clear_state_pin(self, app: str, provider_id: str) -> None:
+        await self._clear(state_pin_key(app, provider_id))
+
     async def _clear(self, key: str) -> None:
         kv = await self.kv()
         try:
@@ -332,13 +350,15 @@ class AppStore:
             if parsed is None:
                 continue
             app: str | None = None
+            data: dict[str, Any] | None = None
             if value is not None:
                 try:
-                    app = str(json.loads(value)["app"])
+                    data = json.loads(value)
+                    app = str(data["app"])  # type: ignore[index]
                 except (ValueError, KeyError, TypeError):
                     log.warning("ignoring unreadable owner record %s", key)
                     continue
-            yield OwnerChange(parsed[0], parsed[1], app)
+            yield OwnerChange(parsed[0], parsed[1], app, data)
 
     async def _watch_keys(self, pattern: str, what: Literal["apps", "owners"]
                           ) -> AsyncIterator[tuple[str, bytes | StoreSynced | None, int | None]]:

@@ -42,6 +42,7 @@ from interfaces import subjects
 from interfaces.client import LatticeClient
 from interfaces.connection import connect
 from interfaces.control import CtlReply
+from interfaces.events import Event, EventType
 from interfaces.store import LatticeStore, StoreSettings
 from interfaces.wadm_api import AppStatusReply, ControllerInfo, Role
 from trellis.service import Service
@@ -104,6 +105,8 @@ class Controller(Service):
         self.records: dict[str, AppRecord] = self.memory.records
         """Every application's record, as last seen (`memory`)."""
         self.last_pass: dict[str, str] = {}
+        self._announced: dict[str, tuple[str | None, str, str]] = {}
+        """The last status published per app (``app_status_changed``)."""
         self.workers: dict[str, AppWorker] = {}
         self._records_synced = asyncio.Event()
         self._passes = itertools.count(1)
@@ -344,7 +347,8 @@ class Controller(Service):
                           record.deployed_version)
                 return
             shared = await self.shared_apps()
-            commands = plan(manifest, observed, pass_id=pass_id, shared_apps=shared).commands
+            commands = plan(manifest, observed, pass_id=pass_id, shared_apps=shared,
+                            avoid=self.executor.book.avoid(name)).commands
         else:
             commands = tuple(undeploy(name, observed, pass_id=pass_id))
         if commands:
@@ -356,6 +360,24 @@ class Controller(Service):
         if manifest is not None:  # forget failures of what has since reached its desired state
             st = plan(manifest, self.observer.view.snapshot(), shared_apps=shared).status
             self.executor.book.clear_subjects(name, [c.id for c in st.components if c.state is AppState.DEPLOYED])
+        if record is not None:
+            await self._announce_status(name, record)
+
+    async def _announce_status(self, name: str, record: AppRecord) -> None:
+        """Publish ``app_status_changed`` (the whole `AppStatusReply`) when the status or its message changed."""
+        reply = await self.app_status(name, record)
+        key = (reply.version, reply.status.value, reply.message)
+        if self._announced.get(name) == key:
+            return
+        self._announced[name] = key
+        log.info("%s %s: %s%s", name, reply.version or "", reply.status.value,
+                 f" ({reply.message})" if reply.message else "")
+        ev = Event.new(EventType.APP_STATUS_CHANGED, source=self.id, data=reply.model_dump(mode="json"))
+        try:
+            await self.nc.publish(subjects.event(self.lattice, EventType.APP_STATUS_CHANGED), ev.encode())
+        except Exception as exc:  # disconnected: the next pass announces it again
+            self._announced.pop(name, None)
+            log.debug("status event not sent: %r", exc)
 
     async def app_status(self, name: str, record: AppRecord) -> AppStatusReply:
         observed = self.observer.view.snapshot()

@@ -46,6 +46,7 @@ from ..commands import (
     Command,
     DeleteConfig,
     DeleteLink,
+    PinState,
     PutConfig,
     PutLink,
     ScaleComponent,
@@ -55,7 +56,7 @@ from ..commands import (
     StopProvider,
     UpdateComponent,
 )
-from ..observed import PASS_ANNOTATION, Reuse
+from ..observed import PASS_ANNOTATION, Reuse, StatePin
 from .app_store import AppStore
 from .failures import FailureBook, host_of, subject_of
 from .observer import HostGone, Observer
@@ -88,6 +89,8 @@ def _phase(cmd: Command) -> str:
         return "config"
     if isinstance(cmd, PutLink | DeleteLink):
         return "link"
+    if isinstance(cmd, PinState):
+        return "pin"
     return "placement"
 
 
@@ -203,6 +206,8 @@ class Executor:
             await self._put_config(cmd)
         elif isinstance(cmd, DeleteConfig):
             await self._delete_config(cmd)
+        elif isinstance(cmd, PinState):
+            await self._pin_state(cmd)
         else:  # pragma: no cover - the union is closed
             raise CommandFailed(f"unknown command {cmd!r}")
 
@@ -297,6 +302,17 @@ class Executor:
             raise CommandFailed(exc.message) from None
         await self._visible(lambda v: v.configs.get(cmd.name) == values and v.config_owners.get(cmd.name) == cmd.app,
                             f"config {cmd.name}")
+
+    async def _pin_state(self, cmd: PinState) -> None:
+        pin = StatePin(cmd.state_id, cmd.host_id, cmd.host_name, cmd.labels)
+        try:
+            await self.apps.set_state_pin(cmd.app, cmd.provider_id, {
+                "state_id": cmd.state_id, "host_id": cmd.host_id, "host_name": cmd.host_name,
+                "labels": dict(cmd.labels)})
+        except Exception as exc:  # JetStream errors included: retried with backoff like any failed command
+            raise CommandFailed(f"cannot record where the data of {cmd.provider_id} lives: {exc!r}") from None
+        key = (cmd.app, cmd.provider_id)
+        await self._visible(lambda v: v.pins.get(key) == pin, f"the data pin of {cmd.provider_id}")
 
     async def _delete_config(self, cmd: DeleteConfig) -> None:
         try:

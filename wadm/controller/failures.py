@@ -19,6 +19,7 @@ from ..commands import (
     Command,
     DeleteConfig,
     DeleteLink,
+    PinState,
     PutConfig,
     PutLink,
     ScaleComponent,
@@ -40,6 +41,8 @@ def subject_of(cmd: Command) -> str:
         return cmd.provider_id
     if isinstance(cmd, PutLink | DeleteLink):
         return "link:" + "/".join(cmd.identity)
+    if isinstance(cmd, PinState):
+        return "pin:" + cmd.provider_id
     return "config:" + cmd.name
 
 
@@ -51,7 +54,7 @@ def verb_of(cmd: Command) -> str:
     return {
         StartComponent: "start", ScaleComponent: "scale", UpdateComponent: "update", StopComponent: "stop",
         StartProvider: "start", StopProvider: "stop", PutLink: "put link", DeleteLink: "delete link",
-        PutConfig: "put config", DeleteConfig: "delete config",
+        PutConfig: "put config", DeleteConfig: "delete config", PinState: "pin data",
     }[type(cmd)]
 
 
@@ -107,6 +110,16 @@ class FailureBook:
     def clear_app(self, app: str) -> None:
         for key in [k for k, f in self.failures.items() if f.app == app]:
             del self.failures[key]
+
+    def avoid(self, app: str) -> dict[str, frozenset[str]]:
+        """Component/provider id → hosts where starting it failed (remembered until it succeeds or
+        the thing is deployed): the scalers choose those hosts last, so it is placed elsewhere
+        when the manifest allows."""
+        out: dict[str, set[str]] = {}
+        for f in self.failures.values():
+            if f.app == app and f.verb == "start" and f.host_id:
+                out.setdefault(f.subject, set()).add(f.host_id)
+        return {k: frozenset(v) for k, v in out.items()}
 
     def clear_subjects(self, app: str, subjects: Iterable[str]) -> None:
         done = set(subjects)

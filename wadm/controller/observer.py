@@ -36,6 +36,7 @@ from trellis.service import TaskGroup
 
 from .app_store import AppStore, OwnerChange, StoreSynced, store_transient
 from interfaces.cancel import stop_if_cancelled
+from ..observed import StatePin
 from .view import LatticeView
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,15 @@ async def essential(coro: Coroutine[Any, Any, None], what: str,
     except Exception as exc:
         log.error("%s failed: %r", what, exc)
         on_fatal(what, exc)
+
+
+def state_pin(data: dict[str, Any] | None) -> StatePin | None:
+    """A state pin record as the view keeps it (None: deleted or unreadable)."""
+    if not isinstance(data, dict) or not data.get("state_id"):
+        return None
+    labels = data.get("labels")
+    return StatePin(str(data["state_id"]), str(data.get("host_id") or ""), str(data.get("host_name") or ""),
+                    {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {})
 
 
 class HostGone(Exception):
@@ -256,6 +266,8 @@ class Observer:
             assert isinstance(change, OwnerChange)
             if change.kind == "link":
                 changed = self.view.set_link_owner(change.key, change.app)
+            elif change.kind == "state":
+                changed = self.view.set_pin(change.key, state_pin(change.data))
             else:
                 changed = self.view.set_config_owner(change.key, change.app)
             if changed:

@@ -1,8 +1,9 @@
 """An application's status as the API reports it: the scalers' view plus failed commands. Pure.
 
 The scalers say how the lattice compares with the manifest (``deployed``,
-``reconciling``, or ``failed`` when something cannot be planned, such as no
-eligible host). What they cannot see is a command that was tried and failed,
+``reconciling``, ``degraded`` when it runs but not as declared — a provider not
+healthy, a provider waiting for the host that holds its data —, or ``failed``
+when something cannot be planned, such as no eligible host). What they cannot see is a command that was tried and failed,
 e.g. a host that cannot fetch the image: the lattice then simply looks like it
 is still waiting. So a component or link that is not yet deployed and has a
 remembered failure is reported ``failed``, with the failure as its reason, and
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from interfaces.wadm_api import AppStatusReply, ComponentDetail, LinkDetail, StatusState
+from interfaces.wadm_api import AppStatusReply, ComponentDetail, LinkDetail, PartProblem, StatusState
 
 from ..manifest import Manifest
 from ..observed import Observed
@@ -43,14 +44,20 @@ def deployed_status(app: Manifest, observed: Observed, failures: Sequence[Failur
     used: set[str] = set()
 
     components: list[ComponentDetail] = []
+    problems: list[PartProblem] = []
     for c in st.components:
         state, message = _state(c.state), c.message
         found = by_subject.get(c.id, [])
+        mine = [PartProblem(component=c.name, host_id=p.host_id, host_name=p.host_name or None, cause=p.cause)
+                for p in c.problems]
         if found and c.state is not AppState.DEPLOYED:
             state, message = StatusState.FAILED, _with_failures(c.message, found)
             used.add(c.id)
+            mine += [PartProblem(component=c.name, host_id=f.host_id, cause=f.describe()) for f in found]
+        problems += mine
         components.append(ComponentDetail(name=c.name, id=c.id, kind=c.kind, scaler=c.scaler, status=state,
-                                          desired=c.desired, running=c.running, message=message))
+                                          desired=c.desired, running=c.running, message=message,
+                                          local_state=c.local_state, data_host=c.data_host, problems=mine))
 
     subject_by_link = {
         d.describe(): "link:" + "/".join(d.link.identity)
@@ -71,12 +78,13 @@ def deployed_status(app: Manifest, observed: Observed, failures: Sequence[Failur
     failed = [f"{c.name}: {c.message}" for c in components if c.status is StatusState.FAILED]
     failed += [f"link {lk.description}: {lk.message}" for lk in links if lk.status is StatusState.FAILED]
     failed += [f"config {f.subject.removeprefix('config:')}: {f.describe()}" for f in others]
+    degraded = [f"{c.name}: {c.message}" for c in components if c.status is StatusState.DEGRADED]
     if failed:
-        state, message = StatusState.FAILED, "; ".join(failed)
+        state, message = StatusState.FAILED, "; ".join(failed + degraded)
     else:
         state, message = _state(st.state), st.message
     return AppStatusReply(name=app.name, version=app.version, status=state, message=message,
-                          components=components, links=links, last_pass=last_pass)
+                          components=components, links=links, last_pass=last_pass, problems=problems)
 
 
 def undeployed_status(name: str, observed: Observed, *, last_pass: str | None = None) -> AppStatusReply:

@@ -41,6 +41,7 @@ from ..observed import (
     Reuse,
     RunningComponent,
     RunningProvider,
+    StatePin,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class HostEntry:
     providers: dict[str, RunningProvider]
     heartbeat_interval_s: float
     last_seen: float
+    name: str = ""
+    state_id: str = ""
 
     def placement_state(self) -> tuple[Any, ...]:
         """What placement depends on (copies: the entry's dicts change in place)."""
@@ -110,9 +113,12 @@ def _entry_from_info(info: HostInfo, now: float) -> HostEntry:
                               load_1m=info.capacity.load_1m),
         components={c.id: RunningComponent(c.image, c.max_instances, c.annotations, _reuse(c.reuse))
                     for c in info.components},
-        providers={p.id: RunningProvider(p.image, p.annotations) for p in info.providers},
+        providers={p.id: RunningProvider(p.image, p.annotations, p.status, p.health_message, p.local_state)
+                   for p in info.providers},
         heartbeat_interval_s=info.heartbeat_interval_s,
         last_seen=now,
+        name=info.name,
+        state_id=info.state_id,
     )
 
 
@@ -124,6 +130,8 @@ class LatticeView:
     configs: dict[str, dict[str, str]] = field(default_factory=dict)
     link_owners: dict[LinkIdentity, str] = field(default_factory=dict)
     config_owners: dict[str, str] = field(default_factory=dict)
+    pins: dict[tuple[str, str], StatePin] = field(default_factory=dict)
+    """(app, provider id) → where its local data lives (wadm's records)."""
     _snapshot: Observed | None = field(default=None, repr=False)
 
     # --- hosts -----------------------------------------------------------------------
@@ -184,7 +192,22 @@ class LatticeView:
                     _reuse(data.get("reuse")))
         elif t == EventType.PROVIDER_STARTED:
             pid = str(data.get("provider_id", ""))
-            host.providers[pid] = RunningProvider(str(data.get("image", "")), dict(data.get("annotations") or {}))
+            host.providers[pid] = RunningProvider(str(data.get("image", "")), dict(data.get("annotations") or {}),
+                                                  local_state=bool(data.get("local_state")))
+        elif t in (EventType.HEALTH_CHECK_FAILED, EventType.HEALTH_CHECK_PASSED) or (
+                t == EventType.PROVIDER_STOPPED and data.get("reason") != "stopped"):
+            pid = str(data.get("provider_id", ""))
+            prov = host.providers.get(pid)
+            if prov is None:
+                return False
+            if t == EventType.HEALTH_CHECK_PASSED:
+                status, message = "running", ""
+            elif t == EventType.HEALTH_CHECK_FAILED:
+                status, message = "unhealthy", str(data.get("message") or "")
+            else:
+                status, message = "restarting", str(data.get("reason") or "")
+            host.providers[pid] = RunningProvider(prov.image, prov.annotations, status, message,
+                                                  bool(data.get("local_state", prov.local_state)))
         elif t == EventType.PROVIDER_START_FAILED or (
                 t == EventType.PROVIDER_STOPPED and data.get("reason") == "stopped"):
             host.providers.pop(str(data.get("provider_id", "")), None)
@@ -229,6 +252,16 @@ class LatticeView:
     def set_config_owner(self, name: str, app: str | None) -> bool:
         return self._set_owner(self.config_owners, name, app)
 
+    def set_pin(self, key: tuple[str, str], pin: StatePin | None) -> bool:
+        if self.pins.get(key) == pin:
+            return False
+        if pin is None:
+            self.pins.pop(key, None)
+        else:
+            self.pins[key] = pin
+        self._snapshot = None
+        return True
+
     def _set_owner(self, owners: dict[Any, str], key: Any, app: str | None) -> bool:
         if owners.get(key) == app:
             return False
@@ -247,7 +280,7 @@ class LatticeView:
             self._snapshot = Observed(
                 hosts={
                     h.id: ObservedHost(id=h.id, labels=h.labels, capacity=h.capacity, components=h.components,
-                                       providers=h.providers)
+                                       providers=h.providers, name=h.name, state_id=h.state_id)
                     for h in self.hosts.values()
                 },
                 links=tuple(
@@ -259,6 +292,7 @@ class LatticeView:
                 ),
                 configs={name: ObservedConfig(values=values, app=self.config_owners.get(name))
                          for name, values in sorted(self.configs.items())},
+                pins=dict(sorted(self.pins.items())),
             )
         return self._snapshot
 

@@ -135,6 +135,10 @@ class ComponentProperties(_Strict):
     config: tuple[ConfigProperty, ...] = ()
     secrets: tuple[SecretProperty, ...] = ()
     reuse: ReuseProperties | None = None
+    state: Literal["local", "shared"] | None = None
+    """Capability providers: ``local`` if its data lives on the host it runs on (wadm then keeps it
+    on that host), ``shared`` if not (wadm may move it freely); unset: as the provider declares
+    (``builtin:sqldb-sqlite`` is local)."""
 
 
 # --- trait properties -------------------------------------------------------------------
@@ -483,7 +487,7 @@ KNOWN_KEYS: frozenset[str] = frozenset(
         "id", "config", "secrets", "component", "instances", "replicas", "spread",
         "requirements", "weight", "target", "source", "namespace", "package", "interfaces",
         "source_config", "target_config", "policy", "key", "field", "version",
-        "reuse", "max_invocations", "max_idle_s",
+        "reuse", "max_invocations", "max_idle_s", "state",
     }
 )
 """Every key the format knows, for "did you mean" hints."""

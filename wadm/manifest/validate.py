@@ -33,6 +33,7 @@ from .models import (
     ScalerProperties,
     config_name,
 )
+from .local_state_check import check_local_state
 from .problems import Problem, error, warning
 
 SECRET_POLICY_TYPE = "policy.secret.wasmcloud.dev/v1alpha1"
@@ -81,6 +82,7 @@ def validate(manifest: Manifest) -> list[Problem]:
     problems += _check_link_config_names(manifest)
     problems += _check_inline_configs(manifest)
     problems += _check_secrets(manifest)
+    problems += check_local_state(manifest)
     errs = [p for p in problems if p.is_error]
     return errs + [p for p in problems if not p.is_error]
 

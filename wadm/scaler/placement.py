@@ -27,10 +27,23 @@ Rules, in order (all deterministic):
    until nothing else for this workload is starting or scaling up, and happens on
    one host per pass: an image or reuse change is an in-place update; a config
    change (and any provider change) is a stop, after which the freed host gets a start.
-6. **Retiring.** Stale placements that are not needed and left-over ones are
+6. **Make before break.** A scale-down of a fresh holder (its share shrank because
+   a host joined) and the stop of an extra one wait until nothing else for this
+   workload is starting or scaling up: the new instances run (compiled and ready:
+   the executor waits for their outcome) before old ones go, so a rebalance never
+   leaves fewer instances than declared.
+7. **Retiring.** Stale placements that are not needed and left-over ones are
    stopped only once the workload has converged (nothing starting, scaling up or
    being replaced) and has no failure: old placements keep serving until new ones
    are running, and stay if the new ones cannot be placed.
+8. **Health.** A provider counts as running only while its host reports it healthy;
+   one that is not (unhealthy, restarting, failed, or starting with a complaint) is
+   a *problem* naming the host and its cause. Hosts in `avoid` (where starting this
+   workload just failed) are chosen last, so it is placed elsewhere if the spreads
+   allow.
+9. **Local state.** With `restrict_to` (see `local_state.py`) only hosts with that
+   state dir id are eligible; when none is in the lattice, nothing is started and
+   the workload is *degraded* with reason `gone`.
 """
 
 from __future__ import annotations
@@ -103,6 +116,10 @@ class Outcome:
     """Something is starting, scaling up or being replaced: the workload has not converged."""
     waiting: int = 0
     """Stale or left-over placements still running, to be retired once converged."""
+    degraded: list[str] = field(default_factory=list)
+    """Why it runs, but not as declared (e.g. waiting for the host that holds its data)."""
+    problems: list[tuple[ObservedHost, str]] = field(default_factory=list)
+    """Placements that do not run as they should: (host, cause)."""
 
 
 def capacity_key(host: ObservedHost) -> tuple[int, float, str]:
@@ -186,38 +203,67 @@ def _no_host_message(w: Workload, spread: Spread, eligible: list[ObservedHost], 
     return f"no eligible host for spread '{spread.name}': {w.id} already runs on {ids} for another application"
 
 
+def _healthy(w: Workload, slot: Slot) -> bool:
+    if not w.is_provider:
+        return True
+    prov = slot.host.providers.get(w.id)
+    return prov is None or prov.healthy
+
+
 def place(
     w: Workload,
     wants: Sequence[tuple[Spread, int]],
     shares_fn: SharesFn,
     observed: Observed,
     ctx: Context,
+    *,
+    restrict_to: str | None = None,
+    gone: str | None = None,
+    avoid: frozenset[str] = frozenset(),
 ) -> Outcome:
     """Plan `w` given what each spread wants (see the module doc for the rules)."""
     out = Outcome(w)
     ours, foreign = slots_of(w, observed, ctx.app)
+    if restrict_to is not None:  # a slot on a host without the data belongs to no spread
+        allowed = {h.id for h in observed.sorted_hosts if h.data_key == restrict_to}
+        leftover_first = {hid: slot for hid, slot in ours.items() if hid not in allowed}
+        ours = {hid: slot for hid, slot in ours.items() if hid in allowed}
+    else:
+        allowed = None
+        leftover_first = {}
     claimed, leftovers = _claim([s for s, _ in wants], ours)
+    leftovers.update(leftover_first)
     used: set[str] = set(ours)  # a host runs one placement of an id
     replace: list[tuple[Slot, str]] = []  # stale chosen holders, with their spread
     retire: list[Slot] = list(leftovers.values())
     scale_ups = 0
+    downs: list[Command] = []  # scale-downs and extra stops: only once nothing is starting (make before break)
 
     for spread, want in wants:
         mine = claimed[spread.name]
-        eligible = [h for h in observed.sorted_hosts if h.matches(spread.requirements)]
+        eligible = [h for h in observed.sorted_hosts if h.matches(spread.requirements)
+                    and (allowed is None or h.id in allowed)]
         free = sorted(
-            (h for h in eligible if h.id not in foreign and h.id not in used), key=capacity_key
+            (h for h in eligible if h.id not in foreign and h.id not in used),
+            key=lambda h: (h.id in avoid, *capacity_key(h)),
         )
         fresh = sorted(
             (s for s in mine.values() if is_fresh(w, s)),
-            key=lambda s: (-s.count, *capacity_key(s.host)),
+            key=lambda s: (not _healthy(w, s), -s.count, *capacity_key(s.host)),
         )
         stale = sorted((s for s in mine.values() if not is_fresh(w, s)), key=lambda s: capacity_key(s.host))
         usable = len(fresh) + len(free) + len(stale)
         shares = shares_fn(w, want, usable)
         out.desired += sum(shares) if w.scaler == "daemonscaler" else want
-        out.running += sum(s.count for s in fresh)
-        if want > 0 and usable == 0:
+        out.running += sum(s.count for s in fresh if _healthy(w, s))
+        for slot in fresh:
+            prov = slot.host.providers.get(w.id) if w.is_provider else None
+            problem = prov.problem() if prov is not None else None
+            if problem is not None:
+                out.problems.append((slot.host, problem))
+        if want > 0 and usable == 0 and gone is not None:
+            out.degraded.append(gone)
+        elif want > 0 and usable == 0:
             out.failures.append(_no_host_message(w, spread, eligible, observed))
         elif len(shares) < want and w.is_provider and w.scaler == "spreadscaler":
             out.failures.append(
@@ -242,10 +288,9 @@ def place(
                     if slot.count != share
                     else f"retag as {ctx.app} {ctx.version}, spread '{spread.name}'"
                 )
-                out.starts.append(
-                    ScaleComponent(host_id=slot.host.id, component_id=w.id, max_instances=share,
-                                   annotations=tags, app=ctx.app, reason=why, pass_id=ctx.pass_id)
-                )
+                cmd = ScaleComponent(host_id=slot.host.id, component_id=w.id, max_instances=share,
+                                     annotations=tags, app=ctx.app, reason=why, pass_id=ctx.pass_id)
+                (downs if share < slot.count else out.starts).append(cmd)
         for host in chosen_free:
             share = next(share_iter)
             used.add(host.id)
@@ -254,16 +299,21 @@ def place(
         for slot in chosen_stale:
             replace.append((slot, spread.name))
         for slot in fresh[len(shares):]:
-            out.stops.append(_stop(w, slot.host.id, ctx, f"extra: spread '{spread.name}' wants {want}, on {len(shares)} host(s)"))
+            downs.append(_stop(w, slot.host.id, ctx, f"extra: spread '{spread.name}' wants {want}, on {len(shares)} host(s)"))
         retire.extend(stale[len(chosen_stale):])
 
     surging = scale_ups > 0 or any(isinstance(c, StartComponent | StartProvider) for c in out.starts)
+    if surging and downs:
+        out.waiting += len(downs)  # the new instances first; the next pass, once they run, scales these down
+    else:
+        out.starts.extend(c for c in downs if isinstance(c, ScaleComponent))
+        out.stops.extend(c for c in downs if not isinstance(c, ScaleComponent))
     if replace and not surging:
         slot, spread_name = replace[0]  # one disruptive replacement per pass
         out.starts.append(_replace(w, slot, ctx, spread_name))
     out.pending = surging or bool(replace)
-    out.waiting = len(replace) + len(retire)
-    if not out.pending and not out.failures:
+    out.waiting += len(replace) + len(retire)
+    if not out.pending and not out.failures and not out.degraded:
         for slot in retire:
             out.stops.append(_stop(w, slot.host.id, ctx, _retire_reason(w, slot, ctx)))
     return out

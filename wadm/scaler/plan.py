@@ -24,6 +24,7 @@ from ..observed import APP_ANNOTATION, Observed
 from .config import plan_configs
 from .daemon import plan_daemon
 from .link import desired_links, plan_links
+from .local_state import LocalState, local_state
 from .placement import Outcome
 from .spread import plan_spread
 from .workload import Context, resolve_id, workload_of
@@ -33,7 +34,18 @@ class AppState(StrEnum):
     UNDEPLOYED = "undeployed"
     RECONCILING = "reconciling"
     DEPLOYED = "deployed"
+    DEGRADED = "degraded"
+    """Runs, but not as declared: a provider not healthy, a provider waiting for the host that holds its data."""
     FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One placement that does not run as it should."""
+
+    host_id: str | None
+    host_name: str
+    cause: str
 
 
 @dataclass(frozen=True)
@@ -48,8 +60,12 @@ class ComponentStatus:
     desired: int
     """Components: total max_instances; providers: number of hosts."""
     running: int
-    """The same, counting placements that run the desired image and config."""
+    """The same, counting placements that run the desired image and config (providers: and are healthy)."""
     message: str = ""
+    problems: tuple[Problem, ...] = ()
+    local_state: bool = False
+    data_host: str | None = None
+    """Local state: the host id the data is pinned to."""
 
 
 @dataclass(frozen=True)
@@ -81,14 +97,22 @@ class Plan:
 class _Parts:
     early: list[Command] = field(default_factory=list)
     late: list[Command] = field(default_factory=list)
+    pins: list[Command] = field(default_factory=list)
     statuses: list[ComponentStatus] = field(default_factory=list)
 
 
-def _component_status(o: Outcome, blocked: Sequence[str]) -> ComponentStatus:
+def _component_status(o: Outcome, blocked: Sequence[str], ls: LocalState) -> ComponentStatus:
     w = o.workload
     failures = [*blocked, *o.failures]
+    problems = tuple(Problem(h.id, h.name, cause) for h, cause in o.problems)
+    if ls.gone is not None and ls.pin is not None:
+        problems += (Problem(ls.pin.host_id, ls.pin.host_name, ls.gone),)
+    extra = {"problems": problems, "local_state": ls.local, "data_host": ls.pin.host_id if ls.pin else None}
     if failures:
         state, message = AppState.FAILED, "; ".join(dict.fromkeys(failures))
+    elif problems:
+        state = AppState.DEGRADED
+        message = "; ".join(dict.fromkeys(_describe(p, ls) for p in problems))
     elif o.starts or o.stops or o.pending or o.waiting:
         state = AppState.RECONCILING
         parts = [f"{len(o.starts)} to start or change"] if o.starts else []
@@ -99,11 +123,21 @@ def _component_status(o: Outcome, blocked: Sequence[str]) -> ComponentStatus:
         message = ", ".join(parts) or "waiting for placements to start"
     else:
         state, message = AppState.DEPLOYED, "; ".join(o.notes)
-    return ComponentStatus(w.name, w.id, w.kind, w.scaler, state, o.desired, o.running, message)
+    return ComponentStatus(w.name, w.id, w.kind, w.scaler, state, o.desired, o.running, message, **extra)
+
+
+def _describe(p: Problem, ls: LocalState) -> str:
+    """``unhealthy on host NAME (ID): why`` (the cause is ``what: why``)."""
+    if p.cause == ls.gone:
+        return p.cause
+    host = f"{p.host_name} ({p.host_id})" if p.host_name else str(p.host_id)
+    what, _, why = p.cause.partition(": ")
+    return f"{what} on host {host}" + (f": {why}" if why else "")
 
 
 def _place_workloads(app: Manifest, observed: Observed, ctx: Context, blocked: Mapping[str, str],
-                     shared_apps: Mapping[str, Manifest] | None) -> tuple[_Parts, bool, set[str], set[str]]:
+                     shared_apps: Mapping[str, Manifest] | None,
+                     avoid: Mapping[str, frozenset[str]]) -> tuple[_Parts, bool, set[str], set[str]]:
     parts = _Parts()
     pending = False
     comp_ids: set[str] = set()
@@ -114,7 +148,12 @@ def _place_workloads(app: Manifest, observed: Observed, ctx: Context, blocked: M
             parts.statuses.append(_unplaced_status(app, comp.name, observed, shared_apps))
             continue
         (prov_ids if w.is_provider else comp_ids).add(w.id)
-        outcome = plan_daemon(w, observed, ctx) if w.scaler == "daemonscaler" else plan_spread(w, observed, ctx)
+        ls = local_state(w, observed, ctx)
+        how = {"restrict_to": ls.restrict_to, "gone": ls.gone, "avoid": avoid.get(w.id, frozenset())}
+        outcome = (plan_daemon(w, observed, ctx, **how) if w.scaler == "daemonscaler"
+                   else plan_spread(w, observed, ctx, **how))
+        if ls.command is not None:
+            parts.pins.append(ls.command)
         waits = [blocked[c] for c in w.config if c in blocked]
         if waits:  # do not start anything that would miss its config; keep what runs
             outcome.starts.clear()
@@ -122,7 +161,7 @@ def _place_workloads(app: Manifest, observed: Observed, ctx: Context, blocked: M
         pending = pending or outcome.pending
         parts.early += outcome.starts
         parts.late += outcome.stops
-        parts.statuses.append(_component_status(outcome, waits))
+        parts.statuses.append(_component_status(outcome, waits, ls))
     return parts, pending, comp_ids, prov_ids
 
 
@@ -165,15 +204,19 @@ def plan(
     *,
     pass_id: str = "",
     shared_apps: Mapping[str, Manifest] | None = None,
+    avoid: Mapping[str, frozenset[str]] | None = None,
 ) -> Plan:
     """Commands that move the lattice toward `app`, and the app's status as observed.
 
     `shared_apps` maps names of deployed shared applications to their manifests, to
-    resolve ids of components used through ``properties.application``.
+    resolve ids of components used through ``properties.application``. `avoid` maps a
+    component or provider id to hosts where starting it just failed: they are chosen
+    last, so it is placed elsewhere when the spreads allow.
     """
     ctx = Context(app.name, app.version, pass_id)
     cfg = plan_configs(app, app.name, observed, ctx)
-    parts, pending, comp_ids, prov_ids = _place_workloads(app, observed, ctx, cfg.blocked, shared_apps)
+    parts, pending, comp_ids, prov_ids = _place_workloads(app, observed, ctx, cfg.blocked, shared_apps,
+                                                          avoid or {})
     orphans = _orphans(app.name, observed, comp_ids, prov_ids, ctx)
     links_wanted, link_notes = desired_links(app, ctx, shared_apps)
     links = plan_links(app.name, links_wanted, observed, cfg.blocked, ctx)
@@ -182,6 +225,7 @@ def plan(
     if not pending:
         commands += orphans
     commands += cfg.deletes
+    commands += parts.pins
 
     link_statuses = tuple(
         LinkStatus(s.desired.source, s.desired.target, s.desired.describe(),
@@ -192,8 +236,11 @@ def plan(
     comps = tuple(parts.statuses)
     failed = [f"{c.name}: {c.message}" for c in comps if c.state is AppState.FAILED]
     failed += [f"link {s.description}: {s.message}" for s in link_statuses if s.state is AppState.FAILED]
+    degraded = [f"{c.name}: {c.message}" for c in comps if c.state is AppState.DEGRADED]
     if failed:
-        state, message = AppState.FAILED, "; ".join(failed)
+        state, message = AppState.FAILED, "; ".join(failed + degraded)
+    elif degraded:
+        state, message = AppState.DEGRADED, "; ".join(degraded)
     elif commands or orphans or any(c.state is AppState.RECONCILING for c in comps):
         state, message = AppState.RECONCILING, f"{len(commands)} command(s) this pass"
     else:
@@ -207,9 +254,10 @@ def reconcile(
     *,
     pass_id: str = "",
     shared_apps: Mapping[str, Manifest] | None = None,
+    avoid: Mapping[str, frozenset[str]] | None = None,
 ) -> list[Command]:
     """The commands that move the lattice toward `app`; empty when it is there."""
-    return list(plan(app, observed, pass_id=pass_id, shared_apps=shared_apps).commands)
+    return list(plan(app, observed, pass_id=pass_id, shared_apps=shared_apps, avoid=avoid).commands)
 
 
 def status(
@@ -218,7 +266,7 @@ def status(
     *,
     shared_apps: Mapping[str, Manifest] | None = None,
 ) -> AppStatus:
-    """How deployed app `app` stands in `observed`: deployed, reconciling or failed (with why)."""
+    """How deployed app `app` stands in `observed`: deployed, reconciling, degraded or failed (with why)."""
     return plan(app, observed, shared_apps=shared_apps).status
 
 

@@ -17,6 +17,7 @@ Within a spread:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ..manifest import DEFAULT_SPREAD_NAME, Spread
 from ..observed import Observed
@@ -56,5 +57,6 @@ def spread_shares(w: Workload, want: int, usable: int) -> list[int]:
     return [base + 1] * extra + [base] * (hosts - extra)
 
 
-def plan_spread(w: Workload, observed: Observed, ctx: Context) -> Outcome:
-    return place(w, compute_spread(w.instances, w.spreads), spread_shares, observed, ctx)
+def plan_spread(w: Workload, observed: Observed, ctx: Context, **how: Any) -> Outcome:
+    """`place` with the spreadscaler's shares; `how`: `place`'s keyword options."""
+    return place(w, compute_spread(w.instances, w.spreads), spread_shares, observed, ctx, **how)

@@ -48,6 +48,8 @@ class Workload:
     """As written; empty means one spread over all hosts."""
     reuse: Reuse = Reuse()
     """Instance reuse (components; ``properties.reuse``); the default is a fresh instance per call."""
+    state: str | None = None
+    """Providers: ``properties.state`` (``local``, ``shared``, or None: as the provider declares)."""
 
     @property
     def is_provider(self) -> bool:
@@ -108,4 +110,5 @@ def workload_of(app: Manifest, comp: Component) -> Workload | None:
         instances=props.instances,
         spreads=props.spread,
         reuse=component_reuse(comp),
+        state=comp.properties.state if comp.is_capability else None,
     )

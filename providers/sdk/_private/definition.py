@@ -176,7 +176,8 @@ class Provider:
     """
 
     def __init__(self, name: str, *, exports: Iterable[Any] = (), imports: Iterable[str] = (),
-                 description: str = "", version: str = "0.1.0", max_concurrent: int = 64) -> None:
+                 description: str = "", version: str = "0.1.0", max_concurrent: int = 64,
+                 local_state: bool = False) -> None:
         try:
             self.name = subjects.check_id("provider", name)
         except ValueError as exc:
@@ -186,6 +187,9 @@ class Provider:
         self.description = description
         self.version = version
         self.max_concurrent = max_concurrent
+        self.local_state = bool(local_state)
+        """Its data lives on the host it runs on (files under the host's state dir, an embedded
+        database): wadm then keeps it on that host instead of starting it empty elsewhere."""
         self._exports: dict[str, ExportDefinition] = {}
         self._imports: dict[str, str] = {}
         self._callbacks: dict[str, Callable[..., Any]] = {}

@@ -237,7 +237,8 @@ class ProviderRuntime(Service):
         return {
             "provider_id": self.id, "name": self.provider.name, "version": self.provider.version,
             "host_id": self.host_id, "instance_id": self.bootstrap.instance_id, "healthy": healthy,
-            "message": message, "status": self.status.value, "exports": sorted(self.provider.exports),
+            "message": message, "status": self.status.value, "local_state": self.provider.local_state,
+            "exports": sorted(self.provider.exports),
             "imports": list(self.provider.declared_imports), "links": len(self.state.applied),
             "inflight": self.server.inflight if self.server else 0,
             "stats": dict(self.server.stats) if self.server else {},

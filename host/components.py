@@ -133,6 +133,8 @@ class ComponentManager:
             # the app it belongs to, for its invocation records (wadm's APP_ANNOTATION)
             "app": req.annotations.get("trellis.app", ""),
         }
+        if req.secrets_grant is not None:  # to the workers over their pipes, never logged
+            cmd["secrets"] = await self.host.fetch_secrets(req.secrets_grant)
         await self.pool.load(cmd)
         prev = self.running.get(req.component_id)
         desc = ComponentDescription(

@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 import trellis
-from interfaces import subjects
+from interfaces import secrets, subjects
 from interfaces.control import (
     Capacity,
     CtlReply,
@@ -27,6 +27,7 @@ from interfaces.errors import ErrorCode, TrellisError
 from interfaces.events import Event, EventType
 from interfaces.signing import Trust
 from interfaces.connection import connect
+from interfaces.secrets import SignedGrant
 from trellis.service import Service
 
 from .admission import Admission
@@ -140,6 +141,16 @@ class Host(Service):
 
     def _host_event_data(self) -> dict[str, Any]:
         return self.info().model_dump(mode="json")
+
+    # --- secrets -----------------------------------------------------------------------
+
+    async def fetch_secrets(self, grant: SignedGrant) -> dict[str, dict[str, str]]:
+        """The secrets of wadm's grant, from the keyholder, in their wire form (for a worker or a
+        provider's bootstrap). The request is signed with this host's key; the answer is sealed to
+        a key made for it. Raises SecretsUnavailable with the keyholder's reason."""
+        assert self.nc is not None
+        values = await secrets.fetch(self.nc, self.lattice, self.identity.seed, self.id, grant)
+        return {name: v.to_wire() for name, v in values.items()}
 
     # --- events ----------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from interfaces import subjects
 from interfaces.control import CtlReply, ProviderDescription, ProviderOp, StartProvider, StopProvider
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.events import EventType
+from interfaces.secrets import SecretsUnavailable
 from trellis.procs import die_with_parent
 
 from .provider_refs import provider_argv
@@ -125,11 +126,14 @@ class ProviderManager:
             "config_names": sup.spec.config, "state_dir": str(s.state_dir),
             "local_workers": self.host.components.worker_addresses(),
         }
+        if sup.spec.secrets_grant is not None:  # fetched at every (re)start: a rotated secret is picked up
+            boot["secrets"] = await self.host.fetch_secrets(sup.spec.secrets_grant)
         return json.dumps(boot).encode()
 
     async def _spawn(self, sup: Supervised) -> None:
         log_dir = self.host.settings.state_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
+        boot = await self._bootstrap(sup)  # before the process: a refused secret starts nothing
         out = open(log_dir / f"provider-{sup.spec.provider_id}.log", "ab")
         try:
             # its own session (a Ctrl-C at the host's terminal is the host's to handle), but it
@@ -140,7 +144,7 @@ class ProviderManager:
         finally:
             out.close()
         assert sup.proc.stdin is not None
-        sup.proc.stdin.write(await self._bootstrap(sup))
+        sup.proc.stdin.write(boot)
         await sup.proc.stdin.drain()
         sup.proc.stdin.close()
         sup.exited = asyncio.Event()
@@ -150,7 +154,7 @@ class ProviderManager:
         while not sup.stopping:
             try:
                 await self._spawn(sup)
-            except OSError as exc:
+            except (OSError, SecretsUnavailable) as exc:
                 sup.status = "failed"
                 await self._event(EventType.PROVIDER_START_FAILED, sup, error=f"cannot start: {exc}")
                 self.running.pop(pid, None)

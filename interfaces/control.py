@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from .errors import ErrorCode
+from .secrets import SignedGrant
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -159,6 +160,13 @@ def build(model: type[M], raw: dict[str, Any]) -> M:
         raise ValueError(f"invalid {model.__name__} request: {problems}") from None
 
 
+def _without_none(data: Any, key: str) -> Any:
+    """Hosts from before a field refuse the key even as null: send it only when set."""
+    if isinstance(data, dict) and data.get(key) is None:
+        data.pop(key, None)
+    return data
+
+
 # --- components -------------------------------------------------------------------
 
 class ReuseSpec(Model):
@@ -196,6 +204,12 @@ class StartComponent(Model):
         default_factory=list,
         description="functions that run at most once: a call lost in flight is reported, not re-sent",
     )
+    secrets_grant: SignedGrant | None = Field(
+        None, description="wadm's signed grant: the host fetches these secrets from the keyholder")
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_grant(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _without_none(handler(self), "secrets_grant")
 
 
 class StopComponent(Model):
@@ -238,6 +252,12 @@ class StartProvider(Model):
     config: list[str] = Field(default_factory=list, description="named configs, merged in order")
     inline_config: dict[str, str] = Field(default_factory=dict, description="values under the named ones")
     annotations: dict[str, str] = {}
+    secrets_grant: SignedGrant | None = Field(
+        None, description="wadm's signed grant: the host fetches these secrets and hands them to the provider")
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_grant(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _without_none(handler(self), "secrets_grant")
 
 
 class StopProvider(Model):

@@ -152,3 +152,13 @@ def wadm_ping(lattice: str) -> str:
 
 
 WADM_API_QUEUE = "wadm-api"
+
+
+# --- secrets ------------------------------------------------------------------------
+
+def secrets_api(lattice: str, backend: str, op: str) -> str:
+    """A secrets backend's API (``xkey``, ``put``, ``del``, ``list``, ``get``), answered by its keyholder."""
+    return f"{lattice_prefix(lattice)}.secrets.{check_id('backend', backend)}.{op}"
+
+
+SECRETS_QUEUE = "secrets-keyholder"

@@ -188,14 +188,17 @@ class Up:
             host_argv += ["--allow-python-provider", module]
         self.children.append(Child("host", host_argv, logs / "host.log"))
         if self.s.with_wadm and _wadm_available():
-            self.children.append(Child("wadm", procs.trellis_argv("wadm", *common), logs / "wadm.log"))
+            # wadm keeps the secrets keyholder's key here (0600): only this machine can open secrets
+            self.children.append(Child("wadm", procs.trellis_argv(
+                "wadm", *common, "--secrets-key", str(self.state / "secrets.nk")), logs / "wadm.log"))
         for c in self.children:
             c.start()
         self.say(
             f"Trellis is up (lattice {self.s.lattice!r}).\n"
             f"  NATS       {self.nats_url}  JetStream data in {self.state / 'nats'}\n"
             f"  host       {ident.friendly_name}  {ident.public_key}\n"
-            + ("  wadm       controller running\n" if any(c.name == "wadm" for c in self.children) else "")
+            + ("  wadm       controller running; secrets keyholder key in "
+               f"{self.state / 'secrets.nk'}\n" if any(c.name == "wadm" for c in self.children) else "")
             + f"  logs       {logs}\n"
             f"Try: trellis get hosts{'' if self.s.nats_port == 4222 else ' --nats-url ' + self.nats_url}\n"
             "Press Ctrl-C to stop."

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from interfaces.secrets import SecretRef
+
 from .observed import FrozenMap, Reuse, frozen_str_map
 
 
@@ -45,10 +47,13 @@ class StartComponent(_Command):
     annotations: Mapping[str, str] = field(default_factory=FrozenMap)
     config: tuple[str, ...] = ()
     reuse: Reuse = field(default_factory=Reuse)
+    #: the manifest's ``secrets:`` of the component (references; wadm never sees a value)
+    secrets: tuple[SecretRef, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "annotations", frozen_str_map(self.annotations))
         object.__setattr__(self, "config", tuple(self.config))
+        object.__setattr__(self, "secrets", tuple(self.secrets))
 
     def describe(self) -> str:
         reuse = "" if self.reuse.is_default else f", {self.reuse.describe()}"
@@ -103,10 +108,12 @@ class StartProvider(_Command):
     image: str
     config: tuple[str, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=FrozenMap)
+    secrets: tuple[SecretRef, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "annotations", frozen_str_map(self.annotations))
         object.__setattr__(self, "config", tuple(self.config))
+        object.__setattr__(self, "secrets", tuple(self.secrets))
 
     def describe(self) -> str:
         return f"start provider {self.provider_id} ({self.image}) on {self.host_id}"

@@ -5,6 +5,10 @@
 * ``wasi:config/runtime`` (and its later name ``wasi:config/store``): ``get(key)``
   and ``get-all()`` read the component's named configs (merged in order), as
   given when the component was started.
+* ``wasmcloud:secrets/store.get(key)`` hands out a handle on one of the component's
+  secrets (the manifest's ``secrets:`` names; anything else is ``not-found``) and
+  ``wasmcloud:secrets/reveal.reveal(handle)`` its value. The values came with the load
+  command from the host, which fetched them sealed from the keyholder.
 * ``trellis:http/response-body.append(chunk)`` adds to the body of the response
   the running ``incoming-handler.handle`` call returns (``CallContext.append_body``);
   ``trellis:http/request-body.read(max)`` reads a request body too large to pass
@@ -17,8 +21,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from host.runtime.imports import CURRENT_CALL, NOT_IN_HANDLER, REQUEST_BODY, RESPONSE_BODY
+from host.runtime.imports import CURRENT_CALL, NOT_IN_HANDLER, REQUEST_BODY, RESPONSE_BODY, HostResource
 from interfaces.resources import unversioned
+from interfaces.secrets import SecretValue
 
 log = logging.getLogger("trellis.component")
 
@@ -27,14 +32,19 @@ _LEVELS = {
     "error": logging.ERROR, "critical": logging.CRITICAL,
 }
 _CONFIG = {"wasi:config/runtime", "wasi:config/store"}
+SECRETS_STORE = "wasmcloud:secrets/store"
+SECRETS_REVEAL = "wasmcloud:secrets/reveal"
 #: interfaces (unversioned) answered here, never over the lattice
-SERVED_HERE = frozenset({"wasi:logging/logging", *_CONFIG, RESPONSE_BODY, REQUEST_BODY})
+SERVED_HERE = frozenset({"wasi:logging/logging", *_CONFIG, RESPONSE_BODY, REQUEST_BODY, SECRETS_STORE,
+                         SECRETS_REVEAL})
 
 
 class LocalImports:
-    def __init__(self, component_id: str, config: Callable[[], dict[str, str]]) -> None:
+    def __init__(self, component_id: str, config: Callable[[], dict[str, str]],
+                 secrets: dict[str, SecretValue] | None = None) -> None:
         self.component_id = component_id
         self.config = config
+        self.secrets = secrets or {}
 
     def serve(self, interface: str, function: str, args: list[Any],
               held: list[tuple[Any, ...]] | None = None) -> tuple[bool, Any]:
@@ -55,6 +65,14 @@ class LocalImports:
         if name == REQUEST_BODY and function == "read":
             ctx = CURRENT_CALL.get()
             return True, b"" if ctx is None else ctx.read_request_body(args[0])
+        if name == SECRETS_STORE and function == "get":
+            secret = self.secrets.get(str(args[0]))
+            return True, {"err": "not-found"} if secret is None else {"ok": HostResource(secret)}
+        if name == SECRETS_REVEAL and function == "reveal":
+            value = args[0].reveal() if isinstance(args[0], SecretValue) else None
+            if value is None:
+                raise ValueError("reveal: not a secret handle")
+            return True, {"bytes": value} if isinstance(value, bytes) else {"string": value}
         if name in _CONFIG:
             values = self.config()
             if function == "get":

@@ -49,6 +49,7 @@ from interfaces.local_rpc import LocalRpcClient, LocalRpcDoor
 from interfaces.errors import ErrorCode
 from interfaces.rpc_client import RpcClient, RpcError
 from interfaces.rpc_server import RpcServer
+from interfaces.secrets import SecretValue
 from interfaces import gc_tuning, tracing
 from interfaces.tracing import setup_tracing
 
@@ -268,7 +269,8 @@ class Worker:
                         config_names=tuple(cmd.get("config", [])),
                         non_retryable=tuple(cmd.get("non_retryable", [])))
         served.config = await self._resolve_config(served.config_names)
-        served.local = LocalImports(cid, lambda: served.config or {})
+        secrets = {name: SecretValue.from_wire(v) for name, v in (cmd.get("secrets") or {}).items()}
+        served.local = LocalImports(cid, lambda: served.config or {}, secrets)
         served.needs_handler, served.lattice_imports = import_needs(loaded)
         served.inline = self.inline_budget_s is not None and inline.eligible(grants)
         if share > 0:

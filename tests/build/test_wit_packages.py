@@ -19,6 +19,7 @@ PACKAGES = {
     "wasi:config@0.2.0-draft": "config",
     "trellis:http@0.1.0": "http",
     "trellis:sql@0.1.0": "sql",
+    "wasmcloud:secrets@0.1.0-draft": "secrets",
 }
 
 # Every interface and its functions: adding one is fine, but then say so here.
@@ -37,6 +38,8 @@ FUNCTIONS = {
     "trellis:http/outgoing-handler": {"send"},
     "trellis:sql/types": set(),
     "trellis:sql/query": {"query", "execute"},
+    "wasmcloud:secrets/store": {"get"},
+    "wasmcloud:secrets/reveal": {"reveal"},
 }
 
 # Signatures that providers and the host implement: changing one breaks them.
@@ -67,6 +70,10 @@ SIGNATURES = {
     "sql": [
         "query: func(sql: string, params: list<sql-value>) -> result<list<row>, sql-error>;",
         "execute: func(sql: string, params: list<sql-value>) -> result<u64, sql-error>;",
+    ],
+    "secrets": [
+        "get: func(key: string) -> result<secret, secrets-error>;",
+        "reveal: func(s: borrow<secret>) -> secret-value;",
     ],
 }
 

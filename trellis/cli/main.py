@@ -20,6 +20,7 @@ from .options import with_conn
 from .output import fail, split_list
 from .sign_cmd import sign_command
 from .apps import app_app
+from .secrets_cmd import secret_app
 from .wadm_cmd import wadm_app
 
 app = typer.Typer(
@@ -57,6 +58,7 @@ app.add_typer(scale_app, name="scale")
 app.add_typer(update_app, name="update")
 app.add_typer(app_app, name="app")
 app.add_typer(wadm_app, name="wadm")
+app.add_typer(secret_app, name="secret")
 app.command("host")(host_command)
 app.command("call")(call_command)
 app.command("push")(push_command)

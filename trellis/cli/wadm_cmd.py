@@ -34,6 +34,9 @@ def wadm_command(
     controller_id: Optional[str] = typer.Option(None, "--id", envvar="TRELLIS_WADM_ID",
                                                 help="this controller's id (generated when unset)"),
     log_level: str = typer.Option("info", "--log-level", envvar="TRELLIS_LOG_LEVEL"),
+    secrets_key: Optional[str] = typer.Option(
+        None, "--secrets-key", envvar="TRELLIS_SECRETS_KEY",
+        help="nkeys seed file (made 0600 when missing): run the secrets keyholder and sign hosts' secret grants"),
     *,
     conn: Conn,
 ) -> None:
@@ -45,7 +48,7 @@ def wadm_command(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = ControllerSettings(lattice=conn.lattice, nats=conn.nats, controller_id=controller_id,
-                                      tick_s=tick, lease_ttl_s=lease_ttl)
+                                      tick_s=tick, lease_ttl_s=lease_ttl, secrets_key_file=secrets_key)
         controller = Controller(settings)
     except ValueError as exc:
         raise fail(str(exc)) from None

@@ -32,6 +32,7 @@ import asyncio
 import itertools
 import logging
 import uuid
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
@@ -43,10 +44,12 @@ from interfaces.client import LatticeClient
 from interfaces.connection import connect
 from interfaces.control import CtlReply
 from interfaces.events import Event, EventType
+from interfaces.secrets import NKey
 from interfaces.store import LatticeStore, StoreSettings
 from interfaces.wadm_api import AppStatusReply, ControllerInfo, Role
 from trellis.service import Service
 
+from ..keyholder import Keyholder
 from ..manifest import Manifest
 from ..scaler import AppState, plan, undeploy
 from .api import WadmApi
@@ -138,7 +141,15 @@ class Controller(Service):
                                  expiry_intervals=s.host_expiry_intervals, ping_timeout_s=s.ping_timeout_s,
                                  on_change=self._on_view_change, on_fatal=self._fatal,
                                  store_retry_s=s.store_retry_s)
-        self.executor = Executor(self.client, self.store, self.apps, self.observer, s, self.may_act)
+        self.keyholder: Keyholder | None = None
+        grant_key = None
+        if s.secrets_key_file:
+            grant_key = NKey.load_or_create(Path(s.secrets_key_file).expanduser())
+            self.keyholder = Keyholder(self.nc, self.lattice, grant_key, frozenset(), store_settings)
+            await retry_transient("opening the secrets bucket", self.keyholder.start, s.store_retry_s,
+                                  retryable=store_transient)
+        self.executor = Executor(self.client, self.store, self.apps, self.observer, s, self.may_act,
+                                 grant_key=grant_key)
         self.api = WadmApi(self)
         self._ping_sub = await self.nc.subscribe(subjects.wadm_ping(self.lattice), cb=self._on_ping)
         await self.observer.start()
@@ -168,6 +179,8 @@ class Controller(Service):
     async def _close(self) -> None:
         if hasattr(self, "api"):
             await self.api.stop()  # no new API requests
+        if getattr(self, "keyholder", None) is not None:
+            await self.keyholder.close()
         if self._ping_sub is not None:
             try:
                 await self._ping_sub.unsubscribe()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ from interfaces.client import ControlError, LatticeClient
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.events import EventType
 from interfaces.links import Link
+from interfaces.secrets import Grant, NKey, SecretRef, SignedGrant
 from interfaces.store import LatticeStore
 
 from ..commands import (
@@ -115,8 +117,10 @@ def chains(phase: Sequence[Command]) -> list[list[Command]]:
 
 class Executor:
     def __init__(self, client: LatticeClient, store: LatticeStore, apps: AppStore, observer: Observer,
-                 settings: ControllerSettings, may_act: Callable[[], bool]) -> None:
+                 settings: ControllerSettings, may_act: Callable[[], bool],
+                 grant_key: NKey | None = None) -> None:
         self.client = client
+        self.grant_key = grant_key
         self.lattice = client.lattice
         self.store = store
         self.apps = apps
@@ -176,7 +180,8 @@ class Executor:
             req: BaseModel = ctl.StartComponent(
                 component_id=cmd.component_id, image=cmd.image, max_instances=cmd.max_instances,
                 annotations=self._tags(cmd.annotations, cmd.pass_id), config=list(cmd.config), digest=None,
-                reuse=self._reuse(cmd.reuse))
+                reuse=self._reuse(cmd.reuse),
+                secrets_grant=self._grant(cmd.app, cmd.component_id, "component", cmd.host_id, cmd.secrets))
             await self._component(cmd.host_id, cmd.component_id, ctl.ComponentOp.START, req, s.start_timeout_s)
         elif isinstance(cmd, ScaleComponent):
             req = ctl.ScaleComponent(component_id=cmd.component_id, max_instances=cmd.max_instances,
@@ -211,6 +216,17 @@ class Executor:
         else:  # pragma: no cover - the union is closed
             raise CommandFailed(f"unknown command {cmd!r}")
 
+    def _grant(self, app: str, part: str, kind: str, host_id: str,
+               refs: tuple[SecretRef, ...]) -> SignedGrant | None:
+        """wadm's word that ``host_id`` runs ``part`` of ``app``, which reads ``refs`` (the keyholder checks it)."""
+        if not refs:
+            return None
+        if self.grant_key is None:
+            raise CommandFailed(f"{kind} {part} reads secrets, but this wadm has no secrets key "
+                                "(start it with --secrets-key FILE, as 'trellis up' does)")
+        grant = Grant(app=app, part=part, kind=kind, host=host_id, secrets=refs, issued_at=time.time())
+        return SignedGrant.issue(self.grant_key, grant)
+
     @staticmethod
     def _reuse(reuse: Reuse) -> ctl.ReuseSpec:
         return ctl.ReuseSpec(max_invocations=reuse.max_invocations, max_idle_s=reuse.max_idle_s)
@@ -231,7 +247,9 @@ class Executor:
 
     async def _start_provider(self, cmd: StartProvider) -> None:
         req = ctl.StartProvider(provider_id=cmd.provider_id, image=cmd.image, config=list(cmd.config),
-                                annotations=self._tags(cmd.annotations, cmd.pass_id))
+                                annotations=self._tags(cmd.annotations, cmd.pass_id),
+                                secrets_grant=self._grant(cmd.app, cmd.provider_id, "provider", cmd.host_id,
+                                                          cmd.secrets))
         await self._outcome(subjects.provider_op(self.lattice, cmd.host_id, ctl.ProviderOp.START), req,
                             {"host_id": cmd.host_id, "provider_id": cmd.provider_id},
                             (EventType.PROVIDER_STARTED,), (EventType.PROVIDER_START_FAILED,), cmd.host_id,

@@ -50,3 +50,11 @@ class ControllerSettings(BaseModel):
         "long (only the first controller to create the lease bucket sets it)",
     )
     lease_poll_s: float = Field(default=0.25, gt=0, description="how often a follower tries to take the lease")
+
+    # --- secrets ----------------------------------------------------------------------------
+    secrets_key_file: str | None = Field(
+        default=None,
+        description="an nkeys seed file (created 0600 when missing): with it this controller runs the secrets "
+        "keyholder and signs the grants hosts show it; without it, manifests with secrets cannot be placed. "
+        "Replicas of wadm share one file (TRELLIS_SECRETS_KEY)",
+    )

@@ -35,8 +35,10 @@ from .models import (
 )
 from .local_state_check import check_local_state
 from .problems import Problem, error, warning
+from interfaces.secrets import BACKEND, NAME_PATTERN as SECRET_NAME_PATTERN
 
 SECRET_POLICY_TYPE = "policy.secret.wasmcloud.dev/v1alpha1"
+SECRETS_BACKEND = BACKEND
 
 KNOWN_INTERFACES: dict[str, dict[str, frozenset[str]]] = {
     "wrpc": {
@@ -414,29 +416,49 @@ def _check_inline_configs(m: Manifest) -> list[Problem]:
 
 
 def _check_secrets(m: Manifest) -> list[Problem]:
-    """wadm's policy checks for secrets, and a warning that Trellis does not deliver secrets yet."""
+    """wadm's policy checks for secrets, and what Trellis does with them: a component's or
+    provider's own ``secrets:`` are delivered from the lattice's keyholder (backend ``nats-kv``);
+    secrets on links are not delivered."""
     out: list[Problem] = []
     policies = {p.name: p for p in m.spec.policies}
     for comp in m.components:
+        where = where_component(comp)
         secrets = list(comp.properties.secrets)
+        on_links = []
         for link in comp.links:
-            secrets += list(link.target.secrets)
+            on_links += list(link.target.secrets)
             if link.source is not None:
-                secrets += list(link.source.secrets)
-        if secrets:
-            out.append(warning(where_component(comp), "secrets are not supported by Trellis yet and are ignored"))
+                on_links += list(link.source.secrets)
+        if on_links:
+            out.append(warning(where, "secrets on links are not delivered by Trellis; list them under the "
+                                      "component's (or provider's) properties.secrets"))
+        seen: set[str] = set()
         for secret in secrets:
+            if secret.name in seen:
+                out.append(error(where, f"secret '{secret.name}' is listed twice"))
+            seen.add(secret.name)
+            if not re.match(SECRET_NAME_PATTERN, secret.properties.key):
+                out.append(error(where, f"secret '{secret.name}': key '{secret.properties.key}' is not a valid "
+                                        "secret name (letters, digits, '-', '_', '.', '=', '/')"))
+            if secret.properties.version is not None and not secret.properties.version.isdigit():
+                out.append(error(where, f"secret '{secret.name}': version '{secret.properties.version}' is not a "
+                                        "revision number ('trellis secret list' shows them)"))
+        for secret in secrets + on_links:
             pol = policies.get(secret.properties.policy)
             if pol is None:
-                out.append(error(where_component(comp), f"secret '{secret.name}' is mapped to unknown policy '{secret.properties.policy}'"))
+                out.append(error(where, f"secret '{secret.name}' is mapped to unknown policy '{secret.properties.policy}'"))
             elif pol.type != SECRET_POLICY_TYPE:
                 out.append(
-                    error(where_component(comp), f"secret '{secret.name}' is mapped to policy '{pol.name}' which is not a secret policy (expected type '{SECRET_POLICY_TYPE}')")
+                    error(where, f"secret '{secret.name}' is mapped to policy '{pol.name}' which is not a secret policy (expected type '{SECRET_POLICY_TYPE}')")
                 )
             elif "backend" not in pol.properties:
                 out.append(
-                    error(where_component(comp), f"secret '{secret.name}' is mapped to policy '{pol.name}' which does not include a 'backend' property")
+                    error(where, f"secret '{secret.name}' is mapped to policy '{pol.name}' which does not include a 'backend' property")
                 )
+            elif pol.properties.get("backend") != SECRETS_BACKEND and secret in secrets:
+                out.append(warning(where, f"secret '{secret.name}': policy '{pol.name}' names backend "
+                                          f"'{pol.properties.get('backend')}'; Trellis serves every secret from its "
+                                          f"own '{SECRETS_BACKEND}' keyholder ('trellis secret put')"))
     return out
 
 

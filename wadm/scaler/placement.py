@@ -322,10 +322,10 @@ def place(
 def _start(w: Workload, host_id: str, share: int, tags: FrozenMap[str, str], ctx: Context, why: str) -> Command:
     if w.is_provider:
         return StartProvider(host_id=host_id, provider_id=w.id, image=w.image, config=w.config,
-                             annotations=tags, app=ctx.app, reason=why, pass_id=ctx.pass_id)
+                             annotations=tags, secrets=w.secrets, app=ctx.app, reason=why, pass_id=ctx.pass_id)
     return StartComponent(host_id=host_id, component_id=w.id, image=w.image, max_instances=share,
-                          annotations=tags, config=w.config, reuse=w.reuse, app=ctx.app, reason=why,
-                          pass_id=ctx.pass_id)
+                          annotations=tags, config=w.config, reuse=w.reuse, secrets=w.secrets, app=ctx.app,
+                          reason=why, pass_id=ctx.pass_id)
 
 
 def _stop(w: Workload, host_id: str, ctx: Context, why: str) -> Command:

@@ -16,6 +16,8 @@ from ..manifest import (
     config_name,
     generated_id,
 )
+from interfaces.secrets import SecretRef
+
 from ..observed import Reuse
 
 Kind = Literal["component", "capability"]
@@ -50,6 +52,8 @@ class Workload:
     """Instance reuse (components; ``properties.reuse``); the default is a fresh instance per call."""
     state: str | None = None
     """Providers: ``properties.state`` (``local``, ``shared``, or None: as the provider declares)."""
+    secrets: tuple[SecretRef, ...] = ()
+    """``properties.secrets``: what the part reads, by name, and where each is stored (never a value)."""
 
     @property
     def is_provider(self) -> bool:
@@ -75,6 +79,11 @@ def resolve_id(app: Manifest, comp: Component, shared_apps: Mapping[str, Manifes
 
 def component_configs(app: Manifest, comp: Component) -> tuple[str, ...]:
     return tuple(config_name(app.name, c) for c in comp.properties.config)
+
+
+def component_secrets(comp: Component) -> tuple[SecretRef, ...]:
+    return tuple(SecretRef(name=s.name, key=s.properties.key, field=s.properties.field,
+                           version=s.properties.version) for s in comp.properties.secrets)
 
 
 def component_reuse(comp: Component) -> Reuse:
@@ -111,4 +120,5 @@ def workload_of(app: Manifest, comp: Component) -> Workload | None:
         spreads=props.spread,
         reuse=component_reuse(comp),
         state=comp.properties.state if comp.is_capability else None,
+        secrets=component_secrets(comp),
     )

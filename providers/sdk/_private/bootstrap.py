@@ -25,6 +25,7 @@ from interfaces import subjects
 from interfaces.connection import DEFAULT_URL, NatsSettings
 from interfaces.lattice_config import ConfigError, check_config_name, check_config_values, parse_pairs
 from interfaces.links import Link, validation_message
+from interfaces.secrets import SecretValue
 
 BOOTSTRAP_VERSION = 1
 
@@ -99,6 +100,14 @@ class Bootstrap(BaseModel):
     max_concurrent: int | None = Field(default=None, ge=1, description="overrides the provider's own limit")
     otel: dict[str, str] = Field(default_factory=dict,
                                  description="OTEL_* variables for tracing (the environment is clean)")
+    secrets: dict[str, dict[str, str]] = Field(
+        default_factory=dict, repr=False,
+        description="the provider's secrets (its manifest `secrets:`), by name, as {\"string\": v} or "
+                    "{\"bytes\": base64}: fetched by the host, sealed, from the keyholder; never on the "
+                    "command line or in the environment")
+
+    def secret_values(self) -> dict[str, SecretValue]:
+        return {name: SecretValue.from_wire(v) for name, v in self.secrets.items()}
 
     @field_validator("version")
     @classmethod

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from interfaces.links import Link
+from interfaces.secrets import SecretValue
 
 from .bootstrap import NatsBootstrap
 
@@ -54,6 +55,8 @@ class ProviderInfo:
     state_dir: str | None = None
     #: where the host's worker processes take handed-off connections (``interfaces/handoff.py``)
     local_workers: tuple[str, ...] = ()
+    #: the provider's secrets by their manifest names; ``.reveal()`` gives a value (repr never does)
+    secrets: Mapping[str, SecretValue] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

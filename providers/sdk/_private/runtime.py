@@ -86,6 +86,7 @@ class ProviderRuntime(Service):
         self._started_callbacks = False  # on_start ran: on_shutdown is owed
         self.synced = asyncio.Event()  # the watch has caught up with the store at least once
         self.stats = {"callbacks_failed": 0, "watch_restarts": 0}
+        self._secrets = MappingProxyType(bootstrap.secret_values())
 
     @property
     def info(self) -> ProviderInfo:
@@ -96,6 +97,7 @@ class ProviderRuntime(Service):
                 instance_id=self.bootstrap.instance_id, config=MappingProxyType(self.state.own_config()),
                 links=tuple(a.link for _, a in sorted(self.state.applied.items())), nats=self.bootstrap.nats,
                 state_dir=self.bootstrap.state_dir, local_workers=tuple(self.bootstrap.local_workers),
+                secrets=self._secrets,
             )
             self._info_generation = self.state.generation
         return self._info

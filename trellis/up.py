@@ -48,6 +48,8 @@ class UpSettings:
     stop_grace_s: float = 15.0
     #: a manifest, or a folder of apps with a wadm.yaml, to deploy once the lattice is up
     deploy: Path | None = None
+    #: ``NAME.KEY=VALUE`` overrides of the deployed manifest's inline configs (``--config``)
+    deploy_config: list[str] = field(default_factory=list)
     #: how long the deploy may take: the host's first start of a Python component compiles it (~10 s each)
     deploy_timeout_s: float = 900.0
     #: issuer public keys the host trusts (it then runs only artifacts they signed)
@@ -259,7 +261,8 @@ class Up:
         self.say(f"Deploying {manifest} ...")
         self._deployer = subprocess.Popen(
             procs.trellis_argv("app", "deploy", str(manifest), "--wait", "--timeout",
-                               str(self.s.deploy_timeout_s), *common),
+                               str(self.s.deploy_timeout_s), *common,
+                               *(arg for item in self.s.deploy_config for arg in ("--config", item))),
             stdin=subprocess.DEVNULL, start_new_session=True)
         code = self._deployer.wait()
         if code != 0 and not self._stop.is_set():

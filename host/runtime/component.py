@@ -34,6 +34,7 @@ __all__ = [
     "FunctionNotFound",
     "load_component",
     "split_version",
+    "is_internal_export",
 ]
 
 
@@ -100,10 +101,20 @@ class WorldSide:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "interfaces": {n: i.describe() for n, i in self.interfaces.items()},
+            "interfaces": {n: i.describe() for n, i in self.interfaces.items()
+                           if not i.functions or not all(is_internal_export(f) for f in i.functions.values())},
             "functions": [f.describe() for f in self.functions.values()],
             "resources": list(self.resources),
         }
+
+
+#: exports a toolchain adds for its own runtime, not the component's API (componentize-py's
+#: ``exports.init``): callable, but never listed to users
+INTERNAL_EXPORTS = frozenset({("exports", "init")})
+
+
+def is_internal_export(fn: FunctionInfo) -> bool:
+    return (fn.interface, fn.name) in INTERNAL_EXPORTS
 
 
 class LoadedComponent:
@@ -130,7 +141,7 @@ class LoadedComponent:
         if fn is None and "#" in address:
             fn = self._addresses.get(address.replace("#", ".", 1))
         if fn is None:
-            known = sorted(f.address for f in self.all_exported())
+            known = sorted(f.address for f in self.all_exported() if not is_internal_export(f))
             raise FunctionNotFound(f"no exported function {address!r}; exports: {known}")
         return fn
 

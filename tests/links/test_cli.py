@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 PUT = ("link", "put", "comp", "kv-redis", "wasi", "keyvalue")
@@ -54,7 +55,8 @@ def test_config_put_get_del(cli):
     assert "config 'redis' put: opts, url" in out
     assert json.loads(ok(cli("config", "get", "redis", "-o", "json"))) == {"url": "redis://h:6379/0", "opts": "a=b"}
     assert "redis://h:6379/0" in ok(cli("config", "get", "redis"))
-    assert json.loads(ok(cli("config", "list", "-o", "json"))) == {"redis": {"opts": "a=b", "url": "redis://h:6379/0"}}
+    assert json.loads(ok(cli("config", "list", "-o", "json"))) == [
+        {"name": "redis", "values": {"opts": "a=b", "url": "redis://h:6379/0"}}]
     assert "config 'redis' deleted" in ok(cli("config", "del", "redis"))
 
     r = cli("config", "get", "redis")
@@ -69,3 +71,20 @@ def test_config_errors_are_clear(cli):
     r = cli("config", "put", "bad name", "a=b")
     assert r.returncode != 0 and "invalid config name 'bad name'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+async def test_link_put_warns_about_ends_nothing_runs_and_empty_lattices_say_so(cli, hosts):
+    """A typo in a link's ids is worth a warning (the link is still stored); a lattice with no
+    hosts says so instead of printing an empty table."""
+    lonely = cli(*PUT, "--interface", "store")
+    assert lonely.returncode == 0 and "no hosts in lattice" in lonely.stderr, lonely.stderr
+    empty = cli("get", "hosts")
+    assert empty.returncode == 0 and "no hosts in lattice" in empty.stderr and "ID" not in empty.stdout
+    assert json.loads(ok(cli("get", "hosts", "-o", "json"))) == []
+
+    await hosts.start()
+    out = await asyncio.to_thread(cli, *PUT, "--interface", "store")
+    assert out.returncode == 0 and "link put:" in out.stdout
+    assert "warning: neither 'comp' nor 'kv-redis' runs anywhere" in out.stderr, out.stderr
+    table = ok(await asyncio.to_thread(cli, "get", "hosts"))
+    assert "os=linux" in table  # the table shows every label -o json shows

@@ -220,7 +220,7 @@ LINKED = HELLO + """
 - name: kv
   type: capability
   properties:
-    image: builtin:keyvalue
+    image: builtin:keyvalue-nats
 """
 
 
@@ -271,7 +271,7 @@ def test_distinct_link_names_allow_two_links_on_one_interface() -> None:
 
 def test_inline_config_defined_twice_differently_is_an_error() -> None:
     cfg = "    config:\n      - name: shared\n        properties: {a: '1'}\n"
-    other = LINKED.replace(HELLO, "").replace("image: builtin:keyvalue", "image: builtin:keyvalue\n" + cfg.replace("'1'", "'2'"))
+    other = LINKED.replace(HELLO, "").replace("image: builtin:keyvalue-nats", "image: builtin:keyvalue-nats\n" + cfg.replace("'1'", "'2'"))
     text = app(HELLO.replace("    image: ghcr.io/acme/hello:1.0\n", "    image: ghcr.io/acme/hello:1.0\n" + cfg) + other)
     assert any("config 'shared' is defined with different properties" in e for e in errors_of(text))
 
@@ -366,4 +366,4 @@ def test_the_example_in_the_user_docs_is_valid() -> None:
     example = docs.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
     manifest = load_manifest(example, base_dir="/srv/shop")
     assert validate(manifest) == []
-    assert manifest.component("cart").image == "file:///srv/shop/build/cart.wasm"  # type: ignore[union-attr]
+    assert manifest.component("cart").image == "file:///srv/shop/examples/hello-python/build/hello.wasm"  # type: ignore[union-attr]

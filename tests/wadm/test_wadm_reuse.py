@@ -78,7 +78,7 @@ def test_bad_reuse_values_are_errors_naming_component_and_key(reuse: str, fragme
 
 
 def test_reuse_on_a_capability_provider_is_an_error() -> None:
-    _, problems = check_manifest(with_reuse("{max_invocations: 3}", kind="capability", image="builtin:keyvalue"))
+    _, problems = check_manifest(with_reuse("{max_invocations: 3}", kind="capability", image="builtin:keyvalue-nats"))
     assert [str(p) for p in problems if p.is_error] == [
         'error: component "hello" > properties.reuse: instance reuse applies to WebAssembly components '
         "(type: component), not to capability providers"

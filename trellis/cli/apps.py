@@ -21,14 +21,13 @@ if TYPE_CHECKING:  # imported where used: `trellis --help` stays quick
     from interfaces.wadm_client import WadmClient
 
 from .options import Conn, with_conn
-from .output import Output, console, err_console, fail, print_json, run, table
+from .output import Output, OutputOpt, console, emit, err_console, fail, print_error, run, table
 
 T = TypeVar("T")
 
 app_app = typer.Typer(help="Applications: declare them in manifests; wadm places them and keeps them placed.",
                       no_args_is_help=True)
 
-OutputOpt = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts")
 WaitOpt = typer.Option(False, "--wait", help="show progress until the app is deployed (exit 0) or failed (exit 1)")
 TimeoutOpt = typer.Option(120.0, "--timeout", help="seconds --wait waits at most")
 
@@ -46,7 +45,7 @@ def _wadm_run(conn: Conn, fn: Callable[[WadmClient], Awaitable[T]]) -> T:
     try:
         return run(_wrap(go()), conn.nats.url)
     except _Problems as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        print_error(exc.message)
         for p in exc.problems:
             err_console.print(f"  {p}", highlight=False)
         raise typer.Exit(1) from None
@@ -70,11 +69,28 @@ async def _wrap(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-def _read(file: Path) -> tuple[str, str]:
+def _read(file: Path, overrides: list[str] | None = None) -> tuple[str, str]:
+    """The manifest's text (with ``--config`` overrides applied) and its folder."""
     try:
-        return file.read_text(encoding="utf-8-sig"), str(file.resolve().parent)
+        text = file.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    if overrides:
+        from wadm.manifest import ManifestError
+        from wadm.manifest.overrides import OverrideError, apply_overrides
+
+        try:
+            text = apply_overrides(text, overrides)
+        except OverrideError as exc:
+            raise fail(str(exc)) from None
+        except ManifestError as exc:
+            raise fail(f"{file}: {exc}") from None
+    return text, str(file.resolve().parent)
+
+
+ConfigOpt = typer.Option([], "--config", metavar="NAME.KEY=VALUE",
+                         help="set KEY of the manifest's inline config NAME to VALUE (repeatable), "
+                              "e.g. --config http-listen.address=127.0.0.1:9090")
 
 
 def _is_file_arg(arg: str) -> bool:
@@ -85,10 +101,19 @@ def _is_file_arg(arg: str) -> bool:
 
 
 @app_app.command("validate")
-def validate_command(file: Path = typer.Argument(..., help="manifest file (YAML or JSON)")) -> None:
-    """Check a manifest: exit 0 when valid (warnings printed), 1 with every error when not."""
-    from wadm.manifest import validation_report
+def validate_command(file: Path = typer.Argument(..., help="manifest file (YAML or JSON)"),
+                     output: Output = OutputOpt) -> None:
+    """Check a manifest: exit 0 when valid (warnings printed), 1 with every error when not.
 
+    Nothing is deployed. Besides the manifest itself it checks what this machine can
+    tell: built-in provider names, local image files, and that each link names
+    interfaces its target exports (read from the target's file when it is local).
+    """
+    from wadm.manifest import validation_report, validation_result
+
+    result = validation_result(file)
+    if emit(result, output):
+        raise typer.Exit(0 if result["valid"] else 1)
     ok, text = validation_report(file)
     (console if ok else err_console).print(text, highlight=False, markup=False)
     raise typer.Exit(0 if ok else 1)
@@ -101,15 +126,15 @@ def validate_command(file: Path = typer.Argument(..., help="manifest file (YAML 
 @with_conn
 def put_command(
     file: Path = typer.Argument(..., help="manifest file (YAML or JSON)"),
+    config: list[str] = ConfigOpt,
     output: Output = OutputOpt,
     *,
     conn: Conn,
 ) -> None:
     """Store a new version of an application (not deployed yet)."""
-    text, base = _read(file)
+    text, base = _read(file, config)
     reply = _wadm_run(conn, lambda w: w.put(text, base_dir=base))
-    if output is Output.json:
-        print_json(reply)
+    if emit(reply, output):
         return
     for w in reply.warnings:
         err_console.print(f"  {w}", highlight=False, markup=False)
@@ -122,20 +147,30 @@ def deploy_command(
     app: str = typer.Argument(..., metavar="FILE_OR_NAME", help="a manifest file (stored, then deployed) "
                                                               "or the name of a stored application"),
     version: Optional[str] = typer.Option(None, "--version", help="deploy this stored version (default: latest)"),
+    config: list[str] = ConfigOpt,
     wait: bool = WaitOpt,
     timeout: float = TimeoutOpt,
     output: Output = OutputOpt,
     *,
     conn: Conn,
 ) -> None:
-    """Deploy an application (a file is stored as a new version first)."""
+    """Deploy an application (a file is stored as a new version first).
+
+    ``--config NAME.KEY=VALUE`` changes a value of the file's inline config NAME (an HTTP
+    port, a database URL) without editing the file; the result is stored as the version.
+    """
     from interfaces.wadm_api import StatusState
+
+    if config and not _is_file_arg(app):
+        raise fail("--config changes a manifest file; give the file, not the name of a stored application")
+
+    source = _read(Path(app), config) if _is_file_arg(app) else None
 
     async def go(w: WadmClient) -> tuple[Any, Any, AppStatusReply | None]:
         put = None
         name, ver = app, version
-        if _is_file_arg(app):
-            text, base = _read(Path(app))
+        if source is not None:
+            text, base = source
             put = await w.put(text, base_dir=base)
             name, ver = put.name, version or put.version
         dep = await w.deploy(name, ver)
@@ -143,9 +178,7 @@ def deploy_command(
         return put, dep, final
 
     put, dep, final = _wadm_run(conn, go)
-    if output is Output.json:
-        print_json(final if final is not None else dep)
-    else:
+    if not emit(final if final is not None else dep, output):
         if put is not None:
             for warning in put.warnings:
                 err_console.print(f"  {warning}", highlight=False, markup=False)
@@ -172,9 +205,7 @@ def undeploy_command(
         return dep, final
 
     dep, final = _wadm_run(conn, go)
-    if output is Output.json:
-        print_json(final if final is not None else dep)
-    else:
+    if not emit(final if final is not None else dep, output):
         typer.echo(dep.message)
     _exit_for(final, StatusState.UNDEPLOYED, output)
 
@@ -192,9 +223,7 @@ def delete_command(
 ) -> None:
     """Delete an application's stored manifests (a deployed one only with --undeploy)."""
     reply = _wadm_run(conn, lambda w: w.delete(name, version, undeploy=undeploy))
-    if output is Output.json:
-        print_json(reply)
-    else:
+    if not emit(reply, output):
         typer.echo(reply.message)
 
 
@@ -204,10 +233,11 @@ def delete_command(
 @app_app.command("list")
 @with_conn
 def list_command(output: Output = OutputOpt, *, conn: Conn) -> None:
-    """List the applications, their versions and status (and which controller leads)."""
+    """List the applications, their versions and status (and which controller leads).
+
+    ``-o json`` prints an array of applications (``trellis wadm status`` shows the controllers)."""
     reply = _wadm_run(conn, lambda w: w.list())
-    if output is Output.json:
-        print_json(reply)
+    if emit(reply.apps, output):
         return
     table(f"applications in lattice {conn.lattice!r}", ["NAME", "DEPLOYED", "LATEST", "STATUS", "MESSAGE"],
           [(a.name, a.deployed_version or "-", a.latest_version, a.status.value, a.message) for a in reply.apps])
@@ -219,14 +249,14 @@ def list_command(output: Output = OutputOpt, *, conn: Conn) -> None:
 def get_command(
     name: str = typer.Argument(..., help="application name"),
     version: Optional[str] = typer.Option(None, "--version", help="a stored version (default: latest)"),
-    output: Output = typer.Option(Output.table, "-o", "--output", help="table prints YAML; json for scripts"),
+    output: Output = typer.Option(Output.table, "-o", "--output",
+                                  help="table prints the manifest as YAML; json or yaml print the stored reply"),
     *,
     conn: Conn,
 ) -> None:
     """Print a stored manifest (image paths as resolved when it was stored)."""
     reply = _wadm_run(conn, lambda w: w.get(name, version))
-    if output is Output.json:
-        print_json(reply)
+    if emit(reply, output):
         return
     sys.stdout.write(f"# {reply.name} {reply.version}{' (deployed)' if reply.deployed else ''}\n")
     import yaml
@@ -240,8 +270,7 @@ def versions_command(name: str = typer.Argument(..., help="application name"), o
                      *, conn: Conn) -> None:
     """List the stored versions of an application, oldest first."""
     reply = _wadm_run(conn, lambda w: w.versions(name))
-    if output is Output.json:
-        print_json(reply)
+    if emit(reply.versions, output):
         return
     table(f"versions of {name}", ["VERSION", "CREATED", "DEPLOYED"],
           [(v.version, v.created_at, "yes" if v.deployed else "") for v in reply.versions])
@@ -253,8 +282,7 @@ def status_command(name: str = typer.Argument(..., help="application name"), out
                    *, conn: Conn) -> None:
     """How an application stands: undeployed, reconciling, deployed or failed, per component and link."""
     st = _wadm_run(conn, lambda w: w.status(name))
-    if output is Output.json:
-        print_json(st)
+    if emit(st, output):
         return
     print_status(st)
 
@@ -282,7 +310,7 @@ async def _follow(w: WadmClient, name: str, goal: StatusState, timeout_s: float,
 
     deadline = time.monotonic() + timeout_s
     last = ""
-    live = output is not Output.json and err_console.is_terminal
+    live = output is Output.table and err_console.is_terminal
     spinner = err_console.status(f"waiting for {name}…") if live else None
     if spinner is not None:
         spinner.start()
@@ -293,7 +321,7 @@ async def _follow(w: WadmClient, name: str, goal: StatusState, timeout_s: float,
             if line != last:
                 if spinner is not None:
                     spinner.update(line)
-                elif output is not Output.json:
+                elif output is Output.table:
                     err_console.print(line, highlight=False, markup=False)
                 last = line
             if st.status is goal or st.status is StatusState.FAILED:
@@ -316,10 +344,10 @@ def _exit_for(final: AppStatusReply | None, goal: StatusState, output: Output) -
     if final is None:
         return
     if final.status is goal:
-        if output is not Output.json:
+        if output is Output.table:
             print_status(final)
         return
-    if output is not Output.json:
+    if output is Output.table:
         print_status(final)
     reason = final.message or final.status.value
     raise fail(f"{final.name} is {final.status.value}: {reason}")

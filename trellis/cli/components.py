@@ -19,7 +19,7 @@ from host.oci import Credentials
 
 from .hosts import stop_app
 from .options import Conn, with_conn
-from .output import err_console, fail, print_json, run, run_on
+from .output import fail, print_json, run, run_on
 
 start_app = typer.Typer(help="Start components and providers.", no_args_is_help=True)
 scale_app = typer.Typer(help="Scale components.", no_args_is_help=True)
@@ -30,7 +30,7 @@ def _constraints(pairs: list[str]) -> dict[str, str]:
     out = {}
     for p in pairs:
         if "=" not in p:
-            raise typer.BadParameter(f"constraint {p!r} must be key=value")
+            raise fail(f"{p!r} must be KEY=VALUE")
         k, v = p.split("=", 1)
         out[k] = v
     return out
@@ -43,7 +43,7 @@ def _image(ref: str) -> str:
     kind = parse_ref(ref)
     if kind.kind == "file":
         if not Path(kind.location).exists():
-            raise typer.BadParameter(f"{ref}: no such file")
+            raise fail(f"{ref}: no such file")
         return "file://" + kind.location
     return ref
 
@@ -82,7 +82,7 @@ def start_component(
     for p in preopen:
         parts = p.split(":")
         if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            raise typer.BadParameter(f"--preopen {p!r}: use HOST_DIR:GUEST_DIR or HOST_DIR:GUEST_DIR:rw")
+            raise fail(f"--preopen {p!r}: use HOST_DIR:GUEST_DIR or HOST_DIR:GUEST_DIR:rw")
         preopens.append({"host_path": str(Path(parts[0]).resolve()), "guest_path": parts[1],
                          "writable": len(parts) == 3 and parts[2] == "rw"})
     limits: dict[str, Any] = {}
@@ -212,9 +212,8 @@ def call_command(
 
         result = run_on(conn, once)  # connection and lattice errors: a message, exit 1
         if isinstance(result, RpcError):
-            err_console.print(f"[red]error[/red] ({result.code.value}{', ' + result.kind if result.kind else ''}): "
-                              f"{result.message}", highlight=False)
-            raise typer.Exit(1)
+            kinds = [result.code.value] + ([result.kind] if result.kind and result.kind != result.code.value else [])
+            raise fail(f"{result.message} ({', '.join(kinds)})")
         if is_err(result):
             sys.stderr.write(json.dumps(to_json(result["err"])) + "\n")
             raise typer.Exit(1)

@@ -13,19 +13,23 @@ if TYPE_CHECKING:
     from interfaces.control import HostInfo
 
 from .options import Conn, with_conn
-from .output import Output, human_bytes, human_duration, print_json, run_on, table
+from .output import Output, OutputOpt, emit, err_console, fail, human_bytes, human_duration, run_on, table
 
 get_app = typer.Typer(help="Show what runs on the lattice.", no_args_is_help=True)
 label_app = typer.Typer(help="Change a host's labels at run time.", no_args_is_help=True)
 stop_app = typer.Typer(help="Stop hosts, components and providers.", no_args_is_help=True)
 
-OutputOpt = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts")
 _HOST_HELP = "the host: its id, its name, or a unique prefix of its id (see 'trellis get hosts')"
 
 
-def _user_labels(h: HostInfo) -> str:
-    builtin = {"os", "arch", "hostname", "python"}
-    return ",".join(f"{k}={v}" for k, v in sorted(h.labels.items()) if k not in builtin)
+def _labels(h: HostInfo) -> str:
+    """Every label, built-in ones (os, arch, hostname, python) included: what -o json shows."""
+    return ",".join(f"{k}={v}" for k, v in sorted(h.labels.items()))
+
+
+def no_hosts_message(lattice: str) -> str:
+    return (f"no hosts in lattice {lattice!r}: none answered (hosts of other lattices do not; check --lattice "
+            "or TRELLIS_LATTICE, and that 'trellis up' or 'trellis host' runs)")
 
 
 @get_app.command("hosts")
@@ -39,15 +43,17 @@ def get_hosts(
     """List the hosts of the lattice (every live host answers a ping)."""
 
     hosts = run_on(conn, lambda c: c.get_hosts(timeout_s=timeout))
-    if output is Output.json:
-        print_json(hosts)
+    if emit(hosts, output):
+        return
+    if not hosts:
+        err_console.print(no_hosts_message(conn.lattice), highlight=False, markup=False)
         return
     table(
         f"hosts in lattice {conn.lattice!r}",
         ["ID", "NAME", "LABELS", "CPUS", "MEM AVAIL", "LOAD", "COMPONENTS", "PROVIDERS", "UPTIME"],
         [
             (
-                h.id, h.name, _user_labels(h), h.capacity.cpus,
+                h.id, h.name, _labels(h), h.capacity.cpus,
                 f"{human_bytes(h.capacity.memory_available_bytes)}/{human_bytes(h.capacity.memory_total_bytes)}",
                 h.capacity.load_1m, len(h.components), len(h.providers), human_duration(h.uptime_s),
             )
@@ -67,8 +73,7 @@ def get_inventory(
     """One host's labels, capacity, components and providers."""
 
     h = run_on(conn, lambda c: c.get_inventory(host_id))
-    if output is Output.json:
-        print_json(h)
+    if emit(h, output):
         return
     cap = h.capacity
     table(f"host {h.name}", ["FIELD", "VALUE"], [
@@ -93,7 +98,7 @@ def label_put(
     parsed = []
     for pair in pairs:
         if "=" not in pair:
-            raise typer.BadParameter(f"{pair!r} must be key=value")
+            raise fail(f"label {pair!r} must be KEY=VALUE")
         k, v = pair.split("=", 1)
         parsed.append((k, v))
 

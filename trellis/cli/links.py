@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from interfaces.lattice_config import ConfigError, parse_pairs
 from interfaces.links import DEFAULT_LINK_NAME, Link, LinkError
 
+if TYPE_CHECKING:
+    from interfaces.client import LatticeClient
+    from interfaces.wadm_client import WadmClient
+
 from .hosts import get_app
 from .options import Conn, with_conn
-from .output import Output, fail, print_json, run_on, table
+from .output import Output, OutputOpt, emit, err_console, fail, run_on, table
 
 link_app = typer.Typer(help="Connect a component's imports to the component or provider that answers them.",
                        no_args_is_help=True)
 config_app = typer.Typer(help="Named configuration (key=value maps) that links and providers refer to.",
                          no_args_is_help=True)
 
-OutputOpt = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts")
 
 
 def _split(values: list[str]) -> list[str]:
@@ -51,11 +54,48 @@ def link_put(
     except LinkError as exc:
         raise fail(exc.message) from None
 
-    stored = run_on(conn, lambda c: c.put_link(link))
-    if output is Output.json:
-        print_json(stored)
-    else:
+    async def put(c: LatticeClient) -> tuple[Link, list[str]]:
+        stored = await c.put_link(link)
+        return stored, await _missing_ends(c, link)
+
+    stored, missing = run_on(conn, put)
+    for warning in missing:
+        err_console.print(f"warning: {warning}", highlight=False, markup=False)
+    if not emit(stored, output):
         typer.echo(f"link put: {stored.describe()}")
+
+
+async def _missing_ends(c: LatticeClient, link: Link) -> list[str]:
+    """Warnings for a link end that no host runs and no application declares (most likely a typo).
+
+    The link is stored anyway: links may be put before what they connect is started."""
+    from interfaces.wadm_client import WadmClient
+
+    ends = {link.source_id, link.target}
+    hosts = await c.get_hosts(timeout_s=0.5)
+    running = {x.id for h in hosts for x in h.components} | {p.id for h in hosts for p in h.providers}
+    unknown = ends - running
+    if unknown:
+        unknown -= await _declared_ids(WadmClient(c, timeout_s=1.0, wait_leader_s=0.5))
+    if not hosts and not (ends - unknown):
+        return [f"no hosts in lattice {c.lattice!r} (check --lattice); the link is stored for when they come"]
+    if unknown == ends:
+        return [f"neither {link.source_id!r} nor {link.target!r} runs anywhere in lattice {c.lattice!r} or is "
+                "declared by an application; the link is stored, but check the ids (see 'trellis get hosts')"]
+    return [f"{end!r} runs nowhere in lattice {c.lattice!r} and no application declares it; "
+            "the link is stored for when it starts" for end in sorted(unknown)]
+
+
+async def _declared_ids(w: "WadmClient") -> set[str]:
+    """Ids of the components and providers of deployed applications (none when no controller answers)."""
+    ids: set[str] = set()
+    try:
+        for app in (await w.list()).apps:
+            if app.deployed_version:
+                ids |= {comp.id for comp in (await w.status(app.name)).components}
+    except Exception:
+        pass
+    return ids
 
 
 @link_app.command("del")
@@ -92,8 +132,7 @@ def get_links(
     """List the links of the lattice."""
 
     links = run_on(conn, lambda c: c.get_links(source=source, target=target))
-    if output is Output.json:
-        print_json(links)
+    if emit(links, output):
         return
     table(
         f"links in lattice {conn.lattice!r}",
@@ -135,8 +174,7 @@ def config_get(
     """Show a named config."""
 
     values = run_on(conn, lambda c: c.get_config(name))
-    if output is Output.json:
-        print_json(values)
+    if emit(values, output):
         return
     table(f"config {name!r}", ["KEY", "VALUE"], sorted(values.items()))
 
@@ -162,11 +200,12 @@ def config_list(
     *,
     conn: Conn,
 ) -> None:
-    """List the named configs of the lattice (names and keys; values with -o json)."""
+    """List the named configs of the lattice (names and keys; values with -o json|yaml).
+
+    ``-o json`` prints an array of ``{"name", "values"}``."""
 
     configs = run_on(conn, lambda c: c.lattice_store().list_configs())
-    if output is Output.json:
-        print_json(configs)
+    if emit([{"name": n, "values": v} for n, v in sorted(configs.items())], output):
         return
     table(f"configs in lattice {conn.lattice!r}", ["NAME", "KEYS"],
           [(n, ",".join(sorted(v))) for n, v in configs.items()])

@@ -89,6 +89,9 @@ def up_command(
     allow_python_provider: list[str] = typer.Option(
         [], "--allow-python-provider", envvar="TRELLIS_ALLOW_PYTHON_PROVIDERS", metavar="MODULE",
         help="let python:MODULE providers run this module ('*' = any; repeatable)"),
+    config: list[str] = typer.Option([], "--config", metavar="NAME.KEY=VALUE",
+                                     help="with --deploy: set KEY of the manifest's inline config NAME "
+                                          "(repeatable), e.g. --config http-listen.address=127.0.0.1:9090"),
 ) -> None:
     """Run NATS, a host and wadm on this machine until Ctrl-C."""
     from interfaces.signing import parse_issuers
@@ -98,9 +101,19 @@ def up_command(
         issuers = parse_issuers(trusted_issuer)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    if config and deploy is None:
+        raise fail("--config applies to the manifest of --deploy")
+    if config:
+        from wadm.manifest.overrides import OverrideError, parse_override
+
+        try:
+            for item in config:
+                parse_override(item)
+        except OverrideError as exc:
+            raise fail(str(exc)) from None
     settings = UpSettings(state_dir=state_dir, nats_host=nats_host, nats_port=nats_port,
                           lattice=lattice, labels=label, with_wadm=not no_wadm, deploy=deploy,
-                          insecure_registries=split_list(allow_insecure_registries),
+                          deploy_config=config, insecure_registries=split_list(allow_insecure_registries),
                           trusted_issuers=issuers, allow_python_providers=tuple(split_list(allow_python_provider)))
     try:
         code = Up(settings, say=_say).run()

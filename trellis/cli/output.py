@@ -1,4 +1,11 @@
-"""Printing for people (tables) and for scripts (``-o json``)."""
+"""Printing for people (tables) and for scripts (``-o json`` / ``-o yaml``); one error style.
+
+Every command that prints something takes ``-o table|json|yaml`` (`OutputOpt`) and
+prints through `emit`: a list is a JSON/YAML array, one kind of thing has one shape
+wherever it is printed (the pydantic model of ``interfaces``), and a table shows
+the fields the JSON has. Errors go to stderr as ``error: MESSAGE`` (`fail`,
+`print_error`), exit code 1.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from interfaces.errors import TrellisError
@@ -31,6 +39,12 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 class Output(str, enum.Enum):
     table = "table"
     json = "json"
+    yaml = "yaml"
+
+
+OUTPUT_HELP = "table for people; json or yaml for scripts"
+OutputOpt: Any = typer.Option(Output.table, "-o", "--output", help=OUTPUT_HELP)
+"""The ``-o/--output`` option of every command that prints something."""
 
 
 def to_plain(obj: Any) -> Any:
@@ -47,6 +61,25 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(to_plain(obj), indent=2, default=str) + "\n")
 
 
+def print_yaml(obj: Any) -> None:
+    import yaml
+
+    plain = json.loads(json.dumps(to_plain(obj), default=str))  # the same values JSON shows
+    sys.stdout.write(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
+
+
+def emit(obj: Any, output: Output) -> bool:
+    """Print ``obj`` for scripts when ``output`` is json or yaml and say so; False means
+    the caller prints its table (made from the same fields)."""
+    if output is Output.json:
+        print_json(obj)
+        return True
+    if output is Output.yaml:
+        print_yaml(obj)
+        return True
+    return False
+
+
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     t = Table(title=title, show_lines=False, header_style="bold")
     for c in columns:
@@ -56,8 +89,14 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     console.print(t)
 
 
+def print_error(message: str) -> None:
+    """``error: MESSAGE`` on stderr: how every command reports a failure."""
+    err_console.print("[red]error:[/red] " + escape(message), highlight=False)
+
+
 def fail(message: str, code: int = 1) -> "typer.Exit":
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    """Print ``error: MESSAGE`` and return the exit to raise: ``raise fail("...")``."""
+    print_error(message)
     return typer.Exit(code)
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from .options import Conn, with_conn
-from .output import Output, fail, print_json, run_on, table
+from .output import Output, OutputOpt, emit, fail, run_on, table
 
 if TYPE_CHECKING:
     from wadm.controller import Controller
@@ -68,7 +68,7 @@ async def _run(controller: "Controller") -> int:
     try:
         await controller.start()
     except Exception as exc:
-        print(f"error: wadm could not start: {exc}", file=sys.stderr)
+        print(f"error: wadm could not start: {exc}", file=sys.stderr)  # output's style, before logging owns stderr
         return 1
     print(json.dumps({"event": "wadm_started", "id": controller.id, "lattice": controller.lattice}), flush=True)
     await controller.finished()
@@ -82,7 +82,7 @@ async def _run(controller: "Controller") -> int:
 @wadm_app.command("status")
 @with_conn
 def wadm_status(
-    output: Output = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts"),
+    output: Output = OutputOpt,
     timeout: float = typer.Option(1.0, help="seconds to wait for controllers to answer"),
     *,
     conn: Conn,
@@ -92,9 +92,7 @@ def wadm_status(
     from interfaces.wadm_client import WadmClient
 
     found = run_on(conn, lambda c: WadmClient(c).controllers(timeout_s=timeout))
-    if output is Output.json:
-        leader = next((c.id for c in found if c.role == "leader"), None)
-        print_json({"leader": leader, "controllers": found})
+    if emit(found, output):  # an array of controllers; the leader has "role": "leader"
         return
     if not found:
         raise fail(f"no wadm controller answers in lattice {conn.lattice!r}")

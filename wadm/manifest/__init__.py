@@ -9,6 +9,7 @@ from .load import (
     parse_data,
     parse_manifest,
     validation_report,
+    validation_result,
 )
 from .models import (
     API_VERSION,
@@ -93,4 +94,5 @@ __all__ = [
     "sanitize_id",
     "validate",
     "validation_report",
+    "validation_result",
 ]

@@ -16,9 +16,11 @@ import yaml
 from pydantic import ValidationError
 
 from ._describe import describe_value, problem_from_error
-from .images import ImageError, ImageKind, looks_like_path, parse_image
+from .images import ImageError, looks_like_path, parse_image
 from .models import Manifest
-from .problems import ManifestError, Problem, error, errors_in, warning, warnings_in
+from .problems import ManifestError, Problem, error, errors_in, warnings_in
+from .local_checks import LOCAL_CHECKS
+from .repair import best_effort
 from .validate import validate
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -232,31 +234,34 @@ def check_manifest(
     """Parse and validate; never raises `ManifestError`.
 
     Returns the manifest (None if it could not be parsed) and every problem found,
-    errors first. Also warns about local image files that do not exist.
+    errors first: a manifest whose shape is wrong is patched just enough to check
+    the rest of it too (:mod:`.repair`), so one pass reports everything. Also runs
+    the checks that read this machine (`local_checks.LOCAL_CHECKS`: image files exist,
+    links name interfaces their target exports).
     """
     try:
-        manifest = parse_manifest(source, base_dir=base_dir)
+        text, file_dir, _ = _read_source(source)
+        data = parse_data(text)
     except ManifestError as exc:
         return None, exc.problems
-    problems = validate(manifest)
-    problems.extend(_missing_files(manifest))
+    base = Path(base_dir) if base_dir is not None else file_dir
+    if base is not None:
+        _resolve_images(data, base)
+    shape: list[Problem] = []
+    try:
+        manifest: Manifest | None = manifest_from_data(data)
+        checked = manifest
+    except ManifestError as exc:
+        shape = exc.problems
+        manifest, checked = None, best_effort(data)
+    problems = list(shape)
+    if checked is not None:
+        seen = {str(p) for p in shape}
+        more = validate(checked)
+        for check in LOCAL_CHECKS:
+            more += check(checked)
+        problems += [p for p in more if str(p) not in seen]
     return manifest, errors_in(problems) + warnings_in(problems)
-
-
-def _missing_files(manifest: Manifest) -> list[Problem]:
-    found: list[Problem] = []
-    for comp in manifest.components:
-        if not comp.image:
-            continue
-        try:
-            ref = parse_image(comp.image)
-        except ImageError:
-            continue
-        if ref.kind is ImageKind.FILE and not ref.is_relative_path and not os.path.exists(ref.location):
-            found.append(
-                warning(f'component "{comp.name}"', f"image file {ref.location} does not exist (on this machine)")
-            )
-    return found
 
 
 def load_manifest(source: Source, *, base_dir: str | os.PathLike[str] | None = None) -> Manifest:
@@ -301,3 +306,29 @@ def validation_report(path: str | os.PathLike[str]) -> tuple[bool, str]:
         )
     lines.extend(f"  {p}" for p in problems)
     return not errs and manifest is not None, "\n".join(lines)
+
+
+def validation_result(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``trellis app validate FILE -o json`` prints.
+
+    ``{"file", "valid", "name", "version", "components", "providers", "links",
+    "errors": [{"level", "where", "message"}], "warnings": [...]}``; ``name`` and the
+    counts are null when the manifest could not be read at all.
+    """
+    manifest, problems = check_manifest(Path(path))
+    errs = errors_in(problems)
+
+    def plain(p: Problem) -> dict[str, str]:
+        return {"level": p.level.value, "where": p.where, "message": p.message}
+
+    return {
+        "file": str(path),
+        "valid": manifest is not None and not errs,
+        "name": manifest.name if manifest is not None else None,
+        "version": manifest.declared_version if manifest is not None else None,
+        "components": sum(1 for c in manifest.components if not c.is_capability) if manifest else None,
+        "providers": sum(1 for c in manifest.components if c.is_capability) if manifest else None,
+        "links": sum(len(c.links) for c in manifest.components) if manifest else None,
+        "errors": [plain(p) for p in errs],
+        "warnings": [plain(p) for p in warnings_in(problems)],
+    }

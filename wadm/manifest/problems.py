@@ -7,9 +7,14 @@ says what is wrong and, when we can tell, how to fix it.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import Component, LinkProperties
 
 
 class Level(StrEnum):
@@ -43,6 +48,21 @@ def error(where: str, message: str) -> Problem:
 
 def warning(where: str, message: str) -> Problem:
     return Problem(Level.WARNING, where, message)
+
+
+def where_component(comp: "Component") -> str:
+    return f'component "{comp.name}"'
+
+
+def where_link(comp: "Component", link: "LinkProperties") -> str:
+    ifaces = ",".join(link.interfaces)
+    named = f' "{link.name}"' if link.name is not None else ""
+    return f'component "{comp.name}" > link{named} to "{link.target.name}" ({link.namespace}:{link.package}/{ifaces})'
+
+
+def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=cutoff)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def errors_in(problems: Iterable[Problem]) -> list[Problem]:

@@ -11,9 +11,8 @@ own extension, ``properties.reuse``.
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pydantic import ValidationError
 
@@ -33,8 +32,9 @@ from .models import (
     ScalerProperties,
     config_name,
 )
+from .capabilities import check_builtin_links, check_provider_images
 from .local_state_check import check_local_state
-from .problems import Problem, error, warning
+from .problems import Problem, did_you_mean, error, warning, where_component, where_link
 from interfaces.secrets import BACKEND, NAME_PATTERN as SECRET_NAME_PATTERN
 
 SECRET_POLICY_TYPE = "policy.secret.wasmcloud.dev/v1alpha1"
@@ -72,36 +72,17 @@ _DNS_PART = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _LABEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 
 
+Check = Callable[[Manifest], list[Problem]]
+"""One check: every problem of one kind it finds in a manifest (pure: no I/O)."""
+
+
 def validate(manifest: Manifest) -> list[Problem]:
     """Every error and warning about `manifest`, errors first. Empty means all good."""
     problems: list[Problem] = []
-    problems += _check_header(manifest)
-    problems += _check_metadata(manifest)
-    problems += _check_component_identity(manifest)
-    for comp in manifest.components:
-        problems += _check_component(manifest, comp)
-    problems += _check_links(manifest)
-    problems += _check_link_config_names(manifest)
-    problems += _check_inline_configs(manifest)
-    problems += _check_secrets(manifest)
-    problems += check_local_state(manifest)
+    for check in CHECKS:
+        problems += check(manifest)
     errs = [p for p in problems if p.is_error]
     return errs + [p for p in problems if not p.is_error]
-
-
-def where_component(comp: Component) -> str:
-    return f'component "{comp.name}"'
-
-
-def where_link(comp: Component, link: LinkProperties) -> str:
-    ifaces = ",".join(link.interfaces)
-    named = f' "{link.name}"' if link.name is not None else ""
-    return f'component "{comp.name}" > link{named} to "{link.target.name}" ({link.namespace}:{link.package}/{ifaces})'
-
-
-def _did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=cutoff)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 # --- header and metadata ------------------------------------------------------------------
@@ -114,7 +95,7 @@ def _check_header(m: Manifest) -> list[Problem]:
     if m.kind != APPLICATION_KIND:
         out.append(error("kind", f"must be '{APPLICATION_KIND}', got '{m.kind}'"))
     for key in (m.spec.model_extra or {}):
-        out.append(warning("spec", f"unknown key '{key}' is ignored{_did_you_mean(key, ['components', 'policies'])}"))
+        out.append(warning("spec", f"unknown key '{key}' is ignored{did_you_mean(key, ['components', 'policies'])}"))
     for pol in m.spec.policies:
         for key in (pol.model_extra or {}):
             out.append(warning(f'policy "{pol.name}"', f"unknown key '{key}' is ignored"))
@@ -145,7 +126,7 @@ def _check_metadata(m: Manifest) -> list[Problem]:
             out.append(error("metadata.annotations", f"'{key}' is not a valid annotation key (OAM: [dns.prefix/]name, name ≤ 63 chars of letters, digits, '-', '_', '.')"))
     for key in (m.metadata.model_extra or {}):
         out.append(
-            warning("metadata", f"unknown key '{key}' is ignored{_did_you_mean(key, ['name', 'annotations', 'labels'])}")
+            warning("metadata", f"unknown key '{key}' is ignored{did_you_mean(key, ['name', 'annotations', 'labels'])}")
         )
     return out
 
@@ -270,7 +251,7 @@ def _check_custom_trait(
     out = [
         warning(
             where,
-            f"unknown trait type '{ttype}' is ignored{_did_you_mean(ttype, BUILTIN_TRAITS | {'linkdef'})}".replace(
+            f"unknown trait type '{ttype}' is ignored{did_you_mean(ttype, BUILTIN_TRAITS | {'linkdef'})}".replace(
                 "(did you mean 'linkdef'?)", "(did you mean 'link'?)"
             ),
         )
@@ -285,7 +266,7 @@ def _check_custom_trait(
             return out
         if m.component(link.target.name) is None:
             out.append(
-                error(where, f"link target \"{link.target.name}\" is missing from the manifest: no component has that name{_did_you_mean(link.target.name, [c.name for c in m.components], 0.5)}")
+                error(where, f"link target \"{link.target.name}\" is missing from the manifest: no component has that name{did_you_mean(link.target.name, [c.name for c in m.components], 0.5)}")
             )
     return out
 
@@ -313,10 +294,10 @@ def _check_interface(namespace: str, package: str, interface: str) -> str | None
         return None
     ifaces = packages.get(package)
     if ifaces is None:
-        hint = _did_you_mean(package, packages)
+        hint = did_you_mean(package, packages)
         return f"unrecognized interface [{namespace}:{package}/{interface}]: '{namespace}' has no package '{package}'{hint}"
     if interface not in ifaces:
-        hint = _did_you_mean(interface, ifaces)
+        hint = did_you_mean(interface, ifaces)
         return f"unrecognized interface [{namespace}:{package}/{interface}]: '{namespace}:{package}' has no interface '{interface}'{hint}"
     return None
 
@@ -331,7 +312,7 @@ def _check_links(m: Manifest) -> list[Problem]:
             target = m.component(link.target.name)
             if target is None:
                 out.append(
-                    error(where, f"link target \"{link.target.name}\" is missing from the manifest: no component has that name{_did_you_mean(link.target.name, names, 0.5)}")
+                    error(where, f"link target \"{link.target.name}\" is missing from the manifest: no component has that name{did_you_mean(link.target.name, names, 0.5)}")
                 )
             elif comp.is_capability and target.is_capability:
                 out.append(warning(where, f"a capability provider can only link to a component, not to provider \"{target.name}\"; this link is ignored"))
@@ -462,6 +443,30 @@ def _check_secrets(m: Manifest) -> list[Problem]:
     return out
 
 
+def _check_components(m: Manifest) -> list[Problem]:
+    out: list[Problem] = []
+    for comp in m.components:
+        out += _check_component(m, comp)
+    return out
+
+
+CHECKS: list[Check] = [
+    _check_header,
+    _check_metadata,
+    _check_component_identity,
+    _check_components,
+    check_provider_images,
+    _check_links,
+    check_builtin_links,
+    _check_link_config_names,
+    _check_inline_configs,
+    _check_secrets,
+    check_local_state,
+]
+"""What `validate` runs, in order. A new check is a function ``(Manifest) -> list[Problem]``
+appended here; checks that read files or the network belong in `local_checks.LOCAL_CHECKS`."""
+
+
 # --- deploy-time: shared components --------------------------------------------------------
 
 
@@ -493,6 +498,7 @@ def check_shared_components(manifest: Manifest, deployed: Iterable[Manifest]) ->
 
 
 __all__ = [
+    "CHECKS",
     "KNOWN_INTERFACES",
     "SECRET_POLICY_TYPE",
     "check_shared_components",

@@ -144,6 +144,8 @@ class CallContext:
     #: a request body too large to pass whole, read in pieces (``trellis:http/request-body``)
     request_body: bytes = b""
     request_read: int = 0
+    #: where the guest's stderr goes when the host defines ``wasi:cli/stderr`` (wasi:http components)
+    stderr: Callable[[bytes], None] | None = None
 
     def record(self, interface: str, function: str, error: BaseException) -> None:
         if self.failure is None:
@@ -225,7 +227,9 @@ class _ResourceBridge:
             b.drop(self.store)
 
 
-def _host_function(fn: FunctionInfo) -> Callable[..., Any]:
+def _host_function(fn: FunctionInfo, keep_types: bool = False) -> Callable[..., Any]:
+    """``keep_types``: the signature's resources are all host-defined (the ``shadow`` of
+    :func:`build_linker`), so its types are the same on every call, resources or not."""
     interface = fn.interface or ""
     name = fn.name
     params = [t for _, t in fn.params]
@@ -256,7 +260,7 @@ def _host_function(fn: FunctionInfo) -> Callable[..., Any]:
             raise WasmtimeError(f"import {where} failed: {type(e).__name__}: {e}") from None
         return value
 
-    if not with_resources:  # its types are the same on every call: read them once
+    if keep_types or not with_resources:  # its types are the same on every call: read them once
         setattr(host_function, KEEP_TYPES, True)
     return host_function
 
@@ -282,24 +286,30 @@ def _resource_dtor(ref: ResourceRef) -> Callable[[StoreContext, int], None]:
     return dtor
 
 
-def build_linker(engine: RuntimeEngine, loaded: LoadedComponent) -> wc.Linker:
+def build_linker(engine: RuntimeEngine, loaded: LoadedComponent,
+                 shadow: frozenset[str] = frozenset()) -> wc.Linker:
     """A linker with WASI p2 plus generic bindings for every other import.
 
+    ``shadow`` names WASI p2 imports bound generically too, over wasmtime's own (the
+    ``wasi:io`` a ``wasi:http`` component's bodies use: :mod:`host.runtime.wasi_http`).
     Built once per component and reused for every store.
     """
     linker = wc.Linker(engine.engine)
     linker.add_wasip2()
+    if shadow:
+        linker.allow_shadowing = True
     imports = loaded.imports
     with linker.root() as root:
         for iface in imports.interfaces.values():
-            if is_wasip2_interface(iface.name):
+            if is_wasip2_interface(iface.name) and iface.name not in shadow:
                 continue
             with root.add_instance(iface.name) as inst:
                 for res in iface.resources:
                     ref = iface.canonical.get(res, ResourceRef(iface.name, res))
                     inst.add_resource(res, wc.ResourceType.host(RESOURCE_TYPE_IDS.id_for(ref)), _resource_dtor(ref))
+                keep = iface.name in shadow
                 for fn in iface.functions.values():
-                    inst.add_func(fn.name, _host_function(fn))
+                    inst.add_func(fn.name, _host_function(fn, keep))
         for res in imports.resources:
             ref = ResourceRef("", res)
             root.add_resource(res, wc.ResourceType.host(RESOURCE_TYPE_IDS.id_for(ref)), _resource_dtor(ref))

@@ -63,6 +63,7 @@ from .imports import (
 )
 from .probe import CallProbe
 from .settings import Limits, ReusePolicy, WasiGrants
+from .wasi_http import AS_500, TRELLIS_HANDLE, WasiHttpExport, as_response, find_handler
 
 __all__ = ["Invoker", "InvokerStats"]
 
@@ -173,7 +174,14 @@ class Invoker:
         self.reuse = reuse or ReusePolicy()
         self.stats = InvokerStats()
         self._clock = clock
-        self._linker = build_linker(self.engine, loaded)
+        #: a wasi:http proxy component (no trellis:http handler): serves the trellis:http address itself
+        self._wasi_http: WasiHttpExport | None = None
+        if find_handler(loaded) is not None and not any(
+                fn.interface is not None and (unversioned(fn.interface), fn.name) == HTTP_HANDLER
+                for fn in loaded.all_exported()):
+            self._wasi_http = WasiHttpExport(loaded, inherit_stderr=self.grants.inherit_stderr)
+        shadow = self._wasi_http.shadow if self._wasi_http is not None else frozenset()
+        self._linker = build_linker(self.engine, loaded, shadow)
         self._fuel = _UNLIMITED_FUEL if self.limits.fuel is None else self.limits.fuel
         self._metered = self.engine.settings.consume_fuel
         if self.limits.fuel is not None and not self._metered:
@@ -237,6 +245,8 @@ class Invoker:
 
     def _invoke(self, function: str | FunctionInfo, args: Sequence[Plain], handler: ImportHandler,
                 timeout_s: float | None, inline: bool, slot: list[_Live] | None) -> Plain:
+        if self._wasi_http is not None and function in TRELLIS_HANDLE:
+            return self._serve_wasi_http(args, handler, timeout_s, inline, slot)
         fn = self._resolve(function)
         takes_body = fn in self._http_handlers
         withheld = b""
@@ -265,6 +275,47 @@ class Invoker:
         if ctx.body and isinstance(result, dict):  # trellis:http/response-body.append's pieces come first
             result["body"] = b"".join([*ctx.body, bytes(result.get("body") or b"")])
         return result
+
+    @property
+    def serves_wasi_http(self) -> bool:
+        """Whether this is a wasi:http proxy component, called with the trellis:http address."""
+        return self._wasi_http is not None
+
+    def _serve_wasi_http(self, args: Sequence[Plain], handler: ImportHandler, timeout_s: float | None,
+                         inline: bool, slot: list[_Live] | None = None) -> Plain:
+        """One HTTP request (the trellis:http record) through ``wasi:http/incoming-handler.handle``
+        (:mod:`host.runtime.wasi_http`): the response record; a trap or an unset outparam is a 500."""
+        wasi = self._wasi_http
+        assert wasi is not None
+        if len(args) != 1:
+            raise InvocationError(ErrorKind.BAD_ARGUMENT, "trellis:http/incoming-handler.handle takes 1 argument")
+        ctx = CallContext(handler=wasi.handler(handler), table=ResourceTable())
+        ticks = self._deadline_ticks
+        if timeout_s is not None:
+            ticks = min(ticks, self.engine.deadline_ticks(max(timeout_s, 0.0)))
+        live, fresh = self._acquire(ctx, ticks, inline)
+        if not fresh:
+            self._arm(live.store, ticks)
+        ctx.table = live.table
+        ctx.stderr = live.stderr.write if live.stderr is not None else None
+        if slot is not None:
+            slot.append(live)
+        keep = False
+        failure: InvocationError | None = None
+        try:
+            lowered, out = wasi.lower(live.table, args[0])
+            try:
+                self._call(live, wasi.function, lowered, ctx)
+                keep = out.response is not None
+            except InvocationError as e:
+                if e.kind not in AS_500:
+                    raise
+                failure = e
+        finally:
+            if slot is not None and self._metered:
+                live.fuel_used = self._fuel_used(live)
+            self._release(live, keep, inline)
+        return as_response(out, failure, wasi.function.address)
 
     def close(self) -> None:
         """Drop the warm instances and refuse further calls. Idempotent."""
@@ -435,6 +486,7 @@ class Invoker:
             raise Reroute("another thread is creating or dropping an instance", sticky=False)
         try:
             store, tail = self._new_store()
+            ctx.stderr = tail.write if tail is not None else None
             self._arm(store, ticks)
             token = CURRENT_CALL.set(ctx)
             try:

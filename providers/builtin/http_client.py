@@ -2,7 +2,9 @@
 
 A component linked to this provider (``trellis link put COMPONENT http-client
 trellis http --interface outgoing-handler``) sends whole requests and gets
-whole responses back, over one pooled ``httpx.AsyncClient`` per provider
+whole responses back; a ``wasi:http`` component linked for ``wasi http
+--interface outgoing-handler`` gets the same through its host, with failures
+as ``error-code`` cases (the host calls ``wasi:http/outgoing-handler.send``), over one pooled ``httpx.AsyncClient`` per provider
 process. Every way of not getting a response is ``err(text)``, never a trap:
 an invalid URL, a refused destination, a failed connection, the timeout, too
 many redirects, a response over the size limit.
@@ -48,6 +50,8 @@ log = logging.getLogger("providers.http_client")
 
 NAME = "http-client"
 INTERFACE = "trellis:http/outgoing-handler"
+#: what a wasi:http component's host calls for its ``wasi:http/outgoing-handler`` (docs/components.md)
+WASI_INTERFACE = "wasi:http/outgoing-handler"
 #: time kept back from the caller's deadline, so a timeout is an err the component sees, not a trap
 DEADLINE_MARGIN_S = 0.05
 _DROP = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
@@ -96,7 +100,13 @@ class Settings:
 
 
 class _Refused(Exception):
-    """A reason to answer ``err``; the message is for the component's author."""
+    """A reason to answer ``err``; the message is for the component's author, ``code`` the
+    ``wasi:http`` ``error-code`` case (lower case) a wasi:http component gets."""
+
+    def __init__(self, message: str, code: str = "internal-error", payload: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.payload = message if code == "internal-error" and payload is None else payload
 
 
 class HttpClient:
@@ -173,13 +183,39 @@ class HttpClient:
             return {"err": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__}
         return {"ok": response}
 
+    async def send_wasi(self, request: dict[str, Any], options: dict[str, Any] | None, *, ctx: Context,
+                        **kwargs: Any) -> dict[str, Any]:
+        """``send`` for a ``wasi:http`` component: its host sends the component's
+        ``wasi:http/outgoing-handler.handle`` as ``wasi:http/outgoing-handler.send`` with the same
+        records as ``trellis:http``; ``{"err": {case: payload}}`` names the ``error-code`` case."""
+        try:
+            settings = self.settings(ctx.config)
+        except ConfigError as exc:
+            log.warning("http-client is misconfigured for this link: %s", exc)
+            return {"err": {"configuration-error": None}}
+        timeout_s = settings.timeout_ms / 1000
+        if options and options.get("timeout-ms") is not None:
+            timeout_s = options["timeout-ms"] / 1000
+        timeout_s = min(timeout_s, ctx.remaining_s() - DEADLINE_MARGIN_S)
+        if timeout_s <= 0:
+            return {"err": {"http-response-timeout": None}}
+        try:
+            async with asyncio.timeout(timeout_s):
+                return {"ok": await self._exchange(request, settings, False, timeout_s)}
+        except TimeoutError:
+            return {"err": {"http-response-timeout": None}}
+        except _Refused as exc:
+            return {"err": {exc.code: exc.payload}}
+        except httpx.HTTPError as exc:
+            return {"err": error_code(exc)}
+
     async def _exchange(self, request: dict[str, Any], settings: Settings, follow: bool,
                         timeout_s: float) -> dict[str, Any]:
         assert self.client is not None, "http-client is not started"
         try:
             url = httpx.URL(request["url"])
         except (httpx.InvalidURL, TypeError) as exc:
-            raise _Refused(f"invalid URL {request.get('url')!r:.200}: {exc}") from None
+            raise _Refused(f"invalid URL {request.get('url')!r:.200}: {exc}", "http-request-uri-invalid") from None
         self._check_destination(url, settings)
         headers = [(name.encode("latin-1") if isinstance(name, str) else name, bytes(value))
                    for name, value in request["headers"]]
@@ -189,7 +225,8 @@ class HttpClient:
             req = self.client.build_request(request["method"], url, headers=headers, content=body or None,
                                             timeout=httpx.Timeout(timeout_s))
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError) as exc:
-            raise _Refused(f"cannot send {request.get('method')!r:.20} {request.get('url')!r:.200}: {exc}") from None
+            raise _Refused(f"cannot send {request.get('method')!r:.20} {request.get('url')!r:.200}: {exc}",
+                           "http-request-uri-invalid") from None
         limit = min(settings.max_response_bytes, MAX_BYTES_PER_CALL)  # more would trap the caller
         if self.max_payload:
             limit = min(limit, max(0, self.max_payload - ENVELOPE_ROOM))
@@ -206,16 +243,42 @@ class HttpClient:
                 await response.aclose()
             redirects += 1
             if redirects > settings.max_redirects:
-                raise _Refused(f"more than {settings.max_redirects} redirects (last to {next_request.url})")
+                raise _Refused(f"more than {settings.max_redirects} redirects (last to {next_request.url})",
+                               "loop-detected")
             req = next_request
 
     @staticmethod
     def _check_destination(url: httpx.URL, settings: Settings) -> None:
         if url.scheme not in ("http", "https"):
-            raise _Refused(f"unsupported scheme {url.scheme!r} (http and https only)")
+            raise _Refused(f"unsupported scheme {url.scheme!r} (http and https only)", "http-request-uri-invalid")
         if not settings.allows(url.host):
             raise _Refused(f"destination {url.host!r} is not allowed (allowed_hosts: "
-                           f"{', '.join(settings.allowed_hosts)})")
+                           f"{', '.join(settings.allowed_hosts)})", "http-request-denied")
+
+
+def error_code(exc: httpx.HTTPError) -> dict[str, Any]:
+    """The ``wasi:http`` ``error-code`` case (lower case) for an httpx failure."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectTimeout):
+        return {"connection-timeout": None}
+    if isinstance(exc, httpx.ReadTimeout):
+        return {"connection-read-timeout": None}
+    if isinstance(exc, httpx.WriteTimeout):
+        return {"connection-write-timeout": None}
+    if isinstance(exc, httpx.PoolTimeout):
+        return {"connection-limit-reached": None}
+    if isinstance(exc, httpx.ConnectError):
+        low = text.lower()
+        if "name or service" in low or "nodename" in low or "getaddrinfo" in low or "name resolution" in low:
+            return {"dns-error": {"rcode": text[:200], "info-code": None}}
+        if "ssl" in low or "certificate" in low:
+            return {"tls-certificate-error": None}
+        return {"connection-refused": None}
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return {"http-protocol-error": None}
+    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.CloseError)):
+        return {"connection-terminated": None}
+    return {"internal-error": text[:500]}
 
 
 def _headers(response: httpx.Response) -> list[list[Any]]:
@@ -225,13 +288,14 @@ def _headers(response: httpx.Response) -> list[list[Any]]:
 async def _read(response: httpx.Response, limit: int) -> bytes:
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _Refused(f"the response body is {declared} bytes, over the limit of {limit}")
+        raise _Refused(f"the response body is {declared} bytes, over the limit of {limit}",
+                       "http-response-body-size", int(declared))
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_raw():
         size += len(chunk)
         if size > limit:
-            raise _Refused(f"the response body exceeds the limit of {limit} bytes")
+            raise _Refused(f"the response body exceeds the limit of {limit} bytes", "http-response-body-size")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -246,6 +310,11 @@ def build(state: HttpClient | None = None) -> Provider:
     async def send(request: dict[str, Any], options: dict[str, Any] | None, *, ctx: Context,
                    **kwargs: Any) -> dict[str, Any]:
         return await state.send(request, options, ctx=ctx)
+
+    @provider.export(WASI_INTERFACE, "send")
+    async def send_wasi(request: dict[str, Any], options: dict[str, Any] | None, *, ctx: Context,
+                     **kwargs: Any) -> dict[str, Any]:
+        return await state.send_wasi(request, options, ctx=ctx)
 
     provider.on_start(state.start)
     provider.on_config_updated(state.config_updated)

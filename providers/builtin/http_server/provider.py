@@ -1,8 +1,9 @@
 """``builtin:http-server``: the provider around the HTTP front.
 
 It exports nothing and imports ``trellis:http/incoming-handler``: a link from
-this provider (the source) to a component (the target) for that interface is a
-route, its ``source_config`` says where and how to serve it
+this provider (the source) to a component (the target) for that interface, or for
+``wasi:http/incoming-handler`` (as wadm manifests link a ``wasi:http`` proxy
+component; the component's host serves it through ``wasi:http``), is a route, its ``source_config`` says where and how to serve it
 (:mod:`.config`). Callbacks keep the front in step with the links; health
 reports the listeners.
 """
@@ -29,6 +30,8 @@ log = logging.getLogger("providers.http_server")
 
 NAME = "http-server"
 INTERFACE = "trellis:http/incoming-handler"
+#: the same route for a wasi:http proxy component (wadm's spelling)
+WASI_INTERFACE = "wasi:http/incoming-handler"
 
 CallerFactory = Callable[[ProviderInfo], Caller]
 
@@ -80,8 +83,10 @@ class HttpServer:
         await self.front.start()
 
     async def link_put(self, link: Link, config: dict[str, str], *, info: ProviderInfo, **kwargs: Any) -> None:
-        if link.source_id != info.provider_id or not link.covers("trellis", "http", "incoming-handler"):
-            log.info("ignoring link %s: http-server serves links from itself for %s", link.describe(), INTERFACE)
+        if link.source_id != info.provider_id or not (link.covers("trellis", "http", "incoming-handler")
+                                                      or link.covers("wasi", "http", "incoming-handler")):
+            log.info("ignoring link %s: http-server serves links from itself for %s (or %s)", link.describe(),
+                     INTERFACE, WASI_INTERFACE)
             return
         self.links[link.identity] = (link, dict(config))
         self._route(link, config)
@@ -135,7 +140,7 @@ class HttpServer:
 def build(state: HttpServer | None = None) -> Provider:
     """A fresh provider; tests pass an :class:`HttpServer` with a caller of their choosing."""
     state = state or HttpServer()
-    provider = Provider(NAME, imports=[INTERFACE], max_concurrent=64,
+    provider = Provider(NAME, imports=[INTERFACE, WASI_INTERFACE], max_concurrent=64,
                         description="serves HTTP: each request is a call to a linked component's "
                                     "trellis:http/incoming-handler.handle")
     provider.on_start(state.start)

@@ -1,0 +1,175 @@
+"""Which imports the host answers for a ``wasi:http`` component, and the handler that does.
+
+:func:`shadowed` names the imports the host defines instead of wasmtime's WASI: the
+``wasi:io`` and ``wasi:http`` interfaces and, to a fixed point, every import whose
+resource types come from one of them (``wasi:cli/stdout`` returns a ``wasi:io``
+``output-stream``, ``wasi:filesystem/preopens`` a ``wasi:filesystem/types`` descriptor, ...).
+They are bound like any other import (:func:`host.runtime.imports.build_linker`, with
+shadowing on) and answered by :class:`WasiHttpHandler` before the call's own handler
+sees anything: a ``wasi:keyvalue`` or ``wasi:logging`` import of the same component goes
+on to the link, exactly as for a ``trellis:http`` component.
+
+``wasi:filesystem`` (no preopened directories: ``get-directories`` is empty) and
+``wasi:sockets`` are refused: the first use of one fails the call naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from interfaces.resources import unversioned
+
+from ..component import LoadedComponent
+from ..errors import ImportFailed, MissingLink
+from ..imports import HostResource, ImportHandler
+from ..wit import OptionT, VariantT
+from .io import IO, std_stream
+from .types import HTTP, FutureIncomingResponse, OutgoingRequest, method_name
+
+__all__ = ["INCOMING", "OUTGOING", "WasiHttpHandler", "find_handler", "shadowed"]
+
+log = logging.getLogger("host.runtime.wasi_http")
+
+#: the export a wasi:http component serves requests with (unversioned)
+INCOMING = "wasi:http/incoming-handler"
+#: the import whose calls go to the lattice's http-client provider (unversioned)
+OUTGOING = "wasi:http/outgoing-handler"
+_ROOTS = ("wasi:io/", "wasi:http/")
+_REFUSED = ("wasi:filesystem/", "wasi:sockets/")
+
+
+def find_handler(loaded: LoadedComponent) -> Any:
+    """The ``wasi:http/incoming-handler@0.2.x`` ``handle`` export, or None."""
+    for name, iface in loaded.exports.interfaces.items():
+        if unversioned(name) == INCOMING and name.split("@", 1)[-1].startswith("0.2"):
+            return iface.functions.get("handle")
+    return None
+
+
+def shadowed(loaded: LoadedComponent) -> frozenset[str]:
+    """The import names (as the component spells them) the host answers for a wasi:http component."""
+    imports = loaded.imports.interfaces
+    out = {n for n in imports if n.startswith(_ROOTS)}
+    changed = True
+    while changed:  # resources shared either way: both sides must be the host's
+        changed = False
+        for name, iface in imports.items():
+            refs = {ref.interface for ref in iface.canonical.values() if ref.interface in imports}
+            if name in out:
+                new = refs - out
+            elif refs & out:
+                new = refs - out | {name}
+            else:
+                continue
+            if new:
+                out |= new
+                changed = True
+    return frozenset(out)
+
+
+def _error_code_names(loaded: LoadedComponent) -> dict[str, str]:
+    """Lower-case ``error-code`` case name -> the component's own (``dns-timeout`` -> ``DNS-timeout``)."""
+    for name, iface in loaded.imports.interfaces.items():
+        if unversioned(name) != "wasi:http/types":
+            continue
+        fn = iface.functions.get("http-error-code")
+        ty = fn.result if fn is not None else None
+        if isinstance(ty, OptionT) and isinstance(ty.payload, VariantT):
+            return {case.lower(): case for case, _ in ty.payload.cases}
+    return {}
+
+
+class WasiHttpHandler:
+    """An :class:`~host.runtime.imports.ImportHandler` for one call of a wasi:http component:
+    answers the shadowed imports, passes the others (and outgoing requests) to ``outer``."""
+
+    __slots__ = ("outer", "shadow", "codes", "stderr", "outgoing")
+
+    def __init__(self, outer: ImportHandler, shadow: frozenset[str], codes: dict[str, str],
+                 stderr: Callable[[bytes], None] | None, outgoing: str | None) -> None:
+        self.outer = outer
+        self.shadow = shadow
+        self.codes = codes
+        self.stderr = stderr
+        #: the component's outgoing-handler import name (as it spells it), if any
+        self.outgoing = outgoing
+
+    def __call__(self, interface: str, function: str, args: list[Any]) -> Any:
+        if interface not in self.shadow:
+            return self.outer(interface, function, args)
+        if function.startswith("[resource-drop]"):
+            return None
+        key = (unversioned(interface), function)
+        impl = IO.get(key) or HTTP.get(key)
+        if impl is not None:
+            out = impl(args)
+            if key == ("wasi:http/types", "[method]future-incoming-response.get") and out is not None:
+                return self._rename(out)
+            return out
+        if key == ("wasi:cli/stdout", "get-stdout"):
+            return std_stream("stdout", None)
+        if key == ("wasi:cli/stderr", "get-stderr"):
+            return std_stream("stderr", self.stderr)
+        if key[0] == OUTGOING and function == "handle":
+            return self._handle(args)
+        if interface.startswith(_REFUSED):
+            raise ImportFailed(interface, function, f"{key[0]} is not available to wasi:http components on "
+                                                    "Trellis (no preopened directories, no sockets)")
+        raise ImportFailed(interface, function, f"{key[0]}.{function} is not implemented by Trellis's wasi:http host")
+
+    # -- outgoing requests ------------------------------------------------------------------
+
+    def _handle(self, args: list[Any]) -> Any:
+        request: OutgoingRequest = args[0]
+        options = args[1]
+        if request.authority is None:
+            return {"err": self._code("http-request-uri-invalid")}
+        return {"ok": HostResource(FutureIncomingResponse(request, lambda r: self._send(r, options)))}
+
+    def _send(self, request: OutgoingRequest, options: Any) -> Any:
+        """The exchange through the linked http-client provider: ``{"ok": response}`` or
+        ``{"err": error-code}`` (plain, the component's case names)."""
+        scheme = request.scheme
+        scheme_name = "http" if scheme is None else next(iter(scheme)) if isinstance(scheme, dict) else str(scheme)
+        if scheme_name == "other":
+            scheme_name = str(scheme["other"])
+        url = f"{scheme_name}://{request.authority}{request.path_with_query or '/'}"
+        body = request.body.stream.body() if request.body is not None else b""
+        timeouts = [t for t in (getattr(options, "connect_timeout", None), getattr(options, "first_byte_timeout", None),
+                                getattr(options, "between_bytes_timeout", None)) if t]
+        wire_options = {"timeout-ms": max(1, int(sum(timeouts) / 1e6)) if timeouts else None,
+                        "follow-redirects": False}
+        req = {"method": method_name(request.method), "url": url,
+               "headers": [[k, v] for k, v in request.headers.entries], "body": body}
+        # "send", not the WIT's "handle": the records form the http-client provider exports
+        try:
+            result = self.outer(self.outgoing or OUTGOING, "send", [req, wire_options])
+        except MissingLink as exc:  # no egress without a link: as a refused destination
+            log.warning("%s", exc)
+            return {"err": self._code("http-request-denied")}
+        except ImportFailed as exc:
+            return {"err": self._code("internal-error", str(exc)[:500])}
+        if isinstance(result, dict) and "err" in result:
+            return {"err": self._rename_code(result["err"])}
+        if isinstance(result, dict) and "ok" in result:
+            return result
+        return {"err": self._code("internal-error", "the http-client returned no response")}
+
+    def _code(self, case: str, payload: Any = None) -> Any:
+        return {self.codes.get(case, case): payload}
+
+    def _rename_code(self, code: Any) -> Any:
+        if isinstance(code, dict) and len(code) == 1:
+            case, payload = next(iter(code.items()))
+            return self._code(str(case).lower(), payload)
+        if isinstance(code, str):  # a provider's text: no case says more than that
+            return self._code("internal-error", code)
+        return self._code("internal-error", None)
+
+    def _rename(self, out: Any) -> Any:
+        inner = out.get("ok") if isinstance(out, dict) else None
+        if isinstance(inner, dict) and "err" in inner:
+            return {"ok": {"err": self._rename_code(inner["err"])}}
+        return out

@@ -1,0 +1,109 @@
+"""One HTTP request through a ``wasi:http`` component's ``incoming-handler.handle``.
+
+The HTTP front sends every component the same request record and takes the same
+response record back (``trellis:http/types``: method, path-with-query, headers, body).
+For a component that exports ``wasi:http/incoming-handler@0.2.x`` instead, the
+invoker (:meth:`host.runtime.Invoker.invoke`, called with the ``trellis:http`` address)
+turns the record into an ``incoming-request`` and a ``response-outparam``
+(:class:`WasiHttpExport`), calls ``handle(request, response-out)`` and reads what the
+guest put in the outparam, and the body it wrote, back into a response record.
+
+A trap, or a handler that returns without setting the outparam (or sets an
+``error-code``), is answered as a ``500`` with a one-line body; the failure is logged
+with the invocation's own message. A timeout stays a failure (the front answers 504).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from interfaces.resources import unversioned
+
+from ..component import FunctionInfo, LoadedComponent
+from ..errors import ErrorKind, InvocationError
+from ..imports import CURRENT_CALL, HostResource, ImportHandler, _ResourceBridge
+from ..wit import OwnT
+from .dispatch import OUTGOING, WasiHttpHandler, _error_code_names, find_handler, shadowed
+from .types import IncomingRequest, ResponseOutparam
+
+__all__ = ["WasiHttpExport", "TRELLIS_HANDLE", "as_response"]
+
+log = logging.getLogger("host.runtime.wasi_http")
+
+#: the address the HTTP front calls (and a wasi:http component answers)
+TRELLIS_HANDLE = frozenset({"trellis:http/incoming-handler.handle", "trellis:http/incoming-handler@0.1.0.handle",
+                            "trellis:http/incoming-handler#handle"})
+#: failures answered with a 500 response (the guest's fault); the rest stay failures
+AS_500 = frozenset({ErrorKind.TRAP, ErrorKind.IMPORT_FAILED, ErrorKind.MISSING_LINK, ErrorKind.OUT_OF_MEMORY,
+                    ErrorKind.STACK_OVERFLOW, ErrorKind.OUT_OF_FUEL, ErrorKind.BAD_RESULT, ErrorKind.TOO_LARGE})
+
+
+def _stderr_sink(data: bytes) -> None:
+    ctx = CURRENT_CALL.get()
+    if ctx is not None and ctx.stderr is not None:
+        ctx.stderr(data)
+
+
+def _inherited_stderr(data: bytes) -> None:
+    sys.stderr.buffer.write(data)
+    sys.stderr.flush()
+
+
+class WasiHttpExport:
+    """What the invoker needs to serve a wasi:http component, read once per component."""
+
+    def __init__(self, loaded: LoadedComponent, inherit_stderr: bool = False) -> None:
+        fn = find_handler(loaded)
+        if fn is None:
+            raise ValueError("the component exports no wasi:http/incoming-handler@0.2")
+        self.function: FunctionInfo = fn
+        self.shadow = shadowed(loaded)
+        self.codes = _error_code_names(loaded)
+        self.outgoing = next((n for n in loaded.imports.interfaces if unversioned(n) == OUTGOING), None)
+        (_, req_ty), (_, out_ty) = fn.params
+        assert isinstance(req_ty, OwnT) and isinstance(out_ty, OwnT)
+        self.request_type: OwnT = req_ty
+        self.outparam_type: OwnT = out_ty
+        self.stderr = _inherited_stderr if inherit_stderr else _stderr_sink
+
+    def handler(self, outer: ImportHandler) -> WasiHttpHandler:
+        return WasiHttpHandler(outer, self.shadow, self.codes, self.stderr, self.outgoing)
+
+    def lower(self, table: Any, request: Any) -> tuple[list[Any], ResponseOutparam]:
+        """The ``handle`` arguments for the plain ``request`` record, and the outparam to read."""
+        if not isinstance(request, dict):
+            raise InvocationError(ErrorKind.BAD_ARGUMENT, "expected a trellis:http request record")
+        out = ResponseOutparam()
+        bridge = _ResourceBridge(None, table)  # type: ignore[arg-type]  # lowering needs no store
+        args = [bridge.lower(self.request_type, HostResource(IncomingRequest(request)), "args[0]"),
+                bridge.lower(self.outparam_type, HostResource(out), "args[1]")]
+        return args, out
+
+
+def as_response(out: ResponseOutparam, failure: InvocationError | None, where: str) -> dict[str, Any]:
+    """The response record for what the guest left in ``out`` (and how the call ended)."""
+    if failure is not None:
+        log.warning("%s: answered 500: [%s] %s", where, failure.kind.value, failure.message)
+        return _error(f"the component failed ({failure.kind.value})")
+    if out.response is None:
+        if out.set:
+            return _error(f"the component answered with an error: {_code_text(out.error)}")
+        log.warning("%s: answered 500: the handler returned without setting its response-outparam", where)
+        return _error("the component did not answer (response-outparam not set)")
+    r = out.response
+    body = r.body.stream.body() if r.body is not None else b""
+    return {"status": r.status, "headers": [[k, v] for k, v in r.headers.entries], "body": body}
+
+
+def _error(text: str) -> dict[str, Any]:
+    return {"status": 500, "headers": [["content-type", b"text/plain; charset=utf-8"]],
+            "body": (text + "\n").encode()}
+
+
+def _code_text(code: Any) -> str:
+    if isinstance(code, dict) and code:
+        case, payload = next(iter(code.items()))
+        return str(case) if payload is None else f"{case}({payload})"
+    return str(code)

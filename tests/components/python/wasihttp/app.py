@@ -1,0 +1,150 @@
+"""An unmodified `wasi:http/proxy@0.2.0` component, written as one would for `wasmtime serve`.
+
+Routes (the tests' contract):
+
+* ``GET /hello?...``: 200, ``text/plain``, the body ``METHOD PATH?QUERY x-test=VALUE``;
+  echoes the ``x-test`` request header as ``x-echo`` (every value, in order).
+* ``POST /echo``: streams the request body back (same ``content-type``), any size;
+  ``x-body-bytes`` says how many bytes it read.
+* ``GET /big?n=N``: N bytes of a repeating pattern, written in pieces (``check-write``).
+* ``GET /status/NNN``: answers with status NNN.
+* ``GET /trap``: raises (a trap); ``GET /drop``: returns without setting the response.
+* ``GET|POST /fetch?url=http://HOST:PORT/PATH``: calls that URL through
+  ``wasi:http/outgoing-handler`` (the request body forwarded) and answers with its status,
+  ``x-upstream-*`` headers and body; an ``error-code`` becomes 502 with the case's name.
+* ``GET /log``: logs through ``wasi:logging`` and answers 200.
+"""
+
+from urllib.parse import parse_qs, urlsplit
+
+from componentize_py_types import Err, Ok
+from wit_world import exports
+from wit_world.imports import logging, outgoing_handler, poll
+from wit_world.imports.streams import StreamError_Closed
+from wit_world.imports.types import (
+    Fields,
+    IncomingBody,
+    IncomingRequest,
+    IncomingResponse,
+    Method_Get,
+    Method_Other,
+    Method_Post,
+    OutgoingBody,
+    OutgoingRequest,
+    OutgoingResponse,
+    RequestOptions,
+    ResponseOutparam,
+    Scheme_Http,
+)
+
+PATTERN = bytes(range(256)) * 256  # 64 KiB
+
+
+def method_name(request: IncomingRequest) -> str:
+    m = request.method()
+    if isinstance(m, Method_Other):
+        return m.value
+    return type(m).__name__.removeprefix("Method_").upper()
+
+
+def read_all(body: IncomingBody) -> bytes:
+    data = bytearray()
+    with body.stream() as stream:
+        while True:
+            try:
+                data += stream.blocking_read(1 << 20)
+            except Err as e:
+                if isinstance(e.value, StreamError_Closed):
+                    break
+                raise
+    IncomingBody.finish(body)
+    return bytes(data)
+
+
+def write_all(body: OutgoingBody, data: bytes) -> None:
+    with body.write() as stream:
+        offset = 0
+        while offset < len(data):
+            n = stream.check_write()
+            if n == 0:
+                stream.subscribe().block()
+                continue
+            stream.write(data[offset:offset + n])
+            offset += n
+        stream.blocking_flush()
+    OutgoingBody.finish(body, None)
+
+
+def respond(out: ResponseOutparam, status: int, headers: list[tuple[str, bytes]], body: bytes) -> None:
+    response = OutgoingResponse(Fields.from_list(headers))
+    response.set_status_code(status)
+    out_body = response.body()
+    ResponseOutparam.set(out, Ok(response))
+    write_all(out_body, body)
+
+
+def fetch(url: str, method: str, headers: list[tuple[str, bytes]], body: bytes) -> tuple[int, list, bytes]:
+    parts = urlsplit(url)
+    request = OutgoingRequest(Fields.from_list([(k, v) for k, v in headers if k == "content-type"]))
+    request.set_method(Method_Post() if method == "POST" else Method_Get())
+    request.set_scheme(Scheme_Http())
+    request.set_authority(parts.netloc)
+    request.set_path_with_query(parts.path + (f"?{parts.query}" if parts.query else ""))
+    options = RequestOptions()
+    options.set_first_byte_timeout(5_000_000_000)
+    out_body = request.body()
+    future = outgoing_handler.handle(request, options)
+    write_all(out_body, body)
+    while True:
+        got = future.get()
+        if got is not None:
+            break
+        poll.poll([future.subscribe()])
+    inner = got.value  # Ok(...): the response came, once
+    if isinstance(inner, Err):
+        raise inner
+    response: IncomingResponse = inner.value
+    upstream = [(f"x-upstream-{k}", v) for k, v in response.headers().entries()]
+    return response.status(), upstream, read_all(response.consume())
+
+
+class IncomingHandler(exports.IncomingHandler):
+    def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
+        method = method_name(request)
+        target = request.path_with_query() or "/"
+        path, _, query = target.partition("?")
+        headers = request.headers().entries()
+        if path == "/hello":
+            tests = [v for k, v in headers if k == "x-test"]
+            text = f"{method} {target} x-test={b','.join(tests).decode()}"
+            respond(response_out, 200, [("content-type", b"text/plain"), *(("x-echo", v) for v in tests)],
+                    text.encode())
+        elif path == "/echo":
+            body = read_all(request.consume())
+            ctype = [v for k, v in headers if k == "content-type"] or [b"application/octet-stream"]
+            respond(response_out, 200, [("content-type", ctype[0]), ("x-body-bytes", str(len(body)).encode())],
+                    body)
+        elif path == "/big":
+            n = int(parse_qs(query).get("n", ["0"])[0])
+            data = (PATTERN * (n // len(PATTERN) + 1))[:n]
+            respond(response_out, 200, [("content-type", b"application/octet-stream")], data)
+        elif path.startswith("/status/"):
+            respond(response_out, int(path.rsplit("/", 1)[1]), [], b"status")
+        elif path == "/trap":
+            raise RuntimeError("the handler failed on purpose")
+        elif path == "/drop":
+            return
+        elif path == "/log":
+            logging.log(logging.Level.INFO, "wasihttp", f"{method} {target}")
+            respond(response_out, 200, [], b"logged")
+        elif path == "/fetch":
+            url = parse_qs(query)["url"][0]
+            body = read_all(request.consume()) if method == "POST" else b""
+            try:
+                status, upstream, data = fetch(url, method, headers, body)
+            except Err as e:
+                respond(response_out, 502, [], f"error-code: {type(e.value).__name__}".encode())
+                return
+            respond(response_out, status, upstream, data)
+        else:
+            respond(response_out, 404, [], b"not found")

@@ -68,6 +68,8 @@ def plan(workdir: Path, quick: bool, only: set[str] | None = None,
         wasi = tools.build_wasi_component()
         cwasm = tools.precompile(wasi)
         systems += [peers.WasmtimeServe(workdir, 1, cwasm), peers.WasmtimeServe(workdir, REUSE, cwasm)]
+        # the same handler as a wasi:http component on Trellis, beside the trellis:http one (issue 14)
+        systems += [peers.TrellisSingle(workdir, wasi, w, r, wasi_http=True) for w in [cores] for r in (1, REUSE)]
         systems.append(peers.WashHost(workdir, wasi, label="fresh"))
         systems.append(peers.WashHost(workdir, wasi, pool_size=CONNECTIONS, label="pool-p2"))
         if not quick:
@@ -157,6 +159,18 @@ def add_rows(ctx: Context, results: dict[str, dict[str, Any]]) -> None:
     if reuse:
         ctx.row(f"reuse: {reuse[0]} vs the issue's wasmCloud 2.x p3 pool (~7,200 req/s)", "req/s", reuse[1]["rps"],
                 REFERENCE["wash-host-pool"], "reference figure", goal_ratio=1.0)
+    for mode in ("fresh", "reuse"):  # wasi:http vs trellis:http, the same handler: CPU-ms per request
+        w, t = _best(results, f"trellis-wasi-{mode}"), _best(results, f"trellis-{mode}")
+        if w and t:
+            r = ctx.row(f"{mode}: {w[0]} vs {t[0]} (CPU-ms/req, lower is better)", "CPU-ms/req",
+                        w[1]["cpu_ms_per_request"], t[1]["cpu_ms_per_request"], t[0],
+                        trellis_rps=w[1]["rps"], baseline_rps=t[1]["rps"])
+            if "ratio" in r:
+                r["goal"] = "wasi:http within 1.25x of trellis:http"
+                r["meets_goal"] = r["ratio"] <= 1.25
+        ws = _best(results, "wasmtime-serve-fresh")
+        if mode == "fresh" and w and ws:
+            row("fresh", w, ws, 1.0)
     full = _best(results, "trellis-full-app")
     if full:
         ctx.row(f"full app POST /orders: {full[0]} vs the talk's wasmCloud 1.x figure", "req/s", full[1]["rps"],

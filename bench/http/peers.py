@@ -337,8 +337,10 @@ class TrellisSingle(System):
     MAX_INSTANCES = 20  # one per connection
 
     def __init__(self, workdir: Path, wasm: Path, workers: int, reuse: int, max_instances: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
-        self.name = f"trellis-{'fresh' if reuse == 1 else 'reuse'}-w{workers}"
+                 env: dict[str, str] | None = None, wasi_http: bool = False) -> None:
+        #: the component is the wasi:http proxy one (order-wasi-http), linked as wadm links wasi:http
+        self.wasi_http = wasi_http
+        self.name = f"trellis-{'wasi-' if wasi_http else ''}{'fresh' if reuse == 1 else 'reuse'}-w{workers}"
         if max_instances is not None:
             self.MAX_INSTANCES = max_instances
             self.name += f"-i{max_instances}"
@@ -351,7 +353,8 @@ class TrellisSingle(System):
         self.reuse = reuse
         self.nats: Any = None
         self.host: Any = None
-        self.info = {"mode": "fresh instance per request" if reuse == 1 else f"instance reuse (--reuse {reuse})",
+        self.info = {"mode": ("wasi:http component, " if wasi_http else "") + (
+                         "fresh instance per request" if reuse == 1 else f"instance reuse (--reuse {reuse})"),
                      "processes": f"host + {workers} worker process(es) + http-server provider + nats-server",
                      "workers": workers, "max_instances": self.MAX_INSTANCES}
 
@@ -392,8 +395,8 @@ class TrellisSingle(System):
                                     max_instances=self.MAX_INSTANCES, timeout_s=300, **spec)
             await c.start_provider("builtin:http-server", "http-server", host_id=self.host.id)
             await c.put_config("orders-web", {"address": f"127.0.0.1:{self.port}"})
-            await c.put_link(Link(source_id="http-server", target="orders", name="web", wit_namespace="trellis",
-                                  wit_package="http", interfaces=["incoming-handler"], source_config=["orders-web"]))
+            await c.put_link(Link(source_id="http-server", target="orders", name="web",
+                                  wit_namespace="wasi" if self.wasi_http else "trellis", wit_package="http", interfaces=["incoming-handler"], source_config=["orders-web"]))
 
     def stop(self) -> None:
         if self.host is not None:

@@ -287,11 +287,13 @@ def _resource_dtor(ref: ResourceRef) -> Callable[[StoreContext, int], None]:
 
 
 def build_linker(engine: RuntimeEngine, loaded: LoadedComponent,
-                 shadow: frozenset[str] = frozenset()) -> wc.Linker:
+                 shadow: frozenset[str] = frozenset(),
+                 direct: Callable[[str, FunctionInfo], Callable[..., Any] | None] | None = None) -> wc.Linker:
     """A linker with WASI p2 plus generic bindings for every other import.
 
     ``shadow`` names WASI p2 imports bound generically too, over wasmtime's own (the
-    ``wasi:io`` a ``wasi:http`` component's bodies use: :mod:`host.runtime.wasi_http`).
+    ``wasi:io`` a ``wasi:http`` component's bodies use: :mod:`host.runtime.wasi_http`);
+    ``direct(interface, fn)`` may give the host function of a shadowed import itself.
     Built once per component and reused for every store.
     """
     linker = wc.Linker(engine.engine)
@@ -309,7 +311,8 @@ def build_linker(engine: RuntimeEngine, loaded: LoadedComponent,
                     inst.add_resource(res, wc.ResourceType.host(RESOURCE_TYPE_IDS.id_for(ref)), _resource_dtor(ref))
                 keep = iface.name in shadow
                 for fn in iface.functions.values():
-                    inst.add_func(fn.name, _host_function(fn, keep))
+                    own = direct(iface.name, fn) if keep and direct is not None else None
+                    inst.add_func(fn.name, own or _host_function(fn, keep))
         for res in imports.resources:
             ref = ResourceRef("", res)
             root.add_resource(res, wc.ResourceType.host(RESOURCE_TYPE_IDS.id_for(ref)), _resource_dtor(ref))

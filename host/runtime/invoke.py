@@ -63,6 +63,7 @@ from .imports import (
 )
 from .probe import CallProbe
 from .settings import Limits, ReusePolicy, WasiGrants
+from .wasi_http.binding import direct_function
 from .wasi_http import AS_500, TRELLIS_HANDLE, WasiHttpExport, as_response, find_handler
 
 __all__ = ["Invoker", "InvokerStats"]
@@ -181,7 +182,7 @@ class Invoker:
                 for fn in loaded.all_exported()):
             self._wasi_http = WasiHttpExport(loaded, inherit_stderr=self.grants.inherit_stderr)
         shadow = self._wasi_http.shadow if self._wasi_http is not None else frozenset()
-        self._linker = build_linker(self.engine, loaded, shadow)
+        self._linker = build_linker(self.engine, loaded, shadow, direct_function if shadow else None)
         self._fuel = _UNLIMITED_FUEL if self.limits.fuel is None else self.limits.fuel
         self._metered = self.engine.settings.consume_fuel
         if self.limits.fuel is not None and not self._metered:

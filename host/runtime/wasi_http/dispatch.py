@@ -102,12 +102,9 @@ class WasiHttpHandler:
         if function.startswith("[resource-drop]"):
             return None
         key = (unversioned(interface), function)
-        impl = IO.get(key) or HTTP.get(key)
+        impl = IO.get(key) or HTTP.get(key)  # bound directly (binding.py); here when called otherwise
         if impl is not None:
-            out = impl(args)
-            if key == ("wasi:http/types", "[method]future-incoming-response.get") and out is not None:
-                return self._rename(out)
-            return out
+            return impl(args)
         if key == ("wasi:cli/stdout", "get-stdout"):
             return std_stream("stdout", None)
         if key == ("wasi:cli/stderr", "get-stderr"):
@@ -167,9 +164,3 @@ class WasiHttpHandler:
         if isinstance(code, str):  # a provider's text: no case says more than that
             return self._code("internal-error", code)
         return self._code("internal-error", None)
-
-    def _rename(self, out: Any) -> Any:
-        inner = out.get("ok") if isinstance(out, dict) else None
-        if isinstance(inner, dict) and "err" in inner:
-            return {"ok": {"err": self._rename_code(inner["err"])}}
-        return out

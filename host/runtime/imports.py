@@ -146,6 +146,8 @@ class CallContext:
     request_read: int = 0
     #: where the guest's stderr goes when the host defines ``wasi:cli/stderr`` (wasi:http components)
     stderr: Callable[[bytes], None] | None = None
+    #: the call runs on a thread that must not wait (the worker's event loop)
+    inline: bool = False
 
     def record(self, interface: str, function: str, error: BaseException) -> None:
         if self.failure is None:

@@ -290,7 +290,7 @@ class Invoker:
         assert wasi is not None
         if len(args) != 1:
             raise InvocationError(ErrorKind.BAD_ARGUMENT, "trellis:http/incoming-handler.handle takes 1 argument")
-        ctx = CallContext(handler=wasi.handler(handler), table=ResourceTable())
+        ctx = CallContext(handler=wasi.handler(handler), table=ResourceTable(), inline=inline)
         ticks = self._deadline_ticks
         if timeout_s is not None:
             ticks = min(ticks, self.engine.deadline_ticks(max(timeout_s, 0.0)))

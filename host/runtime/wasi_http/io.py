@@ -24,11 +24,24 @@ from typing import Any
 
 from interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
-from ..imports import HostResource
+from ..errors import Reroute
+from ..imports import CURRENT_CALL, HostResource
 
 #: the most bytes one read returns and one check-write permits (well under one call's bound)
 CHUNK = min(1 << 20, MAX_BYTES_PER_CALL)
 CLOSED = {"closed": None}
+#: body bytes an inline call (on the worker's event loop) may move before it goes to a Wasm thread:
+#: bytes cross into and out of Wasm at ~0.25 s per MiB in wasmtime-py, in host code the epoch
+#: deadline cannot cut short, and the loop must keep answering
+INLINE_BYTES = 64 * 1024
+
+
+def check_inline(moved: int) -> None:
+    """Raise :class:`Reroute` when an inline call would move more than :data:`INLINE_BYTES`."""
+    if moved > INLINE_BYTES:
+        ctx = CURRENT_CALL.get()
+        if ctx is not None and ctx.inline:
+            raise Reroute(f"a body past {INLINE_BYTES} bytes", sticky=False)
 
 
 class IoError:
@@ -91,7 +104,8 @@ class InputStream:
                 self.on_end()
                 self.on_end = None
             return {"err": CLOSED}
-        n = max(0, min(int(most), CHUNK))
+        n = max(0, min(int(most), CHUNK, len(self.data) - self.pos))
+        check_inline(self.pos + n)
         piece = bytes(self.data[self.pos:self.pos + n])
         self.pos += len(piece)
         return {"ok": piece}
@@ -129,6 +143,7 @@ class OutputStream:
         if self.sink is not None:
             self.sink(bytes(data))
             return {"ok": None}
+        check_inline(self.size + len(data))
         if self.size + len(data) > self.limit:
             self.closed = True
             return failed(f"the {self.what} would pass {self.limit} bytes")

@@ -30,7 +30,8 @@ BUILTIN_PROVIDERS: dict[str, BuiltinProvider] = {
     for p in (
         BuiltinProvider("http-server", calls=frozenset({"trellis:http/incoming-handler",
                                                         "wasi:http/incoming-handler"})),
-        BuiltinProvider("http-client", serves=frozenset({"trellis:http/outgoing-handler"})),
+        BuiltinProvider("http-client", serves=frozenset({"trellis:http/outgoing-handler",
+                                                         "wasi:http/outgoing-handler"})),
         BuiltinProvider("keyvalue-nats", serves=_KV),
         BuiltinProvider("keyvalue-redis", serves=_KV),
         BuiltinProvider("messaging-nats", serves=frozenset({"wasmcloud:messaging/consumer"}),

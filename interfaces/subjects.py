@@ -10,6 +10,9 @@ one NATS server never see each other's traffic and one permission
     trellis.<lattice>.ctl.provider.<host>.<op>       provider lifecycle on a host
     trellis.<lattice>.evt.<event_type>               events (host_started, host_heartbeat, ...)
     trellis.<lattice>.rpc.<target_id>                invocations of a component or provider
+    trellis.<lattice>.tap.want                       watchers ask workers for spy records / traffic
+    trellis.<lattice>.tap.spy.<component_id>         spy records of one component's calls
+    trellis.<lattice>.tap.traffic.<host>             per-component traffic summaries of a host's workers
 """
 
 from __future__ import annotations
@@ -113,6 +116,25 @@ def rpc(lattice: str, target_id: str) -> str:
 
 def rpc_queue_group(target_id: str) -> str:
     return f"rpc-{target_id}"
+
+
+# --- taps: what watchers (`trellis spy`, the dashboard) ask the workers for ------------
+
+def tap_want(lattice: str) -> str:
+    """Broadcast: a watcher asks every worker for spy records or traffic (interfaces/taps.py)."""
+    return f"{lattice_prefix(lattice)}.tap.want"
+
+
+def tap_spy(lattice: str, component_id: str) -> str:
+    return f"{lattice_prefix(lattice)}.tap.spy.{check_id('component', component_id)}"
+
+
+def tap_traffic(lattice: str, host_id: str) -> str:
+    return f"{lattice_prefix(lattice)}.tap.traffic.{check_id('host', host_id)}"
+
+
+def tap_traffic_wildcard(lattice: str) -> str:
+    return f"{lattice_prefix(lattice)}.tap.traffic.*"
 
 
 # --- JetStream names ---------------------------------------------------------

@@ -56,6 +56,9 @@ class UpSettings:
     trusted_issuers: tuple[str, ...] = ()
     #: modules the host may run as python:MODULE providers
     allow_python_providers: tuple[str, ...] = ()
+    #: the web dashboard (`trellis ui`): where it listens; None: not started
+    ui_host: str = "127.0.0.1"
+    ui_port: int | None = 3030
 
 
 class StateLock:
@@ -193,6 +196,16 @@ class Up:
             # wadm keeps the secrets keyholder's key here (0600): only this machine can open secrets
             self.children.append(Child("wadm", procs.trellis_argv(
                 "wadm", *common, "--secrets-key", str(self.state / "secrets.nk")), logs / "wadm.log"))
+        ui_line = ""
+        if self.s.ui_port is not None:
+            if port_free(self.s.ui_host, self.s.ui_port):
+                self.children.append(Child("ui", procs.trellis_argv(
+                    "ui", *common, "--host", self.s.ui_host, "--port", str(self.s.ui_port)), logs / "ui.log"))
+                shown = "127.0.0.1" if self.s.ui_host in ("0.0.0.0", "") else self.s.ui_host
+                ui_line = f"  dashboard  http://{shown}:{self.s.ui_port}\n"
+            else:
+                ui_line = (f"  dashboard  not started: port {self.s.ui_port} on {self.s.ui_host} is in use "
+                           "(--ui-port picks another, --no-ui skips it)\n")
         for c in self.children:
             c.start()
         self.say(
@@ -201,6 +214,7 @@ class Up:
             f"  host       {ident.friendly_name}  {ident.public_key}\n"
             + ("  wadm       controller running; secrets keyholder key in "
                f"{self.state / 'secrets.nk'}\n" if any(c.name == "wadm" for c in self.children) else "")
+            + ui_line
             + f"  logs       {logs}\n"
             f"Try: trellis get hosts{'' if self.s.nats_port == 4222 else ' --nats-url ' + self.nats_url}\n"
             "Press Ctrl-C to stop."

@@ -229,7 +229,7 @@ class Colocated:
             worker.record(served, inv, VIA_COLOCATED, False, probe, start, t0, exc)
             log.exception("invocation %s %s failed", inv.id, inv.operation)
             raise RpcError(f"{exc.__class__.__name__}: {exc}", ErrorCode.INTERNAL) from None
-        worker.record(served, inv, VIA_COLOCATED, False, probe, start, t0)
+        worker.record(served, inv, VIA_COLOCATED, False, probe, start, t0, result=result)
         stats["served"] += 1
         try:
             reply = Reply(id=inv.id, ok=True, result=result, served_by=self.worker.served_by).encode()

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from host.runtime import ImportFailed, MissingLink
 from interfaces import local_rpc
@@ -28,6 +29,9 @@ from interfaces.rpc_client import RpcClient, RpcError
 from .colocated import REMOTE
 from .local import LocalImports
 from .resources import RemoteResource, mentions_own, tokens_in, wrap_owned
+
+if TYPE_CHECKING:
+    from .taps import Taps
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +142,11 @@ class ImportRouter:
 
     def handler_for(self, component_id: str, inv: Invocation, loaded: Any = None,
                     local: "LocalImports | None" = None, link_name: str = "default",
-                    trace: dict[str, str] | None = None, counts: dict[str, int] | None = None) -> Any:
+                    trace: dict[str, str] | None = None, counts: dict[str, int] | None = None,
+                    spy: "Taps | None" = None, app: str = "") -> Any:
         """The import handler for one invocation of ``component_id``; ``counts['direct']``
-        counts its calls answered by a provider of this host over its socket."""
+        counts its calls answered by a provider of this host over its socket. With ``spy``
+        (the component is spied on), each call it makes is reported (``taps.py``)."""
 
         def handler(interface: str, function: str, args: list[Any]) -> Any:
             if function.startswith("[resource-drop]"):
@@ -165,6 +171,9 @@ class ImportRouter:
                 deadline_ms=inv.deadline_ms, link=link_name, trace=trace if trace else inv.trace,
             )
             colocated = self.colocated
+            via = "local"
+            if spy is not None:
+                start, t0 = time.time(), time.perf_counter()
             try:
                 result = REMOTE if colocated is None else colocated(call)
                 if result is REMOTE and self.direct is not None:
@@ -172,14 +181,21 @@ class ImportRouter:
                     if result is not REMOTE and counts is not None:
                         counts["direct"] += 1
                 if result is REMOTE:
+                    via = "lattice"
                     fut = asyncio.run_coroutine_threadsafe(self.rpc.invoke(call), self.loop)
                     try:
                         result = fut.result(timeout=max(inv.remaining_s(), 0.001) + 1.0)
                     except TimeoutError:
                         fut.cancel()
                         raise ImportFailed(interface, function, f"{target}: deadline passed") from None
-            except RpcError as exc:
+            except (RpcError, ImportFailed) as exc:
+                if spy is not None:
+                    spy.outgoing(component_id, app, call, via, start, time.perf_counter() - t0, None, exc)
+                if isinstance(exc, ImportFailed):
+                    raise
                 raise ImportFailed(interface, function, f"{target}: {exc.message}") from None
+            if spy is not None:
+                spy.outgoing(component_id, app, call, via, start, time.perf_counter() - t0, result, None)
             info = _import_info(loaded, interface, function)
             if info is not None and mentions_own(info.result):
                 return wrap_owned(info.result, result, target)

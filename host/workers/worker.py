@@ -59,6 +59,7 @@ from .handoff import HandoffServer
 from .imports import ImportRouter
 from .local import SERVED_HERE, LocalImports
 from .records import VIA_RPC, Observers, build
+from .taps import Taps
 from .usage import UsageTally
 
 log = logging.getLogger("trellis.worker")
@@ -168,6 +169,8 @@ class Worker:
         #: what each component's calls cost here (usage.py), for metrics and ``trellis app usage``
         self.usage = UsageTally()
         self.observers.add(self.usage)
+        #: spy records and traffic summaries, sent while someone watches (taps.py)
+        self.taps: Taps | None = None
 
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -175,6 +178,9 @@ class Worker:
         nats = NatsSettings(**self.boot["nats"])
         self.nc = await connect(nats, name=f"trellis-worker-{self.host_id[:8]}-{self.index}")
         self.rpc = RpcClient(self.nc, self.lattice, source=self.host_id)
+        self.taps = Taps(self.nc, self.lattice, self.host_id, self.index, self.loop)
+        await self.taps.start()
+        self.observers.add(self.taps)
         self.imports = ImportRouter(self.nc, self.lattice, self.rpc, self.loop)
         if self.colocated is not None:
             self.imports.colocated = self._colocated_call
@@ -363,8 +369,10 @@ class Worker:
         assert self.imports is not None
         if trace is None and served.lattice_imports:
             trace = tracing.inject()
+        taps = self.taps
+        spy = taps if taps is not None and taps.spying and taps.spied(served.component_id) else None
         return self.imports.handler_for(served.component_id, inv, served.invoker.loaded, served.local,
-                                        trace=trace, counts=served.provider_calls)
+                                        trace=trace, counts=served.provider_calls, spy=spy, app=served.app)
 
     @staticmethod
     def execute(served: Served, inv: Invocation, handler: ImportHandler, timeout_s: float | None = None,
@@ -380,10 +388,15 @@ class Worker:
         return CallProbe() if self.observers else None
 
     def record(self, served: Served, inv: Invocation, via: str, ran_inline: bool, probe: CallProbe | None,
-               start: float, t0: float, exc: BaseException | None = None) -> None:
-        """Hand the record of a finished call to the observers (``records.py``)."""
+               start: float, t0: float, exc: BaseException | None = None, result: Any = None) -> None:
+        """Hand the record of a finished call to the observers (``records.py``), and with its
+        arguments and ``result`` to the spy tap when the component is spied on (``taps.py``)."""
         if probe is not None:
-            self.observers.emit(build(served, inv, self.host_id, self.index, via, ran_inline, probe, start, t0, exc))
+            record = build(served, inv, self.host_id, self.index, via, ran_inline, probe, start, t0, exc)
+            self.observers.emit(record)
+            taps = self.taps
+            if taps is not None and taps.spying:
+                taps.served(record, inv.args, result, exc)
 
     def _run_inline(self, served: Served, inv: Invocation, probe: CallProbe | None = None) -> Any:
         """Run one call on the event loop (``inline.py``); ``Reroute`` when it needs a thread."""
@@ -427,7 +440,7 @@ class Worker:
                 except Reroute:
                     ran_inline = False  # cut short before anything left the instance: run it again on a thread
                 else:
-                    self.record(served, inv, via, True, probe, start, t0)
+                    self.record(served, inv, via, True, probe, start, t0, result=result)
                     return result
             # calls this invocation makes are children of its server span (the current context here)
             handler = self.handler(served, inv)
@@ -436,7 +449,7 @@ class Worker:
         except BaseException as exc:
             self.record(served, inv, via, ran_inline, probe, start, t0, exc)
             raise
-        self.record(served, inv, via, False, probe, start, t0)
+        self.record(served, inv, via, False, probe, start, t0, result=result)
         return result
 
     def _colocated_call(self, call: Invocation) -> Any:
@@ -495,6 +508,8 @@ class Worker:
         await asyncio.gather(*(self._retire(s, grace_s, doors.get(cid)) for cid, s in self.served.items()),
                              return_exceptions=True)
         self.served.clear()
+        if self.taps is not None:
+            await self.taps.close()
         if self.imports:
             self._config_watch.cancel()
             await self.imports.stop()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import queue
 
 from interfaces.client import LatticeClient
-from tests.harness import HostProcess
+from interfaces.links import Link
+from interfaces.rpc_client import RpcError
+from tests.harness import HostProcess, eventually
 
 from .conftest import ECHO_PROVIDER
 
@@ -67,3 +71,58 @@ async def test_events_follow_hosts_placements_and_a_killed_host(nats_server, lat
     line = await lines.wait_for(lambda s: "host_started" in s and a.friendly_name in s, json_lines=False)
     assert "host_heartbeat" not in line
     await lines.wait_for(lambda s: "host_lost" in s and proc.name in s, json_lines=False)
+
+
+async def test_spy_shows_calls_into_and_out_of_a_component(nats_server, lattice, hosts, follow):
+    from tests.components.build import build_wat
+
+    await hosts.start()
+    async with LatticeClient(nats_server.url, lattice) as c:
+        for wat, cid in (("chain", "first"), ("middle", "second"), ("tail", "third")):
+            await c.start_component(str(build_wat(wat)), cid)
+        store = c.lattice_store()
+        await store.put_link(Link(source_id="first", target="second", wit_namespace="test", wit_package="chain",
+                                  interfaces=["next"]))
+        await store.put_link(Link(source_id="second", target="third", wit_namespace="test", wit_package="chain",
+                                  interfaces=["runner"]))
+        spy = follow("spy", "second", "-o", "json")
+        table = follow("spy", "second")
+
+        # the workers hear of the spy a moment after it starts: call until its records come
+        async def spied() -> dict | None:
+            assert await c.call("first", "test:chain/runner.run", "hello spy") == "hello spy"
+            try:
+                return json.loads(await asyncio.to_thread(spy.lines.get, True, 0.5))
+            except queue.Empty:
+                return None
+
+        first = await eventually(spied, 20, what="a spy record")
+        got = [first] + [json.loads(await asyncio.to_thread(spy.next_line, 10)) for _ in range(1)]
+        out = next(r for r in got if r["direction"] == "out")
+        into = next(r for r in got if r["direction"] == "in")
+        assert (into["caller"], into["target"], into["component"]) == ("first", "second", "second")
+        assert into["function"] == "test:chain/next.call" and '"hello spy"' in into["args"]
+        assert into["result"] == '"hello spy"' and into["outcome"] == "ok" and into["duration_ms"] > 0
+        assert (out["caller"], out["target"], out["function"]) == ("second", "third", "test:chain/runner.run")
+        assert '"hello spy"' in out["args"]
+        assert out["outcome"] == "ok" and out["duration_ms"] <= into["duration_ms"]
+
+        # a failing call: its outcome and error, as the caller saw it
+        await store.delete_link("second", "test", "chain")
+
+        async def failed() -> dict | None:
+            with contextlib.suppress(RpcError):
+                await c.call("first", "test:chain/runner.run", "no link")
+            while True:
+                try:
+                    r = json.loads(await asyncio.to_thread(spy.lines.get, True, 0.5))
+                except queue.Empty:
+                    return None
+                if r["outcome"] == "error":
+                    return r
+
+        err = await eventually(failed, 20, what="a failed call's spy record")
+        assert err["direction"] == "in" and err["error_kind"] == "missing_link" and "test:chain" in err["result"]
+
+        line = await table.wait_for(lambda s: "IN  first -> second" in s, json_lines=False)
+        assert "hello spy" in line or "no link" in line

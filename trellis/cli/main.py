@@ -13,9 +13,10 @@ from host.settings import default_state_dir
 from .build_cmd import build_command
 from .components import call_command, push_command, scale_app, start_app, update_app
 from .host_cmd import host_command
+from .ui_cmd import ui_command
 from .hosts import get_app, label_app, stop_app
 from .links import config_app, link_app  # also registers 'get links' on get_app
-from .views import events_command  # also registers 'get components|providers' on get_app
+from .views import events_command, spy_command  # also registers 'get components|providers' on get_app
 from .options import with_conn
 from .output import fail, split_list
 from .sign_cmd import sign_command
@@ -65,6 +66,8 @@ app.command("push")(push_command)
 app.command("build")(build_command)
 app.command("events")(with_conn(events_command))
 app.command("sign")(sign_command)
+app.command("spy")(with_conn(spy_command))
+app.command("ui")(with_conn(ui_command))
 
 
 @app.command("up")
@@ -92,6 +95,11 @@ def up_command(
     config: list[str] = typer.Option([], "--config", metavar="NAME.KEY=VALUE",
                                      help="with --deploy: set KEY of the manifest's inline config NAME "
                                           "(repeatable), e.g. --config http-listen.address=127.0.0.1:9090"),
+    no_ui: bool = typer.Option(False, "--no-ui", help="do not start the web dashboard"),
+    ui_port: int = typer.Option(3030, "--ui-port", envvar="TRELLIS_UI_PORT", min=1, max=65535,
+                                help="port of the web dashboard ('trellis ui')"),
+    ui_host: str = typer.Option("127.0.0.1", "--ui-host", envvar="TRELLIS_UI_HOST",
+                                help="address the web dashboard listens on"),
 ) -> None:
     """Run NATS, a host and wadm on this machine until Ctrl-C."""
     from interfaces.signing import parse_issuers
@@ -114,7 +122,8 @@ def up_command(
     settings = UpSettings(state_dir=state_dir, nats_host=nats_host, nats_port=nats_port,
                           lattice=lattice, labels=label, with_wadm=not no_wadm, deploy=deploy,
                           deploy_config=config, insecure_registries=split_list(allow_insecure_registries),
-                          trusted_issuers=issuers, allow_python_providers=tuple(split_list(allow_python_provider)))
+                          trusted_issuers=issuers, allow_python_providers=tuple(split_list(allow_python_provider)),
+                          ui_host=ui_host, ui_port=None if no_ui else ui_port)
     try:
         code = Up(settings, say=_say).run()
     except UpError as exc:

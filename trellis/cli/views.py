@@ -1,19 +1,24 @@
-"""`trellis get components|providers` (lattice-wide) and `trellis events` (follow the lattice)."""
+"""`trellis get components|providers` (lattice-wide), `trellis events` (follow the lattice) and
+`trellis spy` (follow one component's calls)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Optional
+import asyncio
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from interfaces.client import LatticeClient
+    from interfaces.taps import SpyRecord
 
 from .hosts import get_app
 from .options import Conn, with_conn
-from .output import Output, err_console, print_json, run, run_on, table
+from .output import Output, err_console, fail, print_json, run, run_on, table
 
 OutputOpt = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts")
 TimeoutOpt = typer.Option(1.0, "--timeout", help="seconds to wait for hosts to answer")
@@ -118,7 +123,86 @@ def _follow(conn: Conn, fn: "Callable[[LatticeClient], Awaitable[None]]") -> Non
         raise typer.Exit(0) from None
 
 
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
 
-__all__ = ["events_command", "get_components", "get_providers"]
+def spy_command(
+    component_id: str = typer.Argument(..., help="the component to watch (see 'trellis get components')"),
+    output: Output = typer.Option(Output.table, "-o", "--output",
+                                  help="table: one line per call for people; json: one JSON object per line"),
+    count: Optional[int] = typer.Option(None, "--count", min=1, help="exit after this many calls"),
+    *,
+    conn: Conn,
+) -> None:
+    """Watch every invocation into and out of a component as it happens: caller, function,
+    arguments and result (abbreviated), duration, outcome. Ctrl-C stops; the component's
+    workers stop sending records a few seconds after the last spy leaves."""
+    from interfaces import subjects
+    from interfaces.subjects import SubjectError
+    from interfaces.taps import RENEW_EVERY_S, SpyRecord, TapWant
+    from trellis.views.feed import local_time
+
+    try:
+        subject = subjects.tap_spy(conn.lattice, component_id)
+    except SubjectError as exc:
+        raise fail(str(exc)) from None
+
+    async def spy(c: LatticeClient) -> None:
+        nc = c.nc
+        assert nc is not None
+        records: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_record(msg: Any) -> None:
+            records.put_nowait(msg.data)
+
+        sub = await nc.subscribe(subject, cb=on_record)
+        want = subjects.tap_want(conn.lattice)
+
+        async def renew() -> None:
+            while True:
+                await nc.publish(want, TapWant(spy=component_id).model_dump_json().encode())
+                await nc.flush()
+                await asyncio.sleep(RENEW_EVERY_S)
+
+        renewer = asyncio.get_running_loop().create_task(renew(), name="spy-renew")
+        try:
+            hosts = await c.get_hosts(timeout_s=0.5)
+            if not any(comp.id == component_id for h in hosts for comp in h.components):
+                err_console.print(f"[yellow]note:[/yellow] no host runs component {component_id!r} now; "
+                                  "waiting for its calls", highlight=False)
+            err_console.print(f"spying on component {component_id!r} in lattice {c.lattice!r} (Ctrl-C to stop)",
+                              highlight=False)
+            seen = 0
+            while count is None or seen < count:
+                data = await records.get()
+                if output is Output.json:
+                    sys.stdout.write(data.decode() + "\n")
+                else:
+                    try:
+                        r = SpyRecord.model_validate_json(data)
+                    except ValueError:
+                        continue
+                    sys.stdout.write(_spy_line(r, local_time(r.time)) + "\n")
+                sys.stdout.flush()
+                seen += 1
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            try:  # withdraw the wish at once rather than letting it lapse
+                await nc.publish(want, TapWant(spy=component_id, ttl_s=0).model_dump_json().encode())
+                await sub.unsubscribe()
+                await nc.flush(timeout=1)
+            except Exception:
+                pass
+
+    _follow(conn, spy)
+
+
+def _spy_line(r: "SpyRecord", when: str) -> str:
+    arrow = "IN " if r.direction == "in" else "OUT"
+    dur = f"{r.duration_ms:.2f} ms" if r.duration_ms < 100 else f"{r.duration_ms:.0f} ms"
+    tags = [dur, r.outcome if r.outcome == "ok" else f"{r.outcome} ({r.error_kind})"]
+    if r.via:
+        tags.append(r.via)
+    if r.cold:
+        tags.append("cold")
+    sign = "=>" if r.outcome == "ok" else "!!"
+    return f"{when} {arrow} {r.caller} -> {r.target}  {r.function} {r.args} {sign} {r.result}  ({', '.join(tags)})"

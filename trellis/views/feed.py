@@ -204,7 +204,10 @@ def summarize(ev: Event, host_name: Any = None) -> str:
                 f"{d.get('wit_namespace')}:{d.get('wit_package')}/{{{ifaces}}} ({d.get('name', 'default')})")
     if t in (EventType.CONFIG_SET, EventType.CONFIG_DELETED):
         return f"config {d.get('config_name')} {'set' if t == EventType.CONFIG_SET else 'deleted'}"
-    # app status and anything newer: the fields people look for first
+    if t == "app_status_changed":
+        version = f" {d['version']}" if d.get("version") else ""
+        return f"app {d.get('name')}{version} {d.get('status')}" + (f": {d['message']}" if d.get("message") else "")
+    # anything newer: the fields people look for first
     parts = []
     for k in ("app", "name", "component_id", "provider_id", "status", "state", "message", "error", "reason"):
         if d.get(k) not in (None, "", [], {}):

@@ -18,9 +18,11 @@ if TYPE_CHECKING:
 
 from .hosts import get_app
 from .options import Conn, with_conn
-from .output import Output, err_console, fail, print_json, run, run_on, table
+from .output import Output, OutputOpt, emit, err_console, fail, run, run_on, table
 
-OutputOpt = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts")
+StreamOutputOpt = typer.Option(Output.table, "-o", "--output",
+                               help="table: a line each for people; json: one JSON object per line; "
+                                    "yaml: one YAML document each")
 TimeoutOpt = typer.Option(1.0, "--timeout", help="seconds to wait for hosts to answer")
 
 
@@ -35,8 +37,7 @@ def get_components(output: Output = OutputOpt, timeout: float = TimeoutOpt, *, c
     from trellis.views.inventory import components
 
     rows = components(run_on(conn, lambda c: c.get_hosts(timeout_s=timeout)))
-    if output is Output.json:
-        print_json(rows)
+    if emit(rows, output):
         return
     table(f"components in lattice {conn.lattice!r}", ["ID", "APP", "IMAGE", "MAX INSTANCES", "HOSTS"], [
         (r.id, f"{r.app} {r.app_version or ''}".strip() if r.app else "", r.image, r.max_instances,
@@ -52,19 +53,17 @@ def get_providers(output: Output = OutputOpt, timeout: float = TimeoutOpt, *, co
     from trellis.views.inventory import providers
 
     rows = providers(run_on(conn, lambda c: c.get_hosts(timeout_s=timeout)))
-    if output is Output.json:
-        print_json(rows)
+    if emit(rows, output):
         return
     table(f"providers in lattice {conn.lattice!r}", ["ID", "APP", "IMAGE", "STATUS", "HOSTS"], [
         (r.id, f"{r.app} {r.app_version or ''}".strip() if r.app else "", r.image, r.status,
-         _placed([(p.host_name, p.status or "") for p in r.hosts]))
+         _placed([(p.host_name, p.status) for p in r.hosts]))
         for r in rows
     ])
 
 
 def events_command(
-    output: Output = typer.Option(Output.table, "-o", "--output",
-                                  help="table: one line per event for people; json: one JSON object per line"),
+    output: Output = StreamOutputOpt,
     types: list[str] = typer.Option([], "--type", "-t", help="only events of this type (repeatable; "
                                     "e.g. host_started, component_scaled, host_lost)"),
     heartbeats: bool = typer.Option(False, "--heartbeats", help="also show host_heartbeat events (every second per host)"),
@@ -92,8 +91,8 @@ def events_command(
             async for ev in feed.events():
                 if not show(ev):
                     continue
-                if output is Output.json:
-                    sys.stdout.write(json.dumps(ev.model_dump(mode="json"), separators=(",", ":")) + "\n")
+                if output is not Output.table:
+                    _write_record(ev.model_dump(mode="json"), output)
                 else:
                     src = feed.host_name(ev.source)
                     src = src if len(src) <= 24 else src[:23] + "…"
@@ -126,8 +125,7 @@ def _follow(conn: Conn, fn: "Callable[[LatticeClient], Awaitable[None]]") -> Non
 
 def spy_command(
     component_id: str = typer.Argument(..., help="the component to watch (see 'trellis get components')"),
-    output: Output = typer.Option(Output.table, "-o", "--output",
-                                  help="table: one line per call for people; json: one JSON object per line"),
+    output: Output = StreamOutputOpt,
     count: Optional[int] = typer.Option(None, "--count", min=1, help="exit after this many calls"),
     *,
     conn: Conn,
@@ -175,6 +173,8 @@ def spy_command(
                 data = await records.get()
                 if output is Output.json:
                     sys.stdout.write(data.decode() + "\n")
+                elif output is Output.yaml:
+                    _write_record(json.loads(data), output)
                 else:
                     try:
                         r = SpyRecord.model_validate_json(data)
@@ -194,6 +194,16 @@ def spy_command(
                 pass
 
     _follow(conn, spy)
+
+
+def _write_record(obj: Any, output: Output) -> None:
+    """One record of a stream: a JSON line, or a YAML document."""
+    if output is Output.json:
+        sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=str) + "\n")
+    else:
+        import yaml
+
+        sys.stdout.write("---\n" + yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
 
 
 def _spy_line(r: "SpyRecord", when: str) -> str:

@@ -20,8 +20,14 @@ VERSION_ANNOTATION = "trellis.app.version"
 class Placement(BaseModel):
     host_id: str
     host_name: str
-    max_instances: int | None = None
-    status: str | None = None
+
+
+class ComponentPlacement(Placement):
+    max_instances: int
+
+
+class ProviderPlacement(Placement):
+    status: str
 
 
 class ComponentRow(BaseModel):
@@ -31,7 +37,7 @@ class ComponentRow(BaseModel):
     app: str | None = None
     app_version: str | None = None
     max_instances: int
-    hosts: list[Placement]
+    hosts: list[ComponentPlacement]
 
 
 class ProviderRow(BaseModel):
@@ -40,7 +46,7 @@ class ProviderRow(BaseModel):
     app: str | None = None
     app_version: str | None = None
     status: str
-    hosts: list[Placement]
+    hosts: list[ProviderPlacement]
 
 
 def components(hosts: Iterable[HostInfo]) -> list[ComponentRow]:
@@ -53,7 +59,7 @@ def components(hosts: Iterable[HostInfo]) -> list[ComponentRow]:
                     id=c.id, image=c.image, digest=c.digest, app=c.annotations.get(APP_ANNOTATION),
                     app_version=c.annotations.get(VERSION_ANNOTATION), max_instances=0, hosts=[])
             row.max_instances += c.max_instances
-            row.hosts.append(Placement(host_id=h.id, host_name=h.name, max_instances=c.max_instances))
+            row.hosts.append(ComponentPlacement(host_id=h.id, host_name=h.name, max_instances=c.max_instances))
     return sorted(rows.values(), key=lambda r: (r.app or "", r.id))
 
 
@@ -66,8 +72,8 @@ def providers(hosts: Iterable[HostInfo]) -> list[ProviderRow]:
                 row = rows[p.id] = ProviderRow(
                     id=p.id, image=p.image, app=p.annotations.get(APP_ANNOTATION),
                     app_version=p.annotations.get(VERSION_ANNOTATION), status=p.status, hosts=[])
-            row.hosts.append(Placement(host_id=h.id, host_name=h.name, status=p.status))
+            row.hosts.append(ProviderPlacement(host_id=h.id, host_name=h.name, status=p.status))
     for row in rows.values():
-        states = sorted({pl.status or "" for pl in row.hosts})
+        states = sorted({pl.status for pl in row.hosts})
         row.status = states[0] if len(states) == 1 else "mixed (" + ", ".join(states) + ")"
     return sorted(rows.values(), key=lambda r: (r.app or "", r.id))

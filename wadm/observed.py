@@ -21,7 +21,7 @@ who put them (`PutLink.app`, `PutConfig.app`) and the observer reports it in
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
@@ -163,9 +163,22 @@ class RunningProvider:
     message: str = ""
     local_state: bool = False
     """The provider declared that its data lives on this host."""
+    problem_since: float | None = None
+    """Since when (the observer's clock, seconds) it has had the `problem` it has now; None: no problem."""
 
     def __post_init__(self) -> None:
         _set(self, "annotations", frozen_str_map(self.annotations))
+
+    def since(self, before: RunningProvider | None, now: float) -> RunningProvider:
+        """This state, timed: a problem keeps the time it began (from `before`, the same provider as
+        last seen), a new problem begins `now`, no problem has no time."""
+        if self.problem() is None:
+            when = None
+        elif before is not None and before.problem() is not None and before.problem_since is not None:
+            when = before.problem_since
+        else:
+            when = now
+        return self if when == self.problem_since else replace(self, problem_since=when)
 
     @property
     def healthy(self) -> bool:

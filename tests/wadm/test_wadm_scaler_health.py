@@ -37,11 +37,10 @@ def test_a_joining_host_gets_its_share_before_the_old_host_gives_any_up() -> Non
     assert placements(after, CID) == {"a": 10, "b": 10}
 
 
-def test_extra_holders_stop_only_once_the_replacement_runs() -> None:
+def test_scaling_providers_down_needs_no_start_first() -> None:
     m = manifest(app(3, kind="capability", image="builtin:http-server"))
     start, _ = converge(m, lattice(host("a"), host("b"), host("c")))
     assert len(providers_on(start, CID)) == 3
-    # scale to 1 provider while one of the two kept ... stops come without any start: all at once is fine
     smaller, _ = converge(manifest(app(1, kind="capability", image="builtin:http-server")), start)
     assert len(providers_on(smaller, CID)) == 1
 
@@ -194,3 +193,41 @@ def test_pin_commands_come_last_and_are_plain_data() -> None:
     assert p.commands == ()
     assert p.status.components[0].state is AppState.DEGRADED
     assert not any(isinstance(c, ScaleComponent | StopProvider) for c in p.commands)
+
+
+def _sick_for(obs: Observed, host_id: str, since: float) -> Observed:
+    running = obs.hosts[host_id].providers[PID]
+    return _with_provider(obs, host_id, RunningProvider(running.image, running.annotations, "unhealthy",
+                                                        "backend unreachable", problem_since=since))
+
+
+def test_a_provider_unhealthy_for_long_is_placed_elsewhere_first_then_stopped() -> None:
+    m = manifest(_provider_app())
+    ok, _ = converge(m, lattice(host("a", mem=2000), host("b", mem=100)))
+    assert providers_on(ok, PID) == ["a"]
+    sick = _sick_for(ok, "a", since=100.0)
+    assert reconcile(m, sick, now=105.0) == []  # not for long yet: reported, not acted on
+    first = reconcile(m, sick, now=120.0)
+    assert [(type(c), c.host_id) for c in first] == [(StartProvider, "b")]  # make before break
+    moved = apply_one(sick, first[0])
+    second = reconcile(m, moved, now=121.0)
+    assert [(type(c), c.host_id) for c in second] == [(StopProvider, "a")]
+    assert "backend unreachable" in second[0].reason
+
+
+def test_a_provider_unhealthy_for_long_with_nowhere_else_to_go_is_restarted() -> None:
+    m = manifest(_provider_app())
+    ok, _ = converge(m, lattice(host("a")))
+    sick = _sick_for(ok, "a", since=100.0)
+    cmds = reconcile(m, sick, now=120.0)
+    assert [(type(c), c.host_id) for c in cmds] == [(StopProvider, "a")]
+    assert cmds[0].reason.startswith("restart: unhealthy: backend unreachable")
+    stopped = apply_one(sick, cmds[0])
+    assert [(type(c), c.host_id) for c in reconcile(m, stopped, now=121.0)] == [(StartProvider, "a")]
+
+
+def test_the_problem_keeps_the_time_it_began() -> None:
+    first = RunningProvider("builtin:x", {}, "unhealthy", "down").since(None, 10.0)
+    again = RunningProvider("builtin:x", {}, "unhealthy", "down").since(first, 20.0)
+    healed = RunningProvider("builtin:x", {}).since(again, 30.0)
+    assert (first.problem_since, again.problem_since, healed.problem_since) == (10.0, 10.0, None)

@@ -361,7 +361,7 @@ class Controller(Service):
                 return
             shared = await self.shared_apps()
             commands = plan(manifest, observed, pass_id=pass_id, shared_apps=shared,
-                            avoid=self.executor.book.avoid(name)).commands
+                            avoid=self.executor.book.avoid(name), now=asyncio.get_running_loop().time()).commands
         else:
             commands = tuple(undeploy(name, observed, pass_id=pass_id))
         if commands:

@@ -140,6 +140,8 @@ class LatticeView:
         """A host described itself (heartbeat, started, ping reply): replace what we knew."""
         new = _entry_from_info(info, now)
         old = self.hosts.get(info.id)
+        new.providers = {pid: p.since(old.providers.get(pid) if old else None, now)
+                         for pid, p in new.providers.items()}
         self.hosts[info.id] = new
         self._snapshot = None
         if old is None:
@@ -207,7 +209,7 @@ class LatticeView:
             else:
                 status, message = "restarting", str(data.get("reason") or "")
             host.providers[pid] = RunningProvider(prov.image, prov.annotations, status, message,
-                                                  bool(data.get("local_state", prov.local_state)))
+                                                  bool(data.get("local_state", prov.local_state))).since(prov, now)
         elif t == EventType.PROVIDER_START_FAILED or (
                 t == EventType.PROVIDER_STOPPED and data.get("reason") == "stopped"):
             host.providers.pop(str(data.get("provider_id", "")), None)

@@ -38,9 +38,11 @@ Rules, in order (all deterministic):
    are running, and stay if the new ones cannot be placed.
 8. **Health.** A provider counts as running only while its host reports it healthy;
    one that is not (unhealthy, restarting, failed, or starting with a complaint) is
-   a *problem* naming the host and its cause. Hosts in `avoid` (where starting this
-   workload just failed) are chosen last, so it is placed elsewhere if the spreads
-   allow.
+   a *problem* naming the host and its cause. Given `now`, a provider with a problem
+   for `SICK_AFTER_S` is acted on: a free eligible host is chosen before it (so it is
+   placed elsewhere, make before break, if the spreads allow), else it is restarted
+   in place. Hosts in `avoid` (where starting this workload just failed) are chosen
+   last, so it is placed elsewhere if the spreads allow.
 9. **Local state.** With `restrict_to` (see `local_state.py`) only hosts with that
    state dir id are eligible; when none is in the lattice, nothing is started and
    the workload is *degraded* with reason `gone`.
@@ -203,6 +205,27 @@ def _no_host_message(w: Workload, spread: Spread, eligible: list[ObservedHost], 
     return f"no eligible host for spread '{spread.name}': {w.id} already runs on {ids} for another application"
 
 
+SICK_AFTER_S = 15.0
+"""A provider with a problem (unhealthy, restarting, failed, starting with a complaint) for this long is
+acted on: started on another eligible free host first (the sick one stops once it runs), or, with no
+other host, restarted in place (stopped; the next pass starts it again)."""
+
+
+def _sick_for_long(w: Workload, slot: Slot, now: float | None) -> bool:
+    if not w.is_provider or now is None:
+        return False
+    prov = slot.host.providers.get(w.id)
+    return (prov is not None and prov.problem_since is not None and prov.problem() is not None
+            and now - prov.problem_since >= SICK_AFTER_S)
+
+
+def _restart_reason(w: Workload, slot: Slot, now: float | None) -> str:
+    prov = slot.host.providers.get(w.id)
+    since = prov.problem_since if prov is not None else None
+    took = f" for {now - since:.0f}s" if now is not None and since is not None else ""
+    return f"restart: {prov.problem() if prov else 'not healthy'}{took} on {slot.host.describe()}"
+
+
 def _healthy(w: Workload, slot: Slot) -> bool:
     if not w.is_provider:
         return True
@@ -220,6 +243,7 @@ def place(
     restrict_to: str | None = None,
     gone: str | None = None,
     avoid: frozenset[str] = frozenset(),
+    now: float | None = None,
 ) -> Outcome:
     """Plan `w` given what each spread wants (see the module doc for the rules)."""
     out = Outcome(w)
@@ -237,6 +261,7 @@ def place(
     replace: list[tuple[Slot, str]] = []  # stale chosen holders, with their spread
     retire: list[Slot] = list(leftovers.values())
     scale_ups = 0
+    restarts: list[Command] = []  # providers unhealthy for long with nowhere else to go: stopped, started again
     downs: list[Command] = []  # scale-downs and extra stops: only once nothing is starting (make before break)
 
     for spread, want in wants:
@@ -273,9 +298,18 @@ def place(
             out.notes.append(f"spread '{spread.name}' has one eligible host: losing it stops {w.name}")
 
         tags = desired_annotations(ctx, w, spread.name)
-        chosen_fresh = fresh[: len(shares)]
-        chosen_free = free[: len(shares) - len(chosen_fresh)]
-        chosen_stale = stale[: len(shares) - len(chosen_fresh) - len(chosen_free)]
+        sick = [s for s in fresh if _sick_for_long(w, s, now)]
+        well = [s for s in fresh if s not in sick]
+        n = len(shares)
+        keep = well[:n]
+        chosen_free = free[: n - len(keep)]  # before long-sick holders: placed elsewhere when it can be
+        chosen_sick = sick[: n - len(keep) - len(chosen_free)]  # nowhere else to go: restarted in place
+        chosen_fresh = keep + chosen_sick
+        chosen_stale = stale[: n - len(chosen_fresh) - len(chosen_free)]
+        extra = [s for s in well + sick if s not in chosen_fresh]
+        for slot in chosen_sick:
+            restarts.append(_stop(w, slot.host.id, ctx, _restart_reason(w, slot, now)))
+        extra = [s for s in fresh if s not in chosen_fresh]
         share_iter = iter(shares)
         for slot in chosen_fresh:
             share = next(share_iter)
@@ -298,8 +332,10 @@ def place(
             out.starts.append(_start(w, host.id, share, tags, ctx, why))
         for slot in chosen_stale:
             replace.append((slot, spread.name))
-        for slot in fresh[len(shares):]:
-            downs.append(_stop(w, slot.host.id, ctx, f"extra: spread '{spread.name}' wants {want}, on {len(shares)} host(s)"))
+        for slot in extra:
+            why = (_restart_reason(w, slot, now) + "; placed on another host instead" if slot in sick
+                   else f"extra: spread '{spread.name}' wants {want}, on {len(shares)} host(s)")
+            downs.append(_stop(w, slot.host.id, ctx, why))
         retire.extend(stale[len(chosen_stale):])
 
     surging = scale_ups > 0 or any(isinstance(c, StartComponent | StartProvider) for c in out.starts)
@@ -308,10 +344,11 @@ def place(
     else:
         out.starts.extend(c for c in downs if isinstance(c, ScaleComponent))
         out.stops.extend(c for c in downs if not isinstance(c, ScaleComponent))
+    out.stops.extend(restarts)
     if replace and not surging:
         slot, spread_name = replace[0]  # one disruptive replacement per pass
         out.starts.append(_replace(w, slot, ctx, spread_name))
-    out.pending = surging or bool(replace)
+    out.pending = surging or bool(replace) or bool(restarts)
     out.waiting += len(replace) + len(retire)
     if not out.pending and not out.failures and not out.degraded:
         for slot in retire:

@@ -136,8 +136,8 @@ def _describe(p: Problem, ls: LocalState) -> str:
 
 
 def _place_workloads(app: Manifest, observed: Observed, ctx: Context, blocked: Mapping[str, str],
-                     shared_apps: Mapping[str, Manifest] | None,
-                     avoid: Mapping[str, frozenset[str]]) -> tuple[_Parts, bool, set[str], set[str]]:
+                     shared_apps: Mapping[str, Manifest] | None, avoid: Mapping[str, frozenset[str]],
+                     now: float | None) -> tuple[_Parts, bool, set[str], set[str]]:
     parts = _Parts()
     pending = False
     comp_ids: set[str] = set()
@@ -149,7 +149,7 @@ def _place_workloads(app: Manifest, observed: Observed, ctx: Context, blocked: M
             continue
         (prov_ids if w.is_provider else comp_ids).add(w.id)
         ls = local_state(w, observed, ctx)
-        how = {"restrict_to": ls.restrict_to, "gone": ls.gone, "avoid": avoid.get(w.id, frozenset())}
+        how = {"restrict_to": ls.restrict_to, "gone": ls.gone, "avoid": avoid.get(w.id, frozenset()), "now": now}
         outcome = (plan_daemon(w, observed, ctx, **how) if w.scaler == "daemonscaler"
                    else plan_spread(w, observed, ctx, **how))
         if ls.command is not None:
@@ -205,18 +205,21 @@ def plan(
     pass_id: str = "",
     shared_apps: Mapping[str, Manifest] | None = None,
     avoid: Mapping[str, frozenset[str]] | None = None,
+    now: float | None = None,
 ) -> Plan:
     """Commands that move the lattice toward `app`, and the app's status as observed.
 
     `shared_apps` maps names of deployed shared applications to their manifests, to
     resolve ids of components used through ``properties.application``. `avoid` maps a
     component or provider id to hosts where starting it just failed: they are chosen
-    last, so it is placed elsewhere when the spreads allow.
+    last, so it is placed elsewhere when the spreads allow. `now` (the observer's clock)
+    lets the scalers act on providers that stay unhealthy (restart, or place elsewhere);
+    without it they only report them.
     """
     ctx = Context(app.name, app.version, pass_id)
     cfg = plan_configs(app, app.name, observed, ctx)
     parts, pending, comp_ids, prov_ids = _place_workloads(app, observed, ctx, cfg.blocked, shared_apps,
-                                                          avoid or {})
+                                                          avoid or {}, now)
     orphans = _orphans(app.name, observed, comp_ids, prov_ids, ctx)
     links_wanted, link_notes = desired_links(app, ctx, shared_apps)
     links = plan_links(app.name, links_wanted, observed, cfg.blocked, ctx)
@@ -255,9 +258,10 @@ def reconcile(
     pass_id: str = "",
     shared_apps: Mapping[str, Manifest] | None = None,
     avoid: Mapping[str, frozenset[str]] | None = None,
+    now: float | None = None,
 ) -> list[Command]:
     """The commands that move the lattice toward `app`; empty when it is there."""
-    return list(plan(app, observed, pass_id=pass_id, shared_apps=shared_apps, avoid=avoid).commands)
+    return list(plan(app, observed, pass_id=pass_id, shared_apps=shared_apps, avoid=avoid, now=now).commands)
 
 
 def status(

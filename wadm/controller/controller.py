@@ -399,5 +399,6 @@ class Controller(Service):
             manifest = await self.manifest(name, record.deployed_version)
             if manifest is not None:
                 return deployed_status(manifest, observed, self.executor.book.for_app(name),
-                                       shared_apps=await self.shared_apps(), last_pass=last)
+                                       shared_apps=await self.shared_apps(), last_pass=last,
+                                       now=asyncio.get_running_loop().time())
         return undeployed_status(name, observed, last_pass=last)

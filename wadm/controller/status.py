@@ -35,9 +35,10 @@ def _with_failures(message: str, failures: Sequence[Failure]) -> str:
 
 def deployed_status(app: Manifest, observed: Observed, failures: Sequence[Failure], *,
                     shared_apps: Mapping[str, Manifest] | None = None,
-                    last_pass: str | None = None) -> AppStatusReply:
-    """Status of deployed `app` against `observed`, with remembered command failures."""
-    st: AppStatus = plan(app, observed, shared_apps=shared_apps).status
+                    last_pass: str | None = None, now: float | None = None) -> AppStatusReply:
+    """Status of deployed `app` against `observed`, with remembered command failures (`now`: the
+    observer's clock, see `wadm.scaler.plan`)."""
+    st: AppStatus = plan(app, observed, shared_apps=shared_apps, now=now).status
     by_subject: dict[str, list[Failure]] = {}
     for f in failures:
         by_subject.setdefault(f.subject, []).append(f)

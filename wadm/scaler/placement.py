@@ -211,6 +211,20 @@ acted on: started on another eligible free host first (the sick one stops once i
 other host, restarted in place (stopped; the next pass starts it again)."""
 
 
+STARTING_GRACE_S = 3.0
+"""A provider still starting is reported for what its health answers say only after this long (every
+provider answers "not started" for a moment); given no clock, at once."""
+
+
+def _problem(w: Workload, slot: Slot, now: float | None) -> str | None:
+    prov = slot.host.providers.get(w.id) if w.is_provider else None
+    problem = prov.problem() if prov is not None else None
+    if (problem is not None and prov is not None and prov.status == "starting" and now is not None
+            and prov.problem_since is not None and now - prov.problem_since < STARTING_GRACE_S):
+        return None
+    return problem
+
+
 def _sick_for_long(w: Workload, slot: Slot, now: float | None) -> bool:
     if not w.is_provider or now is None:
         return False
@@ -282,8 +296,7 @@ def place(
         out.desired += sum(shares) if w.scaler == "daemonscaler" else want
         out.running += sum(s.count for s in fresh if _healthy(w, s))
         for slot in fresh:
-            prov = slot.host.providers.get(w.id) if w.is_provider else None
-            problem = prov.problem() if prov is not None else None
+            problem = _problem(w, slot, now)
             if problem is not None:
                 out.problems.append((slot.host, problem))
         if want > 0 and usable == 0 and gone is not None:

@@ -29,6 +29,7 @@ log = logging.getLogger("trellis.ui")
 RECENT_EVENTS = 200
 APPS_EVERY_S = 3.0
 LINKS_EVERY_S = 5.0
+USAGE_EVERY_S = 5.0
 #: a lost host stays on the page (marked lost) this long
 LOST_SHOWN_S = 60.0
 _BUILTIN_LABELS = {"os", "arch", "hostname", "python"}
@@ -120,7 +121,9 @@ class LatticeState:
                         loop.create_task(self._poll(self._refresh_apps, self._apps_due, APPS_EVERY_S), name="ui-apps"),
                         loop.create_task(self._poll(self._refresh_links, self._links_due, LINKS_EVERY_S),
                                          name="ui-links"),
-                        loop.create_task(self._tick(), name="ui-tick")]
+                        loop.create_task(self._tick(), name="ui-tick"),
+                        loop.create_task(self._poll(self._refresh_usage, asyncio.Event(), USAGE_EVERY_S),
+                                         name="ui-usage")]
         try:  # the page shows every host at once rather than after its next heartbeat
             for h in await self.client.get_hosts(timeout_s=0.5):
                 if h.id not in self.feed.hosts:
@@ -202,6 +205,27 @@ class LatticeState:
                 row.update(components=[], links=[], message=exc.message)
             apps.append(row)
         self.apps, self.apps_note = apps, ""
+        self.changed()
+
+    async def _refresh_usage(self) -> None:
+        """Usage, energy and carbon per app, as `trellis app usage` computes them, when the hosts report it."""
+        assert self.client is not None
+        try:
+            from interfaces.carbon import CarbonModel
+            from trellis.cli.usage_cmd import app_usage
+        except ImportError:
+            self.usage = {"note": "this Trellis does not report usage"}
+            return
+        if not hasattr(self.client, "get_usage") or not self.apps:
+            return
+        hosts = await self.client.get_usage(timeout_s=3.0)
+        model = CarbonModel.from_env()
+        apps = {}
+        for app in self.apps:
+            report = app_usage(hosts, app["name"], model)
+            if report["components"] or report["providers"]:
+                apps[app["name"]] = report["total"]
+        self.usage = {"apps": apps, "model": model.describe(), "hosts": len(hosts)}
         self.changed()
 
     async def _refresh_links(self) -> None:

@@ -86,6 +86,7 @@ def events_command(
     async def follow(c: LatticeClient) -> None:
         assert c.nc is not None
         async with EventFeed(c.nc, c.lattice) as feed:
+            feed.seed(await c.get_hosts(timeout_s=0.5))  # names for the first events' sources
             err_console.print(f"following events of lattice {c.lattice!r} (Ctrl-C to stop)", highlight=False)
             seen = 0
             async for ev in feed.events():
@@ -112,6 +113,9 @@ def _follow(conn: Conn, fn: "Callable[[LatticeClient], Awaitable[None]]") -> Non
 
     async def go() -> None:
         async with LatticeClient(conn.nats, conn.lattice) as c:
+            # connected (a bad address failed fast): from now on ride out NATS restarts, as a follower should
+            if c.nc is not None:
+                c.nc.options["max_reconnect_attempts"] = -1
             await fn(c)
 
     try:
@@ -156,8 +160,11 @@ def spy_command(
 
         async def renew() -> None:
             while True:
-                await nc.publish(want, TapWant(spy=component_id).model_dump_json().encode())
-                await nc.flush()
+                try:
+                    await nc.publish(want, TapWant(spy=component_id).model_dump_json().encode())
+                    await nc.flush(timeout=RENEW_EVERY_S)
+                except Exception:  # NATS away for a moment: ask again on the next round
+                    pass
                 await asyncio.sleep(RENEW_EVERY_S)
 
         renewer = asyncio.get_running_loop().create_task(renew(), name="spy-renew")

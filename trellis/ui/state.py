@@ -20,7 +20,7 @@ from interfaces.client import LatticeClient
 from interfaces.connection import NatsSettings, connect
 from interfaces.events import Event, EventType
 from trellis.views import inventory
-from trellis.views.feed import HOST_LOST, HOST_RETURNED, EventFeed, SeenHost, summarize
+from trellis.views.feed import HOST_LOST, HOST_RETURNED, EventFeed, summarize
 from trellis.views.traffic import TrafficWatch
 
 log = logging.getLogger("trellis.ui")
@@ -102,6 +102,9 @@ class LatticeState:
         return self.version
 
     async def _run(self) -> None:
+        # the first connect keeps trying until NATS answers (the page says so meanwhile)
+        self.error = f"waiting for NATS at {self.nats.url} (is 'trellis up' or the lattice's NATS running?)"
+        self.changed()
         while self._nc is None:
             try:
                 self._nc = await connect(self.nats, name="trellis-ui", max_reconnect_attempts=-1,
@@ -125,9 +128,7 @@ class LatticeState:
                         loop.create_task(self._poll(self._refresh_usage, asyncio.Event(), USAGE_EVERY_S),
                                          name="ui-usage")]
         try:  # the page shows every host at once rather than after its next heartbeat
-            for h in await self.client.get_hosts(timeout_s=0.5):
-                if h.id not in self.feed.hosts:
-                    self.feed.hosts[h.id] = SeenHost(h, time.monotonic())
+            self.feed.seed(await self.client.get_hosts(timeout_s=0.5))
         except Exception as exc:
             log.debug("first ping failed: %r", exc)
         self.changed()

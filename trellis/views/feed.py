@@ -86,6 +86,12 @@ class EventFeed:
         while True:
             yield await self._queue.get()
 
+    def seed(self, hosts: list[HostInfo]) -> None:
+        """Hosts known from a ping, so the first events name them before their next heartbeat."""
+        for h in hosts:
+            if h.id not in self.hosts:
+                self.hosts[h.id] = SeenHost(h, time.monotonic())
+
     def host_name(self, host_id: str) -> str:
         seen = self.hosts.get(host_id)
         return seen.info.name if seen else host_id

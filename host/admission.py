@@ -37,8 +37,8 @@ class Admission:
     def python_module_allowed(self, module: str) -> bool:
         return "*" in self.allow_python or module in self.allow_python
 
-    async def provider_argv(self, provider_id: str, image: str, argv: list[str]) -> list[str]:
-        """The command line to run, once the provider passes the host's checks."""
+    async def provider_argv(self, provider_id: str, image: str, argv: list[str]) -> tuple[list[str], Claims | None]:
+        """The command line to run and the accepted claims, once the provider passes the host's checks."""
         if image.startswith("python:"):
             module = image[len("python:"):]
             if not self.python_module_allowed(module):
@@ -49,9 +49,9 @@ class Admission:
             if self.trust.required:
                 raise SignatureError(f"provider {provider_id} refused: python:{module} cannot be signed, and this "
                                      "host runs only artifacts signed by a trusted issuer (sign a .py file instead)")
-            return argv
+            return argv, None
         if image.startswith("builtin:") or not self.trust.required:
-            return argv
+            return argv, None
         source_path = Path(argv[-1])
         try:
             source = await asyncio.to_thread(source_path.read_bytes)
@@ -66,4 +66,4 @@ class Admission:
             tmp = copy.with_suffix(".tmp")
             tmp.write_bytes(source)
             tmp.replace(copy)
-        return [sys.executable, str(copy)]
+        return [sys.executable, str(copy)], claims

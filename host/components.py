@@ -26,6 +26,7 @@ from interfaces.control import (
 )
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.events import EventType
+from interfaces.policy import claims_body
 
 from .artifacts import ArtifactFetcher
 from .workers import WorkerPool
@@ -45,7 +46,7 @@ class ComponentManager:
         self.pool: WorkerPool | None = None
         self.fetcher: ArtifactFetcher | None = None
         r = host.router
-        r.add("component", ComponentOp.START, StartComponent, self._op_start)
+        r.add("component", ComponentOp.START, StartComponent, self._op_start, privileged=False)  # asked in _load
         r.add("component", ComponentOp.STOP, StopComponent, self._op_stop)
         r.add("component", ComponentOp.SCALE, ScaleComponent, self._op_scale)
         r.add("component", ComponentOp.UPDATE, UpdateComponent, self._op_update)
@@ -58,7 +59,8 @@ class ComponentManager:
         boot = {
             "nats": s.nats.to_dict(), "lattice": self.host.lattice, "host_id": self.host.id,
             "cache_dir": str(s.compile_cache_dir or s.state_dir / "compiled"), "threads": s.worker_threads,
-            "handoff": handoff.enabled(),
+            "handoff": handoff.enabled(), "policy": s.policy.to_dict(),
+            "policy_requester": {"kind": "host", "publicKey": self.host.id, "lattice": self.host.lattice},
         }
         self.pool = WorkerPool(boot, s.workers or (os.cpu_count() or 1), self.host.tasks,
                                log_dir=s.state_dir / "logs")
@@ -125,6 +127,11 @@ class ComponentManager:
         except ArtifactError:
             raise
         claims = await self.host.admission.check_component(req.component_id, path, digest)
+        await self.host.policy.require("startComponent", {
+            "componentId": req.component_id, "imageRef": req.image, "digest": digest,
+            "maxInstances": req.max_instances, "annotations": req.annotations, "claims": claims_body(claims),
+            "wasi": req.wasi.model_dump(mode="json"),
+        }, f"component {req.component_id}")
         cmd = {
             "component_id": req.component_id, "path": str(path), "digest": digest,
             "max_instances": req.max_instances, "reuse": req.reuse.model_dump(),

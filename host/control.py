@@ -17,18 +17,27 @@ from pydantic import BaseModel
 from interfaces import subjects
 from interfaces.control import CtlReply, parse_request
 from interfaces.errors import ErrorCode, TrellisError
+from interfaces.policy import PolicyDenied
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[Any]]
+#: asks whether a privileged request may be answered (raises `PolicyDenied` if not)
+PolicyCheck = Callable[[str, str, BaseModel], Awaitable[None]]
 
 
 class ControlRouter:
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str], tuple[type[BaseModel], Handler]] = {}
+        #: routes the policy is not asked about here: read-only ones, and starts (asked later with claims)
+        self._unchecked: set[tuple[str, str]] = set()
+        self.policy_check: PolicyCheck | None = None
 
-    def add(self, area: str, op: str, model: type[BaseModel], handler: Handler) -> None:
+    def add(self, area: str, op: str, model: type[BaseModel], handler: Handler, *, privileged: bool = True) -> None:
+        """``privileged=False``: read-only, or asked about by the handler itself."""
         self._routes[(area, op)] = (model, handler)
+        if not privileged:
+            self._unchecked.add((area, op))
 
     def ops(self, area: str) -> list[str]:
         return sorted(op for a, op in self._routes if a == area)
@@ -48,7 +57,12 @@ class ControlRouter:
         except ValueError as exc:
             return CtlReply.fail(ErrorCode.BAD_REQUEST, str(exc))
         try:
+            if self.policy_check is not None and (area, op) not in self._unchecked:
+                await self.policy_check(area, op, request)
             result = await handler(request)
+        except PolicyDenied as exc:
+            log.warning("control %s.%s refused: %s", area, op, exc.message)
+            return CtlReply.fail(exc.code, exc.message)
         except TrellisError as exc:
             return CtlReply.fail(exc.code, exc.message)
         except Exception as exc:

@@ -25,6 +25,7 @@ from interfaces.control import (
 )
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.events import Event, EventType
+from interfaces.policy import PolicyClient
 from interfaces.signing import Trust
 from interfaces.connection import connect
 from interfaces.secrets import SignedGrant
@@ -63,6 +64,7 @@ class Host(Service):
             check_user_label(k)
         self.labels: dict[str, str] = {**builtin_labels(), **settings.labels}
         self.nc: Client | None = None
+        self.policy = PolicyClient(None, settings.policy)  # connected in _start
         self.router = ControlRouter()
         self._subs: list[Any] = []
         self._started_mono = time.monotonic()
@@ -80,6 +82,11 @@ class Host(Service):
     async def _start(self) -> None:
         self.state_id = state_id(self.settings.state_dir)
         self.nc = await connect(self.settings.nats, name=f"trellis-host-{self.friendly_name}")
+        self.policy = PolicyClient(self.nc, self.settings.policy, {
+            "kind": "host", "publicKey": self.id, "name": self.friendly_name, "lattice": self.lattice,
+            "labels": self.labels})
+        if self.policy.enabled:
+            self.router.policy_check = self._policy_check
         for subject in subjects.ctl_wildcard_for_host(self.lattice, self.id):
             self._subs.append(await self.nc.subscribe(subject, cb=self._on_control))
         await self.components.start()
@@ -172,8 +179,8 @@ class Host(Service):
 
     def _register_routes(self) -> None:
         r = self.router
-        r.add("host", "ping", Empty, self._op_ping)
-        r.add("host", HostOp.INVENTORY, Empty, self._op_inventory)
+        r.add("host", "ping", Empty, self._op_ping, privileged=False)
+        r.add("host", HostOp.INVENTORY, Empty, self._op_inventory, privileged=False)
         r.add("host", HostOp.LABEL_PUT, LabelPut, self._op_label_put)
         r.add("host", HostOp.LABEL_DEL, LabelDel, self._op_label_del)
         r.add("host", HostOp.STOP, StopHost, self._op_stop)
@@ -192,6 +199,11 @@ class Host(Service):
             await msg.respond(reply.encode())
         except Exception as exc:
             log.debug("control reply lost: %r", exc)
+
+    async def _policy_check(self, area: str, op: str, request: Any) -> None:
+        await self.policy.require("control", {
+            "area": area, "operation": op, "hostId": self.id, "request": request.model_dump(mode="json"),
+        }, f"{area} {op} on host {self.friendly_name}")
 
     async def _op_ping(self, _: Empty) -> HostInfo:
         return self.info()

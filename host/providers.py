@@ -24,6 +24,7 @@ from interfaces import subjects
 from interfaces.control import CtlReply, ProviderDescription, ProviderOp, StartProvider, StopProvider
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.events import EventType
+from interfaces.policy import claims_body
 from interfaces.secrets import SecretsUnavailable
 from trellis.procs import die_with_parent
 
@@ -74,7 +75,7 @@ class ProviderManager:
     def __init__(self, host: "Host") -> None:
         self.host = host
         self.running: dict[str, Supervised] = {}
-        host.router.add("provider", ProviderOp.START, StartProvider, self._op_start)
+        host.router.add("provider", ProviderOp.START, StartProvider, self._op_start, privileged=False)  # asked below
         host.router.add("provider", ProviderOp.STOP, StopProvider, self._op_stop)
 
     def describe(self) -> list[ProviderDescription]:
@@ -95,7 +96,11 @@ class ProviderManager:
             return {"accepted": True, "host_id": self.host.id, "provider_id": req.provider_id,
                     "already_running": True}
         argv = provider_argv(req.image)  # a bad reference is refused at once
-        argv = await self.host.admission.provider_argv(req.provider_id, req.image, argv)  # so is an untrusted one
+        argv, claims = await self.host.admission.provider_argv(req.provider_id, req.image, argv)  # and untrusted
+        await self.host.policy.require("startProvider", {
+            "providerId": req.provider_id, "providerRef": req.image, "annotations": req.annotations,
+            "config": req.config, "claims": claims_body(claims),
+        }, f"provider {req.provider_id}")
         current = self.running.get(req.provider_id)  # (looked at again after the checks' awaits)
         if current is not None:
             if current.spec.image == req.image:

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from interfaces.connection import NatsSettings
+from interfaces.policy import PolicySettings
 
 
 def default_state_dir() -> Path:
@@ -50,6 +51,10 @@ class HostSettings(BaseModel):
     trusted_issuers: tuple[str, ...] = Field(
         (), description="issuer public keys (nkeys A…) whose signed artifacts this host runs; when set, "
         "unsigned artifacts and those of other issuers are refused (TRELLIS_TRUSTED_ISSUERS)"
+    )
+    policy: PolicySettings = Field(
+        default_factory=PolicySettings, description="the policy service asked before starts, links and "
+        "privileged control requests (TRELLIS_POLICY_*); off when it names no subject"
     )
     allow_python_providers: tuple[str, ...] = Field(
         (), description="modules this host may run as python:MODULE providers ('*' = any); python:MODULE "

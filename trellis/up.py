@@ -27,6 +27,7 @@ from typing import Callable, TextIO
 import yaml
 
 from host.identity import Identity
+from interfaces.policy import PolicySettings
 
 from . import procs
 from .natsserver import NatsServer, NatsServerError
@@ -59,6 +60,8 @@ class UpSettings:
     #: the web dashboard (`trellis ui`): where it listens; None: not started
     ui_host: str = "127.0.0.1"
     ui_port: int | None = 3030
+    #: the policy service host and wadm ask (off by default: see docs/operations.md, "Policy")
+    policy: PolicySettings = field(default_factory=PolicySettings)
 
 
 class StateLock:
@@ -191,11 +194,13 @@ class Up:
             host_argv += ["--trusted-issuer", key]
         for module in self.s.allow_python_providers:
             host_argv += ["--allow-python-provider", module]
+        policy_args = self._policy_args()
+        host_argv += policy_args
         self.children.append(Child("host", host_argv, logs / "host.log"))
         if self.s.with_wadm and _wadm_available():
             # wadm keeps the secrets keyholder's key here (0600): only this machine can open secrets
             self.children.append(Child("wadm", procs.trellis_argv(
-                "wadm", *common, "--secrets-key", str(self.state / "secrets.nk")), logs / "wadm.log"))
+                "wadm", *common, "--secrets-key", str(self.state / "secrets.nk"), *policy_args), logs / "wadm.log"))
         ui_line = ""
         if self.s.ui_port is not None:
             if port_free(self.s.ui_host, self.s.ui_port):
@@ -219,6 +224,12 @@ class Up:
             f"Try: trellis get hosts{'' if self.s.nats_port == 4222 else ' --nats-url ' + self.nats_url}\n"
             "Press Ctrl-C to stop."
         )
+
+    def _policy_args(self) -> list[str]:
+        p = self.s.policy
+        if not p.enabled:
+            return []
+        return ["--policy-subject", str(p.subject), "--policy-timeout", f"{p.timeout_s:g}", "--policy-default", p.default]
 
     def _supervise(self) -> None:
         while not self._stop.wait(0.2):

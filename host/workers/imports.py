@@ -23,6 +23,7 @@ from host.runtime import ImportFailed, MissingLink
 from interfaces import local_rpc
 from interfaces.envelope import EnvelopeError, Invocation
 from interfaces.local_rpc import LocalRpcClient
+from interfaces.policy import Decision, PolicyClient, link_body
 from interfaces.resources import unversioned, wire_function
 from interfaces.rpc_client import RpcClient, RpcError
 
@@ -64,6 +65,12 @@ class ImportRouter:
         self.colocated: Callable[[Invocation], Any] | None = None
         #: calls providers of this host over their sockets (``interfaces/local_rpc.py``); None: never
         self.direct: LocalRpcClient | None = None
+        #: asked before a link is used (``putLink``); None: no policy hook
+        self.policy: PolicyClient | None = None
+        #: link decisions by (identity, target, interfaces); fallbacks (no answer) are not kept
+        self._decisions: dict[tuple[Any, ...], Decision] = {}
+        #: (source, namespace, package, link name) -> why the policy refused that link
+        self.denied: dict[tuple[str, str, str, str], str] = {}
 
     async def start(self, sync_timeout_s: float = 10.0) -> None:
         from interfaces.store import LatticeStore, LinkChange  # links live in JetStream KV
@@ -77,6 +84,23 @@ class ImportRouter:
         except asyncio.TimeoutError:
             log.warning("links not synced within %ss; resolving on demand", sync_timeout_s)
 
+    async def _put(self, link: Any) -> None:
+        """Apply a link that was put, once the policy (when there is one) permits it."""
+        if self.policy is not None:
+            key = (link.identity, link.target, tuple(link.interfaces))
+            decision = self._decisions.get(key)
+            if decision is None:
+                decision = await self.policy.evaluate("putLink", link_body(link))
+                if not decision.defaulted:
+                    self._decisions[key] = decision
+            where = (link.source_id, link.wit_namespace, link.wit_package, link.name)
+            if not decision.permitted:
+                self.denied[where] = decision.message or "no reason given"
+                self._apply(link, False)
+                return
+            self.denied.pop(where, None)
+        self._apply(link, True)
+
     def _apply(self, link: Any, present: bool) -> None:
         key = (link.source_id, link.wit_namespace, link.wit_package, link.name)
         if present:
@@ -89,7 +113,10 @@ class ImportRouter:
             try:
                 async for change in self.store.watch_links():
                     if isinstance(change, self._LinkChange):
-                        self._apply(change.link, change.kind == "put")
+                        if change.kind == "put":
+                            await self._put(change.link)
+                        else:
+                            self._apply(change.link, False)
                     else:
                         self._synced.set()
             except asyncio.CancelledError:
@@ -102,7 +129,7 @@ class ImportRouter:
     async def refresh(self, source: str) -> None:
         """Read a source's links straight from the store (a link put a moment ago)."""
         for link in await self.store.list_links(source=source):
-            self._apply(link, True)
+            await self._put(link)
 
     async def stop(self) -> None:
         if self._watch:
@@ -161,6 +188,10 @@ class ImportRouter:
                 target = self.resolve_fresh(component_id, interface, link_name, inv.remaining_s())
             if target is None:
                 ns, pkg, iface = split_interface(interface)
+                refused = self.denied.get((component_id, ns, pkg, link_name))
+                if refused is not None:
+                    raise MissingLink(interface, function, f"the link from {component_id} for {ns}:{pkg}/{iface} "
+                                                           f"(link name '{link_name}') is denied by policy: {refused}")
                 raise MissingLink(interface, function,
                                   f"no link from {component_id} for {ns}:{pkg}/{iface} (link name "
                                   f"'{link_name}'); add one with 'trellis link put {component_id} TARGET {ns} {pkg} "

@@ -42,6 +42,7 @@ from host.runtime import (
     make_engine,
 )
 from host.runtime.imports import is_wasip2_interface
+from interfaces.policy import PolicyClient, PolicySettings
 from interfaces.connection import NatsSettings, connect
 from interfaces import local_rpc
 from interfaces.envelope import Invocation
@@ -182,6 +183,9 @@ class Worker:
         await self.taps.start()
         self.observers.add(self.taps)
         self.imports = ImportRouter(self.nc, self.lattice, self.rpc, self.loop)
+        policy = PolicySettings.from_dict(self.boot.get("policy"))
+        if policy.enabled:
+            self.imports.policy = PolicyClient(self.nc, policy, self.boot.get("policy_requester") or {})
         if self.colocated is not None:
             self.imports.colocated = self._colocated_call
         if local_rpc.enabled():

@@ -17,11 +17,13 @@ from host.settings import default_state_dir
 if TYPE_CHECKING:
     from host.host import Host
 
+from .policy_opts import with_policy
 from .options import Conn, with_conn
 from .output import fail, split_list
 
 
 @with_conn
+@with_policy
 def host_command(
     label: list[str] = typer.Option([], "--label", "-l", envvar="TRELLIS_LABELS",
                                     help="user label key=value (repeatable)"),
@@ -52,6 +54,7 @@ def host_command(
         help="let python:MODULE providers run this module ('*' = any; repeatable); none by default"),
     *,
     conn: Conn,
+    policy: object,  # PolicySettings (typer evaluates the annotations)
 ) -> None:
     """Run a host that joins the lattice (until Ctrl-C, SIGTERM or 'trellis stop host')."""
     from host.host import Host
@@ -67,7 +70,7 @@ def host_command(
             labels=labels, heartbeat_interval_s=heartbeat, stop_timeout_s=stop_timeout,
             state_dir=state_dir.expanduser(), workers=workers, worker_threads=worker_threads,
             insecure_registries=split_list(allow_insecure_registries),
-            trusted_issuers=parse_issuers(trusted_issuer),
+            trusted_issuers=parse_issuers(trusted_issuer), policy=policy,
             allow_python_providers=tuple(split_list(allow_python_provider)),
         )
         host = Host(settings)

@@ -19,6 +19,7 @@ from .links import config_app, link_app  # also registers 'get links' on get_app
 from .views import events_command, spy_command  # also registers 'get components|providers' on get_app
 from .options import with_conn
 from .output import fail, split_list
+from .policy_opts import with_policy
 from .sign_cmd import sign_command
 from .apps import app_app
 from .secrets_cmd import secret_app
@@ -71,6 +72,7 @@ app.command("ui")(with_conn(ui_command))
 
 
 @app.command("up")
+@with_policy
 def up_command(
     state_dir: Path = typer.Option(default_state_dir(), "--state-dir", envvar="TRELLIS_STATE_DIR",
                                    help="where NATS data, the host's key and logs live"),
@@ -100,6 +102,8 @@ def up_command(
                                 help="port of the web dashboard ('trellis ui')"),
     ui_host: str = typer.Option("127.0.0.1", "--ui-host", envvar="TRELLIS_UI_HOST",
                                 help="address the web dashboard listens on"),
+    *,
+    policy: object,  # PolicySettings (typer evaluates the annotations)
 ) -> None:
     """Run NATS, a host and wadm on this machine until Ctrl-C."""
     from interfaces.signing import parse_issuers
@@ -123,7 +127,7 @@ def up_command(
                           lattice=lattice, labels=label, with_wadm=not no_wadm, deploy=deploy,
                           deploy_config=config, insecure_registries=split_list(allow_insecure_registries),
                           trusted_issuers=issuers, allow_python_providers=tuple(split_list(allow_python_provider)),
-                          ui_host=ui_host, ui_port=None if no_ui else ui_port)
+                          ui_host=ui_host, ui_port=None if no_ui else ui_port, policy=policy)
     try:
         code = Up(settings, say=_say).run()
     except UpError as exc:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from .policy_opts import with_policy
 from .options import Conn, with_conn
 from .output import Output, OutputOpt, emit, fail, run_on, table
 
@@ -25,6 +26,7 @@ wadm_app = typer.Typer(
 
 @wadm_app.callback()
 @with_conn
+@with_policy
 def wadm_command(
     ctx: typer.Context,
     tick: float = typer.Option(1.0, "--tick", envvar="TRELLIS_WADM_TICK",
@@ -39,6 +41,7 @@ def wadm_command(
         help="nkeys seed file (made 0600 when missing): run the secrets keyholder and sign hosts' secret grants"),
     *,
     conn: Conn,
+    policy: object,  # PolicySettings (typer evaluates the annotations)
 ) -> None:
     """Run the wadm controller until Ctrl-C or SIGTERM (several may run: one leads at a time)."""
     if ctx.invoked_subcommand is not None:
@@ -48,7 +51,8 @@ def wadm_command(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = ControllerSettings(lattice=conn.lattice, nats=conn.nats, controller_id=controller_id,
-                                      tick_s=tick, lease_ttl_s=lease_ttl, secrets_key_file=secrets_key)
+                                      tick_s=tick, lease_ttl_s=lease_ttl, secrets_key_file=secrets_key,
+                                      policy=policy)
         controller = Controller(settings)
     except ValueError as exc:
         raise fail(str(exc)) from None

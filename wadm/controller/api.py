@@ -68,6 +68,10 @@ def _reply_error(exc: TrellisError) -> CtlReply:
                     response=ProblemsDetail(problems=problems).model_dump() if problems else None)
 
 
+#: API operations that change something: the policy is asked before they are answered
+_CHANGING = frozenset({WadmOp.PUT, WadmOp.DEPLOY, WadmOp.UNDEPLOY, WadmOp.DELETE})
+
+
 class WadmApi:
     def __init__(self, ctl: "Controller") -> None:
         self.ctl = ctl
@@ -126,6 +130,9 @@ class WadmApi:
         except ValueError as exc:
             return CtlReply.fail(ErrorCode.BAD_REQUEST, str(exc))
         try:
+            if op in _CHANGING and self.ctl.policy.enabled:
+                await self.ctl.policy.require("control", {
+                    "area": "wadm", "operation": op, "request": request.model_dump(mode="json")}, f"wadm {op}")
             return CtlReply.ok(await handler(request))
         except TrellisError as exc:
             return _reply_error(exc)

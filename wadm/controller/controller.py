@@ -39,6 +39,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 import trellis
+from interfaces.policy import PolicyClient
 from interfaces import subjects
 from interfaces.client import LatticeClient
 from interfaces.connection import connect
@@ -148,8 +149,9 @@ class Controller(Service):
             self.keyholder = Keyholder(self.nc, self.lattice, grant_key, frozenset(), store_settings)
             await retry_transient("opening the secrets bucket", self.keyholder.start, s.store_retry_s,
                                   retryable=store_transient)
+        self.policy = PolicyClient(self.nc, s.policy, {"kind": "wadm", "publicKey": self.id, "lattice": self.lattice})
         self.executor = Executor(self.client, self.store, self.apps, self.observer, s, self.may_act,
-                                 grant_key=grant_key)
+                                 grant_key=grant_key, policy=self.policy)
         self.api = WadmApi(self)
         self._ping_sub = await self.nc.subscribe(subjects.wadm_ping(self.lattice), cb=self._on_ping)
         await self.observer.start()

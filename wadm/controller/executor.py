@@ -41,6 +41,7 @@ from interfaces.client import ControlError, LatticeClient
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.events import EventType
 from interfaces.links import Link
+from interfaces.policy import PolicyClient, link_body
 from interfaces.secrets import Grant, NKey, SecretRef, SignedGrant
 from interfaces.store import LatticeStore
 
@@ -118,7 +119,7 @@ def chains(phase: Sequence[Command]) -> list[list[Command]]:
 class Executor:
     def __init__(self, client: LatticeClient, store: LatticeStore, apps: AppStore, observer: Observer,
                  settings: ControllerSettings, may_act: Callable[[], bool],
-                 grant_key: NKey | None = None) -> None:
+                 grant_key: NKey | None = None, policy: PolicyClient | None = None) -> None:
         self.client = client
         self.grant_key = grant_key
         self.lattice = client.lattice
@@ -127,6 +128,7 @@ class Executor:
         self.observer = observer
         self.settings = settings
         self.may_act = may_act
+        self.policy = policy
         self.book = FailureBook(settings.backoff_base_s, settings.backoff_max_s)
 
     def _now(self) -> float:
@@ -294,6 +296,8 @@ class Executor:
                               wit_namespace=cmd.namespace, wit_package=cmd.package,
                               interfaces=list(cmd.interfaces), source_config=list(cmd.source_config),
                               target_config=list(cmd.target_config))
+            if self.policy is not None and self.policy.enabled:
+                await self.policy.require("putLink", {**link_body(link), "app": cmd.app}, f"link {link.describe()}")
             await self.apps.set_link_owner(link.identity, cmd.app)
             await self.store.put_link(link)
         except TrellisError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from interfaces.connection import NatsSettings
+from interfaces.policy import PolicySettings
 
 
 class ControllerSettings(BaseModel):
@@ -13,6 +14,9 @@ class ControllerSettings(BaseModel):
     lattice: str = Field(default="default", description="lattice to manage (TRELLIS_LATTICE)")
     nats: NatsSettings = Field(default_factory=NatsSettings)
     controller_id: str | None = Field(default=None, description="this controller's id; generated when unset")
+    policy: PolicySettings = Field(
+        default_factory=PolicySettings, description="the policy service asked before writing links and answering "
+        "put/deploy/undeploy/delete (TRELLIS_POLICY_*); off when it names no subject")
 
     # --- reconciliation -------------------------------------------------------------
     tick_s: float = Field(

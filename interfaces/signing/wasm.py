@@ -150,6 +150,9 @@ def read_wasm_claims(wasm: bytes, *, now: float | None = None) -> Claims | None:
         raise SignatureError(f"the signature by {claims.issuer} carries no content hash (an old wascap "
                              "format that does not cover the module); sign it again")
     actual = content_hash(wasm)
+    if actual != claims.hash.upper() and claims.revision is not None and claims.revision < 3:
+        raise SignatureError(f"the signature by {claims.issuer} is in an old wascap format (revision "
+                             f"{claims.revision}) whose hash does not cover the module as signed today; sign it again")
     if actual != claims.hash.upper():
         raise SignatureError(f"the artifact was changed after {claims.issuer} signed it: its content hash "
                              f"{actual[:16]}… is not the signed {claims.hash[:16]}…")

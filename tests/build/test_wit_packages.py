@@ -36,8 +36,10 @@ FUNCTIONS = {
     "trellis:http/types": set(),
     "trellis:http/incoming-handler": {"handle"},
     "trellis:http/outgoing-handler": {"send"},
+    "trellis:http/request-body": {"read"},
+    "trellis:http/response-body": {"append"},
     "trellis:sql/types": set(),
-    "trellis:sql/query": {"query", "execute"},
+    "trellis:sql/query": {"query", "execute", "execute-batch"},
     "wasmcloud:secrets/store": {"get"},
     "wasmcloud:secrets/reveal": {"reveal"},
 }

@@ -25,7 +25,7 @@ def build_command(
                                              help="content-addressed build cache (default ~/.cache/trellis/build)"),
     json_out: bool = typer.Option(False, "--json", help="print the results as JSON"),
 ) -> None:
-    """Build Python apps (app.py + wit/ or trellis.toml) into components with componentize-py."""
+    """Build Python and JavaScript apps (app.py or app.js + wit/, or trellis.toml) into components."""
     options = BuildOptions(world=world, wit_dirs=tuple(wit), cache_dir=cache_dir)
     target = out_dir if out_dir is not None else path / "build"
     results: list[BuildResult] = []

@@ -17,6 +17,7 @@ from .ui_cmd import ui_command
 from .hosts import get_app, label_app, stop_app
 from .links import config_app, link_app  # also registers 'get links' on get_app
 from .views import events_command, spy_command  # also registers 'get components|providers' on get_app
+from .new_cmd import new_app
 from .options import with_conn
 from .output import fail, split_list
 from .policy_opts import with_policy
@@ -61,6 +62,7 @@ app.add_typer(update_app, name="update")
 app.add_typer(app_app, name="app")
 app.add_typer(wadm_app, name="wadm")
 app.add_typer(secret_app, name="secret")
+app.add_typer(new_app, name="new")
 app.command("host")(host_command)
 app.command("call")(call_command)
 app.command("push")(push_command)

@@ -1,31 +1,4 @@
-"""Building Python apps into WebAssembly components (`trellis build`).
-
-An *app* is a folder holding a Python module (``app.py`` by default) and
-either a ``wit/`` folder with the world it targets, or a ``trellis.toml``::
-
-    [component]
-    name = "hello"                       # output hello.wasm (default: folder name)
-    world = "trellis:http/proxy@0.1.0"   # a world of wit/ or of a shared package
-    module = "app"                       # the Python module (default: app)
-    wit = "wit"                          # the app's WIT folder (default: wit, if present)
-    python-path = ["../common"]          # more folders on the module path
-
-The shared packages of ``interfaces/wit/`` (``wasi:keyvalue``, ``trellis:http``,
-...) are always available to the app's WIT as dependencies, plus any folders
-given with ``wit_dirs``; a package the app's own ``wit/deps/`` already holds
-wins. componentize-py runs on a copy of the sources with ``VIRTUAL_ENV``
-pointing at an empty folder (it would otherwise scan the active environment
-for packages shipping WIT).
-
-Outputs are cached by content hash: the key covers the app's files, every WIT
-file it is built against, the world, the module and the componentize-py
-version. A build whose output is already in place with the same key is
-skipped ("unchanged"); one whose key is in the cache is copied ("cached").
-
-    from trellis.build import build_app, build_tree
-    wasm = build_app("examples/hello-python/greeter")      # -> .../build/greeter.wasm
-    wasms = build_tree("examples/hello-python")            # every app below
-"""
+"""Building an app: its WIT laid out, its world resolved, the cache key, the componentizer run."""
 
 from __future__ import annotations
 
@@ -38,197 +11,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from interfaces.wit_packages import package_dirs, package_name, wit_files
 
-__all__ = [
-    "APP_FILE",
-    "AppSpec",
-    "BuildError",
-    "BuildOptions",
-    "BuildPlan",
-    "BuildResult",
-    "Progress",
-    "build",
-    "build_all",
-    "build_app",
-    "build_tree",
-    "default_cache_dir",
-    "find_apps",
-    "find_tool",
-    "is_app",
-    "load_app",
-    "plan",
-]
-
-APP_FILE = "trellis.toml"
-DEFAULT_MODULE = "app"
-OUTPUT_DIR = "build"
-# Folders never searched for apps, nor copied or hashed as app sources.
-_SKIP_DIRS = frozenset({OUTPUT_DIR, "deps", "wit", "__pycache__", "node_modules", "venv", "dist", "target"})
-# Folders inside an app that are never bundled or hashed.
-_NOT_SOURCES = frozenset({"__pycache__", "node_modules", "venv"})
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_QUALIFIED_WORLD = re.compile(r"^(?P<pkg>[a-z0-9-]+:[a-z0-9-]+)/(?P<world>[a-z0-9-]+)(?:@(?P<version>[0-9A-Za-z.+-]+))?$")
-_TOML_KEYS = frozenset({"name", "world", "module", "wit", "python-path"})
-_MAX_ERROR_LINES = 60
-
-Status = Literal["built", "cached", "unchanged"]
-Progress = Callable[["AppSpec", str], None]
-
-
-class BuildError(Exception):
-    """A build could not be done; the message says why, for people."""
-
-
-@dataclass(frozen=True)
-class AppSpec:
-    """One app, as found on disk."""
-
-    root: Path
-    name: str
-    module: str = DEFAULT_MODULE
-    world: str | None = None  # None: the only world of the app's WIT package
-    wit: Path | None = None  # None: the app has no WIT of its own
-    python_path: tuple[Path, ...] = ()
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Settings shared by every app of one build."""
-
-    world: str | None = None  # overrides the app's world
-    wit_dirs: tuple[Path, ...] = ()  # extra WIT packages (a package folder or a folder of them)
-    cache_dir: Path | None = None  # None: default_cache_dir()
-    timeout_s: float = 600.0  # one componentize-py run; a cold build takes ~10 s
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    app: AppSpec
-    path: Path
-    status: Status
-    seconds: float
-    size: int
-    world: str  # fully qualified: ns:pkg/world@version
-    key: str
-
-
-# ---------------------------------------------------------------- finding apps
-
-
-def default_cache_dir() -> Path:
-    """``$TRELLIS_BUILD_CACHE``, else ``$XDG_CACHE_HOME/trellis/build``, else ``~/.cache/trellis/build``."""
-    env = os.environ.get("TRELLIS_BUILD_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "trellis" / "build"
-
-
-def _read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The ``[component]`` table of ``folder/trellis.toml``, or None without one."""
-    path = folder / APP_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise BuildError(f"{path}: {exc}") from None
-    table = data.get("component")
-    if table is None:
-        return None
-    if not isinstance(table, dict):
-        raise BuildError(f"{path}: [component] must be a table")
-    unknown = sorted(set(table) - _TOML_KEYS)
-    if unknown:
-        raise BuildError(f"{path}: unknown key(s) in [component]: {', '.join(unknown)} "
-                         f"(known: {', '.join(sorted(_TOML_KEYS))})")
-    return table
-
-
-def is_app(folder: Path) -> bool:
-    """A folder with a ``trellis.toml`` ``[component]`` table, or with ``app.py`` and ``wit/``."""
-    if _read_manifest(folder) is not None:
-        return True
-    return (folder / f"{DEFAULT_MODULE}.py").is_file() and (folder / "wit").is_dir()
-
-
-def load_app(folder: Path | str) -> AppSpec:
-    """Read the app in ``folder``; raise :class:`BuildError` when it is not one."""
-    root = Path(folder).resolve()
-    if not root.is_dir():
-        raise BuildError(f"{folder}: no such folder")
-    table = _read_manifest(root)
-    if table is None:
-        if not is_app(root):
-            raise BuildError(f"{folder} is not a Trellis app: expected {DEFAULT_MODULE}.py and wit/, "
-                             f"or a {APP_FILE} with a [component] table")
-        table = {}
-    where = root / APP_FILE
-
-    def text(key: str, default: str | None) -> str | None:
-        value = table.get(key, default)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise BuildError(f"{where}: {key} must be a non-empty string")
-        return value
-
-    name = text("name", root.name) or root.name
-    if not _NAME.match(name):
-        raise BuildError(f"{where}: name {name!r} must be letters, digits, '.', '_' or '-'")
-    module = text("module", DEFAULT_MODULE) or DEFAULT_MODULE
-    if not _MODULE.match(module):
-        raise BuildError(f"{where}: module {module!r} is not a Python module name")
-    wit_name = text("wit", None)
-    wit: Path | None
-    if wit_name is not None:
-        wit = (root / wit_name).resolve()
-        if not wit.is_dir():
-            raise BuildError(f"{where}: wit folder {wit_name!r} does not exist")
-    else:
-        wit = root / "wit" if (root / "wit").is_dir() else None
-    paths = table.get("python-path", [])
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        raise BuildError(f"{where}: python-path must be a list of folders")
-    python_path = tuple((root / p).resolve() for p in paths)
-    for p in python_path:
-        if not p.is_dir():
-            raise BuildError(f"{where}: python-path folder {p} does not exist")
-    return AppSpec(root=root, name=name, module=module, world=text("world", None), wit=wit,
-                   python_path=python_path)
-
-
-def find_apps(path: Path | str) -> list[AppSpec]:
-    """The app at ``path``, or every app below it (not looking inside apps)."""
-    top = Path(path)
-    if not top.is_dir():
-        raise BuildError(f"{path}: no such folder")
-    if is_app(top):
-        return [load_app(top)]
-    found: list[AppSpec] = []
-    for dirpath, dirnames, _ in os.walk(top):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
-        here = Path(dirpath)
-        if here != top and is_app(here):
-            found.append(load_app(here))
-            dirnames[:] = []
-    if not found:
-        raise BuildError(f"no Trellis apps in {path}: an app is a folder with {DEFAULT_MODULE}.py and wit/, "
-                         f"or a {APP_FILE} with a [component] table")
-    seen: dict[str, Path] = {}
-    for app in found:
-        if app.name in seen:
-            raise BuildError(f"two apps are named {app.name!r} ({seen[app.name]} and {app.root}): "
-                             f"set a different name in {APP_FILE}")
-        seen[app.name] = app.root
-    return found
-
+from . import js as build_js
+from .apps import (_MAX_ERROR_LINES, _NOT_SOURCES, _QUALIFIED_WORLD, APP_FILE, OUTPUT_DIR, AppSpec, BuildError,
+                   BuildOptions, BuildResult, Progress, Status,
+                   default_cache_dir, find_apps, load_app)
 
 # ---------------------------------------------------------------- tools
 
@@ -319,12 +112,17 @@ def _assemble_wit(app: AppSpec, target: Path, extra: Sequence[tuple[str, Path]])
     return main
 
 
-def _worlds(wasm_tools: str, wit: Path, app: AppSpec) -> dict[str, list[str]]:
-    """Parse the assembled WIT; return ``{package: [world, ...]}``."""
+def _wit_json(wasm_tools: str, wit: Path, app: AppSpec) -> dict[str, Any]:
+    """The assembled WIT, resolved by wasm-tools, as JSON."""
     where = str(app.wit) if app.wit else "the shared WIT packages"
     out = _run([wasm_tools, "component", "wit", str(wit), "--json"], what=f"WIT of {app.name} ({where})",
                clean=lambda s: _trim(s.replace(str(wit), where)))
-    data = json.loads(out)
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+def _worlds(data: dict[str, Any]) -> dict[str, list[str]]:
+    """``{package: [world, ...]}`` of the resolved WIT."""
     packages = [p["name"] for p in data["packages"]]
     worlds: dict[str, list[str]] = {name: [] for name in packages}
     for w in data["worlds"]:
@@ -455,6 +253,8 @@ def _prune_cache(cache_dir: Path, name: str) -> None:
 
 
 def _module_exists(app: AppSpec) -> bool:
+    if app.language == "js":
+        return (app.root / app.module).is_file()
     rel = Path(*app.module.split("."))
     return any((base / rel).with_suffix(".py").is_file() or (base / rel / "__init__.py").is_file()
                for base in (app.root, *app.python_path))
@@ -487,24 +287,37 @@ class BuildPlan:
     key: str  # content hash of everything the output depends on
     status: Status  # "unchanged": out is current; "cached": copy from the cache; "built": run componentize-py
     cached: Path  # where the output lives in the cache
+    features_off: tuple[str, ...] = ()  # JavaScript: the engine features the world does not use
 
 
 def _prepare(app: AppSpec, out_dir: Path, options: BuildOptions, tmp: Path) -> BuildPlan:
     """Check the app, lay out its WIT in ``tmp/wit`` and decide what to do."""
     if not _module_exists(app):
-        raise BuildError(f"{app.name}: no Python module {app.module!r} in {app.root} "
-                         f"(expected {app.module.replace('.', '/')}.py)")
-    componentize = find_tool("componentize-py")
+        expected = app.module if app.language == "js" else f"{app.module.replace('.', '/')}.py"
+        raise BuildError(f"{app.name}: no {'JavaScript' if app.language == 'js' else 'Python'} module "
+                         f"{app.module!r} in {app.root} (expected {expected})")
     wasm_tools = find_tool("wasm-tools")
     cache_dir = options.cache_dir if options.cache_dir is not None else default_cache_dir()
     wit = tmp / "wit"
     main = _assemble_wit(app, wit, _extra_packages(options.wit_dirs))
-    world = _resolve_world(options.world or app.world, main, _worlds(wasm_tools, wit, app), app)
-    key = _key(app, world, wit, _tool_version(componentize), out_dir)
+    resolved = _wit_json(wasm_tools, wit, app)
+    world = _resolve_world(options.world or app.world, main, _worlds(resolved), app)
+    features_off: tuple[str, ...] = ()
+    if app.language == "js":
+        try:
+            version = build_js.tool_version()
+        except build_js.JsBuildError as exc:
+            raise BuildError(f"{app.name}: {exc}") from None
+        features_off = tuple(build_js.disabled_features(resolved, world))
+        version += " features-off " + ",".join(features_off)
+    else:
+        version = _tool_version(find_tool("componentize-py"))
+    key = _key(app, world, wit, version, out_dir)
     out = out_dir / f"{app.name}.wasm"
     cached = cache_dir / f"{app.name}-{key}.wasm"
     status: Status = "unchanged" if _up_to_date(out, key) else "cached" if cached.is_file() else "built"
-    return BuildPlan(app=app, out=out, world=world, key=key, status=status, cached=cached)
+    return BuildPlan(app=app, out=out, world=world, key=key, status=status, cached=cached,
+                     features_off=features_off)
 
 
 def plan(app: AppSpec, out_dir: Path | str, options: BuildOptions = BuildOptions()) -> BuildPlan:
@@ -522,7 +335,11 @@ def build(app: AppSpec, out_dir: Path | str, options: BuildOptions = BuildOption
         tmp = Path(tmp_name)
         say(app, "resolving WIT")
         p = _prepare(app, Path(out_dir).resolve(), options, tmp)
-        if p.status == "built":
+        if p.status == "built" and app.language == "js":
+            built = _componentize_js(app, p, tmp, options.timeout_s, lambda stage: say(app, stage))
+            _publish(built, p.cached)
+            _prune_cache(p.cached.parent, app.name)
+        elif p.status == "built":
             say(app, f"componentize-py ({p.world})")
             built = _componentize(find_tool("componentize-py"), app, p.world, tmp / "wit", tmp,
                                   options.timeout_s)
@@ -564,6 +381,20 @@ def _componentize(tool: str, app: AppSpec, world: str, wit: Path, tmp: Path, tim
     if not built.is_file():
         raise BuildError(f"componentize-py for {app.name} wrote no output")
     return built
+
+
+def _componentize_js(app: AppSpec, p: BuildPlan, tmp: Path, timeout_s: float,
+                     say: Callable[[str], None]) -> Path:
+    src = tmp / "src"
+    for f in _source_files(app.root, skip=[app.wit] if app.wit else []):
+        dest = src / f.relative_to(app.root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dest)
+    try:
+        return build_js.componentize(src / app.module, tmp / "wit", p.world, tmp / f"{app.name}.wasm",
+                                     list(p.features_off), timeout_s=timeout_s, say=say)
+    except build_js.JsBuildError as exc:
+        raise BuildError(f"{app.name}: {str(exc).replace(str(src), str(app.root))}") from None
 
 
 def build_all(path: Path | str, out_dir: Path | str | None = None, options: BuildOptions = BuildOptions(),

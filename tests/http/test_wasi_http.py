@@ -80,7 +80,9 @@ async def test_a_wasi_http_component_serves_requests(front_path, lattice_client,
         assert r.status_code == 200
 
 
-async def test_outgoing_requests_go_through_the_http_client_provider(lattice_client, wasihttp):
+async def test_outgoing_requests_and_keyvalue_through_links(lattice_client, wasihttp):
+    """wasi:http/outgoing-handler goes through builtin:http-client (failures as error-code cases),
+    and the same component's wasi:keyvalue import through builtin:keyvalue-nats, both linked."""
     c, host_id = lattice_client
     await start_app(c, host_id, wasihttp, "wasihttp")
     await c.start_provider("builtin:http-server", "http-server", host_id=host_id)
@@ -107,3 +109,14 @@ async def test_outgoing_requests_go_through_the_http_client_provider(lattice_cli
             closed = free_port()
             r = await http.get("/fetch", params={"url": f"http://127.0.0.1:{closed}/"})
             assert (r.status_code, r.text) == (502, "error-code: ErrorCode_ConnectionRefused")
+            # wasi:keyvalue through its link, as for a trellis:http component
+            r = await http.get("/kv/greeting")
+            assert r.status_code == 500 and "missing_link" in r.text  # no link yet: a trap, answered 500
+            await c.start_provider("builtin:keyvalue-nats", "kv", host_id=host_id)
+            await c.put_link(Link(source_id="wasihttp", target="kv", wit_namespace="wasi", wit_package="keyvalue",
+                                  interfaces=["store"]))
+            r = await http.put("/kv/greeting", content=b"hello from wasi:http")
+            assert r.status_code == 204, r.text
+            r = await http.get("/kv/greeting")
+            assert (r.status_code, r.content) == (200, b"hello from wasi:http")
+            assert (await http.get("/kv/nothing")).status_code == 404

@@ -13,13 +13,15 @@ Routes (the tests' contract):
   ``wasi:http/outgoing-handler`` (the request body forwarded) and answers with its status,
   ``x-upstream-*`` headers and body; an ``error-code`` becomes 502 with the case's name.
 * ``GET /log``: logs through ``wasi:logging`` and answers 200.
+* ``PUT /kv/KEY`` stores the body under KEY in ``wasi:keyvalue`` bucket ``web``; ``GET /kv/KEY``
+  answers it (404 when missing); a ``wasi:keyvalue`` error is a 500 naming it.
 """
 
 from urllib.parse import parse_qs, urlsplit
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
-from wit_world.imports import logging, outgoing_handler, poll
+from wit_world.imports import logging, outgoing_handler, poll, store
 from wit_world.imports.streams import StreamError_Closed
 from wit_world.imports.types import (
     Fields,
@@ -137,6 +139,18 @@ class IncomingHandler(exports.IncomingHandler):
         elif path == "/log":
             logging.log(logging.Level.INFO, "wasihttp", f"{method} {target}")
             respond(response_out, 200, [], b"logged")
+        elif path.startswith("/kv/"):
+            key = path[len("/kv/"):]
+            try:
+                with store.open("web") as bucket:
+                    if method == "PUT":
+                        bucket.set(key, read_all(request.consume()))
+                        respond(response_out, 204, [], b"")
+                    else:
+                        value = bucket.get(key)
+                        respond(response_out, 404 if value is None else 200, [], value or b"")
+            except Err as e:
+                respond(response_out, 500, [], f"keyvalue: {e.value!r}".encode())
         elif path == "/fetch":
             url = parse_qs(query)["url"][0]
             body = read_all(request.consume()) if method == "POST" else b""

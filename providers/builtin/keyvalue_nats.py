@@ -47,6 +47,7 @@ from providers.builtin._common.kv import (
     NoSuchStore,
     add_u64,
     parse_counter,
+    wasmcloud_spelling,
 )
 from providers.builtin._common.lifecycle import LinkedBackend
 from providers.builtin._common.nats import (
@@ -99,6 +100,7 @@ class NatsKvSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, str], lattice: NatsBootstrap | None) -> "NatsKvSettings":
+        cfg = wasmcloud_spelling(cfg, KEYS)
         cfgs.unknown_keys(cfg, KEYS, NAME)
         ttl = cfgs.number(cfg, "ttl_s", 0.0)
         max_bytes = cfgs.integer(cfg, "max_bytes", 0, minimum=0)

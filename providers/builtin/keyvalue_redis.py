@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 
 from providers.builtin._common import config as cfgs
 from providers.builtin._common.health import probe_each
-from providers.builtin._common.kv import BucketMap, KeyValueFront, KvError, MAX_U64
+from providers.builtin._common.kv import MAX_U64, BucketMap, KeyValueFront, KvError, wasmcloud_spelling
 from providers.builtin._common.lifecycle import LinkedBackend
 from providers.builtin._common.shared import Shared
 from providers.sdk import Link, Provider, run
@@ -64,6 +64,7 @@ class RedisKvSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, str]) -> "RedisKvSettings":
+        cfg = wasmcloud_spelling(cfg, KEYS)
         cfgs.unknown_keys(cfg, KEYS, NAME)
         url = cfgs.text(cfg, "url", DEFAULT_URL) or DEFAULT_URL
         if not url.startswith(("redis://", "rediss://", "unix://")):

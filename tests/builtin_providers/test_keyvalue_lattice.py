@@ -95,3 +95,4 @@ async def test_every_kv_function_through_a_component(
         assert (await c.call("tool", "keys", bkt))["ok"][0] == ["c"]
         bad = await c.call("tool", "has", "not valid", "k")
         assert bad["err"].startswith("other: invalid bucket identifier"), bad
+

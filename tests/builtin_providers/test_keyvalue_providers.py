@@ -231,3 +231,21 @@ def test_bucket_map() -> None:
     for bad in ("", "a.b", "a b", "x" * 65):
         with pytest.raises(KvError):
             BucketMap().resolve(bad)
+
+
+async def test_wasmcloud_components_open_buckets_by_link_name(backend: Backend) -> None:
+    """wasmCloud's way: a link's config names its bucket (``BUCKET``, wasmCloud's spelling) and the
+    component opens it by link name, ``open("default")``; the name of another of its links opens
+    that link's bucket. Another component sees the same data in the buckets by their names."""
+    main, arch = bucket(), bucket()
+    configs = {"main": {**backend.config, "BUCKET": main}, "arch": {**backend.config, "BUCKET": arch},
+               "kvcfg": backend.config}
+    links = [kv_link(config="main"), kv_link(config="arch", name="archive"), kv_link("other", config="kvcfg")]
+    async with ProviderEnvironment(backend.build(), provider_id="kv", configs=configs, links=links) as env:
+        assert await invoke(env, "wasi:keyvalue/store.open", "default") == {"ok": "default"}
+        assert await invoke(env, "wasi:keyvalue/store.bucket.set", "default", "k", b"today") == {"ok": None}
+        assert await invoke(env, "wasi:keyvalue/store.open", "archive") == {"ok": "archive"}
+        assert await invoke(env, "wasi:keyvalue/store.bucket.set", "archive", "k", b"last year") == {"ok": None}
+        assert await invoke(env, "wasi:keyvalue/store.bucket.get", "default", "k") == {"ok": b"today"}
+        for name, value in ((main, b"today"), (arch, b"last year")):
+            assert await invoke(env, "wasi:keyvalue/store.bucket.get", name, "k", source="other") == {"ok": value}

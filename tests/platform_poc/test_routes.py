@@ -172,7 +172,8 @@ def test_orders_out_of_stock_is_500_and_stores_nothing(poc: Deployed) -> None:
                                                                          "quantity": 1}],
                   [{"sku": "NO-SUCH-SKU", "price": 1, "quantity": 1}]):
         r = poc.post("/orders", items)
-        assert (r.status_code, r.text) == (500, "500 Internal Server Error")
+        missing = ", ".join(i["sku"] for i in items if i["sku"] != "ENG-V8-500")
+        assert (r.status_code, r.text) == (500, f"500 Internal Server Error: Product(s) not in stock: {missing}")
     assert orders_by_number(poc).keys() == before.keys()
 
 
@@ -193,6 +194,9 @@ def test_orders_post_refuses_bad_input(poc: Deployed, body: str) -> None:
 
 def test_orders_other_methods_are_405_and_other_paths_404(poc: Deployed) -> None:
     assert poc.request("PUT", "/orders", ORDER).status_code == 405
+    for path in ("/orders", "/products", "/inventory?skus=A", "/data-init/all"):  # as the README's table says
+        r = poc.request("DELETE", path)
+        assert (r.status_code, r.text) == (405, "405 Method Not Allowed")
     for path in ("/", "/order", "/orders/1", "/products/x", "/nothing-here"):
         r = poc.get(path)
         assert (r.status_code, r.text) == (404, "404 Not Found")

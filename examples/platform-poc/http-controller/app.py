@@ -6,7 +6,7 @@ their answers into HTTP:
     GET  /data-init/{all|products|inventory|orders}   200; 400 unknown action; 405
     GET  /inventory?skus=A,B                           200 [{sku, is_in_stock}]; 400 without skus
     GET  /orders                                       200 [{order_number, line_items, total}]
-    POST /orders        [{sku, price, quantity}]       201; 400 bad input; 500 out of stock
+    POST /orders        [{sku, price, quantity}]       201; 400 bad input; 500 out of stock (reason in the body)
     GET  /products                                     200 [{id, name, description, price, sku}]
     POST /products      {id, name, description, price, sku}   201; 400 bad input
     anything else                                      404 (405 for another method on a route)
@@ -74,8 +74,9 @@ def method_not_allowed() -> Response:
 
 
 def server_error(what: str, error: Any) -> Response:
+    """500 with the reason in the body (``500 Internal Server Error: Product(s) not in stock: X``)."""
     log(Level.ERROR, CONTEXT, f"{what}: {describe(error)}")
-    return text(500, "500 Internal Server Error")
+    return text(500, f"500 Internal Server Error: {reason(error)}")
 
 
 def describe(error: Any) -> str:
@@ -83,6 +84,12 @@ def describe(error: Any) -> str:
     if isinstance(error, str):
         return error
     return f"{type(error).__name__}: {getattr(error, 'value', '')}"
+
+
+def reason(error: Any) -> str:
+    """An `Err` payload's message for the client: the text a service put in it."""
+    value = error if isinstance(error, str) else getattr(error, "value", None)
+    return str(value) if value else type(error).__name__
 
 
 # ---------------------------------------------------------------- input

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any, Awaitable, Callable, Protocol
 
 from providers.sdk import Context, export
@@ -53,12 +54,30 @@ class AccessDenied(Exception):
     """``error::access-denied``."""
 
 
+def wasmcloud_spelling(cfg: Mapping[str, str], known: Iterable[str]) -> dict[str, str]:
+    """``cfg`` with wasmCloud's upper-case keys (``BUCKET``, ``URL``, ``JS_DOMAIN``) read as
+    Trellis's lower-case ones, so a wasmCloud link config works as it is; a key spelt in
+    lower case wins."""
+    names = set(known)
+    out = dict(cfg)
+    for key, value in cfg.items():
+        low = key.lower()
+        if key != low and low in names and low not in cfg:
+            out[low] = value
+            del out[key]
+    return out
+
+
 @dataclass(frozen=True)
 class BucketMap:
     """Which backend bucket a component's ``open(identifier)`` means (pure).
 
     ``bucket`` pins the link to one backend bucket whatever the identifier;
-    otherwise the backend bucket is ``prefix + identifier``.
+    otherwise the backend bucket is ``prefix + identifier``. A wasmCloud component
+    opens its bucket by *link name* (``open("default")``) and gets the bucket its
+    link's config names: with ``bucket`` set that is what happens, and an identifier
+    that names another link of the same component to this provider uses that link's
+    config (:meth:`KeyValueFront._backend`).
     """
 
     bucket: str | None = None
@@ -133,9 +152,18 @@ class KeyValueFront:
         self.name = name
         self.links = links
 
+    async def _backend(self, ctx: Context, token: str) -> KvBackend:
+        """The link the call came over, or, when the bucket identifier is the name of another
+        link of the caller to this provider, that link (wasmCloud: a bucket is opened by link name)."""
+        if token != ctx.link_name:
+            named: KvBackend | None = self.links.named(ctx.source, token)
+            if named is not None:
+                return named
+        return await self.links.for_call(ctx)
+
     async def _run(self, ctx: Context, token: str, op: Callable[[KvBackend, str], Awaitable[Any]]) -> dict[str, Any]:
         try:
-            backend: KvBackend = await self.links.for_call(ctx)
+            backend = await self._backend(ctx, token)
             bucket = backend.buckets.resolve(token)
             async with before_deadline(ctx):
                 return {"ok": await op(backend, bucket)}

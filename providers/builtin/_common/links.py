@@ -135,6 +135,11 @@ class LinkTable(Generic[S]):
             except LinkUnusable:
                 pass  # logged by put
 
+    def named(self, peer: str, link_name: str) -> S | None:
+        """The usable state of ``peer``'s link named ``link_name``, if this instance has it."""
+        slot = self._slots.get((peer, link_name))
+        return slot.state if slot is not None and not slot.error else None
+
     async def for_call(self, ctx: Any) -> S:
         """The state for the link a call came over; raises NotLinked or LinkUnusable."""
         key = (ctx.source, ctx.link_name)

@@ -227,7 +227,8 @@ class NatsCaller:
 
 
 def call_failure(target: str, code: str, kind: str, message: str, inv_id: str) -> CallFailed:
-    """A component's error reply as an HTTP status and a short reason (details go to the log)."""
+    """A component's error reply as an HTTP status and a reason: what the component said, in one
+    line (the whole message goes to the log)."""
     log.warning("invocation %s of %s failed: [%s/%s] %s", inv_id, target, code, kind, message)
     if code == ErrorCode.TIMEOUT or kind == "timeout":
         return CallFailed(wire.TIMED_OUT, f"component {target!r} did not finish in time ({kind or code}); "
@@ -239,4 +240,18 @@ def call_failure(target: str, code: str, kind: str, message: str, inv_id: str) -
         return CallFailed(wire.FAILED, f"component {target!r} failed (too_large: more data than one call can "
                                        f"carry into or out of Wasm, about {MAX_BYTES_PER_CALL / 1e6:.1f} MB); "
                                        f"invocation {inv_id}")
-    return CallFailed(wire.FAILED, f"component {target!r} failed ({kind or code}); invocation {inv_id}")
+    return CallFailed(wire.FAILED, f"component {target!r} failed ({kind or code}): {brief(message)}; "
+                                   f"invocation {inv_id}")
+
+
+#: the most of a component's error message an HTTP answer carries (the whole of it is in the log)
+BRIEF_CHARS = 300
+
+
+def brief(message: str) -> str:
+    """What a failed component said, in one line: the last line of its stderr when it wrote one
+    (a Python traceback ends with the exception), else the message's first line."""
+    head, sep, stderr = message.partition("guest stderr:")
+    lines = [ln.strip() for ln in (stderr if sep else head).splitlines() if ln.strip()]
+    text = (lines[-1] if sep else lines[0]) if lines else (message.strip() or "no message")
+    return text if len(text) <= BRIEF_CHARS else text[:BRIEF_CHARS - 1] + "…"

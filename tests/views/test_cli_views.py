@@ -126,3 +126,15 @@ async def test_spy_shows_calls_into_and_out_of_a_component(nats_server, lattice,
 
         line = await table.wait_for(lambda s: "IN  first -> second" in s, json_lines=False)
         assert "hello spy" in line or "no link" in line
+
+
+def test_ui_on_a_taken_port_says_so_in_one_line(cli):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        out = cli("ui", "--port", str(taken.getsockname()[1]), timeout=30)
+    assert out.returncode == 1
+    assert out.stderr.strip().startswith("error: cannot serve the dashboard on 127.0.0.1:")
+    assert "--port" in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -202,3 +202,51 @@ def test_trusted_issuers_from_the_environment(nats_server, lattice, keys, adder,
         assert out.returncode == 0, out.stderr
     finally:
         host.stop()
+
+
+def test_forged_expired_and_malformed_signatures_are_refused(adder: Path) -> None:
+    """Signatures that do not hold, checked without a lattice (each a one-line reason)."""
+    import base64
+
+    from interfaces.signing import SignatureError, Trust
+    from interfaces.signing.wasm import WRITE_SECTION, _enc_leb
+
+    key = IssuerKey.generate()
+    trust = Trust((key.public_key,))
+    original = adder.read_bytes()
+
+    def with_token(token: str) -> bytes:
+        name = WRITE_SECTION.encode()
+        content = _enc_leb(len(name)) + name + token.encode()
+        return original + b"\x00" + _enc_leb(len(content)) + content
+
+    def refused(data: bytes) -> str:
+        with pytest.raises(SignatureError) as e:
+            trust.check_component(data, "component x")
+        assert "\n" not in e.value.message
+        return e.value.message
+
+    good = sign_wasm(original, key)
+    token = good[len(original):].split(WRITE_SECTION.encode(), 1)[1].decode()
+    head, body, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    # claims edited after signing (say, to name a trusted issuer's hash for other code): the signature breaks
+    claims["wascap"]["name"] = "something-else"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    assert "does not verify" in refused(with_token(f"{head}.{forged}.{sig}"))
+    # a signature made by another key but naming the trusted issuer
+    other = IssuerKey.generate()
+    stolen = sign_wasm(original, other)
+    t2 = stolen[len(original):].split(WRITE_SECTION.encode(), 1)[1].decode()
+    h2, b2, s2 = t2.split(".")
+    c2 = json.loads(base64.urlsafe_b64decode(b2 + "=" * (-len(b2) % 4)))
+    c2["iss"] = key.public_key
+    b2 = base64.urlsafe_b64encode(json.dumps(c2).encode()).decode().rstrip("=")
+    assert "does not verify" in refused(with_token(f"{h2}.{b2}.{s2}"))
+    # expired, and not a JWT at all
+    assert "expired" in refused(sign_wasm(original, key, expires_in_days=-1))
+    assert "not a JWT" in refused(with_token("garbage"))
+    none_header = base64.urlsafe_b64encode(b'{"alg":"none"}').decode().rstrip("=")
+    assert "not Ed25519" in refused(with_token(f"{none_header}.{body}."))
+    # still good: the untouched signature
+    assert trust.check_component(good, "component x").issuer == key.public_key

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -28,22 +29,25 @@ SERVICE = REPO / "examples" / "policy-service" / "policy_service.py"
 
 
 class PolicyService:
-    """The sample policy service as a child process; its decisions are read from stdout."""
+    """The sample policy service as a child process; its decisions go to a log file."""
 
     def __init__(self, nats_url: str, subject: str, policy: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(SERVICE), "--policy", str(policy), "--subject", subject,
-                                      "--nats-url", nats_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
-        assert self.proc.stdout is not None
-        ready = json.loads(self.proc.stdout.readline() or "{}")
-        assert ready.get("event") == "policy_service_ready", self.proc.stderr.read() if self.proc.stderr else ""
+        self.log = policy.with_suffix(".decisions.log")
+        with open(self.log, "wb") as out:  # a file, not a pipe nobody drains
+            self.proc = subprocess.Popen([sys.executable, str(SERVICE), "--policy", str(policy), "--subject", subject,
+                                          "--nats-url", nats_url], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while "policy_service_ready" not in self.log.read_text():
+            assert self.proc.poll() is None, f"policy service exited: {self.log.read_text()}"
+            assert time.monotonic() < deadline, f"policy service not ready: {self.log.read_text()}"
+            time.sleep(0.05)  # polling a file for a condition, with a deadline
+
+    def decisions(self) -> list[dict]:  # type: ignore[type-arg]
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith('{"requestId"')]
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f:
-                f.close()
 
 
 @pytest.fixture
@@ -78,7 +82,7 @@ async def _cli(cli, *args: str):  # type: ignore[no-untyped-def]
 
 
 async def test_denied_control_requests_do_not_happen(nats_server, lattice, hosts, cli, service, tmp_path):
-    h = await hosts.start(policy=_policy(lattice))
+    h = await hosts.start(policy=_policy(lattice), allow_python_providers=("json.tool",))
     adder = build_wat("adder")
     out = await _cli(cli, "start", "component", str(adder), "calc", "--host-id", h.id)
     assert out.returncode == 0, out.stderr  # allowed by the image list
@@ -95,6 +99,8 @@ async def test_denied_control_requests_do_not_happen(nats_server, lattice, hosts
     # allowed: scaling
     out = await _cli(cli, "scale", "component", "calc", "--max-instances", "2")
     assert out.returncode == 0, out.stderr
+    asked = [(d["kind"], d["permitted"]) for d in service.decisions()]
+    assert asked[:4] == [("startComponent", True), ("control", False), ("control", False), ("control", True)], asked
 
     # a component the allow-list does not name does not start, and the CLI says why
     other = tmp_path / "elsewhere.wasm"
@@ -105,6 +111,8 @@ async def test_denied_control_requests_do_not_happen(nats_server, lattice, hosts
     out = await _cli(cli, "start", "provider", str(REPO / "tests" / "providers_host" / "echo_provider.py"), "echo",
                      "--host-id", h.id)
     assert out.returncode != 0 and "not in the allowed providers" in out.stderr, out.stderr
+    out = await _cli(cli, "start", "provider", "python:json.tool", "tool", "--host-id", h.id)
+    assert out.returncode != 0 and "python:json.tool is not in python_modules" in out.stderr, out.stderr
 
 
 async def test_denied_links_are_not_used(nats_server, lattice, hosts, cli, service):

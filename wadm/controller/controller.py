@@ -304,6 +304,20 @@ class Controller(Service):
             if loop.time() >= next_tick:
                 next_tick = loop.time() + self.settings.tick_s
                 self.wake_all()
+                await self._announce_all()
+
+    async def _announce_all(self) -> None:
+        """Announce status changes every tick too: a pass can take long (a start waits for its
+        host to compile), and what changes meanwhile (a provider turning unhealthy) is news now."""
+        if not self.may_act():
+            return
+        for name, record in sorted(self.records.items()):
+            if record.deployed_version is None and name not in self._announced:
+                continue
+            try:
+                await self._announce_status(name, record)
+            except Exception as exc:  # a manifest missing from memory, NATS away: next tick
+                log.debug("status of %s not announced: %r", name, exc)
 
     def _ensure_workers(self) -> None:
         wanted = {n for n, r in self.records.items() if r.deployed}

@@ -118,6 +118,8 @@ class Outcome:
     """Something is starting, scaling up or being replaced: the workload has not converged."""
     waiting: int = 0
     """Stale or left-over placements still running, to be retired once converged."""
+    deferred: int = 0
+    """Scale-downs and stops held back until the new instances run (make before break)."""
     degraded: list[str] = field(default_factory=list)
     """Why it runs, but not as declared (e.g. waiting for the host that holds its data)."""
     problems: list[tuple[ObservedHost, str]] = field(default_factory=list)
@@ -353,7 +355,7 @@ def place(
 
     surging = scale_ups > 0 or any(isinstance(c, StartComponent | StartProvider) for c in out.starts)
     if surging and downs:
-        out.waiting += len(downs)  # the new instances first; the next pass, once they run, scales these down
+        out.deferred = len(downs)  # the new instances first; the next pass, once they run, scales these down
     else:
         out.starts.extend(c for c in downs if isinstance(c, ScaleComponent))
         out.stops.extend(c for c in downs if not isinstance(c, ScaleComponent))

@@ -6,6 +6,8 @@ from flags or environment (``TRELLIS_NATS_*``) and are handed to nats-py.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -108,16 +110,23 @@ class NatsUnreachable(ConnectionError):
             last.__class__.__name__ if last is not None else "no server answered")
         if isinstance(last, ConnectionRefusedError) or last is None:
             why += " (is 'trellis up' running? --nats-url or TRELLIS_NATS_URL says where)"
+        elif isinstance(last, ssl.SSLCertVerificationError):
+            why += " (the server's certificate is not from a CA you trust: --nats-tls-ca or TRELLIS_NATS_TLS_CA)"
+        elif isinstance(last, ssl.SSLError) and "CERTIFICATE_REQUIRED" in str(last):
+            why += " (the server wants a client certificate: --nats-tls-cert and --nats-tls-key)"
         super().__init__(why)
 
 
 async def connect(settings: NatsSettings, *, name: str | None = None, **extra: Any) -> Client:
     opts = settings.connect_options()
     errors: list[BaseException] = []
+    untrusted = asyncio.Event()  # a certificate that does not verify never will: give up at once
 
     async def on_error(exc: Exception) -> None:
         errors.append(exc)
         del errors[:-20]
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            untrusted.set()
         await _log_error(exc)
 
     opts.setdefault("error_cb", on_error)
@@ -132,8 +141,20 @@ async def connect(settings: NatsSettings, *, name: str | None = None, **extra: A
     import nats
     from nats.errors import NoServersError
 
+    attempt = asyncio.ensure_future(nats.connect(**opts))
+    gave_up = asyncio.ensure_future(untrusted.wait())
     try:
-        return await nats.connect(**opts)
+        await asyncio.wait({attempt, gave_up}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gave_up.cancel()
+    if not attempt.done():  # nats-py would retry a certificate it cannot verify forever
+        attempt.cancel()
+        with contextlib.suppress(BaseException):
+            await attempt
+        raise NatsUnreachable(settings.url, next(e for e in reversed(errors)
+                                                 if isinstance(e, ssl.SSLCertVerificationError)))
+    try:
+        return attempt.result()
     except NoServersError:
         # what the server said (e.g. 'Authorization Violation') beats the reset that follows it
         said = [e for e in errors if not isinstance(e, OSError)]

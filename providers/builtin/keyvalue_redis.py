@@ -170,6 +170,8 @@ class KeyValueRedis(LinkedBackend[RedisKvLink]):
     """The provider's state: one pooled client per Redis URL, one RedisKvLink per link."""
 
     name = NAME
+    #: a manifest secret named `url` (redis://:PASSWORD@HOST:PORT/DB) sets it: no password in config
+    secret_keys = ("url",)
 
     def __init__(self) -> None:
         self.clients: Shared[ClientSettings, aioredis.Redis] = Shared(f"{NAME} client", open_client, close_client)

@@ -169,6 +169,8 @@ _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 class SqldbPostgres(SqlBackend[PoolKey, asyncpg.Pool]):
     name = NAME
     resource_kind = "pool"
+    #: a manifest secret named `password` (or `url`) sets that key: no password in config
+    secret_keys = ("password", "url")
 
     @property
     def pools(self) -> Any:

@@ -31,6 +31,7 @@ from interfaces.envelope import EnvelopeError, Reply
 from interfaces.errors import ErrorCode
 from interfaces.links import Link, parse_wit_interface
 from interfaces.rpc_client import RpcError
+from interfaces.secrets import SecretValue
 
 from ._private.context import Context, ProviderInfo, make_context
 from ._private.definition import Provider, call_maybe_sync
@@ -59,8 +60,10 @@ class ProviderEnvironment:
     def __init__(self, provider: Provider, *, provider_id: str | None = None, host_id: str = "test-host",
                  lattice: str = "test", config: Mapping[str, str] | None = None,
                  configs: Mapping[str, Mapping[str, str]] | None = None, config_names: tuple[str, ...] = (),
-                 links: tuple[Link, ...] | list[Link] = ()) -> None:
+                 links: tuple[Link, ...] | list[Link] = (), secrets: Mapping[str, str | bytes] | None = None) -> None:
         self.provider = provider
+        #: the provider's secrets, as a manifest's ``secrets:`` would give them (``info.secrets``)
+        self.secrets = MappingProxyType({k: SecretValue(v) for k, v in (secrets or {}).items()})
         self.provider_id = provider_id or provider.name
         self.host_id = host_id
         self.lattice = lattice
@@ -77,7 +80,7 @@ class ProviderEnvironment:
         return ProviderInfo(
             provider_id=self.provider_id, host_id=self.host_id, lattice=self.lattice, instance_id=self.instance_id,
             config=MappingProxyType(self.state.own_config()),
-            links=tuple(a.link for _, a in sorted(self.state.applied.items())),
+            links=tuple(a.link for _, a in sorted(self.state.applied.items())), secrets=self.secrets,
         )
 
     @property

@@ -60,6 +60,12 @@ class Deployed:
         return self.request("POST", path, body, content=content)
 
 
+def _password_file(root: Path) -> Path:
+    path = root / "db-password"
+    path.write_text("not-in-the-manifest")
+    return path
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def poc(request: pytest.FixtureRequest, poc_wasm: Path, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[Deployed]:
@@ -87,6 +93,9 @@ def poc(request: pytest.FixtureRequest, poc_wasm: Path, tmp_path_factory: pytest
                                        provider_config={"keyvalue": {"url": redis.url}, "sqldb": {"url": db_url}})
             up = TrellisUp(root)
             up.wait_ready()
+            # the manifest grants the SQL provider this secret as its password (trust auth ignores it)
+            put = up.cli("secret", "put", "platform-poc-db-password", "--from-file", str(_password_file(root)))
+            assert put.returncode == 0, put.stderr
             up.deploy(manifest)
         deployed = Deployed(backend, f"http://127.0.0.1:{http_port}", up)
         wait_http(deployed.base_url)

@@ -68,3 +68,12 @@ def test_sql_placeholders_are_only_placeholders() -> None:
     assert schema.placeholders(2, 3) == "($1, $2, $3), ($4, $5, $6)"
     assert schema.placeholders(1, 2, start=5) == "($5, $6)"
     assert schema.placeholders(0) == ""
+
+
+def test_the_database_password_is_a_secret_granted_to_the_sql_provider_only() -> None:
+    comps = components(REDIS_POSTGRES)
+    url = comps["sqldb"]["properties"]["config"][0]["properties"]["url"]
+    assert "@" in url and ":" not in url.split("//", 1)[1].split("@", 1)[0], "a password in the URL"
+    assert [(s["name"], s["properties"]["key"]) for s in comps["sqldb"]["properties"]["secrets"]] == [
+        ("password", "platform-poc-db-password")]
+    assert [n for n, c in comps.items() if c["properties"].get("secrets")] == ["sqldb"]

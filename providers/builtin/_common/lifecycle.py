@@ -23,6 +23,8 @@ S = TypeVar("S")
 
 class LinkedBackend(ABC, Generic[S]):
     name: str
+    #: config keys a secret of the same name (the manifest's ``secrets:`` ``name``) sets, over the config
+    secret_keys: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.links: LinkTable[S] = LinkTable(self.name, self.build_link, self.teardown_link)
@@ -49,8 +51,13 @@ class LinkedBackend(ABC, Generic[S]):
 
     # --- SDK callbacks -----------------------------------------------------------------
 
+    def own_config(self, info: Any) -> dict[str, str]:
+        """The provider's own config, with the values its secrets set (kept out of every log)."""
+        secrets = getattr(info, "secrets", {})
+        return {**info.config, **{k: secrets[k].reveal_str() for k in self.secret_keys if k in secrets}}
+
     async def on_start(self, *, info: Any, **kwargs: Any) -> None:
-        self.links.base = dict(info.config)
+        self.links.base = self.own_config(info)
         await self.started(info)
 
     async def on_link_put(self, link: Link, config: dict[str, str], *, info: Any, **kwargs: Any) -> None:
@@ -61,7 +68,7 @@ class LinkedBackend(ABC, Generic[S]):
         await self.links.delete(link, info.provider_id)
 
     async def on_config_updated(self, name: str, values: dict[str, str], *, info: Any, **kwargs: Any) -> None:
-        await self.links.rebase(info.config)
+        await self.links.rebase(self.own_config(info))
 
     async def health(self, **kwargs: Any) -> tuple[bool, str]:
         return self.prober.answer()

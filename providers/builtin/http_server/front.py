@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 from trellis.service import Service
@@ -29,9 +30,12 @@ CLOSE_GRACE_S = 5.0
 class HttpFront(Service):
     name = "http-front"
 
-    def __init__(self, caller: Caller, settings: ServerConfig | None = None, handoff: Any = None) -> None:
+    def __init__(self, caller: Caller, settings: ServerConfig | None = None, handoff: Any = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         super().__init__()
         self.caller = caller
+        #: HTTPS on every listener (:mod:`.tls`); None serves plain HTTP
+        self.tls = tls
         self.settings = settings or ServerConfig()
         #: hands accepted connections to this host's workers (:mod:`.handoff`); None: never
         self.handoff = handoff
@@ -94,7 +98,7 @@ class HttpFront(Service):
                 if existing is not None:
                     existing.table = table  # requests in progress keep the route they matched
                     continue
-                listener = Listener(address, table, self.caller, self.settings, self.handoff)
+                listener = Listener(address, table, self.caller, self.settings, self.handoff, self.tls)
                 try:
                     await listener.open()
                 except OSError as exc:

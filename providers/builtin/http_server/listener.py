@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import time
 import uuid
 from typing import Any, Protocol
@@ -47,12 +48,14 @@ class Listener:
     """
 
     def __init__(self, address: tuple[str, int], table: RouteTable, caller: Caller, settings: ServerConfig,
-                 handoff: Any = None) -> None:
+                 handoff: Any = None, tls: ssl.SSLContext | None = None) -> None:
         self.id = next(_ids)
         self.address = address
         self._table = table
         self.caller = caller
-        self.handoff = handoff
+        #: HTTPS: the provider terminates TLS itself, so nothing is handed to a worker
+        self.tls = tls
+        self.handoff = None if tls is not None else handoff
         self.settings = settings
         self.idle_timeout_s = settings.idle_timeout_ms / 1000
         self.read_timeout_s = settings.read_timeout_ms / 1000
@@ -92,13 +95,13 @@ class Listener:
 
     @property
     def text(self) -> str:
-        return format_address(self.address)
+        return ("https://" if self.tls is not None else "") + format_address(self.address)
 
     async def open(self) -> None:
         """Bind and listen; raises OSError (address in use, permission denied, ...)."""
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(lambda: HttpConnection(self), self.address[0], self.address[1],
-                                               reuse_address=True, backlog=1024)
+                                               reuse_address=True, backlog=1024, ssl=self.tls)
 
     def stop_accepting(self) -> None:
         if self.server is not None:

@@ -25,6 +25,7 @@ from .gateway import NatsCaller
 from .handoff import Handoff
 from .listener import Caller
 from .routes import Route
+from .tls import CERT_SECRET, KEY_SECRET, server_context
 
 log = logging.getLogger("providers.http_server")
 
@@ -79,7 +80,10 @@ class HttpServer:
             # connections to components this host's workers serve are answered by those workers
             self.handoff = Handoff(info.local_workers, source=info.provider_id)
             await self.handoff.start()
-        self.front = HttpFront(self.caller, self._settings(info.config), self.handoff)
+        tls = server_context(info.secrets)  # a TlsError stops the start: no plain HTTP in its place
+        if tls is not None:
+            log.info("http-server: serving HTTPS (certificate from the %s/%s secrets)", CERT_SECRET, KEY_SECRET)
+        self.front = HttpFront(self.caller, self._settings(info.config), self.handoff, tls)
         await self.front.start()
 
     async def link_put(self, link: Link, config: dict[str, str], *, info: ProviderInfo, **kwargs: Any) -> None:

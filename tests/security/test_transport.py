@@ -277,3 +277,55 @@ async def test_https_on_the_http_server_from_its_secrets_with_keep_alive(tmp_pat
                                secrets={"tls_cert": site.cert_pem})
     with pytest.raises(TlsError, match="tls_key is missing"):
         await half.start()
+
+
+# --- trellis up on one machine -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_trellis_up_listens_on_loopback_only_and_keeps_its_keys_private(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import psutil
+
+    from tests.harness import run_cli
+    from tests.lattice.test_up import _free_port, _read_until
+    from trellis import procs
+
+    port = _free_port()
+    state = tmp_path / "state"
+    up = subprocess.Popen(procs.trellis_argv("up", "--state-dir", str(state), "--nats-port", str(port)),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        banner = _read_until(up, "Press Ctrl-C", 60)
+        assert "secrets keyholder key" in banner
+        env = {"TRELLIS_NATS_URL": f"nats://127.0.0.1:{port}", "TRELLIS_LATTICE": "default"}
+        deadline = time.monotonic() + 60
+        put = run_cli("secret", "put", "up-check", "value-of-up", env=env)
+        while put.returncode != 0 and time.monotonic() < deadline:  # wadm (the keyholder) starts after the banner
+            put = run_cli("secret", "put", "up-check", "value-of-up", env=env)
+        assert put.returncode == 0, put.stderr
+        tree = [psutil.Process(up.pid), *psutil.Process(up.pid).children(recursive=True)]
+        listening = []
+        for proc in tree:
+            try:
+                listening += [(proc.name(), c.laddr) for c in proc.net_connections(kind="inet")
+                              if c.status == psutil.CONN_LISTEN]
+            except psutil.NoSuchProcess:
+                continue
+        assert any(addr.port == port for _, addr in listening), listening  # NATS is among them
+        exposed = [(name, addr) for name, addr in listening if addr.ip not in ("127.0.0.1", "::1")]
+        assert not exposed, f"listening beyond loopback: {exposed}"
+        for secret_file in (state / "secrets.nk", state / "host.seed"):
+            assert secret_file.stat().st_mode & 0o077 == 0, f"{secret_file} is readable by others"
+        assert b"value-of-up" not in b"".join(p.read_bytes() for p in state.rglob("*") if p.is_file())
+        os.kill(up.pid, signal.SIGTERM)
+        assert up.wait(60) == 0
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+        if up.stdout:
+            up.stdout.close()

@@ -148,6 +148,8 @@ class CallContext:
     stderr: Callable[[bytes], None] | None = None
     #: the call runs on a thread that must not wait (the worker's event loop)
     inline: bool = False
+    #: ``time.monotonic()`` past which the call is out of time (host code that waits stops there)
+    deadline: float | None = None
 
     def record(self, interface: str, function: str, error: BaseException) -> None:
         if self.failure is None:

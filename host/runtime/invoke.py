@@ -64,6 +64,7 @@ from .imports import (
 from .probe import CallProbe
 from .settings import Limits, ReusePolicy, WasiGrants
 from .wasi_http.binding import direct_function
+from .wasi_http.io import OutOfTime
 from .wasi_http import AS_500, TRELLIS_HANDLE, WasiHttpExport, as_response, find_handler
 
 __all__ = ["Invoker", "InvokerStats"]
@@ -290,7 +291,10 @@ class Invoker:
         assert wasi is not None
         if len(args) != 1:
             raise InvocationError(ErrorKind.BAD_ARGUMENT, "trellis:http/incoming-handler.handle takes 1 argument")
-        ctx = CallContext(handler=wasi.handler(handler), table=ResourceTable(), inline=inline)
+        budget = self.limits.timeout_s if timeout_s is None else (
+            timeout_s if self.limits.timeout_s is None else min(timeout_s, self.limits.timeout_s))
+        ctx = CallContext(handler=wasi.handler(handler), table=ResourceTable(), inline=inline,
+                          deadline=None if budget is None else time.monotonic() + budget)
         ticks = self._deadline_ticks
         if timeout_s is not None:
             ticks = min(ticks, self.engine.deadline_ticks(max(timeout_s, 0.0)))
@@ -309,6 +313,9 @@ class Invoker:
                 self._call(live, wasi.function, lowered, ctx)
                 keep = out.response is not None
             except InvocationError as e:
+                if isinstance(ctx.failure, OutOfTime):
+                    raise InvocationError(ErrorKind.TIMEOUT, f"deadline of {budget}s exceeded ({ctx.failure})",
+                                          detail=e.detail) from None
                 if e.kind not in AS_500:
                     raise
                 failure = e

@@ -130,8 +130,7 @@ class WasiHttpHandler:
         ``{"err": error-code}`` (plain, the component's case names)."""
         scheme = request.scheme
         scheme_name = "http" if scheme is None else next(iter(scheme)) if isinstance(scheme, dict) else str(scheme)
-        if scheme_name == "other":
-            scheme_name = str(scheme["other"])
+        scheme_name = str(scheme["other"]) if scheme_name == "other" else scheme_name.lower()
         url = f"{scheme_name}://{request.authority}{request.path_with_query or '/'}"
         body = request.body.stream.body() if request.body is not None else b""
         timeouts = [t for t in (getattr(options, "connect_timeout", None), getattr(options, "first_byte_timeout", None),

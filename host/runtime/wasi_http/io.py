@@ -72,15 +72,28 @@ class Pollable:
 READY = Pollable()
 
 
+class OutOfTime(Exception):
+    """The guest waited on a clock past the call's deadline (the invoker makes it a ``timeout``)."""
+
+
 def deadline_pollable(at_ns: int) -> Pollable:
-    """Ready at monotonic instant ``at_ns`` (``time.monotonic_ns``)."""
+    """Ready at monotonic instant ``at_ns`` (``time.monotonic_ns``). Waiting never outlasts the
+    call: past its deadline the call fails (``timeout``); an inline call goes to a Wasm thread."""
     def ready() -> bool:
         return time.monotonic_ns() >= at_ns
 
     def wait() -> None:
-        left = at_ns - time.monotonic_ns()
-        if left > 0:
-            time.sleep(left / 1e9)
+        left = (at_ns - time.monotonic_ns()) / 1e9
+        if left <= 0:
+            return
+        ctx = CURRENT_CALL.get()
+        if ctx is not None and ctx.inline:
+            raise Reroute("the guest waits on a clock", sticky=False)
+        limit = ctx.deadline if ctx is not None else None
+        if limit is not None and time.monotonic() + left > limit:
+            time.sleep(max(0.0, limit - time.monotonic()))
+            raise OutOfTime(f"the guest waited on a clock past the call's deadline ({left:.3f} s more)")
+        time.sleep(left)
     return Pollable(ready, wait)
 
 

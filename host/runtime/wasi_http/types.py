@@ -127,7 +127,7 @@ class IncomingRequest:
         self.path_with_query = str(request.get("path-with-query") or "/")
         entries = [(str(k).lower(), bytes(v)) for k, v in request.get("headers") or ()]
         self.authority = next((v.decode("latin-1") for k, v in entries if k == "host"), None)
-        self.scheme = {"http": None}
+        self.scheme = {"HTTP": None}  # the WIT spells the cases HTTP, HTTPS, other
         self.headers = Fields(entries, True)
         self.body: IncomingBody | None = IncomingBody(bytes(request.get("body") or b""))
 

@@ -12,6 +12,7 @@ Routes (the tests' contract):
 * ``GET|POST /fetch?url=http://HOST:PORT/PATH``: calls that URL through
   ``wasi:http/outgoing-handler`` (the request body forwarded) and answers with its status,
   ``x-upstream-*`` headers and body; an ``error-code`` becomes 502 with the case's name.
+* ``GET /sleep?ms=N``: waits N ms on ``wasi:clocks/monotonic-clock`` (a pollable), then 200.
 * ``GET /log``: logs through ``wasi:logging`` and answers 200.
 * ``PUT /kv/KEY`` stores the body under KEY in ``wasi:keyvalue`` bucket ``web``; ``GET /kv/KEY``
   answers it (404 when missing); a ``wasi:keyvalue`` error is a 500 naming it.
@@ -21,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
-from wit_world.imports import logging, outgoing_handler, poll, store
+from wit_world.imports import logging, monotonic_clock, outgoing_handler, poll, store
 from wit_world.imports.streams import StreamError_Closed
 from wit_world.imports.types import (
     Fields,
@@ -136,6 +137,10 @@ class IncomingHandler(exports.IncomingHandler):
             raise RuntimeError("the handler failed on purpose")
         elif path == "/drop":
             return
+        elif path == "/sleep":
+            ms = int(parse_qs(query).get("ms", ["0"])[0])
+            monotonic_clock.subscribe_duration(ms * 1_000_000).block()
+            respond(response_out, 200, [], b"slept")
         elif path == "/log":
             logging.log(logging.Level.INFO, "wasihttp", f"{method} {target}")
             respond(response_out, 200, [], b"logged")

@@ -1,0 +1,69 @@
+"""The host's wasi:http (host/runtime/wasi_http) in one process: an `Invoker` serving the unmodified
+`wasihttp` proxy component (tests/components/python/wasihttp) with the trellis:http request record."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from host.runtime import (EngineSettings, ErrorKind, InvocationError, Invoker, Limits, Reroute, ReusePolicy,
+                          load_component, make_engine)
+from host.runtime.cache import CompileCache
+from host.runtime.wasi_http import shadowed
+from tests.components.build import build_python
+from tests.harness import COMPILE_CACHE
+
+H = "trellis:http/incoming-handler.handle"
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    engine = make_engine(EngineSettings(consume_fuel=False))
+    return load_component(engine, build_python("wasihttp").read_bytes(), CompileCache(COMPILE_CACHE))
+
+
+def request(path: str, method: str = "GET", body: bytes = b"", headers=()) -> list:
+    return [{"method": method, "path-with-query": path, "headers": list(headers), "body": body}]
+
+
+def test_the_host_answers_wasi_io_and_everything_sharing_its_resources(loaded):
+    names = {n.split("@")[0] for n in shadowed(loaded)}
+    assert {"wasi:http/types", "wasi:io/streams", "wasi:io/poll", "wasi:cli/stdout", "wasi:cli/stderr",
+            "wasi:clocks/monotonic-clock", "wasi:filesystem/preopens", "wasi:sockets/tcp",
+            "wasi:sockets/network"} <= names
+    assert not names & {"wasi:cli/environment", "wasi:random/random", "wasi:clocks/wall-clock",
+                        "wasi:logging/logging", "wasi:keyvalue/store"}
+
+
+def test_requests_fresh_and_reused(loaded):
+    for reuse in (1, 100):
+        inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=reuse), limits=Limits(timeout_s=30))
+        for _ in range(3):
+            r = inv.invoke(H, request("/hello?q=1", headers=[["x-test", b"a"]]))
+            assert (r["status"], r["body"]) == (200, b"GET /hello?q=1 x-test=a")
+            assert ["x-echo", b"a"] in r["headers"]
+        big = bytes(range(256)) * 12_000  # ~3 MB: more than one call carries into Wasm
+        r = inv.invoke(H, request("/echo", "POST", big, [["content-type", b"x/y"]]))
+        assert r["body"] == big and ["content-type", b"x/y"] in r["headers"]
+        assert inv.invoke(H, request("/trap"))["status"] == 500
+        assert inv.invoke(H, request("/drop"))["status"] == 500
+        assert inv.invoke(H, request("/status/299"))["status"] == 299
+
+
+def test_a_clock_wait_never_outlasts_the_call(loaded):
+    inv = Invoker(loaded, limits=Limits(timeout_s=1.0))
+    assert inv.invoke(H, request("/sleep?ms=10"))["body"] == b"slept"
+    started = time.monotonic()
+    with pytest.raises(InvocationError) as err:
+        inv.invoke(H, request("/sleep?ms=600000"))
+    assert err.value.kind is ErrorKind.TIMEOUT and time.monotonic() - started < 10
+
+
+def test_inline_calls_go_to_a_thread_for_large_bodies_and_waits(loaded):
+    inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=100))
+    assert inv.invoke(H, request("/echo", "POST", b"x" * 1000), inline=True)["body"] == b"x" * 1000
+    for req in (request("/echo", "POST", b"x" * 100_000), request("/big?n=100000"), request("/sleep?ms=50")):
+        with pytest.raises(Reroute):
+            inv.invoke(H, req, inline=True)
+        assert inv.invoke(H, req)["status"] == 200  # on a thread, the same call is served

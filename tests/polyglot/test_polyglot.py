@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from interfaces.client import LatticeClient
+
 from ..harness import REPO, eventually, run_cli
 
 pytestmark = pytest.mark.slow
@@ -58,6 +60,15 @@ async def _get(url: str) -> str:
     return await eventually(answered, timeout=120, interval=0.5, what=f"GET {url}")
 
 
+async def _compile_first(host, *wasms: Path) -> None:  # type: ignore[no-untyped-def]
+    """Start and stop each component once, so its compiled code is cached before wadm places it:
+    a loaded 2-core machine compiles a 12-18 MiB component for longer than wadm waits for a start."""
+    async with LatticeClient(host.settings.nats.url, host.settings.lattice) as c:
+        for i, wasm in enumerate(wasms):
+            await c.start_component(str(wasm), f"warm-{i}", host_id=host.id, timeout_s=900)
+            await c.stop_component(f"warm-{i}", host_id=host.id)
+
+
 def test_the_js_example_is_what_trellis_new_makes(tmp_path: Path) -> None:
     made = run_cli("new", "component", "hello-js", "--lang", "js", "--dir", str(tmp_path), "--port", "8081")
     assert made.returncode == 0, made.stderr
@@ -93,7 +104,8 @@ async def test_javascript_and_python_components_in_one_manifest(hosts, controlle
                          {"../hello-js/build/hello-js.wasm": js / "hello-js.wasm",
                           "../hello-python/build/hello.wasm": py / "hello.wasm"},
                          {8081: port_js, 8082: port_py}, tmp_path / "wadm.yaml")
-    await hosts.start()
+    host = await hosts.start()
+    await _compile_first(host, js / "hello-js.wasm", py / "hello.wasm")
     await controllers.start()
     deployed = await asyncio.to_thread(cli, "app", "deploy", str(manifest), "--wait", "--timeout", "600", timeout=630)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
@@ -117,7 +129,8 @@ async def test_new_python_component_and_provider_build_and_run(hosts, controller
     port = _free_port()
     manifest = project / "wadm.yaml"
     manifest.write_text(manifest.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
-    await hosts.start()
+    host = await hosts.start()
+    await _compile_first(host, project / "build" / "visits.wasm")
     await controllers.start()
     for app in (manifest, tmp_path / "greeter" / "wadm.yaml"):
         deployed = await asyncio.to_thread(cli, "app", "deploy", str(app), "--wait", "--timeout", "600", timeout=630)

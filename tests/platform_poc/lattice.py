@@ -66,7 +66,8 @@ def render_manifest(source: Path, target: Path, *, wasm_dir: Path | None, http_p
 class TrellisUp:
     """A real `trellis up` in ``root``; with ``deploy``, started as `trellis up --deploy MANIFEST`."""
 
-    def __init__(self, root: Path, *, deploy: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, *, deploy: Path | None = None, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.root = root
         self.state = root / "state"
         self.state.mkdir(parents=True)
@@ -77,7 +78,7 @@ class TrellisUp:
         self.nats_url = f"nats://127.0.0.1:{self.nats_port}"
         self.log = root / "up.log"
         argv = procs.trellis_argv("up", "--state-dir", str(self.state), "--nats-port", str(self.nats_port),
-                                  "--lattice", "default")
+                                  "--lattice", "default", *args)
         if deploy is not None:
             argv += ["--deploy", str(deploy)]
         with open(self.log, "ab") as out:

@@ -367,3 +367,25 @@ def test_the_example_in_the_user_docs_is_valid() -> None:
     manifest = load_manifest(example, base_dir="/srv/shop")
     assert validate(manifest) == []
     assert manifest.component("cart").image == "file:///srv/shop/examples/hello-python/build/hello.wasm"  # type: ignore[union-attr]
+
+
+def test_an_oci_image_without_a_registry_is_a_warning() -> None:
+    text = """
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {name: oci}
+spec:
+  components:
+    - name: a
+      type: component
+      properties: {image: "test:latest"}
+      traits: [{type: spreadscaler, properties: {instances: 1}}]
+    - name: b
+      type: component
+      properties: {image: "localhost:5000/team/b:1"}
+      traits: [{type: spreadscaler, properties: {instances: 1}}]
+"""
+    problems = validate(load_manifest(text))
+    assert not [p for p in problems if p.is_error], problems
+    about = [p.message for p in problems if "names no registry" in p.message]
+    assert len(about) == 1 and "'test:latest'" in about[0]

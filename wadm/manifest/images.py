@@ -14,8 +14,8 @@ anything else                        oci          the reference, e.g. ``ghcr.io/
 
 A bare path is recognised by a leading ``/``, ``./`` or ``../``, or by ending in
 ``.wasm``; everything else without a scheme is read as an OCI reference (so
-``test:latest`` is OCI). The validator accepts OCI references; whether a deployer
-can fetch them is its own business.
+``test:latest`` is OCI). The validator accepts OCI references, as wadm does, but warns
+about one that names no registry host: Trellis hosts pull ``REGISTRY/REPO:TAG`` only.
 """
 
 from __future__ import annotations
@@ -47,6 +47,14 @@ class ImageRef:
     @property
     def is_relative_path(self) -> bool:
         return self.kind is ImageKind.FILE and not PurePosixPath(self.location).is_absolute()
+
+    @property
+    def registry(self) -> str | None:
+        """oci: the registry host the reference names (a dot, a port or ``localhost``), else None."""
+        if self.kind is not ImageKind.OCI or "/" not in self.location:
+            return None
+        first = self.location.split("/", 1)[0]
+        return first if ("." in first or ":" in first or first == "localhost") else None
 
     def as_uri(self) -> str:
         """The canonical spelling: ``file:///abs`` for absolute files, the original otherwise."""

@@ -189,6 +189,9 @@ def _check_component(m: Manifest, comp: Component) -> list[Problem]:
             ref = parse_image(props.image)
             if ref.kind is ImageKind.BUILTIN and not comp.is_capability:
                 out.append(error(where, f"image '{props.image}': builtin: images are capability providers; use type: capability"))
+            if ref.kind is ImageKind.OCI and ref.registry is None:
+                out.append(warning(where, f"image '{props.image}' names no registry, so no host can pull it: "
+                                          f"write REGISTRY/REPOSITORY:TAG (e.g. ghcr.io/ORG/{props.image})"))
         except ImageError as exc:
             out.append(error(where, str(exc)))
     if props.reuse is not None:

@@ -181,7 +181,8 @@ class Invoker:
         if find_handler(loaded) is not None and not any(
                 fn.interface is not None and (unversioned(fn.interface), fn.name) == HTTP_HANDLER
                 for fn in loaded.all_exported()):
-            self._wasi_http = WasiHttpExport(loaded, inherit_stderr=self.grants.inherit_stderr)
+            self._wasi_http = WasiHttpExport(loaded, inherit_stderr=self.grants.inherit_stderr,
+                                             inherit_stdout=self.grants.inherit_stdout)
         shadow = self._wasi_http.shadow if self._wasi_http is not None else frozenset()
         self._linker = build_linker(self.engine, loaded, shadow, direct_function if shadow else None)
         self._fuel = _UNLIMITED_FUEL if self.limits.fuel is None else self.limits.fuel

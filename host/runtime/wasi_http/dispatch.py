@@ -85,14 +85,16 @@ class WasiHttpHandler:
     """An :class:`~host.runtime.imports.ImportHandler` for one call of a wasi:http component:
     answers the shadowed imports, passes the others (and outgoing requests) to ``outer``."""
 
-    __slots__ = ("outer", "shadow", "codes", "stderr", "outgoing")
+    __slots__ = ("outer", "shadow", "codes", "stderr", "outgoing", "stdout")
 
     def __init__(self, outer: ImportHandler, shadow: frozenset[str], codes: dict[str, str],
-                 stderr: Callable[[bytes], None] | None, outgoing: str | None) -> None:
+                 stderr: Callable[[bytes], None] | None, outgoing: str | None,
+                 stdout: Callable[[bytes], None] | None = None) -> None:
         self.outer = outer
         self.shadow = shadow
         self.codes = codes
         self.stderr = stderr
+        self.stdout = stdout
         #: the component's outgoing-handler import name (as it spells it), if any
         self.outgoing = outgoing
 
@@ -106,7 +108,7 @@ class WasiHttpHandler:
         if impl is not None:
             return impl(args)
         if key == ("wasi:cli/stdout", "get-stdout"):
-            return std_stream("stdout", None)
+            return std_stream("stdout", self.stdout)
         if key == ("wasi:cli/stderr", "get-stderr"):
             return std_stream("stderr", self.stderr)
         if key[0] == OUTGOING and function == "handle":

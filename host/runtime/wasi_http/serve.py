@@ -51,10 +51,15 @@ def _inherited_stderr(data: bytes) -> None:
     sys.stderr.flush()
 
 
+def _inherited_stdout(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
 class WasiHttpExport:
     """What the invoker needs to serve a wasi:http component, read once per component."""
 
-    def __init__(self, loaded: LoadedComponent, inherit_stderr: bool = False) -> None:
+    def __init__(self, loaded: LoadedComponent, inherit_stderr: bool = False, inherit_stdout: bool = False) -> None:
         fn = find_handler(loaded)
         if fn is None:
             raise ValueError("the component exports no wasi:http/incoming-handler@0.2")
@@ -67,9 +72,10 @@ class WasiHttpExport:
         self.request_type: OwnT = req_ty
         self.outparam_type: OwnT = out_ty
         self.stderr = _inherited_stderr if inherit_stderr else _stderr_sink
+        self.stdout = _inherited_stdout if inherit_stdout else None  # else discarded, as WasiGrants says
 
     def handler(self, outer: ImportHandler) -> WasiHttpHandler:
-        return WasiHttpHandler(outer, self.shadow, self.codes, self.stderr, self.outgoing)
+        return WasiHttpHandler(outer, self.shadow, self.codes, self.stderr, self.outgoing, self.stdout)
 
     def lower(self, table: Any, request: Any) -> tuple[list[Any], ResponseOutparam]:
         """The ``handle`` arguments for the plain ``request`` record, and the outparam to read."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from interfaces import handoff
@@ -61,9 +62,10 @@ class ComponentManager:
             "cache_dir": str(s.compile_cache_dir or s.state_dir / "compiled"), "threads": s.worker_threads,
             "handoff": handoff.enabled(), "policy": s.policy.to_dict(),
             "policy_requester": {"kind": "host", "publicKey": self.host.id, "lattice": self.host.lattice},
+            "log_dir": str(s.state_dir / "logs"),
         }
         self.pool = WorkerPool(boot, s.workers or (os.cpu_count() or 1), self.host.tasks,
-                               log_dir=s.state_dir / "logs")
+                               log_dir=s.state_dir / "logs", log_env=self.host.log_env())
         await self.pool.start()
 
     def worker_addresses(self) -> list[str]:
@@ -122,10 +124,13 @@ class ComponentManager:
 
     async def _load(self, req: StartComponent) -> None:
         assert self.fetcher is not None and self.pool is not None
+        began = time.monotonic()
         try:
             path, digest = await self.fetcher.fetch(req.image, req.digest)
         except ArtifactError:
+            self.host.metrics.fetched(req.image, "error", time.monotonic() - began)
             raise
+        self.host.metrics.fetched(req.image, "ok", time.monotonic() - began)
         claims = await self.host.admission.check_component(req.component_id, path, digest)
         await self.host.policy.require("startComponent", {
             "componentId": req.component_id, "imageRef": req.image, "digest": digest,

@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 import trellis
-from interfaces import secrets, subjects
+from interfaces import secrets, subjects, tracing
 from interfaces.control import (
     Capacity,
     CtlReply,
@@ -38,6 +38,8 @@ from .providers import ProviderManager
 from .control import ControlRouter
 from .identity import Identity, state_id
 from .labels import BUILTIN_KEYS, LabelError, builtin_labels, check_user_label
+from .metrics import HostMetrics
+from .usage import host_usage
 from .settings import HostSettings
 
 log = logging.getLogger(__name__)
@@ -76,10 +78,14 @@ class Host(Service):
         self._register_routes()
         self.components = ComponentManager(self)
         self.providers = ProviderManager(self)
+        self.metrics = HostMetrics(self, prometheus=settings.metrics_port is not None, scope=settings.metrics_scope)
+        #: where /metrics is served, once started (None: not served)
+        self.metrics_address: tuple[str, int] | None = None
 
     # --- lifecycle ---------------------------------------------------------------
 
     async def _start(self) -> None:
+        tracing.setup_tracing("trellis-host")
         self.state_id = state_id(self.settings.state_dir)
         self.nc = await connect(self.settings.nats, name=f"trellis-host-{self.friendly_name}")
         self.policy = PolicyClient(self.nc, self.settings.policy, {
@@ -90,6 +96,10 @@ class Host(Service):
         for subject in subjects.ctl_wildcard_for_host(self.lattice, self.id):
             self._subs.append(await self.nc.subscribe(subject, cb=self._on_control))
         await self.components.start()
+        self.metrics.started()
+        if self.settings.metrics_port is not None:
+            self.metrics_address = self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
+            log.info("metrics at http://%s:%d/metrics", *self.metrics_address)
         await self.nc.flush()
         await self.publish_event(EventType.HOST_STARTED, self._host_event_data())
         self.tasks.spawn(self._heartbeat_loop(), "heartbeat")
@@ -117,10 +127,20 @@ class Host(Service):
             await asyncio.wait_for(nc.drain(), 5)
         except Exception:
             await nc.close()
+        self.metrics.shutdown()
 
     async def drain_workloads(self, timeout_s: float) -> None:
         """Stop taking invocations, let those in flight finish (up to the timeout), stop workers."""
         await asyncio.gather(self.components.close(timeout_s), self.providers.close(timeout_s))
+
+    def log_env(self) -> dict[str, str]:
+        """The logging variables for this host's workers and providers (interfaces/logs.py)."""
+        env = {}
+        if self.settings.log_format:
+            env["TRELLIS_LOG_FORMAT"] = self.settings.log_format
+        if self.settings.log_to:
+            env["TRELLIS_LOG_TO"] = self.settings.log_to
+        return env
 
     # --- description ---------------------------------------------------------------
 
@@ -172,6 +192,7 @@ class Host(Service):
             await asyncio.sleep(interval)
             try:
                 await self.publish_event(EventType.HOST_HEARTBEAT, self._host_event_data())
+                self.metrics.heartbeat()
             except Exception as exc:  # disconnected: nats-py buffers or raises; keep beating
                 log.debug("heartbeat not sent: %r", exc)
 
@@ -184,6 +205,7 @@ class Host(Service):
         r.add("host", HostOp.LABEL_PUT, LabelPut, self._op_label_put)
         r.add("host", HostOp.LABEL_DEL, LabelDel, self._op_label_del)
         r.add("host", HostOp.STOP, StopHost, self._op_stop)
+        r.add("host", HostOp.USAGE, Empty, self._op_usage)
 
     async def _on_control(self, msg: Msg) -> None:
         if not msg.reply:
@@ -210,6 +232,9 @@ class Host(Service):
 
     async def _op_inventory(self, _: Empty) -> HostInfo:
         return self.info()
+
+    async def _op_usage(self, _: Empty) -> dict[str, Any]:
+        return await host_usage(self)
 
     async def _op_label_put(self, req: LabelPut) -> HostInfo:
         try:

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 def loop_time() -> float:
     return asyncio.get_running_loop().time()
 
-_PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TRELLIS_LOG_LEVEL", "PYTHONPATH", "VIRTUAL_ENV")
+_PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TRELLIS_LOG_LEVEL", "TRELLIS_LOG_FORMAT", "TRELLIS_LOG_TO",
+             "TRELLIS_LOG_MAX_BYTES", "TRELLIS_LOG_BACKUPS", "TRELLIS_METRICS", "PYTHONPATH", "VIRTUAL_ENV")
 
 
 def clean_env() -> dict[str, str]:
@@ -139,15 +140,20 @@ class ProviderManager:
         log_dir = self.host.settings.state_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         boot = await self._bootstrap(sup)  # before the process: a refused secret starts nothing
-        out = open(log_dir / f"provider-{sup.spec.provider_id}.log", "ab")
+        log_env = self.host.log_env()
+        to = log_env.get("TRELLIS_LOG_TO")
+        out: Any = None  # stdout: the provider writes to the host's stdout
+        if to != "stdout":  # files: it writes (and rotates) provider-ID.log itself; crash output here
+            out = open(log_dir / f"provider-{sup.spec.provider_id}{'.stderr' if to == 'files' else ''}.log", "ab")
         try:
             # its own session (a Ctrl-C at the host's terminal is the host's to handle), but it
             # dies with the host: a SIGKILLed host must not leave it serving calls as an orphan
             sup.proc = await asyncio.create_subprocess_exec(
-                *sup.argv, stdin=asyncio.subprocess.PIPE, stdout=out, stderr=out, env=clean_env(),
+                *sup.argv, stdin=asyncio.subprocess.PIPE, stdout=out, stderr=out, env={**clean_env(), **log_env},
                 start_new_session=True, preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         finally:
-            out.close()
+            if out is not None:
+                out.close()
         assert sup.proc.stdin is not None
         sup.proc.stdin.write(boot)
         await sup.proc.stdin.drain()

@@ -60,3 +60,16 @@ class HostSettings(BaseModel):
         (), description="modules this host may run as python:MODULE providers ('*' = any); python:MODULE "
         "runs code from the host's own environment, so none is allowed unless listed"
     )
+    log_format: str | None = Field(None, description="text or json, for the host's workers and providers too "
+                                   "(None: TRELLIS_LOG_FORMAT, else text)")
+    log_to: str | None = Field(None, description="stdout or files, for the host's workers and providers too "
+                               "(None: TRELLIS_LOG_TO, else as before: workers and providers to STATE_DIR/logs)")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve Prometheus text at /metrics on this port (0: any free one); "
+        "None: no endpoint (OTLP still follows OTEL_METRICS_EXPORTER)"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address of the /metrics endpoint (0.0.0.0: every interface)")
+    metrics_scope: str = Field(
+        "host", description="host: this host's workers and providers; lattice: also every wadm controller "
+        "(trellis up serves its whole embedded lattice)"
+    )

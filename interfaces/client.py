@@ -175,6 +175,20 @@ class LatticeClient:
     async def stop_host(self, host_id: str, timeout_s: float | None = None) -> Any:
         return await self.host_request(host_id, HostOp.STOP, StopHost(timeout_s=timeout_s))
 
+    async def get_usage(self, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+        """What every live host's components and providers used since it started (``host/usage.py``)."""
+        hosts = await self.get_hosts()
+
+        async def one(host_id: str) -> dict[str, Any] | None:
+            try:
+                return dict(await self.request(subjects.host_op(self.lattice, host_id, HostOp.USAGE), None,
+                                               timeout_s=timeout_s))
+            except ControlError:
+                return None  # gone since it answered the ping
+
+        got = await asyncio.gather(*(one(h.id) for h in hosts))
+        return [u for u in got if u is not None]
+
     # --- components ----------------------------------------------------------------
 
     async def pick_host(self, constraints: dict[str, str] | None = None) -> HostInfo:

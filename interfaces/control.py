@@ -134,6 +134,8 @@ class HostOp:
     LABEL_PUT = "label.put"
     LABEL_DEL = "label.del"
     STOP = "stop"
+    #: what its components and providers used since it started (host/usage.py)
+    USAGE = "usage"
 
 
 def parse_request(model: type[M], data: bytes) -> M:

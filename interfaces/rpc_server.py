@@ -28,6 +28,7 @@ from .envelope import MAX_FRAME, PART_HEADER, EnvelopeError, Invocation, Reply, 
 from .errors import ErrorCode, TrellisError
 from .local_rpc import REPLY_PREFIX as _LOCAL_PREFIX
 from .rpc_client import PROGRESS_INTERVAL_S, RpcError
+from .telemetry.series import FastHistogram
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,9 @@ class RpcServer:
         self._loop: asyncio.AbstractEventLoop | None = None  # the connection's, from start()
         self._chores: set[asyncio.Task[None]] = set()  # progress sends under way
         self._sub: Any = None
-        self.stats = {"served": 0, "failed": 0, "busy": 0, "malformed": 0}
+        self.stats = {"served": 0, "failed": 0, "busy": 0, "malformed": 0, "queued": 0}
+        #: how long calls that found no free slot waited for one (only those: a free slot costs nothing)
+        self.queue_wait = FastHistogram()
         #: sends frames to calls that came over a local socket (``interfaces/local_rpc.py``)
         self.local_send: Callable[[str, bytes], None] | None = None
 
@@ -106,6 +109,11 @@ class RpcServer:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def waiting(self) -> int:
+        """Calls queued for a slot now."""
+        return self._waiting
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Stop taking calls, let those in flight finish (up to the timeout), cancel the rest."""
@@ -184,6 +192,8 @@ class RpcServer:
         try:
             if queued:
                 self._waiting += 1
+                self.stats["queued"] += 1
+                began = (self._loop or asyncio.get_running_loop()).time()
                 try:
                     await asyncio.wait_for(slots.acquire(), max(remaining, 0.001))
                 except asyncio.TimeoutError:
@@ -191,6 +201,7 @@ class RpcServer:
                     return
                 finally:
                     self._waiting -= 1
+                    self.queue_wait.record((self._loop or asyncio.get_running_loop()).time() - began)
             else:
                 await slots.acquire()  # a slot is free: returns at once, no timer
             try:

@@ -159,6 +159,17 @@ def provider_health(lattice: str, provider_id: str, host_id: str) -> str:
 
 # --- wadm (the deployment controller) -------------------------------------------
 
+def provider_metrics(lattice: str, provider_id: str, host_id: str) -> str:
+    """The instance of a provider that one host runs answers with its metrics (a series list, JSON)."""
+    return (f"{lattice_prefix(lattice)}.prov.{check_id('provider', provider_id)}."
+            f"{check_id('host', host_id)}.metrics")
+
+
+def wadm_metrics(lattice: str) -> str:
+    """Scatter-gather: every wadm controller answers with its metrics (a series list, JSON)."""
+    return f"{lattice_prefix(lattice)}.wadm.metrics"
+
+
 def wadm_api(lattice: str, op: str) -> str:
     """The wadm API: request/reply, answered by the leading controller (queue group `wadm-api`)."""
     return f"{lattice_prefix(lattice)}.wadm.api.{op}"

@@ -31,20 +31,21 @@ def die_with_parent() -> None:
 
 
 def spawn(argv: list[str], *, log: Path | None = None, env: dict[str, str] | None = None,
-          stdin: Any = subprocess.DEVNULL, new_session: bool = True) -> subprocess.Popen[bytes]:
-    """Start a child in its own session (Ctrl-C reaches only the supervisor) that dies with us."""
-    out: IO[bytes] | int = subprocess.DEVNULL
+          stdin: Any = subprocess.DEVNULL, new_session: bool = True, inherit: bool = False) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (Ctrl-C reaches only the supervisor) that dies with us.
+    Its output goes to ``log``, or (``inherit``) to our stdout, else nowhere."""
+    out: IO[bytes] | int | None = None if inherit else subprocess.DEVNULL
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab")
     try:
         return subprocess.Popen(
-            argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+            argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT if (log or inherit) else subprocess.DEVNULL,
             env=env, start_new_session=new_session,
             preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
     finally:
-        if not isinstance(out, int):
+        if out is not None and not isinstance(out, int):
             out.close()
 
 

@@ -62,6 +62,12 @@ class UpSettings:
     ui_port: int | None = 3030
     #: the policy service host and wadm ask (off by default: see docs/operations.md, "Policy")
     policy: PolicySettings = field(default_factory=PolicySettings)
+    #: serve the whole embedded lattice's Prometheus metrics here (the host gathers wadm's too)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    #: --log-format / --log-to for the host (and its workers and providers) and wadm (interfaces/logs.py)
+    log_format: str | None = None
+    log_to: str | None = None
 
 
 class StateLock:
@@ -118,14 +124,15 @@ def port_free(host: str, port: int) -> bool:
 class Child:
     name: str
     argv: list[str]
-    log: Path
+    #: where its output goes; None: our own stdout (--log-to stdout)
+    log: Path | None
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
     done: bool = False
 
     def start(self) -> None:
-        self.proc = procs.spawn(self.argv, log=self.log)
+        self.proc = procs.spawn(self.argv, log=self.log, inherit=self.log is None)
 
     def backoff(self) -> float:
         return min(30.0, 0.5 * (2 ** min(self.restarts, 6)))
@@ -147,12 +154,23 @@ class Up:
         host = "127.0.0.1" if self.s.nats_host in ("0.0.0.0", "") else self.s.nats_host
         return f"nats://{host}:{self.s.nats_port}"
 
+    @property
+    def metrics_url(self) -> str | None:
+        if self.s.metrics_port is None:
+            return None
+        host = "127.0.0.1" if self.s.metrics_host in ("0.0.0.0", "") else self.s.metrics_host
+        return f"http://{host}:{self.s.metrics_port}/metrics"
+
     def request_stop(self, *_: object) -> None:
         self._stop.set()
 
     def run(self) -> int:
         self.lock.acquire({"pid": os.getpid(), "nats_url": self.nats_url, "lattice": self.s.lattice})
         try:
+            if self.s.metrics_port is not None and (
+                    self.s.metrics_port <= 0 or not port_free(self.s.metrics_host, self.s.metrics_port)):
+                raise UpError(f"--metrics-port {self.s.metrics_port}: the port is in use or invalid on "
+                              f"{self.s.metrics_host}; pick another")
             if not port_free(self.s.nats_host, self.s.nats_port):
                 raise UpError(
                     f"port {self.s.nats_port} on {self.s.nats_host} is already in use "
@@ -184,8 +202,17 @@ class Up:
         seed_file = self.state / "host.seed"
         ident = Identity.load_or_create(seed_file)
         common = ["--nats-url", self.nats_url, "--lattice", self.s.lattice]
+        logging_args = [*(["--log-format", self.s.log_format] if self.s.log_format else []),
+                        *(["--log-to", self.s.log_to] if self.s.log_to else [])]
+        # --log-to stdout: the children write to our stdout; files: their own rotated logs, and
+        # what else they print (a crash) to NAME.stdout.log; neither: NAME.log as before
+        def out(name: str) -> Path | None:
+            if self.s.log_to == "stdout":
+                return None
+            return logs / (f"{name}.stdout.log" if self.s.log_to == "files" else f"{name}.log")
+
         host_argv = procs.trellis_argv("host", *common, "--seed-file", str(seed_file),
-                                       "--state-dir", str(self.state))
+                                       "--state-dir", str(self.state), *logging_args)
         for label in self.s.labels:
             host_argv += ["--label", label]
         for registry in self.s.insecure_registries:
@@ -196,16 +223,20 @@ class Up:
             host_argv += ["--allow-python-provider", module]
         policy_args = self._policy_args()
         host_argv += policy_args
-        self.children.append(Child("host", host_argv, logs / "host.log"))
+        if self.s.metrics_port is not None:
+            host_argv += ["--metrics-port", str(self.s.metrics_port), "--metrics-host", self.s.metrics_host,
+                          "--metrics-scope", "lattice"]
+        self.children.append(Child("host", host_argv, out("host")))
         if self.s.with_wadm and _wadm_available():
             # wadm keeps the secrets keyholder's key here (0600): only this machine can open secrets
             self.children.append(Child("wadm", procs.trellis_argv(
-                "wadm", *common, "--secrets-key", str(self.state / "secrets.nk"), *policy_args), logs / "wadm.log"))
+                "wadm", *common, "--secrets-key", str(self.state / "secrets.nk"), "--state-dir", str(self.state),
+                *logging_args, *policy_args), out("wadm")))
         ui_line = ""
         if self.s.ui_port is not None:
             if port_free(self.s.ui_host, self.s.ui_port):
                 self.children.append(Child("ui", procs.trellis_argv(
-                    "ui", *common, "--host", self.s.ui_host, "--port", str(self.s.ui_port)), logs / "ui.log"))
+                    "ui", *common, "--host", self.s.ui_host, "--port", str(self.s.ui_port)), out("ui")))
                 shown = "127.0.0.1" if self.s.ui_host in ("0.0.0.0", "") else self.s.ui_host
                 ui_line = f"  dashboard  http://{shown}:{self.s.ui_port}\n"
             else:
@@ -220,6 +251,7 @@ class Up:
             + ("  wadm       controller running; secrets keyholder key in "
                f"{self.state / 'secrets.nk'}\n" if any(c.name == "wadm" for c in self.children) else "")
             + ui_line
+            + (f"  metrics    {self.metrics_url}\n" if self.metrics_url else "")
             + f"  logs       {logs}\n"
             f"Try: trellis get hosts{'' if self.s.nats_port == 4222 else ' --nats-url ' + self.nats_url}\n"
             "Press Ctrl-C to stop."

@@ -152,6 +152,8 @@ class InvokerStats:
     instantiations: int = 0
     calls: int = 0
     failures: int = 0
+    #: instances dropped (instantiations - dropped: instances alive now)
+    dropped: int = 0
 
 
 class Invoker:
@@ -335,6 +337,17 @@ class Invoker:
             self._orphans = []
         for live in idle:
             live.close()
+        self._dropped(len(idle))
+
+    @property
+    def live_instances(self) -> int:
+        """Instances that exist now: running a call, or warm."""
+        return self.stats.instantiations - self.stats.dropped
+
+    def _dropped(self, n: int) -> None:
+        if n:
+            with self._lock:
+                self.stats.dropped += n
 
     def drop_idle(self) -> int:
         """Drop the warm instances idle longer than ``max_idle_s``; how many were dropped.
@@ -354,6 +367,7 @@ class Invoker:
             self._idle = [w for w in self._idle if now - w.last_used <= limit]
         for live in stale:
             live.close()
+        self._dropped(len(stale))
         return len(stale)
 
     @property
@@ -450,6 +464,7 @@ class Invoker:
     def _drop(self, live: _Live, inline: bool) -> None:
         """Close ``live``; an inline caller leaves it for later if the lifecycle lock is taken."""
         if live.close(wait=not inline):
+            self._dropped(1)
             return
         with self._lock:
             self._orphans.append(live)
@@ -461,6 +476,7 @@ class Invoker:
             orphans, self._orphans = self._orphans, []
         for live in orphans:
             live.close()
+        self._dropped(len(orphans))
 
     def _new_store(self) -> tuple[wasmtime.Store, _StderrTail | None]:
         store = wasmtime.Store(self.engine.engine)

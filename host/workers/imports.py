@@ -171,9 +171,10 @@ class ImportRouter:
                     local: "LocalImports | None" = None, link_name: str = "default",
                     trace: dict[str, str] | None = None, counts: dict[str, int] | None = None,
                     spy: "Taps | None" = None, app: str = "") -> Any:
-        """The import handler for one invocation of ``component_id``; ``counts['direct']``
-        counts its calls answered by a provider of this host over its socket. With ``spy``
-        (the component is spied on), each call it makes is reported (``taps.py``)."""
+        """The import handler for one invocation of ``component_id``; ``counts`` counts its link
+        calls by the way they went: ``colocated`` (run in this worker), ``direct`` (answered by a
+        provider of this host over its socket), ``nats``. With ``spy`` (the component is spied on),
+        each call it makes is reported (``taps.py``)."""
 
         def handler(interface: str, function: str, args: list[Any]) -> Any:
             if function.startswith("[resource-drop]"):
@@ -207,18 +208,21 @@ class ImportRouter:
                 start, t0 = time.time(), time.perf_counter()
             try:
                 result = REMOTE if colocated is None else colocated(call)
+                way = "colocated"
                 if result is REMOTE and self.direct is not None:
                     result = self._direct(call)
-                    if result is not REMOTE and counts is not None:
-                        counts["direct"] += 1
+                    way = "direct"
                 if result is REMOTE:
                     via = "lattice"
+                    way = "nats"
                     fut = asyncio.run_coroutine_threadsafe(self.rpc.invoke(call), self.loop)
                     try:
                         result = fut.result(timeout=max(inv.remaining_s(), 0.001) + 1.0)
                     except TimeoutError:
                         fut.cancel()
                         raise ImportFailed(interface, function, f"{target}: deadline passed") from None
+                if counts is not None:
+                    counts[way] = counts.get(way, 0) + 1
             except (RpcError, ImportFailed) as exc:
                 if spy is not None:
                     spy.outgoing(component_id, app, call, via, start, time.perf_counter() - t0, None, exc)

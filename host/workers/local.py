@@ -55,7 +55,7 @@ class LocalImports:
             level, context, message = args
             line = (_LEVELS.get(str(level), logging.INFO), "[%s] %s: %s", self.component_id, context, message)
             if held is None:
-                log.log(*line)
+                log.log(*line, extra={"component": self.component_id})
             else:
                 held.append(line)
             return True, None
@@ -85,4 +85,4 @@ class LocalImports:
     def emit(held: list[tuple[Any, ...]]) -> None:
         """Log the lines ``serve`` held back."""
         for line in held:
-            log.log(*line)
+            log.log(*line, extra={"component": line[2]})

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interfaces.telemetry import merge
 from trellis.service import TaskGroup
 
 log = logging.getLogger(__name__)
@@ -37,16 +38,22 @@ class _Worker:
 
 
 class WorkerPool:
-    def __init__(self, boot: dict[str, Any], count: int, tasks: TaskGroup, log_dir: Path | None = None) -> None:
+    def __init__(self, boot: dict[str, Any], count: int, tasks: TaskGroup, log_dir: Path | None = None,
+                 log_env: dict[str, str] | None = None) -> None:
         self.boot = boot
         self.count = max(1, count)
         self.tasks = tasks
         self.log_dir = log_dir
+        #: TRELLIS_LOG_FORMAT / TRELLIS_LOG_TO for the workers (interfaces/logs.py)
+        self.log_env = log_env or {}
         self.workers = [_Worker(i) for i in range(self.count)]
         self._ids = itertools.count(1)
         self._closing = False
         # component_id -> load command (without the per-worker share), replayed on restart
         self.loaded: dict[str, dict[str, Any]] = {}
+        #: each worker's last metrics; the counters of workers that died, so the host's totals never go back
+        self._last_metrics: dict[int, list[dict[str, Any]]] = {}
+        self._retired: list[dict[str, Any]] = []
 
     async def start(self, timeout_s: float = 30.0) -> None:
         await asyncio.gather(*(self._spawn(w) for w in self.workers))
@@ -55,17 +62,22 @@ class WorkerPool:
     async def _spawn(self, w: _Worker) -> None:
         w.ready = asyncio.Event()
         stderr: Any = None
-        if self.log_dir is not None:
+        to = self.log_env.get("TRELLIS_LOG_TO")
+        if to == "stdout":
+            stderr = sys.stdout  # the worker's log lines on the host's stdout (its own is our channel)
+        elif self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            stderr = open(self.log_dir / f"worker-{w.index}.log", "ab")
-        env = {k: v for k, v in os.environ.items()}
+            # with files, the worker writes (and rotates) worker-N.log itself; its crash output goes here
+            name = f"worker-{w.index}.stderr.log" if to == "files" else f"worker-{w.index}.log"
+            stderr = open(self.log_dir / name, "ab")
+        env = {**os.environ, **self.log_env}
         try:
             w.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-P", "-m", "host.workers", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env, limit=16 * 1024 * 1024,
             )
         finally:
-            if stderr is not None:
+            if stderr is not None and stderr is not sys.stdout:
                 stderr.close()
         assert w.proc.stdin is not None
         w.proc.stdin.write((json.dumps({**self.boot, "worker_index": w.index}) + "\n").encode())
@@ -102,6 +114,9 @@ class WorkerPool:
 
     async def _restart(self, w: _Worker) -> None:
         w.restarts += 1
+        last = self._last_metrics.pop(w.index, [])
+        if last:
+            self._retired = merge([self._retired, [s for s in last if s["kind"] in ("counter", "histogram")]])
         await asyncio.sleep(min(5.0, 0.1 * 2 ** min(w.restarts, 6)))
         if self._closing:
             return
@@ -157,9 +172,26 @@ class WorkerPool:
     async def stats(self) -> list[Any]:
         return await self._all(lambda w: {"op": "stats"})
 
+    async def metrics(self) -> list[list[dict[str, Any]]]:
+        """Each worker's metrics, a series list (``host/workers/metrics.py``); a worker that is
+        restarting gives none."""
+        async def one(w: _Worker) -> list[dict[str, Any]]:
+            try:
+                got = list(await self._command(w, {"op": "metrics"}, timeout_s=5.0))
+            except WorkerError:
+                return []
+            self._last_metrics[w.index] = got
+            return got
+
+        return [self._retired, *await asyncio.gather(*(one(w) for w in self.workers))]
+
     async def usage(self) -> list[dict[str, Any]]:
         """Each worker's usage tally per component (``usage.py``), cumulative since it started."""
         return await self._all(lambda w: {"op": "usage"})
+
+    @property
+    def restarts(self) -> int:
+        return sum(w.restarts for w in self.workers)
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self.workers if w.proc and w.proc.returncode is None]

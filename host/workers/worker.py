@@ -12,6 +12,7 @@ lines on stdout.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -52,6 +53,8 @@ from interfaces.rpc_client import RpcClient, RpcError
 from interfaces.rpc_server import RpcServer
 from interfaces.secrets import SecretValue
 from interfaces import gc_tuning, tracing
+from interfaces.logs import setup_logging
+from interfaces.telemetry import Telemetry, per_call_enabled
 from interfaces.tracing import setup_tracing
 
 from . import colocated, inline
@@ -60,8 +63,9 @@ from .handoff import HandoffServer
 from .imports import ImportRouter
 from .local import SERVED_HERE, LocalImports
 from .records import VIA_RPC, Observers, build
+from .metrics import worker_series
+from .tally import CallTally
 from .taps import Taps
-from .usage import UsageTally
 
 log = logging.getLogger("trellis.worker")
 #: how often warm instances past their max_idle_s are looked for and dropped
@@ -103,8 +107,9 @@ class Served:
     overruns: dict[str, int] = field(default_factory=dict)
     #: calls run inline, and cut short to run on a Wasm thread
     inline_stats: dict[str, int] = field(default_factory=lambda: {"served": 0, "rerouted": 0})
-    #: its calls answered by a provider of this host over the provider's socket (local_rpc)
-    provider_calls: dict[str, int] = field(default_factory=lambda: {"direct": 0})
+    #: its link calls by the way they went: run in this worker (colocated), answered by a provider of
+    #: this host over the provider's socket (direct, local_rpc), over NATS (imports.py)
+    link_calls: dict[str, int] = field(default_factory=lambda: {"colocated": 0, "direct": 0, "nats": 0})
     #: HTTP requests on connections handed to this worker (handoff.py): answered here, failed, sent over NATS
     handoff: dict[str, int] = field(default_factory=lambda: {"served": 0, "failed": 0, "remote": 0})
 
@@ -167,9 +172,14 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: called with an InvocationRecord for every invocation this worker finishes (records.py)
         self.observers = Observers()
-        #: what each component's calls cost here (usage.py), for metrics and ``trellis app usage``
-        self.usage = UsageTally()
-        self.observers.add(self.usage)
+        #: what each component's calls cost here (tally.py), for metrics and ``trellis app usage``;
+        #: TRELLIS_METRICS=0: nothing is measured (no observer, no probe)
+        self.tally = CallTally()
+        if per_call_enabled():
+            self.observers.add(self.tally)
+        self.telemetry = Telemetry("trellis-worker", {"trellis.host_id": self.host_id,
+                                                      "trellis.worker": str(self.index)})
+        self.telemetry.producers.append(lambda: worker_series(self))
         #: spy records and traffic summaries, sent while someone watches (taps.py)
         self.taps: Taps | None = None
 
@@ -244,11 +254,17 @@ class Worker:
                           "slots_in_use": s.slots.in_use if s.slots else 0, "colocated": dict(s.colocated),
                           "inline": {**s.inline_stats, "enabled": s.inline,
                                      "needs_thread": sorted(s.needs_thread)},
-                          "handoff": dict(s.handoff), "provider_calls": dict(s.provider_calls),
+                          "handoff": dict(s.handoff), "provider_calls": {"direct": s.link_calls["direct"]},
+                          "link_calls": dict(s.link_calls),
                           "from_local_providers": self.doors[cid].taken if self.doors and cid in self.doors else 0}
                     for cid, s in self.served.items()}
         if op == "usage":
-            return self.usage.snapshot()
+            usage = self.tally.usage()
+            for cid, served in self.served.items():
+                usage.setdefault(cid, {"app": served.app})["instances"] = served.invoker.live_instances
+            return usage
+        if op == "metrics":
+            return self.telemetry.snapshot()
         if op == "shutdown":
             self.boot["grace_s"] = cmd.get("grace_s", 10.0)
             stop.set()
@@ -376,7 +392,7 @@ class Worker:
         taps = self.taps
         spy = taps if taps is not None and taps.spying and taps.spied(served.component_id) else None
         return self.imports.handler_for(served.component_id, inv, served.invoker.loaded, served.local,
-                                        trace=trace, counts=served.provider_calls, spy=spy, app=served.app)
+                                        trace=trace, counts=served.link_calls, spy=spy, app=served.app)
 
     @staticmethod
     def execute(served: Served, inv: Invocation, handler: ImportHandler, timeout_s: float | None = None,
@@ -448,8 +464,9 @@ class Worker:
                     return result
             # calls this invocation makes are children of its server span (the current context here)
             handler = self.handler(served, inv)
-            result = await asyncio.get_running_loop().run_in_executor(self.executor, self.execute, served, inv,
-                                                                      handler, timeout_s, probe)
+            # the Wasm thread runs in this context: its log lines carry the call's trace and span ids
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.executor, contextvars.copy_context().run, self.execute, served, inv, handler, timeout_s, probe)
         except BaseException as exc:
             self.record(served, inv, via, ran_inline, probe, start, t0, exc)
             raise
@@ -524,6 +541,7 @@ class Worker:
         except Exception:
             pass
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.telemetry.shutdown()
         self.engine.close()
         if self.metered_engine is not None:
             self.metered_engine.close()
@@ -551,9 +569,11 @@ def _send(msg: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("TRELLIS_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s worker %(name)s: %(message)s")
     boot = json.loads(sys.stdin.readline())
+    log_dir = boot.get("log_dir")
+    # stdout is the host's channel: "stdout" logging goes to our stderr, which is the host's stdout
+    setup_logging(f"worker-{boot.get('worker_index', 0)}", level=os.environ.get("TRELLIS_LOG_LEVEL", "INFO"),
+                  log_dir=Path(log_dir) if log_dir else None, stream=sys.stderr)
     worker = Worker(boot)
     gc_tuning.tune()
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -52,6 +51,19 @@ def host_command(
     allow_python_provider: list[str] = typer.Option(
         [], "--allow-python-provider", envvar="TRELLIS_ALLOW_PYTHON_PROVIDERS", metavar="MODULE",
         help="let python:MODULE providers run this module ('*' = any; repeatable); none by default"),
+    log_format: Optional[str] = typer.Option(None, "--log-format", envvar="TRELLIS_LOG_FORMAT",
+                                             help="text or json (one object a line, with trace ids); for the "
+                                                  "host's workers and providers too [default: text]"),
+    log_to: Optional[str] = typer.Option(None, "--log-to", envvar="TRELLIS_LOG_TO",
+                                         help="stdout (containers, journald) or files (STATE_DIR/logs, rotated); "
+                                              "default: the host to stderr, workers and providers to files"),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", envvar="TRELLIS_METRICS_PORT",
+                                               help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                                                    "(0: any free port)"),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", envvar="TRELLIS_METRICS_HOST",
+                                     help="address for --metrics-port (0.0.0.0: every interface)"),
+    metrics_scope: str = typer.Option("host", "--metrics-scope", hidden=True,
+                                      help="host, or lattice: also gather every wadm controller (trellis up)"),
     *,
     conn: Conn,
     policy: object,  # PolicySettings (typer evaluates the annotations)
@@ -62,7 +74,14 @@ def host_command(
     from host.settings import HostSettings
     from interfaces.signing import parse_issuers
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from interfaces.logs import DESTINATIONS, FORMATS, choice, setup_logging
+
+    try:
+        log_format = choice(log_format, "TRELLIS_LOG_FORMAT", FORMATS, "text")
+        log_to = choice(log_to, "TRELLIS_LOG_TO", DESTINATIONS, "stdout") if log_to else None
+        setup_logging("host", level=log_level, fmt=log_format, to=log_to, log_dir=state_dir.expanduser() / "logs")
+    except ValueError as exc:
+        raise fail(f"--log-format/--log-to: {exc}") from None
     try:
         labels = parse_label_args(label)
         settings = HostSettings(
@@ -72,6 +91,8 @@ def host_command(
             insecure_registries=split_list(allow_insecure_registries),
             trusted_issuers=parse_issuers(trusted_issuer), policy=policy,
             allow_python_providers=tuple(split_list(allow_python_provider)),
+            metrics_port=metrics_port, metrics_host=metrics_host, metrics_scope=metrics_scope,
+            log_format=log_format, log_to=log_to,
         )
         host = Host(settings)
     except (LabelError, ValueError) as exc:
@@ -100,8 +121,11 @@ async def _run(host: Host) -> int:
     except Exception as exc:
         print(f"error: host could not start: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({"event": "host_started", "host_id": host.id, "name": host.friendly_name,
-                      "lattice": host.lattice, "nats_url": host.settings.nats.url}), flush=True)
+    started = {"event": "host_started", "host_id": host.id, "name": host.friendly_name,
+               "lattice": host.lattice, "nats_url": host.settings.nats.url}
+    if host.metrics_address is not None:
+        started["metrics"] = "http://{}:{}/metrics".format(*host.metrics_address)
+    print(json.dumps(started), flush=True)
     await host.finished()
     print(json.dumps({"event": "host_stopped", "host_id": host.id, "reason": host.close_reason}), flush=True)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -24,6 +25,7 @@ from .policy_opts import with_policy
 from .sign_cmd import sign_command
 from .apps import app_app
 from .secrets_cmd import secret_app
+from .usage_cmd import usage_command
 from .wadm_cmd import wadm_app
 
 app = typer.Typer(
@@ -43,12 +45,46 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: commands that run a long-lived process with its own spans (not one CLI span around them)
+_SERVERS = frozenset({"host", "wadm", "up"})
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                   help="Print the Trellis version and exit."),
 ) -> None:
     """Trellis: run WebAssembly components across a lattice of hosts."""
+    if ctx.invoked_subcommand not in _SERVERS and os.environ.get("OTEL_TRACES_EXPORTER", "none").lower() not in (
+            "", "none"):
+        _trace_command(ctx)
+
+
+def _trace_command(ctx: typer.Context) -> None:
+    """The command is one span (``trellis call``, ...), the root of what it asks the lattice to do."""
+    from opentelemetry import context, trace
+
+    from interfaces import tracing
+
+    tracing.setup_tracing("trellis-cli")
+    words: list[str] = []
+    for word in sys.argv[1:3]:  # the command and its subcommand: arguments may hold data
+        if word.startswith("-"):
+            break
+        words.append(word)
+    span = tracing.tracer().start_span("trellis " + " ".join(words), kind=trace.SpanKind.CLIENT)
+    token = context.attach(trace.set_span_in_context(span))
+
+    def end() -> None:
+        span.end()
+        context.detach(token)
+        provider = trace.get_tracer_provider()
+        flush = getattr(provider, "force_flush", None)
+        if flush is not None:
+            flush(5000)
+
+    ctx.call_on_close(end)
 
 
 app.add_typer(get_app, name="get")
@@ -59,6 +95,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(start_app, name="start")
 app.add_typer(scale_app, name="scale")
 app.add_typer(update_app, name="update")
+app_app.command("usage")(usage_command)
 app.add_typer(app_app, name="app")
 app.add_typer(wadm_app, name="wadm")
 app.add_typer(secret_app, name="secret")
@@ -104,10 +141,22 @@ def up_command(
                                 help="port of the web dashboard ('trellis ui')"),
     ui_host: str = typer.Option("127.0.0.1", "--ui-host", envvar="TRELLIS_UI_HOST",
                                 help="address the web dashboard listens on"),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", envvar="TRELLIS_METRICS_PORT",
+                                               help="serve the lattice's Prometheus metrics at "
+                                                    "http://HOST:PORT/metrics"),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", envvar="TRELLIS_METRICS_HOST",
+                                     help="address for --metrics-port (0.0.0.0: every interface)"),
+    log_format: Optional[str] = typer.Option(None, "--log-format", envvar="TRELLIS_LOG_FORMAT",
+                                             help="text or json (one object a line, with trace ids) for every "
+                                                  "process [default: text]"),
+    log_to: Optional[str] = typer.Option(None, "--log-to", envvar="TRELLIS_LOG_TO",
+                                         help="stdout (this terminal, containers, journald) or files "
+                                              "(STATE_DIR/logs, rotated) [default: STATE_DIR/logs]"),
     *,
     policy: object,  # PolicySettings (typer evaluates the annotations)
 ) -> None:
     """Run NATS, a host and wadm on this machine until Ctrl-C."""
+    from interfaces.logs import DESTINATIONS, FORMATS, choice
     from interfaces.signing import parse_issuers
     from trellis.up import Up, UpError, UpSettings
 
@@ -115,6 +164,11 @@ def up_command(
         issuers = parse_issuers(trusted_issuer)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    try:
+        log_format = choice(log_format, "TRELLIS_LOG_FORMAT", FORMATS, "text") if log_format else None
+        log_to = choice(log_to, "TRELLIS_LOG_TO", DESTINATIONS, "stdout") if log_to else None
+    except ValueError as exc:
+        raise fail(f"--log-format/--log-to: {exc}") from None
     if config and deploy is None:
         raise fail("--config applies to the manifest of --deploy")
     if config:
@@ -129,7 +183,9 @@ def up_command(
                           lattice=lattice, labels=label, with_wadm=not no_wadm, deploy=deploy,
                           deploy_config=config, insecure_registries=split_list(allow_insecure_registries),
                           trusted_issuers=issuers, allow_python_providers=tuple(split_list(allow_python_provider)),
-                          ui_host=ui_host, ui_port=None if no_ui else ui_port, policy=policy)
+                          ui_host=ui_host, ui_port=None if no_ui else ui_port, policy=policy,
+                          metrics_port=metrics_port, metrics_host=metrics_host, log_format=log_format,
+                          log_to=log_to)
     try:
         code = Up(settings, say=_say).run()
     except UpError as exc:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .policy_opts import with_policy
+from host.settings import default_state_dir
+
 from .options import Conn, with_conn
+from .policy_opts import with_policy
 from .output import Output, OutputOpt, emit, fail, run_on, table
 
 if TYPE_CHECKING:
@@ -39,6 +41,13 @@ def wadm_command(
     secrets_key: Optional[str] = typer.Option(
         None, "--secrets-key", envvar="TRELLIS_SECRETS_KEY",
         help="nkeys seed file (made 0600 when missing): run the secrets keyholder and sign hosts' secret grants"),
+    log_format: Optional[str] = typer.Option(None, "--log-format", envvar="TRELLIS_LOG_FORMAT",
+                                             help="text or json (one object a line, with trace ids) [default: text]"),
+    log_to: Optional[str] = typer.Option(None, "--log-to", envvar="TRELLIS_LOG_TO",
+                                         help="stdout (containers, journald) or files (STATE_DIR/logs/wadm.log, "
+                                              "rotated); default: stderr"),
+    state_dir: Path = typer.Option(default_state_dir(), "--state-dir", envvar="TRELLIS_STATE_DIR",
+                                   help="where --log-to files writes (STATE_DIR/logs)"),
     *,
     conn: Conn,
     policy: object,  # PolicySettings (typer evaluates the annotations)
@@ -46,9 +55,13 @@ def wadm_command(
     """Run the wadm controller until Ctrl-C or SIGTERM (several may run: one leads at a time)."""
     if ctx.invoked_subcommand is not None:
         return
+    from interfaces.logs import setup_logging
     from wadm.controller import Controller, ControllerSettings
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        setup_logging("wadm", level=log_level, fmt=log_format, to=log_to, log_dir=state_dir.expanduser() / "logs")
+    except ValueError as exc:
+        raise fail(f"--log-format/--log-to: {exc}") from None
     try:
         settings = ControllerSettings(lattice=conn.lattice, nats=conn.nats, controller_id=controller_id,
                                       tick_s=tick, lease_ttl_s=lease_ttl, secrets_key_file=secrets_key,

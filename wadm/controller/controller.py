@@ -40,7 +40,7 @@ from nats.aio.msg import Msg
 
 import trellis
 from interfaces.policy import PolicyClient
-from interfaces import subjects
+from interfaces import subjects, tracing
 from interfaces.client import LatticeClient
 from interfaces.connection import connect
 from interfaces.control import CtlReply
@@ -52,6 +52,7 @@ from trellis.service import Service
 
 from ..keyholder import Keyholder
 from ..manifest import Manifest
+from ..metrics import WadmMetrics
 from ..scaler import AppState, plan, undeploy
 from .api import WadmApi
 from interfaces.cancel import stop_if_cancelled
@@ -118,6 +119,8 @@ class Controller(Service):
         self._ping_sub: Any = None
         self._stopper: asyncio.Task[None] | None = None  # close() after a fatal failure outlives the tasks
         self.nc: Client
+        tracing.setup_tracing("trellis-wadm")
+        self.metrics = WadmMetrics(self)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -154,6 +157,7 @@ class Controller(Service):
                                  grant_key=grant_key, policy=self.policy)
         self.api = WadmApi(self)
         self._ping_sub = await self.nc.subscribe(subjects.wadm_ping(self.lattice), cb=self._on_ping)
+        self._metrics_sub = await self.nc.subscribe(subjects.wadm_metrics(self.lattice), cb=self.metrics.on_scrape)
         await self.observer.start()
         self.tasks.spawn(essential(self._watch_apps(), "the application watch", self._fatal), "watch-apps")
         await self._until_loaded()
@@ -188,7 +192,13 @@ class Controller(Service):
                 await self._ping_sub.unsubscribe()
             except Exception:
                 pass
+        if getattr(self, "_metrics_sub", None) is not None:
+            try:
+                await self._metrics_sub.unsubscribe()
+            except Exception:
+                pass
         await self.tasks.close()  # workers, lease (given up on the way out), watches, API handlers
+        self.metrics.telemetry.shutdown()
         if hasattr(self, "observer"):
             await self.observer.close()
         if not hasattr(self, "nc") or self.nc.is_closed:
@@ -367,6 +377,11 @@ class Controller(Service):
         record = self.records.get(name)
         observed = self.observer.view.snapshot()
         pass_id = f"{self.id}.{next(self._passes)}"
+        with self.metrics.reconcile(name, pass_id) as outcome:
+            await self._reconcile(name, record, observed, pass_id, outcome)
+
+    async def _reconcile(self, name: str, record: AppRecord | None, observed: Any, pass_id: str,
+                         outcome: dict[str, Any]) -> None:
         manifest: Manifest | None = None
         shared: dict[str, Manifest] = {}
         if record is not None and record.deployed_version is not None:
@@ -384,6 +399,7 @@ class Controller(Service):
             what = f"{manifest.version}" if manifest is not None else "undeploy"
             log.info("[%s] %s (%s): %d command(s)", pass_id, name, what, len(commands))
             result = await self.executor.run(commands, pass_id)
+            outcome["applied"], outcome["failed"] = result.applied, result.failed
             if result.applied or result.failed:
                 self.last_pass[name] = pass_id
         if manifest is not None:  # forget failures of what has since reached its desired state

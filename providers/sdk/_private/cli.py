@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from interfaces import gc_tuning, tracing
+from interfaces.logs import setup_logging
 
 from .bootstrap import Bootstrap, BootstrapError, arg_parser, bootstrap_from_args, read_bootstrap
 from .definition import Provider
@@ -46,8 +47,13 @@ def main(provider: Provider, argv: Sequence[str] | None = None) -> int:
     except (BootstrapError, OSError) as exc:
         print(f"error: provider {provider.name}: {exc}", file=sys.stderr, flush=True)
         return EXIT_BAD_BOOTSTRAP
-    logging.basicConfig(stream=sys.stderr, level=bootstrap.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # TRELLIS_LOG_FORMAT / TRELLIS_LOG_TO, as its host was asked (interfaces/logs.py)
+        setup_logging(f"provider-{bootstrap.provider_id}", level=bootstrap.log_level,
+                      log_dir=Path(bootstrap.state_dir) / "logs" if bootstrap.state_dir else None)
+    except ValueError as exc:
+        logging.basicConfig(stream=sys.stderr, level=bootstrap.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger(__name__).warning("logging as text to stderr: %s", exc)
     for key, value in bootstrap.otel.items():
         if key.startswith("OTEL_"):
             os.environ.setdefault(key, value)

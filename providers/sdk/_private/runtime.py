@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from types import MappingProxyType
@@ -32,6 +33,7 @@ from interfaces.local_rpc import LocalComponentCaller, LocalRpcDoor, provider_ad
 from interfaces.rpc_client import RpcClient, RpcError
 from interfaces.rpc_server import RpcServer
 from interfaces.store import ConfigChange, LatticeStore, LinkChange, StoreSettings, Synced
+from interfaces.telemetry import Telemetry
 from trellis.service import Service
 
 from . import subjects as psubjects
@@ -40,6 +42,7 @@ from .context import ProviderInfo, new_context
 from .definition import Provider
 from .dispatch import Deadlines, health_result, invoke_export, run_callback
 from .errors import ProviderError
+from .metrics import ProviderTally
 from .state import Action, CallLinks, ConfigUpdated, LinkDeleted, LinkPut, LinkState, wit_key
 
 log = logging.getLogger("providers.sdk")
@@ -87,6 +90,8 @@ class ProviderRuntime(Service):
         self.synced = asyncio.Event()  # the watch has caught up with the store at least once
         self.stats = {"callbacks_failed": 0, "watch_restarts": 0}
         self._secrets = MappingProxyType(bootstrap.secret_values())
+        self.tally = ProviderTally(self.id, self.host_id)
+        self.telemetry: Telemetry | None = None  # made on start (it reads OTEL_* then)
 
     @property
     def info(self) -> ProviderInfo:
@@ -138,6 +143,11 @@ class ProviderRuntime(Service):
         self._subs.append(await nc.subscribe(psubjects.provider_health(self.lattice, self.id, self.host_id),
                                              cb=self._on_health))
         self._subs.append(await nc.subscribe(psubjects.provider_ping(self.lattice, self.id), cb=self._on_health))
+        self.telemetry = Telemetry(f"trellis-provider-{self.id}", {"trellis.host_id": self.host_id,
+                                                                   "trellis.provider_id": self.id})
+        self.telemetry.producers.append(self.tally.series)
+        self._subs.append(await nc.subscribe(psubjects.provider_metrics(self.lattice, self.id, self.host_id),
+                                             cb=self._on_metrics))
         self.tasks.spawn(self._watch_loop(), "watch")
         try:  # serve knowing the current links, not only the bootstrap's
             await asyncio.wait_for(self.synced.wait(), SYNC_TIMEOUT_S)
@@ -179,6 +189,8 @@ class ProviderRuntime(Service):
                 await asyncio.wait_for(self.nc.drain(), 5)
             except Exception:
                 await self.nc.close()
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
         log.info("provider %s stopped: %s", self.id, self.close_reason)
 
     async def _on_nats_error(self, exc: Exception) -> None:
@@ -204,10 +216,16 @@ class ProviderRuntime(Service):
         ctx = new_context(self.id, self.host_id, self.lattice, inv.source, inv.link, link, config, inv.interface,
                           inv.function, inv.id, MappingProxyType(inv.trace), inv.deadline_ms / 1000.0, inv.attempt,
                           self)
+        began = time.perf_counter()
+        ok = False
         try:
-            return await invoke_export(defn, inv.args, ctx, self, self._deadlines)
+            result = await invoke_export(defn, inv.args, ctx, self, self._deadlines)
+            ok = True
+            return result
         except ProviderError as exc:
             raise exc.to_rpc_error() from None
+        finally:
+            self.tally.add(inv.operation, inv.source, time.perf_counter() - began, ok)
 
     async def call(self, target: str | Link, operation: str, args: list[Any], *,
                    timeout_s: float | None = None, link_name: str | None = None,
@@ -245,6 +263,11 @@ class ProviderRuntime(Service):
             "inflight": self.server.inflight if self.server else 0,
             "stats": dict(self.server.stats) if self.server else {},
         }
+
+    async def _on_metrics(self, msg: Msg) -> None:
+        if msg.reply and self.telemetry is not None:
+            with contextlib.suppress(Exception):
+                await msg.respond(json.dumps(self.telemetry.snapshot()).encode())
 
     async def _on_health(self, msg: Msg) -> None:
         if msg.reply:

@@ -2,10 +2,11 @@
 
     trellis.<lattice>.prov.<provider_id>.ping               every instance answers (scatter-gather)
     trellis.<lattice>.prov.<provider_id>.<host_id>.health   the instance a host runs answers
+    trellis.<lattice>.prov.<provider_id>.<host_id>.metrics  its metrics, for the host (a series list, JSON)
 """
 
 from __future__ import annotations
 
-from interfaces.subjects import provider_health, provider_ping
+from interfaces.subjects import provider_health, provider_metrics, provider_ping
 
-__all__ = ["provider_health", "provider_ping"]
+__all__ = ["provider_health", "provider_metrics", "provider_ping"]

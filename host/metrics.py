@@ -69,7 +69,11 @@ class HostMetrics:
         self._loop_thread = threading.get_ident()
 
     def serve(self, port: int, addr: str) -> tuple[str, int]:
-        return self.telemetry.serve_prometheus(port, addr)
+        try:
+            return self.telemetry.serve_prometheus(port, addr)
+        except OSError as exc:
+            raise RuntimeError(f"--metrics-port {port}: cannot listen on {addr}:{port}: "
+                               f"{exc.strerror or exc}") from None
 
     def shutdown(self) -> None:
         self.telemetry.shutdown()

@@ -167,9 +167,10 @@ class Up:
     def run(self) -> int:
         self.lock.acquire({"pid": os.getpid(), "nats_url": self.nats_url, "lattice": self.s.lattice})
         try:
-            if self.s.metrics_port is not None and (
-                    self.s.metrics_port <= 0 or not port_free(self.s.metrics_host, self.s.metrics_port)):
-                raise UpError(f"--metrics-port {self.s.metrics_port}: the port is in use or invalid on "
+            if self.s.metrics_port is not None and not 0 < self.s.metrics_port < 65536:
+                raise UpError(f"--metrics-port {self.s.metrics_port}: not a port number (1-65535)")
+            if self.s.metrics_port is not None and not port_free(self.s.metrics_host, self.s.metrics_port):
+                raise UpError(f"--metrics-port {self.s.metrics_port}: the port is already in use on "
                               f"{self.s.metrics_host}; pick another")
             if not port_free(self.s.nats_host, self.s.nats_port):
                 raise UpError(

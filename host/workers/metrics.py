@@ -10,15 +10,34 @@ component), host, and small enumerations (outcome, error kind, path).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
+from interfaces.carbon import CarbonModel
 from interfaces.telemetry import Series, series
 
 if TYPE_CHECKING:
     from .worker import Worker
 
+log = logging.getLogger(__name__)
+
 #: link calls by the way they went (imports.py counts): label values
 LINK_PATHS = {"colocated": "colocated", "direct": "provider_socket", "nats": "nats"}
+
+
+_model: CarbonModel | None = None
+
+
+def carbon_model() -> CarbonModel:
+    """The usage model from the TRELLIS_* variables (read once; bad values: the defaults, logged)."""
+    global _model
+    if _model is None:
+        try:
+            _model = CarbonModel.from_env()
+        except ValueError as exc:
+            log.warning("usage model: %s; using the defaults", exc)
+            _model = CarbonModel()
+    return _model
 
 
 def worker_series(worker: "Worker") -> list[Series]:
@@ -35,9 +54,12 @@ def worker_series(worker: "Worker") -> list[Series]:
         for kind, n in errs.items():
             errors.append([{**labels, "kind": kind}, n])
         latency.append([labels, hist])
-    cpu, wall, mem, fuel, cold = [], [], [], [], []
+    cpu, wall, mem, fuel, cold, energy, carbon = [], [], [], [], [], [], []
+    model = carbon_model()
     for cid, u in tally.usage().items():
         labels = {"app": u["app"], "component": cid, "host": host}
+        energy.append([labels, model.energy_wh(u["cpu_s"], u["memory_byte_s"]) * 3600.0])
+        carbon.append([labels, model.carbon_g(u["cpu_s"], u["memory_byte_s"])])
         cpu.append([labels, u["cpu_s"]])
         wall.append([labels, u["wall_s"]])
         mem.append([labels, u["memory_byte_s"]])
@@ -71,6 +93,10 @@ def worker_series(worker: "Worker") -> list[Series]:
         series("trellis.usage.memory.byte_seconds", "counter", mem, "",
                "Instance memory held by invocations: bytes times seconds"),
         series("trellis.usage.fuel", "counter", fuel, "", "Fuel used by metered components"),
+        series("trellis.usage.energy.joules", "counter", energy, "",
+               "Estimated energy of invocations (docs/observability.md, the usage model)"),
+        series("trellis.usage.carbon.grams", "counter", carbon, "",
+               "Estimated emissions of invocations, gCO2e (docs/observability.md, the usage model)"),
         series("trellis.instances.cold_starts", "counter", cold, "", "Invocations that needed a fresh instance"),
         series("trellis.instances.started", "counter", started, "", "Instances created"),
         series("trellis.instances.live", "updown", live, "", "Instances that exist now (running or warm)"),

@@ -135,10 +135,23 @@ class Telemetry:
             extra = _series.merge([extra, self.gathered()])
         if not extra:
             return data
-        scope = ScopeMetrics(scope=_SCOPE, metrics=_series.to_otel(extra), schema_url="")
-        resource = data.resource_metrics[0].resource if data.resource_metrics else self.resource
-        return MetricsData(resource_metrics=[*data.resource_metrics,
-                                             ResourceMetrics(resource=resource, scope_metrics=[scope], schema_url="")])
+        produced = _series.to_otel(extra)
+        if not data.resource_metrics:
+            scope = ScopeMetrics(scope=_SCOPE, metrics=produced, schema_url="")
+            return MetricsData(resource_metrics=[ResourceMetrics(resource=self.resource, scope_metrics=[scope],
+                                                                 schema_url="")])
+        # into the process's own resource and "trellis" scope: exporters key both (OTLP's encoder
+        # keeps one entry per resource and scope, so a second one of either would replace the first)
+        first, *rest = data.resource_metrics
+        scopes = list(first.scope_metrics)
+        for i, sm in enumerate(scopes):
+            if sm.scope.name == _SCOPE.name:
+                scopes[i] = ScopeMetrics(scope=sm.scope, metrics=[*sm.metrics, *produced], schema_url=sm.schema_url)
+                break
+        else:
+            scopes.append(ScopeMetrics(scope=_SCOPE, metrics=produced, schema_url=""))
+        merged = ResourceMetrics(resource=first.resource, scope_metrics=scopes, schema_url=first.schema_url)
+        return MetricsData(resource_metrics=[merged, *rest])
 
     # -- Prometheus ---------------------------------------------------------------------
 

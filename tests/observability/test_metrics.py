@@ -44,6 +44,8 @@ async def test_scrape_after_real_invocations(nats_server, lattice, hosts, kvclie
     assert value(m, "trellis_invocation_duration_seconds_count", **calc, function="add") == 11
     assert value(m, "trellis_invocation_duration_seconds_bucket", **calc, function="add", le="+Inf") == 11
     assert value(m, "trellis_usage_cpu_seconds_total", **calc) > 0
+    assert value(m, "trellis_usage_energy_joules_total", **calc) > 0
+    assert value(m, "trellis_usage_carbon_grams_total", **calc) > 0
     assert value(m, "trellis_instances_cold_starts_total", **calc) == 10
     assert value(m, "trellis_instances_started_total", **calc) == 10
     assert value(m, "trellis_instances_live", **calc) == 0  # a fresh instance per call, dropped after it

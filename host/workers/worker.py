@@ -175,7 +175,8 @@ class Worker:
         #: what each component's calls cost here (tally.py), for metrics and ``trellis app usage``;
         #: TRELLIS_METRICS=0: nothing is measured (no observer, no probe)
         self.tally = CallTally()
-        if per_call_enabled():
+        self.tally_on = per_call_enabled()
+        if self.tally_on:
             self.observers.add(self.tally)
         self.telemetry = Telemetry("trellis-worker", {"trellis.host_id": self.host_id,
                                                       "trellis.worker": str(self.index)})
@@ -404,8 +405,15 @@ class Worker:
             raise _as_rpc_error(served, inv, exc, timeout_s) from None
 
     def probe(self) -> CallProbe | None:
-        """A probe for one call, when anybody observes calls (else None: nothing is measured)."""
-        return CallProbe() if self.observers else None
+        """A probe for one call when anybody wants its record: the call tally (unless
+        TRELLIS_METRICS=0), or a spy or the dashboard while they watch; else None: nothing is
+        measured and no record is made."""
+        if self.tally_on:
+            return CallProbe()
+        taps = self.taps
+        if taps is not None and (taps.spying or taps.traffic_until):
+            return CallProbe()
+        return None
 
     def record(self, served: Served, inv: Invocation, via: str, ran_inline: bool, probe: CallProbe | None,
                start: float, t0: float, exc: BaseException | None = None, result: Any = None) -> None:
@@ -449,7 +457,7 @@ class Worker:
         """Run one call of ``served`` (its slot already taken): inline when it can, else on a Wasm
         thread, cut short after ``timeout_s``; failures as the ``RpcError`` its caller gets.
         ``via`` says how it came in, for its record (``records.py``)."""
-        probe = CallProbe() if self.observers else None
+        probe = self.probe()
         start, t0 = time.time(), time.perf_counter()
         ran_inline = False
         try:

@@ -18,7 +18,7 @@ from trellis.cli.usage_cmd import app_usage
 
 
 SPINS = 3
-FUEL = 300_000_000
+FUEL = 400_000_000
 
 
 def _workers_cpu(host) -> float:  # type: ignore[no-untyped-def]
@@ -42,7 +42,9 @@ async def test_usage_adds_up_to_the_workers_cpu_and_idle_apps_cost_nothing(nats_
         await c.start_component(str(hostile), "spinner", host_id=h.id, max_instances=2,
                                 limits={"timeout_s": 60, "fuel": FUEL}, annotations={"trellis.app": "busy"})
         await c.start_component(str(adder), "sleeper", host_id=h.id, annotations={"trellis.app": "idle"})
-        assert await c.call("spinner", "ok") == 42  # warm the worker's code paths
+        assert await c.call("spinner", "ok") == 42  # warm the worker's code paths, the failing ones too
+        with pytest.raises(RpcError):
+            await c.call("spinner", "spin", timeout_s=60)
         before_usage = app_usage(await c.get_usage(), "busy", model)
         before_cpu = _workers_cpu(h)
         for _ in range(SPINS):  # each call spins until its fuel runs out: the same CPU-bound work however busy
@@ -61,14 +63,14 @@ async def test_usage_adds_up_to_the_workers_cpu_and_idle_apps_cost_nothing(nats_
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     (spinner,) = report["components"]
-    assert spinner["id"] == "spinner" and spinner["invocations"] == SPINS + 1 and spinner["errors"] == SPINS
-    assert spinner["fuel"] >= SPINS * FUEL
+    assert spinner["id"] == "spinner" and spinner["invocations"] == SPINS + 2 and spinner["errors"] == SPINS + 1
+    assert spinner["fuel"] >= (SPINS + 1) * FUEL
     assert spinner["instances"] == 0 and spinner["cpu_seconds"] >= attributed
     assert spinner["memory_gib_seconds"] > 0
     assert spinner["energy_wh"] == pytest.approx(model.energy_wh(spinner["cpu_seconds"],
                                                                  spinner["memory_gib_seconds"] * 1024**3))
     assert spinner["carbon_g"] == pytest.approx(spinner["energy_wh"] / 1000 * model.grid_gco2_per_kwh)
-    assert spinner["sci_g_per_1000_requests"] == pytest.approx(spinner["carbon_g"] / (SPINS + 1) * 1000)
+    assert spinner["sci_g_per_1000_requests"] == pytest.approx(spinner["carbon_g"] / (SPINS + 2) * 1000)
     assert report["total"]["carbon_g"] == pytest.approx(spinner["carbon_g"])
 
     idle = json.loads((await asyncio.to_thread(cli, "app", "usage", "idle", "-o", "json")).stdout)

@@ -116,11 +116,24 @@ def _registry(ref: OciRef, insecure: bool, creds: Credentials | None, what: str)
     except ImportError:  # pragma: no cover - a dependency of the package
         raise ArtifactError("OCI registries need the 'oras' package (pip install oras)") from None
 
+    fixed_token = bool(creds.token) if creds else bool(os.environ.get("TRELLIS_OCI_TOKEN"))
+
     class _OneTry(oras.provider.Registry):  # type: ignore[misc]
-        """oras retries a failed request five times with sleeps of up to 83 s; a host reports at once."""
+        """oras retries a failed request five times with sleeps of up to 83 s; a host reports at once.
+
+        oras also keeps the first bearer token it gets and offers it again when a later request
+        needs another scope (a push's upload after its pull-scoped HEAD); the registry answers
+        401 insufficient_scope, and then a token for this request's scope is asked for."""
 
         def do_request(self, *args: Any, **kwargs: Any) -> Any:
-            return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)
+            once = oras.provider.Registry.do_request.__wrapped__
+            resp = once(self, *args, **kwargs)
+            challenge = resp.headers.get("Www-Authenticate", "")
+            if (resp.status_code == 401 and "insufficient_scope" in challenge and not fixed_token
+                    and getattr(self.auth, "token", None)):
+                self.auth.token = None
+                resp = once(self, *args, **kwargs)
+            return resp
 
     reg = _OneTry(hostname=ref.registry, insecure=insecure, auth_backend=_auth_backend(ref, insecure, what))
     reg.session.request = functools.partial(reg.session.request, timeout=REQUEST_TIMEOUT_S)  # type: ignore[method-assign]

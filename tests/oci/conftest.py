@@ -15,6 +15,8 @@ import pytest
 
 from tests.components.build import build_wat
 
+from .token_server import ISSUER, SERVICE, TokenServer
+
 REGISTRY_BIN = shutil.which("docker-registry")
 USER, PASSWORD = "deployer", "s3cret-for-tests"
 
@@ -32,7 +34,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(root: Path, auth: bool) -> Registry:
+def _start(root: Path, auth: bool, token: "TokenServer | None" = None) -> Registry:
     if REGISTRY_BIN is None:
         pytest.skip("needs Debian's docker-registry (apt-get install docker-registry; .ci/run installs it)")
     port = _free_port()
@@ -48,6 +50,9 @@ def _start(root: Path, auth: bool) -> Registry:
 
         (root / "htpasswd").write_bytes(USER.encode() + b":" + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(5)) + b"\n")
         config.append(f"auth: {{htpasswd: {{realm: trellis-test, path: {root / 'htpasswd'}}}}}")
+    if token is not None:
+        config.append(f"auth: {{token: {{realm: '{token.realm}', service: {SERVICE}, issuer: {ISSUER}, "
+                      f"rootcertbundle: {token.bundle}}}}}")
     (root / "config.yml").write_text("\n".join(config) + "\n")
     with open(root / "registry.log", "wb") as log:
         proc = subprocess.Popen([REGISTRY_BIN, "serve", str(root / "config.yml")],
@@ -87,6 +92,17 @@ def auth_registry(tmp_path: Path) -> Iterator[Registry]:
     reg = _start(tmp_path / "auth-registry", auth=True)
     yield reg
     _stop(reg)
+
+
+@pytest.fixture
+def token_registry(tmp_path: Path) -> Iterator[tuple[Registry, TokenServer]]:
+    """A registry with docker's token auth: the token service takes USER/PASSWORD."""
+    root = tmp_path / "token-registry"
+    root.mkdir()
+    with TokenServer(root, USER, PASSWORD) as tokens:
+        reg = _start(root, auth=False, token=tokens)
+        yield reg, tokens
+        _stop(reg)
 
 
 @pytest.fixture(scope="session")

@@ -120,3 +120,23 @@ async def test_basic_auth_from_flags_env_and_docker_config(
     async with LatticeClient(nats_server.url, lattice) as c:
         await c.start_component(target.removeprefix("oci://"), "private")
         assert await c.call("private", "add", 1, 1) == 2
+
+
+async def test_token_auth_with_credentials_or_a_token(
+        nats_server, lattice, hosts, token_registry, adder: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    registry, tokens = token_registry
+    target = f"oci://{registry.address}/tokens/adder:1"
+    refused = trellis("push", target, str(adder), "--insecure", "--user", USER, "--password", "wrong",
+                      env={"HOME": str(tmp_path)})
+    assert refused.returncode != 0 and "not authorised" in refused.stderr
+    # credentials are traded for a bearer token at the registry's token service
+    pushed = trellis("push", target, str(adder), "--insecure", "--user", USER, "--password", PASSWORD)
+    assert pushed.returncode == 0, pushed.stderr
+    # a bearer token obtained elsewhere (TRELLIS_OCI_TOKEN) is used as it is
+    monkeypatch.setenv("TRELLIS_OCI_TOKEN", tokens.token("repository:tokens/adder:pull"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    await hosts.start(insecure_registries=[registry.address])
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.start_component(target.removeprefix("oci://"), "tokened")
+        assert await c.call("tokened", "add", 3, 4) == 7

@@ -1,5 +1,5 @@
 """The web dashboard in a real headless browser (Debian's chromium driven by Playwright):
-deploy an app and see it, see its traffic, kill a host and see the page change. Every wait
+deploy an app and see it, see its traffic and usage, kill a host and see the page change. Every wait
 is on a condition in the page; nothing sleeps."""
 
 from __future__ import annotations
@@ -105,6 +105,10 @@ async def test_dashboard_shows_an_app_its_traffic_and_a_lost_host(nats_server, l
             finally:
                 caller.cancel()
                 await asyncio.gather(caller, return_exceptions=True)
+            # and what the app used: its calls, CPU, energy and carbon (the hosts' usage, as `app usage`)
+            await page.wait_for_function(
+                """() => { const row = document.querySelector('[data-usage="calc"]');
+                           return row && Number(row.children[1].innerText) > 0; }""", timeout=WAIT_MS)
 
         # kill host b without a word: the page marks it lost and says so in the events
         b.kill()

@@ -13,7 +13,7 @@ import typer
 from interfaces import secrets as sx
 
 from .options import Conn, with_conn
-from .output import Output, fail, print_json, run_on, table
+from .output import Output, OutputOpt, emit, fail, run_on, table
 
 secret_app = typer.Typer(
     help="Secrets for components and providers: stored sealed in the lattice, readable only by the hosts "
@@ -69,14 +69,13 @@ def secret_put(
 @secret_app.command("list")
 @with_conn
 def secret_list(
-    output: Output = typer.Option(Output.table, "-o", "--output", help="table for people, json for scripts"),
+    output: Output = OutputOpt,
     *,
     conn: Conn,
 ) -> None:
     """The lattice's secrets: names, revisions and when they changed (never values)."""
     found = run_on(conn, lambda c: sx.list_names(c))
-    if output is Output.json:
-        print_json([asdict(s) for s in found])
+    if emit([asdict(s) for s in found], output):
         return
     table(f"secrets in lattice {conn.lattice!r}", ["NAME", "REVISION", "KIND", "UPDATED"],
           [(s.name, s.revision, s.kind, s.updated_at) for s in found])

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from interfaces.client import LatticeClient
     from interfaces.taps import SpyRecord
 
-from .hosts import get_app
+from .hosts import get_app, no_hosts_message
 from .options import Conn, with_conn
 from .output import Output, OutputOpt, emit, err_console, fail, run, run_on, table
 
@@ -36,8 +36,12 @@ def get_components(output: Output = OutputOpt, timeout: float = TimeoutOpt, *, c
     """List the components running in the lattice, with the hosts that run them."""
     from trellis.views.inventory import components
 
-    rows = components(run_on(conn, lambda c: c.get_hosts(timeout_s=timeout)))
+    found = run_on(conn, lambda c: c.get_hosts(timeout_s=timeout))
+    rows = components(found)
     if emit(rows, output):
+        return
+    if not found:
+        err_console.print(no_hosts_message(conn.lattice), highlight=False, markup=False)
         return
     table(f"components in lattice {conn.lattice!r}", ["ID", "APP", "IMAGE", "MAX INSTANCES", "HOSTS"], [
         (r.id, f"{r.app} {r.app_version or ''}".strip() if r.app else "", r.image, r.max_instances,
@@ -52,8 +56,12 @@ def get_providers(output: Output = OutputOpt, timeout: float = TimeoutOpt, *, co
     """List the capability providers running in the lattice, with their hosts and health."""
     from trellis.views.inventory import providers
 
-    rows = providers(run_on(conn, lambda c: c.get_hosts(timeout_s=timeout)))
+    found = run_on(conn, lambda c: c.get_hosts(timeout_s=timeout))
+    rows = providers(found)
     if emit(rows, output):
+        return
+    if not found:
+        err_console.print(no_hosts_message(conn.lattice), highlight=False, markup=False)
         return
     table(f"providers in lattice {conn.lattice!r}", ["ID", "APP", "IMAGE", "STATUS", "HOSTS"], [
         (r.id, f"{r.app} {r.app_version or ''}".strip() if r.app else "", r.image, r.status,

@@ -65,3 +65,17 @@ def test_otlp_asked_for_without_the_exporter_says_which_extra(monkeypatch: pytes
         t = Telemetry("trellis-test")
     t.shutdown()
     assert "pip install 'trellis-wasm[otlp]'" in caplog.text
+
+
+def test_a_cli_command_is_a_span() -> None:
+    """With OTEL_TRACES_EXPORTER set, a command is the root span of what it asks the lattice (here it
+    fails to connect: the span is still recorded and flushed)."""
+    import json as _json
+
+    from ..harness import run_cli
+
+    r = run_cli("get", "hosts", "--nats-url", "nats://127.0.0.1:1", env={"OTEL_TRACES_EXPORTER": "console"})
+    assert r.returncode != 0
+    spans = [_json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    assert [s["name"] for s in spans] == ["trellis get hosts"]
+    assert spans[0]["resource"]["attributes"]["service.name"] == "trellis-cli"

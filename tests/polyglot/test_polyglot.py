@@ -137,3 +137,13 @@ async def test_new_python_component_and_provider_build_and_run(hosts, controller
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     assert "visits: 1" in await _get(f"http://127.0.0.1:{port}/")
     assert "visits: 2" in await _get(f"http://127.0.0.1:{port}/")
+
+
+def test_a_javascript_syntax_error_names_its_line(tmp_path: Path) -> None:
+    app = tmp_path / "broken"
+    (app / "wit").mkdir(parents=True)
+    (app / "wit" / "world.wit").write_text("package test:broken;\nworld broken {\n  export hello: func() -> string;\n}\n")
+    (app / "app.js").write_text("export function hello() {\n  return 'hi' +;\n}\n")
+    done = run_cli("build", str(app), "-o", str(tmp_path / "out"), timeout=300)
+    assert done.returncode == 1
+    assert "broken: app.js:2: SyntaxError" in done.stderr, done.stderr

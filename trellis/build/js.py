@@ -118,11 +118,30 @@ def disabled_features(world_json: dict, world: str) -> list[str]:
     return ["http", "fetch-event"]
 
 
+def check_syntax(source: Path) -> None:
+    """``node --check`` the entry module, so a syntax error names its line (componentize-js only
+    says how many errors it found)."""
+    probe = source.with_name(f".trellis-check-{source.stem}.mjs")  # .mjs: parsed as an ES module
+    shutil.copyfile(source, probe)
+    try:
+        proc = subprocess.run([_which("node"), "--check", str(probe)], capture_output=True, text=True, timeout=60)
+    finally:
+        probe.unlink(missing_ok=True)
+    if proc.returncode == 0:
+        return
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    where = next((line for line in lines if line.startswith(str(probe))), "")
+    line_no = where.rsplit(":", 1)[-1] if ":" in where else "?"
+    error = next((line.strip() for line in lines if "Error:" in line), lines[-1] if lines else "syntax error")
+    raise JsBuildError(f"{source.name}:{line_no}: {error}")
+
+
 def componentize(source: Path, wit: Path, world: str, out: Path, features_off: list[str], *,
                  timeout_s: float, say: Callable[[str], None]) -> Path:
     """Build ``source`` (an ES module in a copy of the app) for ``world`` into ``out``."""
     if not wit_files(wit):
         raise JsBuildError(f"{wit}: no .wit files")
+    check_syntax(source)
     root = ensure_toolchain(say)
     script = root / "trellis-componentize.mjs"
     if not script.is_file() or script.read_bytes() != _SCRIPT.read_bytes():

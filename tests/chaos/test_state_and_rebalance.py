@@ -110,6 +110,7 @@ def test_killing_the_host_with_the_sqlite_data_never_serves_an_empty_database(cl
         async with cluster.client(timeout_s=5.0) as c:
             w = WadmClient(c)
             written: list[int] = []
+            unsure: list[int] = []  # inserts that failed: the row may or may not be there
             empty_reads: list[str] = []
             errors: list[str] = []
             stop = asyncio.Event()
@@ -120,11 +121,16 @@ def test_killing_the_host_with_the_sqlite_data_never_serves_an_empty_database(cl
                     n += 1
                     failures = len(errors)
                     try:
-                        r = await c.call("shop-tool", "run-execute", "INSERT INTO orders (id) VALUES ($1)",
-                                         [{"int": i * 1_000_000 + n}])
+                        try:
+                            r = await c.call("shop-tool", "run-execute", "INSERT INTO orders (id) VALUES ($1)",
+                                             [{"int": i * 1_000_000 + n}])
+                        except Exception:
+                            unsure.append(i * 1_000_000 + n)
+                            raise
                         if r == {"ok": 1}:
                             written.append(i * 1_000_000 + n)
-                        else:
+                        else:  # e.g. the database's host died after the commit, before the answer
+                            unsure.append(i * 1_000_000 + n)
                             errors.append(str(r))
                         before = len(written)
                         q = await c.call("shop-tool", "run-query", "SELECT count(*) AS n FROM orders", [])
@@ -166,13 +172,15 @@ def test_killing_the_host_with_the_sqlite_data_never_serves_an_empty_database(cl
                 stop.set()
                 await asyncio.gather(*callers, return_exceptions=True)
             final = await c.call("shop-tool", "run-query", "SELECT count(*) AS n FROM orders", [])
-            return {"written": len(written), "count": final["ok"][0][0][1]["int"], "empty_reads": empty_reads,
+            return {"written": len(written), "unsure": len(unsure), "count": final["ok"][0][0][1]["int"],
+                    "empty_reads": empty_reads,
                     "no_such_table": [e for e in errors if "no such table" in e], "degraded": degraded[0],
-                    "errors": len(errors), "provider_on": await providers_on(c, "shop-db")}
+                    "errors": errors[:5], "provider_on": await providers_on(c, "shop-db")}
 
     result = cluster.run(scenario(), timeout=230)
     assert result["empty_reads"] == [] and result["no_such_table"] == [], result
-    assert result["count"] == result["written"], result
+    # every confirmed row is there (an insert whose call failed may have committed: at most those more)
+    assert result["written"] <= result["count"] <= result["written"] + result["unsure"], result
     assert result["provider_on"] == [holder], result
     comp = next(x for x in result["degraded"]["components"] if x["name"] == "db")
     assert comp["status"] == "degraded" and comp["local_state"] and comp["data_host"] == holder, result

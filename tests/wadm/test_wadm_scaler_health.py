@@ -82,8 +82,6 @@ def test_a_provider_starting_with_a_complaint_is_reported_at_once() -> None:
     starting = _with_provider(ok, "a", RunningProvider(running.image, running.annotations, "starting",
                                                        "cannot listen on 127.0.0.1:8080: in use"))
     assert status(m, starting).state is AppState.DEGRADED
-    quiet = _with_provider(ok, "a", RunningProvider(running.image, running.annotations, "starting", ""))
-    assert status(m, quiet).state is AppState.DEPLOYED or status(m, quiet).state is AppState.RECONCILING
 
 
 def test_a_host_where_starting_failed_is_chosen_last() -> None:
@@ -231,3 +229,17 @@ def test_the_problem_keeps_the_time_it_began() -> None:
     again = RunningProvider("builtin:x", {}, "unhealthy", "down").since(first, 20.0)
     healed = RunningProvider("builtin:x", {}).since(again, 30.0)
     assert (first.problem_since, again.problem_since, healed.problem_since) == (10.0, 10.0, None)
+
+
+def test_a_provider_still_starting_is_not_yet_deployed() -> None:
+    m = manifest(_provider_app())
+    ok, _ = converge(m, lattice(host("a")))
+    running = ok.hosts["a"].providers[PID]
+    starting = _with_provider(ok, "a", RunningProvider(running.image, running.annotations, "starting", ""))
+    st = status(m, starting)
+    assert st.state is AppState.RECONCILING and st.components[0].running == 0
+    assert "not healthy yet" in st.components[0].message
+    early = _with_provider(ok, "a", RunningProvider(running.image, running.annotations, "starting",
+                                                    "no health answer: TimeoutError", problem_since=10.0))
+    assert plan(m, early, now=11.0).status.state is AppState.RECONCILING  # every start says so for a moment
+    assert plan(m, early, now=14.0).status.state is AppState.DEGRADED

@@ -118,6 +118,8 @@ class Outcome:
     """Something is starting, scaling up or being replaced: the workload has not converged."""
     waiting: int = 0
     """Stale or left-over placements still running, to be retired once converged."""
+    unready: int = 0
+    """Providers on their way (starting, nothing wrong said yet): not running yet, not a problem."""
     deferred: int = 0
     """Scale-downs and stops held back until the new instances run (make before break)."""
     degraded: list[str] = field(default_factory=list)
@@ -301,6 +303,8 @@ def place(
             problem = _problem(w, slot, now)
             if problem is not None:
                 out.problems.append((slot.host, problem))
+            elif not _healthy(w, slot):
+                out.unready += 1  # starting (or stopping), nothing wrong said yet: on its way
         if want > 0 and usable == 0 and gone is not None:
             out.degraded.append(gone)
         elif want > 0 and usable == 0:

@@ -113,9 +113,11 @@ def _component_status(o: Outcome, blocked: Sequence[str], ls: LocalState) -> Com
     elif problems:
         state = AppState.DEGRADED
         message = "; ".join(dict.fromkeys(_describe(p, ls) for p in problems))
-    elif o.starts or o.stops or o.pending or o.waiting or o.deferred:
+    elif o.starts or o.stops or o.pending or o.waiting or o.deferred or o.unready:
         state = AppState.RECONCILING
         parts = [f"{len(o.starts)} to start or change"] if o.starts else []
+        if o.unready:
+            parts.append(f"{o.unready} starting, not healthy yet")
         if o.deferred:
             parts.append(f"{o.deferred} to scale down once the new instances run")
         if o.stops:

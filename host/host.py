@@ -27,7 +27,7 @@ from interfaces.errors import ErrorCode, TrellisError
 from interfaces.events import Event, EventType
 from interfaces.policy import PolicyClient
 from interfaces.signing import Trust
-from interfaces.connection import connect
+from interfaces.connection import connect, goodbye
 from interfaces.secrets import SignedGrant
 from trellis.service import Service
 
@@ -116,17 +116,15 @@ class Host(Service):
                 pass
         self._subs.clear()
         await self.drain_workloads(self.settings.stop_timeout_s)
-        try:
-            await self.publish_event(
-                EventType.HOST_STOPPED, {"host_id": self.id, "reason": self.close_reason or ""}
-            )
-            await nc.flush(timeout=2)
-        except Exception as exc:
-            log.warning("could not announce host_stopped: %r", exc)
-        try:
-            await asyncio.wait_for(nc.drain(), 5)
-        except Exception:
-            await nc.close()
+        if nc.is_connected:  # with NATS gone (it died with our parent) there is nobody to tell
+            try:
+                await self.publish_event(
+                    EventType.HOST_STOPPED, {"host_id": self.id, "reason": self.close_reason or ""}
+                )
+                await nc.flush(timeout=2)
+            except Exception as exc:
+                log.warning("could not announce host_stopped: %r", exc)
+        await goodbye(nc)
         self.metrics.shutdown()
 
     async def drain_workloads(self, timeout_s: float) -> None:

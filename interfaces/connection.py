@@ -159,3 +159,23 @@ async def connect(settings: NatsSettings, *, name: str | None = None, **extra: A
         # what the server said (e.g. 'Authorization Violation') beats the reset that follows it
         said = [e for e in errors if not isinstance(e, OSError)]
         raise NatsUnreachable(settings.url, (said or errors or [None])[-1]) from None
+
+
+async def goodbye(nc: Client, timeout_s: float = 5.0) -> None:
+    """Leave NATS: drain (pending replies and publishes go out) while connected, else just close.
+
+    Draining a connection whose server is gone waits the whole timeout for nothing: a process
+    whose NATS died with its parent (`trellis up` SIGKILLed) must go at once.
+    """
+    if nc.is_closed:
+        return
+    if nc.is_connected:
+        try:
+            await asyncio.wait_for(nc.drain(), timeout_s)
+            return
+        except Exception:
+            pass
+    try:
+        await nc.close()
+    except Exception:
+        pass

@@ -16,6 +16,8 @@ import sysconfig
 import threading
 from pathlib import Path
 
+from .procs import death_signal
+
 _READY = "Server is ready"
 _LISTEN = re.compile(r"Listening for client connections on (\S+):(\d+)")
 
@@ -56,6 +58,7 @@ class NatsServer:
         extra_args: list[str] | None = None,
         log_file: str | Path | None = None,
         netns: str | None = None,
+        pid_file: str | Path | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -66,6 +69,7 @@ class NatsServer:
         self.extra_args = extra_args or []
         self.log_file = Path(log_file) if log_file else None
         self.netns = netns
+        self.pid_file = Path(pid_file) if pid_file else None
         self.proc: subprocess.Popen[bytes] | None = None
         self._ready = threading.Event()
         self._log_lines: list[str] = []
@@ -86,6 +90,8 @@ class NatsServer:
                 cmd += ["-sd", str(self.store_dir)]
         if self.server_name:
             cmd += ["-n", self.server_name]
+        if self.pid_file:
+            cmd += ["-P", str(self.pid_file)]
         cmd += self.extra_args
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns] + cmd
@@ -101,6 +107,7 @@ class NatsServer:
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=death_signal(),  # it goes when we do, even SIGKILLed
         )
         self._reader = threading.Thread(target=self._read_log, daemon=True, name="nats-server-log")
         self._reader.start()

@@ -7,6 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +33,57 @@ def die_with_parent() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def death_signal() -> Callable[[], None] | None:
+    """The ``preexec_fn`` that ties a child to us, for a child started from the current thread.
+
+    Linux signals the child when the *thread* that forked it ends, not the process: a child
+    started from a short-lived thread would be killed with it. So only a child started on the
+    main thread (where `trellis up`, hosts and wadm run their loops) gets the death signal;
+    others rely on their own watch (a pipe from us closing, `watch_parent`).
+    """
+    if _prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return die_with_parent
+
+
+#: set by a Trellis supervisor (`trellis up`, a host) in the environment of the children it starts
+EXIT_WITH_PARENT_ENV = "TRELLIS_EXIT_WITH_PARENT"
+#: how long a child whose supervisor is gone may take to stop before it exits regardless
+ORPHAN_GRACE_S = 1.0
+
+
+def supervised_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: ours) for a child that must not outlive us (see `exit_with_parent`)."""
+    return {**(os.environ if env is None else env), EXIT_WITH_PARENT_ENV: "1"}
+
+
+def exit_with_parent(grace_s: float = ORPHAN_GRACE_S, interval_s: float = 0.1) -> threading.Thread | None:
+    """In a child a Trellis supervisor started: once that parent is gone, stop, and go within ``grace_s``.
+
+    The death signal (`death_signal`) starts a graceful stop at once on Linux; this watch is
+    the fallback where none arrives (another OS, a child started from a thread) and bounds
+    the stop: a process whose NATS died with its parent must not wait out drain timeouts.
+    The parent is gone when our parent pid changes (we were re-parented). Does nothing
+    unless `EXIT_WITH_PARENT_ENV` is set: a host a person started from a shell is theirs.
+    """
+    if os.environ.get(EXIT_WITH_PARENT_ENV) != "1":
+        return None
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)  # a poll: there is no event for "my parent died" to wait on
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the graceful stop, if no death signal began it
+        finally:
+            time.sleep(grace_s)
+            os._exit(0)
+
+    t = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    t.start()
+    return t
+
+
 def spawn(argv: list[str], *, log: Path | None = None, env: dict[str, str] | None = None,
           stdin: Any = subprocess.DEVNULL, new_session: bool = True, inherit: bool = False) -> subprocess.Popen[bytes]:
     """Start a child in its own session (Ctrl-C reaches only the supervisor) that dies with us.
@@ -41,8 +95,7 @@ def spawn(argv: list[str], *, log: Path | None = None, env: dict[str, str] | Non
     try:
         return subprocess.Popen(
             argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT if (log or inherit) else subprocess.DEVNULL,
-            env=env, start_new_session=new_session,
-            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+            env=supervised_env(env), start_new_session=new_session, preexec_fn=death_signal(),
         )
     finally:
         if out is not None and not isinstance(out, int):

@@ -22,14 +22,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 import yaml
 
 from host.identity import Identity
 from interfaces.policy import PolicySettings
 
-from . import procs
+from . import leftovers, procs
 from .natsserver import NatsServer, NatsServerError
 
 
@@ -77,7 +77,8 @@ class StateLock:
         self.path = state_dir / "up.lock"
         self._fh: TextIO | None = None
 
-    def acquire(self, info: dict[str, object]) -> None:
+    def acquire(self, info: dict[str, object]) -> dict[str, Any] | None:
+        """Hold the lock; returns what a run that ended without releasing it had recorded."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+")
         try:
@@ -96,10 +97,20 @@ class StateLock:
                 "stop it first, or use another --state-dir and --nats-port"
             ) from None
         fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps(info))
-        fh.flush()
+        try:
+            previous = json.loads(fh.read() or "null")
+        except ValueError:
+            previous = None
         self._fh = fh
+        self.update(info)
+        return previous if isinstance(previous, dict) else None
+
+    def update(self, info: dict[str, object]) -> None:
+        if self._fh:
+            self._fh.seek(0)
+            self._fh.truncate()
+            self._fh.write(json.dumps(info))
+            self._fh.flush()
 
     def release(self) -> None:
         if self._fh:
@@ -132,7 +143,7 @@ class Child:
     done: bool = False
 
     def start(self) -> None:
-        self.proc = procs.spawn(self.argv, log=self.log, inherit=self.log is None)
+        self.proc = procs.spawn(self.argv, log=self.log, inherit=self.log is None)  # it dies with us
 
     def backoff(self) -> float:
         return min(30.0, 0.5 * (2 ** min(self.restarts, 6)))
@@ -164,15 +175,24 @@ class Up:
     def request_stop(self, *_: object) -> None:
         self._stop.set()
 
+    def _info(self) -> dict[str, object]:
+        """What the lock file says about this run: who holds it, and its children (for the next run)."""
+        kids = [leftovers.record(c.name, c.proc.pid) for c in self.children if c.proc is not None]
+        if self.nats is not None and self.nats.proc is not None:
+            kids.insert(0, leftovers.record("nats-server", self.nats.proc.pid))
+        return {"pid": os.getpid(), "nats_url": self.nats_url, "lattice": self.s.lattice,
+                "children": [k.as_dict() for k in kids]}
+
     def run(self) -> int:
-        self.lock.acquire({"pid": os.getpid(), "nats_url": self.nats_url, "lattice": self.s.lattice})
+        previous = self.lock.acquire(self._info())
         try:
             if self.s.metrics_port is not None and not 0 < self.s.metrics_port < 65536:
                 raise UpError(f"--metrics-port {self.s.metrics_port}: not a port number (1-65535)")
             if self.s.metrics_port is not None and not port_free(self.s.metrics_host, self.s.metrics_port):
                 raise UpError(f"--metrics-port {self.s.metrics_port}: the port is already in use on "
                               f"{self.s.metrics_host}; pick another")
-            if not port_free(self.s.nats_host, self.s.nats_port):
+            leftovers.stop(self.state, previous, self.say)
+            if not leftovers.wait_port_free(lambda: port_free(self.s.nats_host, self.s.nats_port), 2.0):
                 raise UpError(
                     f"port {self.s.nats_port} on {self.s.nats_host} is already in use "
                     "(another NATS server?); pick another with --nats-port"
@@ -195,6 +215,7 @@ class Up:
         self.nats = NatsServer(
             host=self.s.nats_host, port=self.s.nats_port, store_dir=self.state / "nats",
             server_name="trellis-embedded", log_file=logs / "nats.log",
+            pid_file=self.state / leftovers.NATS_PID_FILE,
         )
         try:
             self.nats.start()
@@ -245,6 +266,7 @@ class Up:
                            "(--ui-port picks another, --no-ui skips it)\n")
         for c in self.children:
             c.start()
+        self.lock.update(self._info())
         self.say(
             f"Trellis is up (lattice {self.s.lattice!r}).\n"
             f"  NATS       {self.nats_url}  JetStream data in {self.state / 'nats'}\n"
@@ -269,6 +291,7 @@ class Up:
             if self.nats and not self.nats.running():
                 self.say("nats-server exited; restarting it")
                 self.nats.start()
+                self.lock.update(self._info())
             now = time.monotonic()
             for c in self.children:
                 assert c.proc is not None
@@ -287,6 +310,7 @@ class Up:
                     c.restarts += 1
                     c.next_start = 0.0
                     c.start()
+                    self.lock.update(self._info())
 
     def _prepare_deploy(self) -> Path | None:
         """``--deploy``: the manifest to deploy. A folder's apps are built first, before anything starts."""
@@ -298,7 +322,7 @@ class Up:
             if not manifest.is_file():
                 raise UpError(f"--deploy {path}: the folder has no wadm.yaml to deploy")
             self.say(f"Building {path} ...")
-            if subprocess.run(procs.trellis_argv("build", str(path))).returncode != 0:
+            if subprocess.run(procs.trellis_argv("build", str(path)), preexec_fn=procs.death_signal()).returncode != 0:
                 raise UpError(f"--deploy {path}: the build failed (see above)")
             return manifest
         if not path.is_file():
@@ -309,7 +333,8 @@ class Up:
         """In a thread: once wadm answers, ``trellis app deploy MANIFEST --wait``, its output on ours."""
         common = ["--nats-url", self.nats_url, "--lattice", self.s.lattice]
         deadline = time.monotonic() + 60
-        while subprocess.run(procs.trellis_argv("app", "list", *common), capture_output=True).returncode != 0:
+        while subprocess.run(procs.trellis_argv("app", "list", *common), capture_output=True,
+                             preexec_fn=procs.die_with_parent).returncode != 0:
             if self._stop.wait(0.5):
                 return
             if time.monotonic() > deadline:
@@ -321,7 +346,8 @@ class Up:
             procs.trellis_argv("app", "deploy", str(manifest), "--wait", "--timeout",
                                str(self.s.deploy_timeout_s), *common,
                                *(arg for item in self.s.deploy_config for arg in ("--config", item))),
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=procs.die_with_parent)  # this thread waits on it: it goes when we do
         code = self._deployer.wait()
         if code != 0 and not self._stop.is_set():
             # wadm retries what failed (a first compile can outlast a start's deadline on a slow machine)
@@ -340,7 +366,8 @@ class Up:
             return 1
         deadline = time.monotonic() + self.s.deploy_timeout_s
         while not self._stop.wait(2.0) and time.monotonic() < deadline:
-            r = subprocess.run(procs.trellis_argv("app", "status", name, "-o", "json", *common), capture_output=True)
+            r = subprocess.run(procs.trellis_argv("app", "status", name, "-o", "json", *common), capture_output=True,
+                               preexec_fn=procs.die_with_parent)
             status = json.loads(r.stdout).get("status") if r.returncode == 0 else "undeployed"
             if status in ("deployed", "undeployed"):
                 return 0 if status == "deployed" else 1

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from interfaces.telemetry import merge
+from trellis.procs import death_signal, supervised_env
 from trellis.service import TaskGroup
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,12 @@ class WorkerPool:
             # with files, the worker writes (and rotates) worker-N.log itself; its crash output goes here
             name = f"worker-{w.index}.stderr.log" if to == "files" else f"worker-{w.index}.log"
             stderr = open(self.log_dir / name, "ab")
-        env = {**os.environ, **self.log_env}
+        env = supervised_env({**os.environ, **self.log_env})  # it goes when the host does
         try:
             w.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-P", "-m", "host.workers", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env, limit=16 * 1024 * 1024,
+                preexec_fn=death_signal(),  # and its stdin closing: it does not outlive the host
             )
         finally:
             if stderr is not None and stderr is not sys.stdout:

@@ -44,7 +44,7 @@ from host.runtime import (
 )
 from host.runtime.imports import is_wasip2_interface
 from interfaces.policy import PolicyClient, PolicySettings
-from interfaces.connection import NatsSettings, connect
+from interfaces.connection import NatsSettings, connect, goodbye
 from interfaces import local_rpc
 from interfaces.envelope import Invocation
 from interfaces.local_rpc import LocalRpcClient, LocalRpcDoor
@@ -544,10 +544,7 @@ class Worker:
             await self.imports.stop()
         if self.rpc:
             await self.rpc.close()
-        try:
-            await asyncio.wait_for(self.nc.drain(), 5)
-        except Exception:
-            pass
+        await goodbye(self.nc)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.telemetry.shutdown()
         self.engine.close()
@@ -582,6 +579,9 @@ def main() -> None:
     # stdout is the host's channel: "stdout" logging goes to our stderr, which is the host's stdout
     setup_logging(f"worker-{boot.get('worker_index', 0)}", level=os.environ.get("TRELLIS_LOG_LEVEL", "INFO"),
                   log_dir=Path(log_dir) if log_dir else None, stream=sys.stderr)
+    from trellis.procs import exit_with_parent
+
+    exit_with_parent()  # with its stdin closing, it does not outlive the host
     worker = Worker(boot)
     gc_tuning.tune()
     try:

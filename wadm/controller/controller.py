@@ -42,7 +42,7 @@ import trellis
 from interfaces.policy import PolicyClient
 from interfaces import subjects, tracing
 from interfaces.client import LatticeClient
-from interfaces.connection import connect
+from interfaces.connection import connect, goodbye
 from interfaces.control import CtlReply
 from interfaces.events import Event, EventType
 from interfaces.secrets import NKey
@@ -203,10 +203,7 @@ class Controller(Service):
             await self.observer.close()
         if not hasattr(self, "nc") or self.nc.is_closed:
             return
-        try:
-            await asyncio.wait_for(self.nc.drain(), 5)
-        except Exception:
-            await self.nc.close()
+        await goodbye(self.nc)
 
     async def _on_disconnected(self) -> None:
         if hasattr(self, "observer") and self.status.value == "running":

@@ -59,6 +59,9 @@ def main(provider: Provider, argv: Sequence[str] | None = None) -> int:
             os.environ.setdefault(key, value)
     tracing.setup_tracing(f"provider-{bootstrap.provider_id}")
     gc_tuning.tune()
+    from trellis.procs import exit_with_parent
+
+    exit_with_parent()  # started by a host: it does not outlive it
     try:
         import uvloop
 

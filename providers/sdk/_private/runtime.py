@@ -23,7 +23,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from interfaces.connection import connect
+from interfaces.connection import connect, goodbye
 from interfaces.control import CtlReply
 from interfaces.envelope import Invocation
 from interfaces.errors import ErrorCode
@@ -185,10 +185,7 @@ class ProviderRuntime(Service):
             if self.rpc.local is not None:
                 self.rpc.local.close()
         if self._own_nc and self.nc is not None and not self.nc.is_closed:
-            try:
-                await asyncio.wait_for(self.nc.drain(), 5)
-            except Exception:
-                await self.nc.close()
+            await goodbye(self.nc)
         if self.telemetry is not None:
             self.telemetry.shutdown()
         log.info("provider %s stopped: %s", self.id, self.close_reason)

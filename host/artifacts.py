@@ -13,17 +13,19 @@ from interfaces.artifacts import ArtifactError, fetch_lattice, parse_ref, sha256
 from interfaces.errors import ErrorCode
 
 from . import oci
+from .provider_refs import FIX_FOR_PATHS
 
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 
 
 class ArtifactFetcher:
     def __init__(self, nc: Client, lattice: str, directory: Path,
-                 insecure_registries: tuple[str, ...] | list[str] = ()) -> None:
+                 insecure_registries: tuple[str, ...] | list[str] = (), who: str = "this host") -> None:
         self.nc = nc
         self.lattice = lattice
         self.directory = directory
         self.insecure_registries = tuple(insecure_registries)
+        self.who = who  # "host NAME", for messages that must say which machine cannot read a path
 
     def _cached(self, digest: str) -> Path:
         return self.directory / f"{digest.replace(':', '-')}.wasm"
@@ -39,8 +41,12 @@ class ArtifactFetcher:
         if ref.kind == "file":
             try:
                 data = await asyncio.to_thread(Path(ref.location).read_bytes)
+            except FileNotFoundError:
+                raise ArtifactError(f"{self.who} cannot read {ref.location} (not on that machine): "
+                                    f"{FIX_FOR_PATHS}", ErrorCode.NOT_FOUND) from None
             except OSError as exc:
-                raise ArtifactError(f"cannot read {ref.location}: {exc.strerror}", ErrorCode.NOT_FOUND) from None
+                raise ArtifactError(f"{self.who} cannot read {ref.location}: {exc.strerror}",
+                                    ErrorCode.NOT_FOUND) from None
         elif ref.kind == "http":
             data = await self._http(ref.location)
         elif ref.kind == "lattice":

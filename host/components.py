@@ -56,7 +56,8 @@ class ComponentManager:
         s = self.host.settings
         assert self.host.nc is not None
         self.fetcher = ArtifactFetcher(self.host.nc, self.host.lattice, s.state_dir / "artifacts",
-                                       insecure_registries=s.insecure_registries)
+                                       insecure_registries=s.insecure_registries,
+                                       who=f"host {self.host.friendly_name}")
         boot = {
             "nats": s.nats.to_dict(), "lattice": self.host.lattice, "host_id": self.host.id,
             "cache_dir": str(s.compile_cache_dir or s.state_dir / "compiled"), "threads": s.worker_threads,

@@ -3,16 +3,21 @@
 * ``builtin:NAME`` — a built-in provider: module ``providers.builtin.<NAME with - as _>``
 * ``python:MODULE`` — any importable module with a ``__main__`` entry (``python -m MODULE``)
 * ``/path/to/provider.py`` or ``file:///path/to/provider.py`` — a Python file run as a script
+* ``/path/to/folder`` — a package with a ``__main__.py``, run as ``python -m folder``
+* ``lattice://sha256:…`` — either of those, uploaded by ``trellis app deploy``; the host fetches
+  and unpacks it first (`interfaces.provider_package`)
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from interfaces.errors import ErrorCode, TrellisError
+from interfaces.provider_package import PreparedProvider
 
 
 class ProviderRefError(TrellisError):
@@ -59,11 +64,43 @@ def provider_argv(image: str) -> list[str]:
         if found is None:
             raise ProviderRefError(f"python module {module!r} is not importable on this host", ErrorCode.NOT_FOUND)
         return [sys.executable, SAFE_PATH, "-m", module]
+    return provider_command(image).argv
+
+
+@dataclass(frozen=True)
+class ProviderCommand:
+    argv: list[str]
+    pythonpath: list[str] = field(default_factory=list)  # put first on the child's PYTHONPATH
+
+
+#: what a host says when a provider's path is not on its machine
+FIX_FOR_PATHS = "run 'trellis app deploy' on the machine that has it (it uploads local files), or 'trellis push' it"
+
+
+def provider_command(image: str, host: str = "this host") -> ProviderCommand:
+    """How ``image`` runs here. ``lattice://`` references are fetched first (`prepared_command`)."""
+    image = image.strip()
+    if image.startswith(("builtin:", "python:")):
+        return ProviderCommand(provider_argv(image))
     path = unquote(urlparse(image).path) if image.startswith("file://") else image
-    if path.endswith(".py"):
-        p = Path(path).expanduser().resolve()
+    p = Path(path).expanduser()
+    if path.endswith(".py") or p.is_dir() or image.startswith(("file://", "/", "./", "../", "~")):
+        p = p.resolve()
         if not p.exists():
-            raise ProviderRefError(f"provider file {p} does not exist on this host", ErrorCode.NOT_FOUND)
-        return [sys.executable, str(p)]
+            raise ProviderRefError(f"{host} cannot read provider {p} (not on that machine): {FIX_FOR_PATHS}",
+                                   ErrorCode.NOT_FOUND)
+        if p.is_dir():
+            if not (p / "__main__.py").is_file():
+                raise ProviderRefError(f"provider folder {p} has no __main__.py (a host runs it as "
+                                       f"'python -m {p.name}')")
+            return ProviderCommand([sys.executable, SAFE_PATH, "-m", p.name], [str(p.parent)])
+        return ProviderCommand([sys.executable, str(p)])
     raise ProviderRefError(
-        f"unsupported provider reference {image!r}: use builtin:NAME, python:MODULE or a path to a .py file")
+        f"unsupported provider reference {image!r}: use builtin:NAME, python:MODULE, lattice://sha256:…, "
+        "or a path to a .py file or a folder with a __main__.py")
+
+
+def prepared_command(prepared: PreparedProvider) -> ProviderCommand:
+    """The command for a provider fetched from the lattice and unpacked (`interfaces.provider_package`)."""
+    safe = [SAFE_PATH] if prepared.argv_tail[:1] == ["-m"] else []
+    return ProviderCommand([sys.executable, *safe, *prepared.argv_tail], list(prepared.pythonpath))

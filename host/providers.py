@@ -16,19 +16,20 @@ import json
 import logging
 import os
 import signal
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from interfaces import subjects
+from interfaces.artifacts import fetch_lattice, parse_ref
 from interfaces.control import CtlReply, ProviderDescription, ProviderOp, StartProvider, StopProvider
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.events import EventType
 from interfaces.policy import claims_body
+from interfaces.provider_package import unpack
 from interfaces.secrets import SecretsUnavailable
-from trellis.procs import die_with_parent
+from trellis.procs import death_signal, supervised_env
 
-from .provider_refs import provider_argv
+from .provider_refs import ProviderCommand, prepared_command, provider_command
 
 if TYPE_CHECKING:
     from .host import Host
@@ -54,6 +55,7 @@ def clean_env() -> dict[str, str]:
 class Supervised:
     spec: StartProvider
     argv: list[str]
+    pythonpath: list[str] = field(default_factory=list)
     proc: asyncio.subprocess.Process | None = None
     status: str = "starting"  # starting | running | unhealthy | restarting | stopping | failed
     healthy: bool | None = None
@@ -96,8 +98,8 @@ class ProviderManager:
         if current is not None and current.spec.image == req.image:
             return {"accepted": True, "host_id": self.host.id, "provider_id": req.provider_id,
                     "already_running": True}
-        argv = provider_argv(req.image)  # a bad reference is refused at once
-        argv, claims = await self.host.admission.provider_argv(req.provider_id, req.image, argv)  # and untrusted
+        cmd = await self._command(req)  # a bad reference, or an artifact that cannot be had, is refused at once
+        argv, claims = await self._admit(req.provider_id, req.image, cmd)  # and an untrusted one
         await self.host.policy.require("startProvider", {
             "providerId": req.provider_id, "providerRef": req.image, "annotations": req.annotations,
             "config": req.config, "claims": claims_body(claims),
@@ -109,7 +111,7 @@ class ProviderManager:
                         "already_running": True}
             raise TrellisError(f"provider {req.provider_id} already runs {current.spec.image} on this host",
                                ErrorCode.CONFLICT)
-        sup = Supervised(spec=req, argv=argv)
+        sup = Supervised(spec=req, argv=argv, pythonpath=cmd.pythonpath)
         self.running[req.provider_id] = sup
         self.host.tasks.spawn(self._supervise(sup), f"provider-{req.provider_id}")
         return {"accepted": True, "host_id": self.host.id, "provider_id": req.provider_id}
@@ -136,6 +138,37 @@ class ProviderManager:
             boot["secrets"] = await self.host.fetch_secrets(sup.spec.secrets_grant)
         return json.dumps(boot).encode()
 
+    def _who(self) -> str:
+        return f"host {self.host.friendly_name}"
+
+    async def _command(self, req: StartProvider) -> ProviderCommand:
+        """How ``req.image`` runs here; a ``lattice://`` provider is fetched and unpacked first (once per digest)."""
+        if not req.image.strip().startswith("lattice://"):
+            return provider_command(req.image, self._who())
+        ref = parse_ref(req.image)
+        assert self.host.nc is not None and ref.digest is not None
+        try:
+            data = await fetch_lattice(self.host.nc, self.host.lattice, ref.digest)
+            prepared = await asyncio.to_thread(unpack, data, ref.location, self.host.settings.state_dir / "providers")
+        except (TrellisError, OSError) as exc:
+            raise TrellisError(f"{self._who()} cannot fetch provider {req.image}: {exc}",
+                               getattr(exc, "code", ErrorCode.INTERNAL)) from None
+        return prepared_command(prepared)
+
+    async def _admit(self, provider_id: str, image: str, cmd: ProviderCommand) -> tuple[list[str], Any]:
+        """``cmd``'s command line and its claims, once it passes the host's checks (signatures, allowed modules)."""
+        if cmd.pythonpath and self.host.admission.trust.required:
+            raise TrellisError(f"provider {provider_id} refused: a provider folder cannot be signed, and this host "
+                               "runs only artifacts signed by a trusted issuer (sign a .py file instead)",
+                               ErrorCode.FORBIDDEN)
+        return await self.host.admission.provider_argv(provider_id, image, cmd.argv)
+
+    def _env(self, sup: Supervised, log_env: dict[str, str]) -> dict[str, str]:
+        env = supervised_env({**clean_env(), **log_env})
+        if sup.pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join([*sup.pythonpath, *filter(None, [env.get("PYTHONPATH")])])
+        return env
+
     async def _spawn(self, sup: Supervised) -> None:
         log_dir = self.host.settings.state_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -149,8 +182,8 @@ class ProviderManager:
             # its own session (a Ctrl-C at the host's terminal is the host's to handle), but it
             # dies with the host: a SIGKILLed host must not leave it serving calls as an orphan
             sup.proc = await asyncio.create_subprocess_exec(
-                *sup.argv, stdin=asyncio.subprocess.PIPE, stdout=out, stderr=out, env={**clean_env(), **log_env},
-                start_new_session=True, preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+                *sup.argv, stdin=asyncio.subprocess.PIPE, stdout=out, stderr=out, env=self._env(sup, log_env),
+                start_new_session=True, preexec_fn=death_signal())
         finally:
             if out is not None:
                 out.close()

@@ -94,6 +94,17 @@ async def push(nc: Client, lattice: str, data: bytes, *, replicas: int | None = 
     The store is made on first use with ``replicas`` copies (default: the lattice-wide
     ``TRELLIS_KV_REPLICAS``, as every bucket Trellis makes).
     """
+    ref, _ = await push_missing(nc, lattice, data, replicas=replicas, check=False)
+    return ref
+
+
+async def push_missing(nc: Client, lattice: str, data: bytes, *, replicas: int | None = None,
+                       check: bool = True) -> tuple[str, bool]:
+    """`push`, but only when the store does not hold these bytes yet: (reference, uploaded).
+
+    Content-addressed, so an object of the same name and size is the same artifact: re-deploying
+    unchanged files sends nothing.
+    """
     from nats.js.api import ObjectStoreConfig
 
     from .store import StoreSettings
@@ -103,13 +114,21 @@ async def push(nc: Client, lattice: str, data: bytes, *, replicas: int | None = 
 
     js = nc.jetstream()
     bucket = subjects.bucket(lattice, "artifacts")
+    digest = sha256_digest(data)
     try:
         store = await js.object_store(bucket)
     except Exception:
         store = await js.create_object_store(bucket, config=ObjectStoreConfig(bucket=bucket, replicas=replicas))
-    digest = sha256_digest(data)
+    else:
+        if check:
+            try:
+                info = await store.get_info(object_name(digest))
+            except (nats.js.errors.ObjectNotFoundError, nats.js.errors.ObjectDeletedError):
+                info = None
+            if info is not None and info.size == len(data) and not info.deleted:
+                return "lattice://" + digest, False
     await store.put(object_name(digest), data)
-    return "lattice://" + digest
+    return "lattice://" + digest, True
 
 
 #: how long `fetch_lattice` keeps trying while the lattice's store cannot answer (seconds)

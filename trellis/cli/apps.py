@@ -131,14 +131,34 @@ def put_command(
     *,
     conn: Conn,
 ) -> None:
-    """Store a new version of an application (not deployed yet)."""
+    """Store a new version of an application (not deployed yet).
+
+    Local files it names (component .wasm files, provider .py files and folders) are uploaded
+    to the lattice's artifact store first, so hosts on every machine can fetch them.
+    """
     text, base = _read(file, config)
-    reply = _wadm_run(conn, lambda w: w.put(text, base_dir=base))
+    reply = _wadm_run(conn, lambda w: _put(w, text, base, output))
     if emit(reply, output):
         return
     for w in reply.warnings:
         err_console.print(f"  {w}", highlight=False, markup=False)
     typer.echo(f"{reply.name} {reply.version} " + ("stored" if reply.created else "was already stored"))
+
+
+async def _put(w: WadmClient, text: str, base: str, output: Output) -> Any:
+    """Upload the manifest's local files, then store it (images pointing at the uploads)."""
+    from trellis.uploads import UploadError, upload_local_files
+
+    assert w.client.nc is not None
+    try:
+        prepared = await upload_local_files(w.client.nc, w.lattice, text, Path(base))
+    except UploadError as exc:
+        raise _Problems(exc.message, []) from None
+    for warning in prepared.warnings:
+        err_console.print(f"  warning: {warning}", highlight=False, markup=False)
+    if prepared.uploads and output is Output.table:
+        err_console.print(prepared.summary(), highlight=False, markup=False)
+    return await w.put(prepared.manifest, base_dir=base)
 
 
 @app_app.command("deploy")
@@ -154,7 +174,7 @@ def deploy_command(
     *,
     conn: Conn,
 ) -> None:
-    """Deploy an application (a file is stored as a new version first).
+    """Deploy an application (a file is stored as a new version first, its local files uploaded).
 
     ``--config NAME.KEY=VALUE`` changes a value of the file's inline config NAME (an HTTP
     port, a database URL) without editing the file; the result is stored as the version.
@@ -171,7 +191,7 @@ def deploy_command(
         name, ver = app, version
         if source is not None:
             text, base = source
-            put = await w.put(text, base_dir=base)
+            put = await _put(w, text, base, output)
             name, ver = put.name, version or put.version
         dep = await w.deploy(name, ver)
         final = await _follow(w, name, StatusState.DEPLOYED, timeout, output) if wait else None

@@ -130,6 +130,10 @@ class ReuseProperties(_Strict):
 
 class ComponentProperties(_Strict):
     image: str | None = None
+    source: str | None = None
+    """Where ``image`` came from (a Trellis extension): ``trellis app deploy|put`` uploads a local
+    file or folder to the lattice's artifact store, sets ``image`` to its ``lattice://sha256:…``
+    reference and records the local ``file://`` path here. Informational: hosts never read it."""
     application: SharedApplication | None = None
     id: str | None = None
     config: tuple[ConfigProperty, ...] = ()
@@ -487,7 +491,7 @@ KNOWN_KEYS: frozenset[str] = frozenset(
         "id", "config", "secrets", "component", "instances", "replicas", "spread",
         "requirements", "weight", "target", "source", "namespace", "package", "interfaces",
         "source_config", "target_config", "policy", "key", "field", "version",
-        "reuse", "max_invocations", "max_idle_s", "state",
+        "reuse", "max_invocations", "max_idle_s", "state", "source",
     }
 )
 """Every key the format knows, for "did you mean" hints."""

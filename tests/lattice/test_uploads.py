@@ -1,0 +1,94 @@
+"""A manifest's local files are uploaded once, content-addressed; provider folders pack the same way every time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import nats
+import pytest
+
+from host.provider_refs import prepared_command, provider_command
+from interfaces.artifacts import fetch_lattice
+from interfaces.provider_package import PackageError, pack_folder, unpack
+from tests.components.build import build_wat
+from tests.harness import REPO
+from trellis.uploads import UploadError, upload_local_files
+
+KV_MEMORY = REPO / "examples" / "custom-provider" / "kv_memory"
+MANIFEST = """\
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {name: up}
+spec:
+  components:
+    - {name: adder, type: component, properties: {image: ./adder.wasm}}
+    - {name: twin, type: component, properties: {image: ./adder.wasm, id: twin}}
+    - {name: prov, type: capability, properties: {image: ./prov.py, id: prov}}
+    - {name: kv, type: capability, properties: {image: ./kv_memory, id: kv}}
+    - {name: builtin, type: capability, properties: {image: "builtin:keyvalue-nats"}}
+    - {name: far, type: component, properties: {image: /nowhere/far.wasm}}
+"""
+
+
+def test_a_folder_packs_the_same_way_every_time_and_unpacks_to_a_runnable_module(tmp_path):
+    a = tmp_path / "a" / "kv_memory"
+    shutil.copytree(KV_MEMORY, a)
+    first = pack_folder(a)
+    (a / "__pycache__").mkdir(exist_ok=True)
+    (a / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"cache")
+    os.utime(a / "__init__.py", (1, 1))  # times do not count
+    assert pack_folder(a) == first
+    (a / "extra.py").write_text("X = 1\n")
+    assert pack_folder(a) != first
+
+    prepared = unpack(first, "d1", tmp_path / "cache")
+    cmd = prepared_command(prepared)
+    assert cmd.argv[-2:] == ["-m", "kv_memory"] and cmd.pythonpath == [str(tmp_path / "cache" / "d1")]
+    assert (tmp_path / "cache" / "d1" / "kv_memory" / "__main__.py").read_bytes() == (KV_MEMORY / "__main__.py").read_bytes()
+    assert unpack(first, "d1", tmp_path / "cache") == prepared  # unpacked once, then reused
+
+    script = unpack(b"print('hi')\n", "d2", tmp_path / "cache")
+    assert script.argv_tail == [str(tmp_path / "cache" / "d2" / "provider.py")]
+
+    (tmp_path / "nomain").mkdir()
+    with pytest.raises(PackageError, match="no __main__.py"):
+        pack_folder(tmp_path / "nomain")
+
+
+def test_a_host_runs_a_local_provider_folder_and_names_itself_for_a_missing_path(tmp_path):
+    cmd = provider_command(str(KV_MEMORY))
+    assert cmd.argv[-2:] == ["-m", "kv_memory"] and cmd.pythonpath == [str(KV_MEMORY.parent)]
+    with pytest.raises(Exception, match=r"host h1 cannot read provider /elsewhere/p.py \(not on that machine\): "
+                                        r"run 'trellis app deploy' on the machine that has it"):
+        provider_command("file:///elsewhere/p.py", "host h1")
+
+
+async def test_deploy_uploads_local_files_once_and_records_where_they_came_from(tmp_path, nats_server, lattice):
+    shutil.copy(build_wat("adder"), tmp_path / "adder.wasm")
+    (tmp_path / "prov.py").write_text("print('a provider')\n")
+    shutil.copytree(KV_MEMORY, tmp_path / "kv_memory")
+    nc = await nats.connect(nats_server.url)
+    try:
+        first = await upload_local_files(nc, lattice, MANIFEST, tmp_path)
+        assert [(u.component, u.uploaded) for u in first.uploads] == [
+            ("adder", True), ("twin", False), ("prov", True), ("kv", True)]  # one file, sent once
+        assert first.summary().startswith("artifacts: 3 uploaded")
+        assert any("/nowhere/far.wasm does not exist on this machine" in w for w in first.warnings)
+        comps = {c["name"]: c["properties"] for c in json.loads(first.manifest)["spec"]["components"]}
+        assert comps["kv"]["source"] == f"file://{tmp_path / 'kv_memory'}"
+        assert comps["builtin"] == {"image": "builtin:keyvalue-nats"} and comps["far"]["image"] == "/nowhere/far.wasm"
+        digest = comps["prov"]["image"].removeprefix("lattice://")
+        assert await fetch_lattice(nc, lattice, digest) == b"print('a provider')\n"
+
+        again = await upload_local_files(nc, lattice, MANIFEST, tmp_path)
+        assert not any(u.uploaded for u in again.uploads)
+        assert again.summary() == "artifacts: all 4 already in the lattice, nothing uploaded"
+        assert again.manifest == first.manifest  # same files, same manifest: the same version
+
+        (tmp_path / "adder.wasm").write_text("not wasm")
+        with pytest.raises(UploadError, match=r'component "adder": .*adder.wasm is not a WebAssembly component'):
+            await upload_local_files(nc, lattice, MANIFEST, tmp_path)
+    finally:
+        await nc.close()

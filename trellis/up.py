@@ -276,7 +276,10 @@ class Up:
             + ui_line
             + (f"  metrics    {self.metrics_url}\n" if self.metrics_url else "")
             + f"  logs       {logs}\n"
-            f"Try: trellis get hosts{'' if self.s.nats_port == 4222 else ' --nats-url ' + self.nats_url}\n"
+            + (f"  join       on other machines: trellis host --nats-url nats://{socket.gethostname()}:"
+               f"{self.s.nats_port}  (this machine's name or address)\n"
+               if self.s.nats_host in ("0.0.0.0", "", "::") else "")
+            + f"Try: trellis get hosts{'' if self.s.nats_port == 4222 else ' --nats-url ' + self.nats_url}\n"
             "Press Ctrl-C to stop."
         )
 

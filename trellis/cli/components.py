@@ -281,7 +281,8 @@ async def _load(conn: Conn, cid: str, op: str, args: list[Any], timeout: float, 
 @with_conn
 def push_command(
     target: str = typer.Argument(..., metavar="[oci://REGISTRY/REPO:TAG] FILE",
-                                 help="a .wasm file, or oci://REGISTRY/REPO:TAG followed by the file"),
+                                 help="a .wasm file (or a provider .py file or folder), or "
+                                      "oci://REGISTRY/REPO:TAG followed by the .wasm file"),
     file: Optional[Path] = typer.Argument(None, metavar="", dir_okay=False, show_default=False),
     insecure: bool = typer.Option(False, "--insecure", help="OCI: talk plain HTTP to the registry"),
     user: Optional[str] = typer.Option(None, "--user", envvar="TRELLIS_OCI_USER", help="OCI: registry user"),
@@ -295,8 +296,9 @@ def push_command(
     *,
     conn: Conn,
 ) -> None:
-    """Put a .wasm into the lattice's artifact store (prints lattice://sha256:…), or publish it to an
-    OCI registry in the format wash and wkg use (prints REGISTRY/REPO:TAG@sha256:…)."""
+    """Put a .wasm (or a provider .py file or package folder) into the lattice's artifact store (prints
+    lattice://sha256:…), or publish a .wasm to an OCI registry in the format wash and wkg use (prints
+    REGISTRY/REPO:TAG@sha256:…)."""
     from .sign_cmd import issuer_key
 
     key = issuer_key(key_file, new_key_file)
@@ -307,22 +309,33 @@ def push_command(
         return
     if file is not None:
         raise fail(f"push takes one file, or oci://REGISTRY/REPO:TAG and a file (got {target!r} and {str(file)!r})")
-    data = _wasm_bytes(Path(target), key)
+    data = _wasm_bytes(Path(target), key, providers=True)
     typer.echo(run_on(conn, lambda c: c.push(data)))
 
 
-def _wasm_bytes(file: Path, key: "IssuerKey | None" = None) -> bytes:
-    """The file's bytes, signed with ``key`` when one is given."""
+def _wasm_bytes(file: Path, key: "IssuerKey | None" = None, *, providers: bool = False) -> bytes:
+    """The file's bytes, signed with ``key`` when one is given. With ``providers``, a provider
+    ``.py`` file or package folder is accepted too (a folder travels packed, and unsigned)."""
+    if providers and file.is_dir():
+        from interfaces.provider_package import PackageError, pack_folder
+
+        if key is not None:
+            raise fail(f"{file} is a folder: only a .wasm or a provider .py file can be signed")
+        try:
+            return pack_folder(file)
+        except (PackageError, OSError) as exc:
+            raise fail(str(exc)) from None
     try:
         data = file.read_bytes()
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror}") from None
-    if not data.startswith(b"\x00asm"):
-        raise fail(f"{file} is not a WebAssembly binary")
+    kind = "wasm" if data.startswith(b"\x00asm") else "py" if providers and file.suffix == ".py" else ""
+    if not kind:
+        raise fail(f"{file} is not a WebAssembly binary" + (" nor a provider .py file or folder" if providers else ""))
     if key is not None:
         from .sign_cmd import sign_bytes
 
-        data = sign_bytes(data, "wasm", key, name=file.stem)
+        data = sign_bytes(data, kind, key, name=file.stem)
     return data
 
 
@@ -342,7 +355,8 @@ def _push_oci(target: str, file: Path, insecure: bool, creds: "Credentials", key
 @start_app.command("provider")
 @with_conn
 def start_provider(
-    ref: str = typer.Argument(..., help="builtin:NAME, python:MODULE, or a path to a provider .py file"),
+    ref: str = typer.Argument(..., help="builtin:NAME, python:MODULE, lattice://sha256:…, or a path to a "
+                                        "provider .py file or package folder"),
     provider_id: str = typer.Argument(..., metavar="ID"),
     host_id: Optional[str] = typer.Option(None, "--host-id", help="run on this host (id, name or unique id prefix)"),
     constraint: list[str] = typer.Option([], "--constraint", help="pick a host with label key=value"),
@@ -354,8 +368,8 @@ def start_provider(
     conn: Conn,
 ) -> None:
     """Start a capability provider process on a host."""
-    if ref.endswith(".py") and not ref.startswith("file://"):
-        ref = str(Path(ref).expanduser().resolve())
+    if (ref.endswith(".py") or Path(ref).expanduser().is_dir()) and not ref.startswith("file://"):
+        ref = str(Path(ref).expanduser().resolve())  # a file or a package folder, for a host on this machine
 
     data = run_on(conn, lambda c: c.start_provider(ref, provider_id, host_id=host_id, constraints=_constraints(constraint),
                                   config=config, annotations=_constraints(annotation),

@@ -10,7 +10,7 @@ import nats
 import pytest
 
 from host.provider_refs import prepared_command, provider_command
-from interfaces.artifacts import fetch_lattice
+from interfaces.artifacts import fetch_lattice, sha256_digest
 from interfaces.provider_package import PackageError, pack_folder, unpack
 from tests.components.build import build_wat
 from tests.harness import REPO
@@ -92,3 +92,12 @@ async def test_deploy_uploads_local_files_once_and_records_where_they_came_from(
             await upload_local_files(nc, lattice, MANIFEST, tmp_path)
     finally:
         await nc.close()
+
+
+def test_push_takes_a_provider_folder_and_refuses_other_files(cli, tmp_path):
+    ok = cli("push", str(KV_MEMORY))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "lattice://" + sha256_digest(pack_folder(KV_MEMORY))
+    (tmp_path / "notes.txt").write_text("hello")
+    bad = cli("push", str(tmp_path / "notes.txt"))
+    assert bad.returncode == 1 and "not a WebAssembly binary nor a provider .py file or folder" in bad.stderr

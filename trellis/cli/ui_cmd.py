@@ -31,6 +31,9 @@ def ui_command(
     typer.echo(f"Trellis dashboard of lattice {conn.lattice!r} on {address(sock)} (NATS {conn.nats.url}); "
                "Ctrl-C stops")
     sys.stdout.flush()
+    from trellis.procs import exit_with_parent
+
+    exit_with_parent()  # started by `trellis up`: it goes when that does
     try:
         asyncio.run(serve(conn.nats, conn.lattice, sock))
     except KeyboardInterrupt:

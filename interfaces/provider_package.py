@@ -104,7 +104,7 @@ def unpack(data: bytes, digest_hex: str, directory: Path) -> PreparedProvider:
             if is_package(data):
                 try:
                     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r") as tar:
-                        tar.extractall(tmp, filter="data")  # no absolute paths, no escaping links
+                        _extract(tar, tmp)
                 except (OSError, EOFError, tarfile.TarError) as exc:
                     raise PackageError(f"provider package sha256:{digest_hex} is not a readable tar.gz: {exc}") from None
             else:
@@ -117,6 +117,18 @@ def unpack(data: bytes, digest_hex: str, directory: Path) -> PreparedProvider:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return _prepared(target, digest_hex)
+
+
+def _extract(tar: tarfile.TarFile, target: Path) -> None:
+    """Only folders and plain files, inside ``target`` (what `pack_folder` makes; anything else is refused)."""
+    for member in tar.getmembers():
+        name = Path(member.name)
+        if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+            raise PackageError(f"provider package entry {member.name!r} is not a plain file or folder inside it")
+    if hasattr(tarfile, "data_filter"):  # Python 3.11.4+: the standard library checks it again
+        tar.extractall(target, filter="data")
+    else:  # pragma: no cover
+        tar.extractall(target)
 
 
 def _prepared(target: Path, digest_hex: str) -> PreparedProvider:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
+import tarfile
 import shutil
 
 import nats
@@ -55,6 +58,16 @@ def test_a_folder_packs_the_same_way_every_time_and_unpacks_to_a_runnable_module
     (tmp_path / "nomain").mkdir()
     with pytest.raises(PackageError, match="no __main__.py"):
         pack_folder(tmp_path / "nomain")
+
+    # a package is only ever unpacked inside its folder
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        evil = tarfile.TarInfo("../escaped.py")
+        evil.size = 1
+        tar.addfile(evil, io.BytesIO(b"x"))
+    with pytest.raises(PackageError, match="not a plain file or folder inside it"):
+        unpack(gzip.compress(raw.getvalue()), "d3", tmp_path / "cache")
+    assert not (tmp_path / "escaped.py").exists() and not (tmp_path / "cache" / "d3").exists()
 
 
 def test_a_host_runs_a_local_provider_folder_and_names_itself_for_a_missing_path(tmp_path):

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.components.build import build_wat
@@ -156,6 +157,14 @@ def test_deploy_from_a_laptop_runs_components_and_providers_on_machines_without_
         assert lost.returncode != 0
         assert f"host {placed['joiner']['name']} cannot read {app / 'adder.wasm'}" in lost.stderr, lost.stderr
         assert "trellis app deploy" in lost.stderr and "trellis push" in lost.stderr
+
+        # SIGKILL of the joining host alone: its workers and both providers go with it
+        tree = psutil.Process(host.pid).children(recursive=True)
+        assert sum("host.workers" in " ".join(c.cmdline()) for c in tree) == 1 and len(tree) >= 3
+        host.kill()
+        host.wait()
+        _, alive = psutil.wait_procs(tree, timeout=5)
+        assert not [c for c in alive if c.status() != psutil.STATUS_ZOMBIE], [c.cmdline() for c in alive]
     finally:
         procs.stop(host, 15)
         procs.stop(up, 20)

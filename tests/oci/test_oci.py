@@ -133,10 +133,18 @@ async def test_token_auth_with_credentials_or_a_token(
     # credentials are traded for a bearer token at the registry's token service
     pushed = trellis("push", target, str(adder), "--insecure", "--user", USER, "--password", PASSWORD)
     assert pushed.returncode == 0, pushed.stderr
-    # a bearer token obtained elsewhere (TRELLIS_OCI_TOKEN) is used as it is
-    monkeypatch.setenv("TRELLIS_OCI_TOKEN", tokens.token("repository:tokens/adder:pull"))
     monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("TRELLIS_OCI_TOKEN", "TRELLIS_OCI_USER", "TRELLIS_OCI_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
     await hosts.start(insecure_registries=[registry.address])
     async with LatticeClient(nats_server.url, lattice) as c:
-        await c.start_component(target.removeprefix("oci://"), "tokened")
+        # no credentials: an anonymous token for pulling, as public packages on ghcr.io are pulled
+        await c.start_component(target.removeprefix("oci://"), "anonymous")
+        assert await c.call("anonymous", "add", 1, 2) == 3
+        # a bearer token obtained elsewhere (TRELLIS_OCI_TOKEN) is used as it is: layer cached, so push anew
+        other = trellis("push", f"oci://{registry.address}/tokens/other:1", str(adder), "--insecure",
+                        "--token", tokens.token("repository:tokens/other:pull,push"))
+        assert other.returncode == 0, other.stderr
+        monkeypatch.setenv("TRELLIS_OCI_TOKEN", tokens.token("repository:tokens/other:pull"))
+        await c.start_component(f"{registry.address}/tokens/other:1", "tokened")
         assert await c.call("tokened", "add", 3, 4) == 7

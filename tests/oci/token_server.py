@@ -71,12 +71,14 @@ class TokenServer:
                 from urllib.parse import parse_qs, urlparse
 
                 expected = "Basic " + base64.b64encode(f"{server.user}:{server.password}".encode()).decode()
-                if self.headers.get("Authorization") != expected:
+                query = parse_qs(urlparse(self.path).query)
+                scope = " ".join(query.get("scope", [""]))
+                given = self.headers.get("Authorization")
+                anonymous_pull = given is None and scope.endswith(":pull")  # public repositories, as ghcr.io's
+                if given != expected and not anonymous_pull:
                     self.send_response(401)
                     self.end_headers()
                     return
-                query = parse_qs(urlparse(self.path).query)
-                scope = " ".join(query.get("scope", [""]))
                 body = json.dumps({"token": server.token(scope.split(" ")[0] if scope else "")}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -19,6 +19,10 @@ Answer::
 
     {"requestId": "…", "permitted": true|false, "message": "why (shown to the user)"}
 
+A message on ``SUBJECT.changed`` (any payload) tells hosts the policy changed: their
+workers forget the link decisions they keep and ask again for every link, so a link the
+new policy refuses stops being followed.
+
 No answer within ``timeout_s`` (or an unreadable one) falls back to ``default``: **deny**
 unless configured otherwise. The subject is the operator's to choose; it must be one that
 lattice members may publish to but not subscribe to (docs/operations.md), or a member
@@ -150,6 +154,12 @@ def settings_from_env(**overrides: Any) -> PolicySettings:
     if "timeout_s" in values:
         values["timeout_s"] = float(values["timeout_s"])
     return PolicySettings(**values)
+
+
+def changed_subject(settings: PolicySettings) -> str:
+    """Where the policy service announces that its policy changed (``SUBJECT.changed``):
+    hosts then forget the decisions they keep (links) and ask again."""
+    return f"{settings.subject}.changed"
 
 
 def claims_body(claims: Any) -> dict[str, Any] | None:

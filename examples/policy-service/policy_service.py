@@ -133,16 +133,26 @@ class Service:
         self.path = path
         self.policy = Policy.load(path)
         self._mtime = path.stat().st_mtime
+        #: a new policy is in force that hosts have not been told about yet
+        self.unannounced = False
 
-    def current(self) -> Policy:
+    def reload(self) -> bool:
+        """Read the file again if it changed; True when a new policy is in force."""
         try:
             mtime = self.path.stat().st_mtime
-            if mtime != self._mtime:
-                self.policy = Policy.load(self.path)
-                self._mtime = mtime
-                log.info("reloaded %s", self.path)
+            if mtime == self._mtime:
+                return False
+            self._mtime = mtime
+            self.policy = Policy.load(self.path)
+            self.unannounced = True
+            log.info("reloaded %s", self.path)
+            return True
         except (OSError, ValueError, yaml.YAMLError) as exc:  # keep the last good policy
             log.error("cannot reload %s: %s (keeping the previous policy)", self.path, exc)
+            return False
+
+    def current(self) -> Policy:
+        self.reload()
         return self.policy
 
     def answer(self, data: bytes) -> dict[str, Any]:
@@ -174,7 +184,16 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    # tell hosts when the file changes, so they ask again about what they keep (links)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), args.watch_interval)
+        except asyncio.TimeoutError:
+            service.reload()
+            if service.unannounced:
+                service.unannounced = False
+                await nc.publish(f"{args.subject}.changed", b"{}")
+                print(json.dumps({"event": "policy_changed", "subject": f"{args.subject}.changed"}), flush=True)
     await nc.drain()
     return 0
 
@@ -184,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policy", required=True, help="the allow-list YAML file")
     p.add_argument("--subject", required=True, help="the NATS subject hosts and wadm ask (--policy-subject)")
     p.add_argument("--nats-url", default=None, help="NATS URL (default TRELLIS_NATS_URL or nats://127.0.0.1:4222)")
+    p.add_argument("--watch-interval", type=float, default=1.0, help="seconds between checks of the file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -23,7 +23,7 @@ from host.runtime import ImportFailed, MissingLink
 from interfaces import local_rpc
 from interfaces.envelope import EnvelopeError, Invocation
 from interfaces.local_rpc import LocalRpcClient
-from interfaces.policy import Decision, PolicyClient, link_body
+from interfaces.policy import Decision, PolicyClient, changed_subject, link_body
 from interfaces.resources import unversioned, wire_function
 from interfaces.rpc_client import RpcClient, RpcError
 
@@ -71,6 +71,7 @@ class ImportRouter:
         self._decisions: dict[tuple[Any, ...], Decision] = {}
         #: (source, namespace, package, link name) -> why the policy refused that link
         self.denied: dict[tuple[str, str, str, str], str] = {}
+        self._policy_sub: Any = None
 
     async def start(self, sync_timeout_s: float = 10.0) -> None:
         from interfaces.store import LatticeStore, LinkChange  # links live in JetStream KV
@@ -79,6 +80,10 @@ class ImportRouter:
         self._LinkChange = LinkChange
         self._synced = asyncio.Event()
         self._watch = asyncio.get_running_loop().create_task(self._follow(), name="links-watch")
+        if self.policy is not None:
+            # the service says its policy changed: forget the decisions and ask again for every link
+            self._policy_sub = await self.nc.subscribe(changed_subject(self.policy.settings),
+                                                       cb=self._on_policy_changed)
         try:
             await asyncio.wait_for(self._synced.wait(), sync_timeout_s)
         except asyncio.TimeoutError:
@@ -126,6 +131,17 @@ class ImportRouter:
                 self.links.clear()
                 await asyncio.sleep(0.5)
 
+    async def _on_policy_changed(self, _msg: Any) -> None:
+        try:
+            links = await self.store.list_links()
+        except Exception as exc:  # the store is unavailable: keep the decisions (asked again on next change)
+            log.warning("policy changed but the links could not be read again: %r", exc)
+            return
+        self._decisions.clear()
+        for link in links:
+            await self._put(link)
+        log.info("policy changed: %d links asked about again (%d refused)", len(links), len(self.denied))
+
     async def refresh(self, source: str) -> None:
         """Read a source's links straight from the store (a link put a moment ago)."""
         for link in await self.store.list_links(source=source):
@@ -134,6 +150,11 @@ class ImportRouter:
     async def stop(self) -> None:
         if self._watch:
             self._watch.cancel()
+        if self._policy_sub is not None:
+            try:
+                await self._policy_sub.unsubscribe()
+            except Exception:  # the connection may be gone already
+                pass
 
     def resolve(self, source: str, interface: str, link_name: str = "default") -> str | None:
         ns, pkg, iface = split_interface(interface)

@@ -115,8 +115,9 @@ async def test_denied_control_requests_do_not_happen(nats_server, lattice, hosts
     assert out.returncode != 0 and "python:json.tool is not in python_modules" in out.stderr, out.stderr
 
 
-async def test_denied_links_are_not_used(nats_server, lattice, hosts, cli, service):
-    """A link the policy refuses is not followed by the host's workers; the call says why."""
+async def test_denied_links_are_not_used(nats_server, lattice, hosts, cli, service, policy_file):
+    """A link the policy refuses is not followed by the host's workers; the call says why; a link
+    the policy revokes later stops being followed."""
     h = await hosts.start(policy=_policy(lattice))
     for cid, wasm in (("front", build_wat("middle")), ("allowed-tail", build_wat("tail")), ("sneaky-tail", build_wat("tail"))):
         (h.settings.state_dir / "allowed").mkdir(parents=True, exist_ok=True)
@@ -134,6 +135,12 @@ async def test_denied_links_are_not_used(nats_server, lattice, hosts, cli, servi
         out = await _cli(cli, "link", "put", "front", "allowed-tail", *probe)
         assert out.returncode == 0, out.stderr
         await eventually(lambda: _call_ok(c), 20, what="allowed link used")
+
+        # the operator revokes it: the service announces the change, the workers ask again
+        policy_file.write_text(policy_file.read_text().replace('target: "allowed-*"', 'target: "nobody-*"'))
+        err = await eventually(lambda: _call_error(c), 20, what="revoked link refused")
+        assert "denied by policy" in err and "allowed-tail" in err, err
+        assert any(line.startswith('{"event": "policy_changed"') for line in service.log.read_text().splitlines())
 
 
 async def _call_error(c: LatticeClient) -> str:

@@ -216,26 +216,58 @@ async def _deploy(nats_url: str, lattice: str, app: str, planted: str, tmp_path:
 @pytest.mark.timeout(400)
 async def test_granted_parts_read_the_secret_and_it_leaks_into_no_output(
         keyholder_lattice: dict[str, Any], hosts: HostFactory, nats_server: NatsServer, lattice: str,
-        tmp_path: Path, cli: Any, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, cli: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level("DEBUG")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")  # workers and providers write their spans to their logs
+    env = {**os.environ, "TRELLIS_NATS_URL": nats_server.url, "TRELLIS_LATTICE": lattice}
+
+    def follow(name: str, *args: str) -> subprocess.Popen[bytes]:
+        out = open(tmp_path / f"{name}.out", "wb")
+        try:
+            return subprocess.Popen([sys.executable, "-m", "trellis.cli.main", *args], stdout=out,
+                                    stderr=subprocess.STDOUT, env=env)
+        finally:
+            out.close()
+
+    events = follow("events", "events", "-o", "json", "--heartbeats")
+    spy: subprocess.Popen[bytes] | None = None
     granted = await hosts.start(labels={"role": "granted"})
     other = await hosts.start(labels={"role": "other"})
     planted = "pw-" + uuid.uuid4().hex
     app = "shop" + uuid.uuid4().hex[:6]
-    await _deploy(nats_server.url, lattice, app, planted, tmp_path)
-    async with LatticeClient(nats_server.url, lattice) as c:
-        # the granted component and provider read it; a component without the grant gets not-found
-        digest = hashlib.sha256(planted.encode()).hexdigest()  # what they answer: never the value
-        assert await c.call(f"{app}-reader", "digest", "db-password", timeout_s=30) == {"ok": digest}
-        assert await c.call(f"{app}-reader", "digest", "other") == {"err": "not-found"}
-        assert await c.call(f"{app}-nosy", "digest", "db-password") == {"err": "not-found"}
-        assert await c.call(f"{app}-checker", "test:secrets/check.digest", "db-password") == digest
-        placed = {h.id: [p.id for p in h.components] + [p.id for p in h.providers] for h in await c.get_hosts()}
-        assert f"{app}-reader" in placed[granted.id] and f"{app}-checker" in placed[granted.id]
-        assert f"{app}-reader" not in placed[other.id]
+    try:
+        await _deploy(nats_server.url, lattice, app, planted, tmp_path)
+        spy = follow("spy", "spy", f"{app}-reader", "-o", "json", "--count", "3")
+        async with LatticeClient(nats_server.url, lattice) as c:
+            # the granted component and provider read it; a component without the grant gets not-found
+            digest = hashlib.sha256(planted.encode()).hexdigest()  # what they answer: never the value
+            assert await c.call(f"{app}-reader", "digest", "db-password", timeout_s=30) == {"ok": digest}
+            assert await c.call(f"{app}-reader", "digest", "other") == {"err": "not-found"}
+            assert await c.call(f"{app}-nosy", "digest", "db-password") == {"err": "not-found"}
+            assert await c.call(f"{app}-checker", "test:secrets/check.digest", "db-password") == digest
+            placed = {h.id: [p.id for p in h.components] + [p.id for p in h.providers] for h in await c.get_hosts()}
+            assert f"{app}-reader" in placed[granted.id] and f"{app}-checker" in placed[granted.id]
+            assert f"{app}-reader" not in placed[other.id]
+
+            async def spied() -> bool:  # the spy joins a moment after it starts: call until it saw three
+                assert spy is not None
+                if spy.poll() is not None:
+                    return True
+                await c.call(f"{app}-reader", "digest", "db-password")
+                return False
+
+            await eventually(spied, 60, 0.2, what="trellis spy to see three calls")
+    finally:
+        for proc in (events, spy):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+    assert "digest" in (tmp_path / "spy.out").read_text()
+    assert "component_scaled" in (tmp_path / "events.out").read_text()
 
     # every output we can collect: CLI outputs, lattice traffic (events, control, RPC, KV), logs
-    outputs = [(await asyncio.to_thread(cli, *args)).stdout for args in (
+    outputs = [(tmp_path / "spy.out").read_text(), (tmp_path / "events.out").read_text()]
+    outputs += [(await asyncio.to_thread(cli, *args)).stdout for args in (
         ("app", "get", app, "-o", "json"), ("app", "status", app, "-o", "json"), ("app", "list", "-o", "json"),
         ("get", "hosts", "-o", "json"), ("get", "links", "-o", "json"), ("config", "list", "-o", "json"),
         ("secret", "list", "-o", "json"), ("get", "inventory", granted.id, "-o", "json"))]
@@ -317,3 +349,54 @@ async def test_a_member_without_the_grant_cannot_read_the_secret(
             assert await c.call("by-hand", "digest", "db-password", timeout_s=30) == {"err": "not-found"}
     finally:
         await nc.close()
+
+
+# --- NATS permissions: only the keyholder's user reaches the bucket -------------------------------
+
+
+async def test_with_lattice_permissions_only_the_keyholder_reaches_the_secrets_bucket(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "lattice_permissions", Path(__file__).resolve().parents[2] / "deploy" / "nats" / "lattice_permissions.py")
+    assert spec and spec.loader
+    perms = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(perms)
+    lattice = "s" + uuid.uuid4().hex[:8]
+    var = lattice.upper()
+    (tmp_path / "perms.conf").write_text(perms.config(lattice, ("member", "keyholder")))
+    conf = tmp_path / "nats.conf"
+    conf.write_text(f"""include ./perms.conf
+accounts {{
+  TRELLIS: {{
+    jetstream: enabled
+    users: [
+      {{ user: member, password: m, permissions: $LATTICE_{var}_MEMBER }}
+      {{ user: keyholder, password: k, permissions: $LATTICE_{var}_KEYHOLDER }}
+    ]
+  }}
+}}
+""")
+    server = NatsServer(port=0, config_file=conf, store_dir=tmp_path / "js", log_file=tmp_path / "nats.log")
+    server.start()
+    planted = "perm-" + uuid.uuid4().hex
+    ctl = Controller(ControllerSettings(lattice=lattice, tick_s=0.5, lease_ttl_s=2.0,
+                                        nats=NatsSettings(url=server.url, user="keyholder", password="k"),
+                                        secrets_key_file=str(tmp_path / "secrets.nk")))
+    try:
+        await ctl.start()
+        member = NatsSettings(url=server.url, user="member", password="m")
+        async with LatticeClient(member, lattice) as c:
+            await sx.put(c, "db", sx.SecretValue(planted))  # members put and list through the keyholder
+            assert [s.name for s in await sx.list_names(c)] == ["db"]
+            js = c.nc.jetstream(timeout=2)
+            with pytest.raises(Exception):  # but cannot open, read or overwrite the bucket itself
+                kv = await js.key_value(f"TRELLIS_{lattice}_secrets")
+                await kv.get("db")
+            with pytest.raises(Exception):
+                await js.publish(f"$KV.TRELLIS_{lattice}_secrets.db", b"replaced", timeout=2)
+        violations = [line for line in (tmp_path / "nats.log").read_text().splitlines() if "Violation" in line]
+        assert violations and all('user:member"' in v and "_secrets" in v for v in violations), violations
+    finally:
+        await ctl.close(reason="test teardown")
+        server.stop()

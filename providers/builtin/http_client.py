@@ -202,8 +202,8 @@ class HttpClient:
         try:
             async with asyncio.timeout(timeout_s):
                 return {"ok": await self._exchange(request, settings, False, timeout_s)}
-        except TimeoutError:
-            return {"err": {"http-response-timeout": None}}
+        except TimeoutError:  # as wasmtime's wasi-http says a first-byte timeout
+            return {"err": {"connection-read-timeout": None}}
         except _Refused as exc:
             return {"err": {exc.code: exc.payload}}
         except httpx.HTTPError as exc:

@@ -109,6 +109,8 @@ async def test_outgoing_requests_and_keyvalue_through_links(lattice_client, wasi
             closed = free_port()
             r = await http.get("/fetch", params={"url": f"http://127.0.0.1:{closed}/"})
             assert (r.status_code, r.text) == (502, "error-code: ErrorCode_ConnectionRefused")
+            r = await http.get("/fetch", params={"url": srv.url("/slow"), "timeout_ms": "300"})  # answers in 3 s
+            assert (r.status_code, r.text) == (502, "error-code: ErrorCode_ConnectionReadTimeout")
             # wasi:keyvalue through its link, as for a trellis:http component
             r = await http.get("/kv/greeting")
             assert r.status_code == 500 and "missing_link" in r.text  # no link yet: a trap, answered 500

@@ -86,7 +86,8 @@ def respond(out: ResponseOutparam, status: int, headers: list[tuple[str, bytes]]
     write_all(out_body, body)
 
 
-def fetch(url: str, method: str, headers: list[tuple[str, bytes]], body: bytes) -> tuple[int, list, bytes]:
+def fetch(url: str, method: str, headers: list[tuple[str, bytes]], body: bytes,
+          timeout_ms: int = 5000) -> tuple[int, list, bytes]:
     parts = urlsplit(url)
     request = OutgoingRequest(Fields.from_list([(k, v) for k, v in headers if k == "content-type"]))
     request.set_method(Method_Post() if method == "POST" else Method_Get())
@@ -94,7 +95,7 @@ def fetch(url: str, method: str, headers: list[tuple[str, bytes]], body: bytes) 
     request.set_authority(parts.netloc)
     request.set_path_with_query(parts.path + (f"?{parts.query}" if parts.query else ""))
     options = RequestOptions()
-    options.set_first_byte_timeout(5_000_000_000)
+    options.set_first_byte_timeout(timeout_ms * 1_000_000)
     out_body = request.body()
     future = outgoing_handler.handle(request, options)
     write_all(out_body, body)
@@ -157,10 +158,11 @@ class IncomingHandler(exports.IncomingHandler):
             except Err as e:
                 respond(response_out, 500, [], f"keyvalue: {e.value!r}".encode())
         elif path == "/fetch":
-            url = parse_qs(query)["url"][0]
+            params = parse_qs(query)
+            url = params["url"][0]
             body = read_all(request.consume()) if method == "POST" else b""
             try:
-                status, upstream, data = fetch(url, method, headers, body)
+                status, upstream, data = fetch(url, method, headers, body, int(params.get("timeout_ms", ["5000"])[0]))
             except Err as e:
                 respond(response_out, 502, [], f"error-code: {type(e.value).__name__}".encode())
                 return

@@ -57,8 +57,9 @@ async def test_events_follow_hosts_placements_and_a_killed_host(nats_server, lat
         assert ev["data"]["labels"]["zone"] == "eu-1"
 
     # a host killed without a word: the watcher reports it lost after three missed heartbeats
-    proc = HostProcess(nats_server.url, lattice, "--heartbeat-interval", "0.5", log=tmp_path / "h.log").wait_started()
+    proc = HostProcess(nats_server.url, lattice, "--heartbeat-interval", "0.5", log=tmp_path / "h.log")
     try:
+        await asyncio.to_thread(proc.wait_started, 60)  # a host process starts slowly on a busy machine
         await events.wait_for(lambda e: e["type"] == "host_started" and e["source"] == proc.id)
         proc.kill()
         lost = await events.wait_for(lambda e: e["type"] == "host_lost", timeout=15)

@@ -62,8 +62,9 @@ async def test_dashboard_shows_an_app_its_traffic_and_a_lost_host(nats_server, l
                                                                    dashboard, browser, adder, tmp_path):
     a = await hosts.start(labels={"zone": "a"})
     b = HostProcess(nats_server.url, lattice, "--heartbeat-interval", "0.5", "--label", "zone=b",
-                    log=tmp_path / "b.log").wait_started()
+                    log=tmp_path / "b.log")
     try:
+        await asyncio.to_thread(b.wait_started, 60)  # a host process starts slowly on a busy machine
         await controllers.start()
         page = await browser.new_page(viewport={"width": 1400, "height": 1000})
         errors: list[str] = []

@@ -108,3 +108,6 @@ def token_registry(tmp_path: Path) -> Iterator[tuple[Registry, TokenServer]]:
 @pytest.fixture(scope="session")
 def adder() -> Path:
     return build_wat("adder")
+
+
+from tests.wadm_e2e.conftest import controllers  # noqa: E402,F401 (a fixture for the manifest test)

@@ -148,3 +148,40 @@ async def test_token_auth_with_credentials_or_a_token(
         monkeypatch.setenv("TRELLIS_OCI_TOKEN", tokens.token("repository:tokens/other:pull"))
         await c.start_component(f"{registry.address}/tokens/other:1", "tokened")
         assert await c.call("tokened", "add", 3, 4) == 7
+
+
+@pytest.mark.timeout(600)
+async def test_the_from_registry_example_serves_a_registry_wasi_http_component(
+        hosts, controllers, cli, registry: Registry, tmp_path: Path) -> None:
+    """examples/from-registry as it is, but for its registry: wasmCloud's hello world is on
+    ghcr.io, which this machine cannot reach, so a wasi:http component wash pushed to a local
+    registry stands in for it."""
+    import asyncio
+
+    from tests.components.build import build_python
+    from tests.http.helpers import free_port
+
+    from ..harness import eventually
+
+    ref = f"{registry.address}/wasmcloud/components/http-hello-world:0.1.0"
+    pushed = wash("oci", "push", "--insecure", ref, str(build_python("wasihttp")))
+    assert pushed.returncode == 0, pushed.stderr + pushed.stdout
+    port = free_port()
+    manifest = tmp_path / "wadm.yaml"
+    manifest.write_text((REPO / "examples" / "from-registry" / "wadm.yaml").read_text()
+                        .replace("ghcr.io/wasmcloud/components/http-hello-world-rust:0.1.0", ref)
+                        .replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
+    await hosts.start(insecure_registries=[registry.address])
+    await controllers.start()
+    deployed = await asyncio.to_thread(cli, "app", "deploy", str(manifest), "--wait", "--timeout", "400", timeout=420)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+    async def hello() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                resp = await http.get(f"http://127.0.0.1:{port}/hello")
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 200
+
+    await eventually(hello, timeout=60, interval=0.2, what="the registry's component answering")

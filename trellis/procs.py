@@ -57,12 +57,24 @@ def supervised_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return {**(os.environ if env is None else env), EXIT_WITH_PARENT_ENV: "1"}
 
 
+def _kill_children() -> None:
+    try:
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
+    except Exception:  # on the way out, whatever happens
+        pass
+
+
 def exit_with_parent(grace_s: float = ORPHAN_GRACE_S, interval_s: float = 0.1) -> threading.Thread | None:
     """In a child a Trellis supervisor started: once that parent is gone, stop, and go within ``grace_s``.
 
     The death signal (`death_signal`) starts a graceful stop at once on Linux; this watch is
     the fallback where none arrives (another OS, a child started from a thread) and bounds
     the stop: a process whose NATS died with its parent must not wait out drain timeouts.
+    Children of ours still running then (a host's workers and providers, told to stop with
+    it) are killed on the way out, so a tree goes within one grace, not one per level.
     The parent is gone when our parent pid changes (we were re-parented). Does nothing
     unless `EXIT_WITH_PARENT_ENV` is set: a host a person started from a shell is theirs.
     """
@@ -77,6 +89,7 @@ def exit_with_parent(grace_s: float = ORPHAN_GRACE_S, interval_s: float = 0.1) -
             os.kill(os.getpid(), signal.SIGTERM)  # the graceful stop, if no death signal began it
         finally:
             time.sleep(grace_s)
+            _kill_children()  # ours were told to stop with us: they go now, not a grace later
             os._exit(0)
 
     t = threading.Thread(target=watch, name="exit-with-parent", daemon=True)

@@ -114,3 +114,15 @@ def test_push_takes_a_provider_folder_and_refuses_other_files(cli, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     bad = cli("push", str(tmp_path / "notes.txt"))
     assert bad.returncode == 1 and "not a WebAssembly binary nor a provider .py file or folder" in bad.stderr
+
+
+def test_validate_takes_uploaded_and_folder_providers_and_still_warns_about_others():
+    from wadm.manifest import parse_manifest, validate
+
+    def warnings(image: str) -> list[str]:
+        m = parse_manifest(MANIFEST.replace("./prov.py", image))
+        return [str(p) for p in validate(m) if "this provider will not start" in str(p)]
+
+    assert warnings("lattice://sha256:" + "a" * 64) == []
+    assert warnings("./providers/kv_memory") == []
+    assert warnings("./prov.wasm") and warnings("ghcr.io/acme/prov:1")

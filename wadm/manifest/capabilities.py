@@ -1,8 +1,10 @@
 """Checks of capability providers in a manifest (pure): images that can run, links that fit.
 
 * ``builtin:NAME`` names a provider Trellis has (``providers.builtin.catalog``);
-* a provider's image is one Trellis can start: ``builtin:NAME``, ``python:MODULE`` or a
-  ``.py`` file (an OCI provider image, valid for wasmCloud, gets a warning);
+* a provider's image is one Trellis can start: ``builtin:NAME``, ``python:MODULE``, a
+  ``.py`` file or a package folder, or either of those uploaded (``lattice://sha256:…``,
+  as ``trellis app deploy`` stores them); an OCI provider image, valid for wasmCloud, gets
+  a warning;
 * a link to a built-in provider names interfaces it serves, and a link from one names
   interfaces it calls (``builtin:http-server`` calls ``trellis:http/incoming-handler`` or
   ``wasi:http/incoming-handler``; whether the target component exports it is checked
@@ -17,7 +19,7 @@ from .images import ImageError, ImageKind, parse_image
 from .models import Component, Manifest
 from .problems import Problem, did_you_mean, error, warning, where_component, where_link
 
-PROVIDER_FORMS = "builtin:NAME, python:MODULE or a path to a provider .py file"
+PROVIDER_FORMS = "builtin:NAME, python:MODULE, a provider .py file or package folder, or lattice://sha256:…"
 
 
 def builtin_of(comp: Component) -> BuiltinProvider | None:
@@ -30,6 +32,14 @@ def builtin_of(comp: Component) -> BuiltinProvider | None:
 def is_python_provider(image: str) -> bool:
     path = image.split("?", 1)[0]
     return image.startswith("python:") or path.endswith(".py")
+
+
+def is_runnable_provider(image: str, kind: ImageKind) -> bool:
+    """An image a host can start as a provider (a local folder cannot be told from a file here:
+    any path but a ``.wasm`` may be one; ``trellis app deploy`` checks it when it packs it)."""
+    if kind is ImageKind.LATTICE or is_python_provider(image):
+        return True
+    return kind is ImageKind.FILE and not image.split("?", 1)[0].endswith(".wasm")
 
 
 def check_provider_images(m: Manifest) -> list[Problem]:
@@ -45,7 +55,7 @@ def check_provider_images(m: Manifest) -> list[Problem]:
             continue  # reported by the component check
         if ref.kind is ImageKind.BUILTIN:
             continue  # whether the name exists is for the Trellis that runs it (see check_builtin_names)
-        if comp.is_capability and not is_python_provider(image):
+        if comp.is_capability and not is_runnable_provider(image, ref.kind):
             out.append(warning(where, f"image '{image}': Trellis starts providers from {PROVIDER_FORMS}; "
                                       "this provider will not start"))
         elif not comp.is_capability and is_python_provider(image):

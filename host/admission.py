@@ -12,9 +12,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from interfaces.errors import ErrorCode, TrellisError
 from interfaces.signing import Claims, SignatureError, Trust
+
+if TYPE_CHECKING:
+    from .provider_refs import ProviderCommand
 
 
 class Admission:
@@ -33,6 +37,21 @@ class Admission:
         claims = await asyncio.to_thread(self.trust.check_component, data, f"component {component_id}")
         self._verified[digest] = claims
         return claims
+
+    async def provider_folder(self, provider_id: str, cmd: "ProviderCommand") -> "tuple[ProviderCommand, Claims | None]":
+        """A folder provider (``python -m NAME`` with its parent on PYTHONPATH): when signatures are
+        required, its files are copied once, the copy's signature checked, and the copy is what runs."""
+        if not self.trust.required:
+            return cmd, None
+        from .provider_refs import ProviderCommand
+
+        name = cmd.argv[-1]
+        src = Path(cmd.pythonpath[0]) / name
+        dest_parent = self.state_dir / "providers" / "checked" / provider_id
+        dest_parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        claims = await asyncio.to_thread(self.trust.copy_checked_folder, src, dest_parent / name,
+                                         f"provider {provider_id} ({name}/)")
+        return ProviderCommand(cmd.argv, [str(dest_parent), *cmd.pythonpath[1:]]), claims
 
     def python_module_allowed(self, module: str) -> bool:
         return "*" in self.allow_python or module in self.allow_python

@@ -99,7 +99,7 @@ class ProviderManager:
             return {"accepted": True, "host_id": self.host.id, "provider_id": req.provider_id,
                     "already_running": True}
         cmd = await self._command(req)  # a bad reference, or an artifact that cannot be had, is refused at once
-        argv, claims = await self._admit(req.provider_id, req.image, cmd)  # and an untrusted one
+        cmd, claims = await self._admit(req.provider_id, req.image, cmd)  # and an untrusted one
         await self.host.policy.require("startProvider", {
             "providerId": req.provider_id, "providerRef": req.image, "annotations": req.annotations,
             "config": req.config, "claims": claims_body(claims),
@@ -111,7 +111,7 @@ class ProviderManager:
                         "already_running": True}
             raise TrellisError(f"provider {req.provider_id} already runs {current.spec.image} on this host",
                                ErrorCode.CONFLICT)
-        sup = Supervised(spec=req, argv=argv, pythonpath=cmd.pythonpath)
+        sup = Supervised(spec=req, argv=cmd.argv, pythonpath=cmd.pythonpath)
         self.running[req.provider_id] = sup
         self.host.tasks.spawn(self._supervise(sup), f"provider-{req.provider_id}")
         return {"accepted": True, "host_id": self.host.id, "provider_id": req.provider_id}
@@ -155,13 +155,13 @@ class ProviderManager:
                                getattr(exc, "code", ErrorCode.INTERNAL)) from None
         return prepared_command(prepared)
 
-    async def _admit(self, provider_id: str, image: str, cmd: ProviderCommand) -> tuple[list[str], Any]:
-        """``cmd``'s command line and its claims, once it passes the host's checks (signatures, allowed modules)."""
-        if cmd.pythonpath and self.host.admission.trust.required:
-            raise TrellisError(f"provider {provider_id} refused: a provider folder cannot be signed, and this host "
-                               "runs only artifacts signed by a trusted issuer (sign a .py file instead)",
-                               ErrorCode.FORBIDDEN)
-        return await self.host.admission.provider_argv(provider_id, image, cmd.argv)
+    async def _admit(self, provider_id: str, image: str, cmd: ProviderCommand) -> tuple[ProviderCommand, Any]:
+        """``cmd`` (perhaps now run from a checked copy) and its claims, once it passes the host's checks
+        (signatures, allowed modules)."""
+        if cmd.pythonpath and cmd.argv[-2:-1] == ["-m"]:
+            return await self.host.admission.provider_folder(provider_id, cmd)
+        argv, claims = await self.host.admission.provider_argv(provider_id, image, cmd.argv)
+        return ProviderCommand(argv, cmd.pythonpath), claims
 
     def _env(self, sup: Supervised, log_env: dict[str, str]) -> dict[str, str]:
         env = supervised_env({**clean_env(), **log_env})

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .claims import Claims, SignatureError
+from .folder import verified_copy
 from .keys import KeyError_, check_issuer
 from .pyfile import read_py_claims
 from .wasm import read_wasm_claims
@@ -67,3 +69,12 @@ class Trust:
         except SignatureError as exc:
             raise SignatureError(f"{what} refused: {exc}") from None
         return self._accept(claims, what)
+
+    def copy_checked_folder(self, src: Path, dest: Path, what: str) -> Claims:
+        """Copy a provider folder to ``dest`` and accept the copy's signature (signatures required)."""
+        try:
+            return verified_copy(src, dest, lambda claims: self._accept(claims, what))
+        except SignatureError as exc:
+            if exc.message.startswith(what):
+                raise
+            raise SignatureError(f"{what} refused: {exc}") from None

@@ -250,3 +250,30 @@ def test_forged_expired_and_malformed_signatures_are_refused(adder: Path) -> Non
     assert "not Ed25519" in refused(with_token(f"{none_header}.{body}."))
     # still good: the untouched signature
     assert trust.check_component(good, "component x").issuer == key.public_key
+
+
+async def test_provider_folders_signed_and_tampered(nats_server, lattice, hosts, cli, keys, tmp_path):
+    """A provider folder (a package run as `python -m NAME`) carries TRELLIS-SIGNATURE.jwt over its listing."""
+    src = tmp_path / "src" / "echo_pkg"
+    src.mkdir(parents=True)
+    (src / "__main__.py").write_bytes(ECHO_PROVIDER.read_bytes())
+    signed = tmp_path / "dist" / "echo_pkg"
+    out = await _run(cli, "sign", str(src), "-o", str(signed), "--issuer-key", str(keys["ours"]))
+    assert out.returncode == 0, out.stderr
+    extra = tmp_path / "extra" / "echo_pkg"  # a file slipped in after signing
+    shutil.copytree(signed, extra)
+    (extra / "sitecustomize.py").write_text("import os\n")
+    edited = tmp_path / "edited" / "echo_pkg"
+    shutil.copytree(signed, edited)
+    (edited / "__main__.py").write_text((edited / "__main__.py").read_text().replace("return text", "return 'x'"))
+
+    h = await hosts.start(trusted_issuers=(keys["ours_pub"],))
+    async with LatticeClient(nats_server.url, lattice) as c:
+        for pid, ref, reason in [("plain", src, "is not signed"), ("extra", extra, "was changed after"),
+                                 ("edited", edited, "was changed after")]:
+            with pytest.raises(ControlError) as e:
+                await c.start_provider(str(ref), pid, host_id=h.id)
+            assert reason in e.value.message, e.value.message
+        await c.start_provider(str(signed), "echo", host_id=h.id)
+        assert await c.call("echo", "test:echo/echo.echo", "hi") == "hi"
+        await c.stop_provider("echo")

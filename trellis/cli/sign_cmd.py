@@ -43,16 +43,18 @@ def sign_bytes(data: bytes, kind: str, key: "IssuerKey", *, name: str | None, ta
 
 
 def artifact_kind(path: Path, data: bytes) -> str:
+    if path.is_dir():
+        return "folder"
     if data.startswith(b"\x00asm"):
         return "wasm"
     if path.suffix == ".py":
         return "py"
-    raise fail(f"{path} is neither a WebAssembly binary nor a provider .py file")
+    raise fail(f"{path} is neither a WebAssembly binary, a provider .py file nor a provider folder")
 
 
 def sign_command(
-    file: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False,
-                                          help="a component (.wasm) or a provider (.py) to sign"),
+    file: Optional[Path] = typer.Argument(None, exists=True,
+                                          help="a component (.wasm), a provider (.py) or a provider folder to sign"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="where the signed artifact goes"),
     key_file: Optional[Path] = typer.Option(None, "--issuer-key", envvar="TRELLIS_ISSUER_KEY",
                                             help="the issuer's seed file (nkeys account seed, SA…)"),
@@ -74,6 +76,7 @@ def sign_command(
     provider .py gets them on a last comment line. The signature covers the content hash.
     """
     from interfaces.signing import IssuerKey, KeyError_, SignatureError, read_py_claims, read_wasm_claims
+    from interfaces.signing.folder import read_folder_claims, sign_folder
 
     if public_key is not None:
         try:
@@ -83,11 +86,12 @@ def sign_command(
         return
     if file is None:
         raise fail("name the FILE to sign (or give --public-key KEYFILE)")
-    data = file.read_bytes()
+    data = b"" if file.is_dir() else file.read_bytes()
     kind = artifact_kind(file, data)
     if inspect:
         try:
-            claims = read_wasm_claims(data) if kind == "wasm" else read_py_claims(data)
+            claims = (read_folder_claims(file) if kind == "folder" else
+                      read_wasm_claims(data) if kind == "wasm" else read_py_claims(data))
         except SignatureError as exc:
             raise fail(f"{file}: {exc}") from None
         if claims is None:
@@ -99,6 +103,14 @@ def sign_command(
     key = issuer_key(key_file, new_key_file)
     if key is None:
         raise fail("give --issuer-key KEYFILE (or --new-issuer-key KEYFILE to create one)")
+    if kind == "folder":
+        try:
+            sign_folder(file, output, key, name=name or file.name, tags=tuple(tag), ver=ver, rev=rev,
+                        expires_in_days=expires_in_days)
+        except (SignatureError, OSError) as exc:
+            raise fail(f"cannot sign {file}: {exc}") from None
+        typer.echo(f"signed {file}/ -> {output}/ (issuer {key.public_key})")
+        return
     signed = sign_bytes(data, kind, key, name=name or file.stem, tags=tuple(tag), ver=ver, rev=rev,
                         expires_in_days=expires_in_days)
     output.parent.mkdir(parents=True, exist_ok=True)

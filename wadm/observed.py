@@ -10,6 +10,8 @@ Ownership. The controller tags every placement it makes with annotations:
 * ``trellis.app.version``: the manifest version that placed it
 * ``trellis.spread``: the spread the placement belongs to (wadm: ``wasmcloud.dev/spread_name``)
 * ``trellis.config``: the config names it was started with, comma separated
+* ``trellis.secrets``: the secrets it was granted, as ``name=key`` references (never values);
+  only on parts that have secrets
 * ``trellis.pass``: the id of the reconcile pass that placed or last scaled it (tracing only)
 
 A placement without ``trellis.app``, or with another app's name, is never touched.
@@ -30,6 +32,7 @@ VERSION_ANNOTATION = "trellis.app.version"
 SPREAD_ANNOTATION = "trellis.spread"
 CONFIG_ANNOTATION = "trellis.config"
 PASS_ANNOTATION = "trellis.pass"
+SECRETS_ANNOTATION = "trellis.secrets"
 DEFAULT_LINK_NAME = "default"
 
 K = TypeVar("K")
@@ -346,6 +349,7 @@ class Observed:
 __all__ = [
     "APP_ANNOTATION",
     "CONFIG_ANNOTATION",
+    "SECRETS_ANNOTATION",
     "DEFAULT_LINK_NAME",
     "PASS_ANNOTATION",
     "SPREAD_ANNOTATION",

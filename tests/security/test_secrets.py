@@ -347,6 +347,17 @@ async def test_a_member_without_the_grant_cannot_read_the_secret(
             image = build_python("secretreader")
             await c.start_component(str(image), "by-hand", host_id=outsider.id)
             assert await c.call("by-hand", "digest", "db-password", timeout_s=30) == {"err": "not-found"}
+            # 7. a part granted a secret nobody stored does not start, and app status says why
+            wadm = WadmClient(c)
+            missing = "miss" + uuid.uuid4().hex[:6]
+            await wadm.put(_manifest(missing, image, "granted"))
+            await wadm.deploy(missing)
+
+            async def explained() -> bool:
+                text = (await wadm.status(missing)).model_dump_json()
+                return f"secret '{missing}-db-password' is not stored" in text
+
+            await eventually(explained, 120, 0.2, what="app status to name the missing secret")
     finally:
         await nc.close()
 
@@ -400,3 +411,26 @@ accounts {{
     finally:
         await ctl.close(reason="test teardown")
         server.stop()
+
+
+def test_a_part_whose_grant_changes_is_restarted_not_updated_in_place() -> None:
+    """A new manifest version that takes a secret away (or adds one) replaces the running part:
+    an update in place would keep the grant, and the value, it was started with."""
+    from wadm.commands import StopComponent
+    from wadm.manifest import Spread
+    from wadm.observed import SECRETS_ANNOTATION, ObservedHost
+    from wadm.scaler.placement import Slot, _replace, desired_annotations, is_fresh
+    from wadm.scaler.workload import Context, Workload
+
+    ref = sx.SecretRef(name="db-password", key="shop-db")
+    with_grant = Workload(name="api", id="shop-api", kind="component", image="api.wasm", config=(),
+                          scaler="spreadscaler", instances=1, spreads=(Spread(name="default"),), secrets=(ref,))
+    without = Workload(name="api", id="shop-api", kind="component", image="api.wasm", config=(),
+                       scaler="spreadscaler", instances=1, spreads=(Spread(name="default"),))
+    tags = desired_annotations(Context(app="shop", version="v1"), with_grant, "default")
+    assert tags[SECRETS_ANNOTATION] == "db-password=shop-db"
+    assert SECRETS_ANNOTATION not in desired_annotations(Context(app="shop", version="v1"), without, "default")
+    slot = Slot(host=ObservedHost(id="NHOST"), count=1, image="api.wasm", annotations=tags)
+    assert is_fresh(with_grant, slot)
+    assert not is_fresh(without, slot)
+    assert isinstance(_replace(without, slot, Context(app="shop", version="v2"), "default"), StopComponent)

@@ -66,6 +66,7 @@ from ..manifest import Spread
 from ..observed import (
     APP_ANNOTATION,
     CONFIG_ANNOTATION,
+    SECRETS_ANNOTATION,
     SPREAD_ANNOTATION,
     VERSION_ANNOTATION,
     FrozenMap,
@@ -132,15 +133,22 @@ def capacity_key(host: ObservedHost) -> tuple[int, float, str]:
     return (-host.capacity.memory_available_bytes, host.capacity.load_1m, host.id)
 
 
+def secrets_tag(w: Workload) -> str:
+    """The secrets a part is granted, as its annotation says them (references, never values)."""
+    return ",".join(f"{s.name}={s.key}" + (f"#{s.field}" if s.field else "") + (f"@{s.version}" if s.version else "")
+                    for s in w.secrets)
+
+
 def desired_annotations(ctx: Context, w: Workload, spread: str) -> FrozenMap[str, str]:
-    return FrozenMap(
-        {
-            APP_ANNOTATION: ctx.app,
-            VERSION_ANNOTATION: ctx.version,
-            SPREAD_ANNOTATION: spread,
-            CONFIG_ANNOTATION: ",".join(w.config),
-        }
-    )
+    tags = {
+        APP_ANNOTATION: ctx.app,
+        VERSION_ANNOTATION: ctx.version,
+        SPREAD_ANNOTATION: spread,
+        CONFIG_ANNOTATION: ",".join(w.config),
+    }
+    if w.secrets:
+        tags[SECRETS_ANNOTATION] = secrets_tag(w)
+    return FrozenMap(tags)
 
 
 def _same_tags(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
@@ -175,6 +183,7 @@ def is_fresh(w: Workload, slot: Slot) -> bool:
         slot.image == w.image
         and (config is None or config == w.config)
         and (slot.reuse is None or slot.reuse == w.reuse)
+        and slot.annotations.get(SECRETS_ANNOTATION, "") == secrets_tag(w)  # a grant changes with a restart
     )
 
 
@@ -391,7 +400,8 @@ def _stop(w: Workload, host_id: str, ctx: Context, why: str) -> Command:
 
 
 def _replace(w: Workload, slot: Slot, ctx: Context, spread: str) -> Command:
-    if not w.is_provider and (slot.config is None or slot.config == w.config):
+    if not w.is_provider and (slot.config is None or slot.config == w.config) \
+            and slot.annotations.get(SECRETS_ANNOTATION, "") == secrets_tag(w):  # in place keeps the old grant
         # a host that reports reuse understands a new one; to one that does not, send only the image
         reuse = w.reuse if slot.reuse is not None else None
         changes = [f"{slot.image} -> {w.image}"] if slot.image != w.image else []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -257,6 +258,14 @@ async def test_granted_parts_read_the_secret_and_it_leaks_into_no_output(
                 return False
 
             await eventually(spied, 60, 0.2, what="trellis spy to see three calls")
+        # no process (workers, the provider) has it on its command line or in its environment
+        import psutil
+
+        children = psutil.Process().children(recursive=True)
+        assert any("secret_provider.py" in " ".join(p.cmdline()) for p in children)
+        for proc in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                assert planted not in " ".join(proc.cmdline()) and planted not in "".join(proc.environ().values())
     finally:
         for proc in (events, spy):
             if proc is not None and proc.poll() is None:

@@ -199,25 +199,29 @@ def _sick_for(obs: Observed, host_id: str, since: float) -> Observed:
                                                         "backend unreachable", problem_since=since))
 
 
-def test_a_provider_unhealthy_for_long_is_placed_elsewhere_first_then_stopped() -> None:
+def test_a_provider_unhealthy_for_long_is_restarted_then_placed_elsewhere() -> None:
     m = manifest(_provider_app())
     ok, _ = converge(m, lattice(host("a", mem=2000), host("b", mem=100)))
     assert providers_on(ok, PID) == ["a"]
     sick = _sick_for(ok, "a", since=100.0)
     assert reconcile(m, sick, now=105.0) == []  # not for long yet: reported, not acted on
-    first = reconcile(m, sick, now=120.0)
-    assert [(type(c), c.host_id) for c in first] == [(StartProvider, "b")]  # make before break
-    moved = apply_one(sick, first[0])
-    second = reconcile(m, moved, now=121.0)
+    first = reconcile(m, sick, now=120.0)  # first time: restarted where it is
+    assert [(type(c), c.host_id) for c in first] == [(StopProvider, "a")]
+    assert first[0].reason.startswith("restart: unhealthy: backend unreachable")
+    # restarted there already and sick again: started elsewhere first (make before break), then stopped
+    again = reconcile(m, sick, now=120.0, restarted={PID: frozenset({"a"})})
+    assert [(type(c), c.host_id) for c in again] == [(StartProvider, "b")]
+    moved = apply_one(sick, again[0])
+    second = reconcile(m, moved, now=121.0, restarted={PID: frozenset({"a"})})
     assert [(type(c), c.host_id) for c in second] == [(StopProvider, "a")]
-    assert "backend unreachable" in second[0].reason
+    assert second[0].reason.startswith("placed on another host instead") and "backend unreachable" in second[0].reason
 
 
 def test_a_provider_unhealthy_for_long_with_nowhere_else_to_go_is_restarted() -> None:
     m = manifest(_provider_app())
     ok, _ = converge(m, lattice(host("a")))
     sick = _sick_for(ok, "a", since=100.0)
-    cmds = reconcile(m, sick, now=120.0)
+    cmds = reconcile(m, sick, now=120.0, restarted={PID: frozenset({"a"})})  # even a second time
     assert [(type(c), c.host_id) for c in cmds] == [(StopProvider, "a")]
     assert cmds[0].reason.startswith("restart: unhealthy: backend unreachable")
     stopped = apply_one(sick, cmds[0])

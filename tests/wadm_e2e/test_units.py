@@ -241,3 +241,16 @@ def test_heartbeats_from_newer_hosts_with_extra_fields_are_understood():
     assert v.apply_event(_event(EventType.HOST_HEARTBEAT, data), now=0)
     assert v.snapshot().hosts["H1"].components["c"].max_instances == 2
     assert not v.apply_event(_event(EventType.HOST_HEARTBEAT, {"id": 3}), now=0)
+
+
+def test_failure_book_remembers_restarts_for_a_while_and_failed_start_hosts():
+    from wadm.commands import StartProvider
+    from wadm.controller.failures import FailureBook
+
+    book = FailureBook(restart_memory_s=60)
+    book.restarted("app", "p", "H1", now=0.0)
+    assert book.restarted_hosts("app", now=30.0) == {"p": frozenset({"H1"})}
+    assert book.restarted_hosts("other", now=30.0) == {}
+    assert book.restarted_hosts("app", now=61.0) == {}  # forgotten: a new trouble restarts in place again
+    book.failed(StartProvider(host_id="H2", provider_id="p", image="builtin:x", app="app"), "boom", now=0.0)
+    assert book.avoid("app") == {"p": frozenset({"H2"})}

@@ -388,8 +388,10 @@ class Controller(Service):
                           record.deployed_version)
                 return
             shared = await self.shared_apps()
+            now = asyncio.get_running_loop().time()
             commands = plan(manifest, observed, pass_id=pass_id, shared_apps=shared,
-                            avoid=self.executor.book.avoid(name), now=asyncio.get_running_loop().time()).commands
+                            avoid=self.executor.book.avoid(name), now=now,
+                            restarted=self.executor.book.restarted_hosts(name, now)).commands
         else:
             commands = tuple(undeploy(name, observed, pass_id=pass_id))
         if commands:

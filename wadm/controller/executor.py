@@ -60,6 +60,7 @@ from ..commands import (
     UpdateComponent,
 )
 from ..observed import PASS_ANNOTATION, Reuse, StatePin
+from ..scaler.placement import RESTART_REASON
 from .app_store import AppStore
 from .failures import FailureBook, host_of, subject_of
 from .observer import HostGone, Observer
@@ -172,6 +173,8 @@ class Executor:
                 result.failed.append((cmd, str(exc)))
                 continue
             self.book.succeeded(cmd)
+            if isinstance(cmd, StopProvider) and cmd.reason.startswith(RESTART_REASON):
+                self.book.restarted(cmd.app, cmd.provider_id, cmd.host_id, self._now())
             result.applied.append(cmd)
 
     # --- one command -----------------------------------------------------------------

@@ -84,6 +84,10 @@ class FailureBook:
     base_s: float = 0.5
     max_s: float = 10.0
     failures: dict[FailureKey, Failure] = field(default_factory=dict)
+    restarts: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    """(app, provider id, host id) → when the controller last restarted that unhealthy provider there."""
+    restart_memory_s: float = 300.0
+    """How long a restart is remembered: a provider unhealthy again within it goes elsewhere if it can."""
 
     def delay(self, attempts: int) -> float:
         return float(min(self.max_s, self.base_s * 2 ** max(0, attempts - 1)))
@@ -119,6 +123,19 @@ class FailureBook:
         for f in self.failures.values():
             if f.app == app and f.verb == "start" and f.host_id:
                 out.setdefault(f.subject, set()).add(f.host_id)
+        return {k: frozenset(v) for k, v in out.items()}
+
+    def restarted(self, app: str, provider_id: str, host_id: str, now: float) -> None:
+        self.restarts[(app, provider_id, host_id)] = now
+
+    def restarted_hosts(self, app: str, now: float) -> dict[str, frozenset[str]]:
+        """Provider id → hosts where the controller restarted it within `restart_memory_s`."""
+        for key in [k for k, at in self.restarts.items() if now - at > self.restart_memory_s]:
+            del self.restarts[key]
+        out: dict[str, set[str]] = {}
+        for (a, pid, host_id) in self.restarts:
+            if a == app:
+                out.setdefault(pid, set()).add(host_id)
         return {k: frozenset(v) for k, v in out.items()}
 
     def clear_subjects(self, app: str, subjects: Iterable[str]) -> None:

@@ -39,10 +39,12 @@ Rules, in order (all deterministic):
 8. **Health.** A provider counts as running only while its host reports it healthy;
    one that is not (unhealthy, restarting, failed, or starting with a complaint) is
    a *problem* naming the host and its cause. Given `now`, a provider with a problem
-   for `SICK_AFTER_S` is acted on: a free eligible host is chosen before it (so it is
-   placed elsewhere, make before break, if the spreads allow), else it is restarted
-   in place. Hosts in `avoid` (where starting this workload just failed) are chosen
-   last, so it is placed elsewhere if the spreads allow.
+   for `SICK_AFTER_S` is acted on: it is restarted in place (stopped; the next pass
+   starts it again); if it was restarted there already (`restarted`: hosts where the
+   controller did) a free eligible host is chosen before it, so it is placed
+   elsewhere (make before break) if the spreads allow, else restarted again. Hosts
+   in `avoid` (where starting this workload just failed) are chosen last, so it is
+   placed elsewhere if the spreads allow.
 9. **Local state.** With `restrict_to` (see `local_state.py`) only hosts with that
    state dir id are eligible; when none is in the lattice, nothing is started and
    the workload is *degraded* with reason `gone`.
@@ -220,8 +222,8 @@ def _no_host_message(w: Workload, spread: Spread, eligible: list[ObservedHost], 
 
 SICK_AFTER_S = 15.0
 """A provider with a problem (unhealthy, restarting, failed, starting with a complaint) for this long is
-acted on: started on another eligible free host first (the sick one stops once it runs), or, with no
-other host, restarted in place (stopped; the next pass starts it again)."""
+acted on: restarted in place (stopped; the next pass starts it again), and, if that did not help, started
+on another eligible free host first (the sick one stops once it runs) or, with none, restarted again."""
 
 
 STARTING_GRACE_S = 3.0
@@ -238,6 +240,10 @@ def _problem(w: Workload, slot: Slot, now: float | None) -> str | None:
     return problem
 
 
+RESTART_REASON = "restart: "
+"""How the reason of a stop that restarts an unhealthy provider begins (the executor remembers those)."""
+
+
 def _sick_for_long(w: Workload, slot: Slot, now: float | None) -> bool:
     if not w.is_provider or now is None:
         return False
@@ -250,7 +256,7 @@ def _restart_reason(w: Workload, slot: Slot, now: float | None) -> str:
     prov = slot.host.providers.get(w.id)
     since = prov.problem_since if prov is not None else None
     took = f" for {now - since:.0f}s" if now is not None and since is not None else ""
-    return f"restart: {prov.problem() if prov else 'not healthy'}{took} on {slot.host.describe()}"
+    return f"{RESTART_REASON}{prov.problem() if prov else 'not healthy'}{took} on {slot.host.describe()}"
 
 
 def _healthy(w: Workload, slot: Slot) -> bool:
@@ -271,6 +277,7 @@ def place(
     gone: str | None = None,
     avoid: frozenset[str] = frozenset(),
     now: float | None = None,
+    restarted: frozenset[str] = frozenset(),
 ) -> Outcome:
     """Plan `w` given what each spread wants (see the module doc for the rules)."""
     out = Outcome(w)
@@ -327,16 +334,16 @@ def place(
 
         tags = desired_annotations(ctx, w, spread.name)
         sick = [s for s in fresh if _sick_for_long(w, s, now)]
-        well = [s for s in fresh if s not in sick]
+        again = [s for s in sick if s.host.id in restarted]  # restarted there already: elsewhere if it can be
         n = len(shares)
-        keep = well[:n]
-        chosen_free = free[: n - len(keep)]  # before long-sick holders: placed elsewhere when it can be
-        chosen_sick = sick[: n - len(keep) - len(chosen_free)]  # nowhere else to go: restarted in place
-        chosen_fresh = keep + chosen_sick
+        keep = [s for s in fresh if s not in again][:n]  # a first restart happens in place
+        chosen_free = free[: n - len(keep)]
+        chosen_again = again[: n - len(keep) - len(chosen_free)]  # nowhere else to go: restarted again
+        chosen_fresh = keep + chosen_again
         chosen_stale = stale[: n - len(chosen_fresh) - len(chosen_free)]
-        extra = [s for s in well + sick if s not in chosen_fresh]
-        for slot in chosen_sick:
-            restarts.append(_stop(w, slot.host.id, ctx, _restart_reason(w, slot, now)))
+        for slot in chosen_fresh:
+            if slot in sick:
+                restarts.append(_stop(w, slot.host.id, ctx, _restart_reason(w, slot, now)))
         extra = [s for s in fresh if s not in chosen_fresh]
         share_iter = iter(shares)
         for slot in chosen_fresh:
@@ -361,7 +368,8 @@ def place(
         for slot in chosen_stale:
             replace.append((slot, spread.name))
         for slot in extra:
-            why = (_restart_reason(w, slot, now) + "; placed on another host instead" if slot in sick
+            why = ("placed on another host instead: " + _restart_reason(w, slot, now)[len(RESTART_REASON):]
+                   if slot in sick
                    else f"extra: spread '{spread.name}' wants {want}, on {len(shares)} host(s)")
             downs.append(_stop(w, slot.host.id, ctx, why))
         retire.extend(stale[len(chosen_stale):])

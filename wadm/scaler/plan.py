@@ -141,7 +141,8 @@ def _describe(p: Problem, ls: LocalState) -> str:
 
 def _place_workloads(app: Manifest, observed: Observed, ctx: Context, blocked: Mapping[str, str],
                      shared_apps: Mapping[str, Manifest] | None, avoid: Mapping[str, frozenset[str]],
-                     now: float | None) -> tuple[_Parts, bool, set[str], set[str]]:
+                     now: float | None,
+                     restarted: Mapping[str, frozenset[str]]) -> tuple[_Parts, bool, set[str], set[str]]:
     parts = _Parts()
     pending = False
     comp_ids: set[str] = set()
@@ -153,7 +154,8 @@ def _place_workloads(app: Manifest, observed: Observed, ctx: Context, blocked: M
             continue
         (prov_ids if w.is_provider else comp_ids).add(w.id)
         ls = local_state(w, observed, ctx)
-        how = {"restrict_to": ls.restrict_to, "gone": ls.gone, "avoid": avoid.get(w.id, frozenset()), "now": now}
+        how = {"restrict_to": ls.restrict_to, "gone": ls.gone, "avoid": avoid.get(w.id, frozenset()), "now": now,
+               "restarted": restarted.get(w.id, frozenset())}
         outcome = (plan_daemon(w, observed, ctx, **how) if w.scaler == "daemonscaler"
                    else plan_spread(w, observed, ctx, **how))
         if ls.command is not None:
@@ -210,6 +212,7 @@ def plan(
     shared_apps: Mapping[str, Manifest] | None = None,
     avoid: Mapping[str, frozenset[str]] | None = None,
     now: float | None = None,
+    restarted: Mapping[str, frozenset[str]] | None = None,
 ) -> Plan:
     """Commands that move the lattice toward `app`, and the app's status as observed.
 
@@ -218,12 +221,13 @@ def plan(
     component or provider id to hosts where starting it just failed: they are chosen
     last, so it is placed elsewhere when the spreads allow. `now` (the observer's clock)
     lets the scalers act on providers that stay unhealthy (restart, or place elsewhere);
-    without it they only report them.
+    without it they only report them. `restarted` maps a provider id to hosts where the
+    controller restarted it during its current trouble (a second time, it goes elsewhere).
     """
     ctx = Context(app.name, app.version, pass_id)
     cfg = plan_configs(app, app.name, observed, ctx)
     parts, pending, comp_ids, prov_ids = _place_workloads(app, observed, ctx, cfg.blocked, shared_apps,
-                                                          avoid or {}, now)
+                                                          avoid or {}, now, restarted or {})
     orphans = _orphans(app.name, observed, comp_ids, prov_ids, ctx)
     links_wanted, link_notes = desired_links(app, ctx, shared_apps)
     links = plan_links(app.name, links_wanted, observed, cfg.blocked, ctx)
@@ -263,9 +267,11 @@ def reconcile(
     shared_apps: Mapping[str, Manifest] | None = None,
     avoid: Mapping[str, frozenset[str]] | None = None,
     now: float | None = None,
+    restarted: Mapping[str, frozenset[str]] | None = None,
 ) -> list[Command]:
     """The commands that move the lattice toward `app`; empty when it is there."""
-    return list(plan(app, observed, pass_id=pass_id, shared_apps=shared_apps, avoid=avoid, now=now).commands)
+    return list(plan(app, observed, pass_id=pass_id, shared_apps=shared_apps, avoid=avoid, now=now,
+                     restarted=restarted).commands)
 
 
 def status(

@@ -279,6 +279,9 @@ class Up:
             + (f"  join       on other machines: trellis host --nats-url nats://{socket.gethostname()}:"
                f"{self.s.nats_port}  (this machine's name or address)\n"
                if self.s.nats_host in ("0.0.0.0", "", "::") else "")
+            + ("  warning    NATS is reachable beyond this machine with no TLS and no credentials: anyone who "
+               "reaches it can run code on this host (docs/operations.md, \"Production setup\")\n"
+               if self.s.nats_host not in ("127.0.0.1", "localhost", "::1") else "")
             + f"Try: trellis get hosts{'' if self.s.nats_port == 4222 else ' --nats-url ' + self.nats_url}\n"
             "Press Ctrl-C to stop."
         )

@@ -20,3 +20,9 @@ def test_brief_is_one_line_and_bounded() -> None:
     assert brief("no such export 'x'\nmore detail") == "no such export 'x'"
     assert brief("") == "no message"
     assert len(brief("x" * 5000)) == BRIEF_CHARS
+
+
+def test_the_guest_runtimes_panic_after_the_exception_is_not_the_reason() -> None:
+    stderr = (TRACEBACK + "thread '<unnamed>' panicked at src/lib.rs:401:17:\nPython exception was raised\n"
+              "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n")
+    assert brief(stderr) == "RuntimeError: asked to fail"

@@ -253,5 +253,9 @@ def brief(message: str) -> str:
     (a Python traceback ends with the exception), else the message's first line."""
     head, sep, stderr = message.partition("guest stderr:")
     lines = [ln.strip() for ln in (stderr if sep else head).splitlines() if ln.strip()]
+    if sep:  # what the guest's runtime adds after the exception (componentize-py's Rust panic) is noise
+        panic = next((i for i, ln in enumerate(lines) if ln.startswith("thread '") and "panicked" in ln), None)
+        kept = lines[:panic] if panic else lines
+        lines = [ln for ln in kept if not ln.startswith("note: run with `RUST_BACKTRACE")] or lines
     text = (lines[-1] if sep else lines[0]) if lines else (message.strip() or "no message")
     return text if len(text) <= BRIEF_CHARS else text[:BRIEF_CHARS - 1] + "…"

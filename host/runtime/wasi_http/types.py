@@ -178,10 +178,11 @@ class OutgoingResponse:
         self.body: OutgoingBody | None = None
 
 
-def _response_body(r: OutgoingResponse) -> Any:
+def _take_body(r: "OutgoingResponse | OutgoingRequest", what: str) -> Any:
+    """``body()`` of an outgoing response or request: its body once, ``err`` after that."""
     if r.body is not None:
         return {"err": None}
-    r.body = OutgoingBody("response body")
+    r.body = OutgoingBody(what)
     return {"ok": HostResource(r.body)}
 
 
@@ -228,13 +229,6 @@ class OutgoingRequest:
         headers.immutable = True
         self.headers = headers
         self.body: OutgoingBody | None = None
-
-
-def _request_body(r: OutgoingRequest) -> Any:
-    if r.body is not None:
-        return {"err": None}
-    r.body = OutgoingBody("request body")
-    return {"ok": HostResource(r.body)}
 
 
 def _setter(attr: str) -> Callable[[list[Any]], Any]:
@@ -335,12 +329,12 @@ HTTP: dict[tuple[str, str], Impl] = {
     ("wasi:http/types", "[method]outgoing-response.status-code"): lambda a: a[0].status,
     ("wasi:http/types", "[method]outgoing-response.set-status-code"): _set_status,
     ("wasi:http/types", "[method]outgoing-response.headers"): lambda a: HostResource(a[0].headers.view()),
-    ("wasi:http/types", "[method]outgoing-response.body"): lambda a: _response_body(a[0]),
+    ("wasi:http/types", "[method]outgoing-response.body"): lambda a: _take_body(a[0], "response body"),
     ("wasi:http/types", "[method]outgoing-body.write"): lambda a: _write(a[0]),
     ("wasi:http/types", "[static]outgoing-body.finish"): _finish_outgoing,
     ("wasi:http/types", "[static]response-outparam.set"): _outparam_set,
     ("wasi:http/types", "[constructor]outgoing-request"): lambda a: HostResource(OutgoingRequest(a[0])),
-    ("wasi:http/types", "[method]outgoing-request.body"): lambda a: _request_body(a[0]),
+    ("wasi:http/types", "[method]outgoing-request.body"): lambda a: _take_body(a[0], "request body"),
     ("wasi:http/types", "[method]outgoing-request.method"): lambda a: a[0].method,
     ("wasi:http/types", "[method]outgoing-request.set-method"): _setter("method"),
     ("wasi:http/types", "[method]outgoing-request.path-with-query"): lambda a: a[0].path_with_query,

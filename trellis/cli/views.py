@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import asyncio
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import typer
 
@@ -24,10 +24,24 @@ StreamOutputOpt = typer.Option(Output.table, "-o", "--output",
                                help="table: a line each for people; json: one JSON object per line; "
                                     "yaml: one YAML document each")
 TimeoutOpt = typer.Option(1.0, "--timeout", help="seconds to wait for hosts to answer")
+T = TypeVar("T")
 
 
 def _placed(hosts: list[tuple[str, str]]) -> str:
     return ", ".join(f"{name} ({n})" if n else name for name, n in hosts)
+
+
+def _lattice_rows(conn: Conn, timeout: float, output: Output, fold: Callable[[list[Any]], list[T]]) -> list[T] | None:
+    """The rows ``fold`` makes of every host's inventory, or None when they were printed as
+    JSON/YAML or the lattice has no hosts (said on stderr): what is left is the table."""
+    found = run_on(conn, lambda c: c.get_hosts(timeout_s=timeout))
+    rows = fold(found)
+    if emit(rows, output):
+        return None
+    if not found:
+        err_console.print(no_hosts_message(conn.lattice), highlight=False, markup=False)
+        return None
+    return rows
 
 
 @get_app.command("components")
@@ -36,12 +50,8 @@ def get_components(output: Output = OutputOpt, timeout: float = TimeoutOpt, *, c
     """List the components running in the lattice, with the hosts that run them."""
     from trellis.views.inventory import components
 
-    found = run_on(conn, lambda c: c.get_hosts(timeout_s=timeout))
-    rows = components(found)
-    if emit(rows, output):
-        return
-    if not found:
-        err_console.print(no_hosts_message(conn.lattice), highlight=False, markup=False)
+    rows = _lattice_rows(conn, timeout, output, components)
+    if rows is None:
         return
     table(f"components in lattice {conn.lattice!r}", ["ID", "APP", "IMAGE", "MAX INSTANCES", "HOSTS"], [
         (r.id, f"{r.app} {r.app_version or ''}".strip() if r.app else "", r.image, r.max_instances,
@@ -56,12 +66,8 @@ def get_providers(output: Output = OutputOpt, timeout: float = TimeoutOpt, *, co
     """List the capability providers running in the lattice, with their hosts and health."""
     from trellis.views.inventory import providers
 
-    found = run_on(conn, lambda c: c.get_hosts(timeout_s=timeout))
-    rows = providers(found)
-    if emit(rows, output):
-        return
-    if not found:
-        err_console.print(no_hosts_message(conn.lattice), highlight=False, markup=False)
+    rows = _lattice_rows(conn, timeout, output, providers)
+    if rows is None:
         return
     table(f"providers in lattice {conn.lattice!r}", ["ID", "APP", "IMAGE", "STATUS", "HOSTS"], [
         (r.id, f"{r.app} {r.app_version or ''}".strip() if r.app else "", r.image, r.status,

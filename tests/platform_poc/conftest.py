@@ -5,6 +5,9 @@
   deploys its ``wadm.yaml``.
 * ``redis-postgres``: ``wadm-redis-postgres.yaml`` on a redis-server and a PostgreSQL
   of the test's own (Debian's packages), deployed with ``trellis app deploy --wait``.
+* ``baseline-services``: not Trellis but its baseline, the same app as six always-on
+  services (bench/baselines/platform-poc-services) on the session's nats-server: the
+  route tests hold it to the same answers as the Trellis app.
 
 Each backend's lattice serves every test of a module (deploying compiles six
 components), so tests never assume an empty database: they make their own
@@ -13,6 +16,8 @@ orders and products and look for them.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +26,16 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.baselines.services import System, start_platform_poc_services
 from tests.builtin_providers.backends import PostgresServer, RedisServer
 from tests.components.build import default_cache_dir
 from trellis.build import BuildOptions, build_all
 
 from .lattice import COMPONENTS, EXAMPLE, TrellisUp, copy_example, free_port, render_manifest, wait_http
 
-BACKENDS = ("nats-sqlite", "redis-postgres")
+BACKENDS = ("nats-sqlite", "redis-postgres", "baseline-services")
+#: the Trellis app's subject (the baseline's is its own: see start_platform_poc_services)
+NOTIFICATIONS = "platform-poc.order-notification"
 BUILD_CACHE = default_cache_dir() / "trellis-build"
 
 
@@ -46,7 +54,20 @@ class Deployed:
 
     backend: str
     base_url: str
-    up: TrellisUp
+    nats_url: str
+    #: where orders are announced
+    notification_subject: str
+    #: the Trellis deployment (None for the baseline)
+    up: TrellisUp | None = None
+    #: the baseline's services (None for Trellis)
+    services: System | None = None
+
+    def component_logs(self) -> str:
+        """What the components (Trellis's worker processes) or the baseline's services logged."""
+        if self.up is not None:
+            return self.up.component_logs()
+        assert self.services is not None
+        return "\n".join(self.services.log_text(name) for name in self.services.logs)
 
     def request(self, method: str, path: str, body: Any = None, *, content: bytes | str | None = None,
                 params: dict[str, str] | None = None, timeout: float = 30.0) -> httpx.Response:
@@ -66,10 +87,33 @@ def _password_file(root: Path) -> Path:
     return path
 
 
+def _baseline(request: pytest.FixtureRequest, root: Path) -> Iterator[Deployed]:
+    """The baseline's six services on the session's nats-server, with names in NATS of their own."""
+    nats_url: str = request.getfixturevalue("nats_server").url
+    loop = asyncio.new_event_loop()
+    started = start_platform_poc_services(nats_url, root, prefix=f"poc-{uuid.uuid4().hex[:8]}")
+    try:
+        system = loop.run_until_complete(started.__aenter__())
+        try:
+            deployed = Deployed("baseline-services", system.url, nats_url, system.settings["notification_subject"],
+                                services=system)
+            seeded = deployed.get("/data-init/all")
+            assert seeded.status_code == 200, f"{seeded.status_code} {seeded.text}\n{deployed.component_logs()}"
+            yield deployed
+        finally:
+            loop.run_until_complete(started.__aexit__(None, None, None))
+    finally:
+        loop.close()
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
-def poc(request: pytest.FixtureRequest, poc_wasm: Path, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[Deployed]:
+def poc(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     backend: str = request.param
+    if backend == "baseline-services":
+        yield from _baseline(request, tmp_path_factory.mktemp("poc-baseline"))
+        return
+    # only Trellis needs the components built
+    poc_wasm: Path = request.getfixturevalue("poc_wasm")
     root = tmp_path_factory.mktemp(f"poc-{backend}")
     http_port = free_port()
     servers: list[Any] = []
@@ -97,7 +141,7 @@ def poc(request: pytest.FixtureRequest, poc_wasm: Path, tmp_path_factory: pytest
             put = up.cli("secret", "put", "platform-poc-db-password", "--from-file", str(_password_file(root)))
             assert put.returncode == 0, put.stderr
             up.deploy(manifest)
-        deployed = Deployed(backend, f"http://127.0.0.1:{http_port}", up)
+        deployed = Deployed(backend, f"http://127.0.0.1:{http_port}", up.nats_url, NOTIFICATIONS, up=up)
         wait_http(deployed.base_url)
         seeded = deployed.get("/data-init/all")
         assert seeded.status_code == 200, f"{seeded.status_code} {seeded.text}\n{up.logs()}"

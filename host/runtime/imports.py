@@ -292,7 +292,7 @@ def _resource_dtor(ref: ResourceRef) -> Callable[[StoreContext, int], None]:
 
 def build_linker(engine: RuntimeEngine, loaded: LoadedComponent,
                  shadow: frozenset[str] = frozenset(),
-                 direct: Callable[[str, FunctionInfo], Callable[..., Any] | None] | None = None) -> wc.Linker:
+                 direct: Callable[[str, FunctionInfo], Any] | None = None) -> wc.Linker:
     """A linker with WASI p2 plus generic bindings for every other import.
 
     ``shadow`` names WASI p2 imports bound generically too, over wasmtime's own (the
@@ -316,7 +316,10 @@ def build_linker(engine: RuntimeEngine, loaded: LoadedComponent,
                 keep = iface.name in shadow
                 for fn in iface.functions.values():
                     own = direct(iface.name, fn) if keep and direct is not None else None
-                    inst.add_func(fn.name, own or _host_function(fn, keep))
+                    if hasattr(own, "add_to"):  # registered with the C API by itself (wasi_http/fastcall.py)
+                        own.add_to(inst, fn.name)
+                    else:
+                        inst.add_func(fn.name, own or _host_function(fn, keep))
         for res in imports.resources:
             ref = ResourceRef("", res)
             root.add_resource(res, wc.ResourceType.host(RESOURCE_TYPE_IDS.id_for(ref)), _resource_dtor(ref))

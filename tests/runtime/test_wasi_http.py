@@ -67,3 +67,28 @@ def test_inline_calls_go_to_a_thread_for_large_bodies_and_waits(loaded):
         with pytest.raises(Reroute):
             inv.invoke(H, req, inline=True)
         assert inv.invoke(H, req)["status"] == 200  # on a thread, the same call is served
+
+
+@pytest.mark.parametrize("fast", ["1", "0"])
+def test_both_bindings_of_the_hosts_functions_answer_alike(loaded, monkeypatch, fast):
+    """The C-level binding (wasi_http/fastcall.py, the default) and wasmtime-py's callbacks
+    (TRELLIS_WASI_HTTP_FAST=0) give the same answers, failures and resource bookkeeping."""
+    from host.runtime.wasi_http import fastcall
+
+    monkeypatch.setenv(fastcall.ENV, fast)
+    assert fastcall.active() is (fast == "1")
+    inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=100), limits=Limits(timeout_s=30))
+    held = []
+    for _ in range(2):  # the second time on the same instance: every handle of the first was dropped
+        r = inv.invoke(H, request("/hello?q=1", headers=[["x-test", b"a"], ["x-test", b"b"]]))
+        assert (r["status"], r["body"]) == (200, b"GET /hello?q=1 x-test=a,b")
+        assert ["x-echo", b"a"] in r["headers"] and ["x-echo", b"b"] in r["headers"]
+        body = bytes(range(256)) * 300
+        r = inv.invoke(H, request("/echo", "PUT", body, [["content-type", b"x/y"]]))
+        assert (r["status"], r["body"]) == (200, body)
+        assert inv.invoke(H, request("/status/404"))["status"] == 404
+        assert inv.invoke(H, request("/trap"))["status"] == 500
+        assert inv.invoke(H, request("/status/201"))["status"] == 201
+        held.append([len(live.table) for live in inv._idle])
+    assert held[0] == held[1] == [0]  # every handle the host gave out came back (dropped)
+    inv.close()

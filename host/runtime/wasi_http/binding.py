@@ -23,6 +23,7 @@ from ..component import FunctionInfo
 from ..imports import CURRENT_CALL, RESOURCE_TYPE_IDS, ResourceTable, _ResourceBridge
 from ..wasmtime_patches import KEEP_TYPES
 from ..wit import BorrowT, OwnT, Prim, mentions_resources
+from . import fastcall
 from .io import IO
 from .types import HTTP
 
@@ -63,14 +64,19 @@ def _plain_arg(ty: Any, where: str) -> ArgConv | None:
     return plain
 
 
-def direct_function(interface: str, fn: FunctionInfo) -> Callable[..., Any] | None:
-    """A host function running the host's own implementation of ``interface.fn``, or None
-    when it has none (the generic binding then passes the call to the invocation's handler)."""
+def direct_function(interface: str, fn: FunctionInfo) -> Callable[..., Any] | fastcall.RawFunction | None:
+    """A host function running the host's own implementation of ``interface.fn`` (a
+    :class:`.fastcall.RawFunction` when that path is on), or None when it has none (the
+    generic binding then passes the call to the invocation's handler)."""
     key = (unversioned(interface), fn.name)
     impl = IO.get(key) or HTTP.get(key)
     if impl is None:
         return None
     where = f"{interface}.{fn.name}"
+    if fastcall.active():  # registered with wasmtime's C API directly (fastcall.py)
+        name = fn.name
+        return fastcall.RawFunction(interface, name, [t for _, t in fn.params], fn.result, impl,
+                                    lambda ctx, e: ctx.record(interface, name, e))
     convs: list[ArgConv | None] = []
     for i, (_, ty) in enumerate(fn.params):
         path = f"{where} args[{i}]"

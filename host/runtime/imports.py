@@ -297,7 +297,9 @@ def build_linker(engine: RuntimeEngine, loaded: LoadedComponent,
 
     ``shadow`` names WASI p2 imports bound generically too, over wasmtime's own (the
     ``wasi:io`` a ``wasi:http`` component's bodies use: :mod:`host.runtime.wasi_http`);
-    ``direct(interface, fn)`` may give the host function of a shadowed import itself.
+    ``direct(interface, fn)`` may give the host function of a shadowed import itself (or an
+    object that adds itself: ``add_to(linker_instance, name)``), and ``direct.add_resource``,
+    when set, defines a shadowed interface's resources (``add_resource(inst, name, type_id)``).
     Built once per component and reused for every store.
     """
     linker = wc.Linker(engine.engine)
@@ -305,15 +307,19 @@ def build_linker(engine: RuntimeEngine, loaded: LoadedComponent,
     if shadow:
         linker.allow_shadowing = True
     imports = loaded.imports
+    add_resource = getattr(direct, "add_resource", None) if shadow else None
     with linker.root() as root:
         for iface in imports.interfaces.values():
             if is_wasip2_interface(iface.name) and iface.name not in shadow:
                 continue
             with root.add_instance(iface.name) as inst:
+                keep = iface.name in shadow
                 for res in iface.resources:
                     ref = iface.canonical.get(res, ResourceRef(iface.name, res))
-                    inst.add_resource(res, wc.ResourceType.host(RESOURCE_TYPE_IDS.id_for(ref)), _resource_dtor(ref))
-                keep = iface.name in shadow
+                    if keep and add_resource is not None:  # the host's own (wasi_http/fastcall.py)
+                        add_resource(inst, res, RESOURCE_TYPE_IDS.id_for(ref))
+                    else:
+                        inst.add_resource(res, wc.ResourceType.host(RESOURCE_TYPE_IDS.id_for(ref)), _resource_dtor(ref))
                 for fn in iface.functions.values():
                     own = direct(iface.name, fn) if keep and direct is not None else None
                     if hasattr(own, "add_to"):  # registered with the C API by itself (wasi_http/fastcall.py)

@@ -63,7 +63,7 @@ from .imports import (
 )
 from .probe import CallProbe
 from .settings import Limits, ReusePolicy, WasiGrants
-from .wasi_http.binding import direct_function
+from .wasi_http.binding import DIRECT as direct_function
 from .wasi_http.io import OutOfTime
 from .wasi_http import AS_500, TRELLIS_HANDLE, WasiHttpExport, as_response, find_handler
 

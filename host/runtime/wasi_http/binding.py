@@ -27,7 +27,7 @@ from . import fastcall
 from .io import IO
 from .types import HTTP
 
-__all__ = ["direct_function"]
+__all__ = ["DIRECT", "direct_function"]
 
 ArgConv = Callable[[StoreContext, ResourceTable, Any], Any]
 
@@ -105,3 +105,22 @@ def direct_function(interface: str, fn: FunctionInfo) -> Callable[..., Any] | fa
 
     setattr(host_function, KEEP_TYPES, True)  # its resources are the host's: same types on every call
     return host_function
+
+
+def _add_resource(inst: Any, name: str, type_id: int) -> None:
+    fastcall.add_resource(inst, name, type_id)
+
+
+class _Direct:
+    """:func:`direct_function`, with the resources' binding when :mod:`.fastcall` is on."""
+
+    def __call__(self, interface: str, fn: FunctionInfo) -> Any:
+        return direct_function(interface, fn)
+
+    @property
+    def add_resource(self) -> Callable[[Any, str, int], None] | None:
+        return _add_resource if fastcall.active() else None
+
+
+#: what :func:`host.runtime.imports.build_linker` takes as ``direct`` for a wasi:http component
+DIRECT = _Direct()

@@ -34,6 +34,7 @@ from typing import Any
 
 from wasmtime import StoreContext, WasmtimeError
 from wasmtime import _ffi as ffi
+from wasmtime.component import ResourceType
 from wasmtime.component import _types as T
 
 from interfaces.switches import switched_on
@@ -42,9 +43,10 @@ from .. import lower_in_place as lip
 from ..codec import CodecError, from_plain, to_plain
 from ..codec.lower import _plain_case
 from ..imports import CURRENT_CALL, RESOURCE_TYPE_IDS, HostResource, ResourceTable, _ResourceBridge
-from ..wit import BorrowT, ListT, OptionT, OwnT, Prim, ResultT, VariantT, mentions_resources
+from ..codec.common import nullable
+from ..wit import BorrowT, ListT, OptionT, OwnT, Prim, ResultT, TupleT, VariantT, mentions_resources
 
-__all__ = ["ENV", "RawFunction", "active"]
+__all__ = ["ENV", "RawFunction", "active", "add_resource"]
 
 ENV = "TRELLIS_WASI_HTTP_FAST"
 
@@ -92,6 +94,8 @@ class _C:
         self.tuple_delete = fn("wasmtime_component_valtuple_delete", [vp])
         self.val_new = fn("wasmtime_component_val_new", [vp], vp)
         self.val_delete = fn("wasmtime_component_val_delete", [vp])
+        self.add_resource = fn("wasmtime_component_linker_instance_add_resource",
+                               [vp, ctypes.c_char_p, size, vp, _DTOR, vp, _FINALIZER], vp)
         self.add_func = fn("wasmtime_component_linker_instance_add_func",
                            [vp, ctypes.c_char_p, size, _CALLBACK, vp, _FINALIZER], vp)
 
@@ -99,6 +103,8 @@ class _C:
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                              ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t)
 _FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_DTOR = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32)
+_NO_FINALIZER = _FINALIZER(lambda data: None)
 _c: _C | None = None
 _FUNCTIONS: dict[int, "RawFunction"] = {}
 _ids = itertools.count(1)
@@ -153,6 +159,28 @@ class _Store:
             self.ctx._invalidate()
 
 
+@_DTOR  # type: ignore[misc]
+def _dtor(idx, context, rep):  # type: ignore[no-untyped-def]
+    """A host resource of a shadowed interface dropped by the guest: out of the table."""
+    ctx = CURRENT_CALL.get()
+    if ctx is not None:
+        ctx.table.remove(rep)
+    return 0
+
+
+def add_resource(inst: Any, name: str, type_id: int) -> None:
+    """Define host resource ``name`` (``ResourceType.host(type_id)``) in linker instance ``inst``,
+    its drops answered by :func:`_dtor` (the host keeps nothing else per handle)."""
+    c = _c
+    assert c is not None
+    encoded = name.encode("utf-8")
+    ty = ResourceType.host(type_id)
+    err = c.add_resource(ctypes.cast(inst.ptr(), ctypes.c_void_p), encoded, len(encoded),
+                         ctypes.cast(ty.ptr(), ctypes.c_void_p), _dtor, 0, _NO_FINALIZER)
+    if err:
+        raise WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
+
+
 # --- arguments -------------------------------------------------------------------------------
 
 
@@ -160,14 +188,13 @@ def _resource_reader(ty: OwnT | BorrowT, where: str) -> Read:
     type_id = RESOURCE_TYPE_IDS.id_for(ty.resource)
     borrow = isinstance(ty, BorrowT)
     name = ty.resource.name
-    unpack, pack = _U64.unpack_from, _U64.pack_into
 
     def read(context: int, table: ResourceTable, addr: int) -> Any:
         c = _c
         assert c is not None
-        slot = _SLOT.from_address(addr)
-        any_ptr = unpack(slot, _VOFF)[0]
-        pack(slot, _VOFF, 0)  # taken: ours to delete, as wasmtime-py's take_pointer does
+        cell = ctypes.c_uint64.from_address(addr + _VOFF)
+        any_ptr = cell.value
+        cell.value = 0  # taken: ours to delete, as wasmtime-py's take_pointer does
         host = ctypes.c_void_p()
         try:
             if c.to_host(context, any_ptr, ctypes.byref(host)):
@@ -183,33 +210,127 @@ def _resource_reader(ty: OwnT | BorrowT, where: str) -> Read:
     return read
 
 
-def _arg_reader(ty: Any, where: str) -> Read | None:
-    """A reader for the common argument types; None: wasmtime-py's conversion and the codec."""
+def _lifter(ty: Any, where: str) -> Read | None:
+    """Reads a value of ``ty`` at ``addr`` as its plain form (codec's ``to_plain``), freeing
+    nothing but the resource handles it takes; None for types it does not read (records, ...)."""
     if isinstance(ty, (OwnT, BorrowT)):
         return _resource_reader(ty, where)
     if isinstance(ty, Prim):
         if ty.name == "string":
             def string(context: int, table: ResourceTable, addr: int) -> Any:
                 size, data = _VEC.unpack_from(_SLOT.from_address(addr), _VOFF)
-                try:
-                    return ctypes.string_at(data, size).decode("utf-8") if size else ""
-                finally:
-                    _c.vec_delete(addr + _VOFF)  # type: ignore[union-attr]
+                return ctypes.string_at(data, size).decode("utf-8") if size else ""
             return string
         fmt = _PRIMS.get(ty.name)
         if fmt is None:
             return None
         unpack = struct.Struct(fmt).unpack_from
         return lambda context, table, addr: unpack(_SLOT.from_address(addr), _VOFF)[0]
-    if isinstance(ty, ListT) and ty.is_bytes:
-        def byte_list(context: int, table: ResourceTable, addr: int) -> Any:
-            size, data = _VEC.unpack_from(_SLOT.from_address(addr), _VOFF)
-            try:
+    if isinstance(ty, ListT):
+        if ty.is_bytes:
+            def byte_list(context: int, table: ResourceTable, addr: int) -> Any:
+                size, data = _VEC.unpack_from(_SLOT.from_address(addr), _VOFF)
                 return ctypes.string_at(data, size * _STRIDE)[_VOFF::_STRIDE] if size else b""
-            finally:
-                _c.tuple_delete(addr + _VOFF)  # type: ignore[union-attr]
-        return byte_list
+            return byte_list
+        element = _lifter(ty.element, f"{where}[]")
+        if element is None or mentions_resources(ty.element) or _partial(ty.element):
+            return None  # nothing taken before a _Slow: only variants at the top may be partial
+
+        def lst(context: int, table: ResourceTable, addr: int) -> Any:
+            size, data = _VEC.unpack_from(_SLOT.from_address(addr), _VOFF)
+            return [element(context, table, data + i * _STRIDE) for i in range(size)]
+        return lst
+    if isinstance(ty, TupleT):
+        elements = [_lifter(t, f"{where}[{i}]") for i, t in enumerate(ty.elements)]
+        if any(e is None for e in elements) or mentions_resources(ty) or any(_partial(t) for t in ty.elements):
+            return None
+        offsets = [(i * _STRIDE, e) for i, e in enumerate(elements)]
+
+        def tup(context: int, table: ResourceTable, addr: int) -> Any:
+            data = _VEC.unpack_from(_SLOT.from_address(addr), _VOFF)[1]
+            return [e(context, table, data + o) for o, e in offsets]  # type: ignore[misc]
+        return tup
+    if isinstance(ty, (ResultT, OptionT, VariantT)):
+        return _variant_lifter(ty, where)
     return None
+
+
+class _Slow(Exception):
+    """This value takes wasmtime-py's conversion (raised before anything was read)."""
+
+
+def _slow(context: int, table: ResourceTable, addr: int) -> Any:
+    """The payload of a case :func:`_lifter` does not read (an ``error-code``'s records)."""
+    raise _Slow
+
+
+def _variant_lifter(ty: ResultT | OptionT | VariantT, where: str) -> Read | None:
+    cases = ty.case_types()
+    payloads = [None if t is None else _lifter(t, f"{where}.{name}") or _slow for name, t in cases]
+    by_name = {name.encode(): i for i, (name, _) in enumerate(cases)}
+    nested = isinstance(ty, OptionT) and nullable(ty.payload)
+    unpack_ptr = _U64.unpack_from
+    if isinstance(ty, OptionT):
+        some = payloads[1]
+
+        def option(context: int, table: ResourceTable, addr: int) -> Any:
+            ptr = unpack_ptr(_SLOT.from_address(addr), _VOFF)[0]
+            if not ptr:
+                return None
+            inner = some(context, table, ptr)  # type: ignore[misc]
+            return {"some": inner} if nested else inner
+        return option
+    if isinstance(ty, ResultT):
+        ok, err = payloads
+
+        def result(context: int, table: ResourceTable, addr: int) -> Any:
+            slot = _SLOT.from_address(addr)
+            ptr = unpack_ptr(slot, _VOFF + _RESULT_AT)[0]
+            if slot[_VOFF] != b"\x00":
+                return {"ok": ok(context, table, ptr) if ok is not None and ptr else None}
+            return {"err": err(context, table, ptr) if err is not None and ptr else None}
+        return result
+    names = [name for name, _ in cases]
+
+    def variant(context: int, table: ResourceTable, addr: int) -> Any:
+        slot = _SLOT.from_address(addr)
+        size, data = _VEC.unpack_from(slot, _VOFF)
+        index = by_name.get(ctypes.string_at(data, size))
+        if index is None:
+            raise CodecError(where, "unknown variant case")
+        ptr = unpack_ptr(slot, _VOFF + _VARIANT_AT)[0]
+        read = payloads[index]
+        return {names[index]: read(context, table, ptr) if read is not None and ptr else None}
+    return variant
+
+
+def _partial(ty: Any) -> bool:
+    """Whether :func:`_lifter` reads only some values of ``ty`` (and raises :class:`_Slow` for the rest)."""
+    if isinstance(ty, (ResultT, OptionT, VariantT)):
+        return any(t is not None and (_lifter(t, "") is None or _partial(t)) for _, t in ty.case_types())
+    if isinstance(ty, ListT):
+        return not ty.is_bytes and _partial(ty.element)
+    if isinstance(ty, TupleT):
+        return any(_partial(t) for t in ty.elements)
+    return False
+
+
+def _arg_reader(ty: Any, where: str) -> Read | None:
+    """A reader for an argument: :func:`_lifter`, then the strings and lists it read are
+    freed as wasmtime-py frees them; None: wasmtime-py's conversion and the codec."""
+    read = _lifter(ty, where)
+    if read is None or isinstance(ty, (OwnT, BorrowT)) or (isinstance(ty, Prim) and ty.name != "string"):
+        return read
+    if isinstance(ty, Prim) or isinstance(ty, ListT):
+        free = "vec_delete" if isinstance(ty, Prim) else "tuple_delete"  # take(): empty afterwards
+
+        def taken(context: int, table: ResourceTable, addr: int) -> Any:
+            try:
+                return read(context, table, addr)  # type: ignore[misc]
+            finally:
+                getattr(_c, free)(addr + _VOFF)
+        return taken
+    return read  # variants and tuples: what they hold is freed with the arguments
 
 
 def _slow_reader(ty: Any, wty: Any, where: str) -> Callable[[_Store, ResourceTable, int], Any]:
@@ -296,8 +417,17 @@ def _variant(ty: ResultT | OptionT | VariantT, wty: Any, where: str) -> tuple[in
     pack_ptr, pack_bool = _U64.pack_into, struct.Struct("<?").pack_into
     value_arr = lip._ARRAYS[_STRIDE.bit_length()]
 
+    index_of = {name: i for i, (name, _) in enumerate(ty.case_types())}
+    plain_dicts = not is_option
+
     def variant(env: Env, value: Any, buf: Any, base: int, off: int) -> None:
-        index, payload = _plain_case(ty, value, where)
+        if plain_dicts and value.__class__ is dict and len(value) == 1:
+            (key, payload), = value.items()
+            index = index_of.get(key)
+            if index is None:
+                index, payload = _plain_case(ty, value, where)  # its one-line error
+        else:
+            index, payload = _plain_case(ty, value, where)
         name, case = cases[index]
         c = _c
         assert c is not None
@@ -356,8 +486,7 @@ class RawFunction:
                                   owner=store.get()) as fty:
             wtys = [t for _, t in fty.params]
             self.result_type = fty.result
-        self.slow = [None if r is not None else _slow_reader(t, w, f"{self.where} args[{i}]")
-                     for i, (r, t, w) in enumerate(zip(self.readers, self.params, wtys))]
+        self.slow = [_slow_reader(t, w, f"{self.where} args[{i}]") for i, (t, w) in enumerate(zip(self.params, wtys))]
         if self.result is not None:
             self.write = _writer(self.result, self.result_type, f"{self.where} result")
         self.prepared = True
@@ -376,7 +505,13 @@ class RawFunction:
             plain = []
             addr = args
             for read, slow in zip(self.readers, self.slow):
-                plain.append(read(context, table, addr) if read is not None else slow(store, table, addr))
+                if read is None:
+                    plain.append(slow(store, table, addr))
+                else:
+                    try:
+                        plain.append(read(context, table, addr))
+                    except _Slow:
+                        plain.append(slow(store, table, addr))
                 addr += _STRIDE
             out = self.impl(plain)
             if self.result is not None:

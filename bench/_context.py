@@ -31,8 +31,8 @@ def ensure_compiled() -> Path:
     Hosts started by the benchmarks get a copy in their state directory, so
     only ``coldstart`` ever pays for compiling the greeter.
     """
-    from host.runtime import CompileCache, load_component, make_engine
-    from host.runtime.engine import EngineSettings
+    from trellis.host.runtime import CompileCache, load_component, make_engine
+    from trellis.host.runtime.engine import EngineSettings
 
     cache = CompileCache(BENCH_CACHE)
     # hosts run components without a fuel budget on an unmetered engine: cache both kinds

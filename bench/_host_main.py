@@ -1,7 +1,7 @@
 """Fallback host runner for a `trellis host` without ``--workers``.
 
 ``python -m bench._host_main --nats-url URL --lattice L --state-dir DIR --workers N``
-runs ``host.host.Host(HostSettings(..., workers=N))`` in this process and prints
+runs ``trellis.host.host.Host(HostSettings(..., workers=N))`` in this process and prints
 the same ``host_started`` JSON line as `trellis host`. Only used when the CLI
 lacks the flag (bench/_procs.py checks).
 """
@@ -15,9 +15,9 @@ import logging
 import signal
 from pathlib import Path
 
-from host.host import Host
-from host.settings import HostSettings
-from interfaces.connection import NatsSettings
+from trellis.host.host import Host
+from trellis.host.settings import HostSettings
+from trellis.interfaces.connection import NatsSettings
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -95,7 +95,7 @@ class HostProc:
         raise RuntimeError(f"host did not start (exit {self.proc.poll()}):\n{tail}")
 
     def worker_pids(self) -> list[int]:
-        """Pids of the worker processes (the host's `python -m host.workers` children)."""
+        """Pids of the worker processes (the host's `python -m trellis.host.workers` children)."""
         try:
             kids = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.Error:
@@ -103,7 +103,7 @@ class HostProc:
         pids = []
         for k in kids:
             try:
-                if "host.workers" in " ".join(k.cmdline()):
+                if "trellis.host.workers" in " ".join(k.cmdline()):
                     pids.append(k.pid)
             except psutil.Error:
                 continue

@@ -43,10 +43,10 @@ async def serve(url: str, subject: str, queue: str, on_data: Any) -> None:
 
 
 def invoke_handler(wasm: str, cache_dir: str, reuse: int) -> Any:
-    from host.runtime import CompileCache, InvocationError, Invoker, ReusePolicy, load_component, make_engine
-    from interfaces.envelope import Invocation, Reply
+    from trellis.host.runtime import CompileCache, InvocationError, Invoker, ReusePolicy, load_component, make_engine
+    from trellis.interfaces.envelope import Invocation, Reply
 
-    from host.runtime.engine import EngineSettings
+    from trellis.host.runtime.engine import EngineSettings
 
     # the engine a worker runs a component without a fuel budget on (unmetered where supported)
     unmetered = "consume_fuel" in EngineSettings.__dataclass_fields__
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
         url, subject = argv[1:3]
         uvloop.run(serve(url, subject, "bench-echo", lambda data: data))
     elif mode == "invoke":
-        from interfaces import subjects
+        from trellis.interfaces import subjects
 
         url, lattice, target, wasm, cache_dir = argv[1:6]
         reuse = int(argv[6]) if len(argv) > 6 else 1

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from interfaces.client import LatticeClient
-from interfaces.rpc_client import RpcError
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.rpc_client import RpcError
 
 from ._context import CALLS, Context, component_path, ensure_compiled
 from ._machine import CpuMeter
@@ -60,7 +60,7 @@ def _previous_raw_cold() -> dict[str, Any] | None:
 
 def _raw_warm_from_bench_cache(wasm: Path, workdir: Path) -> dict[str, float]:
     """Warm raw baseline without compiling: serialize the bench cache's artifact for a plain process."""
-    from host.runtime import CompileCache, load_component, make_engine
+    from trellis.host.runtime import CompileCache, load_component, make_engine
 
     engine = make_engine()
     comp = load_component(engine, wasm.read_bytes(), CompileCache(ensure_compiled())).component

@@ -24,8 +24,8 @@ from typing import Any, Callable
 import wasmtime
 from wasmtime import component as wc
 
-from host.runtime import CompileCache, Invoker, ReusePolicy, load_component, make_engine
-from host.runtime.engine import WASMTIME_VERSION
+from trellis.host.runtime import CompileCache, Invoker, ReusePolicy, load_component, make_engine
+from trellis.host.runtime.engine import WASMTIME_VERSION
 
 from ._context import BENCH_CACHE, CALLS, Context, component_path
 from ._stats import per_call_us

@@ -30,10 +30,10 @@ from nats.aio.msg import Msg
 from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
 
-from interfaces import tracing
-from interfaces.envelope import Invocation, Reply
-from interfaces.rpc_client import RpcClient
-from interfaces.rpc_server import RpcServer
+from trellis.interfaces import tracing
+from trellis.interfaces.envelope import Invocation, Reply
+from trellis.interfaces.rpc_client import RpcClient
+from trellis.interfaces.rpc_server import RpcServer
 
 from ._context import Context
 
@@ -175,7 +175,7 @@ async def _nats_rows(url: str, n: int) -> list[dict[str, Any]]:
     nats-py ``request`` and a responder that decodes the same Invocation and answers with a Reply."""
     import nats
 
-    from interfaces import subjects
+    from trellis.interfaces import subjects
 
     nc_client, nc_server = await nats.connect(url), await nats.connect(url)
     lattice = "piece" + uuid.uuid4().hex[:8]

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from interfaces.client import LatticeClient
+from trellis.interfaces.client import LatticeClient
 
 from ._context import CALLS, Context
 from ._load import closed_loop

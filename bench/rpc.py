@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from interfaces.client import LatticeClient
-from interfaces.envelope import Invocation
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.envelope import Invocation
 
 from ._context import BENCH_CACHE, CALLS, Context, component_path
 from ._load import alternate, alternate_sequential, sequential

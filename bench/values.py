@@ -5,12 +5,12 @@ The value is what ``GET /orders`` of the orders app carries into orders-service:
 row puts Trellis beside the baseline it replaced, measured in this one process:
 
 * **lower**: the codec's checked value written into wasmtime's C structs, in place
-  (``host.runtime.lower_in_place``) vs wasmtime-py's own conversion;
+  (``trellis.host.runtime.lower_in_place``) vs wasmtime-py's own conversion;
 * **round trip**: the value through an echo component (lowered into its export,
   lifted at its import, lowered back as the import's result, lifted as the
   export's result), in place vs wasmtime-py's conversion;
 * **decode**: the reply frame that carries the rows (msgpack), with the collector
-  settings of Trellis's workers and providers (``interfaces.gc_tuning``) vs Python's;
+  settings of Trellis's workers and providers (``trellis.interfaces.gc_tuning``) vs Python's;
 * **codec**: plain -> wasmtime-py values and back, no baseline (the per-value code it
   replaced is gone; docs/performance.md has its figures).
 
@@ -28,10 +28,10 @@ import msgpack
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from host.runtime import Invoker, from_plain, load_component, lower_in_place, make_engine, to_plain
-from host.runtime.engine import EngineSettings
-from host.runtime.wit import ListT, Prim, ResultT, TupleT, VariantT
-from interfaces import gc_tuning
+from trellis.host.runtime import Invoker, from_plain, load_component, lower_in_place, make_engine, to_plain
+from trellis.host.runtime.engine import EngineSettings
+from trellis.host.runtime.wit import ListT, Prim, ResultT, TupleT, VariantT
+from trellis.interfaces import gc_tuning
 from tests.components.echo import echo_component_wat
 
 from ._context import Context

@@ -31,8 +31,8 @@ from typing import Any
 import wasmtime
 from wasmtime import component as wc
 
-from host.runtime import CompileCache, load_component, make_engine
-from interfaces.client import LatticeClient
+from trellis.host.runtime import CompileCache, load_component, make_engine
+from trellis.interfaces.client import LatticeClient
 
 from ._context import BENCH_CACHE, CALLS, Context, component_path
 from ._load import alternate

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from interfaces.errors import ErrorCode, TrellisError
-from interfaces.signing import Claims, SignatureError, Trust
+from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.signing import Claims, SignatureError, Trust
 
 if TYPE_CHECKING:
     from .provider_refs import ProviderCommand

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 from nats.aio.client import Client
 
-from interfaces.artifacts import ArtifactError, fetch_lattice, parse_ref, sha256_digest
-from interfaces.errors import ErrorCode
+from trellis.interfaces.artifacts import ArtifactError, fetch_lattice, parse_ref, sha256_digest
+from trellis.interfaces.errors import ErrorCode
 
 from . import oci
 from .provider_refs import FIX_FOR_PATHS

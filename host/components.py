@@ -14,9 +14,9 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from interfaces import handoff
-from interfaces.artifacts import ArtifactError
-from interfaces.control import (
+from trellis.interfaces import handoff
+from trellis.interfaces.artifacts import ArtifactError
+from trellis.interfaces.control import (
     ComponentDescription,
     ComponentOp,
     ReuseDescription,
@@ -25,9 +25,9 @@ from interfaces.control import (
     StopComponent,
     UpdateComponent,
 )
-from interfaces.errors import ErrorCode, TrellisError
-from interfaces.events import EventType
-from interfaces.policy import claims_body
+from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.events import EventType
+from trellis.interfaces.policy import claims_body
 
 from .artifacts import ArtifactFetcher
 from .workers import WorkerPool

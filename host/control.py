@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from interfaces import subjects
-from interfaces.control import CtlReply, parse_request
-from interfaces.errors import ErrorCode, TrellisError
-from interfaces.policy import PolicyDenied
+from trellis.interfaces import subjects
+from trellis.interfaces.control import CtlReply, parse_request
+from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.policy import PolicyDenied
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 import trellis
-from interfaces import secrets, subjects, tracing
-from interfaces.control import (
+from trellis.interfaces import secrets, subjects, tracing
+from trellis.interfaces.control import (
     Capacity,
     CtlReply,
     Empty,
@@ -23,12 +23,12 @@ from interfaces.control import (
     LabelPut,
     StopHost,
 )
-from interfaces.errors import ErrorCode, TrellisError
-from interfaces.events import Event, EventType
-from interfaces.policy import PolicyClient
-from interfaces.signing import Trust
-from interfaces.connection import connect, goodbye
-from interfaces.secrets import SignedGrant
+from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.events import Event, EventType
+from trellis.interfaces.policy import PolicyClient
+from trellis.interfaces.signing import Trust
+from trellis.interfaces.connection import connect, goodbye
+from trellis.interfaces.secrets import SignedGrant
 from trellis.service import Service
 
 from .admission import Admission

@@ -1,6 +1,6 @@
 """A host's metrics: its own instruments, and its workers' and providers' figures gathered for Prometheus.
 
-The host makes a :class:`~interfaces.telemetry.Telemetry` (``trellis-host``). Its own
+The host makes a :class:`~trellis.interfaces.telemetry.Telemetry` (``trellis-host``). Its own
 instruments: heartbeats, capacity (CPUs, memory, load, instance slots), artifact fetches,
 worker restarts, and its providers' processes (CPU seconds and resident memory, labelled
 with the provider's app). With ``--metrics-port`` it serves Prometheus text at
@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from interfaces import subjects
-from interfaces.artifacts import ArtifactError, parse_ref
-from interfaces.telemetry import Series, Telemetry, merge
+from trellis.interfaces import subjects
+from trellis.interfaces.artifacts import ArtifactError, parse_ref
+from trellis.interfaces.telemetry import Series, Telemetry, merge
 
 if TYPE_CHECKING:
     from .host import Host

@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from interfaces.artifacts import ArtifactError
-from interfaces.errors import ErrorCode
+from trellis.interfaces.artifacts import ArtifactError
+from trellis.interfaces.errors import ErrorCode
 
 WASM_CONFIG = "application/vnd.wasm.config.v0+json"
 WASM_LAYER = "application/wasm"

@@ -1,11 +1,11 @@
 """How a provider reference becomes a command line.
 
-* ``builtin:NAME`` — a built-in provider: module ``providers.builtin.<NAME with - as _>``
+* ``builtin:NAME`` — a built-in provider: module ``trellis.providers.builtin.<NAME with - as _>``
 * ``python:MODULE`` — any importable module with a ``__main__`` entry (``python -m MODULE``)
 * ``/path/to/provider.py`` or ``file:///path/to/provider.py`` — a Python file run as a script
 * ``/path/to/folder`` — a package with a ``__main__.py``, run as ``python -m folder``
 * ``lattice://sha256:…`` — either of those, uploaded by ``trellis app deploy``; the host fetches
-  and unpacks it first (`interfaces.provider_package`)
+  and unpacks it first (`trellis.interfaces.provider_package`)
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from interfaces.errors import ErrorCode, TrellisError
-from interfaces.provider_package import PreparedProvider
+from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.provider_package import PreparedProvider
 
 
 class ProviderRefError(TrellisError):
@@ -48,7 +48,7 @@ def provider_argv(image: str) -> list[str]:
     image = image.strip()
     if image.startswith("builtin:"):
         name = image[len("builtin:"):]
-        module = "providers.builtin." + name.replace("-", "_")
+        module = "trellis.providers.builtin." + name.replace("-", "_")
         if not name or importlib.util.find_spec(module) is None:
             raise ProviderRefError(f"no built-in provider {name!r} (module {module} not found)", ErrorCode.NOT_FOUND)
         missing = _missing_extra(name)
@@ -101,6 +101,6 @@ def provider_command(image: str, host: str = "this host") -> ProviderCommand:
 
 
 def prepared_command(prepared: PreparedProvider) -> ProviderCommand:
-    """The command for a provider fetched from the lattice and unpacked (`interfaces.provider_package`)."""
+    """The command for a provider fetched from the lattice and unpacked (`trellis.interfaces.provider_package`)."""
     safe = [SAFE_PATH] if prepared.argv_tail[:1] == ["-m"] else []
     return ProviderCommand([sys.executable, *safe, *prepared.argv_tail], list(prepared.pythonpath))

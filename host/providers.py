@@ -19,14 +19,14 @@ import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from interfaces import subjects
-from interfaces.artifacts import fetch_lattice, parse_ref
-from interfaces.control import CtlReply, ProviderDescription, ProviderOp, StartProvider, StopProvider
-from interfaces.errors import ErrorCode, TrellisError
-from interfaces.events import EventType
-from interfaces.policy import claims_body
-from interfaces.provider_package import unpack
-from interfaces.secrets import SecretsUnavailable
+from trellis.interfaces import subjects
+from trellis.interfaces.artifacts import fetch_lattice, parse_ref
+from trellis.interfaces.control import CtlReply, ProviderDescription, ProviderOp, StartProvider, StopProvider
+from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.events import EventType
+from trellis.interfaces.policy import claims_body
+from trellis.interfaces.provider_package import unpack
+from trellis.interfaces.secrets import SecretsUnavailable
 from trellis.procs import death_signal, supervised_env
 
 from .provider_refs import ProviderCommand, prepared_command, provider_command

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from interfaces.connection import NatsSettings
-from interfaces.policy import PolicySettings
+from trellis.interfaces.connection import NatsSettings
+from trellis.interfaces.policy import PolicySettings
 
 
 def default_state_dir() -> Path:

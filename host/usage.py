@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from interfaces import subjects
+from trellis.interfaces import subjects
 
 if TYPE_CHECKING:
     from .host import Host

@@ -349,7 +349,7 @@ class LatticeClient:
     # Imports stay local so this block only adds methods to the class.
 
     def lattice_store(self) -> Any:
-        """The :class:`interfaces.store.LatticeStore` on this client's connection."""
+        """The :class:`trellis.interfaces.store.LatticeStore` on this client's connection."""
         from .store import LatticeStore
 
         assert self.nc is not None, "use 'async with LatticeClient(...)'"
@@ -360,7 +360,7 @@ class LatticeClient:
         return store
 
     async def put_link(self, link: Any) -> Any:
-        """Store an :class:`interfaces.links.Link`; raises LinkError (bad_request / conflict)."""
+        """Store an :class:`trellis.interfaces.links.Link`; raises LinkError (bad_request / conflict)."""
         return await self.lattice_store().put_link(link)
 
     async def del_link(self, source_id: str, namespace: str, package: str, link_name: str = "default",

@@ -2,7 +2,7 @@
 
 Every control request gets a :class:`CtlReply`: ``success`` says whether it
 worked, ``message`` says why not in words for people, ``code`` is a stable
-:class:`~interfaces.errors.ErrorCode` for programs, ``response`` carries data.
+:class:`~trellis.interfaces.errors.ErrorCode` for programs, ``response`` carries data.
 """
 
 from __future__ import annotations

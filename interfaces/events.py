@@ -27,7 +27,7 @@ class EventType:
     CONFIG_SET = "config_set"
     CONFIG_DELETED = "config_deleted"
     APP_STATUS_CHANGED = "app_status_changed"
-    """wadm: an application's status changed (``data``: the `interfaces.wadm_api.AppStatusReply`)."""
+    """wadm: an application's status changed (``data``: the `trellis.interfaces.wadm_api.AppStatusReply`)."""
 
 
 class Event(BaseModel):

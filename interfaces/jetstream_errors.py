@@ -30,7 +30,7 @@ def transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, nats.js.errors.APIError):
         return exc.code == 503 and exc.err_code != JS_NOT_ENABLED_FOR_ACCOUNT
-    if isinstance(exc, TrellisError):  # interfaces.store translates JetStream's errors into these
+    if isinstance(exc, TrellisError):  # trellis.interfaces.store translates JetStream's errors into these
         return exc.code == ErrorCode.TIMEOUT
     return False
 

@@ -2,7 +2,7 @@
 
 Links name the configs their source and target receive (``source_config``,
 ``target_config``); a provider may also be started with named configs. The
-store keeps one entry per name (see :mod:`interfaces.store`); hosts and
+store keeps one entry per name (see :mod:`trellis.interfaces.store`); hosts and
 providers resolve a list of names into one map with :func:`merge_configs`.
 
 Pure types and validation, no I/O.

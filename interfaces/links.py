@@ -2,10 +2,10 @@
 
 A link says: when ``source_id`` calls an interface of ``wit_namespace:wit_package``
 listed in ``interfaces`` under link name ``name``, the call goes to ``target``.
-``source_config`` / ``target_config`` name configs (:mod:`interfaces.lattice_config`)
+``source_config`` / ``target_config`` name configs (:mod:`trellis.interfaces.lattice_config`)
 the source and the target receive for this link.
 
-Identity and conflicts (decided here, enforced by :mod:`interfaces.store`):
+Identity and conflicts (decided here, enforced by :mod:`trellis.interfaces.store`):
 
 * a link is identified by (source, namespace, package, name, target); putting it
   again replaces it (interfaces and config may change);

@@ -6,7 +6,7 @@ to the event loop and waits to be woken. When the provider runs on the worker's
 own host, the Wasm thread can instead write the invocation to the provider's
 socket and block reading its reply: no server in between, no event loop, no
 thread switch. The frames are the lattice's own (``interfaces/envelope.py``),
-so the provider's :class:`~interfaces.rpc_server.RpcServer` serves them exactly
+so the provider's :class:`~trellis.interfaces.rpc_server.RpcServer` serves them exactly
 as it serves NATS messages: the same admission, queue, progress frames, errors
 and spans.
 

@@ -21,7 +21,7 @@ callback (which also absorbs progress frames) or by one ``call_later`` timer
 that fires at the end of the silence window or at the deadline, whichever is
 first, and re-arms itself when progress came meanwhile. Invocation ids come
 from a per-client random prefix and a counter; a span is made only when
-tracing is configured (:func:`interfaces.tracing.enabled`).
+tracing is configured (:func:`trellis.interfaces.tracing.enabled`).
 """
 
 from __future__ import annotations

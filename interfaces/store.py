@@ -1,6 +1,6 @@
 """LatticeStore: links and named config, kept durably in JetStream KV.
 
-Two buckets per lattice, named by :func:`interfaces.subjects.bucket`:
+Two buckets per lattice, named by :func:`trellis.interfaces.subjects.bucket`:
 
 ``TRELLIS_<lattice>_links``
     key ``<source>.<namespace>.<package>.<link name>`` (each token encoded, see

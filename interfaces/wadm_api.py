@@ -1,7 +1,7 @@
 """The wadm API: typed requests and replies (JSON), shared by the controller and the CLI.
 
 Every operation is a request on ``subjects.wadm_api(lattice, op)`` answered by the
-leading controller with a :class:`~interfaces.control.CtlReply`: ``success``,
+leading controller with a :class:`~trellis.interfaces.control.CtlReply`: ``success``,
 ``message`` for people, a stable ``code`` for programs and ``response`` (the reply
 model below, as JSON). Errors that concern a manifest carry
 :class:`ProblemsDetail` in ``response`` so a caller can list every problem.

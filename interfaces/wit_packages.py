@@ -5,7 +5,7 @@ components and providers share: ``wasi:keyvalue``, ``wasmcloud:messaging``,
 ``wasi:logging``, ``wasi:config``, ``trellis:http``, ``trellis:sql``). They ship
 with the Python package, so this works from a checkout and from a wheel::
 
-    from interfaces.wit_packages import package_dirs
+    from trellis.interfaces.wit_packages import package_dirs
     package_dirs()["trellis:http@0.1.0"]   # -> Path(.../interfaces/wit/http)
 
 Standard library only: anything may import this.

@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 
 import psutil
 
-from interfaces.client import LatticeClient
-from interfaces.connection import NatsSettings, connect
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.connection import NatsSettings, connect
 from trellis import procs
 from trellis.natsserver import NatsServer
 
@@ -485,7 +485,7 @@ def _quietly(fn: Any) -> None:
 def _short_cmd(p: psutil.Process) -> str:
     cmd = p.cmdline()
     for part in reversed(cmd):
-        if part.startswith(("host.", "providers.")):  # python -m MODULE
+        if part.startswith(("trellis.host.", "trellis.providers.")):  # python -m MODULE
             return part
         if part.endswith(".py"):
             return Path(part).stem

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from host.host import Host
-from host.settings import HostSettings
-from interfaces.connection import NatsSettings
+from trellis.host.host import Host
+from trellis.host.settings import HostSettings
+from trellis.interfaces.connection import NatsSettings
 from trellis import procs
 
 T = TypeVar("T")

@@ -26,8 +26,8 @@ from typing import Any, Callable, TextIO
 
 import yaml
 
-from host.identity import Identity
-from interfaces.policy import PolicySettings
+from trellis.host.identity import Identity
+from trellis.interfaces.policy import PolicySettings
 
 from . import leftovers, procs
 from .natsserver import NatsServer, NatsServerError
@@ -394,7 +394,7 @@ class Up:
 
 def _wadm_available() -> bool:
     try:
-        import wadm.controller  # noqa: F401
+        import trellis.wadm.controller  # noqa: F401
     except ImportError:
         return False
     return True

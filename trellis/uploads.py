@@ -2,7 +2,7 @@
 
 Every component whose ``image`` is a local file, and every capability provider whose
 ``image`` is a local ``.py`` file or folder, is put into the lattice's artifact store
-(content-addressed; `interfaces.provider_package` says how a folder is packed) and its
+(content-addressed; `trellis.interfaces.provider_package` says how a folder is packed) and its
 ``image`` becomes the ``lattice://sha256:…`` reference, so a host on any machine can fetch
 it. ``properties.source`` records where it came from (``trellis app get`` shows both).
 Bytes the store already holds are not sent again: re-deploying unchanged files uploads
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interfaces.artifacts import push_missing, sha256_digest
-from interfaces.errors import ErrorCode, TrellisError
-from interfaces.provider_package import pack_folder
-from wadm.manifest.images import ImageError, ImageKind, looks_like_path, parse_image
-from wadm.manifest.load import parse_data
-from wadm.manifest.problems import ManifestError
+from trellis.interfaces.artifacts import push_missing, sha256_digest
+from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.provider_package import pack_folder
+from trellis.wadm.manifest.images import ImageError, ImageKind, looks_like_path, parse_image
+from trellis.wadm.manifest.load import parse_data
+from trellis.wadm.manifest.problems import ManifestError
 
 if TYPE_CHECKING:
     from nats.aio.client import Client

@@ -1,7 +1,7 @@
 """What the scalers ask for: frozen, hashable command objects.
 
 The scalers return lists of these; an executor (elsewhere) turns each into a
-control-interface request (``interfaces.control``: note that `StartComponent` &
+control-interface request (``trellis.interfaces.control``: note that `StartComponent` &
 co. here are *decisions*, not the wire requests of the same name) or a store
 write, and records `app` as the owner of links and configs it puts.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from interfaces.secrets import SecretRef
+from trellis.interfaces.secrets import SecretRef
 
 from .observed import FrozenMap, Reuse, frozen_str_map
 

@@ -30,11 +30,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 
-from interfaces import secrets as sx
-from interfaces import subjects
-from interfaces.control import CtlReply, parse_request
-from interfaces.errors import ErrorCode
-from interfaces.store import StoreSettings
+from trellis.interfaces import secrets as sx
+from trellis.interfaces import subjects
+from trellis.interfaces.control import CtlReply, parse_request
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.store import StoreSettings
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.msg import Msg
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from interfaces import tracing
-from interfaces.telemetry import Telemetry
+from trellis.interfaces import tracing
+from trellis.interfaces.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from .controller import Controller

@@ -386,8 +386,8 @@ class TrellisSingle(System):
         self.wait_ready(120)
 
     async def _deploy(self, lattice: str) -> None:
-        from interfaces.client import LatticeClient
-        from interfaces.links import Link
+        from trellis.interfaces.client import LatticeClient
+        from trellis.interfaces.links import Link
 
         async with LatticeClient(self.nats.url, lattice) as c:
             spec: dict[str, Any] = {"reuse": {"max_invocations": self.reuse}} if self.reuse > 1 else {}
@@ -416,7 +416,7 @@ def _seed_compile_cache(wasm: Path, compiled: Path) -> None:
     """
     import shutil
 
-    from host.runtime import CompileCache, load_component, make_engine
+    from trellis.host.runtime import CompileCache, load_component, make_engine
 
     from .._context import BENCH_CACHE
 

@@ -44,7 +44,7 @@ def _roles(system: Any) -> dict[str, int]:
             cmd = " ".join(child.cmdline())
         except psutil.Error:
             continue
-        if "host.workers" in cmd:
+        if "trellis.host.workers" in cmd:
             roles[f"worker-{len([r for r in roles if r.startswith('worker')])}"] = child.pid
         elif "http_server" in cmd or "http-server" in cmd:
             roles["http-server"] = child.pid

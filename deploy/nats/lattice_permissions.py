@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import sys
 
-#: every JetStream stream Trellis makes for a lattice (interfaces.subjects.bucket)
+#: every JetStream stream Trellis makes for a lattice (trellis.interfaces.subjects.bucket)
 KV_BUCKETS = ("links", "config", "apps", "wadm_lease")
 OBJECT_BUCKETS = ("artifacts",)
 
@@ -62,7 +62,7 @@ def member_publish(lattice: str) -> list[str]:
     return subjects
 
 
-#: the bucket only the secrets keyholder uses (interfaces.secrets.SECRETS_BUCKET)
+#: the bucket only the secrets keyholder uses (trellis.interfaces.secrets.SECRETS_BUCKET)
 SECRETS_BUCKET = "secrets"
 
 

@@ -4,7 +4,7 @@ It exports ``example:hello/greet.hello(name) -> string``; the host runs the file
 script (``python hello_provider.py``) and hands it the lattice on stdin.
 """
 
-from providers.sdk import Provider, run
+from trellis.providers.sdk import Provider, run
 
 hello = Provider("hello-provider")
 

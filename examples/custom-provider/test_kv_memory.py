@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kv_memory import build
-from providers.sdk import Link, ProviderError
-from providers.sdk.testing import ProviderEnvironment
+from trellis.providers.sdk import Link, ProviderError
+from trellis.providers.sdk.testing import ProviderEnvironment
 
 STORE = "example:kv/store"
 

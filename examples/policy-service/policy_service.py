@@ -168,7 +168,7 @@ class Service:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    from interfaces.connection import NatsSettings, connect
+    from trellis.interfaces.connection import NatsSettings, connect
 
     service = Service(Path(args.policy))
     nc = await connect(NatsSettings.from_env(url=args.nats_url), name="trellis-policy-service")

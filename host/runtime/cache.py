@@ -7,7 +7,7 @@ therefore loads components through a :class:`CompileCache` on a shared
 directory.
 
 Key: ``sha256(wasm)`` plus the wasmtime version plus the engine's
-:meth:`~host.runtime.engine.EngineSettings.cache_tag`, so an upgrade or a
+:meth:`~trellis.host.runtime.engine.EngineSettings.cache_tag`, so an upgrade or a
 config change never loads an incompatible artifact. Files are written
 atomically (temporary file + rename), so concurrent workers may race to
 compile the same component and the last rename wins with identical bytes.

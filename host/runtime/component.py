@@ -1,7 +1,7 @@
 """A compiled component with tables of what it imports and exports.
 
 Everything here is read once from ``Component.type`` when the component is
-loaded and then kept as plain snapshots (:mod:`host.runtime.wit`), so
+loaded and then kept as plain snapshots (:mod:`trellis.host.runtime.wit`), so
 looking up a function per call costs a dict access.
 
 Addressing an exported function (:meth:`LoadedComponent.function`):

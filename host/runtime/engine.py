@@ -4,7 +4,7 @@ An engine is configured once per worker process. Two settings are fixed
 because the runtime depends on them: *epoch interruption* (deadlines) and
 *fuel* (optional instruction budgets). Stores created on this engine must
 therefore always be given an epoch deadline and some fuel, which
-:mod:`host.runtime.invoke` does.
+:mod:`trellis.host.runtime.invoke` does.
 
 Deadlines are enforced by one background thread per engine that increments
 the engine's epoch every ``tick_ms`` milliseconds. The thread is started on

@@ -32,7 +32,7 @@ class ErrorKind(str, Enum):
     NOT_FOUND = "not_found"
     INSTANTIATION = "instantiation"
     #: the call's values are more than wasmtime copies into or out of Wasm in one call
-    #: (:mod:`interfaces.wasm_limits`)
+    #: (:mod:`trellis.interfaces.wasm_limits`)
     TOO_LARGE = "too_large"
     #: an HTTP request body more than one call carries in, to a component that does not read
     #: bodies in pieces (``trellis:http/request-body``): the HTTP front answers 413

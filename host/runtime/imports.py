@@ -3,7 +3,7 @@
 Every import that wasmtime's WASI p2 implementation does not provide is
 bound from the component's own types, with no generated code: each imported
 function becomes a host function that converts its arguments to plain values
-(:mod:`host.runtime.codec`), calls the invocation's :class:`ImportHandler`
+(:mod:`trellis.host.runtime.codec`), calls the invocation's :class:`ImportHandler`
 as ``handler(interface, function, args)`` and lowers the plain result back.
 
 * ``interface`` is the import name as the component spells it
@@ -11,8 +11,8 @@ as ``handler(interface, function, args)`` and lowers the plain result back.
   ``function`` is the WIT function name, including resource prefixes
   (``"[static]bucket.open"``, ``"[method]bucket.get"``,
   ``"[constructor]bucket"``).
-* Raising :class:`~host.runtime.errors.MissingLink` or
-  :class:`~host.runtime.errors.ImportFailed` (or any exception) traps the
+* Raising :class:`~trellis.host.runtime.errors.MissingLink` or
+  :class:`~trellis.host.runtime.errors.ImportFailed` (or any exception) traps the
   guest; the invocation then fails with an ``InvocationError`` naming the
   interface and function.
 
@@ -41,8 +41,8 @@ from typing import Any, Callable, Protocol
 from wasmtime import StoreContext, WasmtimeError
 from wasmtime import component as wc
 
-from interfaces.envelope import MAX_BODY
-from interfaces.wasm_limits import MAX_BYTES_PER_CALL
+from trellis.interfaces.envelope import MAX_BODY
+from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
 from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, LoadedComponent
@@ -194,7 +194,7 @@ RESOURCE_TYPE_IDS = _ResourceTypeIds()
 
 
 class _ResourceBridge:
-    """:class:`~host.runtime.codec.ResourceCodec` for one host-function call."""
+    """:class:`~trellis.host.runtime.codec.ResourceCodec` for one host-function call."""
 
     def __init__(self, store: StoreContext, table: ResourceTable) -> None:
         self.store = store
@@ -296,7 +296,7 @@ def build_linker(engine: RuntimeEngine, loaded: LoadedComponent,
     """A linker with WASI p2 plus generic bindings for every other import.
 
     ``shadow`` names WASI p2 imports bound generically too, over wasmtime's own (the
-    ``wasi:io`` a ``wasi:http`` component's bodies use: :mod:`host.runtime.wasi_http`);
+    ``wasi:io`` a ``wasi:http`` component's bodies use: :mod:`trellis.host.runtime.wasi_http`);
     ``direct(interface, fn)`` may give the host function of a shadowed import itself (or an
     object that adds itself: ``add_to(linker_instance, name)``), and ``direct.add_resource``,
     when set, defines a shadowed interface's resources (``add_resource(inst, name, type_id)``).

@@ -1,7 +1,7 @@
 """Running exported functions: stores, instances, limits and failures.
 
 An :class:`Invoker` serves calls to one loaded component with fixed
-:class:`~host.runtime.settings.Limits`, WASI grants and reuse policy. Per
+:class:`~trellis.host.runtime.settings.Limits`, WASI grants and reuse policy. Per
 call it
 
 1. resolves the function address and lowers the plain arguments through the
@@ -12,7 +12,7 @@ call it
 3. calls the function with the invocation's import handler installed, and
    lifts the result to a plain value.
 
-Every failure surfaces as an :class:`~host.runtime.errors.InvocationError`
+Every failure surfaces as an :class:`~trellis.host.runtime.errors.InvocationError`
 whose ``kind`` says what happened; the failed instance is discarded and the
 invoker keeps serving. An ``Invoker`` may be used from several threads: a
 warm instance serves one call at a time and a concurrent (or re-entrant)
@@ -20,7 +20,7 @@ call gets a fresh instance of its own.
 
 A call may also run *inline*, on a thread that must not wait (the worker's
 event loop): it never blocks on the lock that serialises instance creation
-and disposal (:class:`~host.runtime.errors.Reroute` instead, to be run again
+and disposal (:class:`~trellis.host.runtime.errors.Reroute` instead, to be run again
 on a thread), and an instance it cannot drop at once is dropped by the next
 call that can.
 """
@@ -35,8 +35,8 @@ from typing import Any, Callable, Sequence
 import wasmtime
 from wasmtime import component as wc
 
-from interfaces.resources import unversioned
-from interfaces.wasm_limits import FUEL_PER_ELEMENT, HOSTCALL_FUEL, MAX_BYTES_PER_CALL
+from trellis.interfaces.resources import unversioned
+from trellis.interfaces.wasm_limits import FUEL_PER_ELEMENT, HOSTCALL_FUEL, MAX_BYTES_PER_CALL
 
 from .call import TypedCall
 from .codec import CodecError, Plain, from_plain, to_plain
@@ -289,7 +289,7 @@ class Invoker:
     def _serve_wasi_http(self, args: Sequence[Plain], handler: ImportHandler, timeout_s: float | None,
                          inline: bool, slot: list[_Live] | None = None) -> Plain:
         """One HTTP request (the trellis:http record) through ``wasi:http/incoming-handler.handle``
-        (:mod:`host.runtime.wasi_http`): the response record; a trap or an unset outparam is a 500."""
+        (:mod:`trellis.host.runtime.wasi_http`): the response record; a trap or an unset outparam is a 500."""
         wasi = self._wasi_http
         assert wasi is not None
         if len(args) != 1:

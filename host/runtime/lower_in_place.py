@@ -1,5 +1,5 @@
 """Lowering component values in place: the seventh correction to wasmtime-py (see
-:mod:`host.runtime.wasmtime_patches` for the first six).
+:mod:`trellis.host.runtime.wasmtime_patches` for the first six).
 
 wasmtime-py lowers a value into wasmtime's C structs one ctypes object at a time:
 for every element of a list it makes a pointer to a fresh view of the slot, then a
@@ -35,7 +35,7 @@ from typing import Any, Callable
 from wasmtime import _ffi as ffi
 from wasmtime.component import _types as T
 
-from interfaces.switches import switched_on
+from trellis.interfaces.switches import switched_on
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def _record(ty: Any, kind: int) -> tuple[int, Writer] | None:
 
 def _variant_like(ty: Any, kind: int) -> tuple[int, Writer] | None:
     """Variant, option and result: the case is picked as wasmtime-py's patched lowering picks
-    it (:func:`host.runtime.wasmtime_patches.pick_case`); a payload goes to a heap value."""
+    it (:func:`trellis.host.runtime.wasmtime_patches.pick_case`); a payload goes to a heap value."""
     from .wasmtime_patches import untagged_cases
 
     cases = list(ty._cases())

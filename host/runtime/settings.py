@@ -30,7 +30,7 @@ class Limits:
             256 MiB fits a componentize-py component with room to work.
 
     The wasm stack limit is engine-wide:
-    :attr:`host.runtime.engine.EngineSettings.max_wasm_stack_bytes`.
+    :attr:`trellis.host.runtime.engine.EngineSettings.max_wasm_stack_bytes`.
     """
 
     timeout_s: float | None = 10.0

@@ -17,7 +17,7 @@ trying the cases in order with ``isinstance``, and a case whose classes include
 ``result<option<list<u8>>, string>`` could not carry ``err("x")``: the string
 was tried as the ``ok`` option first. Here the cases that cannot match
 everything are tried first; the order is the one
-:func:`host.runtime.codec` uses to decide the case of an untagged value.
+:func:`trellis.host.runtime.codec` uses to decide the case of an untagged value.
 
 3. Types read once. wasmtime-py answers ``record.fields``, ``variant.cases``,
 ``list.element``, ``result.ok``, ... by asking the C API again on every access
@@ -31,7 +31,7 @@ parameter and result types, kept per component) then carry their whole tree.
 4. Host imports read their types once. wasmtime-py's callback for a host
 function wraps the function's type afresh on every call and reads its
 parameter and result types again (through 3, a new tree each time). A host
-function marked with :data:`KEEP_TYPES` (set by ``host.runtime.imports`` on
+function marked with :data:`KEEP_TYPES` (set by ``trellis.host.runtime.imports`` on
 imports whose signature has no resources: a resource type may belong to one
 instance) keeps the types of its first call: a linker, and so each of its
 host functions, serves one component, whose import types do not change.
@@ -57,7 +57,7 @@ run while Wasm does. ``TRELLIS_HOLD_GIL=0`` leaves wasmtime-py's bindings as
 they are (for comparison).
 
 7. Lists, tuples, records, variants, options and results are lowered in place:
-see :mod:`host.runtime.lower_in_place` (``TRELLIS_LOWER_IN_PLACE=0`` turns it off).
+see :mod:`trellis.host.runtime.lower_in_place` (``TRELLIS_LOWER_IN_PLACE=0`` turns it off).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import _linker, _types
 from wasmtime.component._enter import catch_exceptions
 
-from interfaces.switches import switched_on
+from trellis.interfaces.switches import switched_on
 
 from . import lower_in_place
 
@@ -368,7 +368,7 @@ def apply() -> bool:
 
 
 def _in_place(original: Any) -> Any:
-    """7: a container or variant is lowered by :mod:`host.runtime.lower_in_place`, unless its
+    """7: a container or variant is lowered by :mod:`trellis.host.runtime.lower_in_place`, unless its
     type holds what only wasmtime-py lowers (a resource, flags)."""
     def convert_to_c(self: Any, store: Any, val: Any, ptr: Any) -> None:
         if not lower_in_place.lower_root(self, store, val, ptr):

@@ -45,13 +45,13 @@ from collections import deque
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from host.runtime.imports import CURRENT_CALL
-from interfaces import tracing
-from interfaces.envelope import MAX_FRAME, EnvelopeError, Invocation, Reply
-from interfaces.errors import ErrorCode, TrellisError
-from interfaces.rpc_client import RpcError
-from interfaces.rpc_server import serve_span
-from interfaces.switches import switched_on
+from trellis.host.runtime.imports import CURRENT_CALL
+from trellis.interfaces import tracing
+from trellis.interfaces.envelope import MAX_FRAME, EnvelopeError, Invocation, Reply
+from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.rpc_client import RpcError
+from trellis.interfaces.rpc_server import serve_span
+from trellis.interfaces.switches import switched_on
 
 from .records import VIA_COLOCATED
 
@@ -89,7 +89,7 @@ def max_depth(boot: dict[str, Any]) -> int:
 class Slots:
     """A component's concurrency slots on one worker, shared by its RPC server and co-located calls.
 
-    Stands in for the ``asyncio.Semaphore`` of :class:`~interfaces.rpc_server.RpcServer`
+    Stands in for the ``asyncio.Semaphore`` of :class:`~trellis.interfaces.rpc_server.RpcServer`
     (``locked()``, ``await acquire()``, ``release()``), and adds :meth:`try_acquire`, which any
     thread may call and which never waits. Remote calls queue in FIFO order; a slot released
     while they wait goes to the first of them, so a co-located call never overtakes them.

@@ -34,17 +34,17 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from interfaces import handoff, tracing
-from interfaces.envelope import ENVELOPE_ROOM, MAX_BODY, Invocation
-from interfaces.errors import ErrorCode, TrellisError
-from interfaces.rpc_client import RpcError
-from interfaces.rpc_server import serve_span
-from providers.builtin.http_server import wire
-from providers.builtin.http_server.config import ServerConfig
-from providers.builtin.http_server.gateway import FUNCTION, INTERFACE, CallFailed, NatsCaller, call_failure
-from providers.builtin.http_server.listener import Listener
-from providers.builtin.http_server.protocol import HttpConnection
-from providers.builtin.http_server.routes import Route, RouteTable
+from trellis.interfaces import handoff, tracing
+from trellis.interfaces.envelope import ENVELOPE_ROOM, MAX_BODY, Invocation
+from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.rpc_client import RpcError
+from trellis.interfaces.rpc_server import serve_span
+from trellis.providers.builtin.http_server import wire
+from trellis.providers.builtin.http_server.config import ServerConfig
+from trellis.providers.builtin.http_server.gateway import FUNCTION, INTERFACE, CallFailed, NatsCaller, call_failure
+from trellis.providers.builtin.http_server.listener import Listener
+from trellis.providers.builtin.http_server.protocol import HttpConnection
+from trellis.providers.builtin.http_server.routes import Route, RouteTable
 
 from .records import VIA_HANDOFF
 

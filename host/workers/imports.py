@@ -19,13 +19,13 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from host.runtime import ImportFailed, MissingLink
-from interfaces import local_rpc
-from interfaces.envelope import EnvelopeError, Invocation
-from interfaces.local_rpc import LocalRpcClient
-from interfaces.policy import Decision, PolicyClient, changed_subject, link_body
-from interfaces.resources import unversioned, wire_function
-from interfaces.rpc_client import RpcClient, RpcError
+from trellis.host.runtime import ImportFailed, MissingLink
+from trellis.interfaces import local_rpc
+from trellis.interfaces.envelope import EnvelopeError, Invocation
+from trellis.interfaces.local_rpc import LocalRpcClient
+from trellis.interfaces.policy import Decision, PolicyClient, changed_subject, link_body
+from trellis.interfaces.resources import unversioned, wire_function
+from trellis.interfaces.rpc_client import RpcClient, RpcError
 
 from .colocated import REMOTE
 from .local import LocalImports
@@ -74,7 +74,7 @@ class ImportRouter:
         self._policy_sub: Any = None
 
     async def start(self, sync_timeout_s: float = 10.0) -> None:
-        from interfaces.store import LatticeStore, LinkChange  # links live in JetStream KV
+        from trellis.interfaces.store import LatticeStore, LinkChange  # links live in JetStream KV
 
         self.store = LatticeStore(self.nc, self.lattice)
         self._LinkChange = LinkChange

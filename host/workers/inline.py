@@ -14,7 +14,7 @@ A call runs inline when
   of its instance is through imports; and
 * its function has not yet been seen to need a thread (below).
 
-It is run again on a Wasm thread (:class:`~host.runtime.Reroute`), before
+It is run again on a Wasm thread (:class:`~trellis.host.runtime.Reroute`), before
 anything left the instance, when it
 
 * calls an import answered over the lattice (a provider, another component):
@@ -41,14 +41,14 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from host.runtime import ErrorKind, InvocationError, Reroute, WasiGrants
-from interfaces.switches import switched_on
+from trellis.host.runtime import ErrorKind, InvocationError, Reroute, WasiGrants
+from trellis.interfaces.switches import switched_on
 
 from .local import LocalImports
 
 if TYPE_CHECKING:
-    from host.runtime import CallProbe
-    from interfaces.envelope import Invocation
+    from trellis.host.runtime import CallProbe
+    from trellis.interfaces.envelope import Invocation
 
     from .worker import Served
 

@@ -21,9 +21,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from host.runtime.imports import CURRENT_CALL, NOT_IN_HANDLER, REQUEST_BODY, RESPONSE_BODY, HostResource
-from interfaces.resources import unversioned
-from interfaces.secrets import SecretValue
+from trellis.host.runtime.imports import CURRENT_CALL, NOT_IN_HANDLER, REQUEST_BODY, RESPONSE_BODY, HostResource
+from trellis.interfaces.resources import unversioned
+from trellis.interfaces.secrets import SecretValue
 
 log = logging.getLogger("trellis.component")
 

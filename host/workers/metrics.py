@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from interfaces.carbon import CarbonModel
-from interfaces.telemetry import Series, series
+from trellis.interfaces.carbon import CarbonModel
+from trellis.interfaces.telemetry import Series, series
 
 if TYPE_CHECKING:
     from .worker import Worker

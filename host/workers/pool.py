@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interfaces.telemetry import merge
+from trellis.interfaces.telemetry import merge
 from trellis.procs import death_signal, supervised_env
 from trellis.service import TaskGroup
 
@@ -74,7 +74,7 @@ class WorkerPool:
         env = supervised_env({**os.environ, **self.log_env})  # it goes when the host does
         try:
             w.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-P", "-m", "host.workers", stdin=asyncio.subprocess.PIPE,
+                sys.executable, "-P", "-m", "trellis.host.workers", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env, limit=16 * 1024 * 1024,
                 preexec_fn=death_signal(),  # and its stdin closing: it does not outlive the host
             )

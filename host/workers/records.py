@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from host.runtime.probe import CallProbe
-from interfaces.errors import TrellisError
-from interfaces.rpc_client import RpcError
+from trellis.host.runtime.probe import CallProbe
+from trellis.interfaces.errors import TrellisError
+from trellis.interfaces.rpc_client import RpcError
 
 if TYPE_CHECKING:
-    from interfaces.envelope import Invocation
+    from trellis.interfaces.envelope import Invocation
 
     from .worker import Served
 

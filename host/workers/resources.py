@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from host.runtime import HostResource
-from host.runtime.wit import (
+from trellis.host.runtime import HostResource
+from trellis.host.runtime.wit import (
     ListT,
     OptionT,
     OwnT,

@@ -18,7 +18,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from interfaces.telemetry import FastHistogram
+from trellis.interfaces.telemetry import FastHistogram
 
 from .records import InvocationRecord
 

@@ -1,6 +1,6 @@
 """The worker's taps: spy records and traffic summaries, sent only while someone watches.
 
-Watchers publish :class:`interfaces.taps.TapWant` wishes with a time to live
+Watchers publish :class:`trellis.interfaces.taps.TapWant` wishes with a time to live
 (``interfaces/taps.py``). :class:`Taps` keeps them; when none is live it costs a
 dictionary lookup per call (spy) and one boolean test per record (traffic).
 
@@ -24,11 +24,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from interfaces import subjects
-from interfaces.taps import ComponentTraffic, SpyRecord, TapWant, TrafficReport, abbreviate
+from trellis.interfaces import subjects
+from trellis.interfaces.taps import ComponentTraffic, SpyRecord, TapWant, TrafficReport, abbreviate
 
 if TYPE_CHECKING:
-    from interfaces.envelope import Invocation
+    from trellis.interfaces.envelope import Invocation
 
     from .records import InvocationRecord
 

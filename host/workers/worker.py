@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host.runtime import (
+from trellis.host.runtime import (
     CallProbe,
     CompileCache,
     EngineSettings,
@@ -42,20 +42,20 @@ from host.runtime import (
     load_component,
     make_engine,
 )
-from host.runtime.imports import is_wasip2_interface
-from interfaces.policy import PolicyClient, PolicySettings
-from interfaces.connection import NatsSettings, connect, goodbye
-from interfaces import local_rpc
-from interfaces.envelope import Invocation
-from interfaces.local_rpc import LocalRpcClient, LocalRpcDoor
-from interfaces.errors import ErrorCode
-from interfaces.rpc_client import RpcClient, RpcError
-from interfaces.rpc_server import RpcServer
-from interfaces.secrets import SecretValue
-from interfaces import gc_tuning, tracing
-from interfaces.logs import setup_logging
-from interfaces.telemetry import Telemetry, per_call_enabled
-from interfaces.tracing import setup_tracing
+from trellis.host.runtime.imports import is_wasip2_interface
+from trellis.interfaces.policy import PolicyClient, PolicySettings
+from trellis.interfaces.connection import NatsSettings, connect, goodbye
+from trellis.interfaces import local_rpc
+from trellis.interfaces.envelope import Invocation
+from trellis.interfaces.local_rpc import LocalRpcClient, LocalRpcDoor
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.rpc_client import RpcClient, RpcError
+from trellis.interfaces.rpc_server import RpcServer
+from trellis.interfaces.secrets import SecretValue
+from trellis.interfaces import gc_tuning, tracing
+from trellis.interfaces.logs import setup_logging
+from trellis.interfaces.telemetry import Telemetry, per_call_enabled
+from trellis.interfaces.tracing import setup_tracing
 
 from . import colocated, inline
 from .colocated import Colocated, Slots
@@ -344,7 +344,7 @@ class Worker:
     async def _follow_config(self) -> None:
         """Named configs change at run time: re-resolve what each component reads."""
         assert self.imports is not None
-        from interfaces.store import ConfigChange
+        from trellis.interfaces.store import ConfigChange
 
         while True:
             try:

@@ -16,7 +16,7 @@ Config: the link's ``target_config`` over the provider's own config.
                         Default 30 000.
 ``max_response_bytes``  largest response body (as received, not decompressed).
                         Default and ceiling 2,600,000 bytes (~2.5 MiB), the most one
-                        call can carry into a component (``interfaces.wasm_limits``),
+                        call can carry into a component (``trellis.interfaces.wasm_limits``),
                         and never more than the lattice's message limit allows
                         (NATS ``max_payload``).
 ``max_redirects``       redirects followed when the options ask to. Default 10.
@@ -41,12 +41,12 @@ from typing import Any
 
 import httpx
 
-from interfaces.envelope import ENVELOPE_ROOM
-from interfaces.wasm_limits import MAX_BYTES_PER_CALL
-from providers.sdk import Context, Provider, ProviderInfo, run
-from providers.sdk._private.context import current_instance
+from trellis.interfaces.envelope import ENVELOPE_ROOM
+from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
+from trellis.providers.sdk import Context, Provider, ProviderInfo, run
+from trellis.providers.sdk._private.context import current_instance
 
-log = logging.getLogger("providers.http_client")
+log = logging.getLogger("trellis.providers.http_client")
 
 NAME = "http-client"
 INTERFACE = "trellis:http/outgoing-handler"

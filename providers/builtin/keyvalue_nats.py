@@ -35,11 +35,11 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from interfaces.kv_watch import BucketEntry, watch_bucket
+from trellis.interfaces.kv_watch import BucketEntry, watch_bucket
 
-from providers.builtin._common import config as cfgs
-from providers.builtin._common.health import probe_each
-from providers.builtin._common.kv import (
+from trellis.providers.builtin._common import config as cfgs
+from trellis.providers.builtin._common.health import probe_each
+from trellis.providers.builtin._common.kv import (
     AccessDenied,
     BucketMap,
     KeyValueFront,
@@ -49,8 +49,8 @@ from providers.builtin._common.kv import (
     parse_counter,
     wasmcloud_spelling,
 )
-from providers.builtin._common.lifecycle import LinkedBackend
-from providers.builtin._common.nats import (
+from trellis.providers.builtin._common.lifecycle import LinkedBackend
+from trellis.providers.builtin._common.nats import (
     NATS_KEYS,
     NatsTarget,
     close_nats,
@@ -59,10 +59,10 @@ from providers.builtin._common.nats import (
     open_nats,
     reserved_bucket,
 )
-from providers.builtin._common.shared import Shared
-from providers.sdk import Link, NatsBootstrap, Provider, run
+from trellis.providers.builtin._common.shared import Shared
+from trellis.providers.sdk import Link, NatsBootstrap, Provider, run
 
-log = logging.getLogger("providers.builtin.keyvalue_nats")
+log = logging.getLogger("trellis.providers.builtin.keyvalue_nats")
 
 NAME = "keyvalue-nats"
 KEYS = (*NATS_KEYS, "bucket", "bucket_prefix", "create", "history", "ttl_s", "max_bytes", "replicas", "storage",

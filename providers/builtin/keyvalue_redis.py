@@ -21,14 +21,14 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from providers.builtin._common import config as cfgs
-from providers.builtin._common.health import probe_each
-from providers.builtin._common.kv import MAX_U64, BucketMap, KeyValueFront, KvError, wasmcloud_spelling
-from providers.builtin._common.lifecycle import LinkedBackend
-from providers.builtin._common.shared import Shared
-from providers.sdk import Link, Provider, run
+from trellis.providers.builtin._common import config as cfgs
+from trellis.providers.builtin._common.health import probe_each
+from trellis.providers.builtin._common.kv import MAX_U64, BucketMap, KeyValueFront, KvError, wasmcloud_spelling
+from trellis.providers.builtin._common.lifecycle import LinkedBackend
+from trellis.providers.builtin._common.shared import Shared
+from trellis.providers.sdk import Link, Provider, run
 
-log = logging.getLogger("providers.builtin.keyvalue_redis")
+log = logging.getLogger("trellis.providers.builtin.keyvalue_redis")
 
 NAME = "keyvalue-redis"
 DEFAULT_URL = "redis://127.0.0.1:6379/0"

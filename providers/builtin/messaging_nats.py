@@ -37,11 +37,11 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from providers.builtin._common import config as cfgs
-from providers.builtin._common.calls import time_left
-from providers.builtin._common.health import Prober, probe_each
-from providers.builtin._common.links import LinkTable, LinkUnusable, NotLinked
-from providers.builtin._common.nats import (
+from trellis.providers.builtin._common import config as cfgs
+from trellis.providers.builtin._common.calls import time_left
+from trellis.providers.builtin._common.health import Prober, probe_each
+from trellis.providers.builtin._common.links import LinkTable, LinkUnusable, NotLinked
+from trellis.providers.builtin._common.nats import (
     NATS_KEYS,
     NatsTarget,
     close_nats,
@@ -50,10 +50,10 @@ from providers.builtin._common.nats import (
     open_nats,
     reserved_subject,
 )
-from providers.builtin._common.shared import Shared
-from providers.sdk import CallError, Context, Link, NatsBootstrap, Provider, export, run
+from trellis.providers.builtin._common.shared import Shared
+from trellis.providers.sdk import CallError, Context, Link, NatsBootstrap, Provider, export, run
 
-log = logging.getLogger("providers.builtin.messaging_nats")
+log = logging.getLogger("trellis.providers.builtin.messaging_nats")
 
 NAME = "messaging-nats"
 CONSUMER = "wasmcloud:messaging/consumer"

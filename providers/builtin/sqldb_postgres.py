@@ -22,8 +22,8 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from providers.builtin._common import config as cfgs
-from providers.builtin._common.sql import (
+from trellis.providers.builtin._common import config as cfgs
+from trellis.providers.builtin._common.sql import (
     CONNECTION_FAILED,
     CONSTRAINT_VIOLATION,
     INVALID_QUERY,
@@ -33,9 +33,9 @@ from providers.builtin._common.sql import (
     numbered,
     rows,
 )
-from providers.sdk import Link, Provider, run
+from trellis.providers.sdk import Link, Provider, run
 
-log = logging.getLogger("providers.builtin.sqldb_postgres")
+log = logging.getLogger("trellis.providers.builtin.sqldb_postgres")
 
 NAME = "sqldb-postgres"
 KEYS = ("url", "host", "port", "user", "password", "database", "ssl", "pool_min", "pool_max", "connect_timeout_s",

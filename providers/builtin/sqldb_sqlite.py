@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from providers.builtin._common import config as cfgs
-from providers.builtin._common.sql import (
+from trellis.providers.builtin._common import config as cfgs
+from trellis.providers.builtin._common.sql import (
     CONNECTION_FAILED,
     CONSTRAINT_VIOLATION,
     INVALID_QUERY,
@@ -59,9 +59,9 @@ from providers.builtin._common.sql import (
     rows,
     sqlite_placeholders,
 )
-from providers.sdk import Link, Provider, run
+from trellis.providers.sdk import Link, Provider, run
 
-log = logging.getLogger("providers.builtin.sqldb_sqlite")
+log = logging.getLogger("trellis.providers.builtin.sqldb_sqlite")
 
 NAME = "sqldb-sqlite"
 MEMORY = ":memory:"

@@ -2,7 +2,7 @@
 
 ::
 
-    from providers.sdk import Provider, ProviderError, run
+    from trellis.providers.sdk import Provider, ProviderError, run
 
     kv = Provider("kv-memory")
 
@@ -17,7 +17,7 @@ The SDK hides NATS, the envelope, encoding and tracing. See docs/providers.md.
 It never imports ``host``: a provider is a separate program the host starts.
 """
 
-from interfaces.links import Link
+from trellis.interfaces.links import Link
 
 from ._private.bootstrap import Bootstrap, BootstrapError, NatsBootstrap, read_bootstrap
 from ._private.cli import main, run, serve

@@ -2,7 +2,7 @@
 
 Like Temporal's ``ActivityEnvironment``::
 
-    from providers.sdk.testing import ProviderEnvironment
+    from trellis.providers.sdk.testing import ProviderEnvironment
 
     async def test_get():
         env = ProviderEnvironment(kv, config={"bucket": "b"})
@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from interfaces.resources import parse_address
-from interfaces.envelope import EnvelopeError, Reply
-from interfaces.errors import ErrorCode
-from interfaces.links import Link, parse_wit_interface
-from interfaces.rpc_client import RpcError
-from interfaces.secrets import SecretValue
+from trellis.interfaces.resources import parse_address
+from trellis.interfaces.envelope import EnvelopeError, Reply
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.links import Link, parse_wit_interface
+from trellis.interfaces.rpc_client import RpcError
+from trellis.interfaces.secrets import SecretValue
 
 from ._private.context import Context, ProviderInfo, make_context
 from ._private.definition import Provider, call_maybe_sync

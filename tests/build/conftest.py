@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from host.runtime import CompileCache, RuntimeEngine, make_engine
+from trellis.host.runtime import CompileCache, RuntimeEngine, make_engine
 from tests.components.build import default_cache_dir
 from trellis.build import BuildOptions, BuildResult, build_all
 

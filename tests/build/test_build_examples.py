@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from host.runtime import CompileCache, Invoker, LoadedComponent, RuntimeEngine, load_component
+from trellis.host.runtime import CompileCache, Invoker, LoadedComponent, RuntimeEngine, load_component
 from tests.harness import run_cli
 from trellis.build import BuildOptions, BuildResult, build_all, find_tool
 

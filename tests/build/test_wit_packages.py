@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from interfaces.wit_packages import WIT_DIR, package_dirs, package_name
+from trellis.interfaces.wit_packages import WIT_DIR, package_dirs, package_name
 from trellis.build import find_tool
 
 PACKAGES = {

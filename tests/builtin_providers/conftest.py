@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.builtin._common import links
+from trellis.providers.builtin._common import links
 
 from .backends import PostgresServer, RedisServer
 from .components.build import build

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 
-from interfaces.client import LatticeClient
+from trellis.interfaces.client import LatticeClient
 
 
 async def deploy(c: LatticeClient, host_ids: list[str], *, providers: Mapping[str, str] = {},

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from interfaces.links import Link
-from interfaces.resources import parse_address
-from providers.builtin._common.health import Prober
-from providers.sdk import Provider
-from providers.sdk.testing import ProviderEnvironment
+from trellis.interfaces.links import Link
+from trellis.interfaces.resources import parse_address
+from trellis.providers.builtin._common.health import Prober
+from trellis.providers.sdk import Provider
+from trellis.providers.sdk.testing import ProviderEnvironment
 
 
 def prober_of(provider: Provider) -> Prober:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from interfaces.links import Link
-from providers.builtin._common import config as cfgs
-from providers.builtin._common import links
-from providers.builtin._common.health import Prober
-from providers.builtin._common.links import LinkTable, LinkUnusable, NotLinked
-from providers.builtin._common.shared import Shared
+from trellis.interfaces.links import Link
+from trellis.providers.builtin._common import config as cfgs
+from trellis.providers.builtin._common import links
+from trellis.providers.builtin._common.health import Prober
+from trellis.providers.builtin._common.links import LinkTable, LinkUnusable, NotLinked
+from trellis.providers.builtin._common.shared import Shared
 
 
 def link(source: str = "comp", cfg: str = "c") -> Link:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.rpc_client import RpcError
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.rpc_client import RpcError
 from trellis.natsserver import NatsServer
 
 from .backends import RedisServer

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from providers.builtin import keyvalue_nats, keyvalue_redis
-from providers.builtin._common.kv import BucketMap, KvError
-from providers.builtin._common.nats import NatsTarget, reserved_bucket, reserved_subject
-from providers.builtin._common.shared import Shared
-from providers.sdk import Provider
-from providers.sdk.testing import ProviderEnvironment
+from trellis.providers.builtin import keyvalue_nats, keyvalue_redis
+from trellis.providers.builtin._common.kv import BucketMap, KvError
+from trellis.providers.builtin._common.nats import NatsTarget, reserved_bucket, reserved_subject
+from trellis.providers.builtin._common.shared import Shared
+from trellis.providers.sdk import Provider
+from trellis.providers.sdk.testing import ProviderEnvironment
 
 from trellis.natsserver import NatsServer
 
@@ -201,7 +201,7 @@ async def test_nats_keys_must_suit_jetstream(nats_server: NatsServer) -> None:
 
 
 async def test_nats_refuses_trellis_buckets_on_the_lattice_server(nats_server: NatsServer) -> None:
-    from providers.builtin._common.nats import close_nats, open_nats
+    from trellis.providers.builtin._common.nats import close_nats, open_nats
 
     target = NatsTarget((("url", nats_server.url),), is_lattice=True)
     connections: Shared[NatsTarget, object] = Shared("test", lambda t: open_nats(t, "test"), close_nats)

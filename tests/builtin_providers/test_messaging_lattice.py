@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.links import Link
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.links import Link
 from tests.harness import eventually
 from tests.local_calls.test_colocated import stats
 from trellis.natsserver import NatsServer

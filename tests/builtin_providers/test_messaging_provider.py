@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 
-from interfaces.links import Link
-from providers.builtin import messaging_nats
-from providers.builtin._common.nats import NatsTarget
-from providers.builtin.messaging_nats import SubjectError, check_subject
-from providers.sdk import Provider
-from providers.sdk.testing import OutgoingCall, ProviderEnvironment
+from trellis.interfaces.links import Link
+from trellis.providers.builtin import messaging_nats
+from trellis.providers.builtin._common.nats import NatsTarget
+from trellis.providers.builtin.messaging_nats import SubjectError, check_subject
+from trellis.providers.sdk import Provider
+from trellis.providers.sdk.testing import OutgoingCall, ProviderEnvironment
 from tests.harness import eventually
 from trellis.natsserver import NatsServer
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from interfaces.client import LatticeClient
+from trellis.interfaces.client import LatticeClient
 from trellis.natsserver import NatsServer
 
 from .backends import PostgresServer

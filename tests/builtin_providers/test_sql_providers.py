@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from providers.builtin import sqldb_postgres, sqldb_sqlite
-from providers.builtin._common.sql import sqlite_placeholders
-from providers.sdk import Provider
-from providers.sdk.testing import ProviderEnvironment
+from trellis.providers.builtin import sqldb_postgres, sqldb_sqlite
+from trellis.providers.builtin._common.sql import sqlite_placeholders
+from trellis.providers.sdk import Provider
+from trellis.providers.sdk.testing import ProviderEnvironment
 
 from ..harness import eventually
 from .backends import PostgresServer, free_port

@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from interfaces.client import LatticeClient
+from trellis.interfaces.client import LatticeClient
 
 
 def spread_app(name: str, image: str | Path, instances: int, *, version: str = "v1",

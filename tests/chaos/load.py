@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from interfaces.client import LatticeClient
+from trellis.interfaces.client import LatticeClient
 
 
 @dataclass

@@ -160,7 +160,7 @@ def test_deploy_from_a_laptop_runs_components_and_providers_on_machines_without_
 
         # SIGKILL of the joining host alone: its workers and both providers go with it
         tree = psutil.Process(host.pid).children(recursive=True)
-        assert sum("host.workers" in " ".join(c.cmdline()) for c in tree) == 1 and len(tree) >= 3
+        assert sum("trellis.host.workers" in " ".join(c.cmdline()) for c in tree) == 1 and len(tree) >= 3
         host.kill()
         host.wait()
         _, alive = psutil.wait_procs(tree, timeout=5)

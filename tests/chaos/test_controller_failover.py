@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from interfaces.errors import ErrorCode
-from interfaces.wadm_client import WadmClient, WadmError
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.wadm_client import WadmClient, WadmError
 from tests.cluster import Cluster
 
 from .apps import placements, spread_app, until

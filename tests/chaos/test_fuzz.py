@@ -26,12 +26,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interfaces import subjects
-from interfaces.control import CtlReply
-from interfaces.envelope import Reply
-from interfaces.links import Link
-from interfaces.store import LatticeStore
-from interfaces.wadm_client import WadmClient
+from trellis.interfaces import subjects
+from trellis.interfaces.control import CtlReply
+from trellis.interfaces.envelope import Reply
+from trellis.interfaces.links import Link
+from trellis.interfaces.store import LatticeStore
+from trellis.interfaces.wadm_client import WadmClient
 from tests.cluster import Cluster, NetnsLoop, rss_bytes
 from tests.components.build import build_wat
 from tests.netns import netns_unavailable
@@ -91,8 +91,8 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         t.host_id = host.id
 
         async def setup() -> None:
-            from interfaces.client import LatticeClient
-            from interfaces.connection import NatsSettings, connect
+            from trellis.interfaces.client import LatticeClient
+            from trellis.interfaces.connection import NatsSettings, connect
 
             t.nc = await connect(NatsSettings(url=cluster.url), name="fuzzer")
             c = LatticeClient(lattice=cluster.lattice, nc=t.nc)
@@ -301,7 +301,7 @@ def test_zz_nothing_died_nothing_corrupted(target: Target) -> None:
     lattice = target.cluster.lattice
 
     async def state() -> dict[str, Any]:
-        from interfaces.client import LatticeClient
+        from trellis.interfaces.client import LatticeClient
 
         c = LatticeClient(lattice=lattice, nc=target.nc)
         store = LatticeStore(target.nc, lattice)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from interfaces.wadm_client import WadmClient
+from trellis.interfaces.wadm_client import WadmClient
 from tests.cluster import Cluster
 
 from .apps import placements, spread_app, until

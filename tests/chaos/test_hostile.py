@@ -14,8 +14,8 @@ import time
 import psutil
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.rpc_client import RpcError
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.rpc_client import RpcError
 
 from ..harness import HostProcess
 from .figures import record

@@ -28,16 +28,16 @@ import nats.js.errors
 import pytest
 from nats.js.api import DiscardPolicy, Placement, StreamConfig
 
-from interfaces import subjects
-from interfaces.artifacts import ArtifactError, fetch_lattice, push
-from interfaces.client import LatticeClient
-from interfaces.connection import NatsSettings
-from interfaces.errors import ErrorCode
-from interfaces.store import StoreSettings
-from interfaces.wadm_client import WadmClient
+from trellis.interfaces import subjects
+from trellis.interfaces.artifacts import ArtifactError, fetch_lattice, push
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.connection import NatsSettings
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.store import StoreSettings
+from trellis.interfaces.wadm_client import WadmClient
 from tests.cluster import ControllerProcess
 from tests.harness import HostFactory, eventually
-from wadm.controller import Controller, ControllerSettings
+from trellis.wadm.controller import Controller, ControllerSettings
 
 from .apps import placements, spread_app
 from .figures import record
@@ -65,7 +65,7 @@ def _logged(caplog: pytest.LogCaptureFixture, logger: str, text: str) -> bool:
 
 
 async def test_fetch_lattice_waits_out_an_unavailable_store_then_says_so(local_cluster, lattice, wasm, caplog):
-    caplog.set_level(logging.INFO, logger="interfaces.artifacts")
+    caplog.set_level(logging.INFO, logger="trellis.interfaces.artifacts")
     cl: LocalCluster = local_cluster()
     await cl.wait_jetstream()
     code = wasm["adder"].read_bytes()
@@ -106,7 +106,7 @@ async def test_fetch_lattice_waits_out_an_unavailable_store_then_says_so(local_c
         # a read that starts while the store is away returns the artifact once the nodes are back
         caplog.clear()
         reading = asyncio.ensure_future(fetch_lattice(nc, lattice, digest, timeout_s=60))
-        await eventually(lambda: _logged(caplog, "interfaces.artifacts", "retrying"), 20,
+        await eventually(lambda: _logged(caplog, "trellis.interfaces.artifacts", "retrying"), 20,
                          what="the read to retry")
         assert not reading.done()
         await asyncio.gather(*(asyncio.to_thread(n.start) for n in cl.nodes[1:]))
@@ -122,13 +122,13 @@ async def test_fetch_lattice_waits_out_an_unavailable_store_then_says_so(local_c
 async def test_controller_start_waits_for_jetstream(local_cluster, lattice, caplog):
     """One node of three up: no JetStream meta leader, so opening a bucket gets no answer. The
     controller keeps trying (it used to exit after one 5 s timeout) and starts once the others join."""
-    caplog.set_level(logging.WARNING, logger="wadm.controller.app_store")
+    caplog.set_level(logging.WARNING, logger="trellis.wadm.controller.app_store")
     cl: LocalCluster = local_cluster(start=1)
     ctl = Controller(ControllerSettings(lattice=lattice, nats=NatsSettings(url=cl.nodes[0].url), tick_s=0.5,
                                         lease_ttl_s=2.0, store_retry_s=120))
     starting = asyncio.ensure_future(ctl.start())
     try:
-        await eventually(lambda: _logged(caplog, "wadm.controller.app_store", "JetStream unavailable"), 30,
+        await eventually(lambda: _logged(caplog, "trellis.wadm.controller.app_store", "JetStream unavailable"), 30,
                          what="the controller to retry opening its buckets")
         assert not starting.done(), starting
         await asyncio.gather(*(asyncio.to_thread(n.start) for n in cl.nodes[1:]))

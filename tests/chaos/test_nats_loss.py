@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from interfaces.artifacts import fetch_lattice, push
-from interfaces.links import Link
-from interfaces.store import LatticeStore
-from interfaces.wadm_client import WadmClient
+from trellis.interfaces.artifacts import fetch_lattice, push
+from trellis.interfaces.links import Link
+from trellis.interfaces.store import LatticeStore
+from trellis.interfaces.wadm_client import WadmClient
 from tests.cluster import Cluster
 
 from .apps import spread_app, stream_replicas, until

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from interfaces.wadm_client import WadmClient
+from trellis.interfaces.wadm_client import WadmClient
 from tests.cluster import Cluster
 
 from .apps import placements, spread_app, until
@@ -142,7 +142,7 @@ def test_connection_to_a_cut_off_node_moves_to_another(cluster: Cluster):
     Only pings can tell a silent TCP connection from a quiet one; the interval bounds how
     long a host or client stays attached to a node nobody else can reach.
     """
-    from interfaces.connection import NatsSettings, connect
+    from trellis.interfaces.connection import NatsSettings, connect
 
     node = cluster.nats[0]
 

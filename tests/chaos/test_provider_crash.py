@@ -17,10 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.links import Link
-from interfaces.rpc_client import RpcError
-from interfaces.store import LatticeStore
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.links import Link
+from trellis.interfaces.rpc_client import RpcError
+from trellis.interfaces.store import LatticeStore
 from tests.cluster import Cluster
 from tests.components.build import build_python
 from trellis.procs import pid_alive

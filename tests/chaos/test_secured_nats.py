@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from interfaces.artifacts import push
-from interfaces.client import ControlError, LatticeClient
-from interfaces.connection import NatsSettings
-from interfaces.links import Link
-from interfaces.store import LatticeStore, StoreSettings
-from interfaces.wadm_client import WadmClient
+from trellis.interfaces.artifacts import push
+from trellis.interfaces.client import ControlError, LatticeClient
+from trellis.interfaces.connection import NatsSettings
+from trellis.interfaces.links import Link
+from trellis.interfaces.store import LatticeStore, StoreSettings
+from trellis.interfaces.wadm_client import WadmClient
 from tests.cluster import ControllerProcess
 from trellis.natsserver import NatsServer
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from interfaces.wadm_client import WadmClient
+from trellis.interfaces.wadm_client import WadmClient
 from tests.cluster import Cluster, rss_bytes
 
 from .apps import placements, stream_consumers, until
@@ -87,7 +87,7 @@ def test_soak_hosts_restart_in_turn(cluster: Cluster, wasm):
                 except psutil.Error:
                     continue
             providers = sum(KV in c for c in cmds)
-            workers = sum("host.workers" in c for c in cmds)
+            workers = sum("trellis.host.workers" in c for c in cmds)
             if providers > 1 or workers > 1:
                 out[m.name] = {"providers": providers, "workers": workers}
         return out

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
-from interfaces import subjects
-from interfaces.client import LatticeClient
-from interfaces.events import Event, EventType
-from interfaces.wadm_client import WadmClient
+from trellis.interfaces import subjects
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.events import Event, EventType
+from trellis.interfaces.wadm_client import WadmClient
 from tests.builtin_providers.components.build import build
 from tests.cluster import Cluster
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from host.runtime.wit import (
+from trellis.host.runtime.wit import (
     BorrowT,
     EnumT,
     FlagsT,

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from interfaces.client import ControlError, LatticeClient
-from interfaces.errors import ErrorCode
-from interfaces.rpc_client import RpcError
+from trellis.interfaces.client import ControlError, LatticeClient
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.rpc_client import RpcError
 
 from ..harness import HostProcess, eventually
 
@@ -189,7 +189,7 @@ async def test_http_image_and_digest_pinning(nats_server, lattice, hosts, wasm, 
     import http.server
     import threading
 
-    from interfaces.artifacts import sha256_digest
+    from trellis.interfaces.artifacts import sha256_digest
 
     (tmp_path / "adder.wasm").write_bytes(wasm["adder"].read_bytes())
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.store import LatticeStore
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.store import LatticeStore
 from trellis.build import build_app
 
 from ..harness import eventually

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.errors import ErrorCode
-from interfaces.links import Link
-from interfaces.rpc_client import RpcError
-from interfaces.store import LatticeStore
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.links import Link
+from trellis.interfaces.rpc_client import RpcError
+from trellis.interfaces.store import LatticeStore
 
 from ..harness import eventually
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import secrets
 
-from interfaces.client import LatticeClient
-from interfaces.links import Link
-from interfaces.store import LatticeStore
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.links import Link
+from trellis.interfaces.store import LatticeStore
 
 from ..harness import eventually
 

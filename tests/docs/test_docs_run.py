@@ -22,7 +22,7 @@ import pytest
 from tests.components.build import default_cache_dir
 from tests.harness import COMPILE_CACHE, HostProcess
 from tests.platform_poc.lattice import TrellisUp, free_port
-from wadm.manifest import check_manifest
+from trellis.wadm.manifest import check_manifest
 
 from .blocks import REPO, Block, all_blocks, blocks, doc_files
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from interfaces.client import LatticeClient
-from interfaces.links import Link
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.links import Link
 from trellis.natsserver import NatsServer
 
 from ..harness import HostFactory, eventually
@@ -40,7 +40,7 @@ def cpu_seconds() -> dict[str, float]:
             t = p.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        role = ("http-server" if "http_server" in cmd else "worker" if "host.workers" in cmd
+        role = ("http-server" if "http_server" in cmd else "worker" if "trellis.host.workers" in cmd
                 else "nats-server" if "nats-server" in cmd else "wrk" if "wrk" in cmd else "other")
         out[role] = out.get(role, 0.0) + t.user + t.system
     return out

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from providers.builtin.http_server.config import ServerConfig
-from providers.builtin.http_server.front import HttpFront
-from providers.builtin.http_server.routes import Route
+from trellis.providers.builtin.http_server.config import ServerConfig
+from trellis.providers.builtin.http_server.front import HttpFront
+from trellis.providers.builtin.http_server.routes import Route
 
 from .components.build import build_component
 from .helpers import Conn

@@ -10,8 +10,8 @@ from typing import Any
 
 import httptools
 
-from providers.builtin.http_server.config import parse_route
-from providers.builtin.http_server.routes import Route
+from trellis.providers.builtin.http_server.config import parse_route
+from trellis.providers.builtin.http_server.routes import Route
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from interfaces.client import LatticeClient
+from trellis.interfaces.client import LatticeClient
 
 from ..harness import HostFactory, eventually
 from ..local_calls.test_colocated import stats

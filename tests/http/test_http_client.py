@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from interfaces.links import Link
-from providers.builtin.http_client import ConfigError, Settings, build
-from providers.sdk.testing import ProviderEnvironment
+from trellis.interfaces.links import Link
+from trellis.providers.builtin.http_client import ConfigError, Settings, build
+from trellis.providers.sdk.testing import ProviderEnvironment
 
 from .helpers import LocalServer
 

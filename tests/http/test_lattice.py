@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from interfaces import subjects
-from interfaces.client import LatticeClient
-from interfaces.control import CtlReply
-from interfaces.links import Link
+from trellis.interfaces import subjects
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.control import CtlReply
+from trellis.interfaces.links import Link
 from trellis.natsserver import NatsServer
 
 from ..harness import HostFactory, eventually
@@ -99,7 +99,7 @@ async def test_bodies_past_what_one_call_carries_into_wasm(front_path, lattice_c
     body is refused with 413 by default (max_body_bytes), before the component is called, and a
     larger response ends in a 502 that says why (kind too_large), not a bare trap, unless it is
     sent in pieces (trellis:http/response-body)."""
-    from interfaces.wasm_limits import MAX_BYTES_PER_CALL
+    from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
     c, host_id = lattice_client
     await start_app(c, host_id, httpapp)
@@ -130,7 +130,7 @@ async def test_request_bodies_past_one_call_reach_components_that_read_them_in_p
     """With max_body_bytes raised (and NATS's max_payload, for the NATS path), a body past what one
     call carries reaches a component importing trellis:http/request-body whole, in pieces; one
     without that import is never called with it: 413 that says why."""
-    from interfaces.wasm_limits import MAX_BYTES_PER_CALL
+    from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
     c, host_id = lattice_client
     await start_app(c, host_id, httpapp)

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from providers.builtin.http_server import front as front_module
-from providers.builtin.http_server.config import ServerConfig
-from providers.builtin.http_server.gateway import CallFailed
+from trellis.providers.builtin.http_server import front as front_module
+from trellis.providers.builtin.http_server.config import ServerConfig
+from trellis.providers.builtin.http_server.gateway import CallFailed
 
 from ..harness import eventually
 from .helpers import Conn, FakeCaller, free_port, get, post, route

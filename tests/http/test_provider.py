@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from interfaces.links import Link
-from providers.builtin.http_server import HttpServer, build
-from providers.sdk.testing import ProviderEnvironment
+from trellis.interfaces.links import Link
+from trellis.providers.builtin.http_server import HttpServer, build
+from trellis.providers.sdk.testing import ProviderEnvironment
 
 from .helpers import Conn, FakeCaller, free_port, get
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from interfaces.wasm_limits import MAX_BYTES_PER_CALL
-from providers.builtin.http_server import wire
-from providers.builtin.http_server.config import ConfigError, parse_address, parse_route, parse_server
-from providers.builtin.http_server.routes import RouteTable, normalize_host, plan
+from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
+from trellis.providers.builtin.http_server import wire
+from trellis.providers.builtin.http_server.config import ConfigError, parse_address, parse_route, parse_server
+from trellis.providers.builtin.http_server.routes import RouteTable, normalize_host, plan
 
 from .helpers import route
 

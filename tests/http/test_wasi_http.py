@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.links import Link
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.links import Link
 from tests.components.build import build_python
 
 from .helpers import LocalServer

@@ -8,11 +8,11 @@ import json
 import nats
 import pytest
 
-from interfaces import subjects
-from interfaces.client import ControlError, LatticeClient
-from interfaces.control import CtlReply
-from interfaces.errors import ErrorCode
-from interfaces.events import Event, EventType
+from trellis.interfaces import subjects
+from trellis.interfaces.client import ControlError, LatticeClient
+from trellis.interfaces.control import CtlReply
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.events import Event, EventType
 
 from ..harness import HostProcess, eventually
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import trellis
-from host.provider_refs import BUILTIN_EXTRAS, SAFE_PATH, ProviderRefError, provider_argv
+from trellis.host.provider_refs import BUILTIN_EXTRAS, SAFE_PATH, ProviderRefError, provider_argv
 from trellis.procs import trellis_argv
 
 
@@ -39,3 +39,56 @@ def test_a_builtin_provider_whose_extra_is_missing_names_the_extra(monkeypatch: 
         provider_argv("builtin:keyvalue-redis")
     assert "pip install 'trellis-wasm[redis]'" in str(err.value)
     assert "keyvalue-redis" in str(err.value)
+
+
+REPO = Path(__file__).resolve().parents[2]
+LAYERS = ("host", "interfaces", "providers", "wadm")
+
+
+def _bare_imports(path: Path) -> list[str]:
+    import ast
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        found += [f"{path.relative_to(REPO)}:{node.lineno}: {n}" for n in names if n.split(".")[0] in LAYERS]
+    return found
+
+
+def test_no_code_imports_a_layer_by_its_bare_top_level_name() -> None:
+    """Installed, the layers live only inside the ``trellis`` package (``trellis.host`` …): a bare
+    ``import host`` would work from a checkout and break once installed, or load a module twice."""
+    listed = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True)
+    files = [REPO / f for f in listed.stdout.split() if "/templates/" not in f]
+    assert len(files) > 100
+    bad = [line for p in files for line in _bare_imports(p)]
+    assert not bad, "import these as trellis.<layer>…:\n" + "\n".join(bad)
+
+
+def test_the_layers_are_the_trellis_packages_folders() -> None:
+    for name in LAYERS:
+        link = REPO / "trellis" / name
+        assert link.is_symlink() and link.resolve() == REPO / name, link
+        module = __import__(f"trellis.{name}", fromlist=["_"])
+        assert Path(module.__file__).resolve() == REPO / name / "__init__.py"
+
+
+@pytest.mark.slow
+def _version() -> str:
+    return trellis.__version__
+
+
+def test_the_wheel_installs_nothing_but_the_trellis_package(tmp_path: Path) -> None:
+    """No generic top-level names (``host``, ``wadm`` …) in site-packages: one ``trellis`` package."""
+    import zipfile
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("trellis_wasm-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"trellis", "trellis_wasm-0.1.0.dist-info".replace("0.1.0", _version())}, tops
+    for layer in LAYERS:
+        assert f"trellis/{layer}/__init__.py" in names
+    assert "trellis/host/runtime/wasi_http/__init__.py" in names
+    assert any(n.startswith("trellis/interfaces/wit/") and n.endswith(".wit") for n in names)

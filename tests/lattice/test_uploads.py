@@ -12,9 +12,9 @@ import shutil
 import nats
 import pytest
 
-from host.provider_refs import prepared_command, provider_command
-from interfaces.artifacts import fetch_lattice, sha256_digest
-from interfaces.provider_package import PackageError, pack_folder, unpack
+from trellis.host.provider_refs import prepared_command, provider_command
+from trellis.interfaces.artifacts import fetch_lattice, sha256_digest
+from trellis.interfaces.provider_package import PackageError, pack_folder, unpack
 from tests.components.build import build_wat
 from tests.harness import REPO
 from trellis.uploads import UploadError, upload_local_files
@@ -117,7 +117,7 @@ def test_push_takes_a_provider_folder_and_refuses_other_files(cli, tmp_path):
 
 
 def test_validate_takes_uploaded_and_folder_providers_and_still_warns_about_others():
-    from wadm.manifest import parse_manifest, validate
+    from trellis.wadm.manifest import parse_manifest, validate
 
     def warnings(image: str) -> list[str]:
         m = parse_manifest(MANIFEST.replace("./prov.py", image))

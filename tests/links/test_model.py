@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from interfaces.errors import ErrorCode
-from interfaces.lattice_config import ConfigError, check_config_name, check_config_values, merge_configs, parse_pairs
-from interfaces.links import Link, LinkConflictError, LinkError, check_conflicts, find_link, parse_wit_interface
-from interfaces.store import config_key, decode_token, encode_token, link_key
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.lattice_config import ConfigError, check_config_name, check_config_values, merge_configs, parse_pairs
+from trellis.interfaces.links import Link, LinkConflictError, LinkError, check_conflicts, find_link, parse_wit_interface
+from trellis.interfaces.store import config_key, decode_token, encode_token, link_key
 
 KV_KEY = re.compile(r"^[-/_=\.a-zA-Z0-9]+$")
 

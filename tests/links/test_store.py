@@ -8,12 +8,12 @@ import contextlib
 import nats
 import pytest
 
-from interfaces import subjects
-from interfaces.errors import ErrorCode
-from interfaces.events import Event
-from interfaces.lattice_config import ConfigError
-from interfaces.links import Link, LinkConflictError
-from interfaces.store import ConfigChange, LatticeStore, LinkChange, StoreError, StoreSettings, Synced
+from trellis.interfaces import subjects
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.events import Event
+from trellis.interfaces.lattice_config import ConfigError
+from trellis.interfaces.links import Link, LinkConflictError
+from trellis.interfaces.store import ConfigChange, LatticeStore, LinkChange, StoreError, StoreSettings, Synced
 
 from ..harness import eventually
 

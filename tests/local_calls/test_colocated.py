@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from interfaces import subjects
-from interfaces.client import LatticeClient
-from interfaces.links import Link
-from interfaces.rpc_client import RpcError
-from interfaces.rpc_server import RpcServer
-from interfaces.store import LatticeStore
+from trellis.interfaces import subjects
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.links import Link
+from trellis.interfaces.rpc_client import RpcError
+from trellis.interfaces.rpc_server import RpcServer
+from trellis.interfaces.store import LatticeStore
 
 from ..components_lattice.test_tracing import _spans
 from ..harness import eventually

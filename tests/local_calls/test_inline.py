@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from host.workers import inline
-from interfaces.client import LatticeClient
-from interfaces.rpc_client import RpcError
-from interfaces.store import LatticeStore
+from trellis.host.workers import inline
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.rpc_client import RpcError
+from trellis.interfaces.store import LatticeStore
 
 from .test_colocated import RUN, link, stats
 

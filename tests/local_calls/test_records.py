@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.rpc_client import RpcError
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.rpc_client import RpcError
 
 from .test_colocated import RUN, chain
 

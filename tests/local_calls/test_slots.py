@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from host.workers.colocated import Slots
+from trellis.host.workers.colocated import Slots
 
 
 def in_thread(fn) -> None:  # type: ignore[no-untyped-def]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from interfaces import tracing
-from interfaces.client import LatticeClient
-from interfaces.logs import JsonFormatter, setup_logging
-from interfaces.rpc_client import RpcError
+from trellis.interfaces import tracing
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.logs import JsonFormatter, setup_logging
+from trellis.interfaces.rpc_client import RpcError
 
 from ..local_calls.conftest import _build
 

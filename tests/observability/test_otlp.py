@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from interfaces.telemetry import Telemetry, series
+from trellis.interfaces.telemetry import Telemetry, series
 
 
 class _Collector(BaseHTTPRequestHandler):

@@ -10,9 +10,9 @@ import json
 import psutil
 import pytest
 
-from interfaces.carbon import CarbonModel
-from interfaces.client import LatticeClient
-from interfaces.rpc_client import RpcError
+from trellis.interfaces.carbon import CarbonModel
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.rpc_client import RpcError
 from tests.components.build import build_wat
 from trellis.cli.usage_cmd import app_usage
 

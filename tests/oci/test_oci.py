@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from host import oci
-from interfaces.artifacts import ArtifactError, parse_ref
-from interfaces.client import ControlError, LatticeClient
+from trellis.host import oci
+from trellis.interfaces.artifacts import ArtifactError, parse_ref
+from trellis.interfaces.client import ControlError, LatticeClient
 
 from ..harness import REPO
 from .conftest import PASSWORD, USER, Registry

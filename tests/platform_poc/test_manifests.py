@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from wadm.manifest import load_manifest, validate
+from trellis.wadm.manifest import load_manifest, validate
 
 from .lattice import COMPONENTS, EXAMPLE
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from interfaces.client import LatticeClient
+from trellis.interfaces.client import LatticeClient
 
 from ..harness import REPO, eventually, run_cli
 
@@ -94,7 +94,7 @@ def test_trellis_new_refuses_bad_names_and_existing_folders(tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(1500)
-@pytest.mark.skipif(importlib.util.find_spec("host.runtime.wasi_http") is None,
+@pytest.mark.skipif(importlib.util.find_spec("trellis.host.runtime.wasi_http") is None,
                     reason="the host does not serve wasi:http components yet")
 async def test_javascript_and_python_components_in_one_manifest(hosts, controllers, cli, tmp_path: Path) -> None:
     js = _build(EXAMPLES / "hello-js", tmp_path / "js")

@@ -2,7 +2,7 @@
 
 import os
 
-from providers.sdk import Provider, run
+from trellis.providers.sdk import Provider, run
 
 echo = Provider("echo")
 

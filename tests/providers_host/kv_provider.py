@@ -1,6 +1,6 @@
 """A key-value provider for the `test:kv/store` interface (resource `bucket`)."""
 
-from providers.sdk import Provider, run
+from trellis.providers.sdk import Provider, run
 
 kv = Provider("kvmem")
 DATA: dict[str, dict[str, str]] = {}

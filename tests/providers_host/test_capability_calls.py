@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.links import Link
-from interfaces.rpc_client import RpcError
-from interfaces.store import LatticeStore
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.links import Link
+from trellis.interfaces.rpc_client import RpcError
+from trellis.interfaces.store import LatticeStore
 from tests.components.build import build_python
 
 KV = str(Path(__file__).with_name("kv_provider.py"))

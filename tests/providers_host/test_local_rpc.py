@@ -9,9 +9,9 @@ import signal
 
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.links import Link
-from interfaces.store import LatticeStore
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.links import Link
+from trellis.interfaces.store import LatticeStore
 
 from ..harness import eventually
 from ..local_calls.test_colocated import stats

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from interfaces.client import ControlError, LatticeClient
-from interfaces.errors import ErrorCode
+from trellis.interfaces.client import ControlError, LatticeClient
+from trellis.interfaces.errors import ErrorCode
 
 from ..harness import eventually
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.sdk import DefinitionError, Provider, export
+from trellis.providers.sdk import DefinitionError, Provider, export
 
 
 def test_function_and_method_exports():
@@ -130,8 +130,8 @@ def test_imports_are_declared_and_checked():
 
 def test_provider_subjects_match_the_shared_subject_module():
     """The SDK spells its health/ping subjects locally until interfaces/subjects.py has them; never differently."""
-    from interfaces import subjects
-    from providers.sdk import provider_health, provider_ping
+    from trellis.interfaces import subjects
+    from trellis.providers.sdk import provider_health, provider_ping
 
     assert provider_ping("lat", "kv") == "trellis.lat.prov.kv.ping"
     assert provider_health("lat", "kv", "h1") == "trellis.lat.prov.kv.h1.health"

@@ -15,11 +15,11 @@ import sys
 import nats
 import pytest
 
-from interfaces.control import CtlReply
-from interfaces.links import Link
-from interfaces.rpc_client import RpcClient
-from interfaces.store import LatticeStore
-from providers.sdk import provider_health
+from trellis.interfaces.control import CtlReply
+from trellis.interfaces.links import Link
+from trellis.interfaces.rpc_client import RpcClient
+from trellis.interfaces.store import LatticeStore
+from trellis.providers.sdk import provider_health
 
 from ..harness import REPO
 
@@ -149,8 +149,8 @@ async def test_unreachable_nats_exits_1(lattice):
 
 
 def test_the_sdk_never_imports_the_host():
-    code = ("import sys, providers.sdk, providers.sdk.testing; "
-            "bad = [m for m in sys.modules if m == 'host' or m.startswith('host.') or m.startswith('wadm')]; "
+    code = ("import sys, trellis.providers.sdk, trellis.providers.sdk.testing; "
+            "bad = [m for m in sys.modules if m.startswith(('trellis.host', 'trellis.wadm', 'host', 'wadm'))]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=clean_env(), timeout=60)
 

@@ -8,15 +8,15 @@ import json
 import nats
 import pytest
 
-from interfaces.control import CtlReply
-from interfaces.envelope import Invocation
-from interfaces.errors import ErrorCode
-from interfaces.links import Link
-from interfaces.rpc_client import RpcClient, RpcError
-from interfaces.rpc_server import RpcServer
-from interfaces.store import LatticeStore
-from providers.sdk import Bootstrap, Provider, ProviderError, ProviderRuntime, ProviderStartError, nats_connection
-from providers.sdk import provider_health, provider_ping
+from trellis.interfaces.control import CtlReply
+from trellis.interfaces.envelope import Invocation
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.links import Link
+from trellis.interfaces.rpc_client import RpcClient, RpcError
+from trellis.interfaces.rpc_server import RpcServer
+from trellis.interfaces.store import LatticeStore
+from trellis.providers.sdk import Bootstrap, Provider, ProviderError, ProviderRuntime, ProviderStartError, nats_connection
+from trellis.providers.sdk import provider_health, provider_ping
 
 from ..harness import eventually
 

@@ -8,10 +8,10 @@ import threading
 import nats
 import pytest
 
-from interfaces.errors import ErrorCode
-from interfaces.rpc_client import RpcError
-from providers.sdk import Link, Provider, ProviderError, context, nats_connection
-from providers.sdk.testing import OutgoingCall, ProviderEnvironment
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.rpc_client import RpcError
+from trellis.providers.sdk import Link, Provider, ProviderError, context, nats_connection
+from trellis.providers.sdk.testing import OutgoingCall, ProviderEnvironment
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +20,7 @@ def no_nats(monkeypatch):
         raise AssertionError("the test environment must not connect to NATS")
 
     monkeypatch.setattr(nats, "connect", refuse)
-    monkeypatch.setattr("interfaces.connection.connect", refuse)
+    monkeypatch.setattr("trellis.interfaces.connection.connect", refuse)
 
 
 def make_provider(events: list) -> Provider:

@@ -9,12 +9,12 @@ import time
 import nats
 import pytest
 
-from interfaces import handoff
-from interfaces.envelope import Invocation
-from interfaces.errors import ErrorCode
-from interfaces.local_rpc import REMOTE, LocalComponentCaller, LocalRpcDoor, component_address
-from interfaces.rpc_client import RpcError
-from interfaces.rpc_server import RpcServer
+from trellis.interfaces import handoff
+from trellis.interfaces.envelope import Invocation
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.local_rpc import REMOTE, LocalComponentCaller, LocalRpcDoor, component_address
+from trellis.interfaces.rpc_client import RpcError
+from trellis.interfaces.rpc_server import RpcServer
 
 pytestmark = pytest.mark.skipif(not handoff.available(), reason="needs Linux abstract Unix sockets")
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from interfaces import subjects
-from interfaces.envelope import MAX_FRAME, EnvelopeError, Invocation, Reply
-from interfaces.errors import ErrorCode
-from interfaces.rpc_client import RpcClient, RpcError
-from interfaces.rpc_server import RpcServer
+from trellis.interfaces import subjects
+from trellis.interfaces.envelope import MAX_FRAME, EnvelopeError, Invocation, Reply
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.rpc_client import RpcClient, RpcError
+from trellis.interfaces.rpc_server import RpcServer
 
 
 def test_envelope_round_trip():

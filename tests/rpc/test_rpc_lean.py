@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from interfaces import subjects, tracing
-from interfaces.envelope import EnvelopeError, IdSource, Invocation, Reply, new_id, ok_frame, progress_frame
-from interfaces.errors import ErrorCode
-from interfaces.rpc_client import RpcClient, RpcError
-from interfaces.rpc_server import RpcServer
+from trellis.interfaces import subjects, tracing
+from trellis.interfaces.envelope import EnvelopeError, IdSource, Invocation, Reply, new_id, ok_frame, progress_frame
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.rpc_client import RpcClient, RpcError
+from trellis.interfaces.rpc_server import RpcServer
 
 from ..harness import eventually
 

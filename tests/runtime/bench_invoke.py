@@ -18,7 +18,7 @@ from typing import Callable
 import wasmtime
 from wasmtime import component as wc
 
-from host.runtime import Invoker, ReusePolicy, load_component, make_engine
+from trellis.host.runtime import Invoker, ReusePolicy, load_component, make_engine
 from tests.components.build import build_wat
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from host.runtime import CompileCache, LoadedComponent, RuntimeEngine, load_component, make_engine
+from trellis.host.runtime import CompileCache, LoadedComponent, RuntimeEngine, load_component, make_engine
 from tests.components.build import build_python, build_wat, default_cache_dir
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from host.runtime.wit import (
+from trellis.host.runtime.wit import (
     INT_RANGES,
     PRIMITIVES,
     EnumT,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from host.runtime import CompileCache, EngineSettings, Invoker, RuntimeEngine, load_component, make_engine
-from host.runtime.engine import PROFILER_ENV
+from trellis.host.runtime import CompileCache, EngineSettings, Invoker, RuntimeEngine, load_component, make_engine
+from trellis.host.runtime.engine import PROFILER_ENV
 from tests.components.build import build_wat
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from wasmtime import component as wc
 
-from host.runtime import CodecError, from_plain, to_plain
-from host.runtime.wit import (
+from trellis.host.runtime import CodecError, from_plain, to_plain
+from trellis.host.runtime.wit import (
     EnumT,
     FlagsT,
     ListT,

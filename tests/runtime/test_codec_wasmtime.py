@@ -14,9 +14,9 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from host.runtime import CodecError, ErrorKind, InvocationError, Invoker, RuntimeEngine, load_component
-from host.runtime.codec import Plain, from_plain
-from host.runtime.wit import (
+from trellis.host.runtime import CodecError, ErrorKind, InvocationError, Invoker, RuntimeEngine, load_component
+from trellis.host.runtime.codec import Plain, from_plain
+from trellis.host.runtime.wit import (
     EnumT,
     FlagsT,
     ListT,

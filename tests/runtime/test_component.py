@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from host.runtime import FunctionNotFound, Invoker
-from host.runtime.component import split_version
+from trellis.host.runtime import FunctionNotFound, Invoker
+from trellis.host.runtime.component import split_version
 
 from .conftest import TestComponents
 

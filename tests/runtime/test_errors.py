@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from host.runtime.errors import ErrorKind, classify_failure, summarize_wasmtime_error
+from trellis.host.runtime.errors import ErrorKind, classify_failure, summarize_wasmtime_error
 
 TRAP = "error while executing at wasm backtrace:\n    0:     0x71 - m!f\n\nCaused by:\n    wasm trap: {}\n"
 
@@ -40,7 +40,7 @@ def test_summary_keeps_cause_and_few_frames() -> None:
 def test_a_response_body_is_appended_only_by_an_http_handler_and_within_the_frame() -> None:
     """trellis:http/response-body.append: pieces collect on the running call's context; a call that
     is not incoming-handler.handle, or a body past a reply frame, gets err, not a trap."""
-    from host.runtime.imports import MAX_RESPONSE_BODY, CallContext, ResourceTable, deny_all
+    from trellis.host.runtime.imports import MAX_RESPONSE_BODY, CallContext, ResourceTable, deny_all
 
     other = CallContext(handler=deny_all, table=ResourceTable())
     assert "only during incoming-handler.handle" in other.append_body(b"x")["err"] and not other.body
@@ -52,8 +52,8 @@ def test_a_response_body_is_appended_only_by_an_http_handler_and_within_the_fram
 
 
 def test_a_withheld_request_body_is_read_in_pieces_of_at_most_one_calls_worth() -> None:
-    from host.runtime.imports import CallContext, ResourceTable, deny_all
-    from interfaces.wasm_limits import MAX_BYTES_PER_CALL
+    from trellis.host.runtime.imports import CallContext, ResourceTable, deny_all
+    from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
     body = bytes(range(256)) * (3 * MAX_BYTES_PER_CALL // 256)
     ctx = CallContext(handler=deny_all, table=ResourceTable(), takes_body=True, request_body=body)

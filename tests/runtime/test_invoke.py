@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from host.runtime import (
+from trellis.host.runtime import (
     ErrorKind,
     ImportFailed,
     InvocationError,
@@ -16,7 +16,7 @@ from host.runtime import (
     RuntimeEngine,
     load_component,
 )
-from host.runtime.codec import Plain
+from trellis.host.runtime.codec import Plain
 
 from .conftest import TestComponents
 

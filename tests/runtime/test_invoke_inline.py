@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from host.runtime import Invoker, Reroute
+from trellis.host.runtime import Invoker, Reroute
 
 
 class _Holder:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from host.runtime import ErrorKind, InvocationError, Invoker, Limits, ReusePolicy
+from trellis.host.runtime import ErrorKind, InvocationError, Invoker, Limits, ReusePolicy
 
 from .conftest import TestComponents
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from host.runtime import EngineSettings, ErrorKind, InvocationError, Invoker, Limits, load_component, make_engine
+from trellis.host.runtime import EngineSettings, ErrorKind, InvocationError, Invoker, Limits, load_component, make_engine
 from tests.components.build import build_wat
 
 from .conftest import TestComponents
@@ -46,7 +46,7 @@ def test_fuel_budget_is_per_call(components: TestComponents) -> None:
 
 
 def test_timeout_is_per_call_on_a_reused_instance(components: TestComponents) -> None:
-    from host.runtime import ReusePolicy
+    from trellis.host.runtime import ReusePolicy
 
     inv = Invoker(
         components.wat("hostile"),

@@ -1,4 +1,4 @@
-"""Values lowered in place (host.runtime.lower_in_place) are the values wasmtime-py's own
+"""Values lowered in place (trellis.host.runtime.lower_in_place) are the values wasmtime-py's own
 conversion makes, and one that fails part-way is freed."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 
-from host.runtime import CodecError, RuntimeEngine, from_plain, load_component, lower_in_place, wasmtime_patches
-from host.runtime.wit import ListT, OptionT, Prim, RecordT, ResultT, TupleT, VariantT, WitType
+from trellis.host.runtime import CodecError, RuntimeEngine, from_plain, load_component, lower_in_place, wasmtime_patches
+from trellis.host.runtime.wit import ListT, OptionT, Prim, RecordT, ResultT, TupleT, VariantT, WitType
 from tests.components.echo import echo_component_wat
 
 from .strategies import plain_values, wit_types

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from host.runtime import ErrorKind, InvocationError, Invoker, Limits, Preopen, WasiGrants
+from trellis.host.runtime import ErrorKind, InvocationError, Invoker, Limits, Preopen, WasiGrants
 
 from .conftest import TestComponents
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from host.runtime import ErrorKind, HostResource, InvocationError, Invoker, MissingLink, ReusePolicy
-from host.runtime.codec import Plain
+from trellis.host.runtime import ErrorKind, HostResource, InvocationError, Invoker, MissingLink, ReusePolicy
+from trellis.host.runtime.codec import Plain
 
 from .conftest import TestComponents
 

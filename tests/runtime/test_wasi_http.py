@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from host.runtime import (EngineSettings, ErrorKind, InvocationError, Invoker, Limits, Reroute, ReusePolicy,
+from trellis.host.runtime import (EngineSettings, ErrorKind, InvocationError, Invoker, Limits, Reroute, ReusePolicy,
                           load_component, make_engine)
-from host.runtime.cache import CompileCache
-from host.runtime.wasi_http import shadowed
+from trellis.host.runtime.cache import CompileCache
+from trellis.host.runtime.wasi_http import shadowed
 from tests.components.build import build_python
 from tests.harness import COMPILE_CACHE
 
@@ -73,7 +73,7 @@ def test_inline_calls_go_to_a_thread_for_large_bodies_and_waits(loaded):
 def test_both_bindings_of_the_hosts_functions_answer_alike(loaded, monkeypatch, fast):
     """The C-level binding (wasi_http/fastcall.py, the default) and wasmtime-py's callbacks
     (TRELLIS_WASI_HTTP_FAST=0) give the same answers, failures and resource bookkeeping."""
-    from host.runtime.wasi_http import fastcall
+    from trellis.host.runtime.wasi_http import fastcall
 
     monkeypatch.setenv(fastcall.ENV, fast)
     assert fastcall.active() is (fast == "1")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from host.runtime import Invoker, RuntimeEngine, load_component, wasmtime_patches
-from host.runtime.wit import ListT, Prim, RecordT, TupleT
+from trellis.host.runtime import Invoker, RuntimeEngine, load_component, wasmtime_patches
+from trellis.host.runtime.wit import ListT, Prim, RecordT, TupleT
 from tests.components.echo import echo_component_wat
 
 
@@ -32,7 +32,7 @@ def test_bulk_path_is_active_and_exact(engine: RuntimeEngine) -> None:
 
 def test_untagged_result_with_option_ok_carries_err(engine: RuntimeEngine) -> None:
     """result<option<list<u8>>, string>: an err string is not mistaken for the ok option."""
-    from host.runtime.wit import OptionT, ResultT
+    from trellis.host.runtime.wit import OptionT, ResultT
 
     ty = ResultT(OptionT(ListT(Prim("u8"))), Prim("string"))
     inv = Invoker(load_component(engine, echo_component_wat([ty]).encode()))
@@ -46,7 +46,7 @@ def test_types_are_read_once_not_per_value(engine: RuntimeEngine, monkeypatch) -
     kept types still convert every case right."""
     from wasmtime.component import _types
 
-    from host.runtime.wit import OptionT, ResultT, VariantT
+    from trellis.host.runtime.wit import OptionT, ResultT, VariantT
 
     value = VariantT((("null", None), ("int", Prim("s64")), ("text", Prim("string")), ("blob", ListT(Prim("u8")))))
     row = ListT(TupleT((Prim("string"), value)))
@@ -77,7 +77,7 @@ def test_strings_are_lowered_in_one_copy_and_exactly(engine: RuntimeEngine) -> N
     import pytest
     from wasmtime import _ffi as ffi
 
-    from host.runtime.wit import VariantT
+    from trellis.host.runtime.wit import VariantT
 
     assert getattr(ffi, "_trellis_fast_vecs", False)
     for text in ("", "a", "nul\x00inside", "ü∂€𝄞" * 100):
@@ -110,7 +110,7 @@ def test_value_functions_keep_the_gil_and_wasm_runs_without_it(components) -> No
     import pytest
     from wasmtime import _bindings
 
-    from host.runtime import ErrorKind, InvocationError, Limits
+    from trellis.host.runtime import ErrorKind, InvocationError, Limits
 
     held = ctypes._FUNCFLAG_PYTHONAPI  # type: ignore[attr-defined]
     assert wasmtime_patches.apply()
@@ -138,12 +138,12 @@ def test_value_functions_keep_the_gil_and_wasm_runs_without_it(components) -> No
 
 def test_values_past_what_one_call_carries_fail_as_too_large(engine: RuntimeEngine) -> None:
     """wasmtime's hostcall fuel: 48 bytes per list element, 128 MiB per direction of a call.
-    ``interfaces.wasm_limits.MAX_BYTES_PER_CALL`` crosses; a little more fails with kind
+    ``trellis.interfaces.wasm_limits.MAX_BYTES_PER_CALL`` crosses; a little more fails with kind
     ``too_large`` and a message that says what the bound is, in both directions of an import."""
     import pytest
 
-    from host.runtime import ErrorKind, InvocationError
-    from interfaces.wasm_limits import MAX_BYTES_PER_CALL
+    from trellis.host.runtime import ErrorKind, InvocationError
+    from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
     inv = Invoker(load_component(engine, echo_component_wat([ListT(Prim("u8"))]).encode()))
     data = os.urandom(MAX_BYTES_PER_CALL)

@@ -3,7 +3,7 @@
 import hashlib
 from typing import Any
 
-from providers.sdk import Provider, run
+from trellis.providers.sdk import Provider, run
 
 checker = Provider("secret-check")
 _secrets: dict[str, Any] = {}

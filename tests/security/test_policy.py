@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.policy import PolicySettings
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.policy import PolicySettings
 from tests.components.build import build_wat
 from tests.wadm_e2e.conftest import Controllers
 from tests.wadm_e2e.helpers import component_app

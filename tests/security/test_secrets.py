@@ -24,15 +24,15 @@ from typing import Any
 import nats
 import pytest
 
-from interfaces import secrets as sx
-from interfaces.client import LatticeClient
-from interfaces.control import CtlReply
-from interfaces.wadm_client import WadmClient
+from trellis.interfaces import secrets as sx
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.control import CtlReply
+from trellis.interfaces.wadm_client import WadmClient
 from tests.components.build import build_python
 from tests.harness import HostFactory, eventually
 from trellis.natsserver import NatsServer
-from wadm.controller import Controller, ControllerSettings
-from interfaces.connection import NatsSettings
+from trellis.wadm.controller import Controller, ControllerSettings
+from trellis.interfaces.connection import NatsSettings
 
 PROVIDER = Path(__file__).resolve().parent / "secret_provider.py"
 
@@ -425,11 +425,11 @@ accounts {{
 def test_a_part_whose_grant_changes_is_restarted_not_updated_in_place() -> None:
     """A new manifest version that takes a secret away (or adds one) replaces the running part:
     an update in place would keep the grant, and the value, it was started with."""
-    from wadm.commands import StopComponent
-    from wadm.manifest import Spread
-    from wadm.observed import SECRETS_ANNOTATION, ObservedHost
-    from wadm.scaler.placement import Slot, _replace, desired_annotations, is_fresh
-    from wadm.scaler.workload import Context, Workload
+    from trellis.wadm.commands import StopComponent
+    from trellis.wadm.manifest import Spread
+    from trellis.wadm.observed import SECRETS_ANNOTATION, ObservedHost
+    from trellis.wadm.scaler.placement import Slot, _replace, desired_annotations, is_fresh
+    from trellis.wadm.scaler.workload import Context, Workload
 
     ref = sx.SecretRef(name="db-password", key="shop-db")
     with_grant = Workload(name="api", id="shop-api", kind="component", image="api.wasm", config=(),

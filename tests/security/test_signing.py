@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from interfaces.client import ControlError, LatticeClient
-from interfaces.signing import IssuerKey, read_wasm_claims, sign_wasm, strip_signature
-from interfaces.signing.pyfile import MARKER
+from trellis.interfaces.client import ControlError, LatticeClient
+from trellis.interfaces.signing import IssuerKey, read_wasm_claims, sign_wasm, strip_signature
+from trellis.interfaces.signing.pyfile import MARKER
 from tests.components.build import build_wat
 from tests.wadm_e2e.conftest import Controllers
 from tests.wadm_e2e.helpers import component_app, wait_status
@@ -136,7 +136,7 @@ async def test_app_status_says_why_an_unsigned_component_is_refused(nats_server,
         manifest.write_text(component_app("shop", "./adder.wasm", instances=1))
         out = await _run(cli, "app", "deploy", str(manifest))
         assert out.returncode == 0, out.stderr
-        from interfaces.wadm_client import WadmClient
+        from trellis.interfaces.wadm_client import WadmClient
         async with LatticeClient(nats_server.url, lattice) as c:
             await wait_status(WadmClient(c), "shop", "failed")
         out = await _run(cli, "app", "status", "shop", "-o", "json")
@@ -208,8 +208,8 @@ def test_forged_expired_and_malformed_signatures_are_refused(adder: Path) -> Non
     """Signatures that do not hold, checked without a lattice (each a one-line reason)."""
     import base64
 
-    from interfaces.signing import SignatureError, Trust
-    from interfaces.signing.wasm import WRITE_SECTION, _enc_leb
+    from trellis.interfaces.signing import SignatureError, Trust
+    from trellis.interfaces.signing.wasm import WRITE_SECTION, _enc_leb
 
     key = IssuerKey.generate()
     trust = Trust((key.public_key,))

@@ -24,17 +24,17 @@ from typing import Any
 import nats.errors
 import pytest
 
-from host.host import Host
-from host.settings import HostSettings
-from interfaces.connection import NatsSettings, NatsUnreachable, connect
-from providers.builtin.http_server import HttpServer, build
-from providers.builtin.http_server.tls import TlsError
-from providers.sdk.testing import ProviderEnvironment
+from trellis.host.host import Host
+from trellis.host.settings import HostSettings
+from trellis.interfaces.connection import NatsSettings, NatsUnreachable, connect
+from trellis.providers.builtin.http_server import HttpServer, build
+from trellis.providers.builtin.http_server.tls import TlsError
+from trellis.providers.sdk.testing import ProviderEnvironment
 from tests.components.build import build_wat
 from tests.harness import COMPILE_CACHE, eventually
 from tests.http.helpers import FakeCaller, Response, _Collector, free_port, get
 from trellis.natsserver import NatsServer
-from wadm.controller import Controller, ControllerSettings
+from trellis.wadm.controller import Controller, ControllerSettings
 
 from .pki import CertificateAuthority, Operator
 
@@ -253,7 +253,7 @@ async def test_https_on_the_http_server_from_its_secrets_with_keep_alive(tmp_pat
     env = ProviderEnvironment(build(state), provider_id="http-server",
                               secrets={"tls_cert": site.cert_pem, "tls_key": site.key_pem})
     port = free_port()
-    from interfaces.links import Link
+    from trellis.interfaces.links import Link
 
     link = Link(source_id="http-server", target="app", name="web", wit_namespace="trellis", wit_package="http",
                 interfaces=["incoming-handler"], source_config=["web"])

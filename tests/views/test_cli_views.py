@@ -7,9 +7,9 @@ import contextlib
 import json
 import queue
 
-from interfaces.client import LatticeClient
-from interfaces.links import Link
-from interfaces.rpc_client import RpcError
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.links import Link
+from trellis.interfaces.rpc_client import RpcError
 from tests.harness import HostProcess, eventually
 
 from .conftest import ECHO_PROVIDER

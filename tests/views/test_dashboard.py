@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.wadm_client import WadmClient
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.wadm_client import WadmClient
 from tests.harness import HostProcess
 from tests.wadm_e2e.conftest import Controllers
 from tests.wadm_e2e.helpers import component_app

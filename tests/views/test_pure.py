@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from interfaces.control import Capacity, ComponentDescription, HostInfo, ProviderDescription
-from interfaces.events import Event
-from interfaces.taps import LATENCY_BOUNDS_MS, ComponentTraffic, TrafficReport, abbreviate, percentile_ms
+from trellis.interfaces.control import Capacity, ComponentDescription, HostInfo, ProviderDescription
+from trellis.interfaces.events import Event
+from trellis.interfaces.taps import LATENCY_BOUNDS_MS, ComponentTraffic, TrafficReport, abbreviate, percentile_ms
 from trellis.views import inventory
 from trellis.views.feed import summarize
 from trellis.views.traffic import HISTORY_S, WINDOW_S, TrafficWatch

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wadm.manifest import (
+from trellis.wadm.manifest import (
     ManifestError,
     check_manifest,
     check_shared_components,
@@ -134,7 +134,7 @@ def test_check_manifest_never_raises_for_corpus() -> None:
 
 @pytest.mark.parametrize("path", files("valid"))
 def test_manifest_round_trips_through_plain_data(path: Path) -> None:
-    from wadm.manifest import manifest_from_data
+    from trellis.wadm.manifest import manifest_from_data
 
     manifest = load_manifest(path)
     again = manifest_from_data(manifest.to_data())

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wadm.manifest import Manifest, ManifestError, load_manifest, manifest_from_data, parse_data, validate
+from trellis.wadm.manifest import Manifest, ManifestError, load_manifest, manifest_from_data, parse_data, validate
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "wadm"
 FILES = sorted(CORPUS.rglob("*.y*ml")) + sorted(CORPUS.rglob("*.json")) if CORPUS.is_dir() else []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wadm.manifest import (
+from trellis.wadm.manifest import (
     ImageKind,
     InvalidProperties,
     ManifestError,

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 import pytest
 from wadm_sim import CID, app, apply_one, host, lattice, manifest
 
-from wadm.commands import Command, ScaleComponent, StartComponent, StopComponent, UpdateComponent
-from wadm.manifest import Manifest, ManifestError, check_manifest, load_manifest
-from wadm.observed import Observed, ObservedHost, Reuse, RunningComponent
-from wadm.scaler import AppState, reconcile, status, workload_of
+from trellis.wadm.commands import Command, ScaleComponent, StartComponent, StopComponent, UpdateComponent
+from trellis.wadm.manifest import Manifest, ManifestError, check_manifest, load_manifest
+from trellis.wadm.observed import Observed, ObservedHost, Reuse, RunningComponent
+from trellis.wadm.scaler import AppState, reconcile, status, workload_of
 
 IMAGE = "ghcr.io/acme/hello:1.0"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from wadm_sim import CID, add_host, app, apply_one, converge, drop_host, host, lattice, manifest, placements, providers_on
 
-from wadm.commands import PinState, ScaleComponent, StartComponent, StartProvider, StopProvider
-from wadm.observed import APP_ANNOTATION, Observed, ObservedHost, RunningProvider, StatePin
-from wadm.scaler import AppState, plan, reconcile, status
+from trellis.wadm.commands import PinState, ScaleComponent, StartComponent, StartProvider, StopProvider
+from trellis.wadm.observed import APP_ANNOTATION, Observed, ObservedHost, RunningProvider, StatePin
+from trellis.wadm.scaler import AppState, plan, reconcile, status
 
 PID = CID  # the sim's one-component app names its provider the same way
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from wadm_sim import apply, converge, host, lattice, manifest, placements
 
-from wadm.commands import DeleteConfig, DeleteLink, PutConfig, PutLink, StartComponent, StopComponent
-from wadm.manifest import load_manifest
-from wadm.observed import APP_ANNOTATION, Observed, ObservedConfig, ObservedHost, ObservedLink, RunningComponent
-from wadm.scaler import AppState, reconcile, status, undeploy, undeploy_status
+from trellis.wadm.commands import DeleteConfig, DeleteLink, PutConfig, PutLink, StartComponent, StopComponent
+from trellis.wadm.manifest import load_manifest
+from trellis.wadm.observed import APP_ANNOTATION, Observed, ObservedConfig, ObservedHost, ObservedLink, RunningComponent
+from trellis.wadm.scaler import AppState, reconcile, status, undeploy, undeploy_status
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "wadm"
 

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wadm_sim import CID, add_host, app, apply, converge, drop_host, host, lattice, manifest
 
-from wadm.manifest import Manifest
-from wadm.observed import SPREAD_ANNOTATION, Observed, ObservedHost, RunningComponent, RunningProvider
-from wadm.scaler import AppState, compute_spread, reconcile, status
-from wadm.scaler.spread import SPREAD_HOSTS
-from wadm.scaler.workload import workload_of
+from trellis.wadm.manifest import Manifest
+from trellis.wadm.observed import SPREAD_ANNOTATION, Observed, ObservedHost, RunningComponent, RunningProvider
+from trellis.wadm.scaler import AppState, compute_spread, reconcile, status
+from trellis.wadm.scaler.spread import SPREAD_HOSTS
+from trellis.wadm.scaler.workload import workload_of
 
 ZONES = ["a", "b", "c"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from wadm_sim import CID, add_host, app, apply, converge, drop_host, host, lattice, manifest, placements, providers_on
 
-from wadm.commands import (
+from trellis.wadm.commands import (
     ScaleComponent,
     StartComponent,
     StartProvider,
@@ -12,8 +12,8 @@ from wadm.commands import (
     StopProvider,
     UpdateComponent,
 )
-from wadm.observed import VERSION_ANNOTATION, Observed
-from wadm.scaler import AppState, reconcile, status
+from trellis.wadm.observed import VERSION_ANNOTATION, Observed
+from trellis.wadm.scaler import AppState, reconcile, status
 
 V1 = "ghcr.io/acme/hello:1.0"
 V2 = "ghcr.io/acme/hello:2.0"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from wadm_sim import CID, ZONES, add_host, app, apply, converge, drop_host, host, lattice, manifest, placements, providers_on
 
-from wadm.commands import ScaleComponent, StartComponent, StartProvider, StopComponent
-from wadm.manifest import Spread
-from wadm.observed import APP_ANNOTATION, SPREAD_ANNOTATION, VERSION_ANNOTATION, ObservedHost, RunningComponent
-from wadm.scaler import AppState, compute_spread, reconcile, status
+from trellis.wadm.commands import ScaleComponent, StartComponent, StartProvider, StopComponent
+from trellis.wadm.manifest import Spread
+from trellis.wadm.observed import APP_ANNOTATION, SPREAD_ANNOTATION, VERSION_ANNOTATION, ObservedHost, RunningComponent
+from trellis.wadm.scaler import AppState, compute_spread, reconcile, status
 
 # --- compute_spread: wadm's rounding ------------------------------------------------------
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from providers.builtin.catalog import BUILTIN_PROVIDERS
+from trellis.providers.builtin.catalog import BUILTIN_PROVIDERS
 from tests.components.build import build_wat
 from tests.harness import run_cli
-from wadm.manifest import check_manifest
-from wadm.manifest.overrides import OverrideError, apply_overrides
-from wadm.manifest.wasm_exports import NotAComponent, component_exports
+from trellis.wadm.manifest import check_manifest
+from trellis.wadm.manifest.overrides import OverrideError, apply_overrides
+from trellis.wadm.manifest.wasm_exports import NotAComponent, component_exports
 
 SEVEN_ERRORS = """
 apiVersion: core.oam.dev/v1beta1
@@ -123,8 +123,7 @@ def test_export_reader_matches_the_component_and_refuses_other_bytes() -> None:
 def test_builtin_catalog_names_the_builtin_modules() -> None:
     import pkgutil
 
-    import providers.builtin as pkg
-
+    import trellis.providers.builtin as pkg
     modules = {m.name.replace("_", "-") for m in pkgutil.iter_modules(pkg.__path__)
                if not m.name.startswith("_") and m.name != "catalog"}
     assert set(BUILTIN_PROVIDERS) == modules

@@ -10,7 +10,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 
-from wadm.commands import (
+from trellis.wadm.commands import (
     Command,
     DeleteConfig,
     DeleteLink,
@@ -24,8 +24,8 @@ from wadm.commands import (
     StopProvider,
     UpdateComponent,
 )
-from wadm.manifest import Manifest, load_manifest
-from wadm.observed import (
+from trellis.wadm.manifest import Manifest, load_manifest
+from trellis.wadm.observed import (
     APP_ANNOTATION,
     Observed,
     ObservedConfig,
@@ -35,7 +35,7 @@ from wadm.observed import (
     RunningProvider,
     StatePin,
 )
-from wadm.scaler import reconcile
+from trellis.wadm.scaler import reconcile
 
 
 class InvalidCommand(AssertionError):

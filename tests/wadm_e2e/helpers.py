@@ -5,9 +5,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from interfaces.client import LatticeClient
-from interfaces.wadm_api import AppStatusReply
-from interfaces.wadm_client import WadmClient
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.wadm_api import AppStatusReply
+from trellis.interfaces.wadm_client import WadmClient
 from tests.harness import eventually
 
 

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from interfaces.client import LatticeClient
+from trellis.interfaces.client import LatticeClient
 from trellis import procs
 
 from ..harness import HostProcess, eventually
@@ -178,7 +178,7 @@ async def test_nats_restart_nothing_duplicated_and_the_controller_acts_again(fre
         h2 = await hosts.start()
         await ctls.start()
         async with LatticeClient(fresh_nats.url, lattice) as c:
-            from interfaces.wadm_client import WadmClient
+            from trellis.interfaces.wadm_client import WadmClient
 
             w = WadmClient(c)
             await w.put(component_app("steady", wasm["adder"], instances=4))

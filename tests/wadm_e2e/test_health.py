@@ -7,9 +7,9 @@ import time
 
 from nats.aio.msg import Msg
 
-from interfaces import subjects
-from interfaces.client import LatticeClient
-from interfaces.events import Event, EventType
+from trellis.interfaces import subjects
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.events import Event, EventType
 
 from ..harness import eventually
 from .helpers import component_app, wait_status

@@ -7,9 +7,9 @@ import time
 
 import nats
 
-from interfaces import subjects
-from interfaces.cancel import stop_if_cancelled
-from wadm.controller.lease import LEASE_BUCKET, LEASE_KEY, Lease
+from trellis.interfaces import subjects
+from trellis.interfaces.cancel import stop_if_cancelled
+from trellis.wadm.controller.lease import LEASE_BUCKET, LEASE_KEY, Lease
 
 from ..harness import eventually
 

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from interfaces.client import LatticeClient
-from interfaces.errors import ErrorCode
-from interfaces.wadm_client import WadmError
-from wadm.observed import APP_ANNOTATION, PASS_ANNOTATION, VERSION_ANNOTATION
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.wadm_client import WadmError
+from trellis.wadm.observed import APP_ANNOTATION, PASS_ANNOTATION, VERSION_ANNOTATION
 
 from ..harness import eventually
 from .helpers import component_app, placements, wait_status
@@ -150,7 +150,7 @@ async def test_invalid_manifests_are_refused_with_every_problem(controllers, wad
 
 
 async def test_a_broken_watch_is_fatal_not_silent(controllers, monkeypatch):
-    from interfaces.store import LatticeStore
+    from trellis.interfaces.store import LatticeStore
 
     async def broken(self, **kw):  # type: ignore[no-untyped-def]
         raise RuntimeError("JetStream went away")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-from interfaces.client import LatticeClient
-from wadm.observed import SPREAD_ANNOTATION
+from trellis.interfaces.client import LatticeClient
+from trellis.wadm.observed import SPREAD_ANNOTATION
 
 from ..harness import eventually
 from .conftest import ECHO_PROVIDER

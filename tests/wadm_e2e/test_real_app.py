@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from interfaces.client import LatticeClient
+from trellis.interfaces.client import LatticeClient
 from tests.builtin_providers.components.build import build
 
 from ..harness import eventually

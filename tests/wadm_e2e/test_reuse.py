@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 
-from interfaces.client import LatticeClient
-from interfaces.control import ComponentDescription, HostInfo
-from interfaces.events import Event, EventType
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.control import ComponentDescription, HostInfo
+from trellis.interfaces.events import Event, EventType
 from tests.components.build import build_wat
-from wadm.controller.view import LatticeView
-from wadm.observed import Reuse
+from trellis.wadm.controller.view import LatticeView
+from trellis.wadm.observed import Reuse
 
 from ..harness import eventually
 from .helpers import component_app, wait_status

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from interfaces.client import LatticeClient
+from trellis.interfaces.client import LatticeClient
 
 from ..harness import eventually
 from .helpers import component_app, placements, wait_status

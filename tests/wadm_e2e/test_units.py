@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from interfaces.control import HostInfo
-from interfaces.events import Event, EventType
-from interfaces.links import Link
-from wadm.commands import PutConfig, PutLink, ScaleComponent, StartComponent, StopComponent, UpdateComponent
-from wadm.controller import records as rec
-from wadm.controller.app_store import (config_owner_key, link_owner_key, manifest_key, parse_manifest_key,
+from trellis.interfaces.control import HostInfo
+from trellis.interfaces.events import Event, EventType
+from trellis.interfaces.links import Link
+from trellis.wadm.commands import PutConfig, PutLink, ScaleComponent, StartComponent, StopComponent, UpdateComponent
+from trellis.wadm.controller import records as rec
+from trellis.wadm.controller.app_store import (config_owner_key, link_owner_key, manifest_key, parse_manifest_key,
                                       parse_owner_key)
-from wadm.controller.executor import chains, phases
-from wadm.controller.failures import FailureBook
-from wadm.controller.memory import AppMemory
-from wadm.controller.records import RecordError
-from wadm.controller.status import deployed_status
-from wadm.controller.view import LatticeView
-from wadm.manifest import load_manifest, manifest_from_data
-from wadm.observed import APP_ANNOTATION
+from trellis.wadm.controller.executor import chains, phases
+from trellis.wadm.controller.failures import FailureBook
+from trellis.wadm.controller.memory import AppMemory
+from trellis.wadm.controller.records import RecordError
+from trellis.wadm.controller.status import deployed_status
+from trellis.wadm.controller.view import LatticeView
+from trellis.wadm.manifest import load_manifest, manifest_from_data
+from trellis.wadm.observed import APP_ANNOTATION
 
 from .helpers import component_app
 
@@ -244,8 +244,8 @@ def test_heartbeats_from_newer_hosts_with_extra_fields_are_understood():
 
 
 def test_failure_book_remembers_restarts_for_a_while_and_failed_start_hosts():
-    from wadm.commands import StartProvider
-    from wadm.controller.failures import FailureBook
+    from trellis.wadm.commands import StartProvider
+    from trellis.wadm.controller.failures import FailureBook
 
     book = FailureBook(restart_memory_s=60)
     book.restarted("app", "p", "H1", now=0.0)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interfaces.wit_packages import package_dirs, package_name, wit_files
+from trellis.interfaces.wit_packages import package_dirs, package_name, wit_files
 
 from . import js as build_js
 from .apps import (_MAX_ERROR_LINES, _NOT_SOURCES, _QUALIFIED_WORLD, APP_FILE, OUTPUT_DIR, AppSpec, BuildError,

@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from interfaces.wit_packages import wit_files
+from trellis.interfaces.wit_packages import wit_files
 
 COMPONENTIZE_JS = "@bytecodealliance/componentize-js"
 COMPONENTIZE_JS_VERSION = "0.23.0"

@@ -1,7 +1,7 @@
 """`trellis app put|deploy|undeploy|delete|list|get|versions|status|validate`: applications via wadm.
 
 Tables for people, ``-o json`` for scripts. The JSON shapes are the API models of
-`interfaces.wadm_api` (``status -o json`` prints an `AppStatusReply`: ``status`` is
+`trellis.interfaces.wadm_api` (``status -o json`` prints an `AppStatusReply`: ``status`` is
 one of ``undeployed``, ``reconciling``, ``deployed``, ``failed``).
 """
 
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar
 import typer
 
 if TYPE_CHECKING:  # imported where used: `trellis --help` stays quick
-    from interfaces.wadm_api import AppStatusReply, StatusState
-    from interfaces.wadm_client import WadmClient
+    from trellis.interfaces.wadm_api import AppStatusReply, StatusState
+    from trellis.interfaces.wadm_client import WadmClient
 
 from .options import Conn, with_conn
 from .output import Output, OutputOpt, console, emit, err_console, fail, print_error, run, table
@@ -35,8 +35,8 @@ TimeoutOpt = typer.Option(120.0, "--timeout", help="seconds --wait waits at most
 def _wadm_run(conn: Conn, fn: Callable[[WadmClient], Awaitable[T]]) -> T:
     """Run one wadm exchange; an error prints its message and every manifest problem, then exits 1."""
 
-    from interfaces.client import LatticeClient
-    from interfaces.wadm_client import WadmClient
+    from trellis.interfaces.client import LatticeClient
+    from trellis.interfaces.wadm_client import WadmClient
 
     async def go() -> T:
         async with LatticeClient(conn.nats, conn.lattice) as c:
@@ -59,7 +59,7 @@ class _Problems(Exception):
 
 
 async def _wrap(coro: Coroutine[Any, Any, T]) -> T:
-    from interfaces.wadm_client import WadmError
+    from trellis.interfaces.wadm_client import WadmError
 
     try:
         return await coro
@@ -76,8 +76,8 @@ def _read(file: Path, overrides: list[str] | None = None) -> tuple[str, str]:
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
     if overrides:
-        from wadm.manifest import ManifestError
-        from wadm.manifest.overrides import OverrideError, apply_overrides
+        from trellis.wadm.manifest import ManifestError
+        from trellis.wadm.manifest.overrides import OverrideError, apply_overrides
 
         try:
             text = apply_overrides(text, overrides)
@@ -109,7 +109,7 @@ def validate_command(file: Path = typer.Argument(..., help="manifest file (YAML 
     tell: built-in provider names, local image files, and that each link names
     interfaces its target exports (read from the target's file when it is local).
     """
-    from wadm.manifest import validation_report, validation_result
+    from trellis.wadm.manifest import validation_report, validation_result
 
     result = validation_result(file)
     if emit(result, output):
@@ -179,7 +179,7 @@ def deploy_command(
     ``--config NAME.KEY=VALUE`` changes a value of the file's inline config NAME (an HTTP
     port, a database URL) without editing the file; the result is stored as the version.
     """
-    from interfaces.wadm_api import StatusState
+    from trellis.interfaces.wadm_api import StatusState
 
     if config and not _is_file_arg(app):
         raise fail("--config changes a manifest file; give the file, not the name of a stored application")
@@ -217,7 +217,7 @@ def undeploy_command(
     conn: Conn,
 ) -> None:
     """Stop everything an application placed (its manifests stay stored)."""
-    from interfaces.wadm_api import StatusState
+    from trellis.interfaces.wadm_api import StatusState
 
     async def go(w: WadmClient) -> tuple[Any, AppStatusReply | None]:
         dep = await w.undeploy(name)
@@ -326,7 +326,7 @@ def print_status(st: AppStatusReply) -> None:
 
 async def _follow(w: WadmClient, name: str, goal: StatusState, timeout_s: float, output: Output) -> AppStatusReply:
     """Poll the status until it reaches `goal` or fails; show progress (on stderr) meanwhile."""
-    from interfaces.wadm_api import StatusState
+    from trellis.interfaces.wadm_api import StatusState
 
     deadline = time.monotonic() + timeout_s
     last = ""

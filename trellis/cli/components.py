@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 if TYPE_CHECKING:
-    from interfaces.client import LatticeClient
-    from interfaces.signing import IssuerKey
+    from trellis.interfaces.client import LatticeClient
+    from trellis.interfaces.signing import IssuerKey
 
-from host.oci import Credentials
+from trellis.host.oci import Credentials
 
 from .hosts import stop_app
 from .options import Conn, with_conn
@@ -38,7 +38,7 @@ def _constraints(pairs: list[str]) -> dict[str, str]:
 
 def _image(ref: str) -> str:
     """Files are sent as absolute file:// references so any local host can read them."""
-    from interfaces.artifacts import parse_ref
+    from trellis.interfaces.artifacts import parse_ref
 
     kind = parse_ref(ref)
     if kind.kind == "file":
@@ -189,8 +189,8 @@ def call_command(
         raise fail("arguments must be a JSON array, e.g. '[1, \"two\"]'")
 
     if repeat == 1:
-        from interfaces.errors import ErrorCode
-        from interfaces.rpc_client import RpcError
+        from trellis.interfaces.errors import ErrorCode
+        from trellis.interfaces.rpc_client import RpcError
 
         async def once(c: LatticeClient) -> Any:
             call = asyncio.ensure_future(c.call(component_id, operation, *parsed, timeout_s=timeout,
@@ -241,8 +241,8 @@ async def _served_anywhere(c: LatticeClient, target: str) -> bool:
 
 async def _load(conn: Conn, cid: str, op: str, args: list[Any], timeout: float, repeat: int,
                 concurrency: int, retryable: bool) -> dict[str, Any]:
-    from interfaces.client import LatticeClient
-    from interfaces.rpc_client import RpcError
+    from trellis.interfaces.client import LatticeClient
+    from trellis.interfaces.rpc_client import RpcError
 
     latencies: list[float] = []
     failed = 0
@@ -317,7 +317,7 @@ def _wasm_bytes(file: Path, key: "IssuerKey | None" = None, *, providers: bool =
     """The file's bytes, signed with ``key`` when one is given. With ``providers``, a provider
     ``.py`` file or package folder is accepted too (a folder travels packed, and unsigned)."""
     if providers and file.is_dir():
-        from interfaces.provider_package import PackageError, pack_folder
+        from trellis.interfaces.provider_package import PackageError, pack_folder
 
         if key is not None:
             raise fail(f"{file} is a folder: only a .wasm or a provider .py file can be signed")
@@ -340,8 +340,8 @@ def _wasm_bytes(file: Path, key: "IssuerKey | None" = None, *, providers: bool =
 
 
 def _push_oci(target: str, file: Path, insecure: bool, creds: "Credentials", key: "IssuerKey | None") -> str:
-    from host import oci
-    from interfaces.artifacts import ArtifactError
+    from trellis.host import oci
+    from trellis.interfaces.artifacts import ArtifactError
 
     data = _wasm_bytes(file, key)
     try:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from host.settings import default_state_dir
+from trellis.host.settings import default_state_dir
 
 if TYPE_CHECKING:
-    from host.host import Host
+    from trellis.host.host import Host
 
 from .policy_opts import with_policy
 from .options import Conn, with_conn
@@ -69,12 +69,12 @@ def host_command(
     policy: object,  # PolicySettings (typer evaluates the annotations)
 ) -> None:
     """Run a host that joins the lattice (until Ctrl-C, SIGTERM or 'trellis stop host')."""
-    from host.host import Host
-    from host.labels import LabelError, parse_label_args
-    from host.settings import HostSettings
-    from interfaces.signing import parse_issuers
+    from trellis.host.host import Host
+    from trellis.host.labels import LabelError, parse_label_args
+    from trellis.host.settings import HostSettings
+    from trellis.interfaces.signing import parse_issuers
 
-    from interfaces.logs import DESTINATIONS, FORMATS, choice, setup_logging
+    from trellis.interfaces.logs import DESTINATIONS, FORMATS, choice, setup_logging
 
     try:
         log_format = choice(log_format, "TRELLIS_LOG_FORMAT", FORMATS, "text")

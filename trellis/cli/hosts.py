@@ -9,8 +9,8 @@ import typer
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from interfaces.client import LatticeClient
-    from interfaces.control import HostInfo
+    from trellis.interfaces.client import LatticeClient
+    from trellis.interfaces.control import HostInfo
 
 from .options import Conn, with_conn
 from .output import Output, OutputOpt, emit, err_console, fail, human_bytes, human_duration, run_on, table

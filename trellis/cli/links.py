@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from interfaces.lattice_config import ConfigError, parse_pairs
-from interfaces.links import DEFAULT_LINK_NAME, Link, LinkError
+from trellis.interfaces.lattice_config import ConfigError, parse_pairs
+from trellis.interfaces.links import DEFAULT_LINK_NAME, Link, LinkError
 
 if TYPE_CHECKING:
-    from interfaces.client import LatticeClient
-    from interfaces.wadm_client import WadmClient
+    from trellis.interfaces.client import LatticeClient
+    from trellis.interfaces.wadm_client import WadmClient
 
 from .hosts import get_app
 from .options import Conn, with_conn
@@ -69,7 +69,7 @@ async def _missing_ends(c: LatticeClient, link: Link) -> list[str]:
     """Warnings for a link end that no host runs and no application declares (most likely a typo).
 
     The link is stored anyway: links may be put before what they connect is started."""
-    from interfaces.wadm_client import WadmClient
+    from trellis.interfaces.wadm_client import WadmClient
 
     ends = {link.source_id, link.target}
     hosts = await c.get_hosts(timeout_s=0.5)

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from host.settings import default_state_dir
+from trellis.host.settings import default_state_dir
 
 from .build_cmd import build_command
 from .components import call_command, push_command, scale_app, start_app, update_app
@@ -65,7 +65,7 @@ def _trace_command(ctx: typer.Context) -> None:
     """The command is one span (``trellis call``, ...), the root of what it asks the lattice to do."""
     from opentelemetry import context, trace
 
-    from interfaces import tracing
+    from trellis.interfaces import tracing
 
     tracing.setup_tracing("trellis-cli")
     words: list[str] = []
@@ -156,8 +156,8 @@ def up_command(
     policy: object,  # PolicySettings (typer evaluates the annotations)
 ) -> None:
     """Run NATS, a host and wadm on this machine until Ctrl-C."""
-    from interfaces.logs import DESTINATIONS, FORMATS, choice
-    from interfaces.signing import parse_issuers
+    from trellis.interfaces.logs import DESTINATIONS, FORMATS, choice
+    from trellis.interfaces.signing import parse_issuers
     from trellis.up import Up, UpError, UpSettings
 
     try:
@@ -172,7 +172,7 @@ def up_command(
     if config and deploy is None:
         raise fail("--config applies to the manifest of --deploy")
     if config:
-        from wadm.manifest.overrides import OverrideError, parse_override
+        from trellis.wadm.manifest.overrides import OverrideError, parse_override
 
         try:
             for item in config:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from interfaces.connection import DEFAULT_URL, NatsSettings
+from trellis.interfaces.connection import DEFAULT_URL, NatsSettings
 
 PANEL = "Lattice connection"
 

@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from interfaces.errors import TrellisError
+from trellis.interfaces.errors import TrellisError
 
 if TYPE_CHECKING:
-    from interfaces.client import LatticeClient
+    from trellis.interfaces.client import LatticeClient
 
     from .options import Conn
 
@@ -119,7 +119,7 @@ def run(coro: Coroutine[Any, Any, T], nats_url: str | None = None) -> T:
 
 def run_on(conn: "Conn", fn: "Callable[[LatticeClient], Awaitable[T]]") -> T:
     """Connect to the lattice, run ``fn(client)``, disconnect; errors as in :func:`run`."""
-    from interfaces.client import LatticeClient
+    from trellis.interfaces.client import LatticeClient
 
     async def go() -> T:
         async with LatticeClient(conn.nats, conn.lattice) as c:

@@ -36,7 +36,7 @@ def with_policy(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from interfaces.policy import PolicySettings
+        from trellis.interfaces.policy import PolicySettings
 
         from .output import fail
 

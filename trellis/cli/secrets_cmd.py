@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from interfaces import secrets as sx
+from trellis.interfaces import secrets as sx
 
 from .options import Conn, with_conn
 from .output import Output, OutputOpt, emit, fail, run_on, table

@@ -115,7 +115,7 @@ def usage_command(
 ) -> None:
     """What an app's components and providers used since their hosts started: invocations, CPU-seconds,
     memory-seconds, instances now, and an energy and carbon estimate (SCI per 1,000 requests)."""
-    from interfaces.carbon import CarbonModel
+    from trellis.interfaces.carbon import CarbonModel
 
     try:
         model = CarbonModel.from_env(cpu_watts_per_core=cpu_watts, memory_watts_per_gib=memory_watts, pue=pue,

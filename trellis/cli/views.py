@@ -13,8 +13,8 @@ import typer
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from interfaces.client import LatticeClient
-    from interfaces.taps import SpyRecord
+    from trellis.interfaces.client import LatticeClient
+    from trellis.interfaces.taps import SpyRecord
 
 from .hosts import get_app, no_hosts_message
 from .options import Conn, with_conn
@@ -87,7 +87,7 @@ def events_command(
 ) -> None:
     """Follow the lattice's events as they happen (hosts up/down, placements, app status,
     provider health, links); Ctrl-C stops. A host that dies without a word shows as host_lost."""
-    from interfaces.events import Event, EventType
+    from trellis.interfaces.events import Event, EventType
     from trellis.views.feed import EventFeed, local_time, summarize
 
     wanted = {t for item in types for t in item.split(",") if t}
@@ -123,7 +123,7 @@ def events_command(
 
 def _follow(conn: Conn, fn: "Callable[[LatticeClient], Awaitable[None]]") -> None:
     """Run a following command until it ends or Ctrl-C (exit 0, no traceback)."""
-    from interfaces.client import LatticeClient
+    from trellis.interfaces.client import LatticeClient
 
     async def go() -> None:
         async with LatticeClient(conn.nats, conn.lattice) as c:
@@ -151,9 +151,9 @@ def spy_command(
     """Watch every invocation into and out of a component as it happens: caller, function,
     arguments and result (abbreviated), duration, outcome. Ctrl-C stops; the component's
     workers stop sending records a few seconds after the last spy leaves."""
-    from interfaces import subjects
-    from interfaces.subjects import SubjectError
-    from interfaces.taps import RENEW_EVERY_S, SpyRecord, TapWant
+    from trellis.interfaces import subjects
+    from trellis.interfaces.subjects import SubjectError
+    from trellis.interfaces.taps import RENEW_EVERY_S, SpyRecord, TapWant
     from trellis.views.feed import local_time
 
     try:

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from host.settings import default_state_dir
+from trellis.host.settings import default_state_dir
 
 from .options import Conn, with_conn
 from .policy_opts import with_policy
 from .output import Output, OutputOpt, emit, fail, run_on, table
 
 if TYPE_CHECKING:
-    from wadm.controller import Controller
+    from trellis.wadm.controller import Controller
 
 wadm_app = typer.Typer(
     help="The wadm controller: run it (no subcommand), or see which controllers run and who leads.",
@@ -55,8 +55,8 @@ def wadm_command(
     """Run the wadm controller until Ctrl-C or SIGTERM (several may run: one leads at a time)."""
     if ctx.invoked_subcommand is not None:
         return
-    from interfaces.logs import setup_logging
-    from wadm.controller import Controller, ControllerSettings
+    from trellis.interfaces.logs import setup_logging
+    from trellis.wadm.controller import Controller, ControllerSettings
 
     try:
         setup_logging("wadm", level=log_level, fmt=log_format, to=log_to, log_dir=state_dir.expanduser() / "logs")
@@ -109,7 +109,7 @@ def wadm_status(
 ) -> None:
     """Every running controller of the lattice, and which one leads."""
 
-    from interfaces.wadm_client import WadmClient
+    from trellis.interfaces.wadm_client import WadmClient
 
     found = run_on(conn, lambda c: WadmClient(c).controllers(timeout_s=timeout))
     if emit(found, output):  # an array of controllers; the leader has "role": "leader"

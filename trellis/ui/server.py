@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from interfaces.connection import NatsSettings
+from trellis.interfaces.connection import NatsSettings
 
 from .state import LatticeState
 

@@ -16,9 +16,9 @@ import logging
 import time
 from typing import Any
 
-from interfaces.client import LatticeClient
-from interfaces.connection import NatsSettings, connect
-from interfaces.events import Event, EventType
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.connection import NatsSettings, connect
+from trellis.interfaces.events import Event, EventType
 from trellis.views import inventory
 from trellis.views.feed import HOST_LOST, HOST_RETURNED, EventFeed, summarize
 from trellis.views.traffic import TrafficWatch
@@ -184,7 +184,7 @@ class LatticeState:
             self.changed()
 
     async def _refresh_apps(self) -> None:
-        from interfaces.wadm_client import WadmClient, WadmError
+        from trellis.interfaces.wadm_client import WadmClient, WadmError
 
         assert self.client is not None
         wadm = WadmClient(self.client, timeout_s=3.0, wait_leader_s=1.0)
@@ -212,7 +212,7 @@ class LatticeState:
         """Usage, energy and carbon per app, as `trellis app usage` computes them, when the hosts report it."""
         assert self.client is not None
         try:
-            from interfaces.carbon import CarbonModel
+            from trellis.interfaces.carbon import CarbonModel
             from trellis.cli.usage_cmd import app_usage
         except ImportError:
             self.usage = {"note": "this Trellis does not report usage"}

@@ -18,9 +18,9 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from interfaces import subjects
-from interfaces.control import HostInfo
-from interfaces.events import Event, EventType
+from trellis.interfaces import subjects
+from trellis.interfaces.control import HostInfo
+from trellis.interfaces.events import Event, EventType
 
 HOST_LOST = "host_lost"
 HOST_RETURNED = "host_returned"

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel
 
-from interfaces.control import HostInfo
+from trellis.interfaces.control import HostInfo
 
 #: the annotations wadm puts on what it places (wadm/observed.py spells them too)
 APP_ANNOTATION = "trellis.app"

@@ -14,8 +14,8 @@ import logging
 import time
 from typing import Any
 
-from interfaces import subjects
-from interfaces.taps import RENEW_EVERY_S, ComponentTraffic, TapWant, TrafficReport, percentile_ms
+from trellis.interfaces import subjects
+from trellis.interfaces.taps import RENEW_EVERY_S, ComponentTraffic, TapWant, TrafficReport, percentile_ms
 
 log = logging.getLogger(__name__)
 

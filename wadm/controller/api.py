@@ -1,4 +1,4 @@
-"""The wadm API: request/reply handlers over NATS (models in `interfaces.wadm_api`).
+"""The wadm API: request/reply handlers over NATS (models in `trellis.interfaces.wadm_api`).
 
 Only the leader subscribes to ``trellis.<lattice>.wadm.api.>`` (queue group
 ``wadm-api``), so there is a single writer of application records; every
@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
-from interfaces import subjects
-from interfaces.control import CtlReply, parse_request
-from interfaces.errors import ErrorCode, TrellisError
-from interfaces.wadm_api import (
+from trellis.interfaces import subjects
+from trellis.interfaces.control import CtlReply, parse_request
+from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.wadm_api import (
     AppList,
     AppManifest,
     AppRef,

@@ -14,11 +14,11 @@ key                                                value (JSON)
                                                    "labels"}``: where a provider's local data lives
 =================================================  ==========================================
 
-Tokens other than the app name are encoded with `interfaces.store.encode_token`
+Tokens other than the app name are encoded with `trellis.interfaces.store.encode_token`
 (``A-Z a-z 0-9 - _`` as they are, anything else as ``=XX`` per UTF-8 byte), so
 any version, id or config name is one KV-safe token. Every change of a record is
 a compare-and-set on its revision, so two writers can never lose each other's
-change. Links and configs live in the lattice's own buckets (`interfaces.store`),
+change. Links and configs live in the lattice's own buckets (`trellis.interfaces.store`),
 which have no room for an owner: the controller writes the owner record *before*
 putting a link or config and removes it *after* deleting one.
 """
@@ -39,14 +39,14 @@ from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from interfaces import subjects
-from interfaces.errors import ErrorCode, TrellisError
-from interfaces.jetstream_errors import JS_NOT_ENABLED_FOR_ACCOUNT, describe, transient
-from interfaces.store import StoreError, StoreSettings, decode_token, encode_token
+from trellis.interfaces import subjects
+from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.jetstream_errors import JS_NOT_ENABLED_FOR_ACCOUNT, describe, transient
+from trellis.interfaces.store import StoreError, StoreSettings, decode_token, encode_token
 # The lattice store's own ordered-consumer watch: it ends the snapshot correctly (nats-py's
 # KeyValue.watch can report it complete too early) and re-reads the bucket after a reconnect.
-from interfaces.kv_watch import RESUBSCRIBED, BucketEntry
-from interfaces.kv_watch import watch_bucket as bucket_watch
+from trellis.interfaces.kv_watch import RESUBSCRIBED, BucketEntry
+from trellis.interfaces.kv_watch import watch_bucket as bucket_watch
 
 from .records import AppRecord
 from .view import LinkIdentity
@@ -140,7 +140,7 @@ class StoreSynced:
 # --- JetStream that is briefly away ------------------------------------------------------
 
 def store_transient(exc: BaseException) -> bool:
-    """`transient`, also for `interfaces.store`'s errors, which report a 503 as NO_RESPONDERS: used
+    """`transient`, also for `trellis.interfaces.store`'s errors, which report a 503 as NO_RESPONDERS: used
     once the controller has opened its own buckets, so JetStream is known to be there."""
     return transient(exc) or (isinstance(exc, StoreError) and exc.code in (ErrorCode.TIMEOUT,
                                                                             ErrorCode.NO_RESPONDERS))
@@ -395,7 +395,7 @@ class AppStore:
                 yield entry.key, entry.value, entry.revision
 
     async def _bucket_watch(self, pattern: str) -> AsyncIterator[Any]:
-        """`interfaces.kv_watch.watch_bucket`, whose first subscription is retried with backoff for
+        """`trellis.interfaces.kv_watch.watch_bucket`, whose first subscription is retried with backoff for
         up to ``retry_s`` while JetStream is unavailable (once subscribed, it resubscribes by itself)."""
         name = subjects.bucket(self.lattice, APPS)
         watch: Any = None

@@ -3,7 +3,7 @@
 Parts (each in its own module):
 
 * `Observer` keeps a `LatticeView` of hosts, placements, links, configs and owners;
-* the scalers (`wadm.scaler`, pure) compare a manifest with a snapshot of that view
+* the scalers (`trellis.wadm.scaler`, pure) compare a manifest with a snapshot of that view
   and return commands;
 * `Executor` applies one pass's commands and waits for their outcomes;
 * `Lease` decides which of several controllers acts;
@@ -39,15 +39,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 import trellis
-from interfaces.policy import PolicyClient
-from interfaces import subjects, tracing
-from interfaces.client import LatticeClient
-from interfaces.connection import connect, goodbye
-from interfaces.control import CtlReply
-from interfaces.events import Event, EventType
-from interfaces.secrets import NKey
-from interfaces.store import LatticeStore, StoreSettings
-from interfaces.wadm_api import AppStatusReply, ControllerInfo, Role
+from trellis.interfaces.policy import PolicyClient
+from trellis.interfaces import subjects, tracing
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.connection import connect, goodbye
+from trellis.interfaces.control import CtlReply
+from trellis.interfaces.events import Event, EventType
+from trellis.interfaces.secrets import NKey
+from trellis.interfaces.store import LatticeStore, StoreSettings
+from trellis.interfaces.wadm_api import AppStatusReply, ControllerInfo, Role
 from trellis.service import Service
 
 from ..keyholder import Keyholder
@@ -55,7 +55,7 @@ from ..manifest import Manifest
 from ..metrics import WadmMetrics
 from ..scaler import AppState, plan, undeploy
 from .api import WadmApi
-from interfaces.cancel import stop_if_cancelled
+from trellis.interfaces.cancel import stop_if_cancelled
 from .app_store import AppStore, ManifestChange, RecordChange, StoreSynced, retry_transient, store_transient
 from .executor import Executor
 from .lease import Lease

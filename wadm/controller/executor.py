@@ -35,15 +35,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from interfaces import control as ctl
-from interfaces import subjects
-from interfaces.client import ControlError, LatticeClient
-from interfaces.errors import ErrorCode, TrellisError
-from interfaces.events import EventType
-from interfaces.links import Link
-from interfaces.policy import PolicyClient, link_body
-from interfaces.secrets import Grant, NKey, SecretRef, SignedGrant
-from interfaces.store import LatticeStore
+from trellis.interfaces import control as ctl
+from trellis.interfaces import subjects
+from trellis.interfaces.client import ControlError, LatticeClient
+from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.events import EventType
+from trellis.interfaces.links import Link
+from trellis.interfaces.policy import PolicyClient, link_body
+from trellis.interfaces.secrets import Grant, NKey, SecretRef, SignedGrant
+from trellis.interfaces.store import LatticeStore
 
 from ..commands import (
     Command,

@@ -30,11 +30,11 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from interfaces import subjects
-from interfaces.store import StoreSettings
+from trellis.interfaces import subjects
+from trellis.interfaces.store import StoreSettings
 
 from .app_store import open_bucket
-from interfaces.cancel import stop_if_cancelled
+from trellis.interfaces.cancel import stop_if_cancelled
 from .records import now_iso
 
 log = logging.getLogger(__name__)

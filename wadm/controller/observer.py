@@ -28,14 +28,14 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from interfaces import subjects
-from interfaces.client import LatticeClient
-from interfaces.events import Event, EventType
-from interfaces.store import ConfigChange, LatticeStore, LinkChange, Synced
+from trellis.interfaces import subjects
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.events import Event, EventType
+from trellis.interfaces.store import ConfigChange, LatticeStore, LinkChange, Synced
 from trellis.service import TaskGroup
 
 from .app_store import AppStore, OwnerChange, StoreSynced, store_transient
-from interfaces.cancel import stop_if_cancelled
+from trellis.interfaces.cancel import stop_if_cancelled
 from ..observed import StatePin
 from .view import LatticeView
 

@@ -13,7 +13,7 @@ import datetime as _dt
 
 from pydantic import BaseModel, ConfigDict
 
-from interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.errors import ErrorCode, TrellisError
 
 MAX_VERSIONS = 50
 """Versions kept per application; the oldest ones that are not deployed are dropped first."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from interfaces.connection import NatsSettings
-from interfaces.policy import PolicySettings
+from trellis.interfaces.connection import NatsSettings
+from trellis.interfaces.policy import PolicySettings
 
 
 class ControllerSettings(BaseModel):

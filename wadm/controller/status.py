@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from interfaces.wadm_api import AppStatusReply, ComponentDetail, LinkDetail, PartProblem, StatusState
+from trellis.interfaces.wadm_api import AppStatusReply, ComponentDetail, LinkDetail, PartProblem, StatusState
 
 from ..manifest import Manifest
 from ..observed import Observed
@@ -37,7 +37,7 @@ def deployed_status(app: Manifest, observed: Observed, failures: Sequence[Failur
                     shared_apps: Mapping[str, Manifest] | None = None,
                     last_pass: str | None = None, now: float | None = None) -> AppStatusReply:
     """Status of deployed `app` against `observed`, with remembered command failures (`now`: the
-    observer's clock, see `wadm.scaler.plan`)."""
+    observer's clock, see `trellis.wadm.scaler.plan`)."""
     st: AppStatus = plan(app, observed, shared_apps=shared_apps, now=now).status
     by_subject: dict[str, list[Failure]] = {}
     for f in failures:

@@ -27,9 +27,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from interfaces.control import Capacity, ComponentDescription, HostInfo, ProviderDescription
-from interfaces.events import Event, EventType
-from interfaces.links import Link
+from trellis.interfaces.control import Capacity, ComponentDescription, HostInfo, ProviderDescription
+from trellis.interfaces.events import Event, EventType
+from trellis.interfaces.links import Link
 
 from ..observed import (
     APP_ANNOTATION,

@@ -9,7 +9,7 @@ copy would have different data.
 
 from __future__ import annotations
 
-from interfaces.provider_state import STATE_LOCAL, STATE_SHARED, builtin_has_local_state
+from trellis.interfaces.provider_state import STATE_LOCAL, STATE_SHARED, builtin_has_local_state
 
 from .models import DAEMONSCALER, Component, Manifest, ScalerProperties
 from .problems import Problem, error, warning

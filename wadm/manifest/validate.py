@@ -35,7 +35,7 @@ from .models import (
 from .capabilities import check_builtin_links, check_provider_images
 from .local_state_check import check_local_state
 from .problems import Problem, did_you_mean, error, warning, where_component, where_link
-from interfaces.secrets import BACKEND, NAME_PATTERN as SECRET_NAME_PATTERN
+from trellis.interfaces.secrets import BACKEND, NAME_PATTERN as SECRET_NAME_PATTERN
 
 SECRET_POLICY_TYPE = "policy.secret.wasmcloud.dev/v1alpha1"
 SECRETS_BACKEND = BACKEND
@@ -63,7 +63,7 @@ and wasmcloud:postgres). In these namespaces an unknown package or interface is
 probably a typo, so it gets a warning; other namespaces are custom and not checked."""
 
 _MANIFEST_NAME = re.compile(r"[-\w]+")
-# What the Trellis lattice accepts (interfaces.subjects / links / lattice_config):
+# What the Trellis lattice accepts (trellis.interfaces.subjects / links / lattice_config):
 _ENTITY_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _WIT_ID = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z][A-Za-z0-9]*)*")
 _LINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")

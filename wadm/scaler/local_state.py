@@ -2,7 +2,7 @@
 
 A capability provider has *local state* when the manifest says ``properties.state: local``,
 or (unless it says ``shared``) when its image is a built-in known to keep files on its
-host (`interfaces.provider_state`) or a running placement of it declares so.
+host (`trellis.interfaces.provider_state`) or a running placement of it declares so.
 
 Such a provider, placed on one host (a spreadscaler with one instance), is *pinned* to
 the host that first ran it: wadm records the host's state dir id (`StatePin`, in its
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from interfaces.provider_state import STATE_LOCAL, STATE_SHARED, builtin_has_local_state
+from trellis.interfaces.provider_state import STATE_LOCAL, STATE_SHARED, builtin_has_local_state
 
 from ..commands import PinState
 from ..observed import APP_ANNOTATION, Observed, StatePin

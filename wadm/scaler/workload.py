@@ -16,7 +16,7 @@ from ..manifest import (
     config_name,
     generated_id,
 )
-from interfaces.secrets import SecretRef
+from trellis.interfaces.secrets import SecretRef
 
 from ..observed import Reuse
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from providers.sdk import CallError, Link, Provider, ProviderError, export
+from trellis.providers.sdk import CallError, Link, Provider, ProviderError, export
 
 log = logging.getLogger("kv_memory")
 

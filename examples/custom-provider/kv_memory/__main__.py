@@ -1,6 +1,6 @@
 """``python -m kv_memory``: bootstrap JSON on stdin (from a host), or flags by hand (``--help``)."""
 
-from providers.sdk import run
+from trellis.providers.sdk import run
 
 from . import kv
 

@@ -39,7 +39,7 @@ own<R>, borrow<R>      only through a :class:`ResourceCodec` (host resources
 wasmtime-py's side of the conversion: it lifts a variant, option or result
 *untagged* (the bare payload) when the Python classes of its cases do not
 overlap, and as ``Variant(tag, payload)`` only when they do (see
-:attr:`host.runtime.wit.VariantLike.tagged`). :func:`to_plain` therefore
+:attr:`trellis.host.runtime.wit.VariantLike.tagged`). :func:`to_plain` therefore
 decides the case of an untagged value by checking it against each case type
 (``bool`` is not taken for an integer), and :func:`from_plain` produces
 exactly the Python shape wasmtime-py lowers, refusing the rare values that

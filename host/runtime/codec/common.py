@@ -1,5 +1,5 @@
 """What both directions of the codec share: the error, the resource hook, the kept converters
-and the helpers they are built from (the contract itself: :mod:`host.runtime.codec`)."""
+and the helpers they are built from (the contract itself: :mod:`trellis.host.runtime.codec`)."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def each_of(convs: list[Callable[[Any, Any], Any]], values: Any, res: ResourceCo
 def untagged_order(cases: tuple[tuple[str, WitType | None], ...]) -> list[int]:
     """Case indices in the order an untagged value is matched: cases that could match any
     value (their classes include ``object``) last, as the patched wasmtime-py lowers them
-    (see :mod:`host.runtime.wasmtime_patches`)."""
+    (see :mod:`trellis.host.runtime.wasmtime_patches`)."""
     return sorted(range(len(cases)), key=lambda i: cases[i][1] is not None and "object" in py_classes(cases[i][1]))
 
 

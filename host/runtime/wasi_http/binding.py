@@ -1,6 +1,6 @@
 """Host functions for the ``wasi:io`` / ``wasi:http/types`` functions the host answers itself.
 
-The generic binding (:func:`host.runtime.imports._host_function`) turns every argument into
+The generic binding (:func:`trellis.host.runtime.imports._host_function`) turns every argument into
 a plain value and hands the call to the invocation's handler. For the functions of
 :data:`.io.IO` and :data:`.types.HTTP`, which need nothing from the handler, this binds the
 implementation straight to the import: resource arguments are looked up in the instance's
@@ -16,7 +16,7 @@ from typing import Any
 
 from wasmtime import StoreContext, WasmtimeError
 
-from interfaces.resources import unversioned
+from trellis.interfaces.resources import unversioned
 
 from ..codec import CodecError, from_plain, to_plain
 from ..component import FunctionInfo
@@ -122,5 +122,5 @@ class _Direct:
         return _add_resource if fastcall.active() else None
 
 
-#: what :func:`host.runtime.imports.build_linker` takes as ``direct`` for a wasi:http component
+#: what :func:`trellis.host.runtime.imports.build_linker` takes as ``direct`` for a wasi:http component
 DIRECT = _Direct()

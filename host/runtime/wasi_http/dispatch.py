@@ -4,7 +4,7 @@
 ``wasi:io`` and ``wasi:http`` interfaces and, to a fixed point, every import whose
 resource types come from one of them (``wasi:cli/stdout`` returns a ``wasi:io``
 ``output-stream``, ``wasi:filesystem/preopens`` a ``wasi:filesystem/types`` descriptor, ...).
-They are bound like any other import (:func:`host.runtime.imports.build_linker`, with
+They are bound like any other import (:func:`trellis.host.runtime.imports.build_linker`, with
 shadowing on) and answered by :class:`WasiHttpHandler` before the call's own handler
 sees anything: a ``wasi:keyvalue`` or ``wasi:logging`` import of the same component goes
 on to the link, exactly as for a ``trellis:http`` component.
@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from interfaces.resources import unversioned
+from trellis.interfaces.resources import unversioned
 
 from ..component import LoadedComponent
 from ..errors import ImportFailed, MissingLink
@@ -30,7 +30,7 @@ from .types import HTTP, FutureIncomingResponse, OutgoingRequest, method_name
 
 __all__ = ["INCOMING", "OUTGOING", "WasiHttpHandler", "find_handler", "shadowed"]
 
-log = logging.getLogger("host.runtime.wasi_http")
+log = logging.getLogger("trellis.host.runtime.wasi_http")
 
 #: the export a wasi:http component serves requests with (unversioned)
 INCOMING = "wasi:http/incoming-handler"
@@ -82,7 +82,7 @@ def _error_code_names(loaded: LoadedComponent) -> dict[str, str]:
 
 
 class WasiHttpHandler:
-    """An :class:`~host.runtime.imports.ImportHandler` for one call of a wasi:http component:
+    """An :class:`~trellis.host.runtime.imports.ImportHandler` for one call of a wasi:http component:
     answers the shadowed imports, passes the others (and outgoing requests) to ``outer``."""
 
     __slots__ = ("outer", "shadow", "codes", "stderr", "outgoing", "stdout")

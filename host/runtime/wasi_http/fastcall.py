@@ -15,12 +15,12 @@ that reads and writes wasmtime's ``wasmtime_component_val_t`` slots itself:
 * numbers, strings and ``list<u8>``: read from the slot (and freed, as wasmtime-py does);
 * results: ``own<R>`` made with ``resource_host_new`` + ``to_any``; results, options and
   variants carrying one are written in place; the rest through
-  :mod:`host.runtime.lower_in_place`'s writers.
+  :mod:`trellis.host.runtime.lower_in_place`'s writers.
 
 Anything else (a ``list<borrow<pollable>>``, a ``fields.from-list`` list) goes through
 wasmtime-py's conversion and the codec, read from the same slot: one function may mix
 both. Errors trap the guest exactly as the generic binding's do. Used only when
-:mod:`host.runtime.lower_in_place` is active and its layout checks passed;
+:mod:`trellis.host.runtime.lower_in_place` is active and its layout checks passed;
 ``TRELLIS_WASI_HTTP_FAST=0`` keeps wasmtime-py's callbacks (:mod:`.binding`), for comparison.
 """
 
@@ -37,7 +37,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import ResourceType
 from wasmtime.component import _types as T
 
-from interfaces.switches import switched_on
+from trellis.interfaces.switches import switched_on
 
 from .. import lower_in_place as lip
 from ..codec import CodecError, from_plain, to_plain

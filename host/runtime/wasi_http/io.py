@@ -11,8 +11,8 @@ Streams here are buffers: an :class:`InputStream` reads from bytes the host alre
 has (a request body as the HTTP front received it, a response from the http-client),
 an :class:`OutputStream` collects what the guest writes (a response body, a request
 body, stdout, stderr). Every read and write is bounded (:data:`CHUNK`) so that one
-call never carries more than a component call can (``interfaces.wasm_limits``).
-Values are plain (:mod:`host.runtime.codec`): ``{"ok": v}`` / ``{"err": e}``,
+call never carries more than a component call can (``trellis.interfaces.wasm_limits``).
+Values are plain (:mod:`trellis.host.runtime.codec`): ``{"ok": v}`` / ``{"err": e}``,
 ``{"case": payload}``.
 """
 
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from interfaces.wasm_limits import MAX_BYTES_PER_CALL
+from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
 from ..errors import Reroute
 from ..imports import CURRENT_CALL, HostResource

@@ -3,7 +3,7 @@
 The HTTP front sends every component the same request record and takes the same
 response record back (``trellis:http/types``: method, path-with-query, headers, body).
 For a component that exports ``wasi:http/incoming-handler@0.2.x`` instead, the
-invoker (:meth:`host.runtime.Invoker.invoke`, called with the ``trellis:http`` address)
+invoker (:meth:`trellis.host.runtime.Invoker.invoke`, called with the ``trellis:http`` address)
 turns the record into an ``incoming-request`` and a ``response-outparam``
 (:class:`WasiHttpExport`), calls ``handle(request, response-out)`` and reads what the
 guest put in the outparam, and the body it wrote, back into a response record.
@@ -19,7 +19,7 @@ import logging
 import sys
 from typing import Any
 
-from interfaces.resources import unversioned
+from trellis.interfaces.resources import unversioned
 
 from ..component import FunctionInfo, LoadedComponent
 from ..errors import ErrorKind, InvocationError
@@ -30,7 +30,7 @@ from .types import IncomingRequest, ResponseOutparam
 
 __all__ = ["WasiHttpExport", "TRELLIS_HANDLE", "as_response"]
 
-log = logging.getLogger("host.runtime.wasi_http")
+log = logging.getLogger("trellis.host.runtime.wasi_http")
 
 #: the address the HTTP front calls (and a wasi:http component answers)
 TRELLIS_HANDLE = frozenset({"trellis:http/incoming-handler.handle", "trellis:http/incoming-handler@0.1.0.handle",

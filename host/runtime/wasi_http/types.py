@@ -1,7 +1,7 @@
 """``wasi:http/types`` and ``wasi:http/outgoing-handler`` in the host, over plain values.
 
 The resources are Python objects kept in the instance's resource table
-(:class:`host.runtime.imports.ResourceTable`, keyed by rep, as wasmtime's
+(:class:`trellis.host.runtime.imports.ResourceTable`, keyed by rep, as wasmtime's
 ``wasi-http`` keeps its own); the functions below get them as arguments and return
 ``HostResource(obj)`` for an ``own<R>``. Bodies are :mod:`.io` streams over bytes: the
 HTTP front hands a request over whole and takes the response whole (the same wire as
@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from interfaces.envelope import MAX_BODY
+from trellis.interfaces.envelope import MAX_BODY
 
 from ..imports import HostResource
 from .io import READY, InputStream, OutputStream, Pollable

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-log = logging.getLogger("providers.builtin")
+log = logging.getLogger("trellis.providers.builtin")
 
 #: each backend probe gets this long before it counts as unreachable
 PROBE_TIMEOUT_S = 2.0

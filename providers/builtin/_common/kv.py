@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from collections.abc import Iterable, Mapping
 from typing import Any, Awaitable, Callable, Protocol
 
-from providers.sdk import Context, export
+from trellis.providers.sdk import Context, export
 
 from .calls import before_deadline
 from .config import ConfigError
 from .links import LinkTable, LinkUnusable, NotLinked
 
-log = logging.getLogger("providers.builtin")
+log = logging.getLogger("trellis.providers.builtin")
 
 #: bucket identifiers (and prefixes + identifiers): what every backend can name
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

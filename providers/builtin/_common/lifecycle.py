@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Generic, TypeVar
 
-from providers.sdk import Link, Provider
+from trellis.providers.sdk import Link, Provider
 
 from .health import Prober
 from .links import LinkTable

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from providers.sdk import Link
+from trellis.providers.sdk import Link
 
 from .config import ConfigError, merged
 
@@ -35,7 +35,7 @@ LinkKey = tuple[str, str]
 #: how long a call from an unknown caller waits for its link to arrive before it is refused
 LINK_GRACE_S = 1.0
 
-log = logging.getLogger("providers.builtin")
+log = logging.getLogger("trellis.providers.builtin")
 
 
 class NotLinked(Exception):

@@ -23,13 +23,13 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from interfaces.connection import NatsSettings, connect
-from interfaces.subjects import ROOT
-from providers.sdk import NatsBootstrap, nats_connection
+from trellis.interfaces.connection import NatsSettings, connect
+from trellis.interfaces.subjects import ROOT
+from trellis.providers.sdk import NatsBootstrap, nats_connection
 
 from .config import ConfigError, text
 
-log = logging.getLogger("providers.builtin")
+log = logging.getLogger("trellis.providers.builtin")
 
 #: config keys that select and authenticate a NATS server other than the lattice's
 NATS_KEYS = ("url", "user", "password", "token", "creds_file", "nkey_seed_file", "tls_ca", "tls_cert", "tls_key")

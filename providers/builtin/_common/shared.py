@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
 
-log = logging.getLogger("providers.builtin")
+log = logging.getLogger("trellis.providers.builtin")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from providers.sdk import Context, Link, Provider, export
+from trellis.providers.sdk import Context, Link, Provider, export
 
 from .calls import time_left
 from .health import probe_each
@@ -35,7 +35,7 @@ from .lifecycle import LinkedBackend
 from .links import LinkUnusable, NotLinked
 from .shared import Shared
 
-log = logging.getLogger("providers.builtin")
+log = logging.getLogger("trellis.providers.builtin")
 
 QUERY = "trellis:sql/query"
 INVALID_QUERY = "invalid-query"

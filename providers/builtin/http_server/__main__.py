@@ -1,6 +1,6 @@
-"""``python -m providers.builtin.http_server``: bootstrap JSON on stdin (from a host), or flags."""
+"""``python -m trellis.providers.builtin.http_server``: bootstrap JSON on stdin (from a host), or flags."""
 
-from providers.sdk import run
+from trellis.providers.sdk import run
 
 from . import provider
 

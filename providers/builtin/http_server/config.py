@@ -17,7 +17,7 @@ Per link (the link's ``source_config``; the provider's own config gives defaults
 ``timeout_ms``         the whole call to the component; past it: 504. Default 30 000.
 ``max_body_bytes``     largest request body; past it: 413. Default 2,600,000 bytes
                        (~2.5 MiB), the most one call carries into a component
-                       (``interfaces.wasm_limits``). A larger value (up to 64 MiB)
+                       (``trellis.interfaces.wasm_limits``). A larger value (up to 64 MiB)
                        lets larger bodies through to components that read them in
                        pieces (``trellis:http/request-body``); others answer 413.
 ``instance_wait_ms``   how long a request waits for an instance of the component when
@@ -40,8 +40,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from interfaces.envelope import MAX_BODY
-from interfaces.wasm_limits import MAX_BYTES_PER_CALL
+from trellis.interfaces.envelope import MAX_BODY
+from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
 DEFAULT_ADDRESS = "127.0.0.1:8000"
 MIB = 1024 * 1024

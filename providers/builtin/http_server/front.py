@@ -20,7 +20,7 @@ from .config import ServerConfig, format_address
 from .listener import Caller, Listener
 from .routes import LinkKey, Route, plan
 
-log = logging.getLogger("providers.http_server")
+log = logging.getLogger("trellis.providers.http_server")
 
 RETRY_S = 2.0
 #: how long requests in progress may finish when their listener closes

@@ -26,14 +26,14 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from interfaces import subjects
-from interfaces.envelope import PART_HEADER, EnvelopeError, Invocation, Reply, join_part
-from interfaces.wasm_limits import MAX_BYTES_PER_CALL
-from interfaces.errors import ErrorCode
+from trellis.interfaces import subjects
+from trellis.interfaces.envelope import PART_HEADER, EnvelopeError, Invocation, Reply, join_part
+from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
+from trellis.interfaces.errors import ErrorCode
 
 from . import wire
 
-log = logging.getLogger("providers.http_server")
+log = logging.getLogger("trellis.providers.http_server")
 
 INTERFACE = "trellis:http/incoming-handler"
 FUNCTION = "handle"

@@ -18,12 +18,12 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from interfaces import handoff
+from trellis.interfaces import handoff
 
 if TYPE_CHECKING:
     from .listener import Listener
 
-log = logging.getLogger("providers.http_server")
+log = logging.getLogger("trellis.providers.http_server")
 
 #: how often workers not connected are tried again
 RECONNECT_S = 1.0

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from opentelemetry import trace as otel_trace
 
-from interfaces import tracing
+from trellis.interfaces import tracing
 
 from . import wire
 from .config import ServerConfig, format_address
@@ -20,7 +20,7 @@ from .gateway import CallFailed
 from .protocol import HttpConnection, Request
 from .routes import RouteTable
 
-log = logging.getLogger("providers.http_server")
+log = logging.getLogger("trellis.providers.http_server")
 _ids = itertools.count(1)
 
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .listener import Listener
     from .routes import Route
 
-log = logging.getLogger("providers.http_server")
+log = logging.getLogger("trellis.providers.http_server")
 
 MAX_PIPELINE = 8
 #: after a refusal, how long the rest of the request is read and dropped before closing

@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from providers.sdk import Link, Provider, ProviderInfo
-from providers.sdk._private.context import current_instance
+from trellis.providers.sdk import Link, Provider, ProviderInfo
+from trellis.providers.sdk._private.context import current_instance
 
-from interfaces import handoff as connection_handoff
+from trellis.interfaces import handoff as connection_handoff
 
 from .config import ConfigError, ServerConfig, parse_route, parse_server
 from .front import HttpFront
@@ -27,7 +27,7 @@ from .listener import Caller
 from .routes import Route
 from .tls import CERT_SECRET, KEY_SECRET, server_context
 
-log = logging.getLogger("providers.http_server")
+log = logging.getLogger("trellis.providers.http_server")
 
 NAME = "http-server"
 INTERFACE = "trellis:http/incoming-handler"
@@ -42,7 +42,7 @@ def lattice_caller(info: ProviderInfo) -> NatsCaller:
     nc = getattr(current_instance(), "nc", None)
     if nc is None:
         raise RuntimeError("http-server calls components over the lattice: run it on a host "
-                           "(builtin:http-server) or with 'python -m providers.builtin.http_server'")
+                           "(builtin:http-server) or with 'python -m trellis.providers.builtin.http_server'")
     return NatsCaller(nc, info.lattice, source=info.provider_id)
 
 

@@ -1,1 +1,1 @@
-"""Internals of the provider SDK; import the public names from ``providers.sdk``."""
+"""Internals of the provider SDK; import the public names from ``trellis.providers.sdk``."""

@@ -21,11 +21,11 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from interfaces import subjects
-from interfaces.connection import DEFAULT_URL, NatsSettings
-from interfaces.lattice_config import ConfigError, check_config_name, check_config_values, parse_pairs
-from interfaces.links import Link, validation_message
-from interfaces.secrets import SecretValue
+from trellis.interfaces import subjects
+from trellis.interfaces.connection import DEFAULT_URL, NatsSettings
+from trellis.interfaces.lattice_config import ConfigError, check_config_name, check_config_values, parse_pairs
+from trellis.interfaces.links import Link, validation_message
+from trellis.interfaces.secrets import SecretValue
 
 BOOTSTRAP_VERSION = 1
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from interfaces import gc_tuning, tracing
-from interfaces.logs import setup_logging
+from trellis.interfaces import gc_tuning, tracing
+from trellis.interfaces.logs import setup_logging
 
 from .bootstrap import Bootstrap, BootstrapError, arg_parser, bootstrap_from_args, read_bootstrap
 from .definition import Provider

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from interfaces.links import Link
-from interfaces.secrets import SecretValue
+from trellis.interfaces.links import Link
+from trellis.interfaces.secrets import SecretValue
 
 from .bootstrap import NatsBootstrap
 
@@ -140,7 +140,7 @@ def context() -> Context:
     try:
         return _current_context.get()
     except LookupError:
-        raise RuntimeError("providers.sdk.context() is only available while a handler runs") from None
+        raise RuntimeError("trellis.providers.sdk.context() is only available while a handler runs") from None
 
 
 def nats_connection() -> Any:

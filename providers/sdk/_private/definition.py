@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from interfaces import subjects
-from interfaces.links import Link, WitInterface, parse_wit_interface
+from trellis.interfaces import subjects
+from trellis.interfaces.links import Link, WitInterface, parse_wit_interface
 
 from .context import current_instance
 

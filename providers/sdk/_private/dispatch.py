@@ -7,13 +7,13 @@ import logging
 import time
 from typing import Any
 
-from interfaces.errors import ErrorCode
+from trellis.interfaces.errors import ErrorCode
 
 from .context import Context, Instance, ProviderInfo, _current_context, _current_instance
 from .definition import ExportDefinition, Provider, call_maybe_sync
 from .errors import ProviderError
 
-log = logging.getLogger("providers.sdk")
+log = logging.getLogger("trellis.providers.sdk")
 
 
 class _Call:

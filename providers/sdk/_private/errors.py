@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from interfaces.errors import ErrorCode
-from interfaces.rpc_client import RpcError
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.rpc_client import RpcError
 
 #: codes with a meaning across the lattice; any other code still travels (as ``kind``)
 WELL_KNOWN = frozenset(c.value for c in ErrorCode)
@@ -14,7 +14,7 @@ class ProviderError(Exception):
 
     ``code`` is yours to choose (``"no-such-bucket"``, ``"not_found"``, …) and
     reaches the caller unchanged as the error's ``kind``; when it is one of the
-    lattice's codes (:class:`interfaces.errors.ErrorCode`, e.g. ``not_found``,
+    lattice's codes (:class:`trellis.interfaces.errors.ErrorCode`, e.g. ``not_found``,
     ``bad_request``, ``conflict``) it is also the error's ``code``, otherwise the
     code is ``invocation_failed``. Handler errors are never retried.
     """

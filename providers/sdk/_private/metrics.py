@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from interfaces.telemetry import FastHistogram, Series, series
+from trellis.interfaces.telemetry import FastHistogram, Series, series
 
 #: distinct functions / callers kept apart; more are counted under OTHER (bounded labels)
 MAX_KEYS = 256

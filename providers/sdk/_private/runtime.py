@@ -23,17 +23,17 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from interfaces.connection import connect, goodbye
-from interfaces.control import CtlReply
-from interfaces.envelope import Invocation
-from interfaces.errors import ErrorCode
-from interfaces.links import Link
-from interfaces import handoff
-from interfaces.local_rpc import LocalComponentCaller, LocalRpcDoor, provider_address
-from interfaces.rpc_client import RpcClient, RpcError
-from interfaces.rpc_server import RpcServer
-from interfaces.store import ConfigChange, LatticeStore, LinkChange, StoreSettings, Synced
-from interfaces.telemetry import Telemetry
+from trellis.interfaces.connection import connect, goodbye
+from trellis.interfaces.control import CtlReply
+from trellis.interfaces.envelope import Invocation
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.links import Link
+from trellis.interfaces import handoff
+from trellis.interfaces.local_rpc import LocalComponentCaller, LocalRpcDoor, provider_address
+from trellis.interfaces.rpc_client import RpcClient, RpcError
+from trellis.interfaces.rpc_server import RpcServer
+from trellis.interfaces.store import ConfigChange, LatticeStore, LinkChange, StoreSettings, Synced
+from trellis.interfaces.telemetry import Telemetry
 from trellis.service import Service
 
 from . import subjects as psubjects
@@ -45,7 +45,7 @@ from .errors import ProviderError
 from .metrics import ProviderTally
 from .state import Action, CallLinks, ConfigUpdated, LinkDeleted, LinkPut, LinkState, wit_key
 
-log = logging.getLogger("providers.sdk")
+log = logging.getLogger("trellis.providers.sdk")
 
 HEALTH_TIMEOUT_S = 5.0
 LINK_CALLBACK_TIMEOUT_S = 60.0

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from interfaces.lattice_config import merge_configs
-from interfaces.links import Link, parse_wit_interface
+from trellis.interfaces.lattice_config import merge_configs
+from trellis.interfaces.links import Link, parse_wit_interface
 
 Identity = tuple[str, str, str, str, str]
 

@@ -1,4 +1,4 @@
-"""Subjects a provider instance answers besides its invocations (spelled in interfaces.subjects)::
+"""Subjects a provider instance answers besides its invocations (spelled in trellis.interfaces.subjects)::
 
     trellis.<lattice>.prov.<provider_id>.ping               every instance answers (scatter-gather)
     trellis.<lattice>.prov.<provider_id>.<host_id>.health   the instance a host runs answers
@@ -7,6 +7,6 @@
 
 from __future__ import annotations
 
-from interfaces.subjects import provider_health, provider_metrics, provider_ping
+from trellis.interfaces.subjects import provider_health, provider_metrics, provider_ping
 
 __all__ = ["provider_health", "provider_metrics", "provider_ping"]

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from interfaces.wit_packages import WIT_DIR
+from trellis.interfaces.wit_packages import WIT_DIR
 from tests.components.build import default_cache_dir
 
 HERE = Path(__file__).resolve().parent

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from providers.sdk import Provider, export, run
+from trellis.providers.sdk import Provider, export, run
 
 log = logging.getLogger("$module")
 GREETINGS = {"en": "Hello", "fr": "Bonjour", "de": "Hallo", "es": "Hola"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from providers.sdk import Link
-from providers.sdk.testing import ProviderEnvironment
+from trellis.providers.sdk import Link
+from trellis.providers.sdk.testing import ProviderEnvironment
 
 from $module import build
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.baselines.services import PLATFORM_POC_DIR, start_small_app_services
-from tests.harness import REPO
+from bench.baselines.services import PLATFORM_POC_DIR, SMALL_APP, free_port, start_small_app_services
+from tests.harness import REPO, eventually
 from trellis import procs
 from trellis.natsserver import NatsServer
 
@@ -93,3 +93,44 @@ async def test_cli_stops_the_rest_and_fails_when_a_service_dies(nats_server: Nat
     assert proc.stderr is not None
     assert "app-1 exited with -9; stopping the others" in (await proc.stderr.read()).decode()
     assert not procs.pid_alive(other)
+
+
+async def test_services_go_when_the_cli_is_killed(nats_server: NatsServer, tmp_path: Path) -> None:
+    proc, started = await _cli("small-apps", "x", "--nats", nats_server.url, "--state-dir", str(tmp_path),
+                               "--bucket-prefix", f"kill{tmp_path.name[-6:]}-")
+    (pid,) = started["pids"]  # type: ignore[misc]
+    proc.kill()  # no stop at all: the service's death signal ends it
+    await proc.wait()
+    await eventually(lambda: not procs.pid_alive(pid), timeout=30.0, what="the orphaned service exiting")
+
+
+MIDDLE = """
+import subprocess, sys, time, httpx
+p = subprocess.Popen([sys.executable, "-P", sys.argv[1]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+deadline = time.monotonic() + 60
+while p.poll() is None and time.monotonic() < deadline:
+    try:
+        httpx.get(f"http://127.0.0.1:{sys.argv[2]}/healthz", timeout=5)
+        break
+    except httpx.TransportError:
+        time.sleep(0.05)
+print(p.pid)
+"""
+
+
+async def test_a_service_whose_parent_is_gone_stops_by_itself(nats_server: NatsServer, tmp_path: Path) -> None:
+    """No death signal (a parent on another thread, or another OS): the service watches its parent's pidfd."""
+    script = str(SMALL_APP)
+    env = {**os.environ, "PORT": str(free_port()), "NATS_URL": nats_server.url, "APP_NAME": "orphan",
+           "BUCKET": f"orphan{tmp_path.name[-6:]}", procs.EXIT_WITH_PARENT_ENV: "1"}
+    # the middle process starts the service (no death signal), waits until it answers (so it is
+    # watching its parent) and exits, orphaning it
+    middle = subprocess.run([sys.executable, "-c", MIDDLE, script, env["PORT"]], env=env, capture_output=True,
+                            text=True, timeout=90, check=True)
+    pid = int(middle.stdout)
+    try:
+        await eventually(lambda: not procs.pid_alive(pid), timeout=30.0, what="the orphaned service exiting")
+    finally:
+        if procs.pid_alive(pid):  # the test failed: leave nothing behind
+            os.kill(pid, signal.SIGKILL)

@@ -11,9 +11,8 @@ Variables every service reads:
   and keeps no access log (as a service under load would be run).
 * ``NATS_URL``: for the services that use NATS.
 
-When started by a Trellis supervisor (the launcher in ``bench/baselines/services.py``), a
-service also stops when its parent dies (``trellis.procs.exit_with_parent``); run by hand or
-in a container without Trellis installed, it does not need it.
+When started by the launcher (``bench/baselines/services.py``), a service also stops when its
+parent dies (see ``exit_with_parent``); run by hand or in a container, it does not need Trellis.
 """
 
 from __future__ import annotations
@@ -21,7 +20,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
+import signal
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -126,14 +129,42 @@ def serve(app: Any, service: str) -> None:
         host, port = os.environ.get("HOST", "127.0.0.1"), env_port()
     except SettingsError as exc:
         sys.exit(f"{service}: {exc}")
-    try:
-        from trellis import procs
-    except ImportError:  # a container without Trellis: its runtime stops it
-        pass
-    else:
-        procs.exit_with_parent()
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+    exit_with_parent()
+    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on", proxy_headers=False,
                 log_level="warning", access_log=False, server_header=False, timeout_graceful_shutdown=5)
+
+
+#: set by a Trellis supervisor in its children's environment (trellis.procs.EXIT_WITH_PARENT_ENV)
+EXIT_WITH_PARENT_ENV = "TRELLIS_EXIT_WITH_PARENT"
+ORPHAN_GRACE_S = 1.0
+
+
+def exit_with_parent() -> None:
+    """Started by a supervisor (the launcher): stop when it is gone, as ``trellis.procs.exit_with_parent``
+    does, but waiting on the parent's pidfd instead of polling, so an idle service wakes up for nothing.
+
+    The death signal the launcher sets (``trellis.procs.spawn``) usually comes first; this covers a
+    launcher that started us from another thread. Run by hand or in a container, it does nothing.
+    """
+    if os.environ.get(EXIT_WITH_PARENT_ENV) != "1":
+        return
+    parent = os.getppid()
+    try:
+        fd = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # not Linux >= 5.3: the project's polling watch
+        from trellis import procs
+
+        procs.exit_with_parent()
+        return
+
+    def watch() -> None:
+        if os.getppid() == parent:  # else it died before we opened its pidfd
+            select.select([fd], [], [])  # readable once the parent has exited
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful stop
+        time.sleep(ORPHAN_GRACE_S)  # then go, whatever the stop is waiting on
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def settings_or_exit(service: str, read: Any) -> Any:

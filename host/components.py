@@ -14,7 +14,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from trellis.interfaces import handoff
+from trellis.samehost import handoff
 from trellis.interfaces.artifacts import ArtifactError
 from trellis.interfaces.control import (
     ComponentDescription,

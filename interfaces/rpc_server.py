@@ -26,7 +26,6 @@ from opentelemetry import trace as otel_trace
 from . import subjects, tracing
 from .envelope import MAX_FRAME, PART_HEADER, EnvelopeError, Invocation, Reply, ok_frame, progress_frame
 from .errors import ErrorCode, TrellisError
-from .local_rpc import REPLY_PREFIX as _LOCAL_PREFIX
 from .rpc_client import PROGRESS_INTERVAL_S, RpcError
 from .telemetry.series import FastHistogram
 
@@ -39,6 +38,8 @@ _SERVER = otel_trace.SpanKind.SERVER
 _PART_ROOM = 1024
 #: a call gets progress frames once it has been in this server this long (then every interval)
 _PROGRESS_AFTER_S = PROGRESS_INTERVAL_S / 2
+#: the reply subject of a call that came over a same-host socket (``trellis/samehost/local_rpc.py``)
+LOCAL_REPLY_PREFIX = "_LOCAL."
 
 
 class _LocalMsg:
@@ -96,7 +97,7 @@ class RpcServer:
         self.stats = {"served": 0, "failed": 0, "busy": 0, "malformed": 0, "queued": 0}
         #: how long calls that found no free slot waited for one (only those: a free slot costs nothing)
         self.queue_wait = FastHistogram()
-        #: sends frames to calls that came over a local socket (``interfaces/local_rpc.py``)
+        #: sends frames to calls that came over a local socket (``trellis/samehost/local_rpc.py``)
         self.local_send: Callable[[str, bytes], None] | None = None
 
     async def start(self) -> None:
@@ -138,7 +139,7 @@ class RpcServer:
 
     def take_local(self, frame: bytes, reply_to: str) -> bool:
         """A call that came over a local socket: served as one from NATS, answered through
-        :attr:`local_send` (its ``reply_to`` starts with ``local_rpc.REPLY_PREFIX``).
+        :attr:`local_send` (its ``reply_to`` starts with :data:`LOCAL_REPLY_PREFIX`).
         False when this server has stopped taking calls."""
         if self._sub is None:
             return False
@@ -152,7 +153,7 @@ class RpcServer:
 
     async def _publish(self, subject: str, frame: bytes) -> None:
         """``frame`` to a caller: over its local socket, or NATS (in parts past its max payload)."""
-        if self.local_send is not None and subject.startswith(_LOCAL_PREFIX):
+        if self.local_send is not None and subject.startswith(LOCAL_REPLY_PREFIX):
             self.local_send(subject, frame)
             return
         limit = self.nc.max_payload

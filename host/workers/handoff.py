@@ -1,4 +1,4 @@
-"""HTTP connections handed to this worker by the host's ``builtin:http-server`` (``interfaces/handoff.py``).
+"""HTTP connections handed to this worker by the host's ``builtin:http-server`` (``trellis/samehost/handoff.py``).
 
 The provider accepts a connection on a listener whose components this worker
 serves and passes the socket here; the worker reads its requests with the
@@ -34,7 +34,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from trellis.interfaces import handoff, tracing
+from trellis.interfaces import tracing
+from trellis.samehost import handoff
 from trellis.interfaces.envelope import ENVELOPE_ROOM, MAX_BODY, Invocation
 from trellis.interfaces.errors import ErrorCode, TrellisError
 from trellis.interfaces.rpc_client import RpcError

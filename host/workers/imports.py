@@ -6,7 +6,7 @@ loop and blocks on its result, bounded by the invocation's own deadline. A call
 to a component this worker serves itself runs nested on the calling thread
 instead (``colocated.py``), when the target has a free slot here; a call to a
 provider of this host is written to the provider's socket by the Wasm thread
-itself, which blocks reading the reply (``interfaces/local_rpc.py``).
+itself, which blocks reading the reply (``trellis/samehost/local_rpc.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from trellis.host.runtime import ImportFailed, MissingLink
-from trellis.interfaces import local_rpc
+from trellis.samehost import local_rpc
 from trellis.interfaces.envelope import EnvelopeError, Invocation
-from trellis.interfaces.local_rpc import LocalRpcClient
+from trellis.samehost.local_rpc import LocalRpcClient
 from trellis.interfaces.policy import Decision, PolicyClient, changed_subject, link_body
 from trellis.interfaces.resources import unversioned, wire_function
 from trellis.interfaces.rpc_client import RpcClient, RpcError
@@ -63,7 +63,7 @@ class ImportRouter:
         #: runs a call in this process when its target is served here (the worker sets it), or
         #: returns ``colocated.REMOTE``; None sends every call over the lattice
         self.colocated: Callable[[Invocation], Any] | None = None
-        #: calls providers of this host over their sockets (``interfaces/local_rpc.py``); None: never
+        #: calls providers of this host over their sockets (``trellis/samehost/local_rpc.py``); None: never
         self.direct: LocalRpcClient | None = None
         #: asked before a link is used (``putLink``); None: no policy hook
         self.policy: PolicyClient | None = None

@@ -45,9 +45,9 @@ from trellis.host.runtime import (
 from trellis.host.runtime.imports import is_wasip2_interface
 from trellis.interfaces.policy import PolicyClient, PolicySettings
 from trellis.interfaces.connection import NatsSettings, connect, goodbye
-from trellis.interfaces import local_rpc
+from trellis.samehost import local_rpc
 from trellis.interfaces.envelope import Invocation
-from trellis.interfaces.local_rpc import LocalRpcClient, LocalRpcDoor
+from trellis.samehost.local_rpc import LocalRpcClient, LocalRpcDoor
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.rpc_client import RpcClient, RpcError
 from trellis.interfaces.rpc_server import RpcServer

@@ -1,5 +1,5 @@
 """A component's calls to a provider on its own host go over the provider's socket, not NATS
-(interfaces/local_rpc.py): same results and errors; NATS when the provider is elsewhere or gone."""
+(trellis/samehost/local_rpc.py): same results and errors; NATS when the provider is elsewhere or gone."""
 
 from __future__ import annotations
 

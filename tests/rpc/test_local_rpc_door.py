@@ -1,4 +1,4 @@
-"""A provider's calls to a component over a worker's door (interfaces/local_rpc.py), with a real
+"""A provider's calls to a component over a worker's door (trellis/samehost/local_rpc.py), with a real
 RpcServer behind it: answers, errors, and a server that stops while calls share the connection."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import time
 import nats
 import pytest
 
-from trellis.interfaces import handoff
+from trellis.samehost import handoff
 from trellis.interfaces.envelope import Invocation
 from trellis.interfaces.errors import ErrorCode
-from trellis.interfaces.local_rpc import REMOTE, LocalComponentCaller, LocalRpcDoor, component_address
+from trellis.samehost.local_rpc import REMOTE, LocalComponentCaller, LocalRpcDoor, component_address
 from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.rpc_server import RpcServer
 

@@ -1,4 +1,4 @@
-"""The provider's side of connection handoff (``interfaces/handoff.py``): which worker takes a connection.
+"""The provider's side of connection handoff (``trellis/samehost/handoff.py``): which worker takes a connection.
 
 A listener's connection goes to a worker of this host that serves every
 component the listener routes to (workers say which, and when it changes);
@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from trellis.interfaces import handoff
+from trellis.samehost import handoff
 
 if TYPE_CHECKING:
     from .listener import Listener

@@ -17,7 +17,7 @@ from typing import Any
 from trellis.providers.sdk import Link, Provider, ProviderInfo
 from trellis.providers.sdk._private.context import current_instance
 
-from trellis.interfaces import handoff as connection_handoff
+from trellis.samehost import handoff as connection_handoff
 
 from .config import ConfigError, ServerConfig, parse_route, parse_server
 from .front import HttpFront

@@ -94,7 +94,7 @@ class Bootstrap(BaseModel):
     state_dir: str | None = Field(default=None, description="the host's state directory (files a provider keeps)")
     local_workers: list[str] = Field(
         default_factory=list, description="abstract Unix socket names of the host's worker processes, which take "
-                                          "connections handed to them (interfaces/handoff.py)")
+                                          "connections handed to them (trellis/samehost/handoff.py)")
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="how long in-flight calls may take to finish on "
                                                             "SIGTERM; the host kills after this plus a margin")
     max_concurrent: int | None = Field(default=None, ge=1, description="overrides the provider's own limit")

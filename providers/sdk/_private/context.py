@@ -53,7 +53,7 @@ class ProviderInfo:
     nats: NatsBootstrap | None = None
     #: the host's state directory (its --state-dir), for providers that keep files; None if unknown
     state_dir: str | None = None
-    #: where the host's worker processes take handed-off connections (``interfaces/handoff.py``)
+    #: where the host's worker processes take handed-off connections (``trellis/samehost/handoff.py``)
     local_workers: tuple[str, ...] = ()
     #: the provider's secrets by their manifest names; ``.reveal()`` gives a value (repr never does)
     secrets: Mapping[str, SecretValue] = field(default_factory=dict, repr=False)

@@ -28,8 +28,8 @@ from trellis.interfaces.control import CtlReply
 from trellis.interfaces.envelope import Invocation
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.links import Link
-from trellis.interfaces import handoff
-from trellis.interfaces.local_rpc import LocalComponentCaller, LocalRpcDoor, provider_address
+from trellis.samehost import handoff
+from trellis.samehost.local_rpc import LocalComponentCaller, LocalRpcDoor, provider_address
 from trellis.interfaces.rpc_client import RpcClient, RpcError
 from trellis.interfaces.rpc_server import RpcServer
 from trellis.interfaces.store import ConfigChange, LatticeStore, LinkChange, StoreSettings, Synced

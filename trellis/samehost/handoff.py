@@ -37,7 +37,7 @@ from typing import Any
 
 import msgpack
 
-from .switches import switched_on
+from trellis.interfaces.switches import switched_on
 
 log = logging.getLogger(__name__)
 

@@ -40,11 +40,13 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from trellis.interfaces.envelope import MAX_FRAME, EnvelopeError, Invocation, Reply
+from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.rpc_client import LOST, TIMED_OUT, Attempt, RpcError
+from trellis.interfaces.rpc_server import LOCAL_REPLY_PREFIX
+from trellis.interfaces.switches import switched_on
+
 from . import handoff
-from .envelope import MAX_FRAME, EnvelopeError, Invocation, Reply
-from .errors import ErrorCode
-from .rpc_client import LOST, TIMED_OUT, Attempt, RpcError
-from .switches import switched_on
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ ENABLE_ENV = "TRELLIS_LOCAL_PROVIDERS"
 #: after a failed connect, how long calls to that target go over NATS before trying again
 RETRY_S = 2.0
 #: the reply subject that tells an RpcServer a call came over this socket
-REPLY_PREFIX = "_LOCAL."
+REPLY_PREFIX = LOCAL_REPLY_PREFIX
 _LEN = struct.Struct(">I")
 
 #: returned by :meth:`LocalRpcClient.call` when the call must go over NATS

@@ -17,7 +17,12 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from .services import BaselineError, System, start_platform_poc_services, start_small_app_services
+from .services import (
+    BaselineError,
+    System,
+    start_platform_poc_services,
+    start_small_app_services,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

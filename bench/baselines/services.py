@@ -98,10 +98,14 @@ class System:
         done: asyncio.Future[Service] = loop.create_future()
         fds: list[int] = []
         try:
+            def on_exit(s: Service) -> None:
+                if not done.done():
+                    done.set_result(s)
+
             for s in self.services:
                 fd = os.pidfd_open(s.proc.pid)
                 fds.append(fd)
-                loop.add_reader(fd, lambda s=s: done.done() or done.set_result(s))
+                loop.add_reader(fd, on_exit, s)
             exited = await done
             exited.proc.poll()  # reaped: its returncode is known
             return exited

@@ -17,7 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.baselines.services import PLATFORM_POC_DIR, SMALL_APP, free_port, start_small_app_services
+from bench.baselines.services import (
+    PLATFORM_POC_DIR,
+    SMALL_APP,
+    free_port,
+    start_small_app_services,
+)
 from tests.harness import REPO, eventually
 from trellis import procs
 from trellis.natsserver import NatsServer
@@ -50,7 +55,7 @@ async def test_small_apps_count_their_own_hits_and_stop_with_the_launcher(nats_s
 def test_a_service_missing_a_setting_exits_with_one_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-P", str(PLATFORM_POC_DIR / "orders-service" / "app.py")],
                        env={"PORT": "1", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60,
-                       cwd=tmp_path)
+                       cwd=tmp_path, check=False)
     assert (r.returncode, r.stderr.strip()) == (1, "orders-service: DATA_DIR is not set")
 
 
@@ -98,7 +103,9 @@ async def test_cli_stops_the_rest_and_fails_when_a_service_dies(nats_server: Nat
 async def test_services_go_when_the_cli_is_killed(nats_server: NatsServer, tmp_path: Path) -> None:
     proc, started = await _cli("small-apps", "x", "--nats", nats_server.url, "--state-dir", str(tmp_path),
                                "--bucket-prefix", f"kill{tmp_path.name[-6:]}-")
-    (pid,) = started["pids"]  # type: ignore[misc]
+    pids = started["pids"]
+    assert isinstance(pids, list) and len(pids) == 1
+    pid: int = pids[0]
     proc.kill()  # no stop at all: the service's death signal ends it
     await proc.wait()
     await eventually(lambda: not procs.pid_alive(pid), timeout=30.0, what="the orphaned service exiting")
@@ -126,9 +133,10 @@ async def test_a_service_whose_parent_is_gone_stops_by_itself(nats_server: NatsS
            "BUCKET": f"orphan{tmp_path.name[-6:]}", procs.EXIT_WITH_PARENT_ENV: "1"}
     # the middle process starts the service (no death signal), waits until it answers (so it is
     # watching its parent) and exits, orphaning it
-    middle = subprocess.run([sys.executable, "-c", MIDDLE, script, env["PORT"]], env=env, capture_output=True,
-                            text=True, timeout=90, check=True)
-    pid = int(middle.stdout)
+    middle = await asyncio.create_subprocess_exec(sys.executable, "-c", MIDDLE, script, env["PORT"], env=env,
+                                                  stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(middle.communicate(), 90)
+    pid = int(out)
     try:
         await eventually(lambda: not procs.pid_alive(pid), timeout=30.0, what="the orphaned service exiting")
     finally:

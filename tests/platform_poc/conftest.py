@@ -31,7 +31,15 @@ from tests.builtin_providers.backends import PostgresServer, RedisServer
 from tests.components.build import default_cache_dir
 from trellis.build import BuildOptions, build_all
 
-from .lattice import COMPONENTS, EXAMPLE, TrellisUp, copy_example, free_port, render_manifest, wait_http
+from .lattice import (
+    COMPONENTS,
+    EXAMPLE,
+    TrellisUp,
+    copy_example,
+    free_port,
+    render_manifest,
+    wait_http,
+)
 
 BACKENDS = ("nats-sqlite", "redis-postgres", "baseline-services")
 #: the Trellis app's subject (the baseline's is its own: see start_platform_poc_services)

@@ -66,7 +66,7 @@ class Database:
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
-    async def open(self) -> "Database":
+    async def open(self) -> Database:
         await self._run(self._open)
         return self
 

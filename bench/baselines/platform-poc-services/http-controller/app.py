@@ -104,16 +104,17 @@ def parse_line_items(body: bytes) -> list[dict[str, Any]]:
     data = parse_json(body)
     if not isinstance(data, list) or not data:
         raise BadInput("body must be a non-empty JSON list of line items")
-    items = []
+    items: list[dict[str, Any]] = []
+    total = 0
     for i, item in enumerate(data):
         if not isinstance(item, dict):
             raise BadInput(f"line item {i} must be an object")
-        items.append({
-            "sku": string(item.get("sku"), f"line item {i}: sku", empty=False),
-            "price": whole_number(item.get("price"), f"line item {i}: price", 0),
-            "quantity": whole_number(item.get("quantity"), f"line item {i}: quantity", 1),
-        })
-    if sum(item["price"] * item["quantity"] for item in items) > S32_MAX:
+        price = whole_number(item.get("price"), f"line item {i}: price", 0)
+        quantity = whole_number(item.get("quantity"), f"line item {i}: quantity", 1)
+        items.append({"sku": string(item.get("sku"), f"line item {i}: sku", empty=False), "price": price,
+                      "quantity": quantity})
+        total += price * quantity
+    if total > S32_MAX:
         raise BadInput(f"the order's total must not exceed {S32_MAX} pence")
     return items
 

@@ -98,8 +98,9 @@ async def store(order_number: str, items: list[tuple[str, int, int]], total: int
         params: list[Any] = []
         for line, (sku, price, quantity) in enumerate(chunk, start):
             params += [order_number, line, sku, price, quantity]
-        statements.append((f"INSERT INTO {schema.LINE_ITEMS} (order_number, line, sku, price, quantity) "
-                           f"VALUES {marks(len(chunk), 5)}", params))
+        sql = (f"INSERT INTO {schema.LINE_ITEMS} (order_number, line, sku, price, quantity) "
+               f"VALUES {marks(len(chunk), 5)}")
+        statements.append((sql, params))
     statements.append((f"INSERT INTO {schema.ORDERS} (order_number, total) VALUES (?, ?)", [order_number, total]))
     try:
         await state["db"].transaction(statements)

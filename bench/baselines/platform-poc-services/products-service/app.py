@@ -25,7 +25,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "common"), str(HERE.parents[1] / "common")]
 
-from baseline_service import connect_nats, env_name, failure, healthz, serve, settings_or_exit, setup_logging  # noqa: E402
+from baseline_service import (  # noqa: E402
+    connect_nats,
+    env_name,
+    failure,
+    healthz,
+    serve,
+    settings_or_exit,
+    setup_logging,
+)
 from kv import list_keys, open_bucket  # noqa: E402
 from nats.js.errors import KeyNotFoundError  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402

@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     poc.add_argument("--prefix", default="platform-poc-baseline",
                      help="names in NATS: bucket PREFIX-products, subject PREFIX.order-notification "
                           "(default: %(default)s)")
+    poc.add_argument("--http-client", choices=("httpx", "aiohttp"), default="httpx",
+                     help="what the services call each other with (default: %(default)s)")
     small = sub.add_parser("small-apps", help="one always-on hit-counter service per app name")
     small.add_argument("names", nargs="*", help="app names (or --count)")
     small.add_argument("--count", type=int, help="N apps named app-1 .. app-N")
@@ -79,7 +81,7 @@ async def run(args: argparse.Namespace) -> int:
         level = {"log_level": args.log_level} if args.log_level else {}
         if args.baseline == "platform-poc":
             system = await stack.enter_async_context(start_platform_poc_services(
-                nats_url, state, port=args.port, prefix=args.prefix, **level))
+                nats_url, state, port=args.port, prefix=args.prefix, http_client=args.http_client, **level))
         else:
             system = await stack.enter_async_context(start_small_app_services(
                 nats_url, state, args.names, bucket_prefix=args.bucket_prefix, **level))

@@ -7,7 +7,8 @@
   of the test's own (Debian's packages), deployed with ``trellis app deploy --wait``.
 * ``baseline-services``: not Trellis but its baseline, the same app as six always-on
   services (bench/baselines/platform-poc-services) on the session's nats-server: the
-  route tests hold it to the same answers as the Trellis app.
+  route tests hold it to the same answers as the Trellis app. ``-aiohttp``: the same
+  services calling each other with aiohttp instead of httpx.
 
 Each backend's lattice serves every test of a module (deploying compiles six
 components), so tests never assume an empty database: they make their own
@@ -41,7 +42,7 @@ from .lattice import (
     wait_http,
 )
 
-BACKENDS = ("nats-sqlite", "redis-postgres", "baseline-services")
+BACKENDS = ("nats-sqlite", "redis-postgres", "baseline-services", "baseline-services-aiohttp")
 #: the Trellis app's subject (the baseline's is its own: see start_platform_poc_services)
 NOTIFICATIONS = "platform-poc.order-notification"
 BUILD_CACHE = default_cache_dir() / "trellis-build"
@@ -95,15 +96,16 @@ def _password_file(root: Path) -> Path:
     return path
 
 
-def _baseline(request: pytest.FixtureRequest, root: Path) -> Iterator[Deployed]:
+def _baseline(request: pytest.FixtureRequest, root: Path, backend: str) -> Iterator[Deployed]:
     """The baseline's six services on the session's nats-server, with names in NATS of their own."""
     nats_url: str = request.getfixturevalue("nats_server").url
     loop = asyncio.new_event_loop()
-    started = start_platform_poc_services(nats_url, root, prefix=f"poc-{uuid.uuid4().hex[:8]}")
+    started = start_platform_poc_services(nats_url, root, prefix=f"poc-{uuid.uuid4().hex[:8]}",
+                                          http_client="aiohttp" if backend.endswith("-aiohttp") else "httpx")
     try:
         system = loop.run_until_complete(started.__aenter__())
         try:
-            deployed = Deployed("baseline-services", system.url, nats_url, system.settings["notification_subject"],
+            deployed = Deployed(backend, system.url, nats_url, system.settings["notification_subject"],
                                 services=system)
             seeded = deployed.get("/data-init/all")
             assert seeded.status_code == 200, f"{seeded.status_code} {seeded.text}\n{deployed.component_logs()}"
@@ -117,8 +119,8 @@ def _baseline(request: pytest.FixtureRequest, root: Path) -> Iterator[Deployed]:
 @pytest.fixture(scope="module", params=BACKENDS)
 def poc(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     backend: str = request.param
-    if backend == "baseline-services":
-        yield from _baseline(request, tmp_path_factory.mktemp("poc-baseline"))
+    if backend.startswith("baseline-services"):
+        yield from _baseline(request, tmp_path_factory.mktemp("poc-baseline"), backend)
         return
     # only Trellis needs the components built
     poc_wasm: Path = request.getfixturevalue("poc_wasm")

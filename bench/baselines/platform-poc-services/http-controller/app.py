@@ -15,7 +15,8 @@ The baseline of the Trellis component ``examples/platform-poc/http-controller`` 
 It has no route of its own beyond these (no ``/healthz``: the API is the Trellis app's);
 it is ready when it answers HTTP at all, which uvicorn does only after start-up.
 
-Environment: ``PORT``, ``PRODUCTS_URL``, ``INVENTORY_URL``, ``ORDERS_URL``, ``DATA_INIT_URL``.
+Environment: ``PORT``, ``PRODUCTS_URL``, ``INVENTORY_URL``, ``ORDERS_URL``, ``DATA_INIT_URL``,
+``HTTP_CLIENT`` (``httpx``, the default, or ``aiohttp``: see ../common/rpc.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "common"), str(HERE.parents[1] / "common")]
 
 from baseline_service import env_url, serve, settings_or_exit, setup_logging, text  # noqa: E402
-from rpc import Peer, PeerError  # noqa: E402
+from rpc import Peer, PeerError, http_client  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
@@ -48,6 +49,7 @@ DATA_INIT_ACTIONS = ("all", "products", "inventory", "orders")
 
 log = setup_logging(SERVICE)
 URLS: dict[str, str] = settings_or_exit(SERVICE, lambda: {name: env_url(var) for name, var in PEERS.items()})
+CLIENT = settings_or_exit(SERVICE, http_client)
 peers: dict[str, Peer] = {}
 
 
@@ -235,7 +237,8 @@ async def front(scope: Scope, receive: Receive, send: Send) -> None:
 
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    peers.update({name: Peer(f"{name}-service" if name != "data-init" else name, url) for name, url in URLS.items()})
+    peers.update({name: Peer(f"{name}-service" if name != "data-init" else name, url, CLIENT)
+                  for name, url in URLS.items()})
     try:
         yield
     finally:

@@ -11,7 +11,8 @@ NATS). A failed publish is logged; the order stands.
     GET  /healthz
 
 Environment: ``PORT``, ``DATA_DIR``, ``NATS_URL``, ``INVENTORY_URL``,
-``NOTIFICATION_SUBJECT`` (default ``platform-poc.order-notification``).
+``NOTIFICATION_SUBJECT`` (default ``platform-poc.order-notification``), ``HTTP_CLIENT``
+(``httpx``, the default, or ``aiohttp``: see ../common/rpc.py).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from baseline_service import (  # noqa: E402
     settings_or_exit,
     setup_logging,
 )
-from rpc import Peer, PeerError  # noqa: E402
+from rpc import Peer, PeerError, http_client  # noqa: E402
 from sqlite_db import Database, db_path, describe, marks, schema  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
@@ -55,8 +56,9 @@ FROM {schema.ORDERS} AS o JOIN {schema.LINE_ITEMS} AS li ON li.order_number = o.
 ORDER BY o.order_number, li.line"""
 
 log = setup_logging(SERVICE)
-DB_PATH, INVENTORY_URL, SUBJECT = settings_or_exit(SERVICE, lambda: (
-    db_path(), env_url("INVENTORY_URL"), env("NOTIFICATION_SUBJECT", "platform-poc.order-notification")))
+DB_PATH, INVENTORY_URL, SUBJECT, CLIENT = settings_or_exit(SERVICE, lambda: (
+    db_path(), env_url("INVENTORY_URL"), env("NOTIFICATION_SUBJECT", "platform-poc.order-notification"),
+    http_client()))
 state: dict[str, Any] = {}
 
 
@@ -155,7 +157,7 @@ async def get_orders(request: Request) -> Response:
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     db = await Database(DB_PATH).open()
     nc = await connect_nats(SERVICE)
-    inventory = Peer("inventory-service", INVENTORY_URL)
+    inventory = Peer("inventory-service", INVENTORY_URL, CLIENT)
     state.update(db=db, nc=nc, inventory=inventory)
     try:
         yield

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from trellis import procs
+from trellis.kit import procs
 from trellis.natsserver import NatsServer
 
 from ._context import ensure_compiled

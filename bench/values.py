@@ -10,7 +10,7 @@ row puts Trellis beside the baseline it replaced, measured in this one process:
   lifted at its import, lowered back as the import's result, lifted as the
   export's result), in place vs wasmtime-py's conversion;
 * **decode**: the reply frame that carries the rows (msgpack), with the collector
-  settings of Trellis's workers and providers (``trellis.interfaces.gc_tuning``) vs Python's;
+  settings of Trellis's workers and providers (``trellis.kit.gc_tuning``) vs Python's;
 * **codec**: plain -> wasmtime-py values and back, no baseline (the per-value code it
   replaced is gone; docs/performance.md has its figures).
 
@@ -31,7 +31,7 @@ from wasmtime import _ffi as ffi
 from trellis.host.runtime import Invoker, from_plain, load_component, lower_in_place, make_engine, to_plain
 from trellis.host.runtime.engine import EngineSettings
 from trellis.host.runtime.wit import ListT, Prim, ResultT, TupleT, VariantT
-from trellis.interfaces import gc_tuning
+from trellis.kit import gc_tuning
 from tests.components.echo import echo_component_wat
 
 from ._context import Context

@@ -11,7 +11,6 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-import trellis
 from trellis.interfaces import secrets, subjects, tracing
 from trellis.interfaces.control import (
     Capacity,
@@ -29,7 +28,8 @@ from trellis.interfaces.policy import PolicyClient
 from trellis.interfaces.signing import Trust
 from trellis.interfaces.connection import connect, goodbye
 from trellis.interfaces.secrets import SignedGrant
-from trellis.service import Service
+from trellis.kit.service import Service
+from trellis.kit.version import __version__
 
 from .admission import Admission
 from .capacity import read_capacity
@@ -154,7 +154,7 @@ class Host(Service):
             name=self.friendly_name,
             lattice=self.lattice,
             labels=dict(self.labels),
-            version=trellis.__version__,
+            version=__version__,
             uptime_s=round(time.monotonic() - self._started_mono, 3),
             started_at=self._started_at,
             capacity=self.capacity(),

@@ -24,7 +24,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from trellis.interfaces import subjects
 from trellis.interfaces.artifacts import ArtifactError, parse_ref
-from trellis.interfaces.telemetry import Series, Telemetry, merge
+from trellis.interfaces.telemetry import Series, merge
+from trellis.kit.meters import Telemetry
 
 if TYPE_CHECKING:
     from .host import Host

@@ -27,7 +27,7 @@ from trellis.interfaces.events import EventType
 from trellis.interfaces.policy import claims_body
 from trellis.interfaces.provider_package import unpack
 from trellis.interfaces.secrets import SecretsUnavailable
-from trellis.procs import death_signal, supervised_env
+from trellis.kit.procs import death_signal, supervised_env
 
 from .provider_refs import ProviderCommand, prepared_command, provider_command
 

@@ -40,7 +40,7 @@ import psutil
 
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.connection import NatsSettings, connect
-from trellis import procs
+from trellis.kit import procs
 from trellis.natsserver import NatsServer
 
 from .harness import COMPILE_CACHE, HostProcess, eventually

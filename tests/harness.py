@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from trellis.host.host import Host
 from trellis.host.settings import HostSettings
 from trellis.interfaces.connection import NatsSettings
-from trellis import procs
+from trellis.kit import procs
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent

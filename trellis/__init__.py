@@ -1,3 +1,5 @@
 """Trellis: a distributed platform for WebAssembly components."""
 
-__version__ = "0.1.0"
+from trellis.kit.version import __version__
+
+__all__ = ["__version__"]

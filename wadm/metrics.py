@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from trellis.interfaces import tracing
-from trellis.interfaces.telemetry import Telemetry
+from trellis.kit.meters import Telemetry
 
 if TYPE_CHECKING:
     from .controller import Controller

@@ -12,7 +12,7 @@ variables only (``PORT``, ``NATS_URL``, peers' ``*_URL``, ``DATA_DIR``, ...), it
 manager returns once every service answers HTTP (uvicorn opens its port only after the
 service's start-up: NATS connected, buckets and database open), and on exit stops them all:
 SIGTERM, a grace period, then SIGKILL, each reaped. The children also die with their parent
-(``trellis.procs``: the death signal and ``exit_with_parent``), so none outlives a killed
+(``trellis.kit.procs``: the death signal and ``exit_with_parent``), so none outlives a killed
 benchmark.
 
 Names in NATS are the launcher's ``prefix`` (``platform-poc-baseline`` by default), not the
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 
-from trellis import procs
+from trellis.kit import procs
 
 ROOT = Path(__file__).resolve().parent
 PLATFORM_POC_DIR = ROOT / "platform-poc-services"
@@ -173,7 +173,7 @@ async def _running(specs: list[tuple[str, Path, dict[str, str]]], logs: Path, re
     logs.mkdir(parents=True, exist_ok=True)
     services: list[Service] = []
     try:
-        # spawned on this thread: the death signal follows the thread that forks (trellis.procs)
+        # spawned on this thread: the death signal follows the thread that forks (trellis.kit.procs)
         for name, script, env in specs:
             services.append(_spawn(name, script, env, logs))
         await _wait_ready(services, ready_timeout_s)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trellis import procs
+from trellis.kit import procs
 
 from . import tools
 from .load import BODY

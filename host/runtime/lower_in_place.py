@@ -35,7 +35,7 @@ from typing import Any, Callable
 from wasmtime import _ffi as ffi
 from wasmtime.component import _types as T
 
-from trellis.interfaces.switches import switched_on
+from trellis.kit.switches import switched_on
 
 log = logging.getLogger(__name__)
 

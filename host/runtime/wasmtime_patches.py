@@ -71,7 +71,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import _linker, _types
 from wasmtime.component._enter import catch_exceptions
 
-from trellis.interfaces.switches import switched_on
+from trellis.kit.switches import switched_on
 
 from . import lower_in_place
 

@@ -51,7 +51,7 @@ from trellis.interfaces.envelope import MAX_FRAME, EnvelopeError, Invocation, Re
 from trellis.interfaces.errors import ErrorCode, TrellisError
 from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.rpc_server import serve_span
-from trellis.interfaces.switches import switched_on
+from trellis.kit.switches import switched_on
 
 from .records import VIA_COLOCATED
 

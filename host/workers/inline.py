@@ -42,7 +42,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from trellis.host.runtime import ErrorKind, InvocationError, Reroute, WasiGrants
-from trellis.interfaces.switches import switched_on
+from trellis.kit.switches import switched_on
 
 from .local import LocalImports
 

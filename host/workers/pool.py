@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from trellis.interfaces.telemetry import merge
-from trellis.procs import death_signal, supervised_env
-from trellis.service import TaskGroup
+from trellis.kit.procs import death_signal, supervised_env
+from trellis.kit.service import TaskGroup
 
 log = logging.getLogger(__name__)
 

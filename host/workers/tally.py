@@ -8,7 +8,7 @@ cumulative since the worker started; the host asks its workers (``usage`` and
 ``metrics`` worker ops) and adds them up.
 
 One lock and a few additions per call: OpenTelemetry's own ``add``/``record`` would cost
-several times more (``interfaces/telemetry/meters.py``); the tallies become OpenTelemetry
+several times more (``trellis/kit/meters.py``); the tallies become OpenTelemetry
 metrics only when something collects them.
 """
 

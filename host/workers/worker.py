@@ -52,9 +52,10 @@ from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.rpc_client import RpcClient, RpcError
 from trellis.interfaces.rpc_server import RpcServer
 from trellis.interfaces.secrets import SecretValue
-from trellis.interfaces import gc_tuning, tracing
+from trellis.interfaces import tracing
+from trellis.kit import gc_tuning
 from trellis.interfaces.logs import setup_logging
-from trellis.interfaces.telemetry import Telemetry, per_call_enabled
+from trellis.kit.meters import Telemetry, per_call_enabled
 from trellis.interfaces.tracing import setup_tracing
 
 from . import colocated, inline
@@ -579,7 +580,7 @@ def main() -> None:
     # stdout is the host's channel: "stdout" logging goes to our stderr, which is the host's stdout
     setup_logging(f"worker-{boot.get('worker_index', 0)}", level=os.environ.get("TRELLIS_LOG_LEVEL", "INFO"),
                   log_dir=Path(log_dir) if log_dir else None, stream=sys.stderr)
-    from trellis.procs import exit_with_parent
+    from trellis.kit.procs import exit_with_parent
 
     exit_with_parent()  # with its stdin closing, it does not outlive the host
     worker = Worker(boot)

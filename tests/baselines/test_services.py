@@ -24,7 +24,7 @@ from bench.baselines.services import (
     start_small_app_services,
 )
 from tests.harness import REPO, eventually
-from trellis import procs
+from trellis.kit import procs
 from trellis.natsserver import NatsServer
 
 #: starting a Python process with starlette, uvicorn and nats-py takes ~1 s of CPU; more on a loaded machine

@@ -25,7 +25,7 @@ import pytest
 from tests.components.build import build_wat
 from tests.harness import REPO, run_cli
 from tests.netns import Machine, Network, netns_unavailable
-from trellis import procs
+from trellis.kit import procs
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -23,7 +23,7 @@ from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.store import LatticeStore
 from tests.cluster import Cluster
 from tests.components.build import build_python
-from trellis.procs import pid_alive
+from trellis.kit.procs import pid_alive
 
 from ..harness import HostProcess
 

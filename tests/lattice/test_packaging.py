@@ -10,7 +10,7 @@ import pytest
 
 import trellis
 from trellis.host.provider_refs import BUILTIN_EXTRAS, SAFE_PATH, ProviderRefError, provider_argv
-from trellis.procs import trellis_argv
+from trellis.kit.procs import trellis_argv
 
 
 def test_version_flag_prints_the_version() -> None:

@@ -12,7 +12,7 @@ import time
 
 import psutil
 
-from trellis import procs
+from trellis.kit import procs
 
 from ..harness import run_cli
 

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from tests.components.build import build_wat
-from trellis import procs
+from trellis.kit import procs
 from trellis.natsserver import NatsServer
 from trellis.up import port_free
 

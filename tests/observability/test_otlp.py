@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from trellis.interfaces.telemetry import Telemetry, series
+from trellis.interfaces.telemetry import series
+from trellis.kit.meters import Telemetry
 
 
 class _Collector(BaseHTTPRequestHandler):

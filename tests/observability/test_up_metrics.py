@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from trellis import procs
+from trellis.kit import procs
 
 from ..lattice.test_up import _free_port, _read_until
 

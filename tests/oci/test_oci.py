@@ -31,7 +31,7 @@ def wash(*args: str) -> subprocess.CompletedProcess[str]:
 def trellis(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
-    from trellis.procs import trellis_argv
+    from trellis.kit.procs import trellis_argv
 
     return subprocess.run(trellis_argv(*args), capture_output=True, text=True, timeout=120, cwd=REPO,
                           env={**os.environ, **(env or {})})

@@ -22,7 +22,7 @@ import httpx
 import yaml
 
 from tests.harness import COMPILE_CACHE, REPO, run_cli
-from trellis import procs
+from trellis.kit import procs
 
 EXAMPLE = REPO / "examples" / "platform-poc"
 APP = "platform-poc"

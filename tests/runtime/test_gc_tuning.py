@@ -1,4 +1,4 @@
-"""Workers and providers tune the garbage collector once started (trellis.interfaces.gc_tuning)."""
+"""Workers and providers tune the garbage collector once started (trellis.kit.gc_tuning)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from trellis.interfaces import gc_tuning
+from trellis.kit import gc_tuning
 
-PROBE = ("import gc, json; from trellis.interfaces import gc_tuning; changed = gc_tuning.tune(); "
+PROBE = ("import gc, json; from trellis.kit import gc_tuning; changed = gc_tuning.tune(); "
          "print(json.dumps([changed, gc.get_threshold()[0], gc.get_freeze_count() > 0]))")
 
 

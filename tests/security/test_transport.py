@@ -292,7 +292,7 @@ def test_trellis_up_listens_on_loopback_only_and_keeps_its_keys_private(tmp_path
 
     from tests.harness import run_cli
     from tests.lattice.test_up import _free_port, _read_until
-    from trellis import procs
+    from trellis.kit import procs
 
     port = _free_port()
     state = tmp_path / "state"

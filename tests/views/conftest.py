@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.components.build import build_wat
-from trellis import procs
+from trellis.kit import procs
 
 ECHO_PROVIDER = Path(__file__).resolve().parents[1] / "providers_host" / "echo_provider.py"
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from trellis.interfaces.client import LatticeClient
-from trellis import procs
+from trellis.kit import procs
 
 from ..harness import HostProcess, eventually
 from .helpers import component_app, placements, wait_status

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 
-from trellis import procs
+from trellis.kit import procs
 
 from ..harness import run_cli
 from ..lattice.test_up import _free_port, _read_until

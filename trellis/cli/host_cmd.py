@@ -102,7 +102,7 @@ def host_command(
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    from trellis.procs import exit_with_parent
+    from trellis.kit.procs import exit_with_parent
 
     exit_with_parent()  # started by `trellis up`: it goes when that does
     code = runner(_run(host))

@@ -31,7 +31,7 @@ def ui_command(
     typer.echo(f"Trellis dashboard of lattice {conn.lattice!r} on {address(sock)} (NATS {conn.nats.url}); "
                "Ctrl-C stops")
     sys.stdout.flush()
-    from trellis.procs import exit_with_parent
+    from trellis.kit.procs import exit_with_parent
 
     exit_with_parent()  # started by `trellis up`: it goes when that does
     try:

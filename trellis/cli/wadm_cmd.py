@@ -69,7 +69,7 @@ def wadm_command(
         controller = Controller(settings)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    from trellis.procs import exit_with_parent
+    from trellis.kit.procs import exit_with_parent
 
     exit_with_parent()  # started by `trellis up`: it goes when that does
     raise typer.Exit(asyncio.run(_run(controller)))

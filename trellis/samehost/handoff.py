@@ -37,7 +37,7 @@ from typing import Any
 
 import msgpack
 
-from trellis.interfaces.switches import switched_on
+from trellis.kit.switches import switched_on
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from trellis.interfaces.envelope import MAX_FRAME, EnvelopeError, Invocation, Re
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.rpc_client import LOST, TIMED_OUT, Attempt, RpcError
 from trellis.interfaces.rpc_server import LOCAL_REPLY_PREFIX
-from trellis.interfaces.switches import switched_on
+from trellis.kit.switches import switched_on
 
 from . import handoff
 

@@ -38,7 +38,6 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-import trellis
 from trellis.interfaces.policy import PolicyClient
 from trellis.interfaces import subjects, tracing
 from trellis.interfaces.client import LatticeClient
@@ -48,7 +47,8 @@ from trellis.interfaces.events import Event, EventType
 from trellis.interfaces.secrets import NKey
 from trellis.interfaces.store import LatticeStore, StoreSettings
 from trellis.interfaces.wadm_api import AppStatusReply, ControllerInfo, Role
-from trellis.service import Service
+from trellis.kit.service import Service
+from trellis.kit.version import __version__
 
 from ..keyholder import Keyholder
 from ..manifest import Manifest
@@ -234,7 +234,7 @@ class Controller(Service):
                               leader=self.lease.leader if hasattr(self, "lease") else None,
                               leader_since=self.lease.since if self.role is Role.LEADER else None,
                               started_at=self.started_at, lease_ttl_s=self.settings.lease_ttl_s,
-                              version=trellis.__version__)
+                              version=__version__)
 
     async def _on_ping(self, msg: Msg) -> None:
         if msg.reply:

@@ -32,7 +32,7 @@ from trellis.interfaces import subjects
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.events import Event, EventType
 from trellis.interfaces.store import ConfigChange, LatticeStore, LinkChange, Synced
-from trellis.service import TaskGroup
+from trellis.kit.service import TaskGroup
 
 from .app_store import AppStore, OwnerChange, StoreSynced, store_transient
 from trellis.interfaces.cancel import stop_if_cancelled

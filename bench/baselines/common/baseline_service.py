@@ -134,16 +134,16 @@ def serve(app: Any, service: str) -> None:
                 log_level="warning", access_log=False, server_header=False, timeout_graceful_shutdown=5)
 
 
-#: set by a Trellis supervisor in its children's environment (trellis.procs.EXIT_WITH_PARENT_ENV)
+#: set by a Trellis supervisor in its children's environment (trellis.kit.procs.EXIT_WITH_PARENT_ENV)
 EXIT_WITH_PARENT_ENV = "TRELLIS_EXIT_WITH_PARENT"
 ORPHAN_GRACE_S = 1.0
 
 
 def exit_with_parent() -> None:
-    """Started by a supervisor (the launcher): stop when it is gone, as ``trellis.procs.exit_with_parent``
+    """Started by a supervisor (the launcher): stop when it is gone, as ``trellis.kit.procs.exit_with_parent``
     does, but waiting on the parent's pidfd instead of polling, so an idle service wakes up for nothing.
 
-    The death signal the launcher sets (``trellis.procs.spawn``) usually comes first; this covers a
+    The death signal the launcher sets (``trellis.kit.procs.spawn``) usually comes first; this covers a
     launcher that started us from another thread. Run by hand or in a container, it does nothing.
     """
     if os.environ.get(EXIT_WITH_PARENT_ENV) != "1":
@@ -152,7 +152,7 @@ def exit_with_parent() -> None:
     try:
         fd = os.pidfd_open(parent)
     except (AttributeError, OSError):  # not Linux >= 5.3: the project's polling watch
-        from trellis import procs
+        from trellis.kit import procs
 
         procs.exit_with_parent()
         return

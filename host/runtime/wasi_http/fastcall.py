@@ -37,7 +37,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import ResourceType
 from wasmtime.component import _types as T
 
-from trellis.interfaces.switches import switched_on
+from trellis.kit.switches import switched_on
 
 from .. import lower_in_place as lip
 from ..codec import CodecError, from_plain, to_plain

@@ -14,7 +14,7 @@ import logging
 import ssl
 from typing import Any
 
-from trellis.service import Service
+from trellis.kit.service import Service
 
 from .config import ServerConfig, format_address
 from .listener import Caller, Listener

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from trellis.interfaces import gc_tuning, tracing
+from trellis.interfaces import tracing
+from trellis.kit import gc_tuning
 from trellis.interfaces.logs import setup_logging
 
 from .bootstrap import Bootstrap, BootstrapError, arg_parser, bootstrap_from_args, read_bootstrap
@@ -59,7 +60,7 @@ def main(provider: Provider, argv: Sequence[str] | None = None) -> int:
             os.environ.setdefault(key, value)
     tracing.setup_tracing(f"provider-{bootstrap.provider_id}")
     gc_tuning.tune()
-    from trellis.procs import exit_with_parent
+    from trellis.kit.procs import exit_with_parent
 
     exit_with_parent()  # started by a host: it does not outlive it
     try:

@@ -33,8 +33,8 @@ from trellis.samehost.local_rpc import LocalComponentCaller, LocalRpcDoor, provi
 from trellis.interfaces.rpc_client import RpcClient, RpcError
 from trellis.interfaces.rpc_server import RpcServer
 from trellis.interfaces.store import ConfigChange, LatticeStore, LinkChange, StoreSettings, Synced
-from trellis.interfaces.telemetry import Telemetry
-from trellis.service import Service
+from trellis.kit.meters import Telemetry
+from trellis.kit.service import Service
 
 from . import subjects as psubjects
 from .bootstrap import Bootstrap

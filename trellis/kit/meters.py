@@ -47,9 +47,9 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from ..switches import switched_on
-from . import series as _series
-from .series import LATENCY_BOUNDS_S, Series
+from trellis.interfaces.telemetry.series import LATENCY_BOUNDS_S, Series, from_otel, merge, to_otel
+
+from .switches import switched_on
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,8 @@ class Telemetry:
     def snapshot(self) -> list[Series]:
         """This process's metrics as a series list (its instruments and its producers)."""
         with self._lock:
-            own = _series.from_otel(self._memory.get_metrics_data())
-        return _series.merge([own, self.produced()])
+            own = from_otel(self._memory.get_metrics_data())
+        return merge([own, self.produced()])
 
     def gathered(self) -> list[Series]:
         out: list[Series] = []
@@ -132,10 +132,10 @@ class Telemetry:
         """``data`` plus the producers' series (and, when ``gather``, the children's)."""
         extra = self.produced()
         if gather:
-            extra = _series.merge([extra, self.gathered()])
+            extra = merge([extra, self.gathered()])
         if not extra:
             return data
-        produced = _series.to_otel(extra)
+        produced = to_otel(extra)
         if not data.resource_metrics:
             scope = ScopeMetrics(scope=_SCOPE, metrics=produced, schema_url="")
             return MetricsData(resource_metrics=[ResourceMetrics(resource=self.resource, scope_metrics=[scope],

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     poc.add_argument("--prefix", default="platform-poc-baseline",
                      help="names in NATS: bucket PREFIX-products, subject PREFIX.order-notification "
                           "(default: %(default)s)")
-    poc.add_argument("--http-client", choices=("httpx", "aiohttp"), default="httpx",
+    poc.add_argument("--http-client", choices=("aiohttp", "httpx"), default="aiohttp",
                      help="what the services call each other with (default: %(default)s)")
     small = sub.add_parser("small-apps", help="one always-on hit-counter service per app name")
     small.add_argument("names", nargs="*", help="app names (or --count)")

@@ -23,6 +23,7 @@ without reading each other's products or handling each other's order notificatio
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import signal
@@ -49,7 +50,7 @@ PLATFORM_POC_SERVICES = ("http-controller", "products-service", "inventory-servi
 SERVICE_VARS = ("HOST", "PORT", "NATS_URL", "DATA_DIR", "LOG_LEVEL", "PRODUCTS_BUCKET", "NOTIFICATION_SUBJECT",
                 "PRODUCTS_URL", "INVENTORY_URL", "ORDERS_URL", "DATA_INIT_URL", "APP_NAME", "BUCKET", "HTTP_CLIENT")
 #: the HTTP clients the services can call each other with (platform-poc-services/common/rpc.py)
-HTTP_CLIENTS = ("httpx", "aiohttp")
+HTTP_CLIENTS = ("aiohttp", "httpx")
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -194,7 +195,7 @@ def _check_name(what: str, value: str) -> None:
 @asynccontextmanager
 async def start_platform_poc_services(
     nats_url: str, state_dir: Path, *, port: int | None = None, prefix: str = "platform-poc-baseline",
-    log_level: str = "info", http_client: str = "httpx", ready_timeout_s: float = READY_TIMEOUT_S,
+    log_level: str = "info", http_client: str = "aiohttp", ready_timeout_s: float = READY_TIMEOUT_S,
     stop_grace_s: float = STOP_GRACE_S,
 ) -> AsyncIterator[System]:
     """The orders app (examples/platform-poc) as six always-on services; ``System.url`` is its HTTP API.
@@ -203,12 +204,16 @@ async def start_platform_poc_services(
     ``prefix`` names what they use in NATS: bucket ``PREFIX-products``, subject
     ``PREFIX.order-notification``. ``log_level`` is the services' (``warning`` drops the
     per-order lines, as ``TRELLIS_LOG_LEVEL=WARNING`` does for Trellis's components).
-    ``http_client`` is what the services call each other with: ``httpx`` or ``aiohttp``
-    (same answers; aiohttp costs the caller less than half the CPU per call).
+    ``http_client`` is what the services call each other with: ``aiohttp`` (default) or
+    ``httpx``: the same answers, but with httpx the app spends ~3x the CPU per order
+    (platform-poc-services/common/rpc.py says why).
     """
     _check_name("prefix", prefix)
     if http_client not in HTTP_CLIENTS:
         raise ValueError(f"http_client {http_client!r}: use {' or '.join(HTTP_CLIENTS)}")
+    if importlib.util.find_spec(http_client) is None:
+        raise ValueError(f"http_client {http_client!r}: the {http_client} package is not installed "
+                         "(pip install -e '.[bench]')")
     state_dir = Path(state_dir)
     ports = {name: free_port() for name in PLATFORM_POC_SERVICES}
     if port is not None:

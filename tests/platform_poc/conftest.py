@@ -7,8 +7,8 @@
   of the test's own (Debian's packages), deployed with ``trellis app deploy --wait``.
 * ``baseline-services``: not Trellis but its baseline, the same app as six always-on
   services (bench/baselines/platform-poc-services) on the session's nats-server: the
-  route tests hold it to the same answers as the Trellis app. ``-aiohttp``: the same
-  services calling each other with aiohttp instead of httpx.
+  route tests hold it to the same answers as the Trellis app. ``-httpx``: the same
+  services calling each other with httpx instead of aiohttp.
 
 Each backend's lattice serves every test of a module (deploying compiles six
 components), so tests never assume an empty database: they make their own
@@ -42,7 +42,7 @@ from .lattice import (
     wait_http,
 )
 
-BACKENDS = ("nats-sqlite", "redis-postgres", "baseline-services", "baseline-services-aiohttp")
+BACKENDS = ("nats-sqlite", "redis-postgres", "baseline-services", "baseline-services-httpx")
 #: the Trellis app's subject (the baseline's is its own: see start_platform_poc_services)
 NOTIFICATIONS = "platform-poc.order-notification"
 BUILD_CACHE = default_cache_dir() / "trellis-build"
@@ -101,7 +101,7 @@ def _baseline(request: pytest.FixtureRequest, root: Path, backend: str) -> Itera
     nats_url: str = request.getfixturevalue("nats_server").url
     loop = asyncio.new_event_loop()
     started = start_platform_poc_services(nats_url, root, prefix=f"poc-{uuid.uuid4().hex[:8]}",
-                                          http_client="aiohttp" if backend.endswith("-aiohttp") else "httpx")
+                                          http_client="httpx" if backend.endswith("-httpx") else "aiohttp")
     try:
         system = loop.run_until_complete(started.__aenter__())
         try:

@@ -16,7 +16,7 @@ It has no route of its own beyond these (no ``/healthz``: the API is the Trellis
 it is ready when it answers HTTP at all, which uvicorn does only after start-up.
 
 Environment: ``PORT``, ``PRODUCTS_URL``, ``INVENTORY_URL``, ``ORDERS_URL``, ``DATA_INIT_URL``,
-``HTTP_CLIENT`` (``httpx``, the default, or ``aiohttp``: see ../common/rpc.py).
+``HTTP_CLIENT`` (``aiohttp``, the default, or ``httpx``: see ../common/rpc.py).
 """
 
 from __future__ import annotations

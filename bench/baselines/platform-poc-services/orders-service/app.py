@@ -12,7 +12,7 @@ NATS). A failed publish is logged; the order stands.
 
 Environment: ``PORT``, ``DATA_DIR``, ``NATS_URL``, ``INVENTORY_URL``,
 ``NOTIFICATION_SUBJECT`` (default ``platform-poc.order-notification``), ``HTTP_CLIENT``
-(``httpx``, the default, or ``aiohttp``: see ../common/rpc.py).
+(``aiohttp``, the default, or ``httpx``: see ../common/rpc.py).
 """
 
 from __future__ import annotations

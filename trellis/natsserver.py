@@ -16,7 +16,7 @@ import sysconfig
 import threading
 from pathlib import Path
 
-from .procs import death_signal
+from trellis.kit.procs import death_signal
 
 _READY = "Server is ready"
 _LISTEN = re.compile(r"Listening for client connections on (\S+):(\d+)")

@@ -28,8 +28,9 @@ import yaml
 
 from trellis.host.identity import Identity
 from trellis.interfaces.policy import PolicySettings
+from trellis.kit import procs
 
-from . import leftovers, procs
+from . import leftovers
 from .natsserver import NatsServer, NatsServerError
 
 

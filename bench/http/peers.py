@@ -317,7 +317,7 @@ def twin(system: "System", env: dict[str, str]) -> "System | None":
     """The same Trellis system with ``env`` added to its host's environment (None for other systems)."""
     if isinstance(system, TrellisSingle):
         return TrellisSingle(system.workdir.parent, system.wasm, system.workers, system.reuse,
-                             system.max_instances, {**system.env, **env})
+                             system.max_instances, {**system.env, **env}, wasi_http=system.wasi_http)
     if isinstance(system, TrellisFullApp):
         return TrellisFullApp(system.workdir.parent, system.workers, system.reuse, {**system.env, **env})
     return None

@@ -41,7 +41,8 @@ from trellis.kit.switches import switched_on
 
 from .. import lower_in_place as lip
 from ..codec import CodecError, from_plain, to_plain
-from ..codec.lower import _plain_case
+from ..codec.common import run
+from ..codec.lower import _lowerer, _plain_case
 from ..imports import CURRENT_CALL, RESOURCE_TYPE_IDS, HostResource, ResourceTable, _ResourceBridge
 from ..codec.common import nullable
 from ..wit import BorrowT, ListT, OptionT, OwnT, Prim, ResultT, TupleT, VariantT, mentions_resources
@@ -382,9 +383,10 @@ def _writer(ty: Any, wty: Any, where: str) -> tuple[int, Write] | None:
         if entry is None:
             return None
         kind, w = entry
+        conv = _lowerer(ty)
 
         def plain(env: Env, value: Any, buf: Any, base: int, off: int) -> None:
-            w(None, from_plain(ty, value, path=where), buf, base, off)
+            w(None, run(conv, value, None, where), buf, base, off)
         return kind, plain
     if isinstance(ty, OwnT):
         make = _maker(ty, where)
@@ -467,6 +469,7 @@ class RawFunction:
         self.slow: list[Any] = []
         self.write: tuple[int, Write] | None = None
         self.result_type: Any = None
+        self.root_slot = _EMPTY
 
     def add_to(self, inst: Any, name: str) -> None:
         """Define it in the linker instance ``inst`` (a wasmtime-py ``LinkerInstance``)."""
@@ -489,6 +492,8 @@ class RawFunction:
         self.slow = [_slow_reader(t, w, f"{self.where} args[{i}]") for i, (t, w) in enumerate(zip(self.params, wtys))]
         if self.result is not None:
             self.write = _writer(self.result, self.result_type, f"{self.where} result")
+            if self.write is not None:
+                self.root_slot = lip._slot(self.write[0])
         self.prepared = True
 
     def call(self, context: int, ty_raw: int, args: int, nargs: int, results: int) -> int:
@@ -496,7 +501,7 @@ class RawFunction:
         if ctx is None:
             return _error(f"import {self.where} called outside an invocation")
         table = ctx.table
-        store = _Store(context)
+        store = _Store(context)  # a StoreContext only if a slow path asks for one
         try:
             if not self.prepared:
                 self._prepare(store, ty_raw)
@@ -538,7 +543,7 @@ class RawFunction:
             w((store.raw, table), out, buf, results, _VOFF)
             buf[0] = _RESOURCE_KIND  # a valid handle in it now
             return
-        copy(results, lip._slot(kind), _STRIDE)
+        copy(results, self.root_slot, _STRIDE)
         try:
             w((store.raw, table), out, buf, results, _VOFF)
         except BaseException:

@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "profile": ("bench.profile", "py-spy profile of the cross-host call path (needs py-spy)"),
     "pieces": ("bench.pieces", "per-call cost of each RPC-layer step vs a leaner form, in process"),
     "values": ("bench.values", "a query result of 12,000 rows across the host-guest boundary: lowering in place, GC settings"),
+    "hop": ("bench.hop", "CPU per component-to-component hop (a WAT pair): same worker, same host, across hosts"),
     "http": ("bench.http", "HTTP POST /orders, wrk c=20: Trellis vs wasmCloud 2.x, wasmtime serve, uvicorn"),
 }
 DEFAULT = ["invoke", "rpc", "coldstart", "workers", "pieces", "values", "profile"]

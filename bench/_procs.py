@@ -148,8 +148,10 @@ class Processes:
         return server
 
     def host(self, nats_url: str, lattice: str, workers: int, state_dir: Path | None = None,
-             label: str = "host", warm_cache: bool = True, threads: int | None = None) -> HostProc:
-        """Start a host; with ``warm_cache`` its compile cache starts as a copy of the bench's."""
+             label: str = "host", warm_cache: bool = True, threads: int | None = None,
+             env: dict[str, str] | None = None) -> HostProc:
+        """Start a host; with ``warm_cache`` its compile cache starts as a copy of the bench's; ``env`` is
+        added to its environment."""
         state = state_dir or self.workdir / f"state-{label}"
         if warm_cache:
             compiled = state / "compiled"
@@ -157,7 +159,7 @@ class Processes:
             for art in ensure_compiled().glob("*.cwasm"):
                 if not (compiled / art.name).exists():
                     shutil.copyfile(art, compiled / art.name)
-        h = HostProc(nats_url, lattice, state, workers, self.workdir / "logs" / f"{label}.log", threads)
+        h = HostProc(nats_url, lattice, state, workers, self.workdir / "logs" / f"{label}.log", threads, env)
         self._stack.append(h)
         return h.wait_started()
 

@@ -61,6 +61,7 @@ class ComponentManager:
         boot = {
             "nats": s.nats.to_dict(), "lattice": self.host.lattice, "host_id": self.host.id,
             "cache_dir": str(s.compile_cache_dir or s.state_dir / "compiled"), "threads": s.worker_threads,
+            "instance_allocator": s.instance_allocator,
             "handoff": handoff.enabled(), "policy": s.policy.to_dict(),
             "policy_requester": {"kind": "host", "publicKey": self.host.id, "lattice": self.host.lattice},
             "log_dir": str(s.state_dir / "logs"),

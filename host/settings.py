@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -47,6 +48,12 @@ class HostSettings(BaseModel):
     )
     worker_threads: int = Field(
         8, ge=1, description="threads per worker, so calls blocked in imports do not stall others"
+    )
+    instance_allocator: Literal["pooling", "on-demand"] = Field(
+        "pooling", description="how workers allocate Wasm instances (TRELLIS_INSTANCE_ALLOCATOR): pooling "
+        "reuses memory and table slots reserved once per worker (host.runtime.engine.InstancePool), "
+        "on-demand maps and unmaps them per instance. Pooling by default: fresh instances cost less CPU "
+        "at the same resident memory (docs/performance.md, Cheaper instances)"
     )
     trusted_issuers: tuple[str, ...] = Field(
         (), description="issuer public keys (nkeys A…) whose signed artifacts this host runs; when set, "

@@ -34,7 +34,7 @@ from typing import Any
 
 from .._context import Context
 from . import peers, tools
-from .load import CONNECTIONS, lua_script, rss_now, run_wrk
+from .load import CONNECTIONS, lua_script, pss_now, rss_now, run_wrk
 
 #: the issue's goals and the figures measured earlier on this machine (2 cores)
 REFERENCE = {"wash-host-fresh": 117, "wasmtime-serve-fresh": 229, "wash-host-pool": 7200,
@@ -104,6 +104,7 @@ def _merge(windows: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_ms_per_request": round(cpu / max(1, requests) * 1e3, 3),
         "cores_used": round(cpu / wall, 2) if wall else 0.0,
         "peak_rss_mib": max(w["peak_rss_mib"] for w in windows),
+        "peak_pss_mib": max(w.get("peak_pss_mib", 0.0) for w in windows),
         "errors": [w["wrk_error"] for w in windows if "wrk_error" in w][:1],
     }
 
@@ -122,7 +123,7 @@ def measure(systems: list[peers.System], workdir: Path, window_s: float, rounds:
             windows[s.name].append(w)
             print(f"   round {r + 1}/{rounds} {s.name:24s} {w['rps']:8.0f} req/s  p50 {w['p50_ms']:7.1f} ms  "
                   f"p99 {w['p99_ms']:7.1f} ms  ok {w['success_pct']:.1f}%  {w['cpu_ms_per_request']:.2f} CPU-ms/req  "
-                  f"{w['peak_rss_mib']:.0f} MiB", flush=True)
+                  f"{w['peak_rss_mib']:.0f} MiB RSS  {w['peak_pss_mib']:.0f} MiB PSS", flush=True)
     return {name: {**_merge(ws), "raw_windows": ws} for name, ws in windows.items()}
 
 
@@ -190,13 +191,15 @@ def add_rows(ctx: Context, results: dict[str, dict[str, Any]]) -> None:
 
 
 def systems_table(results: dict[str, dict[str, Any]], info: dict[str, dict[str, Any]]) -> str:
-    out = ["| system | mode | processes | req/s (best) | req/s (mean) | p50 ms | p99 ms | success | CPU-ms/req | peak RSS MiB |",
-           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    out = ["| system | mode | processes | req/s (best) | req/s (mean) | p50 ms | p99 ms | success | CPU-ms/req "
+           "| peak RSS MiB | peak PSS MiB | idle PSS MiB |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
         i = info.get(name, {})
         out.append(f"| {name} | {i.get('mode', '')} | {i.get('processes', '')} | {r['rps']:,.0f} | "
                    f"{r['rps_mean']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['success_pct']:.2f}% | "
-                   f"{r['cpu_ms_per_request']:.2f} | {r['peak_rss_mib']:,.0f} |")
+                   f"{r['cpu_ms_per_request']:.2f} | {r['peak_rss_mib']:,.0f} | {r.get('peak_pss_mib', 0):,.0f} | "
+                   f"{i.get('idle_pss_mib', 0):,.0f} |")
     return "\n".join(out)
 
 
@@ -220,7 +223,8 @@ def run(ctx: Context, only: set[str] | None = None, window_s: float | None = Non
                 continue
             started.append(s)
             info[s.name] = {**s.info, "family": s.family, "startup_s": s.startup_s,
-                            "idle_rss_mib": round(rss_now(s.roots) / 2**20, 1)}
+                            "idle_rss_mib": round(rss_now(s.roots) / 2**20, 1),
+                            "idle_pss_mib": round(pss_now(s.roots) / 2**20, 1)}
         time.sleep(1.0)
         results = measure(started, ctx.workdir, window, rounds, warmup_s=ctx.pick(1.0, 3.0))
     finally:

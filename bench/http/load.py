@@ -58,18 +58,25 @@ def _tree(roots: list[int]) -> list[psutil.Process]:
 
 @dataclass
 class TreeMeter:
-    """CPU seconds and peak summed RSS of the process trees under ``roots``, sampled every ``every_s``."""
+    """CPU seconds and peak summed RSS of the process trees under ``roots``, sampled every ``every_s``;
+    peak summed PSS (``/proc/PID/smaps_rollup``: shared pages split between their users) every
+    ``pss_every`` samples, as reading it walks every mapping."""
 
     roots: list[int]
     every_s: float = 0.2
+    pss_every: int = 5
     peak_rss: int = 0
+    peak_pss: int = 0
+    _samples: int = 0
     _cpu: dict[int, float] = field(default_factory=dict)
     _cpu0: dict[int, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def _sample(self) -> None:
-        rss = 0
+        rss = pss = 0
+        with_pss = self._samples % self.pss_every == 0
+        self._samples += 1
         for p in _tree(self.roots):
             try:
                 with p.oneshot():
@@ -77,9 +84,12 @@ class TreeMeter:
                     rss += p.memory_info().rss
             except psutil.Error:
                 continue
+            if with_pss:
+                pss += pss_of(p.pid)
             self._cpu[p.pid] = t.user + t.system
             self._cpu0.setdefault(p.pid, 0.0 if self._thread is not None else t.user + t.system)
         self.peak_rss = max(self.peak_rss, rss)
+        self.peak_pss = max(self.peak_pss, pss)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -104,6 +114,23 @@ class TreeMeter:
     @property
     def processes(self) -> int:
         return len(self._cpu)
+
+
+def pss_of(pid: int) -> int:
+    """Proportional set size of one process in bytes (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def pss_now(roots: list[int]) -> int:
+    """Summed PSS of the process trees under ``roots``, in bytes."""
+    return sum(pss_of(p.pid) for p in _tree(roots))
 
 
 def rss_now(roots: list[int]) -> int:
@@ -159,5 +186,6 @@ def run_wrk(url: str, script: Path, seconds: float, roots: list[int], timeout_s:
     ok = max(1, out["requests"])
     out.update(cpu_s=round(meter.cpu_s, 3), cpu_ms_per_request=round(meter.cpu_s / ok * 1e3, 3),
                cores_used=round(meter.cpu_s / wall, 2), peak_rss_mib=round(meter.peak_rss / 2**20, 1),
+               peak_pss_mib=round(meter.peak_pss / 2**20, 1),
                processes=meter.processes, wall_s=round(wall, 2))
     return out

@@ -9,6 +9,13 @@ therefore always be given an epoch deadline and some fuel, which
 Deadlines are enforced by one background thread per engine that increments
 the engine's epoch every ``tick_ms`` milliseconds. The thread is started on
 first use and stopped by :meth:`RuntimeEngine.close`.
+
+Instances are allocated by wasmtime's *pooling allocator* by default
+(:class:`InstancePool`): linear memories and tables live in slots reserved once
+per engine and are reset (``madvise``) when an instance is dropped, instead of
+being mapped and unmapped per instance. Memories start from copy-on-write images
+of their data segments (``memory_init_cow``), so a fresh instance maps its image
+instead of copying it.
 """
 
 from __future__ import annotations
@@ -22,13 +29,104 @@ from importlib.metadata import version
 
 import wasmtime
 
-__all__ = ["EngineSettings", "RuntimeEngine", "make_engine", "WASMTIME_VERSION"]
+__all__ = ["ALLOCATORS", "EngineSettings", "InstancePool", "RuntimeEngine", "engine_settings",
+           "make_engine", "WASMTIME_VERSION"]
 
 log = logging.getLogger(__name__)
 
 WASMTIME_VERSION: str = version("wasmtime")
 #: wasmtime's profiling strategy (``perfmap``, ``jitdump``, ``vtune``), for profiling guests
 PROFILER_ENV = "TRELLIS_WASM_PROFILER"
+
+
+_GIB = 1 << 30
+_MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class InstancePool:
+    """wasmtime's pooling instance allocator: the bounds of an engine's pool.
+
+    The pool reserves *address space* for every slot when the engine is made
+    (``max_memories`` × ``max_memory_bytes`` plus guard pages: ~4 TiB with the
+    defaults, of a process's 128 TiB); it uses no memory until an instance
+    touches its pages, and a dropped instance's pages are given back
+    (``madvise``), so resident memory (PSS) is that of the instances alive, as
+    without the pool. An instantiation beyond a bound fails with kind
+    ``instantiation`` and a message naming the bound.
+
+    Attributes:
+        max_component_instances: Component instances alive at once per engine
+            (fresh ones running a call, warm ones kept by a reuse policy, nested
+            co-located ones). 1000: far above a worker's concurrency (a
+            component's ``max_instances``, 20 in the examples) plus its warm
+            instances, and wasmtime's own default.
+        max_core_instances: Core module instances alive at once. A
+            componentize-py component is 14 core instances, so 20 per
+            component instance: 20,000.
+        max_memories: Linear memories alive at once; components made by
+            componentize-py, componentize-js and wasm-tools have one each. 1000.
+        max_tables: Tables alive at once (a componentize-py component has 2). 2000.
+        max_memory_bytes: Largest linear memory a slot holds, in bytes. 4 GiB:
+            every 32-bit memory fits, so ``Limits.memory_bytes`` stays the only
+            cap a component meets; the slot reserves no more address space than
+            wasmtime's default reservation per memory (4 GiB) anyway.
+        max_table_elements: Elements a table may hold (a componentize-py
+            component starts with ~5,700). 100,000 (800 KB of address space each).
+        max_component_instance_bytes: wasmtime's bookkeeping (``VMComponentContext``
+            and its core instances' contexts) per component instance, in bytes;
+            ~400 KB for a componentize-py component. 8 MiB.
+        max_unused_warm_slots: Slots kept holding a component's memory image
+            after its instance is dropped, so the next instance of the same
+            component maps nothing. 100: wasmtime's default.
+        keep_resident_bytes: Bytes at the start of each dropped memory reset by
+            ``memset`` instead of ``madvise`` (kept resident). 0: the pages a
+            componentize-py call dirties are spread over its ~10 MiB heap image,
+            so a resident prefix saved few page faults and cost more in ``memset``
+            than it saved (measured: 1 MiB within the noise, 4 MiB +25 % CPU per
+            fresh call).
+    """
+
+    max_component_instances: int = 256
+    max_core_instances: int = 5120
+    max_memories: int = 256
+    max_tables: int = 512
+    max_memory_bytes: int = 4 * _GIB
+    max_table_elements: int = 100_000
+    max_component_instance_bytes: int = 8 * _MIB
+    max_unused_warm_slots: int = 100
+    keep_resident_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_component_instances", "max_core_instances", "max_memories", "max_tables",
+                     "max_memory_bytes", "max_table_elements", "max_component_instance_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"InstancePool.{name} must be positive")
+        if self.max_unused_warm_slots < 0 or self.keep_resident_bytes < 0:
+            raise ValueError("InstancePool.max_unused_warm_slots and keep_resident_bytes must be >= 0")
+
+    def apply(self, config: wasmtime.Config) -> None:
+        """Make ``config`` allocate from this pool (wasmtime's C API: wasmtime-py has no wrapper)."""
+        from wasmtime import _ffi as ffi
+
+        pool = ffi.wasmtime_pooling_allocation_config_new()
+        try:
+            ffi.wasmtime_pooling_allocation_config_total_component_instances_set(pool, self.max_component_instances)
+            ffi.wasmtime_pooling_allocation_config_total_core_instances_set(pool, self.max_core_instances)
+            ffi.wasmtime_pooling_allocation_config_total_memories_set(pool, self.max_memories)
+            ffi.wasmtime_pooling_allocation_config_total_tables_set(pool, self.max_tables)
+            ffi.wasmtime_pooling_allocation_config_max_memory_size_set(pool, self.max_memory_bytes)
+            ffi.wasmtime_pooling_allocation_config_table_elements_set(pool, self.max_table_elements)
+            ffi.wasmtime_pooling_allocation_config_max_component_instance_size_set(
+                pool, self.max_component_instance_bytes)
+            ffi.wasmtime_pooling_allocation_config_max_unused_warm_slots_set(pool, self.max_unused_warm_slots)
+            ffi.wasmtime_pooling_allocation_config_linear_memory_keep_resident_set(pool, self.keep_resident_bytes)
+            # fiber stacks serve async calls only, which wasmtime-py never makes; wasmtime's default (1000)
+            # would map 2,000 regions (stacks and their guards) per engine, of a process's 65,530
+            ffi.wasmtime_pooling_allocation_config_total_stacks_set(pool, 0)
+            ffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)  # copies the settings
+        finally:
+            ffi.wasmtime_pooling_allocation_config_delete(pool)
 
 
 @dataclass(frozen=True)
@@ -48,18 +146,42 @@ class EngineSettings:
             Metering slows every instruction and every call (~7 % of a
             reused call's CPU), so hosts keep a metered engine only for
             components that ask for a fuel budget.
+        pool: Allocate instances from wasmtime's pooling allocator with these
+            bounds; ``None`` allocates each instance's memories and tables on
+            demand (``mmap``/``munmap`` per instance). Pooled by default: a fresh
+            instance costs less CPU (docs/performance.md, "Cheaper instances")
+            at the same resident memory.
+        memory_init_cow: Start linear memories from copy-on-write mappings of
+            their initial image instead of copying the data segments into each
+            new instance. On (wasmtime's default): a componentize-py component's
+            ~10 MiB heap image made instantiation 20× dearer when copied.
     """
 
     max_wasm_stack_bytes: int = 512 * 1024
     epoch_tick_ms: int = 10
     parallel_compilation: bool = True
     consume_fuel: bool = True
+    pool: InstancePool | None = field(default_factory=InstancePool)
+    memory_init_cow: bool = True
 
     def cache_tag(self) -> str:
         """Settings that affect compiled code, for compile-cache keys."""
         # epoch interruption and fuel change generated code; the stack limit
         # does not but is cheap to include and keeps the key conservative.
         return f"epoch=1,fuel={int(self.consume_fuel)},stack={self.max_wasm_stack_bytes}"
+
+
+#: names of the instance allocators (``HostSettings.instance_allocator``)
+ALLOCATORS = ("pooling", "on-demand")
+
+
+def engine_settings(allocator: str = "pooling", **overrides: object) -> EngineSettings:
+    """Engine settings with the named instance allocator (``pooling``: the default
+    :class:`InstancePool`; ``on-demand``: none). A bad name is a one-line ``ValueError``."""
+    if allocator not in ALLOCATORS:
+        raise ValueError(f"instance allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
+    pool = InstancePool() if allocator == "pooling" else None
+    return EngineSettings(pool=pool, **overrides)  # type: ignore[arg-type]
 
 
 class _EpochTicker:
@@ -139,6 +261,9 @@ def make_engine(settings: EngineSettings | None = None) -> RuntimeEngine:
     config.max_wasm_stack = settings.max_wasm_stack_bytes
     config.parallel_compilation = settings.parallel_compilation
     config.wasm_component_model = True
+    config.memory_init_cow = settings.memory_init_cow
+    if settings.pool is not None:
+        settings.pool.apply(config)
     profiler = os.environ.get(PROFILER_ENV)
     if profiler:  # e.g. perfmap: perf then names the guest's functions
         try:

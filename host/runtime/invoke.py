@@ -563,6 +563,9 @@ class Invoker:
         message = summarize_wasmtime_error(detail)
         if instantiating and kind is ErrorKind.TRAP and "wasm trap" not in detail:
             kind = ErrorKind.INSTANTIATION
+        if instantiating and "maximum concurrent limit" in detail:
+            message = (f"{message}: the engine's instance pool is full (host.runtime.engine.InstancePool; "
+                       f"trellis host --instance-allocator on-demand has no such bound)")
         if kind is ErrorKind.TIMEOUT:
             message = f"deadline of {self.limits.timeout_s}s exceeded ({message})"
         elif kind is ErrorKind.OUT_OF_FUEL:

@@ -21,14 +21,13 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from trellis.host.runtime import (
     CallProbe,
     CompileCache,
-    EngineSettings,
     ImportHandler,
     InvocationError,
     Invoker,
@@ -42,6 +41,7 @@ from trellis.host.runtime import (
     load_component,
     make_engine,
 )
+from trellis.host.runtime.engine import engine_settings
 from trellis.host.runtime.imports import is_wasip2_interface
 from trellis.interfaces.policy import PolicyClient, PolicySettings
 from trellis.interfaces.connection import NatsSettings, connect, goodbye
@@ -143,7 +143,8 @@ class Worker:
         self.index: int = boot["worker_index"]
         self.threads: int = boot.get("threads", 8)
         # fuel metering costs every call: only components with a fuel budget run metered
-        self.engine = make_engine(EngineSettings(consume_fuel=False))
+        self.engine_settings = engine_settings(boot.get("instance_allocator", "pooling"))
+        self.engine = make_engine(replace(self.engine_settings, consume_fuel=False))
         self.metered_engine: Any = None
         self.cache = CompileCache(boot.get("cache_dir"))
         # nested co-located calls stack one store's Wasm (up to 512 KiB each) per level on a thread
@@ -280,7 +281,7 @@ class Worker:
         engine = self.engine
         if limits.fuel is not None:
             if self.metered_engine is None:
-                self.metered_engine = make_engine()
+                self.metered_engine = make_engine(self.engine_settings)
             engine = self.metered_engine
         loaded = await asyncio.to_thread(load_component, engine, wasm, self.cache)
         reuse = ReusePolicy(**cmd.get("reuse", {}))

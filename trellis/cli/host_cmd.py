@@ -38,6 +38,10 @@ def host_command(
                                 help="Wasm worker processes (0 = one per CPU)"),
     worker_threads: int = typer.Option(8, "--worker-threads", envvar="TRELLIS_WORKER_THREADS",
                                        help="threads per worker for calls blocked in imports"),
+    instance_allocator: str = typer.Option(
+        "pooling", "--instance-allocator", envvar="TRELLIS_INSTANCE_ALLOCATOR",
+        help="pooling (memory and table slots reserved once per worker, reused) or on-demand (mapped per "
+             "instance)"),
     state_dir: Path = typer.Option(default_state_dir(), "--state-dir", envvar="TRELLIS_STATE_DIR"),
     log_level: str = typer.Option("info", "--log-level", envvar="TRELLIS_LOG_LEVEL"),
     allow_insecure_registries: list[str] = typer.Option(
@@ -82,12 +86,17 @@ def host_command(
         setup_logging("host", level=log_level, fmt=log_format, to=log_to, log_dir=state_dir.expanduser() / "logs")
     except ValueError as exc:
         raise fail(f"--log-format/--log-to: {exc}") from None
+    from host.runtime.engine import ALLOCATORS
+
+    if instance_allocator not in ALLOCATORS:
+        raise fail(f"--instance-allocator {instance_allocator!r}: expected one of {', '.join(ALLOCATORS)}")
     try:
         labels = parse_label_args(label)
         settings = HostSettings(
             lattice=conn.lattice, nats=conn.nats, seed=seed, seed_file=seed_file, name=name,
             labels=labels, heartbeat_interval_s=heartbeat, stop_timeout_s=stop_timeout,
             state_dir=state_dir.expanduser(), workers=workers, worker_threads=worker_threads,
+            instance_allocator=instance_allocator,
             insecure_registries=split_list(allow_insecure_registries),
             trusted_issuers=parse_issuers(trusted_issuer), policy=policy,
             allow_python_providers=tuple(split_list(allow_python_provider)),

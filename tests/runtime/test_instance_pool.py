@@ -1,0 +1,82 @@
+"""The instance allocators: pooled (the default) and on demand both serve calls, fresh and reused;
+a pool's bound fails one instantiation with a message naming it, and the slot comes back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from host.runtime import CompileCache, ErrorKind, InvocationError, Invoker, ReusePolicy, load_component
+from host.runtime.engine import ALLOCATORS, EngineSettings, InstancePool, RuntimeEngine, engine_settings, make_engine
+from host.settings import HostSettings
+from tests.components.build import build_python, build_wat
+from tests.harness import run_cli
+
+
+@pytest.fixture(scope="module", params=ALLOCATORS)
+def allocated(request: pytest.FixtureRequest) -> Iterator[RuntimeEngine]:
+    eng = make_engine(engine_settings(request.param, consume_fuel=False))
+    yield eng
+    eng.close()
+
+
+def test_the_default_engine_pools_instances() -> None:
+    assert EngineSettings().pool == InstancePool()
+    assert engine_settings("on-demand").pool is None
+    assert HostSettings().instance_allocator == "pooling"
+
+
+@pytest.mark.parametrize("reuse", [1, 1000], ids=["fresh", "reused"])
+def test_both_allocators_serve_calls(allocated: RuntimeEngine, compile_cache: CompileCache, reuse: int) -> None:
+    adder = load_component(allocated, build_wat("adder").read_bytes(), compile_cache)
+    inv = Invoker(adder, reuse=ReusePolicy(max_invocations=reuse))
+    assert [inv.invoke("add", [i, 2]) for i in range(20)] == [i + 2 for i in range(20)]
+    assert inv.invoke("test:adder/math.mul", [6, 7]) == 42
+    assert inv.stats.instantiations == (21 if reuse == 1 else 1)
+    inv.close()
+    assert inv.live_instances == 0
+
+
+def test_both_allocators_serve_a_python_component(allocated: RuntimeEngine, compile_cache: CompileCache) -> None:
+    """componentize-py: 14 core instances, 2 tables, a ~10 MiB heap image per instance."""
+    greeter = load_component(allocated, build_python("greeter").read_bytes(), compile_cache)
+    inv = Invoker(greeter)
+    fn = next(f for f in greeter.all_exported() if f.name == "greet")
+    assert [inv.invoke(fn, ["pool"]) for _ in range(3)] == [inv.invoke(fn, ["pool"])] * 3
+    assert "pool" in str(inv.invoke(fn, ["pool"]))
+    inv.close()
+
+
+def test_a_full_pool_fails_one_instantiation_and_recovers(compile_cache: CompileCache) -> None:
+    eng = make_engine(EngineSettings(consume_fuel=False, pool=InstancePool(max_component_instances=1)))
+    try:
+        adder = load_component(eng, build_wat("adder").read_bytes(), compile_cache)
+        keeper = Invoker(adder, reuse=ReusePolicy(max_invocations=1000))
+        assert keeper.invoke("add", [1, 1]) == 2  # its instance stays warm: the pool's one slot
+        other = Invoker(adder)
+        with pytest.raises(InvocationError) as err:
+            other.invoke("add", [2, 2])
+        assert err.value.kind is ErrorKind.INSTANTIATION
+        assert "limit of 1 for component instances" in str(err.value)
+        assert "instance pool is full" in str(err.value) and "\n" not in str(err.value)
+        keeper.close()  # the slot comes back
+        assert other.invoke("add", [2, 2]) == 4
+        other.close()
+    finally:
+        eng.close()
+
+
+def test_bad_allocator_names_and_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="expected one of pooling, on-demand"):
+        engine_settings("mmap")
+    with pytest.raises(ValueError, match="max_memories must be positive"):
+        InstancePool(max_memories=0)
+    with pytest.raises(ValueError):
+        HostSettings(instance_allocator="mmap")  # type: ignore[arg-type]
+
+
+def test_trellis_host_refuses_an_unknown_allocator_in_one_line() -> None:
+    res = run_cli("host", "--instance-allocator", "mmap", env={"TRELLIS_INSTANCE_ALLOCATOR": ""})
+    assert res.returncode != 0
+    assert res.stderr.strip() == "error: --instance-allocator 'mmap': expected one of pooling, on-demand"

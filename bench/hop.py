@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from interfaces.client import LatticeClient
-from interfaces.links import Link
-from interfaces.store import LatticeStore
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.links import Link
+from trellis.interfaces.store import LatticeStore
 
 from ._context import Context
 from ._machine import CpuMeter

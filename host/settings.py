@@ -51,7 +51,7 @@ class HostSettings(BaseModel):
     )
     instance_allocator: Literal["pooling", "on-demand"] = Field(
         "pooling", description="how workers allocate Wasm instances (TRELLIS_INSTANCE_ALLOCATOR): pooling "
-        "reuses memory and table slots reserved once per worker (host.runtime.engine.InstancePool), "
+        "reuses memory and table slots reserved once per worker (trellis.host.runtime.engine.InstancePool), "
         "on-demand maps and unmaps them per instance. Pooling by default: fresh instances cost less CPU "
         "at the same resident memory (docs/performance.md, Cheaper instances)"
     )

@@ -564,8 +564,8 @@ class Invoker:
         if instantiating and kind is ErrorKind.TRAP and "wasm trap" not in detail:
             kind = ErrorKind.INSTANTIATION
         if instantiating and "maximum concurrent limit" in detail:
-            message = (f"{message}: the engine's instance pool is full (host.runtime.engine.InstancePool; "
-                       f"trellis host --instance-allocator on-demand has no such bound)")
+            message = (f"{message}: the engine's instance pool is full (trellis.host.runtime.engine."
+                       f"InstancePool; trellis host --instance-allocator on-demand has no such bound)")
         if kind is ErrorKind.TIMEOUT:
             message = f"deadline of {self.limits.timeout_s}s exceeded ({message})"
         elif kind is ErrorKind.OUT_OF_FUEL:

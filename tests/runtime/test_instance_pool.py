@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from host.runtime import CompileCache, ErrorKind, InvocationError, Invoker, ReusePolicy, load_component
-from host.runtime.engine import ALLOCATORS, EngineSettings, InstancePool, RuntimeEngine, engine_settings, make_engine
-from host.settings import HostSettings
+from trellis.host.runtime import CompileCache, ErrorKind, InvocationError, Invoker, ReusePolicy, load_component
+from trellis.host.runtime.engine import (ALLOCATORS, EngineSettings, InstancePool, RuntimeEngine, engine_settings,
+                                         make_engine)
+from trellis.host.settings import HostSettings
 from tests.components.build import build_python, build_wat
 from tests.harness import run_cli
 

@@ -86,7 +86,7 @@ def host_command(
         setup_logging("host", level=log_level, fmt=log_format, to=log_to, log_dir=state_dir.expanduser() / "logs")
     except ValueError as exc:
         raise fail(f"--log-format/--log-to: {exc}") from None
-    from host.runtime.engine import ALLOCATORS
+    from trellis.host.runtime.engine import ALLOCATORS
 
     if instance_allocator not in ALLOCATORS:
         raise fail(f"--instance-allocator {instance_allocator!r}: expected one of {', '.join(ALLOCATORS)}")

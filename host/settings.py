@@ -49,11 +49,11 @@ class HostSettings(BaseModel):
     worker_threads: int = Field(
         8, ge=1, description="threads per worker, so calls blocked in imports do not stall others"
     )
-    instance_allocator: Literal["pooling", "on-demand"] = Field(
-        "pooling", description="how workers allocate Wasm instances (TRELLIS_INSTANCE_ALLOCATOR): pooling "
-        "reuses memory and table slots reserved once per worker (trellis.host.runtime.engine.InstancePool), "
-        "on-demand maps and unmaps them per instance. Pooling by default: fresh instances cost less CPU "
-        "at the same resident memory (docs/performance.md, Cheaper instances)"
+    instance_allocator: Literal["on-demand", "pooling"] = Field(
+        "on-demand", description="how workers allocate Wasm instances (TRELLIS_INSTANCE_ALLOCATOR): on-demand maps "
+        "and unmaps each instance's memories; pooling reuses slots reserved once per worker "
+        "(trellis.host.runtime.engine.InstancePool, bounded). On demand by default: the pool measured no lower "
+        "CPU per call here (docs/performance.md, Cheaper instances)"
     )
     trusted_issuers: tuple[str, ...] = Field(
         (), description="issuer public keys (nkeys A…) whose signed artifacts this host runs; when set, "

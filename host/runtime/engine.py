@@ -10,12 +10,12 @@ Deadlines are enforced by one background thread per engine that increments
 the engine's epoch every ``tick_ms`` milliseconds. The thread is started on
 first use and stopped by :meth:`RuntimeEngine.close`.
 
-Instances are allocated by wasmtime's *pooling allocator* by default
-(:class:`InstancePool`): linear memories and tables live in slots reserved once
-per engine and are reset (``madvise``) when an instance is dropped, instead of
-being mapped and unmapped per instance. Memories start from copy-on-write images
-of their data segments (``memory_init_cow``), so a fresh instance maps its image
-instead of copying it.
+Instances are allocated on demand (each maps and unmaps its own memories and
+tables), or, with ``EngineSettings.pool``, by wasmtime's *pooling allocator*
+(:class:`InstancePool`): slots reserved once per engine and reset (``madvise``)
+when an instance is dropped. Memories start from copy-on-write images of their
+data segments (``memory_init_cow``), so a fresh instance maps its image instead
+of copying it.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class InstancePool:
     """wasmtime's pooling instance allocator: the bounds of an engine's pool.
 
     The pool reserves *address space* for every slot when the engine is made
-    (``max_memories`` × ``max_memory_bytes`` plus guard pages: ~4 TiB with the
+    (``max_memories`` × (``max_memory_bytes`` + guard pages): ~1 TiB with the
     defaults, of a process's 128 TiB); it uses no memory until an instance
     touches its pages, and a dropped instance's pages are given back
     (``madvise``), so resident memory (PSS) is that of the instances alive, as
@@ -58,15 +58,15 @@ class InstancePool:
     Attributes:
         max_component_instances: Component instances alive at once per engine
             (fresh ones running a call, warm ones kept by a reuse policy, nested
-            co-located ones). 1000: far above a worker's concurrency (a
-            component's ``max_instances``, 20 in the examples) plus its warm
-            instances, and wasmtime's own default.
+            co-located ones). 256: well above a worker's concurrency (its
+            threads and inline calls, a component's ``max_instances``) plus the
+            warm instances its components keep.
         max_core_instances: Core module instances alive at once. A
             componentize-py component is 14 core instances, so 20 per
-            component instance: 20,000.
+            component instance: 5,120.
         max_memories: Linear memories alive at once; components made by
-            componentize-py, componentize-js and wasm-tools have one each. 1000.
-        max_tables: Tables alive at once (a componentize-py component has 2). 2000.
+            componentize-py, componentize-js and wasm-tools have one each. 256.
+        max_tables: Tables alive at once (a componentize-py component has 2). 512.
         max_memory_bytes: Largest linear memory a slot holds, in bytes. 4 GiB:
             every 32-bit memory fits, so ``Limits.memory_bytes`` stays the only
             cap a component meets; the slot reserves no more address space than
@@ -147,10 +147,11 @@ class EngineSettings:
             reused call's CPU), so hosts keep a metered engine only for
             components that ask for a fuel budget.
         pool: Allocate instances from wasmtime's pooling allocator with these
-            bounds; ``None`` allocates each instance's memories and tables on
-            demand (``mmap``/``munmap`` per instance). Pooled by default: a fresh
-            instance costs less CPU (docs/performance.md, "Cheaper instances")
-            at the same resident memory.
+            bounds; ``None`` (the default) allocates each instance's memories
+            and tables on demand (``mmap``/``munmap`` per instance). On demand
+            by default: the pool measured no lower CPU per fresh or reused call
+            here (docs/performance.md, "Cheaper instances"), and it bounds the
+            instances alive per engine and reserves ~1 TiB of address space.
         memory_init_cow: Start linear memories from copy-on-write mappings of
             their initial image instead of copying the data segments into each
             new instance. On (wasmtime's default): a componentize-py component's
@@ -161,7 +162,7 @@ class EngineSettings:
     epoch_tick_ms: int = 10
     parallel_compilation: bool = True
     consume_fuel: bool = True
-    pool: InstancePool | None = field(default_factory=InstancePool)
+    pool: InstancePool | None = None
     memory_init_cow: bool = True
 
     def cache_tag(self) -> str:
@@ -171,13 +172,13 @@ class EngineSettings:
         return f"epoch=1,fuel={int(self.consume_fuel)},stack={self.max_wasm_stack_bytes}"
 
 
-#: names of the instance allocators (``HostSettings.instance_allocator``)
-ALLOCATORS = ("pooling", "on-demand")
+#: names of the instance allocators (``HostSettings.instance_allocator``), the default first
+ALLOCATORS = ("on-demand", "pooling")
 
 
-def engine_settings(allocator: str = "pooling", **overrides: object) -> EngineSettings:
-    """Engine settings with the named instance allocator (``pooling``: the default
-    :class:`InstancePool`; ``on-demand``: none). A bad name is a one-line ``ValueError``."""
+def engine_settings(allocator: str = "on-demand", **overrides: object) -> EngineSettings:
+    """Engine settings with the named instance allocator (``on-demand``: none; ``pooling``:
+    the default :class:`InstancePool`). A bad name is a one-line ``ValueError``."""
     if allocator not in ALLOCATORS:
         raise ValueError(f"instance allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
     pool = InstancePool() if allocator == "pooling" else None

@@ -143,7 +143,7 @@ class Worker:
         self.index: int = boot["worker_index"]
         self.threads: int = boot.get("threads", 8)
         # fuel metering costs every call: only components with a fuel budget run metered
-        self.engine_settings = engine_settings(boot.get("instance_allocator", "pooling"))
+        self.engine_settings = engine_settings(boot.get("instance_allocator", "on-demand"))
         self.engine = make_engine(replace(self.engine_settings, consume_fuel=False))
         self.metered_engine: Any = None
         self.cache = CompileCache(boot.get("cache_dir"))

@@ -1,4 +1,4 @@
-"""The instance allocators: pooled (the default) and on demand both serve calls, fresh and reused;
+"""The instance allocators: on demand (the default) and pooled both serve calls, fresh and reused;
 a pool's bound fails one instantiation with a message naming it, and the slot comes back."""
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ def allocated(request: pytest.FixtureRequest) -> Iterator[RuntimeEngine]:
     eng.close()
 
 
-def test_the_default_engine_pools_instances() -> None:
-    assert EngineSettings().pool == InstancePool()
-    assert engine_settings("on-demand").pool is None
-    assert HostSettings().instance_allocator == "pooling"
+def test_instances_are_allocated_on_demand_unless_pooling_is_asked_for() -> None:
+    assert EngineSettings().pool is None and engine_settings().pool is None
+    assert engine_settings("pooling").pool == InstancePool()
+    assert HostSettings().instance_allocator == "on-demand"
 
 
 @pytest.mark.parametrize("reuse", [1, 1000], ids=["fresh", "reused"])
@@ -69,7 +69,7 @@ def test_a_full_pool_fails_one_instantiation_and_recovers(compile_cache: Compile
 
 
 def test_bad_allocator_names_and_bounds_are_refused() -> None:
-    with pytest.raises(ValueError, match="expected one of pooling, on-demand"):
+    with pytest.raises(ValueError, match="expected one of on-demand, pooling"):
         engine_settings("mmap")
     with pytest.raises(ValueError, match="max_memories must be positive"):
         InstancePool(max_memories=0)
@@ -80,4 +80,4 @@ def test_bad_allocator_names_and_bounds_are_refused() -> None:
 def test_trellis_host_refuses_an_unknown_allocator_in_one_line() -> None:
     res = run_cli("host", "--instance-allocator", "mmap", env={"TRELLIS_INSTANCE_ALLOCATOR": ""})
     assert res.returncode != 0
-    assert res.stderr.strip() == "error: --instance-allocator 'mmap': expected one of pooling, on-demand"
+    assert res.stderr.strip() == "error: --instance-allocator 'mmap': expected one of on-demand, pooling"

@@ -39,9 +39,9 @@ def host_command(
     worker_threads: int = typer.Option(8, "--worker-threads", envvar="TRELLIS_WORKER_THREADS",
                                        help="threads per worker for calls blocked in imports"),
     instance_allocator: str = typer.Option(
-        "pooling", "--instance-allocator", envvar="TRELLIS_INSTANCE_ALLOCATOR",
-        help="pooling (memory and table slots reserved once per worker, reused) or on-demand (mapped per "
-             "instance)"),
+        "on-demand", "--instance-allocator", envvar="TRELLIS_INSTANCE_ALLOCATOR",
+        help="on-demand (each instance maps its memory) or pooling (slots reserved once per worker, reused; "
+             "bounded)"),
     state_dir: Path = typer.Option(default_state_dir(), "--state-dir", envvar="TRELLIS_STATE_DIR"),
     log_level: str = typer.Option("info", "--log-level", envvar="TRELLIS_LOG_LEVEL"),
     allow_insecure_registries: list[str] = typer.Option(

@@ -94,7 +94,7 @@ async def list_products(request: Request) -> Response:
     except Exception as exc:
         return failure("store-error", f"listing products: {type(exc).__name__}: {exc}")
     try:
-        products = [from_json(k, raw) for k, raw in zip(keys, found) if raw is not None]
+        products = [from_json(k, raw) for k, raw in zip(keys, found, strict=True) if raw is not None]
     except (ValueError, KeyError, TypeError) as exc:
         return failure("internal", f"a product is not a product's JSON: {exc}")
     return JSONResponse(products)

@@ -97,6 +97,9 @@ class System:
 
     async def wait_exit(self) -> Service:
         """Until one of the services exits (by its pidfd: no polling); returns it."""
+        for s in self.services:
+            if s.proc.poll() is not None:  # already gone (and reaped: it has no pidfd any more)
+                return s
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Service] = loop.create_future()
         fds: list[int] = []

@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "values": ("bench.values", "a query result of 12,000 rows across the host-guest boundary: lowering in place, GC settings"),
     "hop": ("bench.hop", "CPU per component-to-component hop (a WAT pair): same worker, same host, across hosts"),
     "http": ("bench.http", "HTTP POST /orders, wrk c=20: Trellis vs wasmCloud 2.x, wasmtime serve, uvicorn"),
+    "density": ("bench.density", "idle, density (N apps), load and cold start: Trellis vs always-on services"),
 }
 DEFAULT = ["invoke", "rpc", "coldstart", "workers", "pieces", "values", "profile"]
 DEFAULT_QUICK = [n for n in DEFAULT if n != "profile"]  # keeps --quick near 2 minutes

@@ -417,10 +417,11 @@ def _seed_compile_cache(wasm: Path, compiled: Path) -> None:
     import shutil
 
     from trellis.host.runtime import CompileCache, load_component, make_engine
+    from trellis.host.runtime.engine import EngineSettings
 
     from .._context import BENCH_CACHE
 
-    engine = make_engine()
+    engine = make_engine(EngineSettings(consume_fuel=False))  # the engine workers run components on
     try:
         load_component(engine, wasm.read_bytes(), CompileCache(BENCH_CACHE))
     finally:
@@ -454,8 +455,11 @@ class TrellisFullApp(System):
     family = "trellis"
     full_app = True
 
-    def __init__(self, workdir: Path, workers: int, reuse: int = 1, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, workers: int, reuse: int = 1, env: dict[str, str] | None = None,
+                 max_idle_s: float | None = None) -> None:
         self.name = f"trellis-full-app-{'reuse' if reuse > 1 else 'fresh'}-w{workers}"
+        #: with reuse: warm instances idle this long are dropped (``reuse.max_idle_s``; None: kept)
+        self.max_idle_s = max_idle_s
         self.env = dict(env or {})
         self.name += env_suffix(self.env)
         super().__init__(workdir)
@@ -490,7 +494,7 @@ class TrellisFullApp(System):
         self.nats = NatsServer(host="127.0.0.1", port=0, store_dir=self.workdir / "nats",
                                log_file=self.workdir / "nats.log")
         self.nats.start()
-        lattice = new_lattice()
+        lattice = self.lattice = new_lattice()
         state = self.workdir / "state"
         for wasm in wasms.values():
             _seed_compile_cache(wasm, state / "compiled")
@@ -500,9 +504,10 @@ class TrellisFullApp(System):
         conn = ["--nats-url", self.nats.url, "--lattice", lattice]
         self.spawn(procs.trellis_argv("wadm", *conn, "--log-level", "warning"), "wadm")
         manifest = (POC / "wadm.yaml").read_text()
+        idle = f", max_idle_s: {self.max_idle_s:g}" if self.max_idle_s is not None else ""
         manifest = re.sub(r"( *)image: \./build/([\w-]+)\.wasm",
                           lambda m: f"{m.group(1)}image: {wasms[m.group(2)]}" + (
-                              f"\n{m.group(1)}reuse: {{max_invocations: {self.reuse}}}" if self.reuse > 1 else ""),
+                              f"\n{m.group(1)}reuse: {{max_invocations: {self.reuse}{idle}}}" if self.reuse > 1 else ""),
                           manifest)
         manifest = manifest.replace("127.0.0.1:8080", f"127.0.0.1:{self.port}")
         (self.workdir / "wadm.yaml").write_text(manifest)

@@ -1,0 +1,424 @@
+"""Density and scale-to-zero: Trellis against always-on services, in one sitting (issue 16).
+
+``python -m bench density [--quick]``. Memory is PSS summed over every process
+of a system (``/proc/PID/smaps_rollup``), CPU is read from /proc (``meter.py``).
+Four stages, each Trellis beside its baseline (``baseline.py``):
+
+1. **Idle**: the orders app (``examples/platform-poc``) on Trellis, fresh and
+   with instance reuse (``max_idle_s``), and as six always-on services; 100
+   requests each, then a window without traffic: CPU % of one core and PSS;
+   for Trellis the live instances (every host's ``usage``, the figure
+   ``trellis app usage`` shows) and how long after the last request they reach 0.
+2. **Density**: N copies of the small app (``bench/components/small-app``,
+   ``apps.py``) for N = 1, 10, 50: PSS and idle CPU per extra app, and the
+   latency of each copy's first request after the idle window (p50/p99).
+3. **Load**: ``POST /orders`` at c=20 with wrk (``bench/http``'s windows,
+   alternating systems): req/s, p50/p99, CPU-ms per request, peak PSS; success
+   must be 100 %.
+4. **Cold start**: nothing running → first answer, per app (the orders app, the
+   small app with its lattice) and per component (one more copy deployed on a
+   running lattice → its first answer).
+
+``--quick`` shortens every wait (idle windows of 10 s, N = 1, 5, one load
+window) for a smoke run. ``BENCH_DENSITY_STAGES=density,load`` runs some
+stages only; ``BENCH_DENSITY_ENV=NAME=VALUE,...`` sets variables for the Trellis
+hosts (an A/B of a switch: run twice, compare the result files).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from .._context import Context
+from .._stats import percentile
+from . import apps, baseline, meter
+from .lattice import TrellisLattice, get
+
+#: the issue's goals
+GOAL_IDLE_CPU_PCT = 1.0
+GOAL_PSS_PER_APP_RATIO = 0.1
+GOAL_FIRST_REQUEST_P99_MS = 50.0
+REUSE = 1_000_000
+
+
+def _stages() -> set[str]:
+    raw = os.environ.get("BENCH_DENSITY_STAGES", "")
+    return {s.strip() for s in raw.split(",") if s.strip()} or {"idle", "density", "load", "coldstart"}
+
+
+def _host_env() -> dict[str, str]:
+    raw = os.environ.get("BENCH_DENSITY_ENV", "")
+    pairs = [p.partition("=") for p in raw.split(",") if p.strip()]
+    return {k.strip(): v for k, _, v in pairs}
+
+
+def _free_port() -> int:
+    from ..http.peers import free_port
+
+    return free_port()
+
+
+# ---------------------------------------------------------------------------------------- density
+
+
+class SmallAppsTrellis:
+    """Copies of the small app on one Trellis lattice, deployed one after another."""
+
+    def __init__(self, workdir: Path, workers: int, max_idle_s: float | None) -> None:
+        self.lattice = TrellisLattice(workdir, workers, env=_host_env(), label="trellis-small")
+        self.port = _free_port()
+        self.max_idle_s = max_idle_s
+        self.deployed = 0
+        self.workdir = workdir
+        #: copy -> seconds from `trellis app deploy` to its first 200
+        self.deploy_to_answer_s: dict[int, float] = {}
+
+    def start(self, n_max: int) -> dict[str, float]:
+        wasms = apps.copies(n_max)
+        apps.compile_into(wasms, self.lattice.state / "compiled")
+        self.wasms = wasms
+        t = time.perf_counter()
+        self.lattice.start()
+        t_lattice = time.perf_counter() - t
+        shared = self.workdir / "density-shared.yaml"
+        shared.write_text(apps.shared_manifest())
+        self.lattice.deploy(shared, wait=True)
+        t_shared = time.perf_counter() - t
+        self.grow(1)
+        return {"lattice_s": round(t_lattice, 2), "shared_app_s": round(t_shared - t_lattice, 2),
+                "first_app_s": round(self.deploy_to_answer_s[1], 2),
+                "nothing_to_first_answer_s": round(time.perf_counter() - t, 2)}
+
+    def grow(self, n: int) -> None:
+        for k in range(self.deployed + 1, n + 1):
+            m = self.workdir / f"{apps.app_name(k)}.yaml"
+            m.write_text(apps.app_manifest(k, self.wasms[k - 1], self.port, max_idle_s=self.max_idle_s))
+            t = time.perf_counter()
+            self.lattice.deploy(m)
+            self.lattice.wait_answer(self.port, apps.host_header(k), timeout_s=300)
+            self.deploy_to_answer_s[k] = time.perf_counter() - t
+            self.deployed = k
+
+    def request(self, k: int) -> tuple[int, bytes]:
+        return get(self.port, apps.host_header(k))
+
+    @property
+    def roots(self) -> list[int]:
+        return self.lattice.roots
+
+    def stop(self) -> None:
+        self.lattice.stop()
+
+
+class SmallAppsBaseline:
+    """N always-on copies of the small app (``start_small_app_services``), restarted per N."""
+
+    def __init__(self, workdir: Path, nats_url: str) -> None:
+        self.workdir = workdir
+        self.nats_url = nats_url
+        self.current: baseline.Baseline | None = None
+        self.n = 0
+        self.start_s = float("nan")
+
+    def start(self, n: int) -> None:
+        self.stop()
+        t = time.perf_counter()
+        self.current = baseline.Baseline(baseline.start_small_apps(n, self.nats_url, self.workdir / f"small-{n}"))
+        for k in range(1, n + 1):
+            _wait_200(lambda k=k: self.request(k))
+        self.start_s = time.perf_counter() - t
+        self.n = n
+
+    def request(self, k: int) -> tuple[int, bytes]:
+        assert self.current is not None
+        return baseline.small_app_get(self.current.handle, k)
+
+    @property
+    def roots(self) -> list[int]:
+        return self.current.roots if self.current else []
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.stop()
+            self.current = None
+
+
+def _wait_200(call: Any, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    why = ""
+    while time.monotonic() < deadline:
+        try:
+            status, body = call()
+            if status == 200:
+                return
+            why = f"{status} {body[:200]!r}"
+        except OSError as exc:
+            why = repr(exc)
+        time.sleep(0.05)
+    raise RuntimeError(f"no 200 within {timeout_s:.0f} s: {why}")
+
+
+def _first_requests(system: Any, n: int) -> dict[str, Any]:
+    """Each copy's first request after the idle window: ms, all answered 200 with the app's count."""
+    ms, bad = [], []
+    for k in range(1, n + 1):
+        t = time.perf_counter()
+        status, body = system.request(k)
+        ms.append((time.perf_counter() - t) * 1e3)
+        if status != 200 or apps.app_name(k).encode() not in body:
+            bad.append(f"copy {k}: {status} {body[:120]!r}")
+    return {"p50_ms": round(percentile(ms, 50), 2), "p99_ms": round(percentile(ms, 99), 2),
+            "max_ms": round(max(ms), 2), "all_ms": [round(x, 2) for x in ms], "failed": bad}
+
+
+def _slope(points: dict[int, float]) -> float:
+    """Per extra app: from the smallest N to the largest."""
+    lo, hi = min(points), max(points)
+    return (points[hi] - points[lo]) / (hi - lo) if hi > lo else float("nan")
+
+
+def stage_density(ctx: Context, workers: int, nats_url: str) -> None:
+    ns = ctx.pick([1, 5], [1, 10, 50])
+    idle_s = ctx.pick(10.0, 60.0)
+    trellis = SmallAppsTrellis(ctx.workdir, workers, max_idle_s=None)
+    why_not = baseline.missing()
+    base = SmallAppsBaseline(ctx.workdir, nats_url) if not why_not else None
+    out: dict[str, Any] = {"n": ns, "idle_s": idle_s, "trellis": {}, "baseline": {}, "baseline_missing": why_not}
+    try:
+        out["trellis_cold"] = trellis.start(max(ns))
+        print(f"   small app on Trellis: nothing → first answer {out['trellis_cold']['nothing_to_first_answer_s']} s",
+              flush=True)
+        for n in ns:
+            trellis.grow(n)
+            if base is not None:
+                base.start(n)
+            for k in range(1, n + 1):  # warm: every copy answers once
+                trellis.request(k)
+                if base is not None:
+                    base.request(k)
+            systems = {"trellis": trellis.roots} | ({"baseline": base.roots} if base is not None else {})
+            windows = {name: meter.IdleWindow(roots) for name, roots in systems.items()}
+            for w in windows.values():
+                w.__enter__()
+            time.sleep(idle_s)
+            for w in windows.values():
+                w.__exit__(None, None, None)
+            for name, roots in systems.items():
+                sysobj = trellis if name == "trellis" else base
+                rec = {"pss_mib": meter.pss_mib(roots), "idle_cpu_pct": windows[name].cpu_pct,
+                       "processes": meter.pss_by_process(roots)}
+                if name == "trellis":
+                    rec["instances_after_idle"] = sum(trellis.lattice.instances().values())
+                rec["first_request"] = _first_requests(sysobj, n)
+                out[name][n] = rec
+                print(f"   N={n:3d} {name:8s} PSS {rec['pss_mib']:8.1f} MiB  idle CPU {rec['idle_cpu_pct']:6.2f} %  "
+                      f"first request after {idle_s:.0f} s idle p99 {rec['first_request']['p99_ms']:.1f} ms"
+                      + (f"  instances {rec.get('instances_after_idle')}" if name == "trellis" else ""), flush=True)
+        out["deploy_to_answer_s"] = {k: round(v, 3) for k, v in trellis.deploy_to_answer_s.items()}
+        if base is not None:
+            out["baseline_start_s"] = round(base.start_s, 2)
+    finally:
+        trellis.stop()
+        if base is not None:
+            base.stop()
+    ctx.details["density"] = out
+    _density_rows(ctx, out)
+
+
+def _density_rows(ctx: Context, out: dict[str, Any]) -> None:
+    t, b = out["trellis"], out["baseline"]
+    big = max(out["n"])
+    t_pss = _slope({n: r["pss_mib"] for n, r in t.items()})
+    b_pss = _slope({n: r["pss_mib"] for n, r in b.items()}) if b else float("nan")
+    r = ctx.row(f"density: PSS per extra idle app (N={min(out['n'])}→{big})", "MiB", round(t_pss, 2),
+                round(b_pss, 2) if b else None, "one more always-on service" if b else out["baseline_missing"],
+                goal="≤ 1/10 of an always-on service")
+    if "ratio" in r:
+        r["meets_goal"] = r["ratio"] <= GOAL_PSS_PER_APP_RATIO
+    t_cpu = _slope({n: r_["idle_cpu_pct"] for n, r_ in t.items()})
+    b_cpu = _slope({n: r_["idle_cpu_pct"] for n, r_ in b.items()}) if b else float("nan")
+    ctx.row(f"density: idle CPU per extra app (N={min(out['n'])}→{big})", "% of a core", round(t_cpu, 3),
+            round(b_cpu, 3) if b else None, "one more always-on service" if b else out["baseline_missing"])
+    for n in out["n"]:
+        ctx.row(f"density: PSS, N={n} apps (whole system)", "MiB", t[n]["pss_mib"], b[n]["pss_mib"] if b else None,
+                f"{n} always-on services" if b else out["baseline_missing"])
+        r = ctx.row(f"density: idle CPU, N={n} apps (whole lattice)", "% of a core", t[n]["idle_cpu_pct"],
+                    b[n]["idle_cpu_pct"] if b else None, f"{n} always-on services" if b else out["baseline_missing"],
+                    goal=f"≤ {GOAL_IDLE_CPU_PCT} % of a core")
+        r["meets_goal"] = t[n]["idle_cpu_pct"] <= GOAL_IDLE_CPU_PCT
+        r = ctx.row(f"density: first request after {out['idle_s']:.0f} s idle, N={n}, p99 over the copies", "ms",
+                    t[n]["first_request"]["p99_ms"], b[n]["first_request"]["p99_ms"] if b else None,
+                    f"{n} always-on services" if b else out["baseline_missing"],
+                    goal=f"≤ {GOAL_FIRST_REQUEST_P99_MS:g} ms", failed=len(t[n]["first_request"]["failed"]))
+        r["meets_goal"] = t[n]["first_request"]["p99_ms"] <= GOAL_FIRST_REQUEST_P99_MS
+    cold = out.get("trellis_cold", {})
+    ctx.row("cold start: small app, nothing running → first answer (nats, host, wadm, shared app, app)", "s",
+            cold.get("nothing_to_first_answer_s", float("nan")), out.get("baseline_start_s") if b else None,
+            f"start_small_app_services({max(out['n'])}) → every copy answers" if b else out["baseline_missing"],
+            **cold)
+    d = list(out.get("deploy_to_answer_s", {}).values())[1:]
+    if d:
+        ctx.row("cold start per component: one more copy deployed on a running lattice → its first answer (median)",
+                "s", round(statistics.median(d), 3), None, "-", p99_s=round(percentile(d, 99), 3), copies=len(d))
+
+
+# ------------------------------------------------------------------------------ the orders app
+
+
+def stage_full_app(ctx: Context, workers: int, nats_url: str, stages: set[str]) -> None:
+    """Idle, load and cold start of the orders app: Trellis fresh and reuse beside the six services."""
+    from ..http import measure, peers, systems_table
+
+    idle_s = ctx.pick(10.0, 60.0)
+    max_idle_s = ctx.pick(3.0, 30.0)
+    systems: list[peers.System] = [peers.TrellisFullApp(ctx.workdir, workers, REUSE, env=_host_env(),
+                                                        max_idle_s=max_idle_s),
+                                   peers.TrellisFullApp(ctx.workdir, workers, 1, env=_host_env())]
+    why_not = baseline.missing()
+    if not why_not:
+        systems.append(baseline.PlatformPocSystem(ctx.workdir, nats_url))
+    out: dict[str, Any] = {"baseline_missing": why_not, "max_idle_s": max_idle_s, "idle_s": idle_s}
+    started: list[peers.System] = []
+    try:
+        for s in systems:
+            print(f"   starting {s.name} …", flush=True)
+            s.start()
+            started.append(s)
+        out["startup_s"] = {s.name: s.startup_s for s in started}
+        if "idle" in stages:
+            out["idle"] = _idle(started, idle_s, max_idle_s)
+        if "load" in stages:
+            window, rounds = ctx.pick(3.0, 8.0), ctx.pick(1, 3)
+            with meter.PeakPss({s.name: s for s in started}, every_s=0.5) as peak:
+                results = measure(started, ctx.workdir, window, rounds, warmup_s=ctx.pick(1.0, 3.0))
+            for name, res in results.items():
+                res["peak_pss_mib"] = peak.peak.get(name)
+                res.pop("raw_windows", None)
+            out["load"] = results
+            out["load_table"] = systems_table(results, {s.name: s.info for s in started})
+            print(out["load_table"])
+    finally:
+        for s in reversed(started):
+            s.stop()
+    ctx.details["full_app"] = out
+    _full_app_rows(ctx, out, [s.name for s in systems])
+
+
+def _idle(systems: list[Any], idle_s: float, max_idle_s: float) -> dict[str, Any]:
+    """100 requests each, then: Trellis instances until 0; an idle window: CPU %, PSS, instances."""
+    from ..http.peers import post_order
+
+    out: dict[str, Any] = {}
+    for s in systems:
+        for _ in range(100):
+            status, body = post_order(s.port, s.host_header)
+            if status != 201:
+                raise RuntimeError(f"{s.name}: warm-up POST /orders answered {status} {body[:200]!r}")
+    last = time.perf_counter()
+    for s in systems:
+        if s.family == "trellis":
+            lat = _lattice_of(s)
+            seen, zero_after = [], None
+            while time.perf_counter() - last < max_idle_s + 15:
+                n = sum(lat.instances().values())
+                seen.append((round(time.perf_counter() - last, 2), n))
+                if n == 0:
+                    zero_after = time.perf_counter() - last
+                    break
+                time.sleep(0.5)
+            out.setdefault(s.name, {})["instances_seen"] = seen
+            out[s.name]["zero_after_s"] = None if zero_after is None else round(zero_after, 2)
+    windows = {s.name: meter.IdleWindow(s.roots) for s in systems}
+    for w in windows.values():
+        w.__enter__()
+    time.sleep(idle_s)
+    for w in windows.values():
+        w.__exit__(None, None, None)
+    for s in systems:
+        rec = out.setdefault(s.name, {})
+        rec.update(idle_cpu_pct=windows[s.name].cpu_pct, pss_mib=meter.pss_mib(s.roots),
+                   processes=meter.pss_by_process(s.roots))
+        if s.family == "trellis":
+            rec["instances_after_idle"] = sum(_lattice_of(s).instances().values())
+        print(f"   idle {s.name:28s} CPU {rec['idle_cpu_pct']:6.2f} % of a core  PSS {rec['pss_mib']:8.1f} MiB"
+              + (f"  instances 0 after {rec.get('zero_after_s')} s" if s.family == "trellis" else ""), flush=True)
+    return out
+
+
+def _lattice_of(system: Any) -> TrellisLattice:
+    """A TrellisLattice view of a bench.http Trellis system (its nats and lattice), for ``instances()``."""
+    lat = TrellisLattice.__new__(TrellisLattice)
+    lat.nats, lat.lattice = system.nats, system.lattice
+    return lat
+
+
+def _full_app_rows(ctx: Context, out: dict[str, Any], names: list[str]) -> None:
+    reuse = next((n for n in names if "reuse" in n), "")
+    fresh = next((n for n in names if "fresh" in n), "")
+    base = next((n for n in names if n not in (reuse, fresh)), "")
+    missing = out["baseline_missing"]
+    is_ = "the orders app as six always-on services" if base else missing
+    idle = out.get("idle", {})
+    for name in (reuse, fresh):
+        if name in idle:
+            i, bi = idle[name], idle.get(base, {})
+            r = ctx.row(f"idle: orders app, {name}, CPU over {out['idle_s']:.0f} s without traffic", "% of a core",
+                        i["idle_cpu_pct"], bi.get("idle_cpu_pct"), is_, goal=f"≤ {GOAL_IDLE_CPU_PCT} % of a core")
+            r["meets_goal"] = i["idle_cpu_pct"] <= GOAL_IDLE_CPU_PCT
+            ctx.row(f"idle: orders app, {name}, PSS", "MiB", i["pss_mib"], bi.get("pss_mib"), is_)
+            r = ctx.row(f"idle: orders app, {name}, seconds after the last request until 0 instances", "s",
+                        i["zero_after_s"] if i["zero_after_s"] is not None else float("nan"), None,
+                        f"max_idle_s {out['max_idle_s']:g} s" if name == reuse else "fresh instances",
+                        instances_after_idle=i.get("instances_after_idle"))
+            r["meets_goal"] = i["zero_after_s"] is not None and (
+                name != reuse or i["zero_after_s"] <= out["max_idle_s"] + 2)
+    load = out.get("load", {})
+    for name in (reuse, fresh):
+        if name in load:
+            t, b = load[name], load.get(base, {})
+            r = ctx.row(f"load: POST /orders c=20, {name}", "req/s", t["rps"], b.get("rps"), is_,
+                        trellis_p50_ms=t["p50_ms"], trellis_p99_ms=t["p99_ms"], baseline_p50_ms=b.get("p50_ms"),
+                        baseline_p99_ms=b.get("p99_ms"), trellis_success_pct=t["success_pct"],
+                        baseline_success_pct=b.get("success_pct"))
+            if name == reuse and "ratio" in r:
+                r["goal"] = "≥ 1x the baseline's req/s, p99 ≤ the baseline's"
+                r["meets_goal"] = r["ratio"] >= 1.0 and t["p99_ms"] <= b.get("p99_ms", 0)
+            ctx.row(f"load: {name}, p99", "ms", t["p99_ms"], b.get("p99_ms"), is_)
+            ctx.row(f"load: {name}, CPU per request", "CPU-ms/req", t["cpu_ms_per_request"],
+                    b.get("cpu_ms_per_request"), is_)
+            r = ctx.row(f"load: {name}, peak PSS under load", "MiB", t["peak_pss_mib"], b.get("peak_pss_mib"), is_,
+                        goal="≤ the baseline's")
+            if "ratio" in r:
+                r["meets_goal"] = r["ratio"] <= 1.0
+            ctx.row(f"load: {name}, peak PSS per req/s served", "MiB per req/s",
+                    round(t["peak_pss_mib"] / max(t["rps"], 1e-9), 4),
+                    round(b["peak_pss_mib"] / max(b["rps"], 1e-9), 4) if b else None, is_)
+    starts = out.get("startup_s", {})
+    for name in (reuse, fresh):
+        if name in starts:
+            ctx.row(f"cold start: orders app, {name}: nothing running → first POST /orders 201 "
+                    "(build cached, nats, host, wadm, deploy, data-init)", "s", starts[name], starts.get(base), is_)
+
+
+def run(ctx: Context) -> None:
+    cores = os.cpu_count() or 1
+    stages = _stages()
+    ctx.details["stages"] = sorted(stages)
+    ctx.details["host_env"] = _host_env()
+    ctx.details["baseline_missing"] = baseline.missing()
+    from trellis.natsserver import NatsServer
+
+    nats = NatsServer(host="127.0.0.1", port=0, store_dir=ctx.workdir / "baseline-nats",
+                      log_file=ctx.workdir / "baseline-nats.log")
+    nats.start()  # the baselines' NATS (key-value, messaging); each Trellis lattice has its own
+    try:
+        if "density" in stages or "coldstart" in stages:
+            stage_density(ctx, cores, nats.url)
+        if stages & {"idle", "load", "coldstart"}:
+            stage_full_app(ctx, cores, nats.url, stages)
+    finally:
+        nats.stop()

@@ -115,27 +115,28 @@ class SmallAppsTrellis:
 
 
 class SmallAppsBaseline:
-    """N always-on copies of the small app (``start_small_app_services``), restarted per N."""
+    """N always-on copies of the small app (``start_small_app_services``), restarted for each N."""
 
-    def __init__(self, workdir: Path, nats_url: str) -> None:
+    def __init__(self, workdir: Path, nats_url: str, nats_pid: int | None) -> None:
         self.workdir = workdir
         self.nats_url = nats_url
-        self.current: baseline.Baseline | None = None
-        self.n = 0
+        self.nats_pid = nats_pid
+        self.current: baseline.Running | None = None
         self.start_s = float("nan")
 
     def start(self, n: int) -> None:
         self.stop()
         t = time.perf_counter()
-        self.current = baseline.Baseline(baseline.start_small_apps(n, self.nats_url, self.workdir / f"small-{n}"))
+        names = [apps.app_name(k) for k in range(1, n + 1)]
+        self.current = baseline.start_small_apps(names, self.nats_url, self.workdir / f"baseline-small-{n}",
+                                                 self.nats_pid)
         for k in range(1, n + 1):
             _wait_200(lambda k=k: self.request(k))
         self.start_s = time.perf_counter() - t
-        self.n = n
 
     def request(self, k: int) -> tuple[int, bytes]:
         assert self.current is not None
-        return baseline.small_app_get(self.current.handle, k)
+        return baseline.small_app_get(self.current, apps.app_name(k))
 
     @property
     def roots(self) -> list[int]:
@@ -181,12 +182,12 @@ def _slope(points: dict[int, float]) -> float:
     return (points[hi] - points[lo]) / (hi - lo) if hi > lo else float("nan")
 
 
-def stage_density(ctx: Context, workers: int, nats_url: str) -> None:
+def stage_density(ctx: Context, workers: int, nats_url: str, nats_pid: int | None) -> None:
     ns = ctx.pick([1, 5], [1, 10, 50])
     idle_s = ctx.pick(10.0, 60.0)
     trellis = SmallAppsTrellis(ctx.workdir, workers, max_idle_s=None)
     why_not = baseline.missing()
-    base = SmallAppsBaseline(ctx.workdir, nats_url) if not why_not else None
+    base = SmallAppsBaseline(ctx.workdir, nats_url, nats_pid) if not why_not else None
     out: dict[str, Any] = {"n": ns, "idle_s": idle_s, "trellis": {}, "baseline": {}, "baseline_missing": why_not}
     try:
         out["trellis_cold"] = trellis.start(max(ns))
@@ -196,6 +197,7 @@ def stage_density(ctx: Context, workers: int, nats_url: str) -> None:
             trellis.grow(n)
             if base is not None:
                 base.start(n)
+                out.setdefault("baseline_start_s", {})[n] = round(base.start_s, 3)
             for k in range(1, n + 1):  # warm: every copy answers once
                 trellis.request(k)
                 if base is not None:
@@ -219,8 +221,6 @@ def stage_density(ctx: Context, workers: int, nats_url: str) -> None:
                       f"first request after {idle_s:.0f} s idle p99 {rec['first_request']['p99_ms']:.1f} ms"
                       + (f"  instances {rec.get('instances_after_idle')}" if name == "trellis" else ""), flush=True)
         out["deploy_to_answer_s"] = {k: round(v, 3) for k, v in trellis.deploy_to_answer_s.items()}
-        if base is not None:
-            out["baseline_start_s"] = round(base.start_s, 2)
     finally:
         trellis.stop()
         if base is not None:
@@ -256,20 +256,24 @@ def _density_rows(ctx: Context, out: dict[str, Any]) -> None:
                     goal=f"≤ {GOAL_FIRST_REQUEST_P99_MS:g} ms", failed=len(t[n]["first_request"]["failed"]))
         r["meets_goal"] = t[n]["first_request"]["p99_ms"] <= GOAL_FIRST_REQUEST_P99_MS
     cold = out.get("trellis_cold", {})
+    b_start = out.get("baseline_start_s", {})
+    b1 = b_start.get(min(out["n"])) if b else None
     ctx.row("cold start: small app, nothing running → first answer (nats, host, wadm, shared app, app)", "s",
-            cold.get("nothing_to_first_answer_s", float("nan")), out.get("baseline_start_s") if b else None,
-            f"start_small_app_services({max(out['n'])}) → every copy answers" if b else out["baseline_missing"],
+            cold.get("nothing_to_first_answer_s", float("nan")), b1,
+            "start_small_app_services([one app]) → it answers (its NATS already up)" if b else out["baseline_missing"],
             **cold)
     d = list(out.get("deploy_to_answer_s", {}).values())[1:]
     if d:
         ctx.row("cold start per component: one more copy deployed on a running lattice → its first answer (median)",
-                "s", round(statistics.median(d), 3), None, "-", p99_s=round(percentile(d, 99), 3), copies=len(d))
+                "s", round(statistics.median(d), 3), b1,
+                "one more always-on service started → it answers" if b else out["baseline_missing"],
+                p99_s=round(percentile(d, 99), 3), copies=len(d))
 
 
 # ------------------------------------------------------------------------------ the orders app
 
 
-def stage_full_app(ctx: Context, workers: int, nats_url: str, stages: set[str]) -> None:
+def stage_full_app(ctx: Context, workers: int, nats_url: str, nats_pid: int | None, stages: set[str]) -> None:
     """Idle, load and cold start of the orders app: Trellis fresh and reuse beside the six services."""
     from ..http import measure, peers, systems_table
 
@@ -280,7 +284,7 @@ def stage_full_app(ctx: Context, workers: int, nats_url: str, stages: set[str]) 
                                    peers.TrellisFullApp(ctx.workdir, workers, 1, env=_host_env())]
     why_not = baseline.missing()
     if not why_not:
-        systems.append(baseline.PlatformPocSystem(ctx.workdir, nats_url))
+        systems.append(baseline.PlatformPocSystem(ctx.workdir, nats_url, nats_pid))
     out: dict[str, Any] = {"baseline_missing": why_not, "max_idle_s": max_idle_s, "idle_s": idle_s}
     started: list[peers.System] = []
     try:
@@ -417,8 +421,8 @@ def run(ctx: Context) -> None:
     nats.start()  # the baselines' NATS (key-value, messaging); each Trellis lattice has its own
     try:
         if "density" in stages or "coldstart" in stages:
-            stage_density(ctx, cores, nats.url)
+            stage_density(ctx, cores, nats.url, nats.proc.pid if nats.proc else None)
         if stages & {"idle", "load", "coldstart"}:
-            stage_full_app(ctx, cores, nats.url, stages)
+            stage_full_app(ctx, cores, nats.url, nats.proc.pid if nats.proc else None, stages)
     finally:
         nats.stop()

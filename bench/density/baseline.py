@@ -9,9 +9,18 @@ is not there yet, the baseline is reported as not run, with the reason.
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import importlib
+import threading
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+
+from ..http.peers import System
 
 
 def _services() -> Any:
@@ -30,44 +39,86 @@ def missing() -> str:
     return ""
 
 
-class Baseline:
-    """What a baseline launcher returned: its processes and how to reach it."""
+class Running:
+    """An async context manager of bench/baselines/services.py held open on its own event loop thread."""
 
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
+    def __init__(self, cm: Any, nats_pid: int | None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="baseline-loop", daemon=True)
+        self._thread.start()
+        self._cm = cm
+        self.nats_pid = nats_pid
+        self.system: Any = asyncio.run_coroutine_threadsafe(cm.__aenter__(), self._loop).result(timeout=300)
 
     @property
     def roots(self) -> list[int]:
-        h = self.handle
-        for attr in ("roots", "pids"):
-            if hasattr(h, attr):
-                v = getattr(h, attr)
-                return list(v() if callable(v) else v)
-        procs = getattr(h, "procs", None) or getattr(h, "processes", None) or []
-        return [p.pid for p in procs if p.poll() is None]
+        """The services' processes, and the NATS server they use (as a Trellis lattice counts its own)."""
+        alive = [p for p in self.system.pids if psutil.pid_exists(p)]
+        return alive + ([self.nats_pid] if self.nats_pid else [])
 
     def stop(self) -> None:
-        for attr in ("stop", "close", "terminate"):
-            if hasattr(self.handle, attr):
-                getattr(self.handle, attr)()
-                return
+        try:
+            asyncio.run_coroutine_threadsafe(self._cm.__aexit__(None, None, None), self._loop).result(timeout=120)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
 
 
-def start_small_apps(n: int, nats_url: str, state_dir: Path) -> Any:
-    return _services().start_small_app_services(n, nats_url, state_dir)
+def start_small_apps(names: list[str], nats_url: str, state_dir: Path, nats_pid: int | None) -> Running:
+    """One always-on small-app service per name (``start_small_app_services``)."""
+    return Running(_services().start_small_app_services(nats_url, state_dir, names), nats_pid)
 
 
-def start_platform_poc(nats_url: str, state_dir: Path) -> Any:
-    return _services().start_platform_poc_services(nats_url, state_dir)
+def small_app_get(running: Running, name: str) -> tuple[int, bytes]:
+    """``GET /`` of the always-on copy ``name``."""
+    url = urlsplit(running.system.urls[name])
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
+    try:
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
 
 
-def small_app_get(handle: Any, k: int) -> tuple[int, bytes]:
-    """``GET /`` of copy ``k`` of the always-on small app."""
-    raise NotImplementedError("adapted once bench/baselines/services.py lands")
+class PlatformPocSystem(System):
+    """The orders app as six always-on services (``start_platform_poc_services``), as a bench.http system."""
 
+    name = "baseline-six-services"
+    family = "baseline"
+    full_app = True
 
-class PlatformPocSystem:
-    """The six always-on services as a ``bench.http`` system (placeholder until they land)."""
+    def __init__(self, workdir: Path, nats_url: str, nats_pid: int | None) -> None:
+        super().__init__(workdir)
+        self.nats_url = nats_url
+        self.nats_pid = nats_pid
+        self.running: Running | None = None
+        self.info = {"mode": "always on: six Starlette services under uvicorn, calling each other over HTTP",
+                     "processes": "6 services + nats-server"}
 
-    def __init__(self, workdir: Path, nats_url: str) -> None:
-        raise NotImplementedError("adapted once bench/baselines/services.py lands")
+    @property
+    def roots(self) -> list[int]:
+        return self.running.roots if self.running is not None else []
+
+    def _start(self) -> None:
+        self.running = Running(_services().start_platform_poc_services(
+            self.nats_url, self.workdir / "state", port=self.port), self.nats_pid)
+        deadline = time.monotonic() + 120
+        while True:  # the products, as the Trellis app gets them (GET /data-init/all)
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                conn.request("GET", "/data-init/all")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the baseline's GET /data-init/all never answered 200")
+            time.sleep(0.5)
+        self.wait_ready(120)
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+            self.running = None

@@ -30,6 +30,7 @@ from trellis.interfaces.events import EventType
 from trellis.interfaces.policy import claims_body
 
 from .artifacts import ArtifactFetcher
+from .runtime.memory import give_back_freed_memory
 from .workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ class ComponentManager:
             raise
         self.host.metrics.fetched(req.image, "ok", time.monotonic() - began)
         claims = await self.host.admission.check_component(req.component_id, path, digest)
+        give_back_freed_memory()  # the artifact's bytes (tens of MiB) are written to disk and gone
         await self.host.policy.require("startComponent", {
             "componentId": req.component_id, "imageRef": req.image, "digest": digest,
             "maxInstances": req.max_instances, "annotations": req.annotations, "claims": claims_body(claims),

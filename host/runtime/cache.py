@@ -88,6 +88,34 @@ class CompileCache:
             self._memory.setdefault(mem_key, (engine, component))
             return self._memory[mem_key][1]
 
+    def load_file(self, engine: RuntimeEngine, path: Path, digest: str | None = None) -> tuple[Component, str, Path | None]:
+        """The compiled component of the ``.wasm`` file ``path``: ``(component, digest, artifact)``.
+
+        With ``digest`` (bare hex or ``sha256:…``) given and its artifact on disk, ``path`` is
+        never read: the artifact is deserialized (``mmap``'d). Otherwise the file is read,
+        compiled and its artifact written. The component is not kept in the memory layer, so
+        dropping it gives its memory back (``parking.py``).
+        """
+        if digest:
+            digest = digest.removeprefix("sha256:")
+            art = self.path_for(engine, digest)
+            if art is not None and art.exists():
+                try:
+                    component = Component.deserialize_file(engine.engine, str(art))
+                except wasmtime.WasmtimeError:
+                    self.stats.corrupt_dropped += 1
+                    art.unlink(missing_ok=True)
+                else:
+                    self.stats.disk_hits += 1
+                    return component, digest, art
+        wasm = path.read_bytes()
+        actual = wasm_digest(wasm)
+        if digest and actual != digest:
+            raise ValueError(f"{path} has digest sha256:{actual}, not the expected sha256:{digest}")
+        component = self._load_uncached(engine, wasm, actual)
+        del wasm
+        return component, actual, self.path_for(engine, actual)
+
     def _load_uncached(
         self, engine: RuntimeEngine, wasm: bytes, digest: str
     ) -> Component:

@@ -17,8 +17,9 @@ core-wasm export names.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from wasmtime import component as wc
 
@@ -118,11 +119,21 @@ def is_internal_export(fn: FunctionInfo) -> bool:
 
 
 class LoadedComponent:
-    """A compiled component, its digest and its import/export tables."""
+    """A compiled component, its digest and its import/export tables.
 
-    def __init__(self, engine: RuntimeEngine, component: wc.Component, digest: str) -> None:
+    With ``reload`` (``parking.py``), the compiled code can be dropped while no instance
+    exists (:meth:`park`) and is loaded again by ``reload`` when next needed; the tables
+    stay.
+    """
+
+    def __init__(self, engine: RuntimeEngine, component: wc.Component, digest: str,
+                 reload: Callable[[], wc.Component] | None = None) -> None:
         self.engine = engine
-        self.component = component
+        self._component: wc.Component | None = component
+        self._reload = reload
+        self._reload_lock = threading.Lock()
+        #: times the code was loaded again after being parked
+        self.reloads = 0
         self.digest = digest
         ctype = component.type
         raw_imports = ctype.imports(engine.engine)
@@ -134,6 +145,37 @@ class LoadedComponent:
         self.exports: WorldSide = _side(raw_exports, engine, namer)
         self._addresses = _addresses(self.exports)
         self._export_indices: dict[FunctionInfo, wc.ExportIndex] = {}
+
+    @property
+    def component(self) -> wc.Component:
+        """The compiled component, loaded again first when it was parked."""
+        component = self._component
+        if component is None:
+            with self._reload_lock:
+                component = self._component
+                if component is None:
+                    if self._reload is None:  # pragma: no cover - park() refuses without reload
+                        raise RuntimeError(f"component {self.digest[:12]} was parked and cannot be reloaded")
+                    component = self._component = self._reload()
+                    self.reloads += 1
+        return component
+
+    @property
+    def parkable(self) -> bool:
+        return self._reload is not None
+
+    @property
+    def parked(self) -> bool:
+        return self._component is None
+
+    def park(self) -> bool:
+        """Drop the compiled code (the caller makes sure no instance exists); whether it was dropped."""
+        if self._reload is None or self._component is None:
+            return False
+        with self._reload_lock:
+            self._component = None
+            self._export_indices = {}
+        return True
 
     def function(self, address: str) -> FunctionInfo:
         """Resolve an export address (see the module docstring)."""

@@ -371,6 +371,31 @@ class Invoker:
         return len(stale)
 
     @property
+    def parkable(self) -> bool:
+        """Whether its compiled code can be dropped while idle (``parking.py``)."""
+        return self.loaded.parkable
+
+    @property
+    def parked(self) -> bool:
+        return self.loaded.parked
+
+    def park(self) -> bool:
+        """Drop the component's compiled code while no instance exists (``parking.py``); the next
+        instantiation loads it again. Whether it was dropped."""
+        lock = self._lifecycle
+        if lock is not None:
+            lock.acquire()
+        try:
+            with self._lock:
+                if self._closed or self._idle or self._orphans or self.live_instances:
+                    return False
+                self._types.clear()  # read from the old code's functions
+                return self.loaded.park()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @property
     def has_warm_instance(self) -> bool:
         return bool(self._idle or self._orphans)
 
@@ -522,10 +547,11 @@ class Invoker:
                 raise self._failure(e, ctx, tail, instantiating=True) from None
             finally:
                 CURRENT_CALL.reset(token)
+            # counted before the lock goes: parking (park()) sees this instance and keeps the code
+            self.stats.instantiations += 1
         finally:
             if lock is not None:
                 lock.release()
-        self.stats.instantiations += 1
         return _Live(store, instance, ctx.table, tail, busy=True, lifecycle=lock)
 
     def _call(self, live: _Live, fn: FunctionInfo, lowered: list[object], ctx: CallContext) -> object:

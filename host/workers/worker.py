@@ -38,10 +38,11 @@ from trellis.host.runtime import (
     ReusePolicy,
     WasiGrants,
     deny_all,
-    load_component,
     make_engine,
 )
 from trellis.host.runtime.engine import engine_settings
+from trellis.host.runtime.memory import give_back_freed_memory
+from trellis.host.runtime.parking import Parking, load_parkable, park_after_s, park_all
 from trellis.host.runtime.imports import is_wasip2_interface
 from trellis.interfaces.policy import PolicyClient, PolicySettings
 from trellis.interfaces.connection import NatsSettings, connect, goodbye
@@ -157,6 +158,8 @@ class Worker:
         # neighbours; processes (workers) are how a host uses more cores. Re-entrant: an import
         # called while instantiating may run another component's instantiation nested (colocated).
         self.lifecycle_lock = threading.RLock()
+        #: idle components give their compiled code back (host/runtime/parking.py)
+        self.parking = Parking(park_after_s() if self.cache.directory is not None else None)
         self.served: dict[str, Served] = {}
         self.nc: Any = None
         self.rpc: RpcClient | None = None
@@ -258,6 +261,7 @@ class Worker:
                           "inline": {**s.inline_stats, "enabled": s.inline,
                                      "needs_thread": sorted(s.needs_thread)},
                           "handoff": dict(s.handoff), "provider_calls": {"direct": s.link_calls["direct"]},
+                          "parked": s.invoker.parked, "reloads": s.invoker.loaded.reloads,
                           "link_calls": dict(s.link_calls),
                           "from_local_providers": self.doors[cid].taken if self.doors and cid in self.doors else 0}
                     for cid, s in self.served.items()}
@@ -276,14 +280,15 @@ class Worker:
 
     async def _load(self, cmd: dict[str, Any]) -> dict[str, Any]:
         cid = cmd["component_id"]
-        wasm = await asyncio.to_thread(Path(cmd["path"]).read_bytes)
         limits = Limits(**cmd.get("limits", {}))
         engine = self.engine
         if limits.fuel is not None:
             if self.metered_engine is None:
                 self.metered_engine = make_engine(self.engine_settings)
             engine = self.metered_engine
-        loaded = await asyncio.to_thread(load_component, engine, wasm, self.cache)
+        # from the compiled artifact when there is one (the .wasm is then never read); parkable
+        loaded = await asyncio.to_thread(load_parkable, engine, Path(cmd["path"]), self.cache, cmd.get("digest"),
+                                         self.parking.after_s is not None)
         reuse = ReusePolicy(**cmd.get("reuse", {}))
         wasi = cmd.get("wasi", {})
         grants = WasiGrants(
@@ -311,6 +316,7 @@ class Worker:
         self._ensure_threads()
         if old is not None:  # an update: the new version already serves, the old one drains
             await self._retire(old, cmd.get("grace_s", 10.0))
+        give_back_freed_memory()
         return {"digest": loaded.digest, "exports": loaded.describe()["exports"]}
 
     def _served_changed(self) -> None:
@@ -324,10 +330,17 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     async def _drop_idle_instances(self) -> None:
-        """Every second: warm instances idle past their component's ``max_idle_s`` are dropped."""
+        """Every second: warm instances idle past their component's ``max_idle_s`` are dropped, and
+        components idle past ``TRELLIS_PARK_IDLE_S`` give their compiled code back (``parking.py``)."""
         assert self.loop is not None
         while True:
             await asyncio.sleep(IDLE_SWEEP_S)
+            due = self.parking.due((cid, s.invoker) for cid, s in self.served.items())
+            if due:
+                try:
+                    self.parking.parked += len(await self.loop.run_in_executor(self.executor, park_all, due))
+                except RuntimeError:  # the executor is being replaced or shut down
+                    pass
             for served in list(self.served.values()):
                 inv = served.invoker
                 if inv.reuse.max_idle_s is not None and inv.has_warm_instance and not inv.closed:
@@ -531,6 +544,7 @@ class Worker:
         stopping = served.server.stop(grace_s) if served.server else asyncio.sleep(0)
         await (door.close(stopping) if door is not None else stopping)
         served.invoker.close()
+        give_back_freed_memory()
 
     async def _shutdown(self, grace_s: float) -> None:
         if self.handoff is not None:  # answers in progress are written first: they need the components

@@ -1,0 +1,47 @@
+"""A host's workers park an idle component (its compiled code dropped, host/runtime/parking.py)
+and the next call loads it again: same answers, nothing compiled again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from trellis.interfaces.client import LatticeClient
+
+
+async def _worker_stats(host: Any, cid: str) -> list[dict[str, Any]]:
+    return [w[cid] for w in await host.components.pool.stats() if cid in w]
+
+
+async def _until_parked(host: Any, cid: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            got = await _worker_stats(host, cid)
+            if got and all(w["parked"] for w in got):
+                return got
+            await asyncio.sleep(0.2)
+
+
+async def test_idle_component_is_parked_and_the_next_call_reloads_it(nats_server, lattice, hosts, wasm,
+                                                                      monkeypatch):
+    monkeypatch.setenv("TRELLIS_PARK_IDLE_S", "0")  # parked at the first sweep that sees it idle
+    h = await hosts.start(workers=2)
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.start_component(str(wasm["adder"]), "adder", max_instances=2)
+        assert await c.call("adder", "add", 1, 2) == 3
+        await _until_parked(h, "adder")
+        assert await asyncio.gather(*(c.call("adder", "add", i, i) for i in range(10))) == [2 * i for i in range(10)]
+        got = await _worker_stats(h, "adder")
+        assert sum(w["reloads"] for w in got) >= 1  # whichever worker served them loaded it again
+        await _until_parked(h, "adder")  # and idle again, parked again
+        assert await c.call("adder", "add", 20, 22) == 42
+
+
+async def test_parking_off_keeps_the_code_loaded(nats_server, lattice, hosts, wasm, monkeypatch):
+    monkeypatch.setenv("TRELLIS_PARK_IDLE_S", "off")
+    h = await hosts.start(workers=1)
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.start_component(str(wasm["adder"]), "adder")
+        assert await c.call("adder", "add", 1, 2) == 3
+        (stats,) = await _worker_stats(h, "adder")
+        assert stats["parked"] is False and stats["reloads"] == 0

@@ -1,0 +1,81 @@
+"""Parking (host/runtime/parking.py): an idle component's compiled code is dropped and loaded
+again from the compile cache's artifact by the next call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trellis.host.runtime import CompileCache, Invoker, ReusePolicy, RuntimeEngine, wasm_digest
+from trellis.host.runtime.parking import DEFAULT_PARK_AFTER_S, Parking, load_parkable, park_after_s, park_all
+from tests.components.build import build_wat
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> CompileCache:
+    return CompileCache(tmp_path / "compiled")
+
+
+def test_idle_component_is_parked_and_reloaded_by_the_next_call(engine: RuntimeEngine, cache: CompileCache) -> None:
+    loaded = load_parkable(engine, build_wat("adder"), cache)
+    inv = Invoker(loaded)
+    assert inv.invoke("add", [2, 40]) == 42
+    now = [0.0]
+    parking = Parking(after_s=30.0, clock=lambda: now[0])
+    assert parking.due([("adder", inv)]) == []  # first look: idle from now on
+    now[0] = 29.0
+    assert parking.due([("adder", inv)]) == []
+    now[0] = 31.0
+    due = parking.due([("adder", inv)])
+    assert [key for key, _ in due] == ["adder"]
+    assert park_all(due) == ["adder"] and inv.parked and loaded.parked
+    assert parking.due([("adder", inv)]) == []  # parked already
+    assert inv.invoke("add", [1, 2]) == 3  # loaded again from the artifact
+    assert not inv.parked and loaded.reloads == 1
+    assert cache.stats.compiled == 1  # never compiled again
+    now[0] = 40.0
+    assert parking.due([("adder", inv)]) == []  # the call started its idle time again
+    now[0] = 71.0
+    assert [key for key, _ in parking.due([("adder", inv)])] == ["adder"]
+
+
+def test_a_component_with_an_instance_is_not_parked(engine: RuntimeEngine, cache: CompileCache) -> None:
+    inv = Invoker(load_parkable(engine, build_wat("hostile"), cache), reuse=ReusePolicy(max_invocations=100))
+    assert inv.invoke("counter") == 1
+    assert inv.live_instances == 1 and not inv.park()
+    now = [0.0]
+    parking = Parking(after_s=0.0, clock=lambda: now[0])
+    parking.due([("hostile", inv)])
+    now[0] = 100.0
+    assert parking.due([("hostile", inv)]) == []  # its warm instance keeps it loaded
+    assert inv.invoke("counter") == 2  # the same instance, state kept
+
+
+def test_parking_needs_the_compile_cache_on_disk(engine: RuntimeEngine) -> None:
+    inv = Invoker(load_parkable(engine, build_wat("adder"), CompileCache(None)))
+    assert not inv.parkable and not inv.park()
+    assert Parking(after_s=0.0).due([("adder", inv)]) == []
+
+
+def test_a_compiled_artifact_is_loaded_without_reading_the_wasm(engine: RuntimeEngine, cache: CompileCache,
+                                                                 tmp_path: Path) -> None:
+    path = build_wat("adder")
+    digest = wasm_digest(path.read_bytes())
+    load_parkable(engine, path, cache)
+    assert cache.stats.compiled == 1
+    again = load_parkable(engine, tmp_path / "not-there.wasm", cache, f"sha256:{digest}")
+    assert again.digest == digest and cache.stats.disk_hits == 1
+    assert Invoker(again).invoke("add", [20, 22]) == 42
+    with pytest.raises(ValueError, match="not the expected"):
+        load_parkable(engine, path, CompileCache(tmp_path / "other"), "sha256:" + "0" * 64)
+
+
+def test_park_after_setting() -> None:
+    assert park_after_s({}) == DEFAULT_PARK_AFTER_S
+    assert park_after_s({"TRELLIS_PARK_IDLE_S": "5"}) == 5.0
+    assert park_after_s({"TRELLIS_PARK_IDLE_S": "0"}) == 0.0
+    assert park_after_s({"TRELLIS_PARK_IDLE_S": "off"}) is None
+    for bad in ("-1", "soon", "inf", "nan"):
+        with pytest.raises(ValueError, match="TRELLIS_PARK_IDLE_S"):
+            park_after_s({"TRELLIS_PARK_IDLE_S": bad})

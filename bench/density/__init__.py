@@ -21,13 +21,17 @@ Four stages, each Trellis beside its baseline (``baseline.py``):
 
 ``--quick`` shortens every wait (idle windows of 10 s, N = 1, 5, one load
 window) for a smoke run. ``BENCH_DENSITY_STAGES=density,load`` runs some
-stages only; ``BENCH_DENSITY_ENV=NAME=VALUE,...`` sets variables for the Trellis
-hosts (an A/B of a switch: run twice, compare the result files).
+stages only; ``BENCH_DENSITY_ENV=NAME=VALUE,...`` sets variables for every
+Trellis host; ``BENCH_DENSITY_AB=NAME=VALUE,...`` adds a second Trellis lattice
+to the density stage with those variables, measured in the same windows (an
+A/B in one sitting; ``PYTHONPATH=DIR`` runs another checkout's platform, e.g.
+the commit before a change, for a before/after).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -50,10 +54,21 @@ def _stages() -> set[str]:
     return {s.strip() for s in raw.split(",") if s.strip()} or {"idle", "density", "load", "coldstart"}
 
 
-def _host_env() -> dict[str, str]:
-    raw = os.environ.get("BENCH_DENSITY_ENV", "")
+def _env_pairs(name: str) -> dict[str, str]:
+    raw = os.environ.get(name, "")
     pairs = [p.partition("=") for p in raw.split(",") if p.strip()]
     return {k.strip(): v for k, _, v in pairs}
+
+
+def _host_env() -> dict[str, str]:
+    """``BENCH_DENSITY_ENV``: variables for every Trellis host of the run."""
+    return _env_pairs("BENCH_DENSITY_ENV")
+
+
+def _ab_env() -> dict[str, str]:
+    """``BENCH_DENSITY_AB``: a second Trellis lattice in the density stage with these variables,
+    measured in the same windows (``PYTHONPATH=DIR`` runs another checkout's platform: a before/after)."""
+    return _env_pairs("BENCH_DENSITY_AB")
 
 
 def _free_port() -> int:
@@ -68,8 +83,11 @@ def _free_port() -> int:
 class SmallAppsTrellis:
     """Copies of the small app on one Trellis lattice, deployed one after another."""
 
-    def __init__(self, workdir: Path, workers: int, max_idle_s: float | None) -> None:
-        self.lattice = TrellisLattice(workdir, workers, env=_host_env(), label="trellis-small")
+    def __init__(self, workdir: Path, workers: int, max_idle_s: float | None, env: dict[str, str] | None = None,
+                 label: str = "trellis") -> None:
+        self.name = label
+        self.slug = re.sub(r"[^A-Za-z0-9@=._-]", "_", label)  # for file names
+        self.lattice = TrellisLattice(workdir, workers, env={**_host_env(), **(env or {})}, label=f"{self.slug}-small")
         self.port = _free_port()
         self.max_idle_s = max_idle_s
         self.deployed = 0
@@ -84,7 +102,7 @@ class SmallAppsTrellis:
         t = time.perf_counter()
         self.lattice.start()
         t_lattice = time.perf_counter() - t
-        shared = self.workdir / "density-shared.yaml"
+        shared = self.workdir / f"{self.slug}-density-shared.yaml"
         shared.write_text(apps.shared_manifest())
         self.lattice.deploy(shared, wait=True)
         t_shared = time.perf_counter() - t
@@ -95,7 +113,7 @@ class SmallAppsTrellis:
 
     def grow(self, n: int) -> None:
         for k in range(self.deployed + 1, n + 1):
-            m = self.workdir / f"{apps.app_name(k)}.yaml"
+            m = self.workdir / f"{self.slug}-{apps.app_name(k)}.yaml"
             m.write_text(apps.app_manifest(k, self.wasms[k - 1], self.port, max_idle_s=self.max_idle_s))
             t = time.perf_counter()
             self.lattice.deploy(m)
@@ -185,44 +203,54 @@ def _slope(points: dict[int, float]) -> float:
 def stage_density(ctx: Context, workers: int, nats_url: str, nats_pid: int | None) -> None:
     ns = ctx.pick([1, 5], [1, 10, 50])
     idle_s = ctx.pick(10.0, 60.0)
-    trellis = SmallAppsTrellis(ctx.workdir, workers, max_idle_s=None)
+    trellises = [SmallAppsTrellis(ctx.workdir, workers, max_idle_s=None)]
+    ab = _ab_env()
+    if ab:
+        trellises.append(SmallAppsTrellis(ctx.workdir, workers, max_idle_s=None, env=ab,
+                                          label="trellis" + "".join(f"@{k}={v}" for k, v in sorted(ab.items()))))
     why_not = baseline.missing()
     base = SmallAppsBaseline(ctx.workdir, nats_url, nats_pid) if not why_not else None
-    out: dict[str, Any] = {"n": ns, "idle_s": idle_s, "trellis": {}, "baseline": {}, "baseline_missing": why_not}
+    out: dict[str, Any] = {"n": ns, "idle_s": idle_s, "baseline": {}, "baseline_missing": why_not,
+                           "trellis_systems": [t.name for t in trellises]}
     try:
-        out["trellis_cold"] = trellis.start(max(ns))
-        print(f"   small app on Trellis: nothing → first answer {out['trellis_cold']['nothing_to_first_answer_s']} s",
-              flush=True)
+        for t in trellises:
+            out.setdefault(t.name, {})
+            out[f"{t.name}_cold"] = t.start(max(ns))
+            print(f"   small app on {t.name}: nothing → first answer {out[f'{t.name}_cold']['nothing_to_first_answer_s']} s",
+                  flush=True)
         for n in ns:
-            trellis.grow(n)
+            for t in trellises:
+                t.grow(n)
             if base is not None:
                 base.start(n)
                 out.setdefault("baseline_start_s", {})[n] = round(base.start_s, 3)
-            for k in range(1, n + 1):  # warm: every copy answers once
-                trellis.request(k)
-                if base is not None:
-                    base.request(k)
-            systems = {"trellis": trellis.roots} | ({"baseline": base.roots} if base is not None else {})
-            windows = {name: meter.IdleWindow(roots) for name, roots in systems.items()}
+            systems: dict[str, Any] = {t.name: t for t in trellises} | ({"baseline": base} if base else {})
+            for system in systems.values():  # warm: every copy answers once
+                for k in range(1, n + 1):
+                    system.request(k)
+            windows = {name: meter.IdleWindow(system.roots) for name, system in systems.items()}
             for w in windows.values():
                 w.__enter__()
             time.sleep(idle_s)
             for w in windows.values():
                 w.__exit__(None, None, None)
-            for name, roots in systems.items():
-                sysobj = trellis if name == "trellis" else base
+            for name, system in systems.items():
+                roots = system.roots
                 rec = {"pss_mib": meter.pss_mib(roots), "idle_cpu_pct": windows[name].cpu_pct,
-                       "processes": meter.pss_by_process(roots)}
-                if name == "trellis":
-                    rec["instances_after_idle"] = sum(trellis.lattice.instances().values())
-                rec["first_request"] = _first_requests(sysobj, n)
+                       "processes": meter.pss_by_process(roots), "cpu_by_process": windows[name].by_process()}
+                is_trellis = name != "baseline"
+                if is_trellis:
+                    rec["instances_after_idle"] = sum(system.lattice.instances().values())
+                rec["first_request"] = _first_requests(system, n)
                 out[name][n] = rec
                 print(f"   N={n:3d} {name:8s} PSS {rec['pss_mib']:8.1f} MiB  idle CPU {rec['idle_cpu_pct']:6.2f} %  "
                       f"first request after {idle_s:.0f} s idle p99 {rec['first_request']['p99_ms']:.1f} ms"
-                      + (f"  instances {rec.get('instances_after_idle')}" if name == "trellis" else ""), flush=True)
-        out["deploy_to_answer_s"] = {k: round(v, 3) for k, v in trellis.deploy_to_answer_s.items()}
+                      + (f"  instances {rec.get('instances_after_idle')}" if is_trellis else ""), flush=True)
+        for t in trellises:
+            out[f"{t.name}_deploy_to_answer_s"] = {k: round(v, 3) for k, v in t.deploy_to_answer_s.items()}
     finally:
-        trellis.stop()
+        for t in trellises:
+            t.stop()
         if base is not None:
             base.stop()
     ctx.details["density"] = out
@@ -230,44 +258,56 @@ def stage_density(ctx: Context, workers: int, nats_url: str, nats_pid: int | Non
 
 
 def _density_rows(ctx: Context, out: dict[str, Any]) -> None:
-    t, b = out["trellis"], out["baseline"]
-    big = max(out["n"])
-    t_pss = _slope({n: r["pss_mib"] for n, r in t.items()})
+    b = out["baseline"]
+    big, small = max(out["n"]), min(out["n"])
+    missing = out["baseline_missing"]
     b_pss = _slope({n: r["pss_mib"] for n, r in b.items()}) if b else float("nan")
-    r = ctx.row(f"density: PSS per extra idle app (N={min(out['n'])}→{big})", "MiB", round(t_pss, 2),
-                round(b_pss, 2) if b else None, "one more always-on service" if b else out["baseline_missing"],
-                goal="≤ 1/10 of an always-on service")
-    if "ratio" in r:
-        r["meets_goal"] = r["ratio"] <= GOAL_PSS_PER_APP_RATIO
-    t_cpu = _slope({n: r_["idle_cpu_pct"] for n, r_ in t.items()})
     b_cpu = _slope({n: r_["idle_cpu_pct"] for n, r_ in b.items()}) if b else float("nan")
-    ctx.row(f"density: idle CPU per extra app (N={min(out['n'])}→{big})", "% of a core", round(t_cpu, 3),
-            round(b_cpu, 3) if b else None, "one more always-on service" if b else out["baseline_missing"])
-    for n in out["n"]:
-        ctx.row(f"density: PSS, N={n} apps (whole system)", "MiB", t[n]["pss_mib"], b[n]["pss_mib"] if b else None,
-                f"{n} always-on services" if b else out["baseline_missing"])
-        r = ctx.row(f"density: idle CPU, N={n} apps (whole lattice)", "% of a core", t[n]["idle_cpu_pct"],
-                    b[n]["idle_cpu_pct"] if b else None, f"{n} always-on services" if b else out["baseline_missing"],
-                    goal=f"≤ {GOAL_IDLE_CPU_PCT} % of a core")
-        r["meets_goal"] = t[n]["idle_cpu_pct"] <= GOAL_IDLE_CPU_PCT
-        r = ctx.row(f"density: first request after {out['idle_s']:.0f} s idle, N={n}, p99 over the copies", "ms",
-                    t[n]["first_request"]["p99_ms"], b[n]["first_request"]["p99_ms"] if b else None,
-                    f"{n} always-on services" if b else out["baseline_missing"],
-                    goal=f"≤ {GOAL_FIRST_REQUEST_P99_MS:g} ms", failed=len(t[n]["first_request"]["failed"]))
-        r["meets_goal"] = t[n]["first_request"]["p99_ms"] <= GOAL_FIRST_REQUEST_P99_MS
-    cold = out.get("trellis_cold", {})
     b_start = out.get("baseline_start_s", {})
-    b1 = b_start.get(min(out["n"])) if b else None
-    ctx.row("cold start: small app, nothing running → first answer (nats, host, wadm, shared app, app)", "s",
-            cold.get("nothing_to_first_answer_s", float("nan")), b1,
-            "start_small_app_services([one app]) → it answers (its NATS already up)" if b else out["baseline_missing"],
-            **cold)
-    d = list(out.get("deploy_to_answer_s", {}).values())[1:]
-    if d:
-        ctx.row("cold start per component: one more copy deployed on a running lattice → its first answer (median)",
-                "s", round(statistics.median(d), 3), b1,
-                "one more always-on service started → it answers" if b else out["baseline_missing"],
-                p99_s=round(percentile(d, 99), 3), copies=len(d))
+    b1 = b_start.get(small) if b else None
+    first = out["trellis_systems"][0]
+    for name in out["trellis_systems"]:
+        t = out[name]
+        tag = "" if name == first else f" [{name}]"
+        t_pss = _slope({n: r["pss_mib"] for n, r in t.items()})
+        r = ctx.row(f"density: PSS per extra idle app (N={small}→{big}){tag}", "MiB", round(t_pss, 2),
+                    round(b_pss, 2) if b else None, "one more always-on service" if b else missing,
+                    goal="≤ 1/10 of an always-on service")
+        if "ratio" in r:
+            r["meets_goal"] = r["ratio"] <= GOAL_PSS_PER_APP_RATIO
+        t_cpu = _slope({n: r_["idle_cpu_pct"] for n, r_ in t.items()})
+        ctx.row(f"density: idle CPU per extra app (N={small}→{big}){tag}", "% of a core", round(t_cpu, 3),
+                round(b_cpu, 3) if b else None, "one more always-on service" if b else missing)
+        for n in out["n"]:
+            ctx.row(f"density: PSS, N={n} apps (whole system){tag}", "MiB", t[n]["pss_mib"],
+                    b[n]["pss_mib"] if b else None, f"{n} always-on services" if b else missing)
+            r = ctx.row(f"density: idle CPU, N={n} apps (whole lattice){tag}", "% of a core", t[n]["idle_cpu_pct"],
+                        b[n]["idle_cpu_pct"] if b else None, f"{n} always-on services" if b else missing,
+                        goal=f"≤ {GOAL_IDLE_CPU_PCT} % of a core")
+            r["meets_goal"] = t[n]["idle_cpu_pct"] <= GOAL_IDLE_CPU_PCT
+            r = ctx.row(f"density: first request after {out['idle_s']:.0f} s idle, N={n}, p99 over the copies{tag}",
+                        "ms", t[n]["first_request"]["p99_ms"], b[n]["first_request"]["p99_ms"] if b else None,
+                        f"{n} always-on services" if b else missing, goal=f"≤ {GOAL_FIRST_REQUEST_P99_MS:g} ms",
+                        failed=len(t[n]["first_request"]["failed"]))
+            r["meets_goal"] = t[n]["first_request"]["p99_ms"] <= GOAL_FIRST_REQUEST_P99_MS
+        cold = out.get(f"{name}_cold", {})
+        ctx.row(f"cold start: small app, nothing running → first answer (nats, host, wadm, shared app, app){tag}", "s",
+                cold.get("nothing_to_first_answer_s", float("nan")), b1,
+                "start_small_app_services([one app]) → it answers (its NATS already up)" if b else missing, **cold)
+        d = list(out.get(f"{name}_deploy_to_answer_s", {}).values())[1:]
+        if d:
+            ctx.row(f"cold start per component: one more copy deployed on a running lattice → its first answer "
+                    f"(median){tag}", "s", round(statistics.median(d), 3), b1,
+                    "one more always-on service started → it answers" if b else missing,
+                    p99_s=round(percentile(d, 99), 3), copies=len(d))
+        if name != first:  # the A/B: this lattice against the first, same windows
+            for n in out["n"]:
+                ctx.row(f"A/B density N={n}: PSS, {name} vs {first}", "MiB", t[n]["pss_mib"], out[first][n]["pss_mib"],
+                        first)
+                ctx.row(f"A/B density N={n}: idle CPU, {name} vs {first}", "% of a core", t[n]["idle_cpu_pct"],
+                        out[first][n]["idle_cpu_pct"], first)
+                ctx.row(f"A/B density N={n}: first request p99, {name} vs {first}", "ms",
+                        t[n]["first_request"]["p99_ms"], out[first][n]["first_request"]["p99_ms"], first)
 
 
 # ------------------------------------------------------------------------------ the orders app
@@ -313,7 +353,8 @@ def stage_full_app(ctx: Context, workers: int, nats_url: str, nats_pid: int | No
 
 
 def _idle(systems: list[Any], idle_s: float, max_idle_s: float) -> dict[str, Any]:
-    """100 requests each, then: Trellis instances until 0; an idle window: CPU %, PSS, instances."""
+    """Each system: 100 requests, then (Trellis) its live instances until 0, timed from its last
+    request. Then one window without traffic for all: CPU %, PSS, instances at its end."""
     from ..http.peers import post_order
 
     out: dict[str, Any] = {}
@@ -322,20 +363,19 @@ def _idle(systems: list[Any], idle_s: float, max_idle_s: float) -> dict[str, Any
             status, body = post_order(s.port, s.host_header)
             if status != 201:
                 raise RuntimeError(f"{s.name}: warm-up POST /orders answered {status} {body[:200]!r}")
-    last = time.perf_counter()
-    for s in systems:
-        if s.family == "trellis":
-            lat = _lattice_of(s)
-            seen, zero_after = [], None
-            while time.perf_counter() - last < max_idle_s + 15:
-                n = sum(lat.instances().values())
-                seen.append((round(time.perf_counter() - last, 2), n))
-                if n == 0:
-                    zero_after = time.perf_counter() - last
-                    break
-                time.sleep(0.5)
-            out.setdefault(s.name, {})["instances_seen"] = seen
-            out[s.name]["zero_after_s"] = None if zero_after is None else round(zero_after, 2)
+        last = time.perf_counter()
+        if s.family != "trellis":
+            continue
+        lat = _lattice_of(s)
+        seen, zero_after = [], None
+        while time.perf_counter() - last < max_idle_s + 15:
+            n = sum(lat.instances().values())
+            seen.append((round(time.perf_counter() - last, 2), n))
+            if n == 0:
+                zero_after = time.perf_counter() - last
+                break
+            time.sleep(0.5)
+        out[s.name] = {"instances_seen": seen, "zero_after_s": None if zero_after is None else round(zero_after, 2)}
     windows = {s.name: meter.IdleWindow(s.roots) for s in systems}
     for w in windows.values():
         w.__enter__()
@@ -345,7 +385,7 @@ def _idle(systems: list[Any], idle_s: float, max_idle_s: float) -> dict[str, Any
     for s in systems:
         rec = out.setdefault(s.name, {})
         rec.update(idle_cpu_pct=windows[s.name].cpu_pct, pss_mib=meter.pss_mib(s.roots),
-                   processes=meter.pss_by_process(s.roots))
+                   processes=meter.pss_by_process(s.roots), cpu_by_process=windows[s.name].by_process())
         if s.family == "trellis":
             rec["instances_after_idle"] = sum(_lattice_of(s).instances().values())
         print(f"   idle {s.name:28s} CPU {rec['idle_cpu_pct']:6.2f} % of a core  PSS {rec['pss_mib']:8.1f} MiB"

@@ -95,6 +95,20 @@ class IdleWindow:
         end = cpu_s(self.roots)
         self.used_s = {pid: max(0.0, c - self._cpu0.get(pid, 0.0)) for pid, c in end.items()}
 
+    def by_process(self) -> list[dict[str, Any]]:
+        """CPU % of one core per process of the trees (the busiest first)."""
+        rows = []
+        for p in processes(self.roots):
+            used = self.used_s.get(p.pid)
+            if used is None:
+                continue
+            try:
+                cmd = " ".join(p.cmdline())
+            except psutil.Error:
+                continue
+            rows.append({"pid": p.pid, "cmd": _role(cmd), "cpu_pct": round(100.0 * used / max(self.wall_s, 1e-9), 3)})
+        return sorted(rows, key=lambda r: -r["cpu_pct"])
+
     @property
     def cpu_pct(self) -> float:
         """CPU time over wall time, in % of one core."""

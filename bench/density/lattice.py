@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trellis import procs
+from trellis.kit import procs
 from trellis.natsserver import NatsServer
 
 from .._procs import HostProc, new_lattice

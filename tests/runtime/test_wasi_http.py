@@ -88,7 +88,10 @@ def test_both_bindings_of_the_hosts_functions_answer_alike(loaded, monkeypatch, 
         assert (r["status"], r["body"]) == (200, body)
         assert inv.invoke(H, request("/status/404"))["status"] == 404
         assert inv.invoke(H, request("/trap"))["status"] == 500
-        assert inv.invoke(H, request("/status/201"))["status"] == 201
+        for case, text in (("internal", b"internal-error(boom)"), ("dns", b"DNS-error(")):  # a record: read the slow way
+            r = inv.invoke(H, request(f"/error?case={case}"))
+            assert r["status"] == 500 and text in r["body"], r
+        assert inv.invoke(H, request("/status/201"))["status"] == 201  # the instance kept after this one
         held.append([len(live.table) for live in inv._idle])
     assert held[0] == held[1] == [0]  # every handle the host gave out came back (dropped)
     inv.close()

@@ -9,6 +9,8 @@ Routes (the tests' contract):
 * ``GET /big?n=N``: N bytes of a repeating pattern, written in pieces (``check-write``).
 * ``GET /status/NNN``: answers with status NNN.
 * ``GET /trap``: raises (a trap); ``GET /drop``: returns without setting the response.
+* ``GET /error?case=dns|internal``: sets the response to an ``error-code`` (``DNS-error`` with
+  its record payload, ``internal-error("boom")``).
 * ``GET|POST /fetch?url=http://HOST:PORT/PATH``: calls that URL through
   ``wasi:http/outgoing-handler`` (the request body forwarded) and answers with its status,
   ``x-upstream-*`` headers and body; an ``error-code`` becomes 502 with the case's name.
@@ -38,6 +40,9 @@ from wit_world.imports.types import (
     RequestOptions,
     ResponseOutparam,
     Scheme_Http,
+    DnsErrorPayload,
+    ErrorCode_DnsError,
+    ErrorCode_InternalError,
 )
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB
@@ -138,6 +143,11 @@ class IncomingHandler(exports.IncomingHandler):
             raise RuntimeError("the handler failed on purpose")
         elif path == "/drop":
             return
+        elif path == "/error":
+            case = parse_qs(query).get("case", ["internal"])[0]
+            code = (ErrorCode_DnsError(DnsErrorPayload(rcode="NXDOMAIN", info_code=3)) if case == "dns"
+                    else ErrorCode_InternalError("boom"))
+            ResponseOutparam.set(response_out, Err(code))
         elif path == "/sleep":
             ms = int(parse_qs(query).get("ms", ["0"])[0])
             monotonic_clock.subscribe_duration(ms * 1_000_000).block()

@@ -34,18 +34,18 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+from trellis.httpfront import wire
+from trellis.httpfront.config import ServerConfig
+from trellis.httpfront.gateway import FUNCTION, INTERFACE, CallFailed, NatsCaller, call_failure
+from trellis.httpfront.listener import Listener
+from trellis.httpfront.protocol import HttpConnection
+from trellis.httpfront.routes import Route, RouteTable
 from trellis.interfaces import tracing
-from trellis.samehost import handoff
 from trellis.interfaces.envelope import ENVELOPE_ROOM, MAX_BODY, Invocation
 from trellis.interfaces.errors import ErrorCode, TrellisError
 from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.rpc_server import serve_span
-from trellis.providers.builtin.http_server import wire
-from trellis.providers.builtin.http_server.config import ServerConfig
-from trellis.providers.builtin.http_server.gateway import FUNCTION, INTERFACE, CallFailed, NatsCaller, call_failure
-from trellis.providers.builtin.http_server.listener import Listener
-from trellis.providers.builtin.http_server.protocol import HttpConnection
-from trellis.providers.builtin.http_server.routes import Route, RouteTable
+from trellis.samehost import handoff
 
 from .records import VIA_HANDOFF
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from trellis.providers.builtin.http_server.config import ServerConfig
+from trellis.httpfront.config import ServerConfig
 from trellis.providers.builtin.http_server.front import HttpFront
-from trellis.providers.builtin.http_server.routes import Route
+from trellis.httpfront.routes import Route
 
 from .components.build import build_component
 from .helpers import Conn

@@ -10,8 +10,8 @@ from typing import Any
 
 import httptools
 
-from trellis.providers.builtin.http_server.config import parse_route
-from trellis.providers.builtin.http_server.routes import Route
+from trellis.httpfront.config import parse_route
+from trellis.httpfront.routes import Route
 
 
 def free_port() -> int:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from trellis.providers.builtin.http_server import wire
-from trellis.providers.builtin.http_server.gateway import BRIEF_CHARS, brief, call_failure
+from trellis.httpfront import wire
+from trellis.httpfront.gateway import BRIEF_CHARS, brief, call_failure
 
 TRACEBACK = ("wasm trap: wasm `unreachable` instruction executed; guest stderr: Traceback (most recent call last):\n"
              '  File "app.py", line 95, in handle\n    raise RuntimeError("asked to fail")\n'

@@ -14,7 +14,7 @@ from trellis.interfaces.envelope import Invocation, Reply
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.rpc_server import RpcServer
-from trellis.providers.builtin.http_server.gateway import CallFailed, NatsCaller
+from trellis.httpfront.gateway import CallFailed, NatsCaller
 
 REQUEST = {"method": "GET", "path-with-query": "/", "headers": [], "body": b""}
 OK = {"status": 200, "headers": [["x", b"1"]], "body": b"hi"}

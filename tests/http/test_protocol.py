@@ -8,8 +8,8 @@ import socket
 import pytest
 
 from trellis.providers.builtin.http_server import front as front_module
-from trellis.providers.builtin.http_server.config import ServerConfig
-from trellis.providers.builtin.http_server.gateway import CallFailed
+from trellis.httpfront.config import ServerConfig
+from trellis.httpfront.gateway import CallFailed
 
 from ..harness import eventually
 from .helpers import Conn, FakeCaller, free_port, get, post, route

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
-from trellis.providers.builtin.http_server import wire
-from trellis.providers.builtin.http_server.config import ConfigError, parse_address, parse_route, parse_server
-from trellis.providers.builtin.http_server.routes import RouteTable, normalize_host, plan
+from trellis.httpfront import wire
+from trellis.httpfront.config import ConfigError, parse_address, parse_route, parse_server
+from trellis.httpfront.routes import RouteTable, normalize_host, plan
 
 from .helpers import route
 

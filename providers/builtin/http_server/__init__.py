@@ -8,15 +8,18 @@ prefix); every request that matches becomes one call of the component's
 ============  ==============================================================
 module        owns
 ============  ==============================================================
-config        link and provider config keys, parsed and checked (pure)
-routes        route tables and the listener plan (pure)
-wire          HTTP bytes ↔ request/response records, error responses (pure)
-gateway       the call to the component over NATS, failures as HTTP statuses
-protocol      one HTTP/1.1 connection on httptools
-listener      one listening socket and how it answers
 front         the listeners, reconciled with the links (a Service)
+handoff       which worker of this host takes an accepted connection
+tls           the listener's certificate from the provider's secrets
 provider      the SDK provider: callbacks, health
 ============  ==============================================================
+
+The HTTP itself is a library the host's workers share (``trellis/httpfront/``):
+``config`` (link and provider config keys, parsed and checked), ``routes`` (route tables
+and the listener plan), ``wire`` (HTTP bytes ↔ request/response records, error responses),
+``gateway`` (the call to the component over NATS, failures as HTTP statuses), ``protocol``
+(one HTTP/1.1 connection on httptools), ``listener`` (one listening socket and how it
+answers).
 """
 
 from .provider import NAME, HttpServer, build

@@ -14,11 +14,10 @@ import logging
 import ssl
 from typing import Any
 
+from trellis.httpfront.config import ServerConfig, format_address
+from trellis.httpfront.listener import Caller, Listener
+from trellis.httpfront.routes import LinkKey, Route, plan
 from trellis.kit.service import Service
-
-from .config import ServerConfig, format_address
-from .listener import Caller, Listener
-from .routes import LinkKey, Route, plan
 
 log = logging.getLogger("trellis.providers.http_server")
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from trellis.samehost import handoff
 
 if TYPE_CHECKING:
-    from .listener import Listener
+    from trellis.httpfront.listener import Listener
 
 log = logging.getLogger("trellis.providers.http_server")
 

@@ -14,17 +14,16 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from trellis.httpfront.config import ConfigError, ServerConfig, parse_route, parse_server
+from trellis.httpfront.gateway import NatsCaller
+from trellis.httpfront.listener import Caller
+from trellis.httpfront.routes import Route
 from trellis.providers.sdk import Link, Provider, ProviderInfo
 from trellis.providers.sdk._private.context import current_instance
-
 from trellis.samehost import handoff as connection_handoff
 
-from .config import ConfigError, ServerConfig, parse_route, parse_server
 from .front import HttpFront
-from .gateway import NatsCaller
 from .handoff import Handoff
-from .listener import Caller
-from .routes import Route
 from .tls import CERT_SECRET, KEY_SECRET, server_context
 
 log = logging.getLogger("trellis.providers.http_server")

@@ -4,22 +4,17 @@ One publish per attempt to ``trellis.<lattice>.rpc.<target>``; every instance
 of the target shares a queue group, so NATS picks one. The reply inbox is a
 per-connection wildcard subscription (no subscription per call).
 
-Failover rules (docs/architecture.md, "Retries"):
-
-* **No responders** (nobody serves the target right now) and **busy** replies
-  are always retried, with a short backoff, until the deadline: the call never
-  started, so a retry cannot run it twice.
-* **Lost in flight**: a serving instance sends a progress frame every
-  ``PROGRESS_INTERVAL_S`` while it works; if neither progress nor a reply comes
-  for ``silence_s``, the instance is presumed dead. A *retryable* call (the
-  default) is then sent again — at-least-once; a call marked non-retryable
-  fails with ``lost`` instead — at-most-once.
-* Errors raised by the callee (a trap, a WIT ``err``) are never retried.
+Failover follows the lattice's call policy (docs/architecture.md, "Retries"), decided
+by one :class:`~trellis.interfaces.call_policy.CallState` per call: no responders and
+``busy`` are sent again with a short backoff until the deadline; an attempt silent for
+``silence_s`` (no progress frame, no reply) is lost, and sent again unless the call is
+at-most-once (``retryable=False``, or the callee flagged the function ``nr``); the
+callee's own errors are never retried.
 
 Per attempt the client keeps one future, resolved by the reply subscription's
-callback (which also absorbs progress frames) or by one ``call_later`` timer
-that fires at the end of the silence window or at the deadline, whichever is
-first, and re-arms itself when progress came meanwhile. Invocation ids come
+callback (which feeds progress frames to the call's state) or by one ``call_later``
+timer, armed for the wait the state asks for, that asks the state again when it fires
+(and re-arms itself when progress came meanwhile). Invocation ids come
 from a per-client random prefix and a counter; a span is made only when
 tracing is configured (:func:`trellis.interfaces.tracing.enabled`).
 """
@@ -35,6 +30,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from . import subjects, tracing
+from .call_policy import RETURN, Act, BadReply, CallState, Cause, Decision, ErrorReply, Event, Failure, RetryPolicy
 from .envelope import PART_HEADER, EnvelopeError, IdSource, Invocation, Reply, join_part
 from .errors import ErrorCode, TrellisError
 from .resources import parse_address
@@ -42,9 +38,10 @@ from .resources import parse_address
 PROGRESS_INTERVAL_S = 0.25
 DEFAULT_SILENCE_S = 1.0
 DEFAULT_TIMEOUT_S = 30.0
-#: a silence timer this late means the caller's own loop stalled; it reads its sockets before judging
-_STALLED_S = 0.1
 _CACHE_MAX = 4096  # per client: subjects of targets, parsed operation names
+_TICK = Event.TICK
+_PROGRESS = Event.PROGRESS
+_PROGRESS_NR = Event.PROGRESS_NR
 
 
 class RpcError(TrellisError):
@@ -58,67 +55,66 @@ class RpcError(TrellisError):
         self.kind = kind
 
 
-# how an attempt ended, besides a Reply (or an RpcError for a reply that cannot be read)
-NO_RESPONDERS = object()
-LOST = object()
-TIMED_OUT = object()
+def call_error(d: Decision, inv: Invocation) -> RpcError:
+    """A failed call's decision (``call_policy``) as the ``RpcError`` a caller raises."""
+    failure = d.failure
+    if failure is Failure.CALLEE:
+        return RpcError(d.message, d.code, d.kind)
+    what = f"call to {inv.target} {inv.operation}"
+    if failure is Failure.TIMEOUT:
+        cause = d.cause
+        if cause is None:
+            return RpcError(f"{what} timed out", ErrorCode.TIMEOUT, "timeout")
+        problem = (d.message if cause is Cause.BUSY else f"nobody serves {inv.target!r}"
+                   if cause is Cause.NO_RESPONDERS else "the instance serving it went silent")
+        return RpcError(f"{what} timed out: {problem}", ErrorCode.TIMEOUT, "timeout")
+    if failure is Failure.LOST:
+        return RpcError(f"{what} was lost in flight (not retried: marked non-retryable)",
+                        ErrorCode.INVOCATION_FAILED, "lost")
+    if failure is Failure.BAD_REPLY:
+        return RpcError(f"bad reply from {inv.target}: {d.message}", ErrorCode.INTERNAL)
+    # UNAVAILABLE (only with an instance wait)
+    return RpcError(d.message or f"nobody serves {inv.target!r}", d.code, "unavailable")
 
 
 class Attempt:
-    """One send of an invocation: a future the reply callback or the silence timer resolves."""
+    """One send of an invocation: a future the reply callback or the call state's timer resolves
+    (with a :class:`Decision` other than WAIT, or what the reply callback saw)."""
 
-    __slots__ = ("fut", "inv", "heard_at", "at_most_once", "timer", "parts")
+    __slots__ = ("fut", "state", "timer", "parts")
 
-    def __init__(self, fut: asyncio.Future[Any], inv: Invocation, now: float) -> None:
+    def __init__(self, fut: asyncio.Future[Any], state: CallState) -> None:
         self.fut = fut
-        self.inv = inv
-        self.heard_at = now  # loop time of the send, then of the latest progress frame
-        self.at_most_once = False
+        self.state = state
         self.timer: asyncio.TimerHandle | None = None
         #: the parts so far of a reply too large for one NATS message
         self.parts: list[bytes] | None = None
 
     def heard(self, reply: Reply, now: float) -> None:
         """A progress frame came: the callee is alive (and, when it says so, at-most-once)."""
-        self.heard_at = now
-        if reply.no_retry:
-            self.at_most_once = True
+        self.state.on(_PROGRESS_NR if reply.no_retry else _PROGRESS, now)
 
-    def watch(self, loop: asyncio.AbstractEventLoop, silence_s: float) -> None:
-        """Arm the timer that ends the attempt as :data:`LOST` after ``silence_s`` without a
-        frame, or :data:`TIMED_OUT` at the deadline (whichever is first); it re-arms itself
-        when progress came meanwhile."""
-        self.timer = loop.call_later(min(silence_s, max(self.inv.remaining_s(), 0.001)), self._silence, silence_s)
+    def watch(self, loop: asyncio.AbstractEventLoop, delay_s: float) -> None:
+        """Arm the timer that asks the call's state again after ``delay_s`` (its WAIT)."""
+        self.timer = loop.call_later(delay_s, self._tick)
 
     def stop_watching(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
-    def _silence(self, silence_s: float) -> None:
-        """A timer that fires late means this loop itself was stalled (a long GC, a busy CPU, a
-        handler that blocked it): frames that arrived meanwhile may still be unread (uvloop runs
-        timers before reading sockets), so the silence is this process's, not the callee's: the
-        window starts again from now. A stall just after the send would otherwise leave the
-        callee (whose request may not even have left this process) a fraction of its window."""
-        timer, self.timer = self.timer, None
+    def _tick(self) -> None:
+        """The wait is over: the state says wait more (progress came meanwhile, or this loop
+        itself was stalled), or how the attempt ended (lost, deadline)."""
+        self.timer = None
         if self.fut.done():
             return
-        remaining = self.inv.remaining_s()
-        if remaining <= 0:
-            self.fut.set_result(TIMED_OUT)
-            return
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        if timer is not None and now - timer.when() > _STALLED_S:
-            self.heard_at = now
-            self.timer = loop.call_later(min(silence_s, remaining), self._silence, silence_s)
-            return
-        quiet = now - self.heard_at
-        if quiet >= silence_s:
-            self.fut.set_result(LOST)
-            return
-        self.timer = loop.call_later(min(silence_s - quiet, remaining), self._silence, silence_s)
+        d = self.state.on(_TICK, loop.time())
+        if d.act is Act.WAIT:
+            self.timer = loop.call_later(d.delay_s, self._tick)
+        else:
+            self.fut.set_result(d)
 
 
 class RpcClient:
@@ -128,6 +124,7 @@ class RpcClient:
         self.lattice = subjects.check_lattice(lattice)
         self.source = source
         self.silence_s = silence_s
+        self.policy = RetryPolicy(silence_s=silence_s)
         self._prefix = ""
         self._pending: dict[str, Attempt] = {}
         self._sub: Any = None
@@ -161,7 +158,7 @@ class RpcClient:
         data = msg.data
         if msg.headers:
             if msg.headers.get("Status") == "503":
-                a.fut.set_result(NO_RESPONDERS)
+                a.fut.set_result(Event.NO_RESPONDERS)
                 return
             part = msg.headers.get(PART_HEADER)
             if part is not None:
@@ -171,10 +168,10 @@ class RpcClient:
         try:
             reply = Reply.decode(data)
         except EnvelopeError as exc:
-            a.fut.set_result(RpcError(f"bad reply from {a.inv.target}: {exc}", ErrorCode.INTERNAL))
+            a.fut.set_result(BadReply(str(exc)))
             return
         if reply.progress:
-            if reply.no_retry and not a.at_most_once:
+            if reply.no_retry and not a.state.at_most_once:
                 self.stats["started_at_most_once"] += 1
             a.heard(reply, asyncio.get_running_loop().time())  # the silence timer looks at this when it fires
             return
@@ -188,9 +185,9 @@ class RpcClient:
             a.parts, whole = join_part(a.parts, part, data)
         except EnvelopeError as exc:
             a.parts = None
-            a.fut.set_result(RpcError(f"bad reply from {a.inv.target}: {exc}", ErrorCode.INTERNAL))
+            a.fut.set_result(BadReply(str(exc)))
             return None
-        a.heard_at = asyncio.get_running_loop().time()
+        a.state.on(_PROGRESS, asyncio.get_running_loop().time())
         return whole
 
     async def close(self) -> None:
@@ -259,48 +256,39 @@ class RpcClient:
         loop = self._loop or asyncio.get_running_loop()
         pending = self._pending
         stats = self.stats
-        backoff = 0.02
-        last_problem = "no instance answered"
+        now = loop.time()
+        state = CallState(now + inv.remaining_s(), now, retryable=retryable, policy=self.policy)
         while True:
-            remaining = inv.remaining_s()
-            if remaining <= 0:
-                raise RpcError(f"call to {inv.target} {inv.operation} timed out: {last_problem}",
-                               ErrorCode.TIMEOUT, "timeout")
+            d = state.on(Event.SENT, loop.time())
+            if d.act is Act.FAIL:
+                raise call_error(d, inv)
             token = f"{next(self._tokens):x}"
-            a = Attempt(loop.create_future(), inv, loop.time())
+            a = Attempt(loop.create_future(), state)
             pending[token] = a
             stats["attempts"] += 1
             try:
                 await self.nc.publish(subject, inv.encode(), reply=self._prefix + token)
-                a.watch(loop, self.silence_s)
+                a.watch(loop, d.delay_s)
                 outcome = await a.fut
             finally:
                 del pending[token]
                 a.stop_watching()
-            if outcome.__class__ is Reply:
-                if outcome.ok:
-                    return outcome.result
+            cls = outcome.__class__
+            if cls is Reply:
                 err = outcome.error
-                assert err is not None
-                if err.code != ErrorCode.BUSY:
-                    raise RpcError(err.message, err.code, err.kind)
-                stats["busy"] += 1
-                last_problem = err.message
-            elif outcome is NO_RESPONDERS:
-                stats["no_responders"] += 1
-                last_problem = f"nobody serves {inv.target!r}"
-            elif outcome is LOST:
+                d = state.on(Event.OK if err is None else ErrorReply(err.code, err.message, err.kind), loop.time())
+                if d is RETURN:
+                    return outcome.result
+            elif cls is not Decision:  # no responders, a bad reply
+                d = state.on(outcome, loop.time())
+            if d.lost:
                 stats["lost"] += 1
-                last_problem = "the instance serving it went silent"
-                if not retryable or a.at_most_once:
-                    raise RpcError(f"call to {inv.target} {inv.operation} was lost in flight "
-                                   "(not retried: marked non-retryable)", ErrorCode.INVOCATION_FAILED, "lost")
-                backoff = 0.0  # a different instance may answer at once
-            elif outcome is TIMED_OUT:
-                raise RpcError(f"call to {inv.target} {inv.operation} timed out", ErrorCode.TIMEOUT, "timeout")
-            else:
-                raise outcome  # an RpcError: a reply that could not be read
+            if d.act is Act.FAIL:
+                raise call_error(d, inv)
+            if d.cause is Cause.BUSY:
+                stats["busy"] += 1
+            elif d.cause is Cause.NO_RESPONDERS:
+                stats["no_responders"] += 1
             stats["retries"] += 1
             inv.attempt += 1
-            await asyncio.sleep(min(backoff, max(0.0, inv.remaining_s())))
-            backoff = min(max(backoff * 2, 0.02), 0.25)
+            await asyncio.sleep(d.delay_s)

@@ -279,7 +279,9 @@ class RpcClient:
                 d = state.on(Event.OK if err is None else ErrorReply(err.code, err.message, err.kind), loop.time())
                 if d is RETURN:
                     return outcome.result
-            elif cls is not Decision:  # no responders, a bad reply
+            elif cls is Decision:  # the state's own, from the timer: lost, or the deadline
+                d = outcome
+            else:  # no responders, a bad reply
                 d = state.on(outcome, loop.time())
             if d.lost:
                 stats["lost"] += 1

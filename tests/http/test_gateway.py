@@ -10,7 +10,7 @@ import nats
 import pytest
 
 from trellis.interfaces import subjects
-from trellis.interfaces.envelope import Invocation, Reply
+from trellis.interfaces.envelope import Invocation, Reply, progress_frame
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.rpc_server import RpcServer
@@ -164,6 +164,25 @@ async def test_a_silent_instance_is_retried_only_when_idempotent(nc, lattice, ca
             await call(caller, retry_lost=False)
         assert err.value.status == 502 and "not sent again" in err.value.message
         assert attempts == [1]
+    await sub.unsubscribe()
+
+
+async def test_a_started_at_most_once_function_is_not_sent_again_even_for_an_idempotent_method(nc, lattice, caller):
+    """The lattice's call policy, as for every caller: a callee that flagged the call ``nr`` and
+    then went silent gets no second attempt (502), whatever the HTTP method."""
+    attempts: list[int] = []
+
+    async def starts_then_goes_silent(msg):
+        inv = Invocation.decode(msg.data)
+        attempts.append(inv.attempt)
+        await nc.publish(msg.reply, progress_frame(inv.id, "h/0", no_retry=True))
+
+    sub = await nc.subscribe(subjects.rpc(lattice, "comp"), queue=subjects.rpc_queue_group("comp"),
+                             cb=starts_then_goes_silent)
+    await nc.flush()
+    with pytest.raises(CallFailed) as err:
+        await call(caller, retry_lost=True)
+    assert err.value.status == 502 and "at-most-once" in err.value.message and attempts == [1]
     await sub.unsubscribe()
 
 

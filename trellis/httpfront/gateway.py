@@ -2,16 +2,19 @@
 
 The front's own lean path over NATS, built from the lattice's envelope codec
 and subject names (``interfaces``): one wildcard reply subscription, one
-future per call, no task per call. It follows the lattice's failover rules
-(docs/architecture.md, "Retries") with one difference HTTP needs: waiting for
-an instance is bounded separately from the call, so a request to a component
-nothing serves ends in a prompt ``503`` instead of a ``504`` after the whole
-timeout. A failure is a :class:`CallFailed` carrying the HTTP status:
+future per call, no task per call. Its decisions are the lattice's call policy
+(``interfaces/call_policy.py``; docs/architecture.md, "Retries") with one
+setting HTTP needs: waiting for an instance is bounded separately from the call
+(``instance_wait_s``), so a request to a component nothing serves ends in a
+prompt ``503`` instead of a ``504`` after the whole timeout. A failure is a
+:class:`CallFailed` carrying the HTTP status:
 
 * no responders, or every instance busy, for ``instance_wait`` → 503;
 * the deadline passed (here, or inside the component: kind ``timeout``) → 504;
 * the serving instance went silent (no progress frames for ``silence_s``): sent
-  again for idempotent methods (at-least-once), else 502 (at-most-once);
+  again for idempotent methods (at-least-once), else 502 (at-most-once); also
+  502 when the component marks the function at-most-once (``nr``) and it had
+  started;
 * any error the component or its host returned (a trap, ``bad_argument``, …) → 502.
 """
 
@@ -27,6 +30,8 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from trellis.interfaces import subjects
+from trellis.interfaces.call_policy import (RETURN, Act, BadReply, CallState, Cause, Decision, ErrorReply, Event,
+                                            Failure, RetryPolicy)
 from trellis.interfaces.envelope import PART_HEADER, EnvelopeError, Invocation, Reply, join_part
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 from trellis.interfaces.errors import ErrorCode
@@ -39,8 +44,8 @@ INTERFACE = "trellis:http/incoming-handler"
 FUNCTION = "handle"
 #: no progress frame for this long: the instance is presumed dead (the lattice's default)
 SILENCE_S = 1.0
-_NO_RESPONDERS = object()
-_DEADLINE = object()
+#: the first wait before sending again a request no instance took (then doubling, up to 0.25 s)
+FIRST_BACKOFF_S = 0.01
 
 
 class CallFailed(Exception):
@@ -53,15 +58,14 @@ class CallFailed(Exception):
 
 
 class _Pending:
-    """One attempt: its future is resolved by the reply (or a 503) or by its timer (silence, deadline)."""
+    """One attempt: its future is resolved by what the reply callback saw (a reply, no
+    responders, a bad reply) or by its timer (the call state's decision: silence, deadline)."""
 
-    __slots__ = ("future", "reply", "progress_at", "deadline", "timer", "parts")
+    __slots__ = ("future", "state", "timer", "parts")
 
-    def __init__(self, future: asyncio.Future[Any], now: float, deadline: float) -> None:
+    def __init__(self, future: asyncio.Future[Any], state: CallState) -> None:
         self.future = future
-        self.reply: Any = None
-        self.progress_at = now
-        self.deadline = deadline
+        self.state = state
         self.timer: asyncio.TimerHandle | None = None
         self.parts: list[bytes] | None = None  # a reply in several NATS messages, so far
 
@@ -81,6 +85,7 @@ class NatsCaller:
         self._ids = itertools.count(1)
         self._id_prefix = uuid.uuid4().hex[:16] + "-"  # ids unique across instances, cheap per call
         self._subjects: dict[str, str] = {}
+        self._policies: dict[float, RetryPolicy] = {}
         self.stats = {"calls": 0, "retries": 0, "no_responders": 0, "busy": 0, "lost": 0}
 
     async def start(self) -> None:
@@ -105,28 +110,27 @@ class NatsCaller:
 
     async def _on_reply(self, msg: Msg) -> None:
         p = self._pending.get(msg.subject[len(self._prefix):])
-        if p is None or p.reply is not None:
+        if p is None or p.future.done():
             return
         if msg.headers and msg.headers.get("Status") == "503":
-            reply: Any = _NO_RESPONDERS
-        else:
-            try:
-                data = msg.data
-                part = msg.headers.get(PART_HEADER) if msg.headers else None
-                if part is not None:
-                    p.parts, data = join_part(p.parts, part, data)
-                    if data is None:
-                        p.progress_at = time.monotonic()
-                        return
-                reply = Reply.decode(data)
-            except EnvelopeError as exc:
-                reply = Reply.failure("", ErrorCode.INTERNAL, f"bad reply: {exc}")
-            if reply.progress:
-                p.progress_at = time.monotonic()  # the timer looks at this when it fires
-                return
-        p.reply = reply
-        if not p.future.done():
-            p.future.set_result(reply)
+            p.future.set_result(Event.NO_RESPONDERS)
+            return
+        try:
+            data = msg.data
+            part = msg.headers.get(PART_HEADER) if msg.headers else None
+            if part is not None:
+                p.parts, data = join_part(p.parts, part, data)
+                if data is None:
+                    p.state.on(Event.PROGRESS, time.monotonic())
+                    return
+            reply = Reply.decode(data)
+        except EnvelopeError as exc:
+            p.future.set_result(BadReply(str(exc)))
+            return
+        if reply.progress:  # the timer asks the state when it fires
+            p.state.on(Event.PROGRESS_NR if reply.no_retry else Event.PROGRESS, time.monotonic())
+            return
+        p.future.set_result(reply)
 
     def new_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids)}"
@@ -148,82 +152,92 @@ class NatsCaller:
             id=invocation_id or self.new_id(), deadline_ms=int((now + timeout_s) * 1000), link=link_name,
             trace=trace or {},
         )
-        deadline = time.monotonic() + timeout_s
-        wait_until = time.monotonic() + instance_wait_s
+        mono = time.monotonic()
+        policy = self._policies.get(instance_wait_s)
+        if policy is None:
+            if len(self._policies) >= 64:
+                self._policies.clear()
+            policy = self._policies[instance_wait_s] = RetryPolicy(
+                silence_s=self.silence_s, first_backoff_s=FIRST_BACKOFF_S, instance_wait_s=instance_wait_s)
+        state = CallState(mono + timeout_s, mono, retryable=retry_lost, policy=policy)
         subject = self._subject(target)
-        backoff = 0.01
-        unavailable = ""
+        loop = asyncio.get_running_loop()
         while True:
+            d = state.on(Event.SENT, time.monotonic())
+            if d.act is Act.FAIL:
+                raise self._failed(d, target, inv, timeout_s)
             frame = inv.encode()
             if len(frame) > self.max_payload:
                 raise CallFailed(wire.TOO_LARGE, f"the request is {len(frame)} bytes encoded, over the lattice's "
                                                  f"message limit of {self.max_payload} bytes (NATS max_payload)")
             token = str(next(self._seq))
-            pending = _Pending(asyncio.get_running_loop().create_future(), time.monotonic(), deadline)
+            pending = _Pending(loop.create_future(), state)
             self._pending[token] = pending
             try:
                 try:
                     await self.nc.publish(subject, frame, reply=self._prefix + token)
                 except Exception as exc:  # closed, or the reconnect buffer is full
                     raise CallFailed(wire.UNAVAILABLE, f"cannot reach the lattice: {exc or type(exc).__name__}")
-                reply = await self._await(pending)
+                pending.timer = loop.call_later(d.delay_s, self._tick, pending)
+                outcome = await pending.future
             finally:
                 self._pending.pop(token, None)
                 if pending.timer is not None:
                     pending.timer.cancel()
-            if reply is _DEADLINE:
-                raise CallFailed(wire.TIMED_OUT, f"component {target!r} did not answer within {timeout_s * 1000:.0f} ms")
-            if reply is None:  # silence: the instance is presumed dead
+            cls = outcome.__class__
+            if cls is Reply:
+                err = outcome.error
+                d = state.on(Event.OK if err is None else ErrorReply(err.code, err.message, err.kind),
+                             time.monotonic())
+                if d is RETURN:
+                    return outcome.result
+            elif cls is Decision:  # the state's own, from the timer: lost, or the deadline
+                d = outcome
+            else:  # no responders, a bad reply
+                d = state.on(outcome, time.monotonic())
+            if d.lost:
                 self.stats["lost"] += 1
-                if not retry_lost:
-                    raise CallFailed(wire.FAILED, f"the instance serving {target!r} stopped answering; "
-                                                  f"{inv.operation} was not sent again (method not idempotent)")
-                backoff = 0.0
-            elif reply is _NO_RESPONDERS:
-                self.stats["no_responders"] += 1
-                unavailable = f"no instance of component {target!r} is running"
-            elif reply.ok:
-                return reply.result
-            else:
-                err = reply.error
-                assert err is not None
-                if err.code != ErrorCode.BUSY:
-                    raise call_failure(target, err.code, err.kind, err.message, inv.id)
+            if d.act is Act.FAIL:
+                raise self._failed(d, target, inv, timeout_s)
+            if d.cause is Cause.BUSY:
                 self.stats["busy"] += 1
-                unavailable = f"every instance of component {target!r} is busy"
-            mono = time.monotonic()
-            if reply is not None and mono + backoff >= min(wait_until, deadline):  # never started: 503
-                raise CallFailed(wire.UNAVAILABLE, unavailable)
-            if mono >= deadline:
-                raise CallFailed(wire.TIMED_OUT, f"component {target!r} did not answer within {timeout_s * 1000:.0f} ms")
+            elif d.cause is Cause.NO_RESPONDERS:
+                self.stats["no_responders"] += 1
             self.stats["retries"] += 1
             inv.attempt += 1
-            if backoff:
-                await asyncio.sleep(min(backoff, deadline - mono))
-            backoff = min(max(backoff * 2, 0.01), 0.25)
+            if d.delay_s:
+                await asyncio.sleep(d.delay_s)
 
-    async def _await(self, p: _Pending) -> Any:
-        """The reply; None when the instance went silent; _DEADLINE when time is up.
-
-        One timer per attempt, re-armed only when it fires while progress frames keep
-        coming (a call longer than ``silence_s``); a reply cancels it.
-        """
-        p.timer = asyncio.get_running_loop().call_later(
-            max(0.0, min(p.deadline, p.progress_at + self.silence_s) - time.monotonic()), self._check, p)
-        return await p.future
-
-    def _check(self, p: _Pending) -> None:
+    @staticmethod
+    def _tick(p: _Pending) -> None:
+        """The wait the call state asked for is over: it says wait more (progress came), or how
+        the attempt ended (silent, deadline)."""
         p.timer = None
         if p.future.done():
             return
-        now = time.monotonic()
-        if now >= p.deadline:
-            p.future.set_result(_DEADLINE)
-        elif now - p.progress_at >= self.silence_s:
-            p.future.set_result(None)
+        d = p.state.on(Event.TICK, time.monotonic())
+        if d.act is Act.WAIT:
+            p.timer = asyncio.get_running_loop().call_later(d.delay_s, NatsCaller._tick, p)
         else:
-            p.timer = asyncio.get_running_loop().call_later(
-                min(p.deadline, p.progress_at + self.silence_s) - now, self._check, p)
+            p.future.set_result(d)
+
+    @staticmethod
+    def _failed(d: Decision, target: str, inv: Invocation, timeout_s: float) -> CallFailed:
+        """A failed call's decision as the HTTP status and reason to answer with."""
+        failure = d.failure
+        if failure is Failure.CALLEE:
+            return call_failure(target, d.code, d.kind, d.message, inv.id)
+        if failure is Failure.TIMEOUT:
+            return CallFailed(wire.TIMED_OUT, f"component {target!r} did not answer within {timeout_s * 1000:.0f} ms")
+        if failure is Failure.UNAVAILABLE:
+            return CallFailed(wire.UNAVAILABLE, f"every instance of component {target!r} is busy"
+                              if d.cause is Cause.BUSY else f"no instance of component {target!r} is running")
+        if failure is Failure.LOST:
+            why = ("the component marks it at-most-once" if d.cause is Cause.STARTED_NR
+                   else "method not idempotent")
+            return CallFailed(wire.FAILED, f"the instance serving {target!r} stopped answering; "
+                                           f"{inv.operation} was not sent again ({why})")
+        return call_failure(target, ErrorCode.INTERNAL, "", f"bad reply: {d.message}", inv.id)
 
 
 def call_failure(target: str, code: str, kind: str, message: str, inv_id: str) -> CallFailed:

@@ -18,10 +18,12 @@ and spans.
   ``Invocation`` one way; progress frames and the ``Reply`` the other. A Wasm
   thread makes one call at a time on its connection (one per thread and
   provider); the door serves any number at once, replies carrying their id.
-* **Failover** is the RPC client's: a reply of ``busy``, or a call lost before
-  it started (the provider went away), is sent again over NATS, where another
-  instance may take it; a call lost after its provider marked it at-most-once
-  is not; silence for ``silence_s`` (no progress frame) counts as lost.
+* **Failover** is the lattice's call policy (``interfaces/call_policy.py``), as in
+  the RPC client: where it says send again (a reply of ``busy``, a call lost that
+  may run again: silence for ``silence_s`` without a progress frame, or the
+  connection closed), the call goes over NATS, where another instance may take
+  it; a call lost after its callee marked it at-most-once (or made with
+  ``retryable=False``) fails ``lost``.
 * **The other way round.** A provider's calls to a component served by a worker
   of its host go to :func:`component_address` (each worker has a door per
   component it serves, in front of its RPC server for it), from the provider's
@@ -42,7 +44,8 @@ from typing import Any
 
 from trellis.interfaces.envelope import MAX_FRAME, EnvelopeError, Invocation, Reply
 from trellis.interfaces.errors import ErrorCode
-from trellis.interfaces.rpc_client import LOST, TIMED_OUT, Attempt, RpcError
+from trellis.interfaces.call_policy import RETURN, Act, BadReply, CallState, ErrorReply, Event, RetryPolicy
+from trellis.interfaces.rpc_client import Attempt, call_error
 from trellis.interfaces.rpc_server import LOCAL_REPLY_PREFIX
 from trellis.kit.switches import switched_on
 
@@ -220,28 +223,12 @@ class LocalRpcDoor:
 
 # --- the callers' side ------------------------------------------------------------------
 
-def _answer(reply: Reply, stats: dict[str, int]) -> Any:
-    """A final reply's result; :data:`REMOTE` for ``busy`` (another instance, over NATS, may
-    be free); raises the callee's error as the RPC client would."""
-    if reply.ok:
-        return reply.result
+def _reply_event(reply: Reply) -> Event | ErrorReply:
     err = reply.error
-    assert err is not None
-    if err.code == ErrorCode.BUSY:
-        stats["remote"] += 1
-        return REMOTE
-    raise RpcError(err.message, err.code, err.kind)
-
-
-def _lost(inv: Invocation) -> RpcError:
-    return RpcError(f"call to {inv.target} {inv.operation} was lost in flight (not retried: marked "
-                    "non-retryable)", ErrorCode.INVOCATION_FAILED, "lost")
+    return Event.OK if err is None else ErrorReply(err.code, err.message, err.kind)
 
 
 # --- a provider's calls to the components of its host (asyncio) ---------------------------
-
-_CLOSED: Any = object()
-
 
 class _CallerConn(_Frames):
     """A provider's connection to one worker's door for one component; calls share it, their
@@ -258,7 +245,7 @@ class _CallerConn(_Frames):
         self.owner.forget(self.key, self)
         for a in self.calls.values():
             if not a.fut.done():
-                a.fut.set_result(_CLOSED)
+                a.fut.set_result(Event.CLOSED)
         self.calls.clear()
 
     def _take(self, frame: bytes) -> bool:
@@ -292,6 +279,7 @@ class LocalComponentCaller:
         self.host_id = host_id
         self.workers = workers
         self.silence_s = silence_s
+        self.policy = RetryPolicy(silence_s=silence_s)
         self._conns: dict[tuple[str, int], _CallerConn] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[_CallerConn | None]] = {}
         #: (component, worker) -> monotonic time before which it is not tried (nothing listened there)
@@ -357,26 +345,35 @@ class LocalComponentCaller:
 
     async def _call_on(self, conn: _CallerConn, inv: Invocation, frame: bytes, retryable: bool) -> Any:
         loop = asyncio.get_running_loop()
-        a = Attempt(loop.create_future(), inv, loop.time())
+        now = loop.time()
+        state = CallState(now + inv.remaining_s(), now, retryable=retryable, policy=self.policy)
+        d = state.on(Event.SENT, now)
+        if d.act is Act.FAIL:
+            raise call_error(d, inv)
+        a = Attempt(loop.create_future(), state)
         conn.calls[inv.id] = a
         self.stats["calls"] += 1
         try:
             conn.send(frame)
-            a.watch(loop, self.silence_s)
+            a.watch(loop, d.delay_s)
             outcome = await a.fut
         finally:
             conn.calls.pop(inv.id, None)
             a.stop_watching()
-        if outcome is TIMED_OUT:
-            raise RpcError(f"call to {inv.target} {inv.operation} timed out", ErrorCode.TIMEOUT, "timeout")
-        if outcome is LOST or outcome is _CLOSED:
-            if outcome is LOST:
+        if outcome.__class__ is Reply:
+            d = state.on(_reply_event(outcome), loop.time())
+            if d is RETURN:
+                return outcome.result
+        elif outcome is Event.CLOSED:  # the worker may have died mid-call
+            d = state.on(outcome, loop.time())
+        else:  # the state's own decision: silent (lost) or the deadline
+            d = outcome
+            if d.lost:
                 self.stats["lost"] += 1
-            if a.at_most_once or not retryable:  # closed: the worker may have died mid-call
-                raise _lost(inv)
+        if d.act is Act.RETRY:  # busy, or lost and may run again: another instance, over NATS
             self.stats["remote"] += 1
             return REMOTE
-        return _answer(outcome, self.stats)
+        raise call_error(d, inv)
 
     def close(self) -> None:
         for conn in list(self._conns.values()):
@@ -395,6 +392,7 @@ class LocalRpcClient:
         self.lattice = lattice
         self.host_id = host_id
         self.silence_s = silence_s
+        self.policy = RetryPolicy(silence_s=silence_s)
         self._tls = threading.local()
         #: target -> monotonic time before which it is not tried (nothing listened there)
         self._absent: dict[str, float] = {}
@@ -430,51 +428,66 @@ class LocalRpcClient:
 
     def call(self, inv: Invocation, frame: bytes) -> Any:
         """The call's result; :data:`REMOTE` to send it over NATS instead; raises ``RpcError`` as
-        the RPC client would (an error reply, at-most-once lost, deadline)."""
+        the RPC client would (an error reply, at-most-once lost, deadline). The call's state
+        (``call_policy``) says how long each read may wait and what a frame or a silence means."""
         sock = self._conn(inv.target)
         if sock is None:
             return REMOTE
         self.stats["calls"] += 1
+        now = time.monotonic()
+        state = CallState(now + inv.remaining_s(), now, policy=self.policy)
+        d = state.on(Event.SENT, now)
+        if d.act is Act.FAIL:
+            raise call_error(d, inv)
         try:
-            sock.settimeout(max(inv.remaining_s(), 0.001))
+            sock.settimeout(max(state.deadline - now, 0.001))
             sock.sendall(_LEN.pack(len(frame)) + frame)
         except OSError:  # gone, or not reading: a frame not wholly sent is never served
             self._drop(inv.target)
             self.stats["remote"] += 1
             return REMOTE
-        at_most_once = False
         while True:
-            remaining = inv.remaining_s()
-            if remaining <= 0:
-                self._drop(inv.target)  # its reply may still come: never read it as another's
-                raise RpcError(f"call to {inv.target} {inv.operation} timed out", ErrorCode.TIMEOUT, "timeout")
+            event: Event | ErrorReply | BadReply
+            reply = None
             try:
-                sock.settimeout(min(self.silence_s, remaining))
+                sock.settimeout(d.delay_s)
                 data = _read_frame(sock)
             except (TimeoutError, socket.timeout):
-                if inv.remaining_s() <= 0:
-                    continue  # reported as the deadline above
-                data = None
+                event = Event.TICK
             except OSError:
-                data = None
-            if data is None:  # closed, or silent past silence_s: lost
+                event = Event.CLOSED
+            else:
+                if data is None:
+                    event = Event.CLOSED
+                else:
+                    try:
+                        reply = Reply.decode(data)
+                    except EnvelopeError as exc:
+                        event = BadReply(str(exc))
+                    else:
+                        if reply.id != inv.id:  # not this call's (cannot happen on a connection dropped after a failure)
+                            event = Event.TICK
+                        elif reply.progress:
+                            event = Event.PROGRESS_NR if reply.no_retry else Event.PROGRESS
+                        else:
+                            event = _reply_event(reply)
+            d = state.on(event, time.monotonic())
+            act = d.act
+            if act is Act.KEEP:  # a progress frame: how long the next read may wait
+                d = state.on(Event.TICK, time.monotonic())
+                act = d.act
+            if act is Act.WAIT:
+                continue
+            if act is Act.RETURN:
+                return reply.result  # type: ignore[union-attr]
+            if event.__class__ is not ErrorReply:  # the connection is in doubt: a late reply is never read as another's
                 self._drop(inv.target)
-                self.stats["lost"] += 1
-                if at_most_once:
-                    raise _lost(inv)
+                if event is Event.CLOSED or d.lost:
+                    self.stats["lost"] += 1
+            if act is Act.RETRY:
                 self.stats["remote"] += 1
                 return REMOTE
-            try:
-                reply = Reply.decode(data)
-            except EnvelopeError as exc:
-                self._drop(inv.target)
-                raise RpcError(f"bad reply from {inv.target}: {exc}", ErrorCode.INTERNAL) from None
-            if reply.id != inv.id:
-                continue  # not this call's (cannot happen on a connection dropped after a failure)
-            if reply.progress:
-                at_most_once = at_most_once or reply.no_retry
-                continue
-            return _answer(reply, self.stats)
+            raise call_error(d, inv)
 
     def close_thread(self) -> None:
         """Close this thread's connections."""

@@ -9,7 +9,9 @@ they carry no reply subject); nothing a caller sends can take the server down.
 Per call it does little beyond decode, handler and encode: a free slot is
 taken without a timer (``wait_for`` only for a call that must queue); one timer
 per server, not per call, sends the progress frames of every call that has
-been here a while; a span only when tracing is configured.
+been here a while. Each call is served through ``serving.serve`` (its span or trace
+context, the mapping of what the handler raised to the error reply, its count), as
+every other way a call enters a worker or a provider.
 """
 
 from __future__ import annotations
@@ -21,19 +23,18 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from opentelemetry import trace as otel_trace
 
-from . import subjects, tracing
+from . import subjects
 from .envelope import MAX_FRAME, PART_HEADER, EnvelopeError, Invocation, Reply, ok_frame, progress_frame
-from .errors import ErrorCode, TrellisError
+from .errors import ErrorCode
 from .rpc_client import PROGRESS_INTERVAL_S, RpcError
+from .serving import serve
 from .telemetry.series import FastHistogram
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Invocation], Awaitable[Any]]
 
-_SERVER = otel_trace.SpanKind.SERVER
 #: room left in each NATS message of a reply sent in parts, for its headers
 _PART_ROOM = 1024
 #: a call gets progress frames once it has been in this server this long (then every interval)
@@ -51,16 +52,6 @@ class _LocalMsg:
         self.data = data
         self.reply = reply
         self.headers = None
-
-
-def serve_span(inv: Invocation, **attributes: Any) -> Any:
-    """The server span of serving ``inv``, a child of the caller's (here, or co-located in a worker)."""
-    return tracing.tracer().start_as_current_span(
-        f"serve {inv.target} {inv.operation}", context=tracing.extract(inv.trace) if inv.trace else None,
-        kind=_SERVER,
-        attributes={"trellis.invocation_id": inv.id, "trellis.source": inv.source, "trellis.attempt": inv.attempt,
-                    **attributes},
-    )
 
 
 class RpcServer:
@@ -210,12 +201,7 @@ class RpcServer:
                         inv.function in self.non_retryable or inv.operation in self.non_retryable):
                     # tell the caller the call has started: if it is lost now, it is not sent again
                     await self._publish(reply_to, progress_frame(inv.id, self.served_by, no_retry=True))
-                if tracing.enabled():
-                    frame = await self._run_traced(inv)
-                else:
-                    if inv.trace:  # no span: calls made while serving carry the caller's context on
-                        tracing.pass_through(inv.trace)
-                    frame = await self._call(inv)
+                frame = await self._call(inv)
             finally:
                 slots.release()
         finally:
@@ -223,25 +209,13 @@ class RpcServer:
         if reply_to:
             await self._send(reply_to, inv.id, frame)
 
-    async def _run_traced(self, inv: Invocation) -> bytes | Reply:
-        with serve_span(inv):
-            return await self._call(inv)
-
     async def _call(self, inv: Invocation) -> bytes | Reply:
-        """Run the handler: the encoded success reply, or a failure :class:`Reply`."""
+        """Serve it (``serving.serve``: span, trace context, error mapping, counts): the encoded
+        success reply, or a failure :class:`Reply`."""
         try:
-            result = await self.handler(inv)
+            result = await serve(inv, self.handler, inv, counts=self.stats)
         except RpcError as exc:
-            self.stats["failed"] += 1
             return Reply.failure(inv.id, exc.code, exc.message, exc.kind)
-        except TrellisError as exc:
-            self.stats["failed"] += 1
-            return Reply.failure(inv.id, exc.code, exc.message)
-        except Exception as exc:
-            self.stats["failed"] += 1
-            log.exception("invocation %s %s failed", inv.id, inv.operation)
-            return Reply.failure(inv.id, ErrorCode.INTERNAL, f"{exc.__class__.__name__}: {exc}")
-        self.stats["served"] += 1
         try:
             return ok_frame(inv.id, result, self.served_by)
         except EnvelopeError as exc:

@@ -46,11 +46,10 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from trellis.host.runtime.imports import CURRENT_CALL
-from trellis.interfaces import tracing
 from trellis.interfaces.envelope import MAX_FRAME, EnvelopeError, Invocation, Reply
-from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.rpc_client import RpcError
-from trellis.interfaces.rpc_server import serve_span
+from trellis.interfaces.serving import serve_sync
 from trellis.kit.switches import switched_on
 
 from .records import VIA_COLOCATED
@@ -70,6 +69,7 @@ WASM_THREAD_STACK = 16 * 1024 * 1024
 REMOTE: Any = object()
 
 _DEPTH: ContextVar[int] = ContextVar("trellis_colocated_depth", default=0)
+_SPAN_ATTRIBUTES = {"trellis.colocated": True}
 
 
 def enabled(boot: dict[str, Any]) -> bool:
@@ -202,35 +202,22 @@ class Colocated:
             _DEPTH.reset(depth_token)
             slots.release()
 
+    def _run(self, served: "Served", inv: Invocation, probe: Any) -> Any:
+        handler = self.worker.handler(served, inv)  # its calls: children of the span, or the caller's context
+        return self.worker.execute(served, inv, handler, inv.remaining_s(), probe)
+
     def _serve(self, served: "Served", inv: Invocation) -> Any:
         """What ``RpcServer`` and ``Worker.invoke`` do for a remote call, then the reply's round trip."""
-        stats = served.colocated
         worker = self.worker
         probe = worker.probe()
         start, t0 = time.time(), time.perf_counter()
-        try:
-            if tracing.enabled():  # as the RPC server: a span only when something records it
-                with serve_span(inv, **{"trellis.colocated": True}):
-                    handler = worker.handler(served, inv)  # its calls: children of this span
-                    result = worker.execute(served, inv, handler, inv.remaining_s(), probe)
-            else:  # no span: the calls it makes carry the caller's trace context on
-                handler = worker.handler(served, inv, trace=inv.trace)
-                result = worker.execute(served, inv, handler, inv.remaining_s(), probe)
+        try:  # as the RPC server serves it: its span (or the caller's trace context), its errors, its counts
+            result = serve_sync(inv, self._run, served, inv, probe, counts=served.colocated,
+                                attributes=_SPAN_ATTRIBUTES)
         except RpcError as exc:
-            stats["failed"] += 1
             worker.record(served, inv, VIA_COLOCATED, False, probe, start, t0, exc)
             raise
-        except TrellisError as exc:
-            stats["failed"] += 1
-            worker.record(served, inv, VIA_COLOCATED, False, probe, start, t0, exc)
-            raise RpcError(exc.message, exc.code) from None
-        except Exception as exc:
-            stats["failed"] += 1
-            worker.record(served, inv, VIA_COLOCATED, False, probe, start, t0, exc)
-            log.exception("invocation %s %s failed", inv.id, inv.operation)
-            raise RpcError(f"{exc.__class__.__name__}: {exc}", ErrorCode.INTERNAL) from None
         worker.record(served, inv, VIA_COLOCATED, False, probe, start, t0, result=result)
-        stats["served"] += 1
         try:
             reply = Reply(id=inv.id, ok=True, result=result, served_by=self.worker.served_by).encode()
         except EnvelopeError as exc:

@@ -40,11 +40,10 @@ from trellis.httpfront.gateway import FUNCTION, INTERFACE, CallFailed, NatsCalle
 from trellis.httpfront.listener import Listener
 from trellis.httpfront.protocol import HttpConnection
 from trellis.httpfront.routes import Route, RouteTable
-from trellis.interfaces import tracing
 from trellis.interfaces.envelope import ENVELOPE_ROOM, MAX_BODY, Invocation
-from trellis.interfaces.errors import ErrorCode, TrellisError
+from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.rpc_client import RpcError
-from trellis.interfaces.rpc_server import serve_span
+from trellis.interfaces.serving import serve
 from trellis.samehost import handoff
 
 from .records import VIA_HANDOFF
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger("trellis.worker.handoff")
+_SPAN_ATTRIBUTES = {"trellis.handoff": True}
 
 
 class LocalCaller:
@@ -87,32 +87,16 @@ class LocalCaller:
         inv = Invocation(target=target, interface=INTERFACE, function=FUNCTION, args=[request], source=self.source,
                          id=invocation_id or self.new_id(), deadline_ms=int((time.time() + timeout_s) * 1000),
                          link=link_name, trace=trace or {})
-        try:
-            if tracing.enabled():
-                with serve_span(inv, **{"trellis.handoff": True}):
-                    result = await self.worker.invoke(served, inv, timeout_s, VIA_HANDOFF)
-            else:  # no span: calls the component makes carry the request's trace context on
-                token = tracing.pass_through(inv.trace)
-                try:
-                    result = await self.worker.invoke(served, inv, timeout_s, VIA_HANDOFF)
-                finally:
-                    tracing.end_pass_through(token)
+        try:  # as the RPC server serves it: its span (or the request's trace context), its errors, its counts
+            result = await serve(inv, self.worker.invoke, served, inv, timeout_s, VIA_HANDOFF, counts=served.handoff,
+                                 attributes=_SPAN_ATTRIBUTES)
         except RpcError as exc:
-            served.handoff["failed"] += 1
             if exc.code == ErrorCode.TIMEOUT and inv.remaining_s() <= 0:  # the request's deadline
                 raise CallFailed(wire.TIMED_OUT, f"component {target!r} did not answer within "
                                                  f"{timeout_s * 1000:.0f} ms") from None
             raise call_failure(target, exc.code, exc.kind, exc.message, inv.id) from None
-        except TrellisError as exc:
-            served.handoff["failed"] += 1
-            raise call_failure(target, exc.code, "", exc.message, inv.id) from None
-        except Exception as exc:  # as the RPC server answers a handler's bug
-            served.handoff["failed"] += 1
-            log.exception("invocation %s %s failed", inv.id, inv.operation)
-            raise call_failure(target, ErrorCode.INTERNAL, "", f"{exc.__class__.__name__}: {exc}", inv.id) from None
         finally:
             slots.release()
-        served.handoff["served"] += 1
         if isinstance(result, dict) and len(result.get("body") or b"") > MAX_BODY:
             raise CallFailed(wire.FAILED, f"component {target!r} failed (too_large); invocation {inv.id}")
         return result

@@ -53,6 +53,7 @@ from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.rpc_client import RpcClient, RpcError
 from trellis.interfaces.rpc_server import RpcServer
 from trellis.interfaces.secrets import SecretValue
+from trellis.interfaces.serving import error_of
 from trellis.interfaces import tracing
 from trellis.kit import gc_tuning
 from trellis.interfaces.logs import setup_logging
@@ -568,8 +569,9 @@ class Worker:
             self.metered_engine.close()
 
 
-def _as_rpc_error(served: Served, inv: Invocation, exc: Exception, timeout_s: float | None) -> Exception:
-    """A failed call as the ``RpcError`` its caller gets (other exceptions unchanged)."""
+def _as_rpc_error(served: Served, inv: Invocation, exc: Exception, timeout_s: float | None) -> RpcError:
+    """A failed call as the ``RpcError`` its caller gets: the Wasm runtime's errors here, the
+    rest as every way of serving a call maps them (``serving.error_of``)."""
     cid, operation = served.component_id, inv.operation
     if isinstance(exc, InvocationError):
         kind = exc.kind.value
@@ -581,7 +583,7 @@ def _as_rpc_error(served: Served, inv: Invocation, exc: Exception, timeout_s: fl
         return RpcError(f"{cid}: {exc}", ErrorCode.NOT_FOUND, "no_such_function")
     if isinstance(exc, (ValueError, TypeError)):  # arguments that do not fit the WIT types
         return RpcError(f"{cid}: bad arguments for {operation}: {exc}", ErrorCode.BAD_REQUEST, "bad_arguments")
-    return exc
+    return error_of(exc, inv)
 
 
 def _send(msg: dict[str, Any]) -> None:

@@ -322,8 +322,9 @@ def build_linker(engine: RuntimeEngine, loaded: LoadedComponent,
                         inst.add_resource(res, wc.ResourceType.host(RESOURCE_TYPE_IDS.id_for(ref)), _resource_dtor(ref))
                 for fn in iface.functions.values():
                     own = direct(iface.name, fn) if keep and direct is not None else None
-                    if hasattr(own, "add_to"):  # registered with the C API by itself (wasi_http/fastcall.py)
-                        own.add_to(inst, fn.name)
+                    add_to = getattr(own, "add_to", None)
+                    if add_to is not None:  # registered with the C API by itself (wasi_http/fastcall.py)
+                        add_to(inst, fn.name)
                     else:
                         inst.add_func(fn.name, own or _host_function(fn, keep))
         for res in imports.resources:

@@ -41,11 +41,26 @@ from trellis.kit.switches import switched_on
 
 from .. import lower_in_place as lip
 from ..codec import CodecError, from_plain, to_plain
-from ..codec.common import run
+from ..codec.common import nullable, run
 from ..codec.lower import _lowerer, _plain_case
-from ..imports import CURRENT_CALL, RESOURCE_TYPE_IDS, HostResource, ResourceTable, _ResourceBridge
-from ..codec.common import nullable
-from ..wit import BorrowT, ListT, OptionT, OwnT, Prim, ResultT, TupleT, VariantT, mentions_resources
+from ..imports import (
+    CURRENT_CALL,
+    RESOURCE_TYPE_IDS,
+    HostResource,
+    ResourceTable,
+    _ResourceBridge,
+)
+from ..wit import (
+    BorrowT,
+    ListT,
+    OptionT,
+    OwnT,
+    Prim,
+    ResultT,
+    TupleT,
+    VariantT,
+    mentions_resources,
+)
 
 __all__ = ["ENV", "RawFunction", "active", "add_resource"]
 
@@ -55,8 +70,8 @@ _STRIDE, _VOFF = lip.STRIDE, lip.VALUE_OFF
 _RESOURCE = int(ffi.WASMTIME_COMPONENT_RESOURCE.value)
 _BOOL = int(ffi.WASMTIME_COMPONENT_BOOL.value)
 _RESOURCE_KIND = bytes((_RESOURCE,))
-_RESULT_AT = ffi.wasmtime_component_valresult_t.val.offset
-_VARIANT_AT = ffi.wasmtime_component_valvariant_t.val.offset
+_RESULT_AT: int = ffi.wasmtime_component_valresult_t.val.offset  # type: ignore[attr-defined]
+_VARIANT_AT: int = ffi.wasmtime_component_valvariant_t.val.offset  # type: ignore[attr-defined]
 _U64 = struct.Struct("<Q")
 _VEC = struct.Struct("<QQ")
 _SLOT = ctypes.c_char * _STRIDE
@@ -107,7 +122,7 @@ _FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _DTOR = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32)
 _NO_FINALIZER = _FINALIZER(lambda data: None)
 _c: _C | None = None
-_FUNCTIONS: dict[int, "RawFunction"] = {}
+_FUNCTIONS: dict[int, RawFunction] = {}
 _ids = itertools.count(1)
 
 
@@ -144,7 +159,7 @@ def _finalize(idx):  # type: ignore[no-untyped-def]
 class _Store:
     """A ``StoreContext`` over the callback's context, made only when a slow path needs one."""
 
-    __slots__ = ("raw", "ctx")
+    __slots__ = ("ctx", "raw")
 
     def __init__(self, raw: int) -> None:
         self.raw = raw
@@ -322,7 +337,7 @@ def _arg_reader(ty: Any, where: str) -> Read | None:
     read = _lifter(ty, where)
     if read is None or isinstance(ty, (OwnT, BorrowT)) or (isinstance(ty, Prim) and ty.name != "string"):
         return read
-    if isinstance(ty, Prim) or isinstance(ty, ListT):
+    if isinstance(ty, (Prim, ListT)):
         free = "vec_delete" if isinstance(ty, Prim) else "tuple_delete"  # take(): empty afterwards
 
         def taken(context: int, table: ResourceTable, addr: int) -> Any:

@@ -292,8 +292,9 @@ def _resource_dtor(ref: ResourceRef) -> Callable[[StoreContext, int], None]:
 
 def build_linker(engine: RuntimeEngine, loaded: LoadedComponent,
                  shadow: frozenset[str] = frozenset(),
-                 direct: Callable[[str, FunctionInfo], Any] | None = None) -> wc.Linker:
-    """A linker with WASI p2 plus generic bindings for every other import.
+                 direct: Callable[[str, FunctionInfo], Any] | None = None, wasi: bool = True) -> wc.Linker:
+    """A linker with WASI p2 (unless ``wasi`` is off: a component that imports none of it) plus
+    generic bindings for every other import.
 
     ``shadow`` names WASI p2 imports bound generically too, over wasmtime's own (the
     ``wasi:io`` a ``wasi:http`` component's bodies use: :mod:`trellis.host.runtime.wasi_http`);
@@ -303,7 +304,8 @@ def build_linker(engine: RuntimeEngine, loaded: LoadedComponent,
     Built once per component and reused for every store.
     """
     linker = wc.Linker(engine.engine)
-    linker.add_wasip2()
+    if wasi:
+        linker.add_wasip2()
     if shadow:
         linker.allow_shadowing = True
     imports = loaded.imports

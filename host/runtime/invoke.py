@@ -59,6 +59,7 @@ from .imports import (
     ResourceTable,
     build_linker,
     deny_all,
+    is_wasip2_interface,
     mentions_resources,
 )
 from .probe import CallProbe
@@ -186,7 +187,11 @@ class Invoker:
             self._wasi_http = WasiHttpExport(loaded, inherit_stderr=self.grants.inherit_stderr,
                                              inherit_stdout=self.grants.inherit_stdout)
         shadow = self._wasi_http.shadow if self._wasi_http is not None else frozenset()
-        self._linker = build_linker(self.engine, loaded, shadow, direct_function if shadow else None)
+        #: whether the component imports WASI p2: a store gets a WASI context only then (each costs a
+        #: ``WasiConfig``, its stderr callback and ``set_wasi`` per instance)
+        self.uses_wasi = bool(shadow) or any(is_wasip2_interface(n) for n in loaded.imports.interfaces)
+        self._linker = build_linker(self.engine, loaded, shadow, direct_function if shadow else None,
+                                    wasi=self.uses_wasi)
         self._fuel = _UNLIMITED_FUEL if self.limits.fuel is None else self.limits.fuel
         self._metered = self.engine.settings.consume_fuel
         if self.limits.fuel is not None and not self._metered:
@@ -505,12 +510,13 @@ class Invoker:
 
     def _new_store(self) -> tuple[wasmtime.Store, _StderrTail | None]:
         store = wasmtime.Store(self.engine.engine)
-        wasi = self.grants.wasi_config()
         tail = None
-        if not self.grants.inherit_stderr:
-            tail = _StderrTail()
-            wasi.stderr_custom = tail.write
-        store.set_wasi(wasi)  # required before instantiating with add_wasip2()
+        if self.uses_wasi:
+            wasi = self.grants.wasi_config()
+            if not self.grants.inherit_stderr:
+                tail = _StderrTail()
+                wasi.stderr_custom = tail.write
+            store.set_wasi(wasi)  # required before instantiating with add_wasip2()
         if self.limits.memory_bytes is not None:
             store.set_limits(memory_size=self.limits.memory_bytes)
         return store, tail

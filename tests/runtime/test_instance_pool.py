@@ -1,5 +1,6 @@
 """The instance allocators: on demand (the default) and pooled both serve calls, fresh and reused;
-a pool's bound fails one instantiation with a message naming it, and the slot comes back."""
+a pool's bound fails one instantiation with a message naming it, and the slot comes back; a component
+that imports no WASI gets no WASI context."""
 
 from __future__ import annotations
 
@@ -81,3 +82,17 @@ def test_trellis_host_refuses_an_unknown_allocator_in_one_line() -> None:
     res = run_cli("host", "--instance-allocator", "mmap", env={"TRELLIS_INSTANCE_ALLOCATOR": ""})
     assert res.returncode != 0
     assert res.stderr.strip() == "error: --instance-allocator 'mmap': expected one of on-demand, pooling"
+
+
+def test_only_components_that_import_wasi_get_a_wasi_context(components) -> None:  # type: ignore[no-untyped-def]
+    adder, greeter = components.wat("adder"), components.python("greeter")
+    bare, python = Invoker(adder), Invoker(greeter)
+    assert not bare.uses_wasi and python.uses_wasi
+    assert bare.invoke("add", [2, 3]) == 5  # instantiated without WASI (its linker has none either)
+    with pytest.raises(InvocationError) as err:
+        Invoker(components.wat("hostile")).invoke("boom", [])  # a trap without WASI still fails cleanly
+    assert err.value.kind is ErrorKind.TRAP
+    fn = next(f for f in greeter.all_exported() if f.name == "greet")
+    assert "wasi" in str(python.invoke(fn, ["wasi"]))
+    bare.close()
+    python.close()

@@ -141,3 +141,28 @@ def test_a_leftover_nats_server_on_the_state_dir_is_stopped_with_one_line(tmp_pa
         s.listen()
         busy = run_cli("up", "--state-dir", str(state), "--nats-port", str(port), "--no-wadm")
         assert busy.returncode != 0 and "already in use" in busy.stderr
+
+
+def test_a_child_without_a_death_signal_still_goes_when_its_parent_is_killed() -> None:
+    """The parent watch waits on the parent's pidfd (no polling): a parent SIGKILLed without
+    having set a death signal on its child (a child started from a thread) still loses it."""
+    child = ("import signal, sys; from trellis.kit.procs import exit_with_parent; "
+             "exit_with_parent(grace_s=0.2); print('watching', flush=True); signal.pause()")
+    parent = ("import os, subprocess, sys, signal; "
+              f"c = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE); "
+              "print(c.pid, c.stdout.readline().decode().strip(), flush=True); signal.pause()")
+    p = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, procs.EXIT_WITH_PARENT_ENV: "1"})
+    try:
+        pid, state = p.stdout.readline().split()  # type: ignore[union-attr]
+        assert state == "watching"
+        kid = psutil.Process(int(pid))
+        assert kid.is_running()
+        p.kill()
+        p.wait(timeout=10)
+        gone, alive = psutil.wait_procs([kid], timeout=10)
+        assert not alive, "the child outlived its SIGKILLed parent"
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+        p.stdout.close()  # type: ignore[union-attr]

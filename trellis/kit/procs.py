@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -83,8 +84,7 @@ def exit_with_parent(grace_s: float = ORPHAN_GRACE_S, interval_s: float = 0.1) -
     parent = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval_s)  # a poll: there is no event for "my parent died" to wait on
+        _wait_for_exit(parent, interval_s)
         try:
             os.kill(os.getpid(), signal.SIGTERM)  # the graceful stop, if no death signal began it
         finally:
@@ -95,6 +95,24 @@ def exit_with_parent(grace_s: float = ORPHAN_GRACE_S, interval_s: float = 0.1) -
     t = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
     t.start()
     return t
+
+
+def _wait_for_exit(parent: int, interval_s: float) -> None:
+    """Block until ``parent`` (our parent) has exited: on Linux a pidfd becomes readable then, so
+    an idle child wakes for nothing; elsewhere, poll whether we were re-parented."""
+    try:
+        fd = os.pidfd_open(parent)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        try:
+            if os.getppid() == parent:  # not already gone (then the pid may be another process's)
+                select.select([fd], [], [])
+            return
+        finally:
+            os.close(fd)
+    while os.getppid() == parent:
+        time.sleep(interval_s)
 
 
 def spawn(argv: list[str], *, log: Path | None = None, env: dict[str, str] | None = None,

@@ -43,8 +43,7 @@ import httpx
 
 from trellis.interfaces.envelope import ENVELOPE_ROOM
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
-from trellis.providers.sdk import Context, Provider, ProviderInfo, run
-from trellis.providers.sdk._private.context import current_instance
+from trellis.providers.sdk import Context, Provider, ProviderInfo, nats_connection, run
 
 log = logging.getLogger("trellis.providers.http_client")
 
@@ -140,7 +139,7 @@ class HttpClient:
 
     async def start(self, *, info: ProviderInfo, **kwargs: Any) -> None:
         self.defaults = dict(info.config)
-        nc = getattr(current_instance(), "nc", None)
+        nc = nats_connection()
         self.max_payload = getattr(nc, "max_payload", None) if nc is not None else None
         jar = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self.client = httpx.AsyncClient(

@@ -14,7 +14,8 @@
         run(kv)
 
 The SDK hides NATS, the envelope, encoding and tracing. See docs/providers.md.
-It never imports ``host``: a provider is a separate program the host starts.
+It never imports the host or wadm (the ``sdk-standalone`` import contract in pyproject.toml):
+a provider is a separate program the host starts.
 """
 
 from trellis.interfaces.links import Link

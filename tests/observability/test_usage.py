@@ -14,7 +14,7 @@ from trellis.interfaces.carbon import CarbonModel
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.rpc_client import RpcError
 from tests.components.build import build_wat
-from trellis.cli.usage_cmd import app_usage
+from trellis.views.usage import app_usage
 
 
 SPINS = 3

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trellis.providers.builtin.catalog import BUILTIN_PROVIDERS
+from trellis.interfaces.builtin_providers import BUILTIN_PROVIDERS
 from tests.components.build import build_wat
 from tests.harness import run_cli
 from trellis.wadm.manifest import check_manifest
@@ -125,7 +125,7 @@ def test_builtin_catalog_names_the_builtin_modules() -> None:
 
     import trellis.providers.builtin as pkg
     modules = {m.name.replace("_", "-") for m in pkgutil.iter_modules(pkg.__path__)
-               if not m.name.startswith("_") and m.name != "catalog"}
+               if not m.name.startswith("_")}
     assert set(BUILTIN_PROVIDERS) == modules
 
 

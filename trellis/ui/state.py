@@ -213,7 +213,7 @@ class LatticeState:
         assert self.client is not None
         try:
             from trellis.interfaces.carbon import CarbonModel
-            from trellis.cli.usage_cmd import app_usage
+            from trellis.views.usage import app_usage
         except ImportError:
             self.usage = {"note": "this Trellis does not report usage"}
             return

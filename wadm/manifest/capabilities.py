@@ -1,6 +1,6 @@
 """Checks of capability providers in a manifest (pure): images that can run, links that fit.
 
-* ``builtin:NAME`` names a provider Trellis has (``trellis.providers.builtin.catalog``);
+* ``builtin:NAME`` names a provider Trellis has (``trellis.interfaces.builtin_providers``);
 * a provider's image is one Trellis can start: ``builtin:NAME``, ``python:MODULE``, a
   ``.py`` file or a package folder, or either of those uploaded (``lattice://sha256:…``,
   as ``trellis app deploy`` stores them); an OCI provider image, valid for wasmCloud, gets
@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from trellis.providers.builtin.catalog import BUILTIN_PROVIDERS, BuiltinProvider
+from trellis.interfaces.builtin_providers import BUILTIN_PROVIDERS, BuiltinProvider
 
 from .images import ImageError, ImageKind, parse_image
 from .models import Component, Manifest

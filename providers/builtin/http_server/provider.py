@@ -18,8 +18,7 @@ from trellis.httpfront.config import ConfigError, ServerConfig, parse_route, par
 from trellis.httpfront.gateway import NatsCaller
 from trellis.httpfront.listener import Caller
 from trellis.httpfront.routes import Route
-from trellis.providers.sdk import Link, Provider, ProviderInfo
-from trellis.providers.sdk._private.context import current_instance
+from trellis.providers.sdk import Link, Provider, ProviderInfo, nats_connection
 from trellis.samehost import handoff as connection_handoff
 
 from .front import HttpFront
@@ -38,7 +37,7 @@ CallerFactory = Callable[[ProviderInfo], Caller]
 
 def lattice_caller(info: ProviderInfo) -> NatsCaller:
     """Calls over the provider runtime's own NATS connection."""
-    nc = getattr(current_instance(), "nc", None)
+    nc = nats_connection()
     if nc is None:
         raise RuntimeError("http-server calls components over the lattice: run it on a host "
                            "(builtin:http-server) or with 'python -m trellis.providers.builtin.http_server'")

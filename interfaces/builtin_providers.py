@@ -1,9 +1,9 @@
 """The built-in providers by name, and the interfaces each serves and calls (no imports: cheap to read).
 
-`trellis app validate` checks manifests against this table (``builtin:NAME`` exists, a
-link to a provider names an interface it serves, a link from one names an interface it
-calls); ``tests/builtin_providers/test_catalog.py`` checks the table against the
-providers themselves.
+A contract between wadm and the built-in providers: `trellis app validate` checks manifests
+against this table (``builtin:NAME`` exists, a link to a provider names an interface it serves,
+a link from one names an interface it calls); ``tests/wadm/test_wadm_validate_checks.py``
+checks that it names every module of ``trellis.providers.builtin``.
 """
 
 from __future__ import annotations

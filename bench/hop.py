@@ -106,6 +106,7 @@ async def run(ctx: Context) -> None:
         roles = {p: _roles(nats.proc.pid, list({id(h): h for h in (a, b)}.values()))
                  for p, (a, b, _) in paths.items()}
         async with LatticeClient(nats.url, lattice) as c:
+            assert c.nc is not None
             store = LatticeStore(c.nc, c.lattice)
             for path, (src, dst, reuse) in paths.items():
                 caller, target = f"caller-{path}", f"target-{path}"

@@ -29,8 +29,15 @@ from importlib.metadata import version
 
 import wasmtime
 
-__all__ = ["ALLOCATORS", "EngineSettings", "InstancePool", "RuntimeEngine", "engine_settings",
-           "make_engine", "WASMTIME_VERSION"]
+__all__ = [
+    "ALLOCATORS",
+    "WASMTIME_VERSION",
+    "EngineSettings",
+    "InstancePool",
+    "RuntimeEngine",
+    "engine_settings",
+    "make_engine",
+]
 
 log = logging.getLogger(__name__)
 

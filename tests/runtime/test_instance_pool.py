@@ -8,12 +8,25 @@ from collections.abc import Iterator
 
 import pytest
 
-from trellis.host.runtime import CompileCache, ErrorKind, InvocationError, Invoker, ReusePolicy, load_component
-from trellis.host.runtime.engine import (ALLOCATORS, EngineSettings, InstancePool, RuntimeEngine, engine_settings,
-                                         make_engine)
-from trellis.host.settings import HostSettings
 from tests.components.build import build_python, build_wat
 from tests.harness import run_cli
+from trellis.host.runtime import (
+    CompileCache,
+    ErrorKind,
+    InvocationError,
+    Invoker,
+    ReusePolicy,
+    load_component,
+)
+from trellis.host.runtime.engine import (
+    ALLOCATORS,
+    EngineSettings,
+    InstancePool,
+    RuntimeEngine,
+    engine_settings,
+    make_engine,
+)
+from trellis.host.settings import HostSettings
 
 
 @pytest.fixture(scope="module", params=ALLOCATORS)

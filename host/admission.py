@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trellis.interfaces.errors import ErrorCode, TrellisError
-from trellis.interfaces.signing import Claims, SignatureError, Trust
+from trellis.signing import Claims, SignatureError, Trust
 
 if TYPE_CHECKING:
     from .provider_refs import ProviderCommand

@@ -25,7 +25,7 @@ from trellis.interfaces.control import (
 from trellis.interfaces.errors import ErrorCode, TrellisError
 from trellis.interfaces.events import Event, EventType
 from trellis.interfaces.policy import PolicyClient
-from trellis.interfaces.signing import Trust
+from trellis.signing import Trust
 from trellis.interfaces.connection import connect, goodbye
 from trellis.interfaces.secrets import SignedGrant
 from trellis.kit.service import Service

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from trellis.interfaces.client import ControlError, LatticeClient
-from trellis.interfaces.signing import IssuerKey, read_wasm_claims, sign_wasm, strip_signature
-from trellis.interfaces.signing.pyfile import MARKER
+from trellis.signing import IssuerKey, read_wasm_claims, sign_wasm, strip_signature
+from trellis.signing.pyfile import MARKER
 from tests.components.build import build_wat
 from tests.wadm_e2e.conftest import Controllers
 from tests.wadm_e2e.helpers import component_app, wait_status
@@ -208,8 +208,8 @@ def test_forged_expired_and_malformed_signatures_are_refused(adder: Path) -> Non
     """Signatures that do not hold, checked without a lattice (each a one-line reason)."""
     import base64
 
-    from trellis.interfaces.signing import SignatureError, Trust
-    from trellis.interfaces.signing.wasm import WRITE_SECTION, _enc_leb
+    from trellis.signing import SignatureError, Trust
+    from trellis.signing.wasm import WRITE_SECTION, _enc_leb
 
     key = IssuerKey.generate()
     trust = Trust((key.public_key,))

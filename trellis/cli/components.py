@@ -13,7 +13,7 @@ import typer
 
 if TYPE_CHECKING:
     from trellis.interfaces.client import LatticeClient
-    from trellis.interfaces.signing import IssuerKey
+    from trellis.signing import IssuerKey
 
 from trellis.host.oci import Credentials
 

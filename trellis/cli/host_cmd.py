@@ -76,7 +76,7 @@ def host_command(
     from trellis.host.host import Host
     from trellis.host.labels import LabelError, parse_label_args
     from trellis.host.settings import HostSettings
-    from trellis.interfaces.signing import parse_issuers
+    from trellis.signing import parse_issuers
 
     from trellis.interfaces.logs import DESTINATIONS, FORMATS, choice, setup_logging
 

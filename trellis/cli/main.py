@@ -157,7 +157,7 @@ def up_command(
 ) -> None:
     """Run NATS, a host and wadm on this machine until Ctrl-C."""
     from trellis.interfaces.logs import DESTINATIONS, FORMATS, choice
-    from trellis.interfaces.signing import parse_issuers
+    from trellis.signing import parse_issuers
     from trellis.up import Up, UpError, UpSettings
 
     try:

@@ -10,12 +10,12 @@ import typer
 from .output import fail, print_json
 
 if TYPE_CHECKING:
-    from trellis.interfaces.signing import IssuerKey
+    from trellis.signing import IssuerKey
 
 
 def issuer_key(key_file: Optional[Path], new_key_file: Optional[Path]) -> "IssuerKey | None":
     """The key named by ``--issuer-key`` or made by ``--new-issuer-key`` (one line on failure)."""
-    from trellis.interfaces.signing import IssuerKey, KeyError_
+    from trellis.signing import IssuerKey, KeyError_
 
     if key_file and new_key_file:
         raise fail("give --issuer-key KEYFILE or --new-issuer-key KEYFILE, not both")
@@ -33,7 +33,7 @@ def issuer_key(key_file: Optional[Path], new_key_file: Optional[Path]) -> "Issue
 
 def sign_bytes(data: bytes, kind: str, key: "IssuerKey", *, name: str | None, tags: tuple[str, ...] = (),
                ver: str | None = None, rev: int | None = None, expires_in_days: float | None = None) -> bytes:
-    from trellis.interfaces.signing import SignatureError, sign_py, sign_wasm
+    from trellis.signing import SignatureError, sign_py, sign_wasm
 
     sign = sign_wasm if kind == "wasm" else sign_py
     try:
@@ -75,8 +75,8 @@ def sign_command(
     A component gets wasmCloud's claims (a JWT in its `wasmcloud_jwt` custom section); a
     provider .py gets them on a last comment line. The signature covers the content hash.
     """
-    from trellis.interfaces.signing import IssuerKey, KeyError_, SignatureError, read_py_claims, read_wasm_claims
-    from trellis.interfaces.signing.folder import read_folder_claims, sign_folder
+    from trellis.signing import IssuerKey, KeyError_, SignatureError, read_py_claims, read_wasm_claims
+    from trellis.signing.folder import read_folder_claims, sign_folder
 
     if public_key is not None:
         try:

@@ -1,5 +1,9 @@
 """Signed artifacts: issuer keys, wascap claims embedded in Wasm, signed provider files,
-and the trusted-issuer check hosts make before running anything."""
+and the trusted-issuer check hosts make before running anything.
+
+A library layer (docs/architecture.md): the format is wasmCloud's (wascap), the code that signs
+and verifies it is used by the host (admission) and the CLI (`trellis sign`, `--trusted-issuer`);
+it imports only the contracts' errors."""
 
 from .claims import Claims, SignatureError, decode_verified
 from .keys import IssuerKey, KeyError_, check_issuer

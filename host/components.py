@@ -45,6 +45,9 @@ class ComponentManager:
         self.running: dict[str, ComponentDescription] = {}
         self.specs: dict[str, StartComponent] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        #: operations under way, by component: what each is doing now (heartbeats carry it)
+        self.pending: dict[str, str] = {}
+        self._queued: dict[str, int] = {}
         self.pool: WorkerPool | None = None
         self.fetcher: ArtifactFetcher | None = None
         r = host.router
@@ -88,9 +91,18 @@ class ComponentManager:
     def _lock(self, cid: str) -> asyncio.Lock:
         return self._locks.setdefault(cid, asyncio.Lock())
 
+    def _stage(self, cid: str, stage: str) -> None:
+        """Say what an operation under way is doing now (heartbeats carry it: `HostInfo.pending`)."""
+        what = self.pending.get(cid, "").split(":")[0]
+        if what:
+            self.pending[cid] = f"{what}: {stage}"
+
     def _background(self, cid: str, work: Any, what: str) -> None:
         async def run() -> None:
+            self._queued[cid] = self._queued.get(cid, 0) + 1
+            self.pending[cid] = f"{what}: waiting for the component's previous operation"
             async with self._lock(cid):
+                self.pending[cid] = what
                 try:
                     await work()
                 except Exception as exc:
@@ -99,6 +111,11 @@ class ComponentManager:
                     await self.host.publish_event(EventType.COMPONENT_SCALE_FAILED, {
                         "host_id": self.host.id, "component_id": cid, "operation": what, "error": reason,
                     })
+                finally:
+                    self._queued[cid] -= 1
+                    if not self._queued[cid]:
+                        del self._queued[cid]
+                        self.pending.pop(cid, None)
 
         self.host.tasks.spawn(run(), f"component-{what}-{cid}")
 
@@ -128,12 +145,14 @@ class ComponentManager:
     async def _load(self, req: StartComponent) -> None:
         assert self.fetcher is not None and self.pool is not None
         began = time.monotonic()
+        self._stage(req.component_id, "fetching")
         try:
             path, digest = await self.fetcher.fetch(req.image, req.digest)
         except ArtifactError:
             self.host.metrics.fetched(req.image, "error", time.monotonic() - began)
             raise
         self.host.metrics.fetched(req.image, "ok", time.monotonic() - began)
+        self._stage(req.component_id, "checking signature and policy")
         claims = await self.host.admission.check_component(req.component_id, path, digest)
         give_back_freed_memory()  # the artifact's bytes (tens of MiB) are written to disk and gone
         await self.host.policy.require("startComponent", {
@@ -151,6 +170,7 @@ class ComponentManager:
         }
         if req.secrets_grant is not None:  # to the workers over their pipes, never logged
             cmd["secrets"] = await self.host.fetch_secrets(req.secrets_grant)
+        self._stage(req.component_id, "compiling and loading into the workers")
         await self.pool.load(cmd)
         prev = self.running.get(req.component_id)
         desc = ComponentDescription(

@@ -162,6 +162,7 @@ class Host(Service):
             components=self.components.describe(),
             providers=self.providers.describe(),
             state_id=self.state_id,
+            pending=dict(self.components.pending),
         )
 
     def _host_event_data(self) -> dict[str, Any]:

@@ -106,6 +106,10 @@ class HostInfo(Description):
     heartbeat_interval_s: float = 1.0
     state_id: str = Field("", description="stable id of the host's state dir (where local data lives); "
                                          "the same across restarts of a host on the same state dir")
+    pending: dict[str, str] = Field(
+        {}, description="components whose start, update, scale or stop is under way here: id -> what the "
+                        "host is doing for it now (e.g. 'start: compiling'); wadm waits on a start past its "
+                        "timeout while the host's heartbeats still name it here")
 
 
 # --- host operations -------------------------------------------------------------

@@ -275,15 +275,40 @@ class Executor:
         if already_key and isinstance(reply, dict) and reply.get(already_key):
             self.observer.forget(fut)
             return
-        try:
-            ev = await asyncio.wait_for(fut, timeout_s)
-        except HostGone as exc:
-            raise CommandFailed(str(exc)) from None
-        except asyncio.TimeoutError:
-            self.observer.forget(fut)
-            raise CommandFailed(f"no outcome within {timeout_s:g}s") from None
+        loop = asyncio.get_running_loop()
+        began, wait_s = loop.time(), timeout_s
+        component = match.get("component_id") if EventType.COMPONENT_SCALED in ok else None
+        while True:
+            try:
+                ev = await asyncio.wait_for(asyncio.shield(fut), wait_s)
+                break
+            except HostGone as exc:
+                raise CommandFailed(str(exc)) from None
+            except asyncio.TimeoutError:
+                waited = loop.time() - began
+                doing = await self._still_under_way(host_id, component) if component else None
+                if doing is None or waited >= self.settings.start_max_s:
+                    self.observer.forget(fut)
+                    raise CommandFailed(f"no outcome within {waited:.0f}s"
+                                        + (f" (the host was still at '{doing}')" if doing else "")) from None
+                log.info("%s on host %s: still at '%s' after %.0fs; waiting", component, host_id, doing, waited)
+                wait_s = min(timeout_s, 30.0)
         if ev.type in failed:
             raise CommandFailed(str(ev.data.get("error") or ev.type))
+
+    async def _still_under_way(self, host_id: str, component_id: str) -> str | None:
+        """What the host's next heartbeat says it is doing for ``component_id`` (``HostInfo.pending``),
+        or None when it names no such work (or no heartbeat comes within three intervals)."""
+        beat = self.observer.expect({"id": host_id}, (EventType.HOST_HEARTBEAT,), host_id=host_id)
+        interval = self.observer.heartbeat_interval(host_id)
+        try:
+            ev = await asyncio.wait_for(beat, 3 * interval + 1.0)
+        except (asyncio.TimeoutError, HostGone):
+            self.observer.forget(beat)
+            return None
+        pending = ev.data.get("pending")
+        doing = pending.get(component_id) if isinstance(pending, dict) else None
+        return str(doing) if doing else None
 
     # --- links and configs -----------------------------------------------------------
 

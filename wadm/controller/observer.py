@@ -314,6 +314,11 @@ class Observer:
         self._expectations.append(e)
         return e.future
 
+    def heartbeat_interval(self, host_id: str) -> float:
+        """How often ``host_id`` says it heartbeats (1 s for a host not in view)."""
+        entry = self.view.hosts.get(host_id)
+        return entry.heartbeat_interval_s if entry else 1.0
+
     def forget(self, future: asyncio.Future[Any]) -> None:
         """Stop waiting on an `expect` future (its outcome, if any, is dropped)."""
         if not future.done():

@@ -39,7 +39,12 @@ class ControllerSettings(BaseModel):
 
     # --- executing commands -------------------------------------------------------------
     start_timeout_s: float = Field(
-        default=120.0, gt=0, description="wait for a component start/update (fetch + compile) or provider start")
+        default=120.0, gt=0, description="wait for a component start/update (fetch + compile) or provider start; "
+        "past it, a component start goes on being waited for while its host's heartbeats say it is still under "
+        "way (a large component compiling on a busy machine), up to start_max_s")
+    start_max_s: float = Field(
+        default=1800.0, gt=0, description="the longest a component start/update is waited for while its host "
+        "keeps reporting it under way; then it counts as failed and is retried with backoff")
     op_timeout_s: float = Field(default=60.0, gt=0, description="wait for scale and stop outcomes")
     store_timeout_s: float = Field(
         default=5.0, gt=0, description="wait for a link/config write to show up in the controller's own view")

@@ -11,7 +11,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from trellis.interfaces import secrets, subjects, tracing
+from trellis.interfaces import subjects, tracing
 from trellis.interfaces.control import (
     Capacity,
     CtlReply,
@@ -29,6 +29,7 @@ from trellis.signing import Trust
 from trellis.interfaces.connection import connect, goodbye
 from trellis.interfaces.secrets import SignedGrant
 from trellis.kit.service import Service
+from trellis.signing import secrets as sealed
 from trellis.kit.version import __version__
 
 from .admission import Admission
@@ -175,7 +176,7 @@ class Host(Service):
         provider's bootstrap). The request is signed with this host's key; the answer is sealed to
         a key made for it. Raises SecretsUnavailable with the keyholder's reason."""
         assert self.nc is not None
-        values = await secrets.fetch(self.nc, self.lattice, self.identity.seed, self.id, grant)
+        values = await sealed.fetch(self.nc, self.lattice, self.identity.seed, self.id, grant)
         return {name: v.to_wire() for name, v in values.items()}
 
     # --- events ----------------------------------------------------------------------

@@ -17,23 +17,17 @@ one) is the only process holding the private key.
   its own: the answer is sealed to that key, so only that host reads it.
 
 Keys are nkeys: the keyholder and wadm sign with an ed25519 seed and seal with
-its curve25519 twin (``SigningKey.to_curve25519_private_key``).
+its curve25519 twin (``SigningKey.to_curve25519_private_key``). This module holds the
+contract (names, subjects, values and messages); the keys that sign, seal and open, and the
+calls that use them, are ``trellis/signing/secrets.py``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import nkeys
-from nacl.exceptions import BadSignatureError, CryptoError
-from nacl.public import PrivateKey, PublicKey, SealedBox
-from nacl.signing import SigningKey, VerifyKey
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import subjects
@@ -64,7 +58,7 @@ def subject(lattice: str, op: str) -> str:
     return subjects.secrets_api(lattice, BACKEND, op)
 
 
-# --- keys -----------------------------------------------------------------------------
+# --- encoding -------------------------------------------------------------------------
 
 
 def _b64(data: bytes) -> str:
@@ -73,94 +67,6 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text.encode(), validate=True)
-
-
-def verify_key(public: str) -> VerifyKey:
-    """An nkeys public key (``N…``, ``A…``, …) as an ed25519 verify key; ValueError if malformed."""
-    try:
-        raw = base64.b32decode(public.encode())
-    except Exception:
-        raise ValueError(f"not an nkeys public key: {public[:12]!r}…") from None
-    if len(raw) != 35 or not nkeys.valid_public_prefix_byte(raw[0]):
-        raise ValueError(f"not an nkeys public key: {public[:12]!r}…")
-    if nkeys.crc16(bytearray(raw[:-2])) != int.from_bytes(raw[-2:], "little"):
-        raise ValueError("nkeys public key checksum mismatch")
-    return VerifyKey(raw[1:33])
-
-
-def verify(public: str, data: bytes, signature_b64: str) -> bool:
-    try:
-        verify_key(public).verify(data, _unb64(signature_b64))
-        return True
-    except (ValueError, BadSignatureError):
-        return False
-
-
-class NKey:
-    """An nkeys seed that signs (ed25519) and unseals (its curve25519 twin)."""
-
-    def __init__(self, seed: str) -> None:
-        seed = seed.strip()
-        try:
-            kp = nkeys.from_seed(bytearray(seed.encode()))
-            self.public_key: str = kp.public_key.decode()
-            _, raw = nkeys.decode_seed(bytearray(seed.encode()))
-        except Exception as exc:  # nkeys raises its own hierarchy and binascii errors
-            raise ValueError(f"invalid nkeys seed: {exc.__class__.__name__}") from None
-        self._signing = SigningKey(bytes(raw))
-        self._curve = self._signing.to_curve25519_private_key()
-
-    @classmethod
-    def generate(cls, prefix: int = nkeys.PREFIX_BYTE_SERVER) -> "NKey":
-        return cls(nkeys.encode_seed(os.urandom(32), prefix).decode())
-
-    @classmethod
-    def load_or_create(cls, path: Path) -> "NKey":
-        """The key in ``path`` (an nkeys seed), created with mode 0600 when missing."""
-        if path.exists():
-            try:
-                return cls(path.read_text())
-            except ValueError as exc:
-                raise ValueError(f"{path}: {exc}") from None
-        key = cls.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key._seed_text() + "\n")
-        return key
-
-    def _seed_text(self) -> str:
-        return nkeys.encode_seed(bytes(self._signing), nkeys.PREFIX_BYTE_SERVER).decode()
-
-    @property
-    def xkey(self) -> str:
-        """The public curve key others seal to (base64)."""
-        return _b64(bytes(self._curve.public_key))
-
-    def sign(self, data: bytes) -> str:
-        return _b64(self._signing.sign(data).signature)
-
-    def unseal(self, sealed_b64: str) -> bytes:
-        return SealedBox(self._curve).decrypt(_unb64(sealed_b64))
-
-
-def seal(xkey_b64: str, data: bytes) -> str:
-    """``data`` sealed to a curve public key; only its private key opens it."""
-    return _b64(SealedBox(PublicKey(_unb64(xkey_b64))).encrypt(data))
-
-
-class EphemeralXKey:
-    """A one-use curve key pair: a host names it in a get request and opens the answer."""
-
-    def __init__(self) -> None:
-        self._key = PrivateKey.generate()
-        self.public = _b64(bytes(self._key.public_key))
-
-    def open(self, sealed_b64: str) -> bytes:
-        try:
-            return SealedBox(self._key).decrypt(_unb64(sealed_b64))
-        except CryptoError:
-            raise ValueError("the answer is not sealed to this request's key") from None
 
 
 # --- values ---------------------------------------------------------------------------
@@ -248,20 +154,6 @@ class SignedGrant(_Model):
     issuer: str
     signature: str
 
-    @classmethod
-    def issue(cls, key: NKey, grant: Grant) -> "SignedGrant":
-        body = grant.model_dump_json()
-        return cls(grant=body, issuer=key.public_key, signature=key.sign(body.encode()))
-
-    def open(self, trusted: frozenset[str]) -> Grant:
-        """The grant, if a trusted issuer signed it; ValueError otherwise."""
-        if self.issuer not in trusted:
-            raise ValueError(f"grant issued by {self.issuer[:12]}…, which this keyholder does not trust")
-        if not verify(self.issuer, self.grant.encode(), self.signature):
-            raise ValueError("grant signature does not verify")
-        return Grant.model_validate_json(self.grant)
-
-
 class PutSecret(_Model):
     name: str = Field(pattern=NAME_PATTERN)
     #: the value as JSON ``{"string": …}`` / ``{"bytes": b64}``, sealed to the keyholder's xkey
@@ -289,12 +181,6 @@ class GetBody(_Model):
     nonce: str
 
 
-def build_get(host_seed: str, host_id: str, grant: SignedGrant, reply_xkey: str) -> GetSecrets:
-    body = GetBody(grant=grant, host_id=host_id, reply_xkey=reply_xkey, at=time.time(),
-                   nonce=_b64(os.urandom(12))).model_dump_json()
-    return GetSecrets(body=body, host_id=host_id, signature=NKey(host_seed).sign(body.encode()))
-
-
 def encode_values(values: dict[str, SecretValue]) -> bytes:
     return json.dumps({k: v.to_wire() for k, v in values.items()}).encode()
 
@@ -318,57 +204,5 @@ class SecretsUnavailable(RuntimeError):
     """The keyholder refused or could not be asked; the message says why, in one line."""
 
 
-async def fetch(nc: Any, lattice: str, host_seed: str, host_id: str, grant: SignedGrant,
-                timeout_s: float = 5.0) -> dict[str, SecretValue]:
-    """A host's get: the grant's secrets by the names the part reads them as."""
-    from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
-
-    from .control import CtlReply
-
-    xkey = EphemeralXKey()
-    req = build_get(host_seed, host_id, grant, xkey.public)
-    try:
-        msg = await nc.request(subject(lattice, Op.GET), req.model_dump_json().encode(), timeout=timeout_s)
-    except NoRespondersError:
-        raise SecretsUnavailable("no secrets keyholder answers (run wadm with --secrets-key)") from None
-    except (NatsTimeout, TimeoutError):
-        raise SecretsUnavailable(f"the secrets keyholder did not answer within {timeout_s}s") from None
-    reply = CtlReply.model_validate_json(msg.data)
-    if not reply.success:
-        raise SecretsUnavailable(f"secrets refused: {reply.message}")
-    return decode_values(xkey.open(str((reply.response or {}).get("sealed", ""))))
-
-
-# --- the CLI's side -----------------------------------------------------------------------
-
 NO_KEYHOLDER = ("no secrets keyholder answers in lattice {lattice!r}: it runs in wadm started with "
                 "--secrets-key FILE (as 'trellis up' does)")
-
-
-async def _ask(client: Any, op: str, body: BaseModel | None = None) -> Any:
-    from .client import ControlError
-    from .errors import ErrorCode
-
-    try:
-        return await client.request(subject(client.lattice, op), body)
-    except ControlError as exc:
-        if exc.code in (ErrorCode.NO_RESPONDERS, ErrorCode.TIMEOUT):
-            raise ControlError(NO_KEYHOLDER.format(lattice=client.lattice), exc.code) from None
-        raise
-
-
-async def put(client: Any, name: str, value: SecretValue) -> int:
-    """Store ``value`` as ``name``, sealed on this side to the keyholder's key; the new revision."""
-    keys = await _ask(client, Op.XKEY)
-    sealed = seal(str(keys["xkey"]), json.dumps(value.to_wire()).encode())
-    reply = await _ask(client, Op.PUT, PutSecret(name=name, sealed=sealed))
-    return int(reply["revision"])
-
-
-async def delete(client: Any, name: str) -> None:
-    await _ask(client, Op.DEL, DelSecret(name=name))
-
-
-async def list_names(client: Any) -> list[SecretInfo]:
-    return [SecretInfo(name=str(e["name"]), revision=int(e["revision"]), updated_at=str(e.get("updated_at", "")),
-                       kind=str(e.get("kind", ""))) for e in await _ask(client, Op.LIST)]

@@ -34,6 +34,7 @@ from trellis.interfaces import secrets as sx
 from trellis.interfaces import subjects
 from trellis.interfaces.control import CtlReply, parse_request
 from trellis.interfaces.errors import ErrorCode
+from trellis.signing import secrets as sealed
 from trellis.interfaces.store import StoreSettings
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Denied(Exception):
 
 
 class Keyholder:
-    def __init__(self, nc: Client, lattice: str, key: sx.NKey, trusted_issuers: frozenset[str],
+    def __init__(self, nc: Client, lattice: str, key: sealed.NKey, trusted_issuers: frozenset[str],
                  store_settings: StoreSettings | None = None) -> None:
         self.nc = nc
         self.lattice = lattice
@@ -125,7 +126,7 @@ class Keyholder:
         raw = value.reveal()
         if len(raw) > sx.MAX_SECRET_BYTES:
             raise ValueError(f"a secret is at most {sx.MAX_SECRET_BYTES} bytes")
-        stored = {"sealed": sx.seal(self.key.xkey, plain), "kind": "bytes" if isinstance(raw, bytes) else "string",
+        stored = {"sealed": sealed.seal(self.key.xkey, plain), "kind": "bytes" if isinstance(raw, bytes) else "string",
                   "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         kv = await self.kv()
         revision = await kv.put(req.name, json.dumps(stored).encode())
@@ -162,7 +163,7 @@ class Keyholder:
 
     async def _get(self, data: bytes) -> dict[str, str]:
         req = parse_request(sx.GetSecrets, data)
-        if not sx.verify(req.host_id, req.body.encode(), req.signature):
+        if not sealed.verify(req.host_id, req.body.encode(), req.signature):
             log.warning("secrets get refused: request not signed by host %s", req.host_id)
             raise Denied("the request is not signed by the host it names")
         body = sx.GetBody.model_validate_json(req.body)
@@ -171,7 +172,7 @@ class Keyholder:
         if abs(time.time() - body.at) > sx.MAX_CLOCK_SKEW_S:
             raise Denied(f"the request is older than {sx.MAX_CLOCK_SKEW_S:g}s (or the clocks disagree)")
         try:
-            grant = body.grant.open(frozenset(self.trusted))
+            grant = sealed.open_grant(body.grant, frozenset(self.trusted))
         except ValueError as exc:
             log.warning("secrets get refused for host %s: %s", req.host_id, exc)
             raise Denied(str(exc)) from None
@@ -182,7 +183,7 @@ class Keyholder:
         values = {ref.name: await self._read(ref) for ref in grant.secrets}
         log.info("secrets %s given to host %s for %s %s of %s", ",".join(sorted(values)), req.host_id,
                  grant.kind, grant.part, grant.app)
-        return {"sealed": sx.seal(body.reply_xkey, sx.encode_values(values))}
+        return {"sealed": sealed.seal(body.reply_xkey, sx.encode_values(values))}
 
     async def _read(self, ref: sx.SecretRef) -> sx.SecretValue:
         kv = await self.kv()

@@ -25,6 +25,7 @@ import nats
 import pytest
 
 from trellis.interfaces import secrets as sx
+from trellis.signing import secrets as sk
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.control import CtlReply
 from trellis.interfaces.wadm_client import WadmClient
@@ -41,21 +42,21 @@ PROVIDER = Path(__file__).resolve().parent / "secret_provider.py"
 
 
 def test_sealing_signing_and_grants() -> None:
-    keyholder, other = sx.NKey.generate(), sx.NKey.generate()
-    sealed = sx.seal(keyholder.xkey, b"hunter2")
+    keyholder, other = sk.NKey.generate(), sk.NKey.generate()
+    sealed = sk.seal(keyholder.xkey, b"hunter2")
     assert b"hunter2" not in base64.b64decode(sealed)
     assert keyholder.unseal(sealed) == b"hunter2"
     with pytest.raises(Exception):
         other.unseal(sealed)
     grant = sx.Grant(app="a", part="p", kind="component", host="N" + "A" * 55,
                      secrets=(sx.SecretRef(name="db", key="db-pw"),), issued_at=time.time())
-    signed = sx.SignedGrant.issue(keyholder, grant)
-    assert signed.open(frozenset({keyholder.public_key})) == grant
+    signed = sk.issue_grant(keyholder, grant)
+    assert sk.open_grant(signed, frozenset({keyholder.public_key})) == grant
     with pytest.raises(ValueError, match="does not trust"):
-        signed.open(frozenset({other.public_key}))
+        sk.open_grant(signed, frozenset({other.public_key}))
     tampered = signed.model_copy(update={"grant": signed.grant.replace('"p"', '"q"')})
     with pytest.raises(ValueError, match="does not verify"):
-        tampered.open(frozenset({keyholder.public_key}))
+        sk.open_grant(tampered, frozenset({keyholder.public_key}))
     value = sx.SecretValue("hunter2")
     assert "hunter2" not in repr(value) and "hunter2" not in str(value) and "hunter2" not in f"{[value]}"
 
@@ -200,7 +201,7 @@ spec:
 async def _deploy(nats_url: str, lattice: str, app: str, planted: str, tmp_path: Path) -> WadmClient:
     image = await asyncio.to_thread(build_python, "secretreader")
     async with LatticeClient(nats_url, lattice) as c:
-        await sx.put(c, f"{app}-db-password", sx.SecretValue(planted))
+        await sk.put(c, f"{app}-db-password", sx.SecretValue(planted))
         wadm = WadmClient(c)
         await wadm.put(_manifest(app, image, "granted"))
         await wadm.deploy(app)
@@ -311,11 +312,11 @@ async def test_a_member_without_the_grant_cannot_read_the_secret(
               if ".ctl.component." in s or ".ctl.provider." in s if b"secrets_grant" in data]
     assert grants, "no grant seen on the lattice"
     stolen = grants[0]
-    assert stolen.open(frozenset({stolen.issuer})).host == granted.id
+    assert sk.open_grant(stolen, frozenset({stolen.issuer})).host == granted.id
     requests = [data for s, data in sniffed if s == sx.subject(lattice, sx.Op.GET)]
     assert requests
 
-    rogue = sx.NKey.generate()  # a member with its own host key
+    rogue = sk.NKey.generate()  # a member with its own host key
     nc = await nats.connect(nats_server.url)
     try:
         async def ask(req: sx.GetSecrets | bytes) -> CtlReply:
@@ -323,18 +324,18 @@ async def test_a_member_without_the_grant_cannot_read_the_secret(
             msg = await nc.request(sx.subject(lattice, sx.Op.GET), data, timeout=5)
             return CtlReply.model_validate_json(msg.data)
 
-        xkey = sx.EphemeralXKey()
+        xkey = sk.EphemeralXKey()
         # 1. the stolen grant, presented as itself: the grant names another host
-        reply = await ask(sx.build_get(rogue._seed_text(), rogue.public_key, stolen, xkey.public))
+        reply = await ask(sk.build_get(rogue._seed_text(), rogue.public_key, stolen, xkey.public))
         assert not reply.success and "another host" in reply.message
         # 2. claiming to be the granted host, but signed with its own key
-        forged = sx.build_get(rogue._seed_text(), granted.id, stolen, xkey.public)
+        forged = sk.build_get(rogue._seed_text(), granted.id, stolen, xkey.public)
         reply = await ask(forged)
         assert not reply.success and "not signed by the host" in reply.message
         # 3. a grant of its own making, naming itself
         own = sx.Grant(app=app, part=f"{app}-reader", kind="component", host=rogue.public_key,
                        secrets=(sx.SecretRef(name="db-password", key=f"{app}-db-password"),), issued_at=time.time())
-        reply = await ask(sx.build_get(rogue._seed_text(), rogue.public_key, sx.SignedGrant.issue(rogue, own),
+        reply = await ask(sk.build_get(rogue._seed_text(), rogue.public_key, sk.issue_grant(rogue, own),
                                        xkey.public))
         assert not reply.success and "does not trust" in reply.message
         # 4. the granted host's own request, replayed: answered, but sealed to the host's key, not ours
@@ -407,8 +408,8 @@ accounts {{
         await ctl.start()
         member = NatsSettings(url=server.url, user="member", password="m")
         async with LatticeClient(member, lattice) as c:
-            await sx.put(c, "db", sx.SecretValue(planted))  # members put and list through the keyholder
-            assert [s.name for s in await sx.list_names(c)] == ["db"]
+            await sk.put(c, "db", sx.SecretValue(planted))  # members put and list through the keyholder
+            assert [s.name for s in await sk.list_names(c)] == ["db"]
             js = c.nc.jetstream(timeout=2)
             with pytest.raises(Exception):  # but cannot open, read or overwrite the bucket itself
                 kv = await js.key_value(f"TRELLIS_{lattice}_secrets")

@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from trellis.interfaces import secrets as sx
+from trellis.signing import secrets as sealed
 
 from .options import Conn, with_conn
 from .output import Output, OutputOpt, emit, fail, run_on, table
@@ -62,7 +63,7 @@ def secret_put(
         secret = sx.value_from_input(data)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    revision = run_on(conn, lambda c: sx.put(c, name, secret))
+    revision = run_on(conn, lambda c: sealed.put(c, name, secret))
     typer.echo(f"secret {name!r} put (revision {revision})")
 
 
@@ -74,7 +75,7 @@ def secret_list(
     conn: Conn,
 ) -> None:
     """The lattice's secrets: names, revisions and when they changed (never values)."""
-    found = run_on(conn, lambda c: sx.list_names(c))
+    found = run_on(conn, lambda c: sealed.list_names(c))
     if emit([asdict(s) for s in found], output):
         return
     table(f"secrets in lattice {conn.lattice!r}", ["NAME", "REVISION", "KIND", "UPDATED"],
@@ -90,5 +91,5 @@ def secret_del(
 ) -> None:
     """Delete a secret, every stored version of it."""
     _check_name(name)
-    run_on(conn, lambda c: sx.delete(c, name))
+    run_on(conn, lambda c: sealed.delete(c, name))
     typer.echo(f"secret {name!r} deleted")

@@ -3,7 +3,8 @@ and the trusted-issuer check hosts make before running anything.
 
 A library layer (docs/architecture.md): the format is wasmCloud's (wascap), the code that signs
 and verifies it is used by the host (admission) and the CLI (`trellis sign`, `--trusted-issuer`);
-it imports only the contracts' errors."""
+``secrets.py`` holds the keys that sign, seal and open secrets and the calls to the keyholder.
+It imports only the contracts."""
 
 from .claims import Claims, SignatureError, decode_verified
 from .keys import IssuerKey, KeyError_, check_issuer

@@ -44,11 +44,11 @@ from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.connection import connect, goodbye
 from trellis.interfaces.control import CtlReply
 from trellis.interfaces.events import Event, EventType
-from trellis.interfaces.secrets import NKey
 from trellis.interfaces.store import LatticeStore, StoreSettings
 from trellis.interfaces.wadm_api import AppStatusReply, ControllerInfo, Role
 from trellis.kit.service import Service
 from trellis.kit.version import __version__
+from trellis.signing.secrets import NKey
 
 from ..keyholder import Keyholder
 from ..manifest import Manifest

@@ -42,8 +42,9 @@ from trellis.interfaces.errors import ErrorCode, TrellisError
 from trellis.interfaces.events import EventType
 from trellis.interfaces.links import Link
 from trellis.interfaces.policy import PolicyClient, link_body
-from trellis.interfaces.secrets import Grant, NKey, SecretRef, SignedGrant
+from trellis.interfaces.secrets import Grant, SecretRef, SignedGrant
 from trellis.interfaces.store import LatticeStore
+from trellis.signing.secrets import NKey, issue_grant
 
 from ..commands import (
     Command,
@@ -230,7 +231,7 @@ class Executor:
             raise CommandFailed(f"{kind} {part} reads secrets, but this wadm has no secrets key "
                                 "(start it with --secrets-key FILE, as 'trellis up' does)")
         grant = Grant(app=app, part=part, kind=kind, host=host_id, secrets=refs, issued_at=time.time())
-        return SignedGrant.issue(self.grant_key, grant)
+        return issue_grant(self.grant_key, grant)
 
     @staticmethod
     def _reuse(reuse: Reuse) -> ctl.ReuseSpec:

@@ -25,7 +25,8 @@ stages only; ``BENCH_DENSITY_ENV=NAME=VALUE,...`` sets variables for every
 Trellis host; ``BENCH_DENSITY_AB=NAME=VALUE,...`` adds a second Trellis lattice
 to the density stage with those variables, measured in the same windows (an
 A/B in one sitting; ``PYTHONPATH=DIR`` runs another checkout's platform, e.g.
-the commit before a change, for a before/after).
+the commit before a change, for a before/after). ``BENCH_DENSITY_N=1,10,50`` and
+``BENCH_DENSITY_IDLE_S=60`` override the copies and the idle window.
 """
 
 from __future__ import annotations
@@ -201,8 +202,8 @@ def _slope(points: dict[int, float]) -> float:
 
 
 def stage_density(ctx: Context, workers: int, nats_url: str, nats_pid: int | None) -> None:
-    ns = ctx.pick([1, 5], [1, 10, 50])
-    idle_s = ctx.pick(10.0, 60.0)
+    ns = [int(n) for n in os.environ.get("BENCH_DENSITY_N", "").split(",") if n.strip()] or ctx.pick([1, 5], [1, 10, 50])
+    idle_s = float(os.environ.get("BENCH_DENSITY_IDLE_S") or ctx.pick(10.0, 60.0))
     trellises = [SmallAppsTrellis(ctx.workdir, workers, max_idle_s=None)]
     ab = _ab_env()
     if ab:

@@ -193,23 +193,51 @@ def engine_settings(allocator: str = "on-demand", **overrides: object) -> Engine
 
 
 class _EpochTicker:
-    """Daemon thread that increments an engine's epoch every ``period_s``."""
+    """Daemon thread that increments an engine's epoch every ``period_s`` while a deadline is armed.
+
+    Ticks are needed only while some store may run with a deadline: each call arms its store
+    (:meth:`RuntimeEngine.arm`) with a deadline of N ticks, and the thread goes on until it has
+    made those N ticks (counted, not timed: a late thread still makes every one). With no
+    deadline pending the thread blocks on an event instead of waking 100 times a second, so an
+    idle worker costs no CPU for its deadlines.
+    """
 
     def __init__(self, engine: wasmtime.Engine, period_s: float) -> None:
         self._engine = engine
         self._period_s = period_s
         self._stop = threading.Event()
+        #: ticks made, and the count to reach before sleeping (every armed deadline passed)
+        self._count = 0
+        self._target = 0
+        self._wake = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="trellis-epoch-ticker", daemon=True
         )
         self._thread.start()
 
+    def need(self, ticks: int) -> None:
+        """A deadline ``ticks`` from now was armed: tick at least that many more times."""
+        target = self._count + ticks + 1
+        if target > self._target:
+            self._target = target
+            if not self._wake.is_set():
+                self._wake.set()
+
     def _run(self) -> None:
-        while not self._stop.wait(self._period_s):
+        while not self._stop.is_set():
+            if self._count >= self._target:
+                self._wake.clear()
+                if self._count >= self._target:  # nothing armed since: sleep until something is
+                    self._wake.wait()
+                continue
+            if self._stop.wait(self._period_s):
+                return
             self._engine.increment_epoch()
+            self._count += 1
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join()
 
 
@@ -246,6 +274,12 @@ class RuntimeEngine:
                     self._ticker = _EpochTicker(
                         self.engine, self.settings.epoch_tick_ms / 1000.0
                     )
+
+    def arm(self, ticks: int) -> None:
+        """A store was given a deadline of ``ticks`` from now: tick until it has passed."""
+        ticker = self._ticker
+        if ticker is not None and ticks < 2**61:
+            ticker.need(ticks)
 
     @property
     def ticker_running(self) -> bool:

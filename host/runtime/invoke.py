@@ -532,7 +532,9 @@ class Invoker:
         armed once, so instantiation counts against the call's budgets."""
         if self._metered:
             store.set_fuel(self._fuel)
-        store.set_epoch_deadline(self._deadline_ticks if ticks is None else ticks)
+        ticks = self._deadline_ticks if ticks is None else ticks
+        store.set_epoch_deadline(ticks)
+        self.engine.arm(ticks)  # the epoch ticker runs while a deadline may be pending
 
     def _instantiate(self, ctx: CallContext, ticks: int | None = None, inline: bool = False) -> _Live:
         if self._orphans and not inline:

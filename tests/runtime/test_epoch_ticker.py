@@ -1,0 +1,38 @@
+"""The epoch ticker ticks only while a deadline is pending: an idle worker does not wake 100 times a
+second, and every armed deadline still gets all of its ticks (host/runtime/engine.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from trellis.host.runtime import make_engine
+from trellis.host.runtime.engine import EngineSettings
+
+
+def _until(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+def test_ticker_sleeps_between_deadlines_and_makes_every_tick_of_one() -> None:
+    eng = make_engine(EngineSettings(epoch_tick_ms=1, consume_fuel=False))
+    try:
+        eng.deadline_ticks(1.0)  # starts the ticker; nothing armed yet
+        ticker = eng._ticker
+        assert ticker is not None
+
+        def asleep() -> bool:
+            return ticker._count >= ticker._target and not ticker._wake.is_set()
+
+        _until(asleep)
+        before = ticker._count
+        eng.arm(25)  # a store got a deadline of 25 ticks
+        _until(lambda: ticker._count >= before + 25)
+        _until(asleep)
+        eng.arm(2**62)  # no deadline: nothing to tick for
+        assert asleep()
+    finally:
+        eng.close()

@@ -115,6 +115,9 @@ class Controller(Service):
         self.workers: dict[str, AppWorker] = {}
         self._records_synced = asyncio.Event()
         self._passes = itertools.count(1)
+        #: bumped by every change of the lattice view; quiet apps: name -> (view version, time of the pass)
+        self._view_version = 0
+        self._quiet: dict[str, tuple[int, float]] = {}
         self._housekeeping_wake = asyncio.Event()
         self._ping_sub: Any = None
         self._stopper: asyncio.Task[None] | None = None  # close() after a fatal failure outlives the tasks
@@ -251,7 +254,14 @@ class Controller(Service):
             self.wake_all()
 
     def _on_view_change(self, why: str) -> None:
+        self._view_version += 1
         self.wake_all()
+
+    def _tick_wanted(self, name: str, now: float) -> bool:
+        """Whether a tick should pass ``name`` again: not when it is quiet (its last pass issued
+        nothing and found it deployed) and the view has not changed since, until ``quiet_resync_s``."""
+        quiet = self._quiet.get(name)
+        return quiet is None or quiet[0] != self._view_version or now - quiet[1] >= self.settings.quiet_resync_s
 
     def wake_all(self) -> None:
         for w in self.workers.values():
@@ -309,17 +319,23 @@ class Controller(Service):
             except Exception:  # e.g. NATS away for a moment: try again on the next round
                 log.exception("housekeeping failed")
             if loop.time() >= next_tick:
-                next_tick = loop.time() + self.settings.tick_s
-                self.wake_all()
-                await self._announce_all()
+                now = next_tick = loop.time()
+                next_tick += self.settings.tick_s
+                for name, w in list(self.workers.items()):
+                    if self._tick_wanted(name, now):
+                        w.wake.set()
+                await self._announce_all(now)
 
-    async def _announce_all(self) -> None:
+    async def _announce_all(self, now: float) -> None:
         """Announce status changes every tick too: a pass can take long (a start waits for its
-        host to compile), and what changes meanwhile (a provider turning unhealthy) is news now."""
+        host to compile), and what changes meanwhile (a provider turning unhealthy) is news now.
+        A quiet app's status cannot have changed without the view changing: it is skipped."""
         if not self.may_act():
             return
         for name, record in sorted(self.records.items()):
             if record.deployed_version is None and name not in self._announced:
+                continue
+            if not self._tick_wanted(name, now):
                 continue
             try:
                 await self._announce_status(name, record)
@@ -372,13 +388,18 @@ class Controller(Service):
     async def reconcile_app(self, name: str) -> None:
         """One pass for one application: plan against a fresh snapshot, apply, remember."""
         record = self.records.get(name)
+        version = self._view_version
         observed = self.observer.view.snapshot()
         pass_id = f"{self.id}.{next(self._passes)}"
+        self._quiet.pop(name, None)
         with self.metrics.reconcile(name, pass_id) as outcome:
-            await self._reconcile(name, record, observed, pass_id, outcome)
+            quiet = await self._reconcile(name, record, observed, pass_id, outcome)
+        if quiet:
+            self._quiet[name] = (version, asyncio.get_running_loop().time())
 
     async def _reconcile(self, name: str, record: AppRecord | None, observed: Any, pass_id: str,
-                         outcome: dict[str, Any]) -> None:
+                         outcome: dict[str, Any]) -> bool:
+        """One pass; whether it was quiet (nothing to do, the app deployed, no failure remembered)."""
         manifest: Manifest | None = None
         shared: dict[str, Manifest] = {}
         if record is not None and record.deployed_version is not None:
@@ -386,7 +407,7 @@ class Controller(Service):
             if manifest is None:
                 log.error("cannot reconcile %s: manifest %s is missing from the store", name,
                           record.deployed_version)
-                return
+                return False
             shared = await self.shared_apps()
             now = asyncio.get_running_loop().time()
             commands = plan(manifest, observed, pass_id=pass_id, shared_apps=shared,
@@ -401,11 +422,15 @@ class Controller(Service):
             outcome["applied"], outcome["failed"] = result.applied, result.failed
             if result.applied or result.failed:
                 self.last_pass[name] = pass_id
+        quiet = False
         if manifest is not None:  # forget failures of what has since reached its desired state
             st = plan(manifest, self.observer.view.snapshot(), shared_apps=shared).status
             self.executor.book.clear_subjects(name, [c.id for c in st.components if c.state is AppState.DEPLOYED])
+            quiet = (not commands and st.state is AppState.DEPLOYED and not self.executor.book.avoid(name)
+                     and not self.executor.book.restarted_hosts(name, asyncio.get_running_loop().time()))
         if record is not None:
             await self._announce_status(name, record)
+        return quiet
 
     async def _announce_status(self, name: str, record: AppRecord) -> None:
         """Publish ``app_status_changed`` (the whole `AppStatusReply`) when the status or its message changed."""

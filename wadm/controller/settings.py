@@ -24,6 +24,12 @@ class ControllerSettings(BaseModel):
         description="every deployed app is reconciled at least this often, whatever events were missed "
         "(level-triggered); relevant events trigger a pass at once",
     )
+    quiet_resync_s: float = Field(
+        default=30.0, gt=0,
+        description="an app found deployed by a pass that issued nothing is passed again on a tick only when "
+        "the lattice view changed since (any change wakes every app at once), or after this long: the safety net "
+        "for missed events, without planning every quiet app every tick",
+    )
     host_expiry_intervals: float = Field(
         default=3.0, gt=1,
         description="a host not heard from for this many of its own heartbeat intervals is gone "

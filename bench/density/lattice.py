@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -71,7 +72,7 @@ class TrellisLattice:
         with open(self.workdir / "wadm.log", "ab") as log:
             self.wadm = subprocess.Popen(procs.trellis_argv("wadm", *self.conn, "--log-level", "warning"),
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         env={**os.environ, **self.env}, start_new_session=True)
         deadline = time.monotonic() + 60  # the controller needs a moment to take the lease
         while subprocess.run(procs.trellis_argv("app", "list", *self.conn), capture_output=True,
                              timeout=30).returncode:

@@ -108,7 +108,7 @@ def run(ctx: Context) -> None:
         gc.unfreeze()
         gc.set_threshold(700, threshold[1], threshold[2])  # Python's own settings
         python = best_ms(decode, runs)
-        gc_tuning.tune()
+        gc_tuning.tune(gc_tuning.threshold_from_env())
         tuned = best_ms(decode, runs)
     finally:
         gc.unfreeze()

@@ -32,6 +32,7 @@ from trellis.interfaces.policy import claims_body
 from .artifacts import ArtifactFetcher
 from .runtime.memory import give_back_freed_memory
 from .workers import WorkerPool
+from .workers.messages import Boot, Load
 
 if TYPE_CHECKING:
     from .host import Host
@@ -62,14 +63,14 @@ class ComponentManager:
         self.fetcher = ArtifactFetcher(self.host.nc, self.host.lattice, s.state_dir / "artifacts",
                                        insecure_registries=s.insecure_registries,
                                        who=f"host {self.host.friendly_name}")
-        boot = {
-            "nats": s.nats.to_dict(), "lattice": self.host.lattice, "host_id": self.host.id,
-            "cache_dir": str(s.compile_cache_dir or s.state_dir / "compiled"), "threads": s.worker_threads,
-            "instance_allocator": s.instance_allocator,
-            "handoff": handoff.enabled(), "policy": s.policy.to_dict(),
-            "policy_requester": {"kind": "host", "publicKey": self.host.id, "lattice": self.host.lattice},
-            "log_dir": str(s.state_dir / "logs"),
-        }
+        boot = Boot(
+            nats=s.nats.to_dict(), lattice=self.host.lattice, host_id=self.host.id,
+            cache_dir=str(s.compile_cache_dir or s.state_dir / "compiled"), threads=s.worker_threads,
+            instance_allocator=s.instance_allocator,
+            handoff=s.tuning.calls.http_handoff and handoff.available(), policy=s.policy.to_dict(),
+            policy_requester={"kind": "host", "publicKey": self.host.id, "lattice": self.host.lattice},
+            log_dir=str(s.state_dir / "logs"), tuning=s.tuning,
+        )
         self.pool = WorkerPool(boot, s.workers or (os.cpu_count() or 1), self.host.tasks,
                                log_dir=s.state_dir / "logs", log_env=self.host.log_env())
         await self.pool.start()
@@ -160,16 +161,14 @@ class ComponentManager:
             "maxInstances": req.max_instances, "annotations": req.annotations, "claims": claims_body(claims),
             "wasi": req.wasi.model_dump(mode="json"),
         }, f"component {req.component_id}")
-        cmd = {
-            "component_id": req.component_id, "path": str(path), "digest": digest,
-            "max_instances": req.max_instances, "reuse": req.reuse.model_dump(),
-            "limits": req.limits.model_dump(), "wasi": req.wasi.model_dump(), "config": req.config,
-            "non_retryable": req.non_retryable,
+        cmd = Load(
+            component_id=req.component_id, path=str(path), digest=digest, max_instances=req.max_instances,
+            reuse=req.reuse, limits=req.limits, wasi=req.wasi, config=req.config, non_retryable=req.non_retryable,
             # the app it belongs to, for its invocation records (wadm's APP_ANNOTATION)
-            "app": req.annotations.get("trellis.app", ""),
-        }
+            app=req.annotations.get("trellis.app", ""),
+        )
         if req.secrets_grant is not None:  # to the workers over their pipes, never logged
-            cmd["secrets"] = await self.host.fetch_secrets(req.secrets_grant)
+            cmd.secrets = await self.host.fetch_secrets(req.secrets_grant)
         self._stage(req.component_id, "compiling and loading into the workers")
         await self.pool.load(cmd)
         prev = self.running.get(req.component_id)

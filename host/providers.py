@@ -133,6 +133,7 @@ class ProviderManager:
             "host_id": self.host.id, "nats": s.nats.to_dict(), "config": sup.spec.inline_config,
             "config_names": sup.spec.config, "state_dir": str(s.state_dir),
             "local_workers": self.host.components.worker_addresses(),
+            "gc_threshold": s.tuning.process.gc_threshold,
         }
         if sup.spec.secrets_grant is not None:  # fetched at every (re)start: a rotated secret is picked up
             boot["secrets"] = await self.host.fetch_secrets(sup.spec.secrets_grant)

@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 from trellis.interfaces.connection import NatsSettings
 from trellis.interfaces.policy import PolicySettings
 
+from .tuning import Tuning
+
 
 def default_state_dir() -> Path:
     return Path(os.environ.get("TRELLIS_STATE_DIR", "~/.trellis")).expanduser()
@@ -79,4 +81,8 @@ class HostSettings(BaseModel):
     metrics_scope: str = Field(
         "host", description="host: this host's workers and providers; lattice: also every wadm controller "
         "(trellis up serves its whole embedded lattice)"
+    )
+    tuning: Tuning = Field(
+        default_factory=Tuning.from_env, description="the data path's switches and budgets (host/tuning.py), "
+        "from the TRELLIS_* variables when not given; handed to every worker at its start"
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -34,6 +34,17 @@ from .telemetry.series import FastHistogram
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Invocation], Awaitable[Any]]
+
+
+class Admission(Protocol):
+    """A server's concurrency slots: ``asyncio.Semaphore`` by default; a worker passes slots
+    its co-located calls share (``host/workers/slots.py``)."""
+
+    def locked(self) -> bool: ...
+
+    async def acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
 
 #: room left in each NATS message of a reply sent in parts, for its headers
 _PART_ROOM = 1024
@@ -66,6 +77,7 @@ class RpcServer:
         max_concurrent: int = 64,
         max_queue: int = 256,
         non_retryable: frozenset[str] = frozenset(),
+        admission: Admission | None = None,
     ) -> None:
         self.nc = nc
         self.lattice = lattice
@@ -76,7 +88,8 @@ class RpcServer:
         self.max_queue = max_queue
         #: functions (``func`` or ``ns:pkg/iface.func``) that must run at most once
         self.non_retryable = non_retryable
-        self._slots = asyncio.Semaphore(max_concurrent)
+        #: where calls take a slot (``max_concurrent`` of them unless ``admission`` is given)
+        self._slots: Admission = admission if admission is not None else asyncio.Semaphore(max_concurrent)
         self._waiting = 0
         self._inflight: set[asyncio.Task[None]] = set()
         #: calls that want progress frames: id(inv) -> (reply subject, invocation id, arrived at)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -163,6 +162,11 @@ class EngineSettings:
             their initial image instead of copying the data segments into each
             new instance. On (wasmtime's default): a componentize-py component's
             ~10 MiB heap image made instantiation 20× dearer when copied.
+        profiler: wasmtime's profiling strategy (``perfmap``, ``jitdump``,
+            ``vtune``) so that perf names the guest's functions; ``None``
+            (the default) profiles nothing. An unknown name is logged and
+            ignored. A worker takes it from ``tuning.wasm.profiler``
+            (``TRELLIS_WASM_PROFILER``, host/tuning.py).
     """
 
     max_wasm_stack_bytes: int = 512 * 1024
@@ -171,6 +175,7 @@ class EngineSettings:
     consume_fuel: bool = True
     pool: InstancePool | None = None
     memory_init_cow: bool = True
+    profiler: str | None = None
 
     def cache_tag(self) -> str:
         """Settings that affect compiled code, for compile-cache keys."""
@@ -306,7 +311,7 @@ def make_engine(settings: EngineSettings | None = None) -> RuntimeEngine:
     config.memory_init_cow = settings.memory_init_cow
     if settings.pool is not None:
         settings.pool.apply(config)
-    profiler = os.environ.get(PROFILER_ENV)
+    profiler = settings.profiler
     if profiler:  # e.g. perfmap: perf then names the guest's functions
         try:
             config.profiler = profiler

@@ -35,7 +35,6 @@ from typing import Any, Callable
 from wasmtime import _ffi as ffi
 from wasmtime.component import _types as T
 
-from trellis.kit.switches import switched_on
 
 log = logging.getLogger(__name__)
 
@@ -366,10 +365,8 @@ def _layout_ok() -> bool:
 
 def apply(lib: ctypes.CDLL) -> bool:
     """Install: containers and variants lower in place. False (and wasmtime-py's conversion
-    stays) when switched off or the struct layout is not the one this was written for."""
+    stays) when the struct layout is not the one this was written for."""
     global _lib
-    if not switched_on(ENV):
-        return False
     if not _layout_ok():
         log.warning("wasmtime-py component value layout not recognised; values are lowered the slow way")
         return False

@@ -71,8 +71,6 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import _linker, _types
 from wasmtime.component._enter import catch_exceptions
 
-from trellis.kit.switches import switched_on
-
 from . import lower_in_place
 
 log = logging.getLogger(__name__)
@@ -87,6 +85,9 @@ KEEP_TYPES = "_trellis_keep_types"
 _TYPES = "_trellis_types"
 
 HOLD_GIL_ENV = "TRELLIS_HOLD_GIL"
+#: wasmtime-py's own bindings of the functions 6 replaced (name -> function), to put back; and ours
+_released: dict[str, Any] = {}
+_held: dict[str, Any] = {}
 
 _original_to_c = _types.ListType.convert_to_c
 _original_from_c = _types.ListType.convert_from_c
@@ -300,8 +301,8 @@ def _fast_byte_vecs() -> bool:
 
 
 def _library() -> ctypes.CDLL:
-    """wasmtime's library again: through ``PyDLL`` (calls keep the GIL, 6) unless switched off."""
-    return (ctypes.PyDLL if switched_on(HOLD_GIL_ENV) else ctypes.CDLL)(str(ffi.filename))
+    """wasmtime's library again, through ``PyDLL``: calls keep the GIL (6)."""
+    return ctypes.PyDLL(str(ffi.filename))
 
 
 #: C functions that only build, read or free values, types and handles: quick, never run Wasm (6)
@@ -316,6 +317,13 @@ def _hold_gil() -> int:
     """Install 6. How many of wasmtime-py's C functions now keep the GIL (0: not recognised)."""
     if getattr(ffi, "_trellis_gil_held", 0):
         return int(getattr(ffi, "_trellis_gil_held"))
+    if _released:  # held once, then released: bound again as before
+        from wasmtime import _bindings as bound
+
+        for name in _released:
+            setattr(bound, name, _held[name])
+        ffi._trellis_gil_held = len(_released)  # type: ignore[attr-defined]
+        return len(_released)
     from wasmtime import _bindings
 
     if not hasattr(ffi, "filename"):
@@ -328,10 +336,34 @@ def _hold_gil() -> int:
             continue
         held = lib[cname]
         held.restype, held.argtypes = fn.restype, fn.argtypes
+        _released[name], _held[name] = fn, held
         setattr(_bindings, name, held)
         count += 1
     ffi._trellis_gil_held = count  # type: ignore[attr-defined]
     return count
+
+
+def hold_gil(on: bool) -> None:
+    """6 on (the default once applied) or off: wasmtime-py's own bindings, which release the GIL
+    on every call (``TRELLIS_HOLD_GIL=0``, for comparison). Call before any Wasm runs."""
+    if on:
+        _hold_gil()
+        return
+    from wasmtime import _bindings
+
+    for name, fn in _released.items():
+        setattr(_bindings, name, fn)
+    ffi._trellis_gil_held = 0  # type: ignore[attr-defined]
+
+
+def switch(*, hold_gil_on: bool = True, lower_in_place_on: bool = True, wasi_http_fast_on: bool = True) -> None:
+    """Set the switches of the corrections above (a worker's ``tuning.wasm``, host/tuning.py):
+    all on by default; off only to compare. Call at start, before any component is loaded."""
+    from .wasi_http import fastcall
+
+    hold_gil(hold_gil_on)
+    lower_in_place.enabled = lower_in_place_on
+    fastcall.enabled = wasi_http_fast_on
 
 
 def _layout_ok() -> bool:
@@ -350,7 +382,7 @@ def apply() -> bool:
         log.warning("wasmtime-py component types not recognised; their shapes are read on every value")
     elif not _keep_import_types():
         log.warning("wasmtime-py linker not recognised; host imports read their types on every call")
-    if switched_on(HOLD_GIL_ENV) and not _hold_gil():
+    if not _hold_gil():
         log.warning("wasmtime-py bindings not recognised; every C call releases the GIL")
     if not _fast_byte_vecs():
         log.warning("wasmtime-py byte vectors not recognised; strings are lowered the slow way")

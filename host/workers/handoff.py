@@ -46,6 +46,7 @@ from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.serving import serve
 from trellis.samehost import handoff
 
+from . import dispatch
 from .records import VIA_HANDOFF
 
 if TYPE_CHECKING:
@@ -74,21 +75,22 @@ class LocalCaller:
                    instance_wait_s: float, retry_lost: bool, trace: dict[str, str] | None = None,
                    invocation_id: str | None = None) -> Any:
         served = self.worker.served.get(target)
-        slots = served.slots if served is not None else None
-        limit = self.remote.max_payload
         body = request.get("body") or b""
-        if (served is None or slots is None or served.invoker.closed or len(body) > limit - ENVELOPE_ROOM
-                or not slots.try_acquire()):
+        decision = dispatch.handoff(served is not None, served is not None and served.taking_calls, len(body),
+                                    self.remote.max_payload - ENVELOPE_ROOM)
+        slots = served.slots if served is not None else None
+        if decision.way is dispatch.REMOTE or slots is None or not slots.try_acquire():
             if served is not None:
                 served.handoff["remote"] += 1
             return await self.remote.call(target, link_name, request, timeout_s=timeout_s,
                                           instance_wait_s=instance_wait_s, retry_lost=retry_lost, trace=trace,
                                           invocation_id=invocation_id)
+        assert served is not None
         inv = Invocation(target=target, interface=INTERFACE, function=FUNCTION, args=[request], source=self.source,
                          id=invocation_id or self.new_id(), deadline_ms=int((time.time() + timeout_s) * 1000),
                          link=link_name, trace=trace or {})
         try:  # as the RPC server serves it: its span (or the request's trace context), its errors, its counts
-            result = await serve(inv, self.worker.invoke, served, inv, timeout_s, VIA_HANDOFF, counts=served.handoff,
+            result = await serve(inv, self.worker.calls.invoke, served, inv, timeout_s, VIA_HANDOFF, counts=served.handoff,
                                  attributes=_SPAN_ATTRIBUTES)
         except RpcError as exc:
             if exc.code == ErrorCode.TIMEOUT and inv.remaining_s() <= 0:  # the request's deadline
@@ -206,7 +208,7 @@ class HandoffServer:
     def serving(self) -> list[str]:
         if self.closing:
             return []
-        return sorted(cid for cid, s in self.worker.served.items() if s.slots is not None)
+        return self.worker.served.taking_calls()
 
     def changed(self) -> None:
         """The components served here changed: every provider learns which it may hand over."""

@@ -20,7 +20,8 @@ anything left the instance, when it
 * calls an import answered over the lattice (a provider, another component):
   the loop cannot wait for itself. Logging and runtime config are answered
   inline; log lines are held until the call ends, so a call run again logs once;
-* runs past the inline budget (``TRELLIS_INLINE_BUDGET_MS``, default 20 ms):
+* runs past the inline budget (``calls.inline_budget_ms`` of ``host/tuning.py``,
+  ``TRELLIS_INLINE_BUDGET_MS``, default 20 ms):
   other calls on this worker must not wait behind it. The loop is blocked at
   most the budget plus one epoch tick (10 ms);
 * needs a new instance while a Wasm thread is creating or dropping one (the
@@ -38,23 +39,19 @@ inline calls off.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from trellis.host.runtime import ErrorKind, InvocationError, Reroute, WasiGrants
-from trellis.kit.switches import switched_on
 
 from .local import LocalImports
 
 if TYPE_CHECKING:
+    from ..tuning import CallPaths
     from trellis.host.runtime import CallProbe
     from trellis.interfaces.envelope import Invocation
 
-    from .worker import Served
+    from .registry import Served
 
-ENABLE_ENV = "TRELLIS_INLINE_CALLS"
-BUDGET_ENV = "TRELLIS_INLINE_BUDGET_MS"
-DEFAULT_BUDGET_MS = 20.0
 #: runs past the budget in a row after which a function stays on Wasm threads
 OVERRUNS_TO_STICK = 3
 
@@ -66,16 +63,11 @@ class BudgetOverrun(Reroute):
         super().__init__(reason, sticky=False)
 
 
-def budget_s(boot: dict[str, Any]) -> float | None:
-    """The inline budget in seconds, or None when inline calls are off (boot, then environment)."""
-    if not switched_on(ENABLE_ENV, boot.get("inline_calls")):
+def budget_s(calls: "CallPaths") -> float | None:
+    """The inline budget in seconds, or None when inline calls are off."""
+    if not calls.inline_calls or calls.inline_budget_ms <= 0:
         return None
-    raw = boot.get("inline_budget_ms", os.environ.get(BUDGET_ENV))
-    try:
-        ms = float(raw) if raw not in (None, "") else DEFAULT_BUDGET_MS
-    except (TypeError, ValueError):
-        ms = DEFAULT_BUDGET_MS
-    return ms / 1000.0 if ms > 0 else None
+    return calls.inline_budget_ms / 1000.0
 
 
 def eligible(grants: WasiGrants) -> bool:

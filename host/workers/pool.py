@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from trellis.interfaces.telemetry import merge
 from trellis.kit.procs import death_signal, supervised_env
 from trellis.kit.service import TaskGroup
+
+from .messages import Boot, Command, Load, Metrics, Ready, Scale, Shutdown, Stats, Unload, Usage, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ class _Worker:
 
 
 class WorkerPool:
-    def __init__(self, boot: dict[str, Any], count: int, tasks: TaskGroup, log_dir: Path | None = None,
+    def __init__(self, boot: Boot, count: int, tasks: TaskGroup, log_dir: Path | None = None,
                  log_env: dict[str, str] | None = None) -> None:
         self.boot = boot
         self.count = max(1, count)
@@ -51,7 +53,7 @@ class WorkerPool:
         self._ids = itertools.count(1)
         self._closing = False
         # component_id -> load command (without the per-worker share), replayed on restart
-        self.loaded: dict[str, dict[str, Any]] = {}
+        self.loaded: dict[str, Load] = {}
         #: each worker's last metrics; the counters of workers that died, so the host's totals never go back
         self._last_metrics: dict[int, list[dict[str, Any]]] = {}
         self._retired: list[dict[str, Any]] = []
@@ -82,7 +84,7 @@ class WorkerPool:
             if stderr is not None and stderr is not sys.stdout:
                 stderr.close()
         assert w.proc.stdin is not None
-        w.proc.stdin.write((json.dumps({**self.boot, "worker_index": w.index}) + "\n").encode())
+        w.proc.stdin.write(self.boot.model_copy(update={"worker_index": w.index}).line())
         await w.proc.stdin.drain()
         self.tasks.spawn(self._read(w, w.proc), f"worker-{w.index}-reader")
 
@@ -93,18 +95,19 @@ class WorkerPool:
             if not line:
                 break
             try:
-                msg = json.loads(line)
+                msg = parse_event(line)
             except ValueError:
+                log.warning("worker %d said something that is not a message: %.200r", w.index, line)
                 continue
-            if msg.get("event") == "ready":
+            if isinstance(msg, Ready):
                 w.ready.set()
                 continue
-            fut = w.pending.pop(msg.get("id"), None)
+            fut = w.pending.pop(msg.id, None)
             if fut is not None and not fut.done():
-                if msg.get("ok"):
-                    fut.set_result(msg.get("result"))
+                if msg.ok:
+                    fut.set_result(msg.result)
                 else:
-                    fut.set_exception(WorkerError(msg.get("error", "worker command failed")))
+                    fut.set_exception(WorkerError(msg.error or "worker command failed"))
         code = await proc.wait()
         for fut in w.pending.values():
             if not fut.done():
@@ -125,61 +128,61 @@ class WorkerPool:
         await self._spawn(w)
         await asyncio.wait_for(w.ready.wait(), 30)
         for cid, cmd in list(self.loaded.items()):
-            share = split_share(cmd["max_instances"], self.count)[w.index]
+            share = split_share(cmd.max_instances, self.count)[w.index]
             try:
-                await self._command(w, {**cmd, "op": "load", "share": share})
+                await self._command(w, cmd.for_worker(share))
             except WorkerError as exc:
                 log.error("worker %d could not reload %s: %s", w.index, cid, exc)
 
-    async def _command(self, w: _Worker, cmd: dict[str, Any], timeout_s: float = 900.0) -> Any:
+    async def _command(self, w: _Worker, cmd: Command, timeout_s: float = 900.0) -> Any:
         if w.proc is None or w.proc.returncode is not None or w.proc.stdin is None:
             raise WorkerError(f"worker {w.index} is not running")
         cid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         w.pending[cid] = fut
-        w.proc.stdin.write((json.dumps({**cmd, "id": cid}) + "\n").encode())
+        w.proc.stdin.write(cmd.model_copy(update={"id": cid}).line())
         await w.proc.stdin.drain()
         try:
             return await asyncio.wait_for(fut, timeout_s)
         except asyncio.TimeoutError:
             w.pending.pop(cid, None)
-            raise WorkerError(f"worker {w.index} did not finish '{cmd.get('op')}' of "
-                              f"{cmd.get('component_id', '')} within {timeout_s:.0f}s") from None
+            raise WorkerError(f"worker {w.index} did not finish '{cmd.op}' of "
+                              f"{getattr(cmd, 'component_id', '')} within {timeout_s:.0f}s") from None
 
-    async def _all(self, make: Any) -> list[Any]:
+    async def _all(self, make: Callable[[_Worker], Command]) -> list[Any]:
         return await asyncio.gather(*(self._command(w, make(w)) for w in self.workers))
 
     # --- what the host asks for ------------------------------------------------------
 
-    async def load(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        """Serve a component (or a new version of it) with ``cmd['max_instances']`` per host."""
-        shares = split_share(cmd["max_instances"], self.count)
+    async def load(self, cmd: Load) -> dict[str, Any]:
+        """Serve a component (or a new version of it) with ``cmd.max_instances`` per host."""
+        shares = split_share(cmd.max_instances, self.count)
         # One worker compiles (or reads the compile cache); the others then load from the cache
         # rather than compiling the same code side by side on every core.
         first, *rest = self.workers
-        result = await self._command(first, {**cmd, "op": "load", "share": shares[first.index]})
-        await asyncio.gather(*(self._command(w, {**cmd, "op": "load", "share": shares[w.index]}) for w in rest))
-        self.loaded[cmd["component_id"]] = dict(cmd)
-        return result
+        result = await self._command(first, cmd.for_worker(shares[first.index]))
+        await asyncio.gather(*(self._command(w, cmd.for_worker(shares[w.index])) for w in rest))
+        self.loaded[cmd.component_id] = cmd
+        return dict(result)
 
     async def scale(self, component_id: str, max_instances: int) -> None:
         shares = split_share(max_instances, self.count)
-        await self._all(lambda w: {"op": "scale", "component_id": component_id, "share": shares[w.index]})
-        self.loaded[component_id]["max_instances"] = max_instances
+        await self._all(lambda w: Scale(component_id=component_id, share=shares[w.index]))
+        self.loaded[component_id].max_instances = max_instances
 
     async def unload(self, component_id: str, grace_s: float = 10.0) -> None:
         self.loaded.pop(component_id, None)
-        await self._all(lambda w: {"op": "unload", "component_id": component_id, "grace_s": grace_s})
+        await self._all(lambda w: Unload(component_id=component_id, grace_s=grace_s))
 
     async def stats(self) -> list[Any]:
-        return await self._all(lambda w: {"op": "stats"})
+        return await self._all(lambda w: Stats())
 
     async def metrics(self) -> list[list[dict[str, Any]]]:
         """Each worker's metrics, a series list (``host/workers/metrics.py``); a worker that is
         restarting gives none."""
         async def one(w: _Worker) -> list[dict[str, Any]]:
             try:
-                got = list(await self._command(w, {"op": "metrics"}, timeout_s=5.0))
+                got = list(await self._command(w, Metrics(), timeout_s=5.0))
             except WorkerError:
                 return []
             self._last_metrics[w.index] = got
@@ -189,7 +192,7 @@ class WorkerPool:
 
     async def usage(self) -> list[dict[str, Any]]:
         """Each worker's usage tally per component (``usage.py``), cumulative since it started."""
-        return await self._all(lambda w: {"op": "usage"})
+        return await self._all(lambda w: Usage())
 
     @property
     def restarts(self) -> int:
@@ -203,7 +206,7 @@ class WorkerPool:
         for w in self.workers:
             if w.proc and w.proc.returncode is None:
                 try:
-                    await self._command(w, {"op": "shutdown", "grace_s": grace_s}, timeout_s=2)
+                    await self._command(w, Shutdown(grace_s=grace_s), timeout_s=2)
                 except Exception:
                     pass
         for w in self.workers:

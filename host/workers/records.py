@@ -31,7 +31,7 @@ from trellis.interfaces.rpc_client import RpcError
 if TYPE_CHECKING:
     from trellis.interfaces.envelope import Invocation
 
-    from .worker import Served
+    from .registry import Served
 
 log = logging.getLogger(__name__)
 

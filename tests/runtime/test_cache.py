@@ -77,8 +77,7 @@ def test_a_profiler_engine_runs_cached_code_and_a_bad_profiler_is_ignored(
     wasm = build_wat("adder").read_bytes()
     CompileCache(tmp_path).load(engine, wasm)
     for name in ("perfmap", "bogus"):
-        monkeypatch.setenv(PROFILER_ENV, name)
-        other = make_engine()
+        other = make_engine(EngineSettings(profiler=name))
         try:
             cache = CompileCache(tmp_path)
             loaded = load_component(other, wasm, cache)

@@ -11,7 +11,8 @@ import pytest
 
 from trellis.kit import gc_tuning
 
-PROBE = ("import gc, json; from trellis.kit import gc_tuning; changed = gc_tuning.tune(); "
+PROBE = ("import gc, json; from trellis.kit import gc_tuning; "
+         "changed = gc_tuning.tune(gc_tuning.threshold_from_env()); "
          "print(json.dumps([changed, gc.get_threshold()[0], gc.get_freeze_count() > 0]))")
 
 

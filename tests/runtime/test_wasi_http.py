@@ -75,7 +75,7 @@ def test_both_bindings_of_the_hosts_functions_answer_alike(loaded, monkeypatch, 
     (TRELLIS_WASI_HTTP_FAST=0) give the same answers, failures and resource bookkeeping."""
     from trellis.host.runtime.wasi_http import fastcall
 
-    monkeypatch.setenv(fastcall.ENV, fast)
+    monkeypatch.setattr(fastcall, "enabled", fast == "1")  # tuning.wasm.wasi_http_fast
     assert fastcall.active() is (fast == "1")
     inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=100), limits=Limits(timeout_s=30))
     held = []

@@ -5,7 +5,6 @@
   ``exit_with_parent``, the argv that starts ``trellis`` itself;
 * :mod:`.meters` — a process's metrics (OpenTelemetry meter provider, Prometheus, OTLP);
 * :mod:`.gc_tuning` — the garbage collector's settings for workers and providers;
-* :mod:`.switches` — ``TRELLIS_*`` feature switches;
 * :mod:`.version` — the version (``trellis.__version__`` reads it).
 
 The host, wadm, the provider SDK and the built-in providers import it; it imports only the

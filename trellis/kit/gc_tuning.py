@@ -32,20 +32,31 @@ ENV = "TRELLIS_GC_THRESHOLD"
 DEFAULT_THRESHOLD = 10_000
 
 
-def tune() -> bool:
-    """Apply the settings (call once a process has started). Whether they were changed."""
+def threshold_from_env() -> int | None:
+    """The threshold ``TRELLIS_GC_THRESHOLD`` asks for (None: ``default``, Python's own settings);
+    a value that is not a positive number is logged and :data:`DEFAULT_THRESHOLD` used. For a
+    process's settings, read once at its start (a worker gets its host's in its boot message)."""
     value = os.environ.get(ENV, "").strip().lower()
     if value == "default":
+        return None
+    if not value:
+        return DEFAULT_THRESHOLD
+    try:
+        threshold = int(value)
+        if threshold < 1:
+            raise ValueError
+    except ValueError:
+        log.warning("%s=%r is not a positive number or 'default'; using %d", ENV, value, DEFAULT_THRESHOLD)
+        return DEFAULT_THRESHOLD
+    return threshold
+
+
+def tune(threshold: int | None = DEFAULT_THRESHOLD) -> bool:
+    """Apply the settings (call once a process has started): freeze what was built so far and
+    collect the youngest generation every ``threshold`` allocations; None keeps Python's own
+    settings. Whether they were changed."""
+    if threshold is None:
         return False
-    threshold = DEFAULT_THRESHOLD
-    if value:
-        try:
-            threshold = int(value)
-            if threshold < 1:
-                raise ValueError
-        except ValueError:
-            log.warning("%s=%r is not a positive number or 'default'; using %d", ENV, value, DEFAULT_THRESHOLD)
-            threshold = DEFAULT_THRESHOLD
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()

@@ -18,8 +18,8 @@ only when something collects. Readers:
   ``service.name`` and ``service.instance.id``; the exporter is the ``[otlp]`` extra
   (``pip install 'trellis-wasm[otlp]'``).
 
-``TRELLIS_METRICS=0`` turns per-call measuring off (no records are built; a
-benchmark's "off" side); the process's other instruments stay.
+Per-call measuring is a worker's ``tuning.process.metrics`` (``TRELLIS_METRICS=0`` turns it
+off: no records are built; a benchmark's "off" side); the process's other instruments stay.
 """
 
 from __future__ import annotations
@@ -49,21 +49,13 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from trellis.interfaces.telemetry.series import LATENCY_BOUNDS_S, Series, from_otel, merge, to_otel
 
-from .switches import switched_on
-
 log = logging.getLogger(__name__)
 
-ENABLE_ENV = "TRELLIS_METRICS"
 OTLP_EXTRA_HINT = "pip install 'trellis-wasm[otlp]'"
 
 Producer = Callable[[], list[Series]]
 
 _SCOPE = InstrumentationScope("trellis")
-
-
-def per_call_enabled() -> bool:
-    """Whether per-call figures are measured (``TRELLIS_METRICS``, on by default)."""
-    return switched_on(ENABLE_ENV)
 
 
 class Telemetry:

@@ -37,11 +37,9 @@ from typing import Any
 
 import msgpack
 
-from trellis.kit.switches import switched_on
 
 log = logging.getLogger(__name__)
 
-ENABLE_ENV = "TRELLIS_HTTP_HANDOFF"
 MAX_MESSAGE = 256 * 1024
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -49,11 +47,6 @@ _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 def available() -> bool:
     """Abstract Unix sockets and descriptor passing: Linux only."""
     return hasattr(socket, "AF_UNIX") and hasattr(socket, "SO_PEERCRED") and hasattr(socket, "send_fds")
-
-
-def enabled() -> bool:
-    """On unless ``TRELLIS_HTTP_HANDOFF`` says 0/false/no/off (and only where :func:`available`)."""
-    return available() and switched_on(ENABLE_ENV)
 
 
 #: an abstract name's bytes after the leading NUL (``sun_path`` is 108 bytes)

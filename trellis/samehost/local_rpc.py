@@ -47,13 +47,11 @@ from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.call_policy import RETURN, Act, BadReply, CallState, ErrorReply, Event, RetryPolicy
 from trellis.interfaces.rpc_client import Attempt, call_error
 from trellis.interfaces.rpc_server import LOCAL_REPLY_PREFIX
-from trellis.kit.switches import switched_on
 
 from . import handoff
 
 log = logging.getLogger(__name__)
 
-ENABLE_ENV = "TRELLIS_LOCAL_PROVIDERS"
 #: after a failed connect, how long calls to that target go over NATS before trying again
 RETRY_S = 2.0
 #: the reply subject that tells an RpcServer a call came over this socket
@@ -62,11 +60,6 @@ _LEN = struct.Struct(">I")
 
 #: returned by :meth:`LocalRpcClient.call` when the call must go over NATS
 REMOTE: Any = object()
-
-
-def enabled() -> bool:
-    """On unless ``TRELLIS_LOCAL_PROVIDERS`` says 0/false/no/off (and only where abstract sockets are)."""
-    return handoff.available() and switched_on(ENABLE_ENV)
 
 
 def provider_address(lattice: str, host_id: str, provider_id: str) -> str:

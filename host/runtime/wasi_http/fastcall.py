@@ -37,7 +37,6 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import ResourceType
 from wasmtime.component import _types as T
 
-from trellis.kit.switches import switched_on
 
 from .. import lower_in_place as lip
 from ..codec import CodecError, from_plain, to_plain
@@ -65,6 +64,8 @@ from ..wit import (
 __all__ = ["ENV", "RawFunction", "active", "add_resource"]
 
 ENV = "TRELLIS_WASI_HTTP_FAST"
+#: on unless switched off (``tuning.wasm.wasi_http_fast``: wasmtime_patches.switch)
+enabled = True
 
 _STRIDE, _VOFF = lip.STRIDE, lip.VALUE_OFF
 _RESOURCE = int(ffi.WASMTIME_COMPONENT_RESOURCE.value)
@@ -129,7 +130,7 @@ _ids = itertools.count(1)
 def active() -> bool:
     """Whether host functions are registered here (switch on, in-place lowering active)."""
     global _c
-    if not switched_on(ENV) or not lip.active():
+    if not enabled or not lip.active():
         return False
     if _c is None:
         _c = _C()

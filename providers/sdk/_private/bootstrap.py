@@ -26,6 +26,7 @@ from trellis.interfaces.connection import DEFAULT_URL, NatsSettings
 from trellis.interfaces.lattice_config import ConfigError, check_config_name, check_config_values, parse_pairs
 from trellis.interfaces.links import Link, validation_message
 from trellis.interfaces.secrets import SecretValue
+from trellis.kit import gc_tuning
 
 BOOTSTRAP_VERSION = 1
 
@@ -98,6 +99,10 @@ class Bootstrap(BaseModel):
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="how long in-flight calls may take to finish on "
                                                             "SIGTERM; the host kills after this plus a margin")
     max_concurrent: int | None = Field(default=None, ge=1, description="overrides the provider's own limit")
+    gc_threshold: int | None = Field(
+        default_factory=gc_tuning.threshold_from_env, ge=1,
+        description="allocations between young-generation collections once started (None: Python's own); "
+                    "the host's tuning.process.gc_threshold, else TRELLIS_GC_THRESHOLD (trellis/kit/gc_tuning.py)")
     otel: dict[str, str] = Field(default_factory=dict,
                                  description="OTEL_* variables for tracing (the environment is clean)")
     secrets: dict[str, dict[str, str]] = Field(

@@ -59,7 +59,7 @@ def main(provider: Provider, argv: Sequence[str] | None = None) -> int:
         if key.startswith("OTEL_"):
             os.environ.setdefault(key, value)
     tracing.setup_tracing(f"provider-{bootstrap.provider_id}")
-    gc_tuning.tune()
+    gc_tuning.tune(bootstrap.gc_threshold)
     from trellis.kit.procs import exit_with_parent
 
     exit_with_parent()  # started by a host: it does not outlive it

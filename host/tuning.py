@@ -1,0 +1,179 @@
+"""Runtime tuning: the switches and budgets of a host's data path (``TRELLIS_*`` variables).
+
+Each is a field of :class:`Tuning`, grouped by what it tunes, with its unit and
+the reason for its default. The host reads the environment once, when its
+settings are made (:meth:`Tuning.from_env`, the default of
+``HostSettings.tuning``), and hands the result to each worker in its boot
+message (``host/workers/messages.py``): a worker never reads these variables
+itself. The variables stay the documented way to set them; the off-paths are
+there to compare against (``python -m bench.http --ab TRELLIS_LOCAL_CALLS=0``)
+and to debug, not because the defaults are unsafe.
+
+A variable set to a value that does not fit its field is reported in one line
+and the default used (a typo in a tuning knob should not keep a host from
+starting).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+#: values that turn a switch off (anything else keeps it on)
+OFF = frozenset({"0", "false", "no", "off"})
+#: values that unset a number that may be None (``TRELLIS_GC_THRESHOLD=default``, ``TRELLIS_PARK_IDLE_S=off``)
+NONE = frozenset({"default", "off", "never", "none"})
+
+
+def _env(name: str) -> dict[str, Any]:
+    return {"env": name}
+
+
+class CallPaths(BaseModel):
+    """How a call travels inside one host (docs/architecture.md, "Components on a host")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inline_calls: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_INLINE_CALLS"),
+        description="a short call that needs nothing from the event loop runs on it, without a Wasm thread "
+        "(host/workers/inline.py); on: ~1.4x the requests per second of a fresh-instance component")
+    inline_budget_ms: float = Field(
+        20.0, json_schema_extra=_env("TRELLIS_INLINE_BUDGET_MS"),
+        description="milliseconds an inline call may hold the event loop before it is run again on a Wasm "
+        "thread; 20 ms: far above a leaf call (~1 ms), short enough that other calls barely wait. "
+        "0 or less: no inline calls")
+    local_calls: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_LOCAL_CALLS"),
+        description="a call to a component the same worker serves runs there, nested, instead of over NATS "
+        "(host/workers/colocated.py)")
+    local_calls_max_depth: int = Field(
+        8, ge=0, json_schema_extra=_env("TRELLIS_LOCAL_CALLS_MAX_DEPTH"),
+        description="levels of nested co-located calls per Wasm thread; deeper ones go over NATS. 8: eight "
+        "stores of 512 KiB of Wasm stack fit the 16 MiB thread stack")
+    local_providers: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_LOCAL_PROVIDERS"),
+        description="components and providers of one host call each other over a local socket instead of "
+        "NATS (trellis local_rpc)")
+    http_handoff: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_HTTP_HANDOFF"),
+        description="the host's http-server hands accepted connections to the worker serving the route "
+        "(host/workers/handoff.py), which answers them without NATS")
+
+
+class WasmTuning(BaseModel):
+    """How wasmtime is driven (host/runtime/wasmtime_patches.py, docs/runtime.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hold_gil: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_HOLD_GIL"),
+        description="wasmtime's quick C functions (values, types, handles) keep the GIL instead of "
+        "releasing and waiting for it again: a large share of a worker's context switches otherwise")
+    lower_in_place: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_LOWER_IN_PLACE"),
+        description="lists, records, variants, … are written into wasmtime's value slots directly "
+        "(host/runtime/lower_in_place.py) rather than through wasmtime-py's per-value objects")
+    wasi_http_fast: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_WASI_HTTP_FAST"),
+        description="the host's wasi:http functions are registered with wasmtime's C API directly "
+        "(host/runtime/wasi_http/fastcall.py); needs lower_in_place")
+    profiler: str | None = Field(
+        None, json_schema_extra=_env("TRELLIS_WASM_PROFILER"),
+        description="wasmtime profiling strategy for perf (perfmap, jitdump or vtune); None: none, as "
+        "profiling costs on every call")
+
+
+class ProcessTuning(BaseModel):
+    """What every worker process measures and how its memory is managed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metrics: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_METRICS"),
+        description="per-call figures (invocation records, usage, latency histograms); off: nothing is "
+        "measured per call (a spy or the dashboard still gets records while it watches)")
+    gc_threshold: int | None = Field(
+        10_000, ge=1, json_schema_extra=_env("TRELLIS_GC_THRESHOLD"),
+        description="allocations between collections of the youngest generation, after the start-up heap "
+        "is frozen (trellis.kit.gc_tuning); 10,000 instead of Python's 700: decoding a large value "
+        "no longer walks live objects again and again. None ('default'): Python's own settings")
+    park_idle_s: float | None = Field(
+        30.0, ge=0, allow_inf_nan=False, json_schema_extra=_env("TRELLIS_PARK_IDLE_S"),
+        description="seconds a component may go without an instance or a call before its compiled code is "
+        "dropped from memory (reloaded from the compile cache on its next call; host/runtime/parking.py); "
+        "30 s: an idle app costs little, a component called now and then rarely reloads. None ('off'): never")
+
+
+class Tuning(BaseModel):
+    """The runtime tuning of a host and its workers: the ``TRELLIS_*`` switches, grouped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    calls: CallPaths = Field(default_factory=CallPaths)
+    wasm: WasmTuning = Field(default_factory=WasmTuning)
+    process: ProcessTuning = Field(default_factory=ProcessTuning)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Tuning":
+        """Defaults, then the ``TRELLIS_*`` variables that are set (read here, once)."""
+        env = os.environ if environ is None else environ
+        groups: dict[str, Any] = {}
+        for group_name, group_field in cls.model_fields.items():
+            model = group_field.default_factory  # the group's class
+            assert isinstance(model, type) and issubclass(model, BaseModel)
+            values: dict[str, Any] = {}
+            for name, f in model.model_fields.items():
+                var = (f.json_schema_extra or {}).get("env")  # type: ignore[union-attr]
+                raw = env.get(str(var)) if var else None
+                if raw is None or raw.strip() == "":
+                    continue
+                try:
+                    values[name] = _parse(raw.strip(), f.annotation, f.default)
+                    model.model_validate({name: values[name]})
+                except ValueError as exc:
+                    values.pop(name, None)
+                    log.warning("%s=%r ignored (%s); using %r", var, raw, _reason(exc), f.default)
+            groups[group_name] = model(**values)
+        return cls(**groups)
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """``TRELLIS_*`` variable -> ``group.field`` (for docs and errors)."""
+        out = {}
+        for group_name, group_field in cls.model_fields.items():
+            model = group_field.default_factory
+            assert isinstance(model, type) and issubclass(model, BaseModel)
+            for name, f in model.model_fields.items():
+                out[str((f.json_schema_extra or {})["env"])] = f"{group_name}.{name}"  # type: ignore[index]
+        return out
+
+
+def _parse(raw: str, annotation: Any, default: Any) -> Any:
+    if annotation is bool:
+        return raw.lower() not in OFF
+    if raw.lower() in NONE and "None" in str(annotation):
+        return None
+    if isinstance(default, int) and not isinstance(default, bool):  # gc_threshold, depth
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("not a whole number") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("not a number") from None
+    return raw
+
+
+def _reason(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(str(e.get("msg", "")) for e in errors()).lower()
+    return str(exc)

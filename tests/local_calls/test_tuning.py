@@ -19,7 +19,7 @@ def test_defaults_and_every_variable() -> None:
     assert Tuning.from_env({}) == Tuning()
     off = {var: "0" for var, where in Tuning.variables().items()
            if isinstance(_get(Tuning(), where), bool)}
-    assert len(Tuning.variables()) == 12 and len(off) == 8 and all(v is False for v in _bools(Tuning.from_env(off)))
+    assert len(Tuning.variables()) == 13 and len(off) == 8 and all(v is False for v in _bools(Tuning.from_env(off)))
     for spelling in ("false", "No", " off "):
         assert Tuning.from_env({"TRELLIS_METRICS": spelling}).process.metrics is False
     assert Tuning.from_env({"TRELLIS_METRICS": "yes"}).process.metrics is True

@@ -1,6 +1,6 @@
 """A host's metrics: its own instruments, and its workers' and providers' figures gathered for Prometheus.
 
-The host makes a :class:`~trellis.interfaces.telemetry.Telemetry` (``trellis-host``). Its own
+The host makes a :class:`~trellis.kit.meters.Telemetry` (``trellis-host``). Its own
 instruments: heartbeats, capacity (CPUs, memory, load, instance slots), artifact fetches,
 worker restarts, and its providers' processes (CPU seconds and resident memory, labelled
 with the provider's app). With ``--metrics-port`` it serves Prometheus text at

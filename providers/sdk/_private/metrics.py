@@ -5,7 +5,7 @@ link calls from): calls and the time they spent here, so a host can split the
 provider process's CPU across the links that used it (``trellis app usage``). The host
 that runs the instance asks for the series list over NATS
 (``trellis.<lattice>.prov.<provider>.<host>.metrics``) and exports it with its own; over
-OTLP the instance exports its own (``interfaces/telemetry``).
+OTLP the instance exports its own (``trellis/kit/meters.py``).
 """
 
 from __future__ import annotations

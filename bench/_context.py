@@ -31,7 +31,7 @@ def ensure_compiled() -> Path:
     Hosts started by the benchmarks get a copy in their state directory, so
     only ``coldstart`` ever pays for compiling the greeter.
     """
-    from trellis.host.runtime import CompileCache, load_component, make_engine
+    from trellis.host.runtime import CompileCache, load_component, make_engine, wasmtime_patches
     from trellis.host.runtime.engine import EngineSettings
 
     cache = CompileCache(BENCH_CACHE)
@@ -39,6 +39,7 @@ def ensure_compiled() -> Path:
     variants = [EngineSettings()]
     if "consume_fuel" in EngineSettings.__dataclass_fields__:
         variants.append(EngineSettings(consume_fuel=False))  # type: ignore[call-arg]
+    wasmtime_patches.apply()  # this process runs Wasm as a worker does
     for settings in variants:
         engine = make_engine(settings)
         for name in CALLS:

@@ -43,13 +43,22 @@ async def serve(url: str, subject: str, queue: str, on_data: Any) -> None:
 
 
 def invoke_handler(wasm: str, cache_dir: str, reuse: int) -> Any:
-    from trellis.host.runtime import CompileCache, InvocationError, Invoker, ReusePolicy, load_component, make_engine
+    from trellis.host.runtime import (
+        CompileCache,
+        InvocationError,
+        Invoker,
+        ReusePolicy,
+        load_component,
+        make_engine,
+        wasmtime_patches,
+    )
     from trellis.interfaces.envelope import Invocation, Reply
 
     from trellis.host.runtime.engine import EngineSettings
 
     # the engine a worker runs a component without a fuel budget on (unmetered where supported)
     unmetered = "consume_fuel" in EngineSettings.__dataclass_fields__
+    wasmtime_patches.apply()  # this process runs Wasm as a worker does
     engine = make_engine(EngineSettings(consume_fuel=False) if unmetered else None)  # type: ignore[call-arg]
     invoker = Invoker(load_component(engine, Path(wasm).read_bytes(), CompileCache(cache_dir)),
                       reuse=ReusePolicy(max_invocations=reuse))

@@ -60,8 +60,9 @@ def _previous_raw_cold() -> dict[str, Any] | None:
 
 def _raw_warm_from_bench_cache(wasm: Path, workdir: Path) -> dict[str, float]:
     """Warm raw baseline without compiling: serialize the bench cache's artifact for a plain process."""
-    from trellis.host.runtime import CompileCache, load_component, make_engine
+    from trellis.host.runtime import CompileCache, load_component, make_engine, wasmtime_patches
 
+    wasmtime_patches.apply()  # this process runs Wasm as a worker does
     engine = make_engine()
     comp = load_component(engine, wasm.read_bytes(), CompileCache(ensure_compiled())).component
     cwasm = workdir / "raw.cwasm"

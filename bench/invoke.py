@@ -24,7 +24,7 @@ from typing import Any, Callable
 import wasmtime
 from wasmtime import component as wc
 
-from trellis.host.runtime import CompileCache, Invoker, ReusePolicy, load_component, make_engine
+from trellis.host.runtime import CompileCache, Invoker, ReusePolicy, load_component, make_engine, wasmtime_patches
 from trellis.host.runtime.engine import WASMTIME_VERSION
 
 from ._context import BENCH_CACHE, CALLS, Context, component_path
@@ -80,6 +80,7 @@ def _raw(engine: wasmtime.Engine, component: wc.Component, fn: str, args: list[A
 
 
 def run(ctx: Context) -> None:
+    wasmtime_patches.apply()  # this process runs Wasm as a worker does
     engine = make_engine()
     cache = CompileCache(BENCH_CACHE)
     ticks = engine.deadline_ticks(10.0)

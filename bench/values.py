@@ -28,7 +28,15 @@ import msgpack
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from trellis.host.runtime import Invoker, from_plain, load_component, lower_in_place, make_engine, to_plain
+from trellis.host.runtime import (
+    Invoker,
+    from_plain,
+    load_component,
+    lower_in_place,
+    make_engine,
+    to_plain,
+    wasmtime_patches,
+)
 from trellis.host.runtime.engine import EngineSettings
 from trellis.host.runtime.wit import ListT, Prim, ResultT, TupleT, VariantT
 from trellis.kit import gc_tuning
@@ -70,6 +78,7 @@ def run(ctx: Context) -> None:
     n = ctx.pick(3000, 12000)
     runs = ctx.pick(3, 5)
     plain = rows(n)
+    wasmtime_patches.apply()  # this process runs Wasm as a worker does
     engine = make_engine(EngineSettings(consume_fuel=False))
     loaded = load_component(engine, echo_component_wat([ROWS]).encode())
     vt = loaded.component.type.exports(engine.engine)["echo0"].ty.params[0][1]

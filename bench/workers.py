@@ -31,7 +31,7 @@ from typing import Any
 import wasmtime
 from wasmtime import component as wc
 
-from trellis.host.runtime import CompileCache, load_component, make_engine
+from trellis.host.runtime import CompileCache, load_component, make_engine, wasmtime_patches
 from trellis.interfaces.client import LatticeClient
 
 from ._context import BENCH_CACHE, CALLS, Context, component_path
@@ -46,6 +46,7 @@ PROTOTYPE = {("greeter", 1, "fresh"): 640, ("greeter", 2, "fresh"): 1100, ("gree
 
 def _in_process_rates(quick: bool) -> dict[str, float]:
     """Raw wasmtime-py calls/s on one thread, fresh and reused, for each component."""
+    wasmtime_patches.apply()  # this process runs Wasm as a worker does
     engine = make_engine()
     cache = CompileCache(BENCH_CACHE)
     ticks = engine.deadline_ticks(10.0)

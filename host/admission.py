@@ -38,7 +38,7 @@ class Admission:
         self._verified[digest] = claims
         return claims
 
-    async def provider_folder(self, provider_id: str, cmd: "ProviderCommand") -> "tuple[ProviderCommand, Claims | None]":
+    async def provider_folder(self, provider_id: str, cmd: ProviderCommand) -> tuple[ProviderCommand, Claims | None]:
         """A folder provider (``python -m NAME`` with its parent on PYTHONPATH): when signatures are
         required, its files are copied once, the copy's signature checked, and the copy is what runs."""
         if not self.trust.required:
@@ -75,7 +75,8 @@ class Admission:
         try:
             source = await asyncio.to_thread(source_path.read_bytes)
         except OSError as exc:
-            raise TrellisError(f"cannot read provider file {source_path}: {exc.strerror}", ErrorCode.NOT_FOUND) from None
+            raise TrellisError(f"cannot read provider file {source_path}: {exc.strerror}",
+                               ErrorCode.NOT_FOUND) from None
         claims = self.trust.check_python_file(source, f"provider {provider_id} ({source_path.name})")
         assert claims is not None
         # run exactly the bytes that were checked

@@ -14,20 +14,21 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from trellis.samehost import handoff
+from trellis.interfaces.annotations import APP_ANNOTATION
 from trellis.interfaces.artifacts import ArtifactError
 from trellis.interfaces.control import (
     ComponentDescription,
     ComponentOp,
     ReuseDescription,
-    ScaleComponent,
-    StartComponent,
-    StopComponent,
-    UpdateComponent,
+    ScaleComponentCommand,
+    StartComponentCommand,
+    StopComponentCommand,
+    UpdateComponentCommand,
 )
 from trellis.interfaces.errors import ErrorCode, TrellisError
 from trellis.interfaces.events import EventType
 from trellis.interfaces.policy import claims_body
+from trellis.samehost import handoff
 
 from .artifacts import ArtifactFetcher
 from .runtime.memory import give_back_freed_memory
@@ -41,10 +42,10 @@ log = logging.getLogger(__name__)
 
 
 class ComponentManager:
-    def __init__(self, host: "Host") -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self.running: dict[str, ComponentDescription] = {}
-        self.specs: dict[str, StartComponent] = {}
+        self.specs: dict[str, StartComponentCommand] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         #: operations under way, by component: what each is doing now (heartbeats carry it)
         self.pending: dict[str, str] = {}
@@ -52,10 +53,10 @@ class ComponentManager:
         self.pool: WorkerPool | None = None
         self.fetcher: ArtifactFetcher | None = None
         r = host.router
-        r.add("component", ComponentOp.START, StartComponent, self._op_start, privileged=False)  # asked in _load
-        r.add("component", ComponentOp.STOP, StopComponent, self._op_stop)
-        r.add("component", ComponentOp.SCALE, ScaleComponent, self._op_scale)
-        r.add("component", ComponentOp.UPDATE, UpdateComponent, self._op_update)
+        r.add("component", ComponentOp.START, StartComponentCommand, self._op_start, privileged=False)  # asked in _load
+        r.add("component", ComponentOp.STOP, StopComponentCommand, self._op_stop)
+        r.add("component", ComponentOp.SCALE, ScaleComponentCommand, self._op_scale)
+        r.add("component", ComponentOp.UPDATE, UpdateComponentCommand, self._op_update)
 
     async def start(self) -> None:
         s = self.host.settings
@@ -130,7 +131,7 @@ class ComponentManager:
 
     # --- operations ------------------------------------------------------------------
 
-    async def _op_start(self, req: StartComponent) -> dict[str, Any]:
+    async def _op_start(self, req: StartComponentCommand) -> dict[str, Any]:
         current = self.running.get(req.component_id)
         if current is not None and current.image != req.image:
             raise TrellisError(
@@ -143,7 +144,7 @@ class ComponentManager:
         self._background(req.component_id, work, "start")
         return {"accepted": True, "host_id": self.host.id, "component_id": req.component_id}
 
-    async def _load(self, req: StartComponent) -> None:
+    async def _load(self, req: StartComponentCommand) -> None:
         assert self.fetcher is not None and self.pool is not None
         began = time.monotonic()
         self._stage(req.component_id, "fetching")
@@ -165,7 +166,7 @@ class ComponentManager:
             component_id=req.component_id, path=str(path), digest=digest, max_instances=req.max_instances,
             reuse=req.reuse, limits=req.limits, wasi=req.wasi, config=req.config, non_retryable=req.non_retryable,
             # the app it belongs to, for its invocation records (wadm's APP_ANNOTATION)
-            app=req.annotations.get("trellis.app", ""),
+            app=req.annotations.get(APP_ANNOTATION, ""),
         )
         if req.secrets_grant is not None:  # to the workers over their pipes, never logged
             cmd.secrets = await self.host.fetch_secrets(req.secrets_grant)
@@ -182,11 +183,11 @@ class ComponentManager:
         self.specs[req.component_id] = req
         await self._scaled(desc, req.component_id, req.image)
 
-    async def _op_scale(self, req: ScaleComponent) -> dict[str, Any]:
+    async def _op_scale(self, req: ScaleComponentCommand) -> dict[str, Any]:
         if req.component_id not in self.running:
             raise TrellisError(f"component {req.component_id} is not running on this host", ErrorCode.NOT_FOUND)
         if req.max_instances == 0:
-            return await self._op_stop(StopComponent(component_id=req.component_id))
+            return await self._op_stop(StopComponentCommand(component_id=req.component_id))
 
         async def work() -> None:
             assert self.pool is not None
@@ -201,7 +202,7 @@ class ComponentManager:
         self._background(req.component_id, work, "scale")
         return {"accepted": True, "host_id": self.host.id, "component_id": req.component_id}
 
-    async def _op_stop(self, req: StopComponent) -> dict[str, Any]:
+    async def _op_stop(self, req: StopComponentCommand) -> dict[str, Any]:
         if req.component_id not in self.running:
             raise TrellisError(f"component {req.component_id} is not running on this host", ErrorCode.NOT_FOUND)
 
@@ -215,7 +216,7 @@ class ComponentManager:
         self._background(req.component_id, work, "stop")
         return {"accepted": True, "host_id": self.host.id, "component_id": req.component_id}
 
-    async def _op_update(self, req: UpdateComponent) -> dict[str, Any]:
+    async def _op_update(self, req: UpdateComponentCommand) -> dict[str, Any]:
         spec = self.specs.get(req.component_id)
         if spec is None:
             raise TrellisError(f"component {req.component_id} is not running on this host", ErrorCode.NOT_FOUND)

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import nkeys
 
-_ADJECTIVES = (
-    "amber autumn bold brave bright calm crimson dawn dusty eager fancy gentle golden "
-    "green hidden icy jolly lively misty noble odd proud quiet rapid rustic shy silent "
-    "silver snowy solitary sparkling spring still summer swift tiny twilight wandering wild"
-).split()
-_NOUNS = (
-    "brook cloud dew dream field fire flower fog forest frost glade haze hill lake leaf "
-    "meadow moon morning mountain night pine pond rain resonance river sea shadow sky "
-    "smoke snow sound star sun sunset surf thunder tree violet water wave wind wood"
-).split()
+_ADJECTIVES = ["amber", "autumn", "bold", "brave", "bright", "calm", "crimson", "dawn", "dusty", "eager", "fancy",
+               "gentle", "golden", "green", "hidden", "icy", "jolly", "lively", "misty", "noble", "odd", "proud",
+               "quiet", "rapid", "rustic", "shy", "silent", "silver", "snowy", "solitary", "sparkling", "spring",
+               "still", "summer", "swift", "tiny", "twilight", "wandering", "wild"]
+_NOUNS = ["brook", "cloud", "dew", "dream", "field", "fire", "flower", "fog", "forest", "frost", "glade", "haze",
+          "hill", "lake", "leaf", "meadow", "moon", "morning", "mountain", "night", "pine", "pond", "rain", "resonance",
+          "river", "sea", "shadow", "sky", "smoke", "snow", "sound", "star", "sun", "sunset", "surf", "thunder", "tree",
+          "violet", "water", "wave", "wind", "wood"]
 
 
 @dataclass(frozen=True)
@@ -33,12 +31,12 @@ class Identity:
         return f"{_ADJECTIVES[h[0] % len(_ADJECTIVES)]}-{_NOUNS[h[1] % len(_NOUNS)]}-{h[2] * 256 + h[3]:05d}"[:40]
 
     @classmethod
-    def generate(cls) -> "Identity":
+    def generate(cls) -> Identity:
         seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_SERVER).decode()
         return cls.from_seed(seed)
 
     @classmethod
-    def from_seed(cls, seed: str) -> "Identity":
+    def from_seed(cls, seed: str) -> Identity:
         try:
             kp = nkeys.from_seed(bytearray(seed.strip().encode()))
             public = kp.public_key.decode()
@@ -49,7 +47,7 @@ class Identity:
         return cls(seed=seed.strip(), public_key=public)
 
     @classmethod
-    def load_or_create(cls, path: Path) -> "Identity":
+    def load_or_create(cls, path: Path) -> Identity:
         """Keep a host's identity across restarts in a seed file (mode 0600)."""
         if path.exists():
             return cls.from_seed(path.read_text())

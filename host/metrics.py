@@ -17,12 +17,13 @@ import asyncio
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psutil
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from trellis.interfaces import subjects
+from trellis.interfaces.annotations import APP_ANNOTATION
 from trellis.interfaces.artifacts import ArtifactError, parse_ref
 from trellis.interfaces.telemetry import Series, merge
 from trellis.kit.meters import Telemetry
@@ -34,11 +35,10 @@ log = logging.getLogger(__name__)
 
 #: how long a scrape waits for the workers, providers and controllers to answer
 GATHER_TIMEOUT_S = 3.0
-APP_ANNOTATION = "trellis.app"
 
 
 class HostMetrics:
-    def __init__(self, host: "Host", *, prometheus: bool = False, scope: str = "host") -> None:
+    def __init__(self, host: Host, *, prometheus: bool = False, scope: str = "host") -> None:
         self.host = host
         self.scope = scope
         self.telemetry = Telemetry("trellis-host", {"trellis.host_id": host.id, "trellis.lattice": host.lattice},

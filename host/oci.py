@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ class Credentials:
     token: str | None = None
 
     @classmethod
-    def from_env(cls) -> "Credentials":
+    def from_env(cls) -> Credentials:
         return cls(os.environ.get("TRELLIS_OCI_USER") or None, os.environ.get("TRELLIS_OCI_PASSWORD") or None,
                    os.environ.get("TRELLIS_OCI_TOKEN") or None)
 
@@ -118,7 +118,7 @@ def _registry(ref: OciRef, insecure: bool, creds: Credentials | None, what: str)
 
     fixed_token = bool(creds.token) if creds else bool(os.environ.get("TRELLIS_OCI_TOKEN"))
 
-    class _OneTry(oras.provider.Registry):  # type: ignore[misc]
+    class _OneTry(oras.provider.Registry):
         """oras retries a failed request five times with sleeps of up to 83 s; a host reports at once.
 
         oras also keeps the first bearer token it gets and offers it again when a later request
@@ -136,7 +136,7 @@ def _registry(ref: OciRef, insecure: bool, creds: Credentials | None, what: str)
             return resp
 
     reg = _OneTry(hostname=ref.registry, insecure=insecure, auth_backend=_auth_backend(ref, insecure, what))
-    reg.session.request = functools.partial(reg.session.request, timeout=REQUEST_TIMEOUT_S)  # type: ignore[method-assign]
+    reg.session.request = functools.partial(reg.session.request, timeout=REQUEST_TIMEOUT_S)
     creds = creds if creds else Credentials.from_env()
     if creds.token:
         reg.auth.set_token_auth(creds.token)
@@ -184,7 +184,8 @@ def _failed(ref: OciRef, what: str, exc: BaseException | None = None, status: in
     return ArtifactError(f"cannot {what} {ref} {where} registry {ref.registry}: {cause}", ErrorCode.NOT_FOUND)
 
 
-def resolve(ref: OciRef, *, insecure: bool = False, creds: Credentials | None = None) -> tuple[Any, dict[str, Any], str]:
+def resolve(ref: OciRef, *, insecure: bool = False,
+            creds: Credentials | None = None) -> tuple[Any, dict[str, Any], str]:
     """(registry, manifest, the Wasm layer's digest) for ``ref``; checks a pinned manifest digest."""
     reg = _registry(ref, insecure, creds, "pull")
     container = _ready(reg, ref, "pull")
@@ -248,7 +249,7 @@ def push(ref: OciRef, data: bytes, *, insecure: bool = False, creds: Credentials
     reg = _registry(ref, insecure, creds, "push")
     container = _ready(reg, ref, "push")
     layer_digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     config = json.dumps({"created": now, "architecture": "wasm", "os": "wasip2",
                          "layerDigests": [layer_digest]}, separators=(",", ":")).encode()
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.interfaces import subjects
 from trellis.interfaces.artifacts import fetch_lattice, parse_ref
-from trellis.interfaces.control import CtlReply, ProviderDescription, ProviderOp, StartProvider, StopProvider
+from trellis.interfaces.control import (
+    CtlReply,
+    ProviderDescription,
+    ProviderOp,
+    StartProviderCommand,
+    StopProviderCommand,
+)
 from trellis.interfaces.errors import ErrorCode, TrellisError
 from trellis.interfaces.events import EventType
 from trellis.interfaces.policy import claims_body
@@ -53,7 +59,7 @@ def clean_env() -> dict[str, str]:
 
 @dataclass
 class Supervised:
-    spec: StartProvider
+    spec: StartProviderCommand
     argv: list[str]
     pythonpath: list[str] = field(default_factory=list)
     proc: asyncio.subprocess.Process | None = None
@@ -75,11 +81,12 @@ class ProviderManager:
     start_timeout_s = 30.0
     stop_grace_s = 10.0
 
-    def __init__(self, host: "Host") -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self.running: dict[str, Supervised] = {}
-        host.router.add("provider", ProviderOp.START, StartProvider, self._op_start, privileged=False)  # asked below
-        host.router.add("provider", ProviderOp.STOP, StopProvider, self._op_stop)
+        host.router.add("provider", ProviderOp.START, StartProviderCommand, self._op_start,
+                        privileged=False)  # asked below
+        host.router.add("provider", ProviderOp.STOP, StopProviderCommand, self._op_stop)
 
     def describe(self) -> list[ProviderDescription]:
         return [ProviderDescription(id=pid, image=s.spec.image, annotations=s.spec.annotations, status=s.status,
@@ -93,7 +100,7 @@ class ProviderManager:
 
     # --- control ---------------------------------------------------------------------
 
-    async def _op_start(self, req: StartProvider) -> dict[str, Any]:
+    async def _op_start(self, req: StartProviderCommand) -> dict[str, Any]:
         current = self.running.get(req.provider_id)
         if current is not None and current.spec.image == req.image:
             return {"accepted": True, "host_id": self.host.id, "provider_id": req.provider_id,
@@ -116,7 +123,7 @@ class ProviderManager:
         self.host.tasks.spawn(self._supervise(sup), f"provider-{req.provider_id}")
         return {"accepted": True, "host_id": self.host.id, "provider_id": req.provider_id}
 
-    async def _op_stop(self, req: StopProvider) -> CtlReply:
+    async def _op_stop(self, req: StopProviderCommand) -> CtlReply:
         sup = self.running.get(req.provider_id)
         if sup is None:
             raise TrellisError(f"provider {req.provider_id} is not running on this host", ErrorCode.NOT_FOUND)
@@ -142,7 +149,7 @@ class ProviderManager:
     def _who(self) -> str:
         return f"host {self.host.friendly_name}"
 
-    async def _command(self, req: StartProvider) -> ProviderCommand:
+    async def _command(self, req: StartProviderCommand) -> ProviderCommand:
         """How ``req.image`` runs here; a ``lattice://`` provider is fetched and unpacked first (once per digest)."""
         if not req.image.strip().startswith("lattice://"):
             return provider_command(req.image, self._who())
@@ -178,7 +185,8 @@ class ProviderManager:
         to = log_env.get("TRELLIS_LOG_TO")
         out: Any = None  # stdout: the provider writes to the host's stdout
         if to != "stdout":  # files: it writes (and rotates) provider-ID.log itself; crash output here
-            out = open(log_dir / f"provider-{sup.spec.provider_id}{'.stderr' if to == 'files' else ''}.log", "ab")
+            out = open(  # noqa: SIM115 (or stdout; closed below once the child has it)
+                log_dir / f"provider-{sup.spec.provider_id}{'.stderr' if to == 'files' else ''}.log", "ab")
         try:
             # its own session (a Ctrl-C at the host's terminal is the host's to handle), but it
             # dies with the host: a SIGKILLed host must not leave it serving calls as an orphan
@@ -284,7 +292,7 @@ class ProviderManager:
         try:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), grace_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
         except ProcessLookupError:

@@ -120,7 +120,7 @@ class Tuning(BaseModel):
     process: ProcessTuning = Field(default_factory=ProcessTuning)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "Tuning":
+    def from_env(cls, environ: dict[str, str] | None = None) -> Tuning:
         """Defaults, then the ``TRELLIS_*`` variables that are set (read here, once)."""
         env = os.environ if environ is None else environ
         groups: dict[str, Any] = {}

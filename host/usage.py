@@ -18,21 +18,21 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from trellis.interfaces import subjects
+from trellis.interfaces.annotations import APP_ANNOTATION
 
 if TYPE_CHECKING:
     from .host import Host
 
-APP_ANNOTATION = "trellis.app"
 _SUMMED = ("invocations", "errors", "cold_starts", "cpu_s", "wall_s", "memory_byte_s", "fuel")
 
 
-async def host_usage(host: "Host") -> dict[str, Any]:
+async def host_usage(host: Host) -> dict[str, Any]:
     components, providers = await asyncio.gather(_components(host), _providers(host))
     return {"host_id": host.id, "host_name": host.friendly_name, "at": time.time(),
             "components": components, "providers": providers}
 
 
-async def _components(host: "Host") -> dict[str, dict[str, Any]]:
+async def _components(host: Host) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for desc in host.components.describe():  # running here, called or not
         out[desc.id] = {"app": desc.annotations.get(APP_ANNOTATION, ""), **{k: 0 for k in _SUMMED},
@@ -53,7 +53,7 @@ async def _components(host: "Host") -> dict[str, dict[str, Any]]:
     return out
 
 
-async def _providers(host: "Host") -> dict[str, dict[str, Any]]:
+async def _providers(host: Host) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     now = time.time()
     for pid, sup in list(host.providers.running.items()):

@@ -46,7 +46,7 @@ class CarbonModel:
     embodied_g_per_cpu_hour: float = 0.0
 
     @classmethod
-    def from_env(cls, **overrides: float | None) -> "CarbonModel":
+    def from_env(cls, **overrides: float | None) -> CarbonModel:
         """Defaults, then ``TRELLIS_*`` variables, then ``overrides`` that are not None.
         A variable that is not a number is a ValueError naming it."""
         values: dict[str, float] = {}
@@ -54,7 +54,7 @@ class CarbonModel:
             raw = os.environ.get(env)
             if raw not in (None, ""):
                 try:
-                    values[field] = float(raw)  # type: ignore[arg-type]
+                    values[field] = float(raw)
                 except ValueError:
                     raise ValueError(f"{env}={raw!r} is not a number") from None
         values.update({k: float(v) for k, v in overrides.items() if v is not None})

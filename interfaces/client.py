@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
@@ -19,30 +19,32 @@ from pydantic import BaseModel
 from . import subjects
 from .connection import NatsSettings, connect
 from .control import (
-    M,
     ComponentOp,
     CtlReply,
     HostInfo,
     HostOp,
     LabelDel,
     LabelPut,
-    ScaleComponent,
-    StartComponent,
-    StopComponent,
+    M,
     ProviderOp,
-    StartProvider,
+    ScaleComponentCommand,
+    StartComponentCommand,
+    StartProviderCommand,
+    StopComponentCommand,
     StopHost,
-    StopProvider,
-    UpdateComponent,
+    StopProviderCommand,
+    UpdateComponentCommand,
     build,
 )
+from .errors import ErrorCode, TrellisError
 from .events import Event, EventType
 from .rpc_client import RpcClient
-from .errors import ErrorCode, TrellisError
-
 
 #: a host's id: an nkeys server public key ("N" and 55 base32 characters)
 _FULL_HOST_ID = re.compile(r"N[A-Z2-7]{55}")
+
+if TYPE_CHECKING:
+    from .store import LatticeStore
 
 
 class ControlError(TrellisError):
@@ -75,7 +77,7 @@ class LatticeClient:
         self._own_nc = nc is None
         self._rpc: RpcClient | None = None
 
-    async def __aenter__(self) -> "LatticeClient":
+    async def __aenter__(self) -> LatticeClient:
         if self.nc is None:
             self.nc = await connect(
                 self.nats_settings, name="trellis-client", max_reconnect_attempts=2
@@ -93,20 +95,24 @@ class LatticeClient:
 
     # --- plumbing ------------------------------------------------------------------
 
+    @property
+    def connection(self) -> Client:
+        """The NATS connection, once connected (inside ``async with``)."""
+        assert self.nc is not None, "use 'async with LatticeClient(...)'"
+        return self.nc
+
     async def request(self, subject: str, body: BaseModel | dict[str, Any] | None = None,
                       timeout_s: float | None = None) -> Any:
         """Send a control request; return ``response`` or raise ControlError."""
         assert self.nc is not None, "use 'async with LatticeClient(...)'"
-        if isinstance(body, BaseModel):
-            payload = body.model_dump_json().encode()
-        else:
-            payload = json.dumps(body or {}).encode()
+        payload = body.model_dump_json().encode() if isinstance(body, BaseModel) else json.dumps(body or {}).encode()
         try:
             msg = await self.nc.request(subject, payload, timeout=timeout_s or self.timeout_s)
         except NoRespondersError:
             raise ControlError(f"nobody answers {subject}: is the host running?", ErrorCode.NO_RESPONDERS) from None
-        except (NatsTimeout, asyncio.TimeoutError):
-            raise ControlError(f"no reply on {subject} within {timeout_s or self.timeout_s}s", ErrorCode.TIMEOUT) from None
+        except (TimeoutError, NatsTimeout):
+            raise ControlError(f"no reply on {subject} within {timeout_s or self.timeout_s}s",
+                               ErrorCode.TIMEOUT) from None
         reply = CtlReply.model_validate_json(msg.data)
         if not reply.success:
             raise ControlError(reply.message, reply.code or ErrorCode.INTERNAL)
@@ -125,7 +131,7 @@ class LatticeClient:
             while (left := deadline - loop.time()) > 0:
                 try:
                     msg = await sub.next_msg(timeout=left)
-                except (NatsTimeout, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeout):
                     break
                 try:
                     replies.append(CtlReply.model_validate_json(msg.data))
@@ -158,7 +164,7 @@ class LatticeClient:
         raise ControlError(f"{ref!r} names {len(matches)} hosts ({', '.join(h.id for h in matches)}): "
                            "give more of the id", ErrorCode.BAD_REQUEST)
 
-    async def host_request(self, host: str, op: HostOp, body: BaseModel | None = None) -> Any:
+    async def host_request(self, host: str, op: str, body: BaseModel | None = None) -> Any:
         """A control request to the host ``host`` names (see :meth:`resolve_host`)."""
         return await self.request(subjects.host_op(self.lattice, await self.resolve_host(host), op), body)
 
@@ -223,7 +229,7 @@ class LatticeClient:
             await self.request(subject, body)
             try:
                 return await asyncio.wait_for(outcome, timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 what = " ".join(f"{k}={v}" for k, v in match.items())
                 raise ControlError(f"{what}: no outcome within {timeout_s}s", ErrorCode.TIMEOUT) from None
         finally:
@@ -235,7 +241,8 @@ class LatticeClient:
         """Send a component operation; with ``wait``, return its outcome event's data."""
         subject = subjects.component_op(self.lattice, host_id, op)
         if not wait:
-            return await self.request(subject, body)
+            reply: dict[str, Any] = await self.request(subject, body)
+            return reply
         ev = await self.request_and_wait(
             subject, body, {"component_id": component_id, "host_id": host_id},
             (EventType.COMPONENT_SCALED,), (EventType.COMPONENT_SCALE_FAILED,), timeout_s)
@@ -247,7 +254,7 @@ class LatticeClient:
     async def start_component(self, image: str, component_id: str, *, max_instances: int = 1,
                               host_id: str | None = None, constraints: dict[str, str] | None = None,
                               wait: bool = True, timeout_s: float = 120.0, **spec: Any) -> dict[str, Any]:
-        req = _build(StartComponent, component_id=component_id, image=image, max_instances=max_instances, **spec)
+        req = _build(StartComponentCommand, component_id=component_id, image=image, max_instances=max_instances, **spec)
         host_id = (await self.pick_host(constraints)).id if host_id is None else await self.resolve_host(host_id)
         data = await self._component_op(host_id, ComponentOp.START, req, component_id, wait, timeout_s)
         return {**data, "host_id": host_id}
@@ -264,7 +271,7 @@ class LatticeClient:
                              timeout_s: float = 60.0) -> list[str]:
         hosts = await self._hosts_running(component_id, host_id)
         for h in hosts:
-            await self._component_op(h, ComponentOp.STOP, StopComponent(component_id=component_id),
+            await self._component_op(h, ComponentOp.STOP, StopComponentCommand(component_id=component_id),
                                      component_id, wait, timeout_s)
         return hosts
 
@@ -272,7 +279,7 @@ class LatticeClient:
                               annotations: dict[str, str] | None = None, wait: bool = True,
                               timeout_s: float = 60.0) -> list[str]:
         hosts = await self._hosts_running(component_id, host_id)
-        req = _build(ScaleComponent, component_id=component_id, max_instances=max_instances,
+        req = _build(ScaleComponentCommand, component_id=component_id, max_instances=max_instances,
                      annotations=annotations)
         for h in hosts:
             await self._component_op(h, ComponentOp.SCALE, req, component_id, wait, timeout_s)
@@ -281,7 +288,7 @@ class LatticeClient:
     async def update_component(self, component_id: str, image: str, *, host_id: str | None = None,
                                wait: bool = True, timeout_s: float = 120.0) -> list[str]:
         hosts = await self._hosts_running(component_id, host_id)
-        req = _build(UpdateComponent, component_id=component_id, image=image)
+        req = _build(UpdateComponentCommand, component_id=component_id, image=image)
         for h in hosts:
             await self._component_op(h, ComponentOp.UPDATE, req, component_id, wait, timeout_s)
         return hosts
@@ -292,7 +299,7 @@ class LatticeClient:
                              constraints: dict[str, str] | None = None, config: list[str] | None = None,
                              inline_config: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
                              wait: bool = True, timeout_s: float = 60.0) -> dict[str, Any]:
-        req = _build(StartProvider, provider_id=provider_id, image=image, config=config or [],
+        req = _build(StartProviderCommand, provider_id=provider_id, image=image, config=config or [],
                      inline_config=inline_config or {}, annotations=annotations or {})
         host_id = (await self.pick_host(constraints)).id if host_id is None else await self.resolve_host(host_id)
         subject = subjects.provider_op(self.lattice, host_id, ProviderOp.START)
@@ -315,7 +322,7 @@ class LatticeClient:
             if not hosts:
                 raise ControlError(f"provider {provider_id} is not running on any host", ErrorCode.NOT_FOUND)
         for h in hosts:
-            req = StopProvider(provider_id=provider_id)
+            req = StopProviderCommand(provider_id=provider_id)
             subject = subjects.provider_op(self.lattice, h, ProviderOp.STOP)
             if wait:
                 await self.request_and_wait(subject, req, {"provider_id": provider_id, "host_id": h},
@@ -348,12 +355,12 @@ class LatticeClient:
     # --- links and named config (JetStream KV; see interfaces/store.py) --------------
     # Imports stay local so this block only adds methods to the class.
 
-    def lattice_store(self) -> Any:
+    def lattice_store(self) -> LatticeStore:
         """The :class:`trellis.interfaces.store.LatticeStore` on this client's connection."""
         from .store import LatticeStore
 
         assert self.nc is not None, "use 'async with LatticeClient(...)'"
-        store = getattr(self, "_lattice_store", None)
+        store: LatticeStore | None = getattr(self, "_lattice_store", None)
         if store is None or store.nc is not self.nc:
             store = LatticeStore(self.nc, self.lattice, source="trellis-client")
             self._lattice_store = store
@@ -366,20 +373,21 @@ class LatticeClient:
     async def del_link(self, source_id: str, namespace: str, package: str, link_name: str = "default",
                        target: str | None = None) -> list[Any]:
         """Delete links (only to ``target`` if given); returns the links removed (may be empty)."""
-        return await self.lattice_store().delete_link(source_id, namespace, package, link_name, target)  # type: ignore[no-any-return]
+        return await self.lattice_store().delete_link(source_id, namespace, package, link_name,
+                                                      target)
 
     async def get_links(self, source: str | None = None, target: str | None = None) -> list[Any]:
         """Links of the lattice, optionally only those from ``source`` / to ``target``."""
-        return await self.lattice_store().list_links(source=source, target=target)  # type: ignore[no-any-return]
+        return await self.lattice_store().list_links(source=source, target=target)
 
     async def put_config(self, name: str, values: dict[str, str]) -> dict[str, str]:
-        """Store (replace) a named config; raises ConfigError on a bad name or value."""
-        return await self.lattice_store().put_config(name, values)  # type: ignore[no-any-return]
+        """Store (replace) a named config; raises LatticeConfigError on a bad name or value."""
+        return await self.lattice_store().put_config(name, values)
 
     async def get_config(self, name: str) -> dict[str, str]:
         """A named config; raises StoreError (not_found) when there is none."""
-        return await self.lattice_store().get_config(name)  # type: ignore[no-any-return]
+        return await self.lattice_store().get_config(name)
 
     async def del_config(self, name: str) -> bool:
         """Delete a named config; False when there was none."""
-        return await self.lattice_store().delete_config(name)  # type: ignore[no-any-return]
+        return await self.lattice_store().delete_config(name)

@@ -48,7 +48,7 @@ class NatsSettings:
     }
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "NatsSettings":
+    def from_env(cls, **overrides: Any) -> NatsSettings:
         values: dict[str, Any] = {}
         for attr, var in cls.ENV.items():
             if os.environ.get(var):
@@ -158,7 +158,8 @@ async def connect(settings: NatsSettings, *, name: str | None = None, **extra: A
     except NoServersError:
         # what the server said (e.g. 'Authorization Violation') beats the reset that follows it
         said = [e for e in errors if not isinstance(e, OSError)]
-        raise NatsUnreachable(settings.url, (said or errors or [None])[-1]) from None
+        tried = said or errors
+        raise NatsUnreachable(settings.url, tried[-1] if tried else None) from None
 
 
 async def goodbye(nc: Client, timeout_s: float = 5.0) -> None:

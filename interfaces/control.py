@@ -29,13 +29,13 @@ class CtlReply(BaseModel):
     response: Any = None
 
     @classmethod
-    def ok(cls, response: Any = None, message: str = "") -> "CtlReply":
+    def ok(cls, response: Any = None, message: str = "") -> CtlReply:
         if isinstance(response, BaseModel):
             response = response.model_dump(mode="json")
         return cls(success=True, response=response, message=message)
 
     @classmethod
-    def fail(cls, code: ErrorCode, message: str) -> "CtlReply":
+    def fail(cls, code: ErrorCode, message: str) -> CtlReply:
         return cls(success=False, code=code, message=message)
 
     def encode(self) -> bytes:
@@ -196,7 +196,7 @@ class WasiSpec(Model):
     inherit_stdio: bool = False
 
 
-class StartComponent(Model):
+class StartComponentCommand(Model):
     component_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")
     image: str = Field(min_length=1)
     max_instances: int = Field(1, ge=1, le=100_000)
@@ -218,17 +218,17 @@ class StartComponent(Model):
         return _without_none(handler(self), "secrets_grant")
 
 
-class StopComponent(Model):
+class StopComponentCommand(Model):
     component_id: str = Field(min_length=1, max_length=128)
 
 
-class ScaleComponent(Model):
+class ScaleComponentCommand(Model):
     component_id: str = Field(min_length=1, max_length=128)
     max_instances: int = Field(ge=0, le=100_000, description="0 stops the component")
     annotations: dict[str, str] | None = None
 
 
-class UpdateComponent(Model):
+class UpdateComponentCommand(Model):
     component_id: str = Field(min_length=1, max_length=128)
     image: str = Field(min_length=1)
     digest: str | None = None
@@ -252,7 +252,7 @@ class ComponentOp:
 
 # --- providers --------------------------------------------------------------------
 
-class StartProvider(Model):
+class StartProviderCommand(Model):
     provider_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")
     image: str = Field(min_length=1, description="builtin:NAME, python:MODULE, a .py file, or file://….py")
     config: list[str] = Field(default_factory=list, description="named configs, merged in order")
@@ -266,7 +266,7 @@ class StartProvider(Model):
         return _without_none(handler(self), "secrets_grant")
 
 
-class StopProvider(Model):
+class StopProviderCommand(Model):
     provider_id: str = Field(min_length=1, max_length=128)
     timeout_s: float | None = Field(None, ge=0, description="grace period before the process is killed")
 

@@ -142,7 +142,7 @@ class Invocation:
         })
 
     @classmethod
-    def decode(cls, frame: bytes) -> "Invocation":
+    def decode(cls, frame: bytes) -> Invocation:
         m = _unpack(frame)
         # fast path: every field present (or defaulted) with its exact type, as every sender writes them
         g = m.get
@@ -210,7 +210,7 @@ class Reply:
         return _pack(m)
 
     @classmethod
-    def decode(cls, frame: bytes) -> "Reply":
+    def decode(cls, frame: bytes) -> Reply:
         m = _unpack(frame)
         g = m.get
         rid, by, ok = g("id"), g("by", ""), g("ok")
@@ -234,7 +234,7 @@ class Reply:
         )
 
     @classmethod
-    def failure(cls, inv_id: str, code: str, message: str, kind: str = "") -> "Reply":
+    def failure(cls, inv_id: str, code: str, message: str, kind: str = "") -> Reply:
         return cls(id=inv_id, ok=False, error=RemoteError(code, message, kind))
 
 

@@ -40,12 +40,12 @@ class Event(BaseModel):
     data: dict[str, Any] = {}
 
     @classmethod
-    def new(cls, type: str, source: str, data: dict[str, Any] | None = None) -> "Event":
+    def new(cls, type: str, source: str, data: dict[str, Any] | None = None) -> Event:
         return cls(
             id=uuid.uuid4().hex,
             type=type,
             source=source,
-            time=_dt.datetime.now(_dt.timezone.utc).isoformat(),
+            time=_dt.datetime.now(_dt.UTC).isoformat(),
             data=data or {},
         )
 
@@ -53,5 +53,5 @@ class Event(BaseModel):
         return self.model_dump_json().encode()
 
     @classmethod
-    def decode(cls, payload: bytes) -> "Event":
+    def decode(cls, payload: bytes) -> Event:
         return cls.model_validate(json.loads(payload))

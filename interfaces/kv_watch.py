@@ -64,8 +64,8 @@ async def watch_bucket(nc: Client, bucket: str, pattern: str, *, ignore_deletes:
         reconnects = nc.stats["reconnects"]
         queue: asyncio.Queue[tuple[BucketEntry, int]] = asyncio.Queue()
 
-        async def on_msg(msg: Msg) -> None:
-            meta = msg.metadata
+        async def on_msg(msg: Msg, queue: asyncio.Queue[tuple[BucketEntry, int]] = queue) -> None:
+            meta = msg.metadata  # (queue bound now: a late message of this subscription goes to its own)
             headers = msg.headers or {}
             deleted = headers.get(KV_OP) in (KV_DEL, KV_PURGE) or headers.get(KV_MARKER_REASON) in (
                 "MaxAge", "Purge", "Remove")
@@ -98,7 +98,7 @@ async def watch_bucket(nc: Client, bucket: str, pattern: str, *, ignore_deletes:
                 stop_if_cancelled()  # wait_for below may have swallowed a cancel (Python 3.11)
                 try:
                     entry, pending = await asyncio.wait_for(queue.get(), RECHECK_S)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if resubscribe and nc.stats["reconnects"] != reconnects:
                         break
                     continue

@@ -23,7 +23,7 @@ MAX_VALUE_BYTES = 64 * 1024
 MAX_CONFIG_BYTES = 512 * 1024
 
 
-class ConfigError(TrellisError):
+class LatticeConfigError(TrellisError):
     """A config name or value that cannot be stored; the message says why."""
 
     code = ErrorCode.BAD_REQUEST
@@ -31,7 +31,7 @@ class ConfigError(TrellisError):
 
 def check_config_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(
+        raise LatticeConfigError(
             f"invalid config name {name!r}: use 1-128 letters, digits, '.', '-' and '_', "
             "starting with a letter or digit"
         )
@@ -50,29 +50,29 @@ def check_config_names(names: Iterable[str]) -> list[str]:
 def check_config_values(name: str, values: Mapping[str, str]) -> dict[str, str]:
     """Validate one config map; return it as a plain dict (keys sorted)."""
     if not isinstance(values, Mapping):
-        raise ConfigError(f"config {name!r} must be a map of strings, got {type(values).__name__}")
+        raise LatticeConfigError(f"config {name!r} must be a map of strings, got {type(values).__name__}")
     total = 2
     for key, value in values.items():
         if not isinstance(key, str) or not key:
-            raise ConfigError(f"config {name!r}: keys must be non-empty strings, got {key!r}")
+            raise LatticeConfigError(f"config {name!r}: keys must be non-empty strings, got {key!r}")
         if len(key) > MAX_KEY_LEN:
-            raise ConfigError(f"config {name!r}: key {key[:32]!r}… is longer than {MAX_KEY_LEN} characters")
+            raise LatticeConfigError(f"config {name!r}: key {key[:32]!r}… is longer than {MAX_KEY_LEN} characters")
         if "=" in key or any(c.isspace() or not c.isprintable() for c in key):
-            raise ConfigError(
+            raise LatticeConfigError(
                 f"config {name!r}: key {key!r} must not contain '=', whitespace or control characters"
             )
         if not isinstance(value, str):
-            raise ConfigError(
+            raise LatticeConfigError(
                 f"config {name!r}: value of {key!r} must be a string, got {type(value).__name__}"
             )
         size = len(value.encode())
         if size > MAX_VALUE_BYTES:
-            raise ConfigError(
+            raise LatticeConfigError(
                 f"config {name!r}: value of {key!r} is {size} bytes, more than {MAX_VALUE_BYTES}"
             )
         total += len(key) + size + 6
     if total > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config {name!r} is about {total} bytes, more than {MAX_CONFIG_BYTES}")
+        raise LatticeConfigError(f"config {name!r} is about {total} bytes, more than {MAX_CONFIG_BYTES}")
     return {k: values[k] for k in sorted(values)}
 
 
@@ -82,7 +82,7 @@ def parse_pairs(pairs: Iterable[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"{pair!r} must be key=value")
+            raise LatticeConfigError(f"{pair!r} must be key=value")
         out[key] = value
     return out
 

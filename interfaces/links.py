@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import subjects
 from .errors import ErrorCode, TrellisError
-from .lattice_config import ConfigError, check_config_name
+from .lattice_config import LatticeConfigError, check_config_name
 
 DEFAULT_LINK_NAME = "default"
 #: WIT identifiers: kebab-case words (each word letters/digits, starting with a letter)
@@ -50,7 +50,7 @@ class LinkConflictError(LinkError):
 
     code = ErrorCode.CONFLICT
 
-    def __init__(self, new: "Link", existing: "Link") -> None:
+    def __init__(self, new: Link, existing: Link) -> None:
         overlap = sorted(set(new.interfaces) & set(existing.interfaces))
         super().__init__(
             f"link {new.describe()} conflicts with existing link {existing.describe()}: "
@@ -113,7 +113,8 @@ class Link(BaseModel):
 
     source_id: str = Field(description="component or provider that makes the calls")
     target: str = Field(description="component or provider that answers them")
-    name: str = Field(default=DEFAULT_LINK_NAME, description="link name; lets one source have several targets per package")
+    name: str = Field(default=DEFAULT_LINK_NAME,
+                      description="link name; lets one source have several targets per package")
     wit_namespace: str = Field(description="e.g. 'wasi'")
     wit_package: str = Field(description="e.g. 'keyvalue'")
     interfaces: list[str] = Field(description="interface names within the package, e.g. ['store', 'atomics']")
@@ -154,14 +155,14 @@ class Link(BaseModel):
         for n in v:
             try:
                 check_config_name(n)
-            except ConfigError as exc:
+            except LatticeConfigError as exc:
                 raise ValueError(exc.message) from None
             if n not in out:
                 out.append(n)
         return out
 
     @classmethod
-    def build(cls, **fields: Any) -> "Link":
+    def build(cls, **fields: Any) -> Link:
         """Like ``Link(**fields)`` but raising :class:`LinkError` with one readable message."""
         try:
             return cls(**fields)
@@ -182,12 +183,13 @@ class Link(BaseModel):
 
     def describe(self) -> str:
         ifaces = self.interfaces[0] if len(self.interfaces) == 1 else "{" + ",".join(self.interfaces) + "}"
-        return f"{self.source_id} -> {self.target} {self.wit_namespace}:{self.wit_package}/{ifaces} (name {self.name!r})"
+        return (f"{self.source_id} -> {self.target} {self.wit_namespace}:{self.wit_package}/{ifaces} "
+                f"(name {self.name!r})")
 
     def covers(self, namespace: str, package: str, interface: str) -> bool:
         return (self.wit_namespace, self.wit_package) == (namespace, package) and interface in self.interfaces
 
-    def conflicts_with(self, other: "Link") -> bool:
+    def conflicts_with(self, other: Link) -> bool:
         return (
             self.group == other.group
             and self.target != other.target

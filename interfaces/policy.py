@@ -82,7 +82,7 @@ class PolicySettings:
         return {"subject": self.subject, "timeout_s": self.timeout_s, "default": self.default}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "PolicySettings":
+    def from_dict(cls, data: dict[str, Any] | None) -> PolicySettings:
         return cls(**(data or {}))
 
 

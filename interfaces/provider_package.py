@@ -106,7 +106,8 @@ def unpack(data: bytes, digest_hex: str, directory: Path) -> PreparedProvider:
                     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r") as tar:
                         _extract(tar, tmp)
                 except (OSError, EOFError, tarfile.TarError) as exc:
-                    raise PackageError(f"provider package sha256:{digest_hex} is not a readable tar.gz: {exc}") from None
+                    raise PackageError(
+                        f"provider package sha256:{digest_hex} is not a readable tar.gz: {exc}") from None
             else:
                 (tmp / "provider.py").write_bytes(data)
             try:

@@ -104,7 +104,7 @@ class SecretValue:
         return {"string": self._value}
 
     @classmethod
-    def from_wire(cls, data: dict[str, str]) -> "SecretValue":
+    def from_wire(cls, data: dict[str, str]) -> SecretValue:
         if "bytes" in data:
             return cls(_unb64(data["bytes"]))
         return cls(str(data["string"]))

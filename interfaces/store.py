@@ -75,7 +75,7 @@ class StoreSettings:
     timeout_s: float = field(default=5.0, metadata={"doc": "JetStream API timeout in seconds"})
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "StoreSettings":
+    def from_env(cls, **overrides: Any) -> StoreSettings:
         values: dict[str, Any] = {}
         if os.environ.get("TRELLIS_KV_REPLICAS"):
             values["replicas"] = int(os.environ["TRELLIS_KV_REPLICAS"])
@@ -214,7 +214,7 @@ class LatticeStore:
         except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
             raise StoreError(f"JetStream is not available on the NATS server (needed for {what}): "
                              "start nats-server with -js", ErrorCode.NO_RESPONDERS) from None
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             raise StoreError(f"JetStream did not answer within {self.settings.timeout_s}s opening bucket "
                              f"{name}", ErrorCode.TIMEOUT) from None
 

@@ -85,7 +85,7 @@ class ComponentTraffic(BaseModel):
             self.errors += 1
         self.latency[bisect.bisect_left(LATENCY_BOUNDS_MS, wall_ms)] += 1
 
-    def merge(self, other: "ComponentTraffic") -> None:
+    def merge(self, other: ComponentTraffic) -> None:
         self.calls += other.calls
         self.errors += other.errors
         for i, n in enumerate(other.latency[:len(self.latency)]):
@@ -144,6 +144,7 @@ def _shorten(value: Any, limit: int, depth: int = 0) -> Any:
 
 def _bytes(head: bytes, size: int, limit: int) -> str:
     """Bytes that read as text show as that text, others as their length."""
+    text: str | None
     try:
         text = head.decode()
     except UnicodeDecodeError:

@@ -90,7 +90,7 @@ class WadmClient:
                         f"no wadm controller answers in lattice {self.lattice!r}: start one with "
                         "'trellis wadm' (or 'trellis up')", ErrorCode.NO_RESPONDERS) from None
                 await asyncio.sleep(0.1)
-            except (NatsTimeout, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeout):
                 if loop.time() < answer_by:
                     continue
                 raise WadmError(f"wadm did not answer {op} within {max(self.timeout_s, self.wait_leader_s)}s",
@@ -107,7 +107,7 @@ class WadmClient:
         assert self.client.nc is not None
         try:
             await self.client.nc.request(subjects.wadm_ping(self.lattice), b"{}", timeout=1.0)
-        except (NoRespondersError, NatsTimeout, asyncio.TimeoutError):
+        except (TimeoutError, NoRespondersError, NatsTimeout):
             return False
         return True
 

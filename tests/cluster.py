@@ -93,7 +93,7 @@ class ControllerProcess:
                                          env=env, start_new_session=True)
         self.id = ""
 
-    def wait_started(self, timeout: float = 30.0) -> "ControllerProcess":
+    def wait_started(self, timeout: float = 30.0) -> ControllerProcess:
         self.id = _read_started(self.proc, "wadm_started", timeout, self.log)["id"]
         return self
 
@@ -140,10 +140,11 @@ class NatsNode:
             'jetstream { max_memory_store: 64MB, max_file_store: 1GB }\n'
         )
         if self.peers:
-            conf += f'cluster {{ name: "trellis", listen: "{self.machine.address}:{ROUTE_PORT}", routes: [{routes}] }}\n'
+            listen = f"{self.machine.address}:{ROUTE_PORT}"
+            conf += f'cluster {{ name: "trellis", listen: "{listen}", routes: [{routes}] }}\n'
         return conf
 
-    def start(self) -> "NatsNode":
+    def start(self) -> NatsNode:
         self.dir.mkdir(parents=True, exist_ok=True)
         conf = self.dir / "nats.conf"
         conf.write_text(self.config())
@@ -250,7 +251,7 @@ def run_in_netns(ns: str, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         raise AssertionError(f"code in namespace {ns} still running {timeout + 10}s after it started")
     if "error" in box:
         raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    return box["value"]
 
 
 # --- the cluster -------------------------------------------------------------------------
@@ -268,7 +269,7 @@ class Cluster:
     heartbeat_s: float = 1.0
 
     @classmethod
-    def create(cls, tmp: Path, lattice: str, machines: int = 3, *, heartbeat_s: float = 1.0) -> "Cluster":
+    def create(cls, tmp: Path, lattice: str, machines: int = 3, *, heartbeat_s: float = 1.0) -> Cluster:
         """The network (``machines`` + the client machine) and a NATS node on each machine.
 
         The first three machines run NATS (a cluster of three, or fewer when fewer machines).

@@ -14,6 +14,14 @@ from trellis.natsserver import NatsServer
 from .harness import HostFactory, run_cli
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests that run Wasm in this process do it as a worker does: with wasmtime-py patched
+    # (tests/runtime/test_wasmtime_reliance.py checks that importing the runtime alone does not).
+    from trellis.host.runtime import wasmtime_patches
+
+    wasmtime_patches.apply()
+
+
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     """One real nats-server (JetStream) for the session; tests isolate by lattice."""
@@ -47,11 +55,11 @@ async def hosts(nats_server: NatsServer, lattice: str, tmp_path: Path) -> AsyncI
 
 
 @pytest.fixture
-def cli(nats_server: NatsServer, lattice: str):  # type: ignore[no-untyped-def]
+def cli(nats_server: NatsServer, lattice: str):
     """Run the real `trellis` CLI against this test's lattice."""
     env = {"TRELLIS_NATS_URL": nats_server.url, "TRELLIS_LATTICE": lattice}
 
-    def run(*args: str, **kw):  # type: ignore[no-untyped-def]
+    def run(*args: str, **kw):
         return run_cli(*args, env={**env, **kw.pop("env", {})}, **kw)
 
     return run

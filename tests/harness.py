@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,9 +26,10 @@ REPO = Path(__file__).resolve().parent.parent
 COMPILE_CACHE = Path(os.environ.get("TRELLIS_TEST_COMPILE_CACHE", Path.home() / ".cache" / "trellis-test-compiled"))
 
 
-async def eventually(cond: Callable[[], Awaitable[T] | T], timeout: float = 10.0,
-                     interval: float = 0.05, what: str = "condition") -> T:
-    """Poll ``cond`` until it returns something truthy; fail with ``what`` at the deadline."""
+async def eventually(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
+                     what: str = "condition") -> Any:
+    """Poll ``cond`` (a function, sync or async) until it returns something truthy, and return that;
+    fail with ``what`` at the deadline. (Typed loosely: a lambda would not infer through overloads.)"""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last_exc: BaseException | None = None
@@ -38,7 +39,7 @@ async def eventually(cond: Callable[[], Awaitable[T] | T], timeout: float = 10.0
             if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
                 value = await value
             if value:
-                return value  # type: ignore[return-value]
+                return value
             last_exc = None
         except AssertionError as exc:
             last_exc = exc
@@ -86,7 +87,7 @@ class HostProcess:
         if netns:
             argv = ["ip", "netns", "exec", netns, *argv]
         self.log = log
-        err = open(log, "ab") if log else subprocess.DEVNULL
+        err = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (maybe DEVNULL; closed below)
         try:
             self.proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
@@ -98,7 +99,7 @@ class HostProcess:
         self.id = ""
         self.name = ""
 
-    def wait_started(self, timeout: float = 20.0) -> "HostProcess":
+    def wait_started(self, timeout: float = 20.0) -> HostProcess:
         """Read the host's first JSON line (its id) from stdout."""
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout

@@ -49,7 +49,7 @@ class Network:
     switch: str = ""
 
     @classmethod
-    def create(cls, count: int) -> "Network":
+    def create(cls, count: int) -> Network:
         tag = uuid.uuid4().hex[:5]
         subnet = 18 + int(tag[:2], 16) % 2, int(tag[2:4], 16)  # 198.18.x / 198.19.x
         net = cls(switch=f"trl{tag}sw")

@@ -97,7 +97,7 @@ class NatsServer:
             cmd = ["ip", "netns", "exec", self.netns] + cmd
         return cmd
 
-    def start(self, timeout: float = 15.0) -> "NatsServer":
+    def start(self, timeout: float = 15.0) -> NatsServer:
         self._ready.clear()
         if self.store_dir:
             self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ class NatsServer:
 
     def _read_log(self) -> None:
         assert self.proc and self.proc.stderr
-        sink = open(self.log_file, "a", encoding="utf-8") if self.log_file else None
+        sink = open(self.log_file, "a", encoding="utf-8") if self.log_file else None  # noqa: SIM115 (maybe None)
         try:
             for raw in self.proc.stderr:
                 line = raw.decode(errors="replace").rstrip()
@@ -172,7 +172,7 @@ class NatsServer:
         if self.proc and self.proc.stderr and not self.proc.stderr.closed:
             self.proc.stderr.close()
 
-    def __enter__(self) -> "NatsServer":
+    def __enter__(self) -> NatsServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -20,9 +20,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 import yaml
 
@@ -81,7 +82,7 @@ class StateLock:
     def acquire(self, info: dict[str, object]) -> dict[str, Any] | None:
         """Hold the lock; returns what a run that ended without releasing it had recorded."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
+        fh = open(self.path, "a+")  # noqa: SIM115 (the open file holds the lock until release())
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -291,7 +292,8 @@ class Up:
         p = self.s.policy
         if not p.enabled:
             return []
-        return ["--policy-subject", str(p.subject), "--policy-timeout", f"{p.timeout_s:g}", "--policy-default", p.default]
+        return ["--policy-subject", str(p.subject), "--policy-timeout", f"{p.timeout_s:g}", "--policy-default",
+                p.default]
 
     def _supervise(self) -> None:
         while not self._stop.wait(0.2):

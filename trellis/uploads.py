@@ -101,7 +101,9 @@ def local_artifacts(data: Any, base_dir: Path) -> tuple[list[tuple[dict[str, Any
     comps = spec.get("components") if isinstance(spec, dict) else None
     for comp in comps if isinstance(comps, list) else []:
         props = comp.get("properties") if isinstance(comp, dict) else None
-        image = props.get("image") if isinstance(props, dict) else None
+        if not isinstance(props, dict):
+            continue
+        image = props.get("image")
         if not isinstance(image, str):
             continue
         path = _local_path(image, base_dir)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -34,8 +35,8 @@ from trellis.interfaces import secrets as sx
 from trellis.interfaces import subjects
 from trellis.interfaces.control import CtlReply, parse_request
 from trellis.interfaces.errors import ErrorCode
-from trellis.signing import secrets as sealed
 from trellis.interfaces.store import StoreSettings
+from trellis.signing import secrets as sealed
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class Keyholder:
         if len(raw) > sx.MAX_SECRET_BYTES:
             raise ValueError(f"a secret is at most {sx.MAX_SECRET_BYTES} bytes")
         stored = {"sealed": sealed.seal(self.key.xkey, plain), "kind": "bytes" if isinstance(raw, bytes) else "string",
-                  "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                  "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
         kv = await self.kv()
         revision = await kv.put(req.name, json.dumps(stored).encode())
         log.info("secret %s stored (revision %d)", req.name, revision)

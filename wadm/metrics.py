@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class WadmMetrics:
-    def __init__(self, ctl: "Controller") -> None:
+    def __init__(self, ctl: Controller) -> None:
         self.ctl = ctl
         self.telemetry = Telemetry("trellis-wadm", {"trellis.lattice": ctl.lattice, "trellis.wadm_id": ctl.id})
         m = self.telemetry.meter

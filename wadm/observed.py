@@ -27,13 +27,15 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
-APP_ANNOTATION = "trellis.app"
-VERSION_ANNOTATION = "trellis.app.version"
-SPREAD_ANNOTATION = "trellis.spread"
-CONFIG_ANNOTATION = "trellis.config"
-PASS_ANNOTATION = "trellis.pass"
-SECRETS_ANNOTATION = "trellis.secrets"
-DEFAULT_LINK_NAME = "default"
+from trellis.interfaces.annotations import (
+    APP_ANNOTATION,
+    APP_VERSION_ANNOTATION,
+    CONFIG_ANNOTATION,
+    PASS_ANNOTATION,
+    SECRETS_ANNOTATION,
+    SPREAD_ANNOTATION,
+)
+from trellis.interfaces.links import DEFAULT_LINK_NAME
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -353,7 +355,7 @@ __all__ = [
     "DEFAULT_LINK_NAME",
     "PASS_ANNOTATION",
     "SPREAD_ANNOTATION",
-    "VERSION_ANNOTATION",
+    "APP_VERSION_ANNOTATION",
     "FrozenMap",
     "HostCapacity",
     "Observed",

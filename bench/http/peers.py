@@ -416,11 +416,12 @@ def _seed_compile_cache(wasm: Path, compiled: Path) -> None:
     """
     import shutil
 
-    from trellis.host.runtime import CompileCache, load_component, make_engine
+    from trellis.host.runtime import CompileCache, load_component, make_engine, wasmtime_patches
     from trellis.host.runtime.engine import EngineSettings
 
     from .._context import BENCH_CACHE
 
+    wasmtime_patches.apply()  # this process runs Wasm as a worker does
     engine = make_engine(EngineSettings(consume_fuel=False))  # the engine workers run components on
     try:
         load_component(engine, wasm.read_bytes(), CompileCache(BENCH_CACHE))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from kv_memory import build
+
 from trellis.providers.sdk import Link, ProviderError
 from trellis.providers.sdk.testing import ProviderEnvironment
 

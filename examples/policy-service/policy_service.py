@@ -52,7 +52,7 @@ class Policy:
     control: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: Path) -> "Policy":
+    def load(cls, path: Path) -> Policy:
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError("the policy file must be a mapping")
@@ -188,7 +188,7 @@ async def serve(args: argparse.Namespace) -> int:
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), args.watch_interval)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             service.reload()
             if service.unannounced:
                 service.unannounced = False

@@ -2,6 +2,10 @@
 
 No networking here: the host runs this inside worker processes. See
 ``docs/runtime.md`` for the execution model and value conventions.
+
+A process that runs Wasm calls :func:`wasmtime_patches.apply` once when it starts, before
+:func:`make_engine` (which refuses otherwise): importing this package changes nothing in
+wasmtime-py. What the patches rely on in wasmtime is listed in :mod:`.wasmtime_reliance`.
 """
 
 from . import wasmtime_patches
@@ -21,8 +25,6 @@ from .imports import HostResource, ImportHandler, deny_all
 from .invoke import Invoker, InvokerStats
 from .probe import CallProbe
 from .settings import Limits, Preopen, ReusePolicy, WasiGrants
-
-wasmtime_patches.apply()
 
 __all__ = [
     "CacheStats",
@@ -57,4 +59,5 @@ __all__ = [
     "make_engine",
     "to_plain",
     "wasm_digest",
+    "wasmtime_patches",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "EngineSettings",
     "InstancePool",
     "RuntimeEngine",
+    "WasmtimeNotPatched",
     "engine_settings",
     "make_engine",
 ]
@@ -299,8 +300,21 @@ class RuntimeEngine:
             ticker.stop()
 
 
+class WasmtimeNotPatched(RuntimeError):
+    """An engine was asked for before :func:`~trellis.host.runtime.wasmtime_patches.apply`."""
+
+
 def make_engine(settings: EngineSettings | None = None) -> RuntimeEngine:
-    """Build an engine with epoch interruption (and fuel metering unless turned off)."""
+    """Build an engine with epoch interruption (and fuel metering unless turned off).
+
+    The process must have called :func:`trellis.host.runtime.wasmtime_patches.apply` first: without
+    its corrections wasmtime-py lowers some values wrongly (an untagged ``result`` whose ``ok``
+    is an option cannot carry ``err``)."""
+    from . import wasmtime_patches
+
+    if not wasmtime_patches.applied():
+        raise WasmtimeNotPatched("wasmtime-py is not patched in this process: call "
+                                 "trellis.host.runtime.wasmtime_patches.apply() when it starts, before any Wasm runs")
     settings = settings or EngineSettings()
     config = wasmtime.Config()
     config.epoch_interruption = True

@@ -1,4 +1,10 @@
-"""Corrections to wasmtime-py's component value conversion, applied at import.
+"""Corrections to wasmtime-py's component value conversion, applied by :func:`apply`.
+
+A process that runs Wasm calls :func:`apply` once when it starts (a worker does in
+``trellis.host.workers.__main__``); :func:`~trellis.host.runtime.make_engine` refuses to
+build an engine before. They rely on private parts of wasmtime-py listed, per patch, in
+:mod:`trellis.host.runtime.wasmtime_reliance`, whose test fails when a wasmtime release
+changes one; pyproject pins the wasmtime range they were tested with.
 
 1. A bulk path for ``list<u8>``.
 
@@ -91,7 +97,7 @@ _held: dict[str, Any] = {}
 
 _original_to_c = _types.ListType.convert_to_c
 _original_from_c = _types.ListType.convert_from_c
-_applied = False
+_applied: bool | None = None  # what apply() returned, once it ran
 
 
 def _classes(ty: Any) -> frozenset[type]:
@@ -371,11 +377,21 @@ def _layout_ok() -> bool:
         and _VALUE_OFF >= 1 and hasattr(_types.ListType, "_is_bytes")
 
 
+def applied() -> bool:
+    """Whether :func:`apply` ran in this process."""
+    return _applied is not None
+
+
 def apply() -> bool:
     """Install the corrections above (idempotent). Returns whether the bulk byte path is active."""
     global _applied
-    if _applied:
-        return True
+    if _applied is None:
+        _applied = _apply()
+    return _applied
+
+
+def _apply() -> bool:
+    _warn_if_untested()
     if hasattr(_types, "VariantLikeType") and hasattr(_types.VariantLikeType, "_lower"):
         _types.VariantLikeType._lower = _lower  # type: ignore[method-assign]
     if not _keep_types():
@@ -395,8 +411,16 @@ def apply() -> bool:
         for cls in (_types.ListType, _types.TupleType, _types.RecordType, _types.VariantType,
                     _types.OptionType, _types.ResultType):
             cls.convert_to_c = _in_place(cls.convert_to_c)  # type: ignore[method-assign]
-    _applied = True
     return True
+
+
+def _warn_if_untested() -> None:
+    from . import wasmtime_reliance as reliance
+
+    if reliance.installed_wasmtime() == reliance.TESTED_WASMTIME:
+        return
+    for line in reliance.changes():
+        log.warning("untested wasmtime: %s", line)
 
 
 def _in_place(original: Any) -> Any:

@@ -88,7 +88,7 @@ def merge(lists: Iterable[list[Series]]) -> list[Series]:
                         continue  # cannot add histograms of other buckets
                     have["count"] += value["count"]
                     have["sum"] += value["sum"]
-                    have["buckets"] = [a + b for a, b in zip(have["buckets"], value["buckets"])]
+                    have["buckets"] = [a + b for a, b in zip(have["buckets"], value["buckets"], strict=False)]
                 else:
                     into[key] = have + value
     for name, s in out.items():

@@ -4,8 +4,8 @@ A component linked to this provider (``trellis link put COMPONENT http-client
 trellis http --interface outgoing-handler``) sends whole requests and gets
 whole responses back; a ``wasi:http`` component linked for ``wasi http
 --interface outgoing-handler`` gets the same through its host, with failures
-as ``error-code`` cases (the host calls ``wasi:http/outgoing-handler.send``), over one pooled ``httpx.AsyncClient`` per provider
-process. Every way of not getting a response is ``err(text)``, never a trap:
+as ``error-code`` cases (the host calls ``wasi:http/outgoing-handler.send``), over one pooled
+``httpx.AsyncClient`` per provider process. Every way of not getting a response is ``err(text)``, never a trap:
 an invalid URL, a refused destination, a failed connection, the timeout, too
 many redirects, a response over the size limit.
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import http.cookiejar
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +43,8 @@ import httpx
 from trellis.interfaces.envelope import ENVELOPE_ROOM
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 from trellis.providers.sdk import Context, Provider, ProviderInfo, nats_connection, run
+
+from ._common.config import ConfigError
 
 log = logging.getLogger("trellis.providers.http_client")
 
@@ -57,10 +58,6 @@ _DROP = frozenset({b"content-length", b"transfer-encoding", b"connection", b"kee
 _KEYS = frozenset({"timeout_ms", "max_response_bytes", "max_redirects", "allowed_hosts"})
 
 
-class ConfigError(ValueError):
-    pass
-
-
 @dataclass(frozen=True)
 class Settings:
     timeout_ms: int = 30_000
@@ -69,7 +66,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, values: Mapping[str, str]) -> "Settings":
+    def parse(cls, values: Mapping[str, str]) -> Settings:
         unknown = sorted(k for k in values if k not in _KEYS)
         if unknown:
             raise ConfigError(f"unknown config key(s) {', '.join(unknown)} (known: {', '.join(sorted(_KEYS))})")

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from functools import partial
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from nats.aio.client import Client
@@ -36,7 +36,6 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from trellis.interfaces.kv_watch import BucketEntry, watch_bucket
-
 from trellis.providers.builtin._common import config as cfgs
 from trellis.providers.builtin._common.health import probe_each
 from trellis.providers.builtin._common.kv import (
@@ -99,7 +98,7 @@ class NatsKvSettings:
     page_size: int
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, str], lattice: NatsBootstrap | None) -> "NatsKvSettings":
+    def from_config(cls, cfg: Mapping[str, str], lattice: NatsBootstrap | None) -> NatsKvSettings:
         cfg = wasmcloud_spelling(cfg, KEYS)
         cfgs.unknown_keys(cfg, KEYS, NAME)
         ttl = cfgs.number(cfg, "ttl_s", 0.0)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import re
-from functools import partial
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -63,7 +63,7 @@ class RedisKvSettings:
     page_size: int
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, str]) -> "RedisKvSettings":
+    def from_config(cls, cfg: Mapping[str, str]) -> RedisKvSettings:
         cfg = wasmcloud_spelling(cfg, KEYS)
         cfgs.unknown_keys(cfg, KEYS, NAME)
         url = cfgs.text(cfg, "url", DEFAULT_URL) or DEFAULT_URL

@@ -27,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from functools import partial
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from nats.aio.client import Client
@@ -65,7 +65,7 @@ HANDLER_KEYS = (*NATS_KEYS, "subscriptions", "queue_group", "max_concurrent", "h
 DRAIN_S = 2.0
 
 
-class SubjectError(Exception):
+class SubjectNotAllowed(Exception):
     """A subject a component may not use; the message says why."""
 
 
@@ -73,7 +73,7 @@ def check_subject(subject: str, target: NatsTarget, *, pattern: bool = False) ->
     """A subject to publish on (or, with ``pattern``, to subscribe to)."""
     problem = _subject_problem(subject, target.is_lattice, pattern)
     if problem is not None:
-        raise SubjectError(problem)
+        raise SubjectNotAllowed(problem)
     return subject
 
 
@@ -108,7 +108,7 @@ class HandlerSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, str], link: Link, lattice: NatsBootstrap | None,
-                    lattice_name: str) -> "HandlerSettings":
+                    lattice_name: str) -> HandlerSettings:
         cfgs.unknown_keys(cfg, HANDLER_KEYS, f"{NAME} handler link")
         target = nats_target(cfg, lattice)
         subs = cfgs.csv(cfg, "subscriptions")
@@ -117,7 +117,7 @@ class HandlerSettings:
                                    "subscriptions=orders.created,metrics.>")
         try:
             subs = tuple(check_subject(s, target, pattern=True) for s in subs)
-        except SubjectError as exc:
+        except SubjectNotAllowed as exc:
             raise cfgs.ConfigError(str(exc)) from None
         # one queue group per link: every instance of the provider shares it, so each message is handled once
         default_queue = f"trellis.{lattice_name}.{link.source_id}.{link.target}.{link.name}"
@@ -290,7 +290,7 @@ class MessagingNats:
                 check_subject(str(reply), target)
             await nc.publish(subject, bytes(msg.get("body") or b""), reply=reply or "")
             return {"ok": None}
-        except (SubjectError, NotLinked, LinkUnusable) as exc:
+        except (SubjectNotAllowed, NotLinked, LinkUnusable) as exc:
             return {"err": str(exc)}
         except Exception as exc:
             log.warning("%s: publish from %s failed: %r", NAME, ctx.source, exc)
@@ -305,11 +305,11 @@ class MessagingNats:
             check_subject(subject, target)
             reply = await nc.request(subject, bytes(body), timeout=timeout)
             return {"ok": {"subject": reply.subject, "body": reply.data, "reply-to": reply.reply or None}}
-        except (SubjectError, NotLinked, LinkUnusable) as exc:
+        except (SubjectNotAllowed, NotLinked, LinkUnusable) as exc:
             return {"err": str(exc)}
         except NoRespondersError:
             return {"err": f"no responders on {subject!r}"}
-        except (NatsTimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeoutError):
             return {"err": f"no reply on {subject!r} within {timeout * 1000:.0f} ms"}
         except Exception as exc:
             log.warning("%s: request from %s failed: %r", NAME, ctx.source, exc)

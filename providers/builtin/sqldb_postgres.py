@@ -126,7 +126,7 @@ async def open_pool(k: PoolKey) -> asyncpg.Pool:
 async def close_pool(pool: asyncpg.Pool) -> None:
     try:
         await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pool.terminate()
 
 
@@ -220,7 +220,7 @@ class SqldbPostgres(SqlBackend[PoolKey, asyncpg.Pool]):
         async with asyncio.timeout(timeout_s):
             try:
                 async with resource.acquire() as conn, conn.transaction():
-                    for n, (sql, params) in enumerate(statements, start=1):
+                    for n, (sql, params) in enumerate(statements, start=1):  # noqa: B007 (n: the failing one, below)
                         counts.append(rows_changed(await conn.execute(sql, *params)))
             except _FAILURES as exc:
                 error = classify(exc)

@@ -302,7 +302,7 @@ class SqliteDb:
         self.stats = {"loop_reads": 0, "moved_reads": 0, "busy_waits": 0}
 
     @classmethod
-    async def open(cls, key: DbKey) -> "SqliteDb":
+    async def open(cls, key: DbKey) -> SqliteDb:
         db = cls(key)
         db._loop = asyncio.get_running_loop()
         db._thread.start()
@@ -354,21 +354,21 @@ class SqliteDb:
             done, result = self._on_loop(conn, _query, sql, params)
             if done:
                 self.stats["loop_reads"] += 1
-                return result  # type: ignore[no-any-return]
+                return result
             self.stats["moved_reads"] += 1
-        return await self._on_thread(_query, (sql, params), timeout_s)  # type: ignore[no-any-return]
+        return await self._on_thread(_query, (sql, params), timeout_s)
 
     async def execute(self, sql: str, params: list[Any], timeout_s: float | None) -> int:
         self._conn()
         script = _script(sql) if not params and ";" in sql else None
         if script is not None:
-            return await self._on_thread(_run_script, (script,), timeout_s)  # type: ignore[no-any-return]
-        return await self._on_thread(_execute, (sql, params), timeout_s)  # type: ignore[no-any-return]
+            return await self._on_thread(_run_script, (script,), timeout_s)
+        return await self._on_thread(_execute, (sql, params), timeout_s)
 
     async def execute_batch(self, statements: list[tuple[str, list[Any]]], timeout_s: float | None) -> list[int]:
         self._conn()
         try:
-            return await self._on_thread(_run_batch, (statements,), timeout_s)  # type: ignore[no-any-return]
+            return await self._on_thread(_run_batch, (statements,), timeout_s)
         except _Failed as failed:
             raise numbered(failed.n, classify(failed.error)) from None
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from trellis.interfaces.resources import parse_address
 from trellis.interfaces.envelope import EnvelopeError, Reply
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.links import Link, parse_wit_interface
+from trellis.interfaces.resources import parse_address
 from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.secrets import SecretValue
 
@@ -98,7 +98,7 @@ class ProviderEnvironment:
     async def shutdown(self, grace_s: float = 1.0) -> None:
         await self._callback("on_shutdown", grace_s)
 
-    async def __aenter__(self) -> "ProviderEnvironment":
+    async def __aenter__(self) -> ProviderEnvironment:
         await self.start()
         return self
 

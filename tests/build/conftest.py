@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from trellis.host.runtime import CompileCache, RuntimeEngine, make_engine
 from tests.components.build import default_cache_dir
 from trellis.build import BuildOptions, BuildResult, build_all
+from trellis.host.runtime import CompileCache, RuntimeEngine, make_engine
 
 REPO = Path(__file__).resolve().parents[2]
 HELLO_PYTHON = REPO / "examples" / "hello-python"

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import run_cli
-from trellis.build import (AppSpec, BuildError, BuildOptions, _resolve_world, _trim, find_apps, is_app,
-                           load_app, plan)
+from trellis.build import AppSpec, BuildError, BuildOptions, _resolve_world, _trim, find_apps, is_app, load_app, plan
 
 from .conftest import HELLO_PYTHON
 

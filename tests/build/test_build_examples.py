@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from trellis.host.runtime import CompileCache, Invoker, LoadedComponent, RuntimeEngine, load_component
 from tests.harness import run_cli
 from trellis.build import BuildOptions, BuildResult, build_all, find_tool
+from trellis.host.runtime import CompileCache, Invoker, LoadedComponent, RuntimeEngine, load_component
 
 from .conftest import HELLO_PYTHON
 

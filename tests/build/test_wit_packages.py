@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from trellis.interfaces.wit_packages import WIT_DIR, package_dirs, package_name
 from trellis.build import find_tool
+from trellis.interfaces.wit_packages import WIT_DIR, package_dirs, package_name
 
 PACKAGES = {
     "wasi:keyvalue@0.2.0-draft": "keyvalue",

@@ -14,7 +14,7 @@ from trellis.providers.sdk.testing import ProviderEnvironment
 
 def prober_of(provider: Provider) -> Prober:
     """The background health prober behind a built-in provider's health callback."""
-    return provider.callback("health").__self__.prober  # type: ignore[union-attr]
+    return provider.callback("health").__self__.prober
 
 
 def kv_link(source: str = "comp", target: str = "kv", *, config: str | None = "kvcfg", name: str = "default") -> Link:

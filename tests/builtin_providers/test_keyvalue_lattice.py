@@ -22,6 +22,7 @@ from .backends import RedisServer
 from .harness_lattice import deploy
 from .helpers import kv_link
 
+
 @pytest.fixture(params=["nats", "redis"])
 def kv_backend(request: pytest.FixtureRequest, redis_server: RedisServer) -> tuple[str, dict[str, str]]:
     """(provider image, link config)."""

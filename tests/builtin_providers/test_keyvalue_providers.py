@@ -6,17 +6,17 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
+from trellis.natsserver import NatsServer
 from trellis.providers.builtin import keyvalue_nats, keyvalue_redis
 from trellis.providers.builtin._common.kv import BucketMap, KvError
 from trellis.providers.builtin._common.nats import NatsTarget, reserved_bucket, reserved_subject
 from trellis.providers.builtin._common.shared import Shared
 from trellis.providers.sdk import Provider
 from trellis.providers.sdk.testing import ProviderEnvironment
-
-from trellis.natsserver import NatsServer
 
 from .backends import RedisServer, free_port
 from .helpers import invoke, kv_link, prober_of
@@ -204,12 +204,12 @@ async def test_nats_refuses_trellis_buckets_on_the_lattice_server(nats_server: N
     from trellis.providers.builtin._common.nats import close_nats, open_nats
 
     target = NatsTarget((("url", nats_server.url),), is_lattice=True)
-    connections: Shared[NatsTarget, object] = Shared("test", lambda t: open_nats(t, "test"), close_nats)
+    connections: Shared[NatsTarget, Any] = Shared("test", lambda t: open_nats(t, "test"), close_nats)
     connections.attach(target)
     settings = keyvalue_nats.NatsKvSettings.from_config({"url": nats_server.url}, None)
     link = keyvalue_nats.NatsKvLink(
         keyvalue_nats.NatsKvSettings(target, settings.buckets, True, settings.new_buckets, None, 10),
-        connections)  # type: ignore[arg-type]
+        connections)
     with pytest.raises(keyvalue_nats.AccessDenied):
         await link.open("TRELLIS_default_links")
     await link.open("ordinary")

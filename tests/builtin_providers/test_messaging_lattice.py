@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from trellis.interfaces.client import LatticeClient
-from trellis.interfaces.links import Link
 from tests.harness import eventually
 from tests.local_calls.test_colocated import stats
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.links import Link
 from trellis.natsserver import NatsServer
 
 from .harness_lattice import deploy
 
 
-async def _taken(host) -> bool:  # type: ignore[no-untyped-def]
+async def _taken(host) -> bool:
     try:
         return (await stats(host, "sub")).get("from_local_providers", 0) > 0
     except Exception:
@@ -39,8 +39,8 @@ class Wired:
         self.root = root
         self.seen: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
 
-    async def link(self) -> "Wired":
-        async def on_seen(msg) -> None:  # type: ignore[no-untyped-def]
+    async def link(self) -> Wired:
+        async def on_seen(msg) -> None:
             await self.seen.put((msg.subject, msg.data))
 
         c = self.c
@@ -58,7 +58,7 @@ class Wired:
         try:
             await asyncio.wait_for(self.seen.get(), 0.5)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def clear(self) -> None:
@@ -132,7 +132,8 @@ async def test_deliveries_to_a_component_elsewhere_or_gone_go_over_nats(
         w.clear()
         for n in range(5):  # every one is delivered: by b over NATS, or by a's restarted worker
             assert await c.call("pub", "send", f"{root}.after{n}", b"y") == {"ok": None}
-        want, got = {f"seen.{root}.after{n}" for n in range(5)}, set()
+        want = {f"seen.{root}.after{n}" for n in range(5)}
+        got: set[str] = set()
 
         async def all_seen() -> None:  # a probe's late echo may come too: not counted
             while not want <= got:

@@ -189,10 +189,10 @@ async def test_sqlite_reads_run_on_the_loop_and_the_rest_on_the_databases_thread
                "rollback": {"path": str(tmp_path / "r.db"), "journal_mode": "delete"}}
     links = [sql_link(), sql_link("impatient", config="impatient"), sql_link("rollback", config="rollback")]
     async with ProviderEnvironment(provider, provider_id="sql", configs=configs, links=links) as env:
-        impl = provider.callback("health").__self__  # type: ignore[union-attr]
+        impl = provider.callback("health").__self__
 
         def db(path_: Path, busy: int = 5000) -> sqldb_sqlite.SqliteDb:
-            return next(impl.dbs.opened(k) for k in impl.dbs.keys()
+            return next(impl.dbs.opened(k) for k in impl.dbs.keys()  # noqa: SIM118 (SharedResources, not a dict)
                         if k.path == str(path_) and k.busy_timeout_ms == busy)
 
         assert await env.invoke(X, "CREATE TABLE t (x BIGINT)", [], source="comp") == {"ok": 0}
@@ -282,7 +282,7 @@ async def test_postgres_links_with_equal_settings_share_a_pool(pg_url: str) -> N
                                    links=links) as env:
         for source in ("a", "b"):
             assert await env.invoke(Q, "SELECT 1 AS one", [], source=source) == {"ok": [[["one", i(1)]]]}
-        impl = provider.callback("health").__self__  # type: ignore[union-attr]
+        impl = provider.callback("health").__self__
         assert len(impl.pools.keys()) == 1
 
 

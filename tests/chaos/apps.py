@@ -38,7 +38,7 @@ async def placements(c: LatticeClient, component_id: str, timeout_s: float = 0.5
             for comp in h.components if comp.id == component_id}
 
 
-async def until(cond, timeout: float, what: str, interval: float = 0.1):  # type: ignore[no-untyped-def]
+async def until(cond, timeout: float, what: str, interval: float = 0.1):
     """Poll ``cond`` (sync or async) until truthy; return (value, seconds it took)."""
     t0 = time.monotonic()
     last = None

@@ -63,7 +63,7 @@ class Load:
         self.t0 = 0.0
         self._last = 0.0
 
-    async def __aenter__(self) -> "Load":
+    async def __aenter__(self) -> Load:
         self.t0 = time.monotonic()
         self._tasks = [asyncio.create_task(self._caller(), name=f"load-{i}") for i in range(self.concurrency)]
         return self

@@ -59,7 +59,7 @@ class LocalCluster:
     nodes: list[LocalNode] = field(default_factory=list)
 
     @classmethod
-    def create(cls, tmp: Path, size: int = 3, *, start: int | None = None) -> "LocalCluster":
+    def create(cls, tmp: Path, size: int = 3, *, start: int | None = None) -> LocalCluster:
         """``size`` nodes, ``start`` of them (all by default) started; the rest can be started later."""
         client_ports = [_free_port() for _ in range(size)]
         route_ports = [_free_port() for _ in range(size)]
@@ -97,9 +97,9 @@ class LocalCluster:
                 continue
             nc = await nats.connect(n.url)
 
-            async def answers() -> bool:
+            async def answers() -> bool:  # awaited below, in this iteration
                 try:
-                    await nc.jetstream(timeout=1).account_info()
+                    await nc.jetstream(timeout=1).account_info()  # noqa: B023 (awaited in this iteration)
                     return True
                 except Exception:  # no meta leader yet
                     return False

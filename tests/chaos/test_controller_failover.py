@@ -14,9 +14,9 @@ import time
 
 import pytest
 
+from tests.cluster import Cluster
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.wadm_client import WadmClient, WadmError
-from tests.cluster import Cluster
 
 from .apps import placements, spread_app, until
 from .figures import record
@@ -29,13 +29,13 @@ async def _leader(w: WadmClient, not_: str | None = None) -> str | None:
     return found[0] if len(found) == 1 and found[0] != not_ else None
 
 
-async def _exactly(c, w: WadmClient, version: str, total: int) -> bool:  # type: ignore[no-untyped-def]
+async def _exactly(c, w: WadmClient, version: str, total: int) -> bool:
     st = await w.status("app")
     placed = await placements(c, "app-svc")
     return st.status == "deployed" and st.version == version and sum(placed.values()) == total
 
 
-async def _steady(c, total: int, window_s: float = 3.0) -> list[dict[str, int]]:  # type: ignore[no-untyped-def]
+async def _steady(c, total: int, window_s: float = 3.0) -> list[dict[str, int]]:
     """Placements sampled over a window (a measurement, not a wait): every sample must hold ``total``."""
     samples = []
     end = time.monotonic() + window_s
@@ -54,11 +54,11 @@ class PatientWadm(WadmClient):
     The losses are the finding: the platform's own client gives up after one timeout.
     """
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, timeout_s=2.0, wait_leader_s=20, **kwargs)
         self.unanswered: list[str] = []
 
-    async def request(self, op, body, reply):  # type: ignore[no-untyped-def]
+    async def request(self, op, body, reply):
         for _ in range(15):
             try:
                 return await super().request(op, body, reply)
@@ -74,7 +74,7 @@ def test_acting_controller_killed_then_stalled(cluster: Cluster, wasm):
     cluster.start_controllers(2)
     image = wasm["hostile"]
 
-    def proc_of(cid: str):  # type: ignore[no-untyped-def]
+    def proc_of(cid: str):
         return next(p for p in cluster.controllers if p.id == cid)
 
     async def killed() -> dict:
@@ -127,7 +127,8 @@ def test_acting_controller_killed_then_stalled(cluster: Cluster, wasm):
            new_version_placed_after_kill_s=round(one["acted_s"], 2),
            takeover_after_stall_s=round(two["takeover_s"], 2),
            placements_after_kill=sorted({str(sorted(s.values())) for s in one["samples"]}),
-           placements_after_resume=sorted({str(sorted(s.values())) for s in two["samples"]}), roles_after_resume=two["roles"],
+           placements_after_resume=sorted({str(sorted(s.values())) for s in two["samples"]}),
+           roles_after_resume=two["roles"],
            api_requests_unanswered_during_stall=two["unanswered"])
     assert one["second"] != one["first"] and one["takeover_s"] < 8, one
     assert all(sum(s.values()) == 6 and len(s) <= 2 for s in one["samples"]), one["samples"]

@@ -32,7 +32,7 @@ def _nats_config_ok(conf: Path, **env: str) -> None:
     assert r.returncode == 0, r.stderr + r.stdout
 
 
-def _permissions():  # type: ignore[no-untyped-def]
+def _permissions():
     spec = importlib.util.spec_from_file_location("lattice_permissions", DEPLOY / "nats" / "lattice_permissions.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)

@@ -26,15 +26,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.cluster import Cluster, NetnsLoop, rss_bytes
+from tests.components.build import build_wat
+from tests.netns import netns_unavailable
 from trellis.interfaces import subjects
 from trellis.interfaces.control import CtlReply
 from trellis.interfaces.envelope import Reply
 from trellis.interfaces.links import Link
 from trellis.interfaces.store import LatticeStore
 from trellis.interfaces.wadm_client import WadmClient
-from tests.cluster import Cluster, NetnsLoop, rss_bytes
-from tests.components.build import build_wat
-from tests.netns import netns_unavailable
 
 from .apps import placements, spread_app, until
 from .figures import record
@@ -126,8 +126,8 @@ async def _deployed(wadm: WadmClient) -> bool:
 
 _scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
             | st.text(max_size=40))
-json_values = st.recursive(_scalars, lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=10), c,
-                                                                                          max_size=5),
+json_values = st.recursive(_scalars,
+                           lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=10), c, max_size=5),
                            max_leaves=15)
 msgpack_values = st.recursive(
     _scalars.filter(lambda v: not isinstance(v, int) or -(2**63) <= v < 2**64) | st.binary(max_size=64),
@@ -252,17 +252,20 @@ def _manifest_dicts() -> st.SearchStrategy[Any]:
     def nested_mutation(path_choice: int, value: Any) -> Any:
         m = json.loads(json.dumps(good))
         node: Any = m
-        path = [["metadata"], ["spec"], ["spec", "components"], ["spec", "components", 0],
-                ["spec", "components", 0, "properties"], ["spec", "components", 0, "traits", 0, "properties"],
-                ["metadata", "annotations"]][path_choice % 7]
+        paths: list[list[Any]] = [
+            ["metadata"], ["spec"], ["spec", "components"], ["spec", "components", 0],
+            ["spec", "components", 0, "properties"], ["spec", "components", 0, "traits", 0, "properties"],
+            ["metadata", "annotations"]]
+        path = paths[path_choice % 7]
         for p in path[:-1]:
             node = node[p]
         node[path[-1]] = value
         return m
 
-    valid = st.builds(lambda name, version, n: yaml.safe_load(spread_app(name, "file:///nonexistent/x.wasm", n,
-                                                                         version=version)),
-                      st.from_regex(r"\Afz[a-z0-9]{1,8}\Z"), st.from_regex(r"\Av[0-9a-z.+\-]{0,12}\Z"), st.integers(0, 10))
+    valid = st.builds(lambda name, version,
+                      n: yaml.safe_load(spread_app(name, "file:///nonexistent/x.wasm", n, version=version)),
+                      st.from_regex(r"\Afz[a-z0-9]{1,8}\Z"), st.from_regex(r"\Av[0-9a-z.+\-]{0,12}\Z"),
+                      st.integers(0, 10))
     return st.one_of(json_values, valid, st.builds(nested_mutation, st.integers(0, 6), json_values | safe_text))
 
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from trellis.interfaces.wadm_client import WadmClient
 from tests.cluster import Cluster
+from trellis.interfaces.wadm_client import WadmClient
 
 from .apps import placements, spread_app, until
 from .figures import record
@@ -89,6 +89,6 @@ def test_host_killed_under_load_wadm_replaces(cluster: Cluster, wasm):
     assert result["replaced_s"] <= 5.0, f"re-placement took {result['replaced_s']:.2f}s (goal 5 s)"
 
 
-async def _placed(c, ok) -> dict[str, int] | None:  # type: ignore[no-untyped-def]
+async def _placed(c, ok) -> dict[str, int] | None:
     found = await placements(c, "spread-svc")
     return found if ok(found) else None

@@ -28,6 +28,8 @@ import nats.js.errors
 import pytest
 from nats.js.api import DiscardPolicy, Placement, StreamConfig
 
+from tests.cluster import ControllerProcess
+from tests.harness import HostFactory, eventually
 from trellis.interfaces import subjects
 from trellis.interfaces.artifacts import ArtifactError, fetch_lattice, push
 from trellis.interfaces.client import LatticeClient
@@ -35,8 +37,6 @@ from trellis.interfaces.connection import NatsSettings
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.store import StoreSettings
 from trellis.interfaces.wadm_client import WadmClient
-from tests.cluster import ControllerProcess
-from tests.harness import HostFactory, eventually
 from trellis.wadm.controller import Controller, ControllerSettings
 
 from .apps import placements, spread_app
@@ -47,7 +47,7 @@ pytestmark = [pytest.mark.timeout(240)]
 
 
 @pytest.fixture
-def local_cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
+def local_cluster(tmp_path: Path):
     made: list[LocalCluster] = []
 
     def make(start: int | None = None) -> LocalCluster:

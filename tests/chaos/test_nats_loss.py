@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
+from tests.cluster import Cluster
 from trellis.interfaces.artifacts import fetch_lattice, push
 from trellis.interfaces.links import Link
 from trellis.interfaces.store import LatticeStore
 from trellis.interfaces.wadm_client import WadmClient
-from tests.cluster import Cluster
 
 from .apps import spread_app, stream_replicas, until
 from .figures import record
@@ -36,8 +38,8 @@ def test_nats_node_killed_under_load(cluster: Cluster, wasm, monkeypatch):
 
     async def scenario() -> dict:
         async with cluster.client(via=m0) as c:
-            store = LatticeStore(c.nc, cluster.lattice)
-            ref = await push(c.nc, cluster.lattice, code)
+            store = LatticeStore(c.connection, cluster.lattice)
+            ref = await push(c.connection, cluster.lattice, code)
             for h in hosts:
                 await c.start_component(ref, "svc", host_id=h.id, max_instances=20)
             link = Link(source_id="svc", target="kv", wit_namespace="wasi", wit_package="keyvalue",
@@ -65,10 +67,10 @@ def test_nats_node_killed_under_load(cluster: Cluster, wasm, monkeypatch):
             # A stream whose leader was on the dead node answers again once its replicas
             # elect a new leader (NATS: 4-9 s); until then a read times out. Each stored
             # thing is polled on its own, and the time it came back is its figure.
-            checks = {
+            checks: dict[str, Callable[[], Awaitable[Any]]] = {
                 "links": lambda: store.list_links(),
                 "config": lambda: store.get_config("svc-settings"),
-                "artifact": lambda: fetch_lattice(c.nc, cluster.lattice, ref.removeprefix("lattice://")),
+                "artifact": lambda: fetch_lattice(c.connection, cluster.lattice, ref.removeprefix("lattice://")),
                 "manifest": lambda: wadm.get("kept"),
             }
             wanted = {"links": [link], "config": {"greeting": "hello", "n": "1"}, "artifact": code}

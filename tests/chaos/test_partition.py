@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from trellis.interfaces.wadm_client import WadmClient
 from tests.cluster import Cluster
+from trellis.interfaces.wadm_client import WadmClient
 
 from .apps import placements, spread_app, until
 from .figures import record
@@ -108,7 +108,8 @@ def test_machine_cut_off_and_healed_under_load(cluster: Cluster, wasm):
 
             await until(deployed, 30, "status deployed", interval=0.2)
             await load_b.stop()
-            return {"load": load.summary(), "stranded": load_b.summary(), "during_cut": during, "after_heal": load.summary(since=healed_at),
+            return {"load": load.summary(), "stranded": load_b.summary(), "during_cut": during,
+                    "after_heal": load.summary(since=healed_at),
                     "replaced_s": replaced_s, "rejoined_s": rejoined_s, "settled_s": settled_s, "peak": peak,
                     "window": window, "api_errors": api_errors, "rpc": dict(c.rpc.stats), "back_with": back_with}
 
@@ -131,7 +132,7 @@ def test_machine_cut_off_and_healed_under_load(cluster: Cluster, wasm):
     assert result["load"]["failed"] == 0 and result["stranded"]["failed"] == 0, result
 
 
-async def _placed(c, ok) -> dict[str, int] | None:  # type: ignore[no-untyped-def]
+async def _placed(c, ok) -> dict[str, int] | None:
     found = await placements(c, "spread-svc")
     return found if ok(found) else None
 

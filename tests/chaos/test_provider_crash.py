@@ -17,16 +17,15 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.cluster import Cluster
+from tests.components.build import build_python
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.links import Link
 from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.store import LatticeStore
-from tests.cluster import Cluster
-from tests.components.build import build_python
 from trellis.kit.procs import pid_alive
 
 from ..harness import HostProcess
-
 from .apps import until
 from .figures import record
 from .load import Load
@@ -37,7 +36,7 @@ KV = str(Path(__file__).resolve().parents[1] / "providers_host" / "kv_provider.p
 KILLS = 4
 
 
-def _provider_pid(cluster: Cluster, machine) -> int | None:  # type: ignore[no-untyped-def]
+def _provider_pid(cluster: Cluster, machine) -> int | None:
     for pid in cluster.pids_in(machine):
         try:
             if KV in psutil.Process(pid).cmdline():
@@ -51,7 +50,7 @@ def _provider_pid(cluster: Cluster, machine) -> int | None:  # type: ignore[no-u
 def test_provider_killed_repeatedly(cluster: Cluster):
     kvclient = build_python("kvclient")
     m0, m1, m2 = cluster.machines
-    hosts = dict(zip(("m0", "m1", "m2"), cluster.start_hosts()))
+    hosts = dict(zip(("m0", "m1", "m2"), cluster.start_hosts(), strict=True))
 
     async def scenario() -> dict:
         async with cluster.client(via=m0) as c:
@@ -60,7 +59,7 @@ def test_provider_killed_repeatedly(cluster: Cluster):
                 await c.start_provider(KV, "kvmem", host_id=hosts[m].id)
             link = Link(source_id="kvclient", target="kvmem", wit_namespace="test", wit_package="kv",
                         interfaces=["store"])
-            store = LatticeStore(c.nc, cluster.lattice)
+            store = LatticeStore(c.connection, cluster.lattice)
             await store.put_link(link)
             assert await c.call("kvclient", "lookup", "b", "k") == {"ok": None}
 
@@ -73,8 +72,8 @@ def test_provider_killed_repeatedly(cluster: Cluster):
                     assert pid is not None, "no kvmem process on m1"
                     os.kill(pid, signal.SIGKILL)
                     killed = time.monotonic()
-                    await until(lambda: _provider_pid(cluster, m1) not in (None, pid), 60, "kvmem restarted",
-                                interval=0.02)
+                    await until(lambda: _provider_pid(cluster, m1) not in (None, pid),  # noqa: B023 (awaited here)
+                                60, "kvmem restarted", interval=0.02)
                     restarts.append(round(time.monotonic() - killed, 2))
 
                     async def running_again() -> bool:
@@ -85,14 +84,15 @@ def test_provider_killed_repeatedly(cluster: Cluster):
                     await load.wait_ok(100)
             inv = await c.get_inventory(hosts["m1"].id)
             return {"load": load.summary(), "rpc": dict(c.rpc.stats), "restart_after_s": restarts,
-                    "links": await store.list_links() == [link], "providers_m1": [p.model_dump() for p in inv.providers]}
+                    "links": await store.list_links() == [link],
+                    "providers_m1": [p.model_dump() for p in inv.providers]}
 
     result = cluster.run(scenario(), timeout=200)
     record("provider-kill-repeatedly", failed_calls=result["load"]["failed"], calls=result["load"]["calls"],
            restart_after_s=result["restart_after_s"], link_intact=result["links"],
            worst_latency_ms=result["load"]["max_ms"], p50_ms=result["load"]["p50_ms"])
     delays = result["restart_after_s"]
-    assert all(b > a for a, b in zip(delays, delays[1:])), f"restarts without growing backoff: {delays}"
+    assert all(b > a for a, b in zip(delays, delays[1:], strict=False)), f"restarts without growing backoff: {delays}"
     assert result["links"], "the link changed"
     assert result["load"]["failed"] == 0, result
 

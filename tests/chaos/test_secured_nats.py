@@ -15,16 +15,17 @@ import os
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.cluster import ControllerProcess
 from trellis.interfaces.artifacts import push
 from trellis.interfaces.client import ControlError, LatticeClient
 from trellis.interfaces.connection import NatsSettings
 from trellis.interfaces.links import Link
 from trellis.interfaces.store import LatticeStore, StoreSettings
 from trellis.interfaces.wadm_client import WadmClient
-from tests.cluster import ControllerProcess
 from trellis.natsserver import NatsServer
 
 from ..harness import HostProcess
@@ -37,7 +38,7 @@ ECHO = str(Path(__file__).resolve().parents[1] / "providers_host" / "echo_provid
 _VIOLATION = re.compile(r'"\w+/user:(\w+)" - (?:Publish|Subscription) Violation')
 
 
-def _permissions_module():  # type: ignore[no-untyped-def]
+def _permissions_module():
     spec = importlib.util.spec_from_file_location("lattice_permissions", DEPLOY)
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
@@ -73,17 +74,18 @@ accounts {{
     wadm = None
     try:
         host.wait_started()
-        wadm = ControllerProcess(None, server.url, a, tmp_path / "wadm.log", {**os.environ, **member_env}).wait_started()
+        wadm = ControllerProcess(None, server.url, a, tmp_path / "wadm.log",
+                                 {**os.environ, **member_env}).wait_started()
 
         def as_(user: str, password: str) -> NatsSettings:
             return NatsSettings(url=server.url, user=user, password=password)
 
         async def scenario() -> dict:
             async with LatticeClient(as_("member", "m"), a) as c:
-                ref = await push(c.nc, a, wasm["adder"].read_bytes())
+                ref = await push(c.connection, a, wasm["adder"].read_bytes())
                 await c.start_component(ref, "calc", host_id=host.id)
                 await c.start_provider(ECHO, "echo", host_id=host.id)
-                store = LatticeStore(c.nc, a)
+                store = LatticeStore(c.connection, a)
                 await store.put_link(Link(source_id="calc", target="echo", wit_namespace="test",
                                           wit_package="echo", interfaces=["echo"]))
                 await store.put_config("calc-cfg", {"k": "v"})
@@ -96,16 +98,16 @@ accounts {{
                           "echo": await c.call("echo", "test:echo/echo.echo", "hi"),
                           "links": len(await store.list_links())}
             async with LatticeClient(as_("caller", "c"), a, timeout_s=1) as c:
-                caller = {"call": await c.call("calc", "add", 3, 4)}
+                caller: dict[str, Any] = {"call": await c.call("calc", "add", 3, 4)}
                 try:
                     await c.get_inventory(host.id)
                     caller["control"] = "allowed"
                 except ControlError as exc:
                     caller["control"] = f"denied ({exc.code})"
             async with LatticeClient(as_("other", "o"), b, timeout_s=1) as c:
-                other = {"hosts_seen": len(await c.get_hosts(timeout_s=0.5))}
+                other: dict[str, Any] = {"hosts_seen": len(await c.get_hosts(timeout_s=0.5))}
                 try:
-                    await LatticeStore(c.nc, a, settings=StoreSettings(timeout_s=1)).list_links()
+                    await LatticeStore(c.connection, a, settings=StoreSettings(timeout_s=1)).list_links()
                     other["a_links"] = "readable"
                 except Exception as exc:
                     other["a_links"] = f"denied ({exc.__class__.__name__})"
@@ -123,7 +125,7 @@ accounts {{
             wadm.stop()
         host.stop()
         server.stop()
-    violations = {}
+    violations: dict[str, int] = {}
     for user, n in ((m.group(1), 1) for m in _VIOLATION.finditer(log.read_text())):
         violations[user] = violations.get(user, 0) + n
     assert result["member"] == {"calc": 3, "app": 4, "echo": "hi", "links": 1}, result

@@ -21,8 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from trellis.interfaces.wadm_client import WadmClient
 from tests.cluster import Cluster, rss_bytes
+from trellis.interfaces.wadm_client import WadmClient
 
 from .apps import placements, stream_consumers, until
 from .figures import record
@@ -76,9 +76,9 @@ def test_soak_hosts_restart_in_turn(cluster: Cluster, wasm):
         found = {k: v for k, v in cluster.processes().items() if k.startswith(("nats-", "wadm-"))}
         return {**rss_bytes(found), "test-client": me.memory_info().rss}
 
-    def strays() -> dict[str, int]:
+    def strays() -> dict[str, dict[str, int]]:
         """Per machine: provider and worker processes beyond what its one host should have."""
-        out = {}
+        out: dict[str, dict[str, int]] = {}
         for m in cluster.machines:
             cmds = []
             for pid in cluster.pids_in(m):
@@ -92,7 +92,7 @@ def test_soak_hosts_restart_in_turn(cluster: Cluster, wasm):
                 out[m.name] = {"providers": providers, "workers": workers}
         return out
 
-    async def whole(c, w: WadmClient) -> bool:  # type: ignore[no-untyped-def]
+    async def whole(c, w: WadmClient) -> bool:
         hosts = await c.get_hosts(timeout_s=0.5)
         comps = sum(x.max_instances for h in hosts for x in h.components if x.id == "soak-svc")
         provs = sum(1 for h in hosts for p in h.providers if p.id == "soak-kv" and p.status == "running")

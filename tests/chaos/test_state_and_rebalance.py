@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
+from tests.builtin_providers.components.build import build
+from tests.cluster import Cluster
 from trellis.interfaces import subjects
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.events import Event, EventType
 from trellis.interfaces.wadm_client import WadmClient
-from tests.builtin_providers.components.build import build
-from tests.cluster import Cluster
 
 from .apps import placements, spread_app, until
 from .load import Load

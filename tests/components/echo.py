@@ -133,7 +133,8 @@ class _Namer:
 
 
 _REALLOC = """
-    (func (export "realloc") (param $old i32) (param $old_size i32) (param $align i32) (param $new_size i32) (result i32)
+    (func (export "realloc")
+      (param $old i32) (param $old_size i32) (param $align i32) (param $new_size i32) (result i32)
       (local $ptr i32)
       (local.set $ptr (i32.and (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
                                (i32.xor (i32.sub (local.get $align) (i32.const 1)) (i32.const -1))))
@@ -201,7 +202,8 @@ def echo_component_wat(types: list[WitType]) -> str:
     for i, ref in enumerate(refs):
         lines.append(f'  (type $ft{i} (func (param "x" {_outer(ref)}) (result {_outer(ref)})))')
         lines.append(
-            f'  (func $echo{i} (type $ft{i}) (canon lift (core func $adapter "echo{i}") (memory $memory) (realloc $realloc)))'
+            f'  (func $echo{i} (type $ft{i}) (canon lift (core func $adapter "echo{i}") (memory $memory) (realloc '
+            '$realloc)))'
         )
         lines.append(f'  (export "echo{i}" (func $echo{i}))')
     lines.append(")")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+from typing import Any
 
 import pytest
 
@@ -186,15 +188,13 @@ def test_failover_when_a_host_is_killed_mid_load(nats_server, lattice, cli, tmp_
 async def test_http_image_and_digest_pinning(nats_server, lattice, hosts, wasm, tmp_path):
     """An http(s) image is fetched by the host; a pinned digest that does not match is refused."""
     import functools
-    import http.server
     import threading
 
     from trellis.interfaces.artifacts import sha256_digest
 
     (tmp_path / "adder.wasm").write_bytes(wasm["adder"].read_bytes())
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/adder.wasm"
@@ -233,3 +233,8 @@ async def test_non_retryable_function_is_not_resent_when_lost(nats_server, latti
             # an ordinary (retryable) call is the default: covered by the failover test
     finally:
         a.kill()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from trellis.build import build_app
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.store import LatticeStore
-from trellis.build import build_app
 
 from ..harness import eventually
 
@@ -23,7 +23,7 @@ def configlog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def test_config_and_logging_from_the_host(nats_server, lattice, hosts, configlog):
     h = await hosts.start()
     async with LatticeClient(nats_server.url, lattice) as c:
-        store = LatticeStore(c.nc, lattice)
+        store = LatticeStore(c.connection, lattice)
         await store.put_config("base", {"greeting": "hello", "colour": "blue"})
         await store.put_config("override", {"colour": "green"})
         await c.start_component(str(configlog), "cfg", config=["base", "override"])

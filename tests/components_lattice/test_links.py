@@ -17,7 +17,7 @@ async def test_chain_across_three_hosts_and_missing_link(nats_server, lattice, h
     for role in ("a", "b", "c"):
         await hosts.start(labels={"role": role})
     async with LatticeClient(nats_server.url, lattice) as c:
-        store = LatticeStore(c.nc, lattice)
+        store = LatticeStore(c.connection, lattice)
         await c.start_component(str(wasm["chain"]), "first", constraints={"role": "a"})
         await c.start_component(str(wasm["middle"]), "second", constraints={"role": "b"})
         await c.start_component(str(wasm["tail"]), "third", constraints={"role": "c"})
@@ -58,7 +58,7 @@ async def test_nested_calls_on_one_worker_do_not_starve(nats_server, lattice, ho
 
     await hosts.start(workers=1)
     async with LatticeClient(nats_server.url, lattice) as c:
-        store = LatticeStore(c.nc, lattice)
+        store = LatticeStore(c.connection, lattice)
         for image, cid in (("chain", "first"), ("middle", "second"), ("tail", "third")):
             await c.start_component(str(wasm[image]), cid, max_instances=20)
         await store.put_link(Link(source_id="first", target="second", wit_namespace="test",

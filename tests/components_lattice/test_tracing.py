@@ -30,7 +30,7 @@ async def test_chain_is_one_trace(nats_server, lattice, hosts, wasm, monkeypatch
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
     made = [await hosts.start(labels={"role": r}) for r in ("a", "b", "c")]
     async with LatticeClient(nats_server.url, lattice) as c:
-        store = LatticeStore(c.nc, lattice)
+        store = LatticeStore(c.connection, lattice)
         await c.start_component(str(wasm["chain"]), "first", constraints={"role": "a"})
         await c.start_component(str(wasm["middle"]), "second", constraints={"role": "b"})
         await c.start_component(str(wasm["tail"]), "third", constraints={"role": "c"})

@@ -38,7 +38,8 @@ def test_every_manifest_shown_is_valid_and_runs_or_says_why_not(block: Block) ->
     errors = [str(p) for p in problems if p.is_error]
     assert not errors, f"{block.where}: the manifest shown is invalid:\n" + "\n".join(errors)
     if block.marker == "runnable":
-        assert "save" in block.options, f"{block.where}: a runnable manifest names its file: <!-- runnable save=NAME -->"
+        assert "save" in block.options, \
+            f"{block.where}: a runnable manifest names its file: <!-- runnable save=NAME -->"
     else:
         assert block.marker == "not-runnable" and block.reason, (
             f"{block.where}: mark the manifest <!-- runnable save=NAME --> (and deploy it in a runnable block) "

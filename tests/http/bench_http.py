@@ -84,8 +84,8 @@ async def main(seconds: int, connections: int, workers: int, path: str, instance
         finally:
             await hosts.close()
             nats.stop()
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)
     pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.MULTILINE))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
     print(f"{path} c={connections} workers={workers or 'auto'} instances={instances}: {rps} req/s, "

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from trellis.httpfront.config import ServerConfig
-from trellis.providers.builtin.http_server.front import HttpFront
 from trellis.httpfront.routes import Route
+from trellis.providers.builtin.http_server.front import HttpFront
 
 from .components.build import build_component
 from .helpers import Conn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,10 +67,10 @@ class Conn:
         self.closed = False
 
     #: every connection opened, so a test's teardown can close them (see conftest)
-    opened: list["Conn"] = []
+    opened: list[Conn] = []
 
     @classmethod
-    async def open(cls, port: int) -> "Conn":
+    async def open(cls, port: int) -> Conn:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         conn = cls(reader, writer)
         cls.opened.append(conn)
@@ -177,7 +177,7 @@ class LocalServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _reply(self, status: int, body: bytes = b"", headers: list[tuple[str, str]] = ()) -> None:
+            def _reply(self, status: int, body: bytes = b"", headers: Sequence[tuple[str, str]] = ()) -> None:
                 self.send_response(status)
                 for k, v in headers:
                     self.send_header(k, v)
@@ -228,7 +228,7 @@ class LocalServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         self.thread.start()
         return self
 

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 
+from trellis.httpfront.gateway import CallFailed, NatsCaller
 from trellis.interfaces import subjects
 from trellis.interfaces.envelope import Invocation, Reply, progress_frame
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.rpc_server import RpcServer
-from trellis.httpfront.gateway import CallFailed, NatsCaller
 
 REQUEST = {"method": "GET", "path-with-query": "/", "headers": [], "body": b""}
 OK = {"status": 200, "headers": [["x", b"1"]], "body": b"hi"}

@@ -26,14 +26,14 @@ def _client(hosts: HostFactory) -> LatticeClient:
     return LatticeClient(hosts.nats_url, hosts.lattice)
 
 
-async def _front(c: LatticeClient, host_id: str, httpapp, name: str = "web") -> int:  # type: ignore[no-untyped-def]
+async def _front(c: LatticeClient, host_id: str, httpapp, name: str = "web") -> int:
     """httpapp and http-server on one host, linked on a fresh port: the port."""
     await start_app(c, host_id, httpapp)
     await c.start_provider("builtin:http-server", "http-server", host_id=host_id)
     return await route(c, "httpapp", name)
 
 
-async def _handed(h, port: int, path: str, status: int, host: str = "localhost") -> Conn:  # type: ignore[no-untyped-def]
+async def _handed(h, port: int, path: str, status: int, host: str = "localhost") -> Conn:
     """A connection whose first request (``path``, answered ``status``) the worker answered."""
     conn = await Conn.open(port)
     await conn.send(get(path, host=host))
@@ -49,7 +49,7 @@ async def test_a_worker_answers_the_connections_it_is_handed(hosts, httpapp, mon
     async with _client(hosts) as c:
         port = await _front(c, h.id, httpapp)
         conns = [await Conn.open(port) for _ in range(4)]
-        for n in range(5):
+        for _ in range(5):
             for i, conn in enumerate(conns):
                 await conn.send(get(f"/status/{200 + i}"))
         for i, conn in enumerate(conns):

@@ -192,9 +192,9 @@ async def test_requests_through_the_lattice(front_path, lattice_client, httpapp)
     counts = []
     for _ in range(5):
         await conn.send(get("/count"))
-        r = await conn.response()
-        assert r.status == 200 and r.header("connection") is None
-        counts.append(int(r.body))
+        resp = await conn.response()
+        assert resp.status == 200 and resp.header("connection") is None
+        counts.append(int(resp.body))
     assert counts == sorted(counts) and len(set(counts)) == 5
     await conn.send(post("/echo", b"last", extra="Connection: close\r\n"))
     assert (await conn.response()).body == b"last" and await conn.wait_closed()

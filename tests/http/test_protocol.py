@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from trellis.providers.builtin.http_server import front as front_module
 from trellis.httpfront.config import ServerConfig
 from trellis.httpfront.gateway import CallFailed
+from trellis.providers.builtin.http_server import front as front_module
 
 from ..harness import eventually
 from .helpers import Conn, FakeCaller, free_port, get, post, route
@@ -169,7 +169,9 @@ async def test_upgrade_is_answered_as_http11_then_closed(serve):
     port = free_port()
     await serve(FakeCaller(), route(address=f"127.0.0.1:{port}"))
     conn = await Conn.open(port)
-    await conn.send(get("/", extra="Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"))
+    await conn.send(get("/",
+                        extra="Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: "
+                              "AAMAAABkAAQAAP__\r\n"))
     r = await conn.response()
     assert r.status == 200 and r.header("connection") == b"close" and await conn.wait_closed()
 

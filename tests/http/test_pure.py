@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 from trellis.httpfront import wire
 from trellis.httpfront.config import ConfigError, parse_address, parse_route, parse_server
 from trellis.httpfront.routes import RouteTable, normalize_host, plan
+from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
 from .helpers import route
 
@@ -17,7 +17,8 @@ from .helpers import route
 def test_route_defaults_and_units():
     r = parse_route({})
     assert r.address == ("127.0.0.1", 8000)
-    assert (r.host, r.path, r.timeout_ms, r.max_body_bytes, r.instance_wait_ms) == (None, "/", 30_000, MAX_BYTES_PER_CALL, 2000)
+    assert (r.host, r.path, r.timeout_ms, r.max_body_bytes, r.instance_wait_ms) == \
+        (None, "/", 30_000, MAX_BYTES_PER_CALL, 2000)
     r = parse_route({"address": "0.0.0.0:8080", "host": "API.Example.com", "path": "/api/", "timeout_ms": "1_500",
                      "max_body_bytes": "1024", "instance_wait_ms": "0"})
     assert r.address == ("0.0.0.0", 8080) and r.host == "api.example.com" and r.path == "/api"

@@ -14,14 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.components.build import build_python
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.links import Link
-from tests.components.build import build_python
 
-from .helpers import LocalServer
-from .test_lattice import big_nats, front_path, lattice_client, port_open, start_app  # noqa: F401
 from ..harness import eventually
-from .helpers import free_port
+from .helpers import LocalServer, free_port
+from .test_lattice import big_nats, front_path, lattice_client, port_open, start_app  # noqa: F401
 
 pytestmark = pytest.mark.slow
 MIB = 1024 * 1024
@@ -42,7 +41,7 @@ async def wasi_route(c: LatticeClient, target: str, name: str, **config: str) ->
     return port
 
 
-async def test_a_wasi_http_component_serves_requests(front_path, lattice_client, wasihttp):
+async def test_a_wasi_http_component_serves_requests(front_path, lattice_client, wasihttp):  # noqa: F811 (fixtures)
     c, host_id = lattice_client
     await start_app(c, host_id, wasihttp, "wasihttp")
     await c.start_provider("builtin:http-server", "http-server", host_id=host_id)
@@ -80,7 +79,7 @@ async def test_a_wasi_http_component_serves_requests(front_path, lattice_client,
         assert r.status_code == 200
 
 
-async def test_outgoing_requests_and_keyvalue_through_links(lattice_client, wasihttp):
+async def test_outgoing_requests_and_keyvalue_through_links(lattice_client, wasihttp):  # noqa: F811 (fixture)
     """wasi:http/outgoing-handler goes through builtin:http-client (failures as error-code cases),
     and the same component's wasi:keyvalue import through builtin:keyvalue-nats, both linked."""
     c, host_id = lattice_client

@@ -35,7 +35,7 @@ def test_host_and_cli_authenticate(mode, tmp_path, lattice, user_nkey):
         env = {"TRELLIS_NATS_USER": "alice", "TRELLIS_NATS_PASSWORD": "wonder"}
     else:
         public, path = user_nkey
-        conf.write_text('authorization { users: [ { nkey: "%s" } ] }\n' % public)
+        conf.write_text(f'authorization {{ users: [ {{ nkey: "{public}" }} ] }}\n')
         creds = ["--nats-nkey", str(path)]
         env = {"TRELLIS_NATS_NKEY": str(path)}
     server = NatsServer(port=0, config_file=conf, store_dir=tmp_path / "js")

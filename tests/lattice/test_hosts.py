@@ -50,8 +50,8 @@ async def test_events_started_heartbeat_stopped(nats_server, lattice, hosts):
         await nc.close()
 
 
-def _collector(seen: list[Event]):  # type: ignore[no-untyped-def]
-    async def cb(msg) -> None:  # type: ignore[no-untyped-def]
+def _collector(seen: list[Event]):
+    async def cb(msg) -> None:
         seen.append(Event.decode(msg.data))
 
     return cb

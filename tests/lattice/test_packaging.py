@@ -51,7 +51,8 @@ def _bare_imports(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                  else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
-        found += [f"{path.relative_to(REPO)}:{node.lineno}: {n}" for n in names if n.split(".")[0] in LAYERS]
+        line = getattr(node, "lineno", 0)
+        found += [f"{path.relative_to(REPO)}:{line}: {n}" for n in names if n.split(".")[0] in LAYERS]
     return found
 
 
@@ -70,7 +71,7 @@ def test_the_layers_are_the_trellis_packages_folders() -> None:
         link = REPO / "trellis" / name
         assert link.is_symlink() and link.resolve() == REPO / name, link
         module = __import__(f"trellis.{name}", fromlist=["_"])
-        assert Path(module.__file__).resolve() == REPO / name / "__init__.py"
+        assert Path(str(module.__file__)).resolve() == REPO / name / "__init__.py"
 
 
 @pytest.mark.slow

@@ -6,17 +6,17 @@ import gzip
 import io
 import json
 import os
-import tarfile
 import shutil
+import tarfile
 
 import nats
 import pytest
 
+from tests.components.build import build_wat
+from tests.harness import REPO
 from trellis.host.provider_refs import prepared_command, provider_command
 from trellis.interfaces.artifacts import fetch_lattice, sha256_digest
 from trellis.interfaces.provider_package import PackageError, pack_folder, unpack
-from tests.components.build import build_wat
-from tests.harness import REPO
 from trellis.uploads import UploadError, upload_local_files
 
 KV_MEMORY = REPO / "examples" / "custom-provider" / "kv_memory"
@@ -49,7 +49,8 @@ def test_a_folder_packs_the_same_way_every_time_and_unpacks_to_a_runnable_module
     prepared = unpack(first, "d1", tmp_path / "cache")
     cmd = prepared_command(prepared)
     assert cmd.argv[-2:] == ["-m", "kv_memory"] and cmd.pythonpath == [str(tmp_path / "cache" / "d1")]
-    assert (tmp_path / "cache" / "d1" / "kv_memory" / "__main__.py").read_bytes() == (KV_MEMORY / "__main__.py").read_bytes()
+    cached = tmp_path / "cache" / "d1" / "kv_memory" / "__main__.py"
+    assert cached.read_bytes() == (KV_MEMORY / "__main__.py").read_bytes()
     assert unpack(first, "d1", tmp_path / "cache") == prepared  # unpacked once, then reused
 
     script = unpack(b"print('hi')\n", "d2", tmp_path / "cache")

@@ -83,7 +83,7 @@ async def test_link_put_warns_about_ends_nothing_runs_and_empty_lattices_say_so(
     assert json.loads(ok(cli("get", "hosts", "-o", "json"))) == []
 
     await hosts.start()
-    out = await asyncio.to_thread(cli, *PUT, "--interface", "store")
+    out = await asyncio.to_thread(lambda: cli(*PUT, "--interface", "store"))
     assert out.returncode == 0 and "link put:" in out.stdout
     assert "warning: neither 'comp' nor 'kv-redis' runs anywhere" in out.stderr, out.stderr
     table = ok(await asyncio.to_thread(cli, "get", "hosts"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import nats
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from trellis.interfaces import subjects
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.events import Event
-from trellis.interfaces.lattice_config import ConfigError
+from trellis.interfaces.lattice_config import LatticeConfigError
 from trellis.interfaces.links import Link, LinkConflictError
 from trellis.interfaces.store import ConfigChange, LatticeStore, LinkChange, StoreError, StoreSettings, Synced
 
@@ -101,11 +102,11 @@ async def test_config_put_get_delete_resolve(store):
 
 
 async def test_bad_config_is_rejected(store):
-    with pytest.raises(ConfigError, match="invalid config name"):
+    with pytest.raises(LatticeConfigError, match="invalid config name"):
         await store.put_config("no spaces", {"a": "b"})
-    with pytest.raises(ConfigError, match="must be a string"):
+    with pytest.raises(LatticeConfigError, match="must be a string"):
         await store.put_config("ok", {"a": 5})
-    with pytest.raises(ConfigError, match="must not contain '='"):
+    with pytest.raises(LatticeConfigError, match="must not contain '='"):
         await store.put_config("ok", {"a=b": "c"})
 
 
@@ -133,7 +134,7 @@ async def test_every_change_is_announced(store, lattice):
 async def test_watch_gives_current_state_then_changes(store):
     await store.put_link(mk())
     await store.put_config("redis", {"url": "x"})
-    got: list[object] = []
+    got: list[Any] = []
 
     async def watch():
         async with contextlib.aclosing(store.watch()) as it:
@@ -238,7 +239,7 @@ async def test_watch_catches_up_after_a_server_restart(fresh_nats, lattice):
     kept, dropped = mk(), mk(source_id="gone")
     await store.put_link(kept)
     await store.put_link(dropped)
-    got: list[object] = []
+    got: list[Any] = []
 
     async def watch():
         async with contextlib.aclosing(store.watch_links()) as it:

@@ -29,7 +29,7 @@ async def link(store: LatticeStore, source: str, target: str, interface: str) ->
 
 async def chain(c: LatticeClient, wasm: dict, suffix: str = "", **start: Any) -> None:
     """first → second → third (chain → middle → tail), linked."""
-    store = LatticeStore(c.nc, c.lattice)
+    store = LatticeStore(c.connection, c.lattice)
     for image, cid in (("chain", "first"), ("middle", "second"), ("tail", "third")):
         await c.start_component(str(wasm[image]), cid + suffix, **start)
     await link(store, "first" + suffix, "second" + suffix, "next")
@@ -77,7 +77,7 @@ async def test_chain_on_one_worker_does_not_use_nats(nats_server, lattice, hosts
 
 async def _failures(c: LatticeClient, wasm: dict) -> list[tuple[str, str, str]]:
     """Calls that fail in the called component, each as (code, kind, message)."""
-    store = LatticeStore(c.nc, c.lattice)
+    store = LatticeStore(c.connection, c.lattice)
     # the tail may not grow its memory: a long input traps it (the target's own limits apply)
     await c.start_component(str(wasm["chain"]), "first")
     await c.start_component(str(wasm["middle"]), "second")
@@ -144,9 +144,9 @@ async def test_saturated_local_target_falls_back_to_another_host(nats_server, la
         return inv.args[0]
 
     async with LatticeClient(nats_server.url, lattice) as c:
-        server = RpcServer(c.nc, lattice, "slow", slow)
+        server = RpcServer(c.connection, lattice, "slow", slow)
         await server.start()
-        store = LatticeStore(c.nc, lattice)
+        store = LatticeStore(c.connection, lattice)
         await c.start_component(str(wasm["chain"]), "first", host_id=a.id, max_instances=2)
         await c.start_component(str(wasm["middle"]), "second", host_id=a.id, max_instances=1)
         await link(store, "first", "second", "next")
@@ -180,7 +180,7 @@ async def test_the_callers_deadline_stops_a_nested_target(nats_server, lattice, 
     monkeypatch.setenv("TRELLIS_LOCAL_CALLS", "1" if local else "0")
     h = await hosts.start(workers=1)
     async with LatticeClient(nats_server.url, lattice) as c:
-        store = LatticeStore(c.nc, lattice)
+        store = LatticeStore(c.connection, lattice)
         await c.start_component(str(wasm["chain"]), "first")
         await c.start_component(str(wasm["middle"]), "second")
         await c.start_component(str(wasm["spintail"]), "spin", limits={"timeout_s": 8})
@@ -210,7 +210,7 @@ async def test_self_calls_and_cycles_end_at_the_deadline(nats_server, lattice, h
     bound, then goes over NATS; the call fails at its deadline and everything unwinds."""
     h = await hosts.start(workers=1)
     async with LatticeClient(nats_server.url, lattice) as c:
-        store = LatticeStore(c.nc, lattice)
+        store = LatticeStore(c.connection, lattice)
         if shape == "self":
             await c.start_component(str(wasm["selfcall"]), "loop", max_instances=20)
             await link(store, "loop", "loop", "runner")

@@ -52,7 +52,7 @@ async def test_call_that_needs_the_lattice_runs_again_on_a_thread_and_logs_once(
     h = await hosts.start(workers=1)
     inputs = ["one", "two", "x" * 50_000]
     async with LatticeClient(nats_server.url, lattice) as c:
-        store = LatticeStore(c.nc, c.lattice)
+        store = LatticeStore(c.connection, c.lattice)
         await c.start_component(str(wasm["logchain"]), "relay", max_instances=2)
         await c.start_component(str(wasm["middle"]), "second", max_instances=2)
         await c.start_component(str(wasm["tail"]), "third", max_instances=2)

@@ -10,7 +10,7 @@ import pytest
 from trellis.host.workers.colocated import Slots
 
 
-def in_thread(fn) -> None:  # type: ignore[no-untyped-def]
+def in_thread(fn) -> None:
     t = threading.Thread(target=fn)
     t.start()
     t.join()

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.components.build import build_wat
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.links import Link
 from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.store import LatticeStore
-from tests.components.build import build_wat
 
 from ..harness import eventually
 from ..providers_host.test_capability_calls import KV, kvclient  # noqa: F401  (fixture)
@@ -27,7 +27,7 @@ async def test_scrape_after_real_invocations(nats_server, lattice, hosts, kvclie
         await c.start_provider(KV, "kvmem", host_id=h.id)
         await c.start_component(str(kvclient), "kvclient", host_id=h.id, max_instances=2,
                                 annotations={"trellis.app": "store"})
-        await LatticeStore(c.nc, c.lattice).put_link(Link(
+        await LatticeStore(c.connection, c.lattice).put_link(Link(
             source_id="kvclient", target="kvmem", wit_namespace="test", wit_package="kv", interfaces=["store"]))
         for i in range(10):
             assert await c.call("adder", "add", i, 1) == i + 1

@@ -10,18 +10,17 @@ import json
 import psutil
 import pytest
 
+from tests.components.build import build_wat
 from trellis.interfaces.carbon import CarbonModel
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.rpc_client import RpcError
-from tests.components.build import build_wat
 from trellis.views.usage import app_usage
-
 
 SPINS = 3
 FUEL = 400_000_000
 
 
-def _workers_cpu(host) -> float:  # type: ignore[no-untyped-def]
+def _workers_cpu(host) -> float:
     total = 0.0
     for pid in host.components.pool.pids():
         t = psutil.Process(pid).cpu_times()

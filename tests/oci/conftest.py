@@ -34,7 +34,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(root: Path, auth: bool, token: "TokenServer | None" = None) -> Registry:
+def _start(root: Path, auth: bool, token: TokenServer | None = None) -> Registry:
     if REGISTRY_BIN is None:
         pytest.skip("needs Debian's docker-registry (apt-get install docker-registry; .ci/run installs it)")
     port = _free_port()
@@ -48,7 +48,8 @@ def _start(root: Path, auth: bool, token: "TokenServer | None" = None) -> Regist
     if auth:
         import bcrypt
 
-        (root / "htpasswd").write_bytes(USER.encode() + b":" + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(5)) + b"\n")
+        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(5))
+        (root / "htpasswd").write_bytes(USER.encode() + b":" + hashed + b"\n")
         config.append(f"auth: {{htpasswd: {{realm: trellis-test, path: {root / 'htpasswd'}}}}}")
     if token is not None:
         config.append(f"auth: {{token: {{realm: '{token.realm}', service: {SERVICE}, issuer: {ISSUER}, "

@@ -34,7 +34,7 @@ class TokenServer:
         self.user, self.password = user, password
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ISSUER)])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                      .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
                      .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
@@ -88,7 +88,7 @@ class TokenServer:
 
         return Handler
 
-    def __enter__(self) -> "TokenServer":
+    def __enter__(self) -> TokenServer:
         self.thread.start()
         return self
 

@@ -119,7 +119,7 @@ class TrellisUp:
     def status(self) -> dict[str, Any]:
         r = self.cli("app", "status", APP, "-o", "json")
         assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout)  # type: ignore[no-any-return]
+        return json.loads(r.stdout)
 
     def wait_deployed(self, timeout: float = DEPLOY_TIMEOUT_S) -> None:
         """Until the app's status is deployed (for `trellis up --deploy`, which deploys by itself)."""

@@ -11,6 +11,7 @@ import json
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import nats
@@ -167,10 +168,12 @@ def test_orders_post_creates_an_order_and_get_lists_it(poc: Deployed) -> None:
 
 def test_orders_out_of_stock_is_500_and_stores_nothing(poc: Deployed) -> None:
     before = orders_by_number(poc)
-    for items in ([{"sku": "TRB-CHR-HP", "price": 1400, "quantity": 1}],
-                  [{"sku": "ENG-V8-500", "price": 8500, "quantity": 1}, {"sku": "SUS-KIT-IMP", "price": 900,
-                                                                         "quantity": 1}],
-                  [{"sku": "NO-SUCH-SKU", "price": 1, "quantity": 1}]):
+    carts: list[list[dict[str, Any]]] = [
+        [{"sku": "TRB-CHR-HP", "price": 1400, "quantity": 1}],
+        [{"sku": "ENG-V8-500", "price": 8500, "quantity": 1}, {"sku": "SUS-KIT-IMP", "price": 900, "quantity": 1}],
+        [{"sku": "NO-SUCH-SKU", "price": 1, "quantity": 1}],
+    ]
+    for items in carts:
         r = poc.post("/orders", items)
         missing = ", ".join(i["sku"] for i in items if i["sku"] != "ENG-V8-500")
         assert (r.status_code, r.text) == (500, f"500 Internal Server Error: Product(s) not in stock: {missing}")

@@ -60,7 +60,7 @@ async def _get(url: str) -> str:
     return await eventually(answered, timeout=120, interval=0.5, what=f"GET {url}")
 
 
-async def _compile_first(host, *wasms: Path) -> None:  # type: ignore[no-untyped-def]
+async def _compile_first(host, *wasms: Path) -> None:
     """Start and stop each component once, so its compiled code is cached before wadm places it:
     a loaded 2-core machine compiles a 12-18 MiB component for longer than wadm waits for a start."""
     async with LatticeClient(host.settings.nats.url, host.settings.lattice) as c:
@@ -74,7 +74,7 @@ def test_the_js_example_is_what_trellis_new_makes(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     compared = filecmp.dircmp(tmp_path / "hello-js", EXAMPLES / "hello-js", ignore=["build", "node_modules"])
 
-    def differences(cmp: filecmp.dircmp) -> list[str]:  # type: ignore[type-arg]
+    def differences(cmp: filecmp.dircmp) -> list[str]:
         out = [*cmp.left_only, *cmp.right_only, *cmp.diff_files]
         for sub in cmp.subdirs.values():
             out += differences(sub)
@@ -112,7 +112,7 @@ async def test_javascript_and_python_components_in_one_manifest(hosts, controlle
     first = await _get(f"http://127.0.0.1:{port_js}/hi?x=1")
     assert "Hello from hello-js!" in first and "GET /hi?x=1" in first
     second = await _get(f"http://127.0.0.1:{port_js}/")
-    visits = [int(re.search(r"visits: (\d+)", t).group(1)) for t in (first, second)]  # type: ignore[union-attr]
+    visits = [int(re.search(r"visits: (\d+)", t).group(1)) for t in (first, second)]
     assert visits[1] == visits[0] + 1
     assert "Hello from Trellis" in await _get(f"http://127.0.0.1:{port_py}/py")
 
@@ -142,7 +142,8 @@ async def test_new_python_component_and_provider_build_and_run(hosts, controller
 def test_a_javascript_syntax_error_names_its_line(tmp_path: Path) -> None:
     app = tmp_path / "broken"
     (app / "wit").mkdir(parents=True)
-    (app / "wit" / "world.wit").write_text("package test:broken;\nworld broken {\n  export hello: func() -> string;\n}\n")
+    (app / "wit" / "world.wit").write_text("package test:broken;\nworld broken {\n  export hello: func() -> "
+                                           "string;\n}\n")
     (app / "app.js").write_text("export function hello() {\n  return 'hi' +;\n}\n")
     done = run_cli("build", str(app), "-o", str(tmp_path / "out"), timeout=300)
     assert done.returncode == 1

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.components.build import build_python
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.links import Link
 from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.store import LatticeStore
-from tests.components.build import build_python
 
 KV = str(Path(__file__).with_name("kv_provider.py"))
 
@@ -38,7 +38,7 @@ async def test_linked_calls_with_resources_and_typed_errors(nats_server, lattice
     async with LatticeClient(nats_server.url, lattice) as c:
         await c.start_provider(KV, "kvmem", host_id=b.id)
         await c.start_component(str(kvclient), "kvclient", host_id=a.id)
-        await LatticeStore(c.nc, lattice).put_link(Link(
+        await LatticeStore(c.connection, lattice).put_link(Link(
             source_id="kvclient", target="kvmem", wit_namespace="test", wit_package="kv", interfaces=["store"]))
         assert await c.call("kvclient", "lookup", "b", "k") == {"ok": None}
         assert await c.call("kvclient", "copy", "b", "k", "k2") == {"err": "no key 'k'"}

@@ -19,11 +19,11 @@ from .test_capability_calls import KV, kvclient  # noqa: F401  (fixture)
 
 
 async def _link(c: LatticeClient, target: str = "kvmem") -> None:
-    await LatticeStore(c.nc, c.lattice).put_link(Link(
+    await LatticeStore(c.connection, c.lattice).put_link(Link(
         source_id="kvclient", target=target, wit_namespace="test", wit_package="kv", interfaces=["store"]))
 
 
-async def _direct(host) -> int:  # type: ignore[no-untyped-def]
+async def _direct(host) -> int:
     return (await stats(host, "kvclient")).get("provider_calls", {}).get("direct", 0)
 
 
@@ -80,7 +80,7 @@ async def test_calls_go_over_nats_when_the_local_provider_goes(nats_server, latt
         if how == "stopped":
             await c.stop_provider("kvmem", host_id=a.id)
         else:
-            pid = a.providers.running["kvmem"].proc.pid  # type: ignore[union-attr]
+            pid = a.providers.running["kvmem"].proc.pid
             os.kill(pid, signal.SIGKILL)
             await eventually(lambda: _gone(pid), 10, what="the provider process to die")
         # every call is answered, by the instance on the other host

@@ -37,7 +37,7 @@ class ProviderProcess:
         self.proc = proc
 
     @classmethod
-    async def start(cls, *args: str, stdin: bytes | None = None) -> "ProviderProcess":
+    async def start(cls, *args: str, stdin: bytes | None = None) -> ProviderProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "kv_memory", *args, cwd=EXAMPLE, env=clean_env(),
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
@@ -68,7 +68,7 @@ class ProviderProcess:
             self.proc.send_signal(signal.SIGTERM)
         try:
             code = await asyncio.wait_for(self.proc.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.proc.kill()
             code = await self.proc.wait()
         err = await self.proc.stderr.read() if self.proc.stderr else b""

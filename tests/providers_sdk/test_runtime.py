@@ -15,8 +15,16 @@ from trellis.interfaces.links import Link
 from trellis.interfaces.rpc_client import RpcClient, RpcError
 from trellis.interfaces.rpc_server import RpcServer
 from trellis.interfaces.store import LatticeStore
-from trellis.providers.sdk import Bootstrap, Provider, ProviderError, ProviderRuntime, ProviderStartError, nats_connection
-from trellis.providers.sdk import provider_health, provider_ping
+from trellis.providers.sdk import (
+    Bootstrap,
+    Provider,
+    ProviderError,
+    ProviderRuntime,
+    ProviderStartError,
+    nats_connection,
+    provider_health,
+    provider_ping,
+)
 
 from ..harness import eventually
 
@@ -140,7 +148,8 @@ async def test_calls_reach_sync_and_async_handlers_with_context(boot, client, nc
     await store.put_link(link(target_config=["echo-cfg", "echo-more"]))
     rec = Recorder()
     async with ProviderRuntime(make_provider(rec), boot(config={"mode": "x"})) as rt:
-        r = await client.call("echo", f"{API}.echo", [7], timeout_s=5, trace={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+        r = await client.call("echo", f"{API}.echo", [7], timeout_s=5,
+                              trace={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
         assert r["value"] == 7 and r["source"] == "comp" and r["link_name"] == "default" and r["link"] == "echo"
         assert r["config"] == {"greeting": "hello", "lang": "en"}  # merged in order, later wins
         assert r["trace"]["traceparent"].startswith("00-" + "a" * 32)
@@ -253,7 +262,7 @@ async def test_deadlines_of_calls_in_flight_are_kept_by_one_timer(boot, client):
                 return exc.code
 
         results = await asyncio.gather(slow(0.6, 30), slow(0.3, 30), slow(5, 0.01), slow(0.9, 30), slow(5, 1.2))
-        assert results == [ErrorCode.TIMEOUT, ErrorCode.TIMEOUT, "done", ErrorCode.TIMEOUT, "done"]
+        assert list(results) == [ErrorCode.TIMEOUT, ErrorCode.TIMEOUT, "done", ErrorCode.TIMEOUT, "done"]
         assert not rt._deadlines._calls  # nothing left behind
         assert await client.call("echo", f"{API}.add", [2, 2], timeout_s=5) == {"sum": 4, "host": "host-a"}
 
@@ -274,8 +283,8 @@ async def test_two_instances_share_load_and_fail_over(boot, nc, lattice, client)
         stopping, other = (a, b) if rec_a.entered.is_set() else (b, a)
         closing = asyncio.create_task(stopping.close(reason="test"))
         await eventually(lambda: stopping.server is not None and stopping.server._sub is None, what="unsubscribed")
-        served = {(await client.call("echo", f"{API}.add", [1, 1], timeout_s=5))["host"] for _ in range(20)}
-        assert served == {other.host_id}
+        served_after = {(await client.call("echo", f"{API}.add", [1, 1], timeout_s=5))["host"] for _ in range(20)}
+        assert served_after == {other.host_id}
         (rec_a if stopping is a else rec_b).release.set()
         assert await held == stopping.host_id
         await closing

@@ -44,7 +44,8 @@ def test_a_reply_returns_and_a_first_attempt_waits_one_silence_window() -> None:
 def test_no_responders_and_busy_are_sent_again_with_a_doubling_backoff_until_the_deadline() -> None:
     s = state(deadline=1.0)
     delays, t = [], 0.0
-    for event in [NO_RESPONDERS, BUSY, NO_RESPONDERS, BUSY, NO_RESPONDERS, BUSY]:
+    events: list[Event | ErrorReply] = [NO_RESPONDERS, BUSY, NO_RESPONDERS, BUSY, NO_RESPONDERS, BUSY]
+    for event in events:
         assert s.on(SENT, t).act is Act.WAIT
         d = s.on(event, t)
         assert d.act is Act.RETRY and d.cause is (Cause.BUSY if event is BUSY else Cause.NO_RESPONDERS)

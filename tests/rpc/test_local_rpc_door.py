@@ -9,12 +9,12 @@ import time
 import nats
 import pytest
 
-from trellis.samehost import handoff
 from trellis.interfaces.envelope import Invocation
 from trellis.interfaces.errors import ErrorCode
-from trellis.samehost.local_rpc import REMOTE, LocalComponentCaller, LocalRpcDoor, component_address
 from trellis.interfaces.rpc_client import RpcError
 from trellis.interfaces.rpc_server import RpcServer
+from trellis.samehost import handoff
+from trellis.samehost.local_rpc import REMOTE, LocalComponentCaller, LocalRpcDoor, component_address
 
 pytestmark = pytest.mark.skipif(not handoff.available(), reason="needs Linux abstract Unix sockets")
 

@@ -19,7 +19,8 @@ from trellis.interfaces.rpc_server import RpcServer
 
 
 def test_envelope_round_trip():
-    inv = Invocation("comp", "ns:pkg/iface", "f", [1, "x", b"\x00", {"a": [None]}], deadline_ms=123, trace={"traceparent": "00-x"})
+    inv = Invocation("comp", "ns:pkg/iface", "f", [1, "x", b"\x00", {"a": [None]}], deadline_ms=123,
+                     trace={"traceparent": "00-x"})
     assert Invocation.decode(inv.encode()) == inv
     r = Reply(id="i", ok=True, result={"k": b"v"})
     assert Reply.decode(r.encode()).result == {"k": b"v"}
@@ -30,8 +31,10 @@ def test_envelope_round_trip():
     (b"\x93\x01\x02\x03", "must be a msgpack map"),
     (msgpack.packb({"v": 99}), "unsupported envelope version 99"),
     (msgpack.packb({"v": 1, "id": "x"}), "'source' is missing"),
-    (msgpack.packb({"v": 1, "id": 5, "source": "", "target": "", "interface": "", "function": "f", "args": [], "deadline_ms": 1}), "'id' must be str"),
-    (msgpack.packb({"v": 1, "id": "x", "source": "", "target": "", "interface": "", "function": "f", "args": [], "deadline_ms": True}), "'deadline_ms' must be int"),
+    (msgpack.packb({"v": 1, "id": 5, "source": "", "target": "", "interface": "", "function": "f", "args": [],
+                    "deadline_ms": 1}), "'id' must be str"),
+    (msgpack.packb({"v": 1, "id": "x", "source": "", "target": "", "interface": "", "function": "f", "args": [],
+                    "deadline_ms": True}), "'deadline_ms' must be int"),
 ])
 def test_envelope_rejects_bad_frames(frame, words):
     with pytest.raises(EnvelopeError) as err:
@@ -169,7 +172,7 @@ async def test_in_flight_loss_is_retried_unless_non_retryable(nats_server, latti
         hang.set()
         await asyncio.Event().wait()  # never answers
 
-    dying = await _server(dead_nc, lattice, "svc2", swallow, served_by="dying")
+    _dying = await _server(dead_nc, lattice, "svc2", swallow, served_by="dying")  # held until the test ends
     client = RpcClient(nc, lattice, silence_s=0.6)
     try:
         call = asyncio.create_task(client.call("svc2", "x:y/z.f", ["v"], timeout_s=10))

@@ -259,7 +259,8 @@ async def test_trace_context_passes_through_a_server_that_does_not_trace(nats_se
         assert await client.call("middle", "f", timeout_s=5) == "ok"
         assert got == {"inject": {}, "tail": {}}
         # a malformed context is dropped, and the call still works
-        assert await client.call("middle", "f", timeout_s=5, trace={"traceparent": 7}) == "ok"  # type: ignore[dict-item]
+        assert await client.call("middle", "f", timeout_s=5,
+                                 trace={"traceparent": 7}) == "ok"  # type: ignore[dict-item]
         assert got["tail"] == {}
         assert tracing.inject() == {}  # nothing leaks out of the calls served
     finally:
@@ -299,7 +300,8 @@ def test_wire_format_is_the_documented_one():
 
 
 _values = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**40), st.text(max_size=3), st.binary(max_size=2),
-                    st.lists(st.integers(-9, 9), max_size=2), st.dictionaries(st.text(max_size=2), st.text(max_size=2), max_size=2))
+                    st.lists(st.integers(-9, 9), max_size=2),
+                    st.dictionaries(st.text(max_size=2), st.text(max_size=2), max_size=2))
 _fields = ["v", "id", "source", "target", "interface", "function", "args", "deadline_ms", "link", "trace", "attempt"]
 
 
@@ -321,7 +323,8 @@ def test_decode_accepts_exactly_the_well_typed_invocations(fields, complete):
         assert not valid
     else:
         assert valid
-        assert (inv.id, inv.function, inv.args, inv.deadline_ms) == (m["id"], m["function"], m["args"], m["deadline_ms"])
+        assert (inv.id, inv.function, inv.args, inv.deadline_ms) == \
+            (m["id"], m["function"], m["args"], m["deadline_ms"])
         assert (inv.link, inv.trace, inv.attempt) == (m.get("link", "default"), m.get("trace", {}), m.get("attempt", 1))
 
 

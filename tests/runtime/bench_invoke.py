@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import wasmtime
 from wasmtime import component as wc
 
-from trellis.host.runtime import Invoker, ReusePolicy, load_component, make_engine
 from tests.components.build import build_wat
+from trellis.host.runtime import Invoker, ReusePolicy, load_component, make_engine
 
 
 def _per_call_us(fn: Callable[[], object], n: int, repeats: int = 5) -> float:

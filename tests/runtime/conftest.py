@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trellis.host.runtime import CompileCache, LoadedComponent, RuntimeEngine, load_component, make_engine
 from tests.components.build import build_python, build_wat, default_cache_dir
+from trellis.host.runtime import CompileCache, LoadedComponent, RuntimeEngine, load_component, make_engine
 
 
 class TestComponents:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from hypothesis import strategies as st
 
@@ -38,11 +39,11 @@ def _compound(inner: st.SearchStrategy[WitType]) -> st.SearchStrategy[WitType]:
     return st.one_of(
         inner.map(ListT),
         _unique_names().flatmap(
-            lambda ns: st.tuples(*[inner for _ in ns]).map(lambda ts: RecordT(tuple(zip(ns, ts))))
+            lambda ns: st.tuples(*[inner for _ in ns]).map(lambda ts: RecordT(tuple(zip(ns, ts, strict=True))))
         ),
         st.lists(inner, min_size=1, max_size=3).map(lambda ts: TupleT(tuple(ts))),
         _unique_names().flatmap(
-            lambda ns: st.tuples(*[maybe for _ in ns]).map(lambda ts: VariantT(tuple(zip(ns, ts))))
+            lambda ns: st.tuples(*[maybe for _ in ns]).map(lambda ts: VariantT(tuple(zip(ns, ts, strict=True))))
         ),
         _unique_names().map(lambda ns: EnumT(tuple(ns))),
         _unique_names().map(lambda ns: FlagsT(tuple(ns))),
@@ -53,7 +54,8 @@ def _compound(inner: st.SearchStrategy[WitType]) -> st.SearchStrategy[WitType]:
 
 wit_types: st.SearchStrategy[WitType] = st.recursive(prims, _compound, max_leaves=6)
 
-_text_chars = st.characters(blacklist_categories=("Cs",))
+_SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
+_text_chars = st.characters(exclude_categories=_SURROGATES)
 
 
 def plain_values(ty: WitType) -> st.SearchStrategy[Any]:
@@ -90,12 +92,11 @@ def plain_values(ty: WitType) -> st.SearchStrategy[Any]:
             inner = inner.map(lambda v: {"some": v})
         return st.none() | inner
     cases = ty.case_types()  # variant, result
-    return st.one_of(
-        *[
-            (st.none() if t is None else plain_values(t)).map(lambda v, n=n: {n: v})
-            for n, t in cases
-        ]
-    )
+    return st.one_of(*[(st.none() if t is None else plain_values(t)).map(_tagged(n)) for n, t in cases])
+
+
+def _tagged(case: str) -> Callable[[Any], dict[str, Any]]:
+    return lambda v: {case: v}
 
 
 @st.composite

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tests.components.build import build_wat
 from trellis.host.runtime import CompileCache, EngineSettings, Invoker, RuntimeEngine, load_component, make_engine
 from trellis.host.runtime.engine import PROFILER_ENV
-from tests.components.build import build_wat
 
 
 def test_second_cache_on_same_dir_does_not_compile(engine: RuntimeEngine, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.components.echo import ECHO_INTERFACE, echo_component_wat
 from trellis.host.runtime import CodecError, ErrorKind, InvocationError, Invoker, RuntimeEngine, load_component
 from trellis.host.runtime.codec import Plain, from_plain
 from trellis.host.runtime.wit import (
@@ -28,7 +29,6 @@ from trellis.host.runtime.wit import (
     VariantT,
     WitType,
 )
-from tests.components.echo import ECHO_INTERFACE, echo_component_wat
 
 from .strategies import plain_values, wit_types
 

@@ -88,7 +88,7 @@ def test_bad_allocator_names_and_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="max_memories must be positive"):
         InstancePool(max_memories=0)
     with pytest.raises(ValueError):
-        HostSettings(instance_allocator="mmap")  # type: ignore[arg-type]
+        HostSettings(instance_allocator="mmap")
 
 
 def test_trellis_host_refuses_an_unknown_allocator_in_one_line() -> None:

@@ -25,7 +25,7 @@ class _Holder:
             self.holding.set()
             self.release.wait(30)
 
-    def start(self) -> "_Holder":
+    def start(self) -> _Holder:
         self.thread.start()
         assert self.holding.wait(10)
         return self

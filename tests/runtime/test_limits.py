@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from trellis.host.runtime import EngineSettings, ErrorKind, InvocationError, Invoker, Limits, load_component, make_engine
 from tests.components.build import build_wat
+from trellis.host.runtime import (
+    EngineSettings,
+    ErrorKind,
+    InvocationError,
+    Invoker,
+    Limits,
+    load_component,
+    make_engine,
+)
 
 from .conftest import TestComponents
 

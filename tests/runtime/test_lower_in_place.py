@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 
+from tests.components.echo import echo_component_wat
 from trellis.host.runtime import CodecError, RuntimeEngine, from_plain, load_component, lower_in_place, wasmtime_patches
 from trellis.host.runtime.wit import ListT, OptionT, Prim, RecordT, ResultT, TupleT, VariantT, WitType
-from tests.components.echo import echo_component_wat
 
 from .strategies import plain_values, wit_types
 
@@ -49,7 +49,7 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, wc.Variant) and isinstance(b, wc.Variant):
         return a.tag == b.tag and _same(a.payload, b.payload)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and isinstance(b, float) and a != a:
         return b != b
     return type(a) is type(b) and a == b
@@ -64,7 +64,7 @@ def test_it_is_active() -> None:
 def test_the_same_values_as_wasmtime_pys_conversion(engine: RuntimeEngine, data: st.DataObject) -> None:
     types = data.draw(st.lists(wit_types, min_size=1, max_size=3))
     (vts, store) = _valtypes(engine, types)
-    for ty, vt in zip(types, vts):
+    for ty, vt in zip(types, vts, strict=True):
         try:
             value = from_plain(ty, data.draw(plain_values(ty)))
         except CodecError:

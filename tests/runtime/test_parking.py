@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.components.build import build_wat
 from trellis.host.runtime import CompileCache, Invoker, ReusePolicy, RuntimeEngine, wasm_digest
 from trellis.host.runtime.parking import DEFAULT_PARK_AFTER_S, Parking, load_parkable, park_after_s, park_all
-from tests.components.build import build_wat
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from trellis.host.runtime.probe import PAGE_SIZE
 from trellis.host.runtime import CallProbe, ErrorKind, InvocationError, Invoker, Limits, Plain, ReusePolicy
+from trellis.host.runtime.probe import PAGE_SIZE
 
 from .conftest import TestComponents
 

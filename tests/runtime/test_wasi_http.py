@@ -7,12 +7,21 @@ import time
 
 import pytest
 
-from trellis.host.runtime import (EngineSettings, ErrorKind, InvocationError, Invoker, Limits, Reroute, ReusePolicy,
-                          load_component, make_engine)
-from trellis.host.runtime.cache import CompileCache
-from trellis.host.runtime.wasi_http import shadowed
 from tests.components.build import build_python
 from tests.harness import COMPILE_CACHE
+from trellis.host.runtime import (
+    EngineSettings,
+    ErrorKind,
+    InvocationError,
+    Invoker,
+    Limits,
+    Reroute,
+    ReusePolicy,
+    load_component,
+    make_engine,
+)
+from trellis.host.runtime.cache import CompileCache
+from trellis.host.runtime.wasi_http import shadowed
 
 H = "trellis:http/incoming-handler.handle"
 
@@ -88,7 +97,8 @@ def test_both_bindings_of_the_hosts_functions_answer_alike(loaded, monkeypatch, 
         assert (r["status"], r["body"]) == (200, body)
         assert inv.invoke(H, request("/status/404"))["status"] == 404
         assert inv.invoke(H, request("/trap"))["status"] == 500
-        for case, text in (("internal", b"internal-error(boom)"), ("dns", b"DNS-error(")):  # a record: read the slow way
+        # a record: read the slow way
+        for case, text in (("internal", b"internal-error(boom)"), ("dns", b"DNS-error(")):
             r = inv.invoke(H, request(f"/error?case={case}"))
             assert r["status"] == 500 and text in r["body"], r
         assert inv.invoke(H, request("/status/201"))["status"] == 201  # the instance kept after this one

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from trellis.host.runtime import Invoker, RuntimeEngine, load_component, wasmtime_patches
-from trellis.host.runtime.wit import ListT, Prim, RecordT, TupleT
 from tests.components.echo import echo_component_wat
+from trellis.host.runtime import Invoker, RuntimeEngine, load_component, wasmtime_patches
+from trellis.host.runtime.wit import ListT, Prim, RecordT, TupleT, WitType
 
 
 def test_bulk_path_is_active_and_exact(engine: RuntimeEngine) -> None:
     assert wasmtime_patches.apply()
-    types = [ListT(Prim("u8")), RecordT((("body", ListT(Prim("u8"))), ("n", Prim("u32")))),
+    types: list[WitType] = [ListT(Prim("u8")), RecordT((("body", ListT(Prim("u8"))), ("n", Prim("u32")))),
              ListT(TupleT((Prim("string"), ListT(Prim("u8")))))]
     inv = Invoker(load_component(engine, echo_component_wat(types).encode()))
-    seen = []
+    seen: list[object] = []
 
     def handler(interface, function, args):
         seen.append(args[0])
@@ -55,9 +56,15 @@ def test_types_are_read_once_not_per_value(engine: RuntimeEngine, monkeypatch) -
     rows = {"ok": [[["a", {"int": 1}], ["b", {"text": "x"}], ["c", {"null": None}], ["d", {"blob": b"\x00"}]]]}
     assert inv.invoke("echo0", [rows], lambda i, f, a: a[0]) == rows  # the first call reads the types
 
-    reads = []
+    reads: list[int] = []
     original = _types.valtype_from_ptr
-    monkeypatch.setattr(_types, "valtype_from_ptr", lambda p: reads.append(1) or original(p))
+
+    def counted(p: Any) -> Any:
+        reads.append(1)
+        return original(p)
+
+    monkeypatch.setattr(_types, "valtype_from_ptr", counted)
+    v: object
     for v in (rows, {"err": {"invalid": "bad sql"}}, {"err": {"other": ""}}, {"ok": []}, {"ok": [[]]}):
         assert inv.invoke("echo0", [v], lambda i, f, a: a[0]) == v
     for v in (None, {"n": 7}):
@@ -89,10 +96,11 @@ def test_strings_are_lowered_in_one_copy_and_exactly(engine: RuntimeEngine) -> N
         assert bytes(ffi.to_bytes(vec)) == bytes(data)
         ffi.wasm_byte_vec_delete(ctypes.byref(vec))
     with pytest.raises(TypeError):
-        ffi.str_to_capi(b"bytes")
+        ffi.str_to_capi(b"bytes")  # type: ignore[arg-type]  # the point: refused
     with pytest.raises(TypeError):
-        ffi.bytes_to_capi("text")
-    types = [RecordT((("name", Prim("string")), ("tag", VariantT((("empty", None), ("text", Prim("string")))))))]
+        ffi.bytes_to_capi("text")  # type: ignore[arg-type]  # the point: refused
+    tag = VariantT((("empty", None), ("text", Prim("string"))))
+    types: list[WitType] = [RecordT((("name", Prim("string")), ("tag", tag)))]
     inv = Invoker(load_component(engine, echo_component_wat(types).encode()))
     for value in ({"name": "x\x00y", "tag": {"text": "ü"}}, {"name": "", "tag": {"empty": None}}):
         assert inv.invoke("echo0", [value], lambda i, f, a: a[0]) == value

@@ -37,7 +37,7 @@ class CertificateAuthority:
     def __init__(self, name: str = "Trellis test CA") -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self.cert = (
             x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
@@ -54,7 +54,7 @@ class CertificateAuthority:
 
     def issue(self, common_name: str, *, server: bool) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -107,7 +107,7 @@ class Account:
     def public(self) -> str:
         return self.key.public_key.decode()
 
-    def user_creds(self, name: str, signer: "Account | None" = None) -> str:
+    def user_creds(self, name: str, signer: Account | None = None) -> str:
         """A ``.creds`` file's text for a new user of this account (signed by ``signer``'s key if given:
         another account's key makes a user this account does not trust)."""
         user = new_key(nkeys.PREFIX_BYTE_USER)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from trellis.interfaces.client import LatticeClient
-from trellis.interfaces.policy import PolicySettings
 from tests.components.build import build_wat
 from tests.wadm_e2e.conftest import Controllers
 from tests.wadm_e2e.helpers import component_app
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.policy import PolicySettings
 
 from ..harness import eventually
 
@@ -42,7 +42,7 @@ class PolicyService:
             assert time.monotonic() < deadline, f"policy service not ready: {self.log.read_text()}"
             time.sleep(0.05)  # polling a file for a condition, with a deadline
 
-    def decisions(self) -> list[dict]:  # type: ignore[type-arg]
+    def decisions(self) -> list[dict]:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith('{"requestId"')]
 
     def stop(self) -> None:
@@ -56,7 +56,7 @@ def policy_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def service(nats_server, lattice, policy_file):  # type: ignore[no-untyped-def]
+def service(nats_server, lattice, policy_file):
     adder_dir = build_wat("adder").parent
     policy_file.write_text(textwrap.dedent(f"""
         components: ["file://{adder_dir}/adder-*.wasm", "file://*/allowed/*.wasm", "lattice://*"]
@@ -71,11 +71,11 @@ def service(nats_server, lattice, policy_file):  # type: ignore[no-untyped-def]
     svc.stop()
 
 
-def _policy(lattice: str, **kw) -> PolicySettings:  # type: ignore[no-untyped-def]
+def _policy(lattice: str, **kw) -> PolicySettings:
     return PolicySettings(subject=f"policy-{lattice}", **kw)
 
 
-async def _cli(cli, *args: str):  # type: ignore[no-untyped-def]
+async def _cli(cli, *args: str):
     out = await asyncio.to_thread(cli, *args)
     out.stderr = " ".join(out.stderr.split())  # the CLI wraps long messages at the terminal's width
     return out
@@ -119,7 +119,8 @@ async def test_denied_links_are_not_used(nats_server, lattice, hosts, cli, servi
     """A link the policy refuses is not followed by the host's workers; the call says why; a link
     the policy revokes later stops being followed."""
     h = await hosts.start(policy=_policy(lattice))
-    for cid, wasm in (("front", build_wat("middle")), ("allowed-tail", build_wat("tail")), ("sneaky-tail", build_wat("tail"))):
+    for cid, wasm in (("front", build_wat("middle")), ("allowed-tail", build_wat("tail")),
+                      ("sneaky-tail", build_wat("tail"))):
         (h.settings.state_dir / "allowed").mkdir(parents=True, exist_ok=True)
         dest = h.settings.state_dir / "allowed" / f"{cid}.wasm"
         dest.write_bytes(wasm.read_bytes())

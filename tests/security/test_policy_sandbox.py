@@ -21,11 +21,11 @@ from tests.components.build import build_python
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-async def _cli(cli, *args: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+async def _cli(cli, *args: str, timeout: float = 60.0):
     return await asyncio.to_thread(cli, *args, timeout=timeout)
 
 
-async def _call(cli, *args: object, cid: str = "prober"):  # type: ignore[no-untyped-def]
+async def _call(cli, *args: object, cid: str = "prober"):
     """{"ok": value} or {"err": text}: `trellis call` prints the result on stdout, an err on stderr (exit 1)."""
     out = await _cli(cli, "call", cid, str(args[0]), json.dumps(list(args[1:])))
     if out.returncode == 0:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from trellis.interfaces.client import ControlError, LatticeClient
-from trellis.signing import IssuerKey, read_wasm_claims, sign_wasm, strip_signature
-from trellis.signing.pyfile import MARKER
 from tests.components.build import build_wat
 from tests.wadm_e2e.conftest import Controllers
 from tests.wadm_e2e.helpers import component_app, wait_status
+from trellis.interfaces.client import ControlError, LatticeClient
+from trellis.signing import IssuerKey, read_wasm_claims, sign_wasm, strip_signature
+from trellis.signing.pyfile import MARKER
 
 from ..harness import HostProcess
 
@@ -43,7 +43,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return out
 
 
-async def _run(cli, *args: str):  # type: ignore[no-untyped-def]
+async def _run(cli, *args: str):
     return await asyncio.to_thread(cli, *args)
 
 
@@ -83,8 +83,8 @@ def test_signature_is_wascap_format_and_covers_the_content(adder: Path, tmp_path
     assert wrong.returncode != 0 and "not an nkeys seed" in wrong.stderr
 
 
-async def test_unsigned_foreign_and_tampered_components_do_not_start(nats_server, lattice, hosts, cli, keys,
-                                                                     adder, tmp_path):
+async def test_unsigned_foreign_and_tampered_components_do_not_start(nats_server, lattice, hosts, cli, keys, adder,
+                                                                     tmp_path):
     h = await hosts.start(trusted_issuers=(keys["ours_pub"],))
     unsigned = tmp_path / "unsigned.wasm"
     shutil.copy(adder, unsigned)

@@ -41,7 +41,7 @@ class Following:
             t.start()
 
     @staticmethod
-    def _pump(stream: Any, q: "queue.Queue[str | None]") -> None:
+    def _pump(stream: Any, q: queue.Queue[str | None]) -> None:
         for line in stream:
             q.put(line.rstrip("\n"))
         q.put(None)
@@ -66,7 +66,7 @@ class Following:
         import time
 
         deadline = time.monotonic() + timeout
-        seen = []
+        seen: list[Any] = []
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -108,7 +108,7 @@ class Following:
 
 
 @pytest.fixture
-def follow(nats_server, lattice) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def follow(nats_server, lattice) -> Iterator[Any]:
     started: list[Following] = []
 
     def start(*args: str) -> Following:

@@ -7,10 +7,10 @@ import contextlib
 import json
 import queue
 
+from tests.harness import HostProcess, eventually
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.links import Link
 from trellis.interfaces.rpc_client import RpcError
-from tests.harness import HostProcess, eventually
 
 from .conftest import ECHO_PROVIDER
 

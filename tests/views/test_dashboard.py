@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from trellis.interfaces.client import LatticeClient
-from trellis.interfaces.wadm_client import WadmClient
 from tests.harness import HostProcess
 from tests.wadm_e2e.conftest import Controllers
 from tests.wadm_e2e.helpers import component_app
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.wadm_client import WadmClient
 
 from .conftest import Following
 
@@ -29,14 +29,14 @@ WAIT_MS = 30_000
 
 
 @pytest.fixture
-async def controllers(nats_server, lattice):  # type: ignore[no-untyped-def]
+async def controllers(nats_server, lattice):
     factory = Controllers(nats_server.url, lattice)
     yield factory
     await factory.close()
 
 
 @pytest.fixture
-async def browser():  # type: ignore[no-untyped-def]
+async def browser():
     playwright = pytest.importorskip("playwright.async_api")
     async with playwright.async_playwright() as p:
         b = await p.chromium.launch(executable_path=str(CHROMIUM),
@@ -46,7 +46,7 @@ async def browser():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def dashboard(nats_server, lattice):  # type: ignore[no-untyped-def]
+async def dashboard(nats_server, lattice):
     """`trellis ui --port 0` as a real process; yields its address."""
     ui = Following(nats_server.url, lattice, "ui", "--port", "0")
     try:
@@ -58,8 +58,8 @@ async def dashboard(nats_server, lattice):  # type: ignore[no-untyped-def]
         ui.stop()
 
 
-async def test_dashboard_shows_an_app_its_traffic_and_a_lost_host(nats_server, lattice, hosts, controllers,
-                                                                   dashboard, browser, adder, tmp_path):
+async def test_dashboard_shows_an_app_its_traffic_and_a_lost_host(nats_server, lattice, hosts, controllers, dashboard,
+                                                                  browser, adder, tmp_path):
     a = await hosts.start(labels={"zone": "a"})
     b = HostProcess(nats_server.url, lattice, "--heartbeat-interval", "0.5", "--label", "zone=b",
                     log=tmp_path / "b.log")

@@ -104,7 +104,8 @@ def test_replicas_is_accepted_for_instances() -> None:
         (("instances: 2", "instances: two"), "expected a whole number"),
         (("instances: 2", "instances: true"), "expected a whole number"),
         (("instances: 2", "instancez: 2"), "unknown key 'instancez' (did you mean 'instances'?)"),
-        (("    image: ghcr.io/acme/hello:1.0", "    image: ghcr.io/acme/hello:1.0\n    imagee: x"), "unknown key 'imagee' (did you mean 'image'?)"),
+        (("    image: ghcr.io/acme/hello:1.0", "    image: ghcr.io/acme/hello:1.0\n    imagee: x"),
+         "unknown key 'imagee' (did you mean 'image'?)"),
         (("type: component", "type: komponent"), "must be one of 'component', 'actor' or 'capability'"),
     ],
 )
@@ -225,23 +226,27 @@ LINKED = HELLO + """
 
 
 def link(props: str) -> str:
-    return "    - type: link\n      properties:\n" + textwrap.indent(textwrap.dedent(props).strip("\n"), "        ") + "\n"
+    body = textwrap.indent(textwrap.dedent(props).strip("\n"), "        ")
+    return "    - type: link\n      properties:\n" + body + "\n"
 
 
 def test_link_to_missing_component_is_an_error_with_suggestion() -> None:
-    text = app(HELLO + link("target: {name: kb}\nnamespace: wasi\npackage: keyvalue\ninterfaces: [store]") + LINKED.replace(HELLO, ""))
+    text = app(HELLO + link("target: {name: kb}\nnamespace: wasi\npackage: keyvalue\ninterfaces: [store]")
+               + LINKED.replace(HELLO, ""))
     errs = errors_of(text)
     assert any('link target "kb" is missing' in e and "did you mean 'kv'" in e for e in errs), errs
 
 
 def test_link_with_unknown_key_is_rejected() -> None:
-    text = app(HELLO + link("target: kv\nnamespace: wasi\npackage: keyvalue\ninterfaces: [store]\nsource_confg: []") + LINKED.replace(HELLO, ""))
+    text = app(HELLO + link("target: kv\nnamespace: wasi\npackage: keyvalue\ninterfaces: [store]\nsource_confg: []")
+               + LINKED.replace(HELLO, ""))
     errs = errors_of(text)
     assert any("unknown key 'source_confg'" in e and "did you mean 'source_config'" in e for e in errs), errs
 
 
 def test_link_with_no_interfaces_is_rejected() -> None:
-    text = app(HELLO + link("target: kv\nnamespace: wasi\npackage: keyvalue\ninterfaces: []") + LINKED.replace(HELLO, ""))
+    text = app(HELLO + link("target: kv\nnamespace: wasi\npackage: keyvalue\ninterfaces: []")
+               + LINKED.replace(HELLO, ""))
     assert any("must not be empty" in e for e in errors_of(text))
 
 
@@ -254,7 +259,8 @@ def test_deprecated_and_new_config_keys_together_are_rejected() -> None:
 
 
 def test_known_namespace_typos_are_warnings_custom_namespaces_are_not() -> None:
-    typo = app(HELLO + link("target: kv\nnamespace: wasi\npackage: keyvalue\ninterfaces: [stor]") + LINKED.replace(HELLO, ""))
+    typo = app(HELLO + link("target: kv\nnamespace: wasi\npackage: keyvalue\ninterfaces: [stor]")
+               + LINKED.replace(HELLO, ""))
     assert any("[wasi:keyvalue/stor]" in w and "did you mean 'store'" in w for w in warnings_of(typo))
     custom = typo.replace("namespace: wasi", "namespace: acme")
     assert warnings_of(custom) == []
@@ -271,8 +277,10 @@ def test_distinct_link_names_allow_two_links_on_one_interface() -> None:
 
 def test_inline_config_defined_twice_differently_is_an_error() -> None:
     cfg = "    config:\n      - name: shared\n        properties: {a: '1'}\n"
-    other = LINKED.replace(HELLO, "").replace("image: builtin:keyvalue-nats", "image: builtin:keyvalue-nats\n" + cfg.replace("'1'", "'2'"))
-    text = app(HELLO.replace("    image: ghcr.io/acme/hello:1.0\n", "    image: ghcr.io/acme/hello:1.0\n" + cfg) + other)
+    other = LINKED.replace(HELLO, "").replace("image: builtin:keyvalue-nats",
+                                              "image: builtin:keyvalue-nats\n" + cfg.replace("'1'", "'2'"))
+    text = app(HELLO.replace("    image: ghcr.io/acme/hello:1.0\n",
+                             "    image: ghcr.io/acme/hello:1.0\n" + cfg) + other)
     assert any("config 'shared' is defined with different properties" in e for e in errors_of(text))
 
 
@@ -355,7 +363,8 @@ def test_names_the_lattice_cannot_store_are_errors() -> None:
     assert any("link name 'bad name'" in e for e in errs)
     bad_id = HELLO.replace("    image: ghcr.io/acme/hello:1.0", "    image: ghcr.io/acme/hello:1.0\n    id: 'a b'")
     assert any("id 'a b' must be" in e for e in errors_of(app(bad_id)))
-    bad_cfg = HELLO.replace("    image: ghcr.io/acme/hello:1.0", "    image: ghcr.io/acme/hello:1.0\n    config: [{name: 'x/y'}]")
+    bad_cfg = HELLO.replace("    image: ghcr.io/acme/hello:1.0",
+                            "    image: ghcr.io/acme/hello:1.0\n    config: [{name: 'x/y'}]")
     assert any("config name 'x/y'" in e for e in errors_of(app(bad_cfg)))
 
 
@@ -366,7 +375,7 @@ def test_the_example_in_the_user_docs_is_valid() -> None:
     example = docs.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
     manifest = load_manifest(example, base_dir="/srv/shop")
     assert validate(manifest) == []
-    assert manifest.component("cart").image == "file:///srv/shop/examples/hello-python/build/hello.wasm"  # type: ignore[union-attr]
+    assert manifest.component("cart").image == "file:///srv/shop/examples/hello-python/build/hello.wasm"
 
 
 def test_an_oci_image_without_a_registry_is_a_warning() -> None:

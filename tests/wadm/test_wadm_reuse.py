@@ -6,11 +6,11 @@ import textwrap
 from collections.abc import Iterable
 
 import pytest
-from wadm_sim import CID, app, apply_one, host, lattice, manifest
 
+from tests.wadm.wadm_sim import CID, app, apply_one, host, lattice, manifest
 from trellis.wadm.commands import Command, ScaleComponent, StartComponent, StopComponent, UpdateComponent
 from trellis.wadm.manifest import Manifest, ManifestError, check_manifest, load_manifest
-from trellis.wadm.observed import Observed, ObservedHost, Reuse, RunningComponent
+from trellis.wadm.observed import HostCapacity, Observed, ObservedHost, Reuse, RunningComponent
 from trellis.wadm.scaler import AppState, reconcile, status, workload_of
 
 IMAGE = "ghcr.io/acme/hello:1.0"
@@ -59,11 +59,13 @@ def test_without_reuse_every_call_gets_a_fresh_instance_and_the_manifest_is_unch
     [
         ("{max_invocations: 0}", "properties.reuse.max_invocations: must be 1 or more, got the number 0"),
         ("{max_invocations: -5}", "properties.reuse.max_invocations: must be 1 or more, got the number -5"),
-        ("{max_invocations: '10'}", "max_invocations: expected a whole number, got the text '10' (write it without quotes)"),
+        ("{max_invocations: '10'}",
+         "max_invocations: expected a whole number, got the text '10' (write it without quotes)"),
         ("{max_invocations: 2.5}", "max_invocations: expected a whole number, got the number 2.5"),
         ("{max_invocations: true}", "max_invocations: expected a whole number, got the boolean true"),
         ("{max_invocations: 3, max_idle_s: -1}", "properties.reuse.max_idle_s: must be 0 or more, got the number -1"),
-        ("{max_invocations: 3, max_idle_s: '30'}", "max_idle_s: expected a number, got the text '30' (write it without quotes)"),
+        ("{max_invocations: 3, max_idle_s: '30'}",
+         "max_idle_s: expected a number, got the text '30' (write it without quotes)"),
         ("{max_invocations: 3, max_idle_s: .inf}", "max_idle_s: expected a finite number"),
         ("{max_invocations: 3, idle_s: 30}", "properties.reuse: unknown key 'idle_s' (did you mean 'max_idle_s'?)"),
         ("10000", "properties.reuse: expected a mapping such as {max_invocations: 10000}, got the number 10000"),
@@ -88,7 +90,8 @@ def test_reuse_on_a_capability_provider_is_an_error() -> None:
 def test_reuse_on_a_shared_component_is_an_error() -> None:
     text = app(2).replace(f"        image: {IMAGE}\n",
                           "        application: {name: base, component: hello}\n        reuse: {max_invocations: 3}\n")
-    text = text.replace("      traits:\n        - type: spreadscaler\n          properties:\n            instances: 2\n", "")
+    spread = "      traits:\n        - type: spreadscaler\n          properties:\n            instances: 2\n"
+    text = text.replace(spread, "")
     _, problems = check_manifest(text)
     errors = [str(p) for p in problems if p.is_error]
     assert errors == ["error: component \"hello\": shared component 'base' cannot specify 'reuse': "
@@ -116,17 +119,15 @@ def run(obs: Observed, commands: Iterable[Command]) -> Observed:
         obs = apply_one(obs, cmd)
         if isinstance(cmd, StartComponent | UpdateComponent | ScaleComponent):
             reuse: Reuse | None
-            if isinstance(cmd, StartComponent):
-                reuse = cmd.reuse
-            elif isinstance(cmd, UpdateComponent) and cmd.reuse is not None:
+            if isinstance(cmd, StartComponent) or isinstance(cmd, UpdateComponent) and cmd.reuse is not None:
                 reuse = cmd.reuse
             else:
                 assert before is not None
                 reuse = before.reuse
             h = obs.hosts[cmd.host_id]
             have = h.components[cmd.component_id]
-            comps = {**h.components, cmd.component_id: RunningComponent(have.image, have.max_instances,
-                                                                        have.annotations, reuse)}
+            comps = {**h.components,
+                     cmd.component_id: RunningComponent(have.image, have.max_instances, have.annotations, reuse)}
             new = ObservedHost(id=h.id, labels=h.labels, capacity=h.capacity, components=comps,
                                providers=h.providers)
             obs = Observed(hosts={**obs.hosts, h.id: new}, links=obs.links, configs=obs.configs)
@@ -191,7 +192,7 @@ def test_drift_on_a_host_is_repaired_even_without_a_new_version() -> None:
     drifted = run(obs, [UpdateComponent(host_id="a", component_id=CID, image=IMAGE, reuse=Reuse(), app="demo")])
     assert reuse_on(drifted) == {"a": Reuse()}
     cmds = reconcile(m, drifted)
-    assert [(type(c), c.reuse) for c in cmds] == [(UpdateComponent, Reuse(50))]  # type: ignore[union-attr]
+    assert [(type(c), c.reuse) for c in cmds] == [(UpdateComponent, Reuse(50))]
 
 
 def test_a_host_that_does_not_report_reuse_is_left_alone() -> None:
@@ -200,12 +201,12 @@ def test_a_host_that_does_not_report_reuse_is_left_alone() -> None:
     old = RunningComponent(IMAGE, 4, {"trellis.app": "demo", "trellis.app.version": "v1",
                                       "trellis.spread": "default", "trellis.config": ""})
     assert old.reuse is None
-    obs = lattice(ObservedHost(id="a", capacity={"memory_available_bytes": 1000}, components={CID: old}))
+    obs = lattice(ObservedHost(id="a", capacity=HostCapacity(memory_available_bytes=1000), components={CID: old}))
     assert reconcile(m, obs) == []
     # an image change to such a host sends only the image (it would refuse an unknown field)
     m2 = manifest(with_reuse("{max_invocations: 50}", version="v2", image="ghcr.io/acme/hello:2.0"))
     cmds = reconcile(m2, obs)
-    assert [type(c) for c in cmds] == [UpdateComponent] and cmds[0].reuse is None  # type: ignore[union-attr]
+    assert [type(c) for c in cmds] == [UpdateComponent] and cmds[0].reuse is None
 
 
 def test_an_image_change_keeps_the_reuse() -> None:
@@ -214,7 +215,7 @@ def test_an_image_change_keeps_the_reuse() -> None:
     m2 = manifest(with_reuse("{max_invocations: 7}", version="v2", image="ghcr.io/acme/hello:2.0"))
     final, history = converge(m2, obs)
     assert [type(c) for c in history[0]] == [UpdateComponent]
-    assert history[0][0].reuse == Reuse(7)  # type: ignore[union-attr]
+    assert history[0][0].reuse == Reuse(7)
     assert all(isinstance(c, ScaleComponent) for cmds in history[1:] for c in cmds)  # re-tagged as v2
     assert reuse_on(final) == {"a": Reuse(7)}
 

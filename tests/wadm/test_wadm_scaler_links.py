@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from wadm_sim import apply, converge, host, lattice, manifest, placements
 
+from tests.wadm.wadm_sim import apply, converge, host, lattice, manifest, placements
 from trellis.wadm.commands import DeleteConfig, DeleteLink, PutConfig, PutLink, StartComponent, StopComponent
 from trellis.wadm.manifest import load_manifest
 from trellis.wadm.observed import APP_ANNOTATION, Observed, ObservedConfig, ObservedHost, ObservedLink, RunningComponent
@@ -126,7 +126,8 @@ def test_removed_link_is_deleted_then_its_config() -> None:
 def test_links_of_others_are_not_deleted_and_conflicts_are_reported() -> None:
     foreign = ObservedLink(source_id="shop-cart", target="elsewhere", namespace="wasi", package="keyvalue",
                            interfaces=("store",), app="other")
-    unmanaged = ObservedLink(source_id="x", target="y", namespace="wasi", package="http", interfaces=("outgoing-handler",))
+    unmanaged = ObservedLink(source_id="x", target="y", namespace="wasi", package="http",
+                             interfaces=("outgoing-handler",))
     obs = lattice(host("a"), host("b"), links=[foreign, unmanaged])
     m = manifest(shop())
     cmds = reconcile(m, obs)
@@ -192,7 +193,8 @@ def test_shared_components_resolve_to_the_shared_app_ids() -> None:
     base, _ = converge(shared, two_hosts())
     final, _ = converge(dev, base, shared_apps={"shared-http": shared})
     links = {(lk.source_id, lk.target) for lk in final.links}
-    assert links == {("shared_http-httpserver", "shared_http_dev-hello"), ("shared_http_dev-hello", "shared_http-httpclient")}
+    assert links == {("shared_http-httpserver", "shared_http_dev-hello"),
+                     ("shared_http_dev-hello", "shared_http-httpclient")}
     # the dev app does not start its own copies of the shared providers
     assert all(h.providers.get("shared_http-httpserver") is None
                or h.providers["shared_http-httpserver"].annotations[APP_ANNOTATION] == "shared-http"

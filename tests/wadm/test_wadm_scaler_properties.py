@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wadm_sim import CID, add_host, app, apply, converge, drop_host, host, lattice, manifest
 
+from tests.wadm.wadm_sim import CID, add_host, app, apply, converge, drop_host, host, lattice, manifest
 from trellis.wadm.manifest import Manifest
 from trellis.wadm.observed import SPREAD_ANNOTATION, Observed, ObservedHost, RunningComponent, RunningProvider
 from trellis.wadm.scaler import AppState, compute_spread, reconcile, status
@@ -35,10 +35,12 @@ class Spec:
 
     def manifest(self) -> Manifest:
         spread = "".join(
-            f"- name: z{z}\n  requirements: {{zone: {z}}}\n  weight: {w}\n" for z, w in zip(self.zones, self.weights, strict=True)
+            f"- name: z{z}\n  requirements: {{zone: {z}}}\n  weight: {w}\n" for z,
+                         w in zip(self.zones, self.weights, strict=True)
         )
         image = self.image if self.kind == "component" else "builtin:" + self.image.rsplit(":", 1)[-1].replace(".", "-")
-        return manifest(app(self.instances, spread, image=image, version=self.version, kind=self.kind, scaler=self.scaler))
+        return manifest(app(self.instances, spread, image=image, version=self.version, kind=self.kind,
+                            scaler=self.scaler))
 
 
 hosts_st = st.lists(
@@ -87,7 +89,7 @@ def check_placement(spec: Spec, m: Manifest, obs: Observed) -> None:
         eligible = [h for h in obs.sorted_hosts if h.matches(spread.requirements)]
         covered |= {h.id for h in eligible}
         on = [h for h in eligible if running(h)]
-        assert all(placed(h).annotations.get(SPREAD_ANNOTATION) == spread.name for h in on)  # type: ignore[union-attr]
+        assert all(placed(h).annotations.get(SPREAD_ANNOTATION) == spread.name for h in on)
         if spec.scaler == "daemonscaler":
             assert [h.id for h in on] == ([h.id for h in eligible] if want > 0 else [])
             if spec.kind == "component":
@@ -121,7 +123,8 @@ def test_converges_to_the_placement_rules(hosts: list[ObservedHost], spec: Spec)
 
 @props
 @given(hosts_st, specs(), st.data())
-def test_reconverges_after_hosts_leave_return_and_join(hosts: list[ObservedHost], spec: Spec, data: st.DataObject) -> None:
+def test_reconverges_after_hosts_leave_return_and_join(hosts: list[ObservedHost], spec: Spec,
+                                                       data: st.DataObject) -> None:
     m = spec.manifest()
     obs = settle(m, lattice(*hosts), spec)
     gone: list[ObservedHost] = []
@@ -161,7 +164,8 @@ def test_image_rollover_never_drops_capacity(hosts: list[ObservedHost], spec: Sp
         return sum(h.components[CID].max_instances for h in o.hosts.values() if CID in h.components)
 
     before = total(obs)
-    new = Spec(spec.kind, spec.scaler, spec.instances, spec.zones, spec.weights, image="ghcr.io/acme/hello:2.0", version="v2")
+    new = Spec(spec.kind, spec.scaler, spec.instances, spec.zones, spec.weights, image="ghcr.io/acme/hello:2.0",
+               version="v2")
     m = new.manifest()
     for i in range(25):
         cmds = reconcile(m, obs, pass_id=f"r{i}")

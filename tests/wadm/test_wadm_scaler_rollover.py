@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from wadm_sim import CID, add_host, app, apply, converge, drop_host, host, lattice, manifest, placements, providers_on
-
+from tests.wadm.wadm_sim import (
+    CID,
+    add_host,
+    app,
+    apply,
+    converge,
+    drop_host,
+    host,
+    lattice,
+    manifest,
+    placements,
+    providers_on,
+)
 from trellis.wadm.commands import (
     ScaleComponent,
     StartComponent,
@@ -12,7 +23,7 @@ from trellis.wadm.commands import (
     StopProvider,
     UpdateComponent,
 )
-from trellis.wadm.observed import VERSION_ANNOTATION, Observed
+from trellis.wadm.observed import APP_VERSION_ANNOTATION, Observed
 from trellis.wadm.scaler import AppState, reconcile, status
 
 V1 = "ghcr.io/acme/hello:1.0"
@@ -48,7 +59,9 @@ def test_new_image_starts_on_a_free_host_before_anything_old_stops() -> None:
         states.append(obs)
     assert all(capacity(s) >= 4 for s in states), [placements(s, CID) for s in states]
     assert set(images(obs).values()) == {V2} and capacity(obs) == 4
-    assert {h.components[CID].annotations[VERSION_ANNOTATION] for h in obs.hosts.values() if CID in h.components} == {"v2"}
+    versions = {h.components[CID].annotations[APP_VERSION_ANNOTATION]
+                for h in obs.hosts.values() if CID in h.components}
+    assert versions == {"v2"}
     assert status(m2, obs).state is AppState.DEPLOYED
 
 
@@ -68,7 +81,8 @@ def test_config_change_is_rolled_by_stop_and_start_one_host_at_a_time() -> None:
     cfg = "        config:\n          - name: tuning\n            properties: {level: '1'}\n"
     m1 = manifest(app(4).replace("        image: " + V1 + "\n", "        image: " + V1 + "\n" + cfg) + extra)
     final, _ = converge(m1, lattice(host("a"), host("b")))
-    m2 = manifest(app(4, version="v2").replace("        image: " + V1 + "\n", "        image: " + V1 + "\n" + cfg.replace("tuning", "tuning2")))
+    m2 = manifest(app(4, version="v2").replace("        image: " + V1 + "\n",
+                                               "        image: " + V1 + "\n" + cfg.replace("tuning", "tuning2")))
     obs, history = final, []
     for _ in range(12):
         cmds = reconcile(m2, obs)
@@ -88,7 +102,7 @@ def test_version_bump_with_same_image_only_retags() -> None:
     final, _ = converge(manifest(app(4)), lattice(host("a"), host("b")))
     cmds = reconcile(manifest(app(4, version="v2")), final)
     assert cmds and all(isinstance(c, ScaleComponent) for c in cmds)
-    assert all(c.annotations[VERSION_ANNOTATION] == "v2" for c in cmds if isinstance(c, ScaleComponent))
+    assert all(c.annotations[APP_VERSION_ANNOTATION] == "v2" for c in cmds if isinstance(c, ScaleComponent))
 
 
 def test_old_version_keeps_running_when_new_one_cannot_be_placed() -> None:

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import pytest
-from wadm_sim import CID, ZONES, add_host, app, apply, converge, drop_host, host, lattice, manifest, placements, providers_on
 
+from tests.wadm.wadm_sim import (
+    CID,
+    ZONES,
+    add_host,
+    app,
+    apply,
+    converge,
+    drop_host,
+    host,
+    lattice,
+    manifest,
+    placements,
+    providers_on,
+)
 from trellis.wadm.commands import ScaleComponent, StartComponent, StartProvider, StopComponent
 from trellis.wadm.manifest import Spread
-from trellis.wadm.observed import APP_ANNOTATION, SPREAD_ANNOTATION, VERSION_ANNOTATION, ObservedHost, RunningComponent
+from trellis.wadm.observed import (
+    APP_ANNOTATION,
+    APP_VERSION_ANNOTATION,
+    SPREAD_ANNOTATION,
+    HostCapacity,
+    ObservedHost,
+    RunningComponent,
+)
 from trellis.wadm.scaler import AppState, compute_spread, reconcile, status
 
 # --- compute_spread: wadm's rounding ------------------------------------------------------
@@ -30,7 +50,8 @@ def spreads(*weights: int | None) -> list[Spread]:
         (3, [0, 100], [("s1", 3), ("s0", 0)]),
     ],
 )
-def test_compute_spread_matches_wadm(instances: int, weights: list[int | None], expected: list[tuple[str, int]]) -> None:
+def test_compute_spread_matches_wadm(instances: int, weights: list[int | None],
+                                     expected: list[tuple[str, int]]) -> None:
     got = [(s.name, n) for s, n in compute_spread(instances, spreads(*weights))]
     assert got == expected
     assert sum(n for _, n in got) == instances
@@ -52,7 +73,7 @@ def test_weights_and_requirements_decide_where_instances_go() -> None:
     assert got["e1"] + got["e2"] == 8 and got["w1"] == 2
     comp = final.hosts["w1"].components[CID]
     assert comp.annotations[SPREAD_ANNOTATION] == "west"
-    assert comp.annotations[APP_ANNOTATION] == "demo" and comp.annotations[VERSION_ANNOTATION] == "v1"
+    assert comp.annotations[APP_ANNOTATION] == "demo" and comp.annotations[APP_VERSION_ANNOTATION] == "v1"
 
 
 def test_more_memory_then_lower_load_then_host_id_first() -> None:
@@ -148,11 +169,14 @@ def test_returning_empty_host_is_left_alone() -> None:
 
 
 def test_extra_placements_stop_smallest_share_and_least_room_first() -> None:
-    tags = {APP_ANNOTATION: "demo", VERSION_ANNOTATION: "v1", SPREAD_ANNOTATION: "default", "trellis.config": ""}
+    tags = {APP_ANNOTATION: "demo", APP_VERSION_ANNOTATION: "v1", SPREAD_ANNOTATION: "default", "trellis.config": ""}
     hosts = [
-        ObservedHost(id="a", capacity={"memory_available_bytes": 100}, components={CID: RunningComponent("ghcr.io/acme/hello:1.0", 2, tags)}),
-        ObservedHost(id="b", capacity={"memory_available_bytes": 900}, components={CID: RunningComponent("ghcr.io/acme/hello:1.0", 2, tags)}),
-        ObservedHost(id="c", capacity={"memory_available_bytes": 500}, components={CID: RunningComponent("ghcr.io/acme/hello:1.0", 1, tags)}),
+        ObservedHost(id="a", capacity=HostCapacity(memory_available_bytes=100),
+                     components={CID: RunningComponent("ghcr.io/acme/hello:1.0", 2, tags)}),
+        ObservedHost(id="b", capacity=HostCapacity(memory_available_bytes=900),
+                     components={CID: RunningComponent("ghcr.io/acme/hello:1.0", 2, tags)}),
+        ObservedHost(id="c", capacity=HostCapacity(memory_available_bytes=500),
+                     components={CID: RunningComponent("ghcr.io/acme/hello:1.0", 1, tags)}),
     ]
     cmds = reconcile(manifest(app(4)), lattice(*hosts))
     assert [str(c.describe()) for c in cmds] == [f"stop component {CID} on c"]
@@ -239,7 +263,8 @@ def test_label_change_moves_placement_after_replacement_runs() -> None:
     m = manifest(app(1, "- name: gpu\n  requirements: {gpu: 'yes'}"))
     final, _ = converge(m, lattice(host("a", gpu="yes"), host("b")))
     assert placements(final, CID) == {"a": 1}
-    relabelled = add_host(add_host(final, ObservedHost(id="a", components=final.hosts["a"].components)), host("b", gpu="yes"))
+    relabelled = add_host(add_host(final, ObservedHost(id="a", components=final.hosts["a"].components)),
+                          host("b", gpu="yes"))
     first = reconcile(m, relabelled)
     assert [c.describe() for c in first] == [f"start component {CID} (ghcr.io/acme/hello:1.0) on b with max 1"]
     final, _ = converge(m, apply(relabelled, first))
@@ -247,9 +272,9 @@ def test_label_change_moves_placement_after_replacement_runs() -> None:
 
 
 def test_with_equal_shares_the_extra_on_the_host_with_least_room_stops() -> None:
-    tags = {APP_ANNOTATION: "demo", VERSION_ANNOTATION: "v1", SPREAD_ANNOTATION: "default", "trellis.config": ""}
+    tags = {APP_ANNOTATION: "demo", APP_VERSION_ANNOTATION: "v1", SPREAD_ANNOTATION: "default", "trellis.config": ""}
     hosts = [
-        ObservedHost(id=h, capacity={"memory_available_bytes": mem, "load_1m": load},
+        ObservedHost(id=h, capacity=HostCapacity(memory_available_bytes=mem, load_1m=load),
                      components={CID: RunningComponent("ghcr.io/acme/hello:1.0", 2, tags)})
         for h, mem, load in [("a", 500, 0.1), ("b", 500, 0.9), ("c", 800, 2.0)]
     ]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from trellis.interfaces.builtin_providers import BUILTIN_PROVIDERS
 from tests.components.build import build_wat
 from tests.harness import run_cli
+from trellis.interfaces.builtin_providers import BUILTIN_PROVIDERS
 from trellis.wadm.manifest import check_manifest
 from trellis.wadm.manifest.overrides import OverrideError, apply_overrides
 from trellis.wadm.manifest.wasm_exports import NotAComponent, component_exports

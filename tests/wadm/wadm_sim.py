@@ -27,6 +27,7 @@ from trellis.wadm.commands import (
 from trellis.wadm.manifest import Manifest, load_manifest
 from trellis.wadm.observed import (
     APP_ANNOTATION,
+    HostCapacity,
     Observed,
     ObservedConfig,
     ObservedHost,
@@ -43,10 +44,12 @@ class InvalidCommand(AssertionError):
 
 
 def host(hid: str, *, mem: int = 1000, load: float = 0.0, cpus: int = 4, **labels: str) -> ObservedHost:
-    return ObservedHost(id=hid, labels=labels, capacity={"cpus": cpus, "memory_available_bytes": mem, "load_1m": load})
+    return ObservedHost(id=hid, labels=labels,
+                        capacity=HostCapacity(cpus=cpus, memory_available_bytes=mem, load_1m=load))
 
 
-def lattice(*hosts: ObservedHost, links: Sequence[ObservedLink] = (), configs: Mapping[str, object] | None = None) -> Observed:
+def lattice(*hosts: ObservedHost, links: Sequence[ObservedLink] = (),
+            configs: Mapping[str, object] | None = None) -> Observed:
     return Observed(hosts=list(hosts), links=tuple(links), configs=dict(configs or {}))  # type: ignore[arg-type]
 
 

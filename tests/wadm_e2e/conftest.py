@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from trellis.interfaces.client import LatticeClient
-from trellis.interfaces.wadm_client import WadmClient
 from tests.components.build import build_wat
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.connection import NatsSettings
+from trellis.interfaces.wadm_client import WadmClient
 from trellis.natsserver import NatsServer
 from trellis.wadm.controller import Controller, ControllerSettings
-from trellis.interfaces.connection import NatsSettings
 
 ECHO_PROVIDER = Path(__file__).resolve().parents[1] / "providers_host" / "echo_provider.py"
 

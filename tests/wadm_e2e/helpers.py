@@ -5,10 +5,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from tests.harness import eventually
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.wadm_api import AppStatusReply
 from trellis.interfaces.wadm_client import WadmClient
-from tests.harness import eventually
 
 
 def component_app(name: str, image: str | Path, *, version: str = "v1", instances: int = 4, spread: str = "",

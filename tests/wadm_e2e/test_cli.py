@@ -9,7 +9,7 @@ import shutil
 from .helpers import component_app
 
 
-def _run(cli, *args: str, **kw):  # type: ignore[no-untyped-def]
+def _run(cli, *args: str, **kw):
     return asyncio.to_thread(cli, *args, **kw)
 
 

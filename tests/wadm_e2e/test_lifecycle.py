@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from typing import Any
 
 import pytest
 
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.wadm_client import WadmError
-from trellis.wadm.observed import APP_ANNOTATION, PASS_ANNOTATION, VERSION_ANNOTATION
+from trellis.wadm.observed import APP_ANNOTATION, APP_VERSION_ANNOTATION, PASS_ANNOTATION
 
 from ..harness import eventually
 from .helpers import component_app, placements, wait_status
@@ -45,7 +46,7 @@ async def test_deploy_upgrade_undeploy_delete(nats_server, lattice, hosts, contr
         assert where == {h1.id: 2, h2.id: 2}  # two hosts, the share split evenly
         inv = await c.get_inventory(h1.id)
         tags = inv.components[0].annotations
-        assert tags[APP_ANNOTATION] == "calc" and tags[VERSION_ANNOTATION] == "v1"
+        assert tags[APP_ANNOTATION] == "calc" and tags[APP_VERSION_ANNOTATION] == "v1"
         assert tags[PASS_ANNOTATION].startswith("wadm-")  # the pass that placed it
 
         # a version with the same name but other content is refused
@@ -55,7 +56,7 @@ async def test_deploy_upgrade_undeploy_delete(nats_server, lattice, hosts, contr
         assert err.value.code == ErrorCode.CONFLICT and "already exists" in err.value.message
 
         # upgrade: a new image rolls over host by host while calls keep being answered
-        calls = {"ok": 0, "failed": []}
+        calls: dict[str, Any] = {"ok": 0, "failed": []}
         stop = asyncio.Event()
 
         async def caller() -> None:
@@ -83,7 +84,7 @@ async def test_deploy_upgrade_undeploy_delete(nats_server, lattice, hosts, contr
         assert calls["failed"] == [] and calls["ok"] > 0
         assert sum((await placements(c, "calc-adder")).values()) == 4
         inv = await c.get_inventory(h1.id)
-        assert inv.components[0].annotations[VERSION_ANNOTATION] == "v2"
+        assert inv.components[0].annotations[APP_VERSION_ANNOTATION] == "v2"
 
         versions = await w.versions("calc")
         assert [(v.version, v.deployed) for v in versions.versions] == [("v1", False), ("v2", True)]
@@ -152,7 +153,7 @@ async def test_invalid_manifests_are_refused_with_every_problem(controllers, wad
 async def test_a_broken_watch_is_fatal_not_silent(controllers, monkeypatch):
     from trellis.interfaces.store import LatticeStore
 
-    async def broken(self, **kw):  # type: ignore[no-untyped-def]
+    async def broken(self, **kw):
         raise RuntimeError("JetStream went away")
         yield  # pragma: no cover
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from trellis.interfaces.client import LatticeClient
 from tests.builtin_providers.components.build import build
+from trellis.interfaces.client import LatticeClient
 
 from ..harness import eventually
 from .helpers import placements, providers_on, wait_status

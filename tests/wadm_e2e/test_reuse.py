@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import shutil
 
+from tests.components.build import build_wat
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.control import ComponentDescription, HostInfo
 from trellis.interfaces.events import Event, EventType
-from tests.components.build import build_wat
 from trellis.wadm.controller.view import LatticeView
 from trellis.wadm.observed import Reuse
 

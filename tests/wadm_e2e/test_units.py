@@ -9,8 +9,13 @@ from trellis.interfaces.events import Event, EventType
 from trellis.interfaces.links import Link
 from trellis.wadm.commands import PutConfig, PutLink, ScaleComponent, StartComponent, StopComponent, UpdateComponent
 from trellis.wadm.controller import records as rec
-from trellis.wadm.controller.app_store import (config_owner_key, link_owner_key, manifest_key, parse_manifest_key,
-                                      parse_owner_key)
+from trellis.wadm.controller.app_store import (
+    config_owner_key,
+    link_owner_key,
+    manifest_key,
+    parse_manifest_key,
+    parse_owner_key,
+)
 from trellis.wadm.controller.executor import chains, phases
 from trellis.wadm.controller.failures import FailureBook
 from trellis.wadm.controller.memory import AppMemory
@@ -141,7 +146,7 @@ def test_failure_book_backoff_doubles_and_forgets():
     assert (f.attempts, f.retry_at) == (1, 0.5)
     assert not book.allowed(cmd, 0.4) and book.allowed(cmd, 0.5)
     assert [book.failed(cmd, "again", now=1).retry_at for _ in range(3)] == [2.0, 3.0, 3.0]
-    assert "start on host H failed (4 attempts): again" == book.for_app("a")[0].describe()
+    assert book.for_app("a")[0].describe() == "start on host H failed (4 attempts): again"
     book.succeeded(cmd)
     assert book.for_app("a") == []
     book.failed(cmd, "x", now=0)

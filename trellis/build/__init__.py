@@ -34,10 +34,19 @@ skipped ("unchanged"); one whose key is in the cache is copied ("cached").
 
 from __future__ import annotations
 
-from .apps import (APP_FILE, AppSpec, BuildError, BuildOptions, BuildResult, Progress, default_cache_dir,
-                   find_apps, is_app, load_app)
-from .builder import _resolve_world, _trim  # noqa: F401 (for the tests)
-from .builder import BuildPlan, build, build_all, build_app, build_tree, find_tool, plan
+from .apps import (
+                   APP_FILE,
+                   AppSpec,
+                   BuildError,
+                   BuildOptions,
+                   BuildResult,
+                   Progress,
+                   default_cache_dir,
+                   find_apps,
+                   is_app,
+                   load_app,
+)
+from .builder import BuildPlan, _resolve_world, _trim, build, build_all, build_app, build_tree, find_tool, plan  # noqa: F401 (for the tests)
 
 __all__ = [
     "APP_FILE",

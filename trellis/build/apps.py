@@ -19,7 +19,8 @@ _SKIP_DIRS = frozenset({OUTPUT_DIR, "deps", "wit", "__pycache__", "node_modules"
 _NOT_SOURCES = frozenset({"__pycache__", "node_modules", "venv"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_QUALIFIED_WORLD = re.compile(r"^(?P<pkg>[a-z0-9-]+:[a-z0-9-]+)/(?P<world>[a-z0-9-]+)(?:@(?P<version>[0-9A-Za-z.+-]+))?$")
+_QUALIFIED_WORLD = re.compile(
+    r"^(?P<pkg>[a-z0-9-]+:[a-z0-9-]+)/(?P<world>[a-z0-9-]+)(?:@(?P<version>[0-9A-Za-z.+-]+))?$")
 _TOML_KEYS = frozenset({"name", "world", "module", "language", "wit", "python-path"})
 JS_MODULE = "app.js"
 LANGUAGES = ("python", "js")
@@ -175,7 +176,8 @@ def find_apps(path: Path | str) -> list[AppSpec]:
             found.append(load_app(here))
             dirnames[:] = []
     if not found:
-        raise BuildError(f"no Trellis apps in {path}: an app is a folder with {DEFAULT_MODULE}.py or {JS_MODULE} and wit/, "
+        raise BuildError(f"no Trellis apps in {path}: an app is a folder with {DEFAULT_MODULE}.py or {JS_MODULE} and "
+                         "wit/, "
                          f"or a {APP_FILE} with a [component] table")
     seen: dict[str, Path] = {}
     for app in found:

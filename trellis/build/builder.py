@@ -19,9 +19,22 @@ from typing import Any
 from trellis.interfaces.wit_packages import package_dirs, package_name, wit_files
 
 from . import js as build_js
-from .apps import (_MAX_ERROR_LINES, _NOT_SOURCES, _QUALIFIED_WORLD, APP_FILE, OUTPUT_DIR, AppSpec, BuildError,
-                   BuildOptions, BuildResult, Progress, Status,
-                   default_cache_dir, find_apps, load_app)
+from .apps import (
+    _MAX_ERROR_LINES,
+    _NOT_SOURCES,
+    _QUALIFIED_WORLD,
+    APP_FILE,
+    OUTPUT_DIR,
+    AppSpec,
+    BuildError,
+    BuildOptions,
+    BuildResult,
+    Progress,
+    Status,
+    default_cache_dir,
+    find_apps,
+    load_app,
+)
 
 # ---------------------------------------------------------------- tools
 

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
@@ -166,7 +166,7 @@ async def _put(w: WadmClient, text: str, base: str, output: Output) -> Any:
 def deploy_command(
     app: str = typer.Argument(..., metavar="FILE_OR_NAME", help="a manifest file (stored, then deployed) "
                                                               "or the name of a stored application"),
-    version: Optional[str] = typer.Option(None, "--version", help="deploy this stored version (default: latest)"),
+    version: str | None = typer.Option(None, "--version", help="deploy this stored version (default: latest)"),
     config: list[str] = ConfigOpt,
     wait: bool = WaitOpt,
     timeout: float = TimeoutOpt,
@@ -234,7 +234,7 @@ def undeploy_command(
 @with_conn
 def delete_command(
     name: str = typer.Argument(..., help="application name"),
-    version: Optional[str] = typer.Option(None, "--version", help="delete only this (undeployed) version"),
+    version: str | None = typer.Option(None, "--version", help="delete only this (undeployed) version"),
     undeploy: bool = typer.Option(False, "--undeploy", "--force",
                                   help="undeploy first if deployed (otherwise a deployed app is refused)"),
     output: Output = OutputOpt,
@@ -268,7 +268,7 @@ def list_command(output: Output = OutputOpt, *, conn: Conn) -> None:
 @with_conn
 def get_command(
     name: str = typer.Argument(..., help="application name"),
-    version: Optional[str] = typer.Option(None, "--version", help="a stored version (default: latest)"),
+    version: str | None = typer.Option(None, "--version", help="a stored version (default: latest)"),
     output: Output = typer.Option(Output.table, "-o", "--output",
                                   help="table prints the manifest as YAML; json or yaml print the stored reply"),
     *,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -16,12 +15,12 @@ from .output import console, err_console, fail, human_bytes, print_json
 
 def build_command(
     path: Path = typer.Argument(Path("."), help="an app folder, or a folder of apps (all are built)"),
-    out_dir: Optional[Path] = typer.Option(None, "-o", "--out-dir",
+    out_dir: Path | None = typer.Option(None, "-o", "--out-dir",
                                            help="where <name>.wasm goes (default: PATH/build)"),
-    world: Optional[str] = typer.Option(None, "--world", "-w",
+    world: str | None = typer.Option(None, "--world", "-w",
                                         help="world to target, e.g. trellis:http/proxy@0.1.0 (one app only)"),
     wit: list[Path] = typer.Option([], "--wit", help="more WIT packages: a package folder or a folder of them"),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", envvar="TRELLIS_BUILD_CACHE",
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", envvar="TRELLIS_BUILD_CACHE",
                                              help="content-addressed build cache (default ~/.cache/trellis/build)"),
     json_out: bool = typer.Option(False, "--json", help="print the results as JSON"),
 ) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -54,16 +54,16 @@ def start_component(
     ref: str = typer.Argument(..., help="path, file://, http(s):// or lattice://sha256:… reference"),
     component_id: str = typer.Argument(..., metavar="ID", help="the component's id on the lattice"),
     max_instances: int = typer.Option(1, "--max-instances", help="concurrent invocations per host"),
-    host_id: Optional[str] = typer.Option(None, "--host-id", help="run on this host (id, name or unique id prefix)"),
+    host_id: str | None = typer.Option(None, "--host-id", help="run on this host (id, name or unique id prefix)"),
     constraint: list[str] = typer.Option([], "--constraint", help="pick a host with label key=value"),
     reuse: int = typer.Option(1, "--reuse", help="invocations one instance serves (1 = fresh per call)"),
-    reuse_idle: Optional[float] = typer.Option(None, "--reuse-idle", help="drop a reused instance idle this long (s)"),
-    timeout_ms: Optional[int] = typer.Option(None, "--timeout-ms", help="per-invocation deadline in the component"),
-    fuel: Optional[int] = typer.Option(None, "--fuel", help="instruction budget per invocation"),
-    memory_mb: Optional[int] = typer.Option(None, "--memory-mb", help="linear-memory cap per instance"),
+    reuse_idle: float | None = typer.Option(None, "--reuse-idle", help="drop a reused instance idle this long (s)"),
+    timeout_ms: int | None = typer.Option(None, "--timeout-ms", help="per-invocation deadline in the component"),
+    fuel: int | None = typer.Option(None, "--fuel", help="instruction budget per invocation"),
+    memory_mb: int | None = typer.Option(None, "--memory-mb", help="linear-memory cap per instance"),
     annotation: list[str] = typer.Option([], "--annotation", help="key=value annotation"),
     config: list[str] = typer.Option([], "--config", help="named config the component reads (repeatable)"),
-    digest: Optional[str] = typer.Option(None, "--digest", help="pin the artifact: sha256:<hex>"),
+    digest: str | None = typer.Option(None, "--digest", help="pin the artifact: sha256:<hex>"),
     env: list[str] = typer.Option([], "--env", help="WASI: environment variable KEY=VALUE to grant"),
     preopen: list[str] = typer.Option([], "--preopen", help="WASI: HOST_DIR:GUEST_DIR[:rw] to grant"),
     inherit_stdio: bool = typer.Option(False, "--inherit-stdio", help="WASI: guest stdout/stderr to the host log"),
@@ -109,7 +109,8 @@ def start_component(
 @with_conn
 def stop_component(
     component_id: str = typer.Argument(..., metavar="ID"),
-    host_id: Optional[str] = typer.Option(None, "--host-id", help="only on this host (id, name or unique id prefix; default: everywhere)"),
+    host_id: str | None = typer.Option(None, "--host-id",
+                                       help="only on this host (id, name or unique id prefix; default: everywhere)"),
     no_wait: bool = typer.Option(False, "--no-wait"),
     *,
     conn: Conn,
@@ -125,7 +126,7 @@ def stop_component(
 def scale_component(
     component_id: str = typer.Argument(..., metavar="ID"),
     max_instances: int = typer.Option(..., "--max-instances", help="0 stops it"),
-    host_id: Optional[str] = typer.Option(None, "--host-id", help="only on this host (id, name or unique id prefix)"),
+    host_id: str | None = typer.Option(None, "--host-id", help="only on this host (id, name or unique id prefix)"),
     no_wait: bool = typer.Option(False, "--no-wait"),
     *,
     conn: Conn,
@@ -141,7 +142,7 @@ def scale_component(
 def update_component(
     component_id: str = typer.Argument(..., metavar="ID"),
     new_ref: str = typer.Argument(..., metavar="NEW_REF"),
-    host_id: Optional[str] = typer.Option(None, "--host-id", help="only on this host (id, name or unique id prefix)"),
+    host_id: str | None = typer.Option(None, "--host-id", help="only on this host (id, name or unique id prefix)"),
     no_wait: bool = typer.Option(False, "--no-wait"),
     *,
     conn: Conn,
@@ -220,7 +221,8 @@ def call_command(
         sys.stdout.write(json.dumps(to_json(result)) + "\n")
         return
 
-    summary = run(_load(conn, component_id, operation, parsed, timeout, repeat, concurrency, not no_retry), conn.nats.url)
+    summary = run(_load(conn, component_id, operation, parsed, timeout, repeat, concurrency, not no_retry),
+                  conn.nats.url)
     print_json(summary)
     if summary["failed"]:
         raise typer.Exit(1)
@@ -283,15 +285,15 @@ def push_command(
     target: str = typer.Argument(..., metavar="[oci://REGISTRY/REPO:TAG] FILE",
                                  help="a .wasm file (or a provider .py file or folder), or "
                                       "oci://REGISTRY/REPO:TAG followed by the .wasm file"),
-    file: Optional[Path] = typer.Argument(None, metavar="", dir_okay=False, show_default=False),
+    file: Path | None = typer.Argument(None, metavar="", dir_okay=False, show_default=False),
     insecure: bool = typer.Option(False, "--insecure", help="OCI: talk plain HTTP to the registry"),
-    user: Optional[str] = typer.Option(None, "--user", envvar="TRELLIS_OCI_USER", help="OCI: registry user"),
-    password: Optional[str] = typer.Option(None, "--password", envvar="TRELLIS_OCI_PASSWORD",
+    user: str | None = typer.Option(None, "--user", envvar="TRELLIS_OCI_USER", help="OCI: registry user"),
+    password: str | None = typer.Option(None, "--password", envvar="TRELLIS_OCI_PASSWORD",
                                            help="OCI: registry password"),
-    token: Optional[str] = typer.Option(None, "--token", envvar="TRELLIS_OCI_TOKEN", help="OCI: bearer token"),
-    key_file: Optional[Path] = typer.Option(None, "--issuer-key", envvar="TRELLIS_ISSUER_KEY",
+    token: str | None = typer.Option(None, "--token", envvar="TRELLIS_OCI_TOKEN", help="OCI: bearer token"),
+    key_file: Path | None = typer.Option(None, "--issuer-key", envvar="TRELLIS_ISSUER_KEY",
                                             help="sign it with this issuer key on the way (see 'trellis sign')"),
-    new_key_file: Optional[Path] = typer.Option(None, "--new-issuer-key",
+    new_key_file: Path | None = typer.Option(None, "--new-issuer-key",
                                                 help="create an issuer key in this file and sign with it"),
     *,
     conn: Conn,
@@ -313,7 +315,7 @@ def push_command(
     typer.echo(run_on(conn, lambda c: c.push(data)))
 
 
-def _wasm_bytes(file: Path, key: "IssuerKey | None" = None, *, providers: bool = False) -> bytes:
+def _wasm_bytes(file: Path, key: IssuerKey | None = None, *, providers: bool = False) -> bytes:
     """The file's bytes, signed with ``key`` when one is given. With ``providers``, a provider
     ``.py`` file or package folder is accepted too (a folder travels packed, and unsigned)."""
     if providers and file.is_dir():
@@ -339,7 +341,7 @@ def _wasm_bytes(file: Path, key: "IssuerKey | None" = None, *, providers: bool =
     return data
 
 
-def _push_oci(target: str, file: Path, insecure: bool, creds: "Credentials", key: "IssuerKey | None") -> str:
+def _push_oci(target: str, file: Path, insecure: bool, creds: Credentials, key: IssuerKey | None) -> str:
     from trellis.host import oci
     from trellis.interfaces.artifacts import ArtifactError
 
@@ -358,7 +360,7 @@ def start_provider(
     ref: str = typer.Argument(..., help="builtin:NAME, python:MODULE, lattice://sha256:…, or a path to a "
                                         "provider .py file or package folder"),
     provider_id: str = typer.Argument(..., metavar="ID"),
-    host_id: Optional[str] = typer.Option(None, "--host-id", help="run on this host (id, name or unique id prefix)"),
+    host_id: str | None = typer.Option(None, "--host-id", help="run on this host (id, name or unique id prefix)"),
     constraint: list[str] = typer.Option([], "--constraint", help="pick a host with label key=value"),
     config: list[str] = typer.Option([], "--config", help="named config (repeatable, merged in order)"),
     annotation: list[str] = typer.Option([], "--annotation", help="key=value annotation"),
@@ -371,7 +373,8 @@ def start_provider(
     if (ref.endswith(".py") or Path(ref).expanduser().is_dir()) and not ref.startswith("file://"):
         ref = str(Path(ref).expanduser().resolve())  # a file or a package folder, for a host on this machine
 
-    data = run_on(conn, lambda c: c.start_provider(ref, provider_id, host_id=host_id, constraints=_constraints(constraint),
+    data = run_on(conn, lambda c: c.start_provider(ref, provider_id, host_id=host_id,
+                                                   constraints=_constraints(constraint),
                                   config=config, annotations=_constraints(annotation),
                                   wait=not no_wait, timeout_s=wait_timeout))
     typer.echo(f"provider {provider_id} {'starting' if no_wait else 'running'} on host {data['host_id']}")
@@ -381,7 +384,8 @@ def start_provider(
 @with_conn
 def stop_provider(
     provider_id: str = typer.Argument(..., metavar="ID"),
-    host_id: Optional[str] = typer.Option(None, "--host-id", help="only on this host (id, name or unique id prefix; default: everywhere)"),
+    host_id: str | None = typer.Option(None, "--host-id",
+                                       help="only on this host (id, name or unique id prefix; default: everywhere)"),
     no_wait: bool = typer.Option(False, "--no-wait"),
     *,
     conn: Conn,

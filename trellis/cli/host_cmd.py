@@ -6,8 +6,9 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -16,9 +17,9 @@ from trellis.host.settings import default_state_dir
 if TYPE_CHECKING:
     from trellis.host.host import Host
 
-from .policy_opts import with_policy
 from .options import Conn, with_conn
 from .output import fail, split_list
+from .policy_opts import with_policy
 
 
 @with_conn
@@ -26,10 +27,10 @@ from .output import fail, split_list
 def host_command(
     label: list[str] = typer.Option([], "--label", "-l", envvar="TRELLIS_LABELS",
                                     help="user label key=value (repeatable)"),
-    name: Optional[str] = typer.Option(None, "--name", envvar="TRELLIS_HOST_NAME", help="friendly name"),
-    seed: Optional[str] = typer.Option(None, "--seed", envvar="TRELLIS_HOST_SEED",
+    name: str | None = typer.Option(None, "--name", envvar="TRELLIS_HOST_NAME", help="friendly name"),
+    seed: str | None = typer.Option(None, "--seed", envvar="TRELLIS_HOST_SEED",
                                        help="nkeys server seed (S…); generated when unset"),
-    seed_file: Optional[Path] = typer.Option(None, "--seed-file", envvar="TRELLIS_HOST_SEED_FILE",
+    seed_file: Path | None = typer.Option(None, "--seed-file", envvar="TRELLIS_HOST_SEED_FILE",
                                              help="keep the host's seed here (created on first start)"),
     heartbeat: float = typer.Option(1.0, "--heartbeat-interval", envvar="TRELLIS_HEARTBEAT_INTERVAL",
                                     help="seconds between heartbeats"),
@@ -55,13 +56,13 @@ def host_command(
     allow_python_provider: list[str] = typer.Option(
         [], "--allow-python-provider", envvar="TRELLIS_ALLOW_PYTHON_PROVIDERS", metavar="MODULE",
         help="let python:MODULE providers run this module ('*' = any; repeatable); none by default"),
-    log_format: Optional[str] = typer.Option(None, "--log-format", envvar="TRELLIS_LOG_FORMAT",
+    log_format: str | None = typer.Option(None, "--log-format", envvar="TRELLIS_LOG_FORMAT",
                                              help="text or json (one object a line, with trace ids); for the "
                                                   "host's workers and providers too [default: text]"),
-    log_to: Optional[str] = typer.Option(None, "--log-to", envvar="TRELLIS_LOG_TO",
+    log_to: str | None = typer.Option(None, "--log-to", envvar="TRELLIS_LOG_TO",
                                          help="stdout (containers, journald) or files (STATE_DIR/logs, rotated); "
                                               "default: the host to stderr, workers and providers to files"),
-    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", envvar="TRELLIS_METRICS_PORT",
+    metrics_port: int | None = typer.Option(None, "--metrics-port", envvar="TRELLIS_METRICS_PORT",
                                                help="serve Prometheus metrics at http://HOST:PORT/metrics "
                                                     "(0: any free port)"),
     metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", envvar="TRELLIS_METRICS_HOST",
@@ -106,6 +107,7 @@ def host_command(
         host = Host(settings)
     except (LabelError, ValueError) as exc:
         raise fail(str(exc)) from None
+    runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop
         runner = uvloop.run

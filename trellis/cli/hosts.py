@@ -78,7 +78,9 @@ def get_inventory(
     cap = h.capacity
     table(f"host {h.name}", ["FIELD", "VALUE"], [
         ("id", h.id), ("version", h.version), ("uptime", human_duration(h.uptime_s)),
-        ("cpus", cap.cpus), ("memory", f"{human_bytes(cap.memory_available_bytes)} available of {human_bytes(cap.memory_total_bytes)}"),
+        ("cpus", cap.cpus), ("memory",
+                             f"{human_bytes(cap.memory_available_bytes)} available of "
+                             f"{human_bytes(cap.memory_total_bytes)}"),
         ("load (1m/5m/15m)", f"{cap.load_1m} / {cap.load_5m} / {cap.load_15m}"),
     ])
     table("labels", ["KEY", "VALUE"], sorted(h.labels.items()))
@@ -102,7 +104,7 @@ def label_put(
         k, v = pair.split("=", 1)
         parsed.append((k, v))
 
-    _change_labels(conn, [lambda c, k=k, v=v: c.put_label(host_id, k, v) for k, v in parsed])
+    _change_labels(conn, [_put_label(host_id, k, v) for k, v in parsed])
 
 
 @label_app.command("del")
@@ -114,7 +116,15 @@ def label_del(
     conn: Conn,
 ) -> None:
     """Remove labels from a host."""
-    _change_labels(conn, [lambda c, k=k: c.del_label(host_id, k) for k in keys])
+    _change_labels(conn, [_del_label(host_id, k) for k in keys])
+
+
+def _put_label(host_id: str, key: str, value: str) -> Callable[[LatticeClient], Awaitable[HostInfo]]:
+    return lambda c: c.put_label(host_id, key, value)
+
+
+def _del_label(host_id: str, key: str) -> Callable[[LatticeClient], Awaitable[HostInfo]]:
+    return lambda c: c.del_label(host_id, key)
 
 
 def _change_labels(conn: Conn, changes: list[Callable[[LatticeClient], Awaitable[HostInfo]]]) -> None:

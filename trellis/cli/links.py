@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
-from trellis.interfaces.lattice_config import ConfigError, parse_pairs
+from trellis.interfaces.lattice_config import LatticeConfigError, parse_pairs
 from trellis.interfaces.links import DEFAULT_LINK_NAME, Link, LinkError
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ async def _missing_ends(c: LatticeClient, link: Link) -> list[str]:
             "the link is stored for when it starts" for end in sorted(unknown)]
 
 
-async def _declared_ids(w: "WadmClient") -> set[str]:
+async def _declared_ids(w: WadmClient) -> set[str]:
     """Ids of the components and providers of deployed applications (none when no controller answers)."""
     ids: set[str] = set()
     try:
@@ -105,7 +105,7 @@ def link_del(
     namespace: str = typer.Argument(...),
     package: str = typer.Argument(...),
     link_name: str = typer.Option(DEFAULT_LINK_NAME, "--link-name", help="link name"),
-    target: Optional[str] = typer.Option(None, "--target", help="delete only the link to this target"),
+    target: str | None = typer.Option(None, "--target", help="delete only the link to this target"),
     *,
     conn: Conn,
 ) -> None:
@@ -123,8 +123,8 @@ def link_del(
 @get_app.command("links")
 @with_conn
 def get_links(
-    source: Optional[str] = typer.Option(None, "--source", help="only links from this source"),
-    target: Optional[str] = typer.Option(None, "--target", help="only links to this target"),
+    source: str | None = typer.Option(None, "--source", help="only links from this source"),
+    target: str | None = typer.Option(None, "--target", help="only links to this target"),
     output: Output = OutputOpt,
     *,
     conn: Conn,
@@ -156,7 +156,7 @@ def config_put(
     """Create or replace a named config."""
     try:
         values = parse_pairs(pairs)
-    except ConfigError as exc:
+    except LatticeConfigError as exc:
         raise fail(exc.message) from None
 
     stored = run_on(conn, lambda c: c.put_config(name, values))

@@ -5,28 +5,31 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, cast
 
 import typer
 
 from trellis.host.settings import default_state_dir
 
+from .apps import app_app
 from .build_cmd import build_command
 from .components import call_command, push_command, scale_app, start_app, update_app
 from .host_cmd import host_command
-from .ui_cmd import ui_command
 from .hosts import get_app, label_app, stop_app
 from .links import config_app, link_app  # also registers 'get links' on get_app
-from .views import events_command, spy_command  # also registers 'get components|providers' on get_app
 from .new_cmd import new_app
 from .options import with_conn
 from .output import fail, split_list
 from .policy_opts import with_policy
-from .sign_cmd import sign_command
-from .apps import app_app
 from .secrets_cmd import secret_app
+from .sign_cmd import sign_command
+from .ui_cmd import ui_command
 from .usage_cmd import usage_command
+from .views import events_command, spy_command  # also registers 'get components|providers' on get_app
 from .wadm_cmd import wadm_app
+
+if TYPE_CHECKING:
+    from trellis.interfaces.policy import PolicySettings
 
 app = typer.Typer(
     name="trellis",
@@ -121,7 +124,7 @@ def up_command(
     lattice: str = typer.Option("default", "--lattice", envvar="TRELLIS_LATTICE"),
     label: list[str] = typer.Option([], "--label", "-l", help="label for the embedded host"),
     no_wadm: bool = typer.Option(False, "--no-wadm", help="do not start the wadm controller"),
-    deploy: Optional[Path] = typer.Option(None, "--deploy", help="once up, deploy this manifest; or build this "
+    deploy: Path | None = typer.Option(None, "--deploy", help="once up, deploy this manifest; or build this "
                                           "folder of apps and deploy its wadm.yaml"),
     allow_insecure_registries: list[str] = typer.Option(
         [], "--allow-insecure-registries", envvar="TRELLIS_ALLOW_INSECURE_REGISTRIES",
@@ -141,15 +144,15 @@ def up_command(
                                 help="port of the web dashboard ('trellis ui')"),
     ui_host: str = typer.Option("127.0.0.1", "--ui-host", envvar="TRELLIS_UI_HOST",
                                 help="address the web dashboard listens on"),
-    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", envvar="TRELLIS_METRICS_PORT",
+    metrics_port: int | None = typer.Option(None, "--metrics-port", envvar="TRELLIS_METRICS_PORT",
                                                help="serve the lattice's Prometheus metrics at "
                                                     "http://HOST:PORT/metrics"),
     metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", envvar="TRELLIS_METRICS_HOST",
                                      help="address for --metrics-port (0.0.0.0: every interface)"),
-    log_format: Optional[str] = typer.Option(None, "--log-format", envvar="TRELLIS_LOG_FORMAT",
+    log_format: str | None = typer.Option(None, "--log-format", envvar="TRELLIS_LOG_FORMAT",
                                              help="text or json (one object a line, with trace ids) for every "
                                                   "process [default: text]"),
-    log_to: Optional[str] = typer.Option(None, "--log-to", envvar="TRELLIS_LOG_TO",
+    log_to: str | None = typer.Option(None, "--log-to", envvar="TRELLIS_LOG_TO",
                                          help="stdout (this terminal, containers, journald) or files "
                                               "(STATE_DIR/logs, rotated) [default: STATE_DIR/logs]"),
     *,
@@ -183,7 +186,7 @@ def up_command(
                           lattice=lattice, labels=label, with_wadm=not no_wadm, deploy=deploy,
                           deploy_config=config, insecure_registries=split_list(allow_insecure_registries),
                           trusted_issuers=issuers, allow_python_providers=tuple(split_list(allow_python_provider)),
-                          ui_host=ui_host, ui_port=None if no_ui else ui_port, policy=policy,
+                          ui_host=ui_host, ui_port=None if no_ui else ui_port, policy=cast("PolicySettings", policy),
                           metrics_port=metrics_port, metrics_host=metrics_host, log_format=log_format,
                           log_to=log_to)
     try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 
@@ -23,7 +24,7 @@ class Conn:
 
 
 # (parameter name, environment variable, help, default)
-_CONN_OPTIONS: list[tuple[str, str, str, Optional[str]]] = [
+_CONN_OPTIONS: list[tuple[str, str, str, str | None]] = [
     ("nats_url", "TRELLIS_NATS_URL", "NATS server URL(s), comma separated", DEFAULT_URL),
     ("lattice", "TRELLIS_LATTICE", "lattice name", "default"),
     ("nats_user", "TRELLIS_NATS_USER", "NATS user", None),
@@ -38,13 +39,13 @@ _CONN_OPTIONS: list[tuple[str, str, str, Optional[str]]] = [
 _CONN_NAMES = [name for name, *_ in _CONN_OPTIONS]
 
 
-def _param(name: str, envvar: str, help: str, default: Optional[str]) -> inspect.Parameter:
+def _param(name: str, envvar: str, help: str, default: str | None) -> inspect.Parameter:
     return inspect.Parameter(
         name,
         inspect.Parameter.KEYWORD_ONLY,
         default=typer.Option(default, f"--{name.replace('_', '-')}", envvar=envvar, help=help,
                              rich_help_panel=PANEL),
-        annotation=str if default is not None else Optional[str],
+        annotation=str if default is not None else str | None,
     )
 
 

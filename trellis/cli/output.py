@@ -36,7 +36,7 @@ console = Console(width=None if sys.stdout.isatty() else 240)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 
-class Output(str, enum.Enum):
+class Output(enum.StrEnum):
     table = "table"
     json = "json"
     yaml = "yaml"
@@ -94,7 +94,7 @@ def print_error(message: str) -> None:
     err_console.print("[red]error:[/red] " + escape(message), highlight=False)
 
 
-def fail(message: str, code: int = 1) -> "typer.Exit":
+def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: MESSAGE`` and return the exit to raise: ``raise fail("...")``."""
     print_error(message)
     return typer.Exit(code)
@@ -117,7 +117,7 @@ def run(coro: Coroutine[Any, Any, T], nats_url: str | None = None) -> T:
         raise
 
 
-def run_on(conn: "Conn", fn: "Callable[[LatticeClient], Awaitable[T]]") -> T:
+def run_on(conn: Conn, fn: Callable[[LatticeClient], Awaitable[T]]) -> T:
     """Connect to the lattice, run ``fn(client)``, disconnect; errors as in :func:`run`."""
     from trellis.interfaces.client import LatticeClient
 
@@ -147,6 +147,6 @@ def human_duration(s: float) -> str:
     return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
-def split_list(values: "Sequence[str]") -> list[str]:
+def split_list(values: Sequence[str]) -> list[str]:
     """Repeatable option values, each of which may also be comma-separated."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -13,7 +14,7 @@ PANEL = "Policy"
 _OPTIONS: list[tuple[str, str, str, Any, Any]] = [
     ("policy_subject", "TRELLIS_POLICY_SUBJECT",
      "ask the policy service on this NATS subject before starts, links and privileged control requests "
-     "(off when unset)", None, Optional[str]),
+     "(off when unset)", None, str | None),
     ("policy_timeout", "TRELLIS_POLICY_TIMEOUT", "seconds to wait for a policy decision", 1.0, float),
     ("policy_default", "TRELLIS_POLICY_DEFAULT",
      "decision when the policy service does not answer in time: deny or allow", "deny", str),

@@ -6,7 +6,6 @@ import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -31,9 +30,9 @@ def _check_name(name: str) -> None:
 @with_conn
 def secret_put(
     name: str = typer.Argument(..., help="the secret's name (a manifest's secrets[].properties.key)"),
-    value: Optional[str] = typer.Argument(None, help="the value; better from --from-file or stdin ('-'), "
+    value: str | None = typer.Argument(None, help="the value; better from --from-file or stdin ('-'), "
                                           "which keep it out of your shell history"),
-    from_file: Optional[Path] = typer.Option(None, "--from-file", "-f", help="read the value from this file"),
+    from_file: Path | None = typer.Option(None, "--from-file", "-f", help="read the value from this file"),
     *,
     conn: Conn,
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from trellis.signing import IssuerKey
 
 
-def issuer_key(key_file: Optional[Path], new_key_file: Optional[Path]) -> "IssuerKey | None":
+def issuer_key(key_file: Path | None, new_key_file: Path | None) -> IssuerKey | None:
     """The key named by ``--issuer-key`` or made by ``--new-issuer-key`` (one line on failure)."""
     from trellis.signing import IssuerKey, KeyError_
 
@@ -31,7 +31,7 @@ def issuer_key(key_file: Optional[Path], new_key_file: Optional[Path]) -> "Issue
     return None
 
 
-def sign_bytes(data: bytes, kind: str, key: "IssuerKey", *, name: str | None, tags: tuple[str, ...] = (),
+def sign_bytes(data: bytes, kind: str, key: IssuerKey, *, name: str | None, tags: tuple[str, ...] = (),
                ver: str | None = None, rev: int | None = None, expires_in_days: float | None = None) -> bytes:
     from trellis.signing import SignatureError, sign_py, sign_wasm
 
@@ -53,22 +53,22 @@ def artifact_kind(path: Path, data: bytes) -> str:
 
 
 def sign_command(
-    file: Optional[Path] = typer.Argument(None, exists=True,
+    file: Path | None = typer.Argument(None, exists=True,
                                           help="a component (.wasm), a provider (.py) or a provider folder to sign"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="where the signed artifact goes"),
-    key_file: Optional[Path] = typer.Option(None, "--issuer-key", envvar="TRELLIS_ISSUER_KEY",
+    output: Path | None = typer.Option(None, "-o", "--output", help="where the signed artifact goes"),
+    key_file: Path | None = typer.Option(None, "--issuer-key", envvar="TRELLIS_ISSUER_KEY",
                                             help="the issuer's seed file (nkeys account seed, SA…)"),
-    new_key_file: Optional[Path] = typer.Option(None, "--new-issuer-key",
+    new_key_file: Path | None = typer.Option(None, "--new-issuer-key",
                                                 help="create a new issuer key in this file and sign with it"),
-    public_key: Optional[Path] = typer.Option(None, "--public-key", metavar="KEYFILE",
+    public_key: Path | None = typer.Option(None, "--public-key", metavar="KEYFILE",
                                               help="print the public key (A…) of this issuer key file, for "
                                                    "--trusted-issuer, and exit"),
     inspect: bool = typer.Option(False, "--inspect", help="print FILE's signature (verified) as JSON and exit"),
-    name: Optional[str] = typer.Option(None, "--name", help="name in the claims (default: the file's stem)"),
+    name: str | None = typer.Option(None, "--name", help="name in the claims (default: the file's stem)"),
     tag: list[str] = typer.Option([], "--tag", help="tag in the claims (repeatable)"),
-    ver: Optional[str] = typer.Option(None, "--ver", help="version string in the claims"),
-    rev: Optional[int] = typer.Option(None, "--rev", help="revision number in the claims"),
-    expires_in_days: Optional[float] = typer.Option(None, "--expires-in-days", help="the signature's lifetime"),
+    ver: str | None = typer.Option(None, "--ver", help="version string in the claims"),
+    rev: int | None = typer.Option(None, "--rev", help="revision number in the claims"),
+    expires_in_days: float | None = typer.Option(None, "--expires-in-days", help="the signature's lifetime"),
 ) -> None:
     """Sign a component or provider artifact so hosts with --trusted-issuer run it.
 

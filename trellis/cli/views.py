@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
-import asyncio
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
@@ -80,8 +80,9 @@ def events_command(
     output: Output = StreamOutputOpt,
     types: list[str] = typer.Option([], "--type", "-t", help="only events of this type (repeatable; "
                                     "e.g. host_started, component_scaled, host_lost)"),
-    heartbeats: bool = typer.Option(False, "--heartbeats", help="also show host_heartbeat events (every second per host)"),
-    count: Optional[int] = typer.Option(None, "--count", min=1, help="exit after this many events"),
+    heartbeats: bool = typer.Option(False, "--heartbeats",
+                                    help="also show host_heartbeat events (every second per host)"),
+    count: int | None = typer.Option(None, "--count", min=1, help="exit after this many events"),
     *,
     conn: Conn,
 ) -> None:
@@ -121,7 +122,7 @@ def events_command(
     _follow(conn, follow)
 
 
-def _follow(conn: Conn, fn: "Callable[[LatticeClient], Awaitable[None]]") -> None:
+def _follow(conn: Conn, fn: Callable[[LatticeClient], Awaitable[None]]) -> None:
     """Run a following command until it ends or Ctrl-C (exit 0, no traceback)."""
     from trellis.interfaces.client import LatticeClient
 
@@ -144,7 +145,7 @@ def _follow(conn: Conn, fn: "Callable[[LatticeClient], Awaitable[None]]") -> Non
 def spy_command(
     component_id: str = typer.Argument(..., help="the component to watch (see 'trellis get components')"),
     output: Output = StreamOutputOpt,
-    count: Optional[int] = typer.Option(None, "--count", min=1, help="exit after this many calls"),
+    count: int | None = typer.Option(None, "--count", min=1, help="exit after this many calls"),
     *,
     conn: Conn,
 ) -> None:
@@ -176,7 +177,7 @@ def spy_command(
             while True:
                 try:
                     await nc.publish(want, TapWant(spy=component_id).model_dump_json().encode())
-                    await nc.flush(timeout=RENEW_EVERY_S)
+                    await nc.flush(timeout=RENEW_EVERY_S)  # type: ignore[arg-type]  # nats-py says int; wait_for takes a float
                 except Exception:  # NATS away for a moment: ask again on the next round
                     pass
                 await asyncio.sleep(RENEW_EVERY_S)
@@ -227,7 +228,7 @@ def _write_record(obj: Any, output: Output) -> None:
         sys.stdout.write("---\n" + yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
 
 
-def _spy_line(r: "SpyRecord", when: str) -> str:
+def _spy_line(r: SpyRecord, when: str) -> str:
     arrow = "IN " if r.direction == "in" else "OUT"
     dur = f"{r.duration_ms:.2f} ms" if r.duration_ms < 100 else f"{r.duration_ms:.0f} ms"
     tags = [dur, r.outcome if r.outcome == "ok" else f"{r.outcome} ({r.error_kind})"]

@@ -7,15 +7,15 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
 from trellis.host.settings import default_state_dir
 
 from .options import Conn, with_conn
-from .policy_opts import with_policy
 from .output import Output, OutputOpt, emit, fail, run_on, table
+from .policy_opts import with_policy
 
 if TYPE_CHECKING:
     from trellis.wadm.controller import Controller
@@ -35,15 +35,15 @@ def wadm_command(
                                help="seconds between reconcile passes when nothing happens"),
     lease_ttl: float = typer.Option(3.0, "--lease-ttl", envvar="TRELLIS_WADM_LEASE_TTL",
                                     help="leader lease lifetime in seconds (takeover time after a leader dies)"),
-    controller_id: Optional[str] = typer.Option(None, "--id", envvar="TRELLIS_WADM_ID",
+    controller_id: str | None = typer.Option(None, "--id", envvar="TRELLIS_WADM_ID",
                                                 help="this controller's id (generated when unset)"),
     log_level: str = typer.Option("info", "--log-level", envvar="TRELLIS_LOG_LEVEL"),
-    secrets_key: Optional[str] = typer.Option(
+    secrets_key: str | None = typer.Option(
         None, "--secrets-key", envvar="TRELLIS_SECRETS_KEY",
         help="nkeys seed file (made 0600 when missing): run the secrets keyholder and sign hosts' secret grants"),
-    log_format: Optional[str] = typer.Option(None, "--log-format", envvar="TRELLIS_LOG_FORMAT",
+    log_format: str | None = typer.Option(None, "--log-format", envvar="TRELLIS_LOG_FORMAT",
                                              help="text or json (one object a line, with trace ids) [default: text]"),
-    log_to: Optional[str] = typer.Option(None, "--log-to", envvar="TRELLIS_LOG_TO",
+    log_to: str | None = typer.Option(None, "--log-to", envvar="TRELLIS_LOG_TO",
                                          help="stdout (containers, journald) or files (STATE_DIR/logs/wadm.log, "
                                               "rotated); default: stderr"),
     state_dir: Path = typer.Option(default_state_dir(), "--state-dir", envvar="TRELLIS_STATE_DIR",
@@ -75,7 +75,7 @@ def wadm_command(
     raise typer.Exit(asyncio.run(_run(controller)))
 
 
-async def _run(controller: "Controller") -> int:
+async def _run(controller: Controller) -> int:
     loop = asyncio.get_running_loop()
     stopper: list[asyncio.Task[None]] = []
 

@@ -184,12 +184,13 @@ def otlp_exporter() -> MetricExporter | None:
         if protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         else:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter  # type: ignore[assignment]
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     except ImportError:
         log.error("OTEL_METRICS_EXPORTER=otlp asks for OTLP metrics, but the OTLP exporter is not installed: %s",
                   OTLP_EXTRA_HINT)
         return None
-    return OTLPMetricExporter()  # type: ignore[no-any-return]
+    exporter: MetricExporter = OTLPMetricExporter()
+    return exporter
 
 
 class _ProducingExporter(MetricExporter):

@@ -141,7 +141,7 @@ def spawn(argv: list[str], *, log: Path | None = None, env: dict[str, str] | Non
     out: IO[bytes] | int | None = None if inherit else subprocess.DEVNULL
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log, "ab")
+        out = open(log, "ab")  # noqa: SIM115 (or DEVNULL, or inherited; closed below once the child has it)
     try:
         return subprocess.Popen(
             argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT if (log or inherit) else subprocess.DEVNULL,

@@ -12,7 +12,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Self
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Service:
     async def _close(self) -> None:  # pragma: no cover - overridden
         pass
 
-    async def start(self) -> "Service":
+    async def start(self) -> Self:
         if self.status is not Status.INIT:
             raise RuntimeError(f"{self.name} already {self.status.value}")
         self.status = Status.STARTING
@@ -115,7 +115,7 @@ class Service:
         """Wait until the service has closed (for whatever reason)."""
         await self._closed_event.wait()
 
-    async def __aenter__(self) -> "Service":
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

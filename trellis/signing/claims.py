@@ -84,7 +84,7 @@ class Claims:
         return out
 
     @classmethod
-    def from_json(cls, data: Any) -> "Claims":
+    def from_json(cls, data: Any) -> Claims:
         if not isinstance(data, dict) or not isinstance(data.get("wascap"), dict):
             raise SignatureError("the signature's claims have no 'wascap' metadata")
         meta = data["wascap"]
@@ -141,7 +141,8 @@ def decode_verified(token: str, *, now: float | None = None) -> Claims:
     except ValueError:
         raise SignatureError("the embedded signature is not a readable JWT") from None
     if not isinstance(header, dict) or str(header.get("alg", "")).lower() != "ed25519":
-        raise SignatureError(f"the embedded signature uses algorithm {header.get('alg') if isinstance(header, dict) else '?'!r}, "
+        raise SignatureError("the embedded signature uses algorithm "
+                             f"{header.get('alg') if isinstance(header, dict) else '?'!r}, "
                              "not Ed25519")
     claims = Claims.from_json(body)
     try:

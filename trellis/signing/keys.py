@@ -27,7 +27,7 @@ class KeyError_(ValueError):
 
 
 def _crc16(data: bytes) -> int:
-    return nkeys.crc16(bytearray(data))
+    return int(nkeys.crc16(bytearray(data)))
 
 
 def encode_public(raw: bytes, role: int) -> str:
@@ -86,11 +86,11 @@ class IssuerKey:
         return bytes(self._kp.sign(message))
 
     @classmethod
-    def generate(cls) -> "IssuerKey":
+    def generate(cls) -> IssuerKey:
         return cls(nkeys.encode_seed(os.urandom(32), ROLE_ACCOUNT).decode())
 
     @classmethod
-    def load(cls, path: Path) -> "IssuerKey":
+    def load(cls, path: Path) -> IssuerKey:
         try:
             text = path.read_bytes()[:4096].decode("ascii")
         except OSError as exc:
@@ -103,7 +103,7 @@ class IssuerKey:
             raise KeyError_(f"{path}: {exc}") from None
 
     @classmethod
-    def create(cls, path: Path) -> "IssuerKey":
+    def create(cls, path: Path) -> IssuerKey:
         """A new issuer key kept in ``path`` (mode 0600; an existing file is never overwritten)."""
         key = cls.generate()
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,7 @@ class LatticeState:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return self.version
 
@@ -170,7 +170,7 @@ class LatticeState:
             try:
                 await asyncio.wait_for(due.wait(), every_s)
                 await asyncio.sleep(0.3)  # let a burst of events settle into one refresh
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _tick(self) -> None:

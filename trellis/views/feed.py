@@ -75,7 +75,7 @@ class EventFeed:
                 pass
             self._sub = None
 
-    async def __aenter__(self) -> "EventFeed":
+    async def __aenter__(self) -> EventFeed:
         await self.start()
         return self
 

@@ -10,11 +10,8 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel
 
+from trellis.interfaces.annotations import APP_ANNOTATION, APP_VERSION_ANNOTATION
 from trellis.interfaces.control import HostInfo
-
-#: the annotations wadm puts on what it places (wadm/observed.py spells them too)
-APP_ANNOTATION = "trellis.app"
-VERSION_ANNOTATION = "trellis.app.version"
 
 
 class Placement(BaseModel):
@@ -57,7 +54,7 @@ def components(hosts: Iterable[HostInfo]) -> list[ComponentRow]:
             if row is None:
                 row = rows[c.id] = ComponentRow(
                     id=c.id, image=c.image, digest=c.digest, app=c.annotations.get(APP_ANNOTATION),
-                    app_version=c.annotations.get(VERSION_ANNOTATION), max_instances=0, hosts=[])
+                    app_version=c.annotations.get(APP_VERSION_ANNOTATION), max_instances=0, hosts=[])
             row.max_instances += c.max_instances
             row.hosts.append(ComponentPlacement(host_id=h.id, host_name=h.name, max_instances=c.max_instances))
     return sorted(rows.values(), key=lambda r: (r.app or "", r.id))
@@ -71,7 +68,7 @@ def providers(hosts: Iterable[HostInfo]) -> list[ProviderRow]:
             if row is None:
                 row = rows[p.id] = ProviderRow(
                     id=p.id, image=p.image, app=p.annotations.get(APP_ANNOTATION),
-                    app_version=p.annotations.get(VERSION_ANNOTATION), status=p.status, hosts=[])
+                    app_version=p.annotations.get(APP_VERSION_ANNOTATION), status=p.status, hosts=[])
             row.hosts.append(ProviderPlacement(host_id=h.id, host_name=h.name, status=p.status))
     for row in rows.values():
         states = sorted({pl.status for pl in row.hosts})

@@ -73,7 +73,7 @@ _CHANGING = frozenset({WadmOp.PUT, WadmOp.DEPLOY, WadmOp.UNDEPLOY, WadmOp.DELETE
 
 
 class WadmApi:
-    def __init__(self, ctl: "Controller") -> None:
+    def __init__(self, ctl: Controller) -> None:
         self.ctl = ctl
         self._sub: Any = None
         self._routes: dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[BaseModel]]]] = {

@@ -42,11 +42,12 @@ from pydantic import ValidationError
 from trellis.interfaces import subjects
 from trellis.interfaces.errors import ErrorCode, TrellisError
 from trellis.interfaces.jetstream_errors import JS_NOT_ENABLED_FOR_ACCOUNT, describe, transient
-from trellis.interfaces.store import StoreError, StoreSettings, decode_token, encode_token
+
 # The lattice store's own ordered-consumer watch: it ends the snapshot correctly (nats-py's
 # KeyValue.watch can report it complete too early) and re-reads the bucket after a reconnect.
 from trellis.interfaces.kv_watch import RESUBSCRIBED, BucketEntry
 from trellis.interfaces.kv_watch import watch_bucket as bucket_watch
+from trellis.interfaces.store import StoreError, StoreSettings, decode_token, encode_token
 
 from .records import AppRecord
 from .view import LinkIdentity
@@ -142,8 +143,7 @@ class StoreSynced:
 def store_transient(exc: BaseException) -> bool:
     """`transient`, also for `trellis.interfaces.store`'s errors, which report a 503 as NO_RESPONDERS: used
     once the controller has opened its own buckets, so JetStream is known to be there."""
-    return transient(exc) or (isinstance(exc, StoreError) and exc.code in (ErrorCode.TIMEOUT,
-                                                                            ErrorCode.NO_RESPONDERS))
+    return transient(exc) or (isinstance(exc, StoreError) and exc.code in (ErrorCode.TIMEOUT, ErrorCode.NO_RESPONDERS))
 
 
 async def retry_transient(what: str, attempt: Callable[[], Awaitable[T]], retry_s: float, *,
@@ -202,7 +202,7 @@ async def open_bucket(nc: Client, name: str, description: str, settings: StoreSe
         raise AppStoreError(f"JetStream stayed unavailable ({describe(exc)}) for {retry_s:.0f}s opening bucket "
                             f"{name}: is the NATS cluster missing a majority of its nodes?",
                             ErrorCode.NO_RESPONDERS) from None
-    except (nats.errors.TimeoutError, asyncio.TimeoutError):
+    except (TimeoutError, nats.errors.TimeoutError):
         raise AppStoreError(f"JetStream did not answer within {settings.timeout_s}s opening bucket {name}"
                             + (f" (tried for {retry_s:.0f}s): is the NATS cluster missing a majority of its nodes?"
                                if retry_s else ""), ErrorCode.TIMEOUT) from None
@@ -354,7 +354,7 @@ class AppStore:
             if value is not None:
                 try:
                     data = json.loads(value)
-                    app = str(data["app"])  # type: ignore[index]
+                    app = str(data["app"])
                 except (ValueError, KeyError, TypeError):
                     log.warning("ignoring unreadable owner record %s", key)
                     continue

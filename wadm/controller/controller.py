@@ -29,6 +29,7 @@ removed, pass after pass, until nothing is left: this is how undeploy, delete
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import uuid
@@ -38,12 +39,13 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from trellis.interfaces.policy import PolicyClient
 from trellis.interfaces import subjects, tracing
+from trellis.interfaces.cancel import stop_if_cancelled
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.connection import connect, goodbye
 from trellis.interfaces.control import CtlReply
 from trellis.interfaces.events import Event, EventType
+from trellis.interfaces.policy import PolicyClient
 from trellis.interfaces.store import LatticeStore, StoreSettings
 from trellis.interfaces.wadm_api import AppStatusReply, ControllerInfo, Role
 from trellis.kit.service import Service
@@ -55,7 +57,6 @@ from ..manifest import Manifest
 from ..metrics import WadmMetrics
 from ..scaler import AppState, plan, undeploy
 from .api import WadmApi
-from trellis.interfaces.cancel import stop_if_cancelled
 from .app_store import AppStore, ManifestChange, RecordChange, StoreSynced, retry_transient, store_transient
 from .executor import Executor
 from .lease import Lease
@@ -71,7 +72,7 @@ log = logging.getLogger(__name__)
 class AppWorker:
     """Runs the passes of one application, one at a time, whenever woken."""
 
-    def __init__(self, ctl: "Controller", name: str) -> None:
+    def __init__(self, ctl: Controller, name: str) -> None:
         self.ctl = ctl
         self.name = name
         self.wake = asyncio.Event()
@@ -142,7 +143,8 @@ class Controller(Service):
                            settings=store_settings, on_change=self._on_leadership, retry_s=s.store_retry_s)
         await self.lease.open()
         for what in ("links", "config"):
-            await retry_transient(f"opening the {what} bucket", lambda: self.store.bucket(what), s.store_retry_s,
+            await retry_transient(f"opening the {what} bucket", functools.partial(self.store.bucket, what),
+                                  s.store_retry_s,
                                   retryable=store_transient)
         self.observer = Observer(self.nc, self.lattice, self.client, self.store, self.apps, self.tasks,
                                  expiry_intervals=s.host_expiry_intervals, ping_timeout_s=s.ping_timeout_s,
@@ -188,8 +190,9 @@ class Controller(Service):
     async def _close(self) -> None:
         if hasattr(self, "api"):
             await self.api.stop()  # no new API requests
-        if getattr(self, "keyholder", None) is not None:
-            await self.keyholder.close()
+        keyholder = getattr(self, "keyholder", None)  # (set only once started)
+        if keyholder is not None:
+            await keyholder.close()
         if self._ping_sub is not None:
             try:
                 await self._ping_sub.unsubscribe()
@@ -289,13 +292,13 @@ class Controller(Service):
                 self._records_synced.set()
             elif isinstance(change, ManifestChange):
                 self.memory.set_manifest(change.name, change.version, change.data, change.revision)
-            elif isinstance(change, RecordChange):
-                if self.memory.set_record(change.name, change.record, change.revision) and \
-                        self._records_synced.is_set():
-                    self._ensure_workers()
-                    worker = self.workers.get(change.name)
-                    if worker is not None:
-                        worker.wake.set()
+            elif (isinstance(change, RecordChange)
+                  and self.memory.set_record(change.name, change.record, change.revision)
+                  and self._records_synced.is_set()):
+                self._ensure_workers()
+                worker = self.workers.get(change.name)
+                if worker is not None:
+                    worker.wake.set()
 
     async def _housekeeping(self) -> None:
         """Expire silent hosts, follow leadership, keep one worker per app, tick."""

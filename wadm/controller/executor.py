@@ -183,22 +183,22 @@ class Executor:
     async def apply(self, cmd: Command) -> None:  # noqa: C901 - one branch per command
         s = self.settings
         if isinstance(cmd, StartComponent):
-            req: BaseModel = ctl.StartComponent(
+            req: BaseModel = ctl.StartComponentCommand(
                 component_id=cmd.component_id, image=cmd.image, max_instances=cmd.max_instances,
                 annotations=self._tags(cmd.annotations, cmd.pass_id), config=list(cmd.config), digest=None,
                 reuse=self._reuse(cmd.reuse),
                 secrets_grant=self._grant(cmd.app, cmd.component_id, "component", cmd.host_id, cmd.secrets))
             await self._component(cmd.host_id, cmd.component_id, ctl.ComponentOp.START, req, s.start_timeout_s)
         elif isinstance(cmd, ScaleComponent):
-            req = ctl.ScaleComponent(component_id=cmd.component_id, max_instances=cmd.max_instances,
+            req = ctl.ScaleComponentCommand(component_id=cmd.component_id, max_instances=cmd.max_instances,
                                      annotations=self._tags(cmd.annotations, cmd.pass_id))
             await self._component(cmd.host_id, cmd.component_id, ctl.ComponentOp.SCALE, req, s.op_timeout_s)
         elif isinstance(cmd, UpdateComponent):
-            req = ctl.UpdateComponent(component_id=cmd.component_id, image=cmd.image,
+            req = ctl.UpdateComponentCommand(component_id=cmd.component_id, image=cmd.image,
                                       reuse=None if cmd.reuse is None else self._reuse(cmd.reuse))
             await self._component(cmd.host_id, cmd.component_id, ctl.ComponentOp.UPDATE, req, s.start_timeout_s)
         elif isinstance(cmd, StopComponent):
-            req = ctl.StopComponent(component_id=cmd.component_id)
+            req = ctl.StopComponentCommand(component_id=cmd.component_id)
             await self._component(cmd.host_id, cmd.component_id, ctl.ComponentOp.STOP, req, s.op_timeout_s,
                                   missing_ok=True)
         elif isinstance(cmd, StartProvider):
@@ -206,7 +206,7 @@ class Executor:
         elif isinstance(cmd, StopProvider):
             await self._outcome(
                 subjects.provider_op(self.lattice, cmd.host_id, ctl.ProviderOp.STOP),
-                ctl.StopProvider(provider_id=cmd.provider_id, timeout_s=None),
+                ctl.StopProviderCommand(provider_id=cmd.provider_id, timeout_s=None),
                 {"host_id": cmd.host_id, "provider_id": cmd.provider_id, "reason": "stopped"},
                 (EventType.PROVIDER_STOPPED,), (), cmd.host_id, s.op_timeout_s, missing_ok=True)
         elif isinstance(cmd, PutLink):
@@ -252,7 +252,7 @@ class Executor:
                             missing_ok=missing_ok)
 
     async def _start_provider(self, cmd: StartProvider) -> None:
-        req = ctl.StartProvider(provider_id=cmd.provider_id, image=cmd.image, config=list(cmd.config),
+        req = ctl.StartProviderCommand(provider_id=cmd.provider_id, image=cmd.image, config=list(cmd.config),
                                 annotations=self._tags(cmd.annotations, cmd.pass_id),
                                 secrets_grant=self._grant(cmd.app, cmd.provider_id, "provider", cmd.host_id,
                                                           cmd.secrets))
@@ -285,7 +285,7 @@ class Executor:
                 break
             except HostGone as exc:
                 raise CommandFailed(str(exc)) from None
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 waited = loop.time() - began
                 doing = await self._still_under_way(host_id, component) if component else None
                 if doing is None or waited >= self.settings.start_max_s:
@@ -304,7 +304,7 @@ class Executor:
         interval = self.observer.heartbeat_interval(host_id)
         try:
             ev = await asyncio.wait_for(beat, 3 * interval + 1.0)
-        except (asyncio.TimeoutError, HostGone):
+        except (TimeoutError, HostGone):
             self.observer.forget(beat)
             return None
         pending = ev.data.get("pending")
@@ -316,7 +316,7 @@ class Executor:
     async def _visible(self, predicate: Callable[[Any], bool], what: str) -> None:
         try:
             await self.observer.wait_until(predicate, self.settings.store_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CommandFailed(f"{what} not visible in the store within {self.settings.store_timeout_s:g}s") from None
 
     async def _put_link(self, cmd: PutLink) -> None:

@@ -31,10 +31,10 @@ from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
 from trellis.interfaces import subjects
+from trellis.interfaces.cancel import stop_if_cancelled
 from trellis.interfaces.store import StoreSettings
 
 from .app_store import open_bucket
-from trellis.interfaces.cancel import stop_if_cancelled
 from .records import now_iso
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class Lease:
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
             await self._read_leader()  # held by someone else
             return
-        except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
             log.debug("could not try the lease: %r", exc)
             return
         self._valid_until = sent + self.ttl_s - self.safety_s
@@ -162,7 +162,7 @@ class Lease:
             if loop.time() >= self._valid_until:
                 self._set(False)
             return
-        except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
             log.warning("lease renewal failed: %r", exc)
             if loop.time() >= self._valid_until:
                 self._set(False)

@@ -29,14 +29,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from trellis.interfaces import subjects
+from trellis.interfaces.cancel import stop_if_cancelled
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.events import Event, EventType
 from trellis.interfaces.store import ConfigChange, LatticeStore, LinkChange, Synced
 from trellis.kit.service import TaskGroup
 
-from .app_store import AppStore, OwnerChange, StoreSynced, store_transient
-from trellis.interfaces.cancel import stop_if_cancelled
 from ..observed import StatePin
+from .app_store import AppStore, OwnerChange, StoreSynced, store_transient
 from .view import LatticeView
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,8 @@ class Observer:
         for info in await self.client.get_hosts(timeout_s=self.ping_timeout_s):
             self.view.host_seen(info, self._now())
         log.info("observer: %d host(s) answered the initial ping", len(self.view.hosts))
-        self.tasks.spawn(essential(self._watch_store(), "the link and config watch", self.on_fatal), "watch-links-config")
+        self.tasks.spawn(essential(self._watch_store(), "the link and config watch", self.on_fatal),
+                         "watch-links-config")
         self.tasks.spawn(essential(self._watch_owners(), "the owner watch", self.on_fatal), "watch-owners")
 
     async def close(self) -> None:

@@ -67,7 +67,7 @@ class AppRecord(BaseModel):
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 def add_version(record: AppRecord | None, name: str, version: str, digest: str,

@@ -3,7 +3,8 @@
 The scalers say how the lattice compares with the manifest (``deployed``,
 ``reconciling``, ``degraded`` when it runs but not as declared — a provider not
 healthy, a provider waiting for the host that holds its data —, or ``failed``
-when something cannot be planned, such as no eligible host). What they cannot see is a command that was tried and failed,
+when something cannot be planned, such as no eligible host). What they cannot see
+is a command that was tried and failed,
 e.g. a host that cannot fetch the image: the lattice then simply looks like it
 is still waiting. So a component or link that is not yet deployed and has a
 remembered failure is reported ``failed``, with the failure as its reason, and
@@ -20,7 +21,7 @@ from ..manifest import Manifest
 from ..observed import Observed
 from ..scaler import AppState, AppStatus, plan, undeploy_status
 from ..scaler.link import desired_links
-from ..scaler.workload import Context
+from ..scaler.workload import ReconcilePass
 from .failures import Failure
 
 
@@ -62,7 +63,7 @@ def deployed_status(app: Manifest, observed: Observed, failures: Sequence[Failur
 
     subject_by_link = {
         d.describe(): "link:" + "/".join(d.link.identity)
-        for d in desired_links(app, Context(app.name, app.version), shared_apps)[0]
+        for d in desired_links(app, ReconcilePass(app.name, app.version), shared_apps)[0]
     }
     links: list[LinkDetail] = []
     for lk in st.links:

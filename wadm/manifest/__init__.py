@@ -1,5 +1,7 @@
 """wadm application manifests: models, loading and validation (pure apart from reading files)."""
 
+from trellis.interfaces.links import DEFAULT_LINK_NAME
+
 from .images import ImageError, ImageKind, ImageRef, parse_image
 from .load import (
     MAX_MANIFEST_BYTES,
@@ -15,7 +17,6 @@ from .models import (
     API_VERSION,
     APPLICATION_KIND,
     DAEMONSCALER,
-    DEFAULT_LINK_NAME,
     DEFAULT_SPREAD_NAME,
     DEFAULT_SPREAD_WEIGHT,
     LINK,

@@ -17,9 +17,9 @@ from pydantic import ValidationError
 
 from ._describe import describe_value, problem_from_error
 from .images import ImageError, looks_like_path, parse_image
+from .local_checks import LOCAL_CHECKS
 from .models import Manifest
 from .problems import ManifestError, Problem, error, errors_in, warnings_in
-from .local_checks import LOCAL_CHECKS
 from .repair import best_effort
 from .validate import validate
 
@@ -120,7 +120,9 @@ def parse_data(text: str | bytes) -> Any:
     if _count_nodes(data, MAX_NODES) > MAX_NODES:
         raise ManifestError([error("", f"manifest has more than {MAX_NODES} values (YAML aliases expanded)")])
     if not isinstance(data, dict):
-        raise ManifestError([error("", f"a manifest is a mapping with apiVersion, kind, metadata and spec; got {describe_value(data)}")])
+        raise ManifestError([error("",
+                                   "a manifest is a mapping with apiVersion, kind, metadata and spec; got "
+                                   f"{describe_value(data)}")])
     return data
 
 
@@ -164,9 +166,7 @@ def _read_source(source: Source) -> tuple[str | bytes, Path | None, str | None]:
     """Return (text, directory of the file or None, display name or None)."""
     if isinstance(source, bytes):
         return source, None, None
-    if isinstance(source, os.PathLike):
-        path = Path(source)
-    elif "\n" not in source and source.strip() and (
+    if isinstance(source, os.PathLike) or "\n" not in source and source.strip() and (
         source.endswith((".yaml", ".yml", ".json")) or os.path.isfile(source)
     ):
         path = Path(source)

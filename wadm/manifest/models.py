@@ -3,7 +3,8 @@
 The format is wadm's, with one Trellis addition: a component's ``properties.reuse``
 (`ReuseProperties`: instance reuse, which wadm's format cannot express). Unknown
 keys are rejected where wadm rejects them (the manifest root, component
-properties, traits, scaler properties, spreads, config entries); Trellis also rejects them on components and link properties,
+properties, traits, scaler properties, spreads, config entries); Trellis also rejects
+them on components and link properties,
 where wadm means to but its parser silently drops them. Where wadm ignores unknown
 keys (metadata, spec, policies, link target/source blocks, secrets) they are kept
 and `validate()` warns about them.
@@ -36,9 +37,11 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from trellis.interfaces.links import DEFAULT_LINK_NAME
+
 API_VERSION = "core.oam.dev/v1beta1"
 APPLICATION_KIND = "Application"
-VERSION_ANNOTATION = "version"
+MANIFEST_VERSION_ANNOTATION = "version"
 DESCRIPTION_ANNOTATION = "description"
 SHARED_ANNOTATION = "experimental.wasmcloud.dev/shared"
 SPREADSCALER = "spreadscaler"
@@ -48,7 +51,6 @@ SCALER_TRAITS = frozenset({SPREADSCALER, DAEMONSCALER})
 BUILTIN_TRAITS = frozenset({SPREADSCALER, DAEMONSCALER, LINK})
 DEFAULT_SPREAD_WEIGHT = 100
 DEFAULT_SPREAD_NAME = "default"
-DEFAULT_LINK_NAME = "default"
 LATEST_VERSION = "latest"
 
 NonNegInt = Annotated[StrictInt, Field(ge=0)]
@@ -408,7 +410,7 @@ class Manifest(_Strict):
     @property
     def declared_version(self) -> str | None:
         """The ``version`` annotation, if set."""
-        return self.metadata.annotations.get(VERSION_ANNOTATION)
+        return self.metadata.annotations.get(MANIFEST_VERSION_ANNOTATION)
 
     @property
     def version(self) -> str:
@@ -491,7 +493,7 @@ KNOWN_KEYS: frozenset[str] = frozenset(
         "id", "config", "secrets", "component", "instances", "replicas", "spread",
         "requirements", "weight", "target", "source", "namespace", "package", "interfaces",
         "source_config", "target_config", "policy", "key", "field", "version",
-        "reuse", "max_invocations", "max_idle_s", "state", "source",
+        "reuse", "max_invocations", "max_idle_s", "state",
     }
 )
 """Every key the format knows, for "did you mean" hints."""

@@ -50,11 +50,11 @@ def warning(where: str, message: str) -> Problem:
     return Problem(Level.WARNING, where, message)
 
 
-def where_component(comp: "Component") -> str:
+def where_component(comp: Component) -> str:
     return f'component "{comp.name}"'
 
 
-def where_link(comp: "Component", link: "LinkProperties") -> str:
+def where_link(comp: Component, link: LinkProperties) -> str:
     ifaces = ",".join(link.interfaces)
     named = f' "{link.name}"' if link.name is not None else ""
     return f'component "{comp.name}" > link{named} to "{link.target.name}" ({link.namespace}:{link.package}/{ifaces})'

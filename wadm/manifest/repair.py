@@ -86,9 +86,8 @@ def _patch(doc: Any, loc: tuple[Any, ...], kind: str, *, remove: bool) -> bool:
 def _walk(doc: Any, path: tuple[Any, ...]) -> Any:
     node = doc
     for part in path:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node
+                or isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
             node = node[part]
         else:
             return None

@@ -16,8 +16,13 @@ from collections.abc import Callable, Iterable
 
 from pydantic import ValidationError
 
+from trellis.interfaces.secrets import BACKEND
+from trellis.interfaces.secrets import NAME_PATTERN as SECRET_NAME_PATTERN
+
 from ._describe import problem_from_error
+from .capabilities import check_builtin_links, check_provider_images
 from .images import ImageError, ImageKind, parse_image
+from .local_state_check import check_local_state
 from .models import (
     API_VERSION,
     APPLICATION_KIND,
@@ -32,10 +37,7 @@ from .models import (
     ScalerProperties,
     config_name,
 )
-from .capabilities import check_builtin_links, check_provider_images
-from .local_state_check import check_local_state
 from .problems import Problem, did_you_mean, error, warning, where_component, where_link
-from trellis.interfaces.secrets import BACKEND, NAME_PATTERN as SECRET_NAME_PATTERN
 
 SECRET_POLICY_TYPE = "policy.secret.wasmcloud.dev/v1alpha1"
 SECRETS_BACKEND = BACKEND
@@ -104,9 +106,8 @@ def _check_header(m: Manifest) -> list[Problem]:
 
 def _valid_oam_key(key: str) -> bool:
     prefix, slash, name = key.rpartition("/")
-    if slash:
-        if not prefix or len(prefix) > 253 or not all(_DNS_PART.fullmatch(p) for p in prefix.split(".")):
-            return False
+    if slash and (not prefix or len(prefix) > 253 or not all(_DNS_PART.fullmatch(p) for p in prefix.split("."))):
+        return False
     return bool(_LABEL_NAME.fullmatch(name))
 
 
@@ -120,10 +121,14 @@ def _check_metadata(m: Manifest) -> list[Problem]:
         out.append(error("metadata.annotations.version", f"'{LATEST_VERSION}' is not allowed as a version"))
     for key in m.metadata.labels:
         if not _valid_oam_key(key):
-            out.append(error("metadata.labels", f"'{key}' is not a valid label key (OAM: [dns.prefix/]name, name ≤ 63 chars of letters, digits, '-', '_', '.')"))
+            out.append(error("metadata.labels",
+                             f"'{key}' is not a valid label key (OAM: [dns.prefix/]name, name ≤ 63 chars of letters, "
+                             "digits, '-', '_', '.')"))
     for key in m.metadata.annotations:
         if not _valid_oam_key(key):
-            out.append(error("metadata.annotations", f"'{key}' is not a valid annotation key (OAM: [dns.prefix/]name, name ≤ 63 chars of letters, digits, '-', '_', '.')"))
+            out.append(error("metadata.annotations",
+                             f"'{key}' is not a valid annotation key (OAM: [dns.prefix/]name, name ≤ 63 chars of "
+                             "letters, digits, '-', '_', '.')"))
     for key in (m.metadata.model_extra or {}):
         out.append(
             warning("metadata", f"unknown key '{key}' is ignored{did_you_mean(key, ['name', 'annotations', 'labels'])}")
@@ -139,7 +144,8 @@ def _check_component_identity(m: Manifest) -> list[Problem]:
     by_name: dict[str, int] = {}
     for comp in m.components:
         if comp.name in by_name:
-            out.append(error(where_component(comp), f"duplicate component name in manifest: \"{comp.name}\" is used more than once"))
+            out.append(error(where_component(comp),
+                             f"duplicate component name in manifest: \"{comp.name}\" is used more than once"))
         by_name[comp.name] = by_name.get(comp.name, 0) + 1
     if not m.components:
         out.append(warning("spec.components", "the application has no components"))
@@ -151,7 +157,9 @@ def _check_component_identity(m: Manifest) -> list[Problem]:
             continue
         if cid in explicit:
             out.append(
-                error(where_component(comp), f"duplicate component identifier in manifest: id '{cid}' is also used by component \"{explicit[cid]}\"")
+                error(where_component(comp),
+                      f"duplicate component identifier in manifest: id '{cid}' is also used by component "
+                      f"\"{explicit[cid]}\"")
             )
         else:
             explicit[cid] = comp.name
@@ -166,7 +174,9 @@ def _check_component_identity(m: Manifest) -> list[Problem]:
         other = resolved.get(cid) or explicit.get(cid)
         if other is not None and other != comp.name:
             out.append(
-                error(where_component(comp), f"resolves to component id '{cid}', which component \"{other}\" also has; rename one or give it an explicit id")
+                error(where_component(comp),
+                      f"resolves to component id '{cid}', which component \"{other}\" also has; rename one or give it "
+                      "an explicit id")
             )
         resolved.setdefault(cid, comp.name)
     return out
@@ -188,7 +198,9 @@ def _check_component(m: Manifest, comp: Component) -> list[Problem]:
         try:
             ref = parse_image(props.image)
             if ref.kind is ImageKind.BUILTIN and not comp.is_capability:
-                out.append(error(where, f"image '{props.image}': builtin: images are capability providers; use type: capability"))
+                out.append(error(where,
+                                 f"image '{props.image}': builtin: images are capability providers; use type: "
+                                 "capability"))
             if ref.kind is ImageKind.OCI and ref.registry is None:
                 out.append(warning(where, f"image '{props.image}' names no registry, so no host can pull it: "
                                           f"write REGISTRY/REPOSITORY:TAG (e.g. ghcr.io/ORG/{props.image})"))
@@ -206,7 +218,9 @@ def _check_component(m: Manifest, comp: Component) -> list[Problem]:
         if props.secrets:
             out.append(error(where, f"shared component '{shared.name}' cannot specify additional 'secrets'"))
         if comp.scaler_traits:
-            out.append(error(where, f"shared component '{shared.name}' cannot include a scaler trait: it is scaled by application '{shared.name}'"))
+            out.append(error(where,
+                             f"shared component '{shared.name}' cannot include a scaler trait: it is scaled by "
+                             f"application '{shared.name}'"))
         for key in (shared.model_extra or {}):
             out.append(warning(f"{where} > application", f"unknown key '{key}' is ignored"))
 
@@ -214,7 +228,9 @@ def _check_component(m: Manifest, comp: Component) -> list[Problem]:
     scalers = comp.scaler_traits
     if len(scalers) > 1:
         kinds = ", ".join(t.type for t in scalers)
-        out.append(error(where, f"has {len(scalers)} scaler traits ({kinds}); a component takes one spreadscaler or one daemonscaler"))
+        out.append(error(where,
+                         f"has {len(scalers)} scaler traits ({kinds}); a component takes one spreadscaler or one "
+                         "daemonscaler"))
     for i, trait in enumerate(comp.all_traits):
         twhere = f"{where} > {trait.type} trait (#{i + 1})"
         p = trait.properties
@@ -269,7 +285,9 @@ def _check_custom_trait(
             return out
         if m.component(link.target.name) is None:
             out.append(
-                error(where, f"link target \"{link.target.name}\" is missing from the manifest: no component has that name{did_you_mean(link.target.name, [c.name for c in m.components], 0.5)}")
+                error(where,
+                      f"link target \"{link.target.name}\" is missing from the manifest: no component has that "
+                      f"name{did_you_mean(link.target.name, [c.name for c in m.components], 0.5)}")
             )
     return out
 
@@ -279,12 +297,16 @@ def _check_scaler(p: ScalerProperties, where: str) -> list[Problem]:
     seen: set[str] = set()
     for s in p.spread:
         if s.name in seen:
-            out.append(error(where, f"spread name '{s.name}' is used twice; spread names identify placements, so they must differ"))
+            out.append(error(where,
+                             f"spread name '{s.name}' is used twice; spread names identify placements, so they must "
+                             "differ"))
         seen.add(s.name)
         if s.weight == 0:
             out.append(warning(f"{where} > spread '{s.name}'", "weight 0: this spread gets no instances"))
     if p.spread and p.instances > 0 and all(s.effective_weight == 0 for s in p.spread):
-        out.append(error(where, "every spread has weight 0, so the instances cannot be divided; give at least one spread a weight above 0"))
+        out.append(error(where,
+                         "every spread has weight 0, so the instances cannot be divided; give at least one spread a "
+                         "weight above 0"))
     return out
 
 
@@ -298,10 +320,12 @@ def _check_interface(namespace: str, package: str, interface: str) -> str | None
     ifaces = packages.get(package)
     if ifaces is None:
         hint = did_you_mean(package, packages)
-        return f"unrecognized interface [{namespace}:{package}/{interface}]: '{namespace}' has no package '{package}'{hint}"
+        return (f"unrecognized interface [{namespace}:{package}/{interface}]: "
+                f"'{namespace}' has no package '{package}'{hint}")
     if interface not in ifaces:
         hint = did_you_mean(interface, ifaces)
-        return f"unrecognized interface [{namespace}:{package}/{interface}]: '{namespace}:{package}' has no interface '{interface}'{hint}"
+        return (f"unrecognized interface [{namespace}:{package}/{interface}]: "
+                f"'{namespace}:{package}' has no interface '{interface}'{hint}")
     return None
 
 
@@ -315,15 +339,25 @@ def _check_links(m: Manifest) -> list[Problem]:
             target = m.component(link.target.name)
             if target is None:
                 out.append(
-                    error(where, f"link target \"{link.target.name}\" is missing from the manifest: no component has that name{did_you_mean(link.target.name, names, 0.5)}")
+                    error(where,
+                          f"link target \"{link.target.name}\" is missing from the manifest: no component has that "
+                          f"name{did_you_mean(link.target.name, names, 0.5)}")
                 )
             elif comp.is_capability and target.is_capability:
-                out.append(warning(where, f"a capability provider can only link to a component, not to provider \"{target.name}\"; this link is ignored"))
-            for what, value in (("namespace", link.namespace), ("package", link.package), *(("interface", i) for i in link.interfaces)):
+                out.append(warning(where,
+                                   "a capability provider can only link to a component, not to provider "
+                                   f"\"{target.name}\"; this link is ignored"))
+            named = (("namespace", link.namespace), ("package", link.package),
+                     *(("interface", i) for i in link.interfaces))
+            for what, value in named:
                 if len(value) > 64 or not _WIT_ID.fullmatch(value):
-                    out.append(error(where, f"{what} '{value}' is not a WIT identifier (kebab-case words of letters and digits, each starting with a letter)"))
+                    out.append(error(where,
+                                     f"{what} '{value}' is not a WIT identifier (kebab-case words of letters and "
+                                     "digits, each starting with a letter)"))
             if link.name is not None and not _LINK_NAME.fullmatch(link.name):
-                out.append(error(where, f"link name '{link.name}' must be 1-64 letters, digits, '_' or '-', starting with a letter or digit"))
+                out.append(error(where,
+                                 f"link name '{link.name}' must be 1-64 letters, digits, '_' or '-', starting with a "
+                                 "letter or digit"))
             for iface in link.interfaces:
                 msg = _check_interface(link.namespace, link.package, iface)
                 if msg:
@@ -331,8 +365,11 @@ def _check_links(m: Manifest) -> list[Problem]:
                 key = (link.link_name, link.namespace, link.package, iface)
                 if key in seen:
                     out.append(
-                        error(where, f"duplicate link found inside component \"{comp.name}\": {link.link_name} ({link.namespace}:{link.package}/{iface}) "
-                              f"is linked to both \"{seen[key]}\" and \"{link.target.name}\"; give the links different names")
+                        error(where,
+                              f"duplicate link found inside component \"{comp.name}\": {link.link_name} "
+                              f"({link.namespace}:{link.package}/{iface}) "
+                              f"is linked to both \"{seen[key]}\" and \"{link.target.name}\"; give the links different "
+                              "names")
                     )
                 else:
                     seen[key] = link.target.name
@@ -355,7 +392,9 @@ def _check_link_config_names(m: Manifest) -> list[Problem]:
         for link in comp.links:
             for cfg in (*link.target.config, *link.source_config):
                 if cfg.name in seen:
-                    out.append(error(where_link(comp, link), f"duplicate link config name found: '{cfg.name}' is used by more than one link config"))
+                    out.append(error(where_link(comp, link),
+                                     f"duplicate link config name found: '{cfg.name}' is used by more than one link "
+                                     "config"))
                 seen.add(cfg.name)
     return out
 
@@ -382,18 +421,23 @@ def _check_inline_configs(m: Manifest) -> list[Problem]:
         prior = inline.get(stored)
         if prior is not None and prior[1].properties != cfg.properties:
             out.append(
-                error(where, f"config '{cfg.name}' is defined with different properties at {prior[0]}; both would be stored as '{stored}'")
+                error(where,
+                      f"config '{cfg.name}' is defined with different properties at {prior[0]}; both would be stored "
+                      f"as '{stored}'")
             )
         inline.setdefault(stored, (where, cfg))
     for where, cfg in configs:
         if not _CONFIG_NAME.fullmatch(config_name(m.name, cfg)):
-            out.append(error(where, f"config name '{cfg.name}' must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"))
+            out.append(error(where,
+                             f"config name '{cfg.name}' must be 1-128 letters, digits, '.', '_' or '-', starting with "
+                             "a letter or digit"))
     inline_names = {cfg.name for _, cfg in inline.values()}
     for where, cfg in configs:
         if not cfg.inline and cfg.name in inline_names:
             out.append(
                 warning(where, f"config '{cfg.name}' is referenced by name here but defined with properties elsewhere; "
-                        f"inline configs are stored as '{config_name(m.name, ConfigProperty(name=cfg.name, properties={}))}', "
+                        "inline configs are stored as "
+                        f"'{config_name(m.name, ConfigProperty(name=cfg.name, properties={}))}', "
                         "so this reference names a different, pre-existing config")
             )
     return out
@@ -430,14 +474,19 @@ def _check_secrets(m: Manifest) -> list[Problem]:
         for secret in secrets + on_links:
             pol = policies.get(secret.properties.policy)
             if pol is None:
-                out.append(error(where, f"secret '{secret.name}' is mapped to unknown policy '{secret.properties.policy}'"))
+                out.append(error(where,
+                                 f"secret '{secret.name}' is mapped to unknown policy '{secret.properties.policy}'"))
             elif pol.type != SECRET_POLICY_TYPE:
                 out.append(
-                    error(where, f"secret '{secret.name}' is mapped to policy '{pol.name}' which is not a secret policy (expected type '{SECRET_POLICY_TYPE}')")
+                    error(where,
+                          f"secret '{secret.name}' is mapped to policy '{pol.name}' which is not a secret policy "
+                          f"(expected type '{SECRET_POLICY_TYPE}')")
                 )
             elif "backend" not in pol.properties:
                 out.append(
-                    error(where, f"secret '{secret.name}' is mapped to policy '{pol.name}' which does not include a 'backend' property")
+                    error(where,
+                          f"secret '{secret.name}' is mapped to policy '{pol.name}' which does not include a 'backend' "
+                          "property")
                 )
             elif pol.properties.get("backend") != SECRETS_BACKEND and secret in secrets:
                 out.append(warning(where, f"secret '{secret.name}': policy '{pol.name}' names backend "
@@ -489,14 +538,18 @@ def check_shared_components(manifest: Manifest, deployed: Iterable[Manifest]) ->
             out.append(error(where, f"shared application '{ref.name}' is not deployed"))
         elif not app.shared:
             out.append(
-                error(where, f"application '{ref.name}' is not shared (it needs the annotation experimental.wasmcloud.dev/shared: 'true')")
+                error(where,
+                      f"application '{ref.name}' is not shared (it needs the annotation "
+                      "experimental.wasmcloud.dev/shared: 'true')")
             )
         else:
             target = app.component(ref.component)
             if target is None or target.image is None:
                 out.append(error(where, f"shared application '{ref.name}' has no component '{ref.component}'"))
             elif target.kind != comp.kind:
-                out.append(error(where, f"'{ref.component}' in application '{ref.name}' is a {target.kind}, but this component is a {comp.kind}"))
+                out.append(error(where,
+                                 f"'{ref.component}' in application '{ref.name}' is a {target.kind}, but this "
+                                 f"component is a {comp.kind}"))
     return out
 
 

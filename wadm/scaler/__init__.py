@@ -5,12 +5,12 @@ No I/O here: an executor applies the commands and an observer builds `Observed`.
 
 from .daemon import daemon_shares, plan_daemon
 from .plan import (
+    AppPlan,
     AppState,
     AppStatus,
     ComponentStatus,
     LinkStatus,
-    Plan,
-    Problem,
+    PlacementProblem,
     plan,
     reconcile,
     status,
@@ -18,17 +18,17 @@ from .plan import (
     undeploy_status,
 )
 from .spread import SPREAD_HOSTS, compute_spread, plan_spread, spread_shares
-from .workload import Context, Workload, resolve_id, workload_of
+from .workload import ReconcilePass, Workload, resolve_id, workload_of
 
 __all__ = [
     "SPREAD_HOSTS",
     "AppState",
     "AppStatus",
     "ComponentStatus",
-    "Context",
+    "ReconcilePass",
     "LinkStatus",
-    "Plan",
-    "Problem",
+    "AppPlan",
+    "PlacementProblem",
     "Workload",
     "compute_spread",
     "daemon_shares",

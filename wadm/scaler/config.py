@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ..commands import DeleteConfig, PutConfig
 from ..manifest import ConfigProperty, Manifest, config_name
 from ..observed import CONFIG_ANNOTATION, FrozenMap, Observed
-from .workload import Context
+from .workload import ReconcilePass
 
 
 @dataclass
@@ -59,13 +59,13 @@ def configs_in_use(observed: Observed) -> set[str]:
         used.update(link.target_config)
     for host in observed.hosts.values():
         tags = [c.annotations for c in host.components.values()] + [p.annotations for p in host.providers.values()]
-        for annotations in tags:
-            raw = annotations.get(CONFIG_ANNOTATION, "")
+        for notes in tags:
+            raw = notes.get(CONFIG_ANNOTATION, "")
             used.update(x for x in raw.split(",") if x)
     return used
 
 
-def plan_configs(app: Manifest | None, app_name: str, observed: Observed, ctx: Context) -> ConfigOutcome:
+def plan_configs(app: Manifest | None, app_name: str, observed: Observed, ctx: ReconcilePass) -> ConfigOutcome:
     """Puts, deletes and blocked names for `app` (None: the app is being undeployed)."""
     out = ConfigOutcome()
     desired = desired_configs(app) if app is not None else {}

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..observed import Observed
 from .placement import Outcome, place
-from .workload import Context, Workload
+from .workload import ReconcilePass, Workload
 
 
 def daemon_shares(w: Workload, want: int, usable: int) -> list[int]:
@@ -21,7 +21,7 @@ def daemon_shares(w: Workload, want: int, usable: int) -> list[int]:
     return [1 if w.is_provider else want] * usable
 
 
-def plan_daemon(w: Workload, observed: Observed, ctx: Context, **how: Any) -> Outcome:
+def plan_daemon(w: Workload, observed: Observed, ctx: ReconcilePass, **how: Any) -> Outcome:
     """`place` on every eligible host; `how`: `place`'s keyword options."""
     wants = [(s, w.instances) for s in w.effective_spreads]
     return place(w, wants, daemon_shares, observed, ctx, **how)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from ..commands import DeleteLink, PutLink
 from ..manifest import Manifest, config_name
 from ..observed import Observed, ObservedLink
-from .workload import Context, resolve_id
+from .workload import ReconcilePass, resolve_id
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,12 @@ class DesiredLink:
 
     def describe(self) -> str:
         lk = self.link
-        return f'{self.source} -> {self.target} ({lk.namespace}:{lk.package}/{",".join(lk.interfaces)}, name {lk.name!r})'
+        ifaces = ",".join(lk.interfaces)
+        return f"{self.source} -> {self.target} ({lk.namespace}:{lk.package}/{ifaces}, name {lk.name!r})"
 
 
 @dataclass
-class LinkState:
+class DesiredLinkState:
     desired: DesiredLink
     ok: bool
     message: str = ""
@@ -50,11 +51,12 @@ class LinkState:
 class LinkOutcome:
     puts: list[PutLink] = field(default_factory=list)
     deletes: list[DeleteLink] = field(default_factory=list)
-    states: list[LinkState] = field(default_factory=list)
+    states: list[DesiredLinkState] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
-def desired_links(app: Manifest, ctx: Context, shared_apps: Mapping[str, Manifest] | None = None) -> tuple[list[DesiredLink], list[str]]:
+def desired_links(app: Manifest, ctx: ReconcilePass,
+                  shared_apps: Mapping[str, Manifest] | None = None) -> tuple[list[DesiredLink], list[str]]:
     """The lattice links the app's link traits describe, and notes on ignored ones."""
     merged: dict[tuple[str, str, str, str, str], DesiredLink] = {}
     notes: list[str] = []
@@ -104,7 +106,7 @@ def plan_links(
     desired: list[DesiredLink],
     observed: Observed,
     blocked_configs: Mapping[str, str],
-    ctx: Context,
+    ctx: ReconcilePass,
 ) -> LinkOutcome:
     out = LinkOutcome()
     wanted = {d.link.identity for d in desired}
@@ -121,14 +123,15 @@ def plan_links(
         want = d.link
         waiting = [blocked_configs[c] for c in (*want.source_config, *want.target_config) if c in blocked_configs]
         if waiting:
-            out.states.append(LinkState(d, False, "; ".join(dict.fromkeys(waiting))))
+            out.states.append(DesiredLinkState(d, False, "; ".join(dict.fromkeys(waiting))))
             continue
         have = by_identity.get(want.identity)
         if have is not None and _same(have, want):
-            out.states.append(LinkState(d, True))
+            out.states.append(DesiredLinkState(d, True))
             continue
         if have is not None and have.app not in (None, app_name):
-            out.states.append(LinkState(d, False, f"a different link {d.describe()} was put by application '{have.app}'"))
+            out.states.append(DesiredLinkState(d, False,
+                                        f"a different link {d.describe()} was put by application '{have.app}'"))
             continue
         clash = next(
             (
@@ -140,7 +143,7 @@ def plan_links(
         )
         if clash is not None:
             owner = f"application '{clash.app}'" if clash.app else "someone outside Trellis' control"
-            out.states.append(LinkState(
+            out.states.append(DesiredLinkState(
                 d, False,
                 f"conflicts with link {clash.source_id} -> {clash.target} for "
                 f"{want.namespace}:{want.package}/{','.join(sorted(set(clash.interfaces) & set(want.interfaces)))} "
@@ -149,7 +152,7 @@ def plan_links(
             continue
         reason = "link is missing" if have is None else "link changed"
         out.puts.append(replace(want, reason=reason))
-        out.states.append(LinkState(d, False, "putting link"))
+        out.states.append(DesiredLinkState(d, False, "putting link"))
     return out
 
 

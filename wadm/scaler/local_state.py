@@ -26,7 +26,7 @@ from trellis.interfaces.provider_state import STATE_LOCAL, STATE_SHARED, builtin
 
 from ..commands import PinState
 from ..observed import APP_ANNOTATION, Observed, StatePin
-from .workload import Context, Workload
+from .workload import ReconcilePass, Workload
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def _allows(w: Workload, labels: Mapping[str, str]) -> bool:
     return any(all(labels.get(k) == v for k, v in s.requirements.items()) for s in spreads)
 
 
-def local_state(w: Workload, observed: Observed, ctx: Context) -> LocalState:
+def local_state(w: Workload, observed: Observed, ctx: ReconcilePass) -> LocalState:
     """The local-state rule for `w` in `observed` (see the module doc)."""
     if not has_local_state(w, observed, ctx.app):
         return LocalState()

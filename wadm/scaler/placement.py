@@ -67,16 +67,16 @@ from ..commands import (
 from ..manifest import Spread
 from ..observed import (
     APP_ANNOTATION,
+    APP_VERSION_ANNOTATION,
     CONFIG_ANNOTATION,
     SECRETS_ANNOTATION,
     SPREAD_ANNOTATION,
-    VERSION_ANNOTATION,
     FrozenMap,
     Observed,
     ObservedHost,
     Reuse,
 )
-from .workload import Context, Workload
+from .workload import ReconcilePass, Workload
 
 SharesFn = Callable[[Workload, int, int], list[int]]
 """(workload, what the spread wants, number of usable hosts) → one share per host to use, largest first."""
@@ -141,10 +141,10 @@ def secrets_tag(w: Workload) -> str:
                     for s in w.secrets)
 
 
-def desired_annotations(ctx: Context, w: Workload, spread: str) -> FrozenMap[str, str]:
+def desired_annotations(ctx: ReconcilePass, w: Workload, spread: str) -> FrozenMap[str, str]:
     tags = {
         APP_ANNOTATION: ctx.app,
-        VERSION_ANNOTATION: ctx.version,
+        APP_VERSION_ANNOTATION: ctx.version,
         SPREAD_ANNOTATION: spread,
         CONFIG_ANNOTATION: ",".join(w.config),
     }
@@ -271,7 +271,7 @@ def place(
     wants: Sequence[tuple[Spread, int]],
     shares_fn: SharesFn,
     observed: Observed,
-    ctx: Context,
+    ctx: ReconcilePass,
     *,
     restrict_to: str | None = None,
     gone: str | None = None,
@@ -327,7 +327,8 @@ def place(
             out.failures.append(_no_host_message(w, spread, eligible, observed))
         elif len(shares) < want and w.is_provider and w.scaler == "spreadscaler":
             out.failures.append(
-                f"spread '{spread.name}' wants provider {w.id} on {want} host(s) but only {usable} eligible host(s) can run it"
+                f"spread '{spread.name}' wants provider {w.id} on {want} host(s) but only {usable} eligible host(s) "
+                "can run it"
             )
         elif w.scaler == "spreadscaler" and not w.is_provider and want > 1 and usable == 1:
             out.notes.append(f"spread '{spread.name}' has one eligible host: losing it stops {w.name}")
@@ -392,7 +393,7 @@ def place(
     return out
 
 
-def _start(w: Workload, host_id: str, share: int, tags: FrozenMap[str, str], ctx: Context, why: str) -> Command:
+def _start(w: Workload, host_id: str, share: int, tags: FrozenMap[str, str], ctx: ReconcilePass, why: str) -> Command:
     if w.is_provider:
         return StartProvider(host_id=host_id, provider_id=w.id, image=w.image, config=w.config,
                              annotations=tags, secrets=w.secrets, app=ctx.app, reason=why, pass_id=ctx.pass_id)
@@ -401,13 +402,13 @@ def _start(w: Workload, host_id: str, share: int, tags: FrozenMap[str, str], ctx
                           reason=why, pass_id=ctx.pass_id)
 
 
-def _stop(w: Workload, host_id: str, ctx: Context, why: str) -> Command:
+def _stop(w: Workload, host_id: str, ctx: ReconcilePass, why: str) -> Command:
     if w.is_provider:
         return StopProvider(host_id=host_id, provider_id=w.id, app=ctx.app, reason=why, pass_id=ctx.pass_id)
     return StopComponent(host_id=host_id, component_id=w.id, app=ctx.app, reason=why, pass_id=ctx.pass_id)
 
 
-def _replace(w: Workload, slot: Slot, ctx: Context, spread: str) -> Command:
+def _replace(w: Workload, slot: Slot, ctx: ReconcilePass, spread: str) -> Command:
     if not w.is_provider and (slot.config is None or slot.config == w.config) \
             and slot.annotations.get(SECRETS_ANNOTATION, "") == secrets_tag(w):  # in place keeps the old grant
         # a host that reports reuse understands a new one; to one that does not, send only the image
@@ -421,8 +422,8 @@ def _replace(w: Workload, slot: Slot, ctx: Context, spread: str) -> Command:
     return _stop(w, slot.host.id, ctx, f"roll over to {ctx.version}: replace on {slot.host.id} (spread '{spread}')")
 
 
-def _retire_reason(w: Workload, slot: Slot, ctx: Context) -> str:
+def _retire_reason(w: Workload, slot: Slot, ctx: ReconcilePass) -> str:
     if is_fresh(w, slot):
         return f"left over: {slot.host.id} matches no spread of {w.name}"
-    old = slot.annotations.get(VERSION_ANNOTATION, "an older version")
+    old = slot.annotations.get(APP_VERSION_ANNOTATION, "an older version")
     return f"retire {old} placement now that {ctx.version} is running"

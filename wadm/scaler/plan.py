@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 from ..commands import Command, DeleteLink, StopComponent, StopProvider
 from ..manifest import Manifest
@@ -27,7 +28,7 @@ from .link import desired_links, plan_links
 from .local_state import LocalState, local_state
 from .placement import Outcome
 from .spread import plan_spread
-from .workload import Context, resolve_id, workload_of
+from .workload import ReconcilePass, resolve_id, workload_of
 
 
 class AppState(StrEnum):
@@ -40,7 +41,7 @@ class AppState(StrEnum):
 
 
 @dataclass(frozen=True)
-class Problem:
+class PlacementProblem:
     """One placement that does not run as it should."""
 
     host_id: str | None
@@ -62,7 +63,7 @@ class ComponentStatus:
     running: int
     """The same, counting placements that run the desired image and config (providers: and are healthy)."""
     message: str = ""
-    problems: tuple[Problem, ...] = ()
+    problems: tuple[PlacementProblem, ...] = ()
     local_state: bool = False
     data_host: str | None = None
     """Local state: the host id the data is pinned to."""
@@ -88,7 +89,7 @@ class AppStatus:
 
 
 @dataclass(frozen=True)
-class Plan:
+class AppPlan:
     commands: tuple[Command, ...]
     status: AppStatus
 
@@ -104,10 +105,11 @@ class _Parts:
 def _component_status(o: Outcome, blocked: Sequence[str], ls: LocalState) -> ComponentStatus:
     w = o.workload
     failures = [*blocked, *o.failures]
-    problems = tuple(Problem(h.id, h.name, cause) for h, cause in o.problems)
+    problems = tuple(PlacementProblem(h.id, h.name, cause) for h, cause in o.problems)
     if ls.gone is not None and ls.pin is not None:
-        problems += (Problem(ls.pin.host_id, ls.pin.host_name, ls.gone),)
-    extra = {"problems": problems, "local_state": ls.local, "data_host": ls.pin.host_id if ls.pin else None}
+        problems += (PlacementProblem(ls.pin.host_id, ls.pin.host_name, ls.gone),)
+    extra: dict[str, Any] = {"problems": problems, "local_state": ls.local,
+                             "data_host": ls.pin.host_id if ls.pin else None}
     if failures:
         state, message = AppState.FAILED, "; ".join(dict.fromkeys(failures))
     elif problems:
@@ -130,7 +132,7 @@ def _component_status(o: Outcome, blocked: Sequence[str], ls: LocalState) -> Com
     return ComponentStatus(w.name, w.id, w.kind, w.scaler, state, o.desired, o.running, message, **extra)
 
 
-def _describe(p: Problem, ls: LocalState) -> str:
+def _describe(p: PlacementProblem, ls: LocalState) -> str:
     """``unhealthy on host NAME (ID): why`` (the cause is ``what: why``)."""
     if p.cause == ls.gone:
         return p.cause
@@ -139,7 +141,7 @@ def _describe(p: Problem, ls: LocalState) -> str:
     return f"{what} on host {host}" + (f": {why}" if why else "")
 
 
-def _place_workloads(app: Manifest, observed: Observed, ctx: Context, blocked: Mapping[str, str],
+def _place_workloads(app: Manifest, observed: Observed, ctx: ReconcilePass, blocked: Mapping[str, str],
                      shared_apps: Mapping[str, Manifest] | None, avoid: Mapping[str, frozenset[str]],
                      now: float | None,
                      restarted: Mapping[str, frozenset[str]]) -> tuple[_Parts, bool, set[str], set[str]]:
@@ -190,7 +192,7 @@ def _unplaced_status(app: Manifest, name: str, observed: Observed,
 
 
 def _orphans(app_name: str, observed: Observed, keep_components: set[str], keep_providers: set[str],
-             ctx: Context) -> list[Command]:
+             ctx: ReconcilePass) -> list[Command]:
     out: list[Command] = []
     for host in observed.sorted_hosts:
         for cid, comp in sorted(host.components.items()):
@@ -213,7 +215,7 @@ def plan(
     avoid: Mapping[str, frozenset[str]] | None = None,
     now: float | None = None,
     restarted: Mapping[str, frozenset[str]] | None = None,
-) -> Plan:
+) -> AppPlan:
     """Commands that move the lattice toward `app`, and the app's status as observed.
 
     `shared_apps` maps names of deployed shared applications to their manifests, to
@@ -224,7 +226,7 @@ def plan(
     without it they only report them. `restarted` maps a provider id to hosts where the
     controller restarted it during its current trouble (a second time, it goes elsewhere).
     """
-    ctx = Context(app.name, app.version, pass_id)
+    ctx = ReconcilePass(app.name, app.version, pass_id)
     cfg = plan_configs(app, app.name, observed, ctx)
     parts, pending, comp_ids, prov_ids = _place_workloads(app, observed, ctx, cfg.blocked, shared_apps,
                                                           avoid or {}, now, restarted or {})
@@ -240,7 +242,8 @@ def plan(
 
     link_statuses = tuple(
         LinkStatus(s.desired.source, s.desired.target, s.desired.describe(),
-                   AppState.DEPLOYED if s.ok else (AppState.RECONCILING if s.message == "putting link" else AppState.FAILED),
+                   AppState.DEPLOYED if s.ok
+                   else (AppState.RECONCILING if s.message == "putting link" else AppState.FAILED),
                    s.message)
         for s in links.states
     )
@@ -256,7 +259,7 @@ def plan(
         state, message = AppState.RECONCILING, f"{len(commands)} command(s) this pass"
     else:
         state, message = AppState.DEPLOYED, "; ".join(link_notes)
-    return Plan(tuple(commands), AppStatus(app.name, app.version, state, message, comps, link_statuses))
+    return AppPlan(tuple(commands), AppStatus(app.name, app.version, state, message, comps, link_statuses))
 
 
 def reconcile(
@@ -286,7 +289,7 @@ def status(
 
 def undeploy(app_name: str, observed: Observed, *, pass_id: str = "") -> list[Command]:
     """Commands that remove everything app `app_name` placed: placements, links, then configs."""
-    ctx = Context(app_name, "", pass_id)
+    ctx = ReconcilePass(app_name, "", pass_id)
     stops = [replace(c, reason=f"undeploy {app_name}") for c in _orphans(app_name, observed, set(), set(), ctx)]
     deletes = [
         DeleteLink(source_id=lk.source_id, target=lk.target, namespace=lk.namespace, package=lk.package,

@@ -22,7 +22,7 @@ from typing import Any
 from ..manifest import DEFAULT_SPREAD_NAME, Spread
 from ..observed import Observed
 from .placement import Outcome, place
-from .workload import Context, Workload
+from .workload import ReconcilePass, Workload
 
 SPREAD_HOSTS = 2
 """How many hosts a spread of a component with more than one instance is kept on."""
@@ -57,6 +57,6 @@ def spread_shares(w: Workload, want: int, usable: int) -> list[int]:
     return [base + 1] * extra + [base] * (hosts - extra)
 
 
-def plan_spread(w: Workload, observed: Observed, ctx: Context, **how: Any) -> Outcome:
+def plan_spread(w: Workload, observed: Observed, ctx: ReconcilePass, **how: Any) -> Outcome:
     """`place` with the spreadscaler's shares; `how`: `place`'s keyword options."""
     return place(w, compute_spread(w.instances, w.spreads), spread_shares, observed, ctx, **how)

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from trellis.interfaces.secrets import SecretRef
+
 from ..manifest import (
     DAEMONSCALER,
     DEFAULT_SPREAD_NAME,
@@ -16,8 +18,6 @@ from ..manifest import (
     config_name,
     generated_id,
 )
-from trellis.interfaces.secrets import SecretRef
-
 from ..observed import Reuse
 
 Kind = Literal["component", "capability"]
@@ -25,7 +25,7 @@ ScalerKind = Literal["spreadscaler", "daemonscaler"]
 
 
 @dataclass(frozen=True)
-class Context:
+class ReconcilePass:
     """The reconcile pass: which app (name and version) and the pass id for tracing."""
 
     app: str

@@ -68,7 +68,7 @@ async def probe_each(items: list[tuple[str, Callable[[], Awaitable[None]]]]) -> 
         try:
             await asyncio.wait_for(fn(), PROBE_TIMEOUT_S)
             return None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return f"{name}: no answer within {PROBE_TIMEOUT_S}s"
         except Exception as exc:
             return f"{name}: {exc.__class__.__name__}: {exc}"

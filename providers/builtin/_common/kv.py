@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from collections.abc import Iterable, Mapping
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 from trellis.providers.sdk import Context, export
 
@@ -226,7 +226,7 @@ class KeyValueFront:
     async def get_many(self, bucket: str, keys: list[str], *, ctx: Context, **kwargs: Any) -> dict[str, Any]:
         async def op(b: KvBackend, name: str) -> list[Any]:
             values = await b.get_many(name, list(keys))
-            return [None if v is None else [k, v] for k, v in zip(keys, values)]
+            return [None if v is None else [k, v] for k, v in zip(keys, values, strict=True)]
 
         return await self._run(ctx, bucket, op)
 

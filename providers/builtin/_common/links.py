@@ -165,7 +165,7 @@ class LinkTable(Generic[S]):
         self._waiting[key] = self._waiting.get(key, 0) + 1
         try:
             await asyncio.wait_for(arrived.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             self._waiting[key] -= 1

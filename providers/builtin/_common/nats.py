@@ -83,7 +83,7 @@ def nats_target(cfg: Mapping[str, str], lattice: NatsBootstrap | None) -> NatsTa
 
 
 #: connections open_nats lent out rather than opened: the provider runtime's own (close_nats leaves them)
-_borrowed: "weakref.WeakSet[Client]" = weakref.WeakSet()
+_borrowed: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 async def open_nats(target: NatsTarget, name: str, *, share_lattice: bool = False) -> Client:
@@ -98,7 +98,7 @@ async def open_nats(target: NatsTarget, name: str, *, share_lattice: bool = Fals
         own = nats_connection()
         if own is not None and not own.is_closed:
             _borrowed.add(own)
-            return own  # type: ignore[no-any-return]
+            return own
     settings = NatsSettings(**dict(target.settings), name=name)
     extra: dict[str, Any] = {}
     secrets = dict(target.secrets)

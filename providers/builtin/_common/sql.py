@@ -154,13 +154,13 @@ def value(v: Any) -> dict[str, Any]:
 
 
 def row(columns: Sequence[str], values: Iterable[Any]) -> list[list[Any]]:
-    return [[c, value(v)] for c, v in zip(columns, values)]
+    return [[c, value(v)] for c, v in zip(columns, values, strict=True)]
 
 
 def rows(columns: Sequence[str], records: Iterable[Iterable[Any]]) -> list[list[list[Any]]]:
     """A result for the wire: each row a list of ``[column, sql-value]`` (records are sequences of
     values in column order: sqlite3 tuples, asyncpg Records)."""
-    return [[[c, value(v)] for c, v in zip(columns, r)] for r in records]
+    return [[[c, value(v)] for c, v in zip(columns, r, strict=True)] for r in records]
 
 
 # --- placeholders ------------------------------------------------------------------------

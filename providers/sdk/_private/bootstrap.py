@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trellis.interfaces import subjects
 from trellis.interfaces.connection import DEFAULT_URL, NatsSettings
-from trellis.interfaces.lattice_config import ConfigError, check_config_name, check_config_values, parse_pairs
+from trellis.interfaces.lattice_config import LatticeConfigError, check_config_name, check_config_values, parse_pairs
 from trellis.interfaces.links import Link, validation_message
 from trellis.interfaces.secrets import SecretValue
 from trellis.kit import gc_tuning
@@ -137,7 +137,7 @@ class Bootstrap(BaseModel):
         try:
             for n in v:
                 check_config_name(n)
-        except ConfigError as exc:
+        except LatticeConfigError as exc:
             raise ValueError(exc.message) from None
         return v
 
@@ -146,11 +146,11 @@ class Bootstrap(BaseModel):
     def _configs(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
         try:
             return {check_config_name(n): check_config_values(n, vals) for n, vals in v.items()}
-        except ConfigError as exc:
+        except LatticeConfigError as exc:
             raise ValueError(exc.message) from None
 
     @classmethod
-    def parse(cls, data: str | bytes | dict[str, Any]) -> "Bootstrap":
+    def parse(cls, data: str | bytes | dict[str, Any]) -> Bootstrap:
         try:
             raw = json.loads(data) if isinstance(data, (str, bytes)) else data
         except ValueError as exc:
@@ -223,7 +223,7 @@ def bootstrap_from_args(args: argparse.Namespace) -> Bootstrap:
     nats = {k: v for k, v in env.to_dict().items() if k != "name"}
     try:
         config = parse_pairs(args.config)
-    except ConfigError as exc:
+    except LatticeConfigError as exc:
         raise BootstrapError(exc.message) from None
     return Bootstrap.parse({
         "lattice": args.lattice, "provider_id": args.provider_id, "host_id": args.host_id, "nats": nats,

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from trellis.interfaces import tracing
-from trellis.kit import gc_tuning
 from trellis.interfaces.logs import setup_logging
+from trellis.kit import gc_tuning
 
 from .bootstrap import Bootstrap, BootstrapError, arg_parser, bootstrap_from_args, read_bootstrap
 from .definition import Provider

@@ -27,12 +27,12 @@ class Instance(Protocol):
     def provider(self) -> Any: ...  # the Provider it runs
 
     @property
-    def info(self) -> "ProviderInfo": ...
+    def info(self) -> ProviderInfo: ...
 
     @property
     def connection(self) -> Any: ...  # the NATS client, None without a lattice
 
-    async def call(self, target: "str | Link", operation: str, args: list[Any], *,
+    async def call(self, target: str | Link, operation: str, args: list[Any], *,
                    timeout_s: float | None = None, link_name: str | None = None,
                    deadline_ms: int | None = None, trace: dict[str, str] | None = None) -> Any: ...
 

@@ -61,7 +61,7 @@ def _check_kwargs(fn: Callable[..., Any], what: str) -> inspect.Signature:
 
 def _is_async(fn: Callable[..., Any]) -> bool:
     target = getattr(fn, "__func__", fn)
-    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))  # noqa: B004 (an async __call__, not callability)
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class ExportDefinition:
     def operation(self) -> str:
         return f"{self.interface}.{self.function}"
 
-    def bind(self, handler: Callable[..., Any]) -> "ExportDefinition":
+    def bind(self, handler: Callable[..., Any]) -> ExportDefinition:
         return ExportDefinition(self.interface, self.function, handler, self.is_async, self.params, self.version)
 
 
@@ -222,7 +222,7 @@ class Provider:
 
         return register
 
-    def add(self, *items: Any) -> "Provider":
+    def add(self, *items: Any) -> Provider:
         """Register functions marked with :func:`export`, or objects whose methods are marked."""
         for item in items:
             defn = definition_of(item)
@@ -241,7 +241,7 @@ class Provider:
                     self._register(d)
         return self
 
-    def add_object(self, interface: str, obj: Any) -> "Provider":
+    def add_object(self, interface: str, obj: Any) -> Provider:
         """Export every public method of ``obj`` as a function of ``interface``."""
         found = 0
         for attr in dir(obj):
@@ -289,7 +289,7 @@ class Provider:
 
     # --- imports ---------------------------------------------------------------------
 
-    def imports(self, *interfaces: str) -> "Provider":
+    def imports(self, *interfaces: str) -> Provider:
         """Declare interfaces this provider calls on linked components."""
         for i in interfaces:
             try:

@@ -57,8 +57,10 @@ class ProviderTally:
             by_caller.append([labels, n])
             busy.append([labels, seconds])
         return [
-            series("trellis.provider.calls", "counter", calls, "", "Calls a provider answered, by function and outcome"),
-            series("trellis.provider.call.duration", "histogram", latency, "s", "Time a provider took to answer a call"),
+            series("trellis.provider.calls", "counter", calls, "",
+                   "Calls a provider answered, by function and outcome"),
+            series("trellis.provider.call.duration", "histogram", latency, "s",
+                   "Time a provider took to answer a call"),
             series("trellis.provider.caller.calls", "counter", by_caller, "", "Calls a provider answered, by caller"),
             series("trellis.provider.caller.busy", "counter", busy, "s",
                    "Time a provider spent answering each caller (splits its CPU across links)"),

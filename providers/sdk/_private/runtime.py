@@ -28,13 +28,13 @@ from trellis.interfaces.control import CtlReply
 from trellis.interfaces.envelope import Invocation
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.links import Link
-from trellis.samehost import handoff
-from trellis.samehost.local_rpc import LocalComponentCaller, LocalRpcDoor, provider_address
 from trellis.interfaces.rpc_client import RpcClient, RpcError
 from trellis.interfaces.rpc_server import RpcServer
 from trellis.interfaces.store import ConfigChange, LatticeStore, LinkChange, StoreSettings, Synced
 from trellis.kit.meters import Telemetry
 from trellis.kit.service import Service
+from trellis.samehost import handoff
+from trellis.samehost.local_rpc import LocalComponentCaller, LocalRpcDoor, provider_address
 
 from . import subjects as psubjects
 from .bootstrap import Bootstrap
@@ -143,15 +143,15 @@ class ProviderRuntime(Service):
         self._subs.append(await nc.subscribe(psubjects.provider_health(self.lattice, self.id, self.host_id),
                                              cb=self._on_health))
         self._subs.append(await nc.subscribe(psubjects.provider_ping(self.lattice, self.id), cb=self._on_health))
-        self.telemetry = Telemetry(f"trellis-provider-{self.id}", {"trellis.host_id": self.host_id,
-                                                                   "trellis.provider_id": self.id})
+        self.telemetry = Telemetry(f"trellis-provider-{self.id}",
+                                   {"trellis.host_id": self.host_id, "trellis.provider_id": self.id})
         self.telemetry.producers.append(self.tally.series)
         self._subs.append(await nc.subscribe(psubjects.provider_metrics(self.lattice, self.id, self.host_id),
                                              cb=self._on_metrics))
         self.tasks.spawn(self._watch_loop(), "watch")
         try:  # serve knowing the current links, not only the bootstrap's
             await asyncio.wait_for(self.synced.wait(), SYNC_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("provider %s: links and config not read within %.0fs; serving with the bootstrap's",
                         self.id, SYNC_TIMEOUT_S)
         self.server = RpcServer(nc, self.lattice, self.id, self._handle, served_by=self.host_id,

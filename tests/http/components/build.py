@@ -16,8 +16,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from trellis.interfaces.wit_packages import WIT_DIR
 from tests.components.build import default_cache_dir
+from trellis.interfaces.wit_packages import WIT_DIR
 
 HERE = Path(__file__).resolve().parent
 #: folders of interfaces/wit/ a component's world may use

@@ -23,7 +23,7 @@ def _kv(fn):
         except Err as e:
             if isinstance(e.value, str):
                 raise
-            raise Err(_describe(e.value))
+            raise Err(_describe(e.value)) from e
 
     return wrapper
 

@@ -4,7 +4,6 @@ import wit_world
 from componentize_py_types import Err
 from wit_world.imports import atomics, batch, store
 
-
 _CASES = {store.Error_NoSuchStore: "no-such-store", store.Error_AccessDenied: "access-denied"}
 
 
@@ -24,7 +23,7 @@ def _kv(fn):
         except Err as e:
             if isinstance(e.value, str):
                 raise
-            raise Err(_describe(e.value))
+            raise Err(_describe(e.value)) from e
 
     return wrapper
 

@@ -19,14 +19,14 @@ class WitWorld(wit_world.WitWorld):
             with open(path) as f:
                 return f.read()
         except OSError as e:
-            raise Err(f"{type(e).__name__}: {e}")
+            raise Err(f"{type(e).__name__}: {e}") from e
 
     def write_file(self, path: str, contents: str) -> None:
         try:
             with open(path, "w") as f:
                 f.write(contents)
         except OSError as e:
-            raise Err(f"{type(e).__name__}: {e}")
+            raise Err(f"{type(e).__name__}: {e}") from e
 
     def hog(self, megabytes: int) -> int:
         held = []

@@ -18,7 +18,7 @@ class WitWorld(wit_world.WitWorld):
             with store.open(bucket_name) as bucket:
                 return bucket.get(key)
         except Err as e:
-            raise Err(_describe(e.value))
+            raise Err(_describe(e.value)) from e
 
     def copy(self, bucket_name: str, source: str, target: str) -> str:
         try:
@@ -31,4 +31,4 @@ class WitWorld(wit_world.WitWorld):
         except Err as e:
             if isinstance(e.value, str):
                 raise
-            raise Err(_describe(e.value))
+            raise Err(_describe(e.value)) from e

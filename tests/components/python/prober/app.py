@@ -21,23 +21,23 @@ class WitWorld(wit_world.WitWorld):
                 s.sendall(b"escaped\n")
                 return "connected"
         except Exception as e:  # OSError from the sandbox
-            raise _err(e)
+            raise _err(e) from e
 
     def resolve(self, name: str) -> list[str]:
         try:
             return sorted({str(info[4][0]) for info in socket.getaddrinfo(name.encode(), 80)})
         except Exception as e:
-            raise _err(e)
+            raise _err(e) from e
 
     def read_file(self, path: str) -> str:
         try:
             with open(path) as f:
                 return f.read()
         except Exception as e:
-            raise _err(e)
+            raise _err(e) from e
 
     def list_dir(self, path: str) -> list[str]:
         try:
             return sorted(os.listdir(path))
         except Exception as e:
-            raise _err(e)
+            raise _err(e) from e

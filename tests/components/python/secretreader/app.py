@@ -18,7 +18,7 @@ class WitWorld(wit_world.WitWorld):
         try:
             secret = store.get(name)
         except Err as e:
-            raise Err(_describe(e.value))
+            raise Err(_describe(e.value)) from e
         with secret:
             value = reveal.reveal(secret)
         raw = value.value.encode() if isinstance(value, store.SecretValue_String) else value.value

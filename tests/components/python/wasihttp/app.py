@@ -27,6 +27,9 @@ from wit_world import exports
 from wit_world.imports import logging, monotonic_clock, outgoing_handler, poll, store
 from wit_world.imports.streams import StreamError_Closed
 from wit_world.imports.types import (
+    DnsErrorPayload,
+    ErrorCode_DnsError,
+    ErrorCode_InternalError,
     Fields,
     IncomingBody,
     IncomingRequest,
@@ -40,9 +43,6 @@ from wit_world.imports.types import (
     RequestOptions,
     ResponseOutparam,
     Scheme_Http,
-    DnsErrorPayload,
-    ErrorCode_DnsError,
-    ErrorCode_InternalError,
 )
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB

@@ -155,7 +155,7 @@ def test_a_child_without_a_death_signal_still_goes_when_its_parent_is_killed() -
     p = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True,
                          env={**os.environ, procs.EXIT_WITH_PARENT_ENV: "1"})
     try:
-        pid, state = p.stdout.readline().split()  # type: ignore[union-attr]
+        pid, state = p.stdout.readline().split()
         assert state == "watching"
         kid = psutil.Process(int(pid))
         assert kid.is_running()
@@ -166,4 +166,4 @@ def test_a_child_without_a_death_signal_still_goes_when_its_parent_is_killed() -
     finally:
         p.kill()
         p.wait(timeout=10)
-        p.stdout.close()  # type: ignore[union-attr]
+        p.stdout.close()

@@ -97,7 +97,7 @@ def test_trellis_host_refuses_an_unknown_allocator_in_one_line() -> None:
     assert res.stderr.strip() == "error: --instance-allocator 'mmap': expected one of on-demand, pooling"
 
 
-def test_only_components_that_import_wasi_get_a_wasi_context(components) -> None:  # type: ignore[no-untyped-def]
+def test_only_components_that_import_wasi_get_a_wasi_context(components) -> None:
     adder, greeter = components.wat("adder"), components.python("greeter")
     bare, python = Invoker(adder), Invoker(greeter)
     assert not bare.uses_wasi and python.uses_wasi

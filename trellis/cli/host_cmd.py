@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -77,9 +77,8 @@ def host_command(
     from trellis.host.host import Host
     from trellis.host.labels import LabelError, parse_label_args
     from trellis.host.settings import HostSettings
-    from trellis.signing import parse_issuers
-
     from trellis.interfaces.logs import DESTINATIONS, FORMATS, choice, setup_logging
+    from trellis.signing import parse_issuers
 
     try:
         log_format = choice(log_format, "TRELLIS_LOG_FORMAT", FORMATS, "text")

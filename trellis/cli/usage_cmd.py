@@ -7,8 +7,6 @@ it, energy and carbon as ``interfaces/carbon.py`` models them.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from trellis.views.usage import app_usage

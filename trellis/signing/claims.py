@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trellis.interfaces.errors import ErrorCode, TrellisError
+
 from .keys import ROLE_ACCOUNT, IssuerKey, KeyError_, new_module_key, verify
 
 WASCAP_REVISION = 3

@@ -68,25 +68,6 @@ def _kill_children() -> None:
         pass
 
 
-def _wait_for_exit(parent: int, interval_s: float) -> None:
-    """Until process ``parent`` is no longer our parent. Blocks on the parent's pidfd (Linux 5.3+:
-    no wakeups while it lives, which an idle process would otherwise pay every ``interval_s``);
-    elsewhere polls our parent pid."""
-    try:
-        fd = os.pidfd_open(parent)
-    except (AttributeError, OSError):  # no pidfd here, or the parent is gone already
-        fd = -1
-    if fd >= 0:
-        try:
-            if os.getppid() == parent:
-                select.select([fd], [], [])  # readable once the parent has exited
-        finally:
-            os.close(fd)
-        return
-    while os.getppid() == parent:
-        time.sleep(interval_s)  # a poll: no pidfd to wait on
-
-
 def exit_with_parent(grace_s: float = ORPHAN_GRACE_S, interval_s: float = 0.1) -> threading.Thread | None:
     """In a child a Trellis supervisor started: once that parent is gone, stop, and go within ``grace_s``.
 

@@ -85,11 +85,11 @@ class NKey:
         self._curve = self._signing.to_curve25519_private_key()
 
     @classmethod
-    def generate(cls, prefix: int = nkeys.PREFIX_BYTE_SERVER) -> "NKey":
+    def generate(cls, prefix: int = nkeys.PREFIX_BYTE_SERVER) -> NKey:
         return cls(nkeys.encode_seed(os.urandom(32), prefix).decode())
 
     @classmethod
-    def load_or_create(cls, path: Path) -> "NKey":
+    def load_or_create(cls, path: Path) -> NKey:
         """The key in ``path`` (an nkeys seed), created with mode 0600 when missing."""
         if path.exists():
             try:
@@ -161,7 +161,8 @@ def build_get(host_seed: str, host_id: str, grant: SignedGrant, reply_xkey: str)
 async def fetch(nc: Any, lattice: str, host_seed: str, host_id: str, grant: SignedGrant,
                 timeout_s: float = 5.0) -> dict[str, SecretValue]:
     """A host's get: the grant's secrets by the names the part reads them as."""
-    from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
 
     from trellis.interfaces.control import CtlReply
 

@@ -271,7 +271,7 @@ async def test_granted_parts_read_the_secret_and_it_leaks_into_no_output(
         for cli_proc in (events, spy):
             if cli_proc is not None and cli_proc.poll() is None:
                 cli_proc.terminate()
-                proc.wait(10)
+                cli_proc.wait(10)
     assert "digest" in (tmp_path / "spy.out").read_text()
     assert "component_scaled" in (tmp_path / "events.out").read_text()
 

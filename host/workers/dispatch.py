@@ -54,6 +54,11 @@ class Decision:
     why: Why | None = None
 
 
+#: the decisions, made once (these run on every call)
+_HERE = Decision(COLOCATED)
+_REMOTE = {why: Decision(REMOTE, why) for why in Why}
+
+
 def entry(inline_allowed: bool, needs_thread: bool) -> Way:
     """A call entering the worker: on the loop, or on a Wasm thread.
 
@@ -80,14 +85,14 @@ def link(served_here: bool, taking_calls: bool, depth: int, max_depth: int, rema
 
     COLOCATED means: encode it, check :func:`fits`, then take a slot (without waiting)."""
     if not served_here:
-        return Decision(REMOTE, Why.NOT_HERE)
+        return _REMOTE[Why.NOT_HERE]
     if not taking_calls:
-        return Decision(REMOTE, Why.NOT_TAKING_CALLS)
+        return _REMOTE[Why.NOT_TAKING_CALLS]
     if depth >= max_depth:
-        return Decision(REMOTE, Why.TOO_DEEP)
+        return _REMOTE[Why.TOO_DEEP]
     if remaining_s <= 0:
-        return Decision(REMOTE, Why.DEADLINE)
-    return Decision(COLOCATED)
+        return _REMOTE[Why.DEADLINE]
+    return _HERE
 
 
 def fits(size: int, max_payload: int) -> bool:
@@ -100,9 +105,9 @@ def handoff(served_here: bool, taking_calls: bool, body_size: int, max_body: int
 
     ``max_body``: the largest body one NATS message carries with its envelope."""
     if not served_here:
-        return Decision(REMOTE, Why.NOT_HERE)
+        return _REMOTE[Why.NOT_HERE]
     if not taking_calls:
-        return Decision(REMOTE, Why.NOT_TAKING_CALLS)
+        return _REMOTE[Why.NOT_TAKING_CALLS]
     if body_size > max_body:
-        return Decision(REMOTE, Why.TOO_LARGE)
-    return Decision(COLOCATED)
+        return _REMOTE[Why.TOO_LARGE]
+    return _HERE

@@ -54,7 +54,7 @@ def error_of(exc: BaseException, inv: Invocation) -> RpcError:
     if isinstance(exc, RpcError):
         return exc
     if isinstance(exc, TrellisError):
-        return RpcError(exc.message, exc.code, str(getattr(exc, "kind", "") or ""))
+        return RpcError(exc.message, exc.code)
     log.error("invocation %s %s failed", inv.id, inv.operation, exc_info=exc)
     return RpcError(f"{exc.__class__.__name__}: {exc}", ErrorCode.INTERNAL)
 

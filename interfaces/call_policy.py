@@ -147,6 +147,21 @@ class Decision:
 
 RETURN = Decision(Act.RETURN)
 KEEP = Decision(Act.KEEP)
+_WAIT = Act.WAIT
+# module-level names: a global lookup is cheaper than an enum's class attribute, per event
+_OK, _SENT, _PROGRESS, _TICK, _PROGRESS_NR, _NO_RESPONDERS, _CLOSED = (
+    Event.OK, Event.SENT, Event.PROGRESS, Event.TICK, Event.PROGRESS_NR, Event.NO_RESPONDERS, Event.CLOSED)
+#: the WAIT for a whole silence window, shared (decisions are never changed): most attempts get it
+_FULL_WAITS: dict[float, Decision] = {}
+
+
+def _full_wait(silence_s: float) -> Decision:
+    d = _FULL_WAITS.get(silence_s)
+    if d is None:
+        if len(_FULL_WAITS) >= 64:
+            _FULL_WAITS.clear()
+        d = _FULL_WAITS[silence_s] = Decision(_WAIT, silence_s)
+    return d
 
 
 class CallState:
@@ -173,22 +188,22 @@ class CallState:
         self.attempts = 0
 
     def on(self, event: Event | ErrorReply | BadReply, now: float) -> Decision:
-        if event is Event.OK:
+        if event is _OK:
             return RETURN
-        if event is Event.PROGRESS:
+        if event is _SENT:
+            return self._sent(now)
+        if event is _PROGRESS:
             self.heard_at = now
             return KEEP
-        if event is Event.TICK:
+        if event is _TICK:
             return self._tick(now)
-        if event is Event.SENT:
-            return self._sent(now)
-        if event is Event.PROGRESS_NR:
+        if event is _PROGRESS_NR:
             self.heard_at = now
             self.at_most_once = True
             return KEEP
-        if event is Event.NO_RESPONDERS:
+        if event is _NO_RESPONDERS:
             return self._not_started(now, Cause.NO_RESPONDERS, "")
-        if event is Event.CLOSED:
+        if event is _CLOSED:
             return self._lost(now)
         if isinstance(event, ErrorReply):
             if event.code == ErrorCode.BUSY:
@@ -205,9 +220,13 @@ class CallState:
         self.attempts += 1
         self.heard_at = now
         self.at_most_once = False  # what an earlier attempt's callee said holds for that attempt only
-        delay = max(min(self.policy.silence_s, left), _MIN_WAIT_S)
+        silence = self.policy.silence_s
+        if silence <= left:
+            self.due = now + silence
+            return _full_wait(silence)
+        delay = left if left > _MIN_WAIT_S else _MIN_WAIT_S
         self.due = now + delay
-        return Decision(Act.WAIT, delay)
+        return Decision(_WAIT, delay)
 
     def _tick(self, now: float) -> Decision:
         left = self.deadline - now

@@ -42,6 +42,10 @@ _CACHE_MAX = 4096  # per client: subjects of targets, parsed operation names
 _TICK = Event.TICK
 _PROGRESS = Event.PROGRESS
 _PROGRESS_NR = Event.PROGRESS_NR
+_SENT = Event.SENT
+_OK = Event.OK
+_FAIL = Act.FAIL
+_WAIT = Act.WAIT
 
 
 class RpcError(TrellisError):
@@ -111,7 +115,7 @@ class Attempt:
             return
         loop = asyncio.get_running_loop()
         d = self.state.on(_TICK, loop.time())
-        if d.act is Act.WAIT:
+        if d.act is _WAIT:
             self.timer = loop.call_later(d.delay_s, self._tick)
         else:
             self.fut.set_result(d)
@@ -259,8 +263,8 @@ class RpcClient:
         now = loop.time()
         state = CallState(now + inv.remaining_s(), now, retryable=retryable, policy=self.policy)
         while True:
-            d = state.on(Event.SENT, loop.time())
-            if d.act is Act.FAIL:
+            d = state.on(_SENT, now)
+            if d.act is _FAIL:
                 raise call_error(d, inv)
             token = f"{next(self._tokens):x}"
             a = Attempt(loop.create_future(), state)
@@ -276,7 +280,7 @@ class RpcClient:
             cls = outcome.__class__
             if cls is Reply:
                 err = outcome.error
-                d = state.on(Event.OK if err is None else ErrorReply(err.code, err.message, err.kind), loop.time())
+                d = state.on(_OK if err is None else ErrorReply(err.code, err.message, err.kind), loop.time())
                 if d is RETURN:
                     return outcome.result
             elif cls is Decision:  # the state's own, from the timer: lost, or the deadline
@@ -285,7 +289,7 @@ class RpcClient:
                 d = state.on(outcome, loop.time())
             if d.lost:
                 stats["lost"] += 1
-            if d.act is Act.FAIL:
+            if d.act is _FAIL:
                 raise call_error(d, inv)
             if d.cause is Cause.BUSY:
                 stats["busy"] += 1
@@ -294,3 +298,4 @@ class RpcClient:
             stats["retries"] += 1
             inv.attempt += 1
             await asyncio.sleep(d.delay_s)
+            now = loop.time()

@@ -214,7 +214,12 @@ class RpcServer:
                         inv.function in self.non_retryable or inv.operation in self.non_retryable):
                     # tell the caller the call has started: if it is lost now, it is not sent again
                     await self._publish(reply_to, progress_frame(inv.id, self.served_by, no_retry=True))
-                frame = await self._call(inv)
+                try:  # span or trace context, error mapping, counts: as every way a call is served
+                    result = await serve(inv, self.handler, inv, counts=self.stats)
+                except RpcError as exc:
+                    frame: bytes | Reply = Reply.failure(inv.id, exc.code, exc.message, exc.kind)
+                else:
+                    frame = self._encode(inv, result)
             finally:
                 slots.release()
         finally:
@@ -222,13 +227,8 @@ class RpcServer:
         if reply_to:
             await self._send(reply_to, inv.id, frame)
 
-    async def _call(self, inv: Invocation) -> bytes | Reply:
-        """Serve it (``serving.serve``: span, trace context, error mapping, counts): the encoded
-        success reply, or a failure :class:`Reply`."""
-        try:
-            result = await serve(inv, self.handler, inv, counts=self.stats)
-        except RpcError as exc:
-            return Reply.failure(inv.id, exc.code, exc.message, exc.kind)
+    def _encode(self, inv: Invocation, result: Any) -> bytes | Reply:
+        """The encoded success reply, or a failure :class:`Reply` when the result cannot be encoded."""
         try:
             return ok_frame(inv.id, result, self.served_by)
         except EnvelopeError as exc:

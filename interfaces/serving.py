@@ -68,12 +68,14 @@ async def serve(inv: Invocation, run: Callable[..., Awaitable[T]], *args: Any,
         if tracing.enabled():
             with serve_span(inv, **attributes) if attributes else serve_span(inv):
                 result = await run(*args)
-        else:  # no span: calls made while serving carry the caller's context on (or none)
+        elif inv.trace:  # no span: calls made while serving carry the caller's context on
             token = tracing.pass_through(inv.trace)
             try:
                 result = await run(*args)
             finally:
                 tracing.end_pass_through(token)
+        else:
+            result = await run(*args)
     except Exception as exc:
         counts["failed"] += 1
         raise error_of(exc, inv) from None
@@ -90,7 +92,8 @@ def serve_sync(inv: Invocation, run: Callable[..., T], *args: Any, counts: dict[
         if tracing.enabled():
             with serve_span(inv, **attributes) if attributes else serve_span(inv):
                 result = run(*args)
-        else:  # no span: calls made while serving carry the caller's context on (or none)
+        else:  # no span: calls made while serving carry the caller's context on (or none, not the
+            # context of the call this thread is nested in)
             token = tracing.pass_through(inv.trace)
             try:
                 result = run(*args)

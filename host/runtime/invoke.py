@@ -401,6 +401,11 @@ class Invoker:
                 lock.release()
 
     @property
+    def has_orphans(self) -> bool:
+        """Instances an inline call could not drop at once (the lifecycle lock was taken)."""
+        return bool(self._orphans)
+
+    @property
     def has_warm_instance(self) -> bool:
         return bool(self._idle or self._orphans)
 

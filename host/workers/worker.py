@@ -338,7 +338,10 @@ class Worker(Service):
                     pass
             for served in self.served.values():
                 inv = served.invoker
-                if inv.reuse.max_idle_s is not None and inv.has_warm_instance and not inv.closed:
+                # warm instances past max_idle_s, and instances an inline call could not drop at once
+                # (fresh components too: else one lingers until the next call, and blocks parking)
+                if inv.has_warm_instance and not inv.closed and (inv.reuse.max_idle_s is not None
+                                                                 or inv.has_orphans):
                     try:
                         await self.loop.run_in_executor(self.calls.executor, inv.drop_idle)
                     except RuntimeError:  # the executor is being replaced or shut down

@@ -28,7 +28,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "workers": ("bench.workers", "throughput at concurrency 20 with 1 vs N worker processes"),
     "profile": ("bench.profile", "py-spy profile of the cross-host call path (needs py-spy)"),
     "pieces": ("bench.pieces", "per-call cost of each RPC-layer step vs a leaner form, in process"),
-    "values": ("bench.values", "a query result of 12,000 rows across the host-guest boundary: lowering in place, GC settings"),
+    "values": ("bench.values",
+               "a query result of 12,000 rows across the host-guest boundary: lowering in place, GC settings"),
     "hop": ("bench.hop", "CPU per component-to-component hop (a WAT pair): same worker, same host, across hosts"),
     "http": ("bench.http", "HTTP POST /orders, wrk c=20: Trellis vs wasmCloud 2.x, wasmtime serve, uvicorn"),
     "density": ("bench.density", "idle, density (N apps), load and cold start: Trellis vs always-on services"),
@@ -79,7 +80,7 @@ def run_one(name: str, quick: bool, keep: bool) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"trellis-bench-{name}-"))
     ctx = Context(quick=quick, workdir=workdir)
     load_before = wait_quiet(5 if quick else 20)
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     t = time.perf_counter()
     try:
         if inspect.iscoroutinefunction(module.run):
@@ -101,7 +102,8 @@ def run_one(name: str, quick: bool, keep: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)} (default: all; --quick leaves out profile)")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help=f"any of {', '.join(BENCHMARKS)} (default: all; --quick leaves out profile)")
     p.add_argument("--quick", action="store_true", help="fewer calls, shorter windows (< ~2 min in all)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where result JSON goes (default: bench/results)")
     p.add_argument("--keep", action="store_true", help="keep scratch directories (logs) for inspection")
@@ -129,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         path = args.out / f"{name}{suffix}.json"
         path.write_text(json.dumps(res, indent=1, default=str) + "\n")
         print(table(res["rows"]))
-        print(f"   ({res['duration_s']} s; {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path})\n",
+        print(f"   ({res['duration_s']} s; "
+              f"{path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path})\n",
               flush=True)
         all_rows += res["rows"]
     if len(names) > 1:

@@ -38,7 +38,7 @@ def ensure_compiled() -> Path:
     # hosts run components without a fuel budget on an unmetered engine: cache both kinds
     variants = [EngineSettings()]
     if "consume_fuel" in EngineSettings.__dataclass_fields__:
-        variants.append(EngineSettings(consume_fuel=False))  # type: ignore[call-arg]
+        variants.append(EngineSettings(consume_fuel=False))
     wasmtime_patches.apply()  # this process runs Wasm as a worker does
     for settings in variants:
         engine = make_engine(settings)

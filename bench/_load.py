@@ -108,7 +108,8 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     calls = sum(r["calls"] for r in runs)
     elapsed = sum(r["elapsed_s"] for r in runs)
     out: dict[str, Any] = {"concurrency": runs[0]["concurrency"], "calls": calls, "elapsed_s": round(elapsed, 3),
-                           "rps": max(r["rps"] for r in runs), "rps_mean": round(calls / elapsed, 1) if elapsed else 0.0,
+                           "rps": max(r["rps"] for r in runs),
+                           "rps_mean": round(calls / elapsed, 1) if elapsed else 0.0,
                            "windows": [r["rps"] for r in runs], "errors": sum(r["errors"] for r in runs)}
     lats = [x for r in runs for x in r.pop("_lat", [])]
     out["latency"] = latency_summary_us(lats)

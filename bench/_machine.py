@@ -98,7 +98,7 @@ class CpuMeter:
     _busy0: float = 0.0
     _t0: float = 0.0
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self._t0 = time.perf_counter()
         self._busy0 = _busy_s()
         self._start = {r: c for r, pid in self.roles.items() if (c := _proc_cpu_s(pid)) is not None}

@@ -69,7 +69,7 @@ class HostProc:
         self.id = ""
         self.boot_s = float("nan")
 
-    def wait_started(self, timeout_s: float = 60.0) -> "HostProc":
+    def wait_started(self, timeout_s: float = 60.0) -> HostProc:
         assert self.proc.stdout is not None
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)

@@ -52,14 +52,13 @@ def invoke_handler(wasm: str, cache_dir: str, reuse: int) -> Any:
         make_engine,
         wasmtime_patches,
     )
-    from trellis.interfaces.envelope import Invocation, Reply
-
     from trellis.host.runtime.engine import EngineSettings
+    from trellis.interfaces.envelope import Invocation, Reply
 
     # the engine a worker runs a component without a fuel budget on (unmetered where supported)
     unmetered = "consume_fuel" in EngineSettings.__dataclass_fields__
     wasmtime_patches.apply()  # this process runs Wasm as a worker does
-    engine = make_engine(EngineSettings(consume_fuel=False) if unmetered else None)  # type: ignore[call-arg]
+    engine = make_engine(EngineSettings(consume_fuel=False) if unmetered else None)
     invoker = Invoker(load_component(engine, Path(wasm).read_bytes(), CompileCache(cache_dir)),
                       reuse=ReusePolicy(max_invocations=reuse))
 

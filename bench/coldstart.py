@@ -124,7 +124,8 @@ async def run(ctx: Context) -> None:
                 procs.stop(host)
                 after = _artifacts(state)
                 r.update(host_boot_s=round(host.boot_s, 3), artifacts_before=len(before), artifacts_after=len(after),
-                         recompiled=any(after.get(k) != v for k, v in before.items()) or (bool(before) and after != before))
+                         recompiled=any(after.get(k) != v for k,
+                                        v in before.items()) or (bool(before) and after != before))
                 runs[f"w{w}/{phase}"] = r
                 print(f"   workers={w} {phase}: start→first call {r['start_to_first_call_s']:.2f} s "
                       f"(host boot {r['host_boot_s']:.2f} s, recompiled={r['recompiled']})", flush=True)

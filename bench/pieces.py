@@ -76,7 +76,7 @@ class _Loopback(_StubNats):
     def new_inbox(self) -> str:
         return "_INBOX.bench"
 
-    async def subscribe(self, subject: str, queue: str = "", cb: Any = None, **kw: Any) -> "_Loopback":
+    async def subscribe(self, subject: str, queue: str = "", cb: Any = None, **kw: Any) -> _Loopback:
         self.cb = cb
         self.pump = asyncio.get_running_loop().create_task(self._pump())
         return self
@@ -225,7 +225,8 @@ async def _nats_rows(url: str, n: int) -> list[dict[str, Any]]:
                 results[name].append(((time.perf_counter() - t) / k * 1e6, (time.process_time() - c) / k * 1e6))
         best = {name: (round(min(w for w, _ in v), 2), round(min(c for _, c in v), 2)) for name, v in results.items()}
         rows.append({"kind": "code", "side": "both", "unit": "CPU µs/call",
-                     "step": "RpcClient.call -> nats-server -> RpcServer, 20 at a time, one process (CPU of both sides)",
+                     "step": "RpcClient.call -> nats-server -> RpcServer, 20 at a time, one process "
+                             "(CPU of both sides)",
                      "now_us": best["rpc"][1], "lean_us": best["raw"][1],
                      "lean_is": "raw nats-py request + a responder decoding the Invocation, encoding a Reply",
                      "now_cpu_us": best["rpc"][1], "lean_cpu_us": best["raw"][1],
@@ -404,7 +405,8 @@ def run(ctx: Context) -> None:
         procs.close()
     ctx.details["pieces"] = rows
     for r in rows:
-        ctx.row(f"{r['kind']}, {r['side']}: {r['step']}", r.get("unit", "µs/call"), r["now_us"], r["lean_us"], r["lean_is"] or "-",
+        ctx.row(f"{r['kind']}, {r['side']}: {r['step']}", r.get("unit", "µs/call"), r["now_us"], r["lean_us"],
+                r["lean_is"] or "-",
                 cpu_us=r["now_cpu_us"], baseline_cpu_us=r["lean_cpu_us"])
     for side in ("worker", "client"):
         saved = sum(r["saves_us"] or 0 for r in rows

@@ -55,7 +55,7 @@ async def run(ctx: Context) -> None:
         echo, *mins = procs.responders(["echo", nats.url, ECHO_SUBJECT], *(
             ["invoke", nats.url, lattice, f"{comp}-min", str(component_path(comp)), str(BENCH_CACHE)]
             for comp in comps))
-        minimal = dict(zip(comps, mins))
+        minimal = dict(zip(comps, mins, strict=True))
         host = procs.host(nats.url, lattice, workers=1)
         [worker] = host.wait_workers()
         async with LatticeClient(nats.url, lattice) as c:

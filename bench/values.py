@@ -22,12 +22,14 @@ from __future__ import annotations
 import ctypes
 import gc
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import wasmtime
 from wasmtime import _ffi as ffi
 
+from tests.components.echo import echo_component_wat
 from trellis.host.runtime import (
     Invoker,
     from_plain,
@@ -40,7 +42,6 @@ from trellis.host.runtime import (
 from trellis.host.runtime.engine import EngineSettings
 from trellis.host.runtime.wit import ListT, Prim, ResultT, TupleT, VariantT
 from trellis.kit import gc_tuning
-from tests.components.echo import echo_component_wat
 
 from ._context import Context
 
@@ -81,7 +82,9 @@ def run(ctx: Context) -> None:
     wasmtime_patches.apply()  # this process runs Wasm as a worker does
     engine = make_engine(EngineSettings(consume_fuel=False))
     loaded = load_component(engine, echo_component_wat([ROWS]).encode())
-    vt = loaded.component.type.exports(engine.engine)["echo0"].ty.params[0][1]
+    echo_ty = loaded.component.type.exports(engine.engine)["echo0"].ty
+    assert isinstance(echo_ty, wasmtime.component.FuncType)
+    vt = echo_ty.params[0][1]
     store = wasmtime.Store(engine.engine)
     value = from_plain(ROWS, plain)
 

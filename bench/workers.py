@@ -77,7 +77,8 @@ def _in_process_rates(quick: bool) -> dict[str, float]:
             return f(store, *args)
 
         n_fresh = 300 if comp == "adder" else 20
-        out[f"{comp}/fresh"] = 1e6 / per_call_us(fresh, n_fresh, 4 if quick else 8, 0.5 if quick else 2.0)["us_per_call"]
+        out[f"{comp}/fresh"] = 1e6 / per_call_us(fresh, n_fresh, 4 if quick else 8,
+                                                 0.5 if quick else 2.0)["us_per_call"]
         out[f"{comp}/reuse"] = 1e6 / per_call_us(warm, 300, 4 if quick else 8, 0.5 if quick else 2.0)["us_per_call"]
     engine.close()
     return {k: round(v) for k, v in out.items()}
@@ -118,7 +119,7 @@ async def run(ctx: Context) -> None:
         if not ctx.quick:
             hosts["w1-threads1"] = (procs.host(nats.url, lattice, workers=1, label="host-w1-t1", threads=1), 1)
         roles: dict[str, dict[str, int]] = {}
-        for label, (h, w) in hosts.items():
+        for label, (h, _w) in hosts.items():
             roles[f"trellis-{label}"] = me | {"host": h.proc.pid} | {
                 f"worker-{i}": p for i, p in enumerate(h.wait_workers())}
         wanted = [(cid, comp, mode, w) for cid, comp, mode in main for w in counts for _ in range(w)]
@@ -126,7 +127,7 @@ async def run(ctx: Context) -> None:
             ["invoke", nats.url, lattice, f"{cid}-min{w}", str(component_path(comp)), str(BENCH_CACHE),
              str(REUSE if mode == "reuse" else 1)] for cid, comp, mode, w in wanted))
         minimal_pids: dict[str, list[int]] = {}
-        for (cid, _, _, w), proc in zip(wanted, started):
+        for (cid, _, _, w), proc in zip(wanted, started, strict=True):
             minimal_pids.setdefault(f"{cid}-min{w}", []).append(proc.pid)
         async with LatticeClient(nats.url, lattice) as c:
             for label, (h, w) in hosts.items():
@@ -181,7 +182,7 @@ async def run(ctx: Context) -> None:
             ctx.row(f"{comp}, {mode}, 1 worker, --worker-threads 1 (Wasm on one thread)", "calls/s",
                     t1["rps"], t8["rps"], "the same with the default 8 threads",
                     serving_cpu_us=_serving_cpu(t1), baseline_serving_cpu_us=_serving_cpu(t8))
-    for cid, comp, mode in diag:
+    for cid, _comp, mode in diag:
         full = results["greeter" if mode == "fresh" else "greeter-reuse"]
         for w in counts:
             ctx.row(f"greeter, {mode}, {_plural(w)}, max_instances={w} (one call at a time per worker)", "calls/s",

@@ -12,6 +12,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from trellis.interfaces import subjects, tracing
+from trellis.interfaces.connection import connect, goodbye
 from trellis.interfaces.control import (
     Capacity,
     CtlReply,
@@ -25,23 +26,22 @@ from trellis.interfaces.control import (
 from trellis.interfaces.errors import ErrorCode, TrellisError
 from trellis.interfaces.events import Event, EventType
 from trellis.interfaces.policy import PolicyClient
-from trellis.signing import Trust
-from trellis.interfaces.connection import connect, goodbye
 from trellis.interfaces.secrets import SignedGrant
 from trellis.kit.service import Service
-from trellis.signing import secrets as sealed
 from trellis.kit.version import __version__
+from trellis.signing import Trust
+from trellis.signing import secrets as sealed
 
 from .admission import Admission
 from .capacity import read_capacity
 from .components import ComponentManager
-from .providers import ProviderManager
 from .control import ControlRouter
 from .identity import Identity, state_id
 from .labels import BUILTIN_KEYS, LabelError, builtin_labels, check_user_label
 from .metrics import HostMetrics
-from .usage import host_usage
+from .providers import ProviderManager
 from .settings import HostSettings
+from .usage import host_usage
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Host(Service):
         self.router = ControlRouter()
         self._subs: list[Any] = []
         self._started_mono = time.monotonic()
-        self._started_at = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        self._started_at = _dt.datetime.now(_dt.UTC).isoformat()
         self._stop_requested = asyncio.Event()
         self._stopper: asyncio.Task[None] | None = None  # close() outlives the request task
         self.admission = Admission(Trust(settings.trusted_issuers), settings.allow_python_providers,

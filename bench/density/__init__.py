@@ -202,7 +202,8 @@ def _slope(points: dict[int, float]) -> float:
 
 
 def stage_density(ctx: Context, workers: int, nats_url: str, nats_pid: int | None) -> None:
-    ns = [int(n) for n in os.environ.get("BENCH_DENSITY_N", "").split(",") if n.strip()] or ctx.pick([1, 5], [1, 10, 50])
+    ns = [int(n) for n in os.environ.get("BENCH_DENSITY_N", "").split(",") if n.strip()] or ctx.pick([1, 5],
+                                                                                                     [1, 10, 50])
     idle_s = float(os.environ.get("BENCH_DENSITY_IDLE_S") or ctx.pick(10.0, 60.0))
     trellises = [SmallAppsTrellis(ctx.workdir, workers, max_idle_s=None)]
     ab = _ab_env()
@@ -217,7 +218,8 @@ def stage_density(ctx: Context, workers: int, nats_url: str, nats_pid: int | Non
         for t in trellises:
             out.setdefault(t.name, {})
             out[f"{t.name}_cold"] = t.start(max(ns))
-            print(f"   small app on {t.name}: nothing → first answer {out[f'{t.name}_cold']['nothing_to_first_answer_s']} s",
+            print(f"   small app on {t.name}: nothing → first answer "
+                  f"{out[f'{t.name}_cold']['nothing_to_first_answer_s']} s",
                   flush=True)
         for n in ns:
             for t in trellises:
@@ -237,7 +239,7 @@ def stage_density(ctx: Context, workers: int, nats_url: str, nats_pid: int | Non
                 w.__exit__(None, None, None)
             for name, system in systems.items():
                 roots = system.roots
-                rec = {"pss_mib": meter.pss_mib(roots), "idle_cpu_pct": windows[name].cpu_pct,
+                rec: dict[str, Any] = {"pss_mib": meter.pss_mib(roots), "idle_cpu_pct": windows[name].cpu_pct,
                        "processes": meter.pss_by_process(roots), "cpu_by_process": windows[name].by_process()}
                 is_trellis = name != "baseline"
                 if is_trellis:

@@ -61,7 +61,7 @@ class TrellisLattice:
                 pids.append(p.pid)
         return pids
 
-    def start(self) -> "TrellisLattice":
+    def start(self) -> TrellisLattice:
         t = time.perf_counter()
         self.nats = NatsServer(host="127.0.0.1", port=0, store_dir=self.workdir / "nats",
                                log_file=self.workdir / "nats.log")

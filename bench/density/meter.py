@@ -85,7 +85,7 @@ class IdleWindow:
     _t0: float = 0.0
     _cpu0: dict[int, float] = field(default_factory=dict)
 
-    def __enter__(self) -> "IdleWindow":
+    def __enter__(self) -> IdleWindow:
         self._cpu0 = cpu_s(self.roots)
         self._t0 = time.perf_counter()
         return self
@@ -135,7 +135,7 @@ class PeakPss:
             if self._stop.wait(self.every_s):
                 return
 
-    def __enter__(self) -> "PeakPss":
+    def __enter__(self) -> PeakPss:
         self._thread = threading.Thread(target=self._loop, name="peak-pss", daemon=True)
         self._thread.start()
         return self

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..__main__ import RESULTS, table, wait_quiet
 from .._context import Context
 from .._machine import machine_info
-from ..__main__ import RESULTS, table, wait_quiet
 from . import run
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="trellis-bench-http-"))
     ctx = Context(quick=args.quick, workdir=workdir)
     load_before = wait_quiet(10 if args.quick else 60)
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     t = time.perf_counter()
     try:
         run(ctx, set(args.only) if args.only else None, args.window, args.rounds, ab)

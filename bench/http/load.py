@@ -95,7 +95,7 @@ class TreeMeter:
         while not self._stop.wait(self.every_s):
             self._sample()
 
-    def __enter__(self) -> "TreeMeter":
+    def __enter__(self) -> TreeMeter:
         self._sample()  # baseline of every process alive now; ones born later count from zero
         self._thread = threading.Thread(target=self._loop, name="tree-meter", daemon=True)
         self._thread.start()

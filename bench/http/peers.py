@@ -87,7 +87,7 @@ class System:
 
     def spawn(self, argv: list[str], log: str, env: dict[str, str] | None = None,
               cwd: Path | None = None) -> subprocess.Popen[bytes]:
-        logf = open(self.workdir / f"{log}.log", "ab")
+        logf = open(self.workdir / f"{log}.log", "ab")  # noqa: SIM115 (closed below once the child has it)
         try:
             p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                  env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
@@ -105,7 +105,8 @@ class System:
         while time.monotonic() < deadline:
             for p in self._procs:
                 if p.poll() is not None:
-                    raise RuntimeError(f"{self.name}: {p.args[0]} exited with {p.returncode}\n{self.log_tail()}")
+                    argv0 = str(p.args[0] if isinstance(p.args, list) else p.args)
+                    raise RuntimeError(f"{self.name}: {argv0} exited with {p.returncode}\n{self.log_tail()}")
             try:
                 status, body = post_order(self.port, self.host_header)
                 why = check_answer(status, body, self.full_app)
@@ -244,7 +245,8 @@ class WashHost(System):
         env = {"HOME": str(self.workdir)}
         deadline = time.monotonic() + 60
         while True:  # until the registry listens
-            push = subprocess.run([tools.wash(), "--non-interactive", "oci", "push", "--insecure", image, str(self.wasm)],
+            push = subprocess.run([tools.wash(), "--non-interactive", "oci", "push", "--insecure", image,
+                                   str(self.wasm)],
                                   capture_output=True, text=True, timeout=300, env={**os.environ, **env})
             if push.returncode == 0:
                 break
@@ -313,7 +315,7 @@ def env_suffix(env: dict[str, str]) -> str:
     return "".join(f"@{k}={v}" for k, v in sorted(env.items()))
 
 
-def twin(system: "System", env: dict[str, str]) -> "System | None":
+def twin(system: System, env: dict[str, str]) -> System | None:
     """The same Trellis system with ``env`` added to its host's environment (None for other systems)."""
     if isinstance(system, TrellisSingle):
         return TrellisSingle(system.workdir.parent, system.wasm, system.workers, system.reuse,
@@ -370,8 +372,9 @@ class TrellisSingle(System):
     def _start(self) -> None:
         import asyncio
 
-        from .._procs import HostProc, new_lattice
         from trellis.natsserver import NatsServer
+
+        from .._procs import HostProc, new_lattice
 
         self.nats = NatsServer(host="127.0.0.1", port=0, store_dir=self.workdir / "nats",
                                log_file=self.workdir / "nats.log")
@@ -396,7 +399,8 @@ class TrellisSingle(System):
             await c.start_provider("builtin:http-server", "http-server", host_id=self.host.id)
             await c.put_config("orders-web", {"address": f"127.0.0.1:{self.port}"})
             await c.put_link(Link(source_id="http-server", target="orders", name="web",
-                                  wit_namespace="wasi" if self.wasi_http else "trellis", wit_package="http", interfaces=["incoming-handler"], source_config=["orders-web"]))
+                                  wit_namespace="wasi" if self.wasi_http else "trellis", wit_package="http",
+                                  interfaces=["incoming-handler"], source_config=["orders-web"]))
 
     def stop(self) -> None:
         if self.host is not None:
@@ -508,7 +512,8 @@ class TrellisFullApp(System):
         idle = f", max_idle_s: {self.max_idle_s:g}" if self.max_idle_s is not None else ""
         manifest = re.sub(r"( *)image: \./build/([\w-]+)\.wasm",
                           lambda m: f"{m.group(1)}image: {wasms[m.group(2)]}" + (
-                              f"\n{m.group(1)}reuse: {{max_invocations: {self.reuse}{idle}}}" if self.reuse > 1 else ""),
+                              f"\n{m.group(1)}reuse: {{max_invocations: {self.reuse}{idle}}}"
+                              if self.reuse > 1 else ""),
                           manifest)
         manifest = manifest.replace("127.0.0.1:8080", f"127.0.0.1:{self.port}")
         (self.workdir / "wadm.yaml").write_text(manifest)

@@ -1,6 +1,7 @@
 """Where a Trellis HTTP request's time goes: py-spy on every process of one system under the wrk load.
 
-``python -m bench.http.profile [--mode fresh|reuse|full-app|full-app-reuse] [--workers W] [--seconds S] [--native] [--gil] [--perf]``
+``python -m bench.http.profile [--mode fresh|reuse|full-app|full-app-reuse] [--workers W] [--seconds S]
+[--native] [--gil] [--perf]``
 
 Starts one Trellis system (as ``bench.http`` does), runs wrk for ``S``
 seconds and meanwhile ``py-spy record``s the http-server provider and each
@@ -57,7 +58,8 @@ def _roles(system: Any) -> dict[str, int]:
 
 
 #: perf's DSO names, by what runs there
-_DSO_KINDS = (("wasm code", ("[JIT]", ".cwasm", "//anon", "[anon")), ("kernel", ("[kernel", "[vdso]")), ("wasmtime", ("_libwasmtime",)),
+_DSO_KINDS = (("wasm code", ("[JIT]", ".cwasm", "//anon", "[anon")), ("kernel", ("[kernel", "[vdso]")),
+              ("wasmtime", ("_libwasmtime",)),
               ("python", ("libpython", ".cpython-", "python3")), ("libc", ("libc.so", "libm.so", "ld-linux")))
 
 
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--native", action="store_true", help="include native frames (wasmtime)")
-    p.add_argument("--raw-dir", type=Path, help="keep the raw samples here: py-spy's stacks, or with --perf the perf.data files "
+    p.add_argument("--raw-dir", type=Path,
+                   help="keep the raw samples here: py-spy's stacks, or with --perf the perf.data files "
                         "(one per process; `perf report -i F --sort sym` names guest functions)")
     p.add_argument("--perf", action="store_true",
                    help="perf record instead of py-spy: CPU per request by kind of code, and context switches")

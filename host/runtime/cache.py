@@ -88,7 +88,8 @@ class CompileCache:
             self._memory.setdefault(mem_key, (engine, component))
             return self._memory[mem_key][1]
 
-    def load_file(self, engine: RuntimeEngine, path: Path, digest: str | None = None) -> tuple[Component, str, Path | None]:
+    def load_file(self, engine: RuntimeEngine, path: Path, digest: str | None = None) -> tuple[Component, str,
+                                                                                               Path | None]:
         """The compiled component of the ``.wasm`` file ``path``: ``(component, digest, artifact)``.
 
         With ``digest`` (bare hex or ``sha256:…``) given and its artifact on disk, ``path`` is

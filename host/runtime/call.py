@@ -33,7 +33,7 @@ class TypedCall:
         param_capi = (ffi.wasmtime_component_val_t * len(params))()
         n = 0
         try:
-            for ty, val in zip(self.param_tys, params):
+            for ty, val in zip(self.param_tys, params, strict=True):  # (the counts are checked above)
                 ty.convert_to_c(store, val, pointer(param_capi[n]))
                 n += 1
             result_ty = self.result_ty
@@ -41,7 +41,7 @@ class TypedCall:
             result_capi = byref(result_space) if result_space is not None else None
             func = self.func
 
-            def run() -> "ctypes._Pointer[ffi.wasmtime_error_t]":
+            def run() -> ctypes._Pointer[ffi.wasmtime_error_t]:
                 return ffi.wasmtime_component_func_call(byref(func._func), store._context(), param_capi, n,
                                                         result_capi, 1 if result_space is not None else 0)
 

@@ -18,8 +18,9 @@ core-wasm export names.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from wasmtime import component as wc
 
@@ -223,10 +224,7 @@ def load_component(
 ) -> LoadedComponent:
     """Compile (or fetch from ``cache``) and introspect a component."""
     digest = wasm_digest(wasm)
-    if cache is None:
-        component = wc.Component(engine.engine, wasm)
-    else:
-        component = cache.load(engine, wasm, digest)
+    component = wc.Component(engine.engine, wasm) if cache is None else cache.load(engine, wasm, digest)
     return LoadedComponent(engine, component, digest)
 
 

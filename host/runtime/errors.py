@@ -16,7 +16,7 @@ __all__ = [
 ]
 
 
-class ErrorKind(str, Enum):
+class ErrorKind(str, Enum):  # noqa: UP042 (wire values: str() and format() stay as they were)
     """Why an invocation failed. The string values are part of the wire
     contract (error replies carry them)."""
 

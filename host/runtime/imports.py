@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from wasmtime import StoreContext, WasmtimeError
 from wasmtime import component as wc
@@ -250,7 +251,7 @@ def _host_function(fn: FunctionInfo, keep_types: bool = False) -> Callable[..., 
             try:
                 plain = [
                     to_plain(t, a, resources=bridge, path=f"{where} args[{i}]")
-                    for i, (t, a) in enumerate(zip(params, args))
+                    for i, (t, a) in enumerate(zip(params, args, strict=False))
                 ]
                 out = ctx.handler(interface, name, plain)
                 value = None if result is None else from_plain(

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import wasmtime
 from wasmtime import component as wc
@@ -64,9 +65,9 @@ from .imports import (
 )
 from .probe import CallProbe
 from .settings import Limits, ReusePolicy, WasiGrants
+from .wasi_http import AS_500, TRELLIS_HANDLE, WasiHttpExport, as_response, find_handler
 from .wasi_http.binding import DIRECT as direct_function
 from .wasi_http.io import OutOfTime
-from .wasi_http import AS_500, TRELLIS_HANDLE, WasiHttpExport, as_response, find_handler
 
 __all__ = ["Invoker", "InvokerStats"]
 
@@ -448,7 +449,8 @@ class Invoker:
                 f"{fn.address} takes {len(fn.params)} argument(s) {names}, got {len(args)}",
             )
         try:
-            return [from_plain(t, a, path=f"args[{i}]") for i, ((_, t), a) in enumerate(zip(fn.params, args))]
+            return [from_plain(t, a, path=f"args[{i}]") for i,
+                    ((_, t), a) in enumerate(zip(fn.params, args, strict=False))]
         except CodecError as e:
             raise InvocationError(ErrorKind.BAD_ARGUMENT, str(e)) from None
 

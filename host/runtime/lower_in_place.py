@@ -29,25 +29,35 @@ from __future__ import annotations
 import ctypes
 import logging
 import struct
-from functools import lru_cache
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import cache
+from typing import Any
 
 from wasmtime import _ffi as ffi
 from wasmtime.component import _types as T
-
 
 log = logging.getLogger(__name__)
 
 ENV = "TRELLIS_LOWER_IN_PLACE"
 
 _VAL = ffi.wasmtime_component_val_t
+
+
+def _offset(struct_type: Any, field: str) -> int:
+    """Where ``field`` starts in a ctypes structure (its class attribute is a field descriptor)."""
+    return int(getattr(struct_type, field).offset)
+
+
+def _size(struct_type: Any, field: str) -> int:
+    return int(getattr(struct_type, field).size)
+
 #: a component value in wasmtime's C API: its size, and where its payload starts (after the kind)
 STRIDE = _STRIDE = ctypes.sizeof(_VAL)
-VALUE_OFF = _VOFF = _VAL.of.offset
+VALUE_OFF = _VOFF = _offset(_VAL, "of")
 _ENTRY = ctypes.sizeof(ffi.wasmtime_component_valrecord_entry_t)
-_ENTRY_VAL = ffi.wasmtime_component_valrecord_entry_t.val.offset
-_VARIANT_VAL = ffi.wasmtime_component_valvariant_t.val.offset
-_RESULT_VAL = ffi.wasmtime_component_valresult_t.val.offset
+_ENTRY_VAL = _offset(ffi.wasmtime_component_valrecord_entry_t, "val")
+_VARIANT_VAL = _offset(ffi.wasmtime_component_valvariant_t, "val")
+_RESULT_VAL = _offset(ffi.wasmtime_component_valresult_t, "val")
 _PTR = struct.Struct("<Q")
 _read_ptr = _PTR.unpack_from
 _write_ptr = _PTR.pack_into
@@ -91,7 +101,7 @@ def _region(addr: int, size: int) -> Any:
     return _ARRAYS[max(size - 1, 1).bit_length()].from_address(addr)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _slot(kind: int) -> bytes:
     """A value slot of ``kind`` with a zero payload."""
     return bytes((kind,)) + bytes(_STRIDE - 1)
@@ -116,7 +126,7 @@ def writer(ty: Any) -> tuple[int, Writer] | None:
     """``ty``'s kind and writer, or None when wasmtime-py must lower it (kept on the type)."""
     d = ty.__dict__
     try:
-        return d[_WRITER]  # type: ignore[no-any-return]
+        return d[_WRITER]
     except KeyError:
         found = d[_WRITER] = _build(ty)
         return found
@@ -252,7 +262,7 @@ def _tuple(ty: Any, kind: int) -> tuple[int, Writer] | None:
         if len(val) != n:
             raise TypeError("tuple length mismatch")
         data, region = _allocate(_lib.tuple_new, buf, base, off, n, image, arr)  # type: ignore[union-attr]
-        for v, (o, w) in zip(val, writers):
+        for v, (o, w) in zip(val, writers, strict=False):  # (lengths checked above)
             w(store, v, region, data, o)
     return kind, tup
 
@@ -263,7 +273,7 @@ def _record(ty: Any, kind: int) -> tuple[int, Writer] | None:
     if children is None:
         return None
     entries = [(name, name.encode("utf8"), i * _ENTRY, i * _ENTRY + _ENTRY_VAL + _VOFF, w)
-               for i, ((name, _), (_, w)) in enumerate(zip(fields, children))]
+               for i, ((name, _), (_, w)) in enumerate(zip(fields, children, strict=True))]
     image = b"".join(bytes(_ENTRY_VAL) + _slot(k) + bytes(_ENTRY - _ENTRY_VAL - _STRIDE) for k, _ in children)
     n, size = len(fields), len(image)
     arr = ctypes.c_char * max(size, 1)
@@ -311,7 +321,7 @@ def _variant_like(ty: Any, kind: int) -> tuple[int, Writer] | None:
             if name not in payloads:
                 raise ValueError("value not valid for this variant")
         else:
-            for name, classes in order:
+            for name, classes in order:  # noqa: B007 (name: the case found, after the loop)
                 if val is None if classes is None else isinstance(val, classes):
                     break
             else:
@@ -350,17 +360,20 @@ def lower_root(ty: Any, store: Any, val: Any, ptr: Any) -> bool:
     try:
         w(store, val, _region(addr, _STRIDE), addr, _VOFF)
     except BaseException:
-        _lib.val_delete(addr)  # type: ignore[union-attr]
-        _lib.copy(addr, _slot(ffi.WASMTIME_COMPONENT_BOOL.value), _STRIDE)  # type: ignore[union-attr]  # as wasmtime-py leaves it
+        lib = _lib
+        assert lib is not None
+        lib.val_delete(addr)
+        lib.copy(addr, _slot(ffi.WASMTIME_COMPONENT_BOOL.value), _STRIDE)  # as wasmtime-py leaves it
         raise
     return True
 
 
 def _layout_ok() -> bool:
-    return (_STRIDE == 32 and _VOFF == 8 and _VAL.kind.offset == 0 and ctypes.sizeof(_VAL.kind.size * ctypes.c_char) == 1
-            and ffi.wasmtime_component_vallist_t.data.offset == 8 and ffi.wasmtime_component_valtuple_t.data.offset == 8
-            and ffi.wasmtime_component_valrecord_t.data.offset == 8 and ffi.wasm_byte_vec_t.size.offset == 0
-            and ctypes.sizeof(ctypes.c_void_p) == 8 and ffi.wasmtime_component_valresult_t.is_ok.offset == 0)
+    return (_STRIDE == 32 and _VOFF == 8 and _offset(_VAL, "kind") == 0 and _size(_VAL, "kind") == 1
+            and _offset(ffi.wasmtime_component_vallist_t, "data") == 8
+            and _offset(ffi.wasmtime_component_valtuple_t, "data") == 8
+            and _offset(ffi.wasmtime_component_valrecord_t, "data") == 8 and _offset(ffi.wasm_byte_vec_t, "size") == 0
+            and ctypes.sizeof(ctypes.c_void_p) == 8 and _offset(ffi.wasmtime_component_valresult_t, "is_ok") == 0)
 
 
 def apply(lib: ctypes.CDLL) -> bool:

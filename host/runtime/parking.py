@@ -97,7 +97,7 @@ class Parking:
         #: components parked, and loaded again (by a call) after parking
         self.parked = 0
 
-    def due(self, invokers: Iterable[tuple[str, "Invoker"]]) -> list[tuple[str, "Invoker"]]:
+    def due(self, invokers: Iterable[tuple[str, Invoker]]) -> list[tuple[str, Invoker]]:
         """The invokers to park now (idle long enough, not parked yet)."""
         if self.after_s is None:
             return []
@@ -119,7 +119,7 @@ class Parking:
         return out
 
 
-def park_all(due: Iterable[tuple[str, "Invoker"]]) -> list[str]:
+def park_all(due: Iterable[tuple[str, Invoker]]) -> list[str]:
     """Park each of ``due`` that still has no instance (run it on a thread: it takes the
     lifecycle lock); the keys parked. The freed memory goes back to the system."""
     from .memory import give_back_freed_memory

@@ -7,8 +7,8 @@ component (whose CPython runtime needs tens of MiB of linear memory).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from wasmtime import WasiConfig
 

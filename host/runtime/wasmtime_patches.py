@@ -234,8 +234,8 @@ def _keep_types() -> bool:
     return True
 
 
-@ffi.wasmtime_component_func_callback_t  # type: ignore[misc]
-def _func_impl(idx, context, ty_raw, args, nargs, results, nresults):  # type: ignore[no-untyped-def]
+@ffi.wasmtime_component_func_callback_t
+def _func_impl(idx, context, ty_raw, args, nargs, results, nresults):
     """wasmtime-py's ``_linker.func_impl``, with the types of a :data:`KEEP_TYPES` function kept."""
     def run(store: Any) -> None:
         func = _linker.FUNCTIONS.get(idx or 0)
@@ -322,7 +322,7 @@ QUICK = re.compile(r"^(wasm_byte_vec_|wasm_name_|wasmtime_component_val|wasmtime
 def _hold_gil() -> int:
     """Install 6. How many of wasmtime-py's C functions now keep the GIL (0: not recognised)."""
     if getattr(ffi, "_trellis_gil_held", 0):
-        return int(getattr(ffi, "_trellis_gil_held"))
+        return int(vars(ffi)["_trellis_gil_held"])
     if _released:  # held once, then released: bound again as before
         from wasmtime import _bindings as bound
 

@@ -16,9 +16,9 @@ values: whether a variant-like type (variant, option, result) is *tagged*
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Union
 
 from wasmtime import component as wc
 
@@ -166,9 +166,7 @@ class ResultT(VariantLike):
         return (("ok", self.ok), ("err", self.err))
 
 
-WitType = Union[
-    Prim, ListT, RecordT, TupleT, VariantT, EnumT, OptionT, ResultT, FlagsT, OwnT, BorrowT
-]
+WitType = Prim | ListT | RecordT | TupleT | VariantT | EnumT | OptionT | ResultT | FlagsT | OwnT | BorrowT
 
 # Python classes wasmtime-py uses for each kind, by name (see add_classes).
 _PRIM_CLASSES: dict[str, str] = {
@@ -184,7 +182,7 @@ _PRIM_CLASSES: dict[str, str] = {
 def py_classes(ty: WitType) -> frozenset[str]:
     """Names of the Python classes wasmtime-py lifts ``ty`` to (kept on the type: asked per value)."""
     try:
-        return ty.__dict__["_py_classes"]  # type: ignore[no-any-return]
+        return ty.__dict__["_py_classes"]
     except KeyError:
         found = ty.__dict__["_py_classes"] = _py_classes(ty)  # frozen, but a cache is no field
         return found

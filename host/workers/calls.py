@@ -78,7 +78,7 @@ class Calls:
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    def handler(self, served: "Served", inv: Invocation, trace: dict[str, str] | None = None) -> ImportHandler:
+    def handler(self, served: Served, inv: Invocation, trace: dict[str, str] | None = None) -> ImportHandler:
         """The import handler for one call of ``served``; its lattice calls carry ``trace``, by
         default the current span's (the call's server span, on the loop or on a Wasm thread)."""
         if not served.needs_handler:
@@ -92,7 +92,7 @@ class Calls:
                                         trace=trace, counts=served.link_calls, spy=spy, app=served.app)
 
     @staticmethod
-    def execute(served: "Served", inv: Invocation, handler: ImportHandler, timeout_s: float | None = None,
+    def execute(served: Served, inv: Invocation, handler: ImportHandler, timeout_s: float | None = None,
                 probe: CallProbe | None = None) -> Any:
         """Run one call on this thread; failures as the ``RpcError`` its caller gets."""
         try:
@@ -111,7 +111,7 @@ class Calls:
             return CallProbe()
         return None
 
-    def record(self, served: "Served", inv: Invocation, via: str, ran_inline: bool, probe: CallProbe | None,
+    def record(self, served: Served, inv: Invocation, via: str, ran_inline: bool, probe: CallProbe | None,
                start: float, t0: float, exc: BaseException | None = None, result: Any = None) -> None:
         """Hand the record of a finished call to the observers (``records.py``), and with its
         arguments and ``result`` to the spy tap when the component is spied on (``taps.py``)."""
@@ -122,7 +122,7 @@ class Calls:
             if taps is not None and taps.spying:
                 taps.served(record, inv.args, result, exc)
 
-    def run_inline(self, served: "Served", inv: Invocation, probe: CallProbe | None = None) -> Any:
+    def run_inline(self, served: Served, inv: Invocation, probe: CallProbe | None = None) -> Any:
         """Run one call on the event loop (``inline.py``); ``Reroute`` when it needs a thread."""
         assert self.inline_budget_s is not None
         overruns = served.overruns
@@ -149,7 +149,7 @@ class Calls:
         served.inline_stats["served"] += 1
         return result
 
-    async def invoke(self, served: "Served", inv: Invocation, timeout_s: float | None = None,
+    async def invoke(self, served: Served, inv: Invocation, timeout_s: float | None = None,
                      via: str = VIA_RPC) -> Any:
         """Run one call of ``served`` (its slot already taken): inline when it can, else on a Wasm
         thread, cut short after ``timeout_s``; failures as the ``RpcError`` its caller gets.
@@ -179,7 +179,7 @@ class Calls:
         return result
 
 
-def as_rpc_error(served: "Served", inv: Invocation, exc: Exception, timeout_s: float | None) -> RpcError:
+def as_rpc_error(served: Served, inv: Invocation, exc: Exception, timeout_s: float | None) -> RpcError:
     """A failed call as the ``RpcError`` its caller gets: the Wasm runtime's errors here, the
     rest as every way of serving a call maps them (``serving.error_of``)."""
     cid, operation = served.component_id, inv.operation

@@ -74,7 +74,7 @@ _SPAN_ATTRIBUTES = {"trellis.colocated": True}
 class Colocated:
     """Runs calls to components this worker serves on the calling thread (see the module doc)."""
 
-    def __init__(self, served: "Registry", calls: "Calls", served_by: str,
+    def __init__(self, served: Registry, calls: Calls, served_by: str,
                  max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self.served = served
         self.calls = calls
@@ -113,11 +113,11 @@ class Colocated:
             _DEPTH.reset(depth_token)
             slots.release()
 
-    def _run(self, served: "Served", inv: Invocation, probe: Any) -> Any:
+    def _run(self, served: Served, inv: Invocation, probe: Any) -> Any:
         handler = self.calls.handler(served, inv)  # its calls: children of the span, or the caller's context
         return self.calls.execute(served, inv, handler, inv.remaining_s(), probe)
 
-    def _serve(self, served: "Served", inv: Invocation) -> Any:
+    def _serve(self, served: Served, inv: Invocation) -> Any:
         """What ``RpcServer`` and ``Calls.invoke`` do for a remote call, then the reply's round trip."""
         calls = self.calls
         probe = calls.probe()

@@ -59,7 +59,7 @@ _SPAN_ATTRIBUTES = {"trellis.handoff": True}
 class LocalCaller:
     """The HTTP front's caller inside a worker: in process when it can, else over NATS."""
 
-    def __init__(self, worker: "Worker", source: str) -> None:
+    def __init__(self, worker: Worker, source: str) -> None:
         self.worker = worker
         self.source = source
         self.remote = NatsCaller(worker.nc, worker.lattice, source)
@@ -90,7 +90,8 @@ class LocalCaller:
                          id=invocation_id or self.new_id(), deadline_ms=int((time.time() + timeout_s) * 1000),
                          link=link_name, trace=trace or {})
         try:  # as the RPC server serves it: its span (or the request's trace context), its errors, its counts
-            result = await serve(inv, self.worker.calls.invoke, served, inv, timeout_s, VIA_HANDOFF, counts=served.handoff,
+            result = await serve(inv, self.worker.calls.invoke, served, inv, timeout_s, VIA_HANDOFF,
+                                 counts=served.handoff,
                                  attributes=_SPAN_ATTRIBUTES)
         except RpcError as exc:
             if exc.code == ErrorCode.TIMEOUT and inv.remaining_s() <= 0:  # the request's deadline
@@ -107,7 +108,7 @@ class LocalCaller:
 class _Provider:
     """One http-server provider of this host, connected: its listeners and their connections here."""
 
-    def __init__(self, door: "HandoffServer", sock: socket.socket) -> None:
+    def __init__(self, door: HandoffServer, sock: socket.socket) -> None:
         self.door = door
         self.listeners: dict[int, Listener] = {}
         self.caller: LocalCaller | None = None
@@ -140,7 +141,7 @@ class _Provider:
         if listener is not None:
             listener.table = table  # requests in progress keep the route they matched
             return
-        self.listeners[msg["id"]] = Listener(tuple(msg["address"]), table, self.caller,  # type: ignore[arg-type]
+        self.listeners[msg["id"]] = Listener(tuple(msg["address"]), table, self.caller,
                                              ServerConfig(**msg["settings"]))
 
     def _on_close(self) -> None:
@@ -170,7 +171,7 @@ def _drain(listener: Listener) -> None:
 class HandoffServer:
     """This worker's end of connection handoff: providers of its host connect and hand connections."""
 
-    def __init__(self, worker: "Worker") -> None:
+    def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.address = handoff.worker_address(worker.lattice, worker.host_id, worker.index)
         self.providers: set[_Provider] = set()

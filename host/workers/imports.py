@@ -20,12 +20,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from trellis.host.runtime import ImportFailed, MissingLink
-from trellis.samehost import local_rpc
 from trellis.interfaces.envelope import EnvelopeError, Invocation
-from trellis.samehost.local_rpc import LocalRpcClient
 from trellis.interfaces.policy import Decision, PolicyClient, changed_subject, link_body
 from trellis.interfaces.resources import unversioned, wire_function
 from trellis.interfaces.rpc_client import RpcClient, RpcError
+from trellis.samehost import local_rpc
+from trellis.samehost.local_rpc import LocalRpcClient
 
 from .colocated import REMOTE
 from .local import LocalImports
@@ -86,7 +86,7 @@ class ImportRouter:
                                                        cb=self._on_policy_changed)
         try:
             await asyncio.wait_for(self._synced.wait(), sync_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("links not synced within %ss; resolving on demand", sync_timeout_s)
 
     async def _put(self, link: Any) -> None:
@@ -189,9 +189,9 @@ class ImportRouter:
         return REMOTE if result is local_rpc.REMOTE else result
 
     def handler_for(self, component_id: str, inv: Invocation, loaded: Any = None,
-                    local: "LocalImports | None" = None, link_name: str = "default",
+                    local: LocalImports | None = None, link_name: str = "default",
                     trace: dict[str, str] | None = None, counts: dict[str, int] | None = None,
-                    spy: "Taps | None" = None, app: str = "") -> Any:
+                    spy: Taps | None = None, app: str = "") -> Any:
         """The import handler for one invocation of ``component_id``; ``counts`` counts its link
         calls by the way they went: ``colocated`` (run in this worker), ``direct`` (answered by a
         provider of this host over its socket), ``nats``. With ``spy`` (the component is spied on),
@@ -204,6 +204,7 @@ class ImportRouter:
                 served, value = local.serve(interface, function, args)
                 if served:
                     return value
+            target: str | None
             if args and isinstance(args[0], RemoteResource):
                 target = args[0].target  # a method goes where its resource lives
             else:

@@ -46,10 +46,10 @@ from trellis.host.runtime import ErrorKind, InvocationError, Reroute, WasiGrants
 from .local import LocalImports
 
 if TYPE_CHECKING:
-    from ..tuning import CallPaths
     from trellis.host.runtime import CallProbe
     from trellis.interfaces.envelope import Invocation
 
+    from ..tuning import CallPaths
     from .registry import Served
 
 #: runs past the budget in a row after which a function stays on Wasm threads
@@ -63,7 +63,7 @@ class BudgetOverrun(Reroute):
         super().__init__(reason, sticky=False)
 
 
-def budget_s(calls: "CallPaths") -> float | None:
+def budget_s(calls: CallPaths) -> float | None:
     """The inline budget in seconds, or None when inline calls are off."""
     if not calls.inline_calls or calls.inline_budget_ms <= 0:
         return None
@@ -75,7 +75,7 @@ def eligible(grants: WasiGrants) -> bool:
     return not (grants.preopens or grants.inherit_stdout or grants.inherit_stderr)
 
 
-def run(served: "Served", inv: "Invocation", budget: float, probe: "CallProbe | None" = None) -> Any:
+def run(served: Served, inv: Invocation, budget: float, probe: CallProbe | None = None) -> Any:
     """Run ``inv`` on this thread within ``budget`` seconds; raises :class:`Reroute` when it
     has to run on a Wasm thread instead, else what ``Invoker.invoke`` returns or raises."""
     local = served.local

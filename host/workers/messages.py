@@ -15,7 +15,7 @@ to every process of the host alike, before it can log anything.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -75,7 +75,7 @@ class Load(_Message):
                                            "(SecretValue.to_wire); never logged")
     grace_s: float = DEFAULT_GRACE_S
 
-    def for_worker(self, share: int) -> "Load":
+    def for_worker(self, share: int) -> Load:
         return self.model_copy(update={"share": share})
 
 
@@ -120,7 +120,7 @@ class Shutdown(_Message):
     grace_s: float = DEFAULT_GRACE_S
 
 
-Command = Annotated[Union[Load, Unload, Scale, Stats, Usage, Metrics, Shutdown], Field(discriminator="op")]
+Command = Annotated[Load | Unload | Scale | Stats | Usage | Metrics | Shutdown, Field(discriminator="op")]
 _COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
 
 

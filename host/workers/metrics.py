@@ -40,7 +40,7 @@ def carbon_model() -> CarbonModel:
     return _model
 
 
-def worker_series(worker: "Worker") -> list[Series]:
+def worker_series(worker: Worker) -> list[Series]:
     host = worker.host_id
     tally = worker.tally
     calls: list[list[Any]] = []

@@ -7,9 +7,9 @@ import itertools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from trellis.interfaces.telemetry import merge
@@ -72,7 +72,7 @@ class WorkerPool:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             # with files, the worker writes (and rotates) worker-N.log itself; its crash output goes here
             name = f"worker-{w.index}.stderr.log" if to == "files" else f"worker-{w.index}.log"
-            stderr = open(self.log_dir / name, "ab")
+            stderr = open(self.log_dir / name, "ab")  # noqa: SIM115 (closed once the child has it)
         env = supervised_env({**os.environ, **self.log_env})  # it goes when the host does
         try:
             w.proc = await asyncio.create_subprocess_exec(
@@ -144,7 +144,7 @@ class WorkerPool:
         await w.proc.stdin.drain()
         try:
             return await asyncio.wait_for(fut, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             w.pending.pop(cid, None)
             raise WorkerError(f"worker {w.index} did not finish '{cmd.op}' of "
                               f"{getattr(cmd, 'component_id', '')} within {timeout_s:.0f}s") from None
@@ -214,6 +214,6 @@ class WorkerPool:
                 continue
             try:
                 await asyncio.wait_for(w.proc.wait(), grace_s + 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 w.proc.kill()
                 await w.proc.wait()

@@ -125,7 +125,7 @@ def error_kind(exc: BaseException) -> str:
     return "internal"
 
 
-def build(served: "Served", inv: "Invocation", host: str, worker: int, via: str, inline: bool,
+def build(served: Served, inv: Invocation, host: str, worker: int, via: str, inline: bool,
           probe: CallProbe, start: float, t0: float, exc: BaseException | None) -> InvocationRecord:
     """The record of a call of ``served`` that began at ``start`` (Unix) / ``t0`` (perf_counter)."""
     return InvocationRecord(

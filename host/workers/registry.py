@@ -18,8 +18,8 @@ from trellis.host.runtime import Invoker, LoadedComponent
 from trellis.host.runtime.imports import is_wasip2_interface
 from trellis.interfaces.rpc_server import RpcServer
 
-from .slots import Slots
 from .local import SERVED_HERE, LocalImports
+from .slots import Slots
 
 if TYPE_CHECKING:
     from trellis.samehost.local_rpc import LocalRpcDoor
@@ -137,10 +137,10 @@ class Registry:
         """Components that read named config ``name``."""
         return [s for s in self._by_id.values() if name in s.config_names]
 
-    def stats(self, doors: dict[str, "LocalRpcDoor"] | None) -> dict[str, Any]:
+    def stats(self, doors: dict[str, LocalRpcDoor] | None) -> dict[str, Any]:
         return {cid: s.stats(doors[cid].taken if doors and cid in doors else 0) for cid, s in self._by_id.items()}
 
-    def usage(self, tally: "CallTally") -> dict[str, Any]:
+    def usage(self, tally: CallTally) -> dict[str, Any]:
         """The tally's usage per component, with the instances each keeps now."""
         usage = tally.usage()
         for cid, served in self._by_id.items():

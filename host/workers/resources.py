@@ -58,7 +58,7 @@ def wrap_owned(ty: WitType | None, value: Any, target: str) -> Any:
         types = dict(ty.fields)
         return {k: wrap_owned(types.get(k), v, target) for k, v in value.items()}
     if isinstance(ty, TupleT) and isinstance(value, list):
-        return [wrap_owned(t, v, target) for t, v in zip(ty.elements, value)]
+        return [wrap_owned(t, v, target) for t, v in zip(ty.elements, value, strict=False)]
     if isinstance(ty, ListT) and isinstance(value, list) and not ty.is_bytes:
         return [wrap_owned(ty.element, v, target) for v in value]
     return value

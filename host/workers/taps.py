@@ -38,7 +38,7 @@ TRAFFIC_EVERY_S = 1.0
 
 
 def _iso(unix: float) -> str:
-    return _dt.datetime.fromtimestamp(unix, _dt.timezone.utc).isoformat()
+    return _dt.datetime.fromtimestamp(unix, _dt.UTC).isoformat()
 
 
 class Taps:
@@ -100,13 +100,13 @@ class Taps:
             return False
         return True
 
-    def served(self, record: "InvocationRecord", args: Any, result: Any, exc: BaseException | None) -> None:
+    def served(self, record: InvocationRecord, args: Any, result: Any, exc: BaseException | None) -> None:
         """A finished call of a component (any thread): a spy record when it is spied on."""
         if not self.spying or not self.spied(record.component):
             return
         self.loop.call_soon_threadsafe(self._publish_in, record, args, result, exc)
 
-    def _publish_in(self, r: "InvocationRecord", args: Any, result: Any, exc: BaseException | None) -> None:
+    def _publish_in(self, r: InvocationRecord, args: Any, result: Any, exc: BaseException | None) -> None:
         rec = SpyRecord(
             time=_iso(r.start), direction="in", component=r.component, app=r.app, caller=r.caller,
             target=r.component, function=r.function, args=abbreviate(args),
@@ -115,12 +115,12 @@ class Taps:
             via=r.via, cold=r.cold, invocation_id=r.invocation_id)
         self._send(subjects.tap_spy(self.lattice, r.component), rec.model_dump_json().encode())
 
-    def outgoing(self, component_id: str, app: str, call: "Invocation", via: str, start: float, wall_s: float,
+    def outgoing(self, component_id: str, app: str, call: Invocation, via: str, start: float, wall_s: float,
                  result: Any, exc: BaseException | None) -> None:
         """A call a spied component made through its imports (on its Wasm thread)."""
         self.loop.call_soon_threadsafe(self._publish_out, component_id, app, call, via, start, wall_s, result, exc)
 
-    def _publish_out(self, component_id: str, app: str, call: "Invocation", via: str, start: float,
+    def _publish_out(self, component_id: str, app: str, call: Invocation, via: str, start: float,
                      wall_s: float, result: Any, exc: BaseException | None) -> None:
         rec = SpyRecord(
             time=_iso(start), direction="out", component=component_id, app=app, caller=component_id,
@@ -133,7 +133,7 @@ class Taps:
 
     # --- traffic ---------------------------------------------------------------------------
 
-    def __call__(self, record: "InvocationRecord") -> None:
+    def __call__(self, record: InvocationRecord) -> None:
         """Observer: count the call into the traffic summary while the dashboard watches."""
         if not self.traffic_until:
             return

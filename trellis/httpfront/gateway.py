@@ -30,11 +30,21 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from trellis.interfaces import subjects
-from trellis.interfaces.call_policy import (RETURN, Act, BadReply, CallState, Cause, Decision, ErrorReply, Event,
-                                            Failure, RetryPolicy)
+from trellis.interfaces.call_policy import (
+    RETURN,
+    Act,
+    BadReply,
+    CallState,
+    Cause,
+    Decision,
+    ErrorReply,
+    Event,
+    Failure,
+    RetryPolicy,
+)
 from trellis.interfaces.envelope import PART_HEADER, EnvelopeError, Invocation, Reply, join_part
-from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 from trellis.interfaces.errors import ErrorCode
+from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
 from . import wire
 
@@ -119,10 +129,11 @@ class NatsCaller:
             data = msg.data
             part = msg.headers.get(PART_HEADER) if msg.headers else None
             if part is not None:
-                p.parts, data = join_part(p.parts, part, data)
-                if data is None:
+                p.parts, whole = join_part(p.parts, part, data)
+                if whole is None:
                     p.state.on(Event.PROGRESS, time.monotonic())
                     return
+                data = whole
             reply = Reply.decode(data)
         except EnvelopeError as exc:
             p.future.set_result(BadReply(str(exc)))
@@ -177,7 +188,8 @@ class NatsCaller:
                 try:
                     await self.nc.publish(subject, frame, reply=self._prefix + token)
                 except Exception as exc:  # closed, or the reconnect buffer is full
-                    raise CallFailed(wire.UNAVAILABLE, f"cannot reach the lattice: {exc or type(exc).__name__}")
+                    raise CallFailed(wire.UNAVAILABLE,
+                                     f"cannot reach the lattice: {exc or type(exc).__name__}") from exc
                 pending.timer = loop.call_later(d.delay_s, self._tick, pending)
                 outcome = await pending.future
             finally:

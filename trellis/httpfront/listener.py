@@ -122,7 +122,7 @@ class Listener:
         if self.server is not None:
             try:
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 pass
             self.server = None
 

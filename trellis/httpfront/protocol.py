@@ -55,7 +55,7 @@ class Request:
     __slots__ = ("method", "target", "headers", "body", "keep_alive", "http10", "route", "reject", "trace")
 
     def __init__(self, method: str, target: str, headers: list[list[Any]], body: bytes, keep_alive: bool,
-                 http10: bool, route: "Route | None", reject: tuple[int, str] | None,
+                 http10: bool, route: Route | None, reject: tuple[int, str] | None,
                  trace: dict[str, str] | None) -> None:
         self.method = method
         self.target = target
@@ -75,7 +75,7 @@ class HttpConnection(asyncio.Protocol):
         "_queue", "_task", "_timer", "_reading_paused", "_write_ready", "draining", "_unread",
     )
 
-    def __init__(self, listener: "Listener") -> None:
+    def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None

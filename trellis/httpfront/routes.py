@@ -38,7 +38,7 @@ class Route:
                 "config": {**dataclasses.asdict(self.config), "address": list(self.config.address)}}
 
     @classmethod
-    def from_wire(cls, m: dict[str, Any]) -> "Route":
+    def from_wire(cls, m: dict[str, Any]) -> Route:
         config = {**m["config"], "address": tuple(m["config"]["address"])}
         return cls(tuple(m["key"]), m["target"], m["link_name"], RouteConfig(**config))
 

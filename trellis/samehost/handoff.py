@@ -37,7 +37,6 @@ from typing import Any
 
 import msgpack
 
-
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 256 * 1024

@@ -42,9 +42,9 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from trellis.interfaces.call_policy import RETURN, Act, BadReply, CallState, ErrorReply, Event, RetryPolicy
 from trellis.interfaces.envelope import MAX_FRAME, EnvelopeError, Invocation, Reply
 from trellis.interfaces.errors import ErrorCode
-from trellis.interfaces.call_policy import RETURN, Act, BadReply, CallState, ErrorReply, Event, RetryPolicy
 from trellis.interfaces.rpc_client import Attempt, call_error
 from trellis.interfaces.rpc_server import LOCAL_REPLY_PREFIX
 
@@ -119,7 +119,7 @@ class _Frames(asyncio.Protocol):
 class _Conn(_Frames):
     """The door's end of one caller's connection."""
 
-    def __init__(self, door: "LocalRpcDoor") -> None:
+    def __init__(self, door: LocalRpcDoor) -> None:
         super().__init__()
         self.door = door
         self.key = ""
@@ -227,7 +227,7 @@ class _CallerConn(_Frames):
     """A provider's connection to one worker's door for one component; calls share it, their
     replies told apart by invocation id."""
 
-    def __init__(self, owner: "LocalComponentCaller", key: tuple[str, int]) -> None:
+    def __init__(self, owner: LocalComponentCaller, key: tuple[str, int]) -> None:
         super().__init__()
         self.owner = owner
         self.key = key
@@ -445,7 +445,7 @@ class LocalRpcClient:
             try:
                 sock.settimeout(d.delay_s)
                 data = _read_frame(sock)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 event = Event.TICK
             except OSError:
                 event = Event.CLOSED
@@ -458,7 +458,8 @@ class LocalRpcClient:
                     except EnvelopeError as exc:
                         event = BadReply(str(exc))
                     else:
-                        if reply.id != inv.id:  # not this call's (cannot happen on a connection dropped after a failure)
+                        # not this call's (cannot happen on a connection dropped after a failure)
+                        if reply.id != inv.id:
                             event = Event.TICK
                         elif reply.progress:
                             event = Event.PROGRESS_NR if reply.no_retry else Event.PROGRESS

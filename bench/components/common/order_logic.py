@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 CREATED = 201
 BAD_REQUEST = 400
@@ -27,7 +28,8 @@ def handle_order(method: str, path: str, body: bytes) -> tuple[int, bytes, bytes
         items = json.loads(body)
         if not isinstance(items, list) or not items:
             raise ValueError("expected a non-empty list of line items")
-        lines = [{"sku": str(i["sku"]), "price": int(i["price"]), "quantity": int(i["quantity"])} for i in items]
+        lines: list[dict[str, Any]] = [
+            {"sku": str(i["sku"]), "price": int(i["price"]), "quantity": int(i["quantity"])} for i in items]
     except (ValueError, KeyError, TypeError) as exc:
         return BAD_REQUEST, TEXT_TYPE, f"400 Bad Request: {exc}\n".encode()
     order = {"order_number": str(uuid.uuid4()), "line_items": lines,

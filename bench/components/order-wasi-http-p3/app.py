@@ -14,8 +14,12 @@ import componentize_py_async_support
 from componentize_py_async_support.streams import ByteStreamWriter
 from componentize_py_types import Ok
 from order_logic import handle_order
-from wit_world import byte_stream, exports, result_option_wasi_http_types_fields_wasi_http_types_error_code_future
-from wit_world import result_unit_wasi_http_types_error_code_future
+from wit_world import (
+    byte_stream,
+    exports,
+    result_option_wasi_http_types_fields_wasi_http_types_error_code_future,
+    result_unit_wasi_http_types_error_code_future,
+)
 from wit_world.imports.wasi_http_types import Fields, Method_Other, Method_Post, Request, Response
 
 

@@ -3,8 +3,9 @@ and the helpers they are built from (the contract itself: :mod:`trellis.host.run
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from functools import cache
+from typing import Any, Protocol
 
 from wasmtime import component as wc
 
@@ -83,7 +84,7 @@ def run(conv: Callable[[Any, Any], Any], value: Any, res: ResourceCodec | None, 
         raise CodecError(path + e.path, e.message) from None
 
 
-def kept(ty: WitType, key: str, build: Callable[[Any], Any]) -> Any:
+def kept(ty: WitType | VariantLike, key: str, build: Callable[[Any], Any]) -> Any:
     try:
         return ty.__dict__[key]
     except KeyError:
@@ -149,12 +150,15 @@ def untagged_order(cases: tuple[tuple[str, WitType | None], ...]) -> list[int]:
     """Case indices in the order an untagged value is matched: cases that could match any
     value (their classes include ``object``) last, as the patched wasmtime-py lowers them
     (see :mod:`trellis.host.runtime.wasmtime_patches`)."""
-    return sorted(range(len(cases)), key=lambda i: cases[i][1] is not None and "object" in py_classes(cases[i][1]))
+    def matches_anything(ty: WitType | None) -> bool:
+        return ty is not None and "object" in py_classes(ty)
+
+    return sorted(range(len(cases)), key=lambda i: matches_anything(cases[i][1]))
 
 
 def cases_in_order(ty: VariantLike) -> tuple[tuple[tuple[str, WitType | None], ...], list[int]]:
     """``ty``'s cases and their untagged_order, kept on the type (asked per value)."""
-    return kept(ty, "_cases_in_order", lambda t: (t.case_types(), untagged_order(t.case_types())))  # type: ignore[no-any-return]
+    return kept(ty, "_cases_in_order", lambda t: (t.case_types(), untagged_order(t.case_types())))
 
 
 CLASS_BY_NAME: dict[str, type] = {
@@ -174,7 +178,7 @@ CLASS_BY_NAME: dict[str, type] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def classes(names: frozenset[str]) -> tuple[type, ...]:
     return tuple(CLASS_BY_NAME[n] for n in names)
 

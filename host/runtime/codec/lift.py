@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from wasmtime import component as wc
 
@@ -25,21 +26,21 @@ from ..wit import (
     render,
 )
 from .common import (
-    Plain,
     CodecError,
+    Plain,
     ResourceCodec,
     as_wit,
-    type_name,
-    is_int,
-    run,
-    kept,
-    step,
-    enum_converter,
-    list_of,
-    each_of,
     cases_in_order,
-    strict_instance,
+    each_of,
+    enum_converter,
+    is_int,
+    kept,
+    list_of,
     nullable,
+    run,
+    step,
+    strict_instance,
+    type_name,
 )
 
 
@@ -58,7 +59,7 @@ Lifter = Callable[[Any, "ResourceCodec | None"], Plain]
 
 
 def _lifter(ty: WitType) -> Lifter:
-    return kept(ty, "_lifter", _build_lifter)  # type: ignore[no-any-return]
+    return kept(ty, "_lifter", _build_lifter)
 
 
 def _build_lifter(ty: WitType) -> Lifter:
@@ -162,7 +163,7 @@ def _variant_lifter(ty: VariantT | OptionT | ResultT) -> Lifter:
                 raise CodecError("", f"unknown case {value.tag!r}")
             payload = value.payload
         else:
-            for index, names in untagged:
+            for index, names in untagged:  # noqa: B007 (index: the case found, after the loop)
                 if value is None if names is None else strict_instance(value, names):
                     break
             else:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from wasmtime import component as wc
 
@@ -25,21 +26,21 @@ from ..wit import (
     render,
 )
 from .common import (
-    Plain,
     CodecError,
+    Plain,
     ResourceCodec,
     as_wit,
-    type_name,
-    is_int,
-    run,
-    kept,
-    step,
-    enum_converter,
-    list_of,
-    each_of,
-    untagged_order,
     classes,
+    each_of,
+    enum_converter,
+    is_int,
+    kept,
+    list_of,
     nullable,
+    run,
+    step,
+    type_name,
+    untagged_order,
 )
 
 
@@ -58,7 +59,7 @@ Lowerer = Callable[[Plain, "ResourceCodec | None"], Any]
 
 
 def _lowerer(ty: WitType) -> Lowerer:
-    return kept(ty, "_lowerer", _build_lowerer)  # type: ignore[no-any-return]
+    return kept(ty, "_lowerer", _build_lowerer)
 
 
 def _build_lowerer(ty: WitType) -> Lowerer:
@@ -173,7 +174,7 @@ def _variant_lowerer(ty: VariantT | OptionT | ResultT) -> Lowerer:
                 raise step(f".{name}", e) from None
         if tagged:
             return variant_class(name, value)
-        for chosen, accepts in order:
+        for chosen, accepts in order:  # noqa: B007 (chosen: the case found, after the loop)
             if value is None if accepts is None else isinstance(value, accepts):
                 break
         else:

@@ -12,7 +12,7 @@ this is most of what the host spends on a wasi:http request (docs/runtime.md).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from wasmtime import StoreContext, WasmtimeError
 
@@ -22,7 +22,7 @@ from ..codec import CodecError, from_plain, to_plain
 from ..component import FunctionInfo
 from ..imports import CURRENT_CALL, RESOURCE_TYPE_IDS, ResourceTable, _ResourceBridge
 from ..wasmtime_patches import KEEP_TYPES
-from ..wit import BorrowT, OwnT, Prim, mentions_resources
+from ..wit import BorrowT, OwnT, Prim, WitType, mentions_resources
 from . import fastcall
 from .io import IO
 from .types import HTTP
@@ -83,6 +83,7 @@ def direct_function(interface: str, fn: FunctionInfo) -> Callable[..., Any] | fa
         convs.append(_resource_arg(ty, path) if isinstance(ty, (OwnT, BorrowT)) else _plain_arg(ty, path))
     result = fn.result
     result_resources = result is not None and mentions_resources(result)
+    result_ty = cast(WitType, result)  # (used only when there is one)
     plain_result = result is not None and not isinstance(result, Prim)
     run = impl
 
@@ -92,12 +93,12 @@ def direct_function(interface: str, fn: FunctionInfo) -> Callable[..., Any] | fa
             raise WasmtimeError(f"import {where} called outside an invocation")
         table = ctx.table
         try:
-            plain = [a if c is None else c(store, table, a) for c, a in zip(convs, args)]
+            plain = [a if c is None else c(store, table, a) for c, a in zip(convs, args, strict=False)]
             out = run(plain)
             if result_resources:
-                return from_plain(result, out, resources=_ResourceBridge(store, table), path=f"{where} result")
+                return from_plain(result_ty, out, resources=_ResourceBridge(store, table), path=f"{where} result")
             if plain_result:
-                return from_plain(result, out, path=f"{where} result")
+                return from_plain(result_ty, out, path=f"{where} result")
             return out
         except BaseException as e:  # noqa: BLE001 - every failure must trap the guest
             ctx.record(interface, fn.name, e)

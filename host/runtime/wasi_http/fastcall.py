@@ -37,7 +37,6 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import ResourceType
 from wasmtime.component import _types as T
 
-
 from .. import lower_in_place as lip
 from ..codec import CodecError, from_plain, to_plain
 from ..codec.common import nullable, run
@@ -104,7 +103,8 @@ class _C:
         self.host_rep = fn("wasmtime_component_resource_host_rep", [vp], ctypes.c_uint32)
         self.host_type = fn("wasmtime_component_resource_host_type", [vp], ctypes.c_uint32)
         self.host_delete = fn("wasmtime_component_resource_host_delete", [vp])
-        self.host_new = fn("wasmtime_component_resource_host_new", [ctypes.c_bool, ctypes.c_uint32, ctypes.c_uint32], vp)
+        self.host_new = fn("wasmtime_component_resource_host_new", [ctypes.c_bool, ctypes.c_uint32, ctypes.c_uint32],
+                           vp)
         self.host_to_any = fn("wasmtime_component_resource_host_to_any", [vp, vp, vp], vp)
         self.any_delete = fn("wasmtime_component_resource_any_delete", [vp])
         self.vec_delete = fn("wasm_byte_vec_delete", [vp])
@@ -141,8 +141,8 @@ def _error(message: str) -> int:
     return ctypes.cast(WasmtimeError(message)._consume(), ctypes.c_void_p).value or 0
 
 
-@_CALLBACK  # type: ignore[misc]
-def _callback(idx, context, ty_raw, args, nargs, results, nresults):  # type: ignore[no-untyped-def]
+@_CALLBACK
+def _callback(idx, context, ty_raw, args, nargs, results, nresults):
     fn = _FUNCTIONS.get(idx or 0)
     if fn is None:
         return _error("unknown host function")
@@ -152,8 +152,8 @@ def _callback(idx, context, ty_raw, args, nargs, results, nresults):  # type: ig
         return _error(f"host function failed: {type(e).__name__}: {e}")
 
 
-@_FINALIZER  # type: ignore[misc]
-def _finalize(idx):  # type: ignore[no-untyped-def]
+@_FINALIZER
+def _finalize(idx):
     _FUNCTIONS.pop(idx or 0, None)
 
 
@@ -176,8 +176,8 @@ class _Store:
             self.ctx._invalidate()
 
 
-@_DTOR  # type: ignore[misc]
-def _dtor(idx, context, rep):  # type: ignore[no-untyped-def]
+@_DTOR
+def _dtor(idx, context, rep):
     """A host resource of a shadowed interface dropped by the guest: out of the table."""
     ctx = CURRENT_CALL.get()
     if ctx is not None:
@@ -343,7 +343,7 @@ def _arg_reader(ty: Any, where: str) -> Read | None:
 
         def taken(context: int, table: ResourceTable, addr: int) -> Any:
             try:
-                return read(context, table, addr)  # type: ignore[misc]
+                return read(context, table, addr)
             finally:
                 getattr(_c, free)(addr + _VOFF)
         return taken
@@ -505,7 +505,8 @@ class RawFunction:
                                   owner=store.get()) as fty:
             wtys = [t for _, t in fty.params]
             self.result_type = fty.result
-        self.slow = [_slow_reader(t, w, f"{self.where} args[{i}]") for i, (t, w) in enumerate(zip(self.params, wtys))]
+        self.slow = [_slow_reader(t, w, f"{self.where} args[{i}]")
+                     for i, (t, w) in enumerate(zip(self.params, wtys, strict=True))]
         if self.result is not None:
             self.write = _writer(self.result, self.result_type, f"{self.where} result")
             if self.write is not None:
@@ -525,7 +526,7 @@ class RawFunction:
                 raise CodecError(self.where, f"expected {len(self.params)} arguments, got {nargs}")
             plain = []
             addr = args
-            for read, slow in zip(self.readers, self.slow):
+            for read, slow in zip(self.readers, self.slow, strict=False):
                 if read is None:
                     plain.append(slow(store, table, addr))
                 else:
@@ -549,7 +550,8 @@ class RawFunction:
         if entry is None:  # wasmtime-py's conversion
             value = from_plain(self.result, out, resources=_ResourceBridge(store.get(), table),
                                path=f"{self.where} result")
-            self.result_type.convert_to_c(store.get(), value, ctypes.pointer(ffi.wasmtime_component_val_t.from_address(results)))
+            self.result_type.convert_to_c(store.get(), value,
+                                          ctypes.pointer(ffi.wasmtime_component_val_t.from_address(results)))
             return
         kind, w = entry
         buf = _SLOT.from_address(results)

@@ -50,7 +50,7 @@ class Fields:
         self.entries = entries if entries is not None else []
         self.immutable = immutable
 
-    def view(self) -> "Fields":
+    def view(self) -> Fields:
         """An immutable handle on the same entries (``incoming-request.headers`` and such)."""
         return Fields(self.entries, True)
 
@@ -178,7 +178,7 @@ class OutgoingResponse:
         self.body: OutgoingBody | None = None
 
 
-def _take_body(r: "OutgoingResponse | OutgoingRequest", what: str) -> Any:
+def _take_body(r: OutgoingResponse | OutgoingRequest, what: str) -> Any:
     """``body()`` of an outgoing response or request: its body once, ``err`` after that."""
     if r.body is not None:
         return {"err": None}

@@ -97,7 +97,7 @@ class Handoff:
 
     # --- connections ----------------------------------------------------------------------
 
-    def take(self, listener: "Listener", sock: Any) -> bool:
+    def take(self, listener: Listener, sock: Any) -> bool:
         """Hand ``sock`` (accepted by ``listener``) to a worker; False to serve it here."""
         targets = listener.table.targets
         ready = [w for w in self.workers if w.alive and targets <= w.serving]
@@ -115,7 +115,7 @@ class Handoff:
         self.stats["handed"] += 1
         return True
 
-    def _tell(self, w: _Worker, listener: "Listener") -> bool:
+    def _tell(self, w: _Worker, listener: Listener) -> bool:
         assert w.channel is not None
         table = listener.table
         ok = w.channel.send({
@@ -127,13 +127,13 @@ class Handoff:
             w.known[listener.id] = table
         return ok
 
-    def changed(self, listener: "Listener") -> None:
+    def changed(self, listener: Listener) -> None:
         """``listener``'s routes changed: the workers it handed connections to learn the new ones."""
         for w in self.workers:
             if w.alive and listener.id in w.known and not self._tell(w, listener):
                 self._forget(w, listener.id)
 
-    def closed(self, listener: "Listener") -> None:
+    def closed(self, listener: Listener) -> None:
         """``listener`` closed: workers close its connections once their answers are written."""
         for w in self.workers:
             if w.alive and listener.id in w.known:

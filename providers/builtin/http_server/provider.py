@@ -3,7 +3,8 @@
 It exports nothing and imports ``trellis:http/incoming-handler``: a link from
 this provider (the source) to a component (the target) for that interface, or for
 ``wasi:http/incoming-handler`` (as wadm manifests link a ``wasi:http`` proxy
-component; the component's host serves it through ``wasi:http``), is a route, its ``source_config`` says where and how to serve it
+component; the component's host serves it through ``wasi:http``), is a route, its ``source_config``
+says where and how to serve it
 (:mod:`.config`). Callbacks keep the front in step with the links; health
 reports the listeners.
 """

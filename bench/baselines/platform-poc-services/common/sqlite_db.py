@@ -85,7 +85,7 @@ class Database:
         return self._conn
 
     async def query(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        return await self._run(lambda: self.conn.execute(sql, params).fetchall())  # type: ignore[no-any-return]
+        return await self._run(lambda: self.conn.execute(sql, params).fetchall())
 
     async def execute(self, sql: str, params: Params = ()) -> None:
         await self._run(lambda: self.conn.execute(sql, params).fetchall())

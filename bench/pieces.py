@@ -87,7 +87,7 @@ class _Loopback(_StubNats):
 
     async def publish(self, subject: str, payload: bytes = b"", reply: str = "", headers: Any = None) -> None:
         if reply:
-            self.queue.put_nowait(Msg(None, reply, "", self.reply_frame, None))  # type: ignore[arg-type]
+            self.queue.put_nowait(Msg(None, reply, "", self.reply_frame, None))  # type: ignore[arg-type]  # a stand-in message without a client
 
     async def _pump(self) -> None:
         while True:
@@ -101,13 +101,13 @@ async def _code_rows(n: int) -> list[dict[str, Any]]:
     deadline = int((time.time() + 3600) * 1000)
     frame = Invocation(target="adder", interface="", function="add", args=[1, 2], source="client",
                        deadline_ms=deadline, trace={}).encode()
-    msg = Msg(None, "trellis.bench.rpc.adder", "_INBOX.x.1", frame, None)  # type: ignore[arg-type]
+    msg = Msg(None, "trellis.bench.rpc.adder", "_INBOX.x.1", frame, None)  # type: ignore[arg-type]  # a stand-in message without a client
 
     async def add(inv: Invocation) -> Any:
         return inv.args[0] + inv.args[1]
 
     stub = _StubNats()
-    server = RpcServer(stub, "bench", "adder", add, served_by="host/0", max_concurrent=20)  # type: ignore[arg-type]
+    server = RpcServer(stub, "bench", "adder", add, served_by="host/0", max_concurrent=20)  # type: ignore[arg-type]  # a stub connection answering what the benchmark uses
 
     async def serve() -> None:
         await server._serve(msg)
@@ -119,7 +119,7 @@ async def _code_rows(n: int) -> list[dict[str, Any]]:
 
     reply = Reply(id="0" * 32, ok=True, result=3, served_by="host/0").encode()
     lb = _Loopback(reply)
-    client = RpcClient(lb, "bench", source="client")  # type: ignore[arg-type]
+    client = RpcClient(lb, "bench", source="client")  # type: ignore[arg-type]  # a stub connection answering what the benchmark uses
 
     async def call() -> None:
         await client.call("adder", "add", [1, 2], timeout_s=30)

@@ -129,7 +129,7 @@ class Tuning(BaseModel):
             assert isinstance(model, type) and issubclass(model, BaseModel)
             values: dict[str, Any] = {}
             for name, f in model.model_fields.items():
-                var = (f.json_schema_extra or {}).get("env")  # type: ignore[union-attr]
+                var = (f.json_schema_extra or {}).get("env")  # type: ignore[union-attr]  # a dict: the settings declare their env that way
                 raw = env.get(str(var)) if var else None
                 if raw is None or raw.strip() == "":
                     continue
@@ -150,7 +150,7 @@ class Tuning(BaseModel):
             model = group_field.default_factory
             assert isinstance(model, type) and issubclass(model, BaseModel)
             for name, f in model.model_fields.items():
-                out[str((f.json_schema_extra or {})["env"])] = f"{group_name}.{name}"  # type: ignore[index]
+                out[str((f.json_schema_extra or {})["env"])] = f"{group_name}.{name}"  # type: ignore[index]  # a dict: the settings declare their env that way
         return out
 
 

@@ -76,7 +76,7 @@ async def _providers(host: Host) -> dict[str, dict[str, Any]]:
 
     async def calls(pid: str) -> None:
         try:
-            msg = await host.nc.request(subjects.provider_metrics(host.lattice, pid, host.id), b"", timeout=2.0)  # type: ignore[union-attr]
+            msg = await host.nc.request(subjects.provider_metrics(host.lattice, pid, host.id), b"", timeout=2.0)  # type: ignore[union-attr]  # nc is set once the host has started
             series = json.loads(msg.data)
         except Exception:
             return

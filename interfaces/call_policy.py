@@ -138,7 +138,7 @@ class Decision:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Decision) and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # mutable state: unhashable on purpose
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__[1:] if getattr(self, n))

@@ -195,7 +195,7 @@ def engine_settings(allocator: str = "on-demand", **overrides: object) -> Engine
     if allocator not in ALLOCATORS:
         raise ValueError(f"instance allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
     pool = InstancePool() if allocator == "pooling" else None
-    return EngineSettings(pool=pool, **overrides)  # type: ignore[arg-type]
+    return EngineSettings(pool=pool, **overrides)  # type: ignore[arg-type]  # overrides are EngineSettings fields
 
 
 class _EpochTicker:

@@ -184,12 +184,12 @@ def _string(store: Any, val: Any, buf: Any, base: int, off: int) -> None:
     if val.__class__ is not str and not isinstance(val, str):
         raise TypeError("expected string type")
     data = val.encode("utf8")
-    _lib.vec_new(base + off, len(data), data)  # type: ignore[union-attr]
+    _lib.vec_new(base + off, len(data), data)  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
 
 
 def _children(types: list[Any]) -> list[tuple[int, Writer]] | None:
     found = [writer(t) for t in types]
-    return None if any(w is None for w in found) else found  # type: ignore[return-value]
+    return None if any(w is None for w in found) else found  # type: ignore[return-value]  # no None left: checked on the left
 
 
 def _list(ty: Any, kind: int) -> tuple[int, Writer] | None:
@@ -206,7 +206,7 @@ def _list(ty: Any, kind: int) -> tuple[int, Writer] | None:
             raise TypeError("expected list value")
         n = len(val)
         lib = _lib
-        lib.list_new(base + off, n)  # type: ignore[union-attr]
+        lib.list_new(base + off, n)  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
         if not n:
             return
         data = _read_ptr(buf, off + 8)[0]
@@ -232,10 +232,10 @@ def _bytes(store: Any, val: Any, buf: Any, base: int, off: int) -> None:
     if not isinstance(val, (bytes, bytearray, memoryview)):
         raise TypeError("expected bytes value")
     data = bytes(val)
-    _lib.list_new(base + off, len(data))  # type: ignore[union-attr]
+    _lib.list_new(base + off, len(data))  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
     if data:
         image = byte_list_image(data)
-        _lib.copy(_read_ptr(buf, off + 8)[0], image, len(image))  # type: ignore[union-attr]
+        _lib.copy(_read_ptr(buf, off + 8)[0], image, len(image))  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
 
 
 def _allocate(new: Any, buf: Any, base: int, off: int, n: int, image: bytes, arr: Any) -> tuple[int, Any]:
@@ -243,7 +243,7 @@ def _allocate(new: Any, buf: Any, base: int, off: int, n: int, image: bytes, arr
     ``image`` (their kinds, zero payloads): their address and a ctypes array over them."""
     new(base + off, n)
     data = _read_ptr(buf, off + 8)[0]
-    _lib.copy(data, image, len(image))  # type: ignore[union-attr]
+    _lib.copy(data, image, len(image))  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
     return data, arr.from_address(data)
 
 
@@ -261,7 +261,7 @@ def _tuple(ty: Any, kind: int) -> tuple[int, Writer] | None:
             raise TypeError("expected tuple type")
         if len(val) != n:
             raise TypeError("tuple length mismatch")
-        data, region = _allocate(_lib.tuple_new, buf, base, off, n, image, arr)  # type: ignore[union-attr]
+        data, region = _allocate(_lib.tuple_new, buf, base, off, n, image, arr)  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
         for v, (o, w) in zip(val, writers, strict=False):  # (lengths checked above)
             w(store, v, region, data, o)
     return kind, tup
@@ -280,9 +280,9 @@ def _record(ty: Any, kind: int) -> tuple[int, Writer] | None:
 
     def record(store: Any, val: Any, buf: Any, base: int, off: int) -> None:
         lib = _lib
-        data, region = _allocate(lib.record_new, buf, base, off, n, image, arr)  # type: ignore[union-attr]
+        data, region = _allocate(lib.record_new, buf, base, off, n, image, arr)  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
         for name, encoded, name_off, val_off, w in entries:
-            lib.vec_new(data + name_off, len(encoded), encoded)  # type: ignore[union-attr]
+            lib.vec_new(data + name_off, len(encoded), encoded)  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
             w(store, getattr(val, name), region, data, val_off)
     return kind, record
 
@@ -332,12 +332,12 @@ def _variant_like(ty: Any, kind: int) -> tuple[int, Writer] | None:
             _write_bool(buf, off, name == "ok")
         elif not is_option:
             encoded = names[name]
-            lib.vec_new(base + off, len(encoded), encoded)  # type: ignore[union-attr]
+            lib.vec_new(base + off, len(encoded), encoded)  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
         case = payloads[name]
         if case is None:
             return
         slot, w = case
-        heap = lib.val_new(ctypes.create_string_buffer(slot, _STRIDE))  # type: ignore[union-attr]
+        heap = lib.val_new(ctypes.create_string_buffer(slot, _STRIDE))  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
         _write_ptr(buf, off + at, heap)  # owned by this value from here
         w(store, payload, value_arr.from_address(heap), heap, _VOFF)
     return kind, variant
@@ -356,7 +356,7 @@ def lower_root(ty: Any, store: Any, val: Any, ptr: Any) -> bool:
         return False
     kind, w = entry
     addr = ctypes.addressof(ptr.contents)
-    _lib.copy(addr, _slot(kind), _STRIDE)  # type: ignore[union-attr]
+    _lib.copy(addr, _slot(kind), _STRIDE)  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
     try:
         w(store, val, _region(addr, _STRIDE), addr, _VOFF)
     except BaseException:

@@ -73,7 +73,7 @@ def load_parkable(engine: RuntimeEngine, path: Path, cache: CompileCache, digest
 
         def reload() -> object:
             return cache.load_file(engine, path, known)[0]
-    return LoadedComponent(engine, component, digest, reload=reload)  # type: ignore[arg-type]
+    return LoadedComponent(engine, component, digest, reload=reload)  # type: ignore[arg-type]  # the cache returns the component untyped
 
 
 @dataclass

@@ -230,7 +230,7 @@ def _keep_types() -> bool:
                 return False
     for cls, name, value in plan:
         setattr(cls, name, value)
-    _types._trellis_kept = True  # type: ignore[attr-defined]
+    _types._trellis_kept = True  # type: ignore[attr-defined]  # our mark on wasmtime-py's module
     return True
 
 
@@ -302,7 +302,7 @@ def _fast_byte_vecs() -> bool:
         ffi.wasm_byte_vec_delete(byref(probe))
     ffi.bytes_to_capi = bytes_to_capi
     ffi.str_to_capi = str_to_capi
-    ffi._trellis_fast_vecs = True  # type: ignore[attr-defined]
+    ffi._trellis_fast_vecs = True  # type: ignore[attr-defined]  # our mark on wasmtime-py's module
     return True
 
 
@@ -328,7 +328,7 @@ def _hold_gil() -> int:
 
         for name in _released:
             setattr(bound, name, _held[name])
-        ffi._trellis_gil_held = len(_released)  # type: ignore[attr-defined]
+        ffi._trellis_gil_held = len(_released)  # type: ignore[attr-defined]  # our mark on wasmtime-py's module
         return len(_released)
     from wasmtime import _bindings
 
@@ -338,14 +338,14 @@ def _hold_gil() -> int:
     count = 0
     for name, fn in list(vars(_bindings).items()):
         cname = name[1:]
-        if not (name.startswith("_") and isinstance(fn, ctypes._CFuncPtr) and QUICK.match(cname)):  # type: ignore[attr-defined]
+        if not (name.startswith("_") and isinstance(fn, ctypes._CFuncPtr) and QUICK.match(cname)):  # type: ignore[attr-defined]  # ctypes' function class is private
             continue
         held = lib[cname]
         held.restype, held.argtypes = fn.restype, fn.argtypes
         _released[name], _held[name] = fn, held
         setattr(_bindings, name, held)
         count += 1
-    ffi._trellis_gil_held = count  # type: ignore[attr-defined]
+    ffi._trellis_gil_held = count  # type: ignore[attr-defined]  # our mark on wasmtime-py's module
     return count
 
 
@@ -359,7 +359,7 @@ def hold_gil(on: bool) -> None:
 
     for name, fn in _released.items():
         setattr(_bindings, name, fn)
-    ffi._trellis_gil_held = 0  # type: ignore[attr-defined]
+    ffi._trellis_gil_held = 0  # type: ignore[attr-defined]  # our mark on wasmtime-py's module
 
 
 def switch(*, hold_gil_on: bool = True, lower_in_place_on: bool = True, wasi_http_fast_on: bool = True) -> None:
@@ -393,7 +393,7 @@ def apply() -> bool:
 def _apply() -> bool:
     _warn_if_untested()
     if hasattr(_types, "VariantLikeType") and hasattr(_types.VariantLikeType, "_lower"):
-        _types.VariantLikeType._lower = _lower  # type: ignore[method-assign]
+        _types.VariantLikeType._lower = _lower  # type: ignore[method-assign]  # this is the patch
     if not _keep_types():
         log.warning("wasmtime-py component types not recognised; their shapes are read on every value")
     elif not _keep_import_types():
@@ -405,12 +405,12 @@ def _apply() -> bool:
     if not _layout_ok():
         log.warning("wasmtime-py component value layout not recognised; list<u8> stays per-element")
         return False
-    _types.ListType.convert_to_c = _to_c  # type: ignore[method-assign]
-    _types.ListType.convert_from_c = _from_c  # type: ignore[method-assign]
+    _types.ListType.convert_to_c = _to_c  # type: ignore[method-assign]  # this is the patch
+    _types.ListType.convert_from_c = _from_c  # type: ignore[method-assign]  # this is the patch
     if lower_in_place.apply(_library()):
         for cls in (_types.ListType, _types.TupleType, _types.RecordType, _types.VariantType,
                     _types.OptionType, _types.ResultType):
-            cls.convert_to_c = _in_place(cls.convert_to_c)  # type: ignore[method-assign]
+            cls.convert_to_c = _in_place(cls.convert_to_c)  # type: ignore[method-assign]  # this is the patch
     return True
 
 

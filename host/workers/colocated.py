@@ -90,7 +90,7 @@ class Colocated:
                                  self.max_depth, call.remaining_s())
         if decision.way is dispatch.REMOTE:
             if decision.why is dispatch.Why.TOO_DEEP:
-                served.colocated["too_deep"] += 1  # type: ignore[union-attr]
+                served.colocated["too_deep"] += 1  # type: ignore[union-attr]  # set for a component whose calls reach here
             return REMOTE
         assert served is not None and served.slots is not None
         slots = served.slots

@@ -117,7 +117,7 @@ class _Provider:
     def _on_message(self, msg: dict[str, Any], fds: list[int]) -> None:
         op = msg.get("op")
         if op == "conn":
-            listener = self.listeners.get(msg.get("listener"))  # type: ignore[arg-type]
+            listener = self.listeners.get(msg.get("listener"))  # type: ignore[arg-type]  # strings, by the channel's protocol
             if listener is None or len(fds) != 1 or self.door.closing:
                 handoff.close_fds(fds)
                 log.warning("a handed connection for unknown listener %s was dropped", msg.get("listener"))
@@ -128,7 +128,7 @@ class _Provider:
         if op == "listener":
             self._listener(msg)
         elif op == "close":
-            gone = self.listeners.pop(msg.get("id"), None)  # type: ignore[arg-type]
+            gone = self.listeners.pop(msg.get("id"), None)  # type: ignore[arg-type]  # strings, by the channel's protocol
             if gone is not None:
                 _drain(gone)
 

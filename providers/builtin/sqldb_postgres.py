@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
 from trellis.providers.builtin._common import config as cfgs
 from trellis.providers.builtin._common.sql import (

@@ -27,7 +27,7 @@ BUSY = ErrorReply("busy", "comp is busy on h/0: 4 running, 16 waiting")
 
 def state(deadline: float = 30.0, **kw: object) -> CallState:
     retryable = bool(kw.pop("retryable", True))
-    return CallState(deadline, 0.0, retryable=retryable, policy=RetryPolicy(**kw))  # type: ignore[arg-type]
+    return CallState(deadline, 0.0, retryable=retryable, policy=RetryPolicy(**kw))  # type: ignore[arg-type]  # the policy's fields, as keywords
 
 
 def wait(delay: float) -> Decision:
@@ -158,7 +158,7 @@ def test_the_deadline_ends_the_wait_and_no_wait_outlasts_it() -> None:
     s = state(deadline=1.2)
     s.on(SENT, 0.0)
     s.on(PROGRESS, 0.9)
-    assert s.on(TICK, 1.0) == wait(pytest.approx(0.2))  # type: ignore[arg-type]
+    assert s.on(TICK, 1.0) == wait(pytest.approx(0.2))  # type: ignore[arg-type]  # approx stands for a float
     # a lost attempt with no time left is a timeout, not a retry
     s = state(deadline=1.0)
     s.on(SENT, 0.0)
@@ -209,7 +209,7 @@ def test_properties_over_any_sequence_of_events(retryable: bool, wait_s: float |
         t += dt
         nr_seen = nr_seen or event is PROGRESS_NR
         was_lost_event = event in (TICK, CLOSED)
-        d = s.on(event, t)  # type: ignore[arg-type]
+        d = s.on(event, t)  # type: ignore[arg-type]  # events include error replies, which on() takes
         if d.act is Act.WAIT:
             assert 0.001 <= d.delay_s <= max(deadline - t, 0.001) + 1e-9
         if d.act is Act.RETRY:

@@ -260,7 +260,7 @@ async def test_trace_context_passes_through_a_server_that_does_not_trace(nats_se
         assert got == {"inject": {}, "tail": {}}
         # a malformed context is dropped, and the call still works
         assert await client.call("middle", "f", timeout_s=5,
-                                 trace={"traceparent": 7}) == "ok"  # type: ignore[dict-item]
+                                 trace={"traceparent": 7}) == "ok"  # type: ignore[dict-item]  # the point: a malformed trace header
         assert got["tail"] == {}
         assert tracing.inject() == {}  # nothing leaks out of the calls served
     finally:
@@ -272,7 +272,7 @@ async def test_trace_context_passes_through_a_server_that_does_not_trace(nats_se
 
 
 def test_extract_of_a_malformed_carrier_is_a_new_trace():
-    assert len(tracing.extract({"traceparent": 7})) == 0  # type: ignore[dict-item]
+    assert len(tracing.extract({"traceparent": 7})) == 0  # type: ignore[dict-item]  # the point: a malformed trace header
     assert len(tracing.extract({})) == 0
 
 

@@ -120,7 +120,7 @@ def test_value_functions_keep_the_gil_and_wasm_runs_without_it(components) -> No
 
     from trellis.host.runtime import ErrorKind, InvocationError, Limits
 
-    held = ctypes._FUNCFLAG_PYTHONAPI  # type: ignore[attr-defined]
+    held = ctypes._FUNCFLAG_PYTHONAPI  # type: ignore[attr-defined]  # ctypes' flag is private
     assert wasmtime_patches.apply()
     for name in ("wasmtime_component_val_new", "wasmtime_component_val_delete", "wasmtime_component_vallist_new_uninit",
                  "wasmtime_component_valrecord_new_uninit", "wasm_byte_vec_new", "wasm_byte_vec_delete",

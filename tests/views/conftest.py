@@ -98,7 +98,7 @@ class Following:
         return "\n".join(out)
 
     def stop(self) -> int:
-        code = procs.stop(self.proc, 5.0)  # type: ignore[arg-type]
+        code = procs.stop(self.proc, 5.0)  # type: ignore[arg-type]  # a Popen by now
         for t in self._readers:
             t.join(5.0)
         for stream in (self.proc.stdout, self.proc.stderr):

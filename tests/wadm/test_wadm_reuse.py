@@ -241,6 +241,6 @@ def test_a_version_bump_with_the_same_reuse_only_retags() -> None:
 
 
 def test_running_component_reads_reuse_from_plain_data() -> None:
-    rc = RunningComponent("x", 1, {}, {"max_invocations": 3, "max_idle_s": 4, "max_warm": 9})  # type: ignore[arg-type]
+    rc = RunningComponent("x", 1, {}, {"max_invocations": 3, "max_idle_s": 4, "max_warm": 9})  # type: ignore[arg-type]  # the point: a mapping with a key more
     assert rc.reuse == Reuse(3, 4.0)
     assert Reuse(3, 4) == Reuse(3, 4.0) and hash(Reuse(3, 4)) == hash(Reuse(3, 4.0))

@@ -50,7 +50,7 @@ def host(hid: str, *, mem: int = 1000, load: float = 0.0, cpus: int = 4, **label
 
 def lattice(*hosts: ObservedHost, links: Sequence[ObservedLink] = (),
             configs: Mapping[str, object] | None = None) -> Observed:
-    return Observed(hosts=list(hosts), links=tuple(links), configs=dict(configs or {}))  # type: ignore[arg-type]
+    return Observed(hosts=list(hosts), links=tuple(links), configs=dict(configs or {}))  # type: ignore[arg-type]  # Observed normalises plain collections
 
 
 def _replace_host(obs: Observed, new: ObservedHost) -> Observed:

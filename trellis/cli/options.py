@@ -75,5 +75,5 @@ def with_conn(fn: Callable[..., Any]) -> Callable[..., Any]:
         conn = conn_from({k: kwargs.pop(k) for k in _CONN_NAMES})
         return fn(*args, conn=conn, **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]  # functions take __signature__; typeshed does not say so
     return wrapper

@@ -49,5 +49,5 @@ def with_policy(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise fail(f"--policy-*: {exc}") from None
         return fn(*args, policy=policy, **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]  # functions take __signature__; typeshed does not say so
     return wrapper

@@ -86,11 +86,11 @@ class Listener:
         sock = transport.get_extra_info("socket")
         if sock is None:
             return False
-        transport.pause_reading()  # type: ignore[attr-defined]
+        transport.pause_reading()  # type: ignore[attr-defined]  # the server's transports are socket transports
         if self.handoff.take(self, sock):
-            transport.abort()  # type: ignore[attr-defined]
+            transport.abort()  # type: ignore[attr-defined]  # the server's transports are socket transports
             return True
-        transport.resume_reading()  # type: ignore[attr-defined]
+        transport.resume_reading()  # type: ignore[attr-defined]  # the server's transports are socket transports
         return False
 
     @property
@@ -168,7 +168,7 @@ class Listener:
 
     async def _traced_call(self, req: Request, target: str, link_name: str, record: dict[str, Any],
                            inv_id: str) -> Any:
-        cfg = req.route.config  # type: ignore[union-attr]
+        cfg = req.route.config  # type: ignore[union-attr]  # a request that gets here has its route
         with tracing.tracer().start_as_current_span(
             f"HTTP {req.method}", context=tracing.extract(req.trace or {}), kind=otel_trace.SpanKind.SERVER,
             attributes={"http.request.method": req.method, "url.path": req.target[:500],

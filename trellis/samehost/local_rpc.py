@@ -85,7 +85,7 @@ class _Frames(asyncio.Protocol):
         if sock is None or not handoff.same_user(sock):
             transport.close()
             return
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a Unix stream transport
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -473,7 +473,7 @@ class LocalRpcClient:
             if act is Act.WAIT:
                 continue
             if act is Act.RETURN:
-                return reply.result  # type: ignore[union-attr]
+                return reply.result  # type: ignore[union-attr]  # RETURN comes only with a reply
             if event.__class__ is not ErrorReply:  # the connection is in doubt: a late reply is never read as another's
                 self._drop(inv.target)
                 if event is Event.CLOSED or d.lost:

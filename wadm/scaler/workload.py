@@ -115,7 +115,7 @@ def workload_of(app: Manifest, comp: Component) -> Workload | None:
         kind=comp.kind,
         image=comp.image,
         config=component_configs(app, comp),
-        scaler=scaler,  # type: ignore[arg-type]
+        scaler=scaler,  # type: ignore[arg-type]  # the manifest model validated the scaler's name
         instances=props.instances,
         spreads=props.spread,
         reuse=component_reuse(comp),

@@ -149,9 +149,9 @@ def _variant_lifter(ty: VariantT | OptionT | ResultT) -> Lifter:
     cases, order = cases_in_order(ty)
     convs = [None if case is None else _lifter(case) for _, case in cases]
     by_tag = {name: i for i, (name, _) in enumerate(cases)}
-    untagged = [(i, None if cases[i][1] is None else py_classes(cases[i][1])) for i in order]  # type: ignore[arg-type]
+    untagged = [(i, None if cases[i][1] is None else py_classes(cases[i][1])) for i in order]  # type: ignore[arg-type]  # not None: checked on the left
     option = isinstance(ty, OptionT)
-    nested = option and nullable(ty.payload)  # type: ignore[union-attr]
+    nested = option and nullable(ty.payload)  # type: ignore[union-attr]  # an OptionT when option is true
     tagged = ty.tagged
 
     def variant(value: Any, res: ResourceCodec | None) -> Plain:

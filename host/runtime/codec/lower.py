@@ -156,7 +156,7 @@ def _variant_lowerer(ty: VariantT | OptionT | ResultT) -> Lowerer:
     convs = [None if case is None else _lowerer(case) for _, case in cases]
     tagged = ty.tagged
     variant_class = wc.Variant
-    order = [(i, None if cases[i][1] is None else classes(py_classes(cases[i][1])))  # type: ignore[arg-type]
+    order = [(i, None if cases[i][1] is None else classes(py_classes(cases[i][1])))  # type: ignore[arg-type]  # not None: checked on the left
              for i in untagged_order(cases)]
 
     def variant(plain: Plain, res: ResourceCodec | None) -> Any:

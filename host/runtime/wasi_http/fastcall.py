@@ -70,8 +70,8 @@ _STRIDE, _VOFF = lip.STRIDE, lip.VALUE_OFF
 _RESOURCE = int(ffi.WASMTIME_COMPONENT_RESOURCE.value)
 _BOOL = int(ffi.WASMTIME_COMPONENT_BOOL.value)
 _RESOURCE_KIND = bytes((_RESOURCE,))
-_RESULT_AT: int = ffi.wasmtime_component_valresult_t.val.offset  # type: ignore[attr-defined]
-_VARIANT_AT: int = ffi.wasmtime_component_valvariant_t.val.offset  # type: ignore[attr-defined]
+_RESULT_AT: int = ffi.wasmtime_component_valresult_t.val.offset  # type: ignore[attr-defined]  # a ctypes field descriptor; typeshed types it as the value
+_VARIANT_AT: int = ffi.wasmtime_component_valvariant_t.val.offset  # type: ignore[attr-defined]  # a ctypes field descriptor; typeshed types it as the value
 _U64 = struct.Struct("<Q")
 _VEC = struct.Struct("<QQ")
 _SLOT = ctypes.c_char * _STRIDE
@@ -265,7 +265,7 @@ def _lifter(ty: Any, where: str) -> Read | None:
 
         def tup(context: int, table: ResourceTable, addr: int) -> Any:
             data = _VEC.unpack_from(_SLOT.from_address(addr), _VOFF)[1]
-            return [e(context, table, data + o) for o, e in offsets]  # type: ignore[misc]
+            return [e(context, table, data + o) for o, e in offsets]  # type: ignore[misc]  # readers built per type (Read)
         return tup
     if isinstance(ty, (ResultT, OptionT, VariantT)):
         return _variant_lifter(ty, where)
@@ -294,7 +294,7 @@ def _variant_lifter(ty: ResultT | OptionT | VariantT, where: str) -> Read | None
             ptr = unpack_ptr(_SLOT.from_address(addr), _VOFF)[0]
             if not ptr:
                 return None
-            inner = some(context, table, ptr)  # type: ignore[misc]
+            inner = some(context, table, ptr)  # type: ignore[misc]  # readers built per type (Read)
             return {"some": inner} if nested else inner
         return option
     if isinstance(ty, ResultT):
@@ -455,7 +455,7 @@ def _variant(ty: ResultT | OptionT | VariantT, wty: Any, where: str) -> tuple[in
         if is_result:
             pack_bool(buf, off, index == 0)
         elif not is_option:
-            lip._lib.vec_new(base + off, len(name), name)  # type: ignore[union-attr]
+            lip._lib.vec_new(base + off, len(name), name)  # type: ignore[union-attr]  # set by lower_in_place.apply(), which active() requires
         if case is None:
             return
         if not isinstance(case, tuple):
@@ -555,7 +555,7 @@ class RawFunction:
             return
         kind, w = entry
         buf = _SLOT.from_address(results)
-        copy = lip._lib.copy  # type: ignore[union-attr]
+        copy = lip._lib.copy  # type: ignore[union-attr]  # set by lower_in_place.apply(), which active() requires
         if kind == _RESOURCE:  # nothing to undo: the handle is made before the slot is touched
             copy(results, _EMPTY, _STRIDE)
             w((store.raw, table), out, buf, results, _VOFF)
@@ -565,6 +565,6 @@ class RawFunction:
         try:
             w((store.raw, table), out, buf, results, _VOFF)
         except BaseException:
-            _c.val_delete(results)  # type: ignore[union-attr]
+            _c.val_delete(results)  # type: ignore[union-attr]  # _c is set by active(), before any function is added
             copy(results, _EMPTY, _STRIDE)  # as wasmtime-py leaves it
             raise

@@ -16,8 +16,8 @@ import sys
 import time
 
 t_import = time.perf_counter()
-import wasmtime  # noqa: E402
-from wasmtime import component as wc  # noqa: E402
+import wasmtime  # noqa: E402 (after the sys.path or timing lines above)
+from wasmtime import component as wc  # noqa: E402 (after the sys.path or timing lines above)
 
 
 def main(wasm_path: str, cwasm_path: str, mode: str) -> None:

@@ -397,7 +397,7 @@ class Up:
 
 def _wadm_available() -> bool:
     try:
-        import trellis.wadm.controller  # noqa: F401
+        import trellis.wadm.controller  # noqa: F401 (is it installed?)
     except ImportError:
         return False
     return True

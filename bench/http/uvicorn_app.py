@@ -12,7 +12,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "components" / "common"))
 
-from order_logic import handle_order  # noqa: E402
+from order_logic import handle_order  # noqa: E402 (after the sys.path or timing lines above)
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -93,7 +93,7 @@ def config(lattice: str, roles: tuple[str, ...] = ROLES) -> str:
         raise SystemExit(f"invalid lattice name {lattice!r}: letters, digits, '-' and '_' only")
     var = re.sub(r"[^A-Za-z0-9]", "_", lattice).upper()
 
-    def block(name: str, pub: list[str], sub: list[str], responses: bool) -> str:  # noqa: FBT001
+    def block(name: str, pub: list[str], sub: list[str], responses: bool) -> str:  # noqa: FBT001 (a plain bool, named at every call)
         lines = [f"LATTICE_{var}_{name} = {{", "  publish: { allow: ["]
         lines += [f'    "{s}"' for s in pub]
         lines += ["  ] }", "  subscribe: { allow: ["]

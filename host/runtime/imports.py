@@ -284,7 +284,7 @@ def _resource_dtor(ref: ResourceRef) -> Callable[[StoreContext, int], None]:
             ctx.handler(ref.interface, function, [entry[1]])
         except MissingLink:
             pass
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 (every failure must trap the guest)
             ctx.record(ref.interface, function, e)
             raise WasmtimeError(f"import {ref.interface}.{function} failed: {e}") from None
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def hosts(big_nats, lattice, tmp_path):  # noqa: F811
+async def hosts(big_nats, lattice, tmp_path):  # noqa: F811 (pytest fixtures imported by name)
     factory = HostFactory(big_nats.url, lattice, tmp_path)
     yield factory
     await factory.close()

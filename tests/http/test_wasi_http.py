@@ -20,7 +20,7 @@ from trellis.interfaces.links import Link
 
 from ..harness import eventually
 from .helpers import LocalServer, free_port
-from .test_lattice import big_nats, front_path, lattice_client, port_open, start_app  # noqa: F401
+from .test_lattice import big_nats, front_path, lattice_client, port_open, start_app  # noqa: F401 (pytest fixtures imported by name)
 
 pytestmark = pytest.mark.slow
 MIB = 1024 * 1024

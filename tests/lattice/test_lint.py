@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,18 @@ def test_mypy_finds_nothing() -> None:
     assert importlib.util.find_spec("mypy"), "mypy is missing: pip install -e '.[test]'"
     out = _run("mypy", "--cache-dir", str(REPO / ".mypy_cache"))  # files and options: pyproject [tool.mypy]
     assert out.returncode == 0, out.stdout[-8000:] + out.stderr[-2000:]
+
+
+_IGNORE = re.compile(r"#\s*(type:\s*ignore(\[[^\]]*\])?|noqa(:\s*[A-Z0-9, ]+)?)(?P<rest>.*)$")
+
+
+def test_every_ignore_says_why() -> None:
+    """A ``# type: ignore[code]`` or ``# noqa: CODE`` carries its reason on the same line."""
+    listed = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True)
+    bare = []
+    for name in listed.stdout.split():
+        for n, line in enumerate((REPO / name).read_text(encoding="utf-8").splitlines(), 1):
+            m = _IGNORE.search(line)
+            if m and not m.group("rest").strip(" #-—:()"):
+                bare.append(f"{name}:{n}: {line.strip()}")
+    assert not bare, "say why after each of these ignores:\n" + "\n".join(bare)

@@ -16,7 +16,7 @@ from ..providers_host.test_capability_calls import KV, kvclient  # noqa: F401  (
 from .helpers import scrape, value
 
 
-async def test_scrape_after_real_invocations(nats_server, lattice, hosts, kvclient):  # noqa: F811
+async def test_scrape_after_real_invocations(nats_server, lattice, hosts, kvclient):  # noqa: F811 (pytest fixtures imported by name)
     h = await hosts.start(workers=2, metrics_port=0)
     assert h.metrics_address is not None
     url = "http://{}:{}/metrics".format(*h.metrics_address)

@@ -33,7 +33,7 @@ LONG_ID = "a-key-value-provider-whose-id-is-long-enough-to-overflow-sun-path"
 
 @pytest.mark.parametrize("on,provider", [(True, "kvmem"), (True, LONG_ID), (False, "kvmem")],
                          ids=["local", "local, long provider id", "TRELLIS_LOCAL_PROVIDERS=0"])
-async def test_calls_to_a_provider_on_the_same_host(nats_server, lattice, hosts, kvclient, monkeypatch, on, provider):  # noqa: F811
+async def test_calls_to_a_provider_on_the_same_host(nats_server, lattice, hosts, kvclient, monkeypatch, on, provider):  # noqa: F811 (pytest fixtures imported by name)
     monkeypatch.setenv("TRELLIS_LOCAL_PROVIDERS", "1" if on else "0")
     h = await hosts.start(workers=1)
     async with LatticeClient(nats_server.url, lattice) as c:
@@ -55,7 +55,7 @@ async def test_calls_to_a_provider_on_the_same_host(nats_server, lattice, hosts,
     assert (direct >= 20) if on else (direct == 0), direct
 
 
-async def test_a_provider_elsewhere_is_called_over_nats(nats_server, lattice, hosts, kvclient):  # noqa: F811
+async def test_a_provider_elsewhere_is_called_over_nats(nats_server, lattice, hosts, kvclient):  # noqa: F811 (pytest fixtures imported by name)
     a, b = await hosts.start(workers=1), await hosts.start(workers=1)
     async with LatticeClient(nats_server.url, lattice) as c:
         await c.start_provider(KV, "kvmem", host_id=b.id)
@@ -67,7 +67,7 @@ async def test_a_provider_elsewhere_is_called_over_nats(nats_server, lattice, ho
 
 
 @pytest.mark.parametrize("how", ["stopped", "killed"])
-async def test_calls_go_over_nats_when_the_local_provider_goes(nats_server, lattice, hosts, kvclient, how):  # noqa: F811
+async def test_calls_go_over_nats_when_the_local_provider_goes(nats_server, lattice, hosts, kvclient, how):  # noqa: F811 (pytest fixtures imported by name)
     a, b = await hosts.start(workers=1), await hosts.start(workers=1)
     async with LatticeClient(nats_server.url, lattice) as c:
         for h in (a, b):  # one instance here, one on another host

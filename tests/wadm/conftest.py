@@ -13,7 +13,7 @@ import pytest
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     try:
-        import hypothesis.extra._patching  # noqa: F401
+        import hypothesis.extra._patching  # noqa: F401 (imported for its side effect, see above)
     except ImportError:
         pass
 

@@ -26,7 +26,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "common"))
 
-from baseline_service import (  # noqa: E402
+from baseline_service import (  # noqa: E402 (after the sys.path or timing lines above)
     connect_nats,
     env_name,
     healthz,
@@ -35,12 +35,12 @@ from baseline_service import (  # noqa: E402
     setup_logging,
     text,
 )
-from kv import open_bucket  # noqa: E402
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import Response  # noqa: E402
-from starlette.routing import Route  # noqa: E402
+from kv import open_bucket  # noqa: E402 (after the sys.path or timing lines above)
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.applications import Starlette  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.requests import Request  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.responses import Response  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.routing import Route  # noqa: E402 (after the sys.path or timing lines above)
 
 SERVICE = "small-app"
 KEY = "hits"

@@ -25,7 +25,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "common"), str(HERE.parents[1] / "common")]
 
-from baseline_service import (  # noqa: E402
+from baseline_service import (  # noqa: E402 (after the sys.path or timing lines above)
     connect_nats,
     env_name,
     failure,
@@ -34,12 +34,12 @@ from baseline_service import (  # noqa: E402
     settings_or_exit,
     setup_logging,
 )
-from kv import open_bucket  # noqa: E402
-from sqlite_db import Database, db_path, describe, marks, schema  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import JSONResponse, Response  # noqa: E402
-from starlette.routing import Route  # noqa: E402
+from kv import open_bucket  # noqa: E402 (after the sys.path or timing lines above)
+from sqlite_db import Database, db_path, describe, marks, schema  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.applications import Starlette  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.requests import Request  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.responses import JSONResponse, Response  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.routing import Route  # noqa: E402 (after the sys.path or timing lines above)
 
 SERVICE = "data-init"
 IN_STOCK = 10

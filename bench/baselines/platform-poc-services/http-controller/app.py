@@ -33,13 +33,13 @@ from urllib.parse import parse_qsl
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "common"), str(HERE.parents[1] / "common")]
 
-from baseline_service import env_url, serve, settings_or_exit, setup_logging, text  # noqa: E402
-from rpc import Peer, PeerError, http_client  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import Response  # noqa: E402
-from starlette.routing import Mount  # noqa: E402
-from starlette.types import Receive, Scope, Send  # noqa: E402
+from baseline_service import env_url, serve, settings_or_exit, setup_logging, text  # noqa: E402 (after the sys.path or timing lines above)
+from rpc import Peer, PeerError, http_client  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.applications import Starlette  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.requests import Request  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.responses import Response  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.routing import Mount  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.types import Receive, Scope, Send  # noqa: E402 (after the sys.path or timing lines above)
 
 SERVICE = "http-controller"
 S32_MAX = 2**31 - 1

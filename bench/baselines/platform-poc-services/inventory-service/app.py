@@ -21,12 +21,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "common"), str(HERE.parents[1] / "common")]
 
-from baseline_service import failure, healthz, serve, settings_or_exit, setup_logging  # noqa: E402
-from sqlite_db import Database, db_path, describe, marks, schema  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import JSONResponse, Response  # noqa: E402
-from starlette.routing import Route  # noqa: E402
+from baseline_service import failure, healthz, serve, settings_or_exit, setup_logging  # noqa: E402 (after the sys.path or timing lines above)
+from sqlite_db import Database, db_path, describe, marks, schema  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.applications import Starlette  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.requests import Request  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.responses import JSONResponse, Response  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.routing import Route  # noqa: E402 (after the sys.path or timing lines above)
 
 SERVICE = "inventory-service"
 #: SKUs asked for per statement (SQLite caps the bound parameters of one statement)

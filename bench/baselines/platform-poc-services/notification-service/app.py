@@ -23,7 +23,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "common"), str(HERE.parents[1] / "common")]
 
-from baseline_service import (  # noqa: E402
+from baseline_service import (  # noqa: E402 (after the sys.path or timing lines above)
     connect_nats,
     env,
     healthz,
@@ -31,8 +31,8 @@ from baseline_service import (  # noqa: E402
     settings_or_exit,
     setup_logging,
 )
-from starlette.applications import Starlette  # noqa: E402
-from starlette.routing import Route  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402 (after the sys.path or timing lines above)
+from starlette.routing import Route  # noqa: E402 (after the sys.path or timing lines above)
 
 SERVICE = "notification-service"
 BANNER = "*" * 76

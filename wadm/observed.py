@@ -104,7 +104,12 @@ class HostCapacity:
 class Reuse:
     """A component's instance reuse: how many calls one instance serves and how long an
     idle one is kept (seconds; None: until it has served them). The default, one call
-    per instance, is a fresh instance per call."""
+    per instance, is a fresh instance per call.
+
+    wadm's value of it. The same two fields cross every layer, each in its own type: the
+    manifest's ``ReuseProperties`` (strict), the control interface's ``ReuseSpec`` (a request:
+    unknown fields refused) and ``ReuseDescription`` (a host's reply: unknown fields ignored),
+    and the runtime's ``ReusePolicy`` (with ``max_warm``). A new field goes into all five."""
 
     max_invocations: int = 1
     max_idle_s: float | None = None

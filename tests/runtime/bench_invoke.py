@@ -19,7 +19,7 @@ import wasmtime
 from wasmtime import component as wc
 
 from tests.components.build import build_wat
-from trellis.host.runtime import Invoker, ReusePolicy, load_component, make_engine
+from trellis.host.runtime import Invoker, ReusePolicy, load_component, make_engine, wasmtime_patches
 
 
 def _per_call_us(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
@@ -33,6 +33,7 @@ def _per_call_us(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
 
 
 def main(n: int = 5000) -> None:
+    wasmtime_patches.apply()  # this process runs Wasm as a worker does
     engine = make_engine()
     loaded = load_component(engine, build_wat("adder").read_bytes())
     linker = wc.Linker(engine.engine)

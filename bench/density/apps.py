@@ -83,9 +83,10 @@ def copies(n: int) -> list[Path]:
 def compile_into(wasms: list[Path], compiled: Path) -> None:
     """Compile each component once per machine (the workers' engine: no fuel) into the bench's
     cache, and copy the artifacts into a host's compile cache ``compiled``."""
-    from trellis.host.runtime import CompileCache, make_engine
+    from trellis.host.runtime import CompileCache, make_engine, wasmtime_patches
     from trellis.host.runtime.engine import EngineSettings
 
+    wasmtime_patches.apply()  # this process makes an engine, as a worker does
     engine = make_engine(EngineSettings(consume_fuel=False))
     cache = CompileCache(BENCH_CACHE)
     compiled.mkdir(parents=True, exist_ok=True)

@@ -166,9 +166,10 @@ class RpcClient:
                 return
             part = msg.headers.get(PART_HEADER)
             if part is not None:
-                data = self._join(a, part, data)
-                if data is None:
+                whole = self._join(a, part, data)
+                if whole is None:
                     return
+                data = whole
         try:
             reply = Reply.decode(data)
         except EnvelopeError as exc:

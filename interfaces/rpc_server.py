@@ -150,7 +150,7 @@ class RpcServer:
         self._spawn(_LocalMsg(frame, reply_to))
         return True
 
-    def _spawn(self, msg: "Msg | _LocalMsg") -> None:
+    def _spawn(self, msg: Msg | _LocalMsg) -> None:
         task = (self._loop or asyncio.get_running_loop()).create_task(self._serve(msg))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
@@ -166,7 +166,7 @@ class RpcServer:
         else:
             await self.nc.publish(subject, frame)
 
-    async def _serve(self, msg: "Msg | _LocalMsg") -> None:
+    async def _serve(self, msg: Msg | _LocalMsg) -> None:
         try:
             inv = Invocation.decode(msg.data)
         except EnvelopeError as exc:
@@ -176,7 +176,8 @@ class RpcServer:
             return
         remaining = inv.remaining_s()
         if remaining <= 0:
-            await self._respond(msg, Reply.failure(inv.id, ErrorCode.TIMEOUT, "deadline passed before the call started", "timeout"))
+            late = Reply.failure(inv.id, ErrorCode.TIMEOUT, "deadline passed before the call started", "timeout")
+            await self._respond(msg, late)
             return
         slots = self._slots
         queued = slots.locked()
@@ -201,8 +202,10 @@ class RpcServer:
                 began = (self._loop or asyncio.get_running_loop()).time()
                 try:
                     await asyncio.wait_for(slots.acquire(), max(remaining, 0.001))
-                except asyncio.TimeoutError:
-                    await self._respond(msg, Reply.failure(inv.id, ErrorCode.TIMEOUT, f"{self.target}: deadline passed while queued", "timeout"))
+                except TimeoutError:
+                    late = Reply.failure(inv.id, ErrorCode.TIMEOUT, f"{self.target}: deadline passed while queued",
+                                         "timeout")
+                    await self._respond(msg, late)
                     return
                 finally:
                     self._waiting -= 1
@@ -234,7 +237,7 @@ class RpcServer:
         except EnvelopeError as exc:
             return Reply.failure(inv.id, ErrorCode.INTERNAL, f"result cannot be encoded: {exc}")
 
-    async def _respond(self, msg: "Msg | _LocalMsg", reply: Reply) -> None:
+    async def _respond(self, msg: Msg | _LocalMsg, reply: Reply) -> None:
         if msg.reply:
             await self._send(msg.reply, reply.id, reply)
 

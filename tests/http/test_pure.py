@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trellis.httpfront import wire
-from trellis.httpfront.config import ConfigError, parse_address, parse_route, parse_server
+from trellis.httpfront.config import RouteConfigError, parse_address, parse_route, parse_server
 from trellis.httpfront.routes import RouteTable, normalize_host, plan
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
@@ -48,7 +48,7 @@ def test_provider_config_gives_defaults_and_the_link_wins():
     ({"path": "api"}, "starting with '/'"),
 ])
 def test_bad_config_names_the_key(config, says):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(RouteConfigError) as err:
         parse_route(config)
     assert says in str(err.value)
 
@@ -56,7 +56,7 @@ def test_bad_config_names_the_key(config, says):
 def test_addresses():
     assert parse_address("[::1]:8080") == ("::1", 8080)
     assert parse_address(" localhost:1 ") == ("localhost", 1)
-    with pytest.raises(ConfigError):
+    with pytest.raises(RouteConfigError):
         parse_server({"bogus": "1"})
 
 

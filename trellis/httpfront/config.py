@@ -58,7 +58,7 @@ _HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z
 _PATH = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$")
 
 
-class ConfigError(ValueError):
+class RouteConfigError(ValueError):
     """A config value the HTTP front cannot use; the message names the key."""
 
 
@@ -101,21 +101,21 @@ def parse_address(text: str) -> tuple[str, int]:
     text = text.strip()
     host, sep, port_text = text.rpartition(":")
     if not sep or not host:
-        raise ConfigError(f"address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+        raise RouteConfigError(f"address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise ConfigError(f"address {text!r}: {host!r} is not an IPv6 address") from None
+            raise RouteConfigError(f"address {text!r}: {host!r} is not an IPv6 address") from None
     elif ":" in host:
-        raise ConfigError(f"address {text!r}: write IPv6 addresses in brackets, e.g. [::1]:8080")
+        raise RouteConfigError(f"address {text!r}: write IPv6 addresses in brackets, e.g. [::1]:8080")
     try:
         port = int(port_text)
     except ValueError:
-        raise ConfigError(f"address {text!r}: port {port_text!r} is not a number") from None
+        raise RouteConfigError(f"address {text!r}: port {port_text!r} is not a number") from None
     if not 0 < port < 65536:
-        raise ConfigError(f"address {text!r}: port must be 1-65535")
+        raise RouteConfigError(f"address {text!r}: port must be 1-65535")
     return host, port
 
 
@@ -131,17 +131,18 @@ def _int(values: Mapping[str, str], key: str, default: int, low: int, high: int)
     try:
         value = int(raw.replace("_", "").strip())
     except ValueError:
-        raise ConfigError(f"{key}={raw!r}: expected a whole number") from None
+        raise RouteConfigError(f"{key}={raw!r}: expected a whole number") from None
     if not low <= value <= high:
-        raise ConfigError(f"{key}={raw!r}: must be between {low} and {high}")
+        raise RouteConfigError(f"{key}={raw!r}: must be between {low} and {high}")
     return value
 
 
 def _check_keys(values: Mapping[str, str], allowed: frozenset[str], where: str) -> None:
     unknown = sorted(set(values) - allowed)
     if unknown:
-        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in {where} "
-                          f"(known: {', '.join(sorted(allowed))})")
+        keys = ", ".join(map(repr, unknown))
+        raise RouteConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {keys} in {where} "
+                               f"(known: {', '.join(sorted(allowed))})")
 
 
 def parse_route(link_config: Mapping[str, str], defaults: Mapping[str, str] | None = None) -> RouteConfig:
@@ -151,10 +152,10 @@ def parse_route(link_config: Mapping[str, str], defaults: Mapping[str, str] | No
     values.update(link_config)
     host = values.get("host", "").strip().lower() or None
     if host is not None and not _HOST.match(host):
-        raise ConfigError(f"host={values['host']!r}: expected a host name such as example.com or *.example.com")
+        raise RouteConfigError(f"host={values['host']!r}: expected a host name such as example.com or *.example.com")
     path = values.get("path", "/").strip() or "/"
     if not _PATH.match(path):
-        raise ConfigError(f"path={values['path']!r}: expected a path starting with '/', e.g. /api")
+        raise RouteConfigError(f"path={values['path']!r}: expected a path starting with '/', e.g. /api")
     if len(path) > 1:
         path = path.rstrip("/") or "/"
     return RouteConfig(

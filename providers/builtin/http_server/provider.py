@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from trellis.httpfront.config import ConfigError, ServerConfig, parse_route, parse_server
+from trellis.httpfront.config import RouteConfigError, ServerConfig, parse_route, parse_server
 from trellis.httpfront.gateway import NatsCaller
 from trellis.httpfront.listener import Caller
 from trellis.httpfront.routes import Route
@@ -63,7 +63,7 @@ class HttpServer:
             settings = parse_server(own)
             self.config_error = None
             return settings
-        except ConfigError as exc:
+        except RouteConfigError as exc:
             self.config_error = f"provider config: {exc}"
             log.error("http-server: %s; using the defaults", self.config_error)
             self.defaults = {}
@@ -131,7 +131,7 @@ class HttpServer:
         assert self.front is not None
         try:
             route: Route | str = Route(link.identity, link.target, link.name, parse_route(config, self.defaults))
-        except ConfigError as exc:
+        except RouteConfigError as exc:
             route = f"bad config: {exc}"
         self.front.put(link.identity, route)
 

@@ -87,7 +87,7 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
-class Decision:
+class PolicyDecision:
     permitted: bool
     message: str = ""
     request_id: str = ""
@@ -107,9 +107,9 @@ class PolicyClient:
     def enabled(self) -> bool:
         return self.settings.enabled
 
-    async def evaluate(self, kind: str, body: dict[str, Any]) -> Decision:
+    async def evaluate(self, kind: str, body: dict[str, Any]) -> PolicyDecision:
         if not self.settings.enabled:
-            return Decision(True, "no policy configured")
+            return PolicyDecision(True, "no policy configured")
         assert kind in KINDS, kind
         rid = uuid.uuid4().hex
         payload = json.dumps({"requestId": rid, "kind": kind, "version": VERSION, "request": body,
@@ -130,14 +130,14 @@ class PolicyClient:
             return self._default(rid, f"policy service sent an unreadable answer ({exc})")
         if data.get("requestId") not in (None, rid):
             return self._default(rid, "policy service answered another request")
-        return Decision(permitted, message, rid)
+        return PolicyDecision(permitted, message, rid)
 
-    def _default(self, rid: str, why: str) -> Decision:
+    def _default(self, rid: str, why: str) -> PolicyDecision:
         permitted = self.settings.default == "allow"
         log.warning("%s; default: %s", why, self.settings.default)
-        return Decision(permitted, f"{why}; default is {self.settings.default}", rid, defaulted=True)
+        return PolicyDecision(permitted, f"{why}; default is {self.settings.default}", rid, defaulted=True)
 
-    async def require(self, kind: str, body: dict[str, Any], what: str) -> Decision:
+    async def require(self, kind: str, body: dict[str, Any], what: str) -> PolicyDecision:
         """Raise `PolicyDenied` ("WHAT denied by policy: MESSAGE") unless permitted."""
         decision = await self.evaluate(kind, body)
         if not decision.permitted:

@@ -49,14 +49,14 @@ class Why(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Decision:
+class DispatchDecision:
     way: Way
     why: Why | None = None
 
 
 #: the decisions, made once (these run on every call)
-_HERE = Decision(COLOCATED)
-_REMOTE = {why: Decision(REMOTE, why) for why in Why}
+_HERE = DispatchDecision(COLOCATED)
+_REMOTE = {why: DispatchDecision(REMOTE, why) for why in Why}
 
 
 def entry(inline_allowed: bool, needs_thread: bool) -> Way:
@@ -80,7 +80,7 @@ def after_reroute(sticky: bool, overrun: bool, overruns: int, overruns_to_stick:
     return sticky, overruns
 
 
-def link(served_here: bool, taking_calls: bool, depth: int, max_depth: int, remaining_s: float) -> Decision:
+def link(served_here: bool, taking_calls: bool, depth: int, max_depth: int, remaining_s: float) -> DispatchDecision:
     """A link call from a Wasm thread of this worker, before its request is encoded.
 
     COLOCATED means: encode it, check :func:`fits`, then take a slot (without waiting)."""
@@ -100,7 +100,7 @@ def fits(size: int, max_payload: int) -> bool:
     return not max_payload or size <= max_payload
 
 
-def handoff(served_here: bool, taking_calls: bool, body_size: int, max_body: int) -> Decision:
+def handoff(served_here: bool, taking_calls: bool, body_size: int, max_body: int) -> DispatchDecision:
     """An HTTP request on a connection handed to this worker, before a slot is taken.
 
     ``max_body``: the largest body one NATS message carries with its envelope."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from trellis.host.runtime import ImportFailed, MissingLink
 from trellis.interfaces.envelope import EnvelopeError, Invocation
-from trellis.interfaces.policy import Decision, PolicyClient, changed_subject, link_body
+from trellis.interfaces.policy import PolicyClient, PolicyDecision, changed_subject, link_body
 from trellis.interfaces.resources import unversioned, wire_function
 from trellis.interfaces.rpc_client import RpcClient, RpcError
 from trellis.samehost import local_rpc
@@ -68,7 +68,7 @@ class ImportRouter:
         #: asked before a link is used (``putLink``); None: no policy hook
         self.policy: PolicyClient | None = None
         #: link decisions by (identity, target, interfaces); fallbacks (no answer) are not kept
-        self._decisions: dict[tuple[Any, ...], Decision] = {}
+        self._decisions: dict[tuple[Any, ...], PolicyDecision] = {}
         #: (source, namespace, package, link name) -> why the policy refused that link
         self.denied: dict[tuple[str, str, str, str], str] = {}
         self._policy_sub: Any = None

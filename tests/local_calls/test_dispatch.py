@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trellis.host.workers import dispatch
-from trellis.host.workers.dispatch import COLOCATED, INLINE, REMOTE, THREAD, Decision, Why
+from trellis.host.workers.dispatch import COLOCATED, INLINE, REMOTE, THREAD, DispatchDecision, Why
 
 
 @pytest.mark.parametrize("inline_allowed, needs_thread, way", [
@@ -29,16 +29,16 @@ def test_a_lattice_call_sticks_at_once_and_overruns_only_in_a_row() -> None:
 
 
 @pytest.mark.parametrize("facts, decision", [
-    ((True, True, 0, 8, 5.0), Decision(COLOCATED)),
-    ((True, True, 7, 8, 5.0), Decision(COLOCATED)),
-    ((False, False, 0, 8, 5.0), Decision(REMOTE, Why.NOT_HERE)),
-    ((True, False, 0, 8, 5.0), Decision(REMOTE, Why.NOT_TAKING_CALLS)),  # scaled to 0 here, or closed
-    ((True, True, 8, 8, 5.0), Decision(REMOTE, Why.TOO_DEEP)),
-    ((True, True, 0, 0, 5.0), Decision(REMOTE, Why.TOO_DEEP)),  # max depth 0: never nested
-    ((True, True, 0, 8, 0.0), Decision(REMOTE, Why.DEADLINE)),
-    ((True, True, 9, 8, -1.0), Decision(REMOTE, Why.TOO_DEEP)),  # depth is counted first
+    ((True, True, 0, 8, 5.0), DispatchDecision(COLOCATED)),
+    ((True, True, 7, 8, 5.0), DispatchDecision(COLOCATED)),
+    ((False, False, 0, 8, 5.0), DispatchDecision(REMOTE, Why.NOT_HERE)),
+    ((True, False, 0, 8, 5.0), DispatchDecision(REMOTE, Why.NOT_TAKING_CALLS)),  # scaled to 0 here, or closed
+    ((True, True, 8, 8, 5.0), DispatchDecision(REMOTE, Why.TOO_DEEP)),
+    ((True, True, 0, 0, 5.0), DispatchDecision(REMOTE, Why.TOO_DEEP)),  # max depth 0: never nested
+    ((True, True, 0, 8, 0.0), DispatchDecision(REMOTE, Why.DEADLINE)),
+    ((True, True, 9, 8, -1.0), DispatchDecision(REMOTE, Why.TOO_DEEP)),  # depth is counted first
 ])
-def test_link(facts: tuple, decision: Decision) -> None:
+def test_link(facts: tuple, decision: DispatchDecision) -> None:
     assert dispatch.link(*facts) == decision
 
 
@@ -48,11 +48,11 @@ def test_fits(size: int, limit: int, fits: bool) -> None:
 
 
 @pytest.mark.parametrize("facts, decision", [
-    ((True, True, 0, 1000), Decision(COLOCATED)),
-    ((True, True, 1000, 1000), Decision(COLOCATED)),
-    ((True, True, 1001, 1000), Decision(REMOTE, Why.TOO_LARGE)),
-    ((False, False, 0, 1000), Decision(REMOTE, Why.NOT_HERE)),
-    ((True, False, 0, 1000), Decision(REMOTE, Why.NOT_TAKING_CALLS)),
+    ((True, True, 0, 1000), DispatchDecision(COLOCATED)),
+    ((True, True, 1000, 1000), DispatchDecision(COLOCATED)),
+    ((True, True, 1001, 1000), DispatchDecision(REMOTE, Why.TOO_LARGE)),
+    ((False, False, 0, 1000), DispatchDecision(REMOTE, Why.NOT_HERE)),
+    ((True, False, 0, 1000), DispatchDecision(REMOTE, Why.NOT_TAKING_CALLS)),
 ])
-def test_handoff(facts: tuple, decision: Decision) -> None:
+def test_handoff(facts: tuple, decision: DispatchDecision) -> None:
     assert dispatch.handoff(*facts) == decision

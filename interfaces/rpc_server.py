@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Invocation], Awaitable[Any]]
 
 
-class Admission(Protocol):
+class CallSlots(Protocol):
     """A server's concurrency slots: ``asyncio.Semaphore`` by default; a worker passes slots
     its co-located calls share (``host/workers/slots.py``)."""
 
@@ -77,7 +77,7 @@ class RpcServer:
         max_concurrent: int = 64,
         max_queue: int = 256,
         non_retryable: frozenset[str] = frozenset(),
-        admission: Admission | None = None,
+        admission: CallSlots | None = None,
     ) -> None:
         self.nc = nc
         self.lattice = lattice
@@ -89,7 +89,7 @@ class RpcServer:
         #: functions (``func`` or ``ns:pkg/iface.func``) that must run at most once
         self.non_retryable = non_retryable
         #: where calls take a slot (``max_concurrent`` of them unless ``admission`` is given)
-        self._slots: Admission = admission if admission is not None else asyncio.Semaphore(max_concurrent)
+        self._slots: CallSlots = admission if admission is not None else asyncio.Semaphore(max_concurrent)
         self._waiting = 0
         self._inflight: set[asyncio.Task[None]] = set()
         #: calls that want progress frames: id(inv) -> (reply subject, invocation id, arrived at)

@@ -63,7 +63,7 @@ def key_of(cmd: Command) -> FailureKey:
 
 
 @dataclass
-class Failure:
+class CommandFailure:
     app: str
     subject: str
     verb: str
@@ -83,7 +83,7 @@ class Failure:
 class FailureBook:
     base_s: float = 0.5
     max_s: float = 10.0
-    failures: dict[FailureKey, Failure] = field(default_factory=dict)
+    failures: dict[FailureKey, CommandFailure] = field(default_factory=dict)
     restarts: dict[tuple[str, str, str], float] = field(default_factory=dict)
     """(app, provider id, host id) → when the controller last restarted that unhealthy provider there."""
     restart_memory_s: float = 300.0
@@ -96,11 +96,11 @@ class FailureBook:
         f = self.failures.get(key_of(cmd))
         return f is None or now >= f.retry_at
 
-    def failed(self, cmd: Command, error: str, now: float) -> Failure:
+    def failed(self, cmd: Command, error: str, now: float) -> CommandFailure:
         key = key_of(cmd)
         prior = self.failures.get(key)
         attempts = (prior.attempts if prior else 0) + 1
-        f = Failure(cmd.app, subject_of(cmd), verb_of(cmd), host_of(cmd), error, attempts, now,
+        f = CommandFailure(cmd.app, subject_of(cmd), verb_of(cmd), host_of(cmd), error, attempts, now,
                     now + self.delay(attempts))
         self.failures[key] = f
         return f
@@ -108,7 +108,7 @@ class FailureBook:
     def succeeded(self, cmd: Command) -> None:
         self.failures.pop(key_of(cmd), None)
 
-    def for_app(self, app: str) -> list[Failure]:
+    def for_app(self, app: str) -> list[CommandFailure]:
         return [f for f in self.failures.values() if f.app == app]
 
     def clear_app(self, app: str) -> None:

@@ -22,25 +22,25 @@ from ..observed import Observed
 from ..scaler import AppState, AppStatus, plan, undeploy_status
 from ..scaler.link import desired_links
 from ..scaler.workload import ReconcilePass
-from .failures import Failure
+from .failures import CommandFailure
 
 
 def _state(s: AppState) -> StatusState:
     return StatusState(s.value)
 
 
-def _with_failures(message: str, failures: Sequence[Failure]) -> str:
+def _with_failures(message: str, failures: Sequence[CommandFailure]) -> str:
     reasons = "; ".join(dict.fromkeys(f.describe() for f in failures))
     return f"{reasons}; {message}" if message else reasons
 
 
-def deployed_status(app: Manifest, observed: Observed, failures: Sequence[Failure], *,
+def deployed_status(app: Manifest, observed: Observed, failures: Sequence[CommandFailure], *,
                     shared_apps: Mapping[str, Manifest] | None = None,
                     last_pass: str | None = None, now: float | None = None) -> AppStatusReply:
     """Status of deployed `app` against `observed`, with remembered command failures (`now`: the
     observer's clock, see `trellis.wadm.scaler.plan`)."""
     st: AppStatus = plan(app, observed, shared_apps=shared_apps, now=now).status
-    by_subject: dict[str, list[Failure]] = {}
+    by_subject: dict[str, list[CommandFailure]] = {}
     for f in failures:
         by_subject.setdefault(f.subject, []).append(f)
     used: set[str] = set()

@@ -3,7 +3,7 @@
 Every way a call leaves a caller — :class:`~trellis.interfaces.rpc_client.RpcClient` over
 NATS, the HTTP front's ``NatsCaller``, a provider's and a Wasm thread's calls over a
 host-local socket (``local_rpc``) — keeps one :class:`CallState` per call and feeds it
-what it sees (:class:`Event`, :class:`ErrorReply`, :class:`BadReply`) with the time on
+what it sees (:class:`CallEvent`, :class:`ErrorReply`, :class:`BadReply`) with the time on
 its own monotonic clock. :meth:`CallState.on` answers with a :class:`Decision`: keep
 waiting, return the result, send again after a delay, or fail and why. The state does no
 I/O and reads no clock, so the rules (docs/architecture.md, "Retries") are unit-tested
@@ -21,10 +21,10 @@ The rules:
 * **Lost** — neither a progress frame nor a reply for ``silence_s``, or the connection to
   the serving instance closed: a retryable call is sent again at once (at-least-once);
   one made non-retryable by its caller, or whose callee said it started an at-most-once
-  function (a progress frame flagged ``nr``: :attr:`Event.PROGRESS_NR`), fails
+  function (a progress frame flagged ``nr``: :attr:`CallEvent.PROGRESS_NR`), fails
   :attr:`Failure.LOST`.
 * **Stalled caller** — the silence window counts only time the caller was awake: a
-  :attr:`Event.TICK` later than ``stall_s`` past the wait the state asked for means the
+  :attr:`CallEvent.TICK` later than ``stall_s`` past the wait the state asked for means the
   caller's own loop or thread was stalled, so the window starts again.
 * **Deadline** — passed while waiting, or before an attempt: :attr:`Failure.TIMEOUT`.
 * **The callee's errors** (a trap, a WIT ``err``, its own timeout) are never retried:
@@ -59,7 +59,7 @@ class RetryPolicy:
     stall_s: float = STALL_S
 
 
-class Event(enum.Enum):
+class CallEvent(enum.Enum):
     """What a caller saw, without a payload."""
 
     SENT = "sent"                    #: an attempt is about to leave
@@ -150,7 +150,8 @@ KEEP = Decision(Act.KEEP)
 _WAIT = Act.WAIT
 # module-level names: a global lookup is cheaper than an enum's class attribute, per event
 _OK, _SENT, _PROGRESS, _TICK, _PROGRESS_NR, _NO_RESPONDERS, _CLOSED = (
-    Event.OK, Event.SENT, Event.PROGRESS, Event.TICK, Event.PROGRESS_NR, Event.NO_RESPONDERS, Event.CLOSED)
+    CallEvent.OK, CallEvent.SENT, CallEvent.PROGRESS, CallEvent.TICK, CallEvent.PROGRESS_NR, CallEvent.NO_RESPONDERS,
+    CallEvent.CLOSED)
 #: the WAIT for a whole silence window, shared (decisions are never changed): most attempts get it
 _FULL_WAITS: dict[float, Decision] = {}
 
@@ -187,7 +188,7 @@ class CallState:
         self.problem = ""  # the last busy reply's message
         self.attempts = 0
 
-    def on(self, event: Event | ErrorReply | BadReply, now: float) -> Decision:
+    def on(self, event: CallEvent | ErrorReply | BadReply, now: float) -> Decision:
         if event is _OK:
             return RETURN
         if event is _SENT:

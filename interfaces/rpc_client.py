@@ -30,7 +30,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from . import subjects, tracing
-from .call_policy import RETURN, Act, BadReply, CallState, Cause, Decision, ErrorReply, Event, Failure, RetryPolicy
+from .call_policy import RETURN, Act, BadReply, CallEvent, CallState, Cause, Decision, ErrorReply, Failure, RetryPolicy
 from .envelope import PART_HEADER, EnvelopeError, IdSource, Invocation, Reply, join_part
 from .errors import ErrorCode, TrellisError
 from .resources import parse_address
@@ -39,11 +39,11 @@ PROGRESS_INTERVAL_S = 0.25
 DEFAULT_SILENCE_S = 1.0
 DEFAULT_TIMEOUT_S = 30.0
 _CACHE_MAX = 4096  # per client: subjects of targets, parsed operation names
-_TICK = Event.TICK
-_PROGRESS = Event.PROGRESS
-_PROGRESS_NR = Event.PROGRESS_NR
-_SENT = Event.SENT
-_OK = Event.OK
+_TICK = CallEvent.TICK
+_PROGRESS = CallEvent.PROGRESS
+_PROGRESS_NR = CallEvent.PROGRESS_NR
+_SENT = CallEvent.SENT
+_OK = CallEvent.OK
 _FAIL = Act.FAIL
 _WAIT = Act.WAIT
 
@@ -162,7 +162,7 @@ class RpcClient:
         data = msg.data
         if msg.headers:
             if msg.headers.get("Status") == "503":
-                a.fut.set_result(Event.NO_RESPONDERS)
+                a.fut.set_result(CallEvent.NO_RESPONDERS)
                 return
             part = msg.headers.get(PART_HEADER)
             if part is not None:

@@ -11,23 +11,25 @@ from trellis.interfaces.call_policy import (
     RETURN,
     Act,
     BadReply,
+    CallEvent,
     CallState,
     Cause,
     Decision,
     ErrorReply,
-    Event,
     Failure,
     RetryPolicy,
 )
 
 SENT, PROGRESS, PROGRESS_NR, TICK, OK, NO_RESPONDERS, CLOSED = (
-    Event.SENT, Event.PROGRESS, Event.PROGRESS_NR, Event.TICK, Event.OK, Event.NO_RESPONDERS, Event.CLOSED)
+    CallEvent.SENT, CallEvent.PROGRESS, CallEvent.PROGRESS_NR, CallEvent.TICK, CallEvent.OK, CallEvent.NO_RESPONDERS,
+    CallEvent.CLOSED)
 BUSY = ErrorReply("busy", "comp is busy on h/0: 4 running, 16 waiting")
 
 
 def state(deadline: float = 30.0, **kw: object) -> CallState:
     retryable = bool(kw.pop("retryable", True))
-    return CallState(deadline, 0.0, retryable=retryable, policy=RetryPolicy(**kw))  # type: ignore[arg-type]  # the policy's fields, as keywords
+    return CallState(deadline, 0.0, retryable=retryable,
+                     policy=RetryPolicy(**kw))  # type: ignore[arg-type]  # the policy's fields, as keywords
 
 
 def wait(delay: float) -> Decision:
@@ -44,7 +46,7 @@ def test_a_reply_returns_and_a_first_attempt_waits_one_silence_window() -> None:
 def test_no_responders_and_busy_are_sent_again_with_a_doubling_backoff_until_the_deadline() -> None:
     s = state(deadline=1.0)
     delays, t = [], 0.0
-    events: list[Event | ErrorReply] = [NO_RESPONDERS, BUSY, NO_RESPONDERS, BUSY, NO_RESPONDERS, BUSY]
+    events: list[CallEvent | ErrorReply] = [NO_RESPONDERS, BUSY, NO_RESPONDERS, BUSY, NO_RESPONDERS, BUSY]
     for event in events:
         assert s.on(SENT, t).act is Act.WAIT
         d = s.on(event, t)

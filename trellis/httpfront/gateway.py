@@ -34,11 +34,11 @@ from trellis.interfaces.call_policy import (
     RETURN,
     Act,
     BadReply,
+    CallEvent,
     CallState,
     Cause,
     Decision,
     ErrorReply,
-    Event,
     Failure,
     RetryPolicy,
 )
@@ -123,7 +123,7 @@ class NatsCaller:
         if p is None or p.future.done():
             return
         if msg.headers and msg.headers.get("Status") == "503":
-            p.future.set_result(Event.NO_RESPONDERS)
+            p.future.set_result(CallEvent.NO_RESPONDERS)
             return
         try:
             data = msg.data
@@ -131,7 +131,7 @@ class NatsCaller:
             if part is not None:
                 p.parts, whole = join_part(p.parts, part, data)
                 if whole is None:
-                    p.state.on(Event.PROGRESS, time.monotonic())
+                    p.state.on(CallEvent.PROGRESS, time.monotonic())
                     return
                 data = whole
             reply = Reply.decode(data)
@@ -139,7 +139,7 @@ class NatsCaller:
             p.future.set_result(BadReply(str(exc)))
             return
         if reply.progress:  # the timer asks the state when it fires
-            p.state.on(Event.PROGRESS_NR if reply.no_retry else Event.PROGRESS, time.monotonic())
+            p.state.on(CallEvent.PROGRESS_NR if reply.no_retry else CallEvent.PROGRESS, time.monotonic())
             return
         p.future.set_result(reply)
 
@@ -174,7 +174,7 @@ class NatsCaller:
         subject = self._subject(target)
         loop = asyncio.get_running_loop()
         while True:
-            d = state.on(Event.SENT, time.monotonic())
+            d = state.on(CallEvent.SENT, time.monotonic())
             if d.act is Act.FAIL:
                 raise self._failed(d, target, inv, timeout_s)
             frame = inv.encode()
@@ -199,7 +199,7 @@ class NatsCaller:
             cls = outcome.__class__
             if cls is Reply:
                 err = outcome.error
-                d = state.on(Event.OK if err is None else ErrorReply(err.code, err.message, err.kind),
+                d = state.on(CallEvent.OK if err is None else ErrorReply(err.code, err.message, err.kind),
                              time.monotonic())
                 if d is RETURN:
                     return outcome.result
@@ -227,7 +227,7 @@ class NatsCaller:
         p.timer = None
         if p.future.done():
             return
-        d = p.state.on(Event.TICK, time.monotonic())
+        d = p.state.on(CallEvent.TICK, time.monotonic())
         if d.act is Act.WAIT:
             p.timer = asyncio.get_running_loop().call_later(d.delay_s, NatsCaller._tick, p)
         else:

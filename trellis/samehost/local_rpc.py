@@ -42,7 +42,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from trellis.interfaces.call_policy import RETURN, Act, BadReply, CallState, ErrorReply, Event, RetryPolicy
+from trellis.interfaces.call_policy import RETURN, Act, BadReply, CallEvent, CallState, ErrorReply, RetryPolicy
 from trellis.interfaces.envelope import MAX_FRAME, EnvelopeError, Invocation, Reply
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.rpc_client import Attempt, call_error
@@ -216,9 +216,9 @@ class LocalRpcDoor:
 
 # --- the callers' side ------------------------------------------------------------------
 
-def _reply_event(reply: Reply) -> Event | ErrorReply:
+def _reply_event(reply: Reply) -> CallEvent | ErrorReply:
     err = reply.error
-    return Event.OK if err is None else ErrorReply(err.code, err.message, err.kind)
+    return CallEvent.OK if err is None else ErrorReply(err.code, err.message, err.kind)
 
 
 # --- a provider's calls to the components of its host (asyncio) ---------------------------
@@ -238,7 +238,7 @@ class _CallerConn(_Frames):
         self.owner.forget(self.key, self)
         for a in self.calls.values():
             if not a.fut.done():
-                a.fut.set_result(Event.CLOSED)
+                a.fut.set_result(CallEvent.CLOSED)
         self.calls.clear()
 
     def _take(self, frame: bytes) -> bool:
@@ -340,7 +340,7 @@ class LocalComponentCaller:
         loop = asyncio.get_running_loop()
         now = loop.time()
         state = CallState(now + inv.remaining_s(), now, retryable=retryable, policy=self.policy)
-        d = state.on(Event.SENT, now)
+        d = state.on(CallEvent.SENT, now)
         if d.act is Act.FAIL:
             raise call_error(d, inv)
         a = Attempt(loop.create_future(), state)
@@ -357,7 +357,7 @@ class LocalComponentCaller:
             d = state.on(_reply_event(outcome), loop.time())
             if d is RETURN:
                 return outcome.result
-        elif outcome is Event.CLOSED:  # the worker may have died mid-call
+        elif outcome is CallEvent.CLOSED:  # the worker may have died mid-call
             d = state.on(outcome, loop.time())
         else:  # the state's own decision: silent (lost) or the deadline
             d = outcome
@@ -429,7 +429,7 @@ class LocalRpcClient:
         self.stats["calls"] += 1
         now = time.monotonic()
         state = CallState(now + inv.remaining_s(), now, policy=self.policy)
-        d = state.on(Event.SENT, now)
+        d = state.on(CallEvent.SENT, now)
         if d.act is Act.FAIL:
             raise call_error(d, inv)
         try:
@@ -440,18 +440,18 @@ class LocalRpcClient:
             self.stats["remote"] += 1
             return REMOTE
         while True:
-            event: Event | ErrorReply | BadReply
+            event: CallEvent | ErrorReply | BadReply
             reply = None
             try:
                 sock.settimeout(d.delay_s)
                 data = _read_frame(sock)
             except TimeoutError:
-                event = Event.TICK
+                event = CallEvent.TICK
             except OSError:
-                event = Event.CLOSED
+                event = CallEvent.CLOSED
             else:
                 if data is None:
-                    event = Event.CLOSED
+                    event = CallEvent.CLOSED
                 else:
                     try:
                         reply = Reply.decode(data)
@@ -460,15 +460,15 @@ class LocalRpcClient:
                     else:
                         # not this call's (cannot happen on a connection dropped after a failure)
                         if reply.id != inv.id:
-                            event = Event.TICK
+                            event = CallEvent.TICK
                         elif reply.progress:
-                            event = Event.PROGRESS_NR if reply.no_retry else Event.PROGRESS
+                            event = CallEvent.PROGRESS_NR if reply.no_retry else CallEvent.PROGRESS
                         else:
                             event = _reply_event(reply)
             d = state.on(event, time.monotonic())
             act = d.act
             if act is Act.KEEP:  # a progress frame: how long the next read may wait
-                d = state.on(Event.TICK, time.monotonic())
+                d = state.on(CallEvent.TICK, time.monotonic())
                 act = d.act
             if act is Act.WAIT:
                 continue
@@ -476,7 +476,7 @@ class LocalRpcClient:
                 return reply.result  # type: ignore[union-attr]  # RETURN comes only with a reply
             if event.__class__ is not ErrorReply:  # the connection is in doubt: a late reply is never read as another's
                 self._drop(inv.target)
-                if event is Event.CLOSED or d.lost:
+                if event is CallEvent.CLOSED or d.lost:
                     self.stats["lost"] += 1
             if act is Act.RETRY:
                 self.stats["remote"] += 1

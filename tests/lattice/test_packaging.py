@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,8 +82,18 @@ def _version() -> str:
 
 def test_the_wheel_installs_nothing_but_the_trellis_package(tmp_path: Path) -> None:
     """No generic top-level names (``host``, ``wadm`` …) in site-packages: one ``trellis`` package."""
+    import shutil
     import zipfile
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+    # built from a copy of the files git tracks: a checkout's own build/ (left by an earlier
+    # build, which setuptools would reuse) must not decide what the wheel holds
+    src = tmp_path / "src"
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for rel in filter(None, listed.decode().split("\0")):
+        if not os.path.lexists(REPO / rel):
+            continue  # deleted in the working tree, not yet committed
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, src / rel, follow_symlinks=False)
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = tmp_path.glob("trellis_wasm-*.whl")

@@ -30,27 +30,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import wasmtime
-from wasmtime import component as wc
 
 from trellis.interfaces.resources import unversioned
-from trellis.interfaces.wasm_limits import FUEL_PER_ELEMENT, HOSTCALL_FUEL, MAX_BYTES_PER_CALL
+from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
-from .call import TypedCall
 from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, FunctionNotFound, LoadedComponent
 from .errors import (
     ErrorKind,
-    ImportFailed,
     InvocationError,
-    MissingLink,
     Reroute,
-    classify_failure,
-    summarize_wasmtime_error,
 )
+from .failures import invocation_failure
 from .imports import (
     CURRENT_CALL,
     HTTP_HANDLER,
@@ -61,8 +56,8 @@ from .imports import (
     build_linker,
     deny_all,
     is_wasip2_interface,
-    mentions_resources,
 )
+from .instance import Live, StderrTail
 from .probe import CallProbe
 from .settings import Limits, ReusePolicy, WasiGrants
 from .wasi_http import AS_500, TRELLIS_HANDLE, WasiHttpExport, as_response, find_handler
@@ -72,79 +67,6 @@ from .wasi_http.io import OutOfTime
 __all__ = ["Invoker", "InvokerStats"]
 
 _UNLIMITED_FUEL = 2**63 - 1
-_STDERR_TAIL_BYTES = 4096
-
-
-class _StderrTail:
-    """Keeps the last few KiB the guest wrote to stderr, for error messages."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self._buf += data
-        if len(self._buf) > _STDERR_TAIL_BYTES:
-            del self._buf[: len(self._buf) - _STDERR_TAIL_BYTES]
-
-    def text(self) -> str:
-        return self._buf.decode("utf-8", "replace")
-
-
-@dataclass
-class _Live:
-    """A store and its instance, with what is cached per instance."""
-
-    store: wasmtime.Store
-    instance: wc.Instance
-    table: ResourceTable
-    stderr: _StderrTail | None
-    calls: int = 0
-    last_used: float = 0.0
-    busy: bool = False
-    #: bytes of memory its calls touched (``probe.py``): its peak linear memory, roughly
-    touched: int = 0
-    #: fuel its last call used (metered components, when probed)
-    fuel_used: int | None = None
-    funcs: dict[FunctionInfo, TypedCall] = field(default_factory=dict)
-
-    def func(self, loaded: LoadedComponent, fn: FunctionInfo,
-             types: dict[FunctionInfo, tuple[list[Any], Any]] | None = None) -> TypedCall:
-        """The export as a :class:`TypedCall`. ``types`` keeps the export types of the component
-        (they do not depend on the store), so a fresh instance does not read them again."""
-        f = self.funcs.get(fn)
-        if f is None:
-            raw = self.instance.get_func(self.store, loaded.export_index(fn))
-            if raw is None:  # pragma: no cover - the index comes from the type
-                raise InvocationError(ErrorKind.NOT_FOUND, f"{fn.address} is not a function")
-            known = types.get(fn) if types is not None else None
-            if known is None:
-                f = TypedCall(raw, self.store)
-                # resource types may belong to one instance: only resource-free signatures are shared
-                if types is not None and not _mentions_resources(fn):
-                    types[fn] = (f.param_tys, f.result_ty)
-            else:
-                f = TypedCall.__new__(TypedCall)
-                f.func = raw
-                f.param_tys, f.result_ty = known
-            self.funcs[fn] = f
-        return f
-
-    lifecycle: threading.Lock | threading.RLock | None = None
-
-    def close(self, wait: bool = True) -> bool:
-        """Drop the store; False (and nothing done) when ``wait`` is off and another thread
-        holds the lifecycle lock."""
-        if self.lifecycle is None:
-            self.store.close()
-        elif self.lifecycle.acquire(blocking=wait):
-            try:
-                self.store.close()
-            finally:
-                self.lifecycle.release()
-        else:
-            return False
-        self.funcs.clear()
-        return True
 
 
 @dataclass
@@ -205,13 +127,13 @@ class Invoker:
         #: whether the component reads large request bodies in pieces (trellis:http/request-body)
         self._reads_body = any(unversioned(n) == REQUEST_BODY for n in loaded.imports.interfaces)
         #: idle warm instances, most recently used last (a pool: concurrent calls each keep theirs)
-        self._idle: list[_Live] = []
+        self._idle: list[Live] = []
         self._lock = threading.Lock()
         self._closed = False
-        #: export types read once per component (see _Live.func)
+        #: export types read once per component (see Live.func)
         self._types: dict[FunctionInfo, tuple[list[Any], Any]] = {}
         #: instances an inline call could not drop (the lifecycle lock was taken): dropped later
-        self._orphans: list[_Live] = []
+        self._orphans: list[Live] = []
 
     # -- public -----------------------------------------------------------
 
@@ -239,7 +161,7 @@ class Invoker:
         if probe is None:
             return self._invoke(function, args, handler, timeout_s, inline, None)
         probe.begin()
-        slot: list[_Live] = []
+        slot: list[Live] = []
         try:
             return self._invoke(function, args, handler, timeout_s, inline, slot)
         finally:
@@ -255,7 +177,7 @@ class Invoker:
                 probe.memory_bytes = touched
 
     def _invoke(self, function: str | FunctionInfo, args: Sequence[Plain], handler: ImportHandler,
-                timeout_s: float | None, inline: bool, slot: list[_Live] | None) -> Plain:
+                timeout_s: float | None, inline: bool, slot: list[Live] | None) -> Plain:
         if self._wasi_http is not None and function in TRELLIS_HANDLE:
             return self._serve_wasi_http(args, handler, timeout_s, inline, slot)
         fn = self._resolve(function)
@@ -293,7 +215,7 @@ class Invoker:
         return self._wasi_http is not None
 
     def _serve_wasi_http(self, args: Sequence[Plain], handler: ImportHandler, timeout_s: float | None,
-                         inline: bool, slot: list[_Live] | None = None) -> Plain:
+                         inline: bool, slot: list[Live] | None = None) -> Plain:
         """One HTTP request (the trellis:http record) through ``wasi:http/incoming-handler.handle``
         (:mod:`trellis.host.runtime.wasi_http`): the response record; a trap or an unset outparam is a 500."""
         wasi = self._wasi_http
@@ -462,10 +384,10 @@ class Invoker:
         except CodecError as e:
             raise InvocationError(ErrorKind.BAD_RESULT, str(e)) from None
 
-    def _acquire(self, ctx: CallContext, ticks: int | None = None, inline: bool = False) -> tuple[_Live, bool]:
+    def _acquire(self, ctx: CallContext, ticks: int | None = None, inline: bool = False) -> tuple[Live, bool]:
         """A warm instance if one is idle, else a fresh one; and which."""
-        stale: list[_Live] = []
-        found: _Live | None = None
+        stale: list[Live] = []
+        found: Live | None = None
         with self._lock:
             idle_limit = self.reuse.max_idle_s
             now = self._clock()
@@ -487,7 +409,7 @@ class Invoker:
             return found, False
         return self._instantiate(ctx, ticks, inline), True
 
-    def _release(self, live: _Live, healthy: bool, inline: bool = False) -> None:
+    def _release(self, live: Live, healthy: bool, inline: bool = False) -> None:
         with self._lock:
             live.calls += 1
             live.last_used = self._clock()
@@ -498,7 +420,7 @@ class Invoker:
                 return
         self._drop(live, inline)
 
-    def _drop(self, live: _Live, inline: bool) -> None:
+    def _drop(self, live: Live, inline: bool) -> None:
         """Close ``live``; an inline caller leaves it for later if the lifecycle lock is taken."""
         if live.close(wait=not inline):
             self._dropped(1)
@@ -515,20 +437,20 @@ class Invoker:
             live.close()
         self._dropped(len(orphans))
 
-    def _new_store(self) -> tuple[wasmtime.Store, _StderrTail | None]:
+    def _new_store(self) -> tuple[wasmtime.Store, StderrTail | None]:
         store = wasmtime.Store(self.engine.engine)
         tail = None
         if self.uses_wasi:
             wasi = self.grants.wasi_config()
             if not self.grants.inherit_stderr:
-                tail = _StderrTail()
+                tail = StderrTail()
                 wasi.stderr_custom = tail.write
             store.set_wasi(wasi)  # required before instantiating with add_wasip2()
         if self.limits.memory_bytes is not None:
             store.set_limits(memory_size=self.limits.memory_bytes)
         return store, tail
 
-    def _fuel_used(self, live: _Live) -> int | None:
+    def _fuel_used(self, live: Live) -> int | None:
         try:
             return self._fuel - live.store.get_fuel()
         except wasmtime.WasmtimeError:
@@ -543,7 +465,7 @@ class Invoker:
         store.set_epoch_deadline(ticks)
         self.engine.arm(ticks)  # the epoch ticker runs while a deadline may be pending
 
-    def _instantiate(self, ctx: CallContext, ticks: int | None = None, inline: bool = False) -> _Live:
+    def _instantiate(self, ctx: CallContext, ticks: int | None = None, inline: bool = False) -> Live:
         if self._orphans and not inline:
             self._drop_orphans()
         lock = self._lifecycle
@@ -567,9 +489,9 @@ class Invoker:
         finally:
             if lock is not None:
                 lock.release()
-        return _Live(store, instance, ctx.table, tail, busy=True, lifecycle=lock)
+        return Live(store, instance, ctx.table, tail, busy=True, lifecycle=lock)
 
-    def _call(self, live: _Live, fn: FunctionInfo, lowered: list[object], ctx: CallContext) -> object:
+    def _call(self, live: Live, fn: FunctionInfo, lowered: list[object], ctx: CallContext) -> object:
         func = live.func(self.loaded, fn, self._types)
         token = CURRENT_CALL.set(ctx)
         self.stats.calls += 1
@@ -583,62 +505,7 @@ class Invoker:
 
     # -- failures -----------------------------------------------------------
 
-    def _failure(
-        self,
-        error: Exception,
-        ctx: CallContext,
-        tail: _StderrTail | None,
-        *,
-        instantiating: bool,
-    ) -> InvocationError | Reroute:
-        detail = str(error)
-        if isinstance(ctx.failure, Reroute):
-            return ctx.failure
-        if ctx.failure is not None:
-            return _import_failure(ctx, detail)
-        stderr = tail.text() if tail is not None else ""
-        if not isinstance(error, wasmtime.WasmtimeError):
-            # wasmtime-py raised while converting values (a codec gap).
-            return InvocationError(ErrorKind.TRAP, f"{type(error).__name__}: {error}", detail=detail)
-        kind = classify_failure(detail, stderr)
-        message = summarize_wasmtime_error(detail)
-        if instantiating and kind is ErrorKind.TRAP and "wasm trap" not in detail:
-            kind = ErrorKind.INSTANTIATION
-        if instantiating and "maximum concurrent limit" in detail:
-            message = (f"{message}: the engine's instance pool is full (trellis.host.runtime.engine."
-                       f"InstancePool; trellis host --instance-allocator on-demand has no such bound)")
-        if kind is ErrorKind.TIMEOUT:
-            message = f"deadline of {self.limits.timeout_s}s exceeded ({message})"
-        elif kind is ErrorKind.OUT_OF_FUEL:
-            message = f"fuel budget of {self.limits.fuel} exhausted ({message})"
-        elif kind is ErrorKind.OUT_OF_MEMORY:
-            message = f"memory cap of {self.limits.memory_bytes} bytes reached ({message})"
-        elif kind is ErrorKind.STACK_OVERFLOW:
-            message = f"wasm stack of {self.engine.settings.max_wasm_stack_bytes} bytes exhausted ({message})"
-        elif kind is ErrorKind.TOO_LARGE:
-            message = (f"the call's values are too large to cross into or out of Wasm: wasmtime copies at most "
-                       f"{HOSTCALL_FUEL >> 20} MiB of host-side values per call, {FUEL_PER_ELEMENT} bytes per list "
-                       f"element, so a list<u8> of about {MAX_BYTES_PER_CALL / 1e6:.1f} MB at most ({message})")
-        if stderr.strip():
-            message = f"{message}; guest stderr: {stderr.strip()[-1000:]}"
-        return InvocationError(kind, message, detail=detail)
-
-
-def _mentions_resources(fn: FunctionInfo) -> bool:
-    return any(mentions_resources(t) for _, t in fn.params) or mentions_resources(fn.result)
-
-
-def _import_failure(ctx: CallContext, detail: str) -> InvocationError:
-    assert ctx.failure is not None and ctx.failed_import is not None
-    interface, function = ctx.failed_import
-    where = f"{interface}.{function}" if interface else function
-    err = ctx.failure
-    if isinstance(err, MissingLink):
-        kind, what = ErrorKind.MISSING_LINK, f"import {where} is not linked: {err}"
-    elif isinstance(err, ImportFailed):
-        kind, what = ErrorKind.IMPORT_FAILED, f"import {where} failed: {err}"
-    elif isinstance(err, CodecError):
-        kind, what = ErrorKind.IMPORT_FAILED, f"import {where} returned a bad value: {err}"
-    else:
-        kind, what = ErrorKind.IMPORT_FAILED, f"import {where} raised {type(err).__name__}: {err}"
-    return InvocationError(kind, what, detail=detail, interface=interface, function=function)
+    def _failure(self, error: Exception, ctx: CallContext, tail: StderrTail | None, *,
+                 instantiating: bool) -> InvocationError | Reroute:
+        return invocation_failure(error, ctx, tail, instantiating=instantiating, limits=self.limits,
+                                  stack_bytes=self.engine.settings.max_wasm_stack_bytes)

@@ -100,15 +100,9 @@ class CompileCache:
         if digest:
             digest = digest.removeprefix("sha256:")
             art = self.path_for(engine, digest)
-            if art is not None and art.exists():
-                try:
-                    component = Component.deserialize_file(engine.engine, str(art))
-                except wasmtime.WasmtimeError:
-                    self.stats.corrupt_dropped += 1
-                    art.unlink(missing_ok=True)
-                else:
-                    self.stats.disk_hits += 1
-                    return component, digest, art
+            component = self._from_disk(engine, art)
+            if component is not None:
+                return component, digest, art
         wasm = path.read_bytes()
         actual = wasm_digest(wasm)
         if digest and actual != digest:
@@ -121,19 +115,27 @@ class CompileCache:
         self, engine: RuntimeEngine, wasm: bytes, digest: str
     ) -> Component:
         path = self.path_for(engine, digest)
-        if path is not None and path.exists():
-            try:
-                component = Component.deserialize_file(engine.engine, str(path))
-            except wasmtime.WasmtimeError:
-                self.stats.corrupt_dropped += 1
-                path.unlink(missing_ok=True)
-            else:
-                self.stats.disk_hits += 1
-                return component
+        cached = self._from_disk(engine, path)
+        if cached is not None:
+            return cached
         component = Component(engine.engine, wasm)
         self.stats.compiled += 1
         if path is not None:
             _write_atomically(path, bytes(component.serialize()))
+        return component
+
+
+    def _from_disk(self, engine: RuntimeEngine, path: Path | None) -> Component | None:
+        """The compiled artifact at ``path``, if there is one that loads; a corrupt one is deleted."""
+        if path is None or not path.exists():
+            return None
+        try:
+            component = Component.deserialize_file(engine.engine, str(path))
+        except wasmtime.WasmtimeError:
+            self.stats.corrupt_dropped += 1
+            path.unlink(missing_ok=True)
+            return None
+        self.stats.disk_hits += 1
         return component
 
 

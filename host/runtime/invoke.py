@@ -60,9 +60,10 @@ from .imports import (
 from .instance import Live, StderrTail
 from .probe import CallProbe
 from .settings import Limits, ReusePolicy, WasiGrants
-from .wasi_http import AS_500, TRELLIS_HANDLE, WasiHttpExport, as_response, find_handler
+from .wasi_http import AS_500, TRELLIS_HANDLE, WasiHttpExport, as_response, claim_exchange, end_stream, find_handler
 from .wasi_http.binding import DIRECT as direct_function
 from .wasi_http.io import OutOfTime
+from .wasi_http.types import ResponseOutparam
 
 __all__ = ["Invoker", "InvokerStats"]
 
@@ -238,22 +239,30 @@ class Invoker:
             slot.append(live)
         keep = False
         failure: InvocationError | None = None
+        exchange = None if inline else claim_exchange()  # an inline call is buffered: it may run again
+        out: ResponseOutparam | None = None
         try:
-            lowered, out = wasi.lower(live.table, args[0])
+            lowered, out = wasi.lower(live.table, args[0], exchange)
             try:
                 self._call(live, wasi.function, lowered, ctx)
                 keep = out.response is not None
             except InvocationError as e:
                 if isinstance(ctx.failure, OutOfTime):
-                    raise InvocationError(ErrorKind.TIMEOUT, f"deadline of {budget}s exceeded ({ctx.failure})",
-                                          detail=e.detail) from None
+                    e = InvocationError(ErrorKind.TIMEOUT, f"deadline of {budget}s exceeded ({ctx.failure})",
+                                        detail=e.detail)
                 if e.kind not in AS_500:
-                    raise
+                    raise e from None
                 failure = e
+            end_stream(out, failure, wasi.function.address)  # before the instance is dropped or kept
+        except BaseException as e:
+            if out is not None:
+                end_stream(out, e, wasi.function.address)
+            raise
         finally:
             if slot is not None and self._metered:
                 live.fuel_used = self._fuel_used(live)
             self._release(live, keep, inline)
+        assert out is not None
         return as_response(out, failure, wasi.function.address)
 
     def close(self) -> None:

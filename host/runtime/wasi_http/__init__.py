@@ -10,11 +10,13 @@ streams and pollables under it in Python, as host resources (docs/runtime.md,
 * :mod:`.types`: ``wasi:http/types`` (fields, requests, responses, bodies, outparam, futures);
 * :mod:`.dispatch`: which imports are the host's (:func:`shadowed`) and the handler that
   answers them, sending outgoing requests to the lattice's http-client provider;
-* :mod:`.serve`: one request record in, one response record out (used by the invoker).
+* :mod:`.serve`: one request record in, one response record out (used by the invoker); or,
+  for a streamed request (:data:`EXCHANGE`, a :class:`trellis.kit.bodies.Exchange`), its
+  body read as it arrives and its response sent as the guest writes it.
 """
 
 from .dispatch import INCOMING, OUTGOING, WasiHttpHandler, find_handler, shadowed
-from .serve import AS_500, TRELLIS_HANDLE, WasiHttpExport, as_response
+from .serve import AS_500, EXCHANGE, TRELLIS_HANDLE, WasiHttpExport, as_response, claim_exchange, end_stream
 
-__all__ = ["AS_500", "INCOMING", "OUTGOING", "TRELLIS_HANDLE", "WasiHttpExport", "WasiHttpHandler", "as_response",
-           "find_handler", "shadowed"]
+__all__ = ["AS_500", "EXCHANGE", "INCOMING", "OUTGOING", "TRELLIS_HANDLE", "WasiHttpExport", "WasiHttpHandler",
+           "as_response", "claim_exchange", "end_stream", "find_handler", "shadowed"]

@@ -7,11 +7,16 @@ use those resources: ``wasi:cli/stdin|stdout|stderr``, ``wasi:clocks/monotonic-c
 (its ``subscribe-*`` return pollables), and ``wasi:filesystem``/``wasi:sockets``
 (refused: see :mod:`.dispatch`).
 
-Streams here are buffers: an :class:`InputStream` reads from bytes the host already
-has (a request body as the HTTP front received it, a response from the http-client),
-an :class:`OutputStream` collects what the guest writes (a response body, a request
-body, stdout, stderr). Every read and write is bounded (:data:`CHUNK`) so that one
-call never carries more than a component call can (``trellis.interfaces.wasm_limits``).
+An :class:`InputStream` reads from a body *source* and an :class:`OutputStream` writes
+to a body *sink* (:mod:`trellis.kit.bodies`): bytes the host already has (a request body
+received whole, a response from the http-client) and a collected body (a response sent
+when the handler returns, an outgoing request body), or pipes to and from an event loop
+(a request body as the connection delivers it, a response written to the client as the
+guest writes it: ``handoff_streams.py`` in the worker). ``blocking-*`` calls and
+pollables wait on the source or sink, never past the call's deadline (``timeout``), and
+never on the event loop (an inline call goes to a Wasm thread first). Every read and
+write is bounded (:data:`CHUNK`) so that one call never carries more than a component
+call can (``trellis.interfaces.wasm_limits``).
 Values are plain (:mod:`trellis.host.runtime.codec`): ``{"ok": v}`` / ``{"err": e}``,
 ``{"case": payload}``.
 """
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
+from trellis.kit.bodies import BodyError, BodySink, BodySource, BytesSource, CallbackSink, CollectSink
 
 from ..errors import Reroute
 from ..imports import CURRENT_CALL, HostResource
@@ -97,76 +103,139 @@ def deadline_pollable(at_ns: int) -> Pollable:
     return Pollable(ready, wait)
 
 
+def _wait(wait: Callable[[float | None], bool], what: str) -> None:
+    """Block on ``wait(timeout)`` (a body's), never past the call's deadline and never on the
+    event loop (an inline call goes to a Wasm thread first)."""
+    ctx = CURRENT_CALL.get()
+    if ctx is not None and ctx.inline:
+        raise Reroute(f"the guest waits on {what}", sticky=False)
+    limit = ctx.deadline if ctx is not None else None
+    if wait(None if limit is None else max(0.0, limit - time.monotonic())):
+        return
+    raise OutOfTime(f"the guest waited on {what} past the call's deadline")
+
+
 class InputStream:
-    """Reads from ``data``; closed at its end. ``fetch`` (optional) fills it first, once
-    (a response the host waits for)."""
+    """Reads from a :class:`~trellis.kit.bodies.BodySource`; closed at its end. ``on_end``
+    (optional) runs once, when the end is read."""
 
-    __slots__ = ("data", "pos", "on_end", "error")
+    __slots__ = ("source", "pos", "on_end")
 
-    def __init__(self, data: bytes | bytearray | memoryview = b"", on_end: Callable[[], None] | None = None) -> None:
-        self.data = memoryview(data)
+    def __init__(self, source: BodySource, on_end: Callable[[], None] | None = None) -> None:
+        self.source = source
         self.pos = 0
         self.on_end = on_end
-        self.error: str | None = None
 
-    def read(self, most: int) -> dict[str, Any]:
-        if self.error is not None:
-            return failed(self.error)
-        if self.pos >= len(self.data):
+    def read(self, most: int, blocking: bool = False) -> dict[str, Any]:
+        n = max(0, min(int(most), CHUNK))
+        try:
+            piece = self.source.read(n)
+            if piece == b"" and blocking and n:
+                _wait(self.source.wait, "the request body")
+                piece = self.source.read(n)
+        except BodyError as exc:
+            return failed(str(exc))
+        if piece is None:
             if self.on_end is not None:
                 self.on_end()
                 self.on_end = None
             return {"err": CLOSED}
-        n = max(0, min(int(most), CHUNK, len(self.data) - self.pos))
-        check_inline(self.pos + n)
-        piece = bytes(self.data[self.pos:self.pos + n])
         self.pos += len(piece)
+        check_inline(self.pos)
         return {"ok": piece}
 
-    def skip(self, most: int) -> dict[str, Any]:
-        if self.pos >= len(self.data):
-            return {"err": CLOSED}
-        n = max(0, min(int(most), len(self.data) - self.pos))
-        self.pos += n
-        return {"ok": n}
+    def skip(self, most: int, blocking: bool = False) -> dict[str, Any]:
+        got = self.read(most, blocking)
+        return {"ok": len(got["ok"])} if "ok" in got else got
+
+    def pollable(self) -> Pollable:
+        source = self.source
+        return Pollable(source.ready, lambda: _wait(source.wait, "the request body"))
 
 
 class OutputStream:
-    """Collects writes in ``chunks`` up to ``limit`` bytes; ``sink`` (optional) takes each
-    write instead (stdout, stderr)."""
+    """Writes to a :class:`~trellis.kit.bodies.BodySink` (``sink``; a body's may be swapped for
+    another while the guest holds the stream: :meth:`attach`)."""
 
-    __slots__ = ("chunks", "size", "limit", "closed", "sink", "what")
+    __slots__ = ("sink", "size", "closed", "what")
 
-    def __init__(self, limit: int, what: str, sink: Callable[[bytes], None] | None = None) -> None:
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.limit = limit
-        self.closed = False
+    def __init__(self, sink: BodySink, what: str) -> None:
         self.sink = sink
+        self.size = 0
+        self.closed = False
         self.what = what
+
+    def attach(self, sink: BodySink) -> None:
+        """Send what was collected so far to ``sink``, and every write after it."""
+        old, self.sink = self.sink, sink
+        if isinstance(old, CollectSink):
+            for chunk in old.chunks:
+                sink.write(chunk)
+            old.chunks = []
 
     def check_write(self) -> dict[str, Any]:
         if self.closed:
             return {"err": CLOSED}
-        return {"ok": CHUNK}
+        try:
+            return {"ok": min(self.sink.capacity(), CHUNK)}
+        except BodyError as exc:
+            self.closed = True
+            return failed(str(exc))
 
     def write(self, data: bytes) -> dict[str, Any]:
         if self.closed:
             return {"err": CLOSED}
-        if self.sink is not None:
-            self.sink(bytes(data))
-            return {"ok": None}
-        check_inline(self.size + len(data))
-        if self.size + len(data) > self.limit:
+        self.size += len(data)
+        check_inline(self.size)
+        try:
+            self.sink.write(bytes(data))
+        except BodyError as exc:
             self.closed = True
-            return failed(f"the {self.what} would pass {self.limit} bytes")
-        if data:
-            self.chunks.append(bytes(data))
-            self.size += len(data)
+            return failed(str(exc))
         return {"ok": None}
 
+    def blocking_write(self, data: bytes) -> dict[str, Any]:
+        """``blocking-write-and-flush``: waits for room first, and until it was handed on."""
+        if self.closed:
+            return {"err": CLOSED}
+        sink = self.sink
+        if not sink.flushed():
+            _wait(sink.wait, "the response body's reader")
+        got = self.write(data)
+        if "ok" in got and not sink.flushed():
+            return self.blocking_flush()
+        return got
+
+    def flush(self) -> dict[str, Any]:
+        return {"err": CLOSED} if self.closed else {"ok": None}
+
+    def blocking_flush(self) -> dict[str, Any]:
+        if self.closed:
+            return {"err": CLOSED}
+        sink = self.sink
+        if not sink.flushed():
+            _wait(lambda timeout: sink.wait(timeout, flushed=True), "the response body's reader")
+        try:
+            sink.capacity()  # a body that broke meanwhile says so
+        except BodyError as exc:
+            self.closed = True
+            return failed(str(exc))
+        return {"ok": None}
+
+    def pollable(self) -> Pollable:
+        sink = self.sink
+
+        def ready() -> bool:
+            try:
+                return self.closed or sink.capacity() > 0
+            except BodyError:
+                return True
+        return Pollable(ready, lambda: _wait(sink.wait, "the response body's reader"))
+
     def body(self) -> bytes:
-        return b"".join(self.chunks)
+        """What a :class:`CollectSink` holds (b"" for any other)."""
+        sink = self.sink
+        return sink.body() if isinstance(sink, CollectSink) else b""
 
 
 def _void_sink(data: bytes) -> None:
@@ -180,7 +249,19 @@ Impl = Callable[[list[Any]], Any]
 
 def _blocking_splice(args: list[Any]) -> Any:
     out, src, most = args
-    got = src.read(min(int(most), CHUNK))
+    got = src.read(min(int(most), CHUNK), True)
+    if "err" in got:
+        return got
+    wrote = out.blocking_write(got["ok"])
+    return wrote if "err" in wrote else {"ok": len(got["ok"])}
+
+
+def _splice(args: list[Any]) -> Any:
+    out, src, most = args
+    room = out.check_write()
+    if "err" in room:
+        return room
+    got = src.read(min(int(most), room["ok"]))
     if "err" in got:
         return got
     wrote = out.write(got["ok"])
@@ -210,28 +291,27 @@ IO: dict[tuple[str, str], Impl] = {
     ("wasi:io/poll", "[method]pollable.block"): _block,
     ("wasi:io/poll", "poll"): _poll,
     ("wasi:io/streams", "[method]input-stream.read"): lambda a: a[0].read(a[1]),
-    ("wasi:io/streams", "[method]input-stream.blocking-read"): lambda a: a[0].read(a[1]),
+    ("wasi:io/streams", "[method]input-stream.blocking-read"): lambda a: a[0].read(a[1], True),
     ("wasi:io/streams", "[method]input-stream.skip"): lambda a: a[0].skip(a[1]),
-    ("wasi:io/streams", "[method]input-stream.blocking-skip"): lambda a: a[0].skip(a[1]),
-    ("wasi:io/streams", "[method]input-stream.subscribe"): lambda a: HostResource(READY),
+    ("wasi:io/streams", "[method]input-stream.blocking-skip"): lambda a: a[0].skip(a[1], True),
+    ("wasi:io/streams", "[method]input-stream.subscribe"): lambda a: HostResource(a[0].pollable()),
     ("wasi:io/streams", "[method]output-stream.check-write"): lambda a: a[0].check_write(),
     ("wasi:io/streams", "[method]output-stream.write"): lambda a: a[0].write(a[1]),
-    ("wasi:io/streams", "[method]output-stream.blocking-write-and-flush"): lambda a: a[0].write(a[1]),
-    ("wasi:io/streams", "[method]output-stream.flush"): lambda a: {"err": CLOSED} if a[0].closed else {"ok": None},
-    ("wasi:io/streams", "[method]output-stream.blocking-flush"):
-        lambda a: {"err": CLOSED} if a[0].closed else {"ok": None},
-    ("wasi:io/streams", "[method]output-stream.subscribe"): lambda a: HostResource(READY),
+    ("wasi:io/streams", "[method]output-stream.blocking-write-and-flush"): lambda a: a[0].blocking_write(a[1]),
+    ("wasi:io/streams", "[method]output-stream.flush"): lambda a: a[0].flush(),
+    ("wasi:io/streams", "[method]output-stream.blocking-flush"): lambda a: a[0].blocking_flush(),
+    ("wasi:io/streams", "[method]output-stream.subscribe"): lambda a: HostResource(a[0].pollable()),
     ("wasi:io/streams", "[method]output-stream.write-zeroes"): lambda a: a[0].write(bytes(min(int(a[1]), CHUNK))),
     ("wasi:io/streams", "[method]output-stream.blocking-write-zeroes-and-flush"):
-        lambda a: a[0].write(bytes(min(int(a[1]), CHUNK))),
-    ("wasi:io/streams", "[method]output-stream.splice"): _blocking_splice,
+        lambda a: a[0].blocking_write(bytes(min(int(a[1]), CHUNK))),
+    ("wasi:io/streams", "[method]output-stream.splice"): _splice,
     ("wasi:io/streams", "[method]output-stream.blocking-splice"): _blocking_splice,
     ("wasi:clocks/monotonic-clock", "now"): lambda a: time.monotonic_ns(),
     ("wasi:clocks/monotonic-clock", "resolution"): lambda a: 1,
     ("wasi:clocks/monotonic-clock", "subscribe-instant"): lambda a: HostResource(deadline_pollable(int(a[0]))),
     ("wasi:clocks/monotonic-clock", "subscribe-duration"):
         lambda a: HostResource(deadline_pollable(time.monotonic_ns() + int(a[0]))),
-    ("wasi:cli/stdin", "get-stdin"): lambda a: HostResource(InputStream()),
+    ("wasi:cli/stdin", "get-stdin"): lambda a: HostResource(InputStream(BytesSource())),
     ("wasi:filesystem/preopens", "get-directories"): lambda a: [],
     ("wasi:filesystem/types", "filesystem-error-code"): lambda a: None,
 }
@@ -239,4 +319,4 @@ IO: dict[tuple[str, str], Impl] = {
 
 def std_stream(what: str, sink: Callable[[bytes], None] | None) -> HostResource:
     """``get-stdout`` / ``get-stderr``: writes go to ``sink`` (discarded without one)."""
-    return HostResource(OutputStream(0, what, sink or _void_sink))
+    return HostResource(OutputStream(CallbackSink(sink or _void_sink), what))

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 from typing import Any
 
 from trellis.interfaces.resources import unversioned
+from trellis.kit.bodies import Exchange
 
 from ..component import FunctionInfo, LoadedComponent
 from ..errors import ErrorKind, InvocationError
@@ -28,9 +30,14 @@ from ..wit import OwnT
 from .dispatch import OUTGOING, WasiHttpHandler, _error_code_names, find_handler, shadowed
 from .types import IncomingRequest, ResponseOutparam
 
-__all__ = ["WasiHttpExport", "TRELLIS_HANDLE", "as_response"]
+__all__ = ["EXCHANGE", "WasiHttpExport", "TRELLIS_HANDLE", "as_response", "claim_exchange", "end_stream"]
 
 log = logging.getLogger("trellis.host.runtime.wasi_http")
+
+#: the streamed request (its body as it arrives, its response as the guest writes it) the call
+#: being made in this context serves, set by whoever hands one over (the worker's HTTP front);
+#: claimed once, by the first wasi:http call not on the event loop (an inline call is buffered)
+EXCHANGE: ContextVar[Exchange | None] = ContextVar("trellis_wasi_http_exchange", default=None)
 
 #: the address the HTTP front calls (and a wasi:http component answers)
 TRELLIS_HANDLE = frozenset({"trellis:http/incoming-handler.handle", "trellis:http/incoming-handler@0.1.0.handle",
@@ -77,19 +84,45 @@ class WasiHttpExport:
     def handler(self, outer: ImportHandler) -> WasiHttpHandler:
         return WasiHttpHandler(outer, self.shadow, self.codes, self.stderr, self.outgoing, self.stdout)
 
-    def lower(self, table: Any, request: Any) -> tuple[list[Any], ResponseOutparam]:
-        """The ``handle`` arguments for the plain ``request`` record, and the outparam to read."""
+    def lower(self, table: Any, request: Any, exchange: Exchange | None = None) -> tuple[list[Any], ResponseOutparam]:
+        """The ``handle`` arguments for the plain ``request`` record, and the outparam to read.
+        With an ``exchange``, the body is read from it and the response streamed to it."""
         if not isinstance(request, dict):
             raise InvocationError(ErrorKind.BAD_ARGUMENT, "expected a trellis:http request record")
-        out = ResponseOutparam()
+        out = ResponseOutparam(exchange)
         bridge = _ResourceBridge(None, table)  # type: ignore[arg-type]  # lowering needs no store
-        args = [bridge.lower(self.request_type, HostResource(IncomingRequest(request)), "args[0]"),
+        incoming = IncomingRequest(request, exchange.body if exchange is not None else None)
+        args = [bridge.lower(self.request_type, HostResource(incoming), "args[0]"),
                 bridge.lower(self.outparam_type, HostResource(out), "args[1]")]
         return args, out
 
 
+def claim_exchange() -> Exchange | None:
+    """The streamed request the current call serves (:data:`EXCHANGE`), once."""
+    exchange = EXCHANGE.get()
+    return exchange if exchange is not None and exchange.claim() else None
+
+
+def end_stream(out: ResponseOutparam, failure: BaseException | None, where: str) -> None:
+    """After the handler: a streamed response's body ends (complete, or broken by a failure:
+    the client sees the connection close, never a complete body)."""
+    sink = out.sink
+    if sink is None:
+        return
+    if failure is None:
+        sink.finish()
+        return
+    why = f"[{failure.kind.value}] {failure.message}" if isinstance(failure, InvocationError) else repr(failure)
+    log.warning("%s: failed after the response head was sent; the connection is closed: %s", where, why)
+    sink.abort(why)
+
+
 def as_response(out: ResponseOutparam, failure: InvocationError | None, where: str) -> dict[str, Any]:
-    """The response record for what the guest left in ``out`` (and how the call ended)."""
+    """The response record for what the guest left in ``out`` (and how the call ended). A streamed
+    response (sent already) is the record of its head, with no body."""
+    if out.sink is not None and out.response is not None:
+        r = out.response
+        return {"status": r.status, "headers": [[k, v] for k, v in r.headers.entries], "body": b""}
     if failure is not None:
         log.warning("%s: answered 500: [%s] %s", where, failure.kind.value, failure.message)
         return _error(f"the component failed ({failure.kind.value})")

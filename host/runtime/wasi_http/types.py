@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trellis.interfaces.envelope import MAX_BODY
+from trellis.kit.bodies import BodySink, BodySource, BytesSource, CollectSink, Exchange
 
 from ..imports import HostResource
 from .io import READY, InputStream, OutputStream, Pollable
@@ -110,10 +111,10 @@ def _delete(args: list[Any]) -> Any:
 
 
 class IncomingBody:
-    __slots__ = ("data", "streamed")
+    __slots__ = ("source", "streamed")
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    def __init__(self, source: BodySource) -> None:
+        self.source = source
         self.streamed = False
 
 
@@ -122,14 +123,15 @@ class IncomingRequest:
 
     __slots__ = ("method", "path_with_query", "scheme", "authority", "headers", "body")
 
-    def __init__(self, request: dict[str, Any]) -> None:
+    def __init__(self, request: dict[str, Any], body: BodySource | None = None) -> None:
         self.method = method_variant(str(request.get("method") or "GET"))
         self.path_with_query = str(request.get("path-with-query") or "/")
         entries = [(str(k).lower(), bytes(v)) for k, v in request.get("headers") or ()]
         self.authority = next((v.decode("latin-1") for k, v in entries if k == "host"), None)
         self.scheme = {"HTTP": None}  # the WIT spells the cases HTTP, HTTPS, other
         self.headers = Fields(entries, True)
-        self.body: IncomingBody | None = IncomingBody(bytes(request.get("body") or b""))
+        self.body: IncomingBody | None = IncomingBody(body if body is not None
+                                                      else BytesSource(request.get("body") or b""))
 
 
 def _consume(req: Any) -> Any:
@@ -141,14 +143,14 @@ def _stream(body: IncomingBody) -> Any:
     if body.streamed:
         return {"err": None}
     body.streamed = True
-    return {"ok": HostResource(InputStream(body.data))}
+    return {"ok": HostResource(InputStream(body.source))}
 
 
 class OutgoingBody:
     __slots__ = ("stream", "taken", "finished", "what")
 
     def __init__(self, what: str, limit: int = MAX_BODY) -> None:
-        self.stream = OutputStream(limit, what)
+        self.stream = OutputStream(CollectSink(limit, what), what)
         self.taken = False
         self.finished = False
         self.what = what
@@ -165,17 +167,20 @@ def _finish_outgoing(args: list[Any]) -> Any:
     body: OutgoingBody = args[0]
     body.finished = True
     body.stream.closed = True
+    body.stream.sink.finish()
     return {"ok": None}
 
 
 class OutgoingResponse:
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("status", "headers", "body", "sink")
 
     def __init__(self, headers: Fields) -> None:
         self.status = 200
         headers.immutable = True
         self.headers = headers
         self.body: OutgoingBody | None = None
+        #: where the body goes once the head went out (a streamed response), else collected
+        self.sink: BodySink | None = None
 
 
 def _take_body(r: OutgoingResponse | OutgoingRequest, what: str) -> Any:
@@ -183,6 +188,9 @@ def _take_body(r: OutgoingResponse | OutgoingRequest, what: str) -> Any:
     if r.body is not None:
         return {"err": None}
     r.body = OutgoingBody(what)
+    sink = getattr(r, "sink", None)
+    if sink is not None:
+        r.body.stream.sink = sink
     return {"ok": HostResource(r.body)}
 
 
@@ -196,14 +204,20 @@ def _set_status(args: list[Any]) -> Any:
 
 class ResponseOutparam:
     """Where the handler's response lands: ``response`` (an :class:`OutgoingResponse`), or
-    ``error`` (a plain ``error-code``), or neither (the handler never answered)."""
+    ``error`` (a plain ``error-code``), or neither (the handler never answered).
 
-    __slots__ = ("response", "error", "set")
+    With an ``exchange`` (a streamed request, :class:`trellis.kit.bodies.Exchange`), setting a
+    response sends its head at once, and its body goes to the exchange's sink (``sink``) as the
+    guest writes it."""
 
-    def __init__(self) -> None:
+    __slots__ = ("response", "error", "set", "exchange", "sink")
+
+    def __init__(self, exchange: Exchange | None = None) -> None:
         self.response: OutgoingResponse | None = None
         self.error: Any = None
         self.set = False
+        self.exchange = exchange
+        self.sink: BodySink | None = None
 
 
 def _outparam_set(args: list[Any]) -> None:
@@ -212,10 +226,20 @@ def _outparam_set(args: list[Any]) -> None:
     if param.set:
         raise RuntimeError("response-outparam.set called twice")
     param.set = True
-    if "ok" in result:
-        param.response = result["ok"]
-    else:
+    if "ok" not in result:
         param.error = result["err"]
+        return
+    response: OutgoingResponse = result["ok"]
+    param.response = response
+    if param.exchange is None:
+        return
+    sink = param.sink = param.exchange.start(response.status, list(response.headers.entries))
+    response.sink = sink
+    body = response.body
+    if body is not None:  # taken (maybe written, maybe finished) before the head went out
+        body.stream.attach(sink)
+        if body.finished:
+            sink.finish()
 
 
 class OutgoingRequest:
@@ -253,7 +277,7 @@ class IncomingResponse:
     def __init__(self, response: dict[str, Any]) -> None:
         self.status = int(response.get("status") or 0)
         self.headers = Fields([(str(k).lower(), bytes(v)) for k, v in response.get("headers") or ()], True)
-        self.body: IncomingBody | None = IncomingBody(bytes(response.get("body") or b""))
+        self.body: IncomingBody | None = IncomingBody(BytesSource(response.get("body") or b""))
 
 
 class FutureIncomingResponse:

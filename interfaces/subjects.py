@@ -13,6 +13,7 @@ one NATS server never see each other's traffic and one permission
     trellis.<lattice>.tap.want                       watchers ask workers for spy records / traffic
     trellis.<lattice>.tap.spy.<component_id>         spy records of one component's calls
     trellis.<lattice>.tap.traffic.<host>             per-component traffic summaries of a host's workers
+    trellis.<lattice>.stream.<process>.<token>       one end of a byte stream (interfaces/bytestream.py)
 """
 
 from __future__ import annotations
@@ -135,6 +136,13 @@ def tap_traffic(lattice: str, host_id: str) -> str:
 
 def tap_traffic_wildcard(lattice: str) -> str:
     return f"{lattice_prefix(lattice)}.tap.traffic.*"
+
+
+# --- byte streams (interfaces/bytestream.py) -------------------------------------------
+
+def stream_prefix(lattice: str, process: str) -> str:
+    """The subject prefix of one process's stream ends (it subscribes to ``<prefix>.*``)."""
+    return f"{lattice_prefix(lattice)}.stream.{check_id('process', process)}"
 
 
 # --- JetStream names ---------------------------------------------------------

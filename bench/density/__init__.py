@@ -26,7 +26,9 @@ Trellis host; ``BENCH_DENSITY_AB=NAME=VALUE,...`` adds a second Trellis lattice
 to the density stage with those variables, measured in the same windows (an
 A/B in one sitting; ``PYTHONPATH=DIR`` runs another checkout's platform, e.g.
 the commit before a change, for a before/after). ``BENCH_DENSITY_N=1,10,50`` and
-``BENCH_DENSITY_IDLE_S=60`` override the copies and the idle window.
+``BENCH_DENSITY_IDLE_S=60`` override the copies and the idle window. In the load stage,
+``BENCH_DENSITY_AB`` adds a reuse twin with those variables to the same alternating
+windows, and ``BENCH_DENSITY_FRESH=0`` leaves out the fresh lattice.
 """
 
 from __future__ import annotations
@@ -325,6 +327,11 @@ def stage_full_app(ctx: Context, workers: int, nats_url: str, nats_pid: int | No
     systems: list[peers.System] = [peers.TrellisFullApp(ctx.workdir, workers, REUSE, env=_host_env(),
                                                         max_idle_s=max_idle_s),
                                    peers.TrellisFullApp(ctx.workdir, workers, 1, env=_host_env())]
+    if os.environ.get("BENCH_DENSITY_FRESH", "1") == "0":
+        systems.pop()  # reuse against the baseline only
+    if _ab_env() and "load" in stages:  # the A/B twin of the reuse lattice, in the same load windows
+        systems.insert(1, peers.TrellisFullApp(ctx.workdir, workers, REUSE, env={**_host_env(), **_ab_env()},
+                                               max_idle_s=max_idle_s))
     why_not = baseline.missing()
     if not why_not:
         systems.append(baseline.PlatformPocSystem(ctx.workdir, nats_url, nats_pid))
@@ -404,9 +411,10 @@ def _lattice_of(system: Any) -> TrellisLattice:
 
 
 def _full_app_rows(ctx: Context, out: dict[str, Any], names: list[str]) -> None:
-    reuse = next((n for n in names if "reuse" in n), "")
+    reuse = next((n for n in names if "reuse" in n and "@" not in n), "")
+    twin = next((n for n in names if "reuse" in n and "@" in n), "")  # BENCH_DENSITY_AB's lattice
     fresh = next((n for n in names if "fresh" in n), "")
-    base = next((n for n in names if n not in (reuse, fresh)), "")
+    base = next((n for n in names if n not in (reuse, twin, fresh)), "")
     missing = out["baseline_missing"]
     is_ = "the orders app as six always-on services" if base else missing
     idle = out.get("idle", {})
@@ -444,6 +452,16 @@ def _full_app_rows(ctx: Context, out: dict[str, Any], names: list[str]) -> None:
             ctx.row(f"load: {name}, peak PSS per req/s served", "MiB per req/s",
                     round(t["peak_pss_mib"] / max(t["rps"], 1e-9), 4),
                     round(b["peak_pss_mib"] / max(b["rps"], 1e-9), 4) if b else None, is_)
+    if twin in load and reuse in load:
+        t, a = load[twin], load[reuse]
+        for what, unit, key in (("req/s", "req/s", "rps"), ("p99", "ms", "p99_ms"),
+                                ("CPU per request", "CPU-ms/req", "cpu_ms_per_request"),
+                                ("peak PSS under load", "MiB", "peak_pss_mib")):
+            ctx.row(f"A/B load: {what}, {twin} vs {reuse}", unit, t[key], a[key], reuse)
+        for what, unit, key in (("req/s", "req/s", "rps"), ("p99", "ms", "p99_ms"),
+                                ("peak PSS under load", "MiB", "peak_pss_mib")):
+            if base in load:
+                ctx.row(f"load: {twin}, {what}", unit, t[key], load[base][key], is_)
     starts = out.get("startup_s", {})
     for name in (reuse, fresh):
         if name in starts:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from nats.aio.client import Client
@@ -52,6 +54,38 @@ _PART_ROOM = 1024
 _PROGRESS_AFTER_S = PROGRESS_INTERVAL_S / 2
 #: the reply subject of a call that came over a same-host socket (``trellis/samehost/local_rpc.py``)
 LOCAL_REPLY_PREFIX = "_LOCAL."
+
+
+class EarlyReply:
+    """Lets a handler answer its caller before it returns (the head of a streamed HTTP response,
+    whose body then follows on a byte stream, ``interfaces/bytestream.py``). What the handler
+    returns afterwards is dropped. :meth:`send` may be called from any thread, once."""
+
+    __slots__ = ("server", "reply_to", "inv_id", "key", "sent")
+
+    def __init__(self, server: RpcServer, reply_to: str, inv_id: str, key: int) -> None:
+        self.server = server
+        self.reply_to = reply_to
+        self.inv_id = inv_id
+        self.key = key
+        self.sent = False
+
+    def send(self, result: Any) -> bool:
+        """Reply ``result`` now; False when a reply went already."""
+        if self.sent:
+            return False
+        self.sent = True
+        frame = self.server._encode_result(self.inv_id, result)
+        loop = self.server._loop
+        if loop is None or threading.get_ident() == self.server._loop_thread:
+            self.server._reply_early(self, frame)
+        else:
+            loop.call_soon_threadsafe(self.server._reply_early, self, frame)
+        return True
+
+
+#: the call being served on this task (or the Wasm thread it runs on), when its caller waits for a reply
+EARLY_REPLY: ContextVar[EarlyReply | None] = ContextVar("trellis_early_reply", default=None)
 
 
 class _LocalMsg:
@@ -96,6 +130,7 @@ class RpcServer:
         self._live: dict[int, tuple[str, str, float]] = {}
         self._ticker: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the connection's, from start()
+        self._loop_thread = 0
         self._chores: set[asyncio.Task[None]] = set()  # progress sends under way
         self._sub: Any = None
         self.stats = {"served": 0, "failed": 0, "busy": 0, "malformed": 0, "queued": 0}
@@ -106,6 +141,7 @@ class RpcServer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._sub = await self.nc.subscribe(
             subjects.rpc(self.lattice, self.target), queue=subjects.rpc_queue_group(self.target),
             cb=self._on_msg, pending_msgs_limit=65536,
@@ -190,11 +226,14 @@ class RpcServer:
             return
         key = id(inv)
         reply_to = msg.reply
+        early: EarlyReply | None = None
         if reply_to:  # progress frames while it waits and runs (one timer for the whole server)
             loop = self._loop or asyncio.get_running_loop()
             self._live[key] = (reply_to, inv.id, loop.time())
             if self._ticker is None:
                 self._ticker = loop.call_later(PROGRESS_INTERVAL_S, self._tick)
+            early = EarlyReply(self, reply_to, inv.id, key)
+            EARLY_REPLY.set(early)  # this task's own context: the handler (and its Wasm thread) see it
         try:
             if queued:
                 self._waiting += 1
@@ -227,15 +266,28 @@ class RpcServer:
                 slots.release()
         finally:
             self._live.pop(key, None)
+        if early is not None and early.sent:
+            return  # answered while it ran (EarlyReply): what it returned is not the caller's any more
         if reply_to:
             await self._send(reply_to, inv.id, frame)
 
     def _encode(self, inv: Invocation, result: Any) -> bytes | Reply:
         """The encoded success reply, or a failure :class:`Reply` when the result cannot be encoded."""
+        return self._encode_result(inv.id, result)
+
+    def _encode_result(self, inv_id: str, result: Any) -> bytes | Reply:
         try:
-            return ok_frame(inv.id, result, self.served_by)
+            return ok_frame(inv_id, result, self.served_by)
         except EnvelopeError as exc:
-            return Reply.failure(inv.id, ErrorCode.INTERNAL, f"result cannot be encoded: {exc}")
+            return Reply.failure(inv_id, ErrorCode.INTERNAL, f"result cannot be encoded: {exc}")
+
+    def _reply_early(self, early: EarlyReply, frame: bytes | Reply) -> None:
+        """On the loop: an :class:`EarlyReply`'s frame goes now; no more progress frames for it."""
+        self._live.pop(early.key, None)
+        loop = self._loop or asyncio.get_running_loop()
+        task = loop.create_task(self._send(early.reply_to, early.inv_id, frame))
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     async def _respond(self, msg: Msg | _LocalMsg, reply: Reply) -> None:
         if msg.reply:

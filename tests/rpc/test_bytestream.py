@@ -5,6 +5,7 @@ aborts both ways, and a dead peer noticed by silence (no hang)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import threading
 from collections.abc import AsyncIterator
@@ -13,6 +14,9 @@ import nats
 import pytest
 
 from trellis.interfaces import bytestream as bs
+from trellis.interfaces.envelope import Invocation
+from trellis.interfaces.rpc_client import RpcClient
+from trellis.interfaces.rpc_server import EARLY_REPLY, RpcServer
 from trellis.kit.natsstream import StreamError, StreamHub
 
 
@@ -143,3 +147,42 @@ async def test_a_dead_peer_is_noticed_by_silence(hubs, nats_server):
     rx2.expect()
     with pytest.raises(StreamError, match="silent"):
         await asyncio.wait_for(rx2.read(), 10)
+
+
+async def test_a_handler_answers_early_and_streams_the_rest(nats_server, lattice, hubs):
+    """``EARLY_REPLY``: the caller gets the head while the handler still runs (on a thread, as a
+    Wasm call does), the body follows on a stream, and what the handler returns is dropped."""
+    a, b = hubs
+    go = threading.Event()
+
+    def on_thread(offer: dict) -> str:
+        early = EARLY_REPLY.get()
+        assert early is not None and early.send({"status": 200, "stream": True})
+        assert not early.send({"twice": True})
+        tx = a.sender()
+        tx.attach(offer)
+        tx.write_blocking(b"first ")
+        go.wait(10)
+        tx.write_blocking(b"last")
+        tx.end()
+        return "dropped"
+
+    async def handler(inv: Invocation) -> str:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, contextvars.copy_context().run, on_thread, inv.args[0])
+
+    server = RpcServer(a.nc, lattice, "streamer", handler)
+    await server.start()
+    client = RpcClient(b.nc, lattice)
+    try:
+        rx = b.receiver()
+        head = await client.call("streamer", "t:t/http.handle", [rx.offer()], timeout_s=10)
+        assert head == {"status": 200, "stream": True}  # while the handler waits on `go`
+        rx.expect()
+        assert await rx.read() == b"first "
+        go.set()
+        assert await rx.read() == b"last" and await rx.read() is None
+    finally:
+        go.set()
+        await server.stop()
+        await client.close()

@@ -372,6 +372,7 @@ class StreamHub:
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._sub = await self.nc.subscribe(self.prefix + ".*", cb=self._on_msg, pending_msgs_limit=65536)
+        await self.nc.flush()  # the server knows the subscription before any offer names it
         return self
 
     async def close(self, reason: str = "the process is closing") -> None:

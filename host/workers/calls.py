@@ -150,15 +150,16 @@ class Calls:
         return result
 
     async def invoke(self, served: Served, inv: Invocation, timeout_s: float | None = None,
-                     via: str = VIA_RPC) -> Any:
+                     via: str = VIA_RPC, thread: bool = False) -> Any:
         """Run one call of ``served`` (its slot already taken): inline when it can, else on a Wasm
         thread, cut short after ``timeout_s``; failures as the ``RpcError`` its caller gets.
-        ``via`` says how it came in, for its record (``records.py``)."""
+        ``via`` says how it came in, for its record (``records.py``); ``thread``: never inline
+        (a request whose body is still arriving: the loop feeds it)."""
         probe = self.probe()
         start, t0 = time.time(), time.perf_counter()
         ran_inline = False
         try:
-            if dispatch.entry(served.inline, inv.operation in served.needs_thread) is dispatch.INLINE:
+            if not thread and dispatch.entry(served.inline, inv.operation in served.needs_thread) is dispatch.INLINE:
                 ran_inline = True
                 try:
                     result = self.run_inline(served, inv, probe)

@@ -34,12 +34,14 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+from trellis.host.runtime.wasi_http import EXCHANGE
 from trellis.httpfront import wire
 from trellis.httpfront.config import ServerConfig
 from trellis.httpfront.gateway import FUNCTION, INTERFACE, CallFailed, NatsCaller, call_failure
 from trellis.httpfront.listener import Listener
 from trellis.httpfront.protocol import HttpConnection
 from trellis.httpfront.routes import Route, RouteTable
+from trellis.httpfront.streaming import HttpExchange
 from trellis.interfaces.envelope import ENVELOPE_ROOM, MAX_BODY, Invocation
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.rpc_client import RpcError
@@ -73,24 +75,40 @@ class LocalCaller:
 
     async def call(self, target: str, link_name: str, request: dict[str, Any], *, timeout_s: float,
                    instance_wait_s: float, retry_lost: bool, trace: dict[str, str] | None = None,
-                   invocation_id: str | None = None) -> Any:
+                   invocation_id: str | None = None, exchange: HttpExchange | None = None) -> Any:
+        """Answer ``request``; with an ``exchange`` (a wasi:http component's route: ``streams``), its
+        body is read as it arrives and its response streamed (trellis/httpfront/streaming.py)."""
         served = self.worker.served.get(target)
+        streamed = exchange is not None and exchange.body is exchange.pipe  # the body is still arriving
+        max_body = self.remote.max_payload - ENVELOPE_ROOM
+        if streamed and (served is None or not served.taking_calls):  # elsewhere: over NATS, whole
+            assert exchange is not None
+            request["body"] = await self._collect(exchange, max_body)
+            streamed = False
         body = request.get("body") or b""
         decision = dispatch.handoff(served is not None, served is not None and served.taking_calls, len(body),
-                                    self.remote.max_payload - ENVELOPE_ROOM)
+                                    max_body)
         slots = served.slots if served is not None else None
-        if decision.way is dispatch.REMOTE or slots is None or not slots.try_acquire():
+        if streamed:  # a slot here, waiting for one if need be: the body cannot go elsewhere now
+            assert slots is not None
+            if not slots.try_acquire():
+                try:
+                    await asyncio.wait_for(slots.acquire(), max(instance_wait_s, 0.001))
+                except TimeoutError:
+                    raise CallFailed(wire.UNAVAILABLE, f"every instance of component {target!r} is busy") from None
+        elif decision.way is dispatch.REMOTE or slots is None or not slots.try_acquire():
             if served is not None:
                 served.handoff["remote"] += 1
             return await self.remote.call(target, link_name, request, timeout_s=timeout_s,
                                           instance_wait_s=instance_wait_s, retry_lost=retry_lost, trace=trace,
                                           invocation_id=invocation_id)
-        assert served is not None
+        assert served is not None and slots is not None
         inv = Invocation(target=target, interface=INTERFACE, function=FUNCTION, args=[request], source=self.source,
                          id=invocation_id or self.new_id(), deadline_ms=int((time.time() + timeout_s) * 1000),
                          link=link_name, trace=trace or {})
+        token = EXCHANGE.set(exchange) if exchange is not None else None
         try:  # as the RPC server serves it: its span (or the request's trace context), its errors, its counts
-            result = await serve(inv, self.worker.calls.invoke, served, inv, timeout_s, VIA_HANDOFF,
+            result = await serve(inv, self.worker.calls.invoke, served, inv, timeout_s, VIA_HANDOFF, streamed,
                                  counts=served.handoff,
                                  attributes=_SPAN_ATTRIBUTES)
         except RpcError as exc:
@@ -100,9 +118,21 @@ class LocalCaller:
             raise call_failure(target, exc.code, exc.kind, exc.message, inv.id) from None
         finally:
             slots.release()
+            if token is not None:
+                EXCHANGE.reset(token)
         if isinstance(result, dict) and len(result.get("body") or b"") > MAX_BODY:
             raise CallFailed(wire.FAILED, f"component {target!r} failed (too_large); invocation {inv.id}")
         return result
+
+
+    @staticmethod
+    async def _collect(exchange: HttpExchange, most: int) -> bytes:
+        """A streamed body, whole (for a call over NATS); 413 past ``most`` bytes."""
+        try:
+            data = await exchange.collect(most)
+        except ValueError as exc:
+            raise CallFailed(wire.TOO_LARGE, str(exc)) from None
+        return data
 
 
 class _Provider:
@@ -141,8 +171,9 @@ class _Provider:
         if listener is not None:
             listener.table = table  # requests in progress keep the route they matched
             return
-        self.listeners[msg["id"]] = Listener(tuple(msg["address"]), table, self.caller,
-                                             ServerConfig(**msg["settings"]))
+        listener = self.listeners[msg["id"]] = Listener(tuple(msg["address"]), table, self.caller,
+                                                        ServerConfig(**msg["settings"]))
+        listener.streams = self.door.streams
 
     def _on_close(self) -> None:
         """The provider went away (or closed the channel): its connections close once answered."""
@@ -205,6 +236,12 @@ class HandoffServer:
             provider = _Provider(self, sock)
             self.providers.add(provider)
             provider.serving(self.serving())
+
+    def streams(self, route: Route) -> bool:
+        """Whether ``route``'s requests are served as streams here: its component is a wasi:http
+        one this worker takes calls for (trellis/httpfront/streaming.py)."""
+        served = self.worker.served.get(route.target)
+        return served is not None and served.taking_calls and served.invoker.serves_wasi_http
 
     def serving(self) -> list[str]:
         if self.closing:

@@ -19,7 +19,9 @@ Per link (the link's ``source_config``; the provider's own config gives defaults
                        (~2.5 MiB), the most one call carries into a component
                        (``trellis.interfaces.wasm_limits``). A larger value (up to 64 MiB)
                        lets larger bodies through to components that read them in
-                       pieces (``trellis:http/request-body``); others answer 413.
+                       pieces (``trellis:http/request-body``); others answer 413. A body
+                       streamed to a ``wasi:http`` component (``streaming.py``) has no
+                       bound unless this is set (then up to 1 GiB).
 ``instance_wait_ms``   how long a request waits for an instance of the component when
                        none answers (nothing serves it, or all are busy); past it: 503.
                        Default 2 000 (a rolling update leaves short gaps).
@@ -72,6 +74,8 @@ class RouteConfig:
     timeout_ms: int = TIMEOUT_MS
     max_body_bytes: int = MAX_BODY_BYTES
     instance_wait_ms: int = INSTANCE_WAIT_MS
+    #: whether ``max_body_bytes`` was given (a streamed body is bounded only then)
+    max_body_set: bool = False
 
     @property
     def address_text(self) -> str:
@@ -81,6 +85,12 @@ class RouteConfig:
     def body_limit(self) -> int:
         """The request body limit in force: ``max_body_bytes``, held to what a reply frame holds."""
         return min(self.max_body_bytes, MAX_BODY_CEILING)
+
+    @property
+    def stream_limit(self) -> int | None:
+        """The bound of a request body streamed to its component (``streaming.py``): none, unless
+        ``max_body_bytes`` is set (up to 1 GiB)."""
+        return self.max_body_bytes if self.max_body_set else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +175,7 @@ def parse_route(link_config: Mapping[str, str], defaults: Mapping[str, str] | No
         timeout_ms=_int(values, "timeout_ms", TIMEOUT_MS, 1, 3_600_000),
         max_body_bytes=_int(values, "max_body_bytes", MAX_BODY_BYTES, 0, 1024 * MIB),
         instance_wait_ms=_int(values, "instance_wait_ms", INSTANCE_WAIT_MS, 0, 3_600_000),
+        max_body_set="max_body_bytes" in values,
     )
 
 

@@ -8,6 +8,7 @@ import logging
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from opentelemetry import trace as otel_trace
@@ -18,14 +19,20 @@ from . import wire
 from .config import ServerConfig, format_address
 from .gateway import CallFailed
 from .protocol import HttpConnection, Request
-from .routes import RouteTable
+from .routes import Route, RouteTable
+from .streaming import HttpExchange
 
 log = logging.getLogger("trellis.providers.http_server")
 _ids = itertools.count(1)
 
 
 class Caller(Protocol):
-    """What answers a request: the lattice (:class:`.gateway.NatsCaller`), or a test double."""
+    """What answers a request: the lattice (:class:`.gateway.NatsCaller`), or a test double.
+
+    A caller whose listener :attr:`~Listener.streams` a route also takes ``exchange=`` (a
+    :class:`.streaming.HttpExchange`) for that route's requests: their body arrives through it
+    (the record's ``body`` is empty unless it all came with the head) and their response may
+    go out through it (the call's result is then the head's record, already sent)."""
 
     async def call(self, target: str, link_name: str, request: dict[str, Any], *, timeout_s: float,
                    instance_wait_s: float, retry_lost: bool, trace: dict[str, str] | None = None,
@@ -65,6 +72,9 @@ class Listener:
         self.server: asyncio.Server | None = None
         self.traced = tracing_enabled()
         self.stats = {"requests": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0}
+        #: whether a route's requests are served as streams (``streaming.py``); a worker that serves
+        #: wasi:http components on handed connections sets it, otherwise requests arrive whole
+        self.streams: Callable[[Route], bool] | None = None
         self._new_id = getattr(caller, "new_id", None) or (lambda: uuid.uuid4().hex)
 
     @property
@@ -138,24 +148,40 @@ class Listener:
         assert route is not None
         cfg = route.config
         inv_id = self._new_id()
-        record = wire.request_record(req.method, req.target, req.headers, req.body)
+        exchange = req.exchange
+        body = req.body
+        if exchange is not None:
+            body = exchange.settle() or b""  # a body here whole already is passed as usual
+        record = wire.request_record(req.method, req.target, req.headers, body)
         try:
             if self.traced:
-                result = await self._traced_call(req, route.target, route.link_name, record, inv_id)
+                result = await self._traced_call(req, route.target, route.link_name, record, inv_id,
+                                                 **({"exchange": exchange} if exchange else {}))
             else:
                 result = await self.caller.call(
                     route.target, route.link_name, record, timeout_s=cfg.timeout_ms / 1000,
                     instance_wait_s=cfg.instance_wait_ms / 1000, retry_lost=req.method in wire.IDEMPOTENT,
-                    trace=req.trace, invocation_id=inv_id)
+                    trace=req.trace, invocation_id=inv_id, **({"exchange": exchange} if exchange else {}))
         except CallFailed as failed:
+            if exchange is not None:
+                return self._streamed_failure(exchange, req, failed.status, failed.message, conn)
             keep_alive = req.keep_alive and not conn.closing() and failed.status != wire.TOO_LARGE
             return self._error(failed.status, failed.message, req, keep_alive)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("answering %s %s on %s failed", req.method, req.target[:200], self.text)
+            if exchange is not None:
+                return self._streamed_failure(exchange, req, 500, f"the HTTP front failed; invocation {inv_id}", conn)
             return self._error(500, f"the HTTP front failed; invocation {inv_id}", req, False)
+        if exchange is not None:
+            if exchange.started:  # written as the component wrote it
+                return b"", b"", req.keep_alive and not conn.closing() and exchange.finished_cleanly()
+            if exchange.refused is not None:  # the body passed max_body_bytes before anything was answered
+                return self._error(*exchange.refused, req, False)
         keep_alive = req.keep_alive and not conn.closing()  # asked now: the listener may be closing
+        if exchange is not None and not exchange.pipe.complete:
+            keep_alive = False  # the rest of the body is still on its way
         try:
             head, body, keep = wire.response_head(result, head_only=head_only, keep_alive=keep_alive,
                                                   http10=req.http10, date=self.date)
@@ -167,7 +193,7 @@ class Listener:
         return head, body, keep
 
     async def _traced_call(self, req: Request, target: str, link_name: str, record: dict[str, Any],
-                           inv_id: str) -> Any:
+                           inv_id: str, **exchange: Any) -> Any:
         cfg = req.route.config  # type: ignore[union-attr]  # a request that gets here has its route
         with tracing.tracer().start_as_current_span(
             f"HTTP {req.method}", context=tracing.extract(req.trace or {}), kind=otel_trace.SpanKind.SERVER,
@@ -177,10 +203,26 @@ class Listener:
             result = await self.caller.call(
                 target, link_name, record, timeout_s=cfg.timeout_ms / 1000,
                 instance_wait_s=cfg.instance_wait_ms / 1000, retry_lost=req.method in wire.IDEMPOTENT,
-                trace=tracing.inject(), invocation_id=inv_id)
+                trace=tracing.inject(), invocation_id=inv_id, **exchange)
             if isinstance(result, dict) and isinstance(result.get("status"), int):
                 span.set_attribute("http.response.status_code", result["status"])
             return result
+
+    def _streamed_failure(self, exchange: HttpExchange, req: Request, status: int, message: str,
+                          conn: HttpConnection) -> tuple[bytes, bytes, bool]:
+        """A streamed request's call failed: the status, unless its head went out (then the
+        connection closes: the client sees the body cut short)."""
+        if exchange.started:
+            conn.abort_stream()
+            return b"", b"", False
+        if exchange.refused is not None:
+            status, message = exchange.refused
+        keep_alive = req.keep_alive and not conn.closing() and exchange.pipe.complete and status != wire.TOO_LARGE
+        return self._error(status, message, req, keep_alive)
+
+    def count(self, status: int) -> None:
+        """A response a stream wrote itself."""
+        self._count(status)
 
     def _error(self, status: int, message: str, req: Request, keep_alive: bool) -> tuple[bytes, bytes, bool]:
         self._count(status)

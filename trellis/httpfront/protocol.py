@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from . import wire
+from .streaming import HttpExchange
 
 if TYPE_CHECKING:
     from .listener import Listener
@@ -52,11 +53,12 @@ _NAMES: dict[bytes, str] = {}
 class Request:
     """One parsed request, waiting for its answer."""
 
-    __slots__ = ("method", "target", "headers", "body", "keep_alive", "http10", "route", "reject", "trace")
+    __slots__ = ("method", "target", "headers", "body", "keep_alive", "http10", "route", "reject", "trace",
+                 "exchange")
 
     def __init__(self, method: str, target: str, headers: list[list[Any]], body: bytes, keep_alive: bool,
                  http10: bool, route: Route | None, reject: tuple[int, str] | None,
-                 trace: dict[str, str] | None) -> None:
+                 trace: dict[str, str] | None, exchange: HttpExchange | None = None) -> None:
         self.method = method
         self.target = target
         self.headers = headers
@@ -66,6 +68,8 @@ class Request:
         self.route = route
         self.reject = reject
         self.trace = trace
+        #: a streamed request (``streaming.py``): its body arrives through it, its response goes out through it
+        self.exchange = exchange
 
 
 class HttpConnection(asyncio.Protocol):
@@ -73,6 +77,7 @@ class HttpConnection(asyncio.Protocol):
         "listener", "loop", "transport", "parser", "_url", "_headers", "_host", "_length", "_expect", "_trace",
         "_body", "_size", "_head_size", "_route", "_reject", "_close_after", "_parsing", "_stopped",
         "_queue", "_task", "_timer", "_reading_paused", "_write_ready", "draining", "_unread",
+        "_exchange", "streaming", "_body_paused",
     )
 
     def __init__(self, listener: Listener) -> None:
@@ -89,6 +94,9 @@ class HttpConnection(asyncio.Protocol):
         self._stopped = False  # no more requests are read on this connection
         self._unread = False  # stopped mid-request: the client may still be sending its body
         self.draining = False  # the listener is closing: answer what was asked, then close
+        self._exchange: HttpExchange | None = None  # the streamed request whose body is being read
+        self.streaming: HttpExchange | None = None  # the streamed response being written
+        self._body_paused = False  # reading paused until a streamed body is read further
         self._reset()
 
     def _reset(self) -> None:
@@ -127,14 +135,45 @@ class HttpConnection(asyncio.Protocol):
         self._queue.clear()
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_result(None)
+        for exchange in (self._exchange, self.streaming):
+            if exchange is not None:
+                exchange.lost()
 
     def pause_writing(self) -> None:
         if self._write_ready is None or self._write_ready.done():
             self._write_ready = self.loop.create_future()
+        if self.streaming is not None:
+            self.streaming.hold()
 
     def resume_writing(self) -> None:
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_result(None)
+        if self.streaming is not None:
+            self.streaming.release()
+
+    def writes_paused(self) -> bool:
+        return self._write_ready is not None and not self._write_ready.done()
+
+    # --- streamed requests (streaming.py) -----------------------------------------------------
+
+    def pause_body(self) -> None:
+        """A streamed body's reader is behind: stop reading the socket."""
+        if self.transport is not None and not self._reading_paused:
+            self._reading_paused = self._body_paused = True
+            self.transport.pause_reading()
+
+    def resume_body(self) -> None:
+        if self._body_paused:
+            self._body_paused = False
+            if self.transport is not None and not self._stopped and len(self._queue) < MAX_PIPELINE:
+                self._reading_paused = False
+                self.transport.resume_reading()
+
+    def abort_stream(self) -> None:
+        """A streamed response cannot be completed: close the connection under it."""
+        self._stopped = True
+        if self.transport is not None:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._stopped:
@@ -214,15 +253,28 @@ class HttpConnection(asyncio.Protocol):
                 self._close_after = True
             return
         self._route = route
-        limit = route.config.body_limit
-        if self._length is not None and self._length > limit:
+        streams = self.listener.streams is not None and self.listener.streams(route)
+        limit = route.config.stream_limit if streams else route.config.body_limit
+        if self._length is not None and limit is not None and self._length > limit:
             self._refuse(wire.TOO_LARGE, f"the request body is {self._length} bytes, over the limit of {limit}")
             return
         if self._expect and self._task is None and not self._queue and self.transport is not None:
             self.transport.write(_CONTINUE)
+        if streams:  # answered from now on; its body goes to the exchange as it arrives
+            request = self._request(b"")
+            request.exchange = self._exchange = HttpExchange(self, request.method, request.http10,
+                                                             request.keep_alive, limit)
+            self._enqueue(request)
 
     def on_body(self, body: bytes) -> None:
         if self._stopped:
+            return
+        exchange = self._exchange
+        if exchange is not None:
+            if not exchange.feed(body):
+                self._stop_reading()
+                self._unread = True
+                self._exchange = None
             return
         self._size += len(body)
         if self._reject is not None:
@@ -240,6 +292,19 @@ class HttpConnection(asyncio.Protocol):
         if self._stopped:
             return
         self._parsing = False
+        exchange = self._exchange
+        if exchange is not None:  # answered already
+            self._exchange = None
+            exchange.end()
+            if self._close_after:
+                self._stop_reading()
+            return
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._enqueue(self._request(body))
+        if self._close_after:
+            self._stop_reading()
+
+    def _request(self, body: bytes) -> Request:
         parser = self.parser
         method = _METHODS.get(raw := parser.get_method())
         if method is None:
@@ -251,11 +316,8 @@ class HttpConnection(asyncio.Protocol):
         except (ValueError, UnicodeError):  # refused in on_headers_complete already
             target = "/"
         keep_alive = parser.should_keep_alive() and not self._close_after
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self._enqueue(Request(method, target, self._headers, body, keep_alive, parser.get_http_version() == "1.0",
-                              self._route, self._reject, self._trace))
-        if self._close_after:
-            self._stop_reading()
+        return Request(method, target, self._headers, body, keep_alive, parser.get_http_version() == "1.0",
+                       self._route, self._reject, self._trace)
 
     # --- answering --------------------------------------------------------------------
 
@@ -298,10 +360,15 @@ class HttpConnection(asyncio.Protocol):
         listener = self.listener
         while True:
             head, body, keep_alive = await listener.answer(request, self)
+            self.streaming = None
             transport = self.transport
             if transport is None:
                 return
-            if len(body) <= _SMALL:
+            if request.exchange is not None and not request.exchange.pipe.complete:
+                self._unread = True  # the client may still be sending the body nobody reads
+            if not head:  # a streamed response: written already
+                pass
+            elif len(body) <= _SMALL:
                 transport.write(head + body if body else head)
             else:
                 transport.write(head)
@@ -319,7 +386,8 @@ class HttpConnection(asyncio.Protocol):
                     return
             if self._queue:
                 request = self._queue.popleft()
-                if self._reading_paused and not self._stopped and len(self._queue) < MAX_PIPELINE // 2:
+                if (self._reading_paused and not self._stopped and not self._body_paused
+                        and len(self._queue) < MAX_PIPELINE // 2):
                     self._reading_paused = False
                     transport.resume_reading()
                 continue

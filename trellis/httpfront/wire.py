@@ -150,6 +150,68 @@ def response_head(response: Any, *, head_only: bool, keep_alive: bool, http10: b
     return b"".join(parts), (b"" if head_only or no_body else bytes(body)), keep_alive
 
 
+#: how a streamed response's body is framed (:func:`streamed_head`)
+CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE = "chunked", "length", "none", "close"
+
+
+def streamed_head(status: int, headers: list[tuple[str, bytes]], *, head_only: bool, keep_alive: bool,
+                  http10: bool, date: DateHeader) -> tuple[bytes, str, int, bool]:
+    """The head of a response whose body is sent as it is written: (head, framing, length, keep
+    the connection). ``framing``: :data:`LENGTH` when the component set ``content-length``
+    (``length`` bytes), :data:`CHUNKED`, :data:`NO_BODY` (HEAD, 204, 304), or
+    :data:`UNTIL_CLOSE` (an HTTP/1.0 client: the body ends when the connection closes).
+
+    Raises :class:`InvalidResponse` as :func:`response_head` does."""
+    if type(status) is not int or not 200 <= status <= 599:
+        raise InvalidResponse(f"status {status!r} is not a final status (200-599)")
+    parts = [status_line(status)]
+    has_date = False
+    length = -1
+    for name, value in headers:
+        raw = name.encode("ascii", "replace").lower()
+        if not _TOKEN.match(raw):
+            raise InvalidResponse(f"header name {name!r:.80} is not a valid token")
+        if _BAD_VALUE.search(value):
+            raise InvalidResponse(f"header {name!r}: value contains CR, LF or NUL")
+        lowered = raw.decode()
+        if lowered == "content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise InvalidResponse(f"content-length {value[:40]!r} is not a number") from None
+            if length < 0:
+                raise InvalidResponse("content-length is negative")
+            continue
+        if lowered in _HOP:
+            if lowered == "connection" and b"close" in value.lower():
+                keep_alive = False
+            continue
+        if lowered == "date":
+            has_date = True
+        parts += (raw, b": ", bytes(value), b"\r\n")
+    if not has_date:
+        parts.append(date.line())
+    if status in (204, 304) or head_only:
+        framing = NO_BODY
+        if length >= 0 and status != 204:
+            parts.append(b"content-length: %d\r\n" % length)
+        length = 0
+    elif length >= 0:
+        framing = LENGTH
+        parts.append(b"content-length: %d\r\n" % length)
+    elif http10:
+        framing, keep_alive = UNTIL_CLOSE, False
+    else:
+        framing = CHUNKED
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    elif http10:
+        parts.append(b"connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), framing, max(length, 0), keep_alive
+
+
 def error_head(status: int, message: str, *, head_only: bool, keep_alive: bool, http10: bool,
                date: DateHeader) -> tuple[bytes, bytes]:
     """A response the front writes itself: ``text/plain``, one line saying why."""

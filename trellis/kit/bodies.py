@@ -89,8 +89,9 @@ class BodySink(Protocol):
 class Exchange(Protocol):
     """One HTTP request served as streams (see the module doc)."""
 
-    #: the request body, as it arrives
-    body: BodySource
+    @property
+    def body(self) -> BodySource:
+        """The request body, as it arrives."""
 
     def claim(self) -> bool:
         """True once: the caller that serves the request streams it (a nested call never does)."""

@@ -16,10 +16,17 @@ Routes (the tests' contract):
   ``x-upstream-*`` headers and body; an ``error-code`` becomes 502 with the case's name.
 * ``GET /sleep?ms=N``: waits N ms on ``wasi:clocks/monotonic-clock`` (a pollable), then 200.
 * ``GET /log``: logs through ``wasi:logging`` and answers 200.
+* ``POST /sha256``: reads the request body as it streams in (1 MiB at most per read) and
+  answers ``HEXDIGEST BYTES`` (sha-256), holding no more than one piece.
+* ``POST /pieces``: sets its response, writes ``first\n`` (``blocking-write-and-flush``),
+  only then reads the request body, and writes ``then BODY``: a client sees the first
+  piece before it sends the body.
+* ``GET /trap-after-head``: sets its response, writes ``partial`` and flushes, then traps.
 * ``PUT /kv/KEY`` stores the body under KEY in ``wasi:keyvalue`` bucket ``web``; ``GET /kv/KEY``
   answers it (404 when missing); a ``wasi:keyvalue`` error is a 500 naming it.
 """
 
+import hashlib
 from urllib.parse import parse_qs, urlsplit
 
 from componentize_py_types import Err, Ok
@@ -137,6 +144,36 @@ class IncomingHandler(exports.IncomingHandler):
             n = int(parse_qs(query).get("n", ["0"])[0])
             data = (PATTERN * (n // len(PATTERN) + 1))[:n]
             respond(response_out, 200, [("content-type", b"application/octet-stream")], data)
+        elif path == "/sha256":
+            digest, size = hashlib.sha256(), 0
+            body = request.consume()
+            with body.stream() as stream:
+                while True:
+                    try:
+                        piece = stream.blocking_read(1 << 20)
+                    except Err as e:
+                        if isinstance(e.value, StreamError_Closed):
+                            break
+                        raise
+                    digest.update(piece)
+                    size += len(piece)
+            IncomingBody.finish(body)
+            respond(response_out, 200, [("content-type", b"text/plain")], f"{digest.hexdigest()} {size}".encode())
+        elif path == "/pieces":
+            response = OutgoingResponse(Fields.from_list([("content-type", b"text/plain")]))
+            out_body = response.body()
+            ResponseOutparam.set(response_out, Ok(response))
+            with out_body.write() as stream:
+                stream.blocking_write_and_flush(b"first\n")
+                stream.blocking_write_and_flush(b"then " + read_all(request.consume()))
+            OutgoingBody.finish(out_body, None)
+        elif path == "/trap-after-head":
+            response = OutgoingResponse(Fields.from_list([]))
+            out_body = response.body()
+            ResponseOutparam.set(response_out, Ok(response))
+            with out_body.write() as stream:
+                stream.blocking_write_and_flush(b"partial")
+            raise RuntimeError("the handler failed after its head, on purpose")
         elif path.startswith("/status/"):
             respond(response_out, int(path.rsplit("/", 1)[1]), [], b"status")
         elif path == "/trap":

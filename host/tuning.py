@@ -64,6 +64,11 @@ class CallPaths(BaseModel):
         True, json_schema_extra=_env("TRELLIS_HTTP_HANDOFF"),
         description="the host's http-server hands accepted connections to the worker serving the route "
         "(host/workers/handoff.py), which answers them without NATS")
+    http_streams: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_HTTP_STREAMS"),
+        description="on a handed connection, a wasi:http component reads its request body as it arrives and "
+        "its response goes out as it writes it (trellis/httpfront/streaming.py); off: bodies are "
+        "received and sent whole, as over NATS")
 
 
 class WasmTuning(BaseModel):

@@ -15,6 +15,12 @@ client sees is what the provider would have answered:
   ``max_payload``) goes the NATS way, to fail there as it always did; a
   response past the envelope's frame limit fails as an RPC reply would (a
   smaller one crosses NATS in parts, so it is answered here too).
+* **Streams.** A ``wasi:http`` component's requests are served as streams
+  (``trellis/httpfront/streaming.py``, :meth:`HandoffServer.streams`): the call
+  starts at the request's head, with the connection's exchange set for it
+  (``wasi_http.EXCHANGE``); while the body is still arriving it runs on a Wasm
+  thread and waits for a slot here (it cannot go over NATS half-read), unless
+  the component is no longer served here: then the body is read whole first.
 * **Errors** map to the same statuses and texts (``gateway._failure``).
 * **Tracing.** The request's server span (``HTTP POST``) and the component's
   (``serve …``) are made as on the two ends of the remote path, when something
@@ -173,7 +179,8 @@ class _Provider:
             return
         listener = self.listeners[msg["id"]] = Listener(tuple(msg["address"]), table, self.caller,
                                                         ServerConfig(**msg["settings"]))
-        listener.streams = self.door.streams
+        if self.door.worker.tuning.calls.http_streams:
+            listener.streams = self.door.streams
 
     def _on_close(self) -> None:
         """The provider went away (or closed the channel): its connections close once answered."""

@@ -18,7 +18,11 @@ docs/http.md, "Why httptools"). What a framework would otherwise do is here:
 * a malformed request (as llhttp judges it, e.g. both ``Content-Length`` and
   ``Transfer-Encoding``) gets 400 and the connection is closed;
 * backpressure: a client that does not read its responses stops the connection
-  from taking more requests.
+  from taking more requests;
+* streams: on a route its listener :attr:`~.listener.Listener.streams` (a ``wasi:http``
+  component, in the worker a connection was handed to), a request is answered from
+  the end of its head, its body fed to an :class:`~.streaming.HttpExchange` as it
+  arrives and its response written as the component writes it (``streaming.py``).
 """
 
 from __future__ import annotations

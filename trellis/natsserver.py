@@ -2,6 +2,14 @@
 
 Used by ``trellis up`` for its embedded lattice and by the test harness. The
 server's readiness and its client port are read from its own log output.
+
+Go's collector: the server runs with ``GOGC=25`` (:data:`DEFAULT_GOGC`) unless the
+environment sets ``GOGC``. Sending an artifact of the lattice's object store (tens of MiB,
+once per host that fetches it) leaves that much garbage in the server's heap; with Go's
+default (100) the heap may grow to twice what is live before it is collected, and the
+pages stay with the process: the server grew by ~3 MiB per deployed app, 53 → 128 MiB
+for 25 apps of 18 MiB. At 25 it stays at what is live (the artifacts themselves are on
+disk, in JetStream's file store). The price is more frequent collections under load.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from pathlib import Path
 from trellis.kit.procs import death_signal
 
 _READY = "Server is ready"
+#: Go's GOGC for the servers started here, unless the environment sets GOGC (see above)
+DEFAULT_GOGC = "25"
 _LISTEN = re.compile(r"Listening for client connections on (\S+):(\d+)")
 
 
@@ -59,6 +69,7 @@ class NatsServer:
         log_file: str | Path | None = None,
         netns: str | None = None,
         pid_file: str | Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -70,6 +81,8 @@ class NatsServer:
         self.log_file = Path(log_file) if log_file else None
         self.netns = netns
         self.pid_file = Path(pid_file) if pid_file else None
+        #: added to the server's environment (over :meth:`environment`'s defaults)
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self._ready = threading.Event()
         self._log_lines: list[str] = []
@@ -97,6 +110,10 @@ class NatsServer:
             cmd = ["ip", "netns", "exec", self.netns] + cmd
         return cmd
 
+    def environment(self) -> dict[str, str]:
+        """The server's environment: ours, ``GOGC`` defaulting to :data:`DEFAULT_GOGC`, then ``env``."""
+        return {**os.environ, "GOGC": os.environ.get("GOGC") or DEFAULT_GOGC, **self.env}
+
     def start(self, timeout: float = 15.0) -> NatsServer:
         self._ready.clear()
         if self.store_dir:
@@ -106,6 +123,7 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            env=self.environment(),
             start_new_session=True,
             preexec_fn=death_signal(),  # it goes when we do, even SIGKILLed
         )

@@ -29,6 +29,8 @@ the commit before a change, for a before/after). ``BENCH_DENSITY_N=1,10,50`` and
 ``BENCH_DENSITY_IDLE_S=60`` override the copies and the idle window. In the load stage,
 ``BENCH_DENSITY_AB`` adds a reuse twin with those variables to the same alternating
 windows, and ``BENCH_DENSITY_FRESH=0`` leaves out the fresh lattice.
+``BENCH_DENSITY_STAGES=compile`` (with ``BENCH_DENSITY_N``) compiles the copies once per
+machine ahead of a sitting, so that the sitting itself compiles nothing.
 """
 
 from __future__ import annotations
@@ -203,9 +205,24 @@ def _slope(points: dict[int, float]) -> float:
     return (points[hi] - points[lo]) / (hi - lo) if hi > lo else float("nan")
 
 
+def _ns(ctx: Context) -> list[int]:
+    """``BENCH_DENSITY_N``: the numbers of copies (default 1, 10, 50; quick: 1, 5)."""
+    return [int(n) for n in os.environ.get("BENCH_DENSITY_N", "").split(",") if n.strip()] or ctx.pick([1, 5],
+                                                                                                  [1, 10, 50])
+
+
+def stage_compile(ctx: Context) -> None:
+    """Compile the copies once per machine into the bench's cache, ahead of a sitting
+    (``BENCH_DENSITY_STAGES=compile``): cranelift takes ~5-9 s of both cores per copy on a quiet
+    machine, and a minute or more on a loaded one; a sitting then only copies the artifacts."""
+    n = max(_ns(ctx))
+    t = time.perf_counter()
+    apps.compile_into(apps.copies(n), None)
+    ctx.details["compile"] = {"copies": n, "seconds": round(time.perf_counter() - t, 1)}
+
+
 def stage_density(ctx: Context, workers: int, nats_url: str, nats_pid: int | None) -> None:
-    ns = [int(n) for n in os.environ.get("BENCH_DENSITY_N", "").split(",") if n.strip()] or ctx.pick([1, 5],
-                                                                                                     [1, 10, 50])
+    ns = _ns(ctx)
     idle_s = float(os.environ.get("BENCH_DENSITY_IDLE_S") or ctx.pick(10.0, 60.0))
     trellises = [SmallAppsTrellis(ctx.workdir, workers, max_idle_s=None)]
     ab = _ab_env()
@@ -477,6 +494,10 @@ def run(ctx: Context) -> None:
     ctx.details["baseline_missing"] = baseline.missing()
     from trellis.natsserver import NatsServer
 
+    if "compile" in stages:
+        stage_compile(ctx)
+        if stages == {"compile"}:
+            return
     nats = NatsServer(host="127.0.0.1", port=0, store_dir=ctx.workdir / "baseline-nats",
                       log_file=ctx.workdir / "baseline-nats.log")
     nats.start()  # the baselines' NATS (key-value, messaging); each Trellis lattice has its own

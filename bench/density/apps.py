@@ -80,16 +80,17 @@ def copies(n: int) -> list[Path]:
     return out
 
 
-def compile_into(wasms: list[Path], compiled: Path) -> None:
+def compile_into(wasms: list[Path], compiled: Path | None) -> None:
     """Compile each component once per machine (the workers' engine: no fuel) into the bench's
-    cache, and copy the artifacts into a host's compile cache ``compiled``."""
+    cache, and copy the artifacts into a host's compile cache ``compiled`` (None: only compile)."""
     from trellis.host.runtime import CompileCache, make_engine, wasmtime_patches
     from trellis.host.runtime.engine import EngineSettings
 
     wasmtime_patches.apply()  # this process makes an engine, as a worker does
     engine = make_engine(EngineSettings(consume_fuel=False))
     cache = CompileCache(BENCH_CACHE)
-    compiled.mkdir(parents=True, exist_ok=True)
+    if compiled is not None:
+        compiled.mkdir(parents=True, exist_ok=True)
     try:
         for i, wasm in enumerate(wasms):
             data = wasm.read_bytes()
@@ -100,7 +101,7 @@ def compile_into(wasms: list[Path], compiled: Path) -> None:
             if not art.exists():
                 print(f"   compiling {wasm.name} ({i + 1}/{len(wasms)}, once per machine) …", flush=True)
                 cache._load_uncached(engine, data, wasm_digest(data))
-            if not (compiled / art.name).exists():
+            if compiled is not None and not (compiled / art.name).exists():
                 shutil.copyfile(art, compiled / art.name)
     finally:
         engine.close()

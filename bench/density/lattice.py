@@ -63,8 +63,10 @@ class TrellisLattice:
 
     def start(self) -> TrellisLattice:
         t = time.perf_counter()
+        # GO* variables of the lattice's environment reach its nats-server (GOGC=100: as before 25 was the default)
         self.nats = NatsServer(host="127.0.0.1", port=0, store_dir=self.workdir / "nats",
-                               log_file=self.workdir / "nats.log")
+                               log_file=self.workdir / "nats.log",
+                               env={k: v for k, v in self.env.items() if k.startswith("GO")})
         self.nats.start()
         self.host = HostProc(self.nats.url, self.lattice, self.state, self.workers, self.workdir / "host.log",
                              env=self.env).wait_started()

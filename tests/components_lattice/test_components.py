@@ -127,6 +127,21 @@ async def test_push_to_lattice_store_and_start_by_digest(nats_server, lattice, h
     assert called.returncode == 0 and json.loads(called.stdout) == 42
     wrong = await run("start", "component", "lattice://sha256:" + "0" * 64, "nope")
     assert wrong.returncode != 0 and "not in lattice" in wrong.stderr
+    # the store may drop it now: a host that fetched it keeps it on its own disk, by digest
+    import nats
+
+    from trellis.interfaces import subjects
+    from trellis.interfaces.artifacts import object_name
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        store = await nc.jetstream().object_store(subjects.bucket(lattice, "artifacts"))
+        await store.delete(object_name(ref.removeprefix("lattice://")))
+    finally:
+        await nc.close()
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.start_component(ref, "pushed-again")
+        assert await c.call("pushed-again", "add", 1, 2) == 3
 
 
 def test_cli_call_errors_and_load_summary(nats_server, lattice, cli, tmp_path, wasm):

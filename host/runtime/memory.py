@@ -8,6 +8,13 @@ long after the bytes object is gone. ``malloc_trim(0)`` hands the free pages of 
 arena back to the kernel. It costs about a millisecond, so it is called after rare
 events that free a lot (a component loaded or parked, an artifact fetched), never
 per call.
+
+Python's cyclic garbage can hold a component's compiled code: after it served calls,
+objects in reference cycles (an exception's traceback and its frames, a call's context)
+keep the wasmtime objects that keep the ``mmap``'d artifact, and an idle worker allocates
+too little for the collector to run (``trellis.kit.gc_tuning`` raises its threshold). So
+a parked or unloaded component's memory is given back after a collection:
+``give_back_freed_memory(collect_cycles=True)``.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 from collections.abc import Callable
 
@@ -36,8 +44,11 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-def give_back_freed_memory() -> bool:
-    """Return the free pages of the C heap to the kernel; whether anything was returned."""
+def give_back_freed_memory(collect_cycles: bool = False) -> bool:
+    """Return the free pages of the C heap to the kernel; whether anything was returned. With
+    ``collect_cycles``, Python's cyclic garbage is collected first (a few milliseconds)."""
+    if collect_cycles:
+        gc.collect()
     trim = _malloc_trim()
     if trim is None:
         return False

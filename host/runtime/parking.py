@@ -121,10 +121,12 @@ class Parking:
 
 def park_all(due: Iterable[tuple[str, Invoker]]) -> list[str]:
     """Park each of ``due`` that still has no instance (run it on a thread: it takes the
-    lifecycle lock); the keys parked. The freed memory goes back to the system."""
+    lifecycle lock); the keys parked. Python's cyclic garbage is collected (it may hold the
+    last reference to the code of a component that served calls) and the freed memory goes
+    back to the system."""
     from .memory import give_back_freed_memory
 
     parked = [key for key, inv in due if inv.park()]
     if parked:
-        give_back_freed_memory()
+        give_back_freed_memory(collect_cycles=True)
     return parked

@@ -232,9 +232,13 @@ class Worker(Service):
             if self.metered_engine is None:
                 self.metered_engine = make_engine(replace(self.engine_settings, consume_fuel=True))
             engine = self.metered_engine
-        # from the compiled artifact when there is one (the .wasm is then never read); parkable
-        loaded = await asyncio.to_thread(load_parkable, engine, Path(cmd.path), self.cache, cmd.digest or None,
-                                         self.parking.after_s is not None)
+        current = self.served.get(cid)
+        if current is not None and current.invoker.engine is engine and cmd.digest \
+                and current.digest == cmd.digest.removeprefix("sha256:"):
+            loaded = current.invoker.loaded  # the same code (a start again, new config): its tables too
+        else:  # from the compiled artifact when there is one (the .wasm is then never read); parkable
+            loaded = await asyncio.to_thread(load_parkable, engine, Path(cmd.path), self.cache, cmd.digest or None,
+                                             self.parking.after_s is not None)
         wasi = cmd.wasi
         grants = WasiGrants(env=wasi.env, preopens=tuple(Preopen(**p) for p in wasi.preopens),
                             inherit_stdout=wasi.inherit_stdio, inherit_stderr=wasi.inherit_stdio)
@@ -255,6 +259,8 @@ class Worker(Service):
         self.calls.ensure_threads(self.served.total_share())
         if old is not None:  # an update: the new version already serves, the old one drains
             await self._retire(old, cmd.grace_s)
+        if self.parking.after_s is not None:  # its code is loaded here by its first call here
+            await asyncio.to_thread(invoker.park)
         give_back_freed_memory()
         return {"digest": loaded.digest, "exports": loaded.describe()["exports"]}
 
@@ -320,7 +326,11 @@ class Worker(Service):
         stopping = served.server.stop(grace_s) if served.server else asyncio.sleep(0)
         await (door.close(stopping) if door is not None else stopping)
         served.invoker.close()
-        give_back_freed_memory()
+        current = self.served.get(served.component_id)
+        if current is None or current.invoker.loaded is not served.invoker.loaded:
+            # its code goes now, not when the last reference to it does (a task, a closure)
+            await asyncio.to_thread(served.invoker.loaded.park)
+        give_back_freed_memory(collect_cycles=True)
 
     # --- upkeep ----------------------------------------------------------------------
 

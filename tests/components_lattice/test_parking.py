@@ -4,6 +4,7 @@ and the next call loads it again: same answers, nothing compiled again."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from trellis.interfaces.client import LatticeClient
@@ -45,3 +46,25 @@ async def test_parking_off_keeps_the_code_loaded(nats_server, lattice, hosts, wa
         assert await c.call("adder", "add", 1, 2) == 3
         (stats,) = await _worker_stats(h, "adder")
         assert stats["parked"] is False and stats["reloads"] == 0
+
+
+def _maps_artifact(pid: int) -> bool:
+    """Whether process ``pid`` has a compiled artifact (a ``.cwasm`` of the compile cache) mapped."""
+    return ".cwasm" in Path(f"/proc/{pid}/maps").read_text()
+
+
+async def test_a_component_is_loaded_on_a_worker_only_once_called_there(nats_server, lattice, hosts, wasm,
+                                                                         monkeypatch):
+    monkeypatch.setenv("TRELLIS_PARK_IDLE_S", "3600")  # no sweep parks it: what is loaded is what calls loaded
+    h = await hosts.start(workers=2)
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.start_component(str(wasm["adder"]), "adder", max_instances=2)
+        got = await _worker_stats(h, "adder")
+        assert len(got) == 2 and all(w["parked"] for w in got)  # deployed on both, loaded on neither
+        pids = h.components.pool.pids()
+        assert not any(_maps_artifact(pid) for pid in pids)
+        assert await c.call("adder", "add", 1, 2) == 3
+        got = await _worker_stats(h, "adder")
+        assert sorted(w["parked"] for w in got) == [False, True]  # loaded where it ran, only there
+        assert [_maps_artifact(pid) for pid in pids] == [not w["parked"] for w in got]
+

@@ -79,3 +79,29 @@ def test_park_after_setting() -> None:
     for bad in ("-1", "soon", "inf", "nan"):
         with pytest.raises(ValueError, match="TRELLIS_PARK_IDLE_S"):
             park_after_s({"TRELLIS_PARK_IDLE_S": bad})
+
+
+def test_parking_frees_code_that_cyclic_garbage_still_holds(engine: RuntimeEngine, cache: CompileCache) -> None:
+    """After calls, reference cycles (a traceback's frames, a call's context) may hold the last
+    reference to the compiled code; an idle worker allocates too little for Python's collector
+    to run, so parking collects them: nothing of the artifact stays mapped."""
+    import gc
+
+    loaded = load_parkable(engine, build_wat("adder"), cache)
+    inv = Invoker(loaded)
+    assert inv.park() and inv.invoke("add", [2, 40]) == 42  # loaded from the artifact (mmap'd)
+    artifact = str(cache.path_for(engine, loaded.digest))
+    maps = Path("/proc/self/maps")
+    assert artifact in maps.read_text()
+    enabled = gc.isenabled()
+    gc.disable()  # as in an idle worker: no allocations, no collection
+    try:
+        cycle: list[object] = [loaded.component]
+        cycle.append(cycle)
+        del cycle
+        assert park_all([("adder", inv)]) == ["adder"]
+        assert artifact not in maps.read_text()
+    finally:
+        if enabled:
+            gc.enable()
+    assert inv.invoke("add", [1, 2]) == 3

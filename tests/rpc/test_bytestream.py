@@ -104,7 +104,11 @@ async def test_a_wasm_thread_on_either_end(hubs):
     for t in threads:
         t.start()
     rx.accept(tx.offer()["from"])  # the receiver announces itself: the sender learns where to send
-    await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join(30) for t in threads])
+    def join_all() -> None:
+        for t in threads:
+            t.join(30)
+
+    await asyncio.get_running_loop().run_in_executor(None, join_all)
     assert b"".join(got) == data
 
 

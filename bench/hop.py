@@ -23,10 +23,15 @@ two are measured in alternating windows. Paths:
   on this machine, loopback NATS).
 
 Goal (issue 16): ≤ 100 µs of platform CPU per hop.
+
+``BENCH_HOP_AB=NAME=VALUE`` measures every path a second time, in the same alternating
+windows, on hosts started with that environment variable (``PYTHONPATH=DIR`` runs
+another checkout): a before/after in one sitting. The twins' rows are named ``… (ab)``.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -46,6 +51,10 @@ RUN = "bench:hop/entry.run"
 GOAL_US = 100.0
 #: hops per call of run(); enough that a hop's cost stands above the entry call's noise
 HOPS = {"same-worker": 200, "same-worker-reuse": 200, "same-host": 40, "cross-host": 40}
+
+
+def _hops(path: str) -> int:
+    return HOPS[path.removesuffix(" (ab)")]
 
 
 def build(out: Path) -> dict[str, Path]:
@@ -95,21 +104,30 @@ async def run(ctx: Context) -> None:
         nats = procs.nats()
         assert nats.proc is not None
         lattice = new_lattice()
-        local = procs.host(nats.url, lattice, workers=1, label="local", warm_cache=False)
-        remote_only = procs.host(nats.url, lattice, workers=1, label="nats-only", warm_cache=False,
-                                 env={"TRELLIS_LOCAL_CALLS": "0"})
-        other = procs.host(nats.url, lattice, workers=1, label="other", warm_cache=False)
         # path -> (caller's host, target's host, target's reuse)
-        paths: dict[str, tuple[HostProc, HostProc, int]] = {
-            "same-worker": (local, local, 1), "same-worker-reuse": (local, local, 1_000_000),
-            "same-host": (remote_only, remote_only, 1), "cross-host": (local, other, 1)}
+        paths: dict[str, tuple[HostProc, HostProc, int]] = {}
+        ab = os.environ.get("BENCH_HOP_AB", "")
+        twins: list[tuple[str, dict[str, str]]] = [("", {})]
+        if ab:
+            name, _, value = ab.partition("=")
+            twins.append((" (ab)", {name: value}))
+        for suffix, env in twins:
+            local = procs.host(nats.url, lattice, workers=1, label="local" + suffix.strip(" ()"), warm_cache=False,
+                               env=env)
+            remote_only = procs.host(nats.url, lattice, workers=1, label="nats-only" + suffix.strip(" ()"),
+                                     warm_cache=False, env={**env, "TRELLIS_LOCAL_CALLS": "0"})
+            other = procs.host(nats.url, lattice, workers=1, label="other" + suffix.strip(" ()"), warm_cache=False,
+                               env=env)
+            paths.update({
+                f"same-worker{suffix}": (local, local, 1), f"same-worker-reuse{suffix}": (local, local, 1_000_000),
+                f"same-host{suffix}": (remote_only, remote_only, 1), f"cross-host{suffix}": (local, other, 1)})
         roles = {p: _roles(nats.proc.pid, list({id(h): h for h in (a, b)}.values()))
                  for p, (a, b, _) in paths.items()}
         async with LatticeClient(nats.url, lattice) as c:
             assert c.nc is not None
             store = LatticeStore(c.nc, c.lattice)
             for path, (src, dst, reuse) in paths.items():
-                caller, target = f"caller-{path}", f"target-{path}"
+                caller, target = _name("caller", path), _name("target", path)
                 spec: dict[str, Any] = {"reuse": {"max_invocations": reuse}} if reuse > 1 else {}
                 await c.start_component(str(wasm["target"]), target, max_instances=4, host_id=dst.id, **spec)
                 await c.start_component(str(wasm["caller"]), caller, max_instances=4, host_id=src.id)
@@ -118,19 +136,19 @@ async def run(ctx: Context) -> None:
                 await c.call(caller, RUN, 3, 7, timeout_s=30)  # link seen, code loaded
             window = ctx.pick(1.5, 4.0)
             rounds = ctx.pick(2, 3)
-            raw: dict[str, dict[int, list[dict[str, Any]]]] = {p: {0: [], HOPS[p]: []} for p in paths}
+            raw: dict[str, dict[int, list[dict[str, Any]]]] = {p: {0: [], _hops(p): []} for p in paths}
             for path in paths:  # warm-up
-                for hops in (0, HOPS[path]):
-                    await _window(c, f"caller-{path}", hops, 0.5, roles[path])
+                for hops in (0, _hops(path)):
+                    await _window(c, _name("caller", path), hops, 0.5, roles[path])
             for r in range(rounds):
                 for path in paths:
-                    for hops in (0, HOPS[path]):
-                        w = await _window(c, f"caller-{path}", hops, window, roles[path])
+                    for hops in (0, _hops(path)):
+                        w = await _window(c, _name("caller", path), hops, window, roles[path])
                         raw[path][hops].append(w)
                         print(f"   round {r + 1}/{rounds} {path:18s} run({hops:3d}) {w['calls']:5d} calls  "
                               f"{w['cpu_s'] / max(1, w['calls']) * 1e6:8.0f} CPU-µs/call  p50 {w['p50_us']:7.0f} µs",
                               flush=True)
-        results = {p: _per_hop(raw[p], HOPS[p]) for p in paths}
+        results = {p: _per_hop(raw[p], _hops(p)) for p in paths}
         ctx.details.update(hops=HOPS, window_s=window, rounds=rounds, results=results,
                            raw={p: {str(h): ws for h, ws in v.items()} for p, v in raw.items()})
         for path, res in results.items():
@@ -139,6 +157,11 @@ async def run(ctx: Context) -> None:
                     wall_us_per_hop=res["wall_us_per_hop"], cpu_us_per_hop_by_role=res["by_role"])
     finally:
         procs.close()
+
+
+def _name(role: str, path: str) -> str:
+    """A component id for ``role`` on ``path`` (twins' ids end in ``-ab``)."""
+    return f"{role}-{path.removesuffix(' (ab)')}" + ("-ab" if path.endswith(" (ab)") else "")
 
 
 def _per_hop(windows: dict[int, list[dict[str, Any]]], hops: int) -> dict[str, Any]:

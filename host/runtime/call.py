@@ -16,6 +16,17 @@ from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 from wasmtime.component._enter import enter_wasm
 
+from . import lift_in_place
+
+
+class Lifted:
+    """A result already in its plain form (``lift_in_place.py``): the codec has nothing to do."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
 
 class TypedCall:
     __slots__ = ("func", "param_tys", "result_ty")
@@ -49,6 +60,10 @@ class TypedCall:
             if result_space is None:
                 return None
             assert result_ty is not None
+            if lift_in_place.active():
+                read = lift_in_place.reader(result_ty)
+                if read is not None:
+                    return Lifted(lift_in_place.lift_root(read, result_space))
             return result_ty.convert_from_c(result_space)
         finally:
             for i in range(n):

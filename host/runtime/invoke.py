@@ -38,6 +38,7 @@ import wasmtime
 from trellis.interfaces.resources import unversioned
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
+from .call import Lifted
 from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, FunctionNotFound, LoadedComponent
 from .errors import (
@@ -205,7 +206,7 @@ class Invoker:
             if slot is not None and self._metered:
                 live.fuel_used = self._fuel_used(live)
             self._release(live, keep, inline)
-        result = self._lift_result(fn, raw)
+        result = raw.value if raw.__class__ is Lifted else self._lift_result(fn, raw)
         if ctx.body and isinstance(result, dict):  # trellis:http/response-body.append's pieces come first
             result["body"] = b"".join([*ctx.body, bytes(result.get("body") or b"")])
         return result

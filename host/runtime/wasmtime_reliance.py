@@ -1,7 +1,7 @@
 """What Trellis's changes to wasmtime-py rely on, and a check that the installed wasmtime still has it.
 
 Trellis corrects and speeds up wasmtime-py in process (:mod:`.wasmtime_patches` 1-6,
-:mod:`.lower_in_place`, :mod:`.call`, :mod:`.wasi_http.fastcall`) through its private
+:mod:`.lower_in_place`, :mod:`.lift_in_place`, :mod:`.call`, :mod:`.wasi_http.fastcall`) through its private
 modules: it replaces or mirrors private Python functions, writes wasmtime's C structs at
 offsets it reads from wasmtime-py's ctypes declarations, and calls C functions with argument
 types of its own. All of that was written against one wasmtime release
@@ -85,6 +85,12 @@ RELIES_ON: dict[str, tuple[str, ...]] = {
         "c:wasm_byte_vec_new", "c:wasmtime_component_vallist_new_uninit", "c:wasmtime_component_valtuple_new_uninit",
         "c:wasmtime_component_valrecord_new_uninit", "c:wasmtime_component_val_new",
         "c:wasmtime_component_val_delete", *_VALUE_LAYOUT, *_KINDS,
+    ),
+    "lift_in_place (results read straight to their plain form)": (
+        f"py:{_T}:ListType.convert_from_c", f"py:{_T}:TupleType.convert_from_c", f"py:{_T}:RecordType.convert_from_c",
+        f"py:{_T}:String.convert_from_c", f"py:{_T}:Char.convert_from_c", f"py:{_T}:F32.convert_from_c",
+        f"py:{_T}:ListType._is_bytes", f"py:{_T}:RecordType.fields", f"py:{_T}:TupleType.elements",
+        f"py:{_T}:ListType.element", "py:wasmtime._ffi:to_str", "c:wasmtime_component_val_delete", *_VALUE_LAYOUT,
     ),
     "call.TypedCall (exports called with their types read once)": (
         "py:wasmtime.component._func:Func.__call__", "py:wasmtime.component._enter:enter_wasm",
@@ -170,10 +176,12 @@ FINGERPRINTS: dict[str, str] = {
     'py:wasmtime.component._linker:LinkerInstance.add_func': 'fe222b35541d1243',
     'py:wasmtime.component._linker:LinkerInstance.add_resource': '7c0f773dcd3e2b20',
     'py:wasmtime.component._linker:func_impl': 'b82bd2b279b32505',
+    'py:wasmtime.component._types:Char.convert_from_c': 'd39f762fd80cc4e8',
     'py:wasmtime.component._types:Char.convert_to_c': 'a218b7964b4e582f',
     'py:wasmtime.component._types:EnumType.convert_to_c': '62d629418ca78509',
     'py:wasmtime.component._types:EnumType.names': '57ccb91f357aec1f',
     'py:wasmtime.component._types:EnumType.names_count': '4820672919969838',
+    'py:wasmtime.component._types:F32.convert_from_c': '4da942b8a536e016',
     'py:wasmtime.component._types:FlagsType.names': 'b51fdf142157405a',
     'py:wasmtime.component._types:FuncType._from_ptr': 'da0f375798db72d1',
     'py:wasmtime.component._types:FuncType.params': '3c7d245a16530a89',
@@ -185,13 +193,16 @@ FINGERPRINTS: dict[str, str] = {
     'py:wasmtime.component._types:OptionType._cases': '8ad3436257f76814',
     'py:wasmtime.component._types:OptionType.convert_to_c': '06707f1bf43aa73b',
     'py:wasmtime.component._types:OptionType.payload': 'd1ab6593bef335af',
+    'py:wasmtime.component._types:RecordType.convert_from_c': '1b20fe9e94d62e74',
     'py:wasmtime.component._types:RecordType.convert_to_c': 'eb134ccb333477d6',
     'py:wasmtime.component._types:RecordType.fields': '1dc510e611877e28',
     'py:wasmtime.component._types:ResultType._cases': 'd2943763fa76c1ee',
     'py:wasmtime.component._types:ResultType.convert_to_c': 'ab348c5ccf1b69e0',
     'py:wasmtime.component._types:ResultType.err': '65b6b33a319b0593',
     'py:wasmtime.component._types:ResultType.ok': '6aaaa00b1371b031',
+    'py:wasmtime.component._types:String.convert_from_c': 'c0bdd40c69f3855b',
     'py:wasmtime.component._types:String.convert_to_c': 'c0984a7c8a5cd77d',
+    'py:wasmtime.component._types:TupleType.convert_from_c': '87427b2b92bd5190',
     'py:wasmtime.component._types:TupleType.convert_to_c': '3466ea91d7081323',
     'py:wasmtime.component._types:TupleType.elements': '0cb747f2625936b0',
     'py:wasmtime.component._types:ValType.add_classes': 'b1de7b66717a98f2',

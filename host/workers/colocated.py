@@ -16,6 +16,10 @@ sees is what the remote path gives it:
   are those of a msgpack round trip (tuples become lists, ...). A request too
   large for one NATS message goes the remote way, failing as it would there; a
   reply may be as large as a frame (``envelope.MAX_FRAME``), as over NATS.
+  Values a round trip gives back unchanged (:func:`wire_identical`: numbers in
+  msgpack's range, booleans, ``None``, short ASCII strings) skip the decoding of
+  the request and both ways of the reply, which are then known to give them back
+  as they are.
 * **Errors** carry the same message and code as the remote reply would.
 * **Limits.** The target's own timeout, memory cap and fuel apply; its deadline
   is also capped by the invocation's, and a call that outlives it fails as the
@@ -94,12 +98,15 @@ class Colocated:
             return REMOTE
         assert served is not None and served.slots is not None
         slots = served.slots
-        try:
-            frame = call.encode()
-        except EnvelopeError:
-            return REMOTE  # fails there the same way
-        if not dispatch.fits(len(frame), max_payload):
-            return REMOTE
+        same = wire_identical(call.args)  # then the decoded request would be the call itself
+        frame = b""
+        if not same or not dispatch.fits(frame_bound(call), max_payload):
+            try:
+                frame = call.encode()
+            except EnvelopeError:
+                return REMOTE  # fails there the same way
+            if not dispatch.fits(len(frame), max_payload):
+                return REMOTE
         if not slots.try_acquire():
             served.colocated["no_slot"] += 1
             return REMOTE
@@ -107,7 +114,7 @@ class Colocated:
         # the target's instance must not see the caller's call context (resource drops, ...)
         call_token = CURRENT_CALL.set(None)
         try:
-            return self._serve(served, Invocation.decode(frame))
+            return self._serve(served, call if same else Invocation.decode(frame))
         finally:
             CURRENT_CALL.reset(call_token)
             _DEPTH.reset(depth_token)
@@ -129,6 +136,8 @@ class Colocated:
             calls.record(served, inv, VIA_COLOCATED, False, probe, start, t0, exc)
             raise
         calls.record(served, inv, VIA_COLOCATED, False, probe, start, t0, result=result)
+        if wire_identical((result,)):  # the reply's round trip would give it back as it is (and it fits)
+            return result
         try:
             reply = Reply(id=inv.id, ok=True, result=result, served_by=self.served_by).encode()
         except EnvelopeError as exc:
@@ -137,3 +146,38 @@ class Colocated:
             raise RpcError(f"{inv.target}: reply of {len(reply)} bytes exceeds the {MAX_FRAME}-byte frame "
                            "limit", ErrorCode.INVOCATION_FAILED, "too_large")
         return Reply.decode(reply).result
+
+
+#: the longest string :func:`wire_identical` vouches for (a reply of it fits any frame)
+SHORT_STR = 1024
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack carries as an integer
+
+
+def wire_identical(values: tuple[Any, ...] | list[Any]) -> bool:
+    """Whether a msgpack round trip (``envelope``) gives back each of ``values`` as it is, so
+    encoding and decoding them can be skipped: an ``int`` msgpack can carry, a ``float``, a
+    ``bool``, ``None``, or an ASCII ``str`` of at most :data:`SHORT_STR` characters."""
+    for v in values:
+        cls = v.__class__
+        if cls is int:
+            if not _INT_MIN <= v <= _INT_MAX:
+                return False
+        elif cls is str:
+            if len(v) > SHORT_STR or not v.isascii():
+                return False
+        elif cls is not float and cls is not bool and v is not None:
+            return False
+    return True
+
+
+def frame_bound(call: Invocation) -> int:
+    """At most how many bytes ``call`` encodes to, when its arguments are :func:`wire_identical`
+    (four bytes a character for its names, nine per argument and a short string's own)."""
+    chars = (len(call.target) + len(call.interface) + len(call.function) + len(call.source) + len(call.id)
+             + len(call.link))
+    for k, v in call.trace.items():
+        chars += len(k) + len(v)
+    size = 256 + 4 * chars
+    for a in call.args:
+        size += len(a) + 5 if a.__class__ is str else 9
+    return size

@@ -16,6 +16,7 @@ import itertools
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +44,52 @@ _ids = itertools.count(1)
 
 def split_interface(interface: str) -> tuple[str, str, str]:
     """``ns:pkg/iface@1.0`` → (ns, pkg, iface)."""
-    name = interface.split("@", 1)[0]
-    ns, _, rest = name.partition(":")
-    pkg, _, iface = rest.partition("/")
-    return ns, pkg, iface
+    found = _SPLIT.get(interface)
+    if found is None:
+        name = interface.split("@", 1)[0]
+        ns, _, rest = name.partition(":")
+        pkg, _, iface = rest.partition("/")
+        found = (ns, pkg, iface)
+        if len(_SPLIT) < _NAMES_KEPT:
+            _SPLIT[interface] = found
+    return found
+
+
+#: names worked out once per import (interfaces and functions are few): (interface, function) ->
+#: (the wire's interface and function); interface -> (namespace, package, interface)
+_NAMES_KEPT = 4096
+_WIRE_NAMES: dict[tuple[str, str], tuple[str, str]] = {}
+_SPLIT: dict[str, tuple[str, str, str]] = {}
+#: per loaded component: (interface, function) -> the import's result type when it holds an ``own``
+_OWNED: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], Any]] = weakref.WeakKeyDictionary()
+
+
+def wire_names(interface: str, function: str) -> tuple[str, str]:
+    """The wire's interface and function names of an import call (kept once worked out)."""
+    key = (interface, function)
+    found = _WIRE_NAMES.get(key)
+    if found is None:
+        found = (unversioned(interface), wire_function(function))
+        if len(_WIRE_NAMES) < _NAMES_KEPT:
+            _WIRE_NAMES[key] = found
+    return found
+
+
+def owned_result(loaded: Any, interface: str, function: str) -> Any:
+    """The import's result type when it holds an ``own<R>`` (the reply's tokens become host
+    resources), else None; kept per component."""
+    if loaded is None:
+        return None
+    kept = _OWNED.get(loaded)
+    if kept is None:
+        kept = _OWNED[loaded] = {}
+    key = (interface, function)
+    try:
+        return kept[key]
+    except KeyError:
+        info = _import_info(loaded, interface, function)
+        found = kept[key] = info.result if info is not None and mentions_own(info.result) else None
+        return found
 
 
 class ImportRouter:
@@ -219,8 +262,9 @@ class ImportRouter:
                                   f"no link from {component_id} for {ns}:{pkg}/{iface} (link name "
                                   f"'{link_name}'); add one with 'trellis link put {component_id} TARGET {ns} {pkg} "
                                   f"--interface {iface}'")
+            wire_interface, wire_fn = wire_names(interface, function)
             call = Invocation(
-                target=target, interface=unversioned(interface), function=wire_function(function),
+                target=target, interface=wire_interface, function=wire_fn,
                 args=tokens_in(args), source=component_id, id=f"{_ID_PREFIX}{next(_ids):x}",
                 deadline_ms=inv.deadline_ms, link=link_name, trace=trace if trace else inv.trace,
             )
@@ -253,9 +297,9 @@ class ImportRouter:
                 raise ImportFailed(interface, function, f"{target}: {exc.message}") from None
             if spy is not None:
                 spy.outgoing(component_id, app, call, via, start, time.perf_counter() - t0, result, None)
-            info = _import_info(loaded, interface, function)
-            if info is not None and mentions_own(info.result):
-                return wrap_owned(info.result, result, target)
+            owned = owned_result(loaded, interface, function)
+            if owned is not None:
+                return wrap_owned(owned, result, target)
             return result
 
         return handler

@@ -57,6 +57,7 @@ class Taps:
         self._sub: Any = None
         self._ticker: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        self._watched = asyncio.Event()  # set by a traffic wish: the ticker sleeps on it while nobody watches
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(subjects.tap_want(self.lattice), cb=self._on_want)
@@ -85,6 +86,8 @@ class Taps:
                 self.spying.pop(want.spy, None)
         if want.traffic:
             self.traffic_until = until if want.ttl_s > 0 else 0.0
+            if self.traffic_until:
+                self._watched.set()
 
     # --- spy -----------------------------------------------------------------------------
 
@@ -144,7 +147,13 @@ class Taps:
             t.add(record.wall_s * 1000, record.ok)
 
     async def _report_traffic(self) -> None:
+        """Once a second while a traffic wish lives; between wishes it waits for one (an idle worker
+        is not woken for nobody)."""
         while True:
+            if not self.traffic_until:
+                self._watched.clear()
+                await self._watched.wait()
+                self._since = time.monotonic()
             await asyncio.sleep(TRAFFIC_EVERY_S)
             now = time.monotonic()
             if self.traffic_until and self.traffic_until < now:

@@ -68,8 +68,10 @@ from .tally import CallTally
 from .taps import Taps
 
 log = logging.getLogger("trellis.worker")
-#: how often warm instances past their max_idle_s are looked for and dropped
+#: how often warm instances past their max_idle_s are looked for and dropped (while there are any)
 IDLE_SWEEP_S = 1.0
+#: sweeps the idle sweep goes on making after its last call or load before it may sleep
+SWEEP_GRACE = 2
 #: after a failed config watch, the wait before watching again
 CONFIG_RETRY_S = 0.5
 
@@ -128,6 +130,10 @@ class Worker(Service):
         #: how long calls may finish when the worker stops (the host's shutdown command says)
         self.grace_s = DEFAULT_GRACE_S
         self._background: list[asyncio.Task[None]] = []
+        #: the idle sweep sleeps on this while nothing can become due; a call or a load wakes it
+        self._sweep_wake = asyncio.Event()
+        self._sweep_asleep = False
+        self.observers.add(self._activity)
         self._stop = asyncio.Event()
         self._stop_reason = ""
 
@@ -210,7 +216,10 @@ class Worker(Service):
         elif isinstance(cmd, Scale):
             await self.scale(cmd.component_id, cmd.share)
         elif isinstance(cmd, Stats):
-            return self.served.stats(self.doors)
+            stats = self.served.stats(self.doors)
+            for per_component in stats.values():
+                per_component["sweep_asleep"] = self._sweep_asleep  # the worker's idle sweep waits for a call
+            return stats
         elif isinstance(cmd, Usage):
             return self.served.usage(self.tally)
         elif isinstance(cmd, Metrics):
@@ -255,6 +264,7 @@ class Worker(Service):
             served.server, served.slots = self._server(served, cmd.share, cmd.queue)
             await served.server.start()
         old = self.served.put(served)
+        self._sweep_wake.set()  # a new component: its parking clock starts
         await self._door_to(served)
         self.calls.ensure_threads(self.served.total_share())
         if old is not None:  # an update: the new version already serves, the old one drains
@@ -334,30 +344,70 @@ class Worker(Service):
 
     # --- upkeep ----------------------------------------------------------------------
 
+    def _activity(self, record: Any) -> None:
+        """Invocation observer (any thread): wake the idle sweep if it sleeps. One test per call."""
+        if self._sweep_asleep:
+            self._sweep_asleep = False
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(self._sweep_wake.set)
+
+    def _sweep_pending(self) -> bool:
+        """Whether the sweep has something that can become due: a warm instance it drops after
+        ``max_idle_s`` (or one an inline call left), or a component not parked yet."""
+        parking = self.parking.after_s is not None
+        for served in self.served.values():
+            inv = served.invoker
+            if inv.closed:
+                continue
+            if inv.has_warm_instance and (inv.reuse.max_idle_s is not None or inv.has_orphans):
+                return True
+            if parking and inv.parkable and not inv.parked and not inv.live_instances:
+                return True
+        return False
+
     async def _drop_idle_instances(self) -> None:
-        """Every second: warm instances idle past their component's ``max_idle_s`` are dropped, and
-        components idle past ``tuning.process.park_idle_s`` give their compiled code back (``parking.py``)."""
+        """Every second while there is something to do: warm instances idle past their component's
+        ``max_idle_s`` are dropped, and components idle past ``tuning.process.park_idle_s`` give their
+        compiled code back (``parking.py``). When nothing can become due (every component parked, no
+        warm instance with a deadline) it sleeps until a call or a load wakes it: an idle worker is
+        not woken every second for nothing."""
         assert self.loop is not None
+        grace = SWEEP_GRACE
         while True:
+            if grace <= 0 and not self._sweep_pending():
+                self._sweep_wake.clear()
+                self._sweep_asleep = True
+                if not self._sweep_pending():  # (a call that ended meanwhile finds the flag set)
+                    await self._sweep_wake.wait()
+                self._sweep_asleep = False
+                grace = SWEEP_GRACE
+            if self._sweep_wake.is_set():
+                self._sweep_wake.clear()
+                grace = SWEEP_GRACE
             await asyncio.sleep(IDLE_SWEEP_S)
-            due = self.parking.due((cid, s.invoker) for cid, s in self.served.items())
-            if due:
+            grace -= 1
+            await self._sweep()
+
+    async def _sweep(self) -> None:
+        assert self.loop is not None
+        due = self.parking.due((cid, s.invoker) for cid, s in self.served.items())
+        if due:
+            try:
+                self.parking.parked += len(await self.loop.run_in_executor(self.calls.executor, park_all, due))
+            except RuntimeError:  # the executor is being replaced or shut down
+                pass
+        for served in self.served.values():
+            inv = served.invoker
+            # warm instances past max_idle_s, and instances an inline call could not drop at once
+            # (fresh components too: else one lingers until the next call, and blocks parking)
+            if inv.has_warm_instance and not inv.closed and (inv.reuse.max_idle_s is not None
+                                                             or inv.has_orphans):
                 try:
-                    self.parking.parked += len(await self.loop.run_in_executor(self.calls.executor, park_all, due))
+                    await self.loop.run_in_executor(self.calls.executor, inv.drop_idle)
                 except RuntimeError:  # the executor is being replaced or shut down
                     pass
-            for served in self.served.values():
-                inv = served.invoker
-                # warm instances past max_idle_s, and instances an inline call could not drop at once
-                # (fresh components too: else one lingers until the next call, and blocks parking)
-                if inv.has_warm_instance and not inv.closed and (inv.reuse.max_idle_s is not None
-                                                                 or inv.has_orphans):
-                    try:
-                        await self.loop.run_in_executor(self.calls.executor, inv.drop_idle)
-                    except RuntimeError:  # the executor is being replaced or shut down
-                        pass
-                    except Exception:  # never let one component stop the sweep for all
-                        log.exception("dropping idle instances of %s failed", served.component_id)
+                except Exception:  # never let one component stop the sweep for all
+                    log.exception("dropping idle instances of %s failed", served.component_id)
 
     async def _resolve_config(self, names: tuple[str, ...]) -> dict[str, str]:
         if not names or self.imports is None:

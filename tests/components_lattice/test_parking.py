@@ -68,3 +68,25 @@ async def test_a_component_is_loaded_on_a_worker_only_once_called_there(nats_ser
         assert sorted(w["parked"] for w in got) == [False, True]  # loaded where it ran, only there
         assert [_maps_artifact(pid) for pid in pids] == [not w["parked"] for w in got]
 
+
+async def test_idle_sweep_sleeps_and_a_call_wakes_it(nats_server, lattice, hosts, wasm, monkeypatch):
+    """Issue 16 (idle CPU): once every component is parked and no warm instance waits for its
+    ``max_idle_s``, a worker's idle sweep stops ticking; the next call wakes it, so the warm
+    instance that call leaves is still dropped after ``max_idle_s`` and the component parked again."""
+    monkeypatch.setenv("TRELLIS_PARK_IDLE_S", "0")
+    h = await hosts.start(workers=1)
+    async with LatticeClient(nats_server.url, lattice) as c:
+        await c.start_component(str(wasm["adder"]), "adder", reuse={"max_invocations": 100, "max_idle_s": 0.5})
+
+        async def asleep_with_nothing_left() -> None:
+            async with asyncio.timeout(20):
+                while True:
+                    (st,) = await _worker_stats(h, "adder")
+                    (usage,) = [u for u in await h.components.pool.usage() if "adder" in u]
+                    if st["sweep_asleep"] and st["parked"] and usage["adder"]["instances"] == 0:
+                        return
+                    await asyncio.sleep(0.1)
+
+        for n in range(2):
+            assert await c.call("adder", "add", n, 2) == n + 2  # leaves a warm instance
+            await asleep_with_nothing_left()  # dropped, parked, and the sweep asleep again

@@ -267,3 +267,41 @@ async def test_watch_catches_up_after_a_server_restart(fresh_nats, lattice):
         if other is not None:
             await other.close()
         await nc.close()
+
+
+async def test_quiet_watch_polls_nothing_and_recovers_a_lost_consumer(nats_server, lattice, monkeypatch):
+    """Issue 16 (idle CPU): a watch is woken only by entries and the server's idle heartbeats, with no
+    flow-control poll (nats-py's ordered consumer ran one every 250 ms per watch); a consumer that goes
+    away without the connection noticing (its server died in a cluster) is noticed by the missing
+    heartbeats, and the bucket is read again: nothing written meanwhile is missed."""
+    from trellis.interfaces import kv_watch
+
+    monkeypatch.setattr(kv_watch, "HEARTBEAT_S", 0.3)
+    nc = await nats.connect(nats_server.url)
+    store = LatticeStore(nc, lattice)
+    await store.put_link(mk())
+    got: list[Any] = []
+
+    async def watch():
+        async with contextlib.aclosing(store.watch_links()) as it:
+            async for change in it:
+                got.append(change)
+
+    task = asyncio.create_task(watch())
+    try:
+        await eventually(lambda: Synced("links") in got, what="first read")
+        polls = [t for t in asyncio.all_tasks() if "flow_control" in repr(t.get_coro())]
+        assert polls == [], polls
+        stream = f"KV_{subjects.bucket(lattice, 'links')}"
+        jsm = nc.jsm()
+        consumers = await jsm.consumers_info(stream)
+        assert len(consumers) == 1
+        await jsm.delete_consumer(stream, consumers[0].name)  # gone, the connection still up
+        await store.put_link(mk(source_id="meanwhile"))  # nobody delivers this to the old consumer
+        await eventually(lambda: any(isinstance(c, LinkChange) and c.link.source_id == "meanwhile" for c in got),
+                         timeout=10, what="the change made while the consumer was gone")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await nc.close()

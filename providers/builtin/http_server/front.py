@@ -46,6 +46,7 @@ class HttpFront(Service):
         self._routes: dict[LinkKey, Route] = {}
         self._invalid: dict[LinkKey, str] = {}
         self._lock = asyncio.Lock()
+        self._failed_binds = asyncio.Event()  # the retry loop sleeps on it while every address listens
 
     async def _start(self) -> None:
         self.tasks.spawn(self._retry_loop(), "retry-binds")
@@ -106,13 +107,18 @@ class HttpFront(Service):
                         log.error("cannot listen on %s: %s (retrying every %.0fs)", format_address(address), why,
                                   RETRY_S)
                     self.bind_errors[address] = why
+                    self._failed_binds.set()
                     continue
                 self.bind_errors.pop(address, None)
                 self.listeners[address] = listener
                 log.info("listening on %s: %s", listener.text, "; ".join(r.describe() for r in table.routes))
 
     async def _retry_loop(self) -> None:
+        """Every RETRY_S while an address could not be opened; otherwise it waits for one."""
         while True:
+            if not self.bind_errors:
+                self._failed_binds.clear()
+                await self._failed_binds.wait()
             await asyncio.sleep(RETRY_S)
             if self.bind_errors:
                 await self.reconcile()

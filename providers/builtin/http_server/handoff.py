@@ -53,6 +53,7 @@ class Handoff:
         self.stats = {"handed": 0, "kept": 0}
         self._turn = itertools.count()
         self._task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()  # a channel closed: the reconnect loop sleeps on it while all are up
 
     async def start(self) -> None:
         self._connect_all()
@@ -80,7 +81,12 @@ class Handoff:
                                         functools.partial(self._on_close, w))
 
     async def _reconnect(self) -> None:
+        """Every RECONNECT_S while a worker is not connected; otherwise it waits for a channel to close."""
         while True:
+            if all(w.alive for w in self.workers):
+                self._lost.clear()
+                if all(w.alive for w in self.workers):
+                    await self._lost.wait()
             await asyncio.sleep(RECONNECT_S)
             self._connect_all()
 
@@ -90,10 +96,10 @@ class Handoff:
         if msg.get("op") == "serving":
             w.serving = frozenset(msg.get("components") or ())
 
-    @staticmethod
-    def _on_close(w: _Worker) -> None:
+    def _on_close(self, w: _Worker) -> None:
         w.serving = frozenset()
         w.known = {}
+        self._lost.set()
 
     # --- connections ----------------------------------------------------------------------
 

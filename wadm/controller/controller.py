@@ -68,6 +68,9 @@ from .status import deployed_status, undeployed_status
 
 log = logging.getLogger(__name__)
 
+#: the longest housekeeping sleeps without a deadline (a safety net: every deadline it knows wakes it)
+HOUSEKEEPING_MAX_S = 5.0
+
 
 class AppWorker:
     """Runs the passes of one application, one at a time, whenever woken."""
@@ -259,6 +262,7 @@ class Controller(Service):
     def _on_view_change(self, why: str) -> None:
         self._view_version += 1
         self.wake_all()
+        self._housekeeping_wake.set()  # its next deadline moved (a host came or went, apps are not quiet)
 
     def _tick_wanted(self, name: str, now: float) -> bool:
         """Whether a tick should pass ``name`` again: not when it is quiet (its last pass issued
@@ -301,13 +305,19 @@ class Controller(Service):
                     worker.wake.set()
 
     async def _housekeeping(self) -> None:
-        """Expire silent hosts, follow leadership, keep one worker per app, tick."""
+        """Expire silent hosts, follow leadership, keep one worker per app, tick.
+
+        It wakes when something asks (leadership, a disconnect, a view change) or at the next
+        deadline: the first host that would expire, the next tick while an app is not quiet (or a
+        quiet app's resync is due). An idle lattice whose apps are all quiet wakes it about once
+        per host expiry window, not four times a second."""
         loop = asyncio.get_running_loop()
         next_tick = 0.0
         while True:
             stop_if_cancelled()
+            delay = max(0.0, min(self._next_deadline(next_tick), loop.time() + HOUSEKEEPING_MAX_S) - loop.time())
             try:  # (not wait_for: on Python 3.11 it can swallow the cancel that stops us)
-                async with asyncio.timeout(min(0.25, self.settings.tick_s)):
+                async with asyncio.timeout(delay):
                     await self._housekeeping_wake.wait()
             except TimeoutError:
                 pass
@@ -328,6 +338,19 @@ class Controller(Service):
                     if self._tick_wanted(name, now):
                         w.wake.set()
                 await self._announce_all(now)
+
+    def _next_deadline(self, next_tick: float) -> float:
+        """The loop time housekeeping has to run by: a host's expiry, or a tick some app wants."""
+        expiry = self.observer.view.next_expiry() if self.observer.ready else None
+        deadline = float("inf") if expiry is None else expiry
+        names = set(self.workers) | {n for n, r in self.records.items()
+                                     if r.deployed_version is not None or n in self._announced}
+        for name in names:
+            quiet = self._quiet.get(name)
+            if quiet is None or quiet[0] != self._view_version:
+                return min(deadline, next_tick)  # an app that is not quiet: every tick
+            deadline = min(deadline, max(next_tick, quiet[1] + self.settings.quiet_resync_s))
+        return deadline
 
     async def _announce_all(self, now: float) -> None:
         """Announce status changes every tick too: a pass can take long (a start waits for its
@@ -399,6 +422,8 @@ class Controller(Service):
             quiet = await self._reconcile(name, record, observed, pass_id, outcome)
         if quiet:
             self._quiet[name] = (version, asyncio.get_running_loop().time())
+        else:
+            self._housekeeping_wake.set()  # it ticks again while this app is not quiet
 
     async def _reconcile(self, name: str, record: AppRecord | None, observed: Any, pass_id: str,
                          outcome: dict[str, Any]) -> bool:

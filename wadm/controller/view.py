@@ -166,6 +166,11 @@ class LatticeView:
                                       f"({self.expiry_intervals:g} x {entry.heartbeat_interval_s:g}s)")
         return gone
 
+    def next_expiry(self) -> float | None:
+        """When the first host will be dropped unless it is heard from again (None: no host)."""
+        return min((h.last_seen + self.expiry_intervals * h.heartbeat_interval_s for h in self.hosts.values()),
+                   default=None)
+
     def apply_event(self, ev: Event, now: float) -> bool:
         """Fold one lattice event in; True if it changed what placement depends on."""
         t, data = ev.type, ev.data

@@ -17,6 +17,7 @@ from trellis.interfaces.control import (
     Capacity,
     CtlReply,
     Empty,
+    HostBeat,
     HostInfo,
     HostOp,
     LabelDel,
@@ -150,6 +151,11 @@ class Host(Service):
                         providers=len(self.providers.running), instances_max=sum(c.max_instances for c in comps))
 
     def info(self) -> HostInfo:
+        info = self._describe()
+        info.inventory = info.inventory_digest()
+        return info
+
+    def _describe(self) -> HostInfo:
         return HostInfo(
             id=self.id,
             name=self.friendly_name,
@@ -187,13 +193,25 @@ class Host(Service):
         await self.nc.publish(subjects.event(self.lattice, event_type), ev.encode())
 
     async def _heartbeat_loop(self) -> None:
+        """Every ``heartbeat_interval_s``: the whole `HostInfo` when its inventory digest changed since
+        the last one sent, else a light `HostBeat` (alive, uptime, capacity, the same digest). An idle
+        host's heartbeat is a few hundred bytes whatever it runs, and nobody parses its inventory."""
         interval = self.settings.heartbeat_interval_s
+        sent = ""  # the inventory digest of the last whole heartbeat sent
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.publish_event(EventType.HOST_HEARTBEAT, self._host_event_data())
+                info = self.info()
+                if info.inventory != sent or not self.settings.light_heartbeats:
+                    await self.publish_event(EventType.HOST_HEARTBEAT, info.model_dump(mode="json"))
+                    sent = info.inventory
+                else:
+                    beat = HostBeat(id=self.id, name=self.friendly_name, uptime_s=info.uptime_s,
+                                    capacity=info.capacity, heartbeat_interval_s=interval, inventory=info.inventory)
+                    await self.publish_event(EventType.HOST_HEARTBEAT, beat.model_dump(mode="json"))
                 self.metrics.heartbeat()
             except Exception as exc:  # disconnected: nats-py buffers or raises; keep beating
+                sent = ""
                 log.debug("heartbeat not sent: %r", exc)
 
     # --- control interface -----------------------------------------------------------

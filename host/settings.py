@@ -35,6 +35,10 @@ class HostSettings(BaseModel):
         description="heartbeat period; a host silent for 3 periods is considered gone, "
         "so 1 s notices a dead host in about 3 s",
     )
+    light_heartbeats: bool = Field(
+        default_factory=lambda: os.environ.get("TRELLIS_LIGHT_HEARTBEATS", "1") not in ("0", "off", "false"),
+        description="a heartbeat carries the whole inventory only when it changed, else its digest "
+        "(TRELLIS_LIGHT_HEARTBEATS=0: every heartbeat in full)")
     stop_timeout_s: float = Field(10.0, ge=0, description="graceful drain deadline on stop")
     insecure_registries: list[str] = Field(
         default_factory=list,

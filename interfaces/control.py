@@ -110,6 +110,45 @@ class HostInfo(Description):
         {}, description="components whose start, update, scale or stop is under way here: id -> what the "
                         "host is doing for it now (e.g. 'start: compiling'); wadm waits on a start past its "
                         "timeout while the host's heartbeats still name it here")
+    inventory: str = Field(
+        "", description="a digest of what the host says about itself apart from its uptime and capacity "
+                        "(labels, components, providers, pending work, ...): the same digest in a light "
+                        "heartbeat (`HostBeat`) means none of it changed; empty from hosts that send every "
+                        "heartbeat in full")
+
+    def inventory_digest(self) -> str:
+        """The digest `inventory` carries, computed from this description."""
+        return inventory_digest(self)
+
+
+#: the fields a host's `HostInfo.inventory` digest does not cover (they change at every heartbeat)
+VOLATILE_FIELDS = frozenset({"uptime_s", "capacity", "inventory"})
+
+
+def inventory_digest(info: HostInfo) -> str:
+    import hashlib
+
+    stable = info.model_dump_json(exclude=set(VOLATILE_FIELDS)).encode()
+    return hashlib.blake2b(stable, digest_size=12).hexdigest()
+
+
+class HostBeat(Description):
+    """A light heartbeat (``host_heartbeat`` whose data has no ``components``): the host is alive,
+    its uptime and capacity, and the digest of its inventory. A host sends its whole `HostInfo` in a
+    heartbeat only when that digest changed (and in ``host_started``); whoever holds an older digest
+    asks the host for its inventory (`HostOp.INVENTORY`)."""
+
+    id: str
+    name: str = ""
+    uptime_s: float = 0.0
+    capacity: Capacity | None = None
+    heartbeat_interval_s: float = 1.0
+    inventory: str
+
+    @staticmethod
+    def is_light(data: Any) -> bool:
+        """Whether a heartbeat's data is a `HostBeat` (rather than a whole `HostInfo`)."""
+        return isinstance(data, dict) and "components" not in data and bool(data.get("inventory"))
 
 
 # --- host operations -------------------------------------------------------------

@@ -50,6 +50,52 @@ async def test_events_started_heartbeat_stopped(nats_server, lattice, hosts):
         await nc.close()
 
 
+async def test_heartbeats_are_light_until_the_inventory_changes(nats_server, lattice, hosts):
+    """Issue 16 (idle CPU): a heartbeat carries the host's whole inventory only when it changed, else its
+    digest; wadm's view sees a change at the next heartbeat, and one that missed the whole heartbeat
+    (its digest is news) marks the host to be asked, whose answer carries the change."""
+    from trellis.wadm.controller.view import LatticeView
+
+    nc = await nats.connect(nats_server.url)
+    beats: list[tuple[int, Event]] = []
+
+    async def on_beat(msg) -> None:
+        beats.append((len(msg.data), Event.decode(msg.data)))
+
+    sub = await nc.subscribe(subjects.event(lattice, EventType.HOST_HEARTBEAT), cb=on_beat)
+    try:
+        h = await hosts.start(heartbeat_interval_s=0.1)
+        await eventually(lambda: len(beats) >= 3, 10, what="three heartbeats")
+        (size, first), rest = beats[0], beats[1:3]
+        assert "components" in first.data and first.data["inventory"] == h.info().inventory
+        for n, light in rest:  # nothing changed: alive, capacity, the same digest, no inventory
+            assert "components" not in light.data and "labels" not in light.data, light.data
+            assert light.data["inventory"] == first.data["inventory"] and light.data["capacity"]["cpus"] >= 1
+            assert n < size
+        view = LatticeView()
+        for _, ev in beats:
+            view.apply_event(ev, now=0.0)
+        assert view.hosts[h.id].labels.get("zone") is None and not view.stale
+        seen = len(beats)
+        async with LatticeClient(nats_server.url, lattice) as c:
+            await c.put_label(h.id, "zone", "eu-2")
+            await eventually(lambda: any("labels" in e.data for _, e in beats[seen:]), 10, what="a whole heartbeat")
+            full = next(e for _, e in beats[seen:] if "labels" in e.data)
+            assert full.data["labels"]["zone"] == "eu-2" and full.data["inventory"] != first.data["inventory"]
+            assert view.apply_event(full, now=1.0) is True  # the change, at the next heartbeat
+            assert view.hosts[h.id].labels["zone"] == "eu-2"
+            # a view that missed that heartbeat learns of the change from the next light one's digest
+            missed = LatticeView()
+            missed.apply_event(first, now=0.0)
+            await eventually(lambda: "labels" not in beats[-1][1].data, 10, what="a light heartbeat after it")
+            assert missed.apply_event(beats[-1][1], now=1.0) is False and missed.stale == {h.id}
+            assert missed.host_seen(await c.get_inventory(h.id), now=1.0) is True  # what wadm asks, it gets
+            assert missed.hosts[h.id].labels["zone"] == "eu-2" and not missed.stale
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+
+
 def _collector(seen: list[Event]):
     async def cb(msg) -> None:
         seen.append(Event.decode(msg.data))

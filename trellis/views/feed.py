@@ -19,7 +19,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from trellis.interfaces import subjects
-from trellis.interfaces.control import HostInfo
+from trellis.interfaces.control import HostBeat, HostInfo
 from trellis.interfaces.events import Event, EventType
 
 HOST_LOST = "host_lost"
@@ -55,6 +55,7 @@ class EventFeed:
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=10_000)
         self._sub: Any = None
         self._check: asyncio.Task[None] | None = None
+        self._asking: dict[str, asyncio.Task[None]] = {}  # host id -> its inventory being asked for
         self.dropped = 0
 
     async def start(self) -> None:
@@ -64,6 +65,10 @@ class EventFeed:
         self._check = asyncio.get_running_loop().create_task(self._watch_silence(), name="feed-silence")
 
     async def close(self) -> None:
+        for task in list(self._asking.values()):
+            task.cancel()
+        await asyncio.gather(*self._asking.values(), return_exceptions=True)
+        self._asking.clear()
         if self._check is not None:
             self._check.cancel()
             await asyncio.gather(self._check, return_exceptions=True)
@@ -116,7 +121,9 @@ class EventFeed:
 
     def _track(self, ev: Event) -> None:
         now = time.monotonic()
-        if ev.type in (EventType.HOST_STARTED, EventType.HOST_HEARTBEAT):
+        if ev.type == EventType.HOST_HEARTBEAT and HostBeat.is_light(ev.data):
+            self._beat(ev.data, now)
+        elif ev.type in (EventType.HOST_STARTED, EventType.HOST_HEARTBEAT):
             try:
                 info = HostInfo.model_validate(ev.data)
             except ValueError:
@@ -134,6 +141,39 @@ class EventFeed:
             seen = self.hosts.get(str(ev.data.get("host_id") or ev.source))
             if seen is not None and isinstance(ev.data.get("labels"), dict):
                 seen.info.labels = dict(ev.data["labels"])
+
+    def _beat(self, data: dict[str, Any], now: float) -> None:
+        """A light heartbeat: alive, its uptime and capacity; an inventory we do not hold is asked for."""
+        try:
+            beat = HostBeat.model_validate(data)
+        except ValueError:
+            return
+        seen = self.hosts.get(beat.id)
+        if (seen is None or seen.info.inventory != beat.inventory) and beat.id not in self._asking:
+            self._asking[beat.id] = asyncio.get_running_loop().create_task(self._ask(beat.id))
+        if seen is None:
+            return
+        if seen.lost:
+            self._put(_derived(HOST_RETURNED, {"host_id": beat.id, "name": seen.info.name}))
+        seen.last_seen, seen.lost = now, False
+        seen.info.uptime_s = beat.uptime_s
+        if beat.capacity is not None:
+            seen.info.capacity = beat.capacity
+
+    async def _ask(self, host_id: str) -> None:
+        from trellis.interfaces.client import LatticeClient
+
+        try:
+            info = await LatticeClient(lattice=self.lattice, nc=self.nc).get_inventory(host_id)
+        except Exception:  # gone or slow: its next heartbeat asks again
+            return
+        finally:
+            self._asking.pop(host_id, None)
+        seen = self.hosts.get(info.id)
+        if seen is None:
+            self.hosts[info.id] = SeenHost(info, time.monotonic())
+        else:
+            seen.info = info
 
     async def _watch_silence(self) -> None:
         while True:
@@ -173,6 +213,8 @@ def summarize(ev: Event, host_name: Any = None) -> str:
     name = host_name or (lambda hid: hid)
     on = f" on {name(d['host_id'])}" if d.get("host_id") else ""
     t = ev.type
+    if t == EventType.HOST_HEARTBEAT and HostBeat.is_light(d):
+        return f"host {d.get('name') or name(d.get('id', ev.source))} is alive (inventory unchanged)"
     if t in (EventType.HOST_STARTED, EventType.HOST_HEARTBEAT):
         labels = ",".join(f"{k}={v}" for k, v in sorted((d.get("labels") or {}).items())
                           if k not in ("os", "arch", "hostname", "python"))

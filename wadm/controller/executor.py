@@ -298,17 +298,16 @@ class Executor:
             raise CommandFailed(str(ev.data.get("error") or ev.type))
 
     async def _still_under_way(self, host_id: str, component_id: str) -> str | None:
-        """What the host's next heartbeat says it is doing for ``component_id`` (``HostInfo.pending``),
-        or None when it names no such work (or no heartbeat comes within three intervals)."""
-        beat = self.observer.expect({"id": host_id}, (EventType.HOST_HEARTBEAT,), host_id=host_id)
+        """What the host says it is doing for ``component_id`` now (``HostInfo.pending``, asked of it),
+        or None when it names no such work (or does not answer within three heartbeat intervals)."""
         interval = self.observer.heartbeat_interval(host_id)
         try:
-            ev = await asyncio.wait_for(beat, 3 * interval + 1.0)
-        except (TimeoutError, HostGone):
-            self.observer.forget(beat)
+            async with asyncio.timeout(3 * interval + 1.0):
+                info = await self.client.get_inventory(host_id)
+        except Exception as exc:  # gone, or not answering: nothing under way that we can see
+            log.debug("inventory of %s not read: %r", host_id, exc)
             return None
-        pending = ev.data.get("pending")
-        doing = pending.get(component_id) if isinstance(pending, dict) else None
+        doing = info.pending.get(component_id)
         return str(doing) if doing else None
 
     # --- links and configs -----------------------------------------------------------

@@ -110,6 +110,8 @@ class Observer:
         self._sub: Any = None
         self._connected = True
         self.events_seen = 0
+        self._asking: set[str] = set()  # hosts asked for their inventory, not answered yet
+        self.inventories_asked = 0
 
     @property
     def ready(self) -> bool:
@@ -210,6 +212,27 @@ class Observer:
         self._expectations = [e for e in self._expectations if not e.future.done()]
         if changed:
             self._changed(ev.type)
+        if self.view.stale:
+            self._ask_stale()
+
+    def _ask_stale(self) -> None:
+        """Ask each host whose light heartbeat named an inventory we do not hold for its inventory
+        (one request per host at a time; the next light heartbeat asks again if this one fails)."""
+        for host_id in sorted(self.view.stale - self._asking):
+            self._asking.add(host_id)
+            self.tasks.spawn(self._ask_inventory(host_id), f"inventory-{host_id[:8]}")
+
+    async def _ask_inventory(self, host_id: str) -> None:
+        try:
+            self.inventories_asked += 1
+            info = await self.client.get_inventory(host_id)
+        except Exception as exc:  # gone, or slow: its next heartbeat says more
+            log.debug("inventory of %s not read: %r", host_id, exc)
+            return
+        finally:
+            self._asking.discard(host_id)
+        if info.id == host_id and self.view.host_seen(info, self._now()):
+            self._changed("inventory")
 
     async def _watch_store(self) -> None:
         """Links and configs into the view. Until both are loaded, a watch that fails to start

@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from trellis.interfaces.control import Capacity, ComponentDescription, HostInfo, ProviderDescription
+from trellis.interfaces.control import Capacity, ComponentDescription, HostBeat, HostInfo, ProviderDescription
 from trellis.interfaces.events import Event, EventType
 from trellis.interfaces.links import Link
 
@@ -61,6 +61,8 @@ class HostEntry:
     last_seen: float
     name: str = ""
     state_id: str = ""
+    inventory: str = ""
+    """The digest of the host's inventory this entry holds (``HostInfo.inventory``)."""
 
     def placement_state(self) -> tuple[Any, ...]:
         """What placement depends on (copies: the entry's dicts change in place)."""
@@ -119,6 +121,7 @@ def _entry_from_info(info: HostInfo, now: float) -> HostEntry:
         last_seen=now,
         name=info.name,
         state_id=info.state_id,
+        inventory=info.inventory,
     )
 
 
@@ -132,6 +135,8 @@ class LatticeView:
     config_owners: dict[str, str] = field(default_factory=dict)
     pins: dict[tuple[str, str], StatePin] = field(default_factory=dict)
     """(app, provider id) → where its local data lives (wadm's records)."""
+    stale: set[str] = field(default_factory=set)
+    """Hosts whose light heartbeat named an inventory this view does not hold: ask them for it."""
     _snapshot: Observed | None = field(default=None, repr=False)
 
     # --- hosts -----------------------------------------------------------------------
@@ -143,6 +148,7 @@ class LatticeView:
         new.providers = {pid: p.since(old.providers.get(pid) if old else None, now)
                          for pid, p in new.providers.items()}
         self.hosts[info.id] = new
+        self.stale.discard(info.id)
         self._snapshot = None
         if old is None:
             log.info("host %s joined (labels %s)", info.id, _labels(new.labels))
@@ -150,6 +156,7 @@ class LatticeView:
         return old.placement_state() != new.placement_state()
 
     def remove_host(self, host_id: str, why: str) -> bool:
+        self.stale.discard(host_id)
         if self.hosts.pop(host_id, None) is None:
             return False
         self._snapshot = None
@@ -171,9 +178,33 @@ class LatticeView:
         return min((h.last_seen + self.expiry_intervals * h.heartbeat_interval_s for h in self.hosts.values()),
                    default=None)
 
+    def host_beat(self, data: Mapping[str, Any], now: float) -> bool:
+        """A light heartbeat (`HostBeat`): the host is alive, with this capacity; if the inventory it
+        names is not the one held here (a whole heartbeat was missed, or the host is new to us), the
+        host goes into `stale`, to be asked. Never a change by itself: the inventory's answer is."""
+        host_id = str(data.get("id") or "")
+        entry = self.hosts.get(host_id)
+        if entry is None or entry.inventory != data.get("inventory"):
+            if host_id:
+                self.stale.add(host_id)
+            if entry is None:
+                return False
+        entry.last_seen = now
+        cap = data.get("capacity")
+        if isinstance(cap, Mapping):
+            new = HostCapacity(cpus=int(cap.get("cpus") or 0),
+                               memory_available_bytes=int(cap.get("memory_available_bytes") or 0),
+                               load_1m=float(cap.get("load_1m") or 0.0))
+            if new != entry.capacity:
+                entry.capacity = new
+                self._snapshot = None
+        return False
+
     def apply_event(self, ev: Event, now: float) -> bool:
         """Fold one lattice event in; True if it changed what placement depends on."""
         t, data = ev.type, ev.data
+        if t == EventType.HOST_HEARTBEAT and HostBeat.is_light(data):
+            return self.host_beat(data, now)
         if t in (EventType.HOST_STARTED, EventType.HOST_HEARTBEAT):
             info = host_info(data)
             if info is None:

@@ -346,7 +346,7 @@ def stage_full_app(ctx: Context, workers: int, nats_url: str, nats_pid: int | No
                                    peers.TrellisFullApp(ctx.workdir, workers, 1, env=_host_env())]
     if os.environ.get("BENCH_DENSITY_FRESH", "1") == "0":
         systems.pop()  # reuse against the baseline only
-    if _ab_env() and "load" in stages:  # the A/B twin of the reuse lattice, in the same load windows
+    if _ab_env() and stages & {"load", "idle"}:  # the A/B twin of the reuse lattice, in the same windows
         systems.insert(1, peers.TrellisFullApp(ctx.workdir, workers, REUSE, env={**_host_env(), **_ab_env()},
                                                max_idle_s=max_idle_s))
     why_not = baseline.missing()

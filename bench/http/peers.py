@@ -507,7 +507,8 @@ class TrellisFullApp(System):
                              env=self.env).wait_started()
         self.host.wait_workers()
         conn = ["--nats-url", self.nats.url, "--lattice", lattice]
-        self.spawn(procs.trellis_argv("wadm", *conn, "--log-level", "warning"), "wadm")
+        self.spawn(procs.trellis_argv("wadm", *conn, "--log-level", "warning"), "wadm",
+                   env=self.env)  # (an A/B twin's PYTHONPATH runs its wadm too)
         manifest = (POC / "wadm.yaml").read_text()
         idle = f", max_idle_s: {self.max_idle_s:g}" if self.max_idle_s is not None else ""
         manifest = re.sub(r"( *)image: \./build/([\w-]+)\.wasm",

@@ -260,6 +260,7 @@ class Invoker:
                 end_stream(out, e, wasi.function.address)
             raise
         finally:
+            ctx.handler.close()  # type: ignore[attr-defined]  # a WasiHttpHandler: its outgoing streams end with the call
             if slot is not None and self._metered:
                 live.fuel_used = self._fuel_used(live)
             self._release(live, keep, inline)

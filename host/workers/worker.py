@@ -38,6 +38,7 @@ from trellis.host.runtime import (
 from trellis.host.runtime.engine import engine_settings
 from trellis.host.runtime.memory import give_back_freed_memory
 from trellis.host.runtime.parking import Parking, load_parkable, park_all
+from trellis.host.runtime.wasi_http.outgoing import use_hub as use_stream_hub
 from trellis.interfaces.connection import NatsSettings, connect, goodbye
 from trellis.interfaces.envelope import Invocation
 from trellis.interfaces.logs import setup_logging
@@ -48,6 +49,7 @@ from trellis.interfaces.secrets import SecretValue
 from trellis.interfaces.tracing import setup_tracing
 from trellis.kit import gc_tuning
 from trellis.kit.meters import Telemetry
+from trellis.kit.natsstream import StreamHub
 from trellis.kit.service import Service
 from trellis.samehost import local_rpc
 from trellis.samehost.handoff import available as handoff_available
@@ -116,6 +118,7 @@ class Worker(Service):
             if tuning.calls.local_calls else None)
         self.nc: Any = None
         self.rpc: RpcClient | None = None
+        self.streams: StreamHub | None = None
         self.imports: ImportRouter | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         #: HTTP connections handed here by the host's http-server (None: off)
@@ -145,6 +148,9 @@ class Worker(Service):
         nats = NatsSettings(**self.boot.nats)
         self.nc = await connect(nats, name=f"trellis-worker-{self.host_id[:8]}-{self.index}")
         self.rpc = RpcClient(self.nc, self.lattice, source=self.host_id)
+        # wasi:http bodies too large or too slow for one call travel on byte streams (docs/http.md)
+        self.streams = await StreamHub(self.nc, self.lattice).start()
+        use_stream_hub(self.streams)
         self.taps = self.calls.taps = Taps(self.nc, self.lattice, self.host_id, self.index, self.loop)
         await self.taps.start()
         self.observers.add(self.taps)
@@ -179,6 +185,9 @@ class Worker(Service):
             await self.imports.stop()
         if self.rpc:
             await self.rpc.close()
+        if self.streams is not None:
+            use_stream_hub(None)
+            await self.streams.close("the worker is stopping")
         if self.nc is not None:
             await goodbye(self.nc)
         self.calls.close()

@@ -42,9 +42,12 @@ import httpx
 
 from trellis.interfaces.envelope import ENVELOPE_ROOM
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
+from trellis.kit.natsstream import StreamHub
 from trellis.providers.sdk import Context, Provider, ProviderInfo, nats_connection, run
 
+from . import http_client_wasi
 from ._common.config import ConfigError
+from .http_client_wasi import Refused as _Refused
 
 log = logging.getLogger("trellis.providers.http_client")
 
@@ -95,22 +98,14 @@ class Settings:
         return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in self.allowed_hosts)
 
 
-class _Refused(Exception):
-    """A reason to answer ``err``; the message is for the component's author, ``code`` the
-    ``wasi:http`` ``error-code`` case (lower case) a wasi:http component gets."""
-
-    def __init__(self, message: str, code: str = "internal-error", payload: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.payload = message if code == "internal-error" and payload is None else payload
-
-
 class HttpClient:
     """The provider's state: one pooled client for every component."""
 
     def __init__(self) -> None:
         self.client: httpx.AsyncClient | None = None
         self.max_payload: int | None = None
+        #: byte streams for wasi:http components' bodies (``http_client_wasi.py``); None without a lattice
+        self.hub: StreamHub | None = None
         self.defaults: dict[str, str] = {}  # the provider's own config
         self._settings: dict[tuple[tuple[str, str], ...], Settings | ConfigError] = {}
 
@@ -138,6 +133,8 @@ class HttpClient:
         self.defaults = dict(info.config)
         nc = nats_connection()
         self.max_payload = getattr(nc, "max_payload", None) if nc is not None else None
+        if nc is not None:
+            self.hub = await StreamHub(nc, info.lattice).start()
         jar = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self.client = httpx.AsyncClient(
             follow_redirects=False, cookies=jar, trust_env=False,
@@ -147,6 +144,9 @@ class HttpClient:
         del self.client.headers["accept-encoding"]  # bodies travel as received: ask for no encoding
 
     async def shutdown(self, grace_s: float, **kwargs: Any) -> None:
+        if self.hub is not None:
+            await self.hub.close("the http-client provider is stopping")
+            self.hub = None
         if self.client is not None:
             await self.client.aclose()
             self.client = None
@@ -181,29 +181,16 @@ class HttpClient:
 
     async def send_wasi(self, request: dict[str, Any], options: dict[str, Any] | None, *, ctx: Context,
                         **kwargs: Any) -> dict[str, Any]:
-        """``send`` for a ``wasi:http`` component: its host sends the component's
-        ``wasi:http/outgoing-handler.handle`` as ``wasi:http/outgoing-handler.send`` with the same
-        records as ``trellis:http``; ``{"err": {case: payload}}`` names the ``error-code`` case."""
-        try:
-            settings = self.settings(ctx.config)
-        except ConfigError as exc:
-            log.warning("http-client is misconfigured for this link: %s", exc)
-            return {"err": {"configuration-error": None}}
-        timeout_s = settings.timeout_ms / 1000
-        if options and options.get("timeout-ms") is not None:
-            timeout_s = options["timeout-ms"] / 1000
-        timeout_s = min(timeout_s, ctx.remaining_s() - DEADLINE_MARGIN_S)
-        if timeout_s <= 0:
-            return {"err": {"http-response-timeout": None}}
-        try:
-            async with asyncio.timeout(timeout_s):
-                return {"ok": await self._exchange(request, settings, False, timeout_s)}
-        except TimeoutError:  # as wasmtime's wasi-http says a first-byte timeout
-            return {"err": {"connection-read-timeout": None}}
-        except _Refused as exc:
-            return {"err": {exc.code: exc.payload}}
-        except httpx.HTTPError as exc:
-            return {"err": error_code(exc)}
+        """``send`` for a ``wasi:http`` component (its host sends ``wasi:http/outgoing-handler.send``):
+        streamed bodies, the request's timeouts and ``error-code`` cases (``http_client_wasi.py``)."""
+        return await http_client_wasi.send_wasi(self, request, options, ctx=ctx)
+
+    def response_limit(self, request: dict[str, Any]) -> int:
+        """The most response body one reply carries into the calling component."""
+        limit = MAX_BYTES_PER_CALL  # more would trap the caller
+        if self.max_payload:
+            limit = min(limit, max(0, self.max_payload - ENVELOPE_ROOM))
+        return limit
 
     async def _exchange(self, request: dict[str, Any], settings: Settings, follow: bool,
                         timeout_s: float) -> dict[str, Any]:
@@ -213,9 +200,7 @@ class HttpClient:
         except (httpx.InvalidURL, TypeError) as exc:
             raise _Refused(f"invalid URL {request.get('url')!r:.200}: {exc}", "http-request-uri-invalid") from None
         self._check_destination(url, settings)
-        headers = [(name.encode("latin-1") if isinstance(name, str) else name, bytes(value))
-                   for name, value in request["headers"]]
-        headers = [(n, v) for n, v in headers if n.lower() not in _DROP]
+        headers = request_headers(request)
         body = bytes(request["body"])
         try:
             req = self.client.build_request(request["method"], url, headers=headers, content=body or None,
@@ -233,8 +218,8 @@ class HttpClient:
             try:
                 next_request = response.next_request if follow else None
                 if next_request is None:
-                    return {"status": response.status_code, "headers": _headers(response),
-                            "body": await _read(response, limit)}
+                    return {"status": response.status_code, "headers": response_headers(response),
+                            "body": await read_limited(response, limit)}
             finally:
                 await response.aclose()
             redirects += 1
@@ -252,36 +237,18 @@ class HttpClient:
                            f"{', '.join(settings.allowed_hosts)})", "http-request-denied")
 
 
-def error_code(exc: httpx.HTTPError) -> dict[str, Any]:
-    """The ``wasi:http`` ``error-code`` case (lower case) for an httpx failure."""
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.ConnectTimeout):
-        return {"connection-timeout": None}
-    if isinstance(exc, httpx.ReadTimeout):
-        return {"connection-read-timeout": None}
-    if isinstance(exc, httpx.WriteTimeout):
-        return {"connection-write-timeout": None}
-    if isinstance(exc, httpx.PoolTimeout):
-        return {"connection-limit-reached": None}
-    if isinstance(exc, httpx.ConnectError):
-        low = text.lower()
-        if "name or service" in low or "nodename" in low or "getaddrinfo" in low or "name resolution" in low:
-            return {"dns-error": {"rcode": text[:200], "info-code": None}}
-        if "ssl" in low or "certificate" in low:
-            return {"tls-certificate-error": None}
-        return {"connection-refused": None}
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return {"http-protocol-error": None}
-    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.CloseError)):
-        return {"connection-terminated": None}
-    return {"internal-error": text[:500]}
+def request_headers(request: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """A component's request headers as sent: its framing headers are recomputed."""
+    headers = [(name.encode("latin-1") if isinstance(name, str) else name, bytes(value))
+               for name, value in request["headers"]]
+    return [(n, v) for n, v in headers if n.lower() not in _DROP]
 
 
-def _headers(response: httpx.Response) -> list[list[Any]]:
+def response_headers(response: httpx.Response) -> list[list[Any]]:
     return [[name.decode("latin-1").lower(), value] for name, value in response.headers.raw]
 
 
-async def _read(response: httpx.Response, limit: int) -> bytes:
+async def read_limited(response: httpx.Response, limit: int) -> bytes:
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _Refused(f"the response body is {declared} bytes, over the limit of {limit}",

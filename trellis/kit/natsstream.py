@@ -225,9 +225,15 @@ class Receiver(_End):
         return bool(self.chunks) or self.ended or self.error is not None
 
     def close(self) -> None:
-        """The reader wants no more: a stream not at its end is aborted (the sender stops)."""
-        if not self.done:
-            self.fail("the receiver closed the stream")
+        """The reader wants no more: a stream not at its end is aborted (the sender stops). An offer
+        nobody took is simply withdrawn."""
+        if self.done:
+            return
+        if self.peer is None and not self.watch and not self.received:
+            self.done = True
+            self.hub.forget(self)
+            return
+        self.fail("the receiver closed the stream")
 
 
 class Sender(_End):

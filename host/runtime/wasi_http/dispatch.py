@@ -20,12 +20,14 @@ from collections.abc import Callable
 from typing import Any
 
 from trellis.interfaces.resources import unversioned
+from trellis.kit.bodies import CollectSink
 
 from ..component import LoadedComponent
 from ..errors import ImportFailed, MissingLink
 from ..imports import HostResource, ImportHandler
 from ..wit import OptionT, VariantT
 from .io import IO, std_stream
+from .outgoing import OutgoingCall
 from .types import HTTP, FutureIncomingResponse, OutgoingRequest, method_name
 
 __all__ = ["INCOMING", "OUTGOING", "WasiHttpHandler", "find_handler", "shadowed"]
@@ -85,7 +87,7 @@ class WasiHttpHandler:
     """An :class:`~trellis.host.runtime.imports.ImportHandler` for one call of a wasi:http component:
     answers the shadowed imports, passes the others (and outgoing requests) to ``outer``."""
 
-    __slots__ = ("outer", "shadow", "codes", "stderr", "outgoing", "stdout")
+    __slots__ = ("outer", "shadow", "codes", "stderr", "outgoing", "stdout", "calls")
 
     def __init__(self, outer: ImportHandler, shadow: frozenset[str], codes: dict[str, str],
                  stderr: Callable[[bytes], None] | None, outgoing: str | None,
@@ -97,6 +99,8 @@ class WasiHttpHandler:
         self.stdout = stdout
         #: the component's outgoing-handler import name (as it spells it), if any
         self.outgoing = outgoing
+        #: this call's outgoing requests (their streams end with it)
+        self.calls: list[OutgoingCall] = []
 
     def __call__(self, interface: str, function: str, args: list[Any]) -> Any:
         if interface not in self.shadow:
@@ -125,22 +129,36 @@ class WasiHttpHandler:
         options = args[1]
         if request.authority is None:
             return {"err": self._code("http-request-uri-invalid")}
-        return {"ok": HostResource(FutureIncomingResponse(request, lambda r: self._send(r, options)))}
-
-    def _send(self, request: OutgoingRequest, options: Any) -> Any:
-        """The exchange through the linked http-client provider: ``{"ok": response}`` or
-        ``{"err": error-code}`` (plain, the component's case names)."""
         scheme = request.scheme
         scheme_name = "http" if scheme is None else next(iter(scheme)) if isinstance(scheme, dict) else str(scheme)
         scheme_name = str(scheme["other"]) if scheme_name == "other" else scheme_name.lower()
-        url = f"{scheme_name}://{request.authority}{request.path_with_query or '/'}"
-        body = request.body.stream.body() if request.body is not None else b""
-        timeouts = [t for t in (getattr(options, "connect_timeout", None), getattr(options, "first_byte_timeout", None),
-                                getattr(options, "between_bytes_timeout", None)) if t]
-        wire_options = {"timeout-ms": max(1, int(sum(timeouts) / 1e6)) if timeouts else None,
-                        "follow-redirects": False}
-        req = {"method": method_name(request.method), "url": url,
-               "headers": [[k, v] for k, v in request.headers.entries], "body": body}
+        wire = {"method": method_name(request.method),
+                "url": f"{scheme_name}://{request.authority}{request.path_with_query or '/'}",
+                "headers": [[k, v] for k, v in request.headers.entries]}
+
+        def ms(ns: Any) -> int | None:
+            return max(1, int(ns / 1e6)) if ns else None
+        wire_options = {"timeout-ms": None, "follow-redirects": False,
+                        "connect-timeout-ms": ms(getattr(options, "connect_timeout", None)),
+                        "first-byte-timeout-ms": ms(getattr(options, "first_byte_timeout", None)),
+                        "between-bytes-timeout-ms": ms(getattr(options, "between_bytes_timeout", None))}
+        body = request.body
+        collected = body.stream.sink if body is not None and isinstance(body.stream.sink, CollectSink) else None
+        call = OutgoingCall(wire, wire_options, collected, body is None or body.finished, self._send, self._code)
+        if call.sink is not None and body is not None:
+            body.stream.sink = call.sink  # its writes now go through the call (streamed once large)
+        self.calls.append(call)
+        return {"ok": HostResource(FutureIncomingResponse(call))}
+
+    def close(self) -> None:
+        """The guest's call ended: its outgoing requests' streams still open are given up."""
+        for call in self.calls:
+            call.close()
+        self.calls.clear()
+
+    def _send(self, req: dict[str, Any], wire_options: dict[str, Any]) -> Any:
+        """The exchange through the linked http-client provider: ``{"ok": response}`` or
+        ``{"err": error-code}`` (plain, the component's case names)."""
         # "send", not the WIT's "handle": the records form the http-client provider exports
         try:
             result = self.outer(self.outgoing or OUTGOING, "send", [req, wire_options])

@@ -134,7 +134,7 @@ class InputStream:
                 _wait(self.source.wait, "the request body")
                 piece = self.source.read(n)
         except BodyError as exc:
-            return failed(str(exc))
+            return failed(str(exc), getattr(exc, "http_code", None))
         if piece is None:
             if self.on_end is not None:
                 self.on_end()

@@ -277,37 +277,27 @@ class IncomingResponse:
     def __init__(self, response: dict[str, Any]) -> None:
         self.status = int(response.get("status") or 0)
         self.headers = Fields([(str(k).lower(), bytes(v)) for k, v in response.get("headers") or ()], True)
-        self.body: IncomingBody | None = IncomingBody(BytesSource(response.get("body") or b""))
+        body = response.get("body")
+        # bytes, or a body still arriving (outgoing.py: the provider streams it)
+        source: BodySource = body if hasattr(body, "wait") else BytesSource(body or b"")  # type: ignore[assignment]  # checked by its method
+        self.body: IncomingBody | None = IncomingBody(source)
 
 
 class FutureIncomingResponse:
-    """An outgoing request's response: fetched through ``send`` (the http-client provider)
-    the first time the guest waits for it or asks for it with the request body finished."""
+    """An outgoing request's response, as its :class:`~.outgoing.OutgoingCall` gets it: sent whole
+    when the guest waits with the body finished, or streamed from when the body grew large."""
 
-    __slots__ = ("request", "send", "result", "taken")
+    __slots__ = ("call", "taken")
 
-    def __init__(self, request: OutgoingRequest, send: Callable[[OutgoingRequest], Any]) -> None:
-        self.request = request
-        self.send = send
-        self.result: Any = None
+    def __init__(self, call: Any) -> None:
+        self.call = call
         self.taken = False
 
-    def sendable(self) -> bool:
-        body = self.request.body
-        return body is None or body.finished
+    def ready(self) -> bool:
+        return bool(self.call.ready())
 
     def resolve(self) -> None:
-        if self.result is None:
-            if not self.sendable():
-                self.result = {"err": {"internal-error": "the request body was not finished before "
-                                                          "waiting for the response"}}
-            else:
-                self.result = self.send(self.request)
-
-    def ready(self) -> bool:
-        if self.result is None and self.sendable():
-            self.resolve()
-        return self.result is not None
+        self.call.wait()
 
     def get(self) -> Any:
         if self.taken:
@@ -315,9 +305,10 @@ class FutureIncomingResponse:
         if not self.ready():
             return None
         self.taken = True
-        if "ok" in self.result:
-            return {"ok": {"ok": HostResource(IncomingResponse(self.result["ok"]))}}
-        return {"ok": {"err": self.result["err"]}}
+        result = self.call.result
+        if "ok" in result:
+            return {"ok": {"ok": HostResource(IncomingResponse(result["ok"]))}}
+        return {"ok": {"err": result["err"]}}
 
 
 def _subscribe_future(f: FutureIncomingResponse) -> HostResource:

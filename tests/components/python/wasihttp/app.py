@@ -22,6 +22,10 @@ Routes (the tests' contract):
   only then reads the request body, and writes ``then BODY``: a client sees the first
   piece before it sends the body.
 * ``GET /trap-after-head``: sets its response, writes ``partial`` and flushes, then traps.
+* ``GET /fetch-stream?url=URL&n=N[&first_byte_ms=&between_ms=]``: POSTs N bytes of the pattern to
+  URL through ``wasi:http/outgoing-handler``, written in 64 KiB pieces after ``handle``, reads the
+  response in pieces, and answers ``STATUS SHA256 BYTES`` of the response body, then a line with
+  its first 200 bytes; an ``error-code`` (of the request or of a body read) becomes 502 naming it.
 * ``PUT /kv/KEY`` stores the body under KEY in ``wasi:keyvalue`` bucket ``web``; ``GET /kv/KEY``
   answers it (404 when missing); a ``wasi:keyvalue`` error is a 500 naming it.
 """
@@ -50,6 +54,7 @@ from wit_world.imports.types import (
     RequestOptions,
     ResponseOutparam,
     Scheme_Http,
+    http_error_code,
 )
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB
@@ -124,6 +129,54 @@ def fetch(url: str, method: str, headers: list[tuple[str, bytes]], body: bytes,
     return response.status(), upstream, read_all(response.consume())
 
 
+def fetch_stream(url: str, n: int, first_byte_ms: int, between_ms: int) -> bytes:
+    parts = urlsplit(url)
+    request = OutgoingRequest(Fields.from_list([("content-type", b"application/octet-stream")]))
+    request.set_method(Method_Post())
+    request.set_scheme(Scheme_Http())
+    request.set_authority(parts.netloc)
+    request.set_path_with_query(parts.path + (f"?{parts.query}" if parts.query else ""))
+    options = RequestOptions()
+    if first_byte_ms:
+        options.set_first_byte_timeout(first_byte_ms * 1_000_000)
+    if between_ms:
+        options.set_between_bytes_timeout(between_ms * 1_000_000)
+    out_body = request.body()
+    future = outgoing_handler.handle(request, options)
+    piece = PATTERN
+    with out_body.write() as stream:
+        sent = 0
+        while sent < n:
+            chunk = piece[: min(len(piece), n - sent)]
+            stream.blocking_write_and_flush(chunk)
+            sent += len(chunk)
+    OutgoingBody.finish(out_body, None)
+    while True:
+        got = future.get()
+        if got is not None:
+            break
+        poll.poll([future.subscribe()])
+    inner = got.value
+    if isinstance(inner, Err):
+        raise inner
+    response: IncomingResponse = inner.value
+    digest, size, head = hashlib.sha256(), 0, b""
+    body = response.consume()
+    with body.stream() as stream:
+        while True:
+            try:
+                data = stream.blocking_read(1 << 20)
+            except Err as e:
+                if isinstance(e.value, StreamError_Closed):
+                    break
+                raise Err(http_error_code(e.value.value) or e.value) from None
+            digest.update(data)
+            if len(head) < 200:
+                head += data[: 200 - len(head)]
+            size += len(data)
+    return f"{response.status()} {digest.hexdigest()} {size}\n".encode() + head
+
+
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
         method = method_name(request)
@@ -189,6 +242,15 @@ class IncomingHandler(exports.IncomingHandler):
             ms = int(parse_qs(query).get("ms", ["0"])[0])
             monotonic_clock.subscribe_duration(ms * 1_000_000).block()
             respond(response_out, 200, [], b"slept")
+        elif path == "/fetch-stream":
+            params = parse_qs(query)
+            try:
+                summary = fetch_stream(params["url"][0], int(params.get("n", ["0"])[0]),
+                                    int(params.get("first_byte_ms", ["0"])[0]), int(params.get("between_ms", ["0"])[0]))
+            except Err as e:
+                respond(response_out, 502, [], f"error-code: {type(e.value).__name__}".encode())
+                return
+            respond(response_out, 200, [], summary)
         elif path == "/log":
             logging.log(logging.Level.INFO, "wasihttp", f"{method} {target}")
             respond(response_out, 200, [], b"logged")

@@ -87,10 +87,12 @@ class LocalCaller:
         served = self.worker.served.get(target)
         streamed = exchange is not None and exchange.body is exchange.pipe  # the body is still arriving
         max_body = self.remote.max_payload - ENVELOPE_ROOM
-        if streamed and (served is None or not served.taking_calls):  # elsewhere: over NATS, whole
-            assert exchange is not None
-            request["body"] = await self._collect(exchange, max_body)
-            streamed = False
+        if streamed and (served is None or not served.taking_calls):  # elsewhere: over NATS, streamed
+            if served is not None:
+                served.handoff["remote"] += 1
+            return await self.remote.call(target, link_name, request, timeout_s=timeout_s,
+                                          instance_wait_s=instance_wait_s, retry_lost=retry_lost, trace=trace,
+                                          invocation_id=invocation_id, exchange=exchange)
         body = request.get("body") or b""
         decision = dispatch.handoff(served is not None, served is not None and served.taking_calls, len(body),
                                     max_body)
@@ -107,7 +109,7 @@ class LocalCaller:
                 served.handoff["remote"] += 1
             return await self.remote.call(target, link_name, request, timeout_s=timeout_s,
                                           instance_wait_s=instance_wait_s, retry_lost=retry_lost, trace=trace,
-                                          invocation_id=invocation_id)
+                                          invocation_id=invocation_id, exchange=exchange)
         assert served is not None and slots is not None
         inv = Invocation(target=target, interface=INTERFACE, function=FUNCTION, args=[request], source=self.source,
                          id=invocation_id or self.new_id(), deadline_ms=int((time.time() + timeout_s) * 1000),

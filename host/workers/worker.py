@@ -55,7 +55,7 @@ from trellis.samehost import local_rpc
 from trellis.samehost.handoff import available as handoff_available
 from trellis.samehost.local_rpc import LocalRpcClient, LocalRpcDoor
 
-from . import channel, inline
+from . import channel, inline, natshttp
 from .calls import Calls
 from .colocated import Colocated
 from .handoff import HandoffServer
@@ -311,6 +311,8 @@ class Worker(Service):
         calls = self.calls
 
         async def handle(inv: Invocation) -> Any:
+            if self.streams is not None and served.invoker.serves_wasi_http and natshttp.streams_in(inv):
+                return await natshttp.serve(calls, self.streams, served, inv)  # bodies on byte streams
             return await calls.invoke(served, inv)
 
         assert self.loop is not None

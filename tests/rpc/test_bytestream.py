@@ -38,8 +38,8 @@ def test_frames_round_trip_and_bad_ones_are_refused():
 async def hubs(nats_server, lattice) -> AsyncIterator[tuple[StreamHub, StreamHub]]:
     """Two hubs on two connections (two processes, as far as NATS can tell)."""
     a_nc, b_nc = await nats.connect(nats_server.url), await nats.connect(nats_server.url)
-    a = await StreamHub(a_nc, lattice, keepalive_s=0.05, silence_s=0.5).start()
-    b = await StreamHub(b_nc, lattice, keepalive_s=0.05, silence_s=0.5).start()
+    a = await StreamHub(a_nc, lattice, keepalive_s=0.05, silence_s=1.5).start()
+    b = await StreamHub(b_nc, lattice, keepalive_s=0.05, silence_s=1.5).start()
     yield a, b
     for hub in (a, b):
         await hub.close()

@@ -25,7 +25,7 @@ import itertools
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
@@ -45,8 +45,12 @@ from trellis.interfaces.call_policy import (
 from trellis.interfaces.envelope import PART_HEADER, EnvelopeError, Invocation, Reply, join_part
 from trellis.interfaces.errors import ErrorCode
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
+from trellis.kit.natsstream import StreamHub
 
 from . import wire
+
+if TYPE_CHECKING:
+    from .streaming import HttpExchange
 
 log = logging.getLogger("trellis.providers.http_server")
 
@@ -97,12 +101,18 @@ class NatsCaller:
         self._subjects: dict[str, str] = {}
         self._policies: dict[float, RetryPolicy] = {}
         self.stats = {"calls": 0, "retries": 0, "no_responders": 0, "busy": 0, "lost": 0}
+        #: byte streams for the bodies of streamed requests (``relay.py``), once started
+        self.hub: StreamHub | None = None
 
     async def start(self) -> None:
         self._prefix = self.nc.new_inbox() + "."
         self._sub = await self.nc.subscribe(self._prefix + "*", cb=self._on_reply, pending_msgs_limit=65536)
+        self.hub = await StreamHub(self.nc, self.lattice).start()
 
     async def close(self) -> None:
+        if self.hub is not None:
+            await self.hub.close("the HTTP front is closing")
+            self.hub = None
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()
@@ -154,8 +164,15 @@ class NatsCaller:
 
     async def call(self, target: str, link_name: str, request: dict[str, Any], *, timeout_s: float,
                    instance_wait_s: float, retry_lost: bool, trace: dict[str, str] | None = None,
-                   invocation_id: str | None = None) -> Any:
-        """The component's response record (plain), or :class:`CallFailed`."""
+                   invocation_id: str | None = None, exchange: HttpExchange | None = None) -> Any:
+        """The component's response record (plain), or :class:`CallFailed`. With an ``exchange`` (a
+        streamed request, ``streaming.py``) the bodies go on byte streams (``relay.py``)."""
+        if exchange is not None and self.hub is not None:
+            from . import relay
+
+            return await relay.call(self, self.hub, target, link_name, request, timeout_s=timeout_s,
+                                    instance_wait_s=instance_wait_s, retry_lost=retry_lost, trace=trace,
+                                    invocation_id=invocation_id, exchange=exchange)
         self.stats["calls"] += 1
         now = time.time()
         inv = Invocation(

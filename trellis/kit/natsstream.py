@@ -225,15 +225,20 @@ class Receiver(_End):
         return bool(self.chunks) or self.ended or self.error is not None
 
     def close(self) -> None:
-        """The reader wants no more: a stream not at its end is aborted (the sender stops). An offer
-        nobody took is simply withdrawn."""
+        """The reader wants no more: a stream not at its end is aborted (the sender stops)."""
+        if not self.done:
+            self.fail("the receiver closed the stream")
+
+    def withdraw(self) -> None:
+        """An offer the other end answered without using (a response sent whole): forgotten quietly,
+        unless a sender did start on it (then it is aborted, as :meth:`close`)."""
         if self.done:
             return
-        if self.peer is None and not self.watch and not self.received:
+        if self.peer is None and not self.received:
             self.done = True
             self.hub.forget(self)
             return
-        self.fail("the receiver closed the stream")
+        self.close()
 
 
 class Sender(_End):

@@ -4,9 +4,10 @@ The guest calls ``outgoing-handler.handle(request, options)`` and gets a future;
 request body before or after, and reads the response body from an ``input-stream``. Here:
 
 * **Small requests pay nothing new.** The body is collected; when the guest waits for the
-  response with its body finished and within :data:`SPILL_BYTES`, the request goes in one call
-  (``wasi:http/outgoing-handler.send``), as before.
-* **A large or unfinished body streams.** Once the body passes :data:`SPILL_BYTES`, or the guest
+  response with its body finished and within one NATS message (:func:`spill_bytes`), the request
+  goes in one call (``wasi:http/outgoing-handler.send``) with its ``content-length``, as before.
+* **A large or unfinished body streams** (chunked upstream, as any HTTP client sends a body of
+  unknown length). Once the body passes :func:`spill_bytes`, or the guest
   waits for the response before finishing it, the call starts on a helper thread with what was
   written so far and a sender offer (``request["body-stream"]``, ``interfaces/bytestream.py``);
   from then on each write goes to the provider as it is written (waiting for its credit: a
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from trellis.interfaces.envelope import ENVELOPE_ROOM
 from trellis.kit.bodies import BodyError, CollectSink
 from trellis.kit.natsbodies import ReceiverSource, SenderSink
 from trellis.kit.natsstream import Receiver, Sender, StreamHub
@@ -39,9 +41,9 @@ from ..errors import Reroute
 from ..imports import CURRENT_CALL
 from .io import OutOfTime
 
-__all__ = ["SPILL_BYTES", "OutgoingCall", "SpillSink", "use_hub"]
+__all__ = ["SPILL_BYTES", "OutgoingCall", "SpillSink", "spill_bytes", "use_hub"]
 
-#: a request body past this many bytes streams to the provider instead of going whole
+#: a request body past this many bytes streams to the provider when the NATS message limit is unknown
 SPILL_BYTES = 256 * 1024
 #: the helper threads that wait for a streamed request's response head (its body is written meanwhile)
 _EXECUTOR = ThreadPoolExecutor(32, thread_name_prefix="wasi-http-out")
@@ -58,6 +60,13 @@ def use_hub(hub: StreamHub | None) -> None:
 
 def current_hub() -> StreamHub | None:
     return _hub
+
+
+def spill_bytes() -> int:
+    """A request body past this streams: what one NATS message carries with its envelope (a body
+    that fits goes whole, with its length, as it always did)."""
+    max_payload = int(getattr(_hub.nc, "max_payload", 0) or 0) if _hub is not None else 0
+    return max(SPILL_BYTES, max_payload - ENVELOPE_ROOM) if max_payload else SPILL_BYTES
 
 
 def call_deadline() -> float | None:
@@ -106,7 +115,7 @@ class CodedError(BodyError):
 
 
 class SpillSink:
-    """An outgoing request's body: collected, until it passes :data:`SPILL_BYTES` (or the guest
+    """An outgoing request's body: collected, until it passes :func:`spill_bytes` (or the guest
     waits for the response first); then streamed to the provider (a :class:`SenderSink`)."""
 
     __slots__ = ("call", "collect", "target", "dropping")
@@ -152,8 +161,12 @@ class SpillSink:
                     raise
             return
         self.collect.write(data)
-        if self.collect.size > SPILL_BYTES and _hub is not None and self.call.future is None:
-            self.call.stream()
+        if _hub is not None and self.collect.size > spill_bytes() and self.call.future is None:
+            try:
+                self.call.stream()
+            except BodyError:
+                if not self._refused():
+                    raise
 
     def flushed(self) -> bool:
         return self.target.flushed() if self.target is not None else True
@@ -210,11 +223,15 @@ class OutgoingCall:
         _not_inline("a streamed outgoing request")
         assert _hub is not None and self.future is None
         request = self._request()
+        so_far = b""
         if not self.finished and self.sink is not None:
+            so_far, request["body"] = request["body"], b""  # all of it on the stream: no message limit
             self.sender = _hub.sender()
             request["body-stream"] = self.sender.offer()
             self.sink.target = SenderSink(self.sender, call_deadline)
         self.future = _EXECUTOR.submit(contextvars.copy_context().run, self._run, request)
+        if so_far and self.sink is not None and self.sink.target is not None:
+            self.sink.target.write(so_far)  # once the provider takes the stream (its credit)
 
     def _run(self, request: dict[str, Any]) -> Any:
         try:
@@ -267,7 +284,7 @@ class OutgoingCall:
             rx.expect()
             ok["body"] = CodedSource(rx, bytes(ok.get("body") or b""), self.rename)
         else:
-            rx.close()  # answered whole (or not at all): nothing comes on it
+            rx.withdraw()  # answered whole (or not at all): nothing comes on it
         return result
 
     def close(self) -> None:

@@ -26,6 +26,11 @@ RETRY_S = 2.0
 CLOSE_GRACE_S = 5.0
 
 
+def streams_over_nats(route: Route) -> bool:
+    """A wasi:http component's route is served as streams over NATS (``trellis/httpfront/relay.py``)."""
+    return route.key[1:2] == ("wasi",)
+
+
 class HttpFront(Service):
     name = "http-front"
 
@@ -99,6 +104,7 @@ class HttpFront(Service):
                     existing.table = table  # requests in progress keep the route they matched
                     continue
                 listener = Listener(address, table, self.caller, self.settings, self.handoff, self.tls)
+                listener.streams = streams_over_nats
                 try:
                     await listener.open()
                 except OSError as exc:

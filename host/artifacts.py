@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from pathlib import Path
 
-import httpx
 from nats.aio.client import Client
 
 from trellis.interfaces.artifacts import ArtifactError, fetch_lattice, parse_ref, sha256_digest
@@ -79,6 +78,8 @@ class ArtifactFetcher:
         return path, digest
 
     async def _http(self, url: str) -> bytes:
+        import httpx  # here: importing it costs a host ~7 MiB (its TLS setup), and most never fetch over HTTP
+
         try:
             async with httpx.AsyncClient(timeout=60, follow_redirects=True) as client:
                 resp = await client.get(url)

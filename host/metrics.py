@@ -63,7 +63,9 @@ class HostMetrics:
         self._procs: dict[int, psutil.Process] = {}
         #: CPU seconds of provider processes that have exited, per (provider, app): counters never go back
         self._gone_cpu: dict[tuple[str, str], float] = {}
-        self._last_cpu: dict[int, tuple[str, str, float]] = {}
+        #: (process, provider) -> (provider, app, its CPU seconds so far); each process's CPU at the last reading
+        self._last_cpu: dict[tuple[int, str], tuple[str, str, float]] = {}
+        self._process_cpu: dict[int, float] = {}
 
     def started(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -106,7 +108,9 @@ class HostMetrics:
         return [Observation(v, {**self._labels(), "resource": k}) for k, v in cap.items()
                 if isinstance(v, (int, float))]
 
-    def _provider_processes(self) -> list[tuple[str, str, psutil.Process]]:
+    def _provider_processes(self) -> list[tuple[str, str, psutil.Process, int]]:
+        """Each provider's process, and how many providers it runs (the host's provider group: its CPU
+        and memory are split evenly between them)."""
         out = []
         for pid_name, sup in list(self.host.providers.running.items()):
             proc = sup.proc
@@ -118,33 +122,47 @@ class HostMetrics:
                     p = self._procs[proc.pid] = psutil.Process(proc.pid)
                 except psutil.Error:
                     continue
-            out.append((pid_name, sup.spec.annotations.get(APP_ANNOTATION, ""), p))
+            out.append((pid_name, sup.spec.annotations.get(APP_ANNOTATION, ""), p,
+                        self.host.providers.sharing(proc.pid)))
         return out
 
     def _provider_cpu(self, _: CallbackOptions) -> list[Observation]:
+        """CPU seconds per provider, monotonic: each process's new CPU time since the last reading is
+        split evenly between the providers it runs now (one, or the members of the provider group)."""
         totals = dict(self._gone_cpu)
-        seen: set[int] = set()
-        for provider, app, p in self._provider_processes():
+        seen: set[tuple[int, str]] = set()
+        for provider, app, p, share in self._provider_processes():
             try:
                 t = p.cpu_times()
             except psutil.Error:
                 continue
             cpu = t.user + t.system
-            seen.add(p.pid)
-            self._last_cpu[p.pid] = (provider, app, cpu)
-            totals[(provider, app)] = totals.get((provider, app), 0.0) + cpu
-        for pid in [pid for pid in self._last_cpu if pid not in seen]:  # exited since: keep what it used
-            provider, app, cpu = self._last_cpu.pop(pid)
-            self._procs.pop(pid, None)
+            delta = max(0.0, cpu - self._process_cpu.get(p.pid, 0.0)) / share
+            seen.add((p.pid, provider))
+            had = self._last_cpu.get((p.pid, provider), (provider, app, 0.0))[2]
+            self._last_cpu[(p.pid, provider)] = (provider, app, had + delta)
+            totals[(provider, app)] = totals.get((provider, app), 0.0) + had + delta
+        for pid in {key[0] for key in seen}:
+            try:
+                t = self._procs[pid].cpu_times()
+                self._process_cpu[pid] = t.user + t.system
+            except (KeyError, psutil.Error):
+                pass
+        for key in [key for key in self._last_cpu if key not in seen]:  # exited since: keep what it used
+            provider, app, cpu = self._last_cpu.pop(key)
+            if not any(k[0] == key[0] for k in seen):
+                self._procs.pop(key[0], None)
+                self._process_cpu.pop(key[0], None)
             self._gone_cpu[(provider, app)] = self._gone_cpu.get((provider, app), 0.0) + cpu
             totals[(provider, app)] = totals.get((provider, app), 0.0) + cpu
         return [Observation(v, {**self._labels(), "provider": k[0], "app": k[1]}) for k, v in totals.items()]
 
     def _provider_memory(self, _: CallbackOptions) -> list[Observation]:
         out = []
-        for provider, app, p in self._provider_processes():
+        for provider, app, p, share in self._provider_processes():
             try:
-                out.append(Observation(p.memory_info().rss, {**self._labels(), "provider": provider, "app": app}))
+                out.append(Observation(p.memory_info().rss // share,
+                                       {**self._labels(), "provider": provider, "app": app}))
             except psutil.Error:
                 continue
         return out

@@ -35,6 +35,7 @@ from trellis.interfaces.provider_package import unpack
 from trellis.interfaces.secrets import SecretsUnavailable
 from trellis.kit.procs import death_signal, supervised_env
 
+from .provider_group import GroupMember, ProviderGroup, builtin_module
 from .provider_refs import ProviderCommand, prepared_command, provider_command
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ class Supervised:
     spec: StartProviderCommand
     argv: list[str]
     pythonpath: list[str] = field(default_factory=list)
-    proc: asyncio.subprocess.Process | None = None
+    #: its own process, or its place in the host's provider group (``provider_group.py``)
+    proc: asyncio.subprocess.Process | GroupMember | None = None
     status: str = "starting"  # starting | running | unhealthy | restarting | stopping | failed
     healthy: bool | None = None
     health_message: str = ""
@@ -84,6 +86,9 @@ class ProviderManager:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.running: dict[str, Supervised] = {}
+        #: the one process of this host's built-in providers (None: each its own; TRELLIS_PROVIDER_GROUP=0)
+        self.group = (ProviderGroup(host.tasks, host.settings.state_dir / "logs")
+                      if host.settings.tuning.process.provider_group else None)
         host.router.add("provider", ProviderOp.START, StartProviderCommand, self._op_start,
                         privileged=False)  # asked below
         host.router.add("provider", ProviderOp.STOP, StopProviderCommand, self._op_stop)
@@ -182,6 +187,11 @@ class ProviderManager:
         log_dir.mkdir(parents=True, exist_ok=True)
         boot = await self._bootstrap(sup)  # before the process: a refused secret starts nothing
         log_env = self.host.log_env()
+        module = builtin_module(sup.argv) if self.group is not None and not sup.pythonpath else None
+        if self.group is not None and module is not None:
+            sup.proc = await self.group.start(sup.spec.provider_id, module, boot, self._env(sup, log_env))
+            sup.exited = asyncio.Event()
+            return
         to = log_env.get("TRELLIS_LOG_TO")
         out: Any = None  # stdout: the provider writes to the host's stdout
         if to != "stdout":  # files: it writes (and rotates) provider-ID.log itself; crash output here
@@ -196,10 +206,11 @@ class ProviderManager:
         finally:
             if out is not None:
                 out.close()
-        assert sup.proc.stdin is not None
-        sup.proc.stdin.write(boot)
-        await sup.proc.stdin.drain()
-        sup.proc.stdin.close()
+        proc = sup.proc
+        assert proc.stdin is not None
+        proc.stdin.write(boot)
+        await proc.stdin.drain()
+        proc.stdin.close()
         sup.exited = asyncio.Event()
 
     async def _supervise(self, sup: Supervised) -> None:
@@ -252,7 +263,7 @@ class ProviderManager:
             sup.local_state = bool(data["local_state"])
         return bool(reply.success and data.get("healthy", True)), str(data.get("message", reply.message))
 
-    async def _health_loop(self, sup: Supervised, proc: asyncio.subprocess.Process) -> None:
+    async def _health_loop(self, sup: Supervised, proc: asyncio.subprocess.Process | GroupMember) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout_s
         # until the first healthy answer: poll quickly (the process is starting)
@@ -308,3 +319,9 @@ class ProviderManager:
     async def close(self, grace_s: float) -> None:
         await asyncio.gather(*(self._stop(s, grace_s) for s in list(self.running.values())),
                              return_exceptions=True)
+        if self.group is not None:
+            await self.group.close(grace_s)
+
+    def sharing(self, pid: int) -> int:
+        """How many providers process ``pid`` runs (its CPU and memory are split evenly between them)."""
+        return self.group.shared(pid) if self.group is not None else 1

@@ -67,7 +67,9 @@ async def _providers(host: Host) -> dict[str, dict[str, Any]]:
                     t = p.cpu_times()
                     rss = p.memory_info().rss
                     uptime = max(0.0, now - p.create_time())
-                entry.update(cpu_s=t.user + t.system, memory_bytes=rss, memory_byte_s=rss * uptime)
+                share = host.providers.sharing(proc.pid)  # built-in providers share one process: split evenly
+                entry.update(cpu_s=(t.user + t.system) / share, memory_bytes=rss // share,
+                             memory_byte_s=rss * uptime / share)
             except psutil.Error:
                 pass
         out[pid] = entry

@@ -49,7 +49,7 @@ def provider_argv(image: str) -> list[str]:
     if image.startswith("builtin:"):
         name = image[len("builtin:"):]
         module = "trellis.providers.builtin." + name.replace("-", "_")
-        if not name or importlib.util.find_spec(module) is None:
+        if not name or name == "group" or importlib.util.find_spec(module) is None:  # group: their shared process
             raise ProviderRefError(f"no built-in provider {name!r} (module {module} not found)", ErrorCode.NOT_FOUND)
         missing = _missing_extra(name)
         if missing:

@@ -159,7 +159,7 @@ async def wasi_route(c: LatticeClient, target: str, name: str) -> int:
     return port
 
 
-async def test_outgoing_bodies_stream_both_ways_with_timeouts_as_error_codes(lattice_client, wasihttp):  # noqa: F811
+async def test_outgoing_bodies_stream_both_ways_with_timeouts_as_error_codes(lattice_client, wasihttp):  # noqa: F811 (pytest fixtures imported by name)
     c, host_id = lattice_client
     await c.start_component(str(wasihttp), "wasihttp", host_id=host_id, max_instances=4,
                             reuse={"max_invocations": 10_000}, limits={"timeout_s": 90})
@@ -208,7 +208,7 @@ async def test_outgoing_bodies_stream_both_ways_with_timeouts_as_error_codes(lat
             assert (r.status_code, r.text) == (502, "error-code: ErrorCode_HttpRequestDenied")
 
 
-async def test_incoming_bodies_stream_over_nats(lattice_client, wasihttp, monkeypatch):  # noqa: F811
+async def test_incoming_bodies_stream_over_nats(lattice_client, wasihttp, monkeypatch):  # noqa: F811 (pytest fixtures imported by name)
     """With the connection not handed to a worker (TRELLIS_HTTP_HANDOFF=0: as from another host),
     a wasi:http request's body goes to the component as it arrives and its response comes back as
     written, on byte streams over NATS; an instance killed mid-stream closes the connection."""

@@ -48,6 +48,7 @@ __all__ = ["Receiver", "Sender", "StreamError", "StreamHub"]
 log = logging.getLogger("trellis.natsstream")
 #: aborted ends remembered, so a frame that comes after is answered with the abort
 _GONE_KEPT = 1024
+_MAKING = threading.Lock()
 
 
 class _End:
@@ -65,13 +66,33 @@ class _End:
         self.sent_at = now
         #: silence counts: the peer is known, or this end expects to hear from it (:meth:`expect`)
         self.watch = False
-        self.cond = threading.Condition(threading.Lock())
-        self.event = asyncio.Event()  # set on every change a loop-side waiter may want
+        self._cond: threading.Condition | None = None
+        self._event: asyncio.Event | None = None
+
+    # made at first use: an offer answered whole (most requests) never needs them
+    @property
+    def cond(self) -> threading.Condition:
+        cond = self._cond
+        if cond is None:
+            with _MAKING:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition(threading.Lock())
+        return cond
+
+    @property
+    def event(self) -> asyncio.Event:
+        """Set on every change a loop-side waiter may want (used on the loop only)."""
+        event = self._event
+        if event is None:
+            event = self._event = asyncio.Event()
+        return event
 
     def _wake(self) -> None:
         """Under ``cond``: wake waiters on both sides (loop side via the loop)."""
         self.cond.notify_all()
-        self.hub.call(self.event.set)
+        if self._event is not None:
+            self.hub.call(self._event.set)
 
     def _send(self, frame: bytes) -> None:
         """``frame`` to the peer (from any thread; in order)."""

@@ -6,7 +6,8 @@ Routes (the tests' contract):
   echoes the ``x-test`` request header as ``x-echo`` (every value, in order).
 * ``POST /echo``: streams the request body back (same ``content-type``), any size;
   ``x-body-bytes`` says how many bytes it read.
-* ``GET /big?n=N``: N bytes of a repeating pattern, written in pieces (``check-write``).
+* ``GET /big?n=N``: N bytes of a repeating pattern, written in pieces as the stream takes
+  them (``check-write``, ``subscribe``), never held whole: any size.
 * ``GET /status/NNN``: answers with status NNN.
 * ``GET /trap``: raises (a trap); ``GET /drop``: returns without setting the response.
 * ``GET /error?case=dns|internal``: sets the response to an ``error-code`` (``DNS-error`` with
@@ -91,6 +92,23 @@ def write_all(body: OutgoingBody, data: bytes) -> None:
                 continue
             stream.write(data[offset:offset + n])
             offset += n
+        stream.blocking_flush()
+    OutgoingBody.finish(body, None)
+
+
+def write_pattern(body: OutgoingBody, n: int) -> None:
+    """N bytes of PATTERN, repeated, as the stream takes them (never all held at once)."""
+    with body.write() as stream:
+        sent = 0
+        while sent < n:
+            room = stream.check_write()
+            if room == 0:
+                stream.subscribe().block()
+                continue
+            start = sent % len(PATTERN)
+            k = min(room, n - sent, len(PATTERN) - start)
+            stream.write(PATTERN[start:start + k])
+            sent += k
         stream.blocking_flush()
     OutgoingBody.finish(body, None)
 
@@ -195,8 +213,10 @@ class IncomingHandler(exports.IncomingHandler):
                     body)
         elif path == "/big":
             n = int(parse_qs(query).get("n", ["0"])[0])
-            data = (PATTERN * (n // len(PATTERN) + 1))[:n]
-            respond(response_out, 200, [("content-type", b"application/octet-stream")], data)
+            response = OutgoingResponse(Fields.from_list([("content-type", b"application/octet-stream")]))
+            out_body = response.body()
+            ResponseOutparam.set(response_out, Ok(response))
+            write_pattern(out_body, n)
         elif path == "/sha256":
             digest, size = hashlib.sha256(), 0
             body = request.consume()

@@ -85,7 +85,7 @@ class LocalCaller:
         """Answer ``request``; with an ``exchange`` (a wasi:http component's route: ``streams``), its
         body is read as it arrives and its response streamed (trellis/httpfront/streaming.py)."""
         served = self.worker.served.get(target)
-        streamed = exchange is not None and exchange.body is exchange.pipe  # the body is still arriving
+        streamed = exchange is not None and exchange.arriving  # the body is still arriving
         max_body = self.remote.max_payload - ENVELOPE_ROOM
         if streamed and (served is None or not served.taking_calls):  # elsewhere: over NATS, streamed
             if served is not None:

@@ -180,7 +180,7 @@ class Listener:
             if exchange.refused is not None:  # the body passed max_body_bytes before anything was answered
                 return self._error(*exchange.refused, req, False)
         keep_alive = req.keep_alive and not conn.closing()  # asked now: the listener may be closing
-        if exchange is not None and not exchange.pipe.complete:
+        if exchange is not None and not exchange.complete:
             keep_alive = False  # the rest of the body is still on its way
         try:
             head, body, keep = wire.response_head(result, head_only=head_only, keep_alive=keep_alive,
@@ -217,7 +217,7 @@ class Listener:
             return b"", b"", False
         if exchange.refused is not None:
             status, message = exchange.refused
-        keep_alive = req.keep_alive and not conn.closing() and exchange.pipe.complete and status != wire.TOO_LARGE
+        keep_alive = req.keep_alive and not conn.closing() and exchange.complete and status != wire.TOO_LARGE
         return self._error(status, message, req, keep_alive)
 
     def count(self, status: int) -> None:

@@ -81,7 +81,7 @@ class HttpConnection(asyncio.Protocol):
         "listener", "loop", "transport", "parser", "_url", "_headers", "_host", "_length", "_expect", "_trace",
         "_body", "_size", "_head_size", "_route", "_reject", "_close_after", "_parsing", "_stopped",
         "_queue", "_task", "_timer", "_reading_paused", "_write_ready", "draining", "_unread",
-        "_exchange", "streaming", "_body_paused",
+        "_exchange", "streaming", "_body_paused", "_streams", "_stream_limit",
     )
 
     def __init__(self, listener: Listener) -> None:
@@ -116,6 +116,8 @@ class HttpConnection(asyncio.Protocol):
         self._route: Route | None = None
         self._reject: tuple[int, str] | None = None
         self._close_after = False
+        self._streams = False  # the route streams: answered at the end of the head unless the body came with it
+        self._stream_limit: int | None = None
 
     # --- transport events ---------------------------------------------------------------
 
@@ -187,6 +189,8 @@ class HttpConnection(asyncio.Protocol):
             self._timer = None
         try:
             self.parser.feed_data(data)
+            if self._streams and self._exchange is None and self._parsing and not self._stopped:
+                self._begin_stream()  # the body did not come whole with the head: streamed from here
         except httptools.HttpParserUpgrade:
             # the request is complete: it is answered as HTTP/1.1, without switching, then the
             # connection closes (what follows the request is in the other protocol)
@@ -264,11 +268,9 @@ class HttpConnection(asyncio.Protocol):
             return
         if self._expect and self._task is None and not self._queue and self.transport is not None:
             self.transport.write(_CONTINUE)
-        if streams:  # answered from now on; its body goes to the exchange as it arrives
-            request = self._request(b"")
-            request.exchange = self._exchange = HttpExchange(self, request.method, request.http10,
-                                                             request.keep_alive, limit)
-            self._enqueue(request)
+        if streams:  # answered once this read is parsed: whole if the body came with the head, else streamed
+            self._streams = True
+            self._stream_limit = limit
 
     def on_body(self, body: bytes) -> None:
         if self._stopped:
@@ -286,8 +288,8 @@ class HttpConnection(asyncio.Protocol):
                 self._close_after = True
             return
         assert self._route is not None
-        limit = self._route.config.body_limit
-        if self._size > limit:
+        limit = self._stream_limit if self._streams else self._route.config.body_limit
+        if limit is not None and self._size > limit:
             self._refuse(wire.TOO_LARGE, f"the request body exceeds the limit of {limit} bytes")
             return
         self._body.append(body)
@@ -304,9 +306,24 @@ class HttpConnection(asyncio.Protocol):
                 self._stop_reading()
             return
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self._enqueue(self._request(body))
+        request = self._request(body)
+        if self._streams:  # whole, but its response may still stream
+            request.exchange = HttpExchange(self, request.method, request.http10, request.keep_alive,
+                                            self._stream_limit, whole=body)
+        self._enqueue(request)
         if self._close_after:
             self._stop_reading()
+
+    def _begin_stream(self) -> None:
+        """A streamed route's request whose body is still to come: answered now, its body (what came
+        so far, and the rest as it arrives) fed to its exchange."""
+        request = self._request(b"")
+        exchange = HttpExchange(self, request.method, request.http10, request.keep_alive, self._stream_limit)
+        request.exchange = self._exchange = exchange
+        for piece in self._body:
+            exchange.feed(piece)
+        self._body = []
+        self._enqueue(request)
 
     def _request(self, body: bytes) -> Request:
         parser = self.parser
@@ -368,7 +385,7 @@ class HttpConnection(asyncio.Protocol):
             transport = self.transport
             if transport is None:
                 return
-            if request.exchange is not None and not request.exchange.pipe.complete:
+            if request.exchange is not None and not request.exchange.complete:
                 self._unread = True  # the client may still be sending the body nobody reads
             if not head:  # a streamed response: written already
                 pass

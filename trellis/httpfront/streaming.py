@@ -42,15 +42,20 @@ HIGH = 1 << 20
 
 
 class HttpExchange:
-    """See the module doc. ``limit``: the most request body bytes taken (None: no bound)."""
+    """See the module doc. ``limit``: the most request body bytes taken (None: no bound);
+    ``whole``: the body, when it arrived with the head (nothing is piped then)."""
+
+    __slots__ = ("conn", "loop", "pipe", "whole", "_body", "head_only", "http10", "keep_alive", "limit", "refused",
+                 "started", "sink", "framing", "length", "sent", "outcome", "_claimed", "_arrived")
 
     def __init__(self, conn: HttpConnection, method: str, http10: bool, keep_alive: bool,
-                 limit: int | None) -> None:
+                 limit: int | None, whole: bytes | None = None) -> None:
         self.conn = conn
         self.loop = conn.loop
-        self.pipe = PipeSource(conn.loop, conn.pause_body, conn.resume_body, HIGH)
-        #: where the component reads the request body (a whole one, once it is all here: :meth:`settle`)
-        self.body: BodySource = self.pipe
+        #: the body as it arrives (None: it was all here at once, ``whole``)
+        self.pipe = None if whole is not None else PipeSource(conn.loop, conn.pause_body, conn.resume_body, HIGH)
+        self.whole = whole
+        self._body: BodySource | None = self.pipe
         self.head_only = method == "HEAD"
         self.http10 = http10
         self.keep_alive = keep_alive
@@ -70,9 +75,28 @@ class HttpExchange:
 
     # --- the connection's side (the loop) ---------------------------------------------------
 
+    @property
+    def body(self) -> BodySource:
+        """Where the component reads the request body (bytes, once it is all here: :meth:`settle`)."""
+        if self._body is None:
+            self._body = BytesSource(self.whole or b"")
+        return self._body
+
+    @property
+    def arriving(self) -> bool:
+        """The component reads the body as it arrives (it was not all here when the call began)."""
+        return self.pipe is not None and self._body is self.pipe
+
+    @property
+    def complete(self) -> bool:
+        """The whole body was read from the connection (nothing of it is left on the socket)."""
+        pipe = self.pipe
+        return pipe is None or (pipe.complete and pipe.error is None)
+
     def feed(self, data: bytes) -> bool:
         """Body bytes; False when they pass the limit (the body is refused: the caller stops reading)."""
         pipe = self.pipe
+        assert pipe is not None
         if self.limit is not None and pipe.received + len(data) > self.limit:
             message = f"the request body exceeds the limit of {self.limit} bytes"
             self.refused = (wire.TOO_LARGE, message)
@@ -83,12 +107,14 @@ class HttpExchange:
         return True
 
     def end(self) -> None:
-        self.pipe.end()
+        if self.pipe is not None:
+            self.pipe.end()
         self._wake()
 
     def lost(self) -> None:
         """The connection closed."""
-        self.pipe.fail("the client closed the connection before the request body was complete")
+        if self.pipe is not None:
+            self.pipe.fail("the client closed the connection before the request body was complete")
         if self.sink is not None:
             self.sink.fail("the client closed the connection")
         self._wake()
@@ -110,16 +136,21 @@ class HttpExchange:
     def settle(self) -> bytes | None:
         """The whole body, when it is all here already (a small request): the component then
         reads it from bytes (an inline call may too). None while it is still arriving."""
-        if not self.pipe.complete or self.pipe.error is not None:
+        pipe = self.pipe
+        if pipe is None:
+            return self.whole
+        if not pipe.complete or pipe.error is not None:
             return None
-        data = self.pipe.whole()
-        self.body = BytesSource(data)
+        data = self.whole = pipe.whole()
+        self._body = None
         return data
 
     async def collect(self, most: int) -> bytes:
         """Wait for the whole body (for a call that cannot stream it): it is buffered, paused no more.
         Raises :class:`ValueError` when it broke, or passes ``most`` bytes."""
         pipe = self.pipe
+        if pipe is None:
+            return self.whole or b""
         if self.limit is None or self.limit > most:
             self.limit = most
         if pipe.received > most:
@@ -131,14 +162,14 @@ class HttpExchange:
             await self._arrived.wait()
         if pipe.error is not None:
             raise ValueError(pipe.error)
-        data = pipe.whole()
-        self.body = BytesSource(data)
+        data = self.whole = pipe.whole()
+        self._body = None
         return data
 
     def finished_cleanly(self) -> bool:
         """The response went out whole and the request body was all read from the socket: the
         connection may take the next request."""
-        return self.outcome == "done" and self.pipe.complete and self.pipe.error is None
+        return self.outcome == "done" and self.complete
 
     # --- the component's side --------------------------------------------------------------
 

@@ -95,10 +95,11 @@ async def call(caller: NatsCaller, hub: StreamHub, target: str, link_name: str, 
     request["response-stream"] = rx.offer()
     tx: Sender | None = None
     feeding: asyncio.Future[None] | None = None
-    if exchange.body is exchange.pipe:  # the body is still arriving: it follows on a stream
+    pipe = exchange.pipe if exchange.arriving else None
+    if pipe is not None:  # the body is still arriving: it follows on a stream
         tx = hub.sender()
         request["body-stream"] = tx.offer()
-        feeding = loop.run_in_executor(_PUMPS, _feed, exchange.pipe, tx)
+        feeding = loop.run_in_executor(_PUMPS, _feed, pipe, tx)
         retry_lost = False  # once its body flows, a request cannot be sent to another instance
     try:
         result = await caller.call(target, link_name, request, timeout_s=timeout_s, instance_wait_s=instance_wait_s,
@@ -114,7 +115,8 @@ async def call(caller: NatsCaller, hub: StreamHub, target: str, link_name: str, 
         rx.withdraw()
         if feeding is not None:  # the instance read the body to its end (or stopped reading: aborted)
             if not tx or not tx.ended:
-                exchange.pipe.fail("the component answered without reading the whole body")
+                assert pipe is not None
+                pipe.fail("the component answered without reading the whole body")
             await feeding
         return result
     rx.expect()  # from here a dead instance is noticed by silence

@@ -25,10 +25,12 @@ class ControllerSettings(BaseModel):
         "(level-triggered); relevant events trigger a pass at once",
     )
     quiet_resync_s: float = Field(
-        default=30.0, gt=0,
+        default=300.0, gt=0,
         description="an app found deployed by a pass that issued nothing is passed again on a tick only when "
-        "the lattice view changed since (any change wakes every app at once), or after this long: the safety net "
-        "for missed events, without planning every quiet app every tick",
+        "the lattice view changed since (any change wakes every app at once), or after this long: a safety net "
+        "only, since a pass against an unchanged view of a deployed app issues nothing (the view heals itself: "
+        "a host's inventory digest and the watches' re-reads bring back what an event missed). Was 30 s: with "
+        "25 idle apps the resync passes were most of an idle controller's CPU",
     )
     host_expiry_intervals: float = Field(
         default=3.0, gt=1,

@@ -19,7 +19,13 @@ def test_defaults_and_every_variable() -> None:
     assert Tuning.from_env({}) == Tuning()
     off = {var: "0" for var, where in Tuning.variables().items()
            if isinstance(_get(Tuning(), where), bool)}
-    assert len(Tuning.variables()) == 13 and len(off) == 8 and all(v is False for v in _bools(Tuning.from_env(off)))
+    # every switch is named here, so a new one is a deliberate, documented addition
+    assert set(Tuning.variables()) == {
+        "TRELLIS_INLINE_CALLS", "TRELLIS_INLINE_BUDGET_MS", "TRELLIS_LOCAL_CALLS", "TRELLIS_LOCAL_CALLS_MAX_DEPTH",
+        "TRELLIS_LOCAL_PROVIDERS", "TRELLIS_HTTP_HANDOFF", "TRELLIS_HTTP_STREAMS", "TRELLIS_HOLD_GIL",
+        "TRELLIS_LOWER_IN_PLACE", "TRELLIS_WASI_HTTP_FAST", "TRELLIS_WASM_PROFILER", "TRELLIS_METRICS",
+        "TRELLIS_GC_THRESHOLD", "TRELLIS_PARK_IDLE_S", "TRELLIS_PROVIDER_GROUP"}
+    assert len(off) == 10 and all(v is False for v in _bools(Tuning.from_env(off)))
     for spelling in ("false", "No", " off "):
         assert Tuning.from_env({"TRELLIS_METRICS": spelling}).process.metrics is False
     assert Tuning.from_env({"TRELLIS_METRICS": "yes"}).process.metrics is True

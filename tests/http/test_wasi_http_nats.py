@@ -208,7 +208,7 @@ async def test_outgoing_bodies_stream_both_ways_with_timeouts_as_error_codes(lat
             assert (r.status_code, r.text) == (502, "error-code: ErrorCode_HttpRequestDenied")
 
 
-async def test_incoming_bodies_stream_over_nats(lattice_client, wasihttp, monkeypatch):  # noqa: F811 (pytest fixtures imported by name)
+async def test_incoming_bodies_stream_over_nats(lattice_client, wasihttp, monkeypatch, tmp_path):  # noqa: F811 (pytest fixtures imported by name)
     """With the connection not handed to a worker (TRELLIS_HTTP_HANDOFF=0: as from another host),
     a wasi:http request's body goes to the component as it arrives and its response comes back as
     written, on byte streams over NATS; an instance killed mid-stream closes the connection."""
@@ -247,8 +247,10 @@ async def test_incoming_bodies_stream_over_nats(lattice_client, wasihttp, monkey
     # an instance killed mid-stream: the client's connection closes, no hang
     writer.write(b"POST /pieces HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"first\n"), 30)
-    workers = [p for p in psutil.Process().children(recursive=True) if "trellis.host.workers" in p.cmdline()]
-    assert len(workers) == 1
+    # this test's host's worker (its log is under tmp_path), not those of session fixtures' hosts
+    workers = [p for p in psutil.Process().children(recursive=True) if "trellis.host.workers" in p.cmdline()
+               and any(f.path.startswith(str(tmp_path)) for f in p.open_files())]
+    assert len(workers) == 1, workers
     workers[0].kill()
     tail = await asyncio.wait_for(reader.read(), 30)  # EOF: the connection closed
     assert b"0\r\n\r\n" not in tail  # never a complete body

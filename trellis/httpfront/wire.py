@@ -116,7 +116,29 @@ def response_head(response: Any, *, head_only: bool, keep_alive: bool, http10: b
     if not isinstance(body, (bytes, bytearray)):
         raise InvalidResponse(f"body must be bytes, got {type(body).__name__}")
     parts = [status_line(status)]
-    has_date = False
+    has_date, close, _ = _header_lines(headers, parts)  # content-length: the body's, below
+    keep_alive = keep_alive and not close
+    if not has_date:
+        parts.append(date.line())
+    no_body = status in (204, 304)
+    if status != 204:
+        parts.append(b"content-length: %d\r\n" % len(body))
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    elif http10:
+        parts.append(b"connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), (b"" if head_only or no_body else bytes(body)), keep_alive
+
+
+def _header_lines(headers: Any, parts: list[bytes]) -> tuple[bool, bool, bytes | None]:
+    """Check a component's response headers and append their lines to ``parts``, hop-by-hop ones
+    left out (the front frames the body itself). Returns (a ``date`` was given, the component asked
+    for ``connection: close``, the value of its ``content-length`` if any).
+
+    Raises :class:`InvalidResponse` for a header that cannot be sent as it is."""
+    has_date = close = False
+    length: bytes | None = None
     for item in headers:
         try:
             name, value = item
@@ -131,23 +153,15 @@ def response_head(response: Any, *, head_only: bool, keep_alive: bool, http10: b
             raise InvalidResponse(f"header {name!r}: value contains CR, LF or NUL")
         lowered = raw.decode()
         if lowered in _HOP:
-            if lowered == "connection" and b"close" in value.lower():
-                keep_alive = False
+            if lowered == "content-length":
+                length = bytes(value)
+            elif lowered == "connection" and b"close" in value.lower():
+                close = True
             continue
         if lowered == "date":
             has_date = True
         parts += (raw, b": ", bytes(value), b"\r\n")
-    if not has_date:
-        parts.append(date.line())
-    no_body = status in (204, 304)
-    if status != 204:
-        parts.append(b"content-length: %d\r\n" % len(body))
-    if not keep_alive:
-        parts.append(b"connection: close\r\n")
-    elif http10:
-        parts.append(b"connection: keep-alive\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts), (b"" if head_only or no_body else bytes(body)), keep_alive
+    return has_date, close, length
 
 
 #: how a streamed response's body is framed (:func:`streamed_head`)
@@ -165,30 +179,16 @@ def streamed_head(status: int, headers: list[tuple[str, bytes]], *, head_only: b
     if type(status) is not int or not 200 <= status <= 599:
         raise InvalidResponse(f"status {status!r} is not a final status (200-599)")
     parts = [status_line(status)]
-    has_date = False
+    has_date, close, given = _header_lines(headers, parts)
+    keep_alive = keep_alive and not close
     length = -1
-    for name, value in headers:
-        raw = name.encode("ascii", "replace").lower()
-        if not _TOKEN.match(raw):
-            raise InvalidResponse(f"header name {name!r:.80} is not a valid token")
-        if _BAD_VALUE.search(value):
-            raise InvalidResponse(f"header {name!r}: value contains CR, LF or NUL")
-        lowered = raw.decode()
-        if lowered == "content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                raise InvalidResponse(f"content-length {value[:40]!r} is not a number") from None
-            if length < 0:
-                raise InvalidResponse("content-length is negative")
-            continue
-        if lowered in _HOP:
-            if lowered == "connection" and b"close" in value.lower():
-                keep_alive = False
-            continue
-        if lowered == "date":
-            has_date = True
-        parts += (raw, b": ", bytes(value), b"\r\n")
+    if given is not None:
+        try:
+            length = int(given)
+        except ValueError:
+            raise InvalidResponse(f"content-length {given[:40]!r} is not a number") from None
+        if length < 0:
+            raise InvalidResponse("content-length is negative")
     if not has_date:
         parts.append(date.line())
     if status in (204, 304) or head_only:

@@ -199,7 +199,7 @@ class HttpClient:
             url = httpx.URL(request["url"])
         except (httpx.InvalidURL, TypeError) as exc:
             raise _Refused(f"invalid URL {request.get('url')!r:.200}: {exc}", "http-request-uri-invalid") from None
-        self._check_destination(url, settings)
+        http_client_wasi.check_destination(url, settings)
         headers = request_headers(request)
         body = bytes(request["body"])
         try:
@@ -213,7 +213,7 @@ class HttpClient:
             limit = min(limit, max(0, self.max_payload - ENVELOPE_ROOM))
         redirects = 0
         while True:
-            self._check_destination(req.url, settings)
+            http_client_wasi.check_destination(req.url, settings)
             response = await self.client.send(req, stream=True)
             try:
                 next_request = response.next_request if follow else None
@@ -227,14 +227,6 @@ class HttpClient:
                 raise _Refused(f"more than {settings.max_redirects} redirects (last to {next_request.url})",
                                "loop-detected")
             req = next_request
-
-    @staticmethod
-    def _check_destination(url: httpx.URL, settings: Settings) -> None:
-        if url.scheme not in ("http", "https"):
-            raise _Refused(f"unsupported scheme {url.scheme!r} (http and https only)", "http-request-uri-invalid")
-        if not settings.allows(url.host):
-            raise _Refused(f"destination {url.host!r} is not allowed (allowed_hosts: "
-                           f"{', '.join(settings.allowed_hosts)})", "http-request-denied")
 
 
 def request_headers(request: dict[str, Any]) -> list[tuple[bytes, bytes]]:

@@ -189,6 +189,8 @@ async def _respond(state: HttpClient, request: dict[str, Any], response: httpx.R
 
 
 def check_destination(url: httpx.URL, settings: Settings) -> None:
+    """The egress rules: the one check every request of the provider passes, trellis:http and wasi:http
+    alike, and again at each redirect."""
     if url.scheme not in ("http", "https"):
         raise Refused(f"unsupported scheme {url.scheme!r} (http and https only)", "http-request-uri-invalid")
     if not settings.allows(url.host):

@@ -95,13 +95,16 @@ class Host(Service):
             "labels": self.labels})
         if self.policy.enabled:
             self.router.policy_check = self._policy_check
-        for subject in subjects.ctl_wildcard_for_host(self.lattice, self.id):
-            self._subs.append(await self.nc.subscribe(subject, cb=self._on_control))
         await self.components.start()
         self.metrics.started()
         if self.settings.metrics_port is not None:
             self.metrics_address = self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
             log.info("metrics at http://%s:%d/metrics", *self.metrics_address)
+        # Control requests (a ping included) only once its workers are ready: a host that answers
+        # takes work, and a start sent to a host still booting its workers must not be accepted.
+        # Flushed before host_started: whoever hears that event finds the host answering.
+        for subject in subjects.ctl_wildcard_for_host(self.lattice, self.id):
+            self._subs.append(await self.nc.subscribe(subject, cb=self._on_control))
         await self.nc.flush()
         await self.publish_event(EventType.HOST_STARTED, self._host_event_data())
         self.tasks.spawn(self._heartbeat_loop(), "heartbeat")

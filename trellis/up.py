@@ -12,6 +12,7 @@ deployed (``trellis up --deploy examples/platform-poc``).
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -26,13 +27,21 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from trellis.host.identity import Identity
+from trellis.interfaces import subjects
+from trellis.interfaces.connection import NatsSettings, connect
+from trellis.interfaces.control import HostOp
 from trellis.interfaces.policy import PolicySettings
 from trellis.kit import procs
 
 from . import leftovers
 from .natsserver import NatsServer, NatsServerError
+
+#: how long ``trellis up`` waits for its host to answer before it says it is up anyway
+HOST_READY_S = 60.0
 
 
 class UpError(RuntimeError):
@@ -269,6 +278,9 @@ class Up:
         for c in self.children:
             c.start()
         self.lock.update(self._info())
+        host = self.children[0]
+        if not self._wait_host(ident.public_key, host):
+            self.say(f"warning: the host has not answered within {HOST_READY_S:.0f}s (see {logs / 'host.log'})")
         self.say(
             f"Trellis is up (lattice {self.s.lattice!r}).\n"
             f"  NATS       {self.nats_url}  JetStream data in {self.state / 'nats'}\n"
@@ -287,6 +299,36 @@ class Up:
             + f"Try: trellis get hosts{'' if self.s.nats_port == 4222 else ' --nats-url ' + self.nats_url}\n"
             "Press Ctrl-C to stop."
         )
+
+    def _wait_host(self, host_id: str, host: Child) -> bool:
+        """Wait until the host answers control requests (it does once its workers are ready): the
+        banner then means ``trellis get hosts`` and ``trellis start`` find it. False: it did not
+        within ``HOST_READY_S`` (or exited, or we were asked to stop)."""
+        subject = subjects.host_op(self.s.lattice, host_id, HostOp.INVENTORY)
+
+        async def answered() -> bool:
+            nc = await connect(NatsSettings(url=self.nats_url), name="trellis-up", max_reconnect_attempts=2)
+            try:
+                deadline = time.monotonic() + HOST_READY_S
+                while time.monotonic() < deadline and not self._stop.is_set():
+                    if host.proc is not None and host.proc.poll() is not None:
+                        return False
+                    try:  # any reply (a refusal by policy too) is the host answering
+                        await nc.request(subject, b"{}", timeout=1.0)
+                        return True
+                    except NoRespondersError:  # not subscribed yet: asked again shortly
+                        await asyncio.sleep(0.05)
+                    except NatsTimeout:
+                        pass
+                return False
+            finally:
+                await nc.close()
+
+        try:
+            return asyncio.run(answered())
+        except Exception as exc:  # NATS itself is unreachable: the supervisor's loop reports it
+            self.say(f"warning: could not ask the host whether it is up: {exc!r}")
+            return False
 
     def _policy_args(self) -> list[str]:
         p = self.s.policy

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +25,21 @@ def send(msg: Ready | Answer) -> None:
     """One message to the host (stdout is the channel: logging goes to stderr)."""
     sys.stdout.buffer.write(msg.line())
     sys.stdout.flush()
+
+
+def read_boot_line() -> bytes:
+    """The host's first line (the boot message), read from stdin without reading past it.
+
+    Python's ``sys.stdin`` reads ahead: a command the host wrote right behind the boot line
+    would sit in its buffer, never seen by :func:`stdin_reader` (which reads the pipe itself),
+    and the host would wait forever for its answer."""
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = os.read(sys.stdin.fileno(), 1)
+        if not byte:  # the host went away before booting us
+            break
+        line += byte
+    return bytes(line)
 
 
 async def stdin_reader() -> asyncio.StreamReader:

@@ -19,6 +19,8 @@ from trellis.kit.service import TaskGroup
 from .messages import Boot, Command, Load, Metrics, Ready, Scale, Shutdown, Stats, Unload, Usage, parse_event
 
 log = logging.getLogger(__name__)
+#: how long a worker may take from its start to its Ready
+READY_TIMEOUT_S = 30.0
 
 
 def split_share(max_instances: int, workers: int) -> list[int]:
@@ -58,7 +60,7 @@ class WorkerPool:
         self._last_metrics: dict[int, list[dict[str, Any]]] = {}
         self._retired: list[dict[str, Any]] = []
 
-    async def start(self, timeout_s: float = 30.0) -> None:
+    async def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         await asyncio.gather(*(self._spawn(w) for w in self.workers))
         await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in self.workers)), timeout_s)
 
@@ -126,7 +128,7 @@ class WorkerPool:
         if self._closing:
             return
         await self._spawn(w)
-        await asyncio.wait_for(w.ready.wait(), 30)
+        await asyncio.wait_for(w.ready.wait(), READY_TIMEOUT_S)
         for cid, cmd in list(self.loaded.items()):
             share = split_share(cmd.max_instances, self.count)[w.index]
             try:
@@ -137,6 +139,14 @@ class WorkerPool:
     async def _command(self, w: _Worker, cmd: Command, timeout_s: float = 900.0) -> Any:
         if w.proc is None or w.proc.returncode is not None or w.proc.stdin is None:
             raise WorkerError(f"worker {w.index} is not running")
+        if not w.ready.is_set():  # (re)starting: a command goes after its boot has been read, never with it
+            wait_s = min(timeout_s, READY_TIMEOUT_S)
+            try:
+                await asyncio.wait_for(w.ready.wait(), wait_s)
+            except TimeoutError:
+                raise WorkerError(f"worker {w.index} did not start within {wait_s:.0f}s") from None
+            if w.proc is None or w.proc.returncode is not None or w.proc.stdin is None:
+                raise WorkerError(f"worker {w.index} is not running")
         cid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         w.pending[cid] = fut

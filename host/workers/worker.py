@@ -464,7 +464,9 @@ async def run(boot: Boot) -> None:
 
 
 def main() -> None:
-    boot = Boot.model_validate_json(sys.stdin.readline())
+    # Unbuffered, a byte at a time: a buffered readline could take the host's first command with
+    # the boot line, and the command channel (which reads the pipe itself) would never see it
+    boot = Boot.model_validate_json(channel.read_boot_line())
     # stdout is the host's channel: "stdout" logging goes to our stderr, which is the host's stdout
     setup_logging(f"worker-{boot.worker_index}", level=os.environ.get("TRELLIS_LOG_LEVEL", "INFO"),
                   log_dir=Path(boot.log_dir) if boot.log_dir else None, stream=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import selectors
@@ -12,8 +13,11 @@ import time
 
 import psutil
 
+from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.control import HostInfo
 from trellis.kit import procs
 
+from ..components.build import build_wat
 from ..harness import run_cli
 
 
@@ -40,6 +44,11 @@ def _read_until(proc: subprocess.Popen[bytes], needle: str, timeout: float) -> s
     return out
 
 
+async def _hosts(url: str) -> list[HostInfo]:
+    async with LatticeClient(url) as client:
+        return await client.get_hosts()
+
+
 def test_up_runs_nats_and_host_and_stops_cleanly(tmp_path):
     port = _free_port()
     state = tmp_path / "state"
@@ -53,12 +62,15 @@ def test_up_runs_nats_and_host_and_stops_cleanly(tmp_path):
         children = psutil.Process(up.pid).children(recursive=True)
         assert any("nats-server" in " ".join(c.cmdline()) for c in children)
 
+        # the banner means up: the host answers its first ping, and takes a start at once (its workers
+        # are ready: a start sent to one still booting them could hang at "loading into the workers")
+        first = asyncio.run(_hosts(url))
+        assert len(first) == 1 and first[0].id in banner
         env = {"TRELLIS_NATS_URL": url}
-        deadline = time.monotonic() + 20
-        hosts: list = []
-        while not hosts and time.monotonic() < deadline:
-            out = run_cli("get", "hosts", "-o", "json", env=env)
-            hosts = json.loads(out.stdout) if out.returncode == 0 else []
+        out = run_cli("start", "component", str(build_wat("adder")), "adder", env=env)
+        assert out.returncode == 0 and "running" in out.stdout, out.stdout + out.stderr
+        out = run_cli("get", "hosts", "-o", "json", env=env)
+        hosts = json.loads(out.stdout) if out.returncode == 0 else []
         assert len(hosts) == 1 and hosts[0]["id"] in banner
 
         again = run_cli("up", "--state-dir", str(state), "--nats-port", str(port + 1), "--no-wadm")

@@ -88,6 +88,11 @@ class WasmTuning(BaseModel):
         True, json_schema_extra=_env("TRELLIS_WASI_HTTP_FAST"),
         description="the host's wasi:http functions are registered with wasmtime's C API directly "
         "(host/runtime/wasi_http/fastcall.py); needs lower_in_place")
+    wasi_http_native: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_WASI_HTTP_NATIVE"),
+        description="the hot wasi:http/wasi:io host functions' callbacks are C (host/runtime/wasi_http/native.py, "
+        "compiled on first use into ~/.cache/trellis/native); off, or without a C compiler: fastcall.py's "
+        "ctypes callbacks. Needs wasi_http_fast")
     profiler: str | None = Field(
         None, json_schema_extra=_env("TRELLIS_WASM_PROFILER"),
         description="wasmtime profiling strategy for perf (perfmap, jitdump or vtune); None: none, as "

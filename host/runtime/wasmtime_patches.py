@@ -362,14 +362,16 @@ def hold_gil(on: bool) -> None:
     ffi._trellis_gil_held = 0  # type: ignore[attr-defined]  # our mark on wasmtime-py's module
 
 
-def switch(*, hold_gil_on: bool = True, lower_in_place_on: bool = True, wasi_http_fast_on: bool = True) -> None:
+def switch(*, hold_gil_on: bool = True, lower_in_place_on: bool = True, wasi_http_fast_on: bool = True,
+           wasi_http_native_on: bool = True) -> None:
     """Set the switches of the corrections above (a worker's ``tuning.wasm``, host/tuning.py):
     all on by default; off only to compare. Call at start, before any component is loaded."""
-    from .wasi_http import fastcall
+    from .wasi_http import fastcall, native
 
     hold_gil(hold_gil_on)
     lower_in_place.enabled = lower_in_place_on
     fastcall.enabled = wasi_http_fast_on
+    native.enabled = wasi_http_native_on
 
 
 def _layout_ok() -> bool:

@@ -108,6 +108,18 @@ RELIES_ON: dict[str, tuple[str, ...]] = {
         "py:wasmtime._store:StoreContext.__init__", f"py:{_T}:FuncType._from_ptr",
         "py:wasmtime.component._linker:LinkerInstance.add_resource", *_VALUE_LAYOUT, *_KINDS,
     ),
+    "wasi_http.native (wasi:http host functions' callbacks in C: _native.c)": (
+        "c:wasmtime_component_resource_any_to_host", "c:wasmtime_component_resource_host_rep",
+        "c:wasmtime_component_resource_host_type", "c:wasmtime_component_resource_host_delete",
+        "c:wasmtime_component_resource_host_new", "c:wasmtime_component_resource_host_to_any",
+        "c:wasmtime_component_resource_any_delete", "c:wasm_byte_vec_new", "c:wasm_byte_vec_delete",
+        "c:wasmtime_component_vallist_new_uninit", "c:wasmtime_component_vallist_delete",
+        "c:wasmtime_component_valtuple_new_uninit", "c:wasmtime_component_valtuple_delete",
+        "c:wasmtime_component_val_new", "c:wasmtime_component_val_delete", "c:wasmtime_error_new",
+        "c:wasmtime_component_linker_instance_add_resource", "c:wasmtime_component_linker_instance_add_func",
+        "ctype:wasmtime_component_func_callback_t", "ctype:wasmtime_component_resource_destructor_t",
+        *_VALUE_LAYOUT, *_KINDS,
+    ),
 }
 
 #: reference -> digest, as wasmtime TESTED_WASMTIME has it (printed by ``python -m`` this module)
@@ -126,10 +138,12 @@ FINGERPRINTS: dict[str, str] = {
     'c:wasmtime_component_resource_host_type': '13cbbebca21867f5',
     'c:wasmtime_component_val_delete': '4d0e6372f612d46c',
     'c:wasmtime_component_val_new': '43a199a228744293',
+    'c:wasmtime_component_vallist_delete': '64a28dc1a55be08b',
     'c:wasmtime_component_vallist_new_uninit': 'cf5a49c1a91060f4',
     'c:wasmtime_component_valrecord_new_uninit': 'b33043db574e224d',
     'c:wasmtime_component_valtuple_delete': '077272236474bdbc',
     'c:wasmtime_component_valtuple_new_uninit': 'de1a3f65c6bc8aac',
+    'c:wasmtime_error_new': '1c9b3102f332b7d5',
     'const:WASMTIME_COMPONENT_BOOL': '5feceb66ffc86f38',
     'const:WASMTIME_COMPONENT_CHAR': '4fc82b26aecb47d2',
     'const:WASMTIME_COMPONENT_ENUM': '4523540f1504cd17',

@@ -78,14 +78,17 @@ def test_inline_calls_go_to_a_thread_for_large_bodies_and_waits(loaded):
         assert inv.invoke(H, req)["status"] == 200  # on a thread, the same call is served
 
 
-@pytest.mark.parametrize("fast", ["1", "0"])
-def test_both_bindings_of_the_hosts_functions_answer_alike(loaded, monkeypatch, fast):
-    """The C-level binding (wasi_http/fastcall.py, the default) and wasmtime-py's callbacks
+@pytest.mark.parametrize("binding", ["native", "fast", "wasmtime-py"])
+def test_every_binding_of_the_hosts_functions_answers_alike(loaded, monkeypatch, binding):
+    """The native callbacks (wasi_http/native.py, the default), the C-level binding with ctypes
+    callbacks (wasi_http/fastcall.py, TRELLIS_WASI_HTTP_NATIVE=0) and wasmtime-py's callbacks
     (TRELLIS_WASI_HTTP_FAST=0) give the same answers, failures and resource bookkeeping."""
-    from trellis.host.runtime.wasi_http import fastcall
+    from trellis.host.runtime.wasi_http import fastcall, native
 
-    monkeypatch.setattr(fastcall, "enabled", fast == "1")  # tuning.wasm.wasi_http_fast
-    assert fastcall.active() is (fast == "1")
+    monkeypatch.setattr(fastcall, "enabled", binding != "wasmtime-py")  # tuning.wasm.wasi_http_fast
+    monkeypatch.setattr(native, "enabled", binding == "native")  # tuning.wasm.wasi_http_native
+    assert fastcall.active() is (binding != "wasmtime-py")
+    assert native.available() is (binding == "native")  # the machine has a C compiler: it must build
     inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=100), limits=Limits(timeout_s=30))
     held = []
     for _ in range(2):  # the second time on the same instance: every handle of the first was dropped

@@ -19,11 +19,19 @@ from trellis.kit.bodies import PipeSink, PipeSource
 H = "trellis:http/incoming-handler.handle"
 
 
-@pytest.fixture(scope="module")
-def invoker():
+@pytest.fixture(scope="module", params=["native", "ctypes"])
+def invoker(request):
+    """The host's functions with native callbacks (wasi_http/native.py) and with fastcall.py's ctypes ones."""
+    from trellis.host.runtime.wasi_http import native
+
     engine = make_engine(EngineSettings(consume_fuel=False))
     loaded = load_component(engine, build_python("wasihttp").read_bytes(), CompileCache(COMPILE_CACHE))
-    inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=100), limits=Limits(timeout_s=30))
+    native.enabled = request.param == "native"
+    try:  # the binding is chosen when the Invoker builds its linker
+        inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=100), limits=Limits(timeout_s=30))
+    finally:
+        native.enabled = True
+    assert native.available() or request.param == "ctypes"
     yield inv
     inv.close()
 

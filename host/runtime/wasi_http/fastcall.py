@@ -17,11 +17,12 @@ that reads and writes wasmtime's ``wasmtime_component_val_t`` slots itself:
   variants carrying one are written in place; the rest through
   :mod:`trellis.host.runtime.lower_in_place`'s writers.
 
-Anything else (a ``list<borrow<pollable>>``, a ``fields.from-list`` list) goes through
-wasmtime-py's conversion and the codec, read from the same slot: one function may mix
-both. Errors trap the guest exactly as the generic binding's do. Used only when
-:mod:`trellis.host.runtime.lower_in_place` is active and its layout checks passed;
+Anything else (a ``list<borrow<pollable>>``) goes through wasmtime-py's conversion and the
+codec, read from the same slot: one function may mix both. Errors trap the guest as the
+generic binding's do. Used only when :mod:`trellis.host.runtime.lower_in_place` is active;
 ``TRELLIS_WASI_HTTP_FAST=0`` keeps wasmtime-py's callbacks (:mod:`.binding`), for comparison.
+When :mod:`.native` is available the callbacks are its C ones, with this module's code for
+the values they leave to Python.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from ..wit import (
     VariantT,
     mentions_resources,
 )
+from . import native
 
 __all__ = ["ENV", "RawFunction", "active", "add_resource"]
 
@@ -115,6 +117,11 @@ class _C:
                                [vp, ctypes.c_char_p, size, vp, _DTOR, vp, _FINALIZER], vp)
         self.add_func = fn("wasmtime_component_linker_instance_add_func",
                            [vp, ctypes.c_char_p, size, _CALLBACK, vp, _FINALIZER], vp)
+        # the same two with plain addresses for the callbacks (native.py's C functions)
+        self.add_func_raw = fn("wasmtime_component_linker_instance_add_func", [vp, ctypes.c_char_p, size, vp, vp, vp],
+                               vp)
+        self.add_resource_raw = fn("wasmtime_component_linker_instance_add_resource",
+                                   [vp, ctypes.c_char_p, size, vp, vp, vp, vp], vp)
 
 
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -192,8 +199,13 @@ def add_resource(inst: Any, name: str, type_id: int) -> None:
     assert c is not None
     encoded = name.encode("utf-8")
     ty = ResourceType.host(type_id)
-    err = c.add_resource(ctypes.cast(inst.ptr(), ctypes.c_void_p), encoded, len(encoded),
-                         ctypes.cast(ty.ptr(), ctypes.c_void_p), _dtor, 0, _NO_FINALIZER)
+    if native.available():  # the C destructor (native.py)
+        dtor, no_finalizer = native.dtor_addresses()
+        err = c.add_resource_raw(ctypes.cast(inst.ptr(), ctypes.c_void_p), encoded, len(encoded),
+                                 ctypes.cast(ty.ptr(), ctypes.c_void_p), dtor, 0, no_finalizer)
+    else:
+        err = c.add_resource(ctypes.cast(inst.ptr(), ctypes.c_void_p), encoded, len(encoded),
+                             ctypes.cast(ty.ptr(), ctypes.c_void_p), _dtor, 0, _NO_FINALIZER)
     if err:
         raise WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
 
@@ -491,6 +503,8 @@ class RawFunction:
         """Define it in the linker instance ``inst`` (a wasmtime-py ``LinkerInstance``)."""
         c = _c
         assert c is not None
+        if native.available() and native.register(self, inst, name, c.add_func_raw):
+            return  # its callback is C (native.py)
         idx = next(_ids)
         _FUNCTIONS[idx] = self
         encoded = name.encode("utf-8")
@@ -542,6 +556,18 @@ class RawFunction:
         except BaseException as e:  # noqa: BLE001 - every failure must trap the guest
             self.on_failure(ctx, e)
             return _error(f"import {self.where} failed: {type(e).__name__}: {e}")
+        finally:
+            store.end()
+
+    def lower_slow(self, context: int, ty_raw: int, out: Any, results: int) -> None:
+        """``out`` by the Python writers (native.py's callback, for a value it does not write)."""
+        ctx = CURRENT_CALL.get()
+        assert ctx is not None  # checked by the callback
+        store = _Store(context)
+        try:
+            if not self.prepared:
+                self._prepare(store, ty_raw)
+            self._lower(store, ctx.table, out, results)
         finally:
             store.end()
 

@@ -1,0 +1,89 @@
+"""The same order handler as a ``wasi:http`` and a ``trellis:http`` component, in one process.
+
+``python -m bench.wasi_inproc [--n N] [--rounds R] [--json FILE]``
+
+An :class:`~trellis.host.runtime.Invoker` per component (``POST /orders`` with the body
+``bench.http`` sends), fresh and reused instances, CPU time per request
+(``time.process_time``). The wasi:http component runs with the host's hot functions in
+native code (:mod:`trellis.host.runtime.wasi_http.native`) and without (``native off``:
+the ctypes callbacks of :mod:`.fastcall`), all variants interleaved round by round so the
+machine's load falls on each alike. Prints the best round of each, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from trellis.host.runtime import (
+    EngineSettings,
+    Invoker,
+    Limits,
+    ReusePolicy,
+    load_component,
+    make_engine,
+    wasmtime_patches,
+)
+from trellis.host.runtime.cache import CompileCache
+
+from .http.load import BODY
+from .http.tools import CACHE, build_trellis_component, build_wasi_component
+
+H = "trellis:http/incoming-handler.handle"
+REQUEST = {"method": "POST", "path-with-query": "/orders",
+           "headers": [["content-type", b"application/json"], ["host", b"localhost"]], "body": BODY.encode()}
+
+
+def _cpu_ms(inv: Invoker, n: int) -> float:
+    start = time.process_time()
+    for _ in range(n):
+        r = inv.invoke(H, [REQUEST])
+        assert r["status"] == 201, r
+    return (time.process_time() - start) / n * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000, help="requests per reused sample (fresh: n/5)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    wasmtime_patches.apply()
+    from trellis.host.runtime.wasi_http import native
+    engine = make_engine(EngineSettings(consume_fuel=False))
+    cache = CompileCache(CACHE / "inproc-compile")
+    comps = {"trellis:http": load_component(engine, build_trellis_component().read_bytes(), cache),
+             "wasi:http": load_component(engine, build_wasi_component().read_bytes(), cache)}
+    variants: list[tuple[str, str, bool]] = [("trellis:http", "", True)]
+    if native.available():
+        variants.append(("wasi:http", "native", True))
+    variants.append(("wasi:http", "native off", False))
+    best: dict[str, float] = {}
+    for rnd in range(args.rounds):
+        for mode, reuse, n in (("reuse", 10**9, args.n), ("fresh", 1, max(50, args.n // 5))):
+            for comp, label, on in variants:
+                native.enabled = on
+                inv = Invoker(comps[comp], reuse=ReusePolicy(max_invocations=reuse), limits=Limits(timeout_s=30))
+                _cpu_ms(inv, 20)  # warm: the first call of a new instance, caches
+                ms = _cpu_ms(inv, n)
+                key = f"{comp} {label} {mode}".replace("  ", " ")
+                best[key] = min(best.get(key, ms), ms)
+                print(f"round {rnd} {key}: {ms:.3f} CPU-ms/req", flush=True)
+    native.enabled = True
+    print()
+    for k, v in best.items():
+        print(f"{k:32s} {v:.3f} CPU-ms/req (best round)")
+    for mode in ("reuse", "fresh"):
+        base = best[f"trellis:http {mode}"]
+        for _, label, _ in variants[1:]:
+            print(f"wasi:http {label} / trellis:http, {mode}: {best[f'wasi:http {label} {mode}'] / base:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"), "load": os.getloadavg(),
+                                         "cpu_ms_per_request_best": best}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

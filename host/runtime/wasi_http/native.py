@@ -1,0 +1,229 @@
+"""The host's hot ``wasi:io`` / ``wasi:http`` functions as native callbacks (``_native.c``).
+
+:mod:`.fastcall` registers each function with wasmtime's C API and a ctypes callback that
+reads and writes wasmtime's value slots in Python: ~13-20 µs of host Python a call, 15
+calls and 4 drops a request. Here the callback is C: ``_native.c`` reads the arguments
+(resource handles → the objects of the instance's table), calls the host's implementation
+(the same Python function of :mod:`.types` / :mod:`.io`: streaming bodies, pollables and
+the outparam's streamed head keep working unchanged) and writes its plain result into the
+result slot; the resources' drops are C too. What it does not read or write natively (an
+``error-code`` with a record payload, a ``list<borrow<pollable>>``) goes to
+:mod:`.fastcall`'s code for that call, decided before anything is read or written.
+
+The extension is compiled on first use with the machine's C compiler and Python headers
+into ``$XDG_CACHE_HOME/trellis/native`` (``~/.cache/trellis/native``), under a name keyed by
+the source's hash and the Python version, and loaded from there; nothing to install. Without a
+compiler (or with ``TRELLIS_WASI_HTTP_NATIVE=0``, ``tuning.wasm.wasi_http_native``) the
+ctypes callbacks of :mod:`.fastcall` serve, as before. It needs :mod:`.fastcall` active.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from wasmtime import _ffi as ffi
+
+from .. import lower_in_place as lip
+from ..codec import CodecError
+from ..imports import CURRENT_CALL, RESOURCE_TYPE_IDS, HostResource
+from ..wit import BorrowT, ListT, OptionT, OwnT, Prim, ResultT, TupleT, VariantT, mentions_resources
+
+__all__ = ["ENV", "available", "dtor_addresses", "register", "spec"]
+
+log = logging.getLogger("trellis.host.runtime.wasi_http")
+
+ENV = "TRELLIS_WASI_HTTP_NATIVE"
+#: on unless switched off (``tuning.wasm.wasi_http_native``: wasmtime_patches.switch)
+enabled = True
+
+SOURCE = Path(__file__).with_name("_native.c")
+NAME = "_trellis_wasi_native"
+_INTS = {"bool", "u8", "s8", "u16", "s16", "u32", "s32", "u64", "s64"}
+_FUNCTIONS = {  # the C module's name -> libwasmtime's
+    "to_host": "wasmtime_component_resource_any_to_host", "host_rep": "wasmtime_component_resource_host_rep",
+    "host_type": "wasmtime_component_resource_host_type", "host_delete": "wasmtime_component_resource_host_delete",
+    "any_delete": "wasmtime_component_resource_any_delete", "vec_delete": "wasm_byte_vec_delete",
+    "list_delete": "wasmtime_component_vallist_delete", "tuple_delete": "wasmtime_component_valtuple_delete",
+    "val_delete": "wasmtime_component_val_delete", "host_new": "wasmtime_component_resource_host_new",
+    "host_to_any": "wasmtime_component_resource_host_to_any", "vec_new": "wasm_byte_vec_new",
+    "list_uninit": "wasmtime_component_vallist_new_uninit", "tuple_uninit": "wasmtime_component_valtuple_new_uninit",
+    "val_new": "wasmtime_component_val_new", "error_new": "wasmtime_error_new",
+}
+
+_state: dict[str, Any] = {}  # "module": the loaded extension or None (tried and failed)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "trellis" / "native"
+
+
+def _compile() -> Path:
+    """The extension's path in the cache, compiled there first if it is not."""
+    source = SOURCE.read_bytes()
+    suffix = (importlib.machinery.EXTENSION_SUFFIXES or [".so"])[0]
+    key = hashlib.sha256(source + sys.version.encode() + sysconfig.get_platform().encode()).hexdigest()[:16]
+    out = cache_dir() / f"{NAME}-{key}{suffix}"
+    if out.exists():
+        return out
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise RuntimeError("no C compiler (gcc or cc) on PATH")
+    include = sysconfig.get_paths()["include"]
+    if not (Path(include) / "Python.h").exists():
+        raise RuntimeError(f"no Python headers in {include} (Debian: python3-dev)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    cmd = [cc, "-O2", "-shared", "-fPIC", "-fno-strict-aliasing", f"-I{include}", str(SOURCE), "-o", str(tmp)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
+        os.replace(tmp, out)  # atomic: processes compiling at once each install a whole file
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _load() -> ModuleType:
+    path = _compile()
+    loader = importlib.machinery.ExtensionFileLoader(NAME, str(path))
+    spec_ = importlib.util.spec_from_file_location(NAME, path, loader=loader)
+    assert spec_ is not None
+    module = importlib.util.module_from_spec(spec_)
+    loader.exec_module(module)
+    layout = module.layout()
+    want = {"stride": lip.STRIDE, "value": lip.VALUE_OFF,
+            "result_val": ffi.wasmtime_component_valresult_t.val.offset,  # type: ignore[attr-defined]  # ctypes field descriptors
+            "variant_val": ffi.wasmtime_component_valvariant_t.val.offset,  # type: ignore[attr-defined]
+            "vec_data": ffi.wasmtime_component_vallist_t.data.offset}  # type: ignore[attr-defined]
+    if layout != want:
+        raise RuntimeError(f"wasmtime's value layout {want} is not the one compiled for ({layout})")
+    kinds = {"BOOL": 0, "U8": 2, "U64": 8, "STRING": 12, "LIST": 13, "TUPLE": 15, "VARIANT": 16, "OPTION": 18,
+             "RESULT": 19, "RESOURCE": 21}
+    if any(int(getattr(ffi, f"WASMTIME_COMPONENT_{k}").value) != v for k, v in kinds.items()):
+        raise RuntimeError("wasmtime's value kinds are not the ones compiled for")
+    lib = ctypes.CDLL(str(ffi.filename))
+    addresses = {name: ctypes.cast(lib[c_name], ctypes.c_void_p).value for name, c_name in _FUNCTIONS.items()}
+    module.init(addresses, CURRENT_CALL, HostResource, CodecError)
+    return module
+
+
+def module() -> ModuleType | None:
+    """The extension (compiled and loaded once per process), or None when it cannot be."""
+    if "module" not in _state:
+        try:
+            _state["module"] = _load()
+        except Exception as exc:  # noqa: BLE001 - any failure: the ctypes callbacks serve
+            log.warning("wasi:http native callbacks unavailable (the ctypes ones serve): %s", exc)
+            _state["module"] = None
+    return _state["module"]
+
+
+def available() -> bool:
+    """Whether the hot functions are registered natively (switch on, extension loaded)."""
+    return enabled and module() is not None
+
+
+def dtor_addresses() -> tuple[int, int]:
+    """The C destructor of the shadowed resources (out of the call's table), and its no-op finalizer."""
+    m = module()
+    assert m is not None
+    addresses = m.addresses()
+    return int(addresses[1]), int(addresses[3])
+
+
+def spec(ty: Any) -> Any:
+    """The C module's description of WIT type ``ty`` (``("slow",)`` where it leaves it to Python)."""
+    if ty is None:
+        return None
+    if isinstance(ty, (OwnT, BorrowT)):
+        return ("own" if isinstance(ty, OwnT) else "borrow", RESOURCE_TYPE_IDS.id_for(ty.resource), ty.resource,
+                ty.resource.name)
+    if isinstance(ty, Prim):
+        if ty.name == "string":
+            return ("string",)
+        return (ty.name,) if ty.name in _INTS else ("slow",)
+    if isinstance(ty, ListT):
+        if ty.is_bytes:
+            return ("bytes",)
+        # handles inside lists are wasmtime-py's to take (fastcall.py does the same)
+        return ("slow",) if mentions_resources(ty.element) else ("list", spec(ty.element))
+    if isinstance(ty, TupleT):
+        return ("slow",) if mentions_resources(ty) else ("tuple", [spec(t) for t in ty.elements])
+    if isinstance(ty, OptionT):
+        inner = spec(ty.payload)
+        return ("slow",) if isinstance(ty.payload, OptionT) else ("option", inner)  # nested: {"some": ...}
+    if isinstance(ty, ResultT):
+        return ("result", spec(ty.ok), spec(ty.err))
+    if isinstance(ty, VariantT):
+        return ("variant", [(name, spec(t)) for name, t in ty.cases])
+    return ("slow",)
+
+
+def _always_slow(s: Any) -> bool:
+    """Whether an argument of spec ``s`` can never be read natively (the C module's ``peek``)."""
+    if s is None:
+        return False
+    kind = s[0]
+    if kind == "slow":
+        return True
+    if kind in ("list", "tuple", "variant"):
+        return _has_slow(s)
+    if kind == "option":
+        return _always_slow(s[1])
+    return False
+
+
+def _has_slow(s: Any) -> bool:
+    if s is None:
+        return False
+    kind = s[0]
+    if kind == "slow":
+        return True
+    if kind in ("list", "option"):
+        return _has_slow(s[1])
+    if kind == "result":
+        return _has_slow(s[1]) or _has_slow(s[2])
+    if kind == "tuple":
+        return any(_has_slow(t) for t in s[1])
+    if kind == "variant":
+        return any(_has_slow(t) for _, t in s[1])
+    return False
+
+
+def register(fn: Any, inst: Any, name: str, add_func: Any) -> bool:
+    """Define :class:`.fastcall.RawFunction` ``fn`` in linker instance ``inst`` with the native
+    callback; False (nothing done) when one of its arguments is never read natively."""
+    m = module()
+    assert m is not None
+    params = [spec(t) for t in fn.params]
+    if any(_always_slow(p) for p in params):
+        return False
+    callback, _, finalizer, _ = m.addresses()
+
+    def failed(ctx: Any, error: BaseException) -> str:  # recorded on the call; the trap's message
+        if ctx is not None:
+            fn.on_failure(ctx, error)
+        return f"import {fn.where} failed: {type(error).__name__}: {error}"
+    env = m.make_func(fn.where, params, spec(fn.result), fn.impl, fn.call, fn.lower_slow, failed)
+    encoded = name.encode("utf-8")
+    err = add_func(ctypes.cast(inst.ptr(), ctypes.c_void_p), encoded, len(encoded), callback, env, finalizer)
+    if err:
+        m.free_func(env)
+        from wasmtime import WasmtimeError
+
+        raise WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
+    return True

@@ -10,6 +10,15 @@ default (100) the heap may grow to twice what is live before it is collected, an
 pages stay with the process: the server grew by ~3 MiB per deployed app, 53 → 128 MiB
 for 25 apps of 18 MiB. At 25 it stays at what is live (the artifacts themselves are on
 disk, in JetStream's file store). The price is more frequent collections under load.
+
+Go's memory limit: the server also runs with ``GOMEMLIMIT=32MiB`` (:data:`DEFAULT_GOMEMLIMIT`)
+unless the environment sets ``GOMEMLIMIT``. ``GOGC`` bounds the heap against what is live, but
+Go hands freed pages back to the system slowly, so after bursts (artifact fetches, a lattice's
+clients under load) the process kept 62-98 MiB of which ~25 was in use (the orders app under
+load, ``python -m bench.density.anatomy``); with the limit it holds ~31 MiB, at the same CPU
+per request and the same CPU for artifact traffic (docs/performance.md, "Peak memory of the
+full app under load"). The limit is soft: a server whose live heap needs more takes more and
+collects more often (Go caps the collector's share of the CPU), it is never stopped for it.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from trellis.kit.procs import death_signal
 _READY = "Server is ready"
 #: Go's GOGC for the servers started here, unless the environment sets GOGC (see above)
 DEFAULT_GOGC = "25"
+#: Go's GOMEMLIMIT for the servers started here, unless the environment sets GOMEMLIMIT (see above)
+DEFAULT_GOMEMLIMIT = "32MiB"
 _LISTEN = re.compile(r"Listening for client connections on (\S+):(\d+)")
 
 
@@ -111,8 +122,10 @@ class NatsServer:
         return cmd
 
     def environment(self) -> dict[str, str]:
-        """The server's environment: ours, ``GOGC`` defaulting to :data:`DEFAULT_GOGC`, then ``env``."""
-        return {**os.environ, "GOGC": os.environ.get("GOGC") or DEFAULT_GOGC, **self.env}
+        """The server's environment: ours, ``GOGC`` and ``GOMEMLIMIT`` defaulting to :data:`DEFAULT_GOGC`
+        and :data:`DEFAULT_GOMEMLIMIT`, then ``env``."""
+        return {**os.environ, "GOGC": os.environ.get("GOGC") or DEFAULT_GOGC,
+                "GOMEMLIMIT": os.environ.get("GOMEMLIMIT") or DEFAULT_GOMEMLIMIT, **self.env}
 
     def start(self, timeout: float = 15.0) -> NatsServer:
         self._ready.clear()

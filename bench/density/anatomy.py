@@ -1,6 +1,6 @@
 """Where the full orders app's memory and CPU go under load: per process and per component.
 
-``python -m bench.density.anatomy [--seconds S] [--workers W] [--fresh] [--env NAME=VALUE ...]``
+``python -m bench.density.anatomy [--seconds S] [--workers W] [--fresh] [--env NAME=VALUE ...] [--regions]``
 
 Starts the orders app on Trellis as ``python -m bench density``'s load stage does
 (``examples/platform-poc``, instance reuse, one host with W workers), warms it
@@ -36,6 +36,7 @@ from ..http.load import lua_script, run_wrk
 from ..http.profile import _roles
 from . import REUSE
 from .meter import pss_kib
+from .regions import regions
 
 
 def _live_instances(nats_url: str, lattice: str) -> dict[str, int]:
@@ -55,8 +56,12 @@ def _live_instances(nats_url: str, lattice: str) -> dict[str, int]:
 class Sampler:
     """Peaks of each role's PSS, of their sum, and of each component's live instances."""
 
-    def __init__(self, roles: dict[str, int], nats_url: str, lattice: str, every_s: float = 0.5) -> None:
+    def __init__(self, roles: dict[str, int], nats_url: str, lattice: str, every_s: float = 0.5,
+                 with_regions: bool = False) -> None:
         self.roles, self.nats_url, self.lattice, self.every_s = roles, nats_url, lattice, every_s
+        self.with_regions = with_regions
+        #: each process's PSS by kind of region, read at the sample where the sum peaked
+        self.regions: dict[str, dict[str, dict[str, float]]] = {}
         self.pss: dict[str, dict[str, float]] = {}
         self.peak_sum = 0.0
         self.instances: dict[str, int] = {}
@@ -75,7 +80,10 @@ class Sampler:
                 total += mib["pss"]
                 if mib["pss"] > self.pss.get(role, {}).get("pss", 0.0):
                     self.pss[role] = {k2: round(v, 1) for k2, v in mib.items()}
-            self.peak_sum = max(self.peak_sum, round(total, 1))
+            if total > self.peak_sum:
+                self.peak_sum = round(total, 1)
+                if self.with_regions:
+                    self.regions = {role: regions(pid) for role, pid in self.roles.items()}
             try:
                 for cid, n in _live_instances(self.nats_url, self.lattice).items():
                     self.instances[cid] = max(self.instances.get(cid, 0), n)
@@ -109,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--fresh", action="store_true", help="fresh instances (default: reuse)")
     p.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help="the host's environment")
+    p.add_argument("--regions", action="store_true",
+                   help="also each process's PSS by kind of memory region at the peak (regions.py)")
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = p.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.env)
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         script = lua_script(workdir / "anatomy.lua")
         run_wrk(system.url, script, 3, system.roots)  # warm-up
         cpu0 = _cpu(roles)
-        with Sampler(roles, system.nats.url, system.lattice) as s:
+        with Sampler(roles, system.nats.url, system.lattice, with_regions=args.regions) as s:
             load = run_wrk(system.url, script, args.seconds, system.roots)
         cpu1 = _cpu(roles)
         out["pss_after_load"] = {r: round(pss_kib(pid).get("Pss", 0) / 1024, 1) for r, pid in roles.items()}
@@ -135,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                    by_process={r: {**s.pss.get(r, {}), "cpu_ms_per_request": round((cpu1[r] - cpu0[r]) / n * 1e3, 3)}
                                for r in roles if r in cpu1 and r in cpu0},
                    peak_instances=dict(sorted(s.instances.items())))
+        if args.regions:
+            out["regions_at_peak"] = s.regions
     finally:
         system.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -149,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['cpu_ms_per_request']:13.3f}")
     print("   live instances at peak (summed over workers): "
           + ", ".join(f"{c} {n}" for c, n in out["peak_instances"].items()))
+    for role, kinds in out.get("regions_at_peak", {}).items():
+        print(f"   {role}: " + ", ".join(f"{k} {v['pss']:.1f} ({v['mappings']})" for k, v in kinds.items()
+                                        if v["pss"] >= 0.5 or k.startswith("reservations")))
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0

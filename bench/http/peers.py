@@ -496,8 +496,10 @@ class TrellisFullApp(System):
         from .._procs import HostProc, new_lattice
 
         wasms = {p.stem: p for p in build_tree(POC, self.workdir / "build")}
+        # GO* variables of its environment reach its nats-server (GOMEMLIMIT=off: as before Trellis set 32MiB)
         self.nats = NatsServer(host="127.0.0.1", port=0, store_dir=self.workdir / "nats",
-                               log_file=self.workdir / "nats.log")
+                               log_file=self.workdir / "nats.log",
+                               env={k: v for k, v in self.env.items() if k.startswith("GO")})
         self.nats.start()
         lattice = self.lattice = new_lattice()
         state = self.workdir / "state"

@@ -18,6 +18,8 @@ CONFIG_ANNOTATION = "trellis.config"
 PASS_ANNOTATION = "trellis.pass"
 #: references to the secrets a part is granted (never the values)
 SECRETS_ANNOTATION = "trellis.secrets"
+#: a component's per-call deadline in milliseconds, when its manifest sets one (``properties.timeout_ms``)
+TIMEOUT_ANNOTATION = "trellis.timeout_ms"
 
 __all__ = ["APP_ANNOTATION", "APP_VERSION_ANNOTATION", "CONFIG_ANNOTATION", "PASS_ANNOTATION", "SECRETS_ANNOTATION",
-           "SPREAD_ANNOTATION"]
+           "SPREAD_ANNOTATION", "TIMEOUT_ANNOTATION"]

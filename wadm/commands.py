@@ -49,6 +49,8 @@ class StartComponent(_Command):
     reuse: Reuse = field(default_factory=Reuse)
     #: the manifest's ``secrets:`` of the component (references; wadm never sees a value)
     secrets: tuple[SecretRef, ...] = ()
+    #: the manifest's ``timeout_ms`` (None: the host's default deadline)
+    timeout_ms: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "annotations", frozen_str_map(self.annotations))
@@ -57,8 +59,9 @@ class StartComponent(_Command):
 
     def describe(self) -> str:
         reuse = "" if self.reuse.is_default else f", {self.reuse.describe()}"
+        timeout = "" if self.timeout_ms is None else f", timeout {self.timeout_ms} ms"
         return (f"start component {self.component_id} ({self.image}) on {self.host_id} "
-                f"with max {self.max_instances}{reuse}")
+                f"with max {self.max_instances}{reuse}{timeout}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,6 +34,7 @@ from trellis.interfaces.annotations import (
     PASS_ANNOTATION,
     SECRETS_ANNOTATION,
     SPREAD_ANNOTATION,
+    TIMEOUT_ANNOTATION,
 )
 from trellis.interfaces.links import DEFAULT_LINK_NAME
 
@@ -360,6 +361,7 @@ __all__ = [
     "DEFAULT_LINK_NAME",
     "PASS_ANNOTATION",
     "SPREAD_ANNOTATION",
+    "TIMEOUT_ANNOTATION",
     "APP_VERSION_ANNOTATION",
     "FrozenMap",
     "HostCapacity",

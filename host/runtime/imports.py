@@ -151,6 +151,8 @@ class CallContext:
     inline: bool = False
     #: ``time.monotonic()`` past which the call is out of time (host code that waits stops there)
     deadline: float | None = None
+    #: a wasi:http handler's: called when a body stream moved; its deadline starts again (an idle budget)
+    progress: Callable[[], None] | None = None
 
     def record(self, interface: str, function: str, error: BaseException) -> None:
         if self.failure is None:

@@ -234,6 +234,8 @@ class Invoker:
         live, fresh = self._acquire(ctx, ticks, inline)
         if not fresh:
             self._arm(live.store, ticks)
+        if budget is not None:
+            ctx.progress = self._restarter(ctx, live.store, budget, ticks)
         ctx.table = live.table
         ctx.stderr = live.stderr.write if live.stderr is not None else None
         if slot is not None:
@@ -266,6 +268,26 @@ class Invoker:
             self._release(live, keep, inline)
         assert out is not None
         return as_response(out, failure, wasi.function.address)
+
+    def _restarter(self, ctx: CallContext, store: wasmtime.Store, budget: float, ticks: int) -> Callable[[], None]:
+        """A wasi:http handler's deadline is an idle budget: whenever a body stream moves (a piece of
+        the request read, of the response taken, of an outgoing body), it starts again, both the
+        host's waits' (``ctx.deadline``) and the epoch's that stops Wasm. At most every eighth of the
+        budget, so the streams' calls mostly pay a clock read."""
+        step = budget / 8
+        last = time.monotonic()
+        engine = self.engine
+
+        def progress() -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < step:
+                return
+            last = now
+            ctx.deadline = now + budget
+            store.set_epoch_deadline(ticks)
+            engine.arm(ticks)
+        return progress
 
     def close(self) -> None:
         """Drop the warm instances and refuse further calls. Idempotent."""

@@ -150,9 +150,9 @@ def wasihttp() -> Any:
     return build_python("wasihttp")
 
 
-async def wasi_route(c: LatticeClient, target: str, name: str) -> int:
+async def wasi_route(c: LatticeClient, target: str, name: str, timeout_ms: int = 120_000) -> int:
     port = free_port()
-    await c.put_config(f"http-{name}", {"address": f"127.0.0.1:{port}", "timeout_ms": "120000"})
+    await c.put_config(f"http-{name}", {"address": f"127.0.0.1:{port}", "timeout_ms": str(timeout_ms)})
     await c.put_link(Link(source_id="http-server", target=target, name=name, wit_namespace="wasi",
                           wit_package="http", interfaces=["incoming-handler"], source_config=[f"http-{name}"]))
     await eventually(lambda: port_open(port), 15, what=f"a listener on port {port}")
@@ -208,11 +208,17 @@ async def test_outgoing_bodies_stream_both_ways_with_timeouts_as_error_codes(lat
             assert (r.status_code, r.text) == (502, "error-code: ErrorCode_HttpRequestDenied")
 
 
-async def test_incoming_bodies_stream_over_nats(lattice_client, wasihttp, monkeypatch, tmp_path):  # noqa: F811 (pytest fixtures imported by name)
+@pytest.fixture
+def no_handoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRELLIS_HTTP_HANDOFF=0 for the host the test starts (its tuning is read when it starts: set
+    it before ``lattice_client``)."""
+    monkeypatch.setenv("TRELLIS_HTTP_HANDOFF", "0")
+
+
+async def test_incoming_bodies_stream_over_nats(no_handoff, lattice_client, wasihttp, tmp_path):  # noqa: F811 (pytest fixtures imported by name)
     """With the connection not handed to a worker (TRELLIS_HTTP_HANDOFF=0: as from another host),
     a wasi:http request's body goes to the component as it arrives and its response comes back as
     written, on byte streams over NATS; an instance killed mid-stream closes the connection."""
-    monkeypatch.setenv("TRELLIS_HTTP_HANDOFF", "0")
     c, host_id = lattice_client
     await c.start_component(str(wasihttp), "wasihttp", host_id=host_id, max_instances=4,
                             reuse={"max_invocations": 10_000}, limits={"timeout_s": 90})
@@ -236,6 +242,16 @@ async def test_incoming_bodies_stream_over_nats(lattice_client, wasihttp, monkey
         assert r.status_code == 200 and r.headers.get("transfer-encoding") == "chunked"
         assert hashlib.sha256(r.content).hexdigest() == digest.hexdigest()
         bounded(before, high_water(), but="trellis.host.workers")
+    # an upload longer than the route's timeout: while its body moves, the wait for the head goes on
+    slow = await wasi_route(c, "wasihttp", "slow", timeout_ms=800)
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield PATTERN
+            await asyncio.sleep(0.25)  # a slow client's pace (2 s in all), not a synchronisation
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{slow}", timeout=60) as http:
+        r = await http.post("/sha256", content=trickle())
+        assert (r.status_code, r.text) == (200, f"{hashlib.sha256(PATTERN * 8).hexdigest()} {8 * len(PATTERN)}")
     # the first bytes reach the client while the handler still runs (it waits for the body)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"POST /pieces HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n")

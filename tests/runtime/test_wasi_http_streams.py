@@ -120,3 +120,57 @@ async def test_a_broken_body_or_a_trap_after_the_head_never_hangs(invoker):
     result = await asyncio.wait_for(call(invoker, ex, "/trap-after-head", "GET"), 30)
     assert ex.started and await asyncio.wait_for(ex.ended, 30) == "broken"
     assert b"".join(ex.sent) == b"partial"
+
+
+@pytest.fixture(scope="module")
+def short():
+    """The same component with a 1.5 s deadline: a wasi:http handler's is an idle budget."""
+    engine = make_engine(EngineSettings(consume_fuel=False))
+    loaded = load_component(engine, build_python("wasihttp").read_bytes(), CompileCache(COMPILE_CACHE))
+    inv = Invoker(loaded, limits=Limits(timeout_s=1.5))
+    yield inv
+    inv.close()
+    engine.close()
+
+
+async def feed_slowly(ex: Exchange, pieces: int, gap_s: float) -> bytes:
+    """A slow client: ``pieces`` pieces ``gap_s`` apart (its pace is the point, not a synchronisation)."""
+    piece = bytes(range(256)) * 64
+    for _ in range(pieces):
+        await asyncio.wait_for(ex.reading.wait(), 30)
+        ex.body.feed(piece)
+        await asyncio.sleep(gap_s)
+    return piece * pieces
+
+
+async def test_a_transfer_longer_than_the_deadline_completes_while_the_body_moves(short):
+    loop = asyncio.get_running_loop()
+    ex = Exchange(loop)
+    done = asyncio.ensure_future(call(short, ex, "/sha256"))
+    began = loop.time()
+    sent = await feed_slowly(ex, 12, 0.25)  # 3 s: twice the deadline
+    ex.body.end()
+    result = await asyncio.wait_for(done, 30)
+    assert loop.time() - began > 1.5 and result["status"] == 200
+    assert await ex.ended == "done"
+    assert b"".join(ex.sent) == f"{hashlib.sha256(sent).hexdigest()} {len(sent)}".encode()
+
+
+async def test_a_stalled_client_or_a_spinning_guest_is_still_stopped(short):
+    from trellis.host.runtime import InvocationError
+
+    loop = asyncio.get_running_loop()
+    ex = Exchange(loop)  # a client that sends a piece, then nothing: the guest waits on it
+    done = asyncio.ensure_future(call(short, ex, "/sha256"))
+    await feed_slowly(ex, 1, 0)
+    with pytest.raises(InvocationError) as caught:
+        await asyncio.wait_for(done, 30)
+    assert caught.value.kind.value == "timeout" and "request body" in caught.value.message
+
+    ex = Exchange(loop)  # a guest that spins once its body (longer than the deadline) was read
+    done = asyncio.ensure_future(call(short, ex, "/spin"))
+    await feed_slowly(ex, 8, 0.25)
+    ex.body.end()
+    with pytest.raises(InvocationError) as caught:
+        await asyncio.wait_for(done, 30)
+    assert caught.value.kind.value == "timeout" and not ex.started

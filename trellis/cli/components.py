@@ -58,7 +58,9 @@ def start_component(
     constraint: list[str] = typer.Option([], "--constraint", help="pick a host with label key=value"),
     reuse: int = typer.Option(1, "--reuse", help="invocations one instance serves (1 = fresh per call)"),
     reuse_idle: float | None = typer.Option(None, "--reuse-idle", help="drop a reused instance idle this long (s)"),
-    timeout_ms: int | None = typer.Option(None, "--timeout-ms", help="per-invocation deadline in the component"),
+    timeout_ms: int | None = typer.Option(
+        None, "--timeout-ms",
+        help="per-invocation deadline in the component (a wasi:http handler's: time its bodies do not move)"),
     fuel: int | None = typer.Option(None, "--fuel", help="instruction budget per invocation"),
     memory_mb: int | None = typer.Option(None, "--memory-mb", help="linear-memory cap per instance"),
     annotation: list[str] = typer.Option([], "--annotation", help="key=value annotation"),

@@ -13,7 +13,11 @@ or ``TRELLIS_HTTP_HANDOFF=0``), a ``wasi:http`` route's request is still served 
   writes it, and it goes to the client as it comes (chunked unless the guest set a length);
 * a request whose body has started to flow is never sent to another instance (it cannot be
   read twice): if its instance dies, the client gets 502 before the head, the connection
-  closed after it, within the stream's silence window (no hang).
+  closed after it, within the stream's silence window (no hang);
+* while the body is still arriving, the route's ``timeout_ms`` does not bound the wait for the
+  head (an upload may take longer): the component's own deadline does, restarted whenever the
+  body moves (an idle budget: docs/components.md, "Limits"), and a lost instance is noticed by
+  its silence as any call's.
 
 The two pumps run on threads (:data:`_PUMPS`): they wait on the connection's pipes
 (``trellis.kit.bodies``) and on the streams' credit, which are thread-side waits.
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
     from .streaming import HttpExchange
 
 log = logging.getLogger("trellis.providers.http_server")
+#: the wait for the head of a request whose body streams in (the component's idle deadline ends it sooner)
+STREAMING_WAIT_S = 24 * 3600.0
 
 #: the threads that move streamed bodies between connections and byte streams (two per request at most)
 _PUMPS = ThreadPoolExecutor(64, thread_name_prefix="http-stream")
@@ -101,6 +107,7 @@ async def call(caller: NatsCaller, hub: StreamHub, target: str, link_name: str, 
         request["body-stream"] = tx.offer()
         feeding = loop.run_in_executor(_PUMPS, _feed, pipe, tx)
         retry_lost = False  # once its body flows, a request cannot be sent to another instance
+        timeout_s = max(timeout_s, STREAMING_WAIT_S)
     try:
         result = await caller.call(target, link_name, request, timeout_s=timeout_s, instance_wait_s=instance_wait_s,
                                    retry_lost=retry_lost, trace=trace, invocation_id=invocation_id)

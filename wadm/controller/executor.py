@@ -187,6 +187,7 @@ class Executor:
                 component_id=cmd.component_id, image=cmd.image, max_instances=cmd.max_instances,
                 annotations=self._tags(cmd.annotations, cmd.pass_id), config=list(cmd.config), digest=None,
                 reuse=self._reuse(cmd.reuse),
+                limits=ctl.LimitsSpec() if cmd.timeout_ms is None else ctl.LimitsSpec(timeout_s=cmd.timeout_ms / 1000),
                 secrets_grant=self._grant(cmd.app, cmd.component_id, "component", cmd.host_id, cmd.secrets))
             await self._component(cmd.host_id, cmd.component_id, ctl.ComponentOp.START, req, s.start_timeout_s)
         elif isinstance(cmd, ScaleComponent):

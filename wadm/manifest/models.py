@@ -1,7 +1,8 @@
 """The wadm application manifest (OAM ``core.oam.dev/v1beta1`` ``Application``) as pydantic models.
 
-The format is wadm's, with one Trellis addition: a component's ``properties.reuse``
-(`ReuseProperties`: instance reuse, which wadm's format cannot express). Unknown
+The format is wadm's, with two Trellis additions: a component's ``properties.reuse``
+(`ReuseProperties`: instance reuse, which wadm's format cannot express) and
+``properties.timeout_ms`` (its per-call deadline). Unknown
 keys are rejected where wadm rejects them (the manifest root, component
 properties, traits, scaler properties, spreads, config entries); Trellis also rejects
 them on components and link properties,
@@ -141,6 +142,11 @@ class ComponentProperties(_Strict):
     config: tuple[ConfigProperty, ...] = ()
     secrets: tuple[SecretProperty, ...] = ()
     reuse: ReuseProperties | None = None
+    timeout_ms: Annotated[StrictInt, Field(ge=1, le=86_400_000)] | None = None
+    """Components only (a Trellis extension, as ``trellis start component --timeout-ms``): the
+    per-call deadline inside the component, in milliseconds (default 10 000). For a ``wasi:http``
+    handler it is an idle budget: it restarts whenever the request's or response's body moves
+    (docs/components.md, "Limits")."""
     state: Literal["local", "shared"] | None = None
     """Capability providers: ``local`` if its data lives on the host it runs on (wadm then keeps it
     on that host), ``shared`` if not (wadm may move it freely); unset: as the provider declares
@@ -493,7 +499,7 @@ KNOWN_KEYS: frozenset[str] = frozenset(
         "id", "config", "secrets", "component", "instances", "replicas", "spread",
         "requirements", "weight", "target", "source", "namespace", "package", "interfaces",
         "source_config", "target_config", "policy", "key", "field", "version",
-        "reuse", "max_invocations", "max_idle_s", "state",
+        "reuse", "max_invocations", "max_idle_s", "state", "timeout_ms",
     }
 )
 """Every key the format knows, for "did you mean" hints."""

@@ -6,7 +6,7 @@ wadm's own test corpus. Trellis adds a few errors for manifests that wadm accept
 but cannot run (two scaler traits on one component, repeated spread names, all
 spread weights zero, two components that resolve to the same id, the same inline
 config defined twice with different values) and a few warnings, and checks its
-own extension, ``properties.reuse``.
+own extensions, ``properties.reuse`` and ``properties.timeout_ms``.
 """
 
 from __future__ import annotations
@@ -208,12 +208,18 @@ def _check_component(m: Manifest, comp: Component) -> list[Problem]:
             out.append(error(where, str(exc)))
     if props.reuse is not None:
         out += _check_reuse(comp, where)
+    if props.timeout_ms is not None and comp.is_capability:
+        out.append(error(f"{where} > properties.timeout_ms", "a call deadline applies to WebAssembly components "
+                         "(type: component), not to capability providers"))
     if props.application is not None and props.image is None:
         shared = props.application
         if props.config:
             out.append(error(where, f"shared component '{shared.name}' cannot specify additional 'config'"))
         if props.reuse is not None:
             out.append(error(where, f"shared component '{shared.name}' cannot specify 'reuse': "
+                                    f"application '{shared.name}' sets it"))
+        if props.timeout_ms is not None:
+            out.append(error(where, f"shared component '{shared.name}' cannot specify 'timeout_ms': "
                                     f"application '{shared.name}' sets it"))
         if props.secrets:
             out.append(error(where, f"shared component '{shared.name}' cannot specify additional 'secrets'"))

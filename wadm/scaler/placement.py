@@ -71,6 +71,7 @@ from ..observed import (
     CONFIG_ANNOTATION,
     SECRETS_ANNOTATION,
     SPREAD_ANNOTATION,
+    TIMEOUT_ANNOTATION,
     FrozenMap,
     Observed,
     ObservedHost,
@@ -141,6 +142,11 @@ def secrets_tag(w: Workload) -> str:
                     for s in w.secrets)
 
 
+def timeout_tag(w: Workload) -> str:
+    """A component's ``properties.timeout_ms`` as its annotation says it ("" when the manifest sets none)."""
+    return "" if w.timeout_ms is None else str(w.timeout_ms)
+
+
 def desired_annotations(ctx: ReconcilePass, w: Workload, spread: str) -> FrozenMap[str, str]:
     tags = {
         APP_ANNOTATION: ctx.app,
@@ -150,6 +156,8 @@ def desired_annotations(ctx: ReconcilePass, w: Workload, spread: str) -> FrozenM
     }
     if w.secrets:
         tags[SECRETS_ANNOTATION] = secrets_tag(w)
+    if w.timeout_ms is not None:
+        tags[TIMEOUT_ANNOTATION] = timeout_tag(w)
     return FrozenMap(tags)
 
 
@@ -186,6 +194,7 @@ def is_fresh(w: Workload, slot: Slot) -> bool:
         and (config is None or config == w.config)
         and (slot.reuse is None or slot.reuse == w.reuse)
         and slot.annotations.get(SECRETS_ANNOTATION, "") == secrets_tag(w)  # a grant changes with a restart
+        and slot.annotations.get(TIMEOUT_ANNOTATION, "") == timeout_tag(w)  # so does the deadline
     )
 
 
@@ -399,7 +408,7 @@ def _start(w: Workload, host_id: str, share: int, tags: FrozenMap[str, str], ctx
                              annotations=tags, secrets=w.secrets, app=ctx.app, reason=why, pass_id=ctx.pass_id)
     return StartComponent(host_id=host_id, component_id=w.id, image=w.image, max_instances=share,
                           annotations=tags, config=w.config, reuse=w.reuse, secrets=w.secrets, app=ctx.app,
-                          reason=why, pass_id=ctx.pass_id)
+                          timeout_ms=w.timeout_ms, reason=why, pass_id=ctx.pass_id)
 
 
 def _stop(w: Workload, host_id: str, ctx: ReconcilePass, why: str) -> Command:
@@ -410,7 +419,8 @@ def _stop(w: Workload, host_id: str, ctx: ReconcilePass, why: str) -> Command:
 
 def _replace(w: Workload, slot: Slot, ctx: ReconcilePass, spread: str) -> Command:
     if not w.is_provider and (slot.config is None or slot.config == w.config) \
-            and slot.annotations.get(SECRETS_ANNOTATION, "") == secrets_tag(w):  # in place keeps the old grant
+            and slot.annotations.get(SECRETS_ANNOTATION, "") == secrets_tag(w) \
+            and slot.annotations.get(TIMEOUT_ANNOTATION, "") == timeout_tag(w):  # in place keeps the old grant, limits
         # a host that reports reuse understands a new one; to one that does not, send only the image
         reuse = w.reuse if slot.reuse is not None else None
         changes = [f"{slot.image} -> {w.image}"] if slot.image != w.image else []

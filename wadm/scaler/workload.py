@@ -54,6 +54,8 @@ class Workload:
     """Providers: ``properties.state`` (``local``, ``shared``, or None: as the provider declares)."""
     secrets: tuple[SecretRef, ...] = ()
     """``properties.secrets``: what the part reads, by name, and where each is stored (never a value)."""
+    timeout_ms: int | None = None
+    """Components: ``properties.timeout_ms``, the per-call deadline (None: the host's default)."""
 
     @property
     def is_provider(self) -> bool:
@@ -121,4 +123,5 @@ def workload_of(app: Manifest, comp: Component) -> Workload | None:
         reuse=component_reuse(comp),
         state=comp.properties.state if comp.is_capability else None,
         secrets=component_secrets(comp),
+        timeout_ms=None if comp.is_capability else comp.properties.timeout_ms,
     )

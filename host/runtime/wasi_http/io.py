@@ -17,6 +17,11 @@ pollables wait on the source or sink, never past the call's deadline (``timeout`
 never on the event loop (an inline call goes to a Wasm thread first). Every read and
 write is bounded (:data:`CHUNK`) so that one call never carries more than a component
 call can (``trellis.interfaces.wasm_limits``).
+
+A streamed body that moves (a piece read from a pipe, a piece taken by one) restarts the call's
+deadline (:func:`moved`: a wasi:http handler's deadline is an idle budget; the invoker's
+``_restarter``); a body held whole does not, so a guest cannot buy time by reading or writing
+bytes the host holds, and its std streams never do.
 Values are plain (:mod:`trellis.host.runtime.codec`): ``{"ok": v}`` / ``{"err": e}``,
 ``{"case": payload}``.
 """
@@ -42,6 +47,17 @@ CLOSED = {"closed": None}
 #: bytes cross into and out of Wasm at ~0.25 s per MiB in wasmtime-py, in host code the epoch
 #: deadline cannot cut short, and the loop must keep answering
 INLINE_BYTES = 64 * 1024
+
+
+#: bodies the host holds whole: moving them is no sign of a peer's progress
+_HELD = (BytesSource, CollectSink, CallbackSink)
+
+
+def moved() -> None:
+    """A streamed body moved: the call's deadline starts again (see the module doc)."""
+    ctx = CURRENT_CALL.get()
+    if ctx is not None and ctx.progress is not None:
+        ctx.progress()
 
 
 def check_inline(moved: int) -> None:
@@ -121,12 +137,13 @@ class InputStream:
     """Reads from a :class:`~trellis.kit.bodies.BodySource`; closed at its end. ``on_end``
     (optional) runs once, when the end is read."""
 
-    __slots__ = ("source", "pos", "on_end")
+    __slots__ = ("source", "pos", "on_end", "streamed")
 
     def __init__(self, source: BodySource, on_end: Callable[[], None] | None = None) -> None:
         self.source = source
         self.pos = 0
         self.on_end = on_end
+        self.streamed = not isinstance(source, _HELD)
 
     def read(self, most: int, blocking: bool = False) -> dict[str, Any]:
         n = max(0, min(int(most), CHUNK))
@@ -144,6 +161,8 @@ class InputStream:
             return {"err": CLOSED}
         self.pos += len(piece)
         check_inline(self.pos)
+        if piece and self.streamed:
+            moved()
         return {"ok": piece}
 
     def skip(self, most: int, blocking: bool = False) -> dict[str, Any]:
@@ -194,6 +213,8 @@ class OutputStream:
         except BodyError as exc:
             self.closed = True
             return failed(str(exc))
+        if data and not isinstance(self.sink, _HELD):  # (a body's sink may be swapped for a pipe)
+            moved()
         return {"ok": None}
 
     def blocking_write(self, data: bytes) -> dict[str, Any]:

@@ -251,6 +251,10 @@ class IncomingHandler(exports.IncomingHandler):
             respond(response_out, int(path.rsplit("/", 1)[1]), [], b"status")
         elif path == "/trap":
             raise RuntimeError("the handler failed on purpose")
+        elif path == "/spin":  # reads its body as it streams, then never answers
+            read_all(request.consume())
+            while True:
+                pass
         elif path == "/drop":
             return
         elif path == "/error":

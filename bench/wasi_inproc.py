@@ -28,6 +28,7 @@ from trellis.host.runtime import (
     wasmtime_patches,
 )
 from trellis.host.runtime.cache import CompileCache
+from trellis.kit import gc_tuning
 
 from .http.load import BODY
 from .http.tools import CACHE, build_trellis_component, build_wasi_component
@@ -57,6 +58,7 @@ def main() -> None:
     cache = CompileCache(CACHE / "inproc-compile")
     comps = {"trellis:http": load_component(engine, build_trellis_component().read_bytes(), cache),
              "wasi:http": load_component(engine, build_wasi_component().read_bytes(), cache)}
+    gc_tuning.tune()  # as a worker does once it has started (host/workers/worker.py)
     variants: list[tuple[str, str, bool]] = [("trellis:http", "", True)]
     if native.available():
         variants.append(("wasi:http", "native", True))

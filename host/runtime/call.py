@@ -28,6 +28,19 @@ class Lifted:
         self.value = value
 
 
+class RawArg:
+    """An argument that writes itself into its value slot (``lower_into(context, slot)``: the store
+    context's and the slot's addresses) instead of going through wasmtime-py's conversion."""
+
+    __slots__ = ()
+
+    def lower_into(self, context: int, slot: int) -> None:
+        raise NotImplementedError
+
+
+_STRIDE = ctypes.sizeof(ffi.wasmtime_component_val_t)
+
+
 class TypedCall:
     __slots__ = ("func", "param_tys", "result_ty")
 
@@ -44,8 +57,14 @@ class TypedCall:
         param_capi = (ffi.wasmtime_component_val_t * len(params))()
         n = 0
         try:
+            context: int | None = None
             for ty, val in zip(self.param_tys, params, strict=True):  # (the counts are checked above)
-                ty.convert_to_c(store, val, pointer(param_capi[n]))
+                if isinstance(val, RawArg):
+                    if context is None:
+                        context = ctypes.cast(store._context(), ctypes.c_void_p).value or 0
+                    val.lower_into(context, ctypes.addressof(param_capi) + n * _STRIDE)
+                else:
+                    ty.convert_to_c(store, val, pointer(param_capi[n]))
                 n += 1
             result_ty = self.result_ty
             result_space = ffi.wasmtime_component_val_t() if result_ty is not None else None

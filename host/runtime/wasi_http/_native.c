@@ -727,6 +727,24 @@ static PyObject *py_make_func(PyObject *self, PyObject *args) {
     return PyLong_FromVoidPtr(f);
 }
 
+/* own_into(context, slot, rep, type_id): an own<R> handle of the host's (rep, type) in value slot
+   `slot` (an export's argument: serve.py's request and outparam, without wasmtime-py's objects) */
+static PyObject *py_own_into(PyObject *self, PyObject *args) {
+    unsigned long long context, slot;
+    unsigned int rep, type_id;
+    if (!PyArg_ParseTuple(args, "KKII", &context, &slot, &rep, &type_id)) return NULL;
+    void *host = W.host_new(1, rep, type_id);
+    void *any = NULL;
+    void *err = W.host_to_any((void *)(uintptr_t)context, host, &any);
+    W.host_delete(host);
+    if (err != NULL) return PyErr_Format(PyExc_RuntimeError, "cannot hand out a handle (rep %u)", rep);
+    val_t *v = (val_t *)(uintptr_t)slot;
+    memset(v, 0, sizeof *v);
+    v->of.resource = any;
+    v->kind = K_RESOURCE;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_free_func(PyObject *self, PyObject *arg) {
     free_func((func_t *)PyLong_AsVoidPtr(arg));
     Py_RETURN_NONE;
@@ -781,6 +799,7 @@ static PyMethodDef methods[] = {
     {"addresses", py_addresses, METH_NOARGS, "(callback, dtor, finalizer, no-op finalizer) addresses"},
     {"make_func", py_make_func, METH_VARARGS, "a function's native description (address)"},
     {"free_func", py_free_func, METH_O, "free a description wasmtime did not take"},
+    {"own_into", py_own_into, METH_VARARGS, "own_into(context, slot, rep, type_id): an own handle in a value slot"},
     {NULL, NULL, 0, NULL},
 };
 

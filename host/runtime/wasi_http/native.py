@@ -133,8 +133,11 @@ def module() -> ModuleType | None:
 
 
 def available() -> bool:
-    """Whether the hot functions are registered natively (switch on, extension loaded)."""
-    return enabled and module() is not None
+    """Whether the hot functions are registered natively (switch on, :mod:`.fastcall` active,
+    extension loaded)."""
+    from . import fastcall  # (it imports this module)
+
+    return enabled and fastcall.active() and module() is not None
 
 
 def dtor_addresses() -> tuple[int, int]:

@@ -23,10 +23,12 @@ from typing import Any
 from trellis.interfaces.resources import unversioned
 from trellis.kit.bodies import Exchange
 
+from ..call import RawArg
 from ..component import FunctionInfo, LoadedComponent
 from ..errors import ErrorKind, InvocationError
-from ..imports import CURRENT_CALL, HostResource, ImportHandler, _ResourceBridge
+from ..imports import CURRENT_CALL, RESOURCE_TYPE_IDS, HostResource, ImportHandler, _ResourceBridge
 from ..wit import OwnT
+from . import native
 from .dispatch import OUTGOING, WasiHttpHandler, _error_code_names, find_handler, shadowed
 from .types import IncomingRequest, ResponseOutparam
 
@@ -80,6 +82,9 @@ class WasiHttpExport:
         self.outparam_type: OwnT = out_ty
         self.stderr = _inherited_stderr if inherit_stderr else _stderr_sink
         self.stdout = _inherited_stdout if inherit_stdout else None  # else discarded, as WasiGrants says
+        self.type_ids = (RESOURCE_TYPE_IDS.id_for(req_ty.resource), RESOURCE_TYPE_IDS.id_for(out_ty.resource))
+        module = native.module() if native.available() else None
+        self.own_into: Any = module.own_into if module is not None else None
 
     def handler(self, outer: ImportHandler) -> WasiHttpHandler:
         return WasiHttpHandler(outer, self.shadow, self.codes, self.stderr, self.outgoing, self.stdout)
@@ -90,11 +95,27 @@ class WasiHttpExport:
         if not isinstance(request, dict):
             raise InvocationError(ErrorKind.BAD_ARGUMENT, "expected a trellis:http request record")
         out = ResponseOutparam(exchange)
-        bridge = _ResourceBridge(None, table)  # type: ignore[arg-type]  # lowering needs no store
         incoming = IncomingRequest(request, exchange.body if exchange is not None else None)
+        if self.own_into is not None:  # the handles made in C (native.py), no wasmtime-py objects
+            req_ty, out_ty = self.request_type.resource, self.outparam_type.resource
+            return [_HostOwn(self.own_into, table.add(req_ty, incoming), self.type_ids[0]),
+                    _HostOwn(self.own_into, table.add(out_ty, out), self.type_ids[1])], out
+        bridge = _ResourceBridge(None, table)  # type: ignore[arg-type]  # lowering needs no store
         args = [bridge.lower(self.request_type, HostResource(incoming), "args[0]"),
                 bridge.lower(self.outparam_type, HostResource(out), "args[1]")]
         return args, out
+
+
+class _HostOwn(RawArg):
+    """An ``own<R>`` argument of the host's (rep, type id), written into its slot in C."""
+
+    __slots__ = ("own_into", "rep", "type_id")
+
+    def __init__(self, own_into: Any, rep: int, type_id: int) -> None:
+        self.own_into, self.rep, self.type_id = own_into, rep, type_id
+
+    def lower_into(self, context: int, slot: int) -> None:
+        self.own_into(context, slot, self.rep, self.type_id)
 
 
 def claim_exchange() -> Exchange | None:

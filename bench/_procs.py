@@ -37,6 +37,19 @@ def host_has_workers_flag() -> bool:
     return "--workers" in out.stdout
 
 
+def host_embeds_wadm(env: dict[str, str] | None = None) -> bool:
+    """Whether a lattice with this environment runs its wadm controller in the host's process, as
+    `trellis up` does (`trellis host --with-wadm`): unless ``TRELLIS_UP_WADM_PROCESS=1`` asks for a
+    process of its own, as before, or the checkout the environment runs (an A/B twin's PYTHONPATH)
+    has no such flag."""
+    env = {**os.environ, **(env or {})}
+    if env.get("TRELLIS_UP_WADM_PROCESS", "0").lower() not in ("", "0", "false", "no"):
+        return False
+    out = subprocess.run(procs.trellis_argv("host", "--help"), capture_output=True, text=True,
+                         env={**env, "COLUMNS": "200"}, timeout=60)
+    return "--with-wadm" in out.stdout
+
+
 def new_lattice() -> str:
     return "bench" + uuid.uuid4().hex[:8]
 
@@ -49,9 +62,10 @@ class HostProc:
     """
 
     def __init__(self, nats_url: str, lattice: str, state_dir: Path, workers: int, log: Path,
-                 threads: int | None = None, env: dict[str, str] | None = None) -> None:
+                 threads: int | None = None, env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> None:
         args = ["--nats-url", nats_url, "--lattice", lattice, "--state-dir", str(state_dir),
-                "--workers", str(workers), "--log-level", "warning"]
+                "--workers", str(workers), "--log-level", "warning", *(extra_args or [])]
         if threads is not None:
             args += ["--worker-threads", str(threads)]
         if host_has_workers_flag():

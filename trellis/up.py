@@ -1,7 +1,9 @@
 """`trellis up`: an embedded lattice on one machine, as one supervised process tree.
 
-nats-server (JetStream, data under the state directory), one host and (when
-present) the wadm controller run as children. Children that die are restarted
+nats-server (JetStream, data under the state directory) and one host run as
+children; the wadm controller (when present) runs in the host's process
+(``trellis host --with-wadm``: one Python process fewer, ``--wadm-process`` for a
+child of its own). Children that die are restarted
 with backoff; Ctrl-C or SIGTERM stops them in reverse order, each along the
 TERM → grace → KILL ladder.
 
@@ -57,6 +59,8 @@ class UpSettings:
     labels: list[str] = field(default_factory=list)
     insecure_registries: list[str] = field(default_factory=list)
     with_wadm: bool = True
+    #: the controller runs in the host's process (``trellis host --with-wadm``), not as a child of its own
+    wadm_in_host: bool = True
     stop_grace_s: float = 15.0
     #: a manifest, or a folder of apps with a wadm.yaml, to deploy once the lattice is up
     deploy: Path | None = None
@@ -256,14 +260,18 @@ class Up:
             host_argv += ["--allow-python-provider", module]
         policy_args = self._policy_args()
         host_argv += policy_args
+        wadm = self.s.with_wadm and _wadm_available()
+        # wadm keeps the secrets keyholder's key here (0600): only this machine can open secrets
+        secrets = ["--secrets-key", str(self.state / "secrets.nk")]
+        if wadm and self.s.wadm_in_host:
+            host_argv += ["--with-wadm", *secrets]
         if self.s.metrics_port is not None:
             host_argv += ["--metrics-port", str(self.s.metrics_port), "--metrics-host", self.s.metrics_host,
                           "--metrics-scope", "lattice"]
         self.children.append(Child("host", host_argv, out("host")))
-        if self.s.with_wadm and _wadm_available():
-            # wadm keeps the secrets keyholder's key here (0600): only this machine can open secrets
+        if wadm and not self.s.wadm_in_host:
             self.children.append(Child("wadm", procs.trellis_argv(
-                "wadm", *common, "--secrets-key", str(self.state / "secrets.nk"), "--state-dir", str(self.state),
+                "wadm", *common, *secrets, "--state-dir", str(self.state),
                 *logging_args, *policy_args), out("wadm")))
         ui_line = ""
         if self.s.ui_port is not None:
@@ -285,8 +293,8 @@ class Up:
             f"Trellis is up (lattice {self.s.lattice!r}).\n"
             f"  NATS       {self.nats_url}  JetStream data in {self.state / 'nats'}\n"
             f"  host       {ident.friendly_name}  {ident.public_key}\n"
-            + ("  wadm       controller running; secrets keyholder key in "
-               f"{self.state / 'secrets.nk'}\n" if any(c.name == "wadm" for c in self.children) else "")
+            + ("  wadm       controller running" + (" (in the host's process)" if self.s.wadm_in_host else "")
+               + f"; secrets keyholder key in {self.state / 'secrets.nk'}\n" if wadm else "")
             + ui_line
             + (f"  metrics    {self.metrics_url}\n" if self.metrics_url else "")
             + f"  logs       {logs}\n"
@@ -389,8 +397,9 @@ class Up:
             if self._stop.wait(0.5):
                 return
             if time.monotonic() > deadline:
+                where = "host.log" if self.s.wadm_in_host else "wadm.log"
                 self.say(f"Not deploying {manifest}: no wadm controller answered within 60 s "
-                         f"(see {self.state / 'logs' / 'wadm.log'})")
+                         f"(see {self.state / 'logs' / where})")
                 return
         self.say(f"Deploying {manifest} ...")
         self._deployer = subprocess.Popen(

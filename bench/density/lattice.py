@@ -1,4 +1,4 @@
-"""Trellis for the density benchmark: nats-server, ``trellis host --workers W``, ``trellis wadm``.
+"""Trellis for the density benchmark: nats-server, ``trellis host --workers W --with-wadm`` (as `trellis up`).
 
 Started on 127.0.0.1 by the benchmark and stopped by pid; manifests are
 deployed with the CLI a user would run (``trellis app deploy``); apps are
@@ -20,7 +20,7 @@ from typing import Any
 from trellis.kit import procs
 from trellis.natsserver import NatsServer
 
-from .._procs import HostProc, new_lattice
+from .._procs import HostProc, host_embeds_wadm, new_lattice
 
 
 def get(port: int, host: str, path: str = "/", timeout_s: float = 10.0) -> tuple[int, bytes]:
@@ -34,7 +34,8 @@ def get(port: int, host: str, path: str = "/", timeout_s: float = 10.0) -> tuple
 
 
 class TrellisLattice:
-    """One lattice: its own nats-server, one host with ``workers`` worker processes, wadm."""
+    """One lattice: its own nats-server, one host with ``workers`` worker processes, wadm (in the host's
+    process unless ``TRELLIS_UP_WADM_PROCESS=1`` is in ``env``)."""
 
     def __init__(self, workdir: Path, workers: int, env: dict[str, str] | None = None, label: str = "trellis") -> None:
         self.workdir = workdir / label
@@ -68,13 +69,16 @@ class TrellisLattice:
                                log_file=self.workdir / "nats.log",
                                env={k: v for k, v in self.env.items() if k.startswith("GO")})
         self.nats.start()
+        # the controller in the host's process as `trellis up` runs it (TRELLIS_UP_WADM_PROCESS=1: a process)
+        embed = host_embeds_wadm(self.env)
         self.host = HostProc(self.nats.url, self.lattice, self.state, self.workers, self.workdir / "host.log",
-                             env=self.env).wait_started()
+                             env=self.env, extra_args=["--with-wadm"] if embed else None).wait_started()
         self.host.wait_workers()
-        with open(self.workdir / "wadm.log", "ab") as log:
-            self.wadm = subprocess.Popen(procs.trellis_argv("wadm", *self.conn, "--log-level", "warning"),
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, **self.env}, start_new_session=True)
+        if not embed:
+            with open(self.workdir / "wadm.log", "ab") as log:
+                self.wadm = subprocess.Popen(procs.trellis_argv("wadm", *self.conn, "--log-level", "warning"),
+                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                             env={**os.environ, **self.env}, start_new_session=True)
         deadline = time.monotonic() + 60  # the controller needs a moment to take the lease
         while subprocess.run(procs.trellis_argv("app", "list", *self.conn), capture_output=True,
                              timeout=30).returncode:

@@ -475,7 +475,8 @@ class TrellisFullApp(System):
         mode = (f"instance reuse (every component's manifest properties: reuse.max_invocations {reuse})"
                 if reuse > 1 else "fresh instance per call (the manifest's default)")
         self.info = {"mode": mode,
-                     "processes": f"host + {workers} worker process(es) + 4 providers + nats-server (+ wadm, idle)",
+                     "processes": f"host (+ wadm, idle, in its process unless TRELLIS_UP_WADM_PROCESS=1) + {workers} "
+                                  "worker process(es) + the built-in providers' process + nats-server",
                      "workers": workers}
 
     @property
@@ -493,7 +494,7 @@ class TrellisFullApp(System):
         from trellis.build import build_tree
         from trellis.natsserver import NatsServer
 
-        from .._procs import HostProc, new_lattice
+        from .._procs import HostProc, host_embeds_wadm, new_lattice
 
         wasms = {p.stem: p for p in build_tree(POC, self.workdir / "build")}
         # GO* variables of its environment reach its nats-server (GOMEMLIMIT=off: as before Trellis set 32MiB)
@@ -505,12 +506,15 @@ class TrellisFullApp(System):
         state = self.workdir / "state"
         for wasm in wasms.values():
             _seed_compile_cache(wasm, state / "compiled")
+        # the controller in the host's process as `trellis up` runs it (TRELLIS_UP_WADM_PROCESS=1: a process)
+        embed = host_embeds_wadm(self.env)
         self.host = HostProc(self.nats.url, lattice, state, self.workers, self.workdir / "host.log",
-                             env=self.env).wait_started()
+                             env=self.env, extra_args=["--with-wadm"] if embed else None).wait_started()
         self.host.wait_workers()
         conn = ["--nats-url", self.nats.url, "--lattice", lattice]
-        self.spawn(procs.trellis_argv("wadm", *conn, "--log-level", "warning"), "wadm",
-                   env=self.env)  # (an A/B twin's PYTHONPATH runs its wadm too)
+        if not embed:
+            self.spawn(procs.trellis_argv("wadm", *conn, "--log-level", "warning"), "wadm",
+                       env=self.env)  # (an A/B twin's PYTHONPATH runs its wadm too)
         manifest = (POC / "wadm.yaml").read_text()
         idle = f", max_idle_s: {self.max_idle_s:g}" if self.max_idle_s is not None else ""
         manifest = re.sub(r"( *)image: \./build/([\w-]+)\.wasm",

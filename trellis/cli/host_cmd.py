@@ -17,6 +17,8 @@ from trellis.host.settings import default_state_dir
 if TYPE_CHECKING:
     from trellis.host.host import Host
 
+    from .embedded_wadm import EmbeddedWadm
+
 from .options import Conn, with_conn
 from .output import fail, split_list
 from .policy_opts import with_policy
@@ -69,6 +71,12 @@ def host_command(
                                      help="address for --metrics-port (0.0.0.0: every interface)"),
     metrics_scope: str = typer.Option("host", "--metrics-scope", hidden=True,
                                       help="host, or lattice: also gather every wadm controller (trellis up)"),
+    with_wadm: bool = typer.Option(False, "--with-wadm", envvar="TRELLIS_HOST_WITH_WADM",
+                                   help="also run a wadm controller in this process (what trellis up does; "
+                                        "one process fewer than 'trellis wadm')"),
+    secrets_key: str | None = typer.Option(
+        None, "--secrets-key", envvar="TRELLIS_SECRETS_KEY",
+        help="with --with-wadm: the controller's nkeys seed file (see 'trellis wadm --secrets-key')"),
     *,
     conn: Conn,
     policy: object,  # PolicySettings (typer evaluates the annotations)
@@ -104,6 +112,7 @@ def host_command(
             log_format=log_format, log_to=log_to,
         )
         host = Host(settings)
+        wadm = _embedded_wadm(conn, policy, secrets_key, log_format, log_to, state_dir) if with_wadm else None
     except (LabelError, ValueError) as exc:
         raise fail(str(exc)) from None
     runner: Callable[[Coroutine[Any, Any, None]], None]
@@ -115,17 +124,35 @@ def host_command(
     from trellis.kit.procs import exit_with_parent
 
     exit_with_parent()  # started by `trellis up`: it goes when that does
-    code = runner(_run(host))
+    code = runner(_run(host, wadm))
     raise typer.Exit(code)
 
 
-async def _run(host: Host) -> int:
+def _embedded_wadm(conn: Conn, policy: object, secrets_key: str | None, log_format: str, log_to: str | None,
+                   state_dir: Path) -> EmbeddedWadm:
+    from trellis.wadm.controller import ControllerSettings
+
+    from .embedded_wadm import EmbeddedWadm, log_to_own_file
+
+    settings = ControllerSettings(lattice=conn.lattice, nats=conn.nats, secrets_key_file=secrets_key,
+                                  policy=policy)
+    if log_to == "files":
+        log_to_own_file(state_dir.expanduser() / "logs", log_format)
+    return EmbeddedWadm(settings)
+
+
+async def _run(host: Host, wadm: EmbeddedWadm | None = None) -> int:
     loop = asyncio.get_running_loop()
     stopper: list[asyncio.Task[None]] = []
 
+    async def close(reason: str) -> None:
+        if wadm is not None:  # it gives up its lease first: another controller takes over at once
+            await wadm.stop(reason)
+        await host.close(reason=reason)
+
     def on_signal(sig: signal.Signals) -> None:
         if not stopper:
-            stopper.append(loop.create_task(host.close(reason=f"signal {sig.name}")))
+            stopper.append(loop.create_task(close(f"signal {sig.name}")))
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -134,11 +161,17 @@ async def _run(host: Host) -> int:
     except Exception as exc:
         print(f"error: host could not start: {exc}", file=sys.stderr)
         return 1
+    if wadm is not None:
+        wadm.start()
     started = {"event": "host_started", "host_id": host.id, "name": host.friendly_name,
                "lattice": host.lattice, "nats_url": host.settings.nats.url}
     if host.metrics_address is not None:
         started["metrics"] = "http://{}:{}/metrics".format(*host.metrics_address)
     print(json.dumps(started), flush=True)
     await host.finished()
+    if wadm is not None:  # the host stopped ('trellis stop host'): its process, and the controller, go
+        await wadm.stop(host.close_reason or "host stopped")
+    if stopper:
+        await stopper[0]
     print(json.dumps({"event": "host_stopped", "host_id": host.id, "reason": host.close_reason}), flush=True)
     return 0

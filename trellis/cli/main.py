@@ -124,6 +124,9 @@ def up_command(
     lattice: str = typer.Option("default", "--lattice", envvar="TRELLIS_LATTICE"),
     label: list[str] = typer.Option([], "--label", "-l", help="label for the embedded host"),
     no_wadm: bool = typer.Option(False, "--no-wadm", help="do not start the wadm controller"),
+    wadm_process: bool = typer.Option(False, "--wadm-process", envvar="TRELLIS_UP_WADM_PROCESS",
+                                      help="run the wadm controller as a process of its own (default: in the "
+                                           "host's process, ~35 MiB less)"),
     deploy: Path | None = typer.Option(None, "--deploy", help="once up, deploy this manifest; or build this "
                                           "folder of apps and deploy its wadm.yaml"),
     allow_insecure_registries: list[str] = typer.Option(
@@ -183,7 +186,8 @@ def up_command(
         except OverrideError as exc:
             raise fail(str(exc)) from None
     settings = UpSettings(state_dir=state_dir, nats_host=nats_host, nats_port=nats_port,
-                          lattice=lattice, labels=label, with_wadm=not no_wadm, deploy=deploy,
+                          lattice=lattice, labels=label, with_wadm=not no_wadm, wadm_in_host=not wadm_process,
+                          deploy=deploy,
                           deploy_config=config, insecure_registries=split_list(allow_insecure_registries),
                           trusted_issuers=issuers, allow_python_providers=tuple(split_list(allow_python_provider)),
                           ui_host=ui_host, ui_port=None if no_ui else ui_port, policy=cast("PolicySettings", policy),

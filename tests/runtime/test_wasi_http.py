@@ -108,3 +108,20 @@ def test_every_binding_of_the_hosts_functions_answers_alike(loaded, monkeypatch,
         held.append([len(live.table) for live in inv._idle])
     assert held[0] == held[1] == [0]  # every handle the host gave out came back (dropped)
     inv.close()
+
+
+def test_without_a_c_compiler_the_ctypes_callbacks_serve(loaded, monkeypatch, tmp_path, caplog):
+    """native.py compiles its extension on first use; with no compiler it says so once and the
+    ctypes callbacks (fastcall.py) answer the same requests."""
+    from trellis.host.runtime.wasi_http import native
+
+    monkeypatch.setattr(native, "_state", {})  # not loaded yet in this process
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing built there
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with caplog.at_level("WARNING", logger="trellis.host.runtime.wasi_http"):
+        assert not native.available()
+    assert "native callbacks unavailable" in caplog.text and "no-such-cc" in caplog.text
+    inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=10), limits=Limits(timeout_s=30))
+    r = inv.invoke(H, request("/hello?q=1", headers=[["x-test", b"a"]]))
+    assert (r["status"], r["body"]) == (200, b"GET /hello?q=1 x-test=a")
+    inv.close()

@@ -1,4 +1,5 @@
-"""The host's hot ``wasi:io`` / ``wasi:http`` functions as native callbacks (``_native.c``).
+"""The host's hot ``wasi:io`` / ``wasi:http`` functions as native callbacks (``_native.c``,
+``_native_values.c``).
 
 :mod:`.fastcall` registers each function with wasmtime's C API and a ctypes callback that
 reads and writes wasmtime's value slots in Python: ~13-20 µs of host Python a call, 15
@@ -29,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,7 +50,8 @@ ENV = "TRELLIS_WASI_HTTP_NATIVE"
 #: on unless switched off (``tuning.wasm.wasi_http_native``: wasmtime_patches.switch)
 enabled = True
 
-SOURCE = Path(__file__).with_name("_native.c")
+SOURCE = Path(__file__).with_name("_native.c")  # it includes _native_values.c
+SOURCES = (SOURCE, Path(__file__).with_name("_native_values.c"))
 NAME = "_trellis_wasi_native"
 _INTS = {"bool", "u8", "s8", "u16", "s16", "u32", "s32", "u64", "s64"}
 _FUNCTIONS = {  # the C module's name -> libwasmtime's
@@ -72,7 +75,7 @@ def cache_dir() -> Path:
 
 def _compile() -> Path:
     """The extension's path in the cache, compiled there first if it is not."""
-    source = SOURCE.read_bytes()
+    source = b"".join(p.read_bytes() for p in SOURCES)
     suffix = (importlib.machinery.EXTENSION_SUFFIXES or [".so"])[0]
     key = hashlib.sha256(source + sys.version.encode() + sysconfig.get_platform().encode()).hexdigest()[:16]
     out = cache_dir() / f"{NAME}-{key}{suffix}"
@@ -94,7 +97,19 @@ def _compile() -> Path:
         os.replace(tmp, out)  # atomic: processes compiling at once each install a whole file
     finally:
         tmp.unlink(missing_ok=True)
+    _prune(out)
     return out
+
+
+def _prune(keep: Path, days: float = 7) -> None:
+    """Builds of other sources unused for ``days`` (a process still running one keeps its mapping)."""
+    now = time.time()
+    for old in keep.parent.glob(f"{NAME}-*"):
+        try:
+            if old != keep and now - old.stat().st_atime > days * 86400:
+                old.unlink()
+        except OSError:
+            pass
 
 
 def _load() -> ModuleType:

@@ -49,7 +49,7 @@ from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, LoadedComponent
 from .engine import RuntimeEngine
 from .errors import MissingLink
-from .wasmtime_patches import KEEP_TYPES
+from .wasmtime_patches import KEEP_TYPES, PLAIN_ARGS
 from .wit import BorrowT, OwnT, ResourceRef, mentions_resources
 
 __all__ = [
@@ -267,8 +267,23 @@ def _host_function(fn: FunctionInfo, keep_types: bool = False) -> Callable[..., 
             raise WasmtimeError(f"import {where} failed: {type(e).__name__}: {e}") from None
         return value
 
+    def host_function_plain(store: StoreContext, plain: list[Any]) -> Any:
+        """The same, its arguments already in their plain form (``wasmtime_patches`` 8)."""
+        ctx = CURRENT_CALL.get()
+        if ctx is None:
+            raise WasmtimeError(f"import {where} called outside an invocation")
+        try:
+            out = ctx.handler(interface, name, plain)
+            value = None if result is None else from_plain(result, out, path=f"{where} result")
+        except BaseException as e:  # noqa: BLE001 - every failure must trap the guest
+            ctx.record(interface, name, e)
+            raise WasmtimeError(f"import {where} failed: {type(e).__name__}: {e}") from None
+        return value
+
     if keep_types or not with_resources:  # its types are the same on every call: read them once
         setattr(host_function, KEEP_TYPES, True)
+    if not with_resources:
+        setattr(host_function, PLAIN_ARGS, host_function_plain)
     return host_function
 
 

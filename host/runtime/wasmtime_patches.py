@@ -64,6 +64,13 @@ they are (for comparison).
 
 7. Lists, tuples, records, variants, options and results are lowered in place:
 see :mod:`trellis.host.runtime.lower_in_place` (``TRELLIS_LOWER_IN_PLACE=0`` turns it off).
+
+8. An import's arguments are read straight to their plain form. A host function that
+carries :data:`PLAIN_ARGS` (its twin taking the plain arguments) gets them from
+:func:`trellis.host.runtime.lift_in_place.read_args` when every parameter type has a
+reader, instead of wasmtime-py's objects (a ``Record`` per record, a ctypes view per
+element, a C call per string) turned into the plain form by the codec afterwards. A
+full-app order's SQL statements, its message and its log lines are such arguments.
 """
 
 from __future__ import annotations
@@ -77,7 +84,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import _linker, _types
 from wasmtime.component._enter import catch_exceptions
 
-from . import lower_in_place
+from . import lift_in_place, lower_in_place
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +96,10 @@ _VALUE_OFF = lower_in_place.VALUE_OFF
 #: attribute a host function sets (true) to have its parameter and result types kept (4)
 KEEP_TYPES = "_trellis_keep_types"
 _TYPES = "_trellis_types"
+#: attribute of a host function: its twin taking ``(store, plain_args)``, the arguments already in
+#: their plain form (8); set by ``trellis.host.runtime.imports`` where no argument holds a resource
+PLAIN_ARGS = "_trellis_plain_args"
+_READS = "_trellis_arg_readers"
 
 HOLD_GIL_ENV = "TRELLIS_HOLD_GIL"
 #: wasmtime-py's own bindings of the functions 6 replaced (name -> function), to put back; and ours
@@ -247,12 +258,32 @@ def _func_impl(idx, context, ty_raw, args, nargs, results, nresults):
                 setattr(func, _TYPES, types)
         param_tys, result_ty = types
         assert len(param_tys) == nargs and nresults == (0 if result_ty is None else 1)
-        result = func(store, *[ty.convert_from_c(args[i]) for i, ty in enumerate(param_tys)])
+        plain = getattr(func, PLAIN_ARGS, None)
+        if plain is not None and lower_in_place.active():
+            reads = _arg_readers(func, param_tys)
+            if reads is not None:  # the arguments read straight to their plain form (8)
+                result = plain(store, lift_in_place.read_args(reads, args, nargs))
+            else:
+                result = func(store, *[ty.convert_from_c(args[i]) for i, ty in enumerate(param_tys)])
+        else:
+            result = func(store, *[ty.convert_from_c(args[i]) for i, ty in enumerate(param_tys)])
         if result_ty is None:
             assert result is None
         else:
             result_ty.convert_to_c(store, result, results)
     return catch_exceptions(context, run)
+
+
+def _arg_readers(func: Any, param_tys: list[Any]) -> list[Any] | None:
+    """The readers of ``func``'s arguments (kept on it with its types), or None when one has none."""
+    kept: Any = getattr(func, _READS, False)
+    if kept is not False:
+        return kept  # what was set below: readers or None
+    reads = [lift_in_place.reader(ty) for ty in param_tys]
+    found: list[Any] | None = None if any(r is None for r in reads) else reads
+    if getattr(func, KEEP_TYPES, False):
+        setattr(func, _READS, found)
+    return found
 
 
 def _keep_import_types() -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from wasmtime import component as wc
@@ -135,6 +136,8 @@ class LoadedComponent:
         self._reload_lock = threading.Lock()
         #: times the code was loaded again after being parked
         self.reloads = 0
+        #: the compiled artifact the code is mapped from (a parkable component's; ``parking.py``)
+        self.artifact: Path | None = None
         self.digest = digest
         ctype = component.type
         raw_imports = ctype.imports(engine.engine)

@@ -73,7 +73,9 @@ def load_parkable(engine: RuntimeEngine, path: Path, cache: CompileCache, digest
 
         def reload() -> object:
             return cache.load_file(engine, path, known)[0]
-    return LoadedComponent(engine, component, digest, reload=reload)  # type: ignore[arg-type]  # the cache returns the component untyped
+    loaded = LoadedComponent(engine, component, digest, reload=reload)  # type: ignore[arg-type]  # the cache returns the component untyped
+    loaded.artifact = artifact if reload is not None else None
+    return loaded
 
 
 @dataclass
@@ -122,11 +124,19 @@ class Parking:
 def park_all(due: Iterable[tuple[str, Invoker]]) -> list[str]:
     """Park each of ``due`` that still has no instance (run it on a thread: it takes the
     lifecycle lock); the keys parked. Python's cyclic garbage is collected (it may hold the
-    last reference to the code of a component that served calls) and the freed memory goes
-    back to the system."""
+    last reference to the code of a component that served calls: the young generations, and
+    the whole heap only if a parked artifact is still mapped after that) and the freed memory
+    goes back to the system."""
     from .memory import give_back_freed_memory
 
-    parked = [key for key, inv in due if inv.park()]
+    parked: list[str] = []
+    artifacts: set[str] = set()
+    for key, inv in due:
+        if inv.park():
+            parked.append(key)
+            artifact = inv.loaded.artifact
+            if artifact is not None:
+                artifacts.add(str(artifact))
     if parked:
-        give_back_freed_memory(collect_cycles=True)
+        give_back_freed_memory(collect_cycles=True, unmapped=artifacts)
     return parked

@@ -105,3 +105,55 @@ def test_parking_frees_code_that_cyclic_garbage_still_holds(engine: RuntimeEngin
         if enabled:
             gc.enable()
     assert inv.invoke("add", [1, 2]) == 3
+
+
+def _generations_collected() -> tuple[list[int], object]:
+    import gc
+
+    seen: list[int] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+    gc.callbacks.append(callback)
+    return seen, callback
+
+
+def test_parking_walks_the_whole_heap_only_when_young_garbage_was_not_enough(engine: RuntimeEngine,
+                                                                             cache: CompileCache) -> None:
+    """A full collection walks every object (tens of ms in a worker with many apps' tables): parking
+    collects the young generations, and the whole heap only while a parked artifact stays mapped."""
+    import gc
+
+    loaded = load_parkable(engine, build_wat("adder"), cache)
+    inv = Invoker(loaded)
+    assert inv.invoke("add", [2, 40]) == 42
+    artifact = str(cache.path_for(engine, loaded.digest))
+    assert loaded.artifact is not None and str(loaded.artifact) == artifact
+    maps = Path("/proc/self/maps")
+    enabled = gc.isenabled()
+    gc.disable()  # as in an idle worker: no allocations, no collection
+    seen, callback = _generations_collected()
+    try:
+        young: list[object] = [loaded.component]  # a call's cycle: young garbage
+        young.append(young)
+        del young
+        assert park_all([("adder", inv)]) == ["adder"]
+        assert artifact not in maps.read_text()
+        assert seen and max(seen) < 2, seen  # no walk of the whole heap
+        assert inv.invoke("add", [1, 2]) == 3  # reloaded
+        old: list[object] = [loaded.component]  # a cycle that survived a full collection, then died
+        old.append(old)
+        holder = [old]
+        del old
+        gc.collect()
+        holder.clear()
+        seen.clear()
+        assert park_all([("adder", inv)]) == ["adder"]
+        assert artifact not in maps.read_text()
+        assert max(seen) == 2, seen  # the young generations were not enough: the whole heap
+    finally:
+        gc.callbacks.remove(callback)
+        if enabled:
+            gc.enable()
+    assert inv.invoke("add", [1, 2]) == 3

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 class ComponentManager:
     def __init__(self, host: Host) -> None:
         self.host = host
+        #: replaced when one changes, never changed in place (heartbeats cache each one's JSON by identity)
         self.running: dict[str, ComponentDescription] = {}
         self.specs: dict[str, StartComponentCommand] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -193,9 +194,12 @@ class ComponentManager:
             assert self.pool is not None
             desc = self.running[req.component_id]
             await self.pool.scale(req.component_id, req.max_instances)
-            desc.max_instances = req.max_instances
+            update: dict[str, Any] = {"max_instances": req.max_instances}
             if req.annotations is not None:
-                desc.annotations = req.annotations
+                update["annotations"] = req.annotations
+            desc = desc.model_copy(update=update)  # replaced, not changed: heartbeats cache it by identity
+            if req.component_id in self.running:
+                self.running[req.component_id] = desc
             self.specs[req.component_id].max_instances = req.max_instances
             await self._scaled(desc, req.component_id, desc.image)
 

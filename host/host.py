@@ -15,6 +15,7 @@ from trellis.interfaces import subjects, tracing
 from trellis.interfaces.connection import connect, goodbye
 from trellis.interfaces.control import (
     Capacity,
+    ComponentJson,
     CtlReply,
     Empty,
     HostBeat,
@@ -23,6 +24,7 @@ from trellis.interfaces.control import (
     LabelDel,
     LabelPut,
     StopHost,
+    inventory_digest,
 )
 from trellis.interfaces.errors import ErrorCode, TrellisError
 from trellis.interfaces.events import Event, EventType
@@ -72,6 +74,8 @@ class Host(Service):
         self.router = ControlRouter()
         self._subs: list[Any] = []
         self._started_mono = time.monotonic()
+        #: each running component's JSON for the inventory digest of every heartbeat (by identity)
+        self._described: ComponentJson = {}
         self._started_at = _dt.datetime.now(_dt.UTC).isoformat()
         self._stop_requested = asyncio.Event()
         self._stopper: asyncio.Task[None] | None = None  # close() outlives the request task
@@ -155,7 +159,7 @@ class Host(Service):
 
     def info(self) -> HostInfo:
         info = self._describe()
-        info.inventory = info.inventory_digest()
+        info.inventory = inventory_digest(info, self._described)
         return info
 
     def _describe(self) -> HostInfo:

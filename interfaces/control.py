@@ -125,11 +125,33 @@ class HostInfo(Description):
 VOLATILE_FIELDS = frozenset({"uptime_s", "capacity", "inventory"})
 
 
-def inventory_digest(info: HostInfo) -> str:
+#: a host's components' JSON for :func:`inventory_digest`, by ``id()`` of each description (kept with it)
+ComponentJson = dict[int, tuple["ComponentDescription", bytes]]
+
+
+def inventory_digest(info: HostInfo, described: ComponentJson | None = None) -> str:
+    """The digest of everything in ``info`` but its `VOLATILE_FIELDS`. Only the host that sends it
+    computes it; others compare it with the one they hold. With ``described`` (kept by the caller
+    between calls and updated here), a component description serialised before is not serialised
+    again: a host beats every second, and serialising 50 components each time was most of an idle
+    host's CPU. It holds descriptions by identity: a host replaces a description that changes,
+    never changes one in place."""
     import hashlib
 
-    stable = info.model_dump_json(exclude=set(VOLATILE_FIELDS)).encode()
-    return hashlib.blake2b(stable, digest_size=12).hexdigest()
+    h = hashlib.blake2b(info.model_dump_json(exclude=set(VOLATILE_FIELDS) | {"components"}).encode(),
+                        digest_size=12)
+    seen: ComponentJson = {}
+    for c in info.components:
+        known = described.get(id(c)) if described is not None else None
+        if known is None or known[0] is not c:
+            known = (c, c.model_dump_json().encode())
+        seen[id(c)] = known
+        h.update(b"\n")
+        h.update(known[1])
+    if described is not None:
+        described.clear()
+        described.update(seen)
+    return h.hexdigest()
 
 
 class HostBeat(Description):

@@ -233,3 +233,37 @@ async def test_hosts_named_by_name_or_id_prefix(nats_server, lattice, hosts):
         with pytest.raises(ControlError) as err:
             await c.get_inventory("N")  # every host id starts so
         assert err.value.code == ErrorCode.BAD_REQUEST and "names 2 hosts" in err.value.message
+
+
+def test_the_inventory_digest_serialises_a_component_once_until_it_is_replaced(monkeypatch):
+    """Issue 16 (idle CPU): a host beats every second; serialising each of its components' descriptions
+    at every beat grew with the apps it runs. A description is serialised again only when replaced."""
+    from trellis.interfaces.control import Capacity, ComponentDescription, ComponentJson, HostInfo, inventory_digest
+
+    comps = [ComponentDescription(id=f"c{k}", image=f"lattice://sha256:{k}", annotations={"app": f"a{k}"})
+             for k in range(3)]
+    dumped: list[str] = []
+    real = ComponentDescription.model_dump_json
+
+    def counting(self, **kw):
+        dumped.append(self.id)
+        return real(self, **kw)
+
+    monkeypatch.setattr(ComponentDescription, "model_dump_json", counting)
+    described: ComponentJson = {}
+
+    def info(uptime_s: float) -> HostInfo:
+        return HostInfo(id="N1", name="h", lattice="l", labels={}, version="0", started_at="now", uptime_s=uptime_s,
+                        capacity=Capacity(cpus=2, memory_total_bytes=2, memory_available_bytes=1, load_1m=uptime_s),
+                        components=list(comps))
+
+    first = inventory_digest(info(1.0), described)
+    assert sorted(dumped) == ["c0", "c1", "c2"]
+    dumped.clear()
+    assert inventory_digest(info(2.0), described) == first and dumped == []  # nothing changed: nothing serialised
+    comps[1] = comps[1].model_copy(update={"max_instances": 4})  # a scale replaces the description
+    scaled = inventory_digest(info(3.0), described)
+    assert dumped == ["c1"] and scaled != first
+    assert inventory_digest(info(4.0)) == scaled  # the same digest as computed from nothing
+    del comps[0]
+    assert inventory_digest(info(5.0), described) not in (first, scaled) and set(described) == {id(c) for c in comps}

@@ -187,16 +187,22 @@ def _wait_200(call: Any, timeout_s: float = 120) -> None:
 
 
 def _first_requests(system: Any, n: int) -> dict[str, Any]:
-    """Each copy's first request after the idle window: ms, all answered 200 with the app's count."""
-    ms, bad = [], []
+    """Each copy's first request after the idle window: ms, all answered 200 with the app's count; and
+    a second request right after it (``then_*``: the same request with nothing parked, on the same
+    machine at the same moment: what the idle window itself adds is the difference)."""
+    ms, then, bad = [], [], []
     for k in range(1, n + 1):
         t = time.perf_counter()
         status, body = system.request(k)
         ms.append((time.perf_counter() - t) * 1e3)
         if status != 200 or apps.app_name(k).encode() not in body:
             bad.append(f"copy {k}: {status} {body[:120]!r}")
+        t = time.perf_counter()
+        system.request(k)
+        then.append((time.perf_counter() - t) * 1e3)
     return {"p50_ms": round(percentile(ms, 50), 2), "p99_ms": round(percentile(ms, 99), 2),
-            "max_ms": round(max(ms), 2), "all_ms": [round(x, 2) for x in ms], "failed": bad}
+            "max_ms": round(max(ms), 2), "all_ms": [round(x, 2) for x in ms], "failed": bad,
+            "then_p50_ms": round(percentile(then, 50), 2), "then_p99_ms": round(percentile(then, 99), 2)}
 
 
 def _slope(points: dict[int, float]) -> float:
@@ -267,6 +273,7 @@ def stage_density(ctx: Context, workers: int, nats_url: str, nats_pid: int | Non
                 out[name][n] = rec
                 print(f"   N={n:3d} {name:8s} PSS {rec['pss_mib']:8.1f} MiB  idle CPU {rec['idle_cpu_pct']:6.2f} %  "
                       f"first request after {idle_s:.0f} s idle p99 {rec['first_request']['p99_ms']:.1f} ms"
+                      f" (the next p99 {rec['first_request']['then_p99_ms']:.1f} ms)"
                       + (f"  instances {rec.get('instances_after_idle')}" if is_trellis else ""), flush=True)
         for t in trellises:
             out[f"{t.name}_deploy_to_answer_s"] = {k: round(v, 3) for k, v in t.deploy_to_answer_s.items()}

@@ -3,6 +3,7 @@ again from the compile cache's artifact by the next call."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,7 @@ def test_parking_frees_code_that_cyclic_garbage_still_holds(engine: RuntimeEngin
     assert inv.invoke("add", [1, 2]) == 3
 
 
-def _generations_collected() -> tuple[list[int], object]:
+def _generations_collected() -> tuple[list[int], Callable[[str, dict[str, int]], None]]:
     import gc
 
     seen: list[int] = []

@@ -64,6 +64,7 @@ def main() -> None:
         variants.append(("wasi:http", "native", True))
     variants.append(("wasi:http", "native off", False))
     best: dict[str, float] = {}
+    samples: dict[str, list[float]] = {}
     for rnd in range(args.rounds):
         for mode, reuse, n in (("reuse", 10**9, args.n), ("fresh", 1, max(50, args.n // 5))):
             for comp, label, on in variants:
@@ -73,6 +74,7 @@ def main() -> None:
                 ms = _cpu_ms(inv, n)
                 key = f"{comp} {label} {mode}".replace("  ", " ")
                 best[key] = min(best.get(key, ms), ms)
+                samples.setdefault(key, []).append(round(ms, 4))
                 print(f"round {rnd} {key}: {ms:.3f} CPU-ms/req", flush=True)
     native.enabled = True
     print()
@@ -84,7 +86,8 @@ def main() -> None:
             print(f"wasi:http {label} / trellis:http, {mode}: {best[f'wasi:http {label} {mode}'] / base:.2f}x")
     if args.json:
         args.json.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"), "load": os.getloadavg(),
-                                         "cpu_ms_per_request_best": best}, indent=1) + "\n")
+                                         "n": args.n, "rounds": args.rounds, "cpu_ms_per_request_best": best,
+                                         "cpu_ms_per_request_rounds": samples}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

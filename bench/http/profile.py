@@ -1,7 +1,7 @@
 """Where a Trellis HTTP request's time goes: py-spy on every process of one system under the wrk load.
 
 ``python -m bench.http.profile [--mode fresh|reuse|full-app|full-app-reuse] [--workers W] [--seconds S]
-[--native] [--gil] [--perf]``
+[--native] [--gil] [--perf] [--wasi]``
 
 Starts one Trellis system (as ``bench.http`` does), runs wrk for ``S``
 seconds and meanwhile ``py-spy record``s the http-server provider and each
@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--native", action="store_true", help="include native frames (wasmtime)")
+    p.add_argument("--wasi", action="store_true",
+                   help="fresh/reuse modes: the wasi:http proxy component (order-wasi-http) instead of trellis:http")
     p.add_argument("--raw-dir", type=Path,
                    help="keep the raw samples here: py-spy's stacks, or with --perf the perf.data files "
                         "(one per process; `perf report -i F --sort sym` names guest functions)")
@@ -115,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode.startswith("full-app"):
         system: Any = peers.TrellisFullApp(workdir, args.workers, 1_000_000 if args.mode.endswith("reuse") else 1)
     else:
-        system = peers.TrellisSingle(workdir, tools.build_trellis_component(), args.workers,
-                                     1 if args.mode == "fresh" else 1_000_000)
-    out: dict[str, Any] = {"mode": args.mode, "workers": args.workers, "native": args.native}
+        wasm = tools.build_wasi_component() if args.wasi else tools.build_trellis_component()
+        system = peers.TrellisSingle(workdir, wasm, args.workers, 1 if args.mode == "fresh" else 1_000_000,
+                                     wasi_http=args.wasi)
+    out: dict[str, Any] = {"mode": args.mode, "workers": args.workers, "native": args.native, "wasi": args.wasi}
     try:
         system.start()
         roles = _roles(system)
@@ -129,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         system.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    path = RESULTS / f"http-profile-{args.mode}{'-native' if args.native else ''}{'-perf' if args.perf else ''}.json"
+    path = RESULTS / (f"http-profile-{'wasi-' if args.wasi else ''}{args.mode}{'-native' if args.native else ''}"
+                      f"{'-perf' if args.perf else ''}.json")
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"{args.mode}, {args.workers} worker(s): {out['load']['rps']:.0f} req/s, CPU ms/request "
           + ", ".join(f"{r} {v:.2f}" for r, v in out["cpu_ms_per_request"].items()))

@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import httptools
+
+from trellis.kit import eager
 
 from . import wire
 from .streaming import HttpExchange
@@ -52,6 +55,25 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SMALL = 64 * 1024
 _METHODS: dict[bytes, str] = {}
 _NAMES: dict[bytes, str] = {}
+_RESOLUTION = time.get_clock_info("monotonic").resolution
+
+
+class _Answered:
+    """``HttpConnection._task`` once a request was answered at once (as a task that is done), or
+    (``_PENDING``) while the request to answer next waits for the end of the read it came in."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def done() -> bool:
+        return True
+
+    @staticmethod
+    def cancel() -> bool:
+        return False
+
+
+_ANSWERED, _PENDING = _Answered(), _Answered()
 
 
 class Request:
@@ -80,7 +102,8 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "listener", "loop", "transport", "parser", "_url", "_headers", "_host", "_length", "_expect", "_trace",
         "_body", "_size", "_head_size", "_route", "_reject", "_close_after", "_parsing", "_stopped",
-        "_queue", "_task", "_timer", "_reading_paused", "_write_ready", "draining", "_unread",
+        "_queue", "_task", "_first", "_feeding", "_timer", "_due", "_on_due", "_reading_paused", "_write_ready",
+        "draining", "_unread",
         "_exchange", "streaming", "_body_paused", "_streams", "_stream_limit",
     )
 
@@ -90,8 +113,14 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self._queue: deque[Request] = deque()
-        self._task: asyncio.Task[None] | None = None
+        #: the answering of requests in progress: a task, or _ANSWERED once one was answered at once
+        self._task: asyncio.Task[None] | _Answered | None = None
+        self._first: Request | None = None  # the request to answer once this read is parsed (_PENDING)
+        self._feeding = False  # the parser is reading: what it completes is answered after it
+        #: the idle/read/linger deadline (_arm): the loop time it is due, what it calls, the loop's timer
         self._timer: asyncio.TimerHandle | None = None
+        self._due: float | None = None
+        self._on_due: Any = None
         self._reading_paused = False
         self._write_ready: asyncio.Future[None] | None = None
         self._parsing = False
@@ -133,12 +162,16 @@ class HttpConnection(asyncio.Protocol):
         self.transport = None
         self._stopped = True
         self.listener.connections.discard(self)
+        self._due = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._queue.clear()
+        self._first = None
+        if self._task is _PENDING:
+            self._task = None
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_result(None)
         for exchange in (self._exchange, self.streaming):
@@ -184,9 +217,9 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._stopped:
             return  # lingering after a refusal: what the client still sends is dropped
-        if self._timer is not None and self._task is None and not self._parsing:
-            self._timer.cancel()  # idle no more
-            self._timer = None
+        if self._due is not None and self._task is None and not self._parsing:
+            self._due = None  # idle no more
+        self._feeding = True
         try:
             self.parser.feed_data(data)
             if self._streams and self._exchange is None and self._parsing and not self._stopped:
@@ -198,6 +231,10 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self._stopped:
                 self._refuse(wire.BAD_REQUEST, f"malformed request: {exc}")
+        finally:
+            self._feeding = False
+        if self._task is _PENDING:  # answered now that the whole read is parsed (and judged)
+            self._start_answering()
 
     # --- parser callbacks -----------------------------------------------------------------
 
@@ -346,8 +383,8 @@ class HttpConnection(asyncio.Protocol):
         """Answer ``status`` (after anything queued before it), read nothing more, close."""
         self._parsing = False
         self._unread = True
+        self._stop_reading()  # first: an answer written at once (_enqueue) may linger, reading on
         self._enqueue(Request("GET", "/", [], b"", False, False, None, (status, message), None))
-        self._stop_reading()
 
     def _stop_reading(self) -> None:
         self._stopped = True
@@ -357,15 +394,25 @@ class HttpConnection(asyncio.Protocol):
 
     def _enqueue(self, request: Request) -> None:
         if self._task is None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._task = self.loop.create_task(self._serve(request))
+            self._due = None
+            self._first, self._task = request, _PENDING
+            if not self._feeding:
+                self._start_answering()
             return
         self._queue.append(request)
         if len(self._queue) >= MAX_PIPELINE and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
+
+    def _start_answering(self) -> None:
+        """Answer the first request now, on this stack (an inline call: no task, no loop turn);
+        a task goes on with it if it has to wait (``trellis/kit/eager.py``)."""
+        request, self._first = self._first, None
+        assert request is not None
+        self._task = _ANSWERED
+        task = eager.start(self.loop, self._serve(request))
+        if task is not None:
+            self._task = task
 
     async def _serve(self, request: Request) -> None:
         try:
@@ -436,17 +483,33 @@ class HttpConnection(asyncio.Protocol):
         self._arm(LINGER_S, transport.close)
 
     def _arm(self, delay: float, callback: Any) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(delay, callback)
+        """Call ``callback`` in ``delay`` seconds, in place of what was armed. The loop's timer is
+        kept while it is not due later than this: most requests arm and disarm (``_due = None``)
+        a deadline or two and make no timer; one that fires early arms itself again."""
+        due = self.loop.time() + delay
+        self._due, self._on_due = due, callback
+        timer = self._timer
+        if timer is None or timer.when() > due:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        due = self._due
+        if due is None:
+            return
+        if self.loop.time() + _RESOLUTION < due:  # armed again since: not due yet
+            self._timer = self.loop.call_at(due, self._fire)
+            return
+        self._due = None
+        self._on_due()
 
     def _idle_expired(self) -> None:
-        self._timer = None
         if self.transport is not None and self._task is None and not self._parsing:
             self.transport.close()
 
     def _read_expired(self) -> None:
-        self._timer = None
         if self.transport is not None and self._task is None and self._parsing:
             self._refuse(wire.READ_TIMEOUT, "the request did not arrive in time")
 

@@ -108,7 +108,7 @@ async def _setup(fresh: bool) -> tuple[HttpConnection, _Transport]:
     observers.add(lambda record: last.__setitem__(0, time.monotonic()))  # the worker's _activity
     calls = Calls("host", 0, 2, inline.budget_s(_tuning()), metrics, observers)
     caller = LocalCaller(_Worker(registry, calls), "provider")  # type: ignore[arg-type]  # the fields it reads
-    route = Route(("127.0.0.1", 8080), cid, "default", RouteConfig(address=("127.0.0.1", 8080)))  # type: ignore[arg-type]
+    route = Route(("bench", cid, "default"), cid, "default", RouteConfig(address=("127.0.0.1", 8080)))
     listener = Listener(("127.0.0.1", 8080), RouteTable([route]), caller, ServerConfig())
     conn = HttpConnection(listener)
     transport = _Transport()

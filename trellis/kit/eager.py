@@ -20,6 +20,7 @@ it must not use ``asyncio.timeout()`` before its first wait.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextvars
 from collections.abc import Coroutine, Generator
 from typing import Any
@@ -39,39 +40,41 @@ def start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None],
     except BaseException as exc:  # as the loop reports a failed task nobody awaited
         loop.call_exception_handler({"message": f"{coro!r} failed", "exception": exc})
         return None
-    return loop.create_task(_go_on(coro, waited), name=name, context=context)
+    return loop.create_task(_Resumed(coro, waited), name=name, context=context)
 
 
-async def _go_on(coro: Coroutine[Any, Any, None], waited: Any) -> None:
-    """The rest of ``coro``, which yielded ``waited`` (what an ``await`` of a future yields)."""
-    while True:
-        try:
-            if waited is None:  # a bare yield (asyncio.sleep(0)): a loop turn
-                await asyncio.sleep(0)
-            else:
-                await _Yielded(waited)
-        except BaseException as exc:  # a cancel of this task (or the future's failure): into coro
-            try:
-                waited = coro.throw(exc)
-            except StopIteration:
-                return
-            continue
-        try:
-            waited = coro.send(None)
-        except StopIteration:
-            return
+_HANDED = object()
 
 
-class _Yielded:
-    """Awaits the future a coroutine yielded, as its task would (the task's cancel cancels it)."""
+class _Resumed(collections.abc.Coroutine):  # type: ignore[type-arg]  # runs as the task's coroutine
+    """The rest of a started coroutine, as a task's coroutine: the task's first step gets the
+    future the coroutine waits on (``waited``, what an ``await`` of a future yields), its later
+    steps and any cancel go to the coroutine itself. A cancel before the first step also
+    cancels ``waited``, as a task's cancel cancels the future it waits on."""
 
-    __slots__ = ("future",)
+    __slots__ = ("_coro", "_waited")
 
-    def __init__(self, future: Any) -> None:
-        self.future = future
+    def __init__(self, coro: Coroutine[Any, Any, None], waited: Any) -> None:
+        self._coro = coro
+        self._waited = waited
+
+    def send(self, value: Any) -> Any:
+        waited = self._waited
+        if waited is not _HANDED:
+            self._waited = _HANDED
+            return waited
+        return self._coro.send(value)
+
+    def throw(self, exc: Any, *rest: Any) -> Any:
+        waited = self._waited
+        if waited is not _HANDED:
+            self._waited = _HANDED
+            if isinstance(exc, asyncio.CancelledError) and isinstance(waited, asyncio.Future):
+                waited.cancel()
+        return self._coro.throw(exc, *rest)
+
+    def close(self) -> None:
+        self._coro.close()
 
     def __await__(self) -> Generator[Any, None, None]:
-        future = self.future
-        if not getattr(future, "_asyncio_future_blocking", False):
-            raise RuntimeError(f"a coroutine yielded {future!r}, not a future")
-        yield future  # the task waits on it; the coroutine reads its result once resumed
+        raise TypeError("run by its task only")

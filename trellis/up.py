@@ -37,6 +37,7 @@ from trellis.interfaces import subjects
 from trellis.interfaces.connection import NatsSettings, connect
 from trellis.interfaces.control import HostOp
 from trellis.interfaces.policy import PolicySettings
+from trellis.interfaces.wadm_api import ListApps, WadmOp
 from trellis.kit import procs
 
 from . import leftovers
@@ -44,6 +45,8 @@ from .natsserver import NatsServer, NatsServerError
 
 #: how long ``trellis up`` waits for its host to answer before it says it is up anyway
 HOST_READY_S = 60.0
+#: how long it waits for wadm's API to answer before it gives up (``--ready-timeout``)
+WADM_READY_S = 60.0
 
 
 class UpError(RuntimeError):
@@ -83,6 +86,8 @@ class UpSettings:
     #: --log-format / --log-to for the host (and its workers and providers) and wadm (interfaces/logs.py)
     log_format: str | None = None
     log_to: str | None = None
+    #: how long the banner waits for wadm's API to answer; past it, ``trellis up`` stops with an error
+    wadm_ready_s: float = WADM_READY_S
 
 
 class StateLock:
@@ -216,7 +221,7 @@ class Up:
             signal.signal(signal.SIGINT, self.request_stop)
             signal.signal(signal.SIGTERM, self.request_stop)
             self._start_all()
-            if manifest is not None:
+            if manifest is not None and not self._stop.is_set():
                 threading.Thread(target=self._deploy, args=(manifest,), name="deploy", daemon=True).start()
             self._supervise()
             return 0
@@ -289,6 +294,10 @@ class Up:
         host = self.children[0]
         if not self._wait_host(ident.public_key, host):
             self.say(f"warning: the host has not answered within {HOST_READY_S:.0f}s (see {logs / 'host.log'})")
+        if wadm:  # in its own child, or in the host's process
+            self._wait_wadm(next((c for c in self.children if c.name == "wadm"), host))
+        if self._stop.is_set():  # Ctrl-C while starting: not up
+            return
         self.say(
             f"Trellis is up (lattice {self.s.lattice!r}).\n"
             f"  NATS       {self.nats_url}  JetStream data in {self.state / 'nats'}\n"
@@ -313,30 +322,60 @@ class Up:
         banner then means ``trellis get hosts`` and ``trellis start`` find it. False: it did not
         within ``HOST_READY_S`` (or exited, or we were asked to stop)."""
         subject = subjects.host_op(self.s.lattice, host_id, HostOp.INVENTORY)
+        try:
+            return self._answers(subject, b"{}", host, HOST_READY_S) == "answered"
+        except Exception as exc:  # NATS itself is unreachable: the supervisor's loop reports it
+            self.say(f"warning: could not ask the host whether it is up: {exc!r}")
+            return False
 
-        async def answered() -> bool:
+    def _wait_wadm(self, runner: Child) -> None:
+        """Wait until wadm's API answers (its leader serves it once its view and records are loaded):
+        the banner then means ``trellis app deploy`` finds it. ``runner``: the process wadm runs in (the
+        host's, or a child of its own). Raises `UpError` when it does not answer within
+        ``wadm_ready_s``, or that process exits first."""
+        subject = subjects.wadm_api(self.s.lattice, WadmOp.LIST)
+        # where its lines are: wadm.log of its own (--log-to files), its process's log, or our output
+        log = self.state / "logs" / "wadm.log" if self.s.log_to == "files" else runner.log
+        where = f"see {log}" if log is not None else "see the output above"
+        try:
+            outcome = self._answers(subject, ListApps().model_dump_json().encode(), runner, self.s.wadm_ready_s)
+        except Exception as exc:
+            raise UpError(f"could not ask wadm whether it is up: {exc!r}") from None
+        if outcome == "exited":
+            assert runner.proc is not None
+            last = _last_line(runner.log)
+            who = "wadm" if runner.name == "wadm" else f"the {runner.name} (wadm runs in its process)"
+            raise UpError(f"{who} exited with code {runner.proc.returncode} while starting"
+                          + (f": {last}" if last else "") + f" ({where})")
+        if outcome == "timeout":
+            raise UpError(f"wadm did not answer within {self.s.wadm_ready_s:g}s; stopping ({where}; "
+                          "--ready-timeout waits longer)")
+
+    def _answers(self, subject: str, body: bytes, child: Child, timeout_s: float) -> str:
+        """Ask ``subject`` until it answers: ``answered``, ``exited`` (``child`` did first),
+        ``timeout``, or ``stopped`` (we were asked to stop)."""
+
+        async def ask() -> str:
             nc = await connect(NatsSettings(url=self.nats_url), name="trellis-up", max_reconnect_attempts=2)
             try:
-                deadline = time.monotonic() + HOST_READY_S
-                while time.monotonic() < deadline and not self._stop.is_set():
-                    if host.proc is not None and host.proc.poll() is not None:
-                        return False
-                    try:  # any reply (a refusal by policy too) is the host answering
-                        await nc.request(subject, b"{}", timeout=1.0)
-                        return True
+                deadline = time.monotonic() + timeout_s
+                while time.monotonic() < deadline:
+                    if self._stop.is_set():
+                        return "stopped"
+                    if child.proc is not None and child.proc.poll() is not None:
+                        return "exited"
+                    try:  # any reply (a refusal by policy too) is the child answering
+                        await nc.request(subject, body, timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+                        return "answered"
                     except NoRespondersError:  # not subscribed yet: asked again shortly
                         await asyncio.sleep(0.05)
                     except NatsTimeout:
                         pass
-                return False
+                return "timeout"
             finally:
                 await nc.close()
 
-        try:
-            return asyncio.run(answered())
-        except Exception as exc:  # NATS itself is unreachable: the supervisor's loop reports it
-            self.say(f"warning: could not ask the host whether it is up: {exc!r}")
-            return False
+        return asyncio.run(ask())
 
     def _policy_args(self) -> list[str]:
         p = self.s.policy
@@ -376,6 +415,8 @@ class Up:
         path = self.s.deploy
         if path is None:
             return None
+        if not self.s.with_wadm:
+            raise UpError(f"--deploy {path}: wadm deploys it, and --no-wadm does not start it; drop one of them")
         if path.is_dir():
             manifest = path / "wadm.yaml"
             if not manifest.is_file():
@@ -389,18 +430,9 @@ class Up:
         return path
 
     def _deploy(self, manifest: Path) -> None:
-        """In a thread: once wadm answers, ``trellis app deploy MANIFEST --wait``, its output on ours."""
+        """In a thread, after the banner (wadm answers by then): ``trellis app deploy MANIFEST --wait``, its
+        output on ours."""
         common = ["--nats-url", self.nats_url, "--lattice", self.s.lattice]
-        deadline = time.monotonic() + 60
-        while subprocess.run(procs.trellis_argv("app", "list", *common), capture_output=True,
-                             preexec_fn=procs.die_with_parent).returncode != 0:
-            if self._stop.wait(0.5):
-                return
-            if time.monotonic() > deadline:
-                where = "host.log" if self.s.wadm_in_host else "wadm.log"
-                self.say(f"Not deploying {manifest}: no wadm controller answered within 60 s "
-                         f"(see {self.state / 'logs' / where})")
-                return
         self.say(f"Deploying {manifest} ...")
         self._deployer = subprocess.Popen(
             procs.trellis_argv("app", "deploy", str(manifest), "--wait", "--timeout",
@@ -444,6 +476,19 @@ class Up:
         if self.nats:
             self.nats.stop()
         self.say("Trellis stopped.")
+
+
+def _last_line(log: Path | None) -> str:
+    """The last line a child wrote to its log (why it exited, usually); "" when there is none."""
+    if log is None:
+        return ""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
 
 
 def _wadm_available() -> bool:

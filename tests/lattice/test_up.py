@@ -9,16 +9,21 @@ import selectors
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import psutil
+import pytest
 
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.control import HostInfo
+from trellis.interfaces.wadm_client import WadmClient
 from trellis.kit import procs
+from trellis.up import Child, Up, UpError, UpSettings
 
 from ..components.build import build_wat
 from ..harness import run_cli
+from ..wadm_e2e.helpers import component_app, wait_status
 
 
 def _free_port() -> int:
@@ -49,21 +54,33 @@ async def _hosts(url: str) -> list[HostInfo]:
         return await client.get_hosts()
 
 
+async def _deploy(url: str, manifest: str) -> str:
+    """Put and deploy ``manifest`` at once (no waiting for wadm: the banner promised it answers)."""
+    async with LatticeClient(url) as client:
+        wadm = WadmClient(client)
+        put = await wadm.put(manifest)
+        await wadm.deploy(put.name, put.version)
+        return (await wait_status(wadm, put.name, "deployed")).status
+
+
 def test_up_runs_nats_and_host_and_stops_cleanly(tmp_path):
     port = _free_port()
     state = tmp_path / "state"
-    argv = procs.trellis_argv("up", "--state-dir", str(state), "--nats-port", str(port), "--no-wadm")
+    url = f"nats://127.0.0.1:{port}"
+    argv = procs.trellis_argv("up", "--state-dir", str(state), "--nats-port", str(port), "--no-ui")
     up = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           start_new_session=True)
     try:
-        banner = _read_until(up, "Press Ctrl-C", 30)
-        url = f"nats://127.0.0.1:{port}"
-        assert url in banner and "host" in banner
+        banner = _read_until(up, "Press Ctrl-C", 60)
+        assert url in banner and "host" in banner and "controller running" in banner
         children = psutil.Process(up.pid).children(recursive=True)
         assert any("nats-server" in " ".join(c.cmdline()) for c in children)
 
-        # the banner means up: the host answers its first ping, and takes a start at once (its workers
-        # are ready: a start sent to one still booting them could hang at "loading into the workers")
+        # the banner means up: wadm takes a deploy at once (the controller in the host's process starts
+        # once the host does, and serves its API a second or more later: the banner waits for it) ...
+        assert asyncio.run(_deploy(url, component_app("calc", build_wat("adder"), instances=1))) == "deployed"
+        # ... the host answers its first ping, and takes a start at once (its workers are ready:
+        # a start sent to one still booting them could hang at "loading into the workers")
         first = asyncio.run(_hosts(url))
         assert len(first) == 1 and first[0].id in banner
         env = {"TRELLIS_NATS_URL": url}
@@ -93,3 +110,24 @@ def test_up_runs_nats_and_host_and_stops_cleanly(tmp_path):
             up.wait()
         if up.stdout:
             up.stdout.close()
+
+
+def test_up_gives_up_on_a_wadm_that_exits_or_never_answers(nats_server, lattice, tmp_path):
+    """`trellis up` stops with one line saying why when its wadm dies while starting or stays silent."""
+    settings = UpSettings(state_dir=tmp_path, nats_port=nats_server.port, lattice=lattice, wadm_ready_s=1.0)
+    up = Up(settings, say=lambda _: None)
+    dies = Child("wadm", [sys.executable, "-c", "print('error: wadm could not start: no JetStream'); exit(3)"],
+                 tmp_path / "wadm.log")
+    dies.start()
+    with pytest.raises(UpError, match=r"^wadm exited with code 3 while starting: error: wadm could not start: "
+                                      r"no JetStream \(see .*wadm.log\)$"):
+        up._wait_wadm(dies)
+    silent = Child("wadm", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "silent.log")
+    silent.start()
+    try:
+        with pytest.raises(UpError, match=r"^wadm did not answer within 1s; stopping \(see .*silent.log; "
+                                          r"--ready-timeout waits longer\)$"):
+            up._wait_wadm(silent)
+    finally:
+        assert silent.proc is not None
+        procs.stop(silent.proc, 1.0)

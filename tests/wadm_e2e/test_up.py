@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 from trellis.kit import procs
 
@@ -27,13 +26,10 @@ def test_up_with_wadm_deploys_an_app(tmp_path, wasm):
         banner = _read_until(up, "Press Ctrl-C", 30)
         assert "wadm" in banner and "controller running" in banner
         env = {"TRELLIS_NATS_URL": f"nats://127.0.0.1:{port}"}
-        deadline = time.monotonic() + 30
-        leader = None
-        while leader is None and time.monotonic() < deadline:  # the controller starts just after the banner
-            out = run_cli("wadm", "status", "-o", "json", env=env)
-            leader = next((c["id"] for c in json.loads(out.stdout) if c["role"] == "leader"), None) \
-                if out.returncode == 0 else None
-        assert leader, out.stderr
+        out = run_cli("wadm", "status", "-o", "json", env=env)  # the controller leads by the banner
+        leader = next((c["id"] for c in json.loads(out.stdout) if c["role"] == "leader"), None) \
+            if out.returncode == 0 else None
+        assert leader, out.stdout + out.stderr
         out = run_cli("app", "deploy", str(manifest), "--wait", "--timeout", "60", env=env)
         assert out.returncode == 0, out.stdout + out.stderr
         out = run_cli("call", "calc-adder", "add", "[20, 22]", env=env)

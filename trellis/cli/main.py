@@ -158,10 +158,14 @@ def up_command(
     log_to: str | None = typer.Option(None, "--log-to", envvar="TRELLIS_LOG_TO",
                                          help="stdout (this terminal, containers, journald) or files "
                                               "(STATE_DIR/logs, rotated) [default: STATE_DIR/logs]"),
+    ready_timeout: float = typer.Option(60.0, "--ready-timeout", envvar="TRELLIS_UP_READY_TIMEOUT", min=0.1,
+                                        help="seconds to wait for wadm to answer before giving up (exit 1)"),
     *,
     policy: object,  # PolicySettings (typer evaluates the annotations)
 ) -> None:
-    """Run NATS, a host and wadm on this machine until Ctrl-C."""
+    """Run NATS, a host and wadm on this machine until Ctrl-C.
+
+    The banner is printed once the host and wadm answer: commands typed after it find them."""
     from trellis.interfaces.logs import DESTINATIONS, FORMATS, choice
     from trellis.signing import parse_issuers
     from trellis.up import Up, UpError, UpSettings
@@ -192,7 +196,7 @@ def up_command(
                           trusted_issuers=issuers, allow_python_providers=tuple(split_list(allow_python_provider)),
                           ui_host=ui_host, ui_port=None if no_ui else ui_port, policy=cast("PolicySettings", policy),
                           metrics_port=metrics_port, metrics_host=metrics_host, log_format=log_format,
-                          log_to=log_to)
+                          log_to=log_to, wadm_ready_s=ready_timeout)
     try:
         code = Up(settings, say=_say).run()
     except UpError as exc:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httptools
 
@@ -156,6 +159,30 @@ async def echo(target: str, request: dict[str, Any]) -> dict[str, Any]:
 
 # --- a plain HTTP server for the client's tests (stdlib, in a thread, 127.0.0.1 only) ----------
 
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1 (keep-alive), logging nothing: what LocalServer's handlers build on."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def reply(self, status: int, body: bytes = b"", headers: Sequence[tuple[str, str]] = ()) -> None:
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up (a timeout test) is not a failure of the server
+
+
 class LocalServer:
     """``with LocalServer() as srv: srv.url("/hello")``. Paths:
 
@@ -163,76 +190,61 @@ class LocalServer:
     ``/redirect/N`` N redirects, then ``/hello`` · ``/see-other`` 303 to ``/echo`` ·
     ``/slow`` answers after 3 s · ``/big/N`` N bytes · ``/status/N`` status N ·
     ``/set-cookie`` sets a cookie
+
+    A subclass answers other paths by overriding `handler`; handlers that hold an answer back
+    wait on `release`, set when the server stops.
     """
 
     def __init__(self) -> None:
-        import http.server
-        import threading
+        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.release = threading.Event()
+        self.server = _Server(("127.0.0.1", 0), self.handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, name="local-http", daemon=True)
 
+    def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, status: int, body: bytes = b"", headers: Sequence[tuple[str, str]] = ()) -> None:
-                self.send_response(status)
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def _any(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 outer.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 parts = self.path.strip("/").split("/")
                 if parts[0] == "hello":
-                    self._reply(200, b"hello", [("X-Server", "local")])
+                    self.reply(200, b"hello", [("X-Server", "local")])
                 elif parts[0] == "echo":
                     echoed = [("X-Echo-" + k[2:], v) for k, v in self.headers.items() if k.lower().startswith("x-")]
-                    self._reply(200, body, [("X-Method", self.command), *echoed])
+                    self.reply(200, body, [("X-Method", self.command), *echoed])
                 elif parts[0] == "redirect":
                     n = int(parts[1])
-                    self._reply(302, b"", [("Location", f"/redirect/{n - 1}" if n > 1 else "/hello")])
+                    self.reply(302, b"", [("Location", f"/redirect/{n - 1}" if n > 1 else "/hello")])
                 elif parts[0] == "see-other":
-                    self._reply(303, b"", [("Location", "/echo")])
+                    self.reply(303, b"", [("Location", "/echo")])
                 elif parts[0] == "slow":
                     time.sleep(3)
-                    self._reply(200, b"late")
+                    self.reply(200, b"late")
                 elif parts[0] == "big":
-                    self._reply(200, b"b" * int(parts[1]))
+                    self.reply(200, b"b" * int(parts[1]))
                 elif parts[0] == "set-cookie":
-                    self._reply(200, b"", [("Set-Cookie", "session=secret; Path=/")])
+                    self.reply(200, b"", [("Set-Cookie", "session=secret; Path=/")])
                 elif parts[0] == "status":
-                    self._reply(int(parts[1]), b"")
+                    self.reply(int(parts[1]), b"")
                 else:
-                    self._reply(404, b"not here")
+                    self.reply(404, b"not here")
 
             do_GET = do_POST = do_PUT = do_DELETE = _any
 
-        import time
-
-        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
-        class Server(http.server.ThreadingHTTPServer):
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a client that gave up (a timeout test) is not a failure of the server
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="local-http", daemon=True)
+        return Handler
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
 
-    def __enter__(self) -> LocalServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)

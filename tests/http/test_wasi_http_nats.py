@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.server
-import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.links import Link
 
 from ..harness import eventually
-from .helpers import free_port
+from .helpers import LocalServer, QuietHandler, free_port
 from .test_lattice import big_nats, lattice_client, port_open  # noqa: F401 (pytest fixtures imported by name)
 
 pytestmark = pytest.mark.slow
@@ -40,21 +39,15 @@ def pattern(n: int) -> Iterator[bytes]:
         yield piece
 
 
-class Upstream:
+class Upstream(LocalServer):
     """``POST /sink`` answers ``SHA256 BYTES`` of the (chunked) body it read as it came;
     ``POST /gen/N`` N bytes of the pattern; ``/stall-head`` and ``/stall-body`` stop answering
     (before the head; after 128 KiB of a 1 MiB body) until the test ends."""
 
-    def __init__(self) -> None:
-        self.release = threading.Event()
+    def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         release = self.release
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _body(self) -> Iterator[bytes]:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     while True:
@@ -77,11 +70,7 @@ class Upstream:
                     digest.update(piece)
                     size += len(piece)
                 if self.path == "/sink":
-                    body = f"{digest.hexdigest()} {size}".encode()
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                    self.reply(200, f"{digest.hexdigest()} {size}".encode())
                 elif self.path.startswith("/gen/"):
                     n = int(self.path.rsplit("/", 1)[1])
                     self.send_response(200)
@@ -99,21 +88,7 @@ class Upstream:
                     self.wfile.flush()
                     release.wait(30)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def __enter__(self) -> Upstream:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        return Handler
 
 
 def high_water() -> dict[int, dict[str, int]]:

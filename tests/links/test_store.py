@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import nats
@@ -24,6 +25,26 @@ def mk(**kw) -> Link:
                   interfaces=["store"])
     fields.update(kw)
     return Link(**fields)
+
+
+@contextlib.asynccontextmanager
+async def watching(changes: AsyncGenerator[Any, None]) -> AsyncIterator[list[Any]]:
+    """Every change of ``changes`` (a store watch, not started yet), appended to the list this yields
+    as it comes, by a task of its own until the block ends (a failure of the watch is raised then)."""
+    got: list[Any] = []
+
+    async def collect() -> None:
+        async with contextlib.aclosing(changes) as it:
+            async for change in it:
+                got.append(change)
+
+    task = asyncio.create_task(collect())
+    try:
+        yield got
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @pytest.fixture
@@ -134,15 +155,7 @@ async def test_every_change_is_announced(store, lattice):
 async def test_watch_gives_current_state_then_changes(store):
     await store.put_link(mk())
     await store.put_config("redis", {"url": "x"})
-    got: list[Any] = []
-
-    async def watch():
-        async with contextlib.aclosing(store.watch()) as it:
-            async for change in it:
-                got.append(change)
-
-    task = asyncio.create_task(watch())
-    try:
+    async with watching(store.watch()) as got:
         await eventually(lambda: sum(isinstance(c, Synced) for c in got) == 2, what="both buckets synced")
         assert LinkChange("put", mk(), got[0].revision) in got
         assert any(isinstance(c, ConfigChange) and c.values == {"url": "x"} for c in got)
@@ -156,10 +169,6 @@ async def test_watch_gives_current_state_then_changes(store):
         assert kinds[:2] == [("put", "kv-redis"), ("put", "kv-mem")]
         assert sorted(kinds[2:4]) == [("deleted", "kv-mem"), ("deleted", "kv-redis")]
         assert kinds[4] == ("deleted", "redis")
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_watch_links_filters_by_source_and_target(store):
@@ -239,31 +248,21 @@ async def test_watch_catches_up_after_a_server_restart(fresh_nats, lattice):
     kept, dropped = mk(), mk(source_id="gone")
     await store.put_link(kept)
     await store.put_link(dropped)
-    got: list[Any] = []
-
-    async def watch():
-        async with contextlib.aclosing(store.watch_links()) as it:
-            async for change in it:
-                got.append(change)
-
-    task = asyncio.create_task(watch())
     other = None
     try:
-        await eventually(lambda: Synced("links") in got, what="first read")
-        got.clear()
-        fresh_nats.stop()
-        fresh_nats.start()
-        other = await nats.connect(fresh_nats.url)
-        writer = LatticeStore(other, lattice)
-        await writer.delete_link("gone", "wasi", "keyvalue")
-        await writer.put_link(mk(source_id="new"))
-        await eventually(lambda: len(got) >= 2, timeout=10, what="changes after the restart")
-        assert sorted((c.kind, c.link.source_id) for c in got) == [("deleted", "gone"), ("put", "new")]
-        assert all(c.link.source_id != "comp" for c in got)  # unchanged links are not repeated
+        async with watching(store.watch_links()) as got:
+            await eventually(lambda: Synced("links") in got, what="first read")
+            got.clear()
+            fresh_nats.stop()
+            fresh_nats.start()
+            other = await nats.connect(fresh_nats.url)
+            writer = LatticeStore(other, lattice)
+            await writer.delete_link("gone", "wasi", "keyvalue")
+            await writer.put_link(mk(source_id="new"))
+            await eventually(lambda: len(got) >= 2, timeout=10, what="changes after the restart")
+            assert sorted((c.kind, c.link.source_id) for c in got) == [("deleted", "gone"), ("put", "new")]
+            assert all(c.link.source_id != "comp" for c in got)  # unchanged links are not repeated
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         if other is not None:
             await other.close()
         await nc.close()
@@ -280,28 +279,18 @@ async def test_quiet_watch_polls_nothing_and_recovers_a_lost_consumer(nats_serve
     nc = await nats.connect(nats_server.url)
     store = LatticeStore(nc, lattice)
     await store.put_link(mk())
-    got: list[Any] = []
-
-    async def watch():
-        async with contextlib.aclosing(store.watch_links()) as it:
-            async for change in it:
-                got.append(change)
-
-    task = asyncio.create_task(watch())
     try:
-        await eventually(lambda: Synced("links") in got, what="first read")
-        polls = [t for t in asyncio.all_tasks() if "flow_control" in repr(t.get_coro())]
-        assert polls == [], polls
-        stream = f"KV_{subjects.bucket(lattice, 'links')}"
-        jsm = nc.jsm()
-        consumers = await jsm.consumers_info(stream)
-        assert len(consumers) == 1
-        await jsm.delete_consumer(stream, consumers[0].name)  # gone, the connection still up
-        await store.put_link(mk(source_id="meanwhile"))  # nobody delivers this to the old consumer
-        await eventually(lambda: any(isinstance(c, LinkChange) and c.link.source_id == "meanwhile" for c in got),
-                         timeout=10, what="the change made while the consumer was gone")
+        async with watching(store.watch_links()) as got:
+            await eventually(lambda: Synced("links") in got, what="first read")
+            polls = [t for t in asyncio.all_tasks() if "flow_control" in repr(t.get_coro())]
+            assert polls == [], polls
+            stream = f"KV_{subjects.bucket(lattice, 'links')}"
+            jsm = nc.jsm()
+            consumers = await jsm.consumers_info(stream)
+            assert len(consumers) == 1
+            await jsm.delete_consumer(stream, consumers[0].name)  # gone, the connection still up
+            await store.put_link(mk(source_id="meanwhile"))  # nobody delivers this to the old consumer
+            await eventually(lambda: any(isinstance(c, LinkChange) and c.link.source_id == "meanwhile" for c in got),
+                             timeout=10, what="the change made while the consumer was gone")
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await nc.close()

@@ -43,3 +43,12 @@ def test_a_folder_that_does_not_build_is_refused(tmp_path: Path) -> None:
     assert code == 1
     assert "the build failed" in out
     assert not (tmp_path / "state" / "nats").exists(), "nothing should have started"
+
+
+def test_deploy_without_wadm_is_refused(tmp_path: Path) -> None:
+    manifest = tmp_path / "wadm.yaml"
+    manifest.write_text("apiVersion: core.oam.dev/v1beta1\n")
+    r = run_cli("up", "--state-dir", str(tmp_path / "state"), "--nats-port", str(free_port()), "--no-wadm",
+                "--deploy", str(manifest))
+    assert r.returncode == 1 and "--no-wadm does not start it" in r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "state" / "nats").exists(), "nothing should have started"

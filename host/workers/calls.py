@@ -159,7 +159,8 @@ class Calls:
         start, t0 = time.time(), time.perf_counter()
         ran_inline = False
         try:
-            if not thread and dispatch.entry(served.inline, inv.operation in served.needs_thread) is dispatch.INLINE:
+            if not thread and dispatch.entry(served.inline, inv.operation in served.needs_thread,
+                                             served.inline and inline.heavy(inv.args)) is dispatch.INLINE:
                 ran_inline = True
                 try:
                     result = self.run_inline(served, inv, probe)

@@ -7,8 +7,9 @@ no policy of its own.
 
 * A call **entering** the worker (over NATS, a local socket, or an HTTP
   connection handed here) runs :data:`INLINE` on the event loop when its
-  component may be run again from the start and the function has not been seen
-  to need a thread, else on a Wasm :data:`THREAD` (:func:`entry`).
+  component may be run again from the start, the function has not been seen
+  to need a thread and its arguments are not heavy, else on a Wasm
+  :data:`THREAD` (:func:`entry`).
 * An inline run cut short (:class:`~trellis.host.runtime.Reroute`) runs again on a
   thread; whether the function stays on threads from then on is :func:`after_reroute`.
 * A **link call** made by a component of this worker to another component runs
@@ -59,12 +60,14 @@ _HERE = DispatchDecision(COLOCATED)
 _REMOTE = {why: DispatchDecision(REMOTE, why) for why in Why}
 
 
-def entry(inline_allowed: bool, needs_thread: bool) -> Way:
+def entry(inline_allowed: bool, needs_thread: bool, heavy: bool = False) -> Way:
     """A call entering the worker: on the loop, or on a Wasm thread.
 
     ``inline_allowed``: inline calls are on and the component may be run again after a run cut
-    short (no preopens, no inherited stdio); ``needs_thread``: this function was seen to need one."""
-    return INLINE if inline_allowed and not needs_thread else THREAD
+    short (no preopens, no inherited stdio); ``needs_thread``: this function was seen to need one;
+    ``heavy``: its arguments carry more bytes than an inline call may copy into Wasm (host code
+    the inline budget cannot cut short: a 2.7 MB body held the loop for seconds)."""
+    return INLINE if inline_allowed and not needs_thread and not heavy else THREAD
 
 
 def after_reroute(sticky: bool, overrun: bool, overruns: int, overruns_to_stick: int) -> tuple[bool, int]:

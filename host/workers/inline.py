@@ -12,7 +12,12 @@ A call runs inline when
 * its component can be run again from the start with nobody the wiser: it has
   no preopened directories and no inherited stdout/stderr, so the only way out
   of its instance is through imports; and
-* its function has not yet been seen to need a thread (below).
+* its function has not yet been seen to need a thread (below); and
+* its arguments carry at most :data:`INLINE_ARG_BYTES` (:func:`heavy`): bytes cross into
+  Wasm in host code, ~0.25 s a MiB, that the epoch deadline cannot cut short, so a
+  2.7 MB request body held the loop for 1-2 s on a loaded machine, past the caller's
+  silence window (no progress frames): it sent the call again, and again, until the
+  worker was a slow consumer NATS cut off.
 
 It is run again on a Wasm thread (:class:`~trellis.host.runtime.Reroute`), before
 anything left the instance, when it
@@ -42,6 +47,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trellis.host.runtime import ErrorKind, InvocationError, Reroute, WasiGrants
+from trellis.host.runtime.wasi_http.io import INLINE_BYTES
 
 from .local import LocalImports
 
@@ -54,6 +60,9 @@ if TYPE_CHECKING:
 
 #: runs past the budget in a row after which a function stays on Wasm threads
 OVERRUNS_TO_STICK = 3
+#: arguments carrying more bytes than this run on a Wasm thread from the start (the bound wasi:http
+#: bodies moved by an inline call have, ``INLINE_BYTES``)
+INLINE_ARG_BYTES = INLINE_BYTES
 
 
 class BudgetOverrun(Reroute):
@@ -68,6 +77,25 @@ def budget_s(calls: CallPaths) -> float | None:
     if not calls.inline_calls or calls.inline_budget_ms <= 0:
         return None
     return calls.inline_budget_ms / 1000.0
+
+
+def heavy(args: list[Any]) -> bool:
+    """Whether ``args`` carry more than :data:`INLINE_ARG_BYTES` in byte or text strings, counted
+    at the top and one level down (an HTTP request record's body): a quick look, no walk."""
+    n = 0
+    for a in args:
+        t = type(a)
+        if t is bytes or t is str or t is bytearray:
+            n += len(a)
+        elif t is dict:
+            for v in a.values():
+                if type(v) is bytes or type(v) is str:
+                    n += len(v)
+        elif t is list:
+            for v in a:
+                if type(v) is bytes or type(v) is str:
+                    n += len(v)
+    return n > INLINE_ARG_BYTES
 
 
 def eligible(grants: WasiGrants) -> bool:

@@ -108,7 +108,7 @@ async def test_bodies_past_what_one_call_carries_into_wasm(front_path, lattice_c
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
         body = bytes(range(256)) * (MAX_BYTES_PER_CALL // 256)
         r = await http.put("/echo", content=body)  # the most a request may carry: served whole
-        assert r.status_code == 200 and r.content == body
+        assert r.status_code == 200 and r.content == body, (r.status_code, r.text[:500])
         r = await http.put("/echo", content=b"x" * (MAX_BYTES_PER_CALL + 1))
         assert r.status_code == 413 and f"over the limit of {MAX_BYTES_PER_CALL}" in r.text
         r = await http.get(f"/big/{MAX_BYTES_PER_CALL + 400_000}")

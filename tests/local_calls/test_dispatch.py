@@ -8,14 +8,25 @@ from trellis.host.workers import dispatch
 from trellis.host.workers.dispatch import COLOCATED, INLINE, REMOTE, THREAD, DispatchDecision, Why
 
 
-@pytest.mark.parametrize("inline_allowed, needs_thread, way", [
-    (True, False, INLINE),
-    (True, True, THREAD),  # seen to need a thread: stays there
-    (False, False, THREAD),  # inline calls off, or a component that cannot be run again
-    (False, True, THREAD),
+@pytest.mark.parametrize("inline_allowed, needs_thread, heavy, way", [
+    (True, False, False, INLINE),
+    (True, True, False, THREAD),  # seen to need a thread: stays there
+    (False, False, False, THREAD),  # inline calls off, or a component that cannot be run again
+    (False, True, False, THREAD),
+    (True, False, True, THREAD),  # arguments too heavy to copy into Wasm on the loop
 ])
-def test_entry(inline_allowed: bool, needs_thread: bool, way: dispatch.Way) -> None:
-    assert dispatch.entry(inline_allowed, needs_thread) is way
+def test_entry(inline_allowed: bool, needs_thread: bool, heavy: bool, way: dispatch.Way) -> None:
+    assert dispatch.entry(inline_allowed, needs_thread, heavy) is way
+
+
+def test_heavy_arguments() -> None:
+    from trellis.host.workers.inline import INLINE_ARG_BYTES, heavy
+
+    body = b"x" * (INLINE_ARG_BYTES + 1)
+    assert heavy([{"method": "PUT", "headers": [["a", "b"]], "body": body}])  # an HTTP request record
+    assert heavy([body]) and heavy(["y" * (INLINE_ARG_BYTES + 1)]) and heavy([[body[:100], body]])
+    assert not heavy([{"method": "PUT", "body": body[:INLINE_ARG_BYTES - 3]}, 1, None])  # 3: "PUT"
+    assert not heavy([[1] * 100_000])  # a list of numbers is not counted (no walk)
 
 
 def test_a_lattice_call_sticks_at_once_and_overruns_only_in_a_row() -> None:

@@ -41,7 +41,9 @@ async def test_leaf_calls_run_on_the_loop_unless_turned_off(nats_server, lattice
         assert await asyncio.gather(*(c.call("adder", ADD, i, i) for i in range(20))) == [2 * i for i in range(20)]
         echo, adder = await stats(h, "echo"), await stats(h, "adder")
     assert echo["served"] == len(inputs) and adder["served"] == 20
-    assert echo["inline"] == {"served": len(inputs) if on else 0, "rerouted": 0}
+    # but the call carrying 100 kB: copying its argument into Wasm (and its result out) would hold
+    # the loop in host code no budget cuts short, so it goes to a Wasm thread at once
+    assert echo["inline"] == {"served": len(inputs) - 1 if on else 0, "rerouted": 0}
     assert adder["inline"] == {"served": 20 if on else 0, "rerouted": 0}
 
 

@@ -22,7 +22,7 @@ from trellis.kit import procs
 from trellis.up import Child, Up, UpError, UpSettings
 
 from ..components.build import build_wat
-from ..harness import run_cli
+from ..harness import eventually, run_cli
 from ..wadm_e2e.helpers import component_app, wait_status
 
 
@@ -54,6 +54,20 @@ async def _hosts(url: str) -> list[HostInfo]:
         return await client.get_hosts()
 
 
+def _child(parent: psutil.Process, needle: str, timeout: float) -> psutil.Process:
+    """The child of ``parent`` whose command line has ``needle``, as soon as it is spawned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for c in parent.children():
+            try:
+                if needle in c.cmdline():
+                    return c
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.01)  # (a poll: children are not announced)
+    raise AssertionError(f"no child {needle!r} of {parent.cmdline()}")
+
+
 async def _deploy(url: str, manifest: str) -> str:
     """Put and deploy ``manifest`` at once (no waiting for wadm: the banner promised it answers)."""
     async with LatticeClient(url) as client:
@@ -67,17 +81,26 @@ def test_up_runs_nats_and_host_and_stops_cleanly(tmp_path):
     port = _free_port()
     state = tmp_path / "state"
     url = f"nats://127.0.0.1:{port}"
-    argv = procs.trellis_argv("up", "--state-dir", str(state), "--nats-port", str(port), "--no-ui")
+    # wadm as a child of its own, so that it can be held back: the banner must wait for it (in the
+    # host's process, the default, it starts only once the host answers: the same race, not as easy to hold)
+    argv = procs.trellis_argv("up", "--state-dir", str(state), "--nats-port", str(port), "--no-ui", "--wadm-process")
     up = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           start_new_session=True)
     try:
+        # wadm held (stopped) until the host answers, as a wadm slower to start than its host: without
+        # the wait, an 'app deploy' right after the banner found no controller
+        wadm = _child(psutil.Process(up.pid), "wadm", 30)
+        wadm.suspend()
+        try:
+            asyncio.run(eventually(lambda: _hosts(url), 60, what="the host to answer"))
+        finally:
+            wadm.resume()
         banner = _read_until(up, "Press Ctrl-C", 60)
         assert url in banner and "host" in banner and "controller running" in banner
         children = psutil.Process(up.pid).children(recursive=True)
         assert any("nats-server" in " ".join(c.cmdline()) for c in children)
 
-        # the banner means up: wadm takes a deploy at once (the controller in the host's process starts
-        # once the host does, and serves its API a second or more later: the banner waits for it) ...
+        # the banner means up: wadm takes a deploy at once ...
         assert asyncio.run(_deploy(url, component_app("calc", build_wat("adder"), instances=1))) == "deployed"
         # ... the host answers its first ping, and takes a start at once (its workers are ready:
         # a start sent to one still booting them could hang at "loading into the workers")

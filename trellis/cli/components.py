@@ -373,6 +373,8 @@ def start_provider(
 ) -> None:
     """Start a capability provider process on a host."""
     if (ref.endswith(".py") or Path(ref).expanduser().is_dir()) and not ref.startswith("file://"):
+        if not Path(ref).expanduser().exists():  # not the host's "cannot read it (not on that machine)"
+            raise fail(f"{ref}: no such file")
         ref = str(Path(ref).expanduser().resolve())  # a file or a package folder, for a host on this machine
 
     data = run_on(conn, lambda c: c.start_provider(ref, provider_id, host_id=host_id,

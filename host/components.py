@@ -28,10 +28,10 @@ from trellis.interfaces.control import (
 from trellis.interfaces.errors import ErrorCode, TrellisError
 from trellis.interfaces.events import EventType
 from trellis.interfaces.policy import claims_body
+from trellis.kit.freemem import give_back_freed_memory
 from trellis.samehost import handoff
 
 from .artifacts import ArtifactFetcher
-from .runtime.memory import give_back_freed_memory
 from .workers import WorkerPool
 from .workers.messages import Boot, Load
 

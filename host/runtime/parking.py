@@ -127,7 +127,7 @@ def park_all(due: Iterable[tuple[str, Invoker]]) -> list[str]:
     last reference to the code of a component that served calls: the young generations, and
     the whole heap only if a parked artifact is still mapped after that) and the freed memory
     goes back to the system."""
-    from .memory import give_back_freed_memory
+    from trellis.kit.freemem import give_back_freed_memory
 
     parked: list[str] = []
     artifacts: set[str] = set()

@@ -36,7 +36,6 @@ from trellis.host.runtime import (
     wasmtime_patches,
 )
 from trellis.host.runtime.engine import engine_settings
-from trellis.host.runtime.memory import give_back_freed_memory
 from trellis.host.runtime.parking import Parking, load_parkable, park_all
 from trellis.host.runtime.wasi_http.outgoing import use_hub as use_stream_hub
 from trellis.interfaces.connection import NatsSettings, connect, goodbye
@@ -48,6 +47,7 @@ from trellis.interfaces.rpc_server import RpcServer
 from trellis.interfaces.secrets import SecretValue
 from trellis.interfaces.tracing import setup_tracing
 from trellis.kit import gc_tuning
+from trellis.kit.freemem import give_back_freed_memory
 from trellis.kit.meters import Telemetry
 from trellis.kit.natsstream import StreamHub
 from trellis.kit.service import Service

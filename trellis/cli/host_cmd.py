@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import sys
+import typing
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,10 +95,11 @@ def host_command(
         setup_logging("host", level=log_level, fmt=log_format, to=log_to, log_dir=state_dir.expanduser() / "logs")
     except ValueError as exc:
         raise fail(f"--log-format/--log-to: {exc}") from None
-    from trellis.host.runtime.engine import ALLOCATORS
-
-    if instance_allocator not in ALLOCATORS:
-        raise fail(f"--instance-allocator {instance_allocator!r}: expected one of {', '.join(ALLOCATORS)}")
+    # read from the settings' type: importing trellis.host.runtime would load wasmtime into a process
+    # that runs no Wasm (its workers do)
+    allocators = typing.get_args(HostSettings.model_fields["instance_allocator"].annotation)
+    if instance_allocator not in allocators:
+        raise fail(f"--instance-allocator {instance_allocator!r}: expected one of {', '.join(allocators)}")
     try:
         labels = parse_label_args(label)
         settings = HostSettings(

@@ -23,6 +23,10 @@ the minute after traffic at N = 50). The cycles a call leaves are young, so park
 collects the young generations first and walks the whole heap only when a parked
 artifact is still mapped after that (``/proc/self/maps``):
 ``give_back_freed_memory(collect_cycles=True, unmapped=paths)``.
+
+It lives in ``trellis.kit``, not in ``trellis.host.runtime``, so that a process that runs no
+Wasm (the host) calls it without importing the runtime package, which loads wasmtime (its
+shared library and bindings: ~6 MiB of the host's PSS).
 """
 
 from __future__ import annotations

@@ -122,8 +122,8 @@ def _load() -> ModuleType:
     layout = module.layout()
     want = {"stride": lip.STRIDE, "value": lip.VALUE_OFF,
             "result_val": ffi.wasmtime_component_valresult_t.val.offset,  # type: ignore[attr-defined]  # ctypes field descriptors
-            "variant_val": ffi.wasmtime_component_valvariant_t.val.offset,  # type: ignore[attr-defined]
-            "vec_data": ffi.wasmtime_component_vallist_t.data.offset}  # type: ignore[attr-defined]
+            "variant_val": ffi.wasmtime_component_valvariant_t.val.offset,  # type: ignore[attr-defined]  # as above
+            "vec_data": ffi.wasmtime_component_vallist_t.data.offset}  # type: ignore[attr-defined]  # as above
     if layout != want:
         raise RuntimeError(f"wasmtime's value layout {want} is not the one compiled for ({layout})")
     kinds = {"BOOL": 0, "U8": 2, "U64": 8, "STRING": 12, "LIST": 13, "TUPLE": 15, "VARIANT": 16, "OPTION": 18,

@@ -220,12 +220,26 @@ def _list(ty: Any, kind: int) -> tuple[int, Writer] | None:
     return kind, lst
 
 
-def byte_list_image(data: bytes) -> bytes:
+_U8 = bytes((ffi.WASMTIME_COMPONENT_U8.value,))
+_KIND_OFF = _offset(_VAL, "kind")
+
+
+def byte_list_image(data: bytes) -> bytearray:
     """The elements of a ``list<u8>`` as wasmtime lays them out: one ``u8`` value per byte."""
     image = bytearray(len(data) * _STRIDE)
-    image[_VAL.kind.offset::_STRIDE] = bytes((ffi.WASMTIME_COMPONENT_U8.value,)) * len(data)
+    image[_KIND_OFF::_STRIDE] = _U8 * len(data)
     image[_VOFF::_STRIDE] = data
-    return bytes(image)
+    return image
+
+
+def write_byte_list(address: int, data: bytes) -> None:
+    """Fill the ``len(data)`` elements of a ``list<u8>`` wasmtime allocated at ``address``
+    (``*_new_uninit``) with ``data``. The image is copied from where it was built, never
+    through a ``bytes`` of it: a 256 KiB piece is an 8 MiB image, and that copy was most of
+    the time (~45 -> ~11 ms a piece)."""
+    image = byte_list_image(data)
+    size = len(image)
+    ctypes.memmove(address, (ctypes.c_char * size).from_buffer(image), size)
 
 
 def _bytes(store: Any, val: Any, buf: Any, base: int, off: int) -> None:
@@ -234,8 +248,7 @@ def _bytes(store: Any, val: Any, buf: Any, base: int, off: int) -> None:
     data = bytes(val)
     _lib.list_new(base + off, len(data))  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
     if data:
-        image = byte_list_image(data)
-        _lib.copy(_read_ptr(buf, off + 8)[0], image, len(image))  # type: ignore[union-attr]  # _lib is set by apply(), before any writer is built
+        write_byte_list(_read_ptr(buf, off + 8)[0], data)
 
 
 def _allocate(new: Any, buf: Any, base: int, off: int, n: int, image: bytes, arr: Any) -> tuple[int, Any]:

@@ -176,8 +176,7 @@ def _to_c(self: Any, store: Any, val: Any, ptr: Any) -> None:
     raw = ffi.wasmtime_component_vallist_t()
     ffi.wasmtime_component_vallist_new_uninit(raw, n)
     if n:
-        image = lower_in_place.byte_list_image(data)
-        ctypes.memmove(raw.data, image, len(image))
+        lower_in_place.write_byte_list(ctypes.addressof(raw.data.contents), data)
     ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
     ptr.contents.of.list = raw
 

@@ -285,9 +285,12 @@ class PipeSource:
             if len(first) <= most:
                 chunks.popleft()
                 piece = first
-                # take more small chunks while they fit
-                while chunks and len(piece) + len(chunks[0]) <= most:
-                    piece += chunks.popleft()
+                if chunks and len(piece) + len(chunks[0]) <= most:  # more small chunks, while they fit:
+                    parts, size = [piece], len(piece)  # joined once (not copied again per chunk)
+                    while chunks and size + len(chunks[0]) <= most:
+                        parts.append(chunks.popleft())
+                        size += len(parts[-1])
+                    piece = b"".join(parts)
             else:
                 piece, chunks[0] = first[:most], first[most:]
             self.buffered -= len(piece)

@@ -46,6 +46,7 @@ from trellis.httpfront.config import ServerConfig
 from trellis.httpfront.gateway import FUNCTION, INTERFACE, CallFailed, NatsCaller, call_failure
 from trellis.httpfront.listener import Listener
 from trellis.httpfront.protocol import HttpConnection
+from trellis.httpfront.relay import STREAMING_WAIT_S
 from trellis.httpfront.routes import Route, RouteTable
 from trellis.httpfront.streaming import HttpExchange
 from trellis.interfaces.envelope import ENVELOPE_ROOM, MAX_BODY, Invocation
@@ -111,8 +112,11 @@ class LocalCaller:
                                           instance_wait_s=instance_wait_s, retry_lost=retry_lost, trace=trace,
                                           invocation_id=invocation_id, exchange=exchange)
         assert served is not None and slots is not None
+        # a streamed exchange's deadline is an idle budget (``timeout_s`` to the invoker, restarted as its
+        # bodies move): the invocation's own, which its nested calls inherit, must outlast a long transfer
+        whole_s = max(timeout_s, STREAMING_WAIT_S) if exchange is not None else timeout_s
         inv = Invocation(target=target, interface=INTERFACE, function=FUNCTION, args=[request], source=self.source,
-                         id=invocation_id or self.new_id(), deadline_ms=int((time.time() + timeout_s) * 1000),
+                         id=invocation_id or self.new_id(), deadline_ms=int((time.time() + whole_s) * 1000),
                          link=link_name, trace=trace or {})
         token = EXCHANGE.set(exchange) if exchange is not None else None
         try:  # as the RPC server serves it: its span (or the request's trace context), its errors, its counts

@@ -9,6 +9,8 @@ through builtin:http-client.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -121,3 +123,15 @@ async def test_outgoing_requests_and_keyvalue_through_links(lattice_client, wasi
             r = await http.get("/kv/greeting")
             assert (r.status_code, r.content) == (200, b"hello from wasi:http")
             assert (await http.get("/kv/nothing")).status_code == 404
+    # a streamed upload longer than the route's timeout, then a call to a link: the calls a
+    # handler makes are not cut by the route's timeout once its body has moved past it
+    slow = await wasi_route(c, "wasihttp", "slow", timeout_ms="800")
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield b"x" * 1000
+            await asyncio.sleep(0.25)  # a slow client's pace (2 s in all), not a synchronisation
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{slow}", timeout=60) as http:
+        r = await http.put("/kv/slow", content=trickle())
+        assert r.status_code == 204, r.text
+        assert (await http.get("/kv/slow")).content == b"x" * 8000

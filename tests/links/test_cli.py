@@ -88,3 +88,10 @@ async def test_link_put_warns_about_ends_nothing_runs_and_empty_lattices_say_so(
     assert "warning: neither 'comp' nor 'kv-redis' runs anywhere" in out.stderr, out.stderr
     table = ok(await asyncio.to_thread(cli, "get", "hosts"))
     assert "os=linux" in table  # the table shows every label -o json shows
+
+
+def test_no_links_is_one_line_saying_what_to_do(cli):
+    r = cli("get", "links", "--source", "nobody")
+    assert r.returncode == 0 and r.stdout == "", r
+    assert r.stderr.strip().endswith("match: 'trellis link put' adds one (an app's manifest declares its own)")
+    assert json.loads(ok(cli("get", "links", "--source", "nobody", "-o", "json"))) == []

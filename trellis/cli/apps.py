@@ -260,7 +260,8 @@ def list_command(output: Output = OutputOpt, *, conn: Conn) -> None:
     if emit(reply.apps, output):
         return
     table(f"applications in lattice {conn.lattice!r}", ["NAME", "DEPLOYED", "LATEST", "STATUS", "MESSAGE"],
-          [(a.name, a.deployed_version or "-", a.latest_version, a.status.value, a.message) for a in reply.apps])
+          [(a.name, a.deployed_version or "-", a.latest_version, a.status.value, a.message) for a in reply.apps],
+          empty=f"no applications in lattice {conn.lattice!r} yet: 'trellis app deploy MANIFEST' deploys one")
     console.print(f"controller {reply.controller.id} ({reply.controller.role.value})", highlight=False)
 
 

@@ -142,6 +142,8 @@ def get_links(
              lk.name, ",".join(lk.source_config), ",".join(lk.target_config))
             for lk in links
         ],
+        empty=f"no links in lattice {conn.lattice!r}" + (" match" if source or target else "")
+        + ": 'trellis link put' adds one (an app's manifest declares its own)",
     )
 
 

@@ -80,7 +80,13 @@ def emit(obj: Any, output: Output) -> bool:
     return False
 
 
-def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+          empty: str | None = None) -> None:
+    """Rows as a table; none, with ``empty``: that line on stderr instead (what to do next), not an
+    empty table."""
+    if not rows and empty is not None:
+        err_console.print(empty, highlight=False, markup=False)
+        return
     t = Table(title=title, show_lines=False, header_style="bold")
     for c in columns:
         t.add_column(c, overflow="fold", no_wrap=c in ("ID", "NAME"))

@@ -57,7 +57,8 @@ def get_components(output: Output = OutputOpt, timeout: float = TimeoutOpt, *, c
         (r.id, f"{r.app} {r.app_version or ''}".strip() if r.app else "", r.image, r.max_instances,
          _placed([(p.host_name, str(p.max_instances)) for p in r.hosts]))
         for r in rows
-    ])
+    ], empty=f"no components run in lattice {conn.lattice!r}: start one ('trellis start component') or "
+             "deploy an app ('trellis app deploy')")
 
 
 @get_app.command("providers")
@@ -73,7 +74,8 @@ def get_providers(output: Output = OutputOpt, timeout: float = TimeoutOpt, *, co
         (r.id, f"{r.app} {r.app_version or ''}".strip() if r.app else "", r.image, r.status,
          _placed([(p.host_name, p.status) for p in r.hosts]))
         for r in rows
-    ])
+    ], empty=f"no providers run in lattice {conn.lattice!r}: start one ('trellis start provider') or "
+             "deploy an app ('trellis app deploy')")
 
 
 def events_command(

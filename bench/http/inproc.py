@@ -187,4 +187,9 @@ if __name__ == "__main__":
                         help="full: the whole path; front: the HTTP front with a caller that answers at once; "
                              "invoke: Invoker.invoke alone with the request's record")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.rounds, args.fresh, args.profile, args.layer))
+    try:  # the loop a worker runs (host/workers/worker.py)
+        import uvloop
+    except ImportError:
+        asyncio.run(main(args.n, args.rounds, args.fresh, args.profile, args.layer))
+    else:
+        uvloop.run(main(args.n, args.rounds, args.fresh, args.profile, args.layer))

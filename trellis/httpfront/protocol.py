@@ -35,8 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from trellis.kit import eager
-
 from . import wire
 from .streaming import HttpExchange
 
@@ -56,24 +54,6 @@ _SMALL = 64 * 1024
 _METHODS: dict[bytes, str] = {}
 _NAMES: dict[bytes, str] = {}
 _RESOLUTION = time.get_clock_info("monotonic").resolution
-
-
-class _Answered:
-    """``HttpConnection._task`` once a request was answered at once (as a task that is done), or
-    (``_PENDING``) while the request to answer next waits for the end of the read it came in."""
-
-    __slots__ = ()
-
-    @staticmethod
-    def done() -> bool:
-        return True
-
-    @staticmethod
-    def cancel() -> bool:
-        return False
-
-
-_ANSWERED, _PENDING = _Answered(), _Answered()
 
 
 class Request:
@@ -102,8 +82,7 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "listener", "loop", "transport", "parser", "_url", "_headers", "_host", "_length", "_expect", "_trace",
         "_body", "_size", "_head_size", "_route", "_reject", "_close_after", "_parsing", "_stopped",
-        "_queue", "_task", "_first", "_feeding", "_timer", "_due", "_on_due", "_reading_paused", "_write_ready",
-        "draining", "_unread",
+        "_queue", "_task", "_timer", "_due", "_on_due", "_reading_paused", "_write_ready", "draining", "_unread",
         "_exchange", "streaming", "_body_paused", "_streams", "_stream_limit",
     )
 
@@ -113,10 +92,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self._queue: deque[Request] = deque()
-        #: the answering of requests in progress: a task, or _ANSWERED once one was answered at once
-        self._task: asyncio.Task[None] | _Answered | None = None
-        self._first: Request | None = None  # the request to answer once this read is parsed (_PENDING)
-        self._feeding = False  # the parser is reading: what it completes is answered after it
+        self._task: asyncio.Task[None] | None = None
         #: the idle/read/linger deadline (_arm): the loop time it is due, what it calls, the loop's timer
         self._timer: asyncio.TimerHandle | None = None
         self._due: float | None = None
@@ -169,9 +145,6 @@ class HttpConnection(asyncio.Protocol):
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._queue.clear()
-        self._first = None
-        if self._task is _PENDING:
-            self._task = None
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_result(None)
         for exchange in (self._exchange, self.streaming):
@@ -219,7 +192,6 @@ class HttpConnection(asyncio.Protocol):
             return  # lingering after a refusal: what the client still sends is dropped
         if self._due is not None and self._task is None and not self._parsing:
             self._due = None  # idle no more
-        self._feeding = True
         try:
             self.parser.feed_data(data)
             if self._streams and self._exchange is None and self._parsing and not self._stopped:
@@ -231,10 +203,6 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self._stopped:
                 self._refuse(wire.BAD_REQUEST, f"malformed request: {exc}")
-        finally:
-            self._feeding = False
-        if self._task is _PENDING:  # answered now that the whole read is parsed (and judged)
-            self._start_answering()
 
     # --- parser callbacks -----------------------------------------------------------------
 
@@ -383,8 +351,8 @@ class HttpConnection(asyncio.Protocol):
         """Answer ``status`` (after anything queued before it), read nothing more, close."""
         self._parsing = False
         self._unread = True
-        self._stop_reading()  # first: an answer written at once (_enqueue) may linger, reading on
         self._enqueue(Request("GET", "/", [], b"", False, False, None, (status, message), None))
+        self._stop_reading()
 
     def _stop_reading(self) -> None:
         self._stopped = True
@@ -395,24 +363,12 @@ class HttpConnection(asyncio.Protocol):
     def _enqueue(self, request: Request) -> None:
         if self._task is None:
             self._due = None
-            self._first, self._task = request, _PENDING
-            if not self._feeding:
-                self._start_answering()
+            self._task = self.loop.create_task(self._serve(request))
             return
         self._queue.append(request)
         if len(self._queue) >= MAX_PIPELINE and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
-
-    def _start_answering(self) -> None:
-        """Answer the first request now, on this stack (an inline call: no task, no loop turn);
-        a task goes on with it if it has to wait (``trellis/kit/eager.py``)."""
-        request, self._first = self._first, None
-        assert request is not None
-        self._task = _ANSWERED
-        task = eager.start(self.loop, self._serve(request))
-        if task is not None:
-            self._task = task
 
     async def _serve(self, request: Request) -> None:
         try:

@@ -160,13 +160,18 @@ class Invoker:
         """
         if self._closed:
             raise RuntimeError("invoker is closed")
+        ticker = self.engine.enter()  # the epoch ticker may stop once no call runs
         if probe is None:
-            return self._invoke(function, args, handler, timeout_s, inline, None)
+            try:
+                return self._invoke(function, args, handler, timeout_s, inline, None)
+            finally:
+                self.engine.leave(ticker)
         probe.begin()
         slot: list[Live] = []
         try:
             return self._invoke(function, args, handler, timeout_s, inline, slot)
         finally:
+            self.engine.leave(ticker)
             touched = probe.end()
             if slot:
                 live = slot[0]

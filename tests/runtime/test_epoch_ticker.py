@@ -36,3 +36,39 @@ def test_ticker_sleeps_between_deadlines_and_makes_every_tick_of_one() -> None:
         assert asleep()
     finally:
         eng.close()
+
+
+def test_ticks_owed_to_a_call_stop_when_no_call_runs_and_others_are_kept() -> None:
+    """Issue 16 (idle CPU): a call's 10 s deadline outlives the call; ticking 100 times a second
+    until it passed was most of a worker's CPU after traffic. With no call running, the ticks
+    owed to deadlines armed inside calls are dropped; a deadline armed outside any call is not."""
+    import threading
+
+    eng = make_engine(EngineSettings(epoch_tick_ms=1, consume_fuel=False))
+    try:
+        eng.deadline_ticks(1.0)
+        ticker = eng._ticker
+        assert ticker is not None
+
+        def asleep() -> bool:
+            return ticker._count >= ticker._target and not ticker._wake.is_set()
+
+        _until(asleep)
+        outer = eng.enter()
+        inner = eng.enter()  # a nested call (a component calling another inline)
+        eng.arm(10**9)  # a deadline of ~11 days of ticks, inside the calls
+        eng.leave(inner)
+        assert ticker._target > ticker._count + 10**8  # the outer call still runs: owed
+        other = threading.Thread(target=lambda: eng.leave(eng.enter()))  # a call on another thread
+        other.start()
+        other.join()
+        assert ticker._target > ticker._count + 10**8
+        eng.leave(outer)
+        _until(asleep)  # no call runs: the ticks are dropped (else: 11 days of ticking)
+        before = ticker._count
+        eng.arm(30)  # armed outside any call (an instance made ahead of calls): ticked in full
+        eng.leave(eng.enter())
+        _until(lambda: ticker._count >= before + 30)
+        _until(asleep)
+    finally:
+        eng.close()

@@ -231,6 +231,50 @@ async def test_http_image_and_digest_pinning(nats_server, lattice, hosts, wasm, 
         thread.join()
 
 
+async def test_a_slow_start_tells_what_the_host_is_doing(nats_server, lattice, hosts, wasm, tmp_path):
+    """`trellis start component` shows the host's stage while it waits (a first start compiles for a
+    minute), not silence: here the artifact's server holds the download until the CLI said 'fetching'."""
+    import functools
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    release = threading.Event()
+
+    class Held(_QuietHandler):
+        def do_GET(self) -> None:
+            release.wait(30)
+            super().do_GET()
+
+    (tmp_path / "adder.wasm").write_bytes(wasm["adder"].read_bytes())
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Held, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    await hosts.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/adder.wasm"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trellis.cli.main", "start", "component", url, "held"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TRELLIS_NATS_URL": nats_server.url, "TRELLIS_LATTICE": lattice})
+    try:
+        assert proc.stderr is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), 30)
+        assert "held: start: fetching" in line, line
+        release.set()
+        out, err = await asyncio.to_thread(proc.communicate, timeout=30)
+        assert proc.returncode == 0, err
+        assert "component held running on host" in out
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()  # reaps it and closes its pipes
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 async def test_non_retryable_function_is_not_resent_when_lost(nats_server, lattice, tmp_path, wasm):
     """A host dies while running an at-most-once function: the caller is told, not re-sent."""
     a = HostProcess(nats_server.url, lattice, "--state-dir", str(tmp_path / "a"), "--workers", "1").wait_started()

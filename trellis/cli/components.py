@@ -19,7 +19,7 @@ from trellis.host.oci import Credentials
 
 from .hosts import stop_app
 from .options import Conn, with_conn
-from .output import fail, print_json, run, run_on
+from .output import fail, print_json, run, run_on, with_progress
 
 start_app = typer.Typer(help="Start components and providers.", no_args_is_help=True)
 scale_app = typer.Typer(help="Scale components.", no_args_is_help=True)
@@ -96,13 +96,18 @@ def start_component(
         limits["memory_bytes"] = memory_mb * 1024 * 1024
     image = _image(ref)
 
-    data = run_on(conn, lambda c: c.start_component(
-        image, component_id, max_instances=max_instances, host_id=host_id,
-        constraints=_constraints(constraint), wait=not no_wait, timeout_s=wait_timeout,
-        annotations=_constraints(annotation), config=config, digest=digest,
-        non_retryable=non_retryable,
-        wasi={"env": _constraints(env), "preopens": preopens, "inherit_stdio": inherit_stdio},
-        reuse={"max_invocations": reuse, "max_idle_s": reuse_idle}, limits=limits))
+    async def start(c: LatticeClient) -> dict[str, Any]:
+        host = (await c.pick_host(_constraints(constraint))).id if host_id is None else await c.resolve_host(host_id)
+        op = c.start_component(
+            image, component_id, max_instances=max_instances, host_id=host,
+            wait=not no_wait, timeout_s=wait_timeout,
+            annotations=_constraints(annotation), config=config, digest=digest,
+            non_retryable=non_retryable,
+            wasi={"env": _constraints(env), "preopens": preopens, "inherit_stdio": inherit_stdio},
+            reuse={"max_invocations": reuse, "max_idle_s": reuse_idle}, limits=limits)
+        return await op if no_wait else await with_progress(c, host, component_id, op)
+
+    data = run_on(conn, start)
     typer.echo(f"component {component_id} {'starting' if no_wait else 'running'} on host {data['host_id']}"
                + (f" (max {data.get('max_instances')} instances)" if not no_wait else ""))
 

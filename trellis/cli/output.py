@@ -156,3 +156,31 @@ def human_duration(s: float) -> str:
 def split_list(values: Sequence[str]) -> list[str]:
     """Repeatable option values, each of which may also be comma-separated."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+#: seconds an operation runs quietly before its progress is shown, and between two looks
+PROGRESS_AFTER_S = 1.0
+
+
+async def with_progress(c: LatticeClient, host_id: str, component_id: str, op: Awaitable[T]) -> T:
+    """Await ``op`` (an operation on ``component_id`` at ``host_id``), telling on stderr what
+    the host is doing for it whenever that changes (its inventory's ``pending``: fetching,
+    compiling, ...), so a first start that compiles for a minute is not a silent one."""
+    task = asyncio.ensure_future(op)
+    began, said = asyncio.get_running_loop().time(), ""
+    try:
+        while not task.done():
+            done, _ = await asyncio.wait({task}, timeout=PROGRESS_AFTER_S)
+            if done:
+                break
+            try:
+                stage = (await c.get_inventory(host_id)).pending.get(component_id, "")
+            except TrellisError:
+                continue  # the host is busy or gone: the operation's own outcome will say
+            if stage and stage != said:
+                said = stage
+                elapsed = asyncio.get_running_loop().time() - began
+                err_console.print(f"[dim]{escape(component_id)}: {escape(stage)} ({elapsed:.0f} s)[/dim]")
+        return await task
+    finally:
+        task.cancel()

@@ -377,65 +377,6 @@ class LocalComponentCaller:
 
 # --- the caller's side (blocking: a Wasm thread) -------------------------------------------
 
-#: bytes asked of the socket at once: a reply (or a progress frame and the reply) in one read
-_CHUNK = 1 << 16
-_TIMEVAL = struct.Struct("@ll")
-
-
-class _Line:
-    """A Wasm thread's blocking connection to one provider, with what it has read past a frame.
-
-    The socket stays in blocking mode: a Python socket with a timeout polls before every send
-    and every read (and sets its mode each time the timeout changes), each a system call that
-    lets go of the GIL, and with a worker's Wasm threads and event loop waiting for it, every
-    such release is a thread switch. Here a call is one ``send`` and, most often, one ``recv``
-    that takes the whole reply; how long a read may wait is the socket's ``SO_RCVTIMEO``, set
-    only when it changes (in milliseconds; a read that runs out raises ``BlockingIOError``).
-    """
-
-    __slots__ = ("sock", "buf", "wait_ms")
-
-    def __init__(self, sock: socket.socket, send_timeout_s: float) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        self.wait_ms = 0
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(max(1, int(send_timeout_s * 1000))))
-
-    def send(self, frame: bytes) -> None:
-        self.sock.sendall(_LEN.pack(len(frame)) + frame)
-
-    def read_frame(self, wait_s: float) -> bytes | None:
-        """The next frame; None when the connection closed (or sent a frame too large).
-        Raises ``BlockingIOError`` when nothing came for ``wait_s``."""
-        buf = self.buf
-        while True:
-            if len(buf) >= 4:
-                (n,) = _LEN.unpack_from(buf)
-                if n > MAX_FRAME:
-                    return None
-                if len(buf) >= 4 + n:
-                    frame = bytes(buf[4:4 + n])
-                    del buf[:4 + n]
-                    return frame
-            ms = max(1, int(wait_s * 1000))
-            if ms != self.wait_ms:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(ms))
-                self.wait_ms = ms
-            chunk = self.sock.recv(_CHUNK)
-            if not chunk:
-                return None
-            if not buf and len(chunk) >= 4 and len(chunk) == 4 + _LEN.unpack_from(chunk)[0]:
-                return chunk[4:]  # the common case: one whole frame, nothing left over
-            buf += chunk
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _timeval(ms: int) -> bytes:
-    return _TIMEVAL.pack(ms // 1000, (ms % 1000) * 1000)
-
-
 class LocalRpcClient:
     """Calls providers of this host from Wasm threads; one blocking connection per thread and target."""
 
@@ -450,13 +391,13 @@ class LocalRpcClient:
         self._absent: dict[str, float] = {}
         self.stats = {"calls": 0, "remote": 0, "lost": 0}
 
-    def _conn(self, target: str) -> _Line | None:
-        conns: dict[str, _Line] | None = getattr(self._tls, "conns", None)
+    def _conn(self, target: str) -> socket.socket | None:
+        conns: dict[str, socket.socket] | None = getattr(self._tls, "conns", None)
         if conns is None:
             conns = self._tls.conns = {}
-        line = conns.get(target)
-        if line is not None:
-            return line
+        sock = conns.get(target)
+        if sock is not None:
+            return sock
         until = self._absent.get(target)
         if until is not None and time.monotonic() < until:
             return None
@@ -465,27 +406,25 @@ class LocalRpcClient:
             sock.connect(provider_address(self.lattice, self.host_id, target))
             if not handoff.same_user(sock):
                 raise PermissionError("another user's socket")
-            # a provider that takes no frame for as long as it may stay silent is presumed lost
-            line = _Line(sock, self.silence_s)
         except OSError:
             sock.close()
             self._absent[target] = time.monotonic() + RETRY_S
             return None
         self._absent.pop(target, None)
-        conns[target] = line
-        return line
+        conns[target] = sock
+        return sock
 
     def _drop(self, target: str) -> None:
-        line = self._tls.conns.pop(target, None)
-        if line is not None:
-            line.close()
+        sock = self._tls.conns.pop(target, None)
+        if sock is not None:
+            sock.close()
 
     def call(self, inv: Invocation, frame: bytes) -> Any:
         """The call's result; :data:`REMOTE` to send it over NATS instead; raises ``RpcError`` as
         the RPC client would (an error reply, at-most-once lost, deadline). The call's state
         (``call_policy``) says how long each read may wait and what a frame or a silence means."""
-        line = self._conn(inv.target)
-        if line is None:
+        sock = self._conn(inv.target)
+        if sock is None:
             return REMOTE
         self.stats["calls"] += 1
         now = time.monotonic()
@@ -494,7 +433,8 @@ class LocalRpcClient:
         if d.act is Act.FAIL:
             raise call_error(d, inv)
         try:
-            line.send(frame)
+            sock.settimeout(max(state.deadline - now, 0.001))
+            sock.sendall(_LEN.pack(len(frame)) + frame)
         except OSError:  # gone, or not reading: a frame not wholly sent is never served
             self._drop(inv.target)
             self.stats["remote"] += 1
@@ -503,8 +443,9 @@ class LocalRpcClient:
             event: CallEvent | ErrorReply | BadReply
             reply = None
             try:
-                data = line.read_frame(d.delay_s)
-            except (BlockingIOError, TimeoutError):
+                sock.settimeout(d.delay_s)
+                data = _read_frame(sock)
+            except TimeoutError:
                 event = CallEvent.TICK
             except OSError:
                 event = CallEvent.CLOSED
@@ -546,3 +487,24 @@ class LocalRpcClient:
         """Close this thread's connections."""
         for target in list(getattr(self._tls, "conns", {})):
             self._drop(target)
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _read_frame(sock: socket.socket) -> bytes | None:
+    head = _read_exactly(sock, 4)
+    if head is None:
+        return None
+    (n,) = _LEN.unpack(head)
+    if n > MAX_FRAME:
+        return None
+    return _read_exactly(sock, n)

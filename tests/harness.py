@@ -152,3 +152,22 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0
         argv = ["ip", "netns", "exec", netns, *argv]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def stop_process(proc: subprocess.Popen[Any], *, group: bool = False, grace_s: float = 30.0) -> None:
+    """Stop a process started in its own session: SIGTERM (to its whole group with ``group``),
+    SIGKILL to the group past ``grace_s``, then close its stdout pipe."""
+    import signal
+
+    if proc.poll() is None:
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if proc.stdout:
+        proc.stdout.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ import psutil
 
 from trellis.kit import procs
 from trellis.natsserver import NatsServer
+
+from ..harness import stop_process
 
 
 def _maps_wasmtime(pid: int) -> bool:
@@ -50,11 +51,4 @@ def test_the_host_process_does_not_load_wasmtime_and_its_worker_does(nats_server
         assert not _maps_wasmtime(host.pid)
         assert all(_maps_wasmtime(w.pid) for w in workers)
     finally:
-        os.killpg(host.pid, signal.SIGTERM)
-        try:
-            host.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(host.pid, signal.SIGKILL)
-            host.wait()
-        if host.stdout:
-            host.stdout.close()
+        stop_process(host, group=True)

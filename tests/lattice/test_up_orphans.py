@@ -25,7 +25,7 @@ from trellis.kit import procs
 from trellis.natsserver import NatsServer
 from trellis.up import port_free
 
-from ..harness import run_cli
+from ..harness import run_cli, stop_process
 from .test_up import _free_port, _read_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="death signals are Linux's")
@@ -62,18 +62,6 @@ def _belongs_to(state: Path, port: int) -> list[str]:
     return found
 
 
-def _stop(up: subprocess.Popen[bytes]) -> None:
-    if up.poll() is None:
-        os.kill(up.pid, signal.SIGTERM)
-        try:
-            up.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
-    if up.stdout:
-        up.stdout.close()
-
-
 def test_sigkill_of_up_leaves_nothing_and_the_next_up_starts_cleanly(tmp_path):
     adder = build_wat("adder")
     port = _free_port()
@@ -103,7 +91,7 @@ def test_sigkill_of_up_leaves_nothing_and_the_next_up_starts_cleanly(tmp_path):
         assert not _belongs_to(state, port)
         assert port_free("127.0.0.1", port)
     finally:
-        _stop(up)
+        stop_process(up)
 
     again = _start_up(state, port)
     try:
@@ -113,7 +101,7 @@ def test_sigkill_of_up_leaves_nothing_and_the_next_up_starts_cleanly(tmp_path):
         # the same lattice, its JetStream data kept: the component's artifact cache and the host's key
         assert (state / "host.seed").exists()
     finally:
-        _stop(again)
+        stop_process(again)
     assert not _belongs_to(state, port)
 
 
@@ -134,7 +122,7 @@ def test_a_leftover_nats_server_on_the_state_dir_is_stopped_with_one_line(tmp_pa
                              f"nats-server (pid {stray.proc.pid})."], out
             assert stray.proc.wait(5) is not None
         finally:
-            _stop(up)
+            stop_process(up)
     finally:
         stray.kill()
 

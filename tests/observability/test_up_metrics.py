@@ -4,8 +4,6 @@ controller gathered over NATS), with JSON logs in rotating files."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -15,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from trellis.kit import procs
 
+from ..harness import stop_process
 from ..lattice.test_up import _free_port, _read_until
 
 
@@ -52,15 +51,7 @@ def test_up_serves_the_lattices_metrics(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert busy.returncode != 0 and f"--metrics-port {metrics}" in busy.stderr
     finally:
-        if up.poll() is None:
-            os.kill(up.pid, signal.SIGTERM)
-            try:
-                up.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(up.pid, signal.SIGKILL)
-                up.wait()
-        if up.stdout:
-            up.stdout.close()
+        stop_process(up)
     logs = state / "logs"
     for name in ("host.log", "wadm.log"):
         lines = [json.loads(line) for line in (logs / name).read_text().splitlines() if line.strip()]

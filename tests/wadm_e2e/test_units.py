@@ -154,6 +154,43 @@ def test_failure_book_backoff_doubles_and_forgets():
     assert book.for_app("a") == []
 
 
+async def test_a_failure_of_a_command_under_way_when_its_app_is_deployed_again_is_not_remembered():
+    """A start sent for v1 that fails after v2 was deployed (which clears the app's failures) must not
+    make v2 'failed' with v1's reason (seen as 'not signed' for a v2 that was signed)."""
+    import asyncio
+
+    from trellis.wadm.controller.executor import CommandFailed, Executor, PassResult
+
+    sent, answer = asyncio.Event(), asyncio.Event()
+
+    class Slow(Executor):
+        def __init__(self) -> None:
+            self.book, self.may_act = FailureBook(), lambda: True
+
+        async def apply(self, cmd: object) -> None:
+            sent.set()
+            await answer.wait()
+            raise CommandFailed("component c is not signed")
+
+    ex = Slow()
+    v1 = StartComponent(host_id="H", component_id="c", image="unsigned", max_instances=1, app="a")
+    chain = asyncio.ensure_future(ex._chain([v1], PassResult("p")))
+    await asyncio.wait_for(sent.wait(), 5)
+    ex.book.clear_app("a")  # what deploying v2 does
+    answer.set()
+    await asyncio.wait_for(chain, 5)
+    assert ex.book.for_app("a") == []
+    ex2 = Slow()
+    answer.set()
+    await ex2._chain([v1], PassResult("p"))  # the same failure with no deploy between: remembered
+    assert [f.error for f in ex2.book.for_app("a")] == ["component c is not signed"]
+    ex3 = Slow()
+    planned_at = ex3.book.epoch("a")
+    ex3.book.clear_app("a")  # deployed again after the pass read its record, before the command went out
+    await ex3.run([v1], "p", {"a": planned_at})
+    assert ex3.book.for_app("a") == []
+
+
 def test_phases_keep_order_and_chains_serialise_one_target():
     cfg = PutConfig(name="n", values={"k": "v"}, app="a")
     s1 = StartComponent(host_id="H1", component_id="c", image="i", max_instances=1, app="a")

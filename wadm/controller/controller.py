@@ -414,19 +414,20 @@ class Controller(Service):
     async def reconcile_app(self, name: str) -> None:
         """One pass for one application: plan against a fresh snapshot, apply, remember."""
         record = self.records.get(name)
+        epoch = self.executor.book.epoch(name)  # read with the record: a deploy changes both at once
         version = self._view_version
         observed = self.observer.view.snapshot()
         pass_id = f"{self.id}.{next(self._passes)}"
         self._quiet.pop(name, None)
         with self.metrics.reconcile(name, pass_id) as outcome:
-            quiet = await self._reconcile(name, record, observed, pass_id, outcome)
+            quiet = await self._reconcile(name, record, observed, pass_id, outcome, epoch)
         if quiet:
             self._quiet[name] = (version, asyncio.get_running_loop().time())
         else:
             self._housekeeping_wake.set()  # it ticks again while this app is not quiet
 
     async def _reconcile(self, name: str, record: AppRecord | None, observed: Any, pass_id: str,
-                         outcome: dict[str, Any]) -> bool:
+                         outcome: dict[str, Any], epoch: int) -> bool:
         """One pass; whether it was quiet (nothing to do, the app deployed, no failure remembered)."""
         manifest: Manifest | None = None
         shared: dict[str, Manifest] = {}
@@ -446,7 +447,7 @@ class Controller(Service):
         if commands:
             what = f"{manifest.version}" if manifest is not None else "undeploy"
             log.info("[%s] %s (%s): %d command(s)", pass_id, name, what, len(commands))
-            result = await self.executor.run(commands, pass_id)
+            result = await self.executor.run(commands, pass_id, {name: epoch})
             outcome["applied"], outcome["failed"] = result.applied, result.failed
             if result.applied or result.failed:
                 self.last_pass[name] = pass_id

@@ -136,8 +136,11 @@ class Executor:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    async def run(self, commands: Sequence[Command], pass_id: str) -> PassResult:
+    async def run(self, commands: Sequence[Command], pass_id: str, epochs: dict[str, int] | None = None) -> PassResult:
+        """Apply ``commands``; ``epochs``: each app's failure epoch (`FailureBook.epoch`) when the pass read
+        what it planned from (a command's failure is forgotten if its app was deployed again since)."""
         result = PassResult(pass_id)
+        epochs = {cmd.app: self.book.epoch(cmd.app) for cmd in commands} | (epochs or {})
         now = self._now()
         todo = []
         for cmd in commands:
@@ -148,7 +151,7 @@ class Executor:
         if result.deferred:
             log.debug("[%s] %d command(s) backing off", pass_id, len(result.deferred))
         for phase in phases(todo):
-            outcomes = await asyncio.gather(*(self._chain(chain, result) for chain in chains(phase)),
+            outcomes = await asyncio.gather(*(self._chain(chain, result, epochs) for chain in chains(phase)),
                                             return_exceptions=True)
             for o in outcomes:
                 if isinstance(o, NotLeader):
@@ -160,14 +163,21 @@ class Executor:
                 break
         return result
 
-    async def _chain(self, chain: list[Command], result: PassResult) -> None:
+    async def _chain(self, chain: list[Command], result: PassResult, epochs: dict[str, int] | None = None) -> None:
+        epochs = epochs or {}
         for cmd in chain:
             if not self.may_act():
                 raise NotLeader()
             log.info("[%s] %s (%s)", cmd.pass_id, cmd.describe(), cmd.reason or "-")
+            epoch = epochs.get(cmd.app, self.book.epoch(cmd.app))
             try:
                 await self.apply(cmd)
             except CommandFailed as exc:
+                if self.book.epoch(cmd.app) != epoch:  # deployed again meanwhile: not the new version's failure
+                    log.info("[%s] %s failed after %s changed (not remembered): %s", cmd.pass_id, cmd.describe(),
+                             cmd.app, exc)
+                    result.failed.append((cmd, str(exc)))
+                    continue
                 failure = self.book.failed(cmd, str(exc), self._now())
                 log.warning("[%s] %s failed (attempt %d, retry in %.1fs): %s", cmd.pass_id, cmd.describe(),
                             failure.attempts, failure.retry_at - failure.failed_at, exc)

@@ -89,6 +89,13 @@ class FailureBook:
     restart_memory_s: float = 300.0
     """How long a restart is remembered: a provider unhealthy again within it goes elsewhere if it can."""
 
+    epochs: dict[str, int] = field(default_factory=dict)
+    """App → how many times its failures were cleared (a deploy, an undeploy, a delete): a command
+    that was under way when that happened must not record its failure against the new version."""
+
+    def epoch(self, app: str) -> int:
+        return self.epochs.get(app, 0)
+
     def delay(self, attempts: int) -> float:
         return float(min(self.max_s, self.base_s * 2 ** max(0, attempts - 1)))
 
@@ -112,6 +119,7 @@ class FailureBook:
         return [f for f in self.failures.values() if f.app == app]
 
     def clear_app(self, app: str) -> None:
+        self.epochs[app] = self.epoch(app) + 1
         for key in [k for k, f in self.failures.items() if f.app == app]:
             del self.failures[key]
 

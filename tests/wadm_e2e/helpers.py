@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tests.harness import eventually
 from trellis.interfaces.client import LatticeClient
+from trellis.interfaces.control import ComponentDescription
 from trellis.interfaces.wadm_api import AppStatusReply
 from trellis.interfaces.wadm_client import WadmClient
 
@@ -59,3 +60,15 @@ async def wait_status(w: WadmClient, name: str, want: str, timeout: float = 30.0
         return await eventually(reached, timeout, interval=0.1, what=f"{name} {want}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last status: {last[0].model_dump() if last else None}") from None
+
+
+async def deployed_at(w: WadmClient, c: LatticeClient, app: str, version: str, host_id: str,
+                      timeout: float = 60) -> ComponentDescription:
+    """The app's one component once ``app`` is deployed at ``version``, as ``host_id``'s inventory shows it."""
+    async def done() -> ComponentDescription | None:
+        st = await w.status(app)
+        if st.status != "deployed" or st.version != version:
+            return None
+        inv = await c.get_inventory(host_id)
+        return inv.components[0] if len(inv.components) == 1 else None
+    return await eventually(done, timeout, interval=0.1, what=f"{app} {version} deployed")

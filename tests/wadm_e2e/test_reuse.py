@@ -6,13 +6,12 @@ import shutil
 
 from tests.components.build import build_wat
 from trellis.interfaces.client import LatticeClient
-from trellis.interfaces.control import ComponentDescription, HostInfo
+from trellis.interfaces.control import HostInfo
 from trellis.interfaces.events import Event, EventType
 from trellis.wadm.controller.view import LatticeView
 from trellis.wadm.observed import Reuse
 
-from ..harness import eventually
-from .helpers import component_app, wait_status
+from .helpers import component_app, deployed_at, wait_status
 
 CID = "counting-counter"
 
@@ -37,20 +36,10 @@ async def test_manifest_reuse_reaches_the_host_and_a_change_is_applied_in_place(
         await w.put(path.read_text(), base_dir=str(tmp_path))
         await w.deploy("counting", version)
 
-    async def running(c: LatticeClient, version: str) -> ComponentDescription:
-        """The component once the app is deployed at `version`, as the host's inventory shows it."""
-        async def done() -> ComponentDescription | None:
-            st = await w.status("counting")
-            if st.status != "deployed" or st.version != version:
-                return None
-            inv = await c.get_inventory(h.id)
-            return inv.components[0] if len(inv.components) == 1 else None
-        return await eventually(done, 30, interval=0.1, what=f"counting {version} deployed")
-
     async with LatticeClient(nats_server.url, lattice) as c:
         await deploy("v1", "{max_invocations: 3}")
         await wait_status(w, "counting", "deployed")
-        comp = await running(c, "v1")
+        comp = await deployed_at(w, c, "counting", "v1", h.id, 30)
         assert comp.id == CID and comp.reuse is not None
         assert (comp.reuse.max_invocations, comp.reuse.max_idle_s) == (3, None)
         # one instance serves three calls, then a fresh one starts counting again
@@ -58,14 +47,14 @@ async def test_manifest_reuse_reaches_the_host_and_a_change_is_applied_in_place(
 
         # a new version that changes only reuse: the same placement is updated in place
         await deploy("v2", "{max_invocations: 1000, max_idle_s: 60}")
-        comp2 = await running(c, "v2")
+        comp2 = await deployed_at(w, c, "counting", "v2", h.id, 30)
         assert comp2.reuse is not None and (comp2.reuse.max_invocations, comp2.reuse.max_idle_s) == (1000, 60.0)
         assert comp2.revision == comp.revision + 1  # updated on its host, not stopped and started
         assert [await c.call(CID, "counter") for _ in range(5)] == [1, 2, 3, 4, 5]
 
         # dropping reuse from the manifest returns to the default: a fresh instance per call
         await deploy("v3", "")
-        comp3 = await running(c, "v3")
+        comp3 = await deployed_at(w, c, "counting", "v3", h.id, 30)
         assert comp3.reuse is not None and (comp3.reuse.max_invocations, comp3.reuse.max_idle_s) == (1, None)
         assert [await c.call(CID, "counter") for _ in range(3)] == [1, 1, 1]
 

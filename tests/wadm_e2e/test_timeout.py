@@ -10,11 +10,9 @@ import pytest
 from tests.components.build import build_wat
 from trellis.interfaces.annotations import TIMEOUT_ANNOTATION
 from trellis.interfaces.client import LatticeClient
-from trellis.interfaces.control import ComponentDescription
 from trellis.interfaces.rpc_client import RpcError
 
-from ..harness import eventually
-from .helpers import component_app
+from .helpers import component_app, deployed_at
 
 CID = "spinning-spinner"
 
@@ -34,20 +32,11 @@ async def test_a_manifest_sets_the_call_deadline_and_a_new_version_changes_it(
     w = wadm_client
 
     async with LatticeClient(nats_server.url, lattice) as c:
-        async def running(version: str) -> ComponentDescription:
-            async def done() -> ComponentDescription | None:
-                st = await w.status("spinning")
-                if st.status != "deployed" or st.version != version:
-                    return None
-                inv = await c.get_inventory(h.id)
-                return inv.components[0] if len(inv.components) == 1 else None
-            return await eventually(done, 60, interval=0.1, what=f"spinning {version} deployed")
-
         for version, ms in (("v1", 300), ("v2", 700)):
             path = write_manifest(spinning_app(version, ms), f"{version}.yaml")
             await w.put(path.read_text(), base_dir=str(tmp_path))
             await w.deploy("spinning", version)
-            comp = await running(version)
+            comp = await deployed_at(w, c, "spinning", version, h.id)
             assert comp.annotations.get(TIMEOUT_ANNOTATION) == str(ms)
             # a guest spinning in Wasm is stopped at the manifest's deadline (the default is 10 s)
             with pytest.raises(RpcError) as caught:

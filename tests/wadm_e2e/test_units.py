@@ -159,7 +159,7 @@ async def test_a_failure_of_a_command_under_way_when_its_app_is_deployed_again_i
     make v2 'failed' with v1's reason (seen as 'not signed' for a v2 that was signed)."""
     import asyncio
 
-    from trellis.wadm.controller.executor import CommandFailed, Executor, PassResult
+    from trellis.wadm.controller.executor import CommandFailed, Executor
 
     sent, answer = asyncio.Event(), asyncio.Event()
 
@@ -174,7 +174,7 @@ async def test_a_failure_of_a_command_under_way_when_its_app_is_deployed_again_i
 
     ex = Slow()
     v1 = StartComponent(host_id="H", component_id="c", image="unsigned", max_instances=1, app="a")
-    chain = asyncio.ensure_future(ex._chain([v1], PassResult("p")))
+    chain = asyncio.ensure_future(ex.run([v1], "p"))
     await asyncio.wait_for(sent.wait(), 5)
     ex.book.clear_app("a")  # what deploying v2 does
     answer.set()
@@ -182,7 +182,7 @@ async def test_a_failure_of_a_command_under_way_when_its_app_is_deployed_again_i
     assert ex.book.for_app("a") == []
     ex2 = Slow()
     answer.set()
-    await ex2._chain([v1], PassResult("p"))  # the same failure with no deploy between: remembered
+    await ex2.run([v1], "p")  # the same failure with no deploy between: remembered
     assert [f.error for f in ex2.book.for_app("a")] == ["component c is not signed"]
     ex3 = Slow()
     planned_at = ex3.book.epoch("a")

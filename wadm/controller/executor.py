@@ -163,13 +163,12 @@ class Executor:
                 break
         return result
 
-    async def _chain(self, chain: list[Command], result: PassResult, epochs: dict[str, int] | None = None) -> None:
-        epochs = epochs or {}
+    async def _chain(self, chain: list[Command], result: PassResult, epochs: dict[str, int]) -> None:
         for cmd in chain:
             if not self.may_act():
                 raise NotLeader()
             log.info("[%s] %s (%s)", cmd.pass_id, cmd.describe(), cmd.reason or "-")
-            epoch = epochs.get(cmd.app, self.book.epoch(cmd.app))
+            epoch = epochs[cmd.app]
             try:
                 await self.apply(cmd)
             except CommandFailed as exc:

@@ -42,6 +42,7 @@ from .control import ControlRouter
 from .identity import Identity, state_id
 from .labels import BUILTIN_KEYS, LabelError, builtin_labels, check_user_label
 from .metrics import HostMetrics
+from .provider_group import RunnerFactory
 from .providers import ProviderManager
 from .settings import HostSettings
 from .usage import host_usage
@@ -52,7 +53,9 @@ log = logging.getLogger(__name__)
 class Host(Service):
     name = "host"
 
-    def __init__(self, settings: HostSettings) -> None:
+    def __init__(self, settings: HostSettings, providers_here: RunnerFactory | None = None) -> None:
+        """``providers_here``: run the built-in providers' group in this process (``provider_group.py``;
+        ``trellis host`` passes it, ``TRELLIS_PROVIDERS_IN_HOST=0`` declines it)."""
         super().__init__()
         self.settings = settings
         subjects.check_lattice(settings.lattice)
@@ -83,7 +86,7 @@ class Host(Service):
                                    settings.state_dir)
         self._register_routes()
         self.components = ComponentManager(self)
-        self.providers = ProviderManager(self)
+        self.providers = ProviderManager(self, providers_here)
         self.metrics = HostMetrics(self, prometheus=settings.metrics_port is not None, scope=settings.metrics_scope)
         #: where /metrics is served, once started (None: not served)
         self.metrics_address: tuple[str, int] | None = None

@@ -114,8 +114,8 @@ class HostMetrics:
         out = []
         for pid_name, sup in list(self.host.providers.running.items()):
             proc = sup.proc
-            if proc is None or proc.returncode is not None:
-                continue
+            if proc is None or proc.returncode is not None or not self.host.providers.sharing(proc.pid):
+                continue  # (sharing 0: in the host's own process, whose figures are the host's)
             p = self._procs.get(proc.pid)
             if p is None:
                 try:

@@ -35,7 +35,7 @@ from trellis.interfaces.provider_package import unpack
 from trellis.interfaces.secrets import SecretsUnavailable
 from trellis.kit.procs import death_signal, supervised_env
 
-from .provider_group import GroupMember, ProviderGroup, builtin_module
+from .provider_group import GroupMember, ProviderGroup, RunnerFactory, builtin_module
 from .provider_refs import ProviderCommand, prepared_command, provider_command
 
 if TYPE_CHECKING:
@@ -83,12 +83,15 @@ class ProviderManager:
     start_timeout_s = 30.0
     stop_grace_s = 10.0
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, here: RunnerFactory | None = None) -> None:
+        """``here``: how to run the built-in providers' group in this process (``trellis host`` gives it)."""
         self.host = host
         self.running: dict[str, Supervised] = {}
         #: the one process of this host's built-in providers (None: each its own; TRELLIS_PROVIDER_GROUP=0)
-        self.group = (ProviderGroup(host.tasks, host.settings.state_dir / "logs")
-                      if host.settings.tuning.process.provider_group else None)
+        tuning = host.settings.tuning.process
+        self.group = (ProviderGroup(host.tasks, host.settings.state_dir / "logs",
+                                    here if tuning.providers_in_host else None, host.log_env())
+                      if tuning.provider_group else None)
         host.router.add("provider", ProviderOp.START, StartProviderCommand, self._op_start,
                         privileged=False)  # asked below
         host.router.add("provider", ProviderOp.STOP, StopProviderCommand, self._op_stop)

@@ -71,6 +71,7 @@ class CallPaths(BaseModel):
         "received and sent whole, as over NATS")
 
 
+
 class WasmTuning(BaseModel):
     """How wasmtime is driven (host/runtime/wasmtime_patches.py, docs/runtime.md)."""
 
@@ -123,6 +124,11 @@ class ProcessTuning(BaseModel):
         description="a host runs its built-in providers (builtin:NAME) in one process instead of one process "
         "each (host/provider_group.py): ~28 MiB of private memory less per built-in provider after the "
         "first; they share the process's fate (each is restarted when it dies)")
+    providers_in_host: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_PROVIDERS_IN_HOST"),
+        description="with provider_group, `trellis host` runs that group on its own event loop instead of a "
+        "process (host/provider_group.py): one Python process fewer, ~32 MiB of PSS; a provider that crashes "
+        "the interpreter then takes the host with it. Off: the group's own process")
 
 
 class Tuning(BaseModel):

@@ -60,7 +60,8 @@ async def _providers(host: Host) -> dict[str, dict[str, Any]]:
         entry: dict[str, Any] = {"app": sup.spec.annotations.get(APP_ANNOTATION, ""), "cpu_s": 0.0,
                                  "memory_bytes": 0, "memory_byte_s": 0.0, "calls": 0, "callers": {}}
         proc = sup.proc
-        if proc is not None and proc.returncode is None:
+        # in the host's own process (sharing 0): its CPU and memory are counted with the host's
+        if proc is not None and proc.returncode is None and host.providers.sharing(proc.pid):
             try:
                 p = psutil.Process(proc.pid)
                 with p.oneshot():

@@ -58,6 +58,7 @@ class HostFactory:
         self.hosts: list[Host] = []
 
     async def start(self, **overrides: Any) -> Host:
+        providers_here = overrides.pop("providers_here", None)  # host/provider_group.py's RunnerFactory
         settings = HostSettings(
             lattice=overrides.pop("lattice", self.lattice),
             nats=NatsSettings(url=overrides.pop("nats_url", self.nats_url)),
@@ -67,7 +68,7 @@ class HostFactory:
             state_dir=self.tmp / f"host{len(self.hosts)}",
             **overrides,
         )
-        host = Host(settings)
+        host = Host(settings, providers_here=providers_here)
         self.hosts.append(host)
         await host.start()
         return host

@@ -475,8 +475,10 @@ class TrellisFullApp(System):
         mode = (f"instance reuse (every component's manifest properties: reuse.max_invocations {reuse})"
                 if reuse > 1 else "fresh instance per call (the manifest's default)")
         self.info = {"mode": mode,
-                     "processes": f"host (+ wadm, idle, in its process unless TRELLIS_UP_WADM_PROCESS=1) + {workers} "
-                                  "worker process(es) + the built-in providers' process + nats-server",
+                     "processes": "host (+ wadm, idle, in its process unless TRELLIS_UP_WADM_PROCESS=1; + the built-in "
+                                  "providers, in its process unless TRELLIS_PROVIDERS_IN_HOST=0) + "
+                                  f"{workers} "
+                                  "worker process(es) + nats-server",
                      "workers": workers}
 
     @property

@@ -34,7 +34,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="de
 def _start_up(state: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     argv = procs.trellis_argv("up", "--state-dir", str(state), "--nats-port", str(port), *extra)
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "TRELLIS_WORKERS": "1"})
+                            # the providers' own process (not the host's, the default): a grandchild to outlive it
+                            env={**os.environ, "TRELLIS_WORKERS": "1", "TRELLIS_PROVIDERS_IN_HOST": "0"})
 
 
 def _wait_for_host(url: str, timeout: float = 60) -> None:

@@ -24,8 +24,9 @@ def test_defaults_and_every_variable() -> None:
         "TRELLIS_INLINE_CALLS", "TRELLIS_INLINE_BUDGET_MS", "TRELLIS_LOCAL_CALLS", "TRELLIS_LOCAL_CALLS_MAX_DEPTH",
         "TRELLIS_LOCAL_PROVIDERS", "TRELLIS_HTTP_HANDOFF", "TRELLIS_HTTP_STREAMS", "TRELLIS_HOLD_GIL",
         "TRELLIS_LOWER_IN_PLACE", "TRELLIS_WASI_HTTP_FAST", "TRELLIS_WASI_HTTP_NATIVE", "TRELLIS_WASM_PROFILER",
-        "TRELLIS_METRICS", "TRELLIS_GC_THRESHOLD", "TRELLIS_PARK_IDLE_S", "TRELLIS_PROVIDER_GROUP"}
-    assert len(off) == 11 and all(v is False for v in _bools(Tuning.from_env(off)))
+        "TRELLIS_METRICS", "TRELLIS_GC_THRESHOLD", "TRELLIS_PARK_IDLE_S", "TRELLIS_PROVIDER_GROUP",
+        "TRELLIS_PROVIDERS_IN_HOST"}
+    assert len(off) == 12 and all(v is False for v in _bools(Tuning.from_env(off)))
     for spelling in ("false", "No", " off "):
         assert Tuning.from_env({"TRELLIS_METRICS": spelling}).process.metrics is False
     assert Tuning.from_env({"TRELLIS_METRICS": "yes"}).process.metrics is True

@@ -17,6 +17,7 @@ from trellis.host.settings import default_state_dir
 
 if TYPE_CHECKING:
     from trellis.host.host import Host
+    from trellis.host.provider_group import Runner
 
     from .embedded_wadm import EmbeddedWadm
 
@@ -113,7 +114,7 @@ def host_command(
             metrics_port=metrics_port, metrics_host=metrics_host, metrics_scope=metrics_scope,
             log_format=log_format, log_to=log_to,
         )
-        host = Host(settings)
+        host = Host(settings, providers_here=_providers_here)
         wadm = _embedded_wadm(conn, policy, secrets_key, log_format, log_to, state_dir) if with_wadm else None
     except (LabelError, ValueError) as exc:
         raise fail(str(exc)) from None
@@ -128,6 +129,13 @@ def host_command(
     exit_with_parent()  # started by `trellis up`: it goes when that does
     code = runner(_run(host, wadm))
     raise typer.Exit(code)
+
+
+def _providers_here(emit: Callable[[dict[str, Any]], None], log_env: dict[str, str]) -> Runner:
+    """The built-in providers' group on this host's loop (``TRELLIS_PROVIDERS_IN_HOST=0``: a process)."""
+    from trellis.providers.builtin.group import in_host
+
+    return in_host(emit, log_env)
 
 
 def _embedded_wadm(conn: Conn, policy: object, secrets_key: str | None, log_format: str, log_to: str | None,

@@ -5,9 +5,11 @@
 An :class:`~trellis.host.runtime.Invoker` per component (``POST /orders`` with the body
 ``bench.http`` sends), fresh and reused instances, CPU time per request
 (``time.process_time``). The wasi:http component runs with the host's hot functions in
-native code (:mod:`trellis.host.runtime.wasi_http.native`) and without (``native off``:
-the ctypes callbacks of :mod:`.fastcall`), all variants interleaved round by round so the
-machine's load falls on each alike. Prints the best round of each, and the ratios.
+native code (:mod:`trellis.host.runtime.wasi_http.native`: C callbacks, and C implementations on
+the request's state), with the C callbacks but the Python implementations (``state off``:
+``TRELLIS_WASI_HTTP_NATIVE_STATE=0``), and without native code (``native off``: the ctypes
+callbacks of :mod:`.fastcall`), all variants interleaved round by round so the machine's load
+falls on each alike. Prints the best round of each, and the ratios.
 """
 
 from __future__ import annotations
@@ -59,16 +61,16 @@ def main() -> None:
     comps = {"trellis:http": load_component(engine, build_trellis_component().read_bytes(), cache),
              "wasi:http": load_component(engine, build_wasi_component().read_bytes(), cache)}
     gc_tuning.tune()  # as a worker does once it has started (host/workers/worker.py)
-    variants: list[tuple[str, str, bool]] = [("trellis:http", "", True)]
+    variants: list[tuple[str, str, bool, bool]] = [("trellis:http", "", True, True)]
     if native.available():
-        variants.append(("wasi:http", "native", True))
-    variants.append(("wasi:http", "native off", False))
+        variants += [("wasi:http", "native", True, True), ("wasi:http", "state off", True, False)]
+    variants.append(("wasi:http", "native off", False, False))
     best: dict[str, float] = {}
     samples: dict[str, list[float]] = {}
     for rnd in range(args.rounds):
         for mode, reuse, n in (("reuse", 10**9, args.n), ("fresh", 1, max(50, args.n // 5))):
-            for comp, label, on in variants:
-                native.enabled = on
+            for comp, label, on, state in variants:
+                native.enabled, native.state_enabled = on, state
                 inv = Invoker(comps[comp], reuse=ReusePolicy(max_invocations=reuse), limits=Limits(timeout_s=30))
                 _cpu_ms(inv, 20)  # warm: the first call of a new instance, caches
                 ms = _cpu_ms(inv, n)
@@ -76,13 +78,13 @@ def main() -> None:
                 best[key] = min(best.get(key, ms), ms)
                 samples.setdefault(key, []).append(round(ms, 4))
                 print(f"round {rnd} {key}: {ms:.3f} CPU-ms/req", flush=True)
-    native.enabled = True
+    native.enabled = native.state_enabled = True
     print()
     for k, v in best.items():
         print(f"{k:32s} {v:.3f} CPU-ms/req (best round)")
     for mode in ("reuse", "fresh"):
         base = best[f"trellis:http {mode}"]
-        for _, label, _ in variants[1:]:
+        for _, label, _, _ in variants[1:]:
             print(f"wasi:http {label} / trellis:http, {mode}: {best[f'wasi:http {label} {mode}'] / base:.2f}x")
     if args.json:
         args.json.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"), "load": os.getloadavg(),

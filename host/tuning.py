@@ -94,6 +94,11 @@ class WasmTuning(BaseModel):
         description="the hot wasi:http/wasi:io host functions' callbacks are C (host/runtime/wasi_http/native.py, "
         "compiled on first use into ~/.cache/trellis/native); off, or without a C compiler: fastcall.py's "
         "ctypes callbacks. Needs wasi_http_fast")
+    wasi_http_native_state: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_WASI_HTTP_NATIVE_STATE"),
+        description="the native callbacks run the hot wasi:http functions of a request the host holds whole "
+        "in C, on the request's objects (host/runtime/wasi_http/_native_state.c); off: their Python "
+        "implementations. Needs wasi_http_native")
     profiler: str | None = Field(
         None, json_schema_extra=_env("TRELLIS_WASM_PROFILER"),
         description="wasmtime profiling strategy for perf (perfmap, jitdump or vtune); None: none, as "

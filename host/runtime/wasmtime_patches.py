@@ -393,7 +393,7 @@ def hold_gil(on: bool) -> None:
 
 
 def switch(*, hold_gil_on: bool = True, lower_in_place_on: bool = True, wasi_http_fast_on: bool = True,
-           wasi_http_native_on: bool = True) -> None:
+           wasi_http_native_on: bool = True, wasi_http_native_state_on: bool = True) -> None:
     """Set the switches of the corrections above (a worker's ``tuning.wasm``, host/tuning.py):
     all on by default; off only to compare. Call at start, before any component is loaded."""
     from .wasi_http import fastcall, native
@@ -402,6 +402,7 @@ def switch(*, hold_gil_on: bool = True, lower_in_place_on: bool = True, wasi_htt
     lower_in_place.enabled = lower_in_place_on
     fastcall.enabled = wasi_http_fast_on
     native.enabled = wasi_http_native_on
+    native.state_enabled = wasi_http_native_state_on
 
 
 def _layout_ok() -> bool:

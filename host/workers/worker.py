@@ -475,7 +475,8 @@ def main() -> None:
     exit_with_parent()  # with its stdin closing, it does not outlive the host
     wasm = boot.tuning.wasm
     wasmtime_patches.switch(hold_gil_on=wasm.hold_gil, lower_in_place_on=wasm.lower_in_place,
-                            wasi_http_fast_on=wasm.wasi_http_fast, wasi_http_native_on=wasm.wasi_http_native)
+                            wasi_http_fast_on=wasm.wasi_http_fast, wasi_http_native_on=wasm.wasi_http_native,
+                            wasi_http_native_state_on=wasm.wasi_http_native_state)
     try:
         import uvloop
         uvloop.run(run(boot))

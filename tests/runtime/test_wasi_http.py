@@ -78,17 +78,21 @@ def test_inline_calls_go_to_a_thread_for_large_bodies_and_waits(loaded):
         assert inv.invoke(H, req)["status"] == 200  # on a thread, the same call is served
 
 
-@pytest.mark.parametrize("binding", ["native", "fast", "wasmtime-py"])
+@pytest.mark.parametrize("binding", ["native", "native-python-state", "fast", "wasmtime-py"])
 def test_every_binding_of_the_hosts_functions_answers_alike(loaded, monkeypatch, binding):
-    """The native callbacks (wasi_http/native.py, the default), the C-level binding with ctypes
-    callbacks (wasi_http/fastcall.py, TRELLIS_WASI_HTTP_NATIVE=0) and wasmtime-py's callbacks
-    (TRELLIS_WASI_HTTP_FAST=0) give the same answers, failures and resource bookkeeping."""
+    """The native callbacks with the request's state in C (wasi_http/native.py, _native_state.c: the
+    default), the native callbacks calling the Python implementations (TRELLIS_WASI_HTTP_NATIVE_STATE=0),
+    the C-level binding with ctypes callbacks (wasi_http/fastcall.py, TRELLIS_WASI_HTTP_NATIVE=0) and
+    wasmtime-py's callbacks (TRELLIS_WASI_HTTP_FAST=0) give the same answers, failures and resource
+    bookkeeping; what the C state leaves to Python (a header to refuse, a status out of range, a body
+    past the inline bound, a second write) is answered as the Python code answers it."""
     from trellis.host.runtime.wasi_http import fastcall, native
 
     monkeypatch.setattr(fastcall, "enabled", binding != "wasmtime-py")  # tuning.wasm.wasi_http_fast
-    monkeypatch.setattr(native, "enabled", binding == "native")  # tuning.wasm.wasi_http_native
+    monkeypatch.setattr(native, "enabled", binding.startswith("native"))  # tuning.wasm.wasi_http_native
+    monkeypatch.setattr(native, "state_enabled", binding == "native")  # tuning.wasm.wasi_http_native_state
     assert fastcall.active() is (binding != "wasmtime-py")
-    assert native.available() is (binding == "native")  # the machine has a C compiler: it must build
+    assert native.available() is binding.startswith("native")  # the machine has a C compiler: it must build
     inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=100), limits=Limits(timeout_s=30))
     held = []
     for _ in range(2):  # the second time on the same instance: every handle of the first was dropped
@@ -99,6 +103,13 @@ def test_every_binding_of_the_hosts_functions_answers_alike(loaded, monkeypatch,
         r = inv.invoke(H, request("/echo", "PUT", body, [["content-type", b"x/y"]]))
         assert (r["status"], r["body"]) == (200, body)
         assert inv.invoke(H, request("/status/404"))["status"] == 404
+        assert inv.invoke(H, request("/status/700"))["status"] == 500  # set-status-code refused it: a trap
+        r = inv.invoke(H, request("/hello", headers=[["x-test", b"a\r\nb"]]))  # from-list refuses the echo
+        assert r["status"] == 500, r
+        r = inv.invoke(H, request("/pieces", "POST", b"x" * 100))
+        assert (r["status"], r["body"]) == (200, b"first\nthen " + b"x" * 100)
+        r = inv.invoke(H, request("/big?n=70000"))  # written past the inline bound
+        assert r["body"] == (bytes(range(256)) * 274)[:70000]
         assert inv.invoke(H, request("/trap"))["status"] == 500
         # a record: read the slow way
         for case, text in (("internal", b"internal-error(boom)"), ("dns", b"DNS-error(")):
@@ -152,3 +163,38 @@ def test_a_reused_instance_does_not_grow_across_requests(loaded):
     assert objects2 - objects < 50, objects2 - objects  # a reference kept per request would be 1,000+
     assert rss2 - rss < 256 * 1024, rss2 - rss  # one value slot leaked per call would be ~450 KiB
     inv.close()
+
+
+def test_the_request_state_in_c_serves_a_held_request_without_the_python_implementations(loaded, monkeypatch):
+    """With the request's state in C (the default), a request the host holds whole calls none of the
+    Python implementations of the functions _native_state.c has; switched off, it calls them all."""
+    from trellis.host.runtime.wasi_http import io, native, types
+
+    calls: list[str] = []
+
+    def counted(name: str, impl):
+        def run(args):
+            calls.append(name)
+            return impl(args)
+        return run
+    for table in (io.IO, types.HTTP):
+        for key, impl in list(table.items()):
+            monkeypatch.setitem(table, key, counted(key[1], impl))
+    in_c = {"[method]incoming-request.method", "[method]incoming-request.path-with-query",
+            "[method]incoming-request.consume", "[method]incoming-body.stream",
+            "[method]input-stream.blocking-read", "[static]incoming-body.finish", "[static]fields.from-list",
+            "[constructor]outgoing-response", "[method]outgoing-response.set-status-code",
+            "[method]outgoing-response.body", "[static]response-outparam.set", "[method]outgoing-body.write",
+            "[method]output-stream.write", "[static]outgoing-body.finish"}
+    for state in (True, False):
+        monkeypatch.setattr(native, "state_enabled", state)
+        inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=100), limits=Limits(timeout_s=30))
+        calls.clear()
+        r = inv.invoke(H, request("/echo", "POST", b"order", [["content-type", b"x/y"]]))
+        assert (r["status"], r["body"]) == (200, b"order") and ["x-body-bytes", b"5"] in r["headers"]
+        if state:
+            assert not set(calls) & in_c, calls  # headers().entries, check-write, blocking-flush stay Python
+            assert "[method]fields.entries" in calls
+        else:
+            assert in_c <= set(calls), in_c - set(calls)
+        inv.close()

@@ -20,6 +20,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -67,6 +68,7 @@ typedef struct {
     PyObject *lower_slow;     /* (context, ty, out, results) -> None: the Python writer for the result */
     PyObject *failed;         /* (ctx, exception) -> str: records the failure, the trap's message */
     PyObject *where;          /* "interface.function" */
+    int fast;                 /* its C implementation in _native_state.c (FAST), or -1 */
     Py_ssize_t nparams;
     node_t **params;
     node_t *result;           /* NULL: no result */
@@ -132,6 +134,7 @@ static int set_error(PyObject *where, const char *what) {
 }
 
 #include "_native_values.c"
+#include "_native_state.c"
 
 /* --- the callback --- */
 
@@ -187,7 +190,7 @@ static void *call(func_t *f, void *context, const void *ty, val_t *args, size_t 
         if (a == NULL) { err = fail(f, ctx); goto done; }
         PyList_SET_ITEM(plain, (Py_ssize_t)i, a);
     }
-    out = PyObject_CallOneArg(f->impl, plain);
+    out = run_impl(f->fast, f->impl, plain);
     if (out == NULL) { err = fail(f, ctx); goto done; }
     if (f->result == NULL) goto done;
     if (!can_write(f->result, out)) {  /* the Python writer, nothing written yet */
@@ -265,13 +268,19 @@ static void finalize(void *env) {
 
 static PyObject *py_make_func(PyObject *self, PyObject *args) {
     PyObject *where, *params, *result, *impl, *slow_call, *lower_slow, *failed;
-    if (!PyArg_ParseTuple(args, "UOOOOOO", &where, &params, &result, &impl, &slow_call, &lower_slow, &failed))
+    int fast = -1;
+    if (!PyArg_ParseTuple(args, "UOOOOOO|i", &where, &params, &result, &impl, &slow_call, &lower_slow, &failed,
+                          &fast))
         return NULL;
+    int nfast = 0;
+    while (FAST[nfast].fn) nfast++;
+    if (fast >= nfast) return PyErr_Format(PyExc_ValueError, "no C implementation %d", fast);
     PyObject *ps = PySequence_Tuple(params);
     if (ps == NULL) return NULL;
     func_t *f = PyMem_Calloc(1, sizeof(func_t));
     if (f == NULL) { Py_DECREF(ps); return PyErr_NoMemory(); }
     f->where = where; Py_INCREF(where);
+    f->fast = fast;
     f->impl = impl; Py_INCREF(impl);
     f->slow_call = slow_call; Py_INCREF(slow_call);
     f->lower_slow = lower_slow; Py_INCREF(lower_slow);
@@ -359,7 +368,10 @@ static PyMethodDef methods[] = {
     {"init", py_init, METH_VARARGS, "init(functions, current_call, HostResource, CodecError)"},
     {"layout", py_layout, METH_NOARGS, "the value layout this module was compiled for"},
     {"addresses", py_addresses, METH_NOARGS, "(callback, dtor, finalizer, no-op finalizer) addresses"},
-    {"make_func", py_make_func, METH_VARARGS, "a function's native description (address)"},
+    {"make_func", py_make_func, METH_VARARGS, "a function's native description (address); its last "
+     "argument, optional, the index in fast_names() of its C implementation"},
+    {"fast_names", py_fast_names, METH_NOARGS, "the (interface, function) implemented in C, by index"},
+    {"init_state", py_init_state, METH_VARARGS, "the classes and constants of the request's state"},
     {"free_func", py_free_func, METH_O, "free a description wasmtime did not take"},
     {"own_into", py_own_into, METH_VARARGS, "own_into(context, slot, rep, type_id): an own handle in a value slot"},
     {NULL, NULL, 0, NULL},

@@ -16,6 +16,15 @@ into ``$XDG_CACHE_HOME/trellis/native`` (``~/.cache/trellis/native``), under a n
 the source's hash and the Python version, and loaded from there; nothing to install. Without a
 compiler (or with ``TRELLIS_WASI_HTTP_NATIVE=0``, ``tuning.wasm.wasi_http_native``) the
 ctypes callbacks of :mod:`.fastcall` serve, as before. It needs :mod:`.fastcall` active.
+
+The request's state (``_native_state.c``): for the dozen functions every request the host holds
+whole calls (the request's method, path and body stream, the response, its fields and body,
+the outparam), the callback does not call the Python implementation but a C one working on the
+same objects: they are ``__slots__`` classes, whose slots it reads and writes at their offsets
+(found once here, by :func:`_init_state`). It does only the plain case (a held body, a
+collected response, nothing to refuse, nothing past the inline bound) and hands anything else,
+untouched, to the Python implementation. ``TRELLIS_WASI_HTTP_NATIVE_STATE=0``
+(``tuning.wasm.wasi_http_native_state``) calls the Python implementations always, as before.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ from typing import Any
 
 from wasmtime import _ffi as ffi
 
+from trellis.interfaces.resources import unversioned
+
 from .. import lower_in_place as lip
 from ..codec import CodecError
 from ..imports import CURRENT_CALL, RESOURCE_TYPE_IDS, HostResource
@@ -49,9 +60,13 @@ log = logging.getLogger("trellis.host.runtime.wasi_http")
 ENV = "TRELLIS_WASI_HTTP_NATIVE"
 #: on unless switched off (``tuning.wasm.wasi_http_native``: wasmtime_patches.switch)
 enabled = True
+STATE_ENV = "TRELLIS_WASI_HTTP_NATIVE_STATE"
+#: the hot functions' C implementations on the request's state (``tuning.wasm.wasi_http_native_state``);
+#: read when a component's linker is built
+state_enabled = True
 
-SOURCE = Path(__file__).with_name("_native.c")  # it includes _native_values.c
-SOURCES = (SOURCE, Path(__file__).with_name("_native_values.c"))
+SOURCE = Path(__file__).with_name("_native.c")  # it includes _native_values.c and _native_state.c
+SOURCES = (SOURCE, Path(__file__).with_name("_native_values.c"), Path(__file__).with_name("_native_state.c"))
 NAME = "_trellis_wasi_native"
 _INTS = {"bool", "u8", "s8", "u16", "s16", "u32", "s32", "u64", "s64"}
 _FUNCTIONS = {  # the C module's name -> libwasmtime's
@@ -133,7 +148,48 @@ def _load() -> ModuleType:
     lib = ctypes.CDLL(str(ffi.filename))
     addresses = {name: ctypes.cast(lib[c_name], ctypes.c_void_p).value for name, c_name in _FUNCTIONS.items()}
     module.init(addresses, CURRENT_CALL, HostResource, CodecError)
+    try:
+        _init_state(module)
+    except Exception as exc:  # noqa: BLE001 - the callbacks still serve, with the Python implementations
+        log.warning("wasi:http request state in C unavailable (the Python implementations serve): %s", exc)
+        _state["fast"] = {}
     return module
+
+
+def _init_state(module: ModuleType) -> None:
+    """The classes whose slots ``_native_state.c`` reads and writes (each of those it makes with
+    every slot, in order), and the constants it needs. A class that changed its slots fails here."""
+    from trellis.kit import bodies
+
+    from . import io, types
+
+    def slots(cls: type, used: list[str] | None = None) -> tuple[type, list[str]]:
+        names = list(getattr(cls, "__slots__", ()))
+        if used is None:
+            return cls, names
+        if not set(used) <= set(names):
+            raise RuntimeError(f"{cls.__name__} has no slots {sorted(set(used) - set(names))}")
+        return cls, used
+    classes = {
+        "IncomingRequest": slots(types.IncomingRequest, ["method", "path_with_query", "body"]),
+        "ResponseOutparam": slots(types.ResponseOutparam, ["response", "error", "set", "exchange", "sink"]),
+        "BytesSource": slots(bodies.BytesSource, ["data", "pos"]),
+        "_DoneTrailers": (types._DoneTrailers, []),
+    }
+    made = {"Fields": (types.Fields, ["entries", "immutable"]),
+            "IncomingBody": (types.IncomingBody, ["source", "streamed"]),
+            "InputStream": (io.InputStream, ["source", "pos", "on_end", "streamed"]),
+            "OutgoingResponse": (types.OutgoingResponse, ["status", "headers", "body", "sink"]),
+            "OutgoingBody": (types.OutgoingBody, ["stream", "taken", "finished", "what"]),
+            "OutputStream": (io.OutputStream, ["sink", "size", "closed", "what"]),
+            "CollectSink": (bodies.CollectSink, ["chunks", "size", "limit", "what", "done"])}
+    for name, (cls, names) in made.items():  # made in C: every slot, in this order
+        if list(getattr(cls, "__slots__", ())) != names:
+            raise RuntimeError(f"{name}'s slots are {getattr(cls, '__slots__', None)}, not the {names} of "
+                               "_native_state.c")
+        classes[name] = (cls, names)
+    module.init_state(classes, io.CLOSED, types.FORBIDDEN, types.MAX_BODY, io.CHUNK, io.INLINE_BYTES)
+    _state["fast"] = {key: i for i, key in enumerate(module.fast_names())}
 
 
 def module() -> ModuleType | None:
@@ -236,7 +292,8 @@ def register(fn: Any, inst: Any, name: str, add_func: Any) -> bool:
         if ctx is not None:
             fn.on_failure(ctx, error)
         return f"import {fn.where} failed: {type(error).__name__}: {error}"
-    env = m.make_func(fn.where, params, spec(fn.result), fn.impl, fn.call, fn.lower_slow, failed)
+    fast = _state.get("fast", {}).get((unversioned(fn.interface), fn.name), -1) if state_enabled else -1
+    env = m.make_func(fn.where, params, spec(fn.result), fn.impl, fn.call, fn.lower_slow, failed, fast)
     encoded = name.encode("utf-8")
     err = add_func(ctypes.cast(inst.ptr(), ctypes.c_void_p), encoded, len(encoded), callback, env, finalizer)
     if err:

@@ -10,6 +10,10 @@ TERM → grace → KILL ladder.
 With ``--deploy`` it also deploys an application once the lattice is up: a
 manifest, or a folder of apps, which is built first and whose ``wadm.yaml`` is
 deployed (``trellis up --deploy examples/platform-poc``).
+
+Once the banner is out and a deploy has finished, the process replaces itself with the lean
+keeper of ``upkeep.py`` (same pid, same children, same supervision): ~10 MiB instead of the
+~39 the whole CLI holds (``TRELLIS_UP_LEAN=0``: it stays as it is).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -88,6 +93,9 @@ class UpSettings:
     log_to: str | None = None
     #: how long the banner waits for wadm's API to answer; past it, ``trellis up`` stops with an error
     wadm_ready_s: float = WADM_READY_S
+    #: once up (and deployed), the process becomes the lean keeper of ``upkeep.py`` (False: it stays as it is)
+    lean: bool = field(default_factory=lambda: os.environ.get("TRELLIS_UP_LEAN", "1").lower()
+                       not in ("0", "false", "no", "off"))
 
 
 class StateLock:
@@ -131,6 +139,9 @@ class StateLock:
             self._fh.truncate()
             self._fh.write(json.dumps(info))
             self._fh.flush()
+
+    def fileno(self) -> int | None:
+        return self._fh.fileno() if self._fh else None
 
     def release(self) -> None:
         if self._fh:
@@ -179,6 +190,9 @@ class Up:
         self.children: list[Child] = []
         self._stop = threading.Event()
         self._deployer: subprocess.Popen[bytes] | None = None
+        self._deploying: threading.Thread | None = None
+        #: the banner is out: the lattice is up
+        self._up = False
 
     @property
     def nats_url(self) -> str:
@@ -222,7 +236,8 @@ class Up:
             signal.signal(signal.SIGTERM, self.request_stop)
             self._start_all()
             if manifest is not None and not self._stop.is_set():
-                threading.Thread(target=self._deploy, args=(manifest,), name="deploy", daemon=True).start()
+                self._deploying = threading.Thread(target=self._deploy, args=(manifest,), name="deploy", daemon=True)
+                self._deploying.start()
             self._supervise()
             return 0
         finally:
@@ -316,6 +331,7 @@ class Up:
             + f"Try: trellis get hosts{'' if self.s.nats_port == 4222 else ' --nats-url ' + self.nats_url}\n"
             "Press Ctrl-C to stop."
         )
+        self._up = True
 
     def _wait_host(self, host_id: str, host: Child) -> bool:
         """Wait until the host answers control requests (it does once its workers are ready): the
@@ -386,6 +402,8 @@ class Up:
 
     def _supervise(self) -> None:
         while not self._stop.wait(0.2):
+            if self._settled():
+                self._hand_over()
             if self.nats and not self.nats.running():
                 self.say("nats-server exited; restarting it")
                 self.nats.start()
@@ -409,6 +427,46 @@ class Up:
                     c.next_start = 0.0
                     c.start()
                     self.lock.update(self._info())
+
+    def _settled(self) -> bool:
+        """Up, deployed, every child running (or stopped for good) and none waiting to restart."""
+        return (self.s.lean and self._up and not self._stop.is_set() and self.nats is not None
+                and self.nats.running() and (self._deploying is None or not self._deploying.is_alive())
+                and all(c.next_start == 0.0 and c.proc is not None and (c.done or c.proc.poll() is None)
+                        for c in self.children))
+
+    def _hand_over(self) -> None:
+        """Become the lean keeper (``upkeep.py``): same pid, so the children, the lock and the output stay."""
+        nats = self.nats
+        lock = self.lock.fileno()
+        if nats is None or nats.proc is None or nats.proc.stderr is None or lock is None:
+            return
+        err = nats.proc.stderr.fileno()
+        state = {
+            "lock_fd": lock, "info": {"nats_url": self.nats_url, "lattice": self.s.lattice},
+            "grace_s": self.s.stop_grace_s,
+            "nats": {"argv": nats.command(), "env": nats.environment(), "pid": nats.proc.pid, "stderr_fd": err,
+                     "log_file": str(nats.log_file) if nats.log_file else None},
+            "children": [{"name": c.name, "argv": c.argv, "log": str(c.log) if c.log else None,
+                          "pid": c.proc.pid, "restarts": c.restarts, "done": c.done}
+                         for c in self.children if c.proc is not None],
+        }
+        keeper = Path(__file__).with_name("upkeep.py")
+        # a Ctrl-C from here on waits, blocked, for the keeper's handler (the mask survives the exec)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        if self._stop.is_set():
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            return
+        os.set_inheritable(lock, True)
+        os.set_inheritable(err, True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execv(sys.executable, [sys.executable, "-P", str(keeper), json.dumps(state)])
+        except OSError as exc:  # it stays as it is
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            self.s.lean = False
+            self.say(f"warning: could not become the lean keeper ({exc}); supervising as before")
 
     def _prepare_deploy(self) -> Path | None:
         """``--deploy``: the manifest to deploy. A folder's apps are built first, before anything starts."""
@@ -492,8 +550,10 @@ def _last_line(log: Path | None) -> str:
 
 
 def _wadm_available() -> bool:
+    """Is wadm's controller installed? (Found, not imported: this process would hold it for nothing.)"""
+    import importlib.util
+
     try:
-        import trellis.wadm.controller  # noqa: F401 (is it installed?)
+        return importlib.util.find_spec("trellis.wadm.controller") is not None
     except ImportError:
         return False
-    return True

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -154,3 +155,50 @@ def test_up_gives_up_on_a_wadm_that_exits_or_never_answers(nats_server, lattice,
     finally:
         assert silent.proc is not None
         procs.stop(silent.proc, 1.0)
+
+
+def test_once_up_the_process_becomes_the_lean_keeper_and_supervises_as_before(tmp_path):
+    """trellis/upkeep.py: same pid, ~10 MiB instead of the CLI's ~39; a child that dies is restarted,
+    the lock names it, SIGTERM stops everything."""
+    port = _free_port()
+    state = tmp_path / "state"
+    argv = procs.trellis_argv("up", "--state-dir", str(state), "--nats-port", str(port), "--no-ui", "--no-wadm")
+    up = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                          env={**os.environ, "TRELLIS_WORKERS": "1"})
+    try:
+        _read_until(up, "Press Ctrl-C", 60)
+        keeper = psutil.Process(up.pid)
+        asyncio.run(eventually(lambda: any(a.endswith("upkeep.py") for a in keeper.cmdline()), 10,
+                               what="the keeper"))
+        rollup = Path(f"/proc/{up.pid}/smaps_rollup").read_text().splitlines()
+        pss = int(next(ln.split()[1] for ln in rollup if ln.startswith("Pss:")))
+        assert pss < 20 * 1024, pss  # KiB: the whole CLI held ~39 MiB
+
+        host = _child(keeper, "host", 5)
+        host.kill()  # a child that dies is restarted, as before the hand-over
+        out = _read_until(up, "host exited with -9; restarting in", 10)
+        again = asyncio.run(eventually(lambda: next((c for c in keeper.children()
+                                                     if "host" in c.cmdline() and c.pid != host.pid), None), 30,
+                                       what="the host started again"))
+
+        def locked() -> bool:  # the lock names it (the next run's check for leftovers)
+            lock = json.loads((state / "up.lock").read_text() or "{}")
+            return lock.get("pid") == up.pid and again.pid in [c["pid"] for c in lock.get("children", [])]
+
+        asyncio.run(eventually(locked, 10, what="the lock to name the new host"))
+        url = f"nats://127.0.0.1:{port}"
+        asyncio.run(eventually(lambda: _hosts(url), 60, what="the restarted host to answer"))
+
+        children = keeper.children(recursive=True)
+        os.kill(up.pid, signal.SIGTERM)
+        assert up.wait(30) == 0
+        assert "Trellis stopped." in out + _read_until(up, "Trellis stopped.", 5)
+        _, alive = psutil.wait_procs(children, timeout=5)
+        assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+        assert (state / "up.lock").read_text() == ""
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+        if up.stdout:
+            up.stdout.close()

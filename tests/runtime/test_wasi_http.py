@@ -108,6 +108,9 @@ def test_every_binding_of_the_hosts_functions_answers_alike(loaded, monkeypatch,
         assert r["status"] == 500, r
         r = inv.invoke(H, request("/pieces", "POST", b"x" * 100))
         assert (r["status"], r["body"]) == (200, b"first\nthen " + b"x" * 100)
+        r = inv.invoke(H, request("/poll", "POST", b"x", [["host", b"example.com"], ["x-test", b"a"]]))
+        assert r["body"] == (b"ready=[0, 1, 3] room=262144 scheme=Scheme_Http authority=example.com now=True"), r
+        assert ["x-test", b"a"] in r["headers"]  # the request's headers, cloned
         r = inv.invoke(H, request("/big?n=70000"))  # written past the inline bound
         assert r["body"] == (bytes(range(256)) * 274)[:70000]
         assert inv.invoke(H, request("/trap"))["status"] == 500
@@ -147,11 +150,12 @@ def test_a_reused_instance_does_not_grow_across_requests(loaded):
 
     assert native.available()
     inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=10**9), limits=Limits(timeout_s=30))
-    mix = [request("/hello?q=1", headers=[["x-test", b"a"]]), request("/status/404")]
+    mix = [request("/hello?q=1", headers=[["x-test", b"a"]]), request("/status/404"),
+           request("/poll", "POST", b"x")]  # a list of borrowed handles read natively
 
     def block() -> tuple[int, int]:
-        for i in range(1000):
-            inv.invoke(H, mix[i % 2])
+        for i in range(999):
+            inv.invoke(H, mix[i % 3])
         gc.collect()
         with open("/proc/self/statm") as f:
             return len(gc.get_objects()), int(f.read().split()[1]) * 4096
@@ -186,6 +190,10 @@ def test_the_request_state_in_c_serves_a_held_request_without_the_python_impleme
             "[constructor]outgoing-response", "[method]outgoing-response.set-status-code",
             "[method]outgoing-response.body", "[static]response-outparam.set", "[method]outgoing-body.write",
             "[method]output-stream.write", "[static]outgoing-body.finish"}
+    also_in_c = {"now", "[method]input-stream.subscribe", "[method]output-stream.subscribe",
+                 "[method]output-stream.check-write", "[method]output-stream.flush",
+                 "[method]output-stream.blocking-flush", "[method]fields.clone", "[method]incoming-request.scheme",
+                 "[method]incoming-request.authority"}
     for state in (True, False):
         monkeypatch.setattr(native, "state_enabled", state)
         inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=100), limits=Limits(timeout_s=30))
@@ -193,8 +201,13 @@ def test_the_request_state_in_c_serves_a_held_request_without_the_python_impleme
         r = inv.invoke(H, request("/echo", "POST", b"order", [["content-type", b"x/y"]]))
         assert (r["status"], r["body"]) == (200, b"order") and ["x-body-bytes", b"5"] in r["headers"]
         if state:
-            assert not set(calls) & in_c, calls  # headers().entries, check-write, blocking-flush stay Python
-            assert "[method]fields.entries" in calls
+            assert not set(calls) & (in_c | also_in_c), calls
+            assert "[method]fields.entries" in calls  # headers().entries stays Python
         else:
             assert in_c <= set(calls), in_c - set(calls)
+        calls.clear()
+        r = inv.invoke(H, request("/poll", "POST", b"x", [["host", b"h"]]))
+        assert r["body"].startswith(b"ready=[0, 1, 3] "), r
+        assert "poll" in calls and ("subscribe-duration" in calls)  # (pollables of a clock stay Python)
+        assert (not set(calls) & also_in_c) if state else also_in_c <= set(calls), calls
         inv.close()

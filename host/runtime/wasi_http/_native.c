@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 /* --- wasmtime's value layout (checked against wasmtime-py's ctypes structs in native.py) --- */
 

@@ -22,7 +22,7 @@ enum { REQ, FIELDS, IBODY, ISTREAM, BYTES, ORESP, OBODY, OSTREAM, COLLECT, OUTPA
 typedef struct { PyTypeObject *type; int n; Py_ssize_t off[MAXSLOTS]; } cls_t;
 static cls_t CLS[NCLS];
 /* the slots used below, in the order init_state is given their names */
-enum { REQ_METHOD, REQ_PATH, REQ_BODY };
+enum { REQ_METHOD, REQ_PATH, REQ_BODY, REQ_SCHEME, REQ_AUTHORITY };
 enum { FIELDS_ENTRIES, FIELDS_IMMUTABLE };
 enum { IBODY_SOURCE, IBODY_STREAMED };
 enum { IS_SOURCE, IS_POS, IS_ON_END, IS_STREAMED };
@@ -40,6 +40,7 @@ static PyObject *st_closed;        /* io.CLOSED: {"closed": None} */
 static PyObject *st_forbidden;     /* types.FORBIDDEN */
 static PyObject *st_max_body;      /* types.MAX_BODY (int) */
 static PyObject *st_response_body; /* "response body" */
+static PyObject *st_ready;         /* io.READY: the pollable that is always ready */
 static Py_ssize_t st_chunk, st_inline_bytes;
 static int state_ready;
 
@@ -104,6 +105,27 @@ static PyObject *f_path(PyObject *args, PyObject *py) {
     return v;
 }
 
+static PyObject *f_scheme(PyObject *args, PyObject *py) {
+    if (!IS(ARG(0), REQ)) FALLBACK();
+    PyObject *v = SLOT(ARG(0), REQ, REQ_SCHEME);
+    Py_INCREF(v);
+    return v;
+}
+
+static PyObject *f_authority(PyObject *args, PyObject *py) {
+    if (!IS(ARG(0), REQ)) FALLBACK();
+    PyObject *v = SLOT(ARG(0), REQ, REQ_AUTHORITY);
+    Py_INCREF(v);
+    return v;
+}
+
+/* monotonic-clock.now: time.monotonic_ns()'s clock */
+static PyObject *f_now(PyObject *args, PyObject *py) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) FALLBACK();
+    return PyLong_FromUnsignedLongLong((unsigned long long)ts.tv_sec * 1000000000ULL + (unsigned long long)ts.tv_nsec);
+}
+
 static PyObject *f_consume(PyObject *args, PyObject *py) {
     PyObject *req = ARG(0);
     if (!IS(req, REQ)) FALLBACK();
@@ -161,6 +183,60 @@ static PyObject *f_read(PyObject *args, PyObject *py) {
     set_slot(s, ISTREAM, IS_POS, new_mine);
     Py_DECREF(new_pos); Py_DECREF(new_mine);
     return one(s_ok, piece);
+}
+
+/* a held input stream's pollable, or a collected output stream's: always ready (io.READY) */
+static PyObject *f_subscribe_in(PyObject *args, PyObject *py) {
+    PyObject *s = ARG(0);
+    if (!IS(s, ISTREAM) || !IS(SLOT(s, ISTREAM, IS_SOURCE), BYTES)) FALLBACK();
+    Py_INCREF(st_ready);
+    return own(st_ready);
+}
+
+static PyObject *f_subscribe_out(PyObject *args, PyObject *py) {
+    PyObject *s = ARG(0);
+    if (!IS(s, OSTREAM) || !IS(SLOT(s, OSTREAM, OS_SINK), COLLECT)) FALLBACK();
+    Py_INCREF(st_ready);
+    return own(st_ready);
+}
+
+/* output-stream.check-write of a collected body: min(room, CHUNK), at least 1 (io.OutputStream.check_write) */
+static PyObject *f_check_write(PyObject *args, PyObject *py) {
+    PyObject *s = ARG(0);
+    if (!IS(s, OSTREAM)) FALLBACK();
+    PyObject *sink = SLOT(s, OSTREAM, OS_SINK);
+    if (!IS(sink, COLLECT) || SLOT(s, OSTREAM, OS_CLOSED) != Py_False || SLOT(sink, COLLECT, CS_DONE) != Py_False ||
+        !PyLong_CheckExact(SLOT(sink, COLLECT, CS_SIZE)) || !PyLong_CheckExact(SLOT(sink, COLLECT, CS_LIMIT)))
+        FALLBACK();
+    Py_ssize_t held = PyLong_AsSsize_t(SLOT(sink, COLLECT, CS_SIZE));
+    Py_ssize_t limit = PyLong_AsSsize_t(SLOT(sink, COLLECT, CS_LIMIT));
+    if (held < 0 || limit < 0) { PyErr_Clear(); FALLBACK(); }
+    Py_ssize_t room = limit - held > 0 ? limit - held : 1;
+    return one(s_ok, PyLong_FromSsize_t(room < st_chunk ? room : st_chunk));
+}
+
+/* output-stream.flush / blocking-flush of a collected body: nothing to wait for */
+static PyObject *f_flush(PyObject *args, PyObject *py) {
+    PyObject *s = ARG(0);
+    if (!IS(s, OSTREAM)) FALLBACK();
+    PyObject *sink = SLOT(s, OSTREAM, OS_SINK);
+    if (!IS(sink, COLLECT) || SLOT(sink, COLLECT, CS_DONE) != Py_False) FALLBACK();
+    if (SLOT(s, OSTREAM, OS_CLOSED) != Py_False) {
+        Py_INCREF(st_closed);
+        return one(s_err, st_closed);
+    }
+    return ok_none();
+}
+
+static PyObject *f_clone(PyObject *args, PyObject *py) {
+    PyObject *f = ARG(0);
+    if (!IS(f, FIELDS) || !PyList_CheckExact(SLOT(f, FIELDS, FIELDS_ENTRIES))) FALLBACK();
+    PyObject *entries = PyList_GetSlice(SLOT(f, FIELDS, FIELDS_ENTRIES), 0, PY_SSIZE_T_MAX);
+    if (entries == NULL) return NULL;
+    PyObject *vals[] = {entries, Py_False};
+    PyObject *copy = make(FIELDS, vals);
+    Py_DECREF(entries);
+    return copy == NULL ? NULL : own(copy);
 }
 
 static PyObject *f_finish_incoming(PyObject *args, PyObject *py) {
@@ -340,6 +416,15 @@ static const struct { const char *interface, *function; fast_f fn; int nargs; } 
     {"wasi:http/types", "[method]incoming-request.method", f_method, 1},
     {"wasi:http/types", "[method]incoming-request.path-with-query", f_path, 1},
     {"wasi:http/types", "[method]incoming-request.consume", f_consume, 1},
+    {"wasi:http/types", "[method]incoming-request.scheme", f_scheme, 1},
+    {"wasi:http/types", "[method]incoming-request.authority", f_authority, 1},
+    {"wasi:clocks/monotonic-clock", "now", f_now, 0},
+    {"wasi:io/streams", "[method]input-stream.subscribe", f_subscribe_in, 1},
+    {"wasi:io/streams", "[method]output-stream.subscribe", f_subscribe_out, 1},
+    {"wasi:io/streams", "[method]output-stream.check-write", f_check_write, 1},
+    {"wasi:io/streams", "[method]output-stream.flush", f_flush, 1},
+    {"wasi:io/streams", "[method]output-stream.blocking-flush", f_flush, 1},
+    {"wasi:http/types", "[method]fields.clone", f_clone, 1},
     {"wasi:http/types", "[method]incoming-body.stream", f_stream, 1},
     {"wasi:io/streams", "[method]input-stream.read", f_read, 2},
     {"wasi:io/streams", "[method]input-stream.blocking-read", f_read, 2},
@@ -373,14 +458,14 @@ static PyObject *py_fast_names(PyObject *self, PyObject *unused) {
     return out;
 }
 
-/* init_state({name: (class, [slot names])}, closed, forbidden, max_body, chunk, inline_bytes) */
+/* init_state({name: (class, [slot names])}, closed, ready, forbidden, max_body, chunk, inline_bytes) */
 static PyObject *py_init_state(PyObject *self, PyObject *args) {
     static const char *names[NCLS] = {"IncomingRequest", "Fields", "IncomingBody", "InputStream", "BytesSource",
                                       "OutgoingResponse", "OutgoingBody", "OutputStream", "CollectSink",
                                       "ResponseOutparam", "_DoneTrailers"};
-    PyObject *classes, *closed, *forbidden, *max_body;
+    PyObject *classes, *closed, *ready, *forbidden, *max_body;
     Py_ssize_t chunk, inline_bytes;
-    if (!PyArg_ParseTuple(args, "O!OO!O!nn", &PyDict_Type, &classes, &closed, &PyFrozenSet_Type, &forbidden,
+    if (!PyArg_ParseTuple(args, "O!OOO!O!nn", &PyDict_Type, &classes, &closed, &ready, &PyFrozenSet_Type, &forbidden,
                           &PyLong_Type, &max_body, &chunk, &inline_bytes))
         return NULL;
     for (int c = 0; c < NCLS; c++) {
@@ -404,6 +489,7 @@ static PyObject *py_init_state(PyObject *self, PyObject *args) {
         Py_XSETREF(CLS[c].type, (PyTypeObject *)cls);
     }
     Py_INCREF(closed); Py_XSETREF(st_closed, closed);
+    Py_INCREF(ready); Py_XSETREF(st_ready, ready);
     Py_INCREF(forbidden); Py_XSETREF(st_forbidden, forbidden);
     Py_INCREF(max_body); Py_XSETREF(st_max_body, max_body);
     if (st_response_body == NULL) st_response_body = PyUnicode_InternFromString("response body");

@@ -21,7 +21,8 @@ static PyObject *read_val(node_t *n, val_t *v, void *context, PyObject *entries,
 
 static PyObject *read_resource(node_t *n, val_t *v, void *context, PyObject *entries, PyObject *where) {
     void *any = v->of.resource;
-    v->of.resource = NULL;  /* taken: ours to delete */
+    v->of.resource = NULL;  /* taken: ours to delete; the slot a payload-less value (a bool) for whoever frees it */
+    v->kind = K_BOOL;
     void *host = NULL;
     void *err = W.to_host(context, any, &host);
     if (err != NULL) {

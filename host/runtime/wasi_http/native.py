@@ -171,7 +171,7 @@ def _init_state(module: ModuleType) -> None:
             raise RuntimeError(f"{cls.__name__} has no slots {sorted(set(used) - set(names))}")
         return cls, used
     classes = {
-        "IncomingRequest": slots(types.IncomingRequest, ["method", "path_with_query", "body"]),
+        "IncomingRequest": slots(types.IncomingRequest, ["method", "path_with_query", "body", "scheme", "authority"]),
         "ResponseOutparam": slots(types.ResponseOutparam, ["response", "error", "set", "exchange", "sink"]),
         "BytesSource": slots(bodies.BytesSource, ["data", "pos"]),
         "_DoneTrailers": (types._DoneTrailers, []),
@@ -188,7 +188,7 @@ def _init_state(module: ModuleType) -> None:
             raise RuntimeError(f"{name}'s slots are {getattr(cls, '__slots__', None)}, not the {names} of "
                                "_native_state.c")
         classes[name] = (cls, names)
-    module.init_state(classes, io.CLOSED, types.FORBIDDEN, types.MAX_BODY, io.CHUNK, io.INLINE_BYTES)
+    module.init_state(classes, io.CLOSED, io.READY, types.FORBIDDEN, types.MAX_BODY, io.CHUNK, io.INLINE_BYTES)
     _state["fast"] = {key: i for i, key in enumerate(module.fast_names())}
 
 
@@ -233,7 +233,9 @@ def spec(ty: Any) -> Any:
     if isinstance(ty, ListT):
         if ty.is_bytes:
             return ("bytes",)
-        # handles inside lists are wasmtime-py's to take (fastcall.py does the same)
+        if isinstance(ty.element, BorrowT):  # poll's list<borrow<pollable>>: each handle ended as read
+            return ("list", spec(ty.element))
+        # other handles inside lists are wasmtime-py's to take (fastcall.py does the same)
         return ("slow",) if mentions_resources(ty.element) else ("list", spec(ty.element))
     if isinstance(ty, TupleT):
         return ("slow",) if mentions_resources(ty) else ("tuple", [spec(t) for t in ty.elements])

@@ -27,6 +27,10 @@ Routes (the tests' contract):
   URL through ``wasi:http/outgoing-handler``, written in 64 KiB pieces after ``handle``, reads the
   response in pieces, and answers ``STATUS SHA256 BYTES`` of the response body, then a line with
   its first 200 bytes; an ``error-code`` (of the request or of a body read) becomes 502 naming it.
+* ``POST /poll``: what StarlingMonkey's ``fetch`` event calls besides the usual: ``poll`` of the
+  request body's and response body's pollables, one an hour away and one now (answers
+  ``ready=[INDEXES]``), ``check-write``, ``flush``, the request's ``scheme`` and ``authority``, its
+  headers cloned into the response's, ``monotonic-clock.now``.
 * ``PUT /kv/KEY`` stores the body under KEY in ``wasi:keyvalue`` bucket ``web``; ``GET /kv/KEY``
   answers it (404 when missing); a ``wasi:keyvalue`` error is a 500 naming it.
 """
@@ -262,6 +266,22 @@ class IncomingHandler(exports.IncomingHandler):
             code = (ErrorCode_DnsError(DnsErrorPayload(rcode="NXDOMAIN", info_code=3)) if case == "dns"
                     else ErrorCode_InternalError("boom"))
             ResponseOutparam.set(response_out, Err(code))
+        elif path == "/poll":
+            start = monotonic_clock.now()
+            incoming = request.consume()
+            response = OutgoingResponse(request.headers().clone())
+            out_body = response.body()
+            with incoming.stream() as stream, out_body.write() as out:
+                later = monotonic_clock.subscribe_duration(3_600 * 10**9)
+                ready = poll.poll([stream.subscribe(), out.subscribe(), later, monotonic_clock.subscribe_duration(0)])
+                text = (f"ready={list(ready)} room={out.check_write()} scheme={type(request.scheme()).__name__} "
+                        f"authority={request.authority()} now={monotonic_clock.now() >= start}")
+                ResponseOutparam.set(response_out, Ok(response))
+                out.write(text.encode())
+                out.flush()
+                out.blocking_flush()
+            IncomingBody.finish(incoming)
+            OutgoingBody.finish(out_body, None)
         elif path == "/sleep":
             ms = int(parse_qs(query).get("ms", ["0"])[0])
             monotonic_clock.subscribe_duration(ms * 1_000_000).block()

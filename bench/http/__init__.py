@@ -14,6 +14,10 @@ system serves ``POST /orders`` with the body
   component pulled from a local OCI registry, fresh and with ``poolSize``
   (a warm pool only for the ``wasi:http@0.3.0`` variant,
   ``bench/components/order-wasi-http-p3``: ``wash-host-pool-p3``);
+* the same handler in JavaScript (componentize-js) on Trellis, as a ``trellis:http`` component
+  (``bench/components/order-js-trellis``: ``trellis-js-fresh``, ``trellis-js-reuse``) and as a
+  ``wasi:http`` one (``order-js-wasi-http``, StarlingMonkey's ``fetch`` event:
+  ``trellis-js-wasi-fresh``; fresh only, as its engine serves one request per instance);
 * uvicorn running the logic as plain Python: the ceiling.
 
 All systems are started first, then measured in alternating windows (rounds
@@ -79,6 +83,14 @@ def plan(workdir: Path, quick: bool, only: set[str] | None = None,
                                       label="pool-p3"))
     except tools.ToolMissing as exc:
         skipped["wasmtime/wasmCloud"] = str(exc)
+    try:  # the same handler in JavaScript (componentize-js), trellis:http and wasi:http (issue 14)
+        js = tools.build_js_component("order-js-trellis")
+        js_wasi = tools.build_js_component("order-js-wasi-http")
+        systems += [peers.TrellisSingle(workdir, js, cores, r, lang="js") for r in (1, REUSE)]
+        # StarlingMonkey's fetch event serves one request per instance (StarlingMonkey#247): fresh only
+        systems.append(peers.TrellisSingle(workdir, js_wasi, cores, 1, wasi_http=True, lang="js"))
+    except Exception as exc:  # noqa: BLE001 - no node/npm, or the build failed: reported, not fatal
+        skipped["trellis-js"] = f"the JavaScript pair did not build: {str(exc)[:600]}"
     systems.append(peers.Uvicorn(workdir, 1))
     if only:
         systems = [s for s in systems if any(o in s.name for o in only)]
@@ -160,8 +172,8 @@ def add_rows(ctx: Context, results: dict[str, dict[str, Any]]) -> None:
     if reuse:
         ctx.row(f"reuse: {reuse[0]} vs the issue's wasmCloud 2.x p3 pool (~7,200 req/s)", "req/s", reuse[1]["rps"],
                 REFERENCE["wash-host-pool"], "reference figure", goal_ratio=1.0)
-    for mode in ("fresh", "reuse"):  # wasi:http vs trellis:http, the same handler: CPU-ms per request
-        w, t = _best(results, f"trellis-wasi-{mode}"), _best(results, f"trellis-{mode}")
+    for lang, mode in (("", "fresh"), ("", "reuse"), ("js-", "fresh")):  # wasi:http vs trellis:http: CPU-ms/req
+        w, t = _best(results, f"trellis-{lang}wasi-{mode}"), _best(results, f"trellis-{lang}{mode}")
         if w and t:
             r = ctx.row(f"{mode}: {w[0]} vs {t[0]} (CPU-ms/req, lower is better)", "CPU-ms/req",
                         w[1]["cpu_ms_per_request"], t[1]["cpu_ms_per_request"], t[0],
@@ -170,7 +182,7 @@ def add_rows(ctx: Context, results: dict[str, dict[str, Any]]) -> None:
                 r["goal"] = "wasi:http within 1.25x of trellis:http"
                 r["meets_goal"] = r["ratio"] <= 1.25
         ws = _best(results, "wasmtime-serve-fresh")
-        if mode == "fresh" and w and ws:
+        if mode == "fresh" and not lang and w and ws:
             row("fresh", w, ws, 1.0)
     full = _best(results, "trellis-full-app")
     if full:

@@ -319,7 +319,8 @@ def twin(system: System, env: dict[str, str]) -> System | None:
     """The same Trellis system with ``env`` added to its host's environment (None for other systems)."""
     if isinstance(system, TrellisSingle):
         return TrellisSingle(system.workdir.parent, system.wasm, system.workers, system.reuse,
-                             system.max_instances, {**system.env, **env}, wasi_http=system.wasi_http)
+                             system.max_instances, {**system.env, **env}, wasi_http=system.wasi_http,
+                             lang=system.lang)
     if isinstance(system, TrellisFullApp):
         return TrellisFullApp(system.workdir.parent, system.workers, system.reuse, {**system.env, **env})
     return None
@@ -339,10 +340,13 @@ class TrellisSingle(System):
     MAX_INSTANCES = 20  # one per connection
 
     def __init__(self, workdir: Path, wasm: Path, workers: int, reuse: int, max_instances: int | None = None,
-                 env: dict[str, str] | None = None, wasi_http: bool = False) -> None:
+                 env: dict[str, str] | None = None, wasi_http: bool = False, lang: str = "") -> None:
         #: the component is the wasi:http proxy one (order-wasi-http), linked as wadm links wasi:http
         self.wasi_http = wasi_http
-        self.name = f"trellis-{'wasi-' if wasi_http else ''}{'fresh' if reuse == 1 else 'reuse'}-w{workers}"
+        #: "" for the Python components, "js" for the JavaScript pair (order-js-trellis, order-js-wasi-http)
+        self.lang = lang
+        self.name = (f"trellis-{lang + '-' if lang else ''}{'wasi-' if wasi_http else ''}"
+                     f"{'fresh' if reuse == 1 else 'reuse'}-w{workers}")
         if max_instances is not None:
             self.MAX_INSTANCES = max_instances
             self.name += f"-i{max_instances}"
@@ -355,7 +359,8 @@ class TrellisSingle(System):
         self.reuse = reuse
         self.nats: Any = None
         self.host: Any = None
-        self.info = {"mode": ("wasi:http component, " if wasi_http else "") + (
+        kind = ("JavaScript " if lang == "js" else "") + ("wasi:http component, " if wasi_http else "")
+        self.info = {"mode": kind + (
                          "fresh instance per request" if reuse == 1 else f"instance reuse (--reuse {reuse})"),
                      "processes": f"host + {workers} worker process(es) + http-server provider + nats-server",
                      "workers": workers, "max_instances": self.MAX_INSTANCES}

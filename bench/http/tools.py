@@ -11,6 +11,8 @@
   variant ``order-wasi-http-p3``) with the venv's
   componentize-py, ``VIRTUAL_ENV`` pointing at an empty folder and
   ``-d spin_sdk/wit``. Both are cached by content under :data:`BUILD`.
+* ``order-js-trellis`` and ``order-js-wasi-http`` (the same handler in JavaScript, the second a
+  StarlingMonkey ``fetch`` handler) are built with ``trellis build`` (componentize-js).
 * ``wasmtime compile`` turns the wasi:http component into a ``.cwasm`` once,
   so ``wasmtime serve`` starts in a second instead of compiling for ~20 s.
 """
@@ -104,6 +106,15 @@ def build_trellis_component() -> Path:
     from trellis.build import build_app
 
     return build_app(COMPONENTS / "order-trellis", BUILD / "trellis")
+
+
+def build_js_component(name: str) -> Path:
+    """``bench/components/NAME`` (``order-js-trellis`` or ``order-js-wasi-http``: the same order handler
+    in JavaScript) → ``NAME.wasm`` with ``trellis build`` (componentize-js 0.23 through its JS API,
+    installed by npm on first use; content-cached)."""
+    from trellis.build import build_app
+
+    return build_app(COMPONENTS / name, BUILD / "js")
 
 
 def build_wasi_component(name: str = "order-wasi-http", world: str = WASI_HTTP_WORLD) -> Path:

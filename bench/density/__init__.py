@@ -375,7 +375,9 @@ def stage_full_app(ctx: Context, workers: int, nats_url: str, nats_pid: int | No
                 results = measure(started, ctx.workdir, window, rounds, warmup_s=ctx.pick(1.0, 3.0))
             for name, res in results.items():
                 res["peak_pss_mib"] = peak.peak.get(name)
-                res.pop("raw_windows", None)
+                # window by window (the alternating order): req/s, p99 and CPU per order
+                res["per_window"] = [{k: w.get(k) for k in ("rps", "p99_ms", "cpu_ms_per_request")}
+                                     for w in res.pop("raw_windows", [])]
             out["load"] = results
             out["load_table"] = systems_table(results, {s.name: s.info for s in started})
             print(out["load_table"])

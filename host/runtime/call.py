@@ -16,7 +16,7 @@ from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 from wasmtime.component._enter import enter_wasm
 
-from . import lift_in_place
+from . import lift_in_place, lower_plain
 
 
 class Lifted:
@@ -39,6 +39,37 @@ class RawArg:
 
 
 _STRIDE = ctypes.sizeof(ffi.wasmtime_component_val_t)
+_move = ctypes.PyDLL(None).memmove  # keeping the GIL (ctypes.memmove releases it)
+_move.argtypes, _move.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t], ctypes.c_void_p
+
+
+class PlainArg(RawArg):
+    """An argument written from its plain form (``lower_plain.py``) into a value of its own when
+    the call's arguments are checked; lowering moves it into its slot (the call frees it there).
+    One never moved (the call failed before it) is freed when it goes."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: ffi.wasmtime_component_val_t) -> None:
+        self.raw: ffi.wasmtime_component_val_t | None = raw
+
+    @classmethod
+    def of(cls, ty: Any, plain: Any) -> PlainArg | None:
+        """``plain`` of WIT type ``ty`` written, or None: ``from_plain`` must take it."""
+        raw = ffi.wasmtime_component_val_t()
+        return cls(raw) if lower_plain.lower_root(ty, plain, pointer(raw)) else None
+
+    def lower_into(self, context: int, slot: int) -> None:
+        raw, self.raw = self.raw, None
+        if raw is None:
+            raise RuntimeError("a plain argument lowered twice")
+        _move(slot, ctypes.addressof(raw), _STRIDE)
+
+    def __del__(self) -> None:
+        raw = self.raw
+        if raw is not None:
+            self.raw = None
+            ffi.wasmtime_component_val_delete(byref(raw))
 
 
 class TypedCall:

@@ -45,6 +45,7 @@ from wasmtime import component as wc
 from trellis.interfaces.envelope import MAX_BODY
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
+from . import lower_plain
 from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, LoadedComponent
 from .engine import RuntimeEngine
@@ -267,14 +268,20 @@ def _host_function(fn: FunctionInfo, keep_types: bool = False) -> Callable[..., 
             raise WasmtimeError(f"import {where} failed: {type(e).__name__}: {e}") from None
         return value
 
-    def host_function_plain(store: StoreContext, plain: list[Any]) -> Any:
-        """The same, its arguments already in their plain form (``wasmtime_patches`` 8)."""
+    def host_function_plain(store: StoreContext, plain: list[Any], results: Any = None) -> Any:
+        """The same, its arguments already in their plain form (``wasmtime_patches`` 8); given
+        ``results`` (the result's slot), the answer is written there straight from its plain
+        form when it can be (``lower_plain.py``: ``WRITTEN``), else converted as above."""
         ctx = CURRENT_CALL.get()
         if ctx is None:
             raise WasmtimeError(f"import {where} called outside an invocation")
         try:
             out = ctx.handler(interface, name, plain)
-            value = None if result is None else from_plain(result, out, path=f"{where} result")
+            if result is None:
+                return None
+            if results is not None and lower_plain.lower_root(result, out, results):
+                return lower_plain.WRITTEN
+            value = from_plain(result, out, path=f"{where} result")
         except BaseException as e:  # noqa: BLE001 - every failure must trap the guest
             ctx.record(interface, name, e)
             raise WasmtimeError(f"import {where} failed: {type(e).__name__}: {e}") from None

@@ -38,7 +38,7 @@ import wasmtime
 from trellis.interfaces.resources import unversioned
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
-from .call import Lifted
+from .call import Lifted, PlainArg
 from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, FunctionNotFound, LoadedComponent
 from .errors import (
@@ -408,8 +408,8 @@ class Invoker:
                 ErrorKind.BAD_ARGUMENT,
                 f"{fn.address} takes {len(fn.params)} argument(s) {names}, got {len(args)}",
             )
-        try:
-            return [from_plain(t, a, path=f"args[{i}]") for i,
+        try:  # written from the plain form straight away when it can be (call.PlainArg)
+            return [PlainArg.of(t, a) or from_plain(t, a, path=f"args[{i}]") for i,
                     ((_, t), a) in enumerate(zip(fn.params, args, strict=False))]
         except CodecError as e:
             raise InvocationError(ErrorKind.BAD_ARGUMENT, str(e)) from None

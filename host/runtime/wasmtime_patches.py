@@ -71,6 +71,9 @@ carries :data:`PLAIN_ARGS` (its twin taking the plain arguments) gets them from
 reader, instead of wasmtime-py's objects (a ``Record`` per record, a ctypes view per
 element, a C call per string) turned into the plain form by the codec afterwards. A
 full-app order's SQL statements, its message and its log lines are such arguments.
+Its answer is written into its result slot straight from the plain form, when that is
+in the common form (:mod:`trellis.host.runtime.lower_plain`), rather than made into
+wasmtime-py's objects by ``from_plain`` and lowered from those.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import _linker, _types
 from wasmtime.component._enter import catch_exceptions
 
-from . import lift_in_place, lower_in_place
+from . import lift_in_place, lower_in_place, lower_plain
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +263,11 @@ def _func_impl(idx, context, ty_raw, args, nargs, results, nresults):
         plain = getattr(func, PLAIN_ARGS, None)
         if plain is not None and lower_in_place.active():
             reads = _arg_readers(func, param_tys)
-            if reads is not None:  # the arguments read straight to their plain form (8)
-                result = plain(store, lift_in_place.read_args(reads, args, nargs))
+            if reads is not None:  # the arguments read straight to their plain form (8), the
+                # result written from its plain form into its slot when it can be (lower_plain.py)
+                result = plain(store, lift_in_place.read_args(reads, args, nargs), results)
+                if result is lower_plain.WRITTEN:
+                    return
             else:
                 result = func(store, *[ty.convert_from_c(args[i]) for i, ty in enumerate(param_tys)])
         else:

@@ -209,7 +209,7 @@ def _tuple(ty: TupleT) -> tuple[int, PlainWriter] | None:
     def tup(val: Any, buf: Any, base: int, off: int) -> None:
         if (val.__class__ is not tuple and val.__class__ is not list) or len(val) != n:
             raise _NOT_COMMON
-        data, region = L._allocate(L._lib.tuple_new, buf, base, off, n, image, arr)  # type: ignore[union-attr]
+        data, region = L._allocate(L._lib.tuple_new, buf, base, off, n, image, arr)  # type: ignore[union-attr]  # set by lower_in_place.apply()
         for v, (o, w) in zip(val, writers, strict=True):
             w(v, region, data, o)
     return int(ffi.WASMTIME_COMPONENT_TUPLE.value), tup
@@ -232,9 +232,9 @@ def _record(ty: RecordT) -> tuple[int, PlainWriter] | None:
         if val.__class__ is not dict or val.keys() != keys:
             raise _NOT_COMMON
         lib = L._lib
-        data, region = L._allocate(lib.record_new, buf, base, off, n, image, arr)  # type: ignore[union-attr]
+        data, region = L._allocate(lib.record_new, buf, base, off, n, image, arr)  # type: ignore[union-attr]  # set by lower_in_place.apply()
         for name, encoded, name_off, val_off, w in entries:
-            lib.vec_new(data + name_off, len(encoded), encoded)  # type: ignore[union-attr]
+            lib.vec_new(data + name_off, len(encoded), encoded)  # type: ignore[union-attr]  # set by lower_in_place.apply()
             w(val[name], region, data, val_off)
     return int(ffi.WASMTIME_COMPONENT_RECORD.value), record
 
@@ -261,7 +261,7 @@ def _variant_like(ty: VariantT | OptionT | ResultT) -> tuple[int, PlainWriter] |
 
     def payload_into(case: tuple[bytes, PlainWriter], payload: Any, buf: Any, at: int) -> None:
         slot, w = case
-        heap = L._lib.val_new(ctypes.create_string_buffer(slot, stride))  # type: ignore[union-attr]
+        heap = L._lib.val_new(ctypes.create_string_buffer(slot, stride))  # type: ignore[union-attr]  # set by lower_in_place.apply()
         L._write_ptr(buf, at, heap)  # owned by this value from here
         w(payload, value_arr.from_address(heap), heap, voff)
 
@@ -300,7 +300,7 @@ def _variant_like(ty: VariantT | OptionT | ResultT) -> tuple[int, PlainWriter] |
         if is_result:
             L._write_bool(buf, off, name == "ok")
         else:
-            L._lib.vec_new(base + off, len(encoded), encoded)  # type: ignore[union-attr]
+            L._lib.vec_new(base + off, len(encoded), encoded)  # type: ignore[union-attr]  # set by lower_in_place.apply()
         if case is None:
             if payload is not None:
                 raise _NOT_COMMON

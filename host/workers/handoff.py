@@ -85,6 +85,28 @@ class LocalCaller:
                    invocation_id: str | None = None, exchange: HttpExchange | None = None) -> Any:
         """Answer ``request``; with an ``exchange`` (a wasi:http component's route: ``streams``), its
         body is read as it arrives and its response streamed (trellis/httpfront/streaming.py)."""
+        gate = self.worker.http_gate  # TRELLIS_HTTP_ACTIVE_MAX: wait in line before taking an instance
+        if gate is None:
+            return await self._call(target, link_name, request, timeout_s=timeout_s, instance_wait_s=instance_wait_s,
+                                    retry_lost=retry_lost, trace=trace, invocation_id=invocation_id,
+                                    exchange=exchange)
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(gate.acquire(), timeout_s)
+            timeout_s = max(0.001, timeout_s - (time.monotonic() - started))  # the wait is part of its time
+        except TimeoutError:
+            raise CallFailed(wire.UNAVAILABLE, f"worker {self.worker.index} answered {timeout_s * 1000:.0f} ms of "
+                                               f"other requests before this one's turn came") from None
+        try:
+            return await self._call(target, link_name, request, timeout_s=timeout_s, instance_wait_s=instance_wait_s,
+                                    retry_lost=retry_lost, trace=trace, invocation_id=invocation_id,
+                                    exchange=exchange)
+        finally:
+            gate.release()
+
+    async def _call(self, target: str, link_name: str, request: dict[str, Any], *, timeout_s: float,
+                    instance_wait_s: float, retry_lost: bool, trace: dict[str, str] | None,
+                    invocation_id: str | None, exchange: HttpExchange | None) -> Any:
         served = self.worker.served.get(target)
         streamed = exchange is not None and exchange.arriving  # the body is still arriving
         max_body = self.remote.max_payload - ENVELOPE_ROOM

@@ -116,6 +116,8 @@ class Worker(Service):
         self.colocated: Colocated | None = (
             Colocated(self.served, self.calls, self.served_by, tuning.calls.local_calls_max_depth)
             if tuning.calls.local_calls else None)
+        #: tuning.calls.http_active_max: the line handed HTTP requests wait in (handoff.py); None: no line
+        self.http_gate = asyncio.Semaphore(tuning.calls.http_active_max) if tuning.calls.http_active_max else None
         self.nc: Any = None
         self.rpc: RpcClient | None = None
         self.streams: StreamHub | None = None

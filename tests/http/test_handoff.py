@@ -3,6 +3,8 @@ which answers them in process; route changes, closing, a busy worker and a compo
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from trellis.interfaces.client import LatticeClient
@@ -117,6 +119,31 @@ async def test_a_busy_worker_sends_the_request_over_nats(hosts, httpapp):
         assert (await first.response()).status == 200
         counted = (await stats(h, "httpapp"))["handoff"]
     assert counted == {"served": 1, "failed": 0, "remote": 1}
+
+
+async def test_with_a_bound_per_worker_a_request_waits_in_line_there(hosts, httpapp, monkeypatch):
+    """TRELLIS_HTTP_ACTIVE_MAX=1: a second request waits for the first on its worker, though the component
+    has a free slot (fewer instances alive under load), and is answered there, not over NATS."""
+    monkeypatch.setenv("TRELLIS_HTTP_ACTIVE_MAX", "1")
+    h = await hosts.start(workers=1)
+    async with _client(hosts) as c:
+        await c.start_component(str(httpapp), "httpapp", host_id=h.id, max_instances=2)
+        await c.start_provider("builtin:http-server", "http-server", host_id=h.id)
+        port = await route(c, "httpapp", "web", timeout_ms="20000")
+        first, second = await Conn.open(port), await Conn.open(port)
+        await first.send(get("/sleep/700"))
+
+        async def in_use() -> int:
+            return sum(w.get("httpapp", {}).get("slots_in_use", 0) for w in await h.components.pool.stats())
+
+        await eventually(lambda: in_use(), 10, what="the first request to take a slot")
+        await second.send(get("/status/201"))
+        answers = [asyncio.ensure_future(first.response()), asyncio.ensure_future(second.response())]
+        done, _ = await asyncio.wait(answers, return_when=asyncio.FIRST_COMPLETED)
+        assert answers[0] in done  # the quick one waited for the sleeping one (without the bound: first)
+        assert [(await a).status for a in answers] == [200, 201]
+        counted = (await stats(h, "httpapp"))["handoff"]
+    assert counted == {"served": 2, "failed": 0, "remote": 0}
 
 
 async def test_a_component_on_another_host_is_reached_over_nats(hosts, httpapp):

@@ -25,7 +25,7 @@ def test_defaults_and_every_variable() -> None:
         "TRELLIS_LOCAL_PROVIDERS", "TRELLIS_HTTP_HANDOFF", "TRELLIS_HTTP_STREAMS", "TRELLIS_HOLD_GIL",
         "TRELLIS_LOWER_IN_PLACE", "TRELLIS_WASI_HTTP_FAST", "TRELLIS_WASI_HTTP_NATIVE", "TRELLIS_WASM_PROFILER",
         "TRELLIS_WASI_HTTP_NATIVE_STATE", "TRELLIS_METRICS", "TRELLIS_GC_THRESHOLD", "TRELLIS_PARK_IDLE_S",
-        "TRELLIS_PROVIDER_GROUP", "TRELLIS_PROVIDERS_IN_HOST"}
+        "TRELLIS_PROVIDER_GROUP", "TRELLIS_PROVIDERS_IN_HOST", "TRELLIS_HTTP_ACTIVE_MAX"}
     assert len(off) == 13 and all(v is False for v in _bools(Tuning.from_env(off)))
     for spelling in ("false", "No", " off "):
         assert Tuning.from_env({"TRELLIS_METRICS": spelling}).process.metrics is False

@@ -105,6 +105,12 @@ class WasmTuning(BaseModel):
         description="the native callbacks run the hot wasi:http functions of a request the host holds whole "
         "in C, on the request's objects (host/runtime/wasi_http/_native_state.c); off: their Python "
         "implementations. Needs wasi_http_native")
+    native_values: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_NATIVE_VALUES"),
+        description="an export's arguments and results (a trellis:http request and response, ...) are written "
+        "into and read out of wasmtime's value slots by a C extension (host/runtime/native_values.py, compiled "
+        "on first use into ~/.cache/trellis/native); off, or without a C compiler: lower_in_place's and "
+        "lift_in_place's Python. Needs lower_in_place")
     profiler: str | None = Field(
         None, json_schema_extra=_env("TRELLIS_WASM_PROFILER"),
         description="wasmtime profiling strategy for perf (perfmap, jitdump or vtune); None: none, as "

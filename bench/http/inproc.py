@@ -85,6 +85,10 @@ class _Worker:
 
 async def _setup(fresh: bool) -> tuple[HttpConnection, _Transport]:
     wasmtime_patches.apply()
+    wasm = _tuning_wasm()  # the switches a worker sets from its environment (TRELLIS_NATIVE_VALUES=0, ...)
+    wasmtime_patches.switch(hold_gil_on=wasm.hold_gil, lower_in_place_on=wasm.lower_in_place,
+                            wasi_http_fast_on=wasm.wasi_http_fast, wasi_http_native_on=wasm.wasi_http_native,
+                            wasi_http_native_state_on=wasm.wasi_http_native_state, native_values_on=wasm.native_values)
     engine = make_engine(engine_settings(consume_fuel=False))  # as a worker's, for components without fuel
     wasm = build_trellis_component().read_bytes()
     loaded = load_component(engine, wasm, CompileCache(BENCH_CACHE))
@@ -121,6 +125,12 @@ def _tuning() -> Any:
     from trellis.host.tuning import Tuning
 
     return Tuning.from_env().calls
+
+
+def _tuning_wasm() -> Any:
+    from trellis.host.tuning import Tuning
+
+    return Tuning.from_env().wasm
 
 
 async def _round(conn: HttpConnection, transport: _Transport, n: int) -> float:

@@ -38,6 +38,7 @@ import wasmtime
 from trellis.interfaces.resources import unversioned
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
+from . import native_values
 from .call import Lifted, PlainArg
 from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, FunctionNotFound, LoadedComponent
@@ -136,6 +137,8 @@ class Invoker:
         self._types: dict[FunctionInfo, tuple[list[Any], Any]] = {}
         #: instances an inline call could not drop (the lifecycle lock was taken): dropped later
         self._orphans: list[Live] = []
+        #: per export, its parameters' native writers (``native_values``; None: the codec's way)
+        self._writers: dict[FunctionInfo, list[Any]] = {}
 
     # -- public -----------------------------------------------------------
 
@@ -408,9 +411,17 @@ class Invoker:
                 ErrorKind.BAD_ARGUMENT,
                 f"{fn.address} takes {len(fn.params)} argument(s) {names}, got {len(args)}",
             )
-        try:  # written from the plain form straight away when it can be (call.PlainArg)
-            return [PlainArg.of(t, a) or from_plain(t, a, path=f"args[{i}]") for i,
-                    ((_, t), a) in enumerate(zip(fn.params, args, strict=False))]
+        writers = self._writers.get(fn)
+        if writers is None:
+            writers = self._writers[fn] = [native_values.lowerer(t) for _, t in fn.params]
+        try:
+            out: list[object] = []
+            for i, ((_, t), a, w) in enumerate(zip(fn.params, args, writers, strict=False)):
+                # written in C when it is in the form the codec takes as it is (native_values), else
+                # from the plain form in Python when it can be (call.PlainArg), else the codec's way
+                lowered = None if w is None else native_values.lower(w, a)
+                out.append(lowered or PlainArg.of(t, a) or from_plain(t, a, path=f"args[{i}]"))
+            return out
         except CodecError as e:
             raise InvocationError(ErrorKind.BAD_ARGUMENT, str(e)) from None
 

@@ -21,6 +21,9 @@ Types with flags or resources keep the two-step path (resources have effects).
 ``TRELLIS_LOWER_IN_PLACE=0`` turns this off as well as the lowering (one switch for both
 corrections).
 
+Where the C extension of :mod:`.native_values` is available, a type's reader is its C one
+(the same plain form, read without ``struct`` or ``ctypes``); these are the fallback.
+
 An import's arguments are read the same way (:func:`read_args`, used by
 ``wasmtime_patches``' host-function callback): the guest's values become the plain values
 the host function wants without wasmtime-py's objects in between.
@@ -65,7 +68,9 @@ def reader(ty: Any) -> Reader | None:
     try:
         found: Reader | None = d[_READER]
     except KeyError:
-        found = d[_READER] = _build(ty)
+        from . import native_values  # (it imports call, which imports this module)
+
+        found = d[_READER] = native_values.reader(ty) or _build(ty)
     return found
 
 

@@ -399,9 +399,11 @@ def hold_gil(on: bool) -> None:
 
 
 def switch(*, hold_gil_on: bool = True, lower_in_place_on: bool = True, wasi_http_fast_on: bool = True,
-           wasi_http_native_on: bool = True, wasi_http_native_state_on: bool = True) -> None:
+           wasi_http_native_on: bool = True, wasi_http_native_state_on: bool = True,
+           native_values_on: bool = True) -> None:
     """Set the switches of the corrections above (a worker's ``tuning.wasm``, host/tuning.py):
     all on by default; off only to compare. Call at start, before any component is loaded."""
+    from . import native_values
     from .wasi_http import fastcall, native
 
     hold_gil(hold_gil_on)
@@ -409,6 +411,7 @@ def switch(*, hold_gil_on: bool = True, lower_in_place_on: bool = True, wasi_htt
     fastcall.enabled = wasi_http_fast_on
     native.enabled = wasi_http_native_on
     native.state_enabled = wasi_http_native_state_on
+    native_values.enabled = native_values_on
 
 
 def _layout_ok() -> bool:

@@ -97,6 +97,14 @@ RELIES_ON: dict[str, tuple[str, ...]] = {
         f"py:{_T}:OptionType.convert_from_c", f"py:{_T}:ResultType.convert_from_c",
         "ctype:wasmtime_component_valresult_t", "py:wasmtime.component._linker:func_impl",
     ),
+    "native_values (arguments written and results read in C: _values.c)": (
+        "c:wasm_byte_vec_new", "c:wasmtime_component_vallist_new_uninit", "c:wasmtime_component_valtuple_new_uninit",
+        "c:wasmtime_component_valrecord_new_uninit", "c:wasmtime_component_val_delete",
+        f"py:{_T}:ListType._is_bytes", f"py:{_T}:RecordType.fields", f"py:{_T}:TupleType.elements",
+        f"py:{_T}:ListType.element", f"py:{_T}:VariantType.cases", f"py:{_T}:OptionType.payload",
+        f"py:{_T}:ResultType.ok", f"py:{_T}:ResultType.err", "ctype:wasmtime_component_valresult_t",
+        *_VALUE_LAYOUT, *_KINDS,
+    ),
     "call.TypedCall (exports called with their types read once)": (
         "py:wasmtime.component._func:Func.__call__", "py:wasmtime.component._enter:enter_wasm",
         "c:wasmtime_component_func_call", "c:wasmtime_component_val_delete", "ctype:wasmtime_component_val_t",

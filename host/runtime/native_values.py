@@ -1,0 +1,272 @@
+"""Plain values lowered into and lifted out of wasmtime's value slots in C (``_values.c``).
+
+:mod:`.lower_in_place` and :mod:`.lift_in_place` write and read wasmtime's C structs from
+Python (``struct``, ``ctypes`` calls into wasmtime per string, list and record): on a reused
+trellis:http request, lowering the request record and lifting the response were ~40 % of
+``Invoker.invoke``'s CPU, more than the guest's own code. Here the same values are written
+and read by a C extension, from a type tree built once per WIT type:
+
+* an export's arguments (:func:`lower`, used by ``Invoker``): a value of a type without
+  variants, options, results, enums, flags or resources, given in the form the codec takes as
+  it is (exact ``str``, ``bytes``, ``int`` in range, ``bool``, ``float``, ``list``, a ``dict``
+  with exactly the record's fields, a tuple as a list or tuple), is written into a slot of its
+  own and moved into the call's argument slot (:class:`NativeArg`, a ``call.RawArg``). Any other
+  value answers None: the codec and :mod:`.lower_in_place` convert it as before (and name what
+  is wrong with it), so what reaches the guest, and every error, is the same either way;
+* a result, and an import's arguments (:func:`reader`, used by :mod:`.lift_in_place`): every
+  type without flags or resources is read into the plain form lift_in_place's readers give.
+
+The extension is compiled on first use with the machine's C compiler and Python headers into
+``$XDG_CACHE_HOME/trellis/native`` (``~/.cache/trellis/native``) under a name keyed by the
+source's hash and the Python version, as :mod:`.wasi_http.native` is. Without a compiler, or
+with ``TRELLIS_NATIVE_VALUES=0`` (``tuning.wasm.native_values``), the Python code serves. It
+needs lower_in_place active (``TRELLIS_LOWER_IN_PLACE``) and its layout check.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from wasmtime import _ffi as ffi
+from wasmtime.component import _types as T
+
+from . import lower_in_place
+from .call import RawArg
+from .wit import ListT, Prim, RecordT, TupleT, WitType
+
+__all__ = ["ENV", "NativeArg", "active", "lower", "lowerer", "reader"]
+
+log = logging.getLogger(__name__)
+
+ENV = "TRELLIS_NATIVE_VALUES"
+#: on unless switched off (``tuning.wasm.native_values``: wasmtime_patches.switch)
+enabled = True
+
+SOURCE = Path(__file__).with_name("_values.c")
+NAME = "_trellis_values"
+_FUNCTIONS = {"vec_new": "wasm_byte_vec_new", "list_uninit": "wasmtime_component_vallist_new_uninit",
+              "tuple_uninit": "wasmtime_component_valtuple_new_uninit",
+              "record_uninit": "wasmtime_component_valrecord_new_uninit",
+              "val_delete": "wasmtime_component_val_delete"}
+_PRIMS = {"bool", "s8", "u8", "s16", "u16", "s32", "u32", "s64", "u64", "f32", "f64", "char", "string"}
+_state: dict[str, Any] = {}  # "module": the loaded extension, or None (tried and failed)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "trellis" / "native"
+
+
+def _compile() -> Path:
+    """The extension's path in the cache, compiled there first if it is not."""
+    source = SOURCE.read_bytes()
+    suffix = (importlib.machinery.EXTENSION_SUFFIXES or [".so"])[0]
+    key = hashlib.sha256(source + sys.version.encode() + sysconfig.get_platform().encode()).hexdigest()[:16]
+    out = cache_dir() / f"{NAME}-{key}{suffix}"
+    if out.exists():
+        return out
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise RuntimeError("no C compiler (gcc or cc) on PATH")
+    include = sysconfig.get_paths()["include"]
+    if not (Path(include) / "Python.h").exists():
+        raise RuntimeError(f"no Python headers in {include} (Debian: python3-dev)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    cmd = [cc, "-O2", "-shared", "-fPIC", "-fno-strict-aliasing", f"-I{include}", str(SOURCE), "-o", str(tmp)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
+        os.replace(tmp, out)  # atomic: processes compiling at once each install a whole file
+    finally:
+        tmp.unlink(missing_ok=True)
+    _prune(out)
+    return out
+
+
+def _prune(keep: Path, days: float = 7) -> None:
+    """Builds of other sources unused for ``days`` (a process still running one keeps its mapping)."""
+    now = time.time()
+    for old in keep.parent.glob(f"{NAME}-*"):
+        try:
+            if old != keep and now - old.stat().st_atime > days * 86400:
+                old.unlink()
+        except OSError:
+            pass
+
+
+def _load() -> ModuleType:
+    path = _compile()
+    loader = importlib.machinery.ExtensionFileLoader(NAME, str(path))
+    spec_ = importlib.util.spec_from_file_location(NAME, path, loader=loader)
+    assert spec_ is not None
+    module = importlib.util.module_from_spec(spec_)
+    loader.exec_module(module)
+    entry = ffi.wasmtime_component_valrecord_entry_t
+    want = {"stride": lower_in_place.STRIDE, "value": lower_in_place.VALUE_OFF,
+            "result_val": ffi.wasmtime_component_valresult_t.val.offset,  # type: ignore[attr-defined]  # ctypes field descriptors
+            "variant_val": ffi.wasmtime_component_valvariant_t.val.offset,  # type: ignore[attr-defined]  # as above
+            "vec_data": ffi.wasmtime_component_vallist_t.data.offset,  # type: ignore[attr-defined]  # as above
+            "entry": ctypes.sizeof(entry), "entry_val": entry.val.offset}
+    layout = module.layout()
+    if layout != want:
+        raise RuntimeError(f"wasmtime's value layout {want} is not the one compiled for ({layout})")
+    kinds = ("BOOL", "S8", "U8", "S16", "U16", "S32", "U32", "S64", "U64", "F32", "F64", "CHAR", "STRING", "LIST",
+             "RECORD", "TUPLE", "VARIANT", "ENUM", "OPTION", "RESULT")
+    if [int(getattr(ffi, f"WASMTIME_COMPONENT_{k}").value) for k in kinds] != list(range(len(kinds))):
+        raise RuntimeError("wasmtime's value kinds are not the ones compiled for")
+    lib = ctypes.CDLL(str(ffi.filename))
+    module.init({name: ctypes.cast(lib[c_name], ctypes.c_void_p).value for name, c_name in _FUNCTIONS.items()})
+    return module
+
+
+def module() -> ModuleType | None:
+    """The extension (compiled and loaded once per process), or None when it cannot be."""
+    if "module" not in _state:
+        try:
+            _state["module"] = _load()
+        except Exception as exc:  # noqa: BLE001 - any failure: the Python code serves
+            log.warning("native values unavailable (lower_in_place/lift_in_place serve): %s", exc)
+            _state["module"] = None
+    return _state["module"]
+
+
+def active() -> bool:
+    """Whether values go through the extension (switch on, lower_in_place active, extension loaded)."""
+    return enabled and lower_in_place.active() and module() is not None
+
+
+# --- type specs ------------------------------------------------------------------------
+
+
+def spec_of(ty: Any) -> tuple[Any, ...] | None:
+    """The extension's description of wasmtime-py component type ``ty``, or None (flags, resources)."""
+    for cls, name in _VT_PRIMS:
+        if isinstance(ty, cls):
+            return (name,)
+    if isinstance(ty, T.ListType):
+        if ty._is_bytes():
+            return ("bytes",)
+        el = spec_of(ty.element)
+        return None if el is None else ("list", el)
+    if isinstance(ty, T.TupleType):
+        els = [spec_of(t) for t in ty.elements]
+        return None if any(e is None for e in els) else ("tuple", els)
+    if isinstance(ty, T.RecordType):
+        fields = [(name, spec_of(t)) for name, t in ty.fields]
+        return None if any(s is None for _, s in fields) else ("record", fields)
+    if isinstance(ty, T.EnumType):
+        return ("enum",)
+    if isinstance(ty, T.VariantType):
+        cases = [(name, None if t is None else spec_of(t)) for name, t in ty.cases]
+        if any(t is not None and s is None for (_, t), (_, s) in zip(ty.cases, cases, strict=True)):
+            return None
+        return ("variant", cases)
+    if isinstance(ty, T.OptionType):
+        inner = spec_of(ty.payload)
+        return None if inner is None else ("option", inner, isinstance(ty.payload, T.OptionType))
+    if isinstance(ty, T.ResultType):
+        ok = None if ty.ok is None else spec_of(ty.ok)
+        err = None if ty.err is None else spec_of(ty.err)
+        if (ty.ok is not None and ok is None) or (ty.err is not None and err is None):
+            return None
+        return ("result", ok, err)
+    return None
+
+
+_VT_PRIMS = [(T.Bool, "bool"), (T.S8, "s8"), (T.U8, "u8"), (T.S16, "s16"), (T.U16, "u16"), (T.S32, "s32"),
+             (T.U32, "u32"), (T.S64, "s64"), (T.U64, "u64"), (T.F32, "f32"), (T.F64, "f64"), (T.Char, "char"),
+             (T.String, "string")]
+
+
+def wit_spec(ty: WitType) -> tuple[Any, ...] | None:
+    """The extension's description of WIT type ``ty`` when :func:`lower` writes its values, else None."""
+    if isinstance(ty, Prim):
+        return (ty.name,) if ty.name in _PRIMS else None
+    if isinstance(ty, ListT):
+        if ty.is_bytes:
+            return ("bytes",)
+        el = wit_spec(ty.element)
+        return None if el is None else ("list", el)
+    if isinstance(ty, TupleT):
+        els = [wit_spec(t) for t in ty.elements]
+        return None if any(e is None for e in els) else ("tuple", els)
+    if isinstance(ty, RecordT):
+        fields = [(name, wit_spec(t)) for name, t in ty.fields]
+        return None if any(s is None for _, s in fields) else ("record", fields)
+    return None  # enums, variants, options, results (the codec picks their case), flags, resources
+
+
+# --- readers and writers --------------------------------------------------------------------
+
+_READER = "_trellis_native_reader"
+_LOWERER = "_trellis_native_lowerer"
+
+
+def reader(ty: Any) -> Any:
+    """A reader of wasmtime-py type ``ty``'s values, called as lift_in_place's are (``read(buf, off)``),
+    or None (switched off, not built, or a type with flags or resources). Kept on the type."""
+    if not active():
+        return None
+    d = ty.__dict__
+    try:
+        return d[_READER]
+    except KeyError:
+        s = spec_of(ty)
+        found = d[_READER] = None if s is None else module().Type(s)  # type: ignore[union-attr]  # active(): loaded
+        return found
+
+
+def lowerer(ty: WitType) -> Any:
+    """What :func:`lower` takes for WIT type ``ty`` (built once per type), or None when its values are
+    not written natively."""
+    if not active():
+        return None
+    cache = _lowerers
+    try:
+        return cache[ty]
+    except KeyError:
+        s = wit_spec(ty)
+        found = cache[ty] = None if s is None else module().Type(s)  # type: ignore[union-attr]  # active(): loaded
+        return found
+    except TypeError:  # an unhashable type description: not kept
+        s = wit_spec(ty)
+        return None if s is None else module().Type(s)  # type: ignore[union-attr]  # active(): loaded
+
+
+_lowerers: dict[Any, Any] = {}
+
+
+class NativeArg(RawArg):
+    """An argument written by the extension, moved into its slot by ``TypedCall``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def lower_into(self, context: int, slot: int) -> None:
+        self.value.move_into(slot)
+
+
+def lower(t: Any, value: Any) -> NativeArg | None:
+    """``value`` (plain) written for type ``t`` (a :func:`lowerer`), or None when it is not in the form
+    taken as it is: then the codec converts it (and says what is wrong with it)."""
+    if not (enabled and lower_in_place.enabled):  # switched off since (tests compare the two ways)
+        return None
+    written = _state["module"].lower(t, value)  # (a lowerer exists: the module is loaded)
+    return None if written is None else NativeArg(written)

@@ -140,3 +140,37 @@ def test_manifest_round_trips_through_plain_data(path: Path) -> None:
     again = manifest_from_data(manifest.to_data())
     assert again.to_data() == manifest.to_data()
     assert again.digest() == manifest.digest()
+
+
+def test_a_manifests_digest_is_computed_once_and_again_for_a_changed_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unversioned manifest's `version` is its digest; the controller asks for it several times per
+    pass, so it is computed once per (frozen) manifest; a copy with changes has its own."""
+    from trellis.wadm.manifest import models
+
+    text = """apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {name: digest-once}
+spec:
+  components:
+    - name: hello
+      type: component
+      properties: {image: file:///tmp/hello.wasm}
+      traits: [{type: spreadscaler, properties: {instances: 1}}]
+"""
+    manifest = parse_manifest(text)
+    dumps = 0
+    real = models.json.dumps
+
+    def counting(*args: object, **kwargs: object) -> str:
+        nonlocal dumps
+        dumps += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(models.json, "dumps", counting)
+    first = manifest.version
+    assert first == "auto-" + manifest.digest()[:12] and manifest.version == first
+    assert dumps == 1
+    assert parse_manifest(text) == manifest  # the cached digest is not part of equality
+    renamed = manifest.model_copy(update={"metadata": manifest.metadata.model_copy(update={"name": "other"})})
+    assert renamed.digest() != manifest.digest() and dumps == 2
+    assert renamed.digest() == parse_manifest(text.replace("digest-once", "other")).digest()

@@ -19,9 +19,11 @@ any other trait type are kept as `CustomProperties`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -462,9 +464,22 @@ class Manifest(_Strict):
         return data
 
     def digest(self) -> str:
-        """sha256 of the canonical JSON form of the manifest."""
+        """sha256 of the canonical JSON form of the manifest (computed once: a manifest is frozen, and
+        an unversioned one's `version` asks for it several times in every pass of the controller,
+        which serialised the whole manifest each time: a third of an idle controller's resync)."""
+        return self._canonical_digest
+
+    @functools.cached_property
+    def _canonical_digest(self) -> str:
         text = json.dumps(self.to_data(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Manifest:
+        """A copy; one with changes has its digest computed again."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            copy.__dict__.pop("_canonical_digest", None)
+        return copy
 
 
 def _json_safe(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 from trellis.interfaces.client import LatticeClient
 
@@ -93,3 +94,50 @@ async def test_provider_that_cannot_start_is_reported(hosts, controllers, wadm_c
         return [(a.name, a.status) for a in apps] == [("crashy", "failed")]
 
     await eventually(listed, 5, what="list to show the failure")
+
+
+async def test_a_quiet_apps_resync_plans_it_twice_and_announces_the_status_of_that_pass(hosts, controllers,
+                                                                                         wadm_client, wasm,
+                                                                                         monkeypatch):
+    """A deployed app whose last pass issued nothing is passed again every ``quiet_resync_s`` (a safety net).
+    That pass plans it for commands and once for its status (a problem in its grace period counts there); the
+    status it announces reuses the first plan (the same view), and housekeeping does not announce it again:
+    each resync of an idle lattice's apps cost four plans per app (and the manifest serialised for its digest
+    each time), the largest part of an idle controller's CPU at N = 50."""
+    from trellis.wadm.controller import controller as controller_module
+    from trellis.wadm.controller import status as status_module
+    from trellis.wadm.scaler import plan
+
+    await hosts.start()
+    ctl = await controllers.start(quiet_resync_s=0.3)
+    await wadm_client.put(component_app("calm", wasm["adder"], instances=1))
+    await wadm_client.deploy("calm")
+    await wait_status(wadm_client, "calm", "deployed")
+    await eventually(lambda: "calm" in ctl._quiet, what="the app's pass to be quiet")
+
+    plans = {"pass": 0, "status": 0}
+    passes = 0
+
+    def counting(key: str, real: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            plans[key] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    real_pass = ctl.reconcile_app
+
+    async def counted_pass(name: str) -> None:
+        nonlocal passes
+        await real_pass(name)
+        passes += 1
+
+    monkeypatch.setattr(controller_module, "plan", counting("pass", plan))
+    monkeypatch.setattr(status_module, "plan", counting("status", plan))
+    monkeypatch.setattr(ctl, "reconcile_app", counted_pass)
+    view = ctl._view_version
+    await eventually(lambda: passes >= 3, timeout=15, what="three resync passes")
+    assert ctl._view_version == view, "the lattice view changed: these were not quiet resyncs"
+    assert "calm" in ctl._quiet
+    assert plans == {"pass": 2 * passes, "status": 0}, (plans, passes)
+    st = await wadm_client.status("calm")  # the API plans its status itself
+    assert st.status == "deployed" and plans["status"] == 1

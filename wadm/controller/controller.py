@@ -55,7 +55,8 @@ from trellis.signing.secrets import NKey
 from ..keyholder import Keyholder
 from ..manifest import Manifest
 from ..metrics import WadmMetrics
-from ..scaler import AppState, plan, undeploy
+from ..observed import Observed
+from ..scaler import AppState, AppStatus, plan, undeploy
 from .api import WadmApi
 from .app_store import AppStore, ManifestChange, RecordChange, StoreSynced, retry_transient, store_transient
 from .executor import Executor
@@ -264,6 +265,11 @@ class Controller(Service):
         self.wake_all()
         self._housekeeping_wake.set()  # its next deadline moved (a host came or went, apps are not quiet)
 
+    def _view_unchanged_since_quiet(self, name: str) -> bool:
+        """Whether ``name``'s last pass was quiet and the lattice view has not changed since."""
+        quiet = self._quiet.get(name)
+        return quiet is not None and quiet[0] == self._view_version
+
     def _tick_wanted(self, name: str, now: float) -> bool:
         """Whether a tick should pass ``name`` again: not when it is quiet (its last pass issued
         nothing and found it deployed) and the view has not changed since, until ``quiet_resync_s``."""
@@ -361,8 +367,8 @@ class Controller(Service):
         for name, record in sorted(self.records.items()):
             if record.deployed_version is None and name not in self._announced:
                 continue
-            if not self._tick_wanted(name, now):
-                continue
+            if not self._tick_wanted(name, now) or self._view_unchanged_since_quiet(name):
+                continue  # (a quiet app whose resync is due: that pass announces)
             try:
                 await self._announce_status(name, record)
             except Exception as exc:  # a manifest missing from memory, NATS away: next tick
@@ -431,6 +437,7 @@ class Controller(Service):
         """One pass; whether it was quiet (nothing to do, the app deployed, no failure remembered)."""
         manifest: Manifest | None = None
         shared: dict[str, Manifest] = {}
+        planned: AppStatus | None = None
         if record is not None and record.deployed_version is not None:
             manifest = await self.manifest(name, record.deployed_version)
             if manifest is None:
@@ -439,9 +446,12 @@ class Controller(Service):
                 return False
             shared = await self.shared_apps()
             now = asyncio.get_running_loop().time()
-            commands = plan(manifest, observed, pass_id=pass_id, shared_apps=shared,
-                            avoid=self.executor.book.avoid(name), now=now,
-                            restarted=self.executor.book.restarted_hosts(name, now)).commands
+            avoid, restarted = self.executor.book.avoid(name), self.executor.book.restarted_hosts(name, now)
+            first = plan(manifest, observed, pass_id=pass_id, shared_apps=shared, avoid=avoid, now=now,
+                         restarted=restarted)
+            commands = first.commands
+            if not avoid and not restarted:  # then its status is the one the API reports (planned with `now`)
+                planned = first.status
         else:
             commands = tuple(undeploy(name, observed, pass_id=pass_id))
         if commands:
@@ -453,17 +463,22 @@ class Controller(Service):
                 self.last_pass[name] = pass_id
         quiet = False
         if manifest is not None:  # forget failures of what has since reached its desired state
-            st = plan(manifest, self.observer.view.snapshot(), shared_apps=shared).status
+            after = self.observer.view.snapshot()
+            st = plan(manifest, after, shared_apps=shared).status  # (without `now`: a problem in its grace counts)
+            if commands or after is not observed:
+                planned = None
             self.executor.book.clear_subjects(name, [c.id for c in st.components if c.state is AppState.DEPLOYED])
             quiet = (not commands and st.state is AppState.DEPLOYED and not self.executor.book.avoid(name)
                      and not self.executor.book.restarted_hosts(name, asyncio.get_running_loop().time()))
         if record is not None:
-            await self._announce_status(name, record)
+            await self._announce_status(name, record, (observed, planned) if planned is not None else None)
         return quiet
 
-    async def _announce_status(self, name: str, record: AppRecord) -> None:
-        """Publish ``app_status_changed`` (the whole `AppStatusReply`) when the status or its message changed."""
-        reply = await self.app_status(name, record)
+    async def _announce_status(self, name: str, record: AppRecord,
+                               planned: tuple[Observed, AppStatus] | None = None) -> None:
+        """Publish ``app_status_changed`` (the whole `AppStatusReply`) when the status or its message changed
+        (``planned``: the scalers' status of the deployed version against a view, as a pass just planned it)."""
+        reply = await self.app_status(name, record, planned)
         key = (reply.version, reply.status.value, reply.message)
         if self._announced.get(name) == key:
             return
@@ -477,13 +492,18 @@ class Controller(Service):
             self._announced.pop(name, None)
             log.debug("status event not sent: %r", exc)
 
-    async def app_status(self, name: str, record: AppRecord) -> AppStatusReply:
+    async def app_status(self, name: str, record: AppRecord,
+                         planned: tuple[Observed, AppStatus] | None = None) -> AppStatusReply:
+        """``planned``: the scalers' status against a view, used while that view is still the current one
+        (a pass that issued nothing plans its app once, not once more for the status it announces)."""
         observed = self.observer.view.snapshot()
         last = self.last_pass.get(name)
         if record.deployed_version is not None:
             manifest = await self.manifest(name, record.deployed_version)
             if manifest is not None:
+                shared = await self.shared_apps()
+                same = planned is not None and planned[0] is observed is self.observer.view.snapshot()
                 return deployed_status(manifest, observed, self.executor.book.for_app(name),
-                                       shared_apps=await self.shared_apps(), last_pass=last,
-                                       now=asyncio.get_running_loop().time())
+                                       shared_apps=shared, last_pass=last, now=asyncio.get_running_loop().time(),
+                                       planned=planned[1] if same and planned is not None else None)
         return undeployed_status(name, observed, last_pass=last)

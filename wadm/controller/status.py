@@ -36,10 +36,12 @@ def _with_failures(message: str, failures: Sequence[CommandFailure]) -> str:
 
 def deployed_status(app: Manifest, observed: Observed, failures: Sequence[CommandFailure], *,
                     shared_apps: Mapping[str, Manifest] | None = None,
-                    last_pass: str | None = None, now: float | None = None) -> AppStatusReply:
+                    last_pass: str | None = None, now: float | None = None,
+                    planned: AppStatus | None = None) -> AppStatusReply:
     """Status of deployed `app` against `observed`, with remembered command failures (`now`: the
-    observer's clock, see `trellis.wadm.scaler.plan`)."""
-    st: AppStatus = plan(app, observed, shared_apps=shared_apps, now=now).status
+    observer's clock, see `trellis.wadm.scaler.plan`; `planned`: the scalers' status of `app` against
+    `observed`, as a pass just planned it; else it is planned here)."""
+    st: AppStatus = planned if planned is not None else plan(app, observed, shared_apps=shared_apps, now=now).status
     by_subject: dict[str, list[CommandFailure]] = {}
     for f in failures:
         by_subject.setdefault(f.subject, []).append(f)

@@ -117,7 +117,10 @@ class HostProc:
         pids = []
         for k in kids:
             try:
-                if "trellis.host.workers" in " ".join(k.cmdline()):
+                cmd = " ".join(k.cmdline())
+                # not the workers' zygote, their parent (the host's child; its forks have its command line)
+                zygote = "workers.zygote" in cmd and k.ppid() == self.proc.pid
+                if "trellis.host.workers" in cmd and not zygote:
                     pids.append(k.pid)
             except psutil.Error:
                 continue
@@ -211,3 +214,4 @@ def _stop(item: object) -> None:
         procs.stop(item, 5.0)
         if item.stdout and not item.stdout.closed:
             item.stdout.close()
+

@@ -141,6 +141,11 @@ class ProcessTuning(BaseModel):
         description="a host runs its built-in providers (builtin:NAME) in one process instead of one process "
         "each (host/provider_group.py): ~28 MiB of private memory less per built-in provider after the "
         "first; they share the process's fate (each is restarted when it dies)")
+    worker_zygote: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_WORKER_ZYGOTE"),
+        description="a host's workers are forked from one parent that has imported Python's and the worker's "
+        "modules and wasmtime once (host/workers/zygote.py): they share those pages until they write to them "
+        "(idle: 2 workers 39 MiB with their parent instead of 70). Off: each worker a process of its own")
     providers_in_host: bool = Field(
         True, json_schema_extra=_env("TRELLIS_PROVIDERS_IN_HOST"),
         description="with provider_group, `trellis host` runs that group on its own event loop instead of a "

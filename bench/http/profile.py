@@ -45,8 +45,10 @@ def _roles(system: Any) -> dict[str, int]:
             cmd = " ".join(child.cmdline())
         except psutil.Error:
             continue
-        if "trellis.host.workers" in cmd:
-            roles[f"worker-{len([r for r in roles if r.startswith('worker')])}"] = child.pid
+        if "trellis.host.workers.zygote" in cmd and child.ppid() == system.host.proc.pid:
+            roles["worker-zygote"] = child.pid  # the workers' parent (its forks have its command line)
+        elif "trellis.host.workers" in cmd:
+            roles[f"worker-{len([r for r in roles if r.startswith('worker-') and r != 'worker-zygote'])}"] = child.pid
         elif "http_server" in cmd or "http-server" in cmd:
             roles["http-server"] = child.pid
         elif "providers" in cmd:

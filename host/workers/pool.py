@@ -16,6 +16,7 @@ from trellis.interfaces.telemetry import merge
 from trellis.kit.procs import death_signal, supervised_env
 from trellis.kit.service import TaskGroup
 
+from .forks import ForkedWorker, Zygote
 from .messages import Boot, Command, Load, Metrics, Ready, Scale, Shutdown, Stats, Unload, Usage, parse_event
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class WorkerError(RuntimeError):
 @dataclass
 class _Worker:
     index: int
-    proc: asyncio.subprocess.Process | None = None
+    proc: asyncio.subprocess.Process | ForkedWorker | None = None
     pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     restarts: int = 0
@@ -59,6 +60,9 @@ class WorkerPool:
         #: each worker's last metrics; the counters of workers that died, so the host's totals never go back
         self._last_metrics: dict[int, list[dict[str, Any]]] = {}
         self._retired: list[dict[str, Any]] = []
+        #: the workers' pre-loaded parent (forks.py, zygote.py); None: each worker a process of its own
+        self.zygote = (Zygote(log_dir, supervised_env({**os.environ, **self.log_env}))
+                       if boot.tuning.process.worker_zygote else None)
 
     async def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         await asyncio.gather(*(self._spawn(w) for w in self.workers))
@@ -77,11 +81,14 @@ class WorkerPool:
             stderr = open(self.log_dir / name, "ab")  # noqa: SIM115 (closed once the child has it)
         env = supervised_env({**os.environ, **self.log_env})  # it goes when the host does
         try:
-            w.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-P", "-m", "trellis.host.workers", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env, limit=16 * 1024 * 1024,
-                preexec_fn=death_signal(),  # and its stdin closing: it does not outlive the host
-            )
+            if self.zygote is not None:
+                w.proc = await self.zygote.spawn(env, stderr)
+            else:
+                w.proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-P", "-m", "trellis.host.workers", stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env, limit=16 * 1024 * 1024,
+                    preexec_fn=death_signal(),  # and its stdin closing: it does not outlive the host
+                )
         finally:
             if stderr is not None and stderr is not sys.stdout:
                 stderr.close()
@@ -90,7 +97,7 @@ class WorkerPool:
         await w.proc.stdin.drain()
         self.tasks.spawn(self._read(w, w.proc), f"worker-{w.index}-reader")
 
-    async def _read(self, w: _Worker, proc: asyncio.subprocess.Process) -> None:
+    async def _read(self, w: _Worker, proc: asyncio.subprocess.Process | ForkedWorker) -> None:
         assert proc.stdout is not None
         while True:
             line = await proc.stdout.readline()
@@ -227,3 +234,5 @@ class WorkerPool:
             except TimeoutError:
                 w.proc.kill()
                 await w.proc.wait()
+        if self.zygote is not None:
+            await self.zygote.close()

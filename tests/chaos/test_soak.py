@@ -83,8 +83,12 @@ def test_soak_hosts_restart_in_turn(cluster: Cluster, wasm):
             cmds = []
             for pid in cluster.pids_in(m):
                 try:
-                    cmds.append(" ".join(psutil.Process(pid).cmdline()))
-                except psutil.Error:
+                    proc = psutil.Process(pid)
+                    cmd = " ".join(proc.cmdline())
+                    if "workers.zygote" in cmd and "workers.zygote" not in " ".join(proc.parent().cmdline()):
+                        continue  # the workers' zygote (their parent, with the command line its forks have)
+                    cmds.append(cmd)
+                except (psutil.Error, AttributeError):
                     continue
             providers = sum(KV in c for c in cmds)
             workers = sum("trellis.host.workers" in c for c in cmds)

@@ -26,8 +26,8 @@ def test_defaults_and_every_variable() -> None:
         "TRELLIS_LOWER_IN_PLACE", "TRELLIS_WASI_HTTP_FAST", "TRELLIS_WASI_HTTP_NATIVE", "TRELLIS_WASM_PROFILER",
         "TRELLIS_WASI_HTTP_NATIVE_STATE", "TRELLIS_NATIVE_VALUES", "TRELLIS_METRICS",
         "TRELLIS_GC_THRESHOLD", "TRELLIS_PARK_IDLE_S",
-        "TRELLIS_PROVIDER_GROUP", "TRELLIS_PROVIDERS_IN_HOST", "TRELLIS_HTTP_ACTIVE_MAX"}
-    assert len(off) == 14 and all(v is False for v in _bools(Tuning.from_env(off)))
+        "TRELLIS_PROVIDER_GROUP", "TRELLIS_PROVIDERS_IN_HOST", "TRELLIS_HTTP_ACTIVE_MAX", "TRELLIS_WORKER_ZYGOTE"}
+    assert len(off) == 15 and all(v is False for v in _bools(Tuning.from_env(off)))
     for spelling in ("false", "No", " off "):
         assert Tuning.from_env({"TRELLIS_METRICS": spelling}).process.metrics is False
     assert Tuning.from_env({"TRELLIS_METRICS": "yes"}).process.metrics is True

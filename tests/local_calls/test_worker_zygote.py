@@ -1,0 +1,71 @@
+"""Workers forked from one pre-loaded parent (host/workers/zygote.py, forks.py), supervised as before."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import psutil
+
+from trellis.host.tuning import ProcessTuning, Tuning
+from trellis.host.workers.forks import ZYGOTE_MODULE
+from trellis.host.workers.messages import Boot
+from trellis.host.workers.pool import WorkerPool
+from trellis.kit.service import TaskGroup
+from trellis.natsserver import NatsServer
+
+from ..harness import eventually
+
+
+def _boot(nats_server: NatsServer, lattice: str, zygote: bool) -> Boot:
+    return Boot(lattice=lattice, host_id="N" + "A" * 55, nats={"url": nats_server.url}, threads=1,
+                tuning=Tuning(process=ProcessTuning(worker_zygote=zygote)))
+
+
+async def _answers(pool: WorkerPool) -> bool:
+    return await asyncio.wait_for(pool.stats(), 60) == [{}, {}]
+
+
+async def test_workers_are_forked_from_the_zygote_and_restarted_when_they_or_it_die(nats_server: NatsServer,
+                                                                                  lattice: str) -> None:
+    tasks = TaskGroup("test")
+    pool = WorkerPool(_boot(nats_server, lattice, zygote=True), 2, tasks)
+    try:
+        await pool.start()
+        assert pool.zygote is not None and pool.zygote.proc is not None
+        zygote = psutil.Process(pool.zygote.proc.pid)
+        assert ZYGOTE_MODULE in zygote.cmdline()
+        first = pool.pids()
+        assert len(first) == 2 and all(psutil.Process(p).ppid() == zygote.pid for p in first)
+        assert await _answers(pool)
+
+        os.kill(first[0], signal.SIGKILL)  # a worker dies: the pool forks another from the same zygote
+        await eventually(lambda: pool.restarts == 1 and len(pool.pids()) == 2 and first[0] not in pool.pids(), 60,
+                         what="the worker restarted")
+        assert all(psutil.Process(p).ppid() == zygote.pid for p in pool.pids())
+        assert await _answers(pool)
+
+        zygote.kill()  # the zygote dies, its workers with it: both restarted, through a new zygote
+        await eventually(lambda: pool.restarts == 3 and len(pool.pids()) == 2, 60, what="both workers restarted")
+        assert pool.zygote.proc is not None and pool.zygote.proc.pid != zygote.pid
+        assert all(psutil.Process(p).ppid() == pool.zygote.proc.pid for p in pool.pids())
+        assert await _answers(pool)
+        last = pool.zygote.proc.pid
+    finally:
+        await pool.close(grace_s=2)
+        await tasks.close()
+    assert not psutil.pid_exists(last) or psutil.Process(last).status() == psutil.STATUS_ZOMBIE
+
+
+async def test_without_the_zygote_each_worker_is_a_process_of_its_own(nats_server: NatsServer, lattice: str) -> None:
+    tasks = TaskGroup("test")
+    pool = WorkerPool(_boot(nats_server, lattice, zygote=False), 2, tasks)
+    try:
+        await pool.start()
+        assert pool.zygote is None
+        assert [psutil.Process(p).ppid() for p in pool.pids()] == [os.getpid()] * 2
+        assert await _answers(pool)
+    finally:
+        await pool.close(grace_s=2)
+        await tasks.close()

@@ -439,7 +439,10 @@ def _seed_compile_cache(wasm: Path, compiled: Path) -> None:
     compiled.mkdir(parents=True, exist_ok=True)
     for art in BENCH_CACHE.glob("*.cwasm"):
         if not (compiled / art.name).exists():
-            shutil.copyfile(art, compiled / art.name)
+            try:  # a hard link: the bench cache holds GiBs, and every host of a sitting would copy them all
+                os.link(art, compiled / art.name)
+            except OSError:  # another file system
+                shutil.copyfile(art, compiled / art.name)
 
 
 POC = tools.ROOT / "examples" / "platform-poc"

@@ -27,6 +27,7 @@ from wasmtime import component as wc
 
 from .cache import CompileCache, wasm_digest
 from .engine import RuntimeEngine
+from .producers import processed_by
 from .wit import ResourceRef, WitType, from_valtype, render
 
 __all__ = [
@@ -139,6 +140,8 @@ class LoadedComponent:
         #: the compiled artifact the code is mapped from (a parkable component's; ``parking.py``)
         self.artifact: Path | None = None
         self.digest = digest
+        #: the toolchains its ``producers`` section names (``processed-by``; producers.py), when known
+        self.tools: frozenset[str] = frozenset()
         ctype = component.type
         raw_imports = ctype.imports(engine.engine)
         raw_exports = ctype.exports(engine.engine)
@@ -228,7 +231,9 @@ def load_component(
     """Compile (or fetch from ``cache``) and introspect a component."""
     digest = wasm_digest(wasm)
     component = wc.Component(engine.engine, wasm) if cache is None else cache.load(engine, wasm, digest)
-    return LoadedComponent(engine, component, digest)
+    loaded = LoadedComponent(engine, component, digest)
+    loaded.tools = processed_by(wasm)
+    return loaded
 
 
 class _ResourceNamer:

@@ -112,6 +112,7 @@ class Invoker:
                 for fn in loaded.all_exported()):
             self._wasi_http = WasiHttpExport(loaded, inherit_stderr=self.grants.inherit_stderr,
                                              inherit_stdout=self.grants.inherit_stdout)
+            self.reuse = self._wasi_http.reuse_policy(self.reuse)  # StarlingMonkey's: one request an instance
         shadow = self._wasi_http.shadow if self._wasi_http is not None else frozenset()
         #: whether the component imports WASI p2: a store gets a WASI context only then (each costs a
         #: ``WasiConfig``, its stderr callback and ``set_wasi`` per instance)

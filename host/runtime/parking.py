@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from .cache import CompileCache
 from .component import LoadedComponent
 from .engine import RuntimeEngine
+from .producers import processed_by
 
 if TYPE_CHECKING:
     from .invoke import Invoker
@@ -75,6 +76,7 @@ def load_parkable(engine: RuntimeEngine, path: Path, cache: CompileCache, digest
             return cache.load_file(engine, path, known)[0]
     loaded = LoadedComponent(engine, component, digest, reload=reload)  # type: ignore[arg-type]  # the cache returns the component untyped
     loaded.artifact = artifact if reload is not None else None
+    loaded.tools = processed_by(path)  # (a few small reads of the file, even when it was not compiled now)
     return loaded
 
 

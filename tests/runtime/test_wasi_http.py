@@ -211,3 +211,32 @@ def test_the_request_state_in_c_serves_a_held_request_without_the_python_impleme
         assert "poll" in calls and ("subscribe-duration" in calls)  # (pollables of a clock stay Python)
         assert (not set(calls) & also_in_c) if state else also_in_c <= set(calls), calls
         inv.close()
+
+
+def _producers_component(tools: list[str]) -> bytes:
+    """A component's header and a top-level producers section naming ``tools`` as processed-by."""
+    def name(s: str) -> bytes:
+        return bytes([len(s)]) + s.encode()
+    payload = b"\x01" + name("processed-by") + bytes([len(tools)]) + b"".join(name(t) + name("1.0") for t in tools)
+    custom = name("producers") + payload
+    other = name("name") + b"\x00"  # another custom section, skipped
+    return b"\x00asm\x0d\x00\x01\x00" + b"\x00" + bytes([len(other)]) + other + b"\x00" + bytes([len(custom)]) + custom
+
+
+def test_a_componentize_js_wasi_http_component_gets_a_fresh_instance_per_request(loaded, monkeypatch, caplog):
+    """StarlingMonkey's fetch event answers one request per instance (StarlingMonkey#247): the invoker
+    reads the toolchain from the component's producers section and never reuses its instances."""
+    from trellis.host.runtime.producers import processed_by
+
+    assert processed_by(_producers_component(["wit-component", "ComponentizeJS"])) == {"wit-component",
+                                                                                         "ComponentizeJS"}
+    assert processed_by(b"\x00asm\x01\x00\x00\x00") == frozenset()  # a core module: not a component
+    assert processed_by(b"garbage") == frozenset() and "ComponentizeJS" not in loaded.tools
+    monkeypatch.setattr(loaded, "tools", processed_by(_producers_component(["ComponentizeJS"])))
+    with caplog.at_level("WARNING", logger="trellis.host.runtime.wasi_http"):
+        inv = Invoker(loaded, reuse=ReusePolicy(max_invocations=100), limits=Limits(timeout_s=30))
+    assert inv.reuse.max_invocations == 1 and "fresh instance" in caplog.text and "StarlingMonkey#247" in caplog.text
+    for _ in range(3):
+        assert inv.invoke(H, request("/status/201"))["status"] == 201
+    assert inv.stats.instantiations == 3
+    inv.close()

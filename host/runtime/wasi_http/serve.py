@@ -15,6 +15,7 @@ with the invocation's own message. A timeout stays a failure (the front answers 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from contextvars import ContextVar
@@ -27,6 +28,8 @@ from ..call import RawArg
 from ..component import FunctionInfo, LoadedComponent
 from ..errors import ErrorKind, InvocationError
 from ..imports import CURRENT_CALL, RESOURCE_TYPE_IDS, HostResource, ImportHandler, _ResourceBridge
+from ..producers import one_request_per_instance
+from ..settings import ReusePolicy
 from ..wit import OwnT
 from . import native
 from .dispatch import OUTGOING, WasiHttpHandler, _error_code_names, find_handler, shadowed
@@ -85,6 +88,17 @@ class WasiHttpExport:
         self.type_ids = (RESOURCE_TYPE_IDS.id_for(req_ty.resource), RESOURCE_TYPE_IDS.id_for(out_ty.resource))
         module = native.module() if native.available() else None
         self.own_into: Any = module.own_into if module is not None else None
+        #: why its instances serve one request each (a toolchain whose guest cannot answer twice), or None
+        self.fresh_only = one_request_per_instance(loaded.tools)
+        self.digest = loaded.digest
+
+    def reuse_policy(self, reuse: ReusePolicy) -> ReusePolicy:
+        """``reuse``, or one request per instance when the guest cannot answer more (logged once)."""
+        if self.fresh_only is None or reuse.max_invocations == 1:
+            return reuse
+        log.warning("wasi:http component %s: every request gets a fresh instance (reuse of %d asked): %s",
+                    self.digest[:19], reuse.max_invocations, self.fresh_only)
+        return dataclasses.replace(reuse, max_invocations=1)
 
     def handler(self, outer: ImportHandler) -> WasiHttpHandler:
         return WasiHttpHandler(outer, self.shadow, self.codes, self.stderr, self.outgoing, self.stdout)

@@ -78,9 +78,10 @@ class NatsSettings:
         return opts
 
 
-#: seconds between client pings; with MAX_OUTSTANDING_PINGS unanswered the connection is
-#: stale and the client reconnects to another server. nats-py's defaults (120 s, 2) leave a
-#: process attached to a server behind a pulled cable (no reset, only silence) for minutes.
+#: seconds between client pings; with MAX_OUTSTANDING_PINGS unanswered *and nothing else heard
+#: from the server meanwhile* (:func:`_alive_while_heard`) the connection is stale and the client
+#: reconnects to another server. nats-py's defaults (120 s, 2) leave a process attached to a
+#: server behind a pulled cable (no reset, only silence) for minutes.
 PING_INTERVAL_S = 2
 MAX_OUTSTANDING_PINGS = 2
 
@@ -141,7 +142,9 @@ async def connect(settings: NatsSettings, *, name: str | None = None, **extra: A
     import nats
     from nats.errors import NoServersError
 
-    attempt = asyncio.ensure_future(nats.connect(**opts))
+    nc = nats.NATS()
+    _alive_while_heard(nc)
+    attempt = asyncio.ensure_future(nc.connect(**opts))
     gave_up = asyncio.ensure_future(untrusted.wait())
     try:
         await asyncio.wait({attempt, gave_up}, return_when=asyncio.FIRST_COMPLETED)
@@ -154,12 +157,38 @@ async def connect(settings: NatsSettings, *, name: str | None = None, **extra: A
         raise NatsUnreachable(settings.url, next(e for e in reversed(errors)
                                                  if isinstance(e, ssl.SSLCertVerificationError)))
     try:
-        return attempt.result()
+        attempt.result()
+        return nc
     except NoServersError:
         # what the server said (e.g. 'Authorization Violation') beats the reset that follows it
         said = [e for e in errors if not isinstance(e, OSError)]
         tried = said or errors
         raise NatsUnreachable(settings.url, tried[-1] if tried else None) from None
+
+
+def _alive_while_heard(nc: Client) -> None:
+    """Count every byte from the server as a sign of life, as nats-server does for its clients
+    ("delaying PING due to client activity"), not only the PONGs to the client's pings.
+
+    nats-py calls a connection stale after MAX_OUTSTANDING_PINGS pings without a PONG. A PONG
+    comes after everything the server queued for the client before it, so a process reading
+    megabytes (a large body, in whole messages or streamed) on a slowed loop (a loaded machine, a
+    Wasm thread holding the GIL) got its PONG seconds late though the server never stopped
+    talking; it dropped a healthy connection, and with it the replies and stream frames in flight
+    (a worker's 2.7 MB reply lost: 503/504 at the HTTP front). A server gone silent (a pulled
+    cable) is still noticed after the same pings, since then nothing at all arrives.
+    """
+    parser: Any = getattr(nc, "_ps", None)  # nats-py's protocol parser: the read loop feeds it every read
+    if not hasattr(parser, "parse") or not hasattr(nc, "_pings_outstanding"):  # another nats-py: its own rule
+        return
+    parse = parser.parse
+
+    async def heard(data: bytes = b"") -> None:
+        if data:
+            nc._pings_outstanding = 0
+        await parse(data)
+
+    parser.parse = heard
 
 
 async def goodbye(nc: Client, timeout_s: float = 5.0) -> None:

@@ -259,7 +259,8 @@ class LatticeClient:
         data = await self._component_op(host_id, ComponentOp.START, req, component_id, wait, timeout_s)
         return {**data, "host_id": host_id}
 
-    async def _hosts_running(self, component_id: str, host_id: str | None) -> list[str]:
+    async def hosts_running(self, component_id: str, host_id: str | None = None) -> list[str]:
+        """The ids of the hosts running ``component_id`` (only ``host_id``, resolved, when given)."""
         if host_id:
             return [await self.resolve_host(host_id)]
         found = [h.id for h in await self.get_hosts() if any(c.id == component_id for c in h.components)]
@@ -269,7 +270,7 @@ class LatticeClient:
 
     async def stop_component(self, component_id: str, *, host_id: str | None = None, wait: bool = True,
                              timeout_s: float = 60.0) -> list[str]:
-        hosts = await self._hosts_running(component_id, host_id)
+        hosts = await self.hosts_running(component_id, host_id)
         for h in hosts:
             await self._component_op(h, ComponentOp.STOP, StopComponentCommand(component_id=component_id),
                                      component_id, wait, timeout_s)
@@ -278,7 +279,7 @@ class LatticeClient:
     async def scale_component(self, component_id: str, max_instances: int, *, host_id: str | None = None,
                               annotations: dict[str, str] | None = None, wait: bool = True,
                               timeout_s: float = 60.0) -> list[str]:
-        hosts = await self._hosts_running(component_id, host_id)
+        hosts = await self.hosts_running(component_id, host_id)
         req = _build(ScaleComponentCommand, component_id=component_id, max_instances=max_instances,
                      annotations=annotations)
         for h in hosts:
@@ -287,7 +288,7 @@ class LatticeClient:
 
     async def update_component(self, component_id: str, image: str, *, host_id: str | None = None,
                                wait: bool = True, timeout_s: float = 120.0) -> list[str]:
-        hosts = await self._hosts_running(component_id, host_id)
+        hosts = await self.hosts_running(component_id, host_id)
         req = _build(UpdateComponentCommand, component_id=component_id, image=image)
         for h in hosts:
             await self._component_op(h, ComponentOp.UPDATE, req, component_id, wait, timeout_s)

@@ -231,45 +231,57 @@ async def test_http_image_and_digest_pinning(nats_server, lattice, hosts, wasm, 
         thread.join()
 
 
-async def test_a_slow_start_tells_what_the_host_is_doing(nats_server, lattice, hosts, wasm, tmp_path):
-    """`trellis start component` shows the host's stage while it waits (a first start compiles for a
-    minute), not silence: here the artifact's server holds the download until the CLI said 'fetching'."""
+async def test_a_slow_start_or_update_tells_what_the_host_is_doing(nats_server, lattice, hosts, wasm, tmp_path):
+    """`trellis start component` and `trellis update component` show the host's stage while they
+    wait (a first start compiles for a minute), not silence: here the artifact's server holds each
+    download until the CLI said 'fetching'."""
     import functools
     import os
     import subprocess
     import sys
     import threading
 
-    release = threading.Event()
+    held = {"/v1.wasm": threading.Event(), "/v2.wasm": threading.Event()}
 
     class Held(_QuietHandler):
         def do_GET(self) -> None:
-            release.wait(30)
+            held[self.path].wait(30)
             super().do_GET()
 
-    (tmp_path / "adder.wasm").write_bytes(wasm["adder"].read_bytes())
+    for name in held:
+        (tmp_path / name.lstrip("/")).write_bytes(wasm["adder"].read_bytes())
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Held, directory=str(tmp_path)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     await hosts.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/adder.wasm"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trellis.cli.main", "start", "component", url, "held"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "TRELLIS_NATS_URL": nats_server.url, "TRELLIS_LATTICE": lattice})
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {**os.environ, "TRELLIS_NATS_URL": nats_server.url, "TRELLIS_LATTICE": lattice}
+
+    async def tells(command: list[str], path: str, stage: str, done: str) -> None:
+        proc = subprocess.Popen([sys.executable, "-m", "trellis.cli.main", *command],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            assert proc.stderr is not None
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), 30)
+            assert stage in line, line
+            held[path].set()
+            out, err = await asyncio.to_thread(proc.communicate, timeout=30)
+            assert proc.returncode == 0, err
+            assert done in out
+        finally:
+            held[path].set()
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()  # reaps it and closes its pipes
+
     try:
-        assert proc.stderr is not None
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), 30)
-        assert "held: start: fetching" in line, line
-        release.set()
-        out, err = await asyncio.to_thread(proc.communicate, timeout=30)
-        assert proc.returncode == 0, err
-        assert "component held running on host" in out
+        await tells(["start", "component", f"{url}/v1.wasm", "held"], "/v1.wasm",
+                    "held: start: fetching", "component held running on host")
+        await tells(["update", "component", "held", f"{url}/v2.wasm"], "/v2.wasm",
+                    "held: update: fetching", "component held updated to")
     finally:
-        release.set()
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()  # reaps it and closes its pipes
+        for e in held.values():
+            e.set()
         server.shutdown()
         server.server_close()
         thread.join()

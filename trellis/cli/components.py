@@ -154,10 +154,19 @@ def update_component(
     *,
     conn: Conn,
 ) -> None:
-    """Replace a running component's image; the new version serves before the old one drains."""
+    """Replace a running component's image; the new version serves before the old one drains.
+
+    While it waits, it says on stderr what each host is doing (fetching, compiling, ...)."""
     image = _image(new_ref)
 
-    hosts = run_on(conn, lambda c: c.update_component(component_id, image, host_id=host_id, wait=not no_wait))
+    async def update(c: LatticeClient) -> list[str]:
+        hosts = await c.hosts_running(component_id, host_id)
+        for h in hosts:  # one at a time, as the client does: the others keep serving the old image
+            op = c.update_component(component_id, image, host_id=h, wait=not no_wait)
+            await (op if no_wait else with_progress(c, h, component_id, op))
+        return hosts
+
+    hosts = run_on(conn, update)
     typer.echo(f"component {component_id} updated to {new_ref} on {len(hosts)} host(s)")
 
 

@@ -160,14 +160,19 @@ def split_list(values: Sequence[str]) -> list[str]:
 
 #: seconds an operation runs quietly before its progress is shown, and between two looks
 PROGRESS_AFTER_S = 1.0
+#: seconds one stage may last before it is said again, with the time so far
+PROGRESS_REPEAT_S = 10.0
 
 
 async def with_progress(c: LatticeClient, host_id: str, component_id: str, op: Awaitable[T]) -> T:
     """Await ``op`` (an operation on ``component_id`` at ``host_id``), telling on stderr what
-    the host is doing for it whenever that changes (its inventory's ``pending``: fetching,
-    compiling, ...), so a first start that compiles for a minute is not a silent one."""
+    the host is doing for it (its inventory's ``pending``: fetching, compiling, ...) whenever
+    that changes, and again every PROGRESS_REPEAT_S while it does not, so a first start that
+    compiles for a minute is neither silent nor looks stuck."""
     task = asyncio.ensure_future(op)
-    began, said = asyncio.get_running_loop().time(), ""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    said, said_at = "", began
     try:
         while not task.done():
             done, _ = await asyncio.wait({task}, timeout=PROGRESS_AFTER_S)
@@ -177,10 +182,10 @@ async def with_progress(c: LatticeClient, host_id: str, component_id: str, op: A
                 stage = (await c.get_inventory(host_id)).pending.get(component_id, "")
             except TrellisError:
                 continue  # the host is busy or gone: the operation's own outcome will say
-            if stage and stage != said:
-                said = stage
-                elapsed = asyncio.get_running_loop().time() - began
-                err_console.print(f"[dim]{escape(component_id)}: {escape(stage)} ({elapsed:.0f} s)[/dim]")
+            now = loop.time()
+            if stage and (stage != said or now - said_at >= PROGRESS_REPEAT_S):
+                said, said_at = stage, now
+                err_console.print(f"[dim]{escape(component_id)}: {escape(stage)} ({now - began:.0f} s)[/dim]")
         return await task
     finally:
         task.cancel()

@@ -111,6 +111,11 @@ class WasmTuning(BaseModel):
         "into and read out of wasmtime's value slots by a C extension (host/runtime/native_values.py, compiled "
         "on first use into ~/.cache/trellis/native); off, or without a C compiler: lower_in_place's and "
         "lift_in_place's Python. Needs lower_in_place")
+    native_ticker: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_NATIVE_TICKER"),
+        description="the epoch ticker (calls' deadlines) is a C thread that never takes the GIL "
+        "(host/runtime/_ticker.c, compiled on first use into ~/.cache/trellis/native); off, or without a C "
+        "compiler: a Python thread")
     profiler: str | None = Field(
         None, json_schema_extra=_env("TRELLIS_WASM_PROFILER"),
         description="wasmtime profiling strategy for perf (perfmap, jitdump or vtune); None: none, as "

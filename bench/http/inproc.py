@@ -81,6 +81,7 @@ class _Worker:
         self.calls = calls
         self.nc = None
         self.lattice = "default"
+        self.http_gate = None  # TRELLIS_HTTP_ACTIVE_MAX unset: no line before the instance
 
 
 async def _setup(fresh: bool) -> tuple[HttpConnection, _Transport]:
@@ -88,7 +89,8 @@ async def _setup(fresh: bool) -> tuple[HttpConnection, _Transport]:
     wasm = _tuning_wasm()  # the switches a worker sets from its environment (TRELLIS_NATIVE_VALUES=0, ...)
     wasmtime_patches.switch(hold_gil_on=wasm.hold_gil, lower_in_place_on=wasm.lower_in_place,
                             wasi_http_fast_on=wasm.wasi_http_fast, wasi_http_native_on=wasm.wasi_http_native,
-                            wasi_http_native_state_on=wasm.wasi_http_native_state, native_values_on=wasm.native_values)
+                            wasi_http_native_state_on=wasm.wasi_http_native_state, native_values_on=wasm.native_values,
+                            native_ticker_on=wasm.native_ticker)
     engine = make_engine(engine_settings(consume_fuel=False))  # as a worker's, for components without fuel
     wasm = build_trellis_component().read_bytes()
     loaded = load_component(engine, wasm, CompileCache(BENCH_CACHE))

@@ -20,13 +20,17 @@ of copying it.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import threading
 from dataclasses import dataclass, field
 from importlib.metadata import version
+from pathlib import Path
+from typing import Any
 
 import wasmtime
+from wasmtime import _ffi as ffi
 
 __all__ = [
     "ALLOCATORS",
@@ -274,6 +278,77 @@ class _EpochTicker:
         self._wake.set()
         self._thread.join()
 
+    def state(self) -> tuple[int, int, bool]:
+        """(ticks made, the count to reach, asleep: nothing owed and waiting to be woken), for tests."""
+        return self._count, self._target, self._count >= self._target and not self._wake.is_set()
+
+
+#: the ticker is a C thread (``_ticker.c``) when the extension builds: on unless switched off
+#: (``tuning.wasm.native_ticker``, ``TRELLIS_NATIVE_TICKER``: wasmtime_patches.switch)
+native_ticker = True
+
+
+class _NativeTicker:
+    """:class:`_EpochTicker`'s counting in a C thread that never takes the GIL (``_ticker.c``).
+
+    Under load the Python thread woke ~100-200 times a second per worker and took the GIL from the
+    event loop's thread each time: ~8-20 CPU-µs per request in one process (the thread's own CPU,
+    before the loop's share of the hand-overs). The calls' depth per thread stays here."""
+
+    def __init__(self, engine: wasmtime.Engine, period_s: float, module: Any) -> None:
+        address = ctypes.cast(engine.ptr(), ctypes.c_void_p).value
+        increment = ctypes.cast(ffi.dll.wasmtime_engine_increment_epoch, ctypes.c_void_p).value
+        self._t = module.Ticker(engine, address, increment, max(1, int(period_s * 1e9)))
+        self._calls = threading.local()
+
+    def need(self, ticks: int) -> None:
+        self._t.need(ticks, getattr(self._calls, "depth", 0))
+
+    def enter(self) -> None:
+        self._calls.depth = getattr(self._calls, "depth", 0) + 1
+        self._t.enter()
+
+    def leave(self) -> None:
+        self._calls.depth -= 1
+        self._t.leave()
+
+    def stop(self) -> None:
+        self._t.stop()
+
+    def state(self) -> tuple[int, int, bool]:
+        count, target, asleep = self._t.state()
+        return int(count), int(target), bool(asleep)
+
+
+def _ticker_module() -> Any:
+    """The C ticker's extension, or None (switched off, or it cannot be built: the Python thread serves)."""
+    if not native_ticker:
+        return None
+    if "module" not in _native:
+        from . import native_build
+
+        try:
+            _native["module"] = native_build.load("_trellis_ticker", Path(__file__).with_name("_ticker.c"),
+                                                  ("pthread",))
+        except Exception as exc:  # noqa: BLE001 - any failure: the Python thread serves
+            log.warning("the native epoch ticker is unavailable (a Python thread ticks): %s", exc)
+            _native["module"] = None
+    return _native["module"]
+
+
+_native: dict[str, Any] = {}
+
+
+def new_ticker(engine: wasmtime.Engine, period_s: float) -> _EpochTicker | _NativeTicker:
+    """The engine's epoch ticker: the C thread when it can be, else the Python one."""
+    module = _ticker_module()
+    if module is not None:
+        try:
+            return _NativeTicker(engine, period_s, module)
+        except Exception as exc:  # noqa: BLE001 - e.g. a wasmtime-py without the symbol: the Python thread
+            log.warning("the native epoch ticker did not start (a Python thread ticks): %s", exc)
+    return _EpochTicker(engine, period_s)
+
 
 @dataclass
 class RuntimeEngine:
@@ -281,7 +356,7 @@ class RuntimeEngine:
 
     engine: wasmtime.Engine
     settings: EngineSettings
-    _ticker: _EpochTicker | None = field(default=None, repr=False)
+    _ticker: _EpochTicker | _NativeTicker | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -305,9 +380,7 @@ class RuntimeEngine:
         if self._ticker is None:
             with self._lock:
                 if self._ticker is None:
-                    self._ticker = _EpochTicker(
-                        self.engine, self.settings.epoch_tick_ms / 1000.0
-                    )
+                    self._ticker = new_ticker(self.engine, self.settings.epoch_tick_ms / 1000.0)
 
     def arm(self, ticks: int) -> None:
         """A store was given a deadline of ``ticks`` from now: tick until it has passed."""
@@ -315,7 +388,7 @@ class RuntimeEngine:
         if ticker is not None and ticks < 2**61:
             ticker.need(ticks)
 
-    def enter(self) -> _EpochTicker | None:
+    def enter(self) -> _EpochTicker | _NativeTicker | None:
         """A call starts on this thread (see :class:`_EpochTicker`); give what it returns to
         :meth:`leave` when the call ends."""
         ticker = self._ticker
@@ -324,7 +397,7 @@ class RuntimeEngine:
         return ticker
 
     @staticmethod
-    def leave(ticker: _EpochTicker | None) -> None:
+    def leave(ticker: _EpochTicker | _NativeTicker | None) -> None:
         """The call :meth:`enter` announced ended."""
         if ticker is not None:
             ticker.leave()

@@ -6,8 +6,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
+
+from trellis.host.runtime import engine as engine_module
 from trellis.host.runtime import make_engine
 from trellis.host.runtime.engine import EngineSettings
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both tickers: the C thread (_ticker.c, the default) and the Python one (TRELLIS_NATIVE_TICKER=0)."""
+    monkeypatch.setattr(engine_module, "native_ticker", request.param == "native")
+    return str(request.param)
+
+
+def _is(ticker: object, kind: str) -> bool:
+    return isinstance(ticker, engine_module._NativeTicker if kind == "native" else engine_module._EpochTicker)
 
 
 def _until(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -17,20 +31,20 @@ def _until(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-def test_ticker_sleeps_between_deadlines_and_makes_every_tick_of_one() -> None:
+def test_ticker_sleeps_between_deadlines_and_makes_every_tick_of_one(kind: str) -> None:
     eng = make_engine(EngineSettings(epoch_tick_ms=1, consume_fuel=False))
     try:
         eng.deadline_ticks(1.0)  # starts the ticker; nothing armed yet
         ticker = eng._ticker
-        assert ticker is not None
+        assert ticker is not None and _is(ticker, kind)
 
         def asleep() -> bool:
-            return ticker._count >= ticker._target and not ticker._wake.is_set()
+            return ticker.state()[2]
 
         _until(asleep)
-        before = ticker._count
+        before = ticker.state()[0]
         eng.arm(25)  # a store got a deadline of 25 ticks
-        _until(lambda: ticker._count >= before + 25)
+        _until(lambda: ticker.state()[0] >= before + 25)
         _until(asleep)
         eng.arm(2**62)  # no deadline: nothing to tick for
         assert asleep()
@@ -38,7 +52,7 @@ def test_ticker_sleeps_between_deadlines_and_makes_every_tick_of_one() -> None:
         eng.close()
 
 
-def test_ticks_owed_to_a_call_stop_when_no_call_runs_and_others_are_kept() -> None:
+def test_ticks_owed_to_a_call_stop_when_no_call_runs_and_others_are_kept(kind: str) -> None:
     """Issue 16 (idle CPU): a call's 10 s deadline outlives the call; ticking 100 times a second
     until it passed was most of a worker's CPU after traffic. With no call running, the ticks
     owed to deadlines armed inside calls are dropped; a deadline armed outside any call is not."""
@@ -48,27 +62,29 @@ def test_ticks_owed_to_a_call_stop_when_no_call_runs_and_others_are_kept() -> No
     try:
         eng.deadline_ticks(1.0)
         ticker = eng._ticker
-        assert ticker is not None
+        assert ticker is not None and _is(ticker, kind)
 
         def asleep() -> bool:
-            return ticker._count >= ticker._target and not ticker._wake.is_set()
+            return ticker.state()[2]
 
         _until(asleep)
         outer = eng.enter()
         inner = eng.enter()  # a nested call (a component calling another inline)
         eng.arm(10**9)  # a deadline of ~11 days of ticks, inside the calls
         eng.leave(inner)
-        assert ticker._target > ticker._count + 10**8  # the outer call still runs: owed
+        count, target, _ = ticker.state()
+        assert target > count + 10**8  # the outer call still runs: owed
         other = threading.Thread(target=lambda: eng.leave(eng.enter()))  # a call on another thread
         other.start()
         other.join()
-        assert ticker._target > ticker._count + 10**8
+        count, target, _ = ticker.state()
+        assert target > count + 10**8
         eng.leave(outer)
         _until(asleep)  # no call runs: the ticks are dropped (else: 11 days of ticking)
-        before = ticker._count
+        before = ticker.state()[0]
         eng.arm(30)  # armed outside any call (an instance made ahead of calls): ticked in full
         eng.leave(eng.enter())
-        _until(lambda: ticker._count >= before + 30)
+        _until(lambda: ticker.state()[0] >= before + 30)
         _until(asleep)
     finally:
         eng.close()

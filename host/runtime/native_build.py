@@ -1,0 +1,80 @@
+"""C extensions of the runtime, compiled on first use: ``native_values`` (``_values.c``) and the epoch
+ticker (``_ticker.c``; :mod:`.wasi_http.native` has its own copy of this for ``_native.c``).
+
+Each is compiled with the machine's C compiler and Python headers into ``$XDG_CACHE_HOME/trellis/native``
+(``~/.cache/trellis/native``) under a name keyed by the source's hash, the Python version and the
+platform, and loaded from there: nothing to install, and a changed source is a new file. Without a
+compiler :func:`load` raises and the caller's Python code serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from types import ModuleType
+
+__all__ = ["cache_dir", "load"]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "trellis" / "native"
+
+
+def _compile(name: str, source: Path, libs: tuple[str, ...]) -> Path:
+    """The extension's path in the cache, compiled there first if it is not."""
+    text = source.read_bytes()
+    suffix = (importlib.machinery.EXTENSION_SUFFIXES or [".so"])[0]
+    key = hashlib.sha256(text + sys.version.encode() + sysconfig.get_platform().encode()).hexdigest()[:16]
+    out = cache_dir() / f"{name}-{key}{suffix}"
+    if out.exists():
+        return out
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise RuntimeError("no C compiler (gcc or cc) on PATH")
+    include = sysconfig.get_paths()["include"]
+    if not (Path(include) / "Python.h").exists():
+        raise RuntimeError(f"no Python headers in {include} (Debian: python3-dev)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    cmd = [cc, "-O2", "-shared", "-fPIC", "-fno-strict-aliasing", f"-I{include}", str(source), "-o", str(tmp),
+           *(f"-l{lib}" for lib in libs)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
+        os.replace(tmp, out)  # atomic: processes compiling at once each install a whole file
+    finally:
+        tmp.unlink(missing_ok=True)
+    _prune(name, out)
+    return out
+
+
+def _prune(name: str, keep: Path, days: float = 7) -> None:
+    """Builds of other sources unused for ``days`` (a process still running one keeps its mapping)."""
+    now = time.time()
+    for old in keep.parent.glob(f"{name}-*"):
+        try:
+            if old != keep and now - old.stat().st_atime > days * 86400:
+                old.unlink()
+        except OSError:
+            pass
+
+
+def load(name: str, source: Path, libs: tuple[str, ...] = ()) -> ModuleType:
+    """Extension module ``name`` built from ``source`` (compiled first if need be); raises when it cannot be."""
+    path = _compile(name, source, libs)
+    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module

@@ -69,6 +69,9 @@ from .status import deployed_status, undeployed_status
 
 log = logging.getLogger(__name__)
 
+#: a pass's plan of its app's status: the view and the shared apps it planned against, and the status
+Planned = tuple[Observed, dict[str, Manifest], AppStatus]
+
 #: the longest housekeeping sleeps without a deadline (a safety net: every deadline it knows wakes it)
 HOUSEKEEPING_MAX_S = 5.0
 
@@ -471,11 +474,10 @@ class Controller(Service):
             quiet = (not commands and st.state is AppState.DEPLOYED and not self.executor.book.avoid(name)
                      and not self.executor.book.restarted_hosts(name, asyncio.get_running_loop().time()))
         if record is not None:
-            await self._announce_status(name, record, (observed, planned) if planned is not None else None)
+            await self._announce_status(name, record, (observed, shared, planned) if planned is not None else None)
         return quiet
 
-    async def _announce_status(self, name: str, record: AppRecord,
-                               planned: tuple[Observed, AppStatus] | None = None) -> None:
+    async def _announce_status(self, name: str, record: AppRecord, planned: Planned | None = None) -> None:
         """Publish ``app_status_changed`` (the whole `AppStatusReply`) when the status or its message changed
         (``planned``: the scalers' status of the deployed version against a view, as a pass just planned it)."""
         reply = await self.app_status(name, record, planned)
@@ -492,18 +494,18 @@ class Controller(Service):
             self._announced.pop(name, None)
             log.debug("status event not sent: %r", exc)
 
-    async def app_status(self, name: str, record: AppRecord,
-                         planned: tuple[Observed, AppStatus] | None = None) -> AppStatusReply:
-        """``planned``: the scalers' status against a view, used while that view is still the current one
-        (a pass that issued nothing plans its app once, not once more for the status it announces)."""
+    async def app_status(self, name: str, record: AppRecord, planned: Planned | None = None) -> AppStatusReply:
+        """``planned``: the scalers' status against a view and the shared apps of then, used while both are
+        still the current ones (a pass that issued nothing plans its app once, not again for its status)."""
         observed = self.observer.view.snapshot()
         last = self.last_pass.get(name)
         if record.deployed_version is not None:
             manifest = await self.manifest(name, record.deployed_version)
             if manifest is not None:
                 shared = await self.shared_apps()
-                same = planned is not None and planned[0] is observed is self.observer.view.snapshot()
+                same = (planned is not None and planned[0] is observed is self.observer.view.snapshot()
+                        and planned[1].keys() == shared.keys() and all(planned[1][k] is m for k, m in shared.items()))
                 return deployed_status(manifest, observed, self.executor.book.for_app(name),
                                        shared_apps=shared, last_pass=last, now=asyncio.get_running_loop().time(),
-                                       planned=planned[1] if same and planned is not None else None)
+                                       planned=planned[2] if same and planned is not None else None)
         return undeployed_status(name, observed, last_pass=last)

@@ -93,6 +93,21 @@ def test_trellis_new_refuses_bad_names_and_existing_folders(tmp_path: Path) -> N
     assert lang.returncode != 0 and "python, js" in lang.stderr
 
 
+def test_trellis_new_says_when_its_port_is_taken(tmp_path: Path) -> None:
+    """Every project listens on 8080 unless told: one made while another app holds the port says
+    how to deploy it elsewhere (else its app turns degraded after the deploy said 'deployed')."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        made = run_cli("new", "component", "web", "--dir", str(tmp_path), "--port", str(port))
+    assert made.returncode == 0, made.stderr
+    assert f"already listens on 127.0.0.1:{port}" in made.stderr
+    assert "--config web-listen.address=127.0.0.1:PORT" in made.stderr
+    free = run_cli("new", "component", "web2", "--dir", str(tmp_path), "--port", str(_free_port()))
+    assert free.returncode == 0 and "already listens" not in free.stderr
+
+
 @pytest.mark.timeout(1500)
 @pytest.mark.skipif(importlib.util.find_spec("trellis.host.runtime.wasi_http") is None,
                     reason="the host does not serve wasi:http components yet")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -10,7 +9,7 @@ from rich.markup import escape
 
 from trellis.build import AppSpec, BuildError, BuildOptions, BuildResult, build, find_apps
 
-from .output import console, err_console, fail, human_bytes, print_json
+from .output import console, err_console, fail, human_bytes, print_json, shown_path
 
 
 def build_command(
@@ -53,13 +52,5 @@ def build_command(
 
 def _print_result(r: BuildResult, width: int) -> None:
     colour = {"built": "green", "cached": "cyan", "unchanged": "dim"}[r.status]
-    line = f"{r.app.name:<{width}}  {_show(r.path)}  {human_bytes(r.size)}  {r.seconds:.1f}s  ({r.world})"
+    line = f"{r.app.name:<{width}}  {shown_path(r.path)}  {human_bytes(r.size)}  {r.seconds:.1f}s  ({r.world})"
     console.print(f"[{colour}]{r.status:<9}[/{colour}] {escape(line)}", highlight=False)
-
-
-def _show(path: Path) -> str:
-    """Relative to the working directory when below it: shorter, and what people typed."""
-    try:
-        return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
-    except ValueError:
-        return str(path)

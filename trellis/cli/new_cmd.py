@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
-from .output import fail
+from .output import err_console, fail, shown_path
 
 new_app = typer.Typer(help="Create a component or provider project to start from.", no_args_is_help=True)
-
-
-def _shown(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
 
 
 @new_app.command("component")
@@ -34,12 +26,25 @@ def new_component(
         target = make(name, lang, directory, port)
     except ScaffoldError as exc:
         raise fail(str(exc)) from None
-    where = _shown(target)
+    where = shown_path(target)
     typer.echo(f"created {where} ({'JavaScript, wasi:http' if lang == 'js' else 'Python, trellis:http'})\n"
                f"next, with `trellis up` running:\n"
                f"  trellis build {where}\n"
                f"  trellis app deploy {where}/wadm.yaml --wait\n"
                f"  curl localhost:{port}/")
+    if _listening(port):
+        err_console.print(f"note: something already listens on 127.0.0.1:{port} (another app?): deploy with "
+                          f"--config {name}-listen.address=127.0.0.1:PORT, or make the project with --port",
+                          highlight=False, markup=False)
+
+
+def _listening(port: int) -> bool:
+    """Whether a server takes connections on 127.0.0.1:``port`` now."""
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @new_app.command("provider")
@@ -55,7 +60,7 @@ def new_provider(
         target = make(name, directory)
     except ScaffoldError as exc:
         raise fail(str(exc)) from None
-    where = _shown(target)
+    where = shown_path(target)
     typer.echo(f"created {where}\n"
                f"next:\n"
                f"  (cd {where} && python -m pytest test_provider.py)\n"

@@ -13,8 +13,10 @@ import asyncio
 import enum
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
@@ -151,6 +153,15 @@ def human_duration(s: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def shown_path(path: Path) -> str:
+    """A path relative to the working directory when below it (shorter, and what people typed),
+    else as it is."""
+    try:
+        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
+    except (ValueError, OSError):
+        return str(path)
 
 
 def split_list(values: Sequence[str]) -> list[str]:

@@ -167,6 +167,29 @@ async def test_a_silent_instance_is_retried_only_when_idempotent(nc, lattice, ca
     await sub.unsubscribe()
 
 
+async def test_a_lost_attempts_late_answer_ends_the_call(nc, lattice, caller):
+    """An instance too slowed to send progress frames (a loaded machine) is given up after the
+    silence window and the call is sent again; its answer to the first attempt, when it comes,
+    ends the call. It used to be dropped, so a slowed instance ran the call again and again, each
+    copy answered too late, until the deadline (a 2.7 MB echo over NATS at load >= 15: 504)."""
+    attempts: list[int] = []
+    unanswered: list[tuple[str, int]] = []
+
+    async def answers_each_attempt_once_the_next_came(msg):
+        inv = Invocation.decode(msg.data)
+        attempts.append(inv.attempt)
+        for reply_to, attempt in unanswered:
+            await nc.publish(reply_to, Reply(id=inv.id, result=dict(OK, body=b"attempt %d" % attempt)).encode())
+        unanswered[:] = [(msg.reply, inv.attempt)]
+
+    sub = await nc.subscribe(subjects.rpc(lattice, "comp"), queue=subjects.rpc_queue_group("comp"),
+                             cb=answers_each_attempt_once_the_next_came)
+    await nc.flush()
+    result = await call(caller, retry_lost=True, timeout_s=5)
+    assert result == dict(OK, body=b"attempt 1") and attempts == [1, 2]
+    await sub.unsubscribe()
+
+
 async def test_a_started_at_most_once_function_is_not_sent_again_even_for_an_idempotent_method(nc, lattice, caller):
     """The lattice's call policy, as for every caller: a callee that flagged the call ``nr`` and
     then went silent gets no second attempt (502), whatever the HTTP method."""

@@ -73,15 +73,28 @@ class CallFailed(Exception):
 
 class _Pending:
     """One attempt: its future is resolved by what the reply callback saw (a reply, no
-    responders, a bad reply) or by its timer (the call state's decision: silence, deadline)."""
+    responders, a bad reply) or by its timer (the call state's decision: silence, deadline).
 
-    __slots__ = ("future", "state", "timer", "parts")
+    An attempt given up as lost is still listened to until the call ends: its instance may only
+    have been too slow to send progress frames (a loaded machine), and its answer, when it comes,
+    is the call's (``then``: the attempt sent after it). Throwing it away made a slowed instance
+    run the call again and again, each copy too late, until the deadline (a 2.7 MB echo: 504)."""
+
+    __slots__ = ("future", "state", "timer", "parts", "then")
 
     def __init__(self, future: asyncio.Future[Any], state: CallState) -> None:
         self.future = future
         self.state = state
         self.timer: asyncio.TimerHandle | None = None
         self.parts: list[bytes] | None = None  # a reply in several NATS messages, so far
+        self.then: _Pending | None = None
+
+    def live(self) -> _Pending:
+        """The call's attempt under way: this one, or the latest sent after it."""
+        p = self
+        while p.then is not None:
+            p = p.then
+        return p
 
 
 class NatsCaller:
@@ -129,17 +142,21 @@ class NatsCaller:
         return int(getattr(self.nc, "max_payload", 0) or 1024 * 1024)
 
     async def _on_reply(self, msg: Msg) -> None:
-        p = self._pending.get(msg.subject[len(self._prefix):])
-        if p is None or p.future.done():
+        sent = self._pending.get(msg.subject[len(self._prefix):])
+        if sent is None:
+            return
+        p = sent.live()  # an earlier attempt's answer is the call's too (parts join per attempt)
+        if p.future.done():
             return
         if msg.headers and msg.headers.get("Status") == "503":
-            p.future.set_result(CallEvent.NO_RESPONDERS)
+            if p is sent:  # nobody took this attempt (an earlier one's no-responders is old news)
+                p.future.set_result(CallEvent.NO_RESPONDERS)
             return
         try:
             data = msg.data
             part = msg.headers.get(PART_HEADER) if msg.headers else None
             if part is not None:
-                p.parts, whole = join_part(p.parts, part, data)
+                sent.parts, whole = join_part(sent.parts, part, data)
                 if whole is None:
                     p.state.on(CallEvent.PROGRESS, time.monotonic())
                     return
@@ -190,52 +207,61 @@ class NatsCaller:
         state = CallState(mono + timeout_s, mono, retryable=retry_lost, policy=policy)
         subject = self._subject(target)
         loop = asyncio.get_running_loop()
-        while True:
-            d = state.on(CallEvent.SENT, time.monotonic())
-            if d.act is Act.FAIL:
-                raise self._failed(d, target, inv, timeout_s)
-            frame = inv.encode()
-            if len(frame) > self.max_payload:
-                raise CallFailed(wire.TOO_LARGE, f"the request is {len(frame)} bytes encoded, over the lattice's "
-                                                 f"message limit of {self.max_payload} bytes (NATS max_payload)")
-            token = str(next(self._seq))
-            pending = _Pending(loop.create_future(), state)
-            self._pending[token] = pending
-            try:
+        tokens: list[str] = []  # every attempt's: an answer to any of them ends the call
+        last: _Pending | None = None
+        try:
+            while True:
+                d = state.on(CallEvent.SENT, time.monotonic())
+                if d.act is Act.FAIL:
+                    raise self._failed(d, target, inv, timeout_s)
+                frame = inv.encode()
+                if len(frame) > self.max_payload:
+                    raise CallFailed(wire.TOO_LARGE, f"the request is {len(frame)} bytes encoded, over the lattice's "
+                                                     f"message limit of {self.max_payload} bytes (NATS max_payload)")
+                token = str(next(self._seq))
+                pending = _Pending(loop.create_future(), state)
+                if last is not None:
+                    last.then = pending
+                last = pending
+                self._pending[token] = pending
+                tokens.append(token)
                 try:
-                    await self.nc.publish(subject, frame, reply=self._prefix + token)
-                except Exception as exc:  # closed, or the reconnect buffer is full
-                    raise CallFailed(wire.UNAVAILABLE,
-                                     f"cannot reach the lattice: {exc or type(exc).__name__}") from exc
-                pending.timer = loop.call_later(d.delay_s, self._tick, pending)
-                outcome = await pending.future
-            finally:
-                self._pending.pop(token, None)
-                if pending.timer is not None:
-                    pending.timer.cancel()
-            cls = outcome.__class__
-            if cls is Reply:
-                err = outcome.error
-                d = state.on(CallEvent.OK if err is None else ErrorReply(err.code, err.message, err.kind),
-                             time.monotonic())
-                if d is RETURN:
-                    return outcome.result
-            elif cls is Decision:  # the state's own, from the timer: lost, or the deadline
-                d = outcome
-            else:  # no responders, a bad reply
-                d = state.on(outcome, time.monotonic())
-            if d.lost:
-                self.stats["lost"] += 1
-            if d.act is Act.FAIL:
-                raise self._failed(d, target, inv, timeout_s)
-            if d.cause is Cause.BUSY:
-                self.stats["busy"] += 1
-            elif d.cause is Cause.NO_RESPONDERS:
-                self.stats["no_responders"] += 1
-            self.stats["retries"] += 1
-            inv.attempt += 1
-            if d.delay_s:
-                await asyncio.sleep(d.delay_s)
+                    try:
+                        await self.nc.publish(subject, frame, reply=self._prefix + token)
+                    except Exception as exc:  # closed, or the reconnect buffer is full
+                        raise CallFailed(wire.UNAVAILABLE,
+                                         f"cannot reach the lattice: {exc or type(exc).__name__}") from exc
+                    pending.timer = loop.call_later(d.delay_s, self._tick, pending)
+                    outcome = await pending.future
+                finally:
+                    if pending.timer is not None:
+                        pending.timer.cancel()
+                cls = outcome.__class__
+                if cls is Reply:
+                    err = outcome.error
+                    d = state.on(CallEvent.OK if err is None else ErrorReply(err.code, err.message, err.kind),
+                                 time.monotonic())
+                    if d is RETURN:
+                        return outcome.result
+                elif cls is Decision:  # the state's own, from the timer: lost, or the deadline
+                    d = outcome
+                else:  # no responders, a bad reply
+                    d = state.on(outcome, time.monotonic())
+                if d.lost:
+                    self.stats["lost"] += 1
+                if d.act is Act.FAIL:
+                    raise self._failed(d, target, inv, timeout_s)
+                if d.cause is Cause.BUSY:
+                    self.stats["busy"] += 1
+                elif d.cause is Cause.NO_RESPONDERS:
+                    self.stats["no_responders"] += 1
+                self.stats["retries"] += 1
+                inv.attempt += 1
+                if d.delay_s:
+                    await asyncio.sleep(d.delay_s)
+        finally:
+            for t in tokens:
+                self._pending.pop(t, None)
 
     @staticmethod
     def _tick(p: _Pending) -> None:

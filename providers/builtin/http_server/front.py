@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from typing import Any
 
@@ -108,7 +109,8 @@ class HttpFront(Service):
                 try:
                     await listener.open()
                 except OSError as exc:
-                    why = exc.strerror or str(exc)
+                    # the errno's words ('Address already in use'), not asyncio's wrapping of them
+                    why = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
                     if self.bind_errors.get(address) != why:
                         log.error("cannot listen on %s: %s (retrying every %.0fs)", format_address(address), why,
                                   RETRY_S)
@@ -137,7 +139,9 @@ class HttpFront(Service):
                  f"{len(lst.connections)} open)" for lst in self.listeners.values()]
         problems = [f"cannot listen on {format_address(a)}: {why}" for a, why in self.bind_errors.items()]
         problems += [f"link {'/'.join(k)}: {why}" for k, why in self.refused.items()]
-        summary = ("listening on " + ", ".join(parts)) if parts else "no listeners (no links)"
+        # links whose address could not be opened are no "no links": say what is listening, if anything
+        idle = "not listening" if self.bind_errors else "no listeners (no links)"
+        summary = ("listening on " + ", ".join(parts)) if parts else idle
         if self.handoff is not None and parts:
             summary += "; " + self.handoff.describe()
         if problems:

@@ -457,13 +457,18 @@ class Up:
         if self._stop.is_set():
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             return
+        # the state (nats-server's environment among it) goes through an inherited memory file, not
+        # the command line, which every user of the machine can read in `ps`
+        state_fd = os.memfd_create("trellis-upkeep-state", 0)
+        os.write(state_fd, json.dumps(state).encode())
         os.set_inheritable(lock, True)
         os.set_inheritable(err, True)
         sys.stdout.flush()
         sys.stderr.flush()
         try:
-            os.execv(sys.executable, [sys.executable, "-P", str(keeper), json.dumps(state)])
+            os.execv(sys.executable, [sys.executable, "-P", str(keeper), f"--state-fd={state_fd}"])
         except OSError as exc:  # it stays as it is
+            os.close(state_fd)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             self.s.lean = False
             self.say(f"warning: could not become the lean keeper ({exc}); supervising as before")

@@ -14,9 +14,11 @@ lock file keeps naming the children (for the next run's leftovers check); SIGINT
 stops the children in reverse order along the TERM → grace → KILL ladder, then nats-server,
 then says "Trellis stopped." and exits 0.
 
-Its one argument is a JSON object (``Up._hand_over``): ``lock_fd``, ``info`` (the lock file's
-fields but children), ``grace_s``, ``nats`` (``argv``, ``env``, ``pid``, ``stderr_fd``,
-``log_file``) and ``children`` (``name``, ``argv``, ``log``, ``pid``, ``restarts``, ``done``).
+Its one argument, ``--state-fd=N``, names an inherited memory file holding a JSON object
+(``Up._hand_over``; not on the command line, where ``ps`` would show nats-server's
+environment): ``lock_fd``, ``info`` (the lock file's fields but children), ``grace_s``,
+``nats`` (``argv``, ``env``, ``pid``, ``stderr_fd``, ``log_file``) and ``children``
+(``name``, ``argv``, ``log``, ``pid``, ``restarts``, ``done``).
 """
 
 from __future__ import annotations
@@ -196,8 +198,20 @@ class Keeper:
         os.close(self.lock_fd)
 
 
+def _read_state(arg: str) -> dict[str, Any]:
+    """``--state-fd=N``: the state `trellis up` wrote into an inherited memory file (kept off ``ps``)."""
+    fd = int(arg.removeprefix("--state-fd="))
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    state: dict[str, Any] = json.loads(b"".join(chunks))
+    return state
+
+
 def main(argv: list[str]) -> int:
-    return Keeper(json.loads(argv[1])).run()
+    return Keeper(_read_state(argv[1])).run()
 
 
 if __name__ == "__main__":

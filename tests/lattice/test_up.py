@@ -170,6 +170,8 @@ def test_once_up_the_process_becomes_the_lean_keeper_and_supervises_as_before(tm
         keeper = psutil.Process(up.pid)
         asyncio.run(eventually(lambda: any(a.endswith("upkeep.py") for a in keeper.cmdline()), 10,
                                what="the keeper"))
+        # its state (nats-server's environment among it) is not on the command line `ps` shows everyone
+        assert not any("GOMEMLIMIT" in a or "PATH" in a for a in keeper.cmdline()), keeper.cmdline()
         rollup = Path(f"/proc/{up.pid}/smaps_rollup").read_text().splitlines()
         pss = int(next(ln.split()[1] for ln in rollup if ln.startswith("Pss:")))
         assert pss < 20 * 1024, pss  # KiB: the whole CLI held ~39 MiB

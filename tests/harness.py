@@ -155,6 +155,21 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0
                           env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
+def is_worker(proc: Any) -> bool:
+    """Whether a ``psutil.Process`` is a host's worker: ``python -m trellis.host.workers``, or a
+    worker forked from the workers' zygote (its command line is the zygote's; the zygote's own
+    parent is the host, not another zygote)."""
+    import psutil
+
+    try:
+        cmd = " ".join(proc.cmdline())
+        if "trellis.host.workers" not in cmd:
+            return False
+        return "workers.zygote" not in cmd or "workers.zygote" in " ".join(proc.parent().cmdline())
+    except (psutil.Error, AttributeError):
+        return False
+
+
 def stop_process(proc: subprocess.Popen[Any], *, group: bool = False, grace_s: float = 30.0) -> None:
     """Stop a process started in its own session: SIGTERM (to its whole group with ``group``),
     SIGKILL to the group past ``grace_s``, then close its stdout pipe."""

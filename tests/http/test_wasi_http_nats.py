@@ -22,7 +22,7 @@ from tests.components.build import build_python
 from trellis.interfaces.client import LatticeClient
 from trellis.interfaces.links import Link
 
-from ..harness import eventually
+from ..harness import eventually, is_worker
 from .helpers import LocalServer, QuietHandler, free_port
 from .test_lattice import big_nats, lattice_client, port_open  # noqa: F401 (pytest fixtures imported by name)
 
@@ -239,7 +239,7 @@ async def test_incoming_bodies_stream_over_nats(no_handoff, lattice_client, wasi
     writer.write(b"POST /pieces HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"first\n"), 30)
     # this test's host's worker (its log is under tmp_path), not those of session fixtures' hosts
-    workers = [p for p in psutil.Process().children(recursive=True) if "trellis.host.workers" in p.cmdline()
+    workers = [p for p in psutil.Process().children(recursive=True) if is_worker(p)
                and any(f.path.startswith(str(tmp_path)) for f in p.open_files())]
     assert len(workers) == 1, workers
     workers[0].kill()

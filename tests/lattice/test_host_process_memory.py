@@ -17,7 +17,7 @@ import psutil
 from trellis.kit import procs
 from trellis.natsserver import NatsServer
 
-from ..harness import stop_process
+from ..harness import is_worker, stop_process
 
 
 def _maps_wasmtime(pid: int) -> bool:
@@ -45,8 +45,7 @@ def test_the_host_process_does_not_load_wasmtime_and_its_worker_does(nats_server
             except ValueError:
                 continue
         assert started, "the host did not start"
-        workers = [p for p in psutil.Process(host.pid).children(recursive=True)
-                   if "trellis.host.workers" in " ".join(p.cmdline())]
+        workers = [p for p in psutil.Process(host.pid).children(recursive=True) if is_worker(p)]
         assert workers, "the host has no worker process"
         assert not _maps_wasmtime(host.pid)
         assert all(_maps_wasmtime(w.pid) for w in workers)

@@ -16,7 +16,7 @@ from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 from wasmtime.component._enter import enter_wasm
 
-from . import lift_in_place, lower_plain
+from . import gil_hold, lift_in_place, lower_plain
 
 
 class Lifted:
@@ -101,10 +101,11 @@ class TypedCall:
             result_space = ffi.wasmtime_component_val_t() if result_ty is not None else None
             result_capi = byref(result_space) if result_space is not None else None
             func = self.func
+            call = gil_hold.held(store) or ffi.wasmtime_component_func_call  # keeps the GIL, or releases it
 
             def run() -> ctypes._Pointer[ffi.wasmtime_error_t]:
-                return ffi.wasmtime_component_func_call(byref(func._func), store._context(), param_capi, n,
-                                                        result_capi, 1 if result_space is not None else 0)
+                return call(byref(func._func), store._context(), param_capi, n,
+                            result_capi, 1 if result_space is not None else 0)
 
             enter_wasm(run)
             if result_space is None:

@@ -38,7 +38,7 @@ import wasmtime
 from trellis.interfaces.resources import unversioned
 from trellis.interfaces.wasm_limits import MAX_BYTES_PER_CALL
 
-from . import native_values
+from . import gil_hold, native_values
 from .call import Lifted, PlainArg
 from .codec import CodecError, Plain, from_plain, to_plain
 from .component import FunctionInfo, FunctionNotFound, LoadedComponent
@@ -294,7 +294,7 @@ class Invoker:
                 return
             last = now
             ctx.deadline = now + budget
-            store.set_epoch_deadline(ticks)
+            gil_hold.set_deadline(store, engine, ticks)
             engine.arm(ticks)
         return progress
 
@@ -512,7 +512,7 @@ class Invoker:
         if self._metered:
             store.set_fuel(self._fuel)
         ticks = self._deadline_ticks if ticks is None else ticks
-        store.set_epoch_deadline(ticks)
+        gil_hold.set_deadline(store, self.engine, ticks)
         self.engine.arm(ticks)  # the epoch ticker runs while a deadline may be pending
 
     def _instantiate(self, ctx: CallContext, ticks: int | None = None, inline: bool = False) -> Live:

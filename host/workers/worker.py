@@ -479,7 +479,8 @@ def main() -> None:
     wasmtime_patches.switch(hold_gil_on=wasm.hold_gil, lower_in_place_on=wasm.lower_in_place,
                             wasi_http_fast_on=wasm.wasi_http_fast, wasi_http_native_on=wasm.wasi_http_native,
                             wasi_http_native_state_on=wasm.wasi_http_native_state,
-                            native_values_on=wasm.native_values, native_ticker_on=wasm.native_ticker)
+                            native_values_on=wasm.native_values, native_ticker_on=wasm.native_ticker,
+                            wasm_hold_gil_on=wasm.wasm_hold_gil)
     try:
         import uvloop
         uvloop.run(run(boot))

@@ -14,8 +14,9 @@ Two things would break, and are handled:
   off, or no C compiler) calls release the GIL as before;
 * the worker's event loop and its other calls, which a guest looping without imports would
   stall: the store's deadline is one tick away and an epoch-deadline callback
-  (``wasmtime_store_epoch_deadline_callback``) runs at every tick. It releases and takes the
-  GIL again (``time.sleep(0)``: a real switch when another thread asked for it), then either
+  (``wasmtime_store_epoch_deadline_callback``) runs at every tick. Running it, Python code,
+  hands the GIL over when another thread asked for it (the interpreter's switch request, set
+  once a thread waited ``sys.getswitchinterval()``, 5 ms) and takes it back, then either
   continues for one more tick or, once the call's own deadline (in ticks of the same ticker,
   as ``Store.set_epoch_deadline`` counted them) has passed, traps with ``wasm trap: interrupt``,
   the message :func:`~trellis.host.runtime.errors.classify_failure` reads as a timeout. The
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import time
 from typing import Any
 
 from wasmtime import _ffi as ffi
@@ -40,6 +40,7 @@ ENV = "TRELLIS_WASM_HOLD_GIL"
 #: the switch (``tuning.wasm.wasm_hold_gil``, :func:`~trellis.host.runtime.wasmtime_patches.switch`)
 enabled = True
 _ATTR = "_trellis_gil_hold"
+_SAFE = "_trellis_gil_safe"
 _NO_DEADLINE = 2**61
 _TRAP = b"wasm trap: interrupt"
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.POINTER(ffi.wasmtime_context_t), ctypes.c_void_p,
@@ -70,12 +71,11 @@ class _Hold:
     """A store's state for the callback: the tick count its call's deadline falls on (None: the
     store is not holding; any tick then is its deadline) and the ticker counting."""
 
-    __slots__ = ("end", "ticker", "callback", "__weakref__")
+    __slots__ = ("end", "ticker")
 
     def __init__(self) -> None:
         self.end: int | None = None
         self.ticker: Any = None
-        self.callback: Any = None
 
 
 def _install(store: Any) -> _Hold:
@@ -86,19 +86,38 @@ def _install(store: Any) -> _Hold:
             end, ticker = hold.end, hold.ticker
             if end is None or ticker is None or ticker.state()[0] >= end:
                 return ctypes.cast(ffi.wasmtime_error_new(_TRAP), ctypes.c_void_p).value or 0
+            # entering this Python function hands the GIL over when another thread asked for it
+            # (the interpreter's switch request, set after it waited 5 ms): a real switch only then
             global handovers
             handovers += 1
-            time.sleep(0)  # hand the GIL to whoever waits for it (the event loop, another call)
             delta[0] = 1
             kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
             return 0
         except BaseException:  # noqa: BLE001 - never unwind into wasmtime: stop the guest instead
             return ctypes.cast(ffi.wasmtime_error_new(_TRAP), ctypes.c_void_p).value or 0
 
-    hold.callback = _CALLBACK(on_tick)
-    ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), hold.callback, None, _FINALIZER())  # no finalizer (NULL)
+    callback = _CALLBACK(on_tick)  # kept by the store (no cycle through the hold: freed with it)
+    ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), callback, None, _FINALIZER())  # no finalizer (NULL)
+    setattr(store, _ATTR + "_callback", callback)
     setattr(store, _ATTR, hold)
     return hold
+
+
+def libc_write() -> int:
+    if "write" not in _bound:
+        _bound["write"] = ctypes.cast(ctypes.CDLL(None).write, ctypes.c_void_p).value
+    return int(_bound["write"])
+
+
+def possible(engine: Any) -> bool:
+    """Whether a store of ``engine`` made now may keep the GIL in its calls."""
+    return enabled and native_ticker(engine) is not None and _call_binding() is not None
+
+
+def safe(store: Any, tail: Any = None) -> None:
+    """Mark ``store`` as one whose calls may keep the GIL: nothing wasmtime runs on another thread
+    during its calls needs the GIL (no Python stdout/stderr writer; ``tail`` is trimmed at each call)."""
+    setattr(store, _SAFE, tail if tail is not None else True)
 
 
 def native_ticker(engine: Any) -> Any:
@@ -114,7 +133,8 @@ def set_deadline(store: Any, engine: Any, ticks: int) -> None:
     when switched on, the deadline is finite and the engine's ticker needs no GIL. The caller
     arms the ticker for ``ticks`` (``RuntimeEngine.arm``) as before."""
     hold: _Hold | None = getattr(store, _ATTR, None)
-    ticker = native_ticker(engine) if enabled and ticks < _NO_DEADLINE else None
+    mark = getattr(store, _SAFE, None)
+    ticker = native_ticker(engine) if enabled and mark is not None and ticks < _NO_DEADLINE else None
     if ticker is None or _call_binding() is None:
         if hold is not None:
             hold.end = None  # the callback now runs only at this deadline, and traps there
@@ -122,6 +142,8 @@ def set_deadline(store: Any, engine: Any, ticks: int) -> None:
         return
     if hold is None:
         hold = _install(store)
+    if mark is not True and mark is not None:
+        mark.trim()
     hold.ticker = ticker
     hold.end = ticker.state()[0] + ticks
     store.set_epoch_deadline(1)

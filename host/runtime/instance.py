@@ -7,6 +7,8 @@ for error messages.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +41,49 @@ class StderrTail:
 
     def text(self) -> str:
         return self._buf.decode("utf-8", "replace")
+
+
+class FdStderrTail(StderrTail):
+    """The guest's stderr, kept without the GIL: wasmtime runs a custom stderr writer on another
+    thread while the call waits for it, so a Python writer (``instance.StderrTail``) would wait for
+    the GIL the call holds. Here wasmtime's writer is libc's ``write`` into a memory file of the
+    store's own; :meth:`text` reads its last ``STDERR_TAIL_BYTES``, :meth:`trim` (at each call)
+    keeps the file short."""
+
+    _KEEP = 64 * 1024
+
+    def __init__(self) -> None:  # no buffer: the memory file is the buffer
+        self._fd = os.memfd_create("trellis-guest-stderr", os.MFD_CLOEXEC)
+
+    def attach(self, wasi: Any) -> None:
+        from wasmtime import _bindings
+
+        from . import gil_hold
+
+        setter = vars(_bindings)["_wasi_config_set_stderr_custom"]
+        writer = setter.argtypes[1](gil_hold.libc_write())  # write(fd, buf, len): the data pointer is the fd
+        setter(wasi.ptr(), writer, ctypes.c_void_p(self._fd), setter.argtypes[3]())  # no finalizer (NULL)
+
+    def write(self, data: bytes) -> None:
+        os.write(self._fd, data)
+
+    def _tail(self, size: int) -> bytes:
+        start = max(0, size - STDERR_TAIL_BYTES)
+        return os.pread(self._fd, size - start, start)
+
+    def text(self) -> str:
+        return self._tail(os.fstat(self._fd).st_size).decode("utf-8", "replace")
+
+    def trim(self) -> None:
+        size = os.fstat(self._fd).st_size
+        if size > self._KEEP:
+            kept = self._tail(size)
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            os.write(self._fd, kept)
+
+    def __del__(self) -> None:
+        os.close(self._fd)
 
 
 @dataclass

@@ -59,7 +59,7 @@ from .imports import (
     deny_all,
     is_wasip2_interface,
 )
-from .instance import Live, StderrTail
+from .instance import FdStderrTail, Live, StderrTail
 from .probe import CallProbe
 from .settings import Limits, ReusePolicy, WasiGrants
 from .wasi_http import AS_500, TRELLIS_HANDLE, WasiHttpExport, as_response, claim_exchange, end_stream, find_handler
@@ -489,13 +489,20 @@ class Invoker:
 
     def _new_store(self) -> tuple[wasmtime.Store, StderrTail | None]:
         store = wasmtime.Store(self.engine.engine)
-        tail = None
+        tail: StderrTail | None = None
+        hold = gil_hold.possible(self.engine)  # its calls may keep the GIL: stderr kept without it
         if self.uses_wasi:
             wasi = self.grants.wasi_config()
             if not self.grants.inherit_stderr:
-                tail = StderrTail()
-                wasi.stderr_custom = tail.write
+                if hold:
+                    tail = FdStderrTail()
+                    tail.attach(wasi)
+                else:
+                    tail = StderrTail()
+                    wasi.stderr_custom = tail.write
             store.set_wasi(wasi)  # required before instantiating with add_wasip2()
+        if hold:
+            gil_hold.safe(store, tail if isinstance(tail, FdStderrTail) else None)
         if self.limits.memory_bytes is not None:
             store.set_limits(memory_size=self.limits.memory_bytes)
         return store, tail

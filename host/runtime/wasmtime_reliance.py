@@ -133,6 +133,10 @@ RELIES_ON: dict[str, tuple[str, ...]] = {
         "ctype:wasmtime_component_func_callback_t", "ctype:wasmtime_component_resource_destructor_t",
         *_VALUE_LAYOUT, *_KINDS,
     ),
+    "gil_hold (a Wasm call keeps the GIL, handed over at every epoch tick)": (
+        "c:wasmtime_component_func_call", "c:wasmtime_store_epoch_deadline_callback", "c:wasmtime_error_new",
+        "const:wasmtime_update_deadline_kind_t", "py:wasmtime._managed:Managed.ptr",
+    ),
 }
 
 #: reference -> digest, as wasmtime TESTED_WASMTIME has it (printed by ``python -m`` this module)
@@ -245,6 +249,9 @@ FINGERPRINTS: dict[str, str] = {
     'py:wasmtime.component._types:VariantType.cases': 'b0d5aa868050b6f7',
     'py:wasmtime.component._types:VariantType.convert_to_c': 'e6517644f7813255',
     'quick:': '8deaad85824e4903',
+    'c:wasmtime_store_epoch_deadline_callback': '0b55273ec0dd0866',
+    'const:wasmtime_update_deadline_kind_t': 'f8e804cbf533954d',
+    'py:wasmtime._managed:Managed.ptr': '0dd65b4b5462a0b6',
 }
 
 

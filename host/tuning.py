@@ -117,10 +117,11 @@ class WasmTuning(BaseModel):
         "(host/runtime/_ticker.c, compiled on first use into ~/.cache/trellis/native); off, or without a C "
         "compiler: a Python thread")
     wasm_hold_gil: bool = Field(
-        True, json_schema_extra=_env("TRELLIS_WASM_HOLD_GIL"),
+        False, json_schema_extra=_env("TRELLIS_WASM_HOLD_GIL"),
         description="a call into Wasm keeps the GIL (a worker runs one guest at a time, each until its next "
         "import) and hands it over at every epoch tick (host/runtime/gil_hold.py); only while the epoch ticker "
-        "is the C thread (native_ticker), else calls release the GIL")
+        "is the C thread (native_ticker), else calls release the GIL. Off by default: measured +2 % req/s and +2 % "
+        "CPU per order on the full app (docs/performance.md, \"Wasm calls keep the GIL\")")
     profiler: str | None = Field(
         None, json_schema_extra=_env("TRELLIS_WASM_PROFILER"),
         description="wasmtime profiling strategy for perf (perfmap, jitdump or vtune); None: none, as "

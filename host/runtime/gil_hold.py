@@ -37,8 +37,9 @@ from wasmtime import _ffi as ffi
 log = logging.getLogger(__name__)
 
 ENV = "TRELLIS_WASM_HOLD_GIL"
-#: the switch (``tuning.wasm.wasm_hold_gil``, :func:`~trellis.host.runtime.wasmtime_patches.switch`)
-enabled = True
+#: the switch (``tuning.wasm.wasm_hold_gil``, :func:`~trellis.host.runtime.wasmtime_patches.switch`):
+#: off by default, its A/B on the full app was not conclusive (docs/performance.md)
+enabled = False
 _ATTR = "_trellis_gil_hold"
 _SAFE = "_trellis_gil_safe"
 _NO_DEADLINE = 2**61

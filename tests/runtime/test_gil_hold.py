@@ -15,6 +15,11 @@ from trellis.host.runtime import engine as engine_module
 from .conftest import TestComponents
 
 
+@pytest.fixture(autouse=True)
+def hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gil_hold, "enabled", True)  # TRELLIS_WASM_HOLD_GIL=1 (off by default)
+
+
 async def test_a_spinning_guest_holding_the_gil_stops_at_its_deadline_while_the_loop_serves(
         components: TestComponents) -> None:
     spinning = Invoker(components.wat("hostile"), limits=Limits(timeout_s=1.5))

@@ -1,5 +1,5 @@
-"""C extensions of the runtime, compiled on first use: ``native_values`` (``_values.c``) and the epoch
-ticker (``_ticker.c``; :mod:`.wasi_http.native` has its own copy of this for ``_native.c``).
+"""C extensions of the runtime, compiled on first use: ``native_values`` (``_values.c``), the epoch
+ticker (``_ticker.c``) and the ``wasi:http`` callbacks (:mod:`.wasi_http.native`, ``_native.c``).
 
 Each is compiled with the machine's C compiler and Python headers into ``$XDG_CACHE_HOME/trellis/native``
 (``~/.cache/trellis/native``) under a name keyed by the source's hash, the Python version and the
@@ -29,9 +29,10 @@ def cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache") / "trellis" / "native"
 
 
-def _compile(name: str, source: Path, libs: tuple[str, ...]) -> Path:
-    """The extension's path in the cache, compiled there first if it is not."""
-    text = source.read_bytes()
+def _compile(name: str, source: Path, libs: tuple[str, ...], includes: tuple[Path, ...]) -> Path:
+    """The extension's path in the cache, compiled there first if it is not (the key covers the
+    files ``source`` includes, ``includes``, too)."""
+    text = b"".join(p.read_bytes() for p in (source, *includes))
     suffix = (importlib.machinery.EXTENSION_SUFFIXES or [".so"])[0]
     key = hashlib.sha256(text + sys.version.encode() + sysconfig.get_platform().encode()).hexdigest()[:16]
     out = cache_dir() / f"{name}-{key}{suffix}"
@@ -69,9 +70,10 @@ def _prune(name: str, keep: Path, days: float = 7) -> None:
             pass
 
 
-def load(name: str, source: Path, libs: tuple[str, ...] = ()) -> ModuleType:
-    """Extension module ``name`` built from ``source`` (compiled first if need be); raises when it cannot be."""
-    path = _compile(name, source, libs)
+def load(name: str, source: Path, libs: tuple[str, ...] = (), includes: tuple[Path, ...] = ()) -> ModuleType:
+    """Extension module ``name`` built from ``source`` and the files it ``includes`` (compiled first if
+    need be); raises when it cannot be."""
+    path = _compile(name, source, libs, includes)
     loader = importlib.machinery.ExtensionFileLoader(name, str(path))
     spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     assert spec is not None

@@ -30,16 +30,7 @@ untouched, to the Python implementation. ``TRELLIS_WASI_HTTP_NATIVE_STATE=0``
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import importlib.machinery
-import importlib.util
 import logging
-import os
-import shutil
-import subprocess
-import sys
-import sysconfig
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -49,6 +40,7 @@ from wasmtime import _ffi as ffi
 from trellis.interfaces.resources import unversioned
 
 from .. import lower_in_place as lip
+from .. import native_build
 from ..codec import CodecError
 from ..imports import CURRENT_CALL, RESOURCE_TYPE_IDS, HostResource
 from ..wit import BorrowT, ListT, OptionT, OwnT, Prim, ResultT, TupleT, VariantT, mentions_resources
@@ -83,57 +75,8 @@ _FUNCTIONS = {  # the C module's name -> libwasmtime's
 _state: dict[str, Any] = {}  # "module": the loaded extension or None (tried and failed)
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "trellis" / "native"
-
-
-def _compile() -> Path:
-    """The extension's path in the cache, compiled there first if it is not."""
-    source = b"".join(p.read_bytes() for p in SOURCES)
-    suffix = (importlib.machinery.EXTENSION_SUFFIXES or [".so"])[0]
-    key = hashlib.sha256(source + sys.version.encode() + sysconfig.get_platform().encode()).hexdigest()[:16]
-    out = cache_dir() / f"{NAME}-{key}{suffix}"
-    if out.exists():
-        return out
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        raise RuntimeError("no C compiler (gcc or cc) on PATH")
-    include = sysconfig.get_paths()["include"]
-    if not (Path(include) / "Python.h").exists():
-        raise RuntimeError(f"no Python headers in {include} (Debian: python3-dev)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    cmd = [cc, "-O2", "-shared", "-fPIC", "-fno-strict-aliasing", f"-I{include}", str(SOURCE), "-o", str(tmp)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
-        os.replace(tmp, out)  # atomic: processes compiling at once each install a whole file
-    finally:
-        tmp.unlink(missing_ok=True)
-    _prune(out)
-    return out
-
-
-def _prune(keep: Path, days: float = 7) -> None:
-    """Builds of other sources unused for ``days`` (a process still running one keeps its mapping)."""
-    now = time.time()
-    for old in keep.parent.glob(f"{NAME}-*"):
-        try:
-            if old != keep and now - old.stat().st_atime > days * 86400:
-                old.unlink()
-        except OSError:
-            pass
-
-
 def _load() -> ModuleType:
-    path = _compile()
-    loader = importlib.machinery.ExtensionFileLoader(NAME, str(path))
-    spec_ = importlib.util.spec_from_file_location(NAME, path, loader=loader)
-    assert spec_ is not None
-    module = importlib.util.module_from_spec(spec_)
-    loader.exec_module(module)
+    module = native_build.load(NAME, SOURCE, includes=SOURCES[1:])
     layout = module.layout()
     want = {"stride": lip.STRIDE, "value": lip.VALUE_OFF,
             "result_val": ffi.wasmtime_component_valresult_t.val.offset,  # type: ignore[attr-defined]  # ctypes field descriptors

@@ -111,6 +111,11 @@ class WasmTuning(BaseModel):
         "into and read out of wasmtime's value slots by a C extension (host/runtime/native_values.py, compiled "
         "on first use into ~/.cache/trellis/native); off, or without a C compiler: lower_in_place's and "
         "lift_in_place's Python. Needs lower_in_place")
+    lower_plain: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_LOWER_PLAIN"),
+        description="an import's answer and an export's arguments are written into wasmtime's value slots "
+        "straight from their plain form (host/runtime/lower_plain.py); off: through from_plain's wasmtime-py "
+        "objects")
     native_ticker: bool = Field(
         True, json_schema_extra=_env("TRELLIS_NATIVE_TICKER"),
         description="the epoch ticker (calls' deadlines) is a C thread that never takes the GIL "

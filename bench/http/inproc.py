@@ -90,7 +90,8 @@ async def _setup(fresh: bool) -> tuple[HttpConnection, _Transport]:
     wasmtime_patches.switch(hold_gil_on=wasm.hold_gil, lower_in_place_on=wasm.lower_in_place,
                             wasi_http_fast_on=wasm.wasi_http_fast, wasi_http_native_on=wasm.wasi_http_native,
                             wasi_http_native_state_on=wasm.wasi_http_native_state, native_values_on=wasm.native_values,
-                            native_ticker_on=wasm.native_ticker)
+                            native_ticker_on=wasm.native_ticker, wasm_hold_gil_on=wasm.wasm_hold_gil,
+                            lower_plain_on=wasm.lower_plain)
     engine = make_engine(engine_settings(consume_fuel=False))  # as a worker's, for components without fuel
     wasm = build_trellis_component().read_bytes()
     loaded = load_component(engine, wasm, CompileCache(BENCH_CACHE))

@@ -24,7 +24,6 @@ value's key, so an untagged variant whose cases wasmtime-py cannot tell apart, w
 from __future__ import annotations
 
 import ctypes
-import os
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -36,8 +35,9 @@ from .wit import INT_RANGES, EnumT, ListT, OptionT, Prim, RecordT, ResultT, Tupl
 
 __all__ = ["lower_root", "plain_writer", "WRITTEN"]
 
-#: whether lower_root writes (off: every value takes from_plain and wasmtime-py's objects)
-enabled = os.environ.get("TRELLIS_LOWER_PLAIN", "1") != "0"
+#: whether lower_root writes (off: every value takes from_plain and wasmtime-py's objects);
+#: ``tuning.wasm.lower_plain`` (``TRELLIS_LOWER_PLAIN``), set by wasmtime_patches.switch
+enabled = True
 
 #: a host function's answer when it was written into its result slot already
 WRITTEN: Any = object()

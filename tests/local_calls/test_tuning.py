@@ -25,10 +25,10 @@ def test_defaults_and_every_variable() -> None:
         "TRELLIS_LOCAL_PROVIDERS", "TRELLIS_HTTP_HANDOFF", "TRELLIS_HTTP_STREAMS", "TRELLIS_HOLD_GIL",
         "TRELLIS_LOWER_IN_PLACE", "TRELLIS_WASI_HTTP_FAST", "TRELLIS_WASI_HTTP_NATIVE", "TRELLIS_WASM_PROFILER",
         "TRELLIS_WASI_HTTP_NATIVE_STATE", "TRELLIS_NATIVE_VALUES", "TRELLIS_NATIVE_TICKER", "TRELLIS_METRICS",
-        "TRELLIS_WASM_HOLD_GIL",
+        "TRELLIS_WASM_HOLD_GIL", "TRELLIS_LOWER_PLAIN",
         "TRELLIS_GC_THRESHOLD", "TRELLIS_PARK_IDLE_S",
         "TRELLIS_PROVIDER_GROUP", "TRELLIS_PROVIDERS_IN_HOST", "TRELLIS_HTTP_ACTIVE_MAX", "TRELLIS_WORKER_ZYGOTE"}
-    assert len(off) == 17 and all(v is False for v in _bools(Tuning.from_env(off)))
+    assert len(off) == 18 and all(v is False for v in _bools(Tuning.from_env(off)))
     for spelling in ("false", "No", " off "):
         assert Tuning.from_env({"TRELLIS_METRICS": spelling}).process.metrics is False
     assert Tuning.from_env({"TRELLIS_METRICS": "yes"}).process.metrics is True
@@ -65,7 +65,7 @@ async def test_the_off_paths_answer_alike(nats_server, lattice, hosts, wasm, mon
     for var, value in {"TRELLIS_METRICS": "0", "TRELLIS_HOLD_GIL": "0", "TRELLIS_LOWER_IN_PLACE": "0",
                        "TRELLIS_WASI_HTTP_FAST": "0", "TRELLIS_WASI_HTTP_NATIVE": "0",
                        "TRELLIS_WASI_HTTP_NATIVE_STATE": "0", "TRELLIS_NATIVE_VALUES": "0",
-                       "TRELLIS_NATIVE_TICKER": "0", "TRELLIS_WASM_HOLD_GIL": "0",
+                       "TRELLIS_NATIVE_TICKER": "0", "TRELLIS_WASM_HOLD_GIL": "0", "TRELLIS_LOWER_PLAIN": "0",
                        "TRELLIS_INLINE_BUDGET_MS": "0", "TRELLIS_LOCAL_CALLS_MAX_DEPTH": "0",
                        "TRELLIS_GC_THRESHOLD": "default", "TRELLIS_WASM_PROFILER": "bogus"}.items():
         monkeypatch.setenv(var, value)

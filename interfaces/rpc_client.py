@@ -83,9 +83,15 @@ def call_error(d: Decision, inv: Invocation) -> RpcError:
 
 class Attempt:
     """One send of an invocation: a future the reply callback or the call state's timer resolves
-    (with a :class:`Decision` other than WAIT, or what the reply callback saw)."""
+    (with a :class:`Decision` other than WAIT, or what the reply callback saw).
 
-    __slots__ = ("fut", "state", "timer", "parts")
+    An attempt given up as lost is still listened to until the call ends: its instance may only
+    have been too slow to send progress frames (a loaded machine), and its answer, when it comes,
+    is the call's (``then``: the attempt sent after it). Dropping it made a slowed callee run the
+    call again and again, each copy answered too late, until the deadline.
+    """
+
+    __slots__ = ("fut", "state", "timer", "parts", "then")
 
     def __init__(self, fut: asyncio.Future[Any], state: CallState) -> None:
         self.fut = fut
@@ -93,6 +99,14 @@ class Attempt:
         self.timer: asyncio.TimerHandle | None = None
         #: the parts so far of a reply too large for one NATS message
         self.parts: list[bytes] | None = None
+        self.then: Attempt | None = None
+
+    def live(self) -> Attempt:
+        """The call's attempt under way: this one, or the latest sent after it."""
+        a = self
+        while a.then is not None:
+            a = a.then
+        return a
 
     def heard(self, reply: Reply, now: float) -> None:
         """A progress frame came: the callee is alive (and, when it says so, at-most-once)."""
@@ -156,17 +170,21 @@ class RpcClient:
                 self._prefix = prefix
 
     async def _on_reply(self, msg: Msg) -> None:
-        a = self._pending.get(msg.subject[len(self._prefix):])
-        if a is None or a.fut.done():
-            return  # a late frame of an attempt already over
+        sent = self._pending.get(msg.subject[len(self._prefix):])
+        if sent is None:
+            return  # a late frame of a call already over
+        a = sent if sent.then is None else sent.live()  # an earlier attempt's answer is the call's too
+        if a.fut.done():
+            return
         data = msg.data
         if msg.headers:
             if msg.headers.get("Status") == "503":
-                a.fut.set_result(CallEvent.NO_RESPONDERS)
+                if a is sent:  # nobody took this attempt (an earlier one's no-responders is old news)
+                    a.fut.set_result(CallEvent.NO_RESPONDERS)
                 return
             part = msg.headers.get(PART_HEADER)
             if part is not None:
-                whole = self._join(a, part, data)
+                whole = self._join(sent, a, part, data)  # parts join per attempt
                 if whole is None:
                     return
                 data = whole
@@ -183,13 +201,14 @@ class RpcClient:
         a.fut.set_result(reply)
 
     @staticmethod
-    def _join(a: Attempt, part: str, data: bytes) -> bytes | None:
-        """One part of a reply sent in several NATS messages: the whole frame once the last
-        came, else None (each part counts as a sign of life)."""
+    def _join(sent: Attempt, a: Attempt, part: str, data: bytes) -> bytes | None:
+        """One part of a reply sent in several NATS messages to attempt ``sent`` (``a``: the
+        call's attempt under way): the whole frame once the last came, else None (each part
+        counts as a sign of life)."""
         try:
-            a.parts, whole = join_part(a.parts, part, data)
+            sent.parts, whole = join_part(sent.parts, part, data)
         except EnvelopeError as exc:
-            a.parts = None
+            sent.parts = None
             a.fut.set_result(BadReply(str(exc)))
             return None
         a.state.on(_PROGRESS, asyncio.get_running_loop().time())
@@ -263,40 +282,49 @@ class RpcClient:
         stats = self.stats
         now = loop.time()
         state = CallState(now + inv.remaining_s(), now, retryable=retryable, policy=self.policy)
-        while True:
-            d = state.on(_SENT, now)
-            if d.act is _FAIL:
-                raise call_error(d, inv)
-            token = f"{next(self._tokens):x}"
-            a = Attempt(loop.create_future(), state)
-            pending[token] = a
-            stats["attempts"] += 1
-            try:
-                await self.nc.publish(subject, inv.encode(), reply=self._prefix + token)
-                a.watch(loop, d.delay_s)
-                outcome = await a.fut
-            finally:
-                del pending[token]
-                a.stop_watching()
-            cls = outcome.__class__
-            if cls is Reply:
-                err = outcome.error
-                d = state.on(_OK if err is None else ErrorReply(err.code, err.message, err.kind), loop.time())
-                if d is RETURN:
-                    return outcome.result
-            elif cls is Decision:  # the state's own, from the timer: lost, or the deadline
-                d = outcome
-            else:  # no responders, a bad reply
-                d = state.on(outcome, loop.time())
-            if d.lost:
-                stats["lost"] += 1
-            if d.act is _FAIL:
-                raise call_error(d, inv)
-            if d.cause is Cause.BUSY:
-                stats["busy"] += 1
-            elif d.cause is Cause.NO_RESPONDERS:
-                stats["no_responders"] += 1
-            stats["retries"] += 1
-            inv.attempt += 1
-            await asyncio.sleep(d.delay_s)
-            now = loop.time()
+        tokens: list[str] = []  # every attempt's: an answer to any of them ends the call
+        last: Attempt | None = None
+        try:
+            while True:
+                d = state.on(_SENT, now)
+                if d.act is _FAIL:
+                    raise call_error(d, inv)
+                token = f"{next(self._tokens):x}"
+                a = Attempt(loop.create_future(), state)
+                if last is not None:
+                    last.then = a
+                last = a
+                pending[token] = a
+                tokens.append(token)
+                stats["attempts"] += 1
+                try:
+                    await self.nc.publish(subject, inv.encode(), reply=self._prefix + token)
+                    a.watch(loop, d.delay_s)
+                    outcome = await a.fut
+                finally:
+                    a.stop_watching()
+                cls = outcome.__class__
+                if cls is Reply:
+                    err = outcome.error
+                    d = state.on(_OK if err is None else ErrorReply(err.code, err.message, err.kind), loop.time())
+                    if d is RETURN:
+                        return outcome.result
+                elif cls is Decision:  # the state's own, from the timer: lost, or the deadline
+                    d = outcome
+                else:  # no responders, a bad reply
+                    d = state.on(outcome, loop.time())
+                if d.lost:
+                    stats["lost"] += 1
+                if d.act is _FAIL:
+                    raise call_error(d, inv)
+                if d.cause is Cause.BUSY:
+                    stats["busy"] += 1
+                elif d.cause is Cause.NO_RESPONDERS:
+                    stats["no_responders"] += 1
+                stats["retries"] += 1
+                inv.attempt += 1
+                await asyncio.sleep(d.delay_s)
+                now = loop.time()
+        finally:
+            for t in tokens:
+                pending.pop(t, None)

@@ -199,6 +199,35 @@ async def test_in_flight_loss_is_retried_unless_non_retryable(nats_server, latti
         await nc.close()
 
 
+async def test_a_lost_attempts_late_answer_ends_the_call(nats_server, lattice):
+    """A callee too slowed to send progress frames (a loaded machine) is given up after the
+    silence window and the call is sent again; its answer to the first attempt, when it comes,
+    ends the call. It used to be dropped, so a slowed callee ran the call again and again, each
+    copy answered too late, until the deadline."""
+    nc = await nats.connect(nats_server.url)
+    attempts: list[int] = []
+    unanswered: list[tuple[str, int]] = []
+
+    async def answers_each_attempt_once_the_next_came(msg):
+        inv = Invocation.decode(msg.data)
+        attempts.append(inv.attempt)
+        for reply_to, attempt in unanswered:
+            await nc.publish(reply_to, Reply(id=inv.id, result=f"attempt {attempt}").encode())
+        unanswered[:] = [(msg.reply, inv.attempt)]
+
+    sub = await nc.subscribe(subjects.rpc(lattice, "slowed"), queue=subjects.rpc_queue_group("slowed"),
+                             cb=answers_each_attempt_once_the_next_came)
+    client = RpcClient(nc, lattice, silence_s=0.3)
+    try:
+        assert await client.call("slowed", "x:y/z.f", [], timeout_s=10) == "attempt 1"
+        assert attempts == [1, 2] and client.stats["lost"] == 1
+        assert not client._pending  # every attempt's inbox entry is gone with the call
+    finally:
+        await sub.unsubscribe()
+        await client.close()
+        await nc.close()
+
+
 async def test_a_stall_of_the_callers_own_loop_is_not_taken_for_a_lost_call(nats_server, lattice):
     """The caller's loop blocked past the silence window (here by the handler sharing it): the
     reply that came meanwhile is read before the silence is judged, so there is no second attempt."""

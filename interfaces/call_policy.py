@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Self
 
 from .errors import ErrorCode
 
@@ -42,6 +43,27 @@ from .errors import ErrorCode
 STALL_S = 0.1
 #: the shortest wait handed out: a socket timeout of 0 would mean "do not wait at all"
 _MIN_WAIT_S = 0.001
+
+
+class Chained:
+    """One attempt of a call, chained to the attempt sent after it (``then``). An attempt given up
+    as lost is still listened to until the call ends: its callee may only have been too slow to
+    send progress frames (a loaded machine), and its answer, when it comes, is the call's, given
+    to the attempt under way (:meth:`live`). Dropping it made a slowed callee run the call again
+    and again, each copy answered too late, until the deadline. The RPC client's and the HTTP
+    front's attempts both are."""
+
+    __slots__ = ("then",)
+
+    def __init__(self) -> None:
+        self.then: Self | None = None
+
+    def live(self) -> Self:
+        """The call's attempt under way: this one, or the latest sent after it."""
+        a = self
+        while a.then is not None:
+            a = a.then
+        return a
 
 
 @dataclass(frozen=True, slots=True)

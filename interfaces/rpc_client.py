@@ -30,7 +30,19 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from . import subjects, tracing
-from .call_policy import RETURN, Act, BadReply, CallEvent, CallState, Cause, Decision, ErrorReply, Failure, RetryPolicy
+from .call_policy import (
+    RETURN,
+    Act,
+    BadReply,
+    CallEvent,
+    CallState,
+    Cause,
+    Chained,
+    Decision,
+    ErrorReply,
+    Failure,
+    RetryPolicy,
+)
 from .envelope import PART_HEADER, EnvelopeError, IdSource, Invocation, Reply, join_part
 from .errors import ErrorCode, TrellisError
 from .resources import parse_address
@@ -81,32 +93,20 @@ def call_error(d: Decision, inv: Invocation) -> RpcError:
     return RpcError(d.message or f"nobody serves {inv.target!r}", d.code, "unavailable")
 
 
-class Attempt:
+class Attempt(Chained):
     """One send of an invocation: a future the reply callback or the call state's timer resolves
-    (with a :class:`Decision` other than WAIT, or what the reply callback saw).
+    (with a :class:`Decision` other than WAIT, or what the reply callback saw); an attempt given
+    up as lost is still listened to (:class:`~.call_policy.Chained`)."""
 
-    An attempt given up as lost is still listened to until the call ends: its instance may only
-    have been too slow to send progress frames (a loaded machine), and its answer, when it comes,
-    is the call's (``then``: the attempt sent after it). Dropping it made a slowed callee run the
-    call again and again, each copy answered too late, until the deadline.
-    """
-
-    __slots__ = ("fut", "state", "timer", "parts", "then")
+    __slots__ = ("fut", "state", "timer", "parts")
 
     def __init__(self, fut: asyncio.Future[Any], state: CallState) -> None:
+        super().__init__()
         self.fut = fut
         self.state = state
         self.timer: asyncio.TimerHandle | None = None
         #: the parts so far of a reply too large for one NATS message
         self.parts: list[bytes] | None = None
-        self.then: Attempt | None = None
-
-    def live(self) -> Attempt:
-        """The call's attempt under way: this one, or the latest sent after it."""
-        a = self
-        while a.then is not None:
-            a = a.then
-        return a
 
     def heard(self, reply: Reply, now: float) -> None:
         """A progress frame came: the callee is alive (and, when it says so, at-most-once)."""

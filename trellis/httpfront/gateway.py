@@ -37,6 +37,7 @@ from trellis.interfaces.call_policy import (
     CallEvent,
     CallState,
     Cause,
+    Chained,
     Decision,
     ErrorReply,
     Failure,
@@ -71,30 +72,20 @@ class CallFailed(Exception):
         self.message = message
 
 
-class _Pending:
+class _Pending(Chained):
     """One attempt: its future is resolved by what the reply callback saw (a reply, no
-    responders, a bad reply) or by its timer (the call state's decision: silence, deadline).
+    responders, a bad reply) or by its timer (the call state's decision: silence, deadline); an
+    attempt given up as lost is still listened to (:class:`~trellis.interfaces.call_policy.Chained`:
+    a 2.7 MB echo from a slowed instance used to end in 504)."""
 
-    An attempt given up as lost is still listened to until the call ends: its instance may only
-    have been too slow to send progress frames (a loaded machine), and its answer, when it comes,
-    is the call's (``then``: the attempt sent after it). Throwing it away made a slowed instance
-    run the call again and again, each copy too late, until the deadline (a 2.7 MB echo: 504)."""
-
-    __slots__ = ("future", "state", "timer", "parts", "then")
+    __slots__ = ("future", "state", "timer", "parts")
 
     def __init__(self, future: asyncio.Future[Any], state: CallState) -> None:
+        super().__init__()
         self.future = future
         self.state = state
         self.timer: asyncio.TimerHandle | None = None
         self.parts: list[bytes] | None = None  # a reply in several NATS messages, so far
-        self.then: _Pending | None = None
-
-    def live(self) -> _Pending:
-        """The call's attempt under way: this one, or the latest sent after it."""
-        p = self
-        while p.then is not None:
-            p = p.then
-        return p
 
 
 class NatsCaller:

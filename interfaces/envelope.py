@@ -36,6 +36,7 @@ import itertools
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,9 +87,13 @@ class IdSource:
     call per id.
     """
 
-    __slots__ = ("prefix", "_count")
+    __slots__ = ("prefix", "_count", "__weakref__")
 
     def __init__(self) -> None:
+        self.reseed()
+        _sources.add(self)
+
+    def reseed(self) -> None:
         self.prefix = os.urandom(8).hex()
         self._count = itertools.count(1)
 
@@ -96,12 +101,15 @@ class IdSource:
         return f"{self.prefix}{next(self._count):016x}"
 
 
+#: every source, drawn again in a forked child: a worker forked from a pre-loaded parent must not
+#: repeat its parent's (or a sibling's) ids, which a callee takes as the same call (``call_memory``)
+_sources: weakref.WeakSet[IdSource] = weakref.WeakSet()
 _ids = IdSource()
 
 
 def _new_prefix_after_fork() -> None:
-    global _ids
-    _ids = IdSource()  # a forked child must not repeat its parent's ids
+    for source in list(_sources):
+        source.reseed()
 
 
 os.register_at_fork(after_in_child=_new_prefix_after_fork)

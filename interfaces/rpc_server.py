@@ -27,6 +27,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from . import subjects
+from .call_memory import CallMemory, Key
 from .envelope import MAX_FRAME, PART_HEADER, EnvelopeError, Invocation, Reply, ok_frame, progress_frame
 from .errors import ErrorCode
 from .rpc_client import PROGRESS_INTERVAL_S, RpcError
@@ -61,13 +62,14 @@ class EarlyReply:
     whose body then follows on a byte stream, ``interfaces/bytestream.py``). What the handler
     returns afterwards is dropped. :meth:`send` may be called from any thread, once."""
 
-    __slots__ = ("server", "reply_to", "inv_id", "key", "sent")
+    __slots__ = ("server", "reply_to", "inv_id", "key", "once", "sent")
 
-    def __init__(self, server: RpcServer, reply_to: str, inv_id: str, key: int) -> None:
+    def __init__(self, server: RpcServer, reply_to: str, inv_id: str, key: int, once: Key | None) -> None:
         self.server = server
         self.reply_to = reply_to
         self.inv_id = inv_id
         self.key = key
+        self.once = once  # the call's key in the server's CallMemory
         self.sent = False
 
     def send(self, result: Any) -> bool:
@@ -112,6 +114,7 @@ class RpcServer:
         max_queue: int = 256,
         non_retryable: frozenset[str] = frozenset(),
         admission: CallSlots | None = None,
+        remember: bool = True,
     ) -> None:
         self.nc = nc
         self.lattice = lattice
@@ -138,6 +141,9 @@ class RpcServer:
         self.queue_wait = FastHistogram()
         #: sends frames to calls that came over a local socket (``trellis/samehost/local_rpc.py``)
         self.local_send: Callable[[str, bytes], None] | None = None
+        #: at most once per call id: a copy of a call (a caller's retry) joins the running one or
+        #: gets the finished one's reply (``call_memory.py``); None with ``remember=False``
+        self.memory: CallMemory | None = CallMemory() if remember else None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -227,12 +233,17 @@ class RpcServer:
         key = id(inv)
         reply_to = msg.reply
         early: EarlyReply | None = None
+        once: Key | None = None
         if reply_to:  # progress frames while it waits and runs (one timer for the whole server)
-            loop = self._loop or asyncio.get_running_loop()
-            self._live[key] = (reply_to, inv.id, loop.time())
-            if self._ticker is None:
-                self._ticker = loop.call_later(PROGRESS_INTERVAL_S, self._tick)
-            early = EarlyReply(self, reply_to, inv.id, key)
+            memory = self.memory
+            if memory is not None:
+                once = (inv.id, inv.function)
+                seen = memory.begin(once, inv.deadline_ms / 1000)
+                if seen is not None:  # a copy of a call here already (a retry): never run twice
+                    await self._again(reply_to, inv, key, seen)
+                    return
+            self._watch(key, reply_to, inv.id)
+            early = EarlyReply(self, reply_to, inv.id, key, once)
             EARLY_REPLY.set(early)  # this task's own context: the handler (and its Wasm thread) see it
         try:
             if queued:
@@ -244,7 +255,8 @@ class RpcServer:
                 except TimeoutError:
                     late = Reply.failure(inv.id, ErrorCode.TIMEOUT, f"{self.target}: deadline passed while queued",
                                          "timeout")
-                    await self._respond(msg, late)
+                    if reply_to:
+                        await self._send(reply_to, inv.id, late, once)
                     return
                 finally:
                     self._waiting -= 1
@@ -264,12 +276,39 @@ class RpcServer:
                     frame = self._encode(inv, result)
             finally:
                 slots.release()
+            if early is not None and early.sent:
+                return  # answered while it ran (EarlyReply): what it returned is not the caller's any more
+            if reply_to:
+                self._live.pop(key, None)
+                await self._send(reply_to, inv.id, frame, once)
         finally:
             self._live.pop(key, None)
-        if early is not None and early.sent:
-            return  # answered while it ran (EarlyReply): what it returned is not the caller's any more
-        if reply_to:
-            await self._send(reply_to, inv.id, frame)
+            if once is not None and self.memory is not None and not (early is not None and early.sent):
+                self.memory.abandon(once)  # no-op once answered; else copies that joined are let go
+
+    def _watch(self, key: int, reply_to: str, inv_id: str) -> None:
+        """Progress frames to ``reply_to`` while the call ``key`` is here (one timer per server)."""
+        loop = self._loop or asyncio.get_running_loop()
+        self._live[key] = (reply_to, inv_id, loop.time())
+        if self._ticker is None:
+            self._ticker = loop.call_later(PROGRESS_INTERVAL_S, self._tick)
+
+    async def _again(self, reply_to: str, inv: Invocation, key: int,
+                     seen: bytes | asyncio.Future[bytes | None]) -> None:
+        """A copy of a call that ran or runs here: its reply frame (the first's), never a second run."""
+        if isinstance(seen, bytes):
+            frame: bytes | None = seen
+        else:
+            self._watch(key, reply_to, inv.id)  # the copy's caller hears progress as the first's does
+            try:
+                frame = await seen
+            finally:
+                self._live.pop(key, None)
+        if frame is not None:
+            try:
+                await self._publish(reply_to, frame)
+            except Exception as exc:
+                log.debug("reply for %s lost: %r", inv.id, exc)
 
     def _encode(self, inv: Invocation, result: Any) -> bytes | Reply:
         """The encoded success reply, or a failure :class:`Reply` when the result cannot be encoded."""
@@ -285,7 +324,10 @@ class RpcServer:
         """On the loop: an :class:`EarlyReply`'s frame goes now; no more progress frames for it."""
         self._live.pop(early.key, None)
         loop = self._loop or asyncio.get_running_loop()
-        task = loop.create_task(self._send(early.reply_to, early.inv_id, frame))
+        final = self._final(early.inv_id, frame)
+        if early.once is not None and self.memory is not None:
+            self.memory.end(early.once, final)  # now: the call's task may end before the send
+        task = loop.create_task(self._send(early.reply_to, early.inv_id, final))
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
 
@@ -293,8 +335,19 @@ class RpcServer:
         if msg.reply:
             await self._send(msg.reply, reply.id, reply)
 
-    async def _send(self, subject: str, inv_id: str, reply: bytes | Reply) -> None:
-        """Reply exactly once: the frame, or an error that says why it could not be sent."""
+    async def _send(self, subject: str, inv_id: str, reply: bytes | Reply, once: Key | None = None) -> None:
+        """Reply exactly once: the frame, or an error that says why it could not be sent; the
+        frame is the call's answer to its copies too (``once``: its key in :attr:`memory`)."""
+        frame = self._final(inv_id, reply)
+        if once is not None and self.memory is not None:
+            self.memory.end(once, frame)
+        try:
+            await self._publish(subject, frame)
+        except Exception as exc:
+            log.debug("reply for %s lost: %r", inv_id, exc)
+
+    def _final(self, inv_id: str, reply: bytes | Reply) -> bytes:
+        """The frame that goes: ``reply`` encoded, or an error saying why it cannot go."""
         if isinstance(reply, Reply):
             reply.served_by = self.served_by
             try:
@@ -309,10 +362,7 @@ class RpcServer:
                 inv_id, ErrorCode.INVOCATION_FAILED,
                 f"{self.target}: reply of {len(frame)} bytes exceeds the {MAX_FRAME}-byte frame limit",
                 "too_large").encode()
-        try:
-            await self._publish(subject, frame)
-        except Exception as exc:
-            log.debug("reply for %s lost: %r", inv_id, exc)
+        return frame
 
     async def _publish_parts(self, subject: str, frame: bytes, limit: int) -> None:
         """A reply larger than one NATS message, in order, in parts the caller joins."""

@@ -12,16 +12,14 @@ itself, which blocks reading the reply (``trellis/samehost/local_rpc.py``).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
-import uuid
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from trellis.host.runtime import ImportFailed, MissingLink
-from trellis.interfaces.envelope import EnvelopeError, Invocation
+from trellis.interfaces.envelope import EnvelopeError, Invocation, new_id
 from trellis.interfaces.policy import PolicyClient, PolicyDecision, changed_subject, link_body
 from trellis.interfaces.resources import unversioned, wire_function
 from trellis.interfaces.rpc_client import RpcClient, RpcError
@@ -37,9 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: invocation ids: unique per process and cheap (no uuid4 per call)
-_ID_PREFIX = uuid.uuid4().hex[:16]
-_ids = itertools.count(1)
 
 
 def split_interface(interface: str) -> tuple[str, str, str]:
@@ -265,7 +260,7 @@ class ImportRouter:
             wire_interface, wire_fn = wire_names(interface, function)
             call = Invocation(
                 target=target, interface=wire_interface, function=wire_fn,
-                args=tokens_in(args), source=component_id, id=f"{_ID_PREFIX}{next(_ids):x}",
+                args=tokens_in(args), source=component_id, id=new_id(),
                 deadline_ms=inv.deadline_ms, link=link_name, trace=trace if trace else inv.trace,
             )
             colocated = self.colocated

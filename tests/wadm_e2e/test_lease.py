@@ -56,6 +56,33 @@ async def test_one_holder_takeover_after_expiry_and_step_down(nats_server, latti
     assert changes[:3] == [("a", True), ("b", True), ("b", False)]
 
 
+async def test_a_holder_whose_renewal_came_too_late_takes_the_lease_back_at_once(nats_server, lattice):
+    """Its process stalled past the lease's validity (a loaded machine): it steps down, and since
+    nobody wrote the key meanwhile (a revision-checked update proves it) takes it back at once,
+    instead of leaving the lattice without a controller until its own key expires; a follower
+    polling all along never holds it."""
+    nc = await nats.connect(nats_server.url)
+    changes: list[tuple[str, bool]] = []
+    a = Lease(nc, lattice, "a", ttl_s=3, poll_s=0.05, on_change=lambda h: changes.append(("a", h)))
+    b = Lease(nc, lattice, "b", ttl_s=3, poll_s=0.05, on_change=lambda h: changes.append(("b", h)))
+    await a.open()
+    await b.open()
+    ta = asyncio.create_task(a.run())
+    await eventually(lambda: a.held, 5, what="a to take the lease")
+    tb = asyncio.create_task(b.run())
+    try:
+        await eventually(lambda: b.leader == "a", 5, what="b to see a as the leader")
+        a._valid_until = 0.0  # as after a stall: the renewal a sent last no longer covers now
+        assert not a.held
+        await eventually(lambda: a.regained == 1 and a.held, 5, interval=0.01, what="a to take it back")
+        assert changes == [("a", True), ("a", False), ("a", True)]  # never b: never two controllers
+    finally:
+        tb.cancel()
+        ta.cancel()
+        await asyncio.gather(ta, tb, return_exceptions=True)
+        await nc.close()
+
+
 async def test_clean_release_hands_over_at_once(nats_server, lattice):
     nc = await nats.connect(nats_server.url)
     a = Lease(nc, lattice, "a", ttl_s=3, poll_s=0.05)

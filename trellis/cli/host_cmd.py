@@ -152,7 +152,10 @@ def _embedded_wadm(conn: Conn, policy: object, secrets_key: str | None, log_form
 
 
 async def _run(host: Host, wadm: EmbeddedWadm | None = None) -> int:
+    from trellis.kit import loopwatch
+
     loop = asyncio.get_running_loop()
+    watch = loopwatch.from_env(loop, "host")  # TRELLIS_LOOP_WATCH_S: what stalls this loop, when it does
     stopper: list[asyncio.Task[None]] = []
 
     async def close(reason: str) -> None:
@@ -183,5 +186,7 @@ async def _run(host: Host, wadm: EmbeddedWadm | None = None) -> int:
         await wadm.stop(host.close_reason or "host stopped")
     if stopper:
         await stopper[0]
+    if watch is not None:
+        watch.stop()
     print(json.dumps({"event": "host_stopped", "host_id": host.id, "reason": host.close_reason}), flush=True)
     return 0

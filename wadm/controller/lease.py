@@ -9,6 +9,11 @@ one key, ``leader``, whose value names the holder. The lease is:
 * **renewed** every TTL/3 with an *update* checked against the revision the holder
   last wrote; any other write in between makes the renewal fail and the holder
   steps down at once;
+* **taken back** at once, with an update checked against its last revision, by a holder
+  that stepped down because its own renewal came too late (its process stalled for a
+  moment: a loaded machine) while nobody else wrote the key: the check proves no other
+  controller held it meanwhile, so there is never a second controller, and the lattice is
+  not left without one until the holder's own key expires;
 * **given up** on a clean shutdown with a revision-checked delete, so a follower
   takes over within one poll instead of one TTL.
 
@@ -65,6 +70,8 @@ class Lease:
         """Who holds the lease, as last seen (ourselves included)."""
         self.since: str | None = None
         """When we took the lease (ISO 8601), while we hold it."""
+        self.regained = 0
+        """How often the lease was taken back after a renewal came too late (a stall)."""
 
     @property
     def held(self) -> bool:
@@ -130,6 +137,8 @@ class Lease:
         assert self._kv is not None
         sent = loop.time()
         taken_at = now_iso()
+        if self._revision and await self._regain(loop, sent, taken_at):
+            return
         try:
             async with asyncio.timeout(self.ttl_s / 3):  # (not wait_for: on 3.11 it can swallow a cancel)
                 self._revision = await self._kv.create(LEASE_KEY, self._value(taken_at))
@@ -143,6 +152,29 @@ class Lease:
         self.leader = self.holder
         self._set(True, taken_at)
 
+    async def _regain(self, loop: asyncio.AbstractEventLoop, sent: float, taken_at: str) -> bool:
+        """After stepping down because a renewal came too late (this process stalled: its loop,
+        or its NATS connection, did not run for a while), take the lease back at once if nobody
+        wrote it since our last write: an update checked against that revision succeeds only
+        then, so no other controller acted meanwhile. Without it, the lattice had no controller
+        until our own key expired (up to a TTL). True when regained."""
+        assert self._kv is not None
+        try:
+            async with asyncio.timeout(self.ttl_s / 3):
+                self._revision = await self._kv.update(LEASE_KEY, self._value(taken_at), last=self._revision)
+        except nats.js.errors.APIError:  # another holder wrote it, or it expired (then `create` takes it)
+            self._revision = 0
+            return False
+        except (TimeoutError, nats.errors.Error, OSError) as exc:  # NATS away: try again next time
+            log.debug("could not take the lease back: %r", exc)
+            return False
+        self._valid_until = sent + self.ttl_s - self.safety_s
+        self.leader = self.holder
+        self.regained += 1
+        log.info("controller %s took the lease back (nobody held it meanwhile)", self.holder)
+        self._set(True, taken_at)
+        return True
+
     async def _renew(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self._kv is not None
         sent = loop.time()
@@ -153,6 +185,7 @@ class Lease:
         except nats.js.errors.APIError as exc:
             if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or exc.err_code == _WRONG_LAST_SEQUENCE:
                 log.warning("lease taken by someone else (%s)", exc)
+                self._revision = 0  # not ours to take back
                 self._set(False)
                 await self._read_leader()
                 return

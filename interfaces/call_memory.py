@@ -10,9 +10,11 @@ second copy fails on a duplicate key, or worse, succeeds. So each
 * **running**: a copy arriving while the first still runs (or waits for a slot) joins
   it: it takes no slot, gets progress frames, and is answered the first's reply;
 * **finished**: a copy arriving after the first ended gets the first's reply frame, as
-  sent, until the call's deadline (a copy past the deadline is refused anyway: retries
-  carry the first attempt's deadline), within a bound of entries and bytes (oldest
-  forgotten first).
+  sent, for :data:`REMEMBER_S` after it ended or until the call's deadline if sooner (a
+  copy past the deadline is refused anyway: retries carry the first attempt's deadline),
+  within a bound of entries and bytes (oldest forgotten first): a copy comes a silence
+  window (1 s) after the first was sent, and reaches a stalled instance about when the
+  first does, so the window is ample and the memory small (≤ ~1.5 MiB per busy server).
 
 It holds for the copies that reach the same instance (process): the same provider
 instance (over NATS or a same-host socket, both served by one server), the same
@@ -25,11 +27,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+#: how long a finished call's reply is kept for a copy (or until the call's deadline, if sooner)
+REMEMBER_S = 10.0
 #: finished calls remembered per server, at most (oldest forgotten first)
-MAX_CALLS = 4096
+MAX_CALLS = 1024
 #: bytes of reply frames remembered per server, at most
-MAX_BYTES = 8 << 20
+MAX_BYTES = 1 << 20
 
+#: (invocation id, function): a copy of a call has both the same
 Key = tuple[str, str]
 
 
@@ -50,7 +55,7 @@ class CallMemory:
         self.max_calls = max_calls
         self.max_bytes = max_bytes
         self._running: dict[Key, _Running] = {}
-        #: key -> (reply frame, deadline in Unix seconds); insertion order is the order calls ended
+        #: key -> (reply frame, kept until, Unix seconds); insertion order is the order calls ended
         self._done: dict[Key, tuple[bytes, float]] = {}
         self._bytes = 0
         #: copies joined to a running call, answered from a finished one
@@ -69,7 +74,7 @@ class CallMemory:
             self.stats["joined"] += 1
             return fut
         done = self._done.get(key)
-        if done is not None:
+        if done is not None and done[1] > time.time():
             self.stats["replayed"] += 1
             return done[0]
         self._running[key] = _Running(deadline_s)
@@ -87,13 +92,17 @@ class CallMemory:
                     fut.set_result(frame)
         done = self._done
         now = time.time()
-        if running.deadline_s > now and len(frame) <= self.max_bytes:
-            done[key] = (frame, running.deadline_s)
+        until = min(running.deadline_s, now + REMEMBER_S)
+        if until > now and len(frame) <= self.max_bytes:
+            stale = done.pop(key, None)  # an expired entry for the same key (its copy ran again)
+            if stale is not None:
+                self._bytes -= len(stale[0])
+            done[key] = (frame, until)
             self._bytes += len(frame)
         while done:  # forget the oldest while over a bound, or gone past its deadline
             first = next(iter(done))
-            old, deadline_s = done[first]
-            if len(done) <= self.max_calls and self._bytes <= self.max_bytes and deadline_s > now:
+            old, until = done[first]
+            if len(done) <= self.max_calls and self._bytes <= self.max_bytes and until > now:
                 break
             del done[first]
             self._bytes -= len(old)

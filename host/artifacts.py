@@ -64,7 +64,7 @@ class ArtifactFetcher:
             raise ArtifactError(f"{image!r} names a built-in provider, not a component")
         else:
             raise ArtifactError(f"cannot fetch {image!r}: unknown kind of reference")
-        digest = sha256_digest(data)
+        digest = await asyncio.to_thread(sha256_digest, data)  # tens of MiB: not on the host's loop
         if want and digest != want:
             raise ArtifactError(f"digest mismatch for {image}: expected {want}, got {digest}")
         if not data.startswith(b"\x00asm"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
+import textwrap
 
 from .helpers import component_app
 
@@ -96,3 +98,41 @@ async def test_deploy_wait_fails_with_the_reason(cli, hosts, controllers, wasm, 
 async def test_no_controller_is_a_clear_error(cli):
     out = await _run(cli, "app", "list")
     assert out.returncode == 1 and "no wadm controller answers" in out.stderr
+
+
+async def test_deploy_wait_reports_a_port_in_use_not_deployed(cli, hosts, controllers, wasm, write_manifest,
+                                                            tmp_path):
+    """--wait ends on the truth: the http-server finds its port taken only once it applies the link, after
+    wadm has seen the link stored and the provider healthy; the wait reports the app degraded and why."""
+    shutil.copy(wasm["adder"], tmp_path / "adder.wasm")
+    await hosts.start()
+    await controllers.start()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = textwrap.indent(textwrap.dedent(f"""
+            - name: httpserver
+              type: capability
+              properties:
+                image: builtin:http-server
+              traits:
+                - type: spreadscaler
+                  properties: {{instances: 1}}
+                - type: link
+                  properties:
+                    target: {{name: adder}}
+                    namespace: wasi
+                    package: http
+                    interfaces: [incoming-handler]
+                    source:
+                      config:
+                        - name: listen
+                          properties:
+                            address: 127.0.0.1:{port}
+        """), "    ")
+        path = write_manifest(component_app("web", "./adder.wasm", instances=1, extra=server), "web.yaml")
+        out = await _run(cli, "app", "deploy", str(path), "--wait", "--timeout", "60")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "web is degraded: httpserver on " in out.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out.stderr

@@ -2,7 +2,7 @@
 
 Tables for people, ``-o json`` for scripts. The JSON shapes are the API models of
 `trellis.interfaces.wadm_api` (``status -o json`` prints an `AppStatusReply`: ``status`` is
-one of ``undeployed``, ``reconciling``, ``deployed``, ``failed``).
+one of ``undeployed``, ``reconciling``, ``deployed``, ``degraded``, ``failed``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ T = TypeVar("T")
 app_app = typer.Typer(help="Applications: declare them in manifests; wadm places them and keeps them placed.",
                       no_args_is_help=True)
 
-WaitOpt = typer.Option(False, "--wait", help="show progress until the app is deployed (exit 0) or failed (exit 1)")
+WaitOpt = typer.Option(False, "--wait", help="show progress until the app is deployed with its providers healthy "
+                                             "(exit 0), or failed or degraded (exit 1, with the reason)")
 TimeoutOpt = typer.Option(120.0, "--timeout", help="seconds --wait waits at most")
 
 
@@ -329,6 +330,8 @@ async def _follow(w: WadmClient, name: str, goal: StatusState, timeout_s: float,
     """Poll the status until it reaches `goal` or fails; show progress (on stderr) meanwhile."""
     from trellis.interfaces.wadm_api import StatusState
 
+    from .settle import settle
+
     deadline = time.monotonic() + timeout_s
     last = ""
     live = output is Output.table and err_console.is_terminal
@@ -345,8 +348,12 @@ async def _follow(w: WadmClient, name: str, goal: StatusState, timeout_s: float,
                 elif output is Output.table:
                     err_console.print(line, highlight=False, markup=False)
                 last = line
-            if st.status is goal or st.status is StatusState.FAILED:
+            if st.status is StatusState.FAILED or (st.status is goal and goal is not StatusState.DEPLOYED):
                 return st
+            if goal is StatusState.DEPLOYED and st.status in (StatusState.DEPLOYED, StatusState.DEGRADED):
+                settled = await settle(w.client, st)  # its providers' own word, after their links
+                if settled is not None:
+                    return settled
             if time.monotonic() >= deadline:
                 return st.model_copy(update={"message": f"timed out after {timeout_s:g}s: {st.message}"})
             await asyncio.sleep(0.3)

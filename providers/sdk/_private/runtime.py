@@ -257,6 +257,7 @@ class ProviderRuntime(Service):
             "message": message, "status": self.status.value, "local_state": self.provider.local_state,
             "exports": sorted(self.provider.exports),
             "imports": list(self.provider.declared_imports), "links": len(self.state.applied),
+            "applying": self._callbacks.locked(),  # link/config callbacks under way: health may change
             "inflight": self.server.inflight if self.server else 0,
             "stats": dict(self.server.stats) if self.server else {},
         }

@@ -84,5 +84,12 @@ async def settle(c: LatticeClient, st: AppStatusReply) -> AppStatusReply | None:
             return st
     elif not [a for a in sick if a.host_status not in ON_THEIR_WAY]:
         return None  # degraded while starting: it may come up yet
-    message = "; ".join(a.describe() for a in sick)
-    return st.model_copy(update={"status": StatusState.DEGRADED, "message": message})
+    why: dict[str, list[str]] = {}
+    for pid, a in answers:
+        if not a.healthy:
+            why.setdefault(pid, []).append(a.describe())
+    parts = [part if part.id not in why else part.model_copy(update={"status": StatusState.DEGRADED,
+                                                                     "message": "; ".join(why[part.id])})
+             for part in st.components]
+    message = "; ".join(m for ms in why.values() for m in ms)
+    return st.model_copy(update={"status": StatusState.DEGRADED, "message": message, "components": parts})

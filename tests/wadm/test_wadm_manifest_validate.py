@@ -117,6 +117,16 @@ def test_shape_errors_name_component_and_key(edit: tuple[str, str], fragment: st
     assert any(fragment in m and 'component "hello"' in m for m in messages), messages
 
 
+@pytest.mark.parametrize("edit", [("instances: 2", "instancs: 2"),
+                                  ("  properties:\n    image", "  propertes:\n    image")])
+def test_a_misspelt_required_key_is_one_error_not_two(edit: tuple[str, str]) -> None:
+    """'instancs' is an unknown key close to 'instances', which is then missing: the same mistake, said once."""
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(app(HELLO.replace(*edit)))
+    wrong, meant = edit[1].split(":")[0].strip(), edit[0].split(":")[0].strip()
+    assert [p.message for p in caught.value.errors] == [f"unknown key '{wrong}' (did you mean '{meant}'?)"]
+
+
 def test_config_values_must_be_text_with_a_hint() -> None:
     text = app(HELLO.replace(
         "    image: ghcr.io/acme/hello:1.0",

@@ -46,9 +46,10 @@ def _wadm_run(conn: Conn, fn: Callable[[WadmClient], Awaitable[T]]) -> T:
     try:
         return run(_wrap(go()), conn.nats.url)
     except _Problems as exc:
-        print_error(exc.message)
-        for p in exc.problems:
-            err_console.print(f"  {p}", highlight=False)
+        errors = sum(p.startswith("error:") for p in exc.problems)
+        # the message repeats the first problem: the list says them all
+        head = f"invalid manifest ({errors} error(s))" if exc.message.startswith("invalid manifest") else exc.message
+        _print_problems(head, exc.problems)
         raise typer.Exit(1) from None
 
 
@@ -86,7 +87,26 @@ def _read(file: Path, overrides: list[str] | None = None) -> tuple[str, str]:
             raise fail(str(exc)) from None
         except ManifestError as exc:
             raise fail(f"{file}: {exc}") from None
-    return text, str(file.resolve().parent)
+    base = str(file.resolve().parent)
+    _check(file, text, base)
+    return text, base
+
+
+def _check(file: Path, text: str, base: str) -> None:
+    """Refuse a manifest with errors here, before its files are uploaded: every error, said once."""
+    from trellis.wadm.manifest import ManifestError, load_manifest
+
+    try:
+        load_manifest(text, base_dir=base)
+    except ManifestError as exc:
+        _print_problems(f"{file}: invalid manifest ({len(exc.errors)} error(s))", [str(p) for p in exc.errors])
+        raise typer.Exit(1) from None
+
+
+def _print_problems(head: str, problems: list[str]) -> None:
+    print_error(head)
+    for p in problems:
+        err_console.print(f"  {p}", highlight=False, markup=False)
 
 
 ConfigOpt = typer.Option([], "--config", metavar="NAME.KEY=VALUE",

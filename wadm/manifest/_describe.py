@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -155,3 +156,17 @@ def problem_from_error(
     if kind == "value_error":
         return error(where, err["msg"].removeprefix("Value error, "))
     return error(where, err["msg"])
+
+
+def problems_from_errors(data: Any, errors: Sequence[ErrorDetails], prefix: Sequence[Any] = (),
+                         where_prefix: str = "") -> list[Problem]:
+    """`problem_from_error` for each of one validation's errors, a misspelt key said once: where an
+    unknown key is close to a required key missing at the same place ('propertes', 'instancs'),
+    the "missing required key" is the same mistake and is left out."""
+    problems = [problem_from_error(data, e, prefix, where_prefix) for e in errors]
+    meant = {(p.where, m.group(1)) for p in problems if (m := _MEANT.search(p.message))}
+    return [p for p in problems if not ((m := _MISSING.fullmatch(p.message)) and (p.where, m.group(1)) in meant)]
+
+
+_MEANT = re.compile(r"^unknown key '.*' \(did you mean '(.*)'\?\)$")
+_MISSING = re.compile(r"missing required key '(.*)'")

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ._describe import describe_value, problem_from_error
+from ._describe import describe_value, problems_from_errors
 from .images import ImageError, looks_like_path, parse_image
 from .local_checks import LOCAL_CHECKS
 from .models import Manifest
@@ -154,7 +154,7 @@ def manifest_from_data(data: Any) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError([problem_from_error(data, e) for e in exc.errors()]) from None
+        raise ManifestError(problems_from_errors(data, exc.errors())) from None
     except RecursionError:
         raise ManifestError([error("", "manifest is nested too deeply")]) from None
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from trellis.interfaces.secrets import BACKEND
 from trellis.interfaces.secrets import NAME_PATTERN as SECRET_NAME_PATTERN
 
-from ._describe import problem_from_error
+from ._describe import problems_from_errors
 from .capabilities import check_builtin_links, check_provider_images
 from .images import ImageError, ImageKind, parse_image
 from .local_state_check import check_local_state
@@ -242,8 +242,7 @@ def _check_component(m: Manifest, comp: Component) -> list[Problem]:
         p = trait.properties
         if isinstance(p, InvalidProperties):
             data = {"properties": p.raw}
-            for err in p.error_details():
-                out.append(problem_from_error(data, err, prefix=("properties",), where_prefix=twhere))
+            out += problems_from_errors(data, p.error_details(), prefix=("properties",), where_prefix=twhere)
         elif isinstance(p, CustomProperties):
             out += _check_custom_trait(m, comp, trait.type, p, twhere)
         elif isinstance(p, ScalerProperties):

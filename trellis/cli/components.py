@@ -219,7 +219,7 @@ def call_command(
                 if not done and not await _served_anywhere(c, component_id):
                     call.cancel()
                     return RpcError(f"nothing on lattice {conn.lattice!r} runs {component_id!r}: no host has a "
-                                    "component or provider with that id (see 'trellis get hosts')",
+                                    "component or provider with that id (see 'trellis get components')",
                                     ErrorCode.NOT_FOUND, "not_running")
                 return await call
             except RpcError as exc:  # the call's own failure, with its code and kind

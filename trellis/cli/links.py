@@ -81,7 +81,8 @@ async def _missing_ends(c: LatticeClient, link: Link) -> list[str]:
         return [f"no hosts in lattice {c.lattice!r} (check --lattice); the link is stored for when they come"]
     if unknown == ends:
         return [f"neither {link.source_id!r} nor {link.target!r} runs anywhere in lattice {c.lattice!r} or is "
-                "declared by an application; the link is stored, but check the ids (see 'trellis get hosts')"]
+                "declared by an application; the link is stored, but check the ids ('trellis get components', "
+                "'trellis get providers')"]
     return [f"{end!r} runs nowhere in lattice {c.lattice!r} and no application declares it; "
             "the link is stored for when it starts" for end in sorted(unknown)]
 

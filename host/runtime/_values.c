@@ -28,23 +28,8 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef struct { size_t size; uint8_t *data; } vec_t;
-typedef struct val {
-    uint8_t kind;
-    uint8_t pad[7];
-    union {
-        uint64_t u64; int64_t s64; uint8_t u8; uint8_t b; uint32_t u32; float f32; double f64;
-        vec_t vec;                                       /* string, enum, list, tuple, record */
-        struct { uint8_t is_ok; uint8_t pad[7]; struct val *val; } result;
-        struct { vec_t name; struct val *val; } variant;
-        struct val *option;
-        uint8_t raw[24];
-    } of;
-} val_t;
-typedef struct { vec_t name; val_t val; } entry_t;  /* a record's field */
+#include "_wasmtime_val.h"
 
-enum { K_BOOL = 0, K_S8, K_U8, K_S16, K_U16, K_S32, K_U32, K_S64, K_U64, K_F32, K_F64, K_CHAR, K_STRING,
-       K_LIST, K_RECORD, K_TUPLE, K_VARIANT, K_ENUM, K_OPTION, K_RESULT };
 enum { N_BOOL, N_S8, N_U8, N_S16, N_U16, N_S32, N_U32, N_S64, N_U64, N_F32, N_F64, N_CHAR, N_STRING, N_BYTES,
        N_LIST, N_TUPLE, N_RECORD, N_OPTION, N_RESULT, N_VARIANT, N_ENUM };
 

@@ -12,16 +12,19 @@ from __future__ import annotations
 import hashlib
 import importlib.machinery
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-__all__ = ["cache_dir", "load"]
+__all__ = ["cache_dir", "load", "once"]
 
 
 def cache_dir() -> Path:
@@ -80,3 +83,16 @@ def load(name: str, source: Path, libs: tuple[str, ...] = (), includes: tuple[Pa
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
+
+
+def once(state: dict[str, Any], make: Callable[[], ModuleType], log: logging.Logger,
+         unavailable: str) -> ModuleType | None:
+    """``state["module"]``: the extension ``make`` loads, once per process; None when it cannot be,
+    said once as ``unavailable: why`` (the caller's Python code serves)."""
+    if "module" not in state:
+        try:
+            state["module"] = make()
+        except Exception as exc:  # noqa: BLE001 - any failure: the caller's Python code serves
+            log.warning("%s: %s", unavailable, exc)
+            state["module"] = None
+    return state["module"]

@@ -47,6 +47,7 @@ ENV = "TRELLIS_NATIVE_VALUES"
 enabled = True
 
 SOURCE = Path(__file__).with_name("_values.c")
+HEADER = Path(__file__).with_name("_wasmtime_val.h")  # wasmtime's value layout, shared with wasi_http/_native.c
 NAME = "_trellis_values"
 _FUNCTIONS = {"vec_new": "wasm_byte_vec_new", "list_uninit": "wasmtime_component_vallist_new_uninit",
               "tuple_uninit": "wasmtime_component_valtuple_new_uninit",
@@ -57,7 +58,7 @@ _state: dict[str, Any] = {}  # "module": the loaded extension, or None (tried an
 
 
 def _load() -> ModuleType:
-    module = native_build.load(NAME, SOURCE)
+    module = native_build.load(NAME, SOURCE, includes=(HEADER,))
     entry = ffi.wasmtime_component_valrecord_entry_t
     want = {"stride": lower_in_place.STRIDE, "value": lower_in_place.VALUE_OFF,
             "result_val": ffi.wasmtime_component_valresult_t.val.offset,  # type: ignore[attr-defined]  # ctypes field descriptors
@@ -78,13 +79,7 @@ def _load() -> ModuleType:
 
 def module() -> ModuleType | None:
     """The extension (compiled and loaded once per process), or None when it cannot be."""
-    if "module" not in _state:
-        try:
-            _state["module"] = _load()
-        except Exception as exc:  # noqa: BLE001 - any failure: the Python code serves
-            log.warning("native values unavailable (lower_in_place/lift_in_place serve): %s", exc)
-            _state["module"] = None
-    return _state["module"]
+    return native_build.once(_state, _load, log, "native values unavailable (lower_in_place/lift_in_place serve)")
 
 
 def active() -> bool:

@@ -26,26 +26,7 @@
 #include <string.h>
 #include <time.h>
 
-/* --- wasmtime's value layout (checked against wasmtime-py's ctypes structs in native.py) --- */
-
-typedef struct { size_t size; uint8_t *data; } vec_t;
-typedef struct val {
-    uint8_t kind;
-    uint8_t pad[7];
-    union {
-        uint64_t u64; int64_t s64; uint8_t u8; uint8_t b;
-        vec_t vec;                                       /* string, list, tuple */
-        struct { uint8_t is_ok; uint8_t pad[7]; struct val *val; } result;
-        struct { vec_t name; struct val *val; } variant;
-        struct val *option;
-        void *resource;
-        uint8_t raw[24];
-    } of;
-} val_t;
-
-enum { K_BOOL = 0, K_S8 = 1, K_U8 = 2, K_S16 = 3, K_U16 = 4, K_S32 = 5, K_U32 = 6, K_S64 = 7, K_U64 = 8,
-       K_STRING = 12, K_LIST = 13, K_TUPLE = 15, K_VARIANT = 16, K_OPTION = 18, K_RESULT = 19,
-       K_RESOURCE = 21 };
+#include "../_wasmtime_val.h"  /* wasmtime's value layout (checked against wasmtime-py's ctypes structs in native.py) */
 
 /* --- the type tree --- */
 

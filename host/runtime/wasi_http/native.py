@@ -57,8 +57,9 @@ STATE_ENV = "TRELLIS_WASI_HTTP_NATIVE_STATE"
 #: read when a component's linker is built
 state_enabled = True
 
-SOURCE = Path(__file__).with_name("_native.c")  # it includes _native_values.c and _native_state.c
-SOURCES = (SOURCE, Path(__file__).with_name("_native_values.c"), Path(__file__).with_name("_native_state.c"))
+SOURCE = Path(__file__).with_name("_native.c")  # it includes _native_values.c, _native_state.c, ../_wasmtime_val.h
+SOURCES = (SOURCE, Path(__file__).with_name("_native_values.c"), Path(__file__).with_name("_native_state.c"),
+           Path(__file__).parent.parent / "_wasmtime_val.h")
 NAME = "_trellis_wasi_native"
 _INTS = {"bool", "u8", "s8", "u16", "s16", "u32", "s32", "u64", "s64"}
 _FUNCTIONS = {  # the C module's name -> libwasmtime's
@@ -137,13 +138,7 @@ def _init_state(module: ModuleType) -> None:
 
 def module() -> ModuleType | None:
     """The extension (compiled and loaded once per process), or None when it cannot be."""
-    if "module" not in _state:
-        try:
-            _state["module"] = _load()
-        except Exception as exc:  # noqa: BLE001 - any failure: the ctypes callbacks serve
-            log.warning("wasi:http native callbacks unavailable (the ctypes ones serve): %s", exc)
-            _state["module"] = None
-    return _state["module"]
+    return native_build.once(_state, _load, log, "wasi:http native callbacks unavailable (the ctypes ones serve)")
 
 
 def available() -> bool:

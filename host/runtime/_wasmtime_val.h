@@ -1,0 +1,30 @@
+/* wasmtime's component value (wasmtime_component_val_t) as the C extensions of the runtime read and
+ * write it: _values.c (native_values.py) and wasi_http/_native.c (wasi_http/native.py), which check
+ * this layout and these kinds against wasmtime-py's ctypes structs when they load. */
+#ifndef TRELLIS_WASMTIME_VAL_H
+#define TRELLIS_WASMTIME_VAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct { size_t size; uint8_t *data; } vec_t;
+typedef struct val {
+    uint8_t kind;
+    uint8_t pad[7];
+    union {
+        uint64_t u64; int64_t s64; uint8_t u8; uint8_t b; uint32_t u32; float f32; double f64;
+        vec_t vec;                                       /* string, enum, list, tuple, record */
+        struct { uint8_t is_ok; uint8_t pad[7]; struct val *val; } result;
+        struct { vec_t name; struct val *val; } variant;
+        struct val *option;
+        void *resource;
+        uint8_t raw[24];
+    } of;
+} val_t;
+typedef struct { vec_t name; val_t val; } entry_t;  /* a record's field */
+
+/* WASMTIME_COMPONENT_* */
+enum { K_BOOL = 0, K_S8, K_U8, K_S16, K_U16, K_S32, K_U32, K_S64, K_U64, K_F32, K_F64, K_CHAR, K_STRING,
+       K_LIST, K_RECORD, K_TUPLE, K_VARIANT, K_ENUM, K_OPTION, K_RESULT, K_FLAGS, K_RESOURCE };
+
+#endif

@@ -38,6 +38,31 @@ def component_app(name: str, image: str | Path, *, version: str = "v1", instance
         """) + textwrap.indent(spread_block, " " * 12) + ("\n" if spread_block else "") + extra
 
 
+def http_server(target: str, address: str, *, indent: int = 4) -> str:
+    """The builtin http-server as a manifest component, linked to `target` for
+    `wasi:http/incoming-handler`, listening on `address` (YAML, indented to sit under `components:`)."""
+    return textwrap.indent(textwrap.dedent(f"""\
+        - name: httpserver
+          type: capability
+          properties:
+            image: builtin:http-server
+          traits:
+            - type: spreadscaler
+              properties: {{instances: 1}}
+            - type: link
+              properties:
+                target: {{name: {target}}}
+                namespace: wasi
+                package: http
+                interfaces: [incoming-handler]
+                source:
+                  config:
+                    - name: listen
+                      properties:
+                        address: {address}
+        """), " " * indent)
+
+
 async def placements(c: LatticeClient, component_id: str) -> dict[str, int]:
     """host id → max_instances of `component_id`, as the hosts answer a ping right now."""
     return {h.id: comp.max_instances for h in await c.get_hosts(timeout_s=0.5)

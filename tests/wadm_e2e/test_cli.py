@@ -6,9 +6,8 @@ import asyncio
 import json
 import shutil
 import socket
-import textwrap
 
-from .helpers import component_app
+from .helpers import component_app, http_server
 
 
 def _run(cli, *args: str, **kw):
@@ -29,6 +28,11 @@ async def test_validate_exit_codes(cli, write_manifest, tmp_path):
 
     out = await _run(cli, "app", "validate", str(tmp_path / "nope.yaml"))
     assert out.returncode != 0 and "no such file" in out.stderr
+
+    # deploy refuses it before uploading anything, each error said once
+    out = await _run(cli, "app", "deploy", str(bad))
+    assert out.returncode == 1 and out.stderr.startswith(f"error: {bad}: invalid manifest (2 error(s))\n"), out.stderr
+    assert "artifacts" not in out.stderr and out.stderr.count("instances") == 1, out.stderr
 
 
 async def test_deploy_wait_status_json_list_and_undeploy(cli, hosts, controllers, wasm, write_manifest, tmp_path):
@@ -111,26 +115,7 @@ async def test_deploy_wait_reports_a_port_in_use_not_deployed(cli, hosts, contro
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = textwrap.indent(textwrap.dedent(f"""
-            - name: httpserver
-              type: capability
-              properties:
-                image: builtin:http-server
-              traits:
-                - type: spreadscaler
-                  properties: {{instances: 1}}
-                - type: link
-                  properties:
-                    target: {{name: adder}}
-                    namespace: wasi
-                    package: http
-                    interfaces: [incoming-handler]
-                    source:
-                      config:
-                        - name: listen
-                          properties:
-                            address: 127.0.0.1:{port}
-        """), "    ")
+        server = http_server("adder", f"127.0.0.1:{port}")
         path = write_manifest(component_app("web", "./adder.wasm", instances=1, extra=server), "web.yaml")
         out = await _run(cli, "app", "deploy", str(path), "--wait", "--timeout", "60")
     assert out.returncode == 1, out.stdout + out.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 
 import httpx
 
@@ -13,7 +14,7 @@ from tests.components.build import build_python
 from tests.http.helpers import LocalServer, free_port
 
 from ..harness import eventually
-from .helpers import wait_status
+from .helpers import http_server, wait_status
 
 
 async def test_wasi_http_component_from_a_manifest(hosts, controllers, wadm_client, write_manifest):
@@ -21,7 +22,7 @@ async def test_wasi_http_component_from_a_manifest(hosts, controllers, wadm_clie
     await hosts.start()
     await controllers.start()
     port = free_port()
-    text = f"""
+    text = textwrap.dedent(f"""
         apiVersion: core.oam.dev/v1beta1
         kind: Application
         metadata:
@@ -50,25 +51,7 @@ async def test_wasi_http_component_from_a_manifest(hosts, controllers, wadm_clie
               traits:
                 - type: spreadscaler
                   properties: {{instances: 1}}
-            - name: httpserver
-              type: capability
-              properties:
-                image: builtin:http-server
-              traits:
-                - type: spreadscaler
-                  properties: {{instances: 1}}
-                - type: link
-                  properties:
-                    target: {{name: hello}}
-                    namespace: wasi
-                    package: http
-                    interfaces: [incoming-handler]
-                    source:
-                      config:
-                        - name: listen
-                          properties:
-                            address: 127.0.0.1:{port}
-    """
+    """) + http_server("hello", f"127.0.0.1:{port}")
     path = write_manifest(text)
     checked = subprocess.run([sys.executable, "-c", "from trellis.cli.main import app; app()", "app", "validate",
                               str(path)], capture_output=True, text=True, timeout=120)

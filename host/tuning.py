@@ -124,9 +124,16 @@ class WasmTuning(BaseModel):
     wasm_hold_gil: bool = Field(
         False, json_schema_extra=_env("TRELLIS_WASM_HOLD_GIL"),
         description="a call into Wasm keeps the GIL (a worker runs one guest at a time, each until its next "
-        "import) and hands it over at every epoch tick (host/runtime/gil_hold.py); only while the epoch ticker "
-        "is the C thread (native_ticker), else calls release the GIL. Off by default: measured +2 % req/s and +2 % "
-        "CPU per order on the full app (docs/performance.md, \"Wasm calls keep the GIL\")")
+        "import) and hands it over at epoch ticks once it has run wasm_hold_gil_slice_ms (host/runtime/gil_hold.py, "
+        "the tick callback in C); only while the epoch ticker is the C thread (native_ticker), else calls release "
+        "the GIL. Off by default: on the full app no variant moved CPU per order (within 1.5 %) and req/s stayed "
+        "inside the shared machine's noise (docs/performance.md, \"Wasm calls keep the GIL\" and its sequel)")
+    wasm_hold_gil_slice_ms: float = Field(
+        0.0, ge=0, json_schema_extra=_env("TRELLIS_WASM_HOLD_GIL_SLICE_MS"),
+        description="with wasm_hold_gil: the thread CPU (ms) a call runs, from its start or its last hand-over, "
+        "before an epoch tick hands the GIL over to a thread waiting for it (the tick callback, C in "
+        "host/runtime/_ticker.c); 0 (the default): at every tick. A spinning guest stops the worker's loop for at "
+        "most about this plus a tick. 0, 5 ms and never measured the same on the full app")
     profiler: str | None = Field(
         None, json_schema_extra=_env("TRELLIS_WASM_PROFILER"),
         description="wasmtime profiling strategy for perf (perfmap, jitdump or vtune); None: none, as "

@@ -91,7 +91,8 @@ async def _setup(fresh: bool) -> tuple[HttpConnection, _Transport]:
                             wasi_http_fast_on=wasm.wasi_http_fast, wasi_http_native_on=wasm.wasi_http_native,
                             wasi_http_native_state_on=wasm.wasi_http_native_state, native_values_on=wasm.native_values,
                             native_ticker_on=wasm.native_ticker, wasm_hold_gil_on=wasm.wasm_hold_gil,
-                            lower_plain_on=wasm.lower_plain)
+                            lower_plain_on=wasm.lower_plain,
+                            wasm_hold_gil_slice_ms=wasm.wasm_hold_gil_slice_ms)
     engine = make_engine(engine_settings(consume_fuel=False))  # as a worker's, for components without fuel
     wasm = build_trellis_component().read_bytes()
     loaded = load_component(engine, wasm, CompileCache(BENCH_CACHE))

@@ -174,13 +174,165 @@ static PyTypeObject TickerType = {
     .tp_methods = ticker_methods,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_trellis_ticker", NULL, -1, NULL, NULL, NULL, NULL, NULL};
+
+/* The tick callback of a store whose calls keep the GIL (gil_hold.py): wasmtime calls it
+ * (wasmtime_store_epoch_deadline_callback) on the calling thread each time the store's epoch
+ * deadline, one tick away, is reached. In C, so a tick costs no Python frame and no ctypes
+ * callback. It traps ("wasm trap: interrupt", a timeout for classify_failure) once the call's own
+ * deadline (`end`, in the ticker's count) has passed or when the store is not holding (end 0:
+ * then this is the store's ordinary deadline). Otherwise, holding the GIL, it hands the GIL over
+ * only once the thread has run `slice_ns` of CPU since the call began or since its last
+ * hand-over: PyEval_SaveThread/RestoreThread, which switches to another thread only if one
+ * waits (at once if one asked for a switch, having waited the switch interval). A guest that
+ * reaches its next import within its slice keeps the GIL until then; one that spins hands it
+ * over about every tick. */
+typedef void *(*error_new_f)(const char *message);
+
+typedef struct {
+    PyObject_HEAD
+    Ticker *ticker;           /* the engine's ticker (a reference), counting the ticks */
+    error_new_f error_new;    /* wasmtime_error_new */
+    uint64_t end;             /* the call's deadline in ticks; 0: not holding */
+    long long slice_ns;       /* thread CPU between hand-overs (<= 0: at every tick) */
+    long long mark_ns;        /* thread CPU at the call's first tick or the last hand-over; -1: unset */
+    unsigned long long ticks, handovers;
+} Hold;
+
+static unsigned long long all_ticks, all_handovers;
+
+static long long thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void *on_tick(void *context, void *env, uint64_t *delta, uint8_t *kind) {
+    (void)context;
+    Hold *h = env;
+    uint64_t count = __atomic_load_n(&h->ticker->count, __ATOMIC_RELAXED);
+    if (h->end == 0 || count >= h->end) return h->error_new("wasm trap: interrupt");
+    h->ticks++;
+    __atomic_fetch_add(&all_ticks, 1, __ATOMIC_RELAXED);
+    if (PyGILState_Check()) {
+        long long now = h->slice_ns > 0 ? thread_cpu_ns() : 0;
+        if (h->slice_ns > 0 && h->mark_ns < 0) {
+            h->mark_ns = now;  /* the first tick of this call */
+        } else if (h->slice_ns <= 0 || now - h->mark_ns >= h->slice_ns) {
+            PyThreadState *ts = PyEval_SaveThread();
+            PyEval_RestoreThread(ts);
+            h->handovers++;
+            __atomic_fetch_add(&all_handovers, 1, __ATOMIC_RELAXED);
+            h->mark_ns = h->slice_ns > 0 ? thread_cpu_ns() : 0;
+        }
+    }
+    *delta = 1;
+    *kind = 0;  /* WASMTIME_UPDATE_DEADLINE_CONTINUE */
+    return NULL;
+}
+
+static PyObject *hold_new(PyTypeObject *cls, PyObject *args, PyObject *kw) {
+    PyObject *error_new;
+    if (!PyArg_ParseTuple(args, "O", &error_new)) return NULL;
+    void *fn = PyLong_AsVoidPtr(error_new);
+    if (fn == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "the address of wasmtime_error_new");
+        return NULL;
+    }
+    Hold *h = (Hold *)cls->tp_alloc(cls, 0);
+    if (h == NULL) return NULL;
+    h->error_new = (error_new_f)fn;
+    h->mark_ns = -1;
+    return (PyObject *)h;
+}
+
+static void hold_dealloc(Hold *h) {
+    Py_XDECREF((PyObject *)h->ticker);
+    Py_TYPE(h)->tp_free((PyObject *)h);
+}
+
+/* arm(ticker, end, slice_ns): the next call holds the GIL until tick `end` (0: it does not hold) */
+static PyObject *hold_arm(Hold *h, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyObject_TypeCheck(args[0], &TickerType)) {
+        PyErr_SetString(PyExc_TypeError, "arm(ticker, end, slice_ns)");
+        return NULL;
+    }
+    unsigned long long end = PyLong_AsUnsignedLongLong(args[1]);
+    if (end == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    long long slice = PyLong_AsLongLong(args[2]);
+    if (slice == -1 && PyErr_Occurred()) return NULL;
+    if ((PyObject *)h->ticker != args[0]) {
+        Py_INCREF(args[0]);
+        Py_XSETREF(h->ticker, (Ticker *)args[0]);
+    }
+    h->end = end;
+    h->slice_ns = slice;
+    h->mark_ns = -1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *hold_disarm(Hold *h, PyObject *unused) {
+    h->end = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *hold_holding(Hold *h, PyObject *unused) {
+    return PyBool_FromLong(h->end != 0 && h->ticker != NULL);
+}
+
+/* (ticks, handovers) of this store */
+static PyObject *hold_stats(Hold *h, PyObject *unused) {
+    return Py_BuildValue("(KK)", h->ticks, h->handovers);
+}
+
+static PyObject *hold_address(Hold *h, PyObject *unused) {
+    return PyLong_FromVoidPtr(h);
+}
+
+static PyMethodDef hold_methods[] = {
+    {"arm", (PyCFunction)(void (*)(void))hold_arm, METH_FASTCALL, "arm(ticker, end, slice_ns)"},
+    {"disarm", (PyCFunction)hold_disarm, METH_NOARGS, "calls do not hold: a tick is the deadline"},
+    {"holding", (PyCFunction)hold_holding, METH_NOARGS, "whether the next call holds the GIL"},
+    {"stats", (PyCFunction)hold_stats, METH_NOARGS, "(ticks, handovers)"},
+    {"address", (PyCFunction)hold_address, METH_NOARGS, "the env pointer for the callback"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject HoldType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_trellis_ticker.Hold",
+    .tp_basicsize = sizeof(Hold),
+    .tp_dealloc = (destructor)hold_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Hold(error_new_address): a holding store's state for the C tick callback",
+    .tp_new = hold_new,
+    .tp_methods = hold_methods,
+};
+
+static PyObject *mod_callback(PyObject *m, PyObject *unused) {
+    return PyLong_FromVoidPtr((void *)on_tick);
+}
+
+/* (ticks, handovers) of every holding store of the process */
+static PyObject *mod_counters(PyObject *m, PyObject *unused) {
+    return Py_BuildValue("(KK)", __atomic_load_n(&all_ticks, __ATOMIC_RELAXED),
+                         __atomic_load_n(&all_handovers, __ATOMIC_RELAXED));
+}
+
+static PyMethodDef module_methods[] = {
+    {"callback", (PyCFunction)mod_callback, METH_NOARGS, "the address of the tick callback"},
+    {"counters", (PyCFunction)mod_counters, METH_NOARGS, "(ticks, handovers) in this process"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_trellis_ticker", NULL, -1, module_methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__trellis_ticker(void) {
-    if (PyType_Ready(&TickerType) < 0) return NULL;
+    if (PyType_Ready(&TickerType) < 0 || PyType_Ready(&HoldType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Py_INCREF(&TickerType);
     if (PyModule_AddObject(m, "Ticker", (PyObject *)&TickerType) < 0) { Py_DECREF(m); return NULL; }
+    Py_INCREF(&HoldType);
+    if (PyModule_AddObject(m, "Hold", (PyObject *)&HoldType) < 0) { Py_DECREF(m); return NULL; }
     return m;
 }

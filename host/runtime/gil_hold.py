@@ -1,4 +1,4 @@
-"""A call into Wasm keeps the GIL, and hands it over at every epoch tick (``TRELLIS_WASM_HOLD_GIL``).
+"""A call into Wasm keeps the GIL, and hands it over at epoch ticks (``TRELLIS_WASM_HOLD_GIL``).
 
 wasmtime-py calls ``wasmtime_component_func_call`` through ``ctypes.CDLL``, which releases the
 GIL for the whole call and takes it back at every import and at the end. With ~20 Wasm threads
@@ -14,13 +14,17 @@ Two things would break, and are handled:
   off, or no C compiler) calls release the GIL as before;
 * the worker's event loop and its other calls, which a guest looping without imports would
   stall: the store's deadline is one tick away and an epoch-deadline callback
-  (``wasmtime_store_epoch_deadline_callback``) runs at every tick. Running it, Python code,
-  hands the GIL over when another thread asked for it (the interpreter's switch request, set
-  once a thread waited ``sys.getswitchinterval()``, 5 ms) and takes it back, then either
-  continues for one more tick or, once the call's own deadline (in ticks of the same ticker,
-  as ``Store.set_epoch_deadline`` counted them) has passed, traps with ``wasm trap: interrupt``,
-  the message :func:`~trellis.host.runtime.errors.classify_failure` reads as a timeout. The
-  inline budget (host/workers/inline.py) is such a deadline and reroutes as before.
+  (``wasmtime_store_epoch_deadline_callback``) runs at every tick. It is C (``_ticker.c``'s
+  ``on_tick``, no ctypes callback, no Python frame). Once the call's own deadline (in ticks of
+  the same ticker, as ``Store.set_epoch_deadline`` counted them) has passed it traps with
+  ``wasm trap: interrupt``, the message :func:`~trellis.host.runtime.errors.classify_failure`
+  reads as a timeout (the inline budget, host/workers/inline.py, is such a deadline and
+  reroutes as before). Otherwise it continues for one more tick and hands the GIL over
+  (``PyEval_SaveThread``/``RestoreThread``: a switch only if another thread waits), at every
+  tick or, with :data:`slice_ms`, once the thread has run that much CPU since the call began or
+  since its last hand-over. Under the full app's load a held call sees ~0.9 ticks; whether it
+  hands over at each (as the first version's Python callback did), after 5 ms, or never, measured
+  the same (docs/performance.md, "Wasm calls keep the GIL, second session").
 
 :func:`set_deadline` replaces ``store.set_epoch_deadline`` for the invoker; :func:`held` says
 whether a store's next call keeps the GIL.
@@ -37,19 +41,18 @@ from wasmtime import _ffi as ffi
 log = logging.getLogger(__name__)
 
 ENV = "TRELLIS_WASM_HOLD_GIL"
-#: the switch (``tuning.wasm.wasm_hold_gil``, :func:`~trellis.host.runtime.wasmtime_patches.switch`):
-#: off by default, its A/B on the full app was not conclusive (docs/performance.md)
+#: the switch (``tuning.wasm.wasm_hold_gil``, :func:`~trellis.host.runtime.wasmtime_patches.switch`)
 enabled = False
+#: thread CPU a holding call runs before a tick hands the GIL over (``tuning.wasm.wasm_hold_gil_slice_ms``);
+#: 0 (the default): at every tick, a switch only if another thread waits
+slice_ms = 0.0
 _ATTR = "_trellis_gil_hold"
 _SAFE = "_trellis_gil_safe"
 _NO_DEADLINE = 2**61
-_TRAP = b"wasm trap: interrupt"
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.POINTER(ffi.wasmtime_context_t), ctypes.c_void_p,
                              ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ffi.wasmtime_update_deadline_kind_t))
 _FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _bound: dict[str, Any] = {}
-#: GIL hand-overs made at ticks, in this process (for tests and profiles)
-handovers = 0
 
 
 def _call_binding() -> Any:
@@ -68,38 +71,24 @@ def _call_binding() -> Any:
     return _bound["call"]
 
 
-class _Hold:
-    """A store's state for the callback: the tick count its call's deadline falls on (None: the
-    store is not holding; any tick then is its deadline) and the ticker counting."""
+def counters() -> tuple[int, int]:
+    """(ticks, hand-overs) the tick callback saw in this process's holding calls (tests, profiles)."""
+    from .engine import _ticker_module
 
-    __slots__ = ("end", "ticker")
+    module = _ticker_module()
+    if module is None:
+        return 0, 0
+    ticks, handovers = module.counters()
+    return int(ticks), int(handovers)
 
-    def __init__(self) -> None:
-        self.end: int | None = None
-        self.ticker: Any = None
 
-
-def _install(store: Any) -> _Hold:
-    hold = _Hold()
-
-    def on_tick(_ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
-        try:
-            end, ticker = hold.end, hold.ticker
-            if end is None or ticker is None or ticker.state()[0] >= end:
-                return ctypes.cast(ffi.wasmtime_error_new(_TRAP), ctypes.c_void_p).value or 0
-            # entering this Python function hands the GIL over when another thread asked for it
-            # (the interpreter's switch request, set after it waited 5 ms): a real switch only then
-            global handovers
-            handovers += 1
-            delta[0] = 1
-            kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
-            return 0
-        except BaseException:  # noqa: BLE001 - never unwind into wasmtime: stop the guest instead
-            return ctypes.cast(ffi.wasmtime_error_new(_TRAP), ctypes.c_void_p).value or 0
-
-    callback = _CALLBACK(on_tick)  # kept by the store (no cycle through the hold: freed with it)
-    ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), callback, None, _FINALIZER())  # no finalizer (NULL)
-    setattr(store, _ATTR + "_callback", callback)
+def _install(store: Any, module: Any) -> Any:
+    """The store's C state (``_ticker.c``'s ``Hold``) and its tick callback (C, ``on_tick``)."""
+    hold = module.Hold(ctypes.cast(ffi.dll.wasmtime_error_new, ctypes.c_void_p).value)
+    callback = ctypes.cast(ctypes.c_void_p(module.callback()), _CALLBACK)
+    # no finalizer (NULL): the hold is the store's attribute, freed after the store itself
+    ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), callback, ctypes.c_void_p(hold.address()),
+                                               _FINALIZER())
     setattr(store, _ATTR, hold)
     return hold
 
@@ -133,26 +122,28 @@ def set_deadline(store: Any, engine: Any, ticks: int) -> None:
     """``store.set_epoch_deadline(ticks)``, and whether the store's calls keep the GIL: they do
     when switched on, the deadline is finite and the engine's ticker needs no GIL. The caller
     arms the ticker for ``ticks`` (``RuntimeEngine.arm``) as before."""
-    hold: _Hold | None = getattr(store, _ATTR, None)
+    hold = getattr(store, _ATTR, None)
     mark = getattr(store, _SAFE, None)
     ticker = native_ticker(engine) if enabled and mark is not None and ticks < _NO_DEADLINE else None
     if ticker is None or _call_binding() is None:
         if hold is not None:
-            hold.end = None  # the callback now runs only at this deadline, and traps there
+            hold.disarm()  # the callback now runs only at this deadline, and traps there
         store.set_epoch_deadline(ticks)
         return
     if hold is None:
-        hold = _install(store)
+        from .engine import _ticker_module
+
+        hold = _install(store, _ticker_module())
     if mark is not True and mark is not None:
         mark.trim()
-    hold.ticker = ticker
-    hold.end = ticker.state()[0] + ticks
+    native = ticker._t
+    hold.arm(native, native.state()[0] + ticks, int(slice_ms * 1e6))
     store.set_epoch_deadline(1)
 
 
 def held(store: Any) -> Any:
     """The GIL-keeping ``wasmtime_component_func_call`` when ``store`` holds it, else None."""
-    hold: _Hold | None = getattr(store, _ATTR, None)
-    if hold is None or hold.end is None:
+    hold = getattr(store, _ATTR, None)
+    if hold is None or not hold.holding():
         return None
     return _bound.get("call")

@@ -401,7 +401,7 @@ def hold_gil(on: bool) -> None:
 def switch(*, hold_gil_on: bool = True, lower_in_place_on: bool = True, wasi_http_fast_on: bool = True,
            wasi_http_native_on: bool = True, wasi_http_native_state_on: bool = True,
            native_values_on: bool = True, native_ticker_on: bool = True, wasm_hold_gil_on: bool = False,
-           lower_plain_on: bool = True) -> None:
+           lower_plain_on: bool = True, wasm_hold_gil_slice_ms: float = 0.0) -> None:
     """Set the switches of the corrections above (a worker's ``tuning.wasm``, host/tuning.py):
     all on by default (but ``wasm_hold_gil``, :mod:`.gil_hold`); off only to compare. Call at start,
     before any component is loaded."""
@@ -416,6 +416,7 @@ def switch(*, hold_gil_on: bool = True, lower_in_place_on: bool = True, wasi_htt
     native_values.enabled = native_values_on
     engine.native_ticker = native_ticker_on
     gil_hold.enabled = wasm_hold_gil_on
+    gil_hold.slice_ms = wasm_hold_gil_slice_ms
     lower_plain.enabled = lower_plain_on
 
 

@@ -480,7 +480,8 @@ def main() -> None:
                             wasi_http_fast_on=wasm.wasi_http_fast, wasi_http_native_on=wasm.wasi_http_native,
                             wasi_http_native_state_on=wasm.wasi_http_native_state,
                             native_values_on=wasm.native_values, native_ticker_on=wasm.native_ticker,
-                            wasm_hold_gil_on=wasm.wasm_hold_gil, lower_plain_on=wasm.lower_plain)
+                            wasm_hold_gil_on=wasm.wasm_hold_gil, lower_plain_on=wasm.lower_plain,
+                            wasm_hold_gil_slice_ms=wasm.wasm_hold_gil_slice_ms)
     try:
         import uvloop
         uvloop.run(run(boot))

@@ -25,7 +25,7 @@ async def test_a_spinning_guest_holding_the_gil_stops_at_its_deadline_while_the_
     spinning = Invoker(components.wat("hostile"), limits=Limits(timeout_s=1.5))
     other = Invoker(components.wat("adder"))
     assert other.invoke("add", [1, 1]) == 2  # compiled and warm before the spin starts
-    before = gil_hold.handovers
+    before = gil_hold.counters()[1]
     entered = threading.Event()
     loop = asyncio.get_running_loop()
 
@@ -40,7 +40,7 @@ async def test_a_spinning_guest_holding_the_gil_stops_at_its_deadline_while_the_
     spun = loop.run_in_executor(None, spin)
     await loop.run_in_executor(None, entered.wait)
     give_up = loop.time() + 10
-    while gil_hold.handovers == before:  # the guest is in Wasm, holding the GIL between ticks
+    while gil_hold.counters()[1] == before:  # the guest is in Wasm, holding the GIL between ticks
         assert loop.time() < give_up, "no GIL hand-over at the ticks"
         await asyncio.sleep(0.005)
     # the loop keeps running and another call answers, on the loop and on a second thread
@@ -49,7 +49,7 @@ async def test_a_spinning_guest_holding_the_gil_stops_at_its_deadline_while_the_
     assert answers == [1, 2, 3, 10] and not spun.done()
     exc = await asyncio.wait_for(spun, 30)
     assert exc.kind is ErrorKind.TIMEOUT and "deadline" in exc.message
-    assert gil_hold.handovers - before > 5
+    assert gil_hold.counters()[1] - before > 5
     assert spinning.invoke("ok") == 42  # the invoker keeps serving
 
 
@@ -63,17 +63,31 @@ def test_without_the_native_ticker_calls_release_the_gil(components: TestCompone
     eng = make_engine()
     try:
         inv = Invoker(Loader(eng, components.cache).wat("hostile"), limits=Limits(timeout_s=0.2))
-        before = gil_hold.handovers
+        before = gil_hold.counters()
         with pytest.raises(InvocationError) as e:
             inv.invoke("spin", [])
-        assert e.value.kind is ErrorKind.TIMEOUT and gil_hold.handovers == before
+        assert e.value.kind is ErrorKind.TIMEOUT and gil_hold.counters() == before
         assert not isinstance(eng._ticker, engine_module._NativeTicker)
     finally:
         eng.close()
     monkeypatch.setattr(engine_module, "native_ticker", True)
     monkeypatch.setattr(gil_hold, "enabled", False)
     inv = Invoker(components.wat("hostile"), limits=Limits(timeout_s=0.2))
-    before = gil_hold.handovers
+    before = gil_hold.counters()
     with pytest.raises(InvocationError) as e:
         inv.invoke("spin", [])
-    assert e.value.kind is ErrorKind.TIMEOUT and gil_hold.handovers == before
+    assert e.value.kind is ErrorKind.TIMEOUT and gil_hold.counters() == before
+
+
+def test_the_deadline_holds_whatever_the_slice(components: TestComponents, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tick callback traps at the call's deadline even when the slice never hands the GIL over
+    (``TRELLIS_WASM_HOLD_GIL_SLICE_MS`` larger than the call): ticks counted, no hand-over."""
+    monkeypatch.setattr(gil_hold, "slice_ms", 1e6)
+    spinning = Invoker(components.wat("hostile"), limits=Limits(timeout_s=0.3))
+    ticks, handovers = gil_hold.counters()
+    with pytest.raises(InvocationError) as e:
+        spinning.invoke("spin", [])
+    assert e.value.kind is ErrorKind.TIMEOUT and "deadline" in e.value.message
+    after = gil_hold.counters()
+    assert after[0] - ticks >= 10 and after[1] == handovers
+    assert spinning.invoke("ok") == 42

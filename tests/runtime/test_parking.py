@@ -10,7 +10,14 @@ import pytest
 
 from tests.components.build import build_wat
 from trellis.host.runtime import CompileCache, Invoker, ReusePolicy, RuntimeEngine, wasm_digest
-from trellis.host.runtime.parking import DEFAULT_PARK_AFTER_S, Parking, load_parkable, park_after_s, park_all
+from trellis.host.runtime.parking import (
+    DEFAULT_PARK_AFTER_S,
+    PARK_BATCH_S,
+    Parking,
+    load_parkable,
+    park_after_s,
+    park_all,
+)
 
 
 @pytest.fixture
@@ -39,6 +46,34 @@ def test_idle_component_is_parked_and_reloaded_by_the_next_call(engine: RuntimeE
     assert parking.due([("adder", inv)]) == []  # the call started its idle time again
     now[0] = 71.0
     assert [key for key, _ in parking.due([("adder", inv)])] == ["adder"]
+
+
+def test_components_idle_nearly_as_long_are_parked_in_one_batch(engine: RuntimeEngine, cache: CompileCache) -> None:
+    """Apps called in one burst give their code back together: once one is due, those idle for
+    ``after_s`` minus the slack (PARK_BATCH_S, at most a sixth of ``after_s``) go with it, one
+    idle for less stays; nothing is parked before one is due."""
+    invs = {k: Invoker(load_parkable(engine, build_wat("adder"), cache)) for k in ("a", "b", "c")}
+    now = [0.0]
+    parking = Parking(after_s=30.0, clock=lambda: now[0])
+    assert parking.due(invs.items()) == []  # first look: all idle from now on
+    now[0] = 10.0
+    assert invs["c"].invoke("add", [1, 1]) == 2
+    assert parking.due(invs.items()) == []  # (the sweep sees c's call: idle from 10 on)
+    now[0] = 26.0
+    assert invs["b"].invoke("add", [1, 1]) == 2
+    assert parking.due(invs.items()) == []  # b called: idle from 26 on; a idle 26 s: none due yet
+    now[0] = 29.9
+    assert parking.due(invs.items()) == []
+    now[0] = 36.0  # a: 36 s (due), c: idle since 10 -> 26 s (>= 30 - 5: with it), b: 10 s
+    assert sorted(k for k, _ in parking.due(invs.items())) == ["a", "c"]
+    assert 0 < PARK_BATCH_S <= 30.0 / 6
+    short = Parking(after_s=6.0, clock=lambda: now[0])  # the slack is at most a sixth of after_s
+    now[0] = 100.0
+    short.due(invs.items())
+    now[0] = 104.5
+    assert short.due(invs.items()) == []
+    now[0] = 106.0
+    assert sorted(k for k, _ in short.due(invs.items())) == ["a", "b", "c"]
 
 
 def test_a_component_with_an_instance_is_not_parked(engine: RuntimeEngine, cache: CompileCache) -> None:

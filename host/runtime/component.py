@@ -18,6 +18,7 @@ core-wasm export names.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,9 @@ class LoadedComponent:
         self._reload_lock = threading.Lock()
         #: times the code was loaded again after being parked
         self.reloads = 0
+        #: seconds those loads took in all, and the last one (what parking adds to a first call)
+        self.reload_s = 0.0
+        self.last_reload_s = 0.0
         #: the compiled artifact the code is mapped from (a parkable component's; ``parking.py``)
         self.artifact: Path | None = None
         self.digest = digest
@@ -163,7 +167,10 @@ class LoadedComponent:
                 if component is None:
                     if self._reload is None:  # pragma: no cover - park() refuses without reload
                         raise RuntimeError(f"component {self.digest[:12]} was parked and cannot be reloaded")
+                    started = time.perf_counter()
                     component = self._component = self._reload()
+                    self.last_reload_s = time.perf_counter() - started
+                    self.reload_s += self.last_reload_s
                     self.reloads += 1
         return component
 

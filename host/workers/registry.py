@@ -76,6 +76,8 @@ class Served:
                 "inline": {**self.inline_stats, "enabled": self.inline, "needs_thread": sorted(self.needs_thread)},
                 "handoff": dict(self.handoff), "provider_calls": {"direct": self.link_calls["direct"]},
                 "parked": self.invoker.parked, "reloads": self.invoker.loaded.reloads,
+                "reload_ms": round(self.invoker.loaded.reload_s * 1e3, 2),
+                "last_reload_ms": round(self.invoker.loaded.last_reload_s * 1e3, 2),
                 "link_calls": dict(self.link_calls), "from_local_providers": from_local_providers}
 
 

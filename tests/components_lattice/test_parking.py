@@ -34,6 +34,7 @@ async def test_idle_component_is_parked_and_the_next_call_reloads_it(nats_server
         assert await asyncio.gather(*(c.call("adder", "add", i, i) for i in range(10))) == [2 * i for i in range(10)]
         got = await _worker_stats(h, "adder")
         assert sum(w["reloads"] for w in got) >= 1  # whichever worker served them loaded it again
+        assert all((w["reload_ms"] > 0) == (w["reloads"] > 0) and w["reload_ms"] >= w["last_reload_ms"] for w in got)
         await _until_parked(h, "adder")  # and idle again, parked again
         assert await c.call("adder", "add", 20, 22) == 42
 

@@ -41,6 +41,7 @@ def test_idle_component_is_parked_and_reloaded_by_the_next_call(engine: RuntimeE
     assert parking.due([("adder", inv)]) == []  # parked already
     assert inv.invoke("add", [1, 2]) == 3  # loaded again from the artifact
     assert not inv.parked and loaded.reloads == 1
+    assert loaded.reload_s == loaded.last_reload_s > 0  # what parking added to that call
     assert cache.stats.compiled == 1  # never compiled again
     now[0] = 40.0
     assert parking.due([("adder", inv)]) == []  # the call started its idle time again

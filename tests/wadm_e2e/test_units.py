@@ -296,3 +296,21 @@ def test_failure_book_remembers_restarts_for_a_while_and_failed_start_hosts():
     assert book.restarted_hosts("app", now=61.0) == {}  # forgotten: a new trouble restarts in place again
     book.failed(StartProvider(host_id="H2", provider_id="p", image="builtin:x", app="app"), "boom", now=0.0)
     assert book.avoid("app") == {"p": frozenset({"H2"})}
+
+
+def test_quiet_apps_resyncs_are_spread_over_a_quarter_of_the_period():
+    """Apps become quiet together (every app is passed again after a view change); their safety-net
+    passes come back `quiet_resync_s` later plus a random share of up to RESYNC_SPREAD of it, not in
+    one burst; a tick passes a quiet app again from its own due time on."""
+    from trellis.wadm.controller.controller import RESYNC_SPREAD, Controller
+    from trellis.wadm.controller.settings import ControllerSettings
+
+    ctl = Controller(ControllerSettings(quiet_resync_s=300.0))
+    due = [ctl._resync_due(1000.0) for _ in range(200)]
+    assert all(1300.0 <= d < 1300.0 + 300.0 * RESYNC_SPREAD for d in due)
+    assert max(due) - min(due) > 300.0 * RESYNC_SPREAD / 2  # spread, not one instant
+    ctl._quiet = {"a": (ctl._view_version, 1350.0), "b": (ctl._view_version, 1310.0)}
+    assert not ctl._tick_wanted("b", 1309.0) and ctl._tick_wanted("b", 1310.0)
+    assert not ctl._tick_wanted("a", 1349.0) and ctl._tick_wanted("a", 1350.0)
+    ctl._view_version += 1  # a view change: every quiet app is passed again at once
+    assert ctl._tick_wanted("a", 1001.0)

@@ -32,6 +32,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import random
 import uuid
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ Planned = tuple[Observed, dict[str, Manifest], AppStatus]
 
 #: the longest housekeeping sleeps without a deadline (a safety net: every deadline it knows wakes it)
 HOUSEKEEPING_MAX_S = 5.0
+#: a quiet app's resync comes `quiet_resync_s` after its quiet pass plus up to this share of it (`_resync_due`)
+RESYNC_SPREAD = 0.25
 
 
 class AppWorker:
@@ -123,7 +126,8 @@ class Controller(Service):
         self.workers: dict[str, AppWorker] = {}
         self._records_synced = asyncio.Event()
         self._passes = itertools.count(1)
-        #: bumped by every change of the lattice view; quiet apps: name -> (view version, time of the pass)
+        #: bumped by every change of the lattice view; quiet apps: name -> (view version, when its resync
+        #: is due: the quiet pass's time plus `quiet_resync_s` and a share of it, `_resync_due`)
         self._view_version = 0
         self._quiet: dict[str, tuple[int, float]] = {}
         self._housekeeping_wake = asyncio.Event()
@@ -277,7 +281,15 @@ class Controller(Service):
         """Whether a tick should pass ``name`` again: not when it is quiet (its last pass issued
         nothing and found it deployed) and the view has not changed since, until ``quiet_resync_s``."""
         quiet = self._quiet.get(name)
-        return quiet is None or quiet[0] != self._view_version or now - quiet[1] >= self.settings.quiet_resync_s
+        return quiet is None or quiet[0] != self._view_version or now >= quiet[1]
+
+    def _resync_due(self, now: float) -> float:
+        """When a quiet app's safety-net pass is due: `quiet_resync_s` from now plus a random share of up
+        to a quarter of it. Apps become quiet together (every app is passed again after each view change,
+        a deploy's included), and without the spread their resyncs came back together, every 5 minutes:
+        at N = 50 the minute that held them was the idle controller's costliest (docs/performance.md,
+        i16-idle3 and i16-idle4). Spread, the passes of one round fall over 75 s, in many short wakes."""
+        return now + self.settings.quiet_resync_s * (1.0 + RESYNC_SPREAD * random.random())
 
     def wake_all(self) -> None:
         for w in self.workers.values():
@@ -358,7 +370,7 @@ class Controller(Service):
             quiet = self._quiet.get(name)
             if quiet is None or quiet[0] != self._view_version:
                 return min(deadline, next_tick)  # an app that is not quiet: every tick
-            deadline = min(deadline, max(next_tick, quiet[1] + self.settings.quiet_resync_s))
+            deadline = min(deadline, max(next_tick, quiet[1]))
         return deadline
 
     async def _announce_all(self, now: float) -> None:
@@ -431,7 +443,7 @@ class Controller(Service):
         with self.metrics.reconcile(name, pass_id) as outcome:
             quiet = await self._reconcile(name, record, observed, pass_id, outcome, epoch)
         if quiet:
-            self._quiet[name] = (version, asyncio.get_running_loop().time())
+            self._quiet[name] = (version, self._resync_due(asyncio.get_running_loop().time()))
         else:
             self._housekeeping_wake.set()  # it ticks again while this app is not quiet
 

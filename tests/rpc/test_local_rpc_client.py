@@ -14,7 +14,7 @@ import pytest
 
 from trellis.interfaces.envelope import Invocation, ok_frame, progress_frame
 from trellis.samehost import handoff
-from trellis.samehost.local_rpc import REMOTE, LocalRpcClient, provider_address
+from trellis.samehost.local_rpc import REMOTE, LocalRpcClient, _Chan, provider_address
 
 pytestmark = pytest.mark.skipif(not handoff.available(), reason="needs Linux abstract Unix sockets")
 
@@ -116,3 +116,37 @@ def test_a_silent_provider_loses_the_call_to_nats_and_a_closed_one_too(door: Cal
     finally:
         client.close_thread()
     assert client.stats["remote"] == 2 and client.stats["lost"] == 2
+
+
+def test_large_frames_both_ways(door: Callable[[Script], str]) -> None:
+    """Frames past the connection's 64 KiB buffer are sent and read whole (a progress frame in
+    front in the same write), and the buffer goes back to its first size after one."""
+    big = b"\xab" * (300 * 1024)
+
+    def answer(conn: socket.socket, inv: Invocation) -> None:
+        conn.sendall(framed(progress_frame(inv.id)) + framed(ok_frame(inv.id, ["got", inv.args[0]])))
+
+    client = LocalRpcClient(door(answer), HOST, silence_s=1.0)
+    try:
+        assert call(client, big) == ["got", big]
+        assert len(client._tls.conns["prov"].buf) == 64 * 1024
+        assert call(client, big[:70000]) == ["got", big[:70000]]
+    finally:
+        client.close_thread()
+    assert client.stats == {"calls": 2, "remote": 0, "lost": 0}
+
+
+def test_a_read_that_times_out_mid_frame_keeps_what_it_read() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        chan = _Chan(a, 1.0)
+        chan.set_timeout(0.05)
+        data = framed(b"first frame") + framed(b"second")
+        b.sendall(data[:7])
+        with pytest.raises(TimeoutError):  # the kernel's timeout, not Python's poll
+            chan.read_frame()
+        b.sendall(data[7:])
+        assert chan.read_frame() == b"first frame"
+        assert chan.read_frame() == b"second"
+        b.close()
+        assert chan.read_frame() is None  # the peer closed

@@ -377,6 +377,100 @@ class LocalComponentCaller:
 
 # --- the caller's side (blocking: a Wasm thread) -------------------------------------------
 
+_TIMEVAL = struct.Struct("@ll")
+#: a socket's receive timeout is set again only when it would end late or more than this much
+#: early (a read that times out early is just read again: the call's state says for how long)
+_TIMEOUT_SLACK_S = 0.02
+#: a connection's buffer (one per Wasm thread and provider); a larger frame grows it while it is read
+_RECV_SIZE = 64 * 1024
+
+
+def _timeval(t: float) -> bytes:
+    sec = int(t)
+    return _TIMEVAL.pack(sec, int((t - sec) * 1_000_000))
+
+
+class _Chan:
+    """A Wasm thread's blocking connection to one provider's door.
+
+    The socket stays in blocking mode and its receive timeout is the kernel's (``SO_RCVTIMEO``),
+    set only when the wait it needs changes: a read is one ``recv`` into the connection's own
+    buffer (a frame's length and body together, and any frame after it kept for the next read),
+    not ``poll`` + ``recv`` twice plus two ``ioctl`` calls to switch the timeout, as a Python socket
+    with a timeout does. What a read that timed out had of a frame is kept, never misread."""
+
+    __slots__ = ("sock", "timeout", "send_timeout", "buf", "start", "end")
+
+    def __init__(self, sock: socket.socket, send_timeout_s: float) -> None:
+        self.sock = sock
+        self.timeout = -1.0  # none set yet
+        self.send_timeout = max(send_timeout_s, 0.001)
+        sock.setblocking(True)  # no Python timeout (poll before each call): the kernel's, below
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.send_timeout))
+        self.buf = bytearray(_RECV_SIZE)
+        self.start = 0  # buf[start:end] is read and not yet taken
+        self.end = 0
+
+    def set_timeout(self, timeout_s: float) -> None:
+        """Reads wait at most ``timeout_s`` (up to :data:`_TIMEOUT_SLACK_S` less)."""
+        t = max(timeout_s, 0.001)  # 0 would be "forever"
+        if t - _TIMEOUT_SLACK_S <= self.timeout <= t:
+            return
+        self.timeout = t
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(t))
+
+    def send(self, data: bytes, timeout_s: float) -> None:
+        """All of ``data``; a frame larger than the socket's buffer may wait for room up to
+        ``timeout_s`` (a smaller one waits at most the silence it was connected with: a door
+        that reads nothing that long is taken as lost, and the call goes over NATS)."""
+        if len(data) <= _RECV_SIZE:
+            self.sock.sendall(data)
+            return
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(max(timeout_s, 0.001)))
+        try:
+            self.sock.sendall(data)
+        finally:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.send_timeout))
+
+    def read_frame(self) -> bytes | None:
+        """The next frame; None when the peer closed or sent a frame past :data:`MAX_FRAME`.
+        Raises ``TimeoutError`` when the timeout passed first, ``OSError`` for a broken socket."""
+        while True:
+            have = self.end - self.start
+            if have >= 4:
+                (n,) = _LEN.unpack_from(self.buf, self.start)
+                if n > MAX_FRAME:
+                    return None
+                if have >= 4 + n:
+                    begin = self.start + 4
+                    frame = bytes(memoryview(self.buf)[begin:begin + n])
+                    self.start = begin + n
+                    if self.start == self.end:
+                        self.start = self.end = 0
+                        if len(self.buf) > _RECV_SIZE:  # a large frame is done: back to the first size
+                            self.buf = bytearray(_RECV_SIZE)
+                    return frame
+                if 4 + n > len(self.buf):  # a large frame: room for all of it
+                    self._compact(4 + n)
+            if self.end == len(self.buf):
+                self._compact(len(self.buf))
+            try:
+                got = self.sock.recv_into(memoryview(self.buf)[self.end:])
+            except BlockingIOError:  # SO_RCVTIMEO passed
+                raise TimeoutError from None
+            if not got:
+                return None
+            self.end += got
+
+    def _compact(self, room: int) -> None:
+        """Move what is unread to the front of a buffer of at least ``room`` bytes."""
+        rest = bytes(memoryview(self.buf)[self.start:self.end])
+        if room > len(self.buf):
+            self.buf = bytearray(room)
+        self.buf[:len(rest)] = rest
+        self.start, self.end = 0, len(rest)
+
+
 class LocalRpcClient:
     """Calls providers of this host from Wasm threads; one blocking connection per thread and target."""
 
@@ -391,13 +485,13 @@ class LocalRpcClient:
         self._absent: dict[str, float] = {}
         self.stats = {"calls": 0, "remote": 0, "lost": 0}
 
-    def _conn(self, target: str) -> socket.socket | None:
-        conns: dict[str, socket.socket] | None = getattr(self._tls, "conns", None)
+    def _conn(self, target: str) -> _Chan | None:
+        conns: dict[str, _Chan] | None = getattr(self._tls, "conns", None)
         if conns is None:
             conns = self._tls.conns = {}
-        sock = conns.get(target)
-        if sock is not None:
-            return sock
+        chan = conns.get(target)
+        if chan is not None:
+            return chan
         until = self._absent.get(target)
         if until is not None and time.monotonic() < until:
             return None
@@ -411,20 +505,20 @@ class LocalRpcClient:
             self._absent[target] = time.monotonic() + RETRY_S
             return None
         self._absent.pop(target, None)
-        conns[target] = sock
-        return sock
+        chan = conns[target] = _Chan(sock, self.silence_s)
+        return chan
 
     def _drop(self, target: str) -> None:
-        sock = self._tls.conns.pop(target, None)
-        if sock is not None:
-            sock.close()
+        chan = self._tls.conns.pop(target, None)
+        if chan is not None:
+            chan.sock.close()
 
     def call(self, inv: Invocation, frame: bytes) -> Any:
         """The call's result; :data:`REMOTE` to send it over NATS instead; raises ``RpcError`` as
         the RPC client would (an error reply, at-most-once lost, deadline). The call's state
         (``call_policy``) says how long each read may wait and what a frame or a silence means."""
-        sock = self._conn(inv.target)
-        if sock is None:
+        chan = self._conn(inv.target)
+        if chan is None:
             return REMOTE
         self.stats["calls"] += 1
         now = time.monotonic()
@@ -433,8 +527,7 @@ class LocalRpcClient:
         if d.act is Act.FAIL:
             raise call_error(d, inv)
         try:
-            sock.settimeout(max(state.deadline - now, 0.001))
-            sock.sendall(_LEN.pack(len(frame)) + frame)
+            chan.send(_LEN.pack(len(frame)) + frame, state.deadline - now)
         except OSError:  # gone, or not reading: a frame not wholly sent is never served
             self._drop(inv.target)
             self.stats["remote"] += 1
@@ -443,8 +536,8 @@ class LocalRpcClient:
             event: CallEvent | ErrorReply | BadReply
             reply = None
             try:
-                sock.settimeout(d.delay_s)
-                data = _read_frame(sock)
+                chan.set_timeout(d.delay_s)
+                data = chan.read_frame()
             except TimeoutError:
                 event = CallEvent.TICK
             except OSError:
@@ -487,24 +580,3 @@ class LocalRpcClient:
         """Close this thread's connections."""
         for target in list(getattr(self._tls, "conns", {})):
             self._drop(target)
-
-
-def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
-    chunks = []
-    while n:
-        chunk = sock.recv(min(n, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _read_frame(sock: socket.socket) -> bytes | None:
-    head = _read_exactly(sock, 4)
-    if head is None:
-        return None
-    (n,) = _LEN.unpack(head)
-    if n > MAX_FRAME:
-        return None
-    return _read_exactly(sock, n)

@@ -16,7 +16,6 @@ import contextvars
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from trellis.host.runtime import CallProbe, ImportHandler, InvocationError, Reroute, deny_all
@@ -29,6 +28,7 @@ from trellis.interfaces.serving import error_of
 from . import dispatch, inline
 from .colocated import WASM_THREAD_STACK
 from .records import VIA_RPC, Observers, build
+from .wasm_threads import WasmThreads
 
 if TYPE_CHECKING:
     from .imports import ImportRouter
@@ -59,8 +59,7 @@ class Calls:
         self.observers = observers
         # nested co-located calls stack one store's Wasm (up to 512 KiB each) per level on a thread
         threading.stack_size(WASM_THREAD_STACK)
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="wasm")
-        self.executor_size = threads
+        self.executor = WasmThreads(threads, name_prefix="wasm")
         #: set once the worker is connected
         self.imports: ImportRouter | None = None
         self.taps: Taps | None = None
@@ -69,11 +68,7 @@ class Calls:
         """Enough threads for every admitted call at once: a call waiting in an import (on another
         component, maybe on this worker) holds its thread, so fewer threads than admitted calls
         could starve the very calls it waits for. Idle threads cost nothing; they start lazily."""
-        needed = max(self.threads, admitted + 1)
-        if needed > self.executor_size:
-            old, self.executor = self.executor, ThreadPoolExecutor(needed, thread_name_prefix="wasm")
-            self.executor_size = needed
-            old.shutdown(wait=False)  # calls already running there finish
+        self.executor.grow(max(self.threads, admitted + 1))
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -172,8 +167,8 @@ class Calls:
             # calls this invocation makes are children of its server span (the current context here)
             handler = self.handler(served, inv)
             # the Wasm thread runs in this context: its log lines carry the call's trace and span ids
-            result = await asyncio.get_running_loop().run_in_executor(
-                self.executor, contextvars.copy_context().run, self.execute, served, inv, handler, timeout_s, probe)
+            result = await self.executor.run(asyncio.get_running_loop(), contextvars.copy_context().run,
+                                             self.execute, served, inv, handler, timeout_s, probe)
         except BaseException as exc:
             self.record(served, inv, via, ran_inline, probe, start, t0, exc)
             raise

@@ -59,7 +59,11 @@ def test_a_cancelled_call_does_not_run_and_queued_calls_get_threads_as_they_grow
         # a call that needs another thread while the first waits (a call waiting on a call of its
         # worker): it gets one once the pool may grow
         pool.grow(2)
-        second = pool.run(loop, lambda: (release.set(), "second")[1])
+        def second_call() -> str:
+            release.set()
+            return "second"
+
+        second = pool.run(loop, second_call)
         assert await asyncio.wait_for(second, 10) == "second"
         assert await asyncio.wait_for(first, 10) == "held"
         assert await asyncio.wait_for(pool.run(loop, ran.append, "after"), 10) is None

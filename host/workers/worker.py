@@ -475,6 +475,11 @@ def main() -> None:
     from trellis.kit.procs import exit_with_parent
 
     exit_with_parent()  # with its stdin closing, it does not outlive the host
+    if boot.tuning.process.worker_nice:  # before any thread starts: each inherits it (niceness is per thread)
+        try:
+            os.nice(boot.tuning.process.worker_nice)
+        except OSError as exc:  # pragma: no cover - raising it is always allowed
+            log.warning("worker niceness not raised: %s", exc)
     wasm = boot.tuning.wasm
     wasmtime_patches.switch(hold_gil_on=wasm.hold_gil, lower_in_place_on=wasm.lower_in_place,
                             wasi_http_fast_on=wasm.wasi_http_fast, wasi_http_native_on=wasm.wasi_http_native,

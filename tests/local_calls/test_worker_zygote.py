@@ -38,6 +38,8 @@ async def test_workers_are_forked_from_the_zygote_and_restarted_when_they_or_it_
         assert ZYGOTE_MODULE in zygote.cmdline()
         first = pool.pids()
         assert len(first) == 2 and all(psutil.Process(p).ppid() == zygote.pid for p in first)
+        # workers yield the CPU to their host's event loop (process.worker_nice, 5 by default)
+        assert all(psutil.Process(p).nice() == min(zygote.nice() + 5, 19) for p in first)
         assert await _answers(pool)
 
         os.kill(first[0], signal.SIGKILL)  # a worker dies: the pool forks another from the same zygote

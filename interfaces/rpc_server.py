@@ -296,9 +296,10 @@ class RpcServer:
     async def _again(self, reply_to: str, inv: Invocation, key: int,
                      seen: bytes | asyncio.Future[bytes | None]) -> None:
         """A copy of a call that ran or runs here: its reply frame (the first's), never a second run."""
-        log.info("%s: a copy of call %s (%s, attempt %d) came while the call %s here: answered with its reply, "
-                 "not run again", self.target, inv.id, inv.function, inv.attempt,
-                 "ran" if isinstance(seen, bytes) else "runs")
+        # its caller gave the first attempt up as lost: this instance sent nothing for its silence window
+        log.warning("%s: a copy of call %s (%s, attempt %d) came while the call %s here (this instance was too "
+                    "slow to answer its caller): answered with the call's reply, not run again", self.target, inv.id,
+                    inv.function, inv.attempt, "ran" if isinstance(seen, bytes) else "runs")
         if isinstance(seen, bytes):
             frame: bytes | None = seen
         else:

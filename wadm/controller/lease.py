@@ -171,7 +171,7 @@ class Lease:
         self._valid_until = sent + self.ttl_s - self.safety_s
         self.leader = self.holder
         self.regained += 1
-        log.info("controller %s took the lease back (nobody held it meanwhile)", self.holder)
+        log.warning("controller %s took the lease back (nobody held it meanwhile)", self.holder)
         self._set(True, taken_at)
         return True
 

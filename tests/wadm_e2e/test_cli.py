@@ -34,6 +34,16 @@ async def test_validate_exit_codes(cli, write_manifest, tmp_path):
     assert out.returncode == 1 and out.stderr.startswith(f"error: {bad}: invalid manifest (2 error(s))\n"), out.stderr
     assert "artifacts" not in out.stderr and out.stderr.count("instances") == 1, out.stderr
 
+    # a project folder means its wadm.yaml; a folder without one, or a word no app is named, is a clear error
+    out = await _run(cli, "app", "validate", str(tmp_path))
+    assert out.returncode == 1 and out.stderr == f"error: {tmp_path} is a folder without a wadm.yaml: give the " \
+                                                 "manifest file\n", out.stderr
+    good.rename(tmp_path / "wadm.yaml")
+    out = await _run(cli, "app", "validate", str(tmp_path))
+    assert out.returncode == 0 and "valid manifest for application 'ok'" in out.stdout, out.stderr
+    out = await _run(cli, "app", "deploy", "my app")
+    assert out.returncode == 1 and out.stderr.startswith("error: no such file 'my app'"), out.stderr
+
 
 async def test_deploy_wait_status_json_list_and_undeploy(cli, hosts, controllers, wasm, write_manifest, tmp_path):
     shutil.copy(wasm["adder"], tmp_path / "adder.wasm")

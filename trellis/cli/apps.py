@@ -8,6 +8,7 @@ one of ``undeployed``, ``reconciling``, ``deployed``, ``degraded``, ``failed``).
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -73,6 +74,7 @@ async def _wrap(coro: Coroutine[Any, Any, T]) -> T:
 
 def _read(file: Path, overrides: list[str] | None = None) -> tuple[str, str]:
     """The manifest's text (with ``--config`` overrides applied) and its folder."""
+    file = _manifest_in(file)
     try:
         text = file.read_text(encoding="utf-8-sig")
     except OSError as exc:
@@ -115,14 +117,32 @@ ConfigOpt = typer.Option([], "--config", metavar="NAME.KEY=VALUE",
 
 
 def _is_file_arg(arg: str) -> bool:
-    return Path(arg).is_file() or arg.endswith((".yaml", ".yml", ".json"))
+    """A manifest (or a project folder with one), not the name of a stored application."""
+    from trellis.interfaces.wadm_api import APP_NAME_PATTERN
+
+    path = Path(arg)
+    if path.is_file() or path.is_dir() or arg.endswith((".yaml", ".yml", ".json")):
+        return True
+    if not re.fullmatch(APP_NAME_PATTERN, arg):
+        raise fail(f"no such file {arg!r} (and an application's name has only letters, digits, '-' and '_')")
+    return False
+
+
+def _manifest_in(path: Path) -> Path:
+    """``path``, or for a folder (a project made by ``trellis new``) its ``wadm.yaml``."""
+    if not path.is_dir():
+        return path
+    if (path / "wadm.yaml").is_file():
+        return path / "wadm.yaml"
+    raise fail(f"{path} is a folder without a wadm.yaml: give the manifest file")
 
 
 # --- validate (local) ----------------------------------------------------------------------
 
 
 @app_app.command("validate")
-def validate_command(file: Path = typer.Argument(..., help="manifest file (YAML or JSON)"),
+def validate_command(file: Path = typer.Argument(..., help="manifest file (YAML or JSON), or a folder with one "
+                                                           "(wadm.yaml)"),
                      output: Output = OutputOpt) -> None:
     """Check a manifest: exit 0 when valid (warnings printed), 1 with every error when not.
 
@@ -132,6 +152,7 @@ def validate_command(file: Path = typer.Argument(..., help="manifest file (YAML 
     """
     from trellis.wadm.manifest import validation_report, validation_result
 
+    file = _manifest_in(file)
     result = validation_result(file)
     if emit(result, output):
         raise typer.Exit(0 if result["valid"] else 1)
@@ -146,7 +167,7 @@ def validate_command(file: Path = typer.Argument(..., help="manifest file (YAML 
 @app_app.command("put")
 @with_conn
 def put_command(
-    file: Path = typer.Argument(..., help="manifest file (YAML or JSON)"),
+    file: Path = typer.Argument(..., help="manifest file (YAML or JSON), or a folder with one (wadm.yaml)"),
     config: list[str] = ConfigOpt,
     output: Output = OutputOpt,
     *,
@@ -185,7 +206,8 @@ async def _put(w: WadmClient, text: str, base: str, output: Output) -> Any:
 @app_app.command("deploy")
 @with_conn
 def deploy_command(
-    app: str = typer.Argument(..., metavar="FILE_OR_NAME", help="a manifest file (stored, then deployed) "
+    app: str = typer.Argument(..., metavar="FILE_OR_NAME", help="a manifest file or a folder with a wadm.yaml "
+                                                              "(stored, then deployed) "
                                                               "or the name of a stored application"),
     version: str | None = typer.Option(None, "--version", help="deploy this stored version (default: latest)"),
     config: list[str] = ConfigOpt,

@@ -112,6 +112,12 @@ async def test_deploy_wait_fails_with_the_reason(cli, hosts, controllers, wasm, 
 async def test_no_controller_is_a_clear_error(cli):
     out = await _run(cli, "app", "list")
     assert out.returncode == 1 and "no wadm controller answers" in out.stderr
+    # a name or id no request can carry is one line, not a traceback
+    out = await _run(cli, "app", "status", "a/b")
+    assert (out.returncode, out.stderr) == (1, "error: invalid name 'a/b': use 1-128 letters, digits, '-' and '_'\n")
+    out = await _run(cli, "call", "bad.id", "a:b/c.d", "[]")
+    assert (out.returncode, out.stderr) == (1, "error: invalid target id 'bad.id': use 1-128 letters, digits, '-' and "
+                                               "'_'\n")
 
 
 async def test_deploy_wait_reports_a_port_in_use_not_deployed(cli, hosts, controllers, wasm, write_manifest,

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from trellis.interfaces.errors import TrellisError
+from trellis.interfaces.subjects import SubjectError
 
 if TYPE_CHECKING:
     from trellis.interfaces.client import LatticeClient
@@ -117,12 +118,27 @@ def run(coro: Coroutine[Any, Any, T], nats_url: str | None = None) -> T:
         return asyncio.run(coro)
     except TrellisError as exc:
         raise fail(exc.message) from None
+    except SubjectError as exc:  # an id or name no subject can carry: the user's typo
+        raise fail(str(exc)) from None
+    except ValidationError as exc:  # likewise, refused by a request's model before it was sent
+        raise fail(invalid_input(exc)) from None
     except (ConnectionError, OSError) as exc:
         raise fail(f"cannot reach NATS{where}: {exc}") from None
     except Exception as exc:
         if exc.__class__.__module__.startswith("nats"):
             raise fail(f"NATS: {exc.__class__.__name__}: {exc}") from None
         raise
+
+
+def invalid_input(exc: ValidationError) -> str:
+    """A request model's refusal of what was typed, in one line: ``invalid name 'a/b': use ...``."""
+    e = exc.errors()[0]
+    field = ".".join(str(p) for p in e["loc"]) or "value"
+    pattern = str(e.get("ctx", {}).get("pattern", ""))
+    plain = e["type"] == "string_pattern_mismatch" and pattern.startswith(r"^[A-Za-z0-9_\-]")
+    size = "1-128 " if "{1,128}" in pattern else "only "
+    why = f"use {size}letters, digits, '-' and '_'" if plain else e["msg"]
+    return f"invalid {field} {e.get('input')!r}: {why}"
 
 
 def run_on(conn: Conn, fn: Callable[[LatticeClient], Awaitable[T]]) -> T:

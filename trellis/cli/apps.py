@@ -344,7 +344,7 @@ def versions_command(name: str = typer.Argument(..., help="application name"), o
 @with_conn
 def status_command(name: str = typer.Argument(..., help="application name"), output: Output = OutputOpt,
                    *, conn: Conn) -> None:
-    """How an application stands: undeployed, reconciling, deployed or failed, per component and link."""
+    """How an application stands: undeployed, reconciling, deployed, degraded or failed, per part."""
     st = _wadm_run(conn, lambda w: w.status(name))
     if emit(st, output):
         return

@@ -314,9 +314,11 @@ def push_command(
     *,
     conn: Conn,
 ) -> None:
-    """Put a .wasm (or a provider .py file or package folder) into the lattice's artifact store (prints
-    lattice://sha256:…), or publish a .wasm to an OCI registry in the format wash and wkg use (prints
-    REGISTRY/REPO:TAG@sha256:…)."""
+    """Put a .wasm or a provider into the lattice's artifact store, or a .wasm into an OCI registry.
+
+    A .wasm, a provider .py file or package folder goes to the artifact store (prints
+    lattice://sha256:…); ``oci://REGISTRY/REPO:TAG FILE`` publishes a .wasm in the format wash and
+    wkg use (prints REGISTRY/REPO:TAG@sha256:…)."""
     from .sign_cmd import issuer_key
 
     key = issuer_key(key_file, new_key_file)

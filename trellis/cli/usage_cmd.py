@@ -39,8 +39,10 @@ def usage_command(
     *,
     conn: Conn,
 ) -> None:
-    """What an app's components and providers used since their hosts started: invocations, CPU-seconds,
-    memory-seconds, instances now, and an energy and carbon estimate (SCI per 1,000 requests)."""
+    """What an app's parts used since their hosts started: calls, CPU, memory, energy, carbon.
+
+    Per component and provider: invocations, CPU-seconds, memory-seconds, instances now, and an
+    energy and carbon estimate (SCI per 1,000 requests)."""
     from trellis.interfaces.carbon import CarbonModel
 
     try:

@@ -88,8 +88,10 @@ def events_command(
     *,
     conn: Conn,
 ) -> None:
-    """Follow the lattice's events as they happen (hosts up/down, placements, app status,
-    provider health, links); Ctrl-C stops. A host that dies without a word shows as host_lost."""
+    """Follow the lattice's events as they happen: hosts, placements, apps, health, links (Ctrl-C stops).
+
+    Hosts up and down, placements, app status, provider health, links. A host that dies without
+    a word shows as host_lost."""
     from trellis.interfaces.events import Event, EventType
     from trellis.views.feed import EventFeed, local_time, summarize
 
@@ -151,9 +153,10 @@ def spy_command(
     *,
     conn: Conn,
 ) -> None:
-    """Watch every invocation into and out of a component as it happens: caller, function,
-    arguments and result (abbreviated), duration, outcome. Ctrl-C stops; the component's
-    workers stop sending records a few seconds after the last spy leaves."""
+    """Watch every call into and out of a component as it happens (Ctrl-C stops).
+
+    Each call: caller, function, arguments and result (abbreviated), duration, outcome. The
+    component's workers stop sending records a few seconds after the last spy leaves."""
     from trellis.interfaces import subjects
     from trellis.interfaces.subjects import SubjectError
     from trellis.interfaces.taps import RENEW_EVERY_S, SpyRecord, TapWant

@@ -509,31 +509,18 @@ static PyObject *py_lift(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 static PyObject *py_init(PyObject *self, PyObject *fns) {
-    static const char *names[] = {"vec_new", "list_uninit", "tuple_uninit", "record_uninit", "val_delete", NULL};
-    void **slots[] = {(void **)&W.vec_new, (void **)&W.list_uninit, (void **)&W.tuple_uninit,
-                      (void **)&W.record_uninit, (void **)&W.val_delete};
-    for (int i = 0; names[i]; i++) {
-        PyObject *addr = PyDict_GetItemString(fns, names[i]);
-        if (addr == NULL) return PyErr_Format(PyExc_KeyError, "wasmtime function %s", names[i]);
-        *slots[i] = PyLong_AsVoidPtr(addr);
-        if (*slots[i] == NULL) return PyErr_Format(PyExc_ValueError, "wasmtime function %s", names[i]);
-    }
+    static const char *const names[] = {"vec_new", "list_uninit", "tuple_uninit", "record_uninit", "val_delete",
+                                        NULL};
+    void **const slots[] = {(void **)&W.vec_new, (void **)&W.list_uninit, (void **)&W.tuple_uninit,
+                            (void **)&W.record_uninit, (void **)&W.val_delete};
+    if (take_functions(fns, names, slots) < 0) return NULL;
     ready = 1;
     Py_RETURN_NONE;
 }
 
-static PyObject *py_layout(PyObject *self, PyObject *unused) {
-    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:n}", "stride", (Py_ssize_t)sizeof(val_t),
-                         "value", (Py_ssize_t)offsetof(val_t, of),
-                         "result_val", (Py_ssize_t)(offsetof(val_t, of.result.val) - offsetof(val_t, of)),
-                         "variant_val", (Py_ssize_t)(offsetof(val_t, of.variant.val) - offsetof(val_t, of)),
-                         "vec_data", (Py_ssize_t)offsetof(vec_t, data),
-                         "entry", (Py_ssize_t)sizeof(entry_t), "entry_val", (Py_ssize_t)offsetof(entry_t, val));
-}
-
 static PyMethodDef methods[] = {
     {"init", py_init, METH_O, "init(functions): wasmtime's functions by name, as addresses"},
-    {"layout", py_layout, METH_NOARGS, "the value layout this module was compiled for"},
+    {"layout", val_layout, METH_NOARGS, "the value layout this module was compiled for"},
     {"lower", (PyCFunction)(void (*)(void))py_lower, METH_FASTCALL, "lower(type, value) -> Lowered | None"},
     {"lift", (PyCFunction)(void (*)(void))py_lift, METH_FASTCALL, "lift(type, address) -> plain value (freed)"},
     {NULL, NULL, 0, NULL},

@@ -34,7 +34,7 @@ from typing import Any
 from wasmtime import _ffi as ffi
 from wasmtime.component import _types as T
 
-from . import lower_in_place, native_build
+from . import lower_in_place, native_build, native_val
 from .call import RawArg
 from .wit import ListT, Prim, RecordT, TupleT, WitType
 
@@ -47,7 +47,6 @@ ENV = "TRELLIS_NATIVE_VALUES"
 enabled = True
 
 SOURCE = Path(__file__).with_name("_values.c")
-HEADER = Path(__file__).with_name("_wasmtime_val.h")  # wasmtime's value layout, shared with wasi_http/_native.c
 NAME = "_trellis_values"
 _FUNCTIONS = {"vec_new": "wasm_byte_vec_new", "list_uninit": "wasmtime_component_vallist_new_uninit",
               "tuple_uninit": "wasmtime_component_valtuple_new_uninit",
@@ -58,20 +57,8 @@ _state: dict[str, Any] = {}  # "module": the loaded extension, or None (tried an
 
 
 def _load() -> ModuleType:
-    module = native_build.load(NAME, SOURCE, includes=(HEADER,))
-    entry = ffi.wasmtime_component_valrecord_entry_t
-    want = {"stride": lower_in_place.STRIDE, "value": lower_in_place.VALUE_OFF,
-            "result_val": ffi.wasmtime_component_valresult_t.val.offset,  # type: ignore[attr-defined]  # ctypes field descriptors
-            "variant_val": ffi.wasmtime_component_valvariant_t.val.offset,  # type: ignore[attr-defined]  # as above
-            "vec_data": ffi.wasmtime_component_vallist_t.data.offset,  # type: ignore[attr-defined]  # as above
-            "entry": ctypes.sizeof(entry), "entry_val": entry.val.offset}
-    layout = module.layout()
-    if layout != want:
-        raise RuntimeError(f"wasmtime's value layout {want} is not the one compiled for ({layout})")
-    kinds = ("BOOL", "S8", "U8", "S16", "U16", "S32", "U32", "S64", "U64", "F32", "F64", "CHAR", "STRING", "LIST",
-             "RECORD", "TUPLE", "VARIANT", "ENUM", "OPTION", "RESULT")
-    if [int(getattr(ffi, f"WASMTIME_COMPONENT_{k}").value) for k in kinds] != list(range(len(kinds))):
-        raise RuntimeError("wasmtime's value kinds are not the ones compiled for")
+    module = native_build.load(NAME, SOURCE, includes=(native_val.HEADER,))
+    native_val.check(module)
     lib = ctypes.CDLL(str(ffi.filename))
     module.init({name: ctypes.cast(lib[c_name], ctypes.c_void_p).value for name, c_name in _FUNCTIONS.items()})
     return module

@@ -307,20 +307,17 @@ static PyObject *py_init(PyObject *self, PyObject *args) {
     PyObject *fns;
     if (!PyArg_ParseTuple(args, "OOOO", &fns, &current_call, &host_resource, &codec_error)) return NULL;
     Py_INCREF(current_call); Py_INCREF(host_resource); Py_INCREF(codec_error);
-    static const char *names[] = {"to_host", "host_rep", "host_type", "host_delete", "any_delete", "vec_delete",
-                                  "list_delete", "tuple_delete", "val_delete", "host_new", "host_to_any",
-                                  "vec_new", "list_uninit", "tuple_uninit", "val_new", "error_new", NULL};
-    void **slots[] = {(void **)&W.to_host, (void **)&W.host_rep, (void **)&W.host_type, (void **)&W.host_delete,
-                      (void **)&W.any_delete, (void **)&W.vec_delete, (void **)&W.list_delete,
-                      (void **)&W.tuple_delete, (void **)&W.val_delete, (void **)&W.host_new,
-                      (void **)&W.host_to_any, (void **)&W.vec_new, (void **)&W.list_uninit,
-                      (void **)&W.tuple_uninit, (void **)&W.val_new, (void **)&W.error_new};
-    for (int i = 0; names[i]; i++) {
-        PyObject *addr = PyDict_GetItemString(fns, names[i]);
-        if (addr == NULL) return PyErr_Format(PyExc_KeyError, "wasmtime function %s", names[i]);
-        *slots[i] = PyLong_AsVoidPtr(addr);
-        if (*slots[i] == NULL) return PyErr_Format(PyExc_ValueError, "wasmtime function %s", names[i]);
-    }
+    static const char *const names[] = {"to_host", "host_rep", "host_type", "host_delete", "any_delete",
+                                        "vec_delete", "list_delete", "tuple_delete", "val_delete", "host_new",
+                                        "host_to_any", "vec_new", "list_uninit", "tuple_uninit", "val_new",
+                                        "error_new", NULL};
+    void **const slots[] = {(void **)&W.to_host, (void **)&W.host_rep, (void **)&W.host_type,
+                            (void **)&W.host_delete, (void **)&W.any_delete, (void **)&W.vec_delete,
+                            (void **)&W.list_delete, (void **)&W.tuple_delete, (void **)&W.val_delete,
+                            (void **)&W.host_new, (void **)&W.host_to_any, (void **)&W.vec_new,
+                            (void **)&W.list_uninit, (void **)&W.tuple_uninit, (void **)&W.val_new,
+                            (void **)&W.error_new};
+    if (take_functions(fns, names, slots) < 0) return NULL;
     s_table = PyUnicode_InternFromString("table");
     s_entries = PyUnicode_InternFromString("_entries");
     s_reps = PyUnicode_InternFromString("_reps");
@@ -329,14 +326,6 @@ static PyObject *py_init(PyObject *self, PyObject *args) {
     s_err = PyUnicode_InternFromString("err");
     ready = 1;
     Py_RETURN_NONE;
-}
-
-static PyObject *py_layout(PyObject *self, PyObject *unused) {
-    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n}", "stride", (Py_ssize_t)sizeof(val_t),
-                         "value", (Py_ssize_t)offsetof(val_t, of),
-                         "result_val", (Py_ssize_t)(offsetof(val_t, of.result.val) - offsetof(val_t, of)),
-                         "variant_val", (Py_ssize_t)(offsetof(val_t, of.variant.val) - offsetof(val_t, of)),
-                         "vec_data", (Py_ssize_t)(offsetof(vec_t, data)));
 }
 
 static void no_finalize(void *env) { (void)env; }
@@ -348,7 +337,7 @@ static PyObject *py_addresses(PyObject *self, PyObject *unused) {
 
 static PyMethodDef methods[] = {
     {"init", py_init, METH_VARARGS, "init(functions, current_call, HostResource, CodecError)"},
-    {"layout", py_layout, METH_NOARGS, "the value layout this module was compiled for"},
+    {"layout", val_layout, METH_NOARGS, "the value layout this module was compiled for"},
     {"addresses", py_addresses, METH_NOARGS, "(callback, dtor, finalizer, no-op finalizer) addresses"},
     {"make_func", py_make_func, METH_VARARGS, "a function's native description (address); its last "
      "argument, optional, the index in fast_names() of its C implementation"},

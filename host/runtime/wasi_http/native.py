@@ -39,8 +39,7 @@ from wasmtime import _ffi as ffi
 
 from trellis.interfaces.resources import unversioned
 
-from .. import lower_in_place as lip
-from .. import native_build
+from .. import native_build, native_val
 from ..codec import CodecError
 from ..imports import CURRENT_CALL, RESOURCE_TYPE_IDS, HostResource
 from ..wit import BorrowT, ListT, OptionT, OwnT, Prim, ResultT, TupleT, VariantT, mentions_resources
@@ -59,7 +58,7 @@ state_enabled = True
 
 SOURCE = Path(__file__).with_name("_native.c")  # it includes _native_values.c, _native_state.c, ../_wasmtime_val.h
 SOURCES = (SOURCE, Path(__file__).with_name("_native_values.c"), Path(__file__).with_name("_native_state.c"),
-           Path(__file__).parent.parent / "_wasmtime_val.h")
+           native_val.HEADER)
 NAME = "_trellis_wasi_native"
 _INTS = {"bool", "u8", "s8", "u16", "s16", "u32", "s32", "u64", "s64"}
 _FUNCTIONS = {  # the C module's name -> libwasmtime's
@@ -78,17 +77,7 @@ _state: dict[str, Any] = {}  # "module": the loaded extension or None (tried and
 
 def _load() -> ModuleType:
     module = native_build.load(NAME, SOURCE, includes=SOURCES[1:])
-    layout = module.layout()
-    want = {"stride": lip.STRIDE, "value": lip.VALUE_OFF,
-            "result_val": ffi.wasmtime_component_valresult_t.val.offset,  # type: ignore[attr-defined]  # ctypes field descriptors
-            "variant_val": ffi.wasmtime_component_valvariant_t.val.offset,  # type: ignore[attr-defined]  # as above
-            "vec_data": ffi.wasmtime_component_vallist_t.data.offset}  # type: ignore[attr-defined]  # as above
-    if layout != want:
-        raise RuntimeError(f"wasmtime's value layout {want} is not the one compiled for ({layout})")
-    kinds = {"BOOL": 0, "U8": 2, "U64": 8, "STRING": 12, "LIST": 13, "TUPLE": 15, "VARIANT": 16, "OPTION": 18,
-             "RESULT": 19, "RESOURCE": 21}
-    if any(int(getattr(ffi, f"WASMTIME_COMPONENT_{k}").value) != v for k, v in kinds.items()):
-        raise RuntimeError("wasmtime's value kinds are not the ones compiled for")
+    native_val.check(module)
     lib = ctypes.CDLL(str(ffi.filename))
     addresses = {name: ctypes.cast(lib[c_name], ctypes.c_void_p).value for name, c_name in _FUNCTIONS.items()}
     module.init(addresses, CURRENT_CALL, HostResource, CodecError)

@@ -506,7 +506,8 @@ class Up:
         code = self._deployer.wait()
         if code != 0 and not self._stop.is_set():
             # wadm retries what failed (a first compile can outlast a start's deadline on a slow machine)
-            self.say("Not deployed yet; wadm keeps trying. Waiting for it ...")
+            self.say("Not deployed yet (why is said above); wadm keeps trying. Waiting for it ... (a port in "
+                     "use: --config NAME.address=127.0.0.1:PORT deploys on another)")
             code = self._wait_deployed(manifest, common)
         if not self._stop.is_set():
             self.say(f"Deployed {manifest}." if code == 0 else

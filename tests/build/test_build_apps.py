@@ -222,5 +222,5 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
     proc = run_cli("build", str(tmp_path))
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: no Trellis apps in")
-    assert "[component]" in proc.stderr  # not eaten as markup
+    assert "a trellis.toml with a [component] table" in proc.stderr  # not eaten as markup, nor escaped twice
     assert "Traceback" not in proc.stderr

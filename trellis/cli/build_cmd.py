@@ -43,7 +43,7 @@ def build_command(
                 if not json_out:
                     _print_result(result, width=max(len(a.name) for a in apps))
     except BuildError as exc:
-        raise fail(escape(str(exc))) from None
+        raise fail(str(exc)) from None
     if json_out:
         print_json([{"name": r.app.name, "path": str(r.path), "status": r.status, "world": r.world,
                      "size": r.size, "seconds": round(r.seconds, 3), "source": str(r.app.root)}

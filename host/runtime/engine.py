@@ -324,16 +324,11 @@ def _ticker_module() -> Any:
     """The C ticker's extension, or None (switched off, or it cannot be built: the Python thread serves)."""
     if not native_ticker:
         return None
-    if "module" not in _native:
-        from . import native_build
+    from . import native_build
 
-        try:
-            _native["module"] = native_build.load("_trellis_ticker", Path(__file__).with_name("_ticker.c"),
-                                                  ("pthread",))
-        except Exception as exc:  # noqa: BLE001 - any failure: the Python thread serves
-            log.warning("the native epoch ticker is unavailable (a Python thread ticks): %s", exc)
-            _native["module"] = None
-    return _native["module"]
+    return native_build.once(
+        _native, lambda: native_build.load("_trellis_ticker", Path(__file__).with_name("_ticker.c"), ("pthread",)),
+        log, "the native epoch ticker is unavailable (a Python thread ticks)")
 
 
 _native: dict[str, Any] = {}

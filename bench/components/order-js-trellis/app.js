@@ -1,28 +1,8 @@
-// The benchmark's order handler (bench/components/common/order_logic.py, the same in
-// JavaScript) behind trellis:http/incoming-handler: one request record in, one response
-// record out. Its twin bench/components/order-js-wasi-http has the same handleOrder behind
-// wasi:http; keep the two copies identical.
-const JSON_TYPE = 'application/json';
-const TEXT_TYPE = 'text/plain; charset=utf-8';
-
-function handleOrder(method, path, text) {
-  if (path.split('?', 1)[0] !== '/orders' || method !== 'POST') return [404, TEXT_TYPE, '404 Not Found\n'];
-  let lines;
-  try {
-    const items = JSON.parse(text);
-    if (!Array.isArray(items) || items.length === 0) throw new Error('expected a non-empty list of line items');
-    lines = items.map((i) => {
-      const price = Math.trunc(Number(i.price)), quantity = Math.trunc(Number(i.quantity));
-      if (i.sku === undefined || !Number.isFinite(price) || !Number.isFinite(quantity)) throw new Error('bad line item');
-      return { sku: String(i.sku), price, quantity };
-    });
-  } catch (err) {
-    return [400, TEXT_TYPE, `400 Bad Request: ${err.message}\n`];
-  }
-  const order = { order_number: crypto.randomUUID(), line_items: lines,
-                  total: lines.reduce((sum, l) => sum + l.price * l.quantity, 0) };
-  return [201, JSON_TYPE, JSON.stringify(order)];
-}
+// The benchmark's order handler (order.js: bench/components/common/order_logic.py, the same in
+// JavaScript) behind trellis:http/incoming-handler: one request record in, one response record
+// out. Its twin bench/components/order-js-wasi-http serves the same handleOrder (order.js here is
+// a link to that folder's) behind wasi:http.
+import { handleOrder } from './order.js';
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -1,0 +1,1 @@
+../order-js-wasi-http/order.js

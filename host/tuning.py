@@ -175,6 +175,12 @@ class ProcessTuning(BaseModel):
         description="a host's workers are forked from one parent that has imported Python's and the worker's "
         "modules and wasmtime once (host/workers/zygote.py): they share those pages until they write to them "
         "(idle: 2 workers 39 MiB with their parent instead of 70). Off: each worker a process of its own")
+    zygote_from_host: bool = Field(
+        True, json_schema_extra=_env("TRELLIS_ZYGOTE_FROM_HOST"),
+        description="with worker_zygote, `trellis host` forks that parent from its own process before it starts "
+        "a thread (host/workers/forks.py: prefork), so the host, the zygote and the workers also share the "
+        "host's imported modules (idle: 60 MiB for the four instead of 75; under load the host ~18 MiB less). "
+        "Off: the zygote is started as a process of its own")
     providers_in_host: bool = Field(
         True, json_schema_extra=_env("TRELLIS_PROVIDERS_IN_HOST"),
         description="with provider_group, `trellis host` runs that group on its own event loop instead of a "

@@ -57,9 +57,11 @@ class Sampler:
     """Peaks of each role's PSS, of their sum, and of each component's live instances."""
 
     def __init__(self, roles: dict[str, int], nats_url: str, lattice: str, every_s: float = 0.5,
-                 with_regions: bool = False) -> None:
+                 with_regions: bool = False, smaps_dir: Path | None = None) -> None:
         self.roles, self.nats_url, self.lattice, self.every_s = roles, nats_url, lattice, every_s
         self.with_regions = with_regions
+        #: where each process's /proc/PID/smaps goes at the sample where the sum peaked
+        self.smaps_dir = smaps_dir
         #: each process's PSS by kind of region, read at the sample where the sum peaked
         self.regions: dict[str, dict[str, dict[str, float]]] = {}
         self.pss: dict[str, dict[str, float]] = {}
@@ -84,6 +86,13 @@ class Sampler:
                 self.peak_sum = round(total, 1)
                 if self.with_regions:
                     self.regions = {role: regions(pid) for role, pid in self.roles.items()}
+                if self.smaps_dir is not None:
+                    self.smaps_dir.mkdir(parents=True, exist_ok=True)
+                    for role, pid in self.roles.items():
+                        try:
+                            (self.smaps_dir / f"{role}.smaps").write_bytes(Path(f"/proc/{pid}/smaps").read_bytes())
+                        except OSError:
+                            pass
             try:
                 for cid, n in _live_instances(self.nats_url, self.lattice).items():
                     self.instances[cid] = max(self.instances.get(cid, 0), n)
@@ -119,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help="the host's environment")
     p.add_argument("--regions", action="store_true",
                    help="also each process's PSS by kind of memory region at the peak (regions.py)")
+    p.add_argument("--smaps", type=Path, default=None, metavar="DIR",
+                   help="keep each process's /proc/PID/smaps at the peak in DIR (PROCESS.smaps)")
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = p.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.env)
@@ -134,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         script = lua_script(workdir / "anatomy.lua")
         run_wrk(system.url, script, 3, system.roots)  # warm-up
         cpu0 = _cpu(roles)
-        with Sampler(roles, system.nats.url, system.lattice, with_regions=args.regions) as s:
+        with Sampler(roles, system.nats.url, system.lattice, with_regions=args.regions,
+                     smaps_dir=args.smaps) as s:
             load = run_wrk(system.url, script, args.seconds, system.roots)
         cpu1 = _cpu(roles)
         out["pss_after_load"] = {r: round(pss_kib(pid).get("Pss", 0) / 1024, 1) for r, pid in roles.items()}

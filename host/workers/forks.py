@@ -7,17 +7,24 @@ otherwise has (``pid``, ``stdin``, ``stdout``, ``returncode``, ``wait()``, ``kil
 die with it (their death signal): each is reported exited, and the pool restarts them as it
 restarts any worker, through a new zygote. ``TRELLIS_WORKER_ZYGOTE=0``
 (``tuning.process.worker_zygote``) starts each worker as a process of its own instead.
+
+``trellis host`` calls :func:`prefork` first thing, before it starts a thread: the zygote is then
+forked from the host's own process and shares its pages (``zygote.forked_main``); the pool's
+first :class:`Zygote` takes that one up instead of starting ``python -m`` the zygote.
+``TRELLIS_ZYGOTE_FROM_HOST=0`` (``tuning.process.zygote_from_host``) does not fork it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,6 +35,109 @@ log = logging.getLogger(__name__)
 ZYGOTE_MODULE = "trellis.host.workers.zygote"
 #: what an exit the zygote could not report (it died first) is given as
 LOST = -9
+
+
+class _Preforked:
+    """The zygote forked from the host's process (:func:`prefork`), as the pool sees a process:
+    ``pid``, ``returncode``, ``wait()``, ``kill()``. Its exit is watched through a pidfd."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._pidfd: int | None = None
+        self._done: asyncio.Future[int] | None = None
+
+    def _reap(self) -> None:
+        try:
+            got, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by someone else: its code is lost
+            got, status = self.pid, 0
+            self.returncode = LOST
+        if got == 0:
+            return
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(status)
+        loop = asyncio.get_running_loop()
+        if self._pidfd is not None:
+            loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self._done is not None and not self._done.done():
+            self._done.set_result(self.returncode)
+
+    async def wait(self) -> int:
+        if self.returncode is not None:
+            return self.returncode
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            self._pidfd = os.pidfd_open(self.pid)
+            asyncio.get_running_loop().add_reader(self._pidfd, self._reap)
+            self._reap()  # (it may be gone already)
+        return await asyncio.shield(self._done)
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+#: the zygote :func:`prefork` made, until a pool takes it up: (its process, our end of its socket)
+_preforked: tuple[_Preforked, socket.socket] | None = None
+
+
+def prefork(log_dir: Path | None) -> bool:
+    """Fork this host's worker zygote from this process, now, if nothing can make that unsafe: the
+    process has one thread and no event loop, and ``TRELLIS_WORKER_ZYGOTE`` and
+    ``TRELLIS_ZYGOTE_FROM_HOST`` are not off. Everything imported so far is frozen first
+    (``gc.freeze``: no collection here or in the children writes to those objects) and then shared by
+    the host, the zygote and its workers. The zygote's stderr is ``log_dir/worker-zygote.log`` (None:
+    ours). True: forked, for the pool's first :class:`Zygote` to take up."""
+    global _preforked
+    from trellis.host.tuning import OFF
+
+    from . import zygote
+
+    if any(os.environ.get(name, "1").strip().lower() in OFF
+           for name in ("TRELLIS_WORKER_ZYGOTE", "TRELLIS_ZYGOTE_FROM_HOST")):
+        return False
+    if _preforked is not None or threading.active_count() != 1 or not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        asyncio.get_running_loop()
+        return False
+    except RuntimeError:
+        pass
+    # the zygote shows an exec'd zygote's command line (tools find a host's workers by it): it must fit
+    if not zygote.can_retitle(zygote.title()):
+        return False
+    stderr_path = None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        stderr_path = str(log_dir / "worker-zygote.log")
+    gc.collect()
+    gc.freeze()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        ours.close()
+        zygote.retitle(zygote.title())
+        zygote.forked_main(theirs, stderr_path)
+    theirs.close()
+    _preforked = (_Preforked(pid), ours)
+    return True
+
+
+def _take_preforked() -> tuple[_Preforked, socket.socket] | None:
+    global _preforked
+    taken, _preforked = _preforked, None
+    if taken is not None and taken[0].returncode is not None:
+        taken[1].close()
+        return None
+    return taken
 
 
 class ForkedWorker:
@@ -71,7 +181,7 @@ class Zygote:
     def __init__(self, log_dir: Path | None, env: dict[str, str]) -> None:
         self.log_dir = log_dir
         self.env = env
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | _Preforked | None = None
         self._sock: socket.socket | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -83,6 +193,11 @@ class Zygote:
         self._early: dict[int, int] = {}
 
     async def _start(self) -> None:
+        preforked = _take_preforked()
+        if preforked is not None:  # forked from this process by `trellis host` (prefork)
+            self.proc, ours = preforked
+            await self._adopt(self.proc, ours)
+            return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         err: IO[bytes] | None = None
         if self.log_dir is not None:
@@ -96,12 +211,15 @@ class Zygote:
             theirs.close()
             if err is not None:
                 err.close()
+        await self._adopt(self.proc, ours)
+
+    async def _adopt(self, proc: asyncio.subprocess.Process | _Preforked, ours: socket.socket) -> None:
         self._sock = ours
         self._reader, self._writer = await asyncio.open_unix_connection(sock=ours)
-        self._listen = asyncio.get_running_loop().create_task(self._read(self.proc, self._reader, self._writer),
+        self._listen = asyncio.get_running_loop().create_task(self._read(proc, self._reader, self._writer),
                                                               name="worker-zygote")
 
-    async def _read(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader,
+    async def _read(self, proc: asyncio.subprocess.Process | _Preforked, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():

@@ -14,10 +14,18 @@ sends ``{"env": {...}}`` with three descriptors (the worker's stdin, stdout and 
 forks and answers ``{"pid": N}``; when a worker exits it says ``{"exited": N, "code": C}`` (C as
 asyncio reports a child's: negative for a signal). It exits when that socket closes (its host is
 gone); its workers then go with it (their death signal, and their own watch of their parent).
+
+``trellis host`` forks it from its own process before it starts a thread (:func:`forked_main`,
+``forks.prefork``), so that the zygote and the workers also share the host's pages: Python, pydantic,
+nats-py, the interfaces, imported once for all four processes (idle: host with zygote and two
+workers 60 MiB against 75). It then carries the command line above (:func:`retitle`), as tools
+that find a host's workers by their command line expect. A zygote started again (the first one
+died) is ``python -P -m`` this module, as any host without that fork has.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
@@ -26,9 +34,19 @@ import signal
 import socket
 import sys
 
-from trellis.host.runtime import wasmtime_patches
-from trellis.host.workers import worker
 from trellis.kit import procs
+
+
+def _preload() -> None:
+    """What every worker imports, once (wasmtime-py patched), then out of the collector's reach
+    (``gc.freeze``): no collection in a worker walks, and so writes to, these objects. Not at this
+    module's import: a host imports it to fork the zygote and loads no wasmtime itself."""
+    from trellis.host.runtime import wasmtime_patches
+    from trellis.host.workers import worker  # noqa: F401 (imported here, once for every worker)
+
+    wasmtime_patches.apply()  # as __main__ does, once for every worker
+    gc.collect()
+    gc.freeze()
 
 
 def _child(fds: list[int], env: dict[str, str], ctl: socket.socket, wake: tuple[int, int]) -> None:
@@ -46,6 +64,8 @@ def _child(fds: list[int], env: dict[str, str], ctl: socket.socket, wake: tuple[
         os.environ.clear()
         os.environ.update(env)
         procs.die_with_parent()
+        from trellis.host.workers import worker  # (imported by _preload)
+
         worker.main()
         code = 0
     except SystemExit as exc:
@@ -106,13 +126,83 @@ def serve(ctl: socket.socket) -> int:
 
 
 def main() -> int:
-    wasmtime_patches.apply()  # as __main__ does, once for every worker
-    gc.collect()
-    gc.freeze()  # the imported modules: no collection in a worker walks (and so writes to) them
+    _preload()
     ctl = socket.socket(fileno=os.dup(0))
     os.close(0)
     os.open(os.devnull, os.O_RDONLY)  # fd 0 again, not the socket
     return serve(ctl)
+
+
+def title() -> list[str]:
+    """The command line a zygote shows: the one an exec'd zygote has."""
+    return [sys.executable, "-P", "-m", "trellis.host.workers.zygote"]
+
+
+def _args_room() -> int:
+    """Bytes of this process's own command line (``arg_end - arg_start``, /proc/self/stat); 0: unknown."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: the 48th and 49th fields
+    except (OSError, IndexError, ValueError):
+        return 0
+    return end - start if start > 0 else 0
+
+
+def _args_text(args: list[str]) -> bytes:
+    return b"\0".join(a.encode() for a in args) + b"\0"
+
+
+def can_retitle(args: list[str]) -> bool:
+    """Whether :func:`retitle` can show ``args``: they fit where this process's own arguments are."""
+    return 0 < len(_args_text(args)) <= _args_room()
+
+
+def retitle(args: list[str]) -> bool:
+    """Show ``args`` as this process's command line (``/proc/self/cmdline``) by writing them over
+    its own, padded with NULs: only when they fit (:func:`can_retitle`). False: nothing changed."""
+    room = _args_room()
+    text = _args_text(args)
+    if not 0 < len(text) <= room:
+        return False
+    with open("/proc/self/stat", "rb") as f:
+        start = int(f.read().rsplit(b")", 1)[1].split()[45])
+    ctypes.memmove(start, text.ljust(room, b"\0"), room)
+    return True
+
+
+def forked_main(ctl: socket.socket, stderr_path: str | None) -> None:
+    """In a child forked from ``trellis host`` before it started a thread (``forks.prefork``): become
+    the zygote, talking over ``ctl``, its stderr ``stderr_path`` (None: the host's); never returns."""
+    code = 1
+    try:
+        procs.die_with_parent()
+        import logging
+
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            if isinstance(logger, logging.Logger):
+                logger.handlers.clear()  # the host's: a worker sets up its own
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        if stderr_path is not None:
+            err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(err, 2)
+            os.close(err)
+        os.close(null)
+        try:  # its name (ps, psutil's name()) as an exec'd zygote's
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(15, os.path.basename(sys.executable).encode()[:15], 0, 0, 0)  # PR_SET_NAME
+        except (OSError, AttributeError):
+            pass
+        _preload()  # what the host had imported it froze before the fork (forks.prefork)
+        code = serve(ctl)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 if __name__ == "__main__":

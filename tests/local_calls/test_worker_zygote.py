@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sys
 
 import psutil
 
@@ -71,3 +73,60 @@ async def test_without_the_zygote_each_worker_is_a_process_of_its_own(nats_serve
     finally:
         await pool.close(grace_s=2)
         await tasks.close()
+
+
+_PREFORKED_HOST = r'''
+import asyncio, json, os, sys
+import psutil
+from trellis.host.workers import forks
+from trellis.host.tuning import ProcessTuning, Tuning
+from trellis.host.workers.messages import Boot
+from trellis.host.workers.pool import WorkerPool
+from trellis.kit.service import TaskGroup
+
+assert forks.prefork(None), "not forked"
+preforked = forks._preforked[0].pid
+
+async def main() -> dict:
+    tasks = TaskGroup("test")
+    boot = Boot(lattice=sys.argv[2], host_id="N" + "A" * 55, nats={"url": sys.argv[1]}, threads=1,
+                tuning=Tuning(process=ProcessTuning(worker_zygote=True)))
+    pool = WorkerPool(boot, 2, tasks)
+    out = {"preforked": preforked}
+    try:
+        await pool.start()
+        zygote = psutil.Process(pool.zygote.proc.pid)
+        out.update(zygote=zygote.pid, zygote_parent=zygote.ppid(), zygote_cmdline=zygote.cmdline(),
+                   worker_parents=[psutil.Process(p).ppid() for p in pool.pids()],
+                   answers=await asyncio.wait_for(pool.stats(), 60))
+        zygote.kill()  # its workers with it: restarted through a zygote started as a process of its own
+        for _ in range(600):
+            if pool.restarts == 2 and len(pool.pids()) == 2:
+                break
+            await asyncio.sleep(0.1)
+        again = psutil.Process(pool.zygote.proc.pid)
+        out.update(again=again.pid, again_cmdline=again.cmdline(),
+                   again_answers=await asyncio.wait_for(pool.stats(), 60))
+    finally:
+        await pool.close(grace_s=2)
+        await tasks.close()
+    return out
+
+print(json.dumps(asyncio.run(main())))
+'''
+
+
+async def test_trellis_host_forks_the_zygote_from_its_own_process_before_its_threads(nats_server: NatsServer,
+                                                                                    lattice: str) -> None:
+    """``forks.prefork`` (what ``trellis host`` calls first): the pool takes up that zygote, which
+    shows an exec'd zygote's command line; a zygote started again is one of its own."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-P", "-c", _PREFORKED_HOST, nats_server.url, lattice,
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0
+    got = json.loads(out)
+    assert got["zygote"] == got["preforked"] and got["zygote_parent"] == proc.pid
+    assert ZYGOTE_MODULE in got["zygote_cmdline"] and got["worker_parents"] == [got["zygote"]] * 2
+    assert got["answers"] == [{}, {}]
+    assert got["again"] != got["zygote"] and ZYGOTE_MODULE in got["again_cmdline"]
+    assert got["again_answers"] == [{}, {}]

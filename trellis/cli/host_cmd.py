@@ -124,8 +124,11 @@ def host_command(
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
+    from trellis.host.workers.forks import prefork
     from trellis.kit.procs import exit_with_parent
 
+    # before any thread or loop: the workers' zygote forked from this process shares its pages
+    prefork(settings.state_dir / "logs")
     exit_with_parent()  # started by `trellis up`: it goes when that does
     code = runner(_run(host, wadm))
     raise typer.Exit(code)

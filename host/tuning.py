@@ -181,6 +181,14 @@ class ProcessTuning(BaseModel):
         "a thread (host/workers/forks.py: prefork), so the host, the zygote and the workers also share the "
         "host's imported modules (idle: 60 MiB for the four instead of 75; under load the host ~18 MiB less). "
         "Off: the zygote is started as a process of its own")
+    zygote_lean_after_s: float | None = Field(
+        10.0, ge=0, allow_inf_nan=False, json_schema_extra=_env("TRELLIS_ZYGOTE_LEAN_AFTER_S"),
+        description="seconds the worker zygote waits without a fork to make before it exec's a lean copy of "
+        "itself (host/workers/zygote_lean.py: the standard library only, same pid, its workers still its "
+        "children), which exec's the full zygote again when a worker must be forked: once the workers run, the "
+        "zygote's imported modules are memory only it uses (orders app under load: ~20 MiB of PSS). A worker "
+        "restarted after that waits for the zygote's imports (~1 s) and no longer shares them with the other "
+        "workers. None ('off'): the zygote stays as it is")
     providers_in_host: bool = Field(
         True, json_schema_extra=_env("TRELLIS_PROVIDERS_IN_HOST"),
         description="with provider_group, `trellis host` runs that group on its own event loop instead of a "

@@ -87,21 +87,17 @@ class _Preforked:
 _preforked: tuple[_Preforked, socket.socket] | None = None
 
 
-def prefork(log_dir: Path | None) -> bool:
+def prefork(log_dir: Path | None, lean_after_s: float | None = None) -> bool:
     """Fork this host's worker zygote from this process, now, if nothing can make that unsafe: the
-    process has one thread and no event loop, and ``TRELLIS_WORKER_ZYGOTE`` and
-    ``TRELLIS_ZYGOTE_FROM_HOST`` are not off. Everything imported so far is frozen first
+    process has one thread and no event loop. Everything imported so far is frozen first
     (``gc.freeze``: no collection here or in the children writes to those objects) and then shared by
     the host, the zygote and its workers. The zygote's stderr is ``log_dir/worker-zygote.log`` (None:
-    ours). True: forked, for the pool's first :class:`Zygote` to take up."""
+    ours); it goes lean after ``lean_after_s`` without a fork (``zygote.serve``). True: forked, for the
+    pool's first :class:`Zygote` to take up. ``trellis host`` calls it unless ``tuning.process``'s
+    ``worker_zygote`` or ``zygote_from_host`` is off."""
     global _preforked
-    from trellis.host.tuning import OFF
-
     from . import zygote
 
-    if any(os.environ.get(name, "1").strip().lower() in OFF
-           for name in ("TRELLIS_WORKER_ZYGOTE", "TRELLIS_ZYGOTE_FROM_HOST")):
-        return False
     if _preforked is not None or threading.active_count() != 1 or not hasattr(os, "pidfd_open"):
         return False
     try:
@@ -125,7 +121,7 @@ def prefork(log_dir: Path | None) -> bool:
     if pid == 0:  # pragma: no cover (the child)
         ours.close()
         zygote.retitle(zygote.title())
-        zygote.forked_main(theirs, stderr_path)
+        zygote.forked_main(theirs, stderr_path, lean_after_s)
     theirs.close()
     _preforked = (_Preforked(pid), ours)
     return True
@@ -178,9 +174,11 @@ class ForkedWorker:
 class Zygote:
     """The zygote process of one host's pool, started on demand."""
 
-    def __init__(self, log_dir: Path | None, env: dict[str, str]) -> None:
+    def __init__(self, log_dir: Path | None, env: dict[str, str], lean_after_s: float | None = None) -> None:
         self.log_dir = log_dir
         self.env = env
+        #: tuning.process.zygote_lean_after_s: the zygote exec's its lean copy after this long without a fork
+        self.lean_after_s = lean_after_s
         self.proc: asyncio.subprocess.Process | _Preforked | None = None
         self._sock: socket.socket | None = None
         self._reader: asyncio.StreamReader | None = None
@@ -205,7 +203,9 @@ class Zygote:
             err = open(self.log_dir / "worker-zygote.log", "ab")  # noqa: SIM115 (closed once the child has it)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-P", "-m", ZYGOTE_MODULE, stdin=theirs.fileno(), stdout=asyncio.subprocess.DEVNULL,
+                sys.executable, "-P", "-m", ZYGOTE_MODULE,
+                *(["--lean-after", repr(self.lean_after_s)] if self.lean_after_s is not None else []),
+                stdin=theirs.fileno(), stdout=asyncio.subprocess.DEVNULL,
                 stderr=err, env=self.env, preexec_fn=death_signal())
         finally:
             theirs.close()

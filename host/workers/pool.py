@@ -61,8 +61,9 @@ class WorkerPool:
         self._last_metrics: dict[int, list[dict[str, Any]]] = {}
         self._retired: list[dict[str, Any]] = []
         #: the workers' pre-loaded parent (forks.py, zygote.py); None: each worker a process of its own
-        self.zygote = (Zygote(log_dir, supervised_env({**os.environ, **self.log_env}))
-                       if boot.tuning.process.worker_zygote else None)
+        process = boot.tuning.process
+        self.zygote = (Zygote(log_dir, supervised_env({**os.environ, **self.log_env}), process.zygote_lean_after_s)
+                       if process.worker_zygote else None)
 
     async def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         await asyncio.gather(*(self._spawn(w) for w in self.workers))

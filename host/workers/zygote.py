@@ -83,7 +83,24 @@ def _child(fds: list[int], env: dict[str, str], ctl: socket.socket, wake: tuple[
         os._exit(code)
 
 
-def serve(ctl: socket.socket) -> int:
+def _lean(ctl: socket.socket, lean_after_s: float) -> None:
+    """Become ``zygote_lean.py`` (same pid: the workers stay its children); never returns."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    signal.set_wakeup_fd(-1)
+    fd = ctl.detach()
+    os.set_inheritable(fd, True)
+    lean = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote_lean.py")
+    os.execv(sys.executable, [sys.executable, "-I", "-S", lean, "--role", "trellis.host.workers.zygote",
+                              "--ctl", str(fd), "--lean-after", repr(lean_after_s)])
+
+
+def serve(ctl: socket.socket, lean_after_s: float | None = None) -> int:
+    """Fork a worker for each request of the host; with ``lean_after_s``, once that long has gone by
+    without one, ``exec`` the lean zygote (``zygote_lean.py``), which comes back here for the next."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -99,8 +116,14 @@ def serve(ctl: socket.socket) -> int:
                 return
             ctl.sendall(json.dumps({"exited": pid, "code": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
 
+    reap()  # (workers that exited while the lean zygote was exec'ing this one)
+    forked = False  # the lean one's clock starts with the first fork: a host may take long to ask for it
     while True:
-        readable, _, _ = select.select([ctl.fileno(), wake_r], [], [])
+        readable, _, _ = select.select([ctl.fileno(), wake_r], [], [], lean_after_s if forked else None)
+        if not readable and lean_after_s is not None:
+            os.close(wake_r)
+            os.close(wake_w)
+            _lean(ctl, lean_after_s)
         if wake_r in readable:
             os.read(wake_r, 512)
             reap()
@@ -122,15 +145,21 @@ def serve(ctl: socket.socket) -> int:
             for fd in fds:
                 os.close(fd)
             ctl.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+            forked = True
             reap()
 
 
-def main() -> int:
+def main(args: list[str]) -> int:
+    """``[--ctl FD] [--lean-after S]``: the host's socket is FD (default: stdin, replaced by /dev/null)."""
     _preload()
-    ctl = socket.socket(fileno=os.dup(0))
-    os.close(0)
-    os.open(os.devnull, os.O_RDONLY)  # fd 0 again, not the socket
-    return serve(ctl)
+    if "--ctl" in args:
+        ctl = socket.socket(fileno=int(args[args.index("--ctl") + 1]))
+    else:
+        ctl = socket.socket(fileno=os.dup(0))
+        os.close(0)
+        os.set_inheritable(os.open(os.devnull, os.O_RDONLY), True)  # fd 0 again (and after an exec), not the socket
+    lean_after_s = float(args[args.index("--lean-after") + 1]) if "--lean-after" in args else None
+    return serve(ctl, lean_after_s)
 
 
 def title() -> list[str]:
@@ -171,7 +200,7 @@ def retitle(args: list[str]) -> bool:
     return True
 
 
-def forked_main(ctl: socket.socket, stderr_path: str | None) -> None:
+def forked_main(ctl: socket.socket, stderr_path: str | None, lean_after_s: float | None = None) -> None:
     """In a child forked from ``trellis host`` before it started a thread (``forks.prefork``): become
     the zygote, talking over ``ctl``, its stderr ``stderr_path`` (None: the host's); never returns."""
     code = 1
@@ -196,7 +225,7 @@ def forked_main(ctl: socket.socket, stderr_path: str | None) -> None:
         except (OSError, AttributeError):
             pass
         _preload()  # what the host had imported it froze before the fork (forks.prefork)
-        code = serve(ctl)
+        code = serve(ctl, lean_after_s)
     except BaseException:
         import traceback
 
@@ -206,4 +235,4 @@ def forked_main(ctl: socket.socket, stderr_path: str | None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -28,7 +28,7 @@ def test_defaults_and_every_variable() -> None:
         "TRELLIS_WASM_HOLD_GIL", "TRELLIS_WASM_HOLD_GIL_SLICE_MS", "TRELLIS_LOWER_PLAIN",
         "TRELLIS_GC_THRESHOLD", "TRELLIS_PARK_IDLE_S", "TRELLIS_WORKER_NICE",
         "TRELLIS_PROVIDER_GROUP", "TRELLIS_PROVIDERS_IN_HOST", "TRELLIS_HTTP_ACTIVE_MAX", "TRELLIS_WORKER_ZYGOTE",
-        "TRELLIS_ZYGOTE_FROM_HOST"}
+        "TRELLIS_ZYGOTE_FROM_HOST", "TRELLIS_ZYGOTE_LEAN_AFTER_S"}
     assert len(off) == 19 and all(v is False for v in _bools(Tuning.from_env(off)))
     for spelling in ("false", "No", " off "):
         assert Tuning.from_env({"TRELLIS_METRICS": spelling}).process.metrics is False

@@ -20,9 +20,13 @@ from trellis.natsserver import NatsServer
 from ..harness import eventually
 
 
-def _boot(nats_server: NatsServer, lattice: str, zygote: bool) -> Boot:
+def _boot(nats_server: NatsServer, lattice: str, zygote: bool, lean_after_s: float | None = None) -> Boot:
     return Boot(lattice=lattice, host_id="N" + "A" * 55, nats={"url": nats_server.url}, threads=1,
-                tuning=Tuning(process=ProcessTuning(worker_zygote=zygote)))
+                tuning=Tuning(process=ProcessTuning(worker_zygote=zygote, zygote_lean_after_s=lean_after_s)))
+
+
+def _lean(pid: int) -> bool:
+    return any(part.endswith("zygote_lean.py") for part in psutil.Process(pid).cmdline())
 
 
 async def _answers(pool: WorkerPool) -> bool:
@@ -60,6 +64,36 @@ async def test_workers_are_forked_from_the_zygote_and_restarted_when_they_or_it_
         await pool.close(grace_s=2)
         await tasks.close()
     assert not psutil.pid_exists(last) or psutil.Process(last).status() == psutil.STATUS_ZOMBIE
+
+
+async def test_the_zygote_goes_lean_once_its_workers_run_and_comes_back_for_a_fork(nats_server: NatsServer,
+                                                                                  lattice: str) -> None:
+    """``zygote_lean_after_s``: the zygote exec's ``zygote_lean.py`` (same pid, its workers still its
+    children, far less memory); a worker that dies is reported and forked again through the full zygote."""
+    tasks = TaskGroup("test")
+    pool = WorkerPool(_boot(nats_server, lattice, zygote=True, lean_after_s=0.5), 2, tasks)
+    try:
+        await pool.start()
+        assert pool.zygote is not None and pool.zygote.proc is not None
+        zygote = pool.zygote.proc.pid
+        full = psutil.Process(zygote).memory_full_info().uss
+        await eventually(lambda: _lean(zygote), 30, what="the zygote exec'd its lean copy")
+        assert ZYGOTE_MODULE in psutil.Process(zygote).cmdline()  # as tools find it
+        assert psutil.Process(zygote).memory_full_info().uss < full / 2
+        first = pool.pids()
+        assert all(psutil.Process(p).ppid() == zygote for p in first)
+        assert await _answers(pool)
+
+        os.kill(first[0], signal.SIGKILL)  # reported by the lean zygote; forked by the full one it exec's
+        await eventually(lambda: pool.restarts == 1 and len(pool.pids()) == 2 and first[0] not in pool.pids(), 60,
+                         what="the worker restarted")
+        assert pool.zygote.proc.pid == zygote and all(psutil.Process(p).ppid() == zygote for p in pool.pids())
+        assert await _answers(pool)
+        await eventually(lambda: _lean(zygote), 30, what="lean again")
+    finally:
+        await pool.close(grace_s=2)
+        await tasks.close()
+    assert not psutil.pid_exists(zygote) or psutil.Process(zygote).status() == psutil.STATUS_ZOMBIE
 
 
 async def test_without_the_zygote_each_worker_is_a_process_of_its_own(nats_server: NatsServer, lattice: str) -> None:

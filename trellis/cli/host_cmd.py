@@ -114,6 +114,25 @@ def host_command(
             metrics_port=metrics_port, metrics_host=metrics_host, metrics_scope=metrics_scope,
             log_format=log_format, log_to=log_to,
         )
+    except (LabelError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    process = settings.tuning.process
+    if process.worker_zygote and process.zygote_from_host:
+        # before any thread or loop, and before the host loads its keys: the workers' zygote forked
+        # from this process shares its pages (what the host will import is imported first)
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:  # pragma: no cover
+            pass
+        if process.provider_group and process.providers_in_host:
+            import trellis.providers.builtin.group  # noqa: F401
+        if with_wadm:
+            import trellis.cli.embedded_wadm  # noqa: F401
+            import trellis.wadm.controller  # noqa: F401
+        from trellis.host.workers.forks import prefork
+
+        prefork(settings.state_dir / "logs", process.zygote_lean_after_s)
+    try:
         host = Host(settings, providers_here=_providers_here)
         wadm = _embedded_wadm(conn, policy, secrets_key, log_format, log_to, state_dir) if with_wadm else None
     except (LabelError, ValueError) as exc:
@@ -124,11 +143,8 @@ def host_command(
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    from trellis.host.workers.forks import prefork
     from trellis.kit.procs import exit_with_parent
 
-    # before any thread or loop: the workers' zygote forked from this process shares its pages
-    prefork(settings.state_dir / "logs")
     exit_with_parent()  # started by `trellis up`: it goes when that does
     code = runner(_run(host, wadm))
     raise typer.Exit(code)

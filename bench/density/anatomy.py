@@ -1,6 +1,7 @@
 """Where the full orders app's memory and CPU go under load: per process and per component.
 
-``python -m bench.density.anatomy [--seconds S] [--workers W] [--fresh] [--env NAME=VALUE ...] [--regions]``
+``python -m bench.density.anatomy [--seconds S] [--workers W] [--fresh] [--env NAME=VALUE ...] [--regions]
+[--smaps DIR]``
 
 Starts the orders app on Trellis as ``python -m bench density``'s load stage does
 (``examples/platform-poc``, instance reuse, one host with W workers), warms it
@@ -11,7 +12,9 @@ with wrk, then runs one wrk window at c=20 and meanwhile samples every 0.5 s:
 * the live instances of each component (every host's ``usage``, summed over
   its workers), keeping each one's peak;
 
-and reads each process's CPU over the window (CPU-ms per order). Prints one table
+and reads each process's CPU over the window (CPU-ms per order). ``--smaps DIR`` keeps each
+process's ``/proc/PID/smaps`` at the sample where the sum peaked (``DIR/PROCESS.smaps``), for a
+look mapping by mapping (glibc's thread arenas, the instances' dirtied image pages, stacks). Prints one table
 per view; ``--json FILE`` keeps them. ``--env`` sets variables for the host (an
 A/B is two runs in alternating order; ``python -m bench density`` with
 ``BENCH_DENSITY_AB`` is the side-by-side one).

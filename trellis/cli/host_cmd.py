@@ -121,14 +121,14 @@ def host_command(
         # before any thread or loop, and before the host loads its keys: the workers' zygote forked
         # from this process shares its pages (what the host will import is imported first)
         try:
-            import uvloop  # noqa: F401
+            import uvloop  # noqa: F401 (imported before the fork, shared with the zygote)
         except ImportError:  # pragma: no cover
             pass
         if process.provider_group and process.providers_in_host:
-            import trellis.providers.builtin.group  # noqa: F401
+            import trellis.providers.builtin.group  # noqa: F401 (imported before the fork, shared)
         if with_wadm:
-            import trellis.cli.embedded_wadm  # noqa: F401
-            import trellis.wadm.controller  # noqa: F401
+            import trellis.cli.embedded_wadm  # noqa: F401 (imported before the fork, shared)
+            import trellis.wadm.controller  # noqa: F401 (imported before the fork, shared)
         from trellis.host.workers.forks import prefork
 
         prefork(settings.state_dir / "logs", process.zygote_lean_after_s)

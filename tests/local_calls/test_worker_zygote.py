@@ -76,10 +76,10 @@ async def test_the_zygote_goes_lean_once_its_workers_run_and_comes_back_for_a_fo
         await pool.start()
         assert pool.zygote is not None and pool.zygote.proc is not None
         zygote = pool.zygote.proc.pid
-        full = psutil.Process(zygote).memory_full_info().uss
         await eventually(lambda: _lean(zygote), 30, what="the zygote exec'd its lean copy")
         assert ZYGOTE_MODULE in psutil.Process(zygote).cmdline()  # as tools find it
-        assert psutil.Process(zygote).memory_full_info().uss < full / 2
+        # its own memory: ~3 MiB (a full zygote holds its imports and wasmtime: 25 MiB and more)
+        assert psutil.Process(zygote).memory_full_info().uss < 10 * 1024 * 1024
         first = pool.pids()
         assert all(psutil.Process(p).ppid() == zygote for p in first)
         assert await _answers(pool)

@@ -110,8 +110,11 @@ def prefork(log_dir: Path | None, lean_after_s: float | None = None) -> bool:
         return False
     stderr_path = None
     if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        stderr_path = str(log_dir / "worker-zygote.log")
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            stderr_path = str(log_dir / "worker-zygote.log")
+        except OSError:  # the zygote's output goes to ours, as the host's does
+            pass
     gc.collect()
     gc.freeze()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

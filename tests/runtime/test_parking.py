@@ -194,3 +194,24 @@ def test_parking_walks_the_whole_heap_only_when_young_garbage_was_not_enough(eng
         if enabled:
             gc.enable()
     assert inv.invoke("add", [1, 2]) == 3
+
+
+def test_loading_parked_code_again_does_not_count_against_the_calls_deadline(engine: RuntimeEngine,
+                                                                              cache: CompileCache) -> None:
+    """A parked component's code is loaded again before the call's deadline is armed: an inline call
+    (a budget of 20 ms on a worker's loop) whose reload took longer ran past its budget and was run
+    again on a Wasm thread, so the first request after idle paid for the guest twice."""
+    import time as _time
+
+    loaded = load_parkable(engine, build_wat("adder"), cache)
+    inv = Invoker(loaded)
+    assert inv.invoke("add", [2, 40]) == 42 and inv.park()
+    real = loaded._reload
+    assert real is not None
+
+    def slow_reload() -> object:  # a reload as slow as on a loaded machine
+        _time.sleep(0.3)
+        return real()
+    loaded._reload = slow_reload  # type: ignore[assignment]  # the test's stand-in
+    assert inv.invoke("add", [1, 2], timeout_s=0.1, inline=True) == 3  # its deadline: the call's own time
+    assert loaded.reloads == 1 and loaded.last_reload_s >= 0.3

@@ -122,12 +122,12 @@ class WasmTuning(BaseModel):
         "(host/runtime/_ticker.c, compiled on first use into ~/.cache/trellis/native); off, or without a C "
         "compiler: a Python thread")
     wasm_hold_gil: bool = Field(
-        False, json_schema_extra=_env("TRELLIS_WASM_HOLD_GIL"),
+        True, json_schema_extra=_env("TRELLIS_WASM_HOLD_GIL"),
         description="a call into Wasm keeps the GIL (a worker runs one guest at a time, each until its next "
-        "import) and hands it over at epoch ticks once it has run wasm_hold_gil_slice_ms (host/runtime/gil_hold.py, "
-        "the tick callback in C); only while the epoch ticker is the C thread (native_ticker), else calls release "
-        "the GIL. Off by default: on the full app no variant moved CPU per order (within 1.5 %) and req/s stayed "
-        "inside the shared machine's noise (docs/performance.md, \"Wasm calls keep the GIL\" and its sequel)")
+        "import) and hands it over at epoch ticks to a thread waiting for it (host/runtime/gil_hold.py, the tick "
+        "callback in C); only while the epoch ticker is the C thread (native_ticker), else calls release the GIL. "
+        "On the full app: +13 % req/s and -20 % p99 at the same CPU per order over 8 sittings "
+        "(docs/performance.md, \"Wasm calls keep the GIL, second session\")")
     wasm_hold_gil_slice_ms: float = Field(
         0.0, ge=0, json_schema_extra=_env("TRELLIS_WASM_HOLD_GIL_SLICE_MS"),
         description="with wasm_hold_gil: the thread CPU (ms) a call runs, from its start or its last hand-over, "

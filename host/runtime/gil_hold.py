@@ -41,9 +41,10 @@ from wasmtime import _ffi as ffi
 log = logging.getLogger(__name__)
 
 ENV = "TRELLIS_WASM_HOLD_GIL"
-#: the switch (``tuning.wasm.wasm_hold_gil``, :func:`~trellis.host.runtime.wasmtime_patches.switch`): on by
-#: default since 2026-12-08 (the full app: +13 % req/s, -20 % p99, the same CPU per order; docs/performance.md)
-enabled = True
+#: the switch (``tuning.wasm.wasm_hold_gil``, :func:`~trellis.host.runtime.wasmtime_patches.switch`): off by
+#: default (the full app gains +13 % req/s, but a guest that computes for long slows its worker's other calls
+#: 10-20x: tests/chaos/test_hostile.py; docs/performance.md)
+enabled = False
 #: thread CPU a holding call runs before a tick hands the GIL over (``tuning.wasm.wasm_hold_gil_slice_ms``);
 #: 0 (the default): at every tick, a switch only if another thread waits
 slice_ms = 0.0

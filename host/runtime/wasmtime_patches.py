@@ -400,10 +400,10 @@ def hold_gil(on: bool) -> None:
 
 def switch(*, hold_gil_on: bool = True, lower_in_place_on: bool = True, wasi_http_fast_on: bool = True,
            wasi_http_native_on: bool = True, wasi_http_native_state_on: bool = True,
-           native_values_on: bool = True, native_ticker_on: bool = True, wasm_hold_gil_on: bool = True,
+           native_values_on: bool = True, native_ticker_on: bool = True, wasm_hold_gil_on: bool = False,
            lower_plain_on: bool = True, wasm_hold_gil_slice_ms: float = 0.0) -> None:
     """Set the switches of the corrections above (a worker's ``tuning.wasm``, host/tuning.py):
-    all on by default; off only to compare. Call at start,
+    all on by default (but ``wasm_hold_gil``, :mod:`.gil_hold`); off only to compare. Call at start,
     before any component is loaded."""
     from . import engine, gil_hold, lower_plain, native_values
     from .wasi_http import fastcall, native

@@ -156,11 +156,12 @@ class ProcessTuning(BaseModel):
         "is frozen (trellis.kit.gc_tuning); 10,000 instead of Python's 700: decoding a large value "
         "no longer walks live objects again and again. None ('default'): Python's own settings")
     worker_nice: int = Field(
-        5, ge=0, le=19, json_schema_extra=_env("TRELLIS_WORKER_NICE"),
+        0, ge=0, le=19, json_schema_extra=_env("TRELLIS_WORKER_NICE"),
         description="the workers' niceness above the host's (os.nice, inherited by their threads): on a "
         "loaded machine the host's event loop — NATS, heartbeats, the controller's lease, the built-in "
         "providers — is scheduled before the workers' Wasm threads instead of waiting its turn among them "
-        "(it stalled for 0.3-0.7 s runnable but not run); 0: the same priority as the host")
+        "(it stalled for 0.3-0.7 s runnable but not run). 0 by default (the same priority as the host): at 5 "
+        "the orders app served 6-9 % fewer requests a second at 5-8 % more CPU per order (docs/performance.md)")
     park_idle_s: float | None = Field(
         30.0, ge=0, allow_inf_nan=False, json_schema_extra=_env("TRELLIS_PARK_IDLE_S"),
         description="seconds a component may go without an instance or a call before its compiled code is "

@@ -20,9 +20,11 @@ from trellis.natsserver import NatsServer
 from ..harness import eventually
 
 
-def _boot(nats_server: NatsServer, lattice: str, zygote: bool, lean_after_s: float | None = None) -> Boot:
+def _boot(nats_server: NatsServer, lattice: str, zygote: bool, lean_after_s: float | None = None,
+          nice: int = 0) -> Boot:
     return Boot(lattice=lattice, host_id="N" + "A" * 55, nats={"url": nats_server.url}, threads=1,
-                tuning=Tuning(process=ProcessTuning(worker_zygote=zygote, zygote_lean_after_s=lean_after_s)))
+                tuning=Tuning(process=ProcessTuning(worker_zygote=zygote, zygote_lean_after_s=lean_after_s,
+                                                    worker_nice=nice)))
 
 
 def _lean(pid: int) -> bool:
@@ -36,7 +38,7 @@ async def _answers(pool: WorkerPool) -> bool:
 async def test_workers_are_forked_from_the_zygote_and_restarted_when_they_or_it_die(nats_server: NatsServer,
                                                                                   lattice: str) -> None:
     tasks = TaskGroup("test")
-    pool = WorkerPool(_boot(nats_server, lattice, zygote=True), 2, tasks)
+    pool = WorkerPool(_boot(nats_server, lattice, zygote=True, nice=5), 2, tasks)
     try:
         await pool.start()
         assert pool.zygote is not None and pool.zygote.proc is not None
@@ -44,7 +46,7 @@ async def test_workers_are_forked_from_the_zygote_and_restarted_when_they_or_it_
         assert ZYGOTE_MODULE in zygote.cmdline()
         first = pool.pids()
         assert len(first) == 2 and all(psutil.Process(p).ppid() == zygote.pid for p in first)
-        # workers yield the CPU to their host's event loop (process.worker_nice, 5 by default)
+        # workers yield the CPU to their host's event loop (process.worker_nice; 0 by default)
         assert all(psutil.Process(p).nice() == min(zygote.nice() + 5, 19) for p in first)
         assert await _answers(pool)
 

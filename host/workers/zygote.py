@@ -34,6 +34,7 @@ import signal
 import socket
 import sys
 
+from trellis.host.workers import zygote_lean
 from trellis.kit import procs
 
 
@@ -101,21 +102,7 @@ def _lean(ctl: socket.socket, lean_after_s: float) -> None:
 def serve(ctl: socket.socket, lean_after_s: float | None = None) -> int:
     """Fork a worker for each request of the host; with ``lean_after_s``, once that long has gone by
     without one, ``exec`` the lean zygote (``zygote_lean.py``), which comes back here for the next."""
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select below through the wakeup pipe
-
-    def reap() -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            ctl.sendall(json.dumps({"exited": pid, "code": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
-
+    wake_r, wake_w, reap = zygote_lean.watch_children(ctl)  # SIGCHLD wakes the select below
     reap()  # (workers that exited while the lean zygote was exec'ing this one)
     forked = False  # the lean one's clock starts with the first fork: a host may take long to ask for it
     while True:

@@ -17,6 +17,10 @@ import _socket
 import os
 import select
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ZYGOTE_MODULE = "trellis.host.workers.zygote"
 
@@ -25,9 +29,10 @@ def _opt(args: list[str], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args and args.index(name) + 1 < len(args) else None
 
 
-def main(args: list[str]) -> int:
-    fd = int(_opt(args, "--ctl") or "-1")
-    ctl = _socket.socket(fileno=fd)
+def watch_children(ctl: _socket.socket) -> tuple[int, int, "Callable[[], None]"]:
+    """SIGCHLD wakes the zygote's ``select`` through a pipe: ``(wake_r, wake_w, reap)``, where ``reap``
+    reports every exited child to the host as ``{"exited": PID, "code": CODE}`` lines (the full and the
+    lean zygote alike)."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     _signal.set_wakeup_fd(wake_w)
@@ -43,6 +48,13 @@ def main(args: list[str]) -> int:
                 return
             ctl.sendall(b'{"exited": %d, "code": %d}\n' % (pid, os.waitstatus_to_exitcode(status)))
 
+    return wake_r, wake_w, reap
+
+
+def main(args: list[str]) -> int:
+    fd = int(_opt(args, "--ctl") or "-1")
+    ctl = _socket.socket(fileno=fd)
+    wake_r, _, reap = watch_children(ctl)
     reap()  # (workers that exited while this process was exec'd)
     while True:
         readable, _, _ = select.select([fd, wake_r], [], [])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 
 #: how long a finished call's reply is kept for a copy (or until the call's deadline, if sooner)
 REMEMBER_S = 10.0
@@ -55,8 +56,10 @@ class CallMemory:
         self.max_calls = max_calls
         self.max_bytes = max_bytes
         self._running: dict[Key, _Running] = {}
-        #: key -> (reply frame, kept until, Unix seconds); insertion order is the order calls ended
-        self._done: dict[Key, tuple[bytes, float]] = {}
+        #: key -> (reply frame, kept until, Unix seconds); insertion order is the order calls ended (an
+        #: OrderedDict: its oldest entry is found at once, where a dict's first key is searched for past
+        #: the holes its forgotten entries leave until it is resized)
+        self._done: OrderedDict[Key, tuple[bytes, float]] = OrderedDict()
         self._bytes = 0
         #: copies joined to a running call, answered from a finished one
         self.stats = {"joined": 0, "replayed": 0}
@@ -104,7 +107,7 @@ class CallMemory:
             old, until = done[first]
             if len(done) <= self.max_calls and self._bytes <= self.max_bytes and until > now:
                 break
-            del done[first]
+            done.popitem(last=False)
             self._bytes -= len(old)
 
     def abandon(self, key: Key) -> None:
